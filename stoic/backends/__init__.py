@@ -1,0 +1,1 @@
+"""Runtime backends: where a batch physically runs (local processes, Kubernetes, simulation)."""

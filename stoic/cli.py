@@ -1,0 +1,55 @@
+"""The ``stoic`` command line: one root, one sub-command group per area.
+
+Each area keeps its commands beside its code (``stoic/<area>/cli.py``) and is mounted
+here. Heavy imports (TensorFlow, FastAPI) happen inside commands, so ``stoic --help``
+stays fast. Every :class:`stoic.errors.StoicError` becomes one line on stderr and exit
+code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from stoic import __version__
+from stoic.errors import StoicError
+
+app = typer.Typer(
+    name="stoic",
+    help="Edge-cloud scheduler for machine learning on serverless runtimes (STOIC).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"stoic {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """stoic: predict where each batch finishes first, run it there, learn from it."""
+
+
+# Sub-command groups (each area adds its own line here).
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except StoicError as exc:
+        print(f"stoic: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""Plain values shared by every part of stoic; no I/O here.
+
+Times are floats: durations in seconds (``*_s``), instants in seconds since the Unix
+epoch as given by an injected clock (``at``). The replay's virtual clock and the
+daemon's wall clock both produce such floats, so the predictor, the policy and the
+requester cannot tell the two worlds apart (DESIGN.md, "Two worlds, one code path").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class RuntimeKind(StrEnum):
+    """Where a runtime runs: the edge site itself, or a cloud pod with CPU or GPUs."""
+
+    EDGE = "edge"
+    CPU = "cpu"
+    GPU = "gpu"
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """One place a batch can run (the paper's scenarios: edge, cpu, gpu1, gpu2)."""
+
+    name: str
+    kind: RuntimeKind
+    gpus: int = 0
+    backend: str = "local"
+
+    @property
+    def is_edge(self) -> bool:
+        return self.kind is RuntimeKind.EDGE
+
+
+@dataclass(frozen=True, slots=True)
+class Component:
+    """A predicted duration: mean and standard deviation, in seconds."""
+
+    mean: float
+    std: float = 0.0
+
+    def __add__(self, other: Component) -> Component:
+        # Components are treated as independent, so variances add.
+        return Component(self.mean + other.mean, math.hypot(self.std, other.std))
+
+
+ZERO = Component(0.0, 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """Predicted response time of one runtime for one batch: T_s = T_t + T_d + T_p."""
+
+    runtime: str
+    transfer: Component
+    deployment: Component
+    processing: Component
+
+    @property
+    def total(self) -> Component:
+        return self.transfer + self.deployment + self.processing
+
+    def as_dict(self) -> dict[str, float]:
+        t = self.total
+        return {
+            "transfer_s": self.transfer.mean,
+            "transfer_std_s": self.transfer.std,
+            "deployment_s": self.deployment.mean,
+            "deployment_std_s": self.deployment.std,
+            "processing_s": self.processing.mean,
+            "processing_std_s": self.processing.std,
+            "total_s": t.mean,
+            "total_std_s": t.std,
+        }
+
+
+class Mode(StrEnum):
+    """Scheduling policies. ``selector`` and ``duplicator`` are the paper's; the rest
+    are baselines used by the replay (``oracle`` is MIN-LAT and needs ground truth)."""
+
+    SELECTOR = "selector"
+    DUPLICATOR = "duplicator"
+    EDGE_ONLY = "edge-only"
+    GPU1_ONLY = "gpu1-only"
+    THRESHOLD = "threshold"
+    ORACLE = "oracle"
+    PINNED = "pinned"
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """What the scheduler knows of a batch when it decides: its size, not its content."""
+
+    batch_id: str
+    n_images: int
+    n_bytes: int
+    app: str = "classify"
+    app_version: str = "1"
+    package_key: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A policy's decision.
+
+    ``runtime`` is where the batch runs. With ``speculative_edge`` set (duplicator), the
+    edge starts at once while ``runtime`` (a cloud runtime) uploads and deploys; when it
+    is ready the requester re-predicts and keeps the predicted winner.
+    """
+
+    runtime: str
+    mode: Mode
+    reason: str
+    estimates: Mapping[str, Estimate] = field(default_factory=dict)
+    speculative_edge: bool = False
+    edge_runtime: str = "edge"
+
+
+class DeployOutcome(StrEnum):
+    OK = "ok"
+    TIMEOUT = "timeout"
+    FAILURE = "failure"
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentSample:
+    """One measured deployment (by the inquisitor or a batch): time to ready."""
+
+    runtime: str
+    at: float
+    duration_s: float
+    outcome: DeployOutcome = DeployOutcome.OK
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessingSample:
+    """One measured processing run of ``images`` images on ``runtime``."""
+
+    app: str
+    app_version: str
+    runtime: str
+    images: int
+    n_bytes: int
+    duration_s: float
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class TransferSample:
+    """One measured upload: ``n_bytes`` in ``seconds`` (so a bandwidth)."""
+
+    n_bytes: int
+    seconds: float
+    at: float
+    runtime: str = ""
+
+    @property
+    def bytes_per_s(self) -> float:
+        return self.n_bytes / self.seconds if self.seconds > 0 else math.inf
+
+
+class BatchState(StrEnum):
+    """queued → running → done | failed."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What happened to one batch: where it ran and the measured components.
+
+    ``cloud_used_s`` counts the cloud seconds a runtime held (pod seconds × GPUs are
+    not multiplied here; the report does that); ``cloud_wasted_s`` the part of them that
+    a cancelled loser consumed (duplicator).
+    """
+
+    batch_id: str
+    runtime: str
+    mode: Mode
+    transfer_s: float = 0.0
+    deployment_s: float = 0.0
+    processing_s: float = 0.0
+    total_s: float = 0.0
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    winner: str = ""
+    cancelled: tuple[str, ...] = ()
+    cloud_used_s: float = 0.0
+    cloud_wasted_s: float = 0.0
+    results: Any = None
+    error: str | None = None
+    fell_back: bool = False

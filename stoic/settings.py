@@ -1,0 +1,276 @@
+"""One typed settings tree for the whole of stoic (pydantic-settings).
+
+Sources, strongest first: keyword arguments (tests, the CLI's flags), environment
+variables (``STOIC_`` prefix, ``__`` between levels: ``STOIC_PREDICTOR__MAX_WINDOW=50``),
+then a TOML or YAML file (``stoic serve --config FILE``), then the defaults below.
+Every duration is in seconds and says so in its name (``*_s``); sizes are in bytes.
+
+A bad value fails at start-up with :class:`stoic.errors.ConfigError`, whose message
+names the key path and the allowed range (see :func:`load_settings`).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from stoic.errors import ConfigError
+from stoic.model import Mode, Runtime, RuntimeKind
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RuntimeSettings(_Section):
+    """One runtime. The priors are what the predictor assumes before it has data;
+    the defaults per name come from the STOIC paper's published measurements."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,30}$")
+    kind: RuntimeKind
+    gpus: int = Field(0, ge=0, le=16)
+    backend: Literal["local", "kubernetes", "simulated"] = "local"
+    prior_deploy_s: float = Field(30.0, ge=0, description="T_d assumed with no samples")
+    prior_per_image_s: float = Field(1.0, ge=0, description="T_p slope assumed with no samples")
+    prior_fixed_s: float = Field(15.0, ge=0, description="T_p intercept assumed with no samples")
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> RuntimeSettings:
+        if self.kind is RuntimeKind.GPU and self.gpus < 1:
+            raise ValueError("a runtime of kind 'gpu' needs gpus >= 1")
+        if self.kind is not RuntimeKind.GPU and self.gpus:
+            raise ValueError(f"a runtime of kind {self.kind.value!r} must have gpus = 0")
+        return self
+
+    def to_runtime(self) -> Runtime:
+        return Runtime(self.name, self.kind, self.gpus, self.backend)
+
+
+def default_runtimes() -> list[RuntimeSettings]:
+    """The paper's four scenarios with its published processing fits (DESIGN.md)."""
+    return [
+        RuntimeSettings(
+            name="edge",
+            kind=RuntimeKind.EDGE,
+            prior_deploy_s=0.0,
+            prior_per_image_s=2.3955,
+            prior_fixed_s=13.60,
+        ),
+        RuntimeSettings(
+            name="cpu",
+            kind=RuntimeKind.CPU,
+            prior_deploy_s=10.0,
+            prior_per_image_s=1.3338,
+            prior_fixed_s=14.91,
+        ),
+        RuntimeSettings(
+            name="gpu1",
+            kind=RuntimeKind.GPU,
+            gpus=1,
+            prior_deploy_s=30.0,
+            prior_per_image_s=0.3272,
+            prior_fixed_s=28.16,
+        ),
+        RuntimeSettings(
+            name="gpu2",
+            kind=RuntimeKind.GPU,
+            gpus=2,
+            prior_deploy_s=45.0,
+            prior_per_image_s=0.1993,
+            prior_fixed_s=21.27,
+        ),
+    ]
+
+
+class DatabaseSettings(_Section):
+    url: str | None = Field(None, description="SQLAlchemy URL; default SQLite in data_dir")
+
+
+class ObjectStoreSettings(_Section):
+    kind: Literal["dir", "s3"] = "dir"
+    path: Path | None = Field(None, description="root of the 'dir' store; default data_dir/objects")
+    s3_endpoint: str | None = None
+    s3_bucket: str = Field("stoic", min_length=3, max_length=63)
+    s3_region: str = "us-east-1"
+    s3_access_key: str | None = None
+    s3_secret_key: SecretStr | None = None
+
+
+class PredictorSettings(_Section):
+    """The paper's section 3.4 parameters."""
+
+    inquisitor_period_s: float = Field(60.0, gt=0, le=86_400)
+    calibration_period: int = Field(
+        10, ge=1, le=10_000, description="new samples per recalibration"
+    )
+    max_window: int = Field(100, ge=1, le=10_000)
+    calibration_history: int = Field(
+        100, ge=2, le=100_000, description="samples scored per recalibration"
+    )
+    processing_history: int = Field(
+        10, ge=1, le=10_000, description="recent samples per regression"
+    )
+    deploy_timeout_s: float = Field(600.0, gt=0, le=86_400)
+    deployment_method: Literal["median", "mean", "autoreg"] = "median"
+    default_bandwidth_bps: float = Field(
+        70.8e6 / 8, gt=0, description="uplink before any measurement"
+    )
+    bandwidth_history: int = Field(10, ge=1, le=10_000)
+    ransac_min_samples: int = Field(2, ge=2)
+    ransac_residual_threshold_s: float | None = Field(None, gt=0)
+    ransac_max_trials: int = Field(100, ge=1, le=100_000)
+    seed: int = 0
+
+
+class RequesterSettings(_Section):
+    """Back-off as in section 3.7: 100 ms, doubling, 10 attempts."""
+
+    retry_initial_s: float = Field(0.1, gt=0, le=60)
+    retry_factor: float = Field(2.0, ge=1, le=10)
+    retry_attempts: int = Field(10, ge=1, le=100)
+    warmup: bool = True
+    fallback_to_edge: bool = True
+    default_mode: Mode = Mode.SELECTOR
+    duplicator_runtime: str = "gpu1"
+
+
+class ApiSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65_535)
+    token: SecretStr | None = Field(None, description="bearer token; none = no auth")
+    max_batch_images: int = Field(5_000, ge=1)
+    max_batch_bytes: int = Field(2 * 1024**3, ge=1)
+    max_image_bytes: int = Field(50 * 1024**2, ge=1)
+
+
+class ControllerSettings(_Section):
+    drain_grace_s: float = Field(30.0, ge=0, le=3_600)
+    app: str = "classify"
+    app_version: str = "1"
+    bootstrap: bool = True
+
+
+class LogSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    json_logs: bool = Field(True, alias="json")
+
+
+class Settings(BaseSettings):
+    """The root of the tree."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STOIC_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    data_dir: Path = Path("stoic-data")
+    database: DatabaseSettings = DatabaseSettings()
+    objectstore: ObjectStoreSettings = ObjectStoreSettings()
+    runtimes: list[RuntimeSettings] = Field(default_factory=default_runtimes, min_length=1)
+    predictor: PredictorSettings = PredictorSettings()
+    requester: RequesterSettings = RequesterSettings()
+    api: ApiSettings = ApiSettings()
+    controller: ControllerSettings = ControllerSettings()
+    log: LogSettings = LogSettings()
+
+    @model_validator(mode="after")
+    def _check_runtimes(self) -> Settings:
+        names = [r.name for r in self.runtimes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"runtime names must be unique, got {names}")
+        if sum(r.kind is RuntimeKind.EDGE for r in self.runtimes) > 1:
+            raise ValueError("at most one runtime of kind 'edge'")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's values arrive through init kwargs under a private key (see
+        # load_settings); split them back out so env vars override the file.
+        assert isinstance(init_settings, InitSettingsSource)
+        kwargs = dict(init_settings.init_kwargs)
+        file_values = kwargs.pop("__file__", None) or {}
+        return (
+            InitSettingsSource(settings_cls, kwargs),
+            env_settings,
+            InitSettingsSource(settings_cls, file_values),
+        )
+
+    # Derived values ------------------------------------------------------------
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{self.data_dir / 'stoic.db'}"
+
+    @property
+    def objects_path(self) -> Path:
+        return self.objectstore.path or self.data_dir / "objects"
+
+    def runtime_list(self) -> list[Runtime]:
+        return [r.to_runtime() for r in self.runtimes]
+
+    def runtime(self, name: str) -> RuntimeSettings:
+        for r in self.runtimes:
+            if r.name == name:
+                return r
+        raise ConfigError(
+            f"unknown runtime {name!r}; configured: {[r.name for r in self.runtimes]}"
+        )
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Read a TOML (``.toml``) or YAML (``.yaml``/``.yml``) settings file."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such configuration file")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix == ".toml":
+            data: Any = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text) or {}
+        else:
+            raise ConfigError(f"{path}: configuration must be .toml, .yaml or .yml")
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: not valid {path.suffix[1:].upper()}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a table/mapping")
+    return data
+
+
+def format_validation_error(exc: ValidationError, source: str = "settings") -> str:
+    """One line per bad key: ``predictor.max_window: Input should be >= 1 (got 0)``."""
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(root)"
+        got = f" (got {err['input']!r})" if err["type"] != "missing" and "input" in err else ""
+        if isinstance(err.get("input"), dict):
+            got = ""
+        lines.append(f"{source}: {key}: {err['msg']}{got}")
+    return "\n".join(lines)
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings from an optional file, the environment and overrides.
+
+    Raises :class:`ConfigError` naming every bad key and its allowed range.
+    """
+    file_values = read_config_file(config) if config is not None else {}
+    try:
+        return Settings(**{"__file__": file_values, **overrides})
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, str(config or "settings"))) from None

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stoic.errors import ConfigError
+from stoic.model import RuntimeKind
+from stoic.settings import load_settings
+
+
+def test_defaults_are_the_papers_parameters() -> None:
+    s = load_settings()
+    assert s.predictor.inquisitor_period_s == 60
+    assert s.predictor.calibration_period == 10
+    assert s.predictor.max_window == 100
+    assert s.predictor.processing_history == 10
+    assert s.predictor.deploy_timeout_s == 600
+    assert [r.name for r in s.runtimes] == ["edge", "cpu", "gpu1", "gpu2"]
+    assert s.runtime("gpu2").gpus == 2
+    assert s.database_url.startswith("sqlite:///")
+
+
+def test_toml_file_and_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "stoic.toml"
+    cfg.write_text("[predictor]\nmax_window = 50\ncalibration_period = 5\n")
+    monkeypatch.setenv("STOIC_PREDICTOR__MAX_WINDOW", "40")
+    s = load_settings(cfg)
+    assert s.predictor.max_window == 40  # env beats file
+    assert s.predictor.calibration_period == 5  # file beats default
+
+
+def test_yaml_runtimes(tmp_path: Path) -> None:
+    cfg = tmp_path / "stoic.yaml"
+    cfg.write_text("runtimes:\n  - {name: edge, kind: edge}\n  - {name: big, kind: gpu, gpus: 4}\n")
+    s = load_settings(cfg)
+    assert s.runtime("big").kind is RuntimeKind.GPU
+    assert s.runtime("big").gpus == 4
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (
+            "[predictor]\nmax_window = 0\n",
+            "predictor.max_window: Input should be greater than or equal to 1",
+        ),
+        ("[predictor]\ndeploy_timeout_s = -1\n", "predictor.deploy_timeout_s"),
+        ("[predictor]\nbogus = 1\n", "predictor.bogus: Extra inputs are not permitted"),
+        ("[[runtimes]]\nname = 'g'\nkind = 'gpu'\n", "gpus >= 1"),
+        ("[predictor\n", "not valid TOML"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path: Path, text: str, needle: str) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg)
+    assert needle in str(info.value)
+    assert str(cfg) in str(info.value)
+
+
+def test_env_bad_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STOIC_PREDICTOR__CALIBRATION_PERIOD", "zero")
+    with pytest.raises(ConfigError, match=r"predictor\.calibration_period"):
+        load_settings()
+
+
+def test_unknown_runtime_is_named() -> None:
+    with pytest.raises(ConfigError, match="unknown runtime 'tpu'"):
+        load_settings().runtime("tpu")
