@@ -1,0 +1,334 @@
+"""Deployment time (T_d) as a time series: sliding windows with a calibrated window.
+
+The paper (section 3.4.2) compares three one-step-ahead predictors of the next
+deployment time of a cloud runtime: auto-regression, the mean of the last ``w``
+samples and the median of the last ``w`` samples, and adopts the median because
+deployment times on a shared cluster are heavy-tailed: one 400 s outlier drags a mean
+for ``w`` samples but barely moves a median. Every ``calibration_period`` new samples
+the window ``w`` in ``1..max_window`` with the least mean absolute error (MAE) over the
+last ``calibration_history`` samples is chosen again.
+
+Scoring protocol (shared by the live calibrator and ``stoic evaluate deployment``)
+----------------------------------------------------------------------------------
+For each scored index ``t`` the prediction of ``x[t]`` uses the ``w`` samples before
+``t``; where fewer than ``w`` exist, it uses all that exist (``min(w, t)``), which is
+exactly what the live predictor does before it has ``w`` samples. Index 0 has no
+predecessor and is never scored. AutoReg with ``p`` lags is fitted once per ``p`` over
+the whole series (statsmodels, in-sample one-step-ahead fitted values, so its MAE is
+optimistic); indices with fewer than ``p`` predecessors get the median-of-what-exists
+fallback so that all methods score the same indices.
+
+The sliding windows are vectorised with numpy: the mean via cumulative sums, the
+median by sorting NaN-padded ``sliding_window_view`` rows once per window size (NaN
+sorts last, so the ``min(w, t)`` valid values are the leading ones).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import deque
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+from numpy.lib.stride_tricks import sliding_window_view
+
+from stoic.model import Component, DeploymentSample, DeployOutcome
+
+Method = Literal["median", "mean", "autoreg"]
+METHODS: tuple[Method, ...] = ("autoreg", "mean", "median")
+
+#: Scale that turns a median absolute deviation into a standard deviation (normal data).
+MAD_TO_STD = 1.4826
+#: Relative spread assumed for a prior (no data): the prior is a guess, say so.
+PRIOR_RELATIVE_STD = 0.25
+
+FloatArray = npt.NDArray[np.float64]
+
+
+# Scoring of every window size ------------------------------------------------------
+
+
+def _as_array(values: Sequence[float] | FloatArray) -> FloatArray:
+    return np.asarray(values, dtype=np.float64).reshape(-1)
+
+
+def median_window_predictions(
+    values: Sequence[float] | FloatArray, max_window: int, start: int = 1
+) -> FloatArray:
+    """Predictions ``P[w-1, i]`` of ``x[start+i]`` by the median of the ``min(w, t)``
+    samples before it, for ``w`` in ``1..max_window``."""
+    x = _as_array(values)
+    n = x.size
+    start = max(start, 1)
+    out = np.full((max_window, max(n - start, 0)), np.nan)
+    if n <= start:
+        return out
+    padded = np.concatenate([np.full(max_window, np.nan), x])
+    t = np.arange(start, n)
+    for w in range(1, max_window + 1):
+        # Row i of the view is padded[i:i+w]; x[t-w:t] is padded[max_window+t-w : ...].
+        rows = sliding_window_view(padded, w)[max_window - w + start : max_window - w + n]
+        s = np.sort(rows, axis=1)
+        c = np.minimum(w, t)
+        lo = np.take_along_axis(s, ((c - 1) // 2)[:, None], axis=1)[:, 0]
+        hi = np.take_along_axis(s, (c // 2)[:, None], axis=1)[:, 0]
+        out[w - 1] = (lo + hi) / 2.0
+    return out
+
+
+def mean_window_predictions(
+    values: Sequence[float] | FloatArray, max_window: int, start: int = 1
+) -> FloatArray:
+    """Like :func:`median_window_predictions` with the mean (cumulative sums)."""
+    x = _as_array(values)
+    n = x.size
+    start = max(start, 1)
+    if n <= start:
+        return np.full((max_window, 0), np.nan)
+    cs = np.concatenate([[0.0], np.cumsum(x)])
+    t = np.arange(start, n)[None, :]
+    w = np.arange(1, max_window + 1)[:, None]
+    lo = np.maximum(t - w, 0)
+    result: FloatArray = (cs[t] - cs[lo]) / (t - lo)
+    return result
+
+
+def _fit_autoreg(x: FloatArray, lags: int) -> tuple[FloatArray, float] | None:
+    """statsmodels AutoReg(lags) with a constant: (params, residual std), or None
+    when the series is too short for that many lags."""
+    if lags < 1 or x.size < 2 * lags + 2:
+        return None
+    from statsmodels.tsa.ar_model import AutoReg
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            res = AutoReg(x, lags=lags, trend="c").fit()
+        except (ValueError, np.linalg.LinAlgError):
+            return None
+    params = np.asarray(res.params, dtype=np.float64)
+    sigma = math.sqrt(max(float(res.sigma2), 0.0))
+    if not np.all(np.isfinite(params)):
+        return None
+    return params, sigma
+
+
+def _autoreg_next(params: FloatArray, history: FloatArray) -> float:
+    """One-step forecast: params = [const, phi_1..phi_p]; phi_1 multiplies x[t-1]."""
+    p = params.size - 1
+    lagged = history[-1 : -p - 1 : -1]
+    return float(params[0] + params[1:] @ lagged)
+
+
+def autoreg_predictions(
+    values: Sequence[float] | FloatArray, max_window: int, start: int = 1
+) -> FloatArray:
+    """Predictions by AutoReg(p) fitted in-sample for each ``p`` in ``1..max_window``;
+    NaN rows where the series is too short for ``p`` lags (see the module docstring)."""
+    x = _as_array(values)
+    n = x.size
+    start = max(start, 1)
+    out = np.full((max_window, max(n - start, 0)), np.nan)
+    if n <= start:
+        return out
+    fallback = median_window_predictions(x, max_window, start)
+    for p in range(1, max_window + 1):
+        fit = _fit_autoreg(x, p)
+        if fit is None:
+            continue
+        params = fit[0]
+        row = fallback[p - 1].copy()
+        first = max(start, p)
+        if first < n:
+            # X[t] = [1, x[t-1], ..., x[t-p]] for every t >= p.
+            lagged = sliding_window_view(x, p)[first - p : n - p][:, ::-1]
+            row[first - start :] = params[0] + lagged @ params[1:]
+        out[p - 1] = row
+    return out
+
+
+_PREDICTIONS = {
+    "median": median_window_predictions,
+    "mean": mean_window_predictions,
+    "autoreg": autoreg_predictions,
+}
+
+
+def window_mae(
+    values: Sequence[float] | FloatArray, max_window: int, method: Method, start: int = 1
+) -> FloatArray:
+    """MAE of every window size ``1..max_window`` (index ``w-1``) over ``x[start:]``.
+
+    NaN where a window could not be scored (AutoReg with too many lags, or nothing to
+    score)."""
+    x = _as_array(values)
+    preds = _PREDICTIONS[method](x, max_window, start)
+    if preds.shape[1] == 0:
+        return np.full(max_window, np.nan)
+    err = np.abs(preds - x[max(start, 1) :][None, :])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows stay NaN
+        mae: FloatArray = np.mean(err, axis=1)
+    return mae
+
+
+def best_window(mae: FloatArray) -> int:
+    """The window (1-based) with the least MAE; ties go to the smaller window; 0 when
+    no window could be scored."""
+    if mae.size == 0 or np.all(np.isnan(mae)):
+        return 0
+    return int(np.nanargmin(mae)) + 1
+
+
+# Live predictor ------------------------------------------------------------------
+
+
+def sample_value(sample: DeploymentSample, deploy_timeout_s: float) -> float | None:
+    """The T_d a sample stands for: a timeout counts as at least the timeout (the pod was
+    not ready by then), a failure says nothing about T_d (None)."""
+    if sample.outcome is DeployOutcome.FAILURE:
+        return None
+    if sample.outcome is DeployOutcome.TIMEOUT:
+        return max(sample.duration_s, deploy_timeout_s)
+    return sample.duration_s
+
+
+class DeploymentModel:
+    """T_d of one cloud runtime: a calibrated sliding window over recent samples.
+
+    Keeps ``calibration_history + max_window`` values (enough to score the last
+    ``calibration_history`` with any window), so memory and cost do not grow with the
+    number of samples. Calibration is lazy: it runs at the first estimate after at
+    least ``calibration_period`` new samples arrived since the previous one (a replay
+    feeding a probe per simulated minute would otherwise recalibrate hundreds of
+    thousands of times for nothing). Before the first calibration the window is
+    ``max_window``, i.e. all samples there are.
+
+    Spread: the scaled MAD (1.4826 × median absolute deviation) of the window for
+    ``median``, its standard deviation for ``mean``, the residual standard deviation of
+    the fit for ``autoreg``; a window of one sample has spread 0.
+    """
+
+    def __init__(
+        self,
+        *,
+        method: Method = "median",
+        max_window: int = 100,
+        calibration_period: int = 10,
+        calibration_history: int = 100,
+        deploy_timeout_s: float = 600.0,
+        prior_s: float = 30.0,
+    ) -> None:
+        self.method: Method = method
+        self.max_window = max_window
+        self.calibration_period = calibration_period
+        self.calibration_history = calibration_history
+        self.deploy_timeout_s = deploy_timeout_s
+        self.prior_s = prior_s
+        self._values: deque[float] = deque(maxlen=calibration_history + max_window)
+        self._samples: deque[DeploymentSample] = deque(maxlen=calibration_history + max_window)
+        self._since_calibration = 0
+        self._window = max_window
+        self._cached: Component | None = None
+        self._ar_params: FloatArray | None = None
+        self._ar_sigma = 0.0
+        self.calibrations = 0
+        self.last_mae: FloatArray | None = None
+
+    # Feeding --------------------------------------------------------------------
+
+    def observe(self, sample: DeploymentSample) -> bool:
+        """Record a sample; False when it carries no T_d (a failure)."""
+        self._samples.append(sample)
+        value = sample_value(sample, self.deploy_timeout_s)
+        if value is None:
+            return False
+        self._values.append(float(value))
+        self._since_calibration += 1
+        self._cached = None
+        self._ar_params = None
+        return True
+
+    def recent(self, n: int) -> list[DeploymentSample]:
+        """The last ``n`` samples (failures included), oldest first."""
+        if n <= 0:
+            return []
+        return list(self._samples)[-n:]
+
+    @property
+    def n_values(self) -> int:
+        return len(self._values)
+
+    # Calibration ----------------------------------------------------------------
+
+    @property
+    def window(self) -> int:
+        """The window in use (recalibrated first if it is due)."""
+        self._maybe_calibrate()
+        return self._window
+
+    def _maybe_calibrate(self) -> None:
+        if self._since_calibration >= self.calibration_period and len(self._values) >= 2:
+            self.calibrate()
+
+    def calibrate(self) -> int:
+        """Choose the window with the least MAE over the last ``calibration_history``."""
+        x = np.fromiter(self._values, dtype=np.float64, count=len(self._values))
+        n = x.size
+        self._since_calibration = 0
+        self.calibrations += 1
+        if n < 2:
+            return self._window
+        scored = min(self.calibration_history, n - 1)
+        mae = window_mae(x, self.max_window, self.method, start=n - scored)
+        self.last_mae = mae
+        w = best_window(mae)
+        if w:
+            self._window = w
+        self._cached = None
+        self._ar_params = None
+        return self._window
+
+    # Prediction -----------------------------------------------------------------
+
+    def estimate(self) -> Component:
+        """The predicted T_d of the next deployment (mean, spread)."""
+        self._maybe_calibrate()
+        if self._cached is None:
+            self._cached = self._compute()
+        return self._cached
+
+    def _compute(self) -> Component:
+        n = len(self._values)
+        if n == 0:
+            return Component(self.prior_s, PRIOR_RELATIVE_STD * self.prior_s)
+        w = min(self._window, n)
+        recent = np.fromiter((self._values[i] for i in range(n - w, n)), dtype=np.float64, count=w)
+        if self.method == "mean":
+            return Component(float(recent.mean()), float(recent.std()))
+        if self.method == "autoreg":
+            ar = self._autoreg_component()
+            if ar is not None:
+                return ar
+        med = float(np.median(recent))
+        return Component(med, MAD_TO_STD * float(np.median(np.abs(recent - med))))
+
+    def _autoreg_component(self) -> Component | None:
+        x = np.fromiter(self._values, dtype=np.float64, count=len(self._values))
+        if self._ar_params is None:
+            fit = _fit_autoreg(x, self._window)
+            if fit is None:
+                return None
+            self._ar_params, self._ar_sigma = fit
+        # A deployment never takes negative time, however the fit extrapolates.
+        return Component(max(_autoreg_next(self._ar_params, x), 0.0), self._ar_sigma)
+
+
+def evaluate_series(
+    values: Sequence[float] | FloatArray, max_window: int, methods: Sequence[Method] = METHODS
+) -> dict[Method, FloatArray]:
+    """MAE per window size for each method over a whole series (the CLI's analysis)."""
+    return {m: window_mae(values, max_window, m, start=1) for m in methods}

@@ -1,0 +1,179 @@
+"""The combined predictor: T_s = T_t + T_d + T_p for each runtime (paper 3.4).
+
+One :class:`Predictor` holds, in bounded in-memory deques, the recent samples of each
+component: deployment samples per runtime, processing samples per (app, app_version,
+runtime), and upload bandwidths. The daemon replays recent samples from its database
+into the ``observe_*`` methods at start-up; from then on an estimate never touches the
+database, and its cost does not depend on how much history exists.
+
+Every fitted model is cached and refitted only when its samples changed, so the many
+estimates between two measurements are a few arithmetic operations each (the replay
+asks for tens of thousands of them).
+
+Samples for runtimes that are not configured are ignored (``observe_*`` returns
+False): a database may hold samples of a runtime that has since been removed from the
+settings, and that must not stop the daemon. Asking for an estimate of an unknown
+runtime is an error (:class:`~stoic.errors.PredictorError`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from stoic.errors import PredictorError
+from stoic.model import (
+    ZERO,
+    Component,
+    DeploymentSample,
+    Estimate,
+    ProcessingSample,
+    RuntimeKind,
+    TransferSample,
+)
+from stoic.predict.deployment import DeploymentModel
+from stoic.predict.processing import ProcessingModel
+from stoic.predict.transfer import BandwidthMonitor
+from stoic.settings import RuntimeSettings, Settings
+
+
+class Predictor:
+    """Estimates of every configured runtime, learnt from observed samples."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        p = settings.predictor
+        self._runtimes: dict[str, RuntimeSettings] = {r.name: r for r in settings.runtimes}
+        self._deployment: dict[str, DeploymentModel] = {
+            r.name: DeploymentModel(
+                method=p.deployment_method,
+                max_window=p.max_window,
+                calibration_period=p.calibration_period,
+                calibration_history=p.calibration_history,
+                deploy_timeout_s=p.deploy_timeout_s,
+                prior_s=0.0 if r.kind is RuntimeKind.EDGE else r.prior_deploy_s,
+            )
+            for r in settings.runtimes
+        }
+        self._processing: dict[tuple[str, str, str], ProcessingModel] = {}
+        self.bandwidth = BandwidthMonitor(
+            history=p.bandwidth_history, default_bps=p.default_bandwidth_bps
+        )
+
+    # Lookup ---------------------------------------------------------------------
+
+    @property
+    def runtimes(self) -> list[str]:
+        return list(self._runtimes)
+
+    def _runtime(self, name: str) -> RuntimeSettings:
+        try:
+            return self._runtimes[name]
+        except KeyError:
+            raise PredictorError(
+                f"unknown runtime {name!r}; configured: {list(self._runtimes)}"
+            ) from None
+
+    def _processing_model(self, runtime: str, app: str, app_version: str) -> ProcessingModel:
+        key = (app, app_version, runtime)
+        model = self._processing.get(key)
+        if model is None:
+            r = self._runtime(runtime)
+            p = self.settings.predictor
+            model = ProcessingModel(
+                history=p.processing_history,
+                prior_slope=r.prior_per_image_s,
+                prior_intercept=r.prior_fixed_s,
+                min_samples=p.ransac_min_samples,
+                residual_threshold_s=p.ransac_residual_threshold_s,
+                max_trials=p.ransac_max_trials,
+                seed=p.seed,
+            )
+            self._processing[key] = model
+        return model
+
+    # Feeding --------------------------------------------------------------------
+
+    def observe_deployment(self, sample: DeploymentSample) -> bool:
+        """Record a deployment; a timeout counts as at least the timeout, a failure is
+        kept for :meth:`recent_deployments` but is no T_d sample."""
+        model = self._deployment.get(sample.runtime)
+        if model is None:
+            return False
+        return model.observe(sample)
+
+    def observe_processing(self, sample: ProcessingSample) -> bool:
+        if sample.runtime not in self._runtimes or sample.images < 0 or sample.duration_s < 0:
+            return False
+        self._processing_model(sample.runtime, sample.app, sample.app_version).observe(sample)
+        return True
+
+    def observe_transfer(self, sample: TransferSample) -> bool:
+        """Record an upload over the site's uplink (uploads to the edge are ignored)."""
+        r = self._runtimes.get(sample.runtime)
+        if r is not None and r.kind is RuntimeKind.EDGE:
+            return False
+        return self.bandwidth.observe(sample)
+
+    # Estimating -----------------------------------------------------------------
+
+    def estimate(
+        self, runtime: str, n_images: int, n_bytes: int, *, app: str, app_version: str
+    ) -> Estimate:
+        """T_t, T_d and T_p (mean and spread) of a batch on ``runtime``."""
+        r = self._runtime(runtime)
+        edge = r.kind is RuntimeKind.EDGE
+        return Estimate(
+            runtime=runtime,
+            transfer=self.bandwidth.estimate(n_bytes, edge=edge),
+            deployment=ZERO if edge else self._deployment[runtime].estimate(),
+            processing=self._processing_model(runtime, app, app_version).estimate(n_images),
+        )
+
+    def estimate_all(
+        self,
+        n_images: int,
+        n_bytes: int,
+        *,
+        app: str,
+        app_version: str,
+        runtimes: Iterable[str] | None = None,
+    ) -> dict[str, Estimate]:
+        names = self._runtimes if runtimes is None else runtimes
+        return {
+            name: self.estimate(name, n_images, n_bytes, app=app, app_version=app_version)
+            for name in names
+        }
+
+    def remaining_processing(
+        self, runtime: str, n_images: int, elapsed_s: float, *, app: str, app_version: str
+    ) -> Component:
+        """Predicted T_p still to run after ``elapsed_s`` seconds of processing (the
+        duplicator's comparison): the mean minus the elapsed time, floored at 0; the
+        spread is that of the whole T_p (running longer tells us little about it)."""
+        tp = self._processing_model(runtime, app, app_version).estimate(n_images)
+        return Component(max(tp.mean - max(elapsed_s, 0.0), 0.0), tp.std)
+
+    # Introspection (REST API) ---------------------------------------------------
+
+    def deployment_window(self, runtime: str) -> int:
+        """The calibrated sliding-window size of ``runtime`` (0 for the edge)."""
+        r = self._runtime(runtime)
+        return 0 if r.kind is RuntimeKind.EDGE else self._deployment[runtime].window
+
+    def processing_coefficients(
+        self, runtime: str, app: str, app_version: str
+    ) -> dict[str, object]:
+        """slope (s/image), intercept (s), n_samples, inliers and the fit's method."""
+        return dict(self._processing_model(runtime, app, app_version).fit.as_dict())
+
+    def recent_deployments(self, runtime: str, n: int) -> list[DeploymentSample]:
+        """The last ``n`` deployment samples of ``runtime``, oldest first."""
+        self._runtime(runtime)
+        return self._deployment[runtime].recent(n)
+
+    def deployment_model(self, runtime: str) -> DeploymentModel:
+        self._runtime(runtime)
+        return self._deployment[runtime]
+
+    def processing_model(self, runtime: str, app: str, app_version: str) -> ProcessingModel:
+        return self._processing_model(runtime, app, app_version)

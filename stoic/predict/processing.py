@@ -1,0 +1,262 @@
+"""Processing time (T_p): RANSAC around Bayesian ridge, on batch size (paper 3.4.3).
+
+T_p of one application version on one runtime is close to linear in the number of
+images (a fixed start-up cost plus a per-image cost). The paper fits a Bayesian ridge
+regression on the most recent samples (10 by default, so the line follows the runtime's
+current speed) and wraps it in RANSAC because sporadic congestion produces outliers that
+would otherwise skew the line for as long as they stay in the window.
+
+What each amount of data gives (``fit_processing``):
+
+* 0 samples: the runtime's prior ``a·n + b`` (settings), spread 25 % of the mean.
+* 1 sample ``(n1, y1)``: the prior *scaled* through it, ``k·(a·n + b)`` with
+  ``k = y1 / (a·n1 + b)``: a runtime that is 20 % slower than assumed is so for every
+  batch size. Spread 25 % of the mean. (With a zero prior it is the constant ``y1``.)
+* 2 samples with different sizes: the line through both (no RANSAC: two points are
+  always a consensus). Spread 25 % of the mean, as two points say nothing of noise.
+* All sizes equal, or a fitted slope < 0 (noise over a small range of sizes; a
+  negative per-image cost is never real): the prior scaled through the medians, spread
+  the scaled MAD of the times.
+* 3 or more: ``RANSACRegressor(estimator=BayesianRidge(), min_samples=…)`` seeded with
+  ``settings.predictor.seed``; its final estimator is refitted on the inliers and
+  gives the predictive standard deviation (``return_std``). If there are no more
+  samples than ``min_samples``, or RANSAC finds no consensus, plain Bayesian ridge.
+  When every sample is within the threshold of a robust Theil–Sen line there is no
+  outlier to remove: RANSAC is skipped and Bayesian ridge is fitted on all samples
+  (method ``ransac-all-inliers``), which saves most of the refit's cost.
+
+Residual threshold: ``ransac_residual_threshold_s`` when set; otherwise 3.5 × the scaled
+MAD of the residuals of a Theil–Sen line (median of pairwise slopes), floored at 1 % of
+the median time. scikit-learn's own default (the MAD of *y*) grows with the spread of
+batch sizes, so with sizes from 1 to 1000 it would accept almost any outlier.
+
+Predicted means are floored at 0. A fit is a few numbers (:class:`LinearFit`); the
+prediction for any ``n`` is then arithmetic, so a cached estimate costs microseconds.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import sklearn
+from sklearn.linear_model import BayesianRidge, RANSACRegressor
+
+from stoic.model import Component, ProcessingSample
+from stoic.predict.deployment import MAD_TO_STD, PRIOR_RELATIVE_STD, FloatArray
+
+
+@dataclass(frozen=True, slots=True)
+class LinearFit:
+    """``mean(n) = slope·n + intercept``; ``std(n)`` from a Bayesian posterior
+    (``sqrt(slope_var·(n - x_offset)² + noise_var)``) plus ``rel_std·mean(n)``."""
+
+    slope: float
+    intercept: float
+    method: str
+    n_samples: int
+    inliers: int
+    x_offset: float = 0.0
+    slope_var: float = 0.0
+    noise_var: float = 0.0
+    rel_std: float = 0.0
+
+    def predict(self, n_images: float) -> Component:
+        mean = max(self.slope * n_images + self.intercept, 0.0)
+        dx = n_images - self.x_offset
+        std = math.sqrt(self.slope_var * dx * dx + self.noise_var) + self.rel_std * mean
+        return Component(mean, std)
+
+    def as_dict(self) -> dict[str, float | int | str]:
+        return {
+            "slope": self.slope,
+            "intercept": self.intercept,
+            "n_samples": self.n_samples,
+            "inliers": self.inliers,
+            "method": self.method,
+        }
+
+
+def _scaled_prior(
+    prior_slope: float, prior_intercept: float, n_ref: float, y_ref: float
+) -> tuple[float, float]:
+    base = prior_slope * n_ref + prior_intercept
+    if base > 0:
+        k = y_ref / base
+        return k * prior_slope, k * prior_intercept
+    return 0.0, y_ref
+
+
+def theil_sen_residuals(x: FloatArray, y: FloatArray) -> FloatArray:
+    """Absolute residuals of the Theil–Sen line (median of pairwise slopes)."""
+    i, j = np.triu_indices(x.size, k=1)
+    dx = x[j] - x[i]
+    ok = dx != 0
+    slope = float(np.median((y[j] - y[i])[ok] / dx[ok])) if ok.any() else 0.0
+    intercept = float(np.median(y - slope * x))
+    resid: FloatArray = np.abs(y - slope * x - intercept)
+    return resid
+
+
+def robust_threshold(x: FloatArray, y: FloatArray) -> float:
+    """3.5 × scaled MAD of the residuals of a Theil–Sen line, floored (module docstring)."""
+    resid = theil_sen_residuals(x, y)
+    return max(3.5 * MAD_TO_STD * float(np.median(resid)), 0.01 * float(np.median(np.abs(y))), 1e-9)
+
+
+def _ridge_fit(
+    x: FloatArray, y: FloatArray, model: BayesianRidge, method: str, n: int
+) -> LinearFit:
+    return LinearFit(
+        slope=float(model.coef_[0]),
+        intercept=float(model.intercept_),
+        method=method,
+        n_samples=n,
+        inliers=x.size,
+        x_offset=float(model.X_offset_[0]),
+        slope_var=float(model.sigma_[0, 0]),
+        noise_var=1.0 / float(model.alpha_),
+    )
+
+
+def fit_processing(
+    images: FloatArray,
+    seconds: FloatArray,
+    *,
+    prior_slope: float,
+    prior_intercept: float,
+    min_samples: int = 2,
+    residual_threshold_s: float | None = None,
+    max_trials: int = 100,
+    seed: int = 0,
+) -> LinearFit:
+    """Fit T_p = slope·images + intercept as described in the module docstring."""
+    x = np.asarray(images, dtype=np.float64)
+    y = np.asarray(seconds, dtype=np.float64)
+    n = x.size
+    if n == 0:
+        return LinearFit(prior_slope, prior_intercept, "prior", 0, 0, rel_std=PRIOR_RELATIVE_STD)
+    if n == 1:
+        a, b = _scaled_prior(prior_slope, prior_intercept, float(x[0]), float(y[0]))
+        return LinearFit(a, b, "scaled-prior", 1, 1, rel_std=PRIOR_RELATIVE_STD)
+    if n == 2 and x[0] != x[1]:
+        slope = float((y[1] - y[0]) / (x[1] - x[0]))
+        if slope >= 0:
+            return LinearFit(
+                slope, float(y[0] - slope * x[0]), "line", 2, 2, rel_std=PRIOR_RELATIVE_STD
+            )
+    fit = (
+        None
+        if np.all(x == x[0]) or n == 2
+        else _ransac_ridge(x, y, min_samples, residual_threshold_s, max_trials, seed)
+    )
+    if fit is not None and fit.slope >= 0:
+        return fit
+    # Degenerate: one batch size only, or a negative slope. Scale the prior instead.
+    y_med = float(np.median(y))
+    a, b = _scaled_prior(prior_slope, prior_intercept, float(np.median(x)), y_med)
+    spread = MAD_TO_STD * float(np.median(np.abs(y - y_med)))
+    return LinearFit(a, b, "scaled-prior", n, n, noise_var=spread * spread)
+
+
+def _ransac_ridge(
+    x: FloatArray,
+    y: FloatArray,
+    min_samples: int,
+    residual_threshold_s: float | None,
+    max_trials: int,
+    seed: int,
+) -> LinearFit:
+    X = x[:, None]
+    n = x.size
+    # Validation of tiny arrays dominates scikit-learn's cost here; the inputs are ours.
+    with (
+        sklearn.config_context(assume_finite=True, skip_parameter_validation=True),
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("ignore")
+        threshold = residual_threshold_s or robust_threshold(x, y)
+        if n > min_samples and np.any(theil_sen_residuals(x, y) > threshold):
+            ransac = RANSACRegressor(
+                estimator=BayesianRidge(),
+                min_samples=min_samples,
+                residual_threshold=threshold,
+                max_trials=max_trials,
+                random_state=seed,
+            )
+            try:
+                ransac.fit(X, y)
+            except ValueError:
+                pass  # no consensus set: fall through to plain ridge on everything
+            else:
+                mask = ransac.inlier_mask_
+                if mask is not None and len(set(x[mask].tolist())) > 1:
+                    fit = _ridge_fit(x[mask], y[mask], ransac.estimator_, "ransac", n)
+                    return fit
+        elif n > min_samples:
+            # Every sample lies within the threshold of the robust line: there is no
+            # outlier for RANSAC to remove, and its consensus would be all samples.
+            # Skipping it saves ~4 ms of scikit-learn overhead per refit.
+            model = BayesianRidge().fit(X, y)
+            return _ridge_fit(x, y, model, "ransac-all-inliers", n)
+        model = BayesianRidge().fit(X, y)
+    return _ridge_fit(x, y, model, "ridge", n)
+
+
+class ProcessingModel:
+    """The recent samples of one (app, app_version, runtime) and their cached fit.
+
+    The fit is recomputed only when the samples change (``fits`` counts them), so the
+    many estimates between two samples cost one multiplication each.
+    """
+
+    def __init__(
+        self,
+        *,
+        history: int,
+        prior_slope: float,
+        prior_intercept: float,
+        min_samples: int = 2,
+        residual_threshold_s: float | None = None,
+        max_trials: int = 100,
+        seed: int = 0,
+    ) -> None:
+        self._samples: deque[ProcessingSample] = deque(maxlen=history)
+        self.prior_slope = prior_slope
+        self.prior_intercept = prior_intercept
+        self.min_samples = min_samples
+        self.residual_threshold_s = residual_threshold_s
+        self.max_trials = max_trials
+        self.seed = seed
+        self._fit: LinearFit | None = None
+        self.fits = 0
+
+    def observe(self, sample: ProcessingSample) -> None:
+        self._samples.append(sample)
+        self._fit = None
+
+    @property
+    def n_samples(self) -> int:
+        return len(self._samples)
+
+    @property
+    def fit(self) -> LinearFit:
+        if self._fit is None:
+            self.fits += 1
+            self._fit = fit_processing(
+                np.array([s.images for s in self._samples], dtype=np.float64),
+                np.array([s.duration_s for s in self._samples], dtype=np.float64),
+                prior_slope=self.prior_slope,
+                prior_intercept=self.prior_intercept,
+                min_samples=self.min_samples,
+                residual_threshold_s=self.residual_threshold_s,
+                max_trials=self.max_trials,
+                seed=self.seed,
+            )
+        return self._fit
+
+    def estimate(self, n_images: int) -> Component:
+        return self.fit.predict(float(n_images))

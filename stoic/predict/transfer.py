@@ -1,0 +1,67 @@
+"""Transfer time (T_t = F_b / B_c, paper 3.4.1) from a bandwidth monitor.
+
+The edge site has one uplink, so one monitor serves every cloud runtime: it keeps the
+bandwidths (bytes/s) of the last ``bandwidth_history`` uploads and uses their median,
+which one stalled upload does not drag down. Before any measurement it assumes
+``default_bandwidth_bps``. The edge runtime is on the site itself: its T_t is 0, and
+uploads tagged with an edge runtime do not feed the uplink's monitor.
+
+Spread: T_t is computed for every retained bandwidth (``n_bytes / b_i``) and the spread
+is the scaled MAD of those times (= ``n_bytes`` × scaled MAD of ``1 / b_i``), 0 before
+two measurements exist.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import numpy as np
+
+from stoic.model import ZERO, Component, TransferSample
+from stoic.predict.deployment import MAD_TO_STD
+
+
+class BandwidthMonitor:
+    """Median of recent measured bandwidths, and the transfer time it implies."""
+
+    def __init__(self, *, history: int = 10, default_bps: float = 70.8e6 / 8) -> None:
+        self.default_bps = default_bps
+        self._bps: deque[float] = deque(maxlen=history)
+        self._cached: tuple[float, float] | None = None
+
+    def observe(self, sample: TransferSample) -> bool:
+        """Record an upload; False (ignored) when it has no usable bandwidth."""
+        bps = sample.bytes_per_s
+        if sample.n_bytes <= 0 or not math.isfinite(bps) or bps <= 0:
+            return False
+        self._bps.append(bps)
+        self._cached = None
+        return True
+
+    @property
+    def n_samples(self) -> int:
+        return len(self._bps)
+
+    def _stats(self) -> tuple[float, float]:
+        """(median bandwidth in bytes/s, scaled MAD of seconds per byte)."""
+        if self._cached is None:
+            if not self._bps:
+                self._cached = (self.default_bps, 0.0)
+            else:
+                b = np.fromiter(self._bps, dtype=np.float64, count=len(self._bps))
+                inv = 1.0 / b
+                spread = MAD_TO_STD * float(np.median(np.abs(inv - np.median(inv))))
+                self._cached = (float(np.median(b)), spread)
+        return self._cached
+
+    @property
+    def bandwidth_bps(self) -> float:
+        return self._stats()[0]
+
+    def estimate(self, n_bytes: int, *, edge: bool = False) -> Component:
+        """T_t of ``n_bytes`` (0 at the edge)."""
+        if edge or n_bytes <= 0:
+            return ZERO
+        bps, spread = self._stats()
+        return Component(n_bytes / bps, n_bytes * spread)

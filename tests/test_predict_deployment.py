@@ -1,0 +1,169 @@
+"""Deployment-time prediction: sliding windows, calibration, timeouts, priors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stoic.model import DeploymentSample, DeployOutcome
+from stoic.predict.deployment import (
+    DeploymentModel,
+    autoreg_predictions,
+    best_window,
+    mean_window_predictions,
+    median_window_predictions,
+    sample_value,
+    window_mae,
+)
+
+values_st = st.lists(
+    st.floats(min_value=0, max_value=1e4, allow_nan=False, allow_infinity=False),
+    min_size=2,
+    max_size=40,
+)
+
+
+def _ok(v: float, runtime: str = "gpu1") -> DeploymentSample:
+    return DeploymentSample(runtime=runtime, at=0.0, duration_s=v)
+
+
+def _brute(x, w_max, method, start):
+    f = np.median if method == "median" else np.mean
+    out = np.empty((w_max, len(x) - start))
+    for w in range(1, w_max + 1):
+        for i, t in enumerate(range(start, len(x))):
+            out[w - 1, i] = f(x[max(0, t - w) : t])
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(values_st, st.integers(1, 50))
+def test_window_predictions_match_numpy(xs, max_window):
+    x = np.array(xs)
+    for method, fn in (("median", median_window_predictions), ("mean", mean_window_predictions)):
+        np.testing.assert_allclose(
+            fn(x, max_window), _brute(x, max_window, method, 1), rtol=1e-9, atol=1e-6
+        )
+
+
+@settings(max_examples=60, deadline=None)
+@given(values_st)
+def test_median_window_of_one_is_last_value(xs):
+    x = np.array(xs)
+    np.testing.assert_array_equal(median_window_predictions(x, 1)[0], x[:-1])
+
+
+@settings(max_examples=60, deadline=None)
+@given(values_st, st.integers(1, 50))
+def test_prediction_within_window_range(xs, max_window):
+    x = np.array(xs)
+    for fn in (median_window_predictions, mean_window_predictions):
+        p = fn(x, max_window)
+        for w in range(1, max_window + 1):
+            for i, t in enumerate(range(1, len(x))):
+                win = x[max(0, t - w) : t]
+                assert win.min() - 1e-6 <= p[w - 1, i] <= win.max() + 1e-6
+
+
+@settings(max_examples=40, deadline=None)
+@given(values_st)
+def test_window_larger_than_history_uses_all(xs):
+    model = DeploymentModel(method="median", max_window=100, calibration_period=10_000)
+    for v in xs:
+        model.observe(_ok(v))
+    assert model.estimate().mean == pytest.approx(float(np.median(xs)))
+    mean_model = DeploymentModel(method="mean", max_window=100, calibration_period=10_000)
+    for v in xs:
+        mean_model.observe(_ok(v))
+    assert mean_model.estimate().mean == pytest.approx(float(np.mean(xs)))
+
+
+def test_median_beats_mean_on_sparse_spikes():
+    x = np.full(300, 20.0)
+    x[5::37] = 400.0  # sparse large spikes
+    med = window_mae(x, 30, "median")
+    mean = window_mae(x, 30, "mean")
+    assert np.nanmin(med) < np.nanmin(mean)
+    # A median over >= 3 samples ignores an isolated spike: only spikes themselves err.
+    assert med[4] == pytest.approx(380.0 * np.sum(x[1:] == 400.0) / 299)
+
+
+def test_step_change_is_tracked():
+    rng = np.random.default_rng(3)
+    period, max_window = 10, 50
+    model = DeploymentModel(
+        method="median", max_window=max_window, calibration_period=period, calibration_history=100
+    )
+    for v in 20.0 + rng.normal(0, 2, 200):
+        model.observe(_ok(float(v)))
+        model.estimate()
+    before = model.window
+    assert before > 5  # noise favours a long window
+    step_errors = []
+    for v in 120.0 + rng.normal(0, 2, 100):
+        model.observe(_ok(float(v)))
+        step_errors.append(abs(model.estimate().mean - 120.0))
+    converged = next(i for i, e in enumerate(step_errors) if e < 5.0)
+    assert converged <= period + before
+    assert all(e < 5.0 for e in step_errors[converged:])
+    assert model.window < before  # recalibrated to follow the step faster
+
+
+def test_calibration_happens_every_period():
+    model = DeploymentModel(max_window=10, calibration_period=5, calibration_history=20)
+    for i in range(23):
+        model.observe(_ok(float(i % 3)))
+        model.estimate()
+    assert model.calibrations == 4  # at 5, 10, 15, 20 new samples
+
+
+def test_best_window_picks_least_mae_and_smallest_on_ties():
+    assert best_window(np.array([3.0, 1.0, 1.0, 2.0])) == 2
+    assert best_window(np.array([np.nan, 2.0])) == 2
+    assert best_window(np.array([np.nan])) == 0
+
+
+def test_timeout_counts_as_at_least_the_timeout_and_failure_is_no_sample():
+    t = DeploymentSample("gpu1", 0.0, 30.0, DeployOutcome.TIMEOUT)
+    assert sample_value(t, 600.0) == 600.0
+    assert sample_value(DeploymentSample("gpu1", 0.0, 700.0, DeployOutcome.TIMEOUT), 600.0) == 700.0
+    assert sample_value(DeploymentSample("gpu1", 0.0, 5.0, DeployOutcome.FAILURE), 600.0) is None
+    model = DeploymentModel(max_window=3, deploy_timeout_s=600.0, prior_s=30.0)
+    assert model.observe(DeploymentSample("gpu1", 0.0, 5.0, DeployOutcome.FAILURE)) is False
+    assert model.estimate().mean == 30.0  # still the prior
+    model.observe(_ok(10.0))
+    model.observe(t)
+    model.observe(t)
+    assert model.estimate().mean == 600.0
+    assert len(model.recent(10)) == 4  # the failure is kept for introspection
+
+
+def test_prior_when_no_data_and_spread():
+    model = DeploymentModel(prior_s=45.0)
+    est = model.estimate()
+    assert est.mean == 45.0 and est.std > 0
+    for v in (10.0, 10.0, 12.0, 10.0, 100.0):
+        model.observe(_ok(v))
+    est = model.estimate()
+    assert est.mean == 10.0
+    assert est.std == pytest.approx(0.0)  # MAD of [10,10,10,12,100] is 0
+
+
+def test_autoreg_matches_statsmodels_and_falls_back_to_median():
+    from statsmodels.tsa.ar_model import AutoReg
+
+    rng = np.random.default_rng(0)
+    x = 30 + np.cumsum(rng.normal(0, 1, 80)) * 0.2 + rng.normal(0, 1, 80)
+    res = AutoReg(x, lags=3, trend="c").fit()
+    p = autoreg_predictions(x, 3)[2]
+    np.testing.assert_allclose(p[2:], res.fittedvalues)
+    model = DeploymentModel(method="autoreg", max_window=3, calibration_period=1000)
+    for v in (10.0, 20.0, 30.0):
+        model.observe(_ok(v))
+    assert model.estimate().mean == 20.0  # too few samples for 3 lags: the median
+    for v in x:
+        model.observe(_ok(float(v)))
+    est = model.estimate()
+    assert est.mean > 0 and est.std > 0

@@ -1,0 +1,110 @@
+"""Processing-time regression: RANSAC around Bayesian ridge, and the 0/1/2-sample cases."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from sklearn.linear_model import BayesianRidge
+
+from stoic.model import ProcessingSample
+from stoic.predict.processing import ProcessingModel, fit_processing
+
+PRIOR: dict[str, Any] = {"prior_slope": 0.3272, "prior_intercept": 28.16}
+
+
+def _line(n, rng, noise=1.0):
+    x = rng.integers(1, 500, n).astype(float)
+    return x, 0.33 * x + 28.0 + rng.normal(0, noise, n)
+
+
+def test_no_samples_gives_the_prior():
+    fit = fit_processing(np.array([]), np.array([]), **PRIOR)
+    c = fit.predict(100)
+    assert c.mean == pytest.approx(0.3272 * 100 + 28.16)
+    assert c.std == pytest.approx(0.25 * c.mean)
+    assert fit.method == "prior"
+
+
+def test_one_sample_scales_the_prior_through_it():
+    fit = fit_processing(np.array([100.0]), np.array([2 * (0.3272 * 100 + 28.16)]), **PRIOR)
+    assert fit.predict(100).mean == pytest.approx(2 * (0.3272 * 100 + 28.16))
+    assert fit.predict(500).mean == pytest.approx(2 * (0.3272 * 500 + 28.16))
+    zero = fit_processing(np.array([10.0]), np.array([7.0]), prior_slope=0.0, prior_intercept=0.0)
+    assert zero.predict(1000).mean == 7.0
+
+
+def test_two_samples_give_the_line_through_both():
+    fit = fit_processing(np.array([10.0, 110.0]), np.array([30.0, 80.0]), **PRIOR)
+    assert fit.method == "line"
+    assert fit.slope == pytest.approx(0.5) and fit.intercept == pytest.approx(25.0)
+    # A negative slope from noise is not believed: the prior scaled through the medians.
+    neg = fit_processing(np.array([10.0, 12.0]), np.array([40.0, 39.0]), **PRIOR)
+    assert neg.method == "scaled-prior" and neg.slope > 0
+    assert neg.predict(11).mean == pytest.approx(39.5)
+
+
+def test_equal_batch_sizes_fall_back_to_scaled_prior():
+    x = np.full(8, 50.0)
+    y = np.array([40, 41, 39, 40, 42, 38, 40, 90], dtype=float)
+    fit = fit_processing(x, y, **PRIOR)
+    assert fit.method == "scaled-prior"
+    assert fit.predict(50).mean == pytest.approx(40.0)
+    assert fit.predict(50).std > 0
+
+
+def test_ransac_ignores_an_outlier_that_plain_ridge_does_not():
+    rng = np.random.default_rng(1)
+    x, y = _line(10, rng)
+    y_out = y.copy()
+    y_out[3] *= 10.0
+    fit = fit_processing(x, y_out, **PRIOR, seed=0)
+    assert fit.method == "ransac" and fit.inliers in (8, 9)
+    clean = BayesianRidge().fit(x[:, None], y).predict(np.array([[300.0]]))[0]
+    plain = BayesianRidge().fit(x[:, None], y_out).predict(np.array([[300.0]]))[0]
+    robust = fit.predict(300).mean
+    assert abs(robust - clean) < 2.0
+    assert abs(plain - clean) > 20.0
+
+
+def test_std_matches_bayesian_ridge_return_std():
+    rng = np.random.default_rng(2)
+    x, y = _line(10, rng, noise=3.0)
+    fit = fit_processing(x, y, **PRIOR, residual_threshold_s=1e6)
+    assert fit.inliers == 10
+    mean, std = BayesianRidge().fit(x[:, None], y).predict(np.array([[250.0]]), return_std=True)
+    c = fit.predict(250)
+    assert c.mean == pytest.approx(mean[0]) and c.std == pytest.approx(std[0])
+
+
+def test_seeded_fits_are_reproducible():
+    rng = np.random.default_rng(4)
+    x, y = _line(10, rng, noise=8.0)
+    y[[1, 6]] *= 5
+    a = fit_processing(x, y, **PRIOR, seed=7)
+    b = fit_processing(x, y, **PRIOR, seed=7)
+    assert a == b
+
+
+def test_model_keeps_recent_history_and_refits_only_on_change():
+    model = ProcessingModel(history=3, prior_slope=1.0, prior_intercept=0.0)
+    for n, s in ((1, 100.0), (2, 200.0), (10, 10.0), (20, 20.0), (30, 30.0)):
+        model.observe(ProcessingSample("a", "1", "cpu", n, 0, s, 0.0))
+    assert model.n_samples == 3
+    assert model.estimate(40).mean == pytest.approx(40.0, rel=1e-3)
+    model.estimate(50)
+    model.estimate(60)
+    assert model.fits == 1
+    model.observe(ProcessingSample("a", "1", "cpu", 40, 0, 40.0, 0.0))
+    model.estimate(40)
+    assert model.fits == 2
+
+
+def test_clean_data_skips_ransac_and_equals_plain_ridge():
+    rng = np.random.default_rng(5)
+    x, y = _line(10, rng, noise=0.5)
+    fit = fit_processing(x, y, **PRIOR)
+    assert fit.method == "ransac-all-inliers" and fit.inliers == 10
+    ridge = BayesianRidge().fit(x[:, None], y).predict(np.array([[321.0]]))[0]
+    assert fit.predict(321).mean == pytest.approx(ridge)
