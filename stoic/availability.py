@@ -1,0 +1,109 @@
+"""Which runtimes may be scheduled right now (paper §3.7).
+
+A cloud runtime whose deployment hits the deployment timeout is marked unavailable,
+"from the point of view of the requester": the scheduler stops estimating it, so no
+policy can choose it. The inquisitor keeps probing it and marks it available again after
+one successful deployment. The edge runs locally and is always available.
+
+The registry is a plain in-memory object shared by the inquisitor (writer), the requester
+(writer, on a timed-out batch deployment) and the scheduler (reader). Listeners are
+called synchronously on every *change* so that the daemon can persist it (it schedules
+the database write itself); a listener that raises is logged and ignored, because losing
+a status row must not stop scheduling.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from stoic.errors import ConfigError
+from stoic.model import Runtime
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class AvailabilityChange:
+    """One transition of one runtime, at an instant of the injected clock."""
+
+    runtime: str
+    available: bool
+    at: float
+    reason: str = ""
+
+
+Listener = Callable[[AvailabilityChange], None]
+
+
+class Availability:
+    """The availability of every configured runtime; all start available."""
+
+    def __init__(self, runtimes: Iterable[Runtime], *, listener: Listener | None = None) -> None:
+        self._runtimes = {r.name: r for r in runtimes}
+        self._order = list(self._runtimes)
+        self._down: dict[str, AvailabilityChange] = {}
+        self._listeners: list[Listener] = [listener] if listener else []
+
+    def add_listener(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def _check(self, name: str) -> Runtime:
+        try:
+            return self._runtimes[name]
+        except KeyError:
+            raise ConfigError(f"unknown runtime {name!r}; configured: {self._order}") from None
+
+    def is_available(self, name: str) -> bool:
+        self._check(name)
+        return name not in self._down
+
+    def available(self) -> set[str]:
+        return {n for n in self._order if n not in self._down}
+
+    def available_in_order(self) -> list[str]:
+        """Available runtimes in configured order (the policy breaks ties by order)."""
+        return [n for n in self._order if n not in self._down]
+
+    def unavailable(self) -> dict[str, AvailabilityChange]:
+        """Unavailable runtimes with the change that made them so."""
+        return dict(self._down)
+
+    def mark_unavailable(self, name: str, at: float, reason: str = "") -> bool:
+        """Mark ``name`` unavailable; returns whether this changed anything.
+
+        The edge is never marked unavailable: it is where everything falls back to.
+        """
+        runtime = self._check(name)
+        if runtime.is_edge:
+            log.warning(
+                "refusing to mark the edge unavailable",
+                extra={"runtime": name, "reason": reason},
+            )
+            return False
+        if name in self._down:
+            return False
+        change = AvailabilityChange(name, False, at, reason)
+        self._down[name] = change
+        log.warning("runtime unavailable", extra={"runtime": name, "at": at, "reason": reason})
+        self._notify(change)
+        return True
+
+    def mark_available(self, name: str, at: float, reason: str = "") -> bool:
+        """Mark ``name`` available again; returns whether this changed anything."""
+        self._check(name)
+        if name not in self._down:
+            return False
+        del self._down[name]
+        change = AvailabilityChange(name, True, at, reason)
+        log.info("runtime available again", extra={"runtime": name, "at": at, "reason": reason})
+        self._notify(change)
+        return True
+
+    def _notify(self, change: AvailabilityChange) -> None:
+        for listener in self._listeners:
+            try:
+                listener(change)
+            except Exception:
+                log.exception("availability listener failed", extra={"runtime": change.runtime})

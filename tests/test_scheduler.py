@@ -1,0 +1,206 @@
+"""The per-batch path (estimates → policy → requester) and bootstrapping."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from stoic.backends.fake import DeployStep, FakeBackend, FakeSpec
+from stoic.clock import LoopClock
+from stoic.errors import PredictorError
+from stoic.model import DeployOutcome, Job, Mode
+from stoic.policy import PolicyOptions
+from stoic.predict.predictor import Predictor
+from stoic.requester import PredictorRecorder, Requester
+from stoic.scheduler import ObservationCounter, Scheduler
+from stoic.settings import Settings
+from tests.test_requester import EPOCH, JOB, World, est, make_world
+
+pytestmark = pytest.mark.looptime
+
+
+def make_scheduler(w: World, **options: Any) -> Scheduler:
+    return Scheduler(w.predictor, w.requester, w.availability, w.settings, PolicyOptions(**options))
+
+
+@pytest.fixture
+def world() -> World:
+    return make_world()
+
+
+# The per-batch path -------------------------------------------------------------------
+
+
+async def test_selector_picks_the_minimum_and_runs_it_end_to_end(world: World) -> None:
+    scheduler = make_scheduler(world)
+    plan, out = await scheduler.handle(JOB, mode=Mode.SELECTOR)
+    # TABLE totals: edge 100, cpu 85, gpu1 65, gpu2 75 → gpu1.
+    assert plan.runtime == "gpu1" and set(plan.estimates) == {"edge", "cpu", "gpu1", "gpu2"}
+    assert (out.runtime, out.deployment_s, out.transfer_s, out.processing_s) == ("gpu1", 30, 5, 30)
+    assert out.total_s == 67
+    assert out.decision_s == scheduler.last_decision_s >= 0 and scheduler.decisions == 1
+    r = world.recorder
+    assert [(s.runtime, s.duration_s) for s in r.deployments] == [("gpu1", 30)]
+    assert [(s.runtime, s.seconds) for s in r.transfers] == [("gpu1", 5)]
+    assert [(s.runtime, s.duration_s) for s in r.processings] == [("gpu1", 30)]
+    assert world.fake.live == {}
+
+
+async def test_selector_runs_the_edge_when_it_is_fastest(world: World) -> None:
+    world.predictor.table["edge"] = est("edge", 0, 0, 60)
+    plan, out = await make_scheduler(world).handle(JOB, mode=Mode.SELECTOR)
+    assert plan.runtime == out.runtime == "edge" and out.total_s == 100  # truth: 2.5 s × 40
+    assert world.fake.ops("deploy", "gpu1") == []
+
+
+async def test_duplicator_through_the_scheduler(world: World) -> None:
+    world.fake.script_deploys("gpu2", 10)
+    plan, out = await make_scheduler(world, duplicator_runtime="gpu2").handle(
+        JOB, mode=Mode.DUPLICATOR
+    )
+    assert plan.speculative_edge and plan.runtime == "gpu2"
+    # gpu2 ready at 10, warm at 12: edge needs 88 s more, gpu2 25 s → switch; 25 s real.
+    assert (out.winner, out.kept_cloud, out.choice_correct, out.total_s) == ("gpu2", True, True, 37)
+    assert out.cancelled == ("edge",)
+
+
+async def test_unavailable_runtime_is_neither_estimated_nor_chosen(world: World) -> None:
+    world.availability.mark_unavailable("gpu1", EPOCH, "probe timed out")
+    scheduler = make_scheduler(world)
+    plan, out = await scheduler.handle(JOB, mode=Mode.SELECTOR)
+    assert world.predictor.asked == [["edge", "cpu", "gpu2"]]
+    assert plan.runtime == out.runtime == "gpu2"
+    dup, _ = await scheduler.handle(Job("b2", 40, 1), mode=Mode.DUPLICATOR)
+    assert dup.runtime == "edge" and not dup.speculative_edge
+
+
+async def test_pinned_and_oracle_modes_pass_through(world: World) -> None:
+    scheduler = make_scheduler(world)
+    plan, out = await scheduler.handle(JOB, mode=Mode.PINNED, pinned="cpu")
+    assert plan.runtime == out.runtime == "cpu"
+    truth = {"edge": 1.0, "cpu": 9.0, "gpu1": 9.0, "gpu2": 9.0}
+    plan, _ = await scheduler.handle(Job("b2", 40, 1), mode=Mode.ORACLE, truth=truth)
+    assert plan.runtime == "edge"
+
+
+# Bootstrapping ------------------------------------------------------------------------
+
+REPRESENTATIVE = [Job("rep-small", 10, 10 * 212_000), Job("rep-large", 50, 50 * 212_000)]
+
+
+async def test_bootstrap_runs_two_tasks_per_runtime_once_per_version(world: World) -> None:
+    scheduler = make_scheduler(world)
+    assert scheduler.needs_bootstrap("classify", "1")
+    report = await scheduler.bootstrap("classify", "1", REPRESENTATIVE)
+    assert report.runs == 8 and report.failures == {}
+    invokes = world.fake.ops("invoke")
+    assert sorted((e.runtime, e.batch_id) for e in invokes) == sorted(
+        (rt, f"rep-{size}:bootstrap:{rt}:{i}")
+        for rt in ("edge", "cpu", "gpu1", "gpu2")
+        for i, size in enumerate(("small", "large"))
+    )
+    assert sorted({p.images for p in world.recorder.processings}) == [10, 50]
+    assert all(p.app_version == "1" for p in world.recorder.processings)
+    assert not scheduler.needs_bootstrap("classify", "1")
+
+    again = await scheduler.bootstrap("classify", "1", REPRESENTATIVE)
+    assert again.runs == 0 and len(world.fake.ops("invoke")) == 8
+
+    # A new version of the application is bootstrapped afresh.
+    assert scheduler.needs_bootstrap("classify", "2")
+    v2 = await scheduler.bootstrap("classify", "2", REPRESENTATIVE)
+    assert v2.runs == 8 and {p.app_version for p in world.recorder.processings} == {"1", "2"}
+
+
+async def test_concurrent_bootstraps_of_one_version_run_once(world: World) -> None:
+    scheduler = make_scheduler(world)
+    a, b = await asyncio.gather(
+        scheduler.bootstrap("classify", "1", REPRESENTATIVE),
+        scheduler.bootstrap("classify", "1", REPRESENTATIVE),
+    )
+    assert sorted([a.runs, b.runs]) == [0, 8]
+    assert len(world.fake.ops("invoke")) == 8
+
+
+async def test_failed_bootstrap_does_not_fall_back_and_is_retried_later(world: World) -> None:
+    scheduler = make_scheduler(world)
+    world.fake.script_deploys("gpu2", *[DeployStep(0, fail=True)] * 10)
+    report = await scheduler.bootstrap("classify", "1", REPRESENTATIVE)
+    assert report.runs == 6 and list(report.failures) == ["gpu2"]
+    assert len(world.fake.ops("invoke", "edge")) == 2  # no fallback run on the edge
+    assert scheduler.missing("classify", "1") == {"gpu2": 2}
+    again = await scheduler.bootstrap("classify", "1", REPRESENTATIVE)
+    assert again.runs == 2 and not scheduler.needs_bootstrap("classify", "1")
+
+
+async def test_unavailable_runtime_is_bootstrapped_when_it_returns(world: World) -> None:
+    scheduler = make_scheduler(world)
+    world.availability.mark_unavailable("gpu1", EPOCH)
+    report = await scheduler.bootstrap("classify", "1", REPRESENTATIVE[:1])
+    assert report.runs == 6 and "gpu1" not in report.outcomes
+    assert not scheduler.needs_bootstrap("classify", "1")
+    world.availability.mark_available("gpu1", EPOCH)
+    assert scheduler.missing("classify", "1") == {"gpu1": 2}
+
+
+async def test_seeded_counts_mean_no_bootstrap(world: World) -> None:
+    observed = ObservationCounter()
+    for rt in ("edge", "cpu", "gpu1", "gpu2"):
+        observed.seed("classify", "1", rt, 5)
+    scheduler = Scheduler(
+        world.predictor, world.requester, world.availability, world.settings, observed=observed
+    )
+    assert not scheduler.needs_bootstrap("classify", "1")
+    # Samples recorded by the requester are counted too.
+    await scheduler.handle(Job("b", 3, 1, app_version="9"), mode=Mode.PINNED, pinned="cpu")
+    assert observed.count("classify", "9", "cpu") == 1
+
+
+async def test_bootstrap_needs_representative_jobs(world: World) -> None:
+    with pytest.raises(PredictorError, match="representative"):
+        await make_scheduler(world).bootstrap("classify", "1", [])
+
+
+# With the real predictor --------------------------------------------------------------
+
+
+async def test_real_predictor_learns_from_bootstrap_and_batches() -> None:
+    settings = Settings()
+    runtimes = {r.name: r for r in settings.runtime_list()}
+    predictor = Predictor(settings)
+    fake = FakeBackend(
+        {
+            "edge": FakeSpec(per_image_s=2.0, fixed_s=10.0),
+            "cpu": FakeSpec(deploy_s=12, upload_s=1, per_image_s=1.5, fixed_s=15.0),
+            "gpu1": FakeSpec(deploy_s=20, upload_s=1, per_image_s=0.3, fixed_s=25.0),
+            "gpu2": FakeSpec(deploy_s=40, upload_s=1, per_image_s=0.2, fixed_s=20.0),
+        }
+    )
+    from stoic.availability import Availability
+
+    availability = Availability(runtimes.values())
+    requester = Requester(
+        {"local": fake},
+        runtimes,
+        predictor,
+        PredictorRecorder(predictor),
+        LoopClock(EPOCH),
+        settings,
+        availability=availability,
+    )
+    scheduler = Scheduler(predictor, requester, availability, settings)
+    report = await scheduler.bootstrap("classify", "1", REPRESENTATIVE)
+    assert report.runs == 8
+    edge = predictor.estimate("edge", 100, 0, app="classify", app_version="1")
+    assert edge.processing.mean == pytest.approx(2.0 * 100 + 10.0, rel=0.1)
+    assert predictor.recent_deployments("gpu1", 5)[-1].outcome is DeployOutcome.OK
+
+    # 400 images: gpu1 (20 + 1 + 0.3·400 + 25 ≈ 166 s) beats the edge (810 s).
+    plan, out = await scheduler.handle(Job("big", 400, 400 * 212_000), mode=Mode.SELECTOR)
+    assert plan.runtime in {"gpu1", "gpu2"} and out.runtime == plan.runtime
+    # The duplicator with real re-prediction switches to the ready pod.
+    plan, out = await scheduler.handle(Job("big2", 400, 400 * 212_000), mode=Mode.DUPLICATOR)
+    assert plan.speculative_edge and out.winner == "gpu1" and out.kept_cloud
+    assert out.choice_correct is True and fake.live == {}
