@@ -10,10 +10,21 @@ fix it without reading a traceback.
     ├── InputError                  bad user input (names the file/field)
     │   ├── CsvFormatError          malformed CSV (file, line, column)
     │   ├── WorkloadError           bad workload/count file
-    │   └── EnvSpecError            bad simulated-environment spec
+    │   ├── EnvSpecError            bad simulated-environment spec
+    │   └── IngestError             a rejected upload (HTTP status, code, file/field)
+    │       ├── EmptyBatch          no image in the upload (400)
+    │       ├── UnsafeArchivePath   archive member outside its root (400)
+    │       ├── BatchTooLarge       over a configured size limit (413)
+    │       ├── NotAnImage          a file that is no supported image (415)
+    │       ├── CorruptImage        a truncated or undecodable image (422)
+    │       └── InvalidField        a bad form field or parameter (422)
     ├── StoreError                  database problems
+    │   ├── BatchNotFound           no batch with this id
+    │   ├── BatchStateError         illegal batch state transition (names both states)
+    │   └── RuntimeNotFound         no runtime row with this name
     ├── ObjectStoreError
-    │   └── ObjectNotFound          missing key in the object store
+    │   ├── ObjectNotFound          missing key in the object store
+    │   └── InvalidObjectKey        malformed key (absolute, ``..``); also an InputError
     ├── PredictorError
     ├── FunctionError               the serverless function failed
     │   └── ModelNotFound           model key missing
@@ -24,6 +35,7 @@ fix it without reading a traceback.
         ├── RetriesExhausted        back-off gave up after N attempts
         ├── InvocationError         the function call failed
         ├── RuntimeUnavailable      the runtime is marked unavailable
+        ├── BatchCancelled          the batch was cancelled by id (requester.cancel)
         └── KubernetesApiError      the API server answered with an error (names object)
 """
 
@@ -59,8 +71,88 @@ class EnvSpecError(InputError):
     """A simulated-environment spec is invalid; the message names the key."""
 
 
+class IngestError(InputError):
+    """An upload was rejected. ``status`` is the HTTP status the API answers, ``code`` a
+    stable machine-readable name, and ``file`` or ``field`` what is at fault."""
+
+    status = 400
+    code = "bad_input"
+
+    def __init__(self, message: str, *, file: str | None = None, field: str | None = None) -> None:
+        self.file, self.field = file, field
+        super().__init__(message)
+
+
+class EmptyBatch(IngestError):
+    """The upload held no image."""
+
+    code = "empty_batch"
+
+
+class UnsafeArchivePath(IngestError):
+    """An archive member's path is absolute, contains ``..`` or is a link."""
+
+    code = "unsafe_path"
+
+
+class BatchTooLarge(IngestError):
+    """The batch (or one image) is over a configured size limit."""
+
+    status = 413
+    code = "too_large"
+
+
+class NotAnImage(IngestError):
+    """A file is not an image of a supported format."""
+
+    status = 415
+    code = "not_an_image"
+
+
+class CorruptImage(IngestError):
+    """An image is truncated or cannot be decoded."""
+
+    status = 422
+    code = "corrupt_image"
+
+
+class InvalidField(IngestError):
+    """A form field or query parameter has a bad value (unknown runtime or mode)."""
+
+    status = 422
+    code = "invalid_field"
+
+
 class StoreError(StoicError):
     """The database could not do what was asked."""
+
+
+class BatchNotFound(StoreError):
+    """No batch with this id."""
+
+    def __init__(self, batch_id: str) -> None:
+        self.batch_id = batch_id
+        super().__init__(f"batch not found: {batch_id!r}")
+
+
+class BatchStateError(StoreError):
+    """A batch cannot make this transition from its current state (e.g. finish twice)."""
+
+    def __init__(self, batch_id: str, state: str, wanted: str, allowed: tuple[str, ...]) -> None:
+        self.batch_id, self.state, self.wanted, self.allowed = batch_id, state, wanted, allowed
+        super().__init__(
+            f"batch {batch_id!r} is {state!r}; cannot {wanted} (needs state "
+            + " or ".join(repr(a) for a in allowed)
+            + ")"
+        )
+
+
+class RuntimeNotFound(StoreError):
+    """No runtime row with this name (``upsert_runtimes`` was not told of it)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"runtime not found in the store: {name!r}")
 
 
 class ObjectStoreError(StoicError):
@@ -73,6 +165,17 @@ class ObjectNotFound(ObjectStoreError):
     def __init__(self, key: str, where: str = "") -> None:
         self.key = key
         super().__init__(f"object not found: {key!r}" + (f" in {where}" if where else ""))
+
+
+class InvalidObjectKey(ObjectStoreError, InputError):
+    """An object key is malformed (absolute, ``..``, empty segment); names the key.
+
+    Also an :class:`InputError`, so the REST API answers 400 for a key from a request.
+    """
+
+    def __init__(self, key: str, problem: str) -> None:
+        self.key, self.problem = key, problem
+        super().__init__(f"invalid object key {key!r}: {problem}")
 
 
 class PredictorError(StoicError):
@@ -129,6 +232,14 @@ class InvocationError(BackendError):
 
 class RuntimeUnavailable(BackendError):
     """The runtime is marked unavailable (its last probe timed out)."""
+
+
+class BatchCancelled(BackendError):
+    """The batch was cancelled by id (``Requester.cancel``); its runtimes were torn down."""
+
+    def __init__(self, runtime: str, batch_id: str) -> None:
+        self.batch_id = batch_id
+        super().__init__(runtime, f"batch {batch_id!r} was cancelled")
 
 
 class KubernetesApiError(BackendError):

@@ -1,0 +1,85 @@
+"""Bringing a database to the schema of this version of stoic (Alembic, run in-process).
+
+The daemon calls :func:`migrate` at start-up, before it builds a :class:`Store`, so a
+fresh SQLite file and an existing PostgreSQL database both end at the head revision
+without anyone running the ``alembic`` tool. The revisions ship inside the package
+(``migrations/``, ``alembic.ini``), so an installed wheel can migrate as well.
+
+Two daemons starting together on one PostgreSQL database would race to create the
+tables; :func:`migrate` takes a transaction-scoped advisory lock first, so the second
+waits and then finds the schema at head. On SQLite the migration runs in a
+``BEGIN IMMEDIATE`` transaction, which serialises the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from stoic.errors import StoreError
+from stoic.store.store import _IMMEDIATE, make_engine
+
+HERE = Path(__file__).resolve().parent
+ALEMBIC_INI = HERE / "alembic.ini"
+MIGRATIONS = HERE / "migrations"
+
+# An arbitrary constant naming stoic's advisory lock (pg_advisory_xact_lock takes a bigint).
+_PG_LOCK_ID = 0x5707C_0001
+
+
+def alembic_config() -> Config:
+    """The packaged Alembic configuration, with ``script_location`` made absolute."""
+    cfg = Config(str(ALEMBIC_INI))
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return cfg
+
+
+def head_revision() -> str:
+    """The newest revision shipped with this version of stoic."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def migrate(target: str | Engine, revision: str = "head") -> None:
+    """Upgrade the database at ``target`` (a URL or an engine) to ``revision``.
+
+    Idempotent: a database already at head is left alone. Pass the engine of a
+    ``Store("sqlite://")`` to migrate an in-memory database.
+    """
+    engine = make_engine(target) if isinstance(target, str) else target
+    try:
+        with engine.connect() as conn:
+            conn.execution_options(**{_IMMEDIATE: True})
+            with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_ID})
+                cfg = alembic_config()
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, revision)
+    except SQLAlchemyError as exc:
+        url = engine.url.render_as_string(hide_password=True)
+        raise StoreError(f"database {url}: migration failed: {exc}") from exc
+    finally:
+        if isinstance(target, str):
+            engine.dispose()
+
+
+def current_revision(target: str | Engine) -> str | None:
+    """The revision the database is at (None for an empty database)."""
+    engine = make_engine(target) if isinstance(target, str) else target
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    except SQLAlchemyError as exc:
+        url = engine.url.render_as_string(hide_password=True)
+        raise StoreError(f"database {url}: {exc}") from exc
+    finally:
+        if isinstance(target, str):
+            engine.dispose()

@@ -1,0 +1,166 @@
+"""The database schema as SQLAlchemy 2 typed models.
+
+These classes are the single source of truth for the schema: the Alembic revisions in
+``migrations/versions`` must produce exactly this (a test runs ``compare_metadata``
+after ``migrate`` and expects no difference). Change a model, then add a revision.
+
+Conventions, and why:
+
+* Instants are ``DOUBLE PRECISION`` seconds since the Unix epoch, as produced by the
+  injected clock (``stoic.clock``). The replay writes virtual instants through the same
+  code, so a timezone-aware ``DateTime`` would only add conversions, not meaning.
+* Samples carry no foreign key to ``runtimes``: history must outlive a runtime that is
+  removed from the settings, and the replay records samples without registering rows.
+* Enumerated columns (state, outcome) are strings guarded by CHECK constraints rather
+  than native enums, so adding a value is a plain migration on SQLite and PostgreSQL.
+* Every constraint and index has a deterministic name (``NAMING``) so that later
+  migrations can drop or alter it by name on both backends.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Double,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+NAME = String(64)
+"""Runtime, app and version names (settings restrict runtime names to 31 characters)."""
+
+
+SAMPLE_ID = BigInteger().with_variant(Integer, "sqlite")
+"""Sample keys: 64-bit on PostgreSQL; SQLite only auto-increments an INTEGER rowid."""
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class RuntimeTable(Base):
+    """One configured runtime and whether the inquisitor currently finds it usable."""
+
+    __tablename__ = "runtimes"
+
+    name: Mapped[str] = mapped_column(NAME, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    gpus: Mapped[int] = mapped_column(Integer, default=0)
+    backend: Mapped[str] = mapped_column(String(32))
+    available: Mapped[bool] = mapped_column(Boolean, default=True)
+    # When it last went from available to unavailable; None while available.
+    unavailable_since: Mapped[float | None] = mapped_column(Double)
+    updated_at: Mapped[float | None] = mapped_column(Double)
+
+
+class DeploymentSampleTable(Base):
+    """One measured deployment (time to ready) of a cloud runtime."""
+
+    __tablename__ = "deployment_samples"
+    __table_args__ = (
+        CheckConstraint("outcome IN ('ok', 'timeout', 'failure')", name="outcome"),
+        # The predictor reads the most recent N samples of one runtime.
+        Index(None, "runtime", "started_at"),
+    )
+
+    id: Mapped[int] = mapped_column(SAMPLE_ID, primary_key=True, autoincrement=True)
+    runtime: Mapped[str] = mapped_column(NAME)
+    # DeploymentSample.at: when the deployment was requested.
+    started_at: Mapped[float] = mapped_column(Double)
+    duration_s: Mapped[float] = mapped_column(Double)
+    outcome: Mapped[str] = mapped_column(String(16))
+
+
+class ProcessingSampleTable(Base):
+    """One measured processing run: ``images`` images of ``app`` on ``runtime``."""
+
+    __tablename__ = "processing_samples"
+    __table_args__ = (Index(None, "app", "app_version", "runtime", "at"),)
+
+    id: Mapped[int] = mapped_column(SAMPLE_ID, primary_key=True, autoincrement=True)
+    app: Mapped[str] = mapped_column(NAME)
+    app_version: Mapped[str] = mapped_column(NAME)
+    runtime: Mapped[str] = mapped_column(NAME)
+    images: Mapped[int] = mapped_column(Integer)
+    n_bytes: Mapped[int] = mapped_column(BigInteger)
+    duration_s: Mapped[float] = mapped_column(Double)
+    at: Mapped[float] = mapped_column(Double)
+
+
+class TransferSampleTable(Base):
+    """One measured upload of ``n_bytes`` in ``seconds`` (the bandwidth monitor's input)."""
+
+    __tablename__ = "transfer_samples"
+    __table_args__ = (Index(None, "at"),)
+
+    id: Mapped[int] = mapped_column(SAMPLE_ID, primary_key=True, autoincrement=True)
+    n_bytes: Mapped[int] = mapped_column(BigInteger)
+    seconds: Mapped[float] = mapped_column(Double)
+    at: Mapped[float] = mapped_column(Double)
+    runtime: Mapped[str] = mapped_column(NAME, default="")
+
+
+class BatchTable(Base):
+    """One submitted batch, from ingest to its measured outcome.
+
+    ``state`` moves queued → running → done | failed (see ``docs/store.md``); the
+    measured columns are filled by ``Store.finish_batch`` only.
+    """
+
+    __tablename__ = "batches"
+    __table_args__ = (
+        CheckConstraint("state IN ('queued', 'running', 'done', 'failed')", name="state"),
+        CheckConstraint("attempts >= 0", name="attempts"),
+        # The dispatcher takes the oldest queued batch; listings filter by state.
+        Index(None, "state", "created_at"),
+        # Unfiltered listings are newest first.
+        Index(None, "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    created_at: Mapped[float] = mapped_column(Double)
+    updated_at: Mapped[float] = mapped_column(Double)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    n_images: Mapped[int] = mapped_column(Integer)
+    n_bytes: Mapped[int] = mapped_column(BigInteger)
+    app: Mapped[str] = mapped_column(NAME)
+    app_version: Mapped[str] = mapped_column(NAME)
+    mode: Mapped[str] = mapped_column(String(16))
+    pinned_runtime: Mapped[str | None] = mapped_column(NAME)
+    package_key: Mapped[str] = mapped_column(String(1024))
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    chosen_runtime: Mapped[str | None] = mapped_column(NAME)
+    decision_reason: Mapped[str | None] = mapped_column(Text)
+    # Per runtime name: Estimate.as_dict() at decision time.
+    estimates: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    transfer_s: Mapped[float | None] = mapped_column(Double)
+    deployment_s: Mapped[float | None] = mapped_column(Double)
+    processing_s: Mapped[float | None] = mapped_column(Double)
+    total_s: Mapped[float | None] = mapped_column(Double)
+    winner: Mapped[str | None] = mapped_column(NAME)
+    cloud_used_s: Mapped[float | None] = mapped_column(Double)
+    cloud_wasted_s: Mapped[float | None] = mapped_column(Double)
+    results_key: Mapped[str | None] = mapped_column(String(1024))
+    error: Mapped[str | None] = mapped_column(Text)
+    # Files rejected at ingest: a list of dicts (the ingest writes file, code, reason).
+    skipped: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    started_at: Mapped[float | None] = mapped_column(Double)
+    finished_at: Mapped[float | None] = mapped_column(Double)

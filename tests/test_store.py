@@ -1,0 +1,496 @@
+"""The persistent store on SQLite (a temp file) and on a real PostgreSQL cluster.
+
+Every test taking ``store`` or ``url`` runs once per backend. The PostgreSQL cluster
+is private to this module (``tests/pg.py``): started once, one fresh database per
+test, stopped at the end. It is skipped only where no ``initdb`` is installed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import text
+
+from stoic.errors import BatchNotFound, BatchStateError, RuntimeNotFound, StoreError
+from stoic.model import (
+    BatchState,
+    Component,
+    DeploymentSample,
+    DeployOutcome,
+    Estimate,
+    Mode,
+    ProcessingSample,
+    Runtime,
+    RuntimeKind,
+    TransferSample,
+)
+from stoic.store import Store, current_revision, head_revision, migrate
+from stoic.store.schema import alembic_config
+from stoic.store.tables import Base
+from tests.pg import PgCluster, find_pg_bin
+
+# Fixtures ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pg_cluster() -> Iterator[PgCluster]:
+    bindir = find_pg_bin()
+    if bindir is None:
+        pytest.skip("no PostgreSQL server binaries (initdb) on this machine")
+    with PgCluster(bindir) as cluster:
+        yield cluster
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def url(request: pytest.FixtureRequest, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'sub' / 'stoic.db'}"
+    cluster: PgCluster = request.getfixturevalue("pg_cluster")
+    return cluster.new_database()
+
+
+@pytest.fixture
+def store(url: str) -> Iterator[Store]:
+    migrate(url)
+    s = Store(url)
+    yield s
+    s.close()
+
+
+def new_batch(store: Store, at: float, **kw):
+    fields: dict[str, Any] = {
+        "n_images": 10,
+        "n_bytes": 2_000_000,
+        "package_key": f"packages/{at}.tar",
+    }
+    fields.update(kw)
+    return store.create_batch(created_at=at, **fields)
+
+
+def claim(store: Store, now: float):
+    b = store.claim_next_queued(now)
+    assert b is not None
+    return b
+
+
+# Migrations ----------------------------------------------------------------------------
+
+
+def test_migrated_schema_matches_models(url: str) -> None:
+    migrate(url)
+    migrate(url)  # idempotent at head
+    assert current_revision(url) == head_revision()
+    s = Store(url)
+    try:
+        with s.engine.connect() as conn:
+            diff = compare_metadata(
+                MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata
+            )
+        assert diff == []
+    finally:
+        s.close()
+
+
+def test_downgrade_to_base_and_back(url: str) -> None:
+    migrate(url)
+    s = Store(url)
+    try:
+        with s.engine.begin() as conn:
+            cfg = alembic_config()
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "base")
+        assert current_revision(s.engine) is None
+        with s.engine.connect() as conn:
+            tables = set(Base.metadata.tables)
+            present = {name for name in tables if conn.dialect.has_table(conn, name)}
+        assert present == set()
+        migrate(s.engine)
+        assert current_revision(s.engine) == head_revision()
+    finally:
+        s.close()
+
+
+def test_in_memory_sqlite_migrates_through_the_engine() -> None:
+    with Store("sqlite://") as s:
+        migrate(s.engine)
+        new_batch(s, 1.0)
+        assert s.count_batches() == 1
+
+
+def test_database_errors_become_store_errors_without_password() -> None:
+    s = Store("postgresql+psycopg://stoic:secret@127.0.0.1:1/nothing")
+    try:
+        with pytest.raises(StoreError) as exc:
+            s.count_batches()
+        assert "secret" not in str(exc.value)
+        assert "127.0.0.1:1" in str(exc.value)
+    finally:
+        s.close()
+
+
+def test_sqlite_pragmas(tmp_path) -> None:
+    s = Store(f"sqlite:///{tmp_path / 'p.db'}", busy_timeout_s=2.5)
+    with s, s.engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+        assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 2500
+
+
+# Runtimes ------------------------------------------------------------------------------
+
+RUNTIMES = [
+    Runtime("edge", RuntimeKind.EDGE),
+    Runtime("cpu", RuntimeKind.CPU, backend="kubernetes"),
+    Runtime("gpu1", RuntimeKind.GPU, gpus=1, backend="kubernetes"),
+]
+
+
+def test_runtimes_upsert_and_availability(store: Store) -> None:
+    store.upsert_runtimes(RUNTIMES, at=10.0)
+    rows = {r.name: r for r in store.runtimes()}
+    assert [r.name for r in store.runtimes()] == ["cpu", "edge", "gpu1"]
+    assert rows["gpu1"].runtime == RUNTIMES[2]
+    assert all(r.available and r.unavailable_since is None for r in rows.values())
+
+    down = store.set_availability("gpu1", False, at=20.0)
+    assert (down.available, down.unavailable_since, down.updated_at) == (False, 20.0, 20.0)
+    # A second failing probe does not move the instant it went down.
+    again = store.set_availability("gpu1", False, at=80.0)
+    assert (again.unavailable_since, again.updated_at) == (20.0, 80.0)
+
+    # Re-upserting (daemon restart) keeps availability; a changed backend is updated.
+    store.upsert_runtimes([*RUNTIMES[:2], Runtime("gpu1", RuntimeKind.GPU, 1, "simulated")])
+    gpu1 = {r.name: r for r in store.runtimes()}["gpu1"]
+    assert (gpu1.available, gpu1.unavailable_since, gpu1.backend) == (False, 20.0, "simulated")
+
+    up = store.set_availability("gpu1", True, at=90.0)
+    assert (up.available, up.unavailable_since) == (True, None)
+
+    with pytest.raises(RuntimeNotFound, match="gpu9"):
+        store.set_availability("gpu9", True, at=1.0)
+
+
+def test_upsert_prune_removes_unconfigured_runtimes(store: Store) -> None:
+    store.upsert_runtimes(RUNTIMES)
+    store.add_deployment_sample(DeploymentSample("gpu1", 1.0, 30.0))
+    store.upsert_runtimes(RUNTIMES[:2], prune=True)
+    assert [r.name for r in store.runtimes()] == ["cpu", "edge"]
+    assert store.count_deployment_samples("gpu1") == 1  # history outlives the runtime
+
+
+# Samples -------------------------------------------------------------------------------
+
+
+def test_deployment_samples_most_recent_oldest_first(store: Store) -> None:
+    # Inserted out of order; two share an instant (insertion order breaks the tie).
+    for at, d in [(5.0, 50.0), (1.0, 10.0), (3.0, 30.0), (4.0, 40.0), (4.0, 41.0)]:
+        store.add_deployment_sample(DeploymentSample("gpu1", at, d))
+    store.add_deployment_sample(DeploymentSample("gpu1", 6.0, 600.0, DeployOutcome.TIMEOUT))
+    store.add_deployment_sample(DeploymentSample("cpu", 2.0, 7.5))
+
+    last3 = store.deployment_samples("gpu1", limit=3)
+    assert [(s.at, s.duration_s) for s in last3] == [(4.0, 41.0), (5.0, 50.0), (6.0, 600.0)]
+    assert last3[-1].outcome is DeployOutcome.TIMEOUT
+    assert [s.duration_s for s in store.deployment_samples("gpu1")] == [
+        10.0, 30.0, 40.0, 41.0, 50.0, 600.0,
+    ]  # fmt: skip
+    assert store.deployment_samples("cpu") == [DeploymentSample("cpu", 2.0, 7.5)]
+    assert store.deployment_samples("gpu2") == []
+    assert store.count_deployment_samples() == 7
+    assert store.count_deployment_samples("gpu1") == 6
+
+
+def test_processing_samples_filter_by_app_version_runtime(store: Store) -> None:
+    t0 = 1_700_000_000.123456  # epoch seconds survive the round trip exactly
+    samples = [
+        ProcessingSample("classify", "1", "edge", 10, 2_000_000, 37.55, t0 + i) for i in range(5)
+    ]
+    store.add_samples(samples)
+    store.add_processing_sample(ProcessingSample("classify", "2", "edge", 5, 1, 1.0, t0 + 9))
+    store.add_processing_sample(ProcessingSample("classify", "1", "gpu1", 5, 1, 2.0, t0 + 9))
+    store.add_processing_sample(ProcessingSample("train", "1", "edge", 5, 1, 3.0, t0 + 9))
+
+    assert store.processing_samples("classify", "1", "edge") == samples
+    assert store.processing_samples("classify", "1", "edge", limit=2) == samples[-2:]
+    assert store.count_processing_samples("classify", "1", "edge") == 5
+    assert store.count_processing_samples(runtime="edge") == 7
+    assert store.count_processing_samples() == 8
+    big = ProcessingSample("classify", "1", "gpu2", 5000, 6 * 1024**3, 1.0, t0)
+    store.add_processing_sample(big)  # n_bytes beyond 32 bits
+    assert store.processing_samples("classify", "1", "gpu2") == [big]
+
+
+def test_transfer_samples(store: Store) -> None:
+    store.add_samples(
+        [
+            TransferSample(1_000_000, 0.2, 3.0, "gpu1"),
+            TransferSample(2_000_000, 0.4, 1.0, "cpu"),
+            TransferSample(3_000_000, 0.3, 2.0, "gpu1"),
+        ]
+    )
+    assert [s.at for s in store.transfer_samples()] == [1.0, 2.0, 3.0]
+    assert store.transfer_samples(limit=1) == [TransferSample(1_000_000, 0.2, 3.0, "gpu1")]
+    assert [s.n_bytes for s in store.transfer_samples(runtime="gpu1")] == [3_000_000, 1_000_000]
+    assert store.count_transfer_samples() == 3
+    assert store.add_samples([]) == 0
+
+
+# Batches -------------------------------------------------------------------------------
+
+
+def test_create_and_get_batch(store: Store) -> None:
+    skipped = [{"name": "notes.txt", "reason": "not an image"}]
+    b = new_batch(
+        store,
+        100.0,
+        app="classify",
+        app_version="3",
+        mode=Mode.DUPLICATOR,
+        pinned_runtime="gpu2",
+        skipped=skipped,
+        n_bytes=5 * 1024**3,
+    )
+    assert b.is_new and b.state is BatchState.QUEUED and b.attempts == 0
+    got = store.get_batch(b.id)
+    assert got == dataclasses.replace(b, is_new=False)
+    assert (got.mode, got.pinned_runtime, got.app_version) == (Mode.DUPLICATOR, "gpu2", "3")
+    assert got.skipped == ({"name": "notes.txt", "reason": "not an image"},)
+    assert got.n_bytes == 5 * 1024**3
+    assert (got.created_at, got.updated_at, got.started_at, got.finished_at) == (
+        100.0, 100.0, None, None,
+    )  # fmt: skip
+    assert got.estimates == {} and got.chosen_runtime is None and got.total_s is None
+    job = got.job()
+    assert (job.batch_id, job.n_images, job.package_key) == (b.id, 10, "packages/100.0.tar")
+
+    with pytest.raises(BatchNotFound, match="nope"):
+        store.get_batch("nope")
+
+
+def test_idempotency_key_returns_the_existing_batch(store: Store) -> None:
+    first = new_batch(store, 1.0, idempotency_key="upload-42")
+    again = new_batch(store, 2.0, idempotency_key="upload-42", n_images=99)
+    assert first.is_new and not again.is_new
+    assert again.id == first.id and again.n_images == 10 and again.created_at == 1.0
+    assert store.find_by_idempotency_key("upload-42") == again
+    assert store.find_by_idempotency_key("other") is None
+    # Batches without a key never collide.
+    assert new_batch(store, 3.0).is_new and new_batch(store, 4.0).is_new
+    assert store.count_batches() == 3
+
+
+def test_idempotency_key_under_concurrent_creates(store: Store) -> None:
+    n = 4
+    barrier = threading.Barrier(n)
+    results = []
+    lock = threading.Lock()
+
+    def create() -> None:
+        barrier.wait()
+        r = new_batch(store, 1.0, idempotency_key="same")
+        with lock:
+            results.append(r)
+
+    threads = [threading.Thread(target=create) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == n
+    assert len({r.id for r in results}) == 1
+    assert sum(r.is_new for r in results) == 1
+    assert store.count_batches() == 1
+
+
+def test_state_machine_queued_running_done(store: Store) -> None:
+    b = new_batch(store, 1.0)
+    with pytest.raises(BatchStateError) as exc:
+        store.finish_batch(b.id, state=BatchState.DONE, finished_at=2.0)
+    assert (exc.value.batch_id, exc.value.state) == (b.id, "queued")
+    assert b.id in str(exc.value) and "'queued'" in str(exc.value) and "'running'" in str(exc.value)
+    with pytest.raises(BatchStateError):
+        store.record_decision(b.id, "gpu1", "cheapest", {})
+
+    running = claim(store, 5.0)
+    assert (running.id, running.state, running.attempts, running.started_at) == (
+        b.id, BatchState.RUNNING, 1, 5.0,
+    )  # fmt: skip
+    edge = Estimate("edge", Component(0.0), Component(0.0), Component(37.5, 2.0))
+    estimates: dict[str, Estimate | Mapping[str, float]] = {
+        "edge": edge,
+        "gpu1": {"transfer_s": 0.25, "deployment_s": 30.0, "processing_s": 31.4, "total_s": 61.65},
+    }
+    decided = store.record_decision(b.id, "edge", "smallest T_s", estimates, at=5.5)
+    assert decided.chosen_runtime == "edge" and decided.decision_reason == "smallest T_s"
+    assert decided.estimates["edge"] == edge.as_dict()
+    assert decided.estimates["gpu1"]["total_s"] == 61.65
+    assert decided.updated_at == 5.5
+
+    done = store.finish_batch(
+        b.id,
+        state=BatchState.DONE,
+        finished_at=45.0,
+        transfer_s=0.0,
+        deployment_s=0.0,
+        processing_s=39.0,
+        total_s=40.0,
+        winner="edge",
+        cloud_used_s=12.0,
+        cloud_wasted_s=12.0,
+        results_key="results/x.json",
+    )
+    assert done.state is BatchState.DONE
+    assert (done.total_s, done.winner, done.results_key, done.finished_at) == (
+        40.0, "edge", "results/x.json", 45.0,
+    )  # fmt: skip
+    assert store.get_batch(b.id) == done
+
+    # Finishing twice, or going back to running, is refused and changes nothing.
+    with pytest.raises(BatchStateError, match="'done'"):
+        store.finish_batch(b.id, state=BatchState.FAILED, finished_at=50.0, error="late")
+    assert store.claim_next_queued(60.0) is None
+    with pytest.raises(BatchStateError):
+        store.record_decision(b.id, "gpu1", "late", {})
+    assert store.get_batch(b.id) == done
+
+
+def test_failed_batch_and_bad_finish_state(store: Store) -> None:
+    b = new_batch(store, 1.0)
+    claim(store, 2.0)
+    with pytest.raises(ValueError, match="done"):
+        store.finish_batch(b.id, state=BatchState.QUEUED, finished_at=3.0)
+    failed = store.finish_batch(
+        b.id, state=BatchState.FAILED, finished_at=3.0, error="DeployTimeout: gpu1"
+    )
+    assert (failed.state, failed.error) == (BatchState.FAILED, "DeployTimeout: gpu1")
+    with pytest.raises(BatchStateError):
+        store.finish_batch(b.id, state=BatchState.DONE, finished_at=4.0)
+    with pytest.raises(BatchNotFound):
+        store.finish_batch("missing", state=BatchState.DONE, finished_at=4.0)
+
+
+def test_claim_takes_oldest_first_and_returns_none_when_empty(store: Store) -> None:
+    assert store.claim_next_queued(1.0) is None
+    late = new_batch(store, 20.0)
+    early = new_batch(store, 10.0)
+    assert claim(store, 30.0).id == early.id
+    assert claim(store, 31.0).id == late.id
+    assert store.claim_next_queued(32.0) is None
+
+
+def test_two_claimers_never_claim_the_same_batch(store: Store) -> None:
+    n_batches, n_threads = 24, 4
+    ids = {new_batch(store, float(i)).id for i in range(n_batches)}
+    barrier = threading.Barrier(n_threads)
+    claimed: list[list[str]] = [[] for _ in range(n_threads)]
+    errors: list[BaseException] = []
+
+    def worker(k: int) -> None:
+        try:
+            barrier.wait()
+            while (b := store.claim_next_queued(100.0 + k)) is not None:
+                claimed[k].append(b.id)
+        except BaseException as exc:  # surfaced by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    flat = [i for c in claimed for i in c]
+    assert len(flat) == len(set(flat)) == n_batches
+    assert set(flat) == ids
+    assert {b.attempts for b in store.list_batches(limit=100)} == {1}
+    assert store.count_batches(BatchState.RUNNING) == n_batches
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(60)  # a regression would wait on the lock
+def test_postgres_claim_skips_a_locked_row(pg_cluster: PgCluster) -> None:
+    url = pg_cluster.new_database()
+    migrate(url)
+    with Store(url) as s:
+        first = new_batch(s, 1.0)
+        second = new_batch(s, 2.0)
+        # Another claimer holds the oldest row: we get the next one at once, not a wait.
+        with s.engine.connect() as other, other.begin():
+            other.execute(
+                text("SELECT id FROM batches WHERE id = :id FOR UPDATE"), {"id": first.id}
+            )
+            got = s.claim_next_queued(3.0)
+        assert got is not None and got.id == second.id
+        assert claim(s, 4.0).id == first.id
+
+
+def test_requeue_running_for_crash_recovery(store: Store) -> None:
+    done = new_batch(store, 1.0)
+    crashed = new_batch(store, 2.0)
+    waiting = new_batch(store, 3.0)
+    claim(store, 10.0)
+    store.finish_batch(done.id, state=BatchState.DONE, finished_at=11.0)
+    claim(store, 12.0)
+    store.record_decision(crashed.id, "gpu1", "fastest", {"gpu1": {"total_s": 9.0}})
+
+    assert store.requeue_running(100.0) == [crashed.id]
+    again = store.get_batch(crashed.id)
+    assert (again.state, again.attempts, again.updated_at) == (BatchState.QUEUED, 1, 100.0)
+    assert (again.chosen_runtime, again.estimates, again.started_at) == (None, {}, None)
+    assert store.get_batch(done.id).state is BatchState.DONE
+    assert store.get_batch(waiting.id).state is BatchState.QUEUED
+    # The old owner, if it still tried, could not finish it now.
+    with pytest.raises(BatchStateError):
+        store.finish_batch(crashed.id, state=BatchState.DONE, finished_at=101.0)
+
+    reclaimed = claim(store, 110.0)
+    assert (reclaimed.id, reclaimed.attempts) == (crashed.id, 2)
+    assert store.requeue_running(120.0) == [crashed.id]
+    assert store.requeue_running(121.0) == []
+
+
+def test_requeue_gives_up_after_max_attempts(store: Store) -> None:
+    b = new_batch(store, 1.0)
+    for i in range(3):
+        claim(store, 10.0 + i)
+        if i < 2:
+            assert store.requeue_running(20.0 + i, max_attempts=3) == [b.id]
+    assert store.requeue_running(30.0, max_attempts=3) == []
+    failed = store.get_batch(b.id)
+    assert (failed.state, failed.attempts, failed.finished_at) == (BatchState.FAILED, 3, 30.0)
+    assert failed.error is not None and "3 attempt" in failed.error
+
+
+def test_delete_batch(store: Store) -> None:
+    queued = new_batch(store, 1.0, idempotency_key="k")
+    store.delete_batch(queued.id)
+    with pytest.raises(BatchNotFound):
+        store.get_batch(queued.id)
+    assert new_batch(store, 2.0, idempotency_key="k").is_new  # the key is free again
+
+    running = claim(store, 3.0)
+    with pytest.raises(BatchStateError, match="'running'"):
+        store.delete_batch(running.id)
+    store.finish_batch(running.id, state=BatchState.FAILED, finished_at=4.0)
+    store.delete_batch(running.id)
+    with pytest.raises(BatchNotFound):
+        store.delete_batch(running.id)
+
+
+def test_list_and_count_batches(store: Store) -> None:
+    ids = [new_batch(store, float(i)).id for i in range(5)]
+    claim(store, 10.0)  # ids[0]
+    assert [b.id for b in store.list_batches()] == ids[::-1]
+    assert [b.id for b in store.list_batches(limit=2)] == [ids[4], ids[3]]
+    assert [b.id for b in store.list_batches(BatchState.RUNNING)] == [ids[0]]
+    assert [b.id for b in store.list_batches(BatchState.QUEUED, limit=10)] == ids[:0:-1]
+    assert store.list_batches(BatchState.DONE) == []
+    assert store.count_batches() == 5
+    assert store.count_batches(BatchState.QUEUED) == 4
