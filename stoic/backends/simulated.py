@@ -1,0 +1,468 @@
+"""The simulated environment of the replay: ground truth from a spec, served in virtual time.
+
+This module is the only place that knows how long things *really* take in a replay.
+An environment spec (YAML, :class:`EnvSpec`, documented in ``docs/replay.md``) gives
+each runtime a deployment-time process (floor + log-normal body, time-of-day variation,
+a slow drift, Lomax-tailed outliers, timeouts, unavailable periods), a processing time
+(``per_image_s * n + fixed_s`` with noise and congestion outliers, a model-load cost for
+warm-up calls) and the site's uplink (bandwidth process, bytes per image).
+
+Two sources of draws, so that every mode of the replay sees the *same* world:
+
+* **Batch truth ("audit")** — :meth:`SimEnvironment.audit` draws, when a batch arrives,
+  T_t, the deployment attempts, and T_p of every runtime from a sequential stream that
+  only batches consume, so the truth of batch *i* is identical in every mode.
+  :class:`SimulatedBackend` serves the calls made for that batch (found through the
+  context variable :data:`current_truth`, which tasks inherit) with exactly these
+  durations via ``asyncio.sleep``; the replay fast-forwards them with ``looptime``.
+* **Probes** — deployments outside any batch (the inquisitor) are keyed by
+  (runtime, probe number): uniforms come from a counter-based Philox generator, so the
+  value of probe *k* does not depend on which other probes were simulated. That makes
+  the replay's probe shortcut exact (``stoic.replay.runner``).
+
+Nothing here is seen by the scheduler: it only sees its own measurements.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from scipy.special import ndtri
+
+from stoic.backends.base import Deployment, Invocation, Upload
+from stoic.errors import DeployTimeout, EnvSpecError
+from stoic.model import Job, Runtime
+
+HOUR_S = 3600.0
+DAY_S = 86_400.0
+
+
+# Spec ---------------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Period(_Strict):
+    """An unavailable period: from ``start_h`` hours after the replay starts, for
+    ``duration_h`` hours, repeated every ``every_h`` hours if given."""
+
+    start_h: float = Field(ge=0)
+    duration_h: float = Field(gt=0)
+    every_h: float | None = Field(None, gt=0)
+
+    def covers(self, at_s: np.ndarray) -> np.ndarray:
+        t = np.asarray(at_s, dtype=np.float64) / HOUR_S - self.start_h
+        phase = t % self.every_h if self.every_h is not None else t
+        return np.asarray((t >= 0) & (phase < self.duration_h))
+
+
+class DeploymentSpec(_Strict):
+    """T_d = floor + (median - floor)·exp(σZ + drift(t))·diurnal(t) [+ Lomax outlier];
+    a draw at or above the timeout, a timeout draw, or an unavailable period → timeout."""
+
+    floor_s: float = Field(ge=0)
+    median_s: float = Field(gt=0)
+    sigma: float = Field(ge=0)
+    diurnal_amplitude: float = Field(0.0, ge=0, lt=1)
+    peak_hour: float = Field(14.0, ge=0, lt=24)
+    drift_sigma: float = Field(0.0, ge=0)
+    drift_timescale_h: float = Field(6.0, gt=0)
+    outlier_rate: float = Field(0.0, ge=0, le=1)
+    outlier_scale_s: float = Field(0.0, ge=0)
+    outlier_alpha: float = Field(2.0, gt=0)
+    timeout_rate: float = Field(0.0, ge=0, le=1)
+    unavailable: list[Period] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check(self) -> DeploymentSpec:
+        if self.median_s < self.floor_s:
+            raise ValueError("median_s must be >= floor_s")
+        return self
+
+
+class ProcessingSpec(_Strict):
+    """T_p = (per_image_s·n + fixed_s)·exp(σZ) [× congestion factor]."""
+
+    per_image_s: float = Field(ge=0)
+    fixed_s: float = Field(ge=0)
+    sigma: float = Field(0.0, ge=0)
+    congestion_rate: float = Field(0.0, ge=0, le=1)
+    congestion_factor: tuple[float, float] = (1.5, 3.0)
+    model_load_s: float = Field(0.0, ge=0, description="a warm-up call's duration")
+
+    @model_validator(mode="after")
+    def _check(self) -> ProcessingSpec:
+        lo, hi = self.congestion_factor
+        if not 1 <= lo <= hi:
+            raise ValueError("congestion_factor must be [lo, hi] with 1 <= lo <= hi")
+        return self
+
+
+class UplinkSpec(_Strict):
+    bandwidth_mbps: float = Field(gt=0)
+    sigma: float = Field(0.0, ge=0)
+    diurnal_amplitude: float = Field(0.0, ge=0, lt=1)
+    peak_hour: float = Field(14.0, ge=0, lt=24)
+    drift_sigma: float = Field(0.0, ge=0)
+    drift_timescale_h: float = Field(6.0, gt=0)
+    bytes_per_image: float = Field(212_000, gt=0)
+
+
+class RuntimeSpec(_Strict):
+    deployment: DeploymentSpec | None = None
+    processing: ProcessingSpec
+
+
+class EnvSpec(_Strict):
+    name: str = "environment"
+    description: str = ""
+    deploy_timeout_s: float = Field(600.0, gt=0)
+    uplink: UplinkSpec
+    runtimes: dict[str, RuntimeSpec] = Field(min_length=1)
+
+    @classmethod
+    def load(cls, path: Path) -> EnvSpec:
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise EnvSpecError(f"{path}: cannot read environment spec: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise EnvSpecError(f"{path}: not valid YAML: {exc}") from None
+        return cls.parse(raw, str(path))
+
+    @classmethod
+    def parse(cls, raw: Any, source: str = "spec") -> EnvSpec:
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            parts = []
+            for err in exc.errors():
+                key = ".".join(str(p) for p in err["loc"]) or "(root)"
+                msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+                parts.append(f"{key}: {msg}")
+            raise EnvSpecError(f"{source}: " + "; ".join(parts)) from None
+
+    def check_runtimes(self, runtimes: Iterable[Runtime], source: str = "spec") -> None:
+        """Every configured runtime needs a section; cloud runtimes need ``deployment``."""
+        for r in runtimes:
+            spec = self.runtimes.get(r.name)
+            if spec is None:
+                raise EnvSpecError(
+                    f"{source}: runtimes.{r.name}: missing (configured runtimes: "
+                    f"{[x.name for x in runtimes]}; spec has {list(self.runtimes)})"
+                )
+            if not r.is_edge and spec.deployment is None:
+                raise EnvSpecError(f"{source}: runtimes.{r.name}.deployment: missing")
+
+
+# Ground truth ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class RuntimeTruth:
+    """What one runtime would really take for one batch. ``attempts`` are the deployment
+    attempts in order (None: timed out); the last is the successful one if any."""
+
+    runtime: str
+    transfer_s: float
+    attempts: list[float | None]
+    processing_s: float
+    warmup_s: float
+    total_s: float
+    served: int = 0  # attempts handed out so far
+
+    @property
+    def deployment_s(self) -> float:
+        last = self.attempts[-1] if self.attempts else 0.0
+        return last if last is not None else math.nan
+
+    @property
+    def timeouts(self) -> int:
+        return sum(a is None for a in self.attempts)
+
+
+@dataclass(slots=True)
+class BatchTruth:
+    """The audit of one batch: the truth of every runtime."""
+
+    index: int
+    at_s: float
+    runtimes: dict[str, RuntimeTruth] = field(default_factory=dict)
+
+    def totals(self) -> dict[str, float]:
+        return {n: t.total_s for n, t in self.runtimes.items()}
+
+
+#: The truth of the batch whose calls are being made (set by the replay driver).
+current_truth: contextvars.ContextVar[BatchTruth | None] = contextvars.ContextVar(
+    "stoic_current_truth", default=None
+)
+#: Set for calls that are neither a batch nor a probe (the scheduler's bootstrap): they
+#: draw fresh values from a stream of their own, leaving probes and audits untouched.
+fresh_draws: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "stoic_fresh_draws", default=False
+)
+
+
+def _drift(rng: np.random.Generator, timescale_h: float) -> tuple[np.ndarray, np.ndarray]:
+    periods = timescale_h * HOUR_S * np.array([1.0, 2.7, 7.3])
+    phases = rng.random(3) * 2 * np.pi
+    return periods, phases
+
+
+class SimEnvironment:
+    """Draws the ground truth of a spec; see the module docstring."""
+
+    #: Uniforms per probe (one Philox block): timeout, body, outlier?, outlier size.
+    PROBE_UNIFORMS = 4
+
+    def __init__(
+        self,
+        spec: EnvSpec,
+        runtimes: Iterable[Runtime],
+        *,
+        seed: int = 0,
+        fallback: str | None = "edge",
+        warmup: bool = True,
+    ) -> None:
+        self.spec = spec
+        self.runtimes = {r.name: r for r in runtimes}
+        spec.check_runtimes(self.runtimes.values())
+        self.seed = seed
+        self.timeout_s = spec.deploy_timeout_s
+        self.fallback = fallback if fallback in self.runtimes else None
+        self.warmup = warmup
+        self._audit_rng = np.random.default_rng([seed, 1])
+        self._fresh_rng = np.random.default_rng([seed, 3])
+        drift_rng = np.random.default_rng([seed, 2])
+        self._drift: dict[str, tuple[np.ndarray, np.ndarray]] = {
+            "uplink": _drift(drift_rng, spec.uplink.drift_timescale_h)
+        }
+        for name in self.runtimes:
+            d = spec.runtimes[name].deployment
+            self._drift[name] = _drift(drift_rng, d.drift_timescale_h if d else 6.0)
+        self._index = {name: i for i, name in enumerate(self.runtimes)}
+
+    # Deterministic functions of time ---------------------------------------------
+
+    def drift(self, key: str, at_s: np.ndarray | float) -> np.ndarray:
+        """A smooth, zero-mean, unit-variance function of time (three sinusoids)."""
+        periods, phases = self._drift[key]
+        t = np.asarray(at_s, dtype=np.float64)[..., None]
+        return np.asarray(np.sqrt(2 / 3) * np.sin(2 * np.pi * t / periods + phases).sum(-1))
+
+    @staticmethod
+    def diurnal(at_s: np.ndarray | float, amplitude: float, peak_hour: float) -> np.ndarray:
+        hour = (np.asarray(at_s, dtype=np.float64) % DAY_S) / HOUR_S
+        return np.asarray(1 + amplitude * np.cos(2 * np.pi * (hour - peak_hour) / 24))
+
+    # Deployment ---------------------------------------------------------------------
+
+    def deployment_from_uniforms(self, runtime: str, at_s: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """T_d for each row of uniforms ``u`` (shape (n, 4)); NaN = timeout."""
+        d = self.spec.runtimes[runtime].deployment
+        at = np.asarray(at_s, dtype=np.float64)
+        if d is None:
+            return np.zeros(at.shape)
+        body = np.exp(d.sigma * ndtri(np.clip(u[:, 1], 1e-12, 1 - 1e-12)))
+        body *= np.exp(d.drift_sigma * self.drift(runtime, at))
+        body *= self.diurnal(at, d.diurnal_amplitude, d.peak_hour)
+        value = d.floor_s + (d.median_s - d.floor_s) * body
+        lomax = d.outlier_scale_s * ((1 - u[:, 3]) ** (-1 / d.outlier_alpha) - 1)
+        value = value + np.where(u[:, 2] < d.outlier_rate, lomax, 0.0)
+        down = np.zeros(at.shape, dtype=bool)
+        for p in d.unavailable:
+            down |= p.covers(at)
+        out: np.ndarray = np.where(
+            (u[:, 0] < d.timeout_rate) | (value >= self.timeout_s) | down, np.nan, value
+        )
+        return out
+
+    def probe_uniforms(self, runtime: str, first: int, count: int) -> np.ndarray:
+        """Uniforms of probes ``first .. first+count-1`` of ``runtime``: probe k is
+        Philox block k of the key (seed, runtime), whatever else was drawn."""
+        bitgen = np.random.Philox(key=np.array([self.seed, self._index[runtime]], np.uint64))
+        bitgen.advance(first)
+        return np.random.Generator(bitgen).random((count, self.PROBE_UNIFORMS))
+
+    def probe_deployments(self, runtime: str, first: int, at_s: np.ndarray) -> np.ndarray:
+        """T_d (NaN = timeout) of consecutive probes numbered from ``first`` at ``at_s``."""
+        at = np.asarray(at_s, dtype=np.float64).reshape(-1)
+        return self.deployment_from_uniforms(
+            runtime, at, self.probe_uniforms(runtime, first, at.size)
+        )
+
+    # Processing and transfer ------------------------------------------------------
+
+    def processing_from_uniforms(self, runtime: str, n: int, u: np.ndarray) -> float:
+        p = self.spec.runtimes[runtime].processing
+        base = (p.per_image_s * n + p.fixed_s) * math.exp(
+            p.sigma * float(ndtri(min(max(u[0], 1e-12), 1 - 1e-12)))
+        )
+        if u[1] < p.congestion_rate:
+            lo, hi = p.congestion_factor
+            base *= lo + (hi - lo) * u[2]
+        return float(base)
+
+    def bandwidth_bps(self, at_s: float, u: float) -> float:
+        up = self.spec.uplink
+        z = float(ndtri(min(max(u, 1e-12), 1 - 1e-12)))
+        factor = math.exp(up.sigma * z + up.drift_sigma * float(self.drift("uplink", at_s)))
+        # The uplink is slowest at the busiest hour: the diurnal term dips there.
+        dip = 2 - float(self.diurnal(at_s, up.diurnal_amplitude, up.peak_hour))
+        return up.bandwidth_mbps * 1e6 / 8 * factor * dip
+
+    def warmup_s(self, runtime: str) -> float:
+        return self.spec.runtimes[runtime].processing.model_load_s
+
+    def fresh_deployment(self, runtime: str, at_s: float) -> float:
+        """T_d (NaN = timeout) of a deployment outside batches and probes."""
+        u = self._fresh_rng.random((1, self.PROBE_UNIFORMS))
+        return float(self.deployment_from_uniforms(runtime, np.array([at_s]), u)[0])
+
+    def fresh_processing(self, runtime: str, n: int) -> float:
+        """T_p of a call made outside any batch (the scheduler's bootstrap)."""
+        return self.processing_from_uniforms(runtime, n, self._fresh_rng.random(3))
+
+    def fresh_transfer(self, n_bytes: int, at_s: float) -> float:
+        return n_bytes / self.bandwidth_bps(at_s, float(self._fresh_rng.random()))
+
+    # Audit --------------------------------------------------------------------------
+
+    def audit(self, index: int, job: Job, at_s: float) -> BatchTruth:
+        """Draw the truth of a batch on every runtime at its arrival ``at_s``.
+
+        Consumes a fixed number of uniforms per runtime, so batch *i*'s truth depends on
+        nothing but the seed and the batches before it: every mode replays the same
+        world. A runtime's total is what the requester would see if it chose it: T_t +
+        T_d + warm-up + T_p; a timed-out deployment is not retried (the requester treats
+        a timeout as final) and the batch falls back to the edge: timeout + edge T_p.
+        """
+        rng = self._audit_rng
+        bw_u = float(rng.random())
+        transfer = job.n_bytes / self.bandwidth_bps(at_s, bw_u)
+        truth = BatchTruth(index, at_s)
+        at = np.array([at_s])
+        for name, rt in self.runtimes.items():
+            u_dep = rng.random((1, self.PROBE_UNIFORMS))
+            tp = self.processing_from_uniforms(name, job.n_images, rng.random(3))
+            if rt.is_edge:
+                truth.runtimes[name] = RuntimeTruth(name, 0.0, [], tp, 0.0, tp)
+                continue
+            v = float(self.deployment_from_uniforms(name, at, u_dep)[0])
+            dep = None if math.isnan(v) else v
+            warm = self.warmup_s(name) if self.warmup else 0.0
+            total = transfer + dep + warm + tp if dep is not None else self.timeout_s
+            truth.runtimes[name] = RuntimeTruth(name, transfer, [dep], tp, warm, total)
+        if self.fallback is not None:
+            edge_tp = truth.runtimes[self.fallback].processing_s
+            for t in truth.runtimes.values():
+                if t.attempts and t.attempts[-1] is None:
+                    t.total_s += edge_tp
+        return truth
+
+
+# Backend ------------------------------------------------------------------------------
+
+
+class SimulatedBackend:
+    """A :class:`~stoic.backends.base.RuntimeBackend` that sleeps the ground truth.
+
+    Calls made while :data:`current_truth` holds a batch's truth take exactly its
+    durations; with :data:`fresh_draws` set they draw fresh values; any other
+    deployment is a probe: it draws probe number ``probe_key()`` (the inquisitor's tick)
+    at the current simulated time ``now_s()``.
+    """
+
+    def __init__(
+        self, env: SimEnvironment, now_s: Callable[[], float], probe_key: Callable[[], int]
+    ) -> None:
+        self.env = env
+        self.now_s = now_s
+        self.probe_key = probe_key
+        self.probes: dict[str, int] = dict.fromkeys(env.runtimes, 0)
+        self.calls: dict[str, int] = {"deploy": 0, "upload": 0, "invoke": 0, "teardown": 0}
+
+    def _truth(self, runtime: str) -> RuntimeTruth | None:
+        t = current_truth.get()
+        return None if t is None else t.runtimes.get(runtime)
+
+    async def deploy(self, runtime: Runtime, *, timeout_s: float) -> Deployment:
+        self.calls["deploy"] += 1
+        if runtime.is_edge:
+            return Deployment(runtime, 0.0, endpoint="sim://edge")
+        truth = self._truth(runtime.name)
+        value: float | None
+        if truth is not None and truth.served < len(truth.attempts):
+            value = truth.attempts[truth.served]
+            truth.served += 1
+        elif fresh_draws.get():
+            v = self.env.fresh_deployment(runtime.name, self.now_s())
+            value = None if math.isnan(v) else v
+        else:
+            self.probes[runtime.name] += 1
+            k = self.probe_key()
+            v = float(self.env.probe_deployments(runtime.name, k, np.array([self.now_s()]))[0])
+            value = None if math.isnan(v) else v
+        limit = min(timeout_s, self.env.timeout_s)
+        if value is None or value >= limit:
+            await asyncio.sleep(limit)
+            raise DeployTimeout(runtime.name, limit)
+        await asyncio.sleep(value)
+        return Deployment(runtime, value, endpoint=f"sim://{runtime.name}")
+
+    async def upload(self, runtime: Runtime, job: Job) -> Upload:
+        self.calls["upload"] += 1
+        if runtime.is_edge:
+            return Upload(job.package_key or job.batch_id, job.n_bytes, 0.0)
+        truth = self._truth(runtime.name)
+        seconds = (
+            truth.transfer_s
+            if truth is not None
+            else self.env.fresh_transfer(job.n_bytes, self.now_s())
+        )
+        await asyncio.sleep(seconds)
+        return Upload(job.package_key or job.batch_id, job.n_bytes, seconds)
+
+    async def invoke(
+        self, deployment: Deployment, job: Job, upload: Upload, *, warmup: bool = False
+    ) -> Invocation:
+        self.calls["invoke"] += 1
+        name = deployment.runtime.name
+        if warmup:
+            seconds = self.env.warmup_s(name)
+        else:
+            truth = self._truth(name)
+            seconds = (
+                truth.processing_s
+                if truth is not None
+                else self.env.fresh_processing(name, job.n_images)
+            )
+        await asyncio.sleep(seconds)
+        return Invocation(seconds, results=None, timings={"processing_s": seconds})
+
+    async def teardown(self, deployment: Deployment) -> None:
+        self.calls["teardown"] += 1
+
+
+def load_env(path: Path, runtimes: Iterable[Runtime], **kwargs: Any) -> SimEnvironment:
+    """Load and check a spec file against the configured runtimes."""
+    spec = EnvSpec.load(path)
+    rts = list(runtimes)
+    spec.check_runtimes(rts, str(path))
+    return SimEnvironment(spec, rts, **kwargs)
+
+
+def spec_summary(spec: EnvSpec) -> Mapping[str, Any]:
+    return spec.model_dump(mode="json")

@@ -1,0 +1,382 @@
+"""The replay: the daemon's scheduling core driven by a workload in virtual time.
+
+"Two worlds, one code path" (DESIGN.md): the replay builds the *daemon's* classes —
+:class:`~stoic.predict.predictor.Predictor`, :class:`~stoic.requester.Requester`,
+:class:`~stoic.inquisitor.Inquisitor`, :class:`~stoic.scheduler.Scheduler` (which calls
+:func:`stoic.policy.decide`) — and swaps in only the backends
+(:class:`~stoic.backends.simulated.SimulatedBackend`) and the clock (a ``looptime`` event
+loop, whose time jumps to the next timer, so a simulated day takes well under a second).
+
+Timeline (loop seconds): ``[0, W)`` warm-up, where the inquisitor probes every cloud
+runtime each period (as the daemon does before its first batch); at ``W`` the
+scheduler bootstraps (two representative tasks per runtime, paper §3.7); batch ``i``
+then starts at ``W + at_s`` (or when the previous one finishes: batches run one after
+the other, so the predictor has learnt from every earlier batch). The environment's
+clock reads ``loop time - W``, so simulated hours of day line up with the workload.
+
+Each batch's ground truth on every runtime is drawn when it arrives (the audit) and is
+what the simulated backend serves for that batch's calls: the outcome the scheduler
+gets *is* the truth of the runtime it chose (for the duplicator, the race of the two).
+
+Probes: ``full`` runs the inquisitor's own loop for the whole replay (1,440 probes per
+runtime per simulated day). ``window`` (the default beyond a week) is the shortcut for
+long replays: between batches, the probe ticks are walked with the inquisitor's own rules
+(a tick on the ``k·period`` grid, skipped while the previous probe of that runtime is
+still running), each probe's T_d is the same counter-keyed draw the backend would have
+made, and only the probes that can still be in the predictor's deployment window at the
+next batch (the last ``calibration_history + max_window``, its deque length) are fed to
+it, through the same recorder; the last finished probe sets availability. Because the
+model keeps only that deque and calibrates lazily at the next estimate, the predictor
+reaches the same state as with every probe fed (see docs/replay.md for the caveats).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import looptime
+import numpy as np
+
+from stoic.availability import Availability
+from stoic.backends.base import RuntimeBackend
+from stoic.backends.simulated import (
+    BatchTruth,
+    SimEnvironment,
+    SimulatedBackend,
+    current_truth,
+    fresh_draws,
+    load_env,
+)
+from stoic.errors import BackendError, InputError
+from stoic.inquisitor import Inquisitor
+from stoic.model import DeploymentSample, DeployOutcome, Estimate, Job, Mode, Outcome, Plan
+from stoic.policy import PolicyOptions
+from stoic.predict.predictor import Predictor
+from stoic.replay.workload import DEFAULT_PROFILE, WORKLOAD_DIR, Batch, WorkloadProfile, generate
+from stoic.requester import PredictorRecorder, Requester
+from stoic.scheduler import Scheduler
+from stoic.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ENV = WORKLOAD_DIR / "nautilus-2020.yaml"
+#: 2020-05-01T00:00:00Z: simulated instants handed to the stores and the predictor.
+EPOCH_S = 1_588_291_200.0
+
+MODES = (
+    "selector",
+    "duplicator-gpu1",
+    "duplicator-gpu2",
+    "edge-only",
+    "gpu1-only",
+    "threshold",
+    "oracle",
+)
+
+
+def parse_mode(mode: str, gpu: str | None = None) -> tuple[Mode, str | None]:
+    """``duplicator-gpu2`` (or ``duplicator`` with ``gpu``) → (DUPLICATOR, 'gpu2')."""
+    if mode == "duplicator":
+        return Mode.DUPLICATOR, gpu or "gpu1"
+    if mode.startswith("duplicator-"):
+        return Mode.DUPLICATOR, mode.split("-", 1)[1]
+    try:
+        return Mode(mode), None
+    except ValueError:
+        raise InputError(
+            f"--mode: unknown mode {mode!r}; choose from {', '.join(MODES)} or duplicator"
+        ) from None
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    env_path: Path = DEFAULT_ENV
+    mode: str = "selector"
+    gpu: str | None = None
+    hours: int | None = None
+    batches: int | None = None
+    days: int = 1
+    counts: Path | None = None
+    profile: Path = DEFAULT_PROFILE
+    seed: int = 0
+    probes: str = "auto"  # auto | full | window
+    warmup_periods: int | None = None  # default: calibration_history + max_window
+    threshold_images: int = 35
+    bootstrap_sizes: tuple[int, ...] = (20, 200)
+    settings: Settings = field(default_factory=Settings)
+
+
+@dataclass
+class BatchRecord:
+    """Everything about one batch: the workload, the decision, the outcome, the truth."""
+
+    batch: Batch
+    plan: Plan
+    outcome: Outcome
+    truth: BatchTruth
+    started_s: float
+
+
+@dataclass
+class ReplayResult:
+    config: ReplayConfig
+    mode: Mode
+    cloud: str | None
+    records: list[BatchRecord]
+    env: SimEnvironment
+    workload_name: str
+    probes_mode: str
+    probe_stats: dict[str, Any]
+    wall_s: float
+    timings: dict[str, float]
+    sim_span_s: float
+
+
+class _ProbeShortcut:
+    """Walks probe ticks with the inquisitor's rules and feeds the last ones (window mode)."""
+
+    def __init__(
+        self,
+        env: SimEnvironment,
+        predictor_recorder: PredictorRecorder,
+        availability: Availability,
+        settings: Settings,
+        warmup_s: float,
+    ) -> None:
+        self.env = env
+        self.recorder = predictor_recorder
+        self.availability = availability
+        self.period = settings.predictor.inquisitor_period_s
+        self.keep = settings.predictor.calibration_history + settings.predictor.max_window
+        self.timeout = settings.predictor.deploy_timeout_s
+        self.warmup_s = warmup_s
+        self.clouds = [r for r in env.runtimes.values() if not r.is_edge]
+        self.next_tick: dict[str, int] = {}
+        self.pending: dict[str, list[tuple[int, float]]] = {r.name: [] for r in self.clouds}
+        self.walked = 0
+        self.fed = 0
+
+    def start(self, first_tick: int) -> None:
+        for r in self.clouds:
+            self.next_tick[r.name] = first_tick
+
+    async def catch_up(self, loop_now: float) -> None:
+        """Feed every probe that has finished by ``loop_now`` (the last ``keep`` only)."""
+        last_tick = math.floor(loop_now / self.period + 1e-9)
+        for r in self.clouds:
+            name = r.name
+            k0 = self.next_tick[name]
+            done = self.pending[name]
+            if last_tick >= k0:
+                ticks = np.arange(k0, last_tick + 1)
+                d = self.env.probe_deployments(name, k0, ticks * self.period - self.warmup_s)
+                # probe_deployments draws consecutive keys; tick k is key k.
+                k = 0
+                n = ticks.size
+                while k < n:
+                    v = float(d[k])
+                    dur = self.timeout if math.isnan(v) or v >= self.timeout else v
+                    done.append((k0 + k, v))
+                    k += int(dur // self.period) + 1
+                self.walked += len(done)
+                self.next_tick[name] = k0 + k
+            # Probes that finish after loop_now stay pending for the next catch-up.
+            ready = [(t, v) for t, v in done if t * self.period + _dur(v, self.timeout) <= loop_now]
+            self.pending[name] = (
+                [p for p in done if p not in ready] if len(ready) < len(done) else []
+            )
+            if not ready:
+                continue
+            for t, v in ready[-self.keep :]:
+                at = EPOCH_S + t * self.period - self.warmup_s
+                if math.isnan(v) or v >= self.timeout:
+                    sample = DeploymentSample(name, at, self.timeout, DeployOutcome.TIMEOUT)
+                else:
+                    sample = DeploymentSample(name, at, v, DeployOutcome.OK)
+                await self.recorder.deployment(sample)
+            self.fed += min(len(ready), self.keep)
+            t, v = ready[-1]
+            end = EPOCH_S + t * self.period + _dur(v, self.timeout) - self.warmup_s
+            if math.isnan(v) or v >= self.timeout:
+                self.availability.mark_unavailable(name, end, "probe: deployment timed out")
+            else:
+                self.availability.mark_available(name, end, "probe succeeded")
+
+
+def _dur(v: float, timeout: float) -> float:
+    return timeout if math.isnan(v) or v >= timeout else v
+
+
+def build_workload(cfg: ReplayConfig) -> tuple[WorkloadProfile, list[Batch]]:
+    profile = WorkloadProfile.load(cfg.profile)
+    if cfg.counts is not None:
+        profile = profile.with_counts(cfg.counts)
+    hours, batches = cfg.hours, cfg.batches
+    if hours is None and batches is None:
+        batches = 162
+    return profile, generate(profile, hours=hours, batches=batches, days=cfg.days, seed=cfg.seed)
+
+
+async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None) -> ReplayResult:
+    t_wall = time.perf_counter()
+    settings = cfg.settings
+    mode, cloud = parse_mode(cfg.mode, cfg.gpu)
+    runtimes = {r.name: r for r in settings.runtime_list()}
+    if cloud is not None and cloud not in runtimes:
+        raise InputError(f"--gpu: unknown runtime {cloud!r}; configured: {list(runtimes)}")
+    profile, batches = build_workload(cfg)
+    env = load_env(
+        cfg.env_path,
+        runtimes.values(),
+        seed=cfg.seed,
+        warmup=settings.requester.warmup,
+        fallback=next((n for n, r in runtimes.items() if r.is_edge), None),
+    )
+    p = settings.predictor
+    period = p.inquisitor_period_s
+    warm_periods = (
+        cfg.warmup_periods
+        if cfg.warmup_periods is not None
+        else p.calibration_history + p.max_window
+    )
+    warmup_s = warm_periods * period
+    span = (batches[-1].at_s if batches else 0.0) + warmup_s
+    probes = cfg.probes if cfg.probes != "auto" else ("full" if span <= 7 * 86_400 else "window")
+    if probes not in ("full", "window"):
+        raise InputError(f"--probes: expected auto, full or window, got {cfg.probes!r}")
+
+    loop = asyncio.get_running_loop()
+    origin = loop.time()
+
+    class _Clock:
+        def now(self) -> float:
+            return EPOCH_S + (loop.time() - origin) - warmup_s
+
+    clock = _Clock()
+    backend = SimulatedBackend(
+        env,
+        now_s=lambda: loop.time() - origin - warmup_s,
+        probe_key=lambda: round((loop.time() - origin) / period),
+    )
+    backends: dict[str, RuntimeBackend] = dict.fromkeys(runtimes, backend)
+    predictor = Predictor(settings)
+    recorder = PredictorRecorder(predictor)
+    availability = Availability(runtimes.values())
+    requester = Requester(
+        backends, runtimes, predictor, recorder, clock, settings, availability=availability
+    )
+    inquisitor = Inquisitor(backends, runtimes, recorder, availability, clock, settings)
+    options = PolicyOptions(
+        duplicator_runtime=cloud or settings.requester.duplicator_runtime,
+        threshold_images=cfg.threshold_images,
+    )
+    scheduler = Scheduler(predictor, requester, availability, settings, options)
+    shortcut = _ProbeShortcut(env, recorder, availability, settings, warmup_s)
+    timings = {"decide_s": 0.0, "probes_s": 0.0, "run_s": 0.0}
+
+    # Warm-up: the inquisitor's own loop, as the daemon runs it before any batch.
+    inq_task = asyncio.create_task(inquisitor.run(), name="replay:inquisitor")
+    records: list[BatchRecord] = []
+    try:
+        await asyncio.sleep(warmup_s)
+        if probes == "window":
+            inq_task.cancel()
+            await asyncio.gather(inq_task, return_exceptions=True)
+            shortcut.start(math.floor(warmup_s / period + 1e-9) + 1)
+        app, version = settings.controller.app, settings.controller.app_version
+        if settings.controller.bootstrap:
+            reps = [
+                Job(f"rep{n}", n, round(n * env.spec.uplink.bytes_per_image), app, version)
+                for n in cfg.bootstrap_sizes
+            ]
+            token = fresh_draws.set(True)
+            try:
+                await scheduler.bootstrap(app, version, reps)
+            finally:
+                fresh_draws.reset(token)
+        for i, b in enumerate(batches):
+            start = origin + warmup_s + b.at_s
+            if loop.time() < start:
+                await asyncio.sleep(start - loop.time())
+            t0 = time.perf_counter()
+            if probes == "window":
+                await shortcut.catch_up(loop.time() - origin)
+            t1 = time.perf_counter()
+            job = Job(
+                f"b{b.index:06d}",
+                b.images,
+                round(b.images * env.spec.uplink.bytes_per_image),
+                app,
+                version,
+            )
+            truth = env.audit(b.index, job, b.at_s)
+            token2 = current_truth.set(truth)
+            try:
+                started = loop.time() - origin - warmup_s
+                plan, outcome = await scheduler.handle(job, mode=mode, truth=truth.totals())
+            except BackendError as exc:  # an edge failure: nothing left to run on
+                log.warning("batch failed", extra={"batch_id": job.batch_id, "error": str(exc)})
+                raise
+            finally:
+                current_truth.reset(token2)
+            timings["probes_s"] += t1 - t0
+            timings["run_s"] += time.perf_counter() - t1
+            timings["decide_s"] += outcome.decision_s
+            records.append(BatchRecord(b, plan, outcome, truth, started))
+            if progress is not None:
+                progress(i + 1, len(batches))
+    finally:
+        if not inq_task.done():
+            inq_task.cancel()
+        await asyncio.gather(inq_task, return_exceptions=True)
+    stats = {
+        "mode": probes,
+        "period_s": period,
+        "warmup_s": warmup_s,
+        "inquisitor_probes": inquisitor.probes,
+        "inquisitor_skipped_ticks": inquisitor.skipped,
+        "shortcut_probes_walked": shortcut.walked,
+        "shortcut_probes_fed": shortcut.fed,
+        "shortcut_window": shortcut.keep,
+    }
+    return ReplayResult(
+        cfg,
+        mode,
+        cloud,
+        records,
+        env,
+        profile.name,
+        probes,
+        stats,
+        time.perf_counter() - t_wall,
+        timings,
+        loop.time() - origin,
+    )
+
+
+def run_replay(
+    cfg: ReplayConfig, progress: Callable[[int, int], None] | None = None
+) -> ReplayResult:
+    """Run a replay to completion on a fresh looptime event loop (virtual time)."""
+    loop = looptime.new_event_loop(start=0.0, noop_cycles=0)
+    try:
+        return loop.run_until_complete(_replay(cfg, progress))
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+async def replay_async(cfg: ReplayConfig) -> ReplayResult:
+    """For callers already on a looptime loop (tests)."""
+    return await _replay(cfg, None)
+
+
+def estimates_of(plan: Plan) -> dict[str, Estimate]:
+    return dict(plan.estimates)

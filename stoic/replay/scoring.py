@@ -1,0 +1,200 @@
+"""Scoring a replay with the paper's tables (§3.4.4 Table 3, §4.2, §4.3 Tables 4 and 5).
+
+Every figure is computed from the audit (the truth of every runtime for every batch),
+the plan (estimates and choice) and the outcome the requester measured:
+
+* **success** — selector and baselines: the chosen runtime's true total is the least
+  of all runtimes (ties count as success). Duplicator (the paper's definition): the
+  conditional choice at pod-ready (keep the cloud, or keep the edge) is the runtime that
+  really finishes first of the two; an edge that finished before the pod was ready is a
+  success. The cloud leg of the duplicator uploads and deploys in parallel, so its true
+  total is ``max(T_t, T_d) + warm-up + T_p``.
+* **aggregate latency** — the sum of measured totals, as % of MIN-LAT (the sum of each
+  batch's least true total over *all* runtimes) and of the worst case (the sum of the
+  greatest).
+* **cloud time** (duplicator, Table 5) — saved: the cloud T_p × GPUs not spent because
+  the edge was kept; wasted: the pod seconds × GPUs of a cloud leg that lost.
+* **PMAE** (Table 3) — MAE of the predicted T_d, T_p and T_s of each cloud runtime
+  against its truth, divided by the mean truth, in the first and second half of the run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from stoic.model import Mode
+from stoic.replay.runner import BatchRecord, ReplayResult
+
+SIZE_BINS = ((1, 10), (11, 35), (36, 90), (91, 250), (251, 10**9))
+
+
+def _bin(n: int) -> str:
+    for lo, hi in SIZE_BINS:
+        if lo <= n <= hi:
+            return f"{lo}+" if hi >= 10**9 else f"{lo}-{hi}"
+    return "0"
+
+
+def _dup_cloud_total(rec: BatchRecord, cloud: str) -> float:
+    t = rec.truth.runtimes[cloud]
+    if not t.attempts or t.attempts[-1] is None:
+        return math.inf
+    return max(t.transfer_s, t.attempts[-1]) + t.warmup_s + t.processing_s
+
+
+def batch_row(rec: BatchRecord, mode: Mode, cloud: str | None) -> dict[str, Any]:
+    """One batch, flattened for the JSON report."""
+    totals = rec.truth.totals()
+    best = min(totals, key=lambda n: totals[n])
+    out = rec.outcome
+    row: dict[str, Any] = {
+        "index": rec.batch.index,
+        "at_s": round(rec.batch.at_s, 3),
+        "hour": rec.batch.hour,
+        "images": rec.batch.images,
+        "n_bytes": rec.batch.n_bytes,
+        "started_s": round(rec.started_s, 3),
+        "planned": rec.plan.runtime,
+        "ran_on": out.runtime,
+        "reason": rec.plan.reason,
+        "outcome_reason": out.reason,
+        "fell_back": out.fell_back,
+        "latency_s": out.total_s,
+        "measured": {
+            "transfer_s": out.transfer_s,
+            "deployment_s": out.deployment_s,
+            "warmup_s": out.warmup_s,
+            "processing_s": out.processing_s,
+        },
+        "cloud_used_s": out.cloud_used_s,
+        "cloud_wasted_s": out.cloud_wasted_s,
+        "decision_cpu_s": out.decision_s,
+        "estimates": {n: e.as_dict() for n, e in rec.plan.estimates.items()},
+        "truth": {
+            n: {
+                "transfer_s": t.transfer_s,
+                "deployment_s": None if math.isnan(t.deployment_s) else t.deployment_s,
+                "deploy_timeout": bool(t.attempts and t.attempts[-1] is None),
+                "processing_s": t.processing_s,
+                "total_s": t.total_s,
+            }
+            for n, t in rec.truth.runtimes.items()
+        },
+        "best": best,
+        "min_lat_s": totals[best],
+        "worst_s": max(totals.values()),
+    }
+    if mode is Mode.DUPLICATOR and cloud is not None and rec.plan.speculative_edge:
+        edge = rec.plan.edge_runtime
+        e_total, c_total = totals[edge], _dup_cloud_total(rec, cloud)
+        chosen = cloud if out.kept_cloud else edge
+        truth_winner = cloud if c_total < e_total else edge
+        row.update(
+            kept_cloud=out.kept_cloud,
+            chosen=chosen,
+            dup_truth={"edge_s": e_total, "cloud_s": None if math.isinf(c_total) else c_total},
+            success=chosen == truth_winner,
+        )
+    else:
+        chosen = rec.plan.runtime
+        row.update(chosen=chosen, success=totals[chosen] <= totals[best] * (1 + 1e-9) + 1e-9)
+    return row
+
+
+def _pmae(pred: list[float], true: list[float]) -> float | None:
+    if not true:
+        return None
+    p, t = np.asarray(pred), np.asarray(true)
+    mean = float(np.mean(t))
+    return float(np.mean(np.abs(p - t)) / mean) if mean > 0 else None
+
+
+def pmae_table(rows: list[dict[str, Any]], runtimes: list[str]) -> dict[str, Any]:
+    """Table 3 per cloud runtime and pooled: PMAE of T_d, T_p, T_s by half."""
+    half = len(rows) // 2
+    halves = {"first": rows[:half], "second": rows[half:]}
+    out: dict[str, Any] = {}
+    for name in [*runtimes, "all-cloud"]:
+        names = runtimes if name == "all-cloud" else [name]
+        out[name] = {}
+        for h, part in halves.items():
+            acc: dict[str, tuple[list[float], list[float]]] = {
+                k: ([], []) for k in ("deployment", "processing", "total")
+            }
+            for r in part:
+                for n in names:
+                    est, tr = r["estimates"].get(n), r["truth"][n]
+                    if est is None or tr["deploy_timeout"]:
+                        continue
+                    acc["deployment"][0].append(est["deployment_s"])
+                    acc["deployment"][1].append(tr["deployment_s"])
+                    acc["processing"][0].append(est["processing_s"])
+                    acc["processing"][1].append(tr["processing_s"])
+                    acc["total"][0].append(est["total_s"])
+                    acc["total"][1].append(tr["total_s"])
+            out[name][h] = {k: _pmae(*v) for k, v in acc.items()}
+    return out
+
+
+def score(result: ReplayResult) -> dict[str, Any]:
+    """Every figure of the report (the JSON's ``summary``) plus the per-batch rows."""
+    rows = [batch_row(r, result.mode, result.cloud) for r in result.records]
+    n = len(rows)
+    lat = float(sum(r["latency_s"] for r in rows))
+    min_lat = float(sum(r["min_lat_s"] for r in rows))
+    worst = float(sum(r["worst_s"] for r in rows))
+    succ = sum(bool(r["success"]) for r in rows)
+    gpus = {r.name: max(r.gpus, 1) for r in result.env.runtimes.values()}
+    clouds = [r.name for r in result.env.runtimes.values() if not r.is_edge]
+    by_size: dict[str, dict[str, int]] = {}
+    for r in rows:
+        b = by_size.setdefault(_bin(r["images"]), {"batches": 0, "wrong": 0})
+        b["batches"] += 1
+        b["wrong"] += not r["success"]
+    summary: dict[str, Any] = {
+        "batches": n,
+        "success": succ,
+        "success_rate": succ / n if n else None,
+        "latency_s": lat,
+        "min_lat_s": min_lat,
+        "worst_s": worst,
+        "vs_min_lat": lat / min_lat if min_lat else None,
+        "vs_worst": lat / worst if worst else None,
+        "choices": dict(Counter(r["chosen"] for r in rows)),
+        "ran_on": dict(Counter(r["ran_on"] for r in rows)),
+        "best": dict(Counter(r["best"] for r in rows)),
+        "fell_back": sum(bool(r["fell_back"]) for r in rows),
+        "wrong_by_size": by_size,
+        "pmae": pmae_table(rows, clouds),
+        "decision_cpu_s_mean": (sum(r["decision_cpu_s"] for r in rows) / n) if n else None,
+    }
+    if result.mode is Mode.DUPLICATOR and result.cloud is not None:
+        g = gpus[result.cloud]
+        saved = wasted = 0.0
+        per_choice: dict[str, float] = {}
+        for rec, r in zip(result.records, rows, strict=True):
+            if r.get("chosen") is None:
+                continue
+            if r["ran_on"] != result.cloud and r.get("kept_cloud") is not True:
+                # The edge kept the batch; the cloud T_p was not spent (× GPUs).
+                s = rec.truth.runtimes[result.cloud].processing_s * g
+                saved += s
+                per_choice["edge"] = per_choice.get("edge", 0.0) + s
+            w = r["cloud_wasted_s"] * g
+            if w:
+                wasted += w
+                per_choice[result.cloud] = per_choice.get(result.cloud, 0.0) - w
+        summary["cloud"] = {
+            "runtime": result.cloud,
+            "gpus": g,
+            "saved_s": saved,
+            "wasted_s": wasted,
+            "by_choice": per_choice,
+            "used_s": float(sum(r["cloud_used_s"] for r in rows)) * g,
+            "kept_cloud": sum(r.get("kept_cloud") is True for r in rows),
+        }
+    return {"summary": summary, "batches": rows}

@@ -1,0 +1,108 @@
+"""The replay drives the daemon's own classes, is reproducible, and scores correctly."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+import stoic.scheduler
+from stoic.model import Component, Estimate, Plan
+from stoic.predict.predictor import Predictor
+from stoic.replay.report import write_report
+from stoic.replay.runner import ReplayConfig, run_replay
+from stoic.replay.scoring import score
+
+SHORT = dict(batches=10, warmup_periods=30)
+
+
+@pytest.fixture(autouse=True)
+def _quiet() -> None:
+    logging.getLogger("stoic").setLevel(logging.ERROR)
+
+
+def test_selector_outcome_is_the_truth_of_the_choice() -> None:
+    r = run_replay(ReplayConfig(mode="selector", seed=4, **SHORT))
+    assert r.records
+    for rec in r.records:
+        if not rec.outcome.fell_back:
+            assert rec.outcome.runtime == rec.plan.runtime
+            assert rec.outcome.total_s == pytest.approx(
+                rec.truth.runtimes[rec.plan.runtime].total_s, abs=1e-4
+            )
+
+
+def test_reproducible() -> None:
+    a = score(run_replay(ReplayConfig(mode="selector", seed=9, **SHORT)))["summary"]
+    b = score(run_replay(ReplayConfig(mode="selector", seed=9, **SHORT)))["summary"]
+    assert a["latency_s"] == b["latency_s"] and a["choices"] == b["choices"]
+
+
+def test_oracle_is_min_lat_and_edge_only_never_beats_it() -> None:
+    o = score(run_replay(ReplayConfig(mode="oracle", seed=3, **SHORT)))["summary"]
+    e = score(run_replay(ReplayConfig(mode="edge-only", seed=3, **SHORT)))["summary"]
+    assert o["success_rate"] == 1.0
+    assert o["latency_s"] == pytest.approx(o["min_lat_s"], rel=1e-6)
+    assert e["min_lat_s"] == pytest.approx(o["min_lat_s"])  # same world in every mode
+    assert e["latency_s"] >= o["latency_s"]
+
+
+def test_replay_uses_the_daemons_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Patch the policy the scheduler calls: every selector decision follows it."""
+
+    def always_cpu(mode, job, estimates, **kw) -> Plan:
+        return Plan("cpu", mode, "patched", dict(estimates))
+
+    monkeypatch.setattr(stoic.scheduler, "decide", always_cpu)
+    r = run_replay(ReplayConfig(mode="selector", seed=4, **SHORT))
+    assert {rec.plan.runtime for rec in r.records} == {"cpu"}
+
+
+def test_replay_uses_the_daemons_predictor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the real Predictor claim gpu2 is instant: the selector picks it."""
+    real = Predictor.estimate
+
+    def fake(self, runtime, n_images, n_bytes, *, app, app_version) -> Estimate:
+        e = real(self, runtime, n_images, n_bytes, app=app, app_version=app_version)
+        if runtime == "gpu2":
+            return Estimate(runtime, Component(0), Component(0), Component(0))
+        return e
+
+    monkeypatch.setattr(Predictor, "estimate", fake)
+    r = run_replay(ReplayConfig(mode="selector", seed=4, **SHORT))
+    assert {rec.plan.runtime for rec in r.records} <= {"gpu2"}
+
+
+def test_duplicator_and_report(tmp_path: Path) -> None:
+    r = run_replay(ReplayConfig(mode="duplicator-gpu2", seed=1, **SHORT))
+    doc = write_report(r, tmp_path, command="stoic replay ...")
+    s = doc["summary"]
+    assert s["cloud"]["runtime"] == "gpu2" and s["cloud"]["gpus"] == 2
+    assert all(rec.plan.speculative_edge for rec in r.records)
+    for name in ("report.md", "report.json", "predicted_vs_actual.png", "components.png"):
+        assert (tmp_path / name).exists()
+    j = json.loads((tmp_path / "report.json").read_text())
+    assert len(j["batches"]) == len(r.records)
+    assert "Table 5" in (tmp_path / "report.md").read_text()
+
+
+def test_probe_shortcut_matches_full_probing() -> None:
+    """The window shortcut reaches (nearly always exactly) the full inquisitor's state."""
+    cfg = dict(mode="selector", seed=2, batches=12, warmup_periods=40)
+    full = run_replay(ReplayConfig(probes="full", **cfg))
+    win = run_replay(ReplayConfig(probes="window", **cfg))
+    assert win.probe_stats["shortcut_probes_fed"] > 0
+    same = sum(
+        a.plan.runtime == b.plan.runtime for a, b in zip(full.records, win.records, strict=True)
+    )
+    assert same >= 0.9 * len(full.records)
+    d_full = [
+        a.plan.estimates["gpu1"].deployment.mean for a in full.records if "gpu1" in a.plan.estimates
+    ]
+    d_win = [
+        b.plan.estimates["gpu1"].deployment.mean for b in win.records if "gpu1" in b.plan.estimates
+    ]
+    close = sum(abs(x - y) < 1.0 for x, y in zip(d_full, d_win, strict=False))
+    assert close >= 0.8 * min(len(d_full), len(d_win))
