@@ -1,0 +1,275 @@
+"""Pure builders for the Kubernetes objects the cloud backend creates.
+
+Kept apart from :mod:`stoic.backends.kubernetes` so that the shapes can be tested
+without an API server (and validated against the Kubernetes schemas and against
+:data:`FUNCTION_SCHEMA`), and so that the example manifests in ``deploy/`` and the
+objects the controller creates come from one description.
+
+Every object carries the same labels (:func:`labels_for`):
+
+* ``app.kubernetes.io/managed-by=stoic`` — everything stoic made;
+* ``stoic.io/controller=<controller_id>`` — which controller owns it, so that two
+  controllers can share a namespace and a restarted one can find its orphans;
+* ``stoic.io/runtime=<runtime>`` — which runtime (cpu, gpu1, ...);
+* ``stoic.io/function=<name>`` — which single deployment; pods inherit it through the
+  pod template, so it is the selector of the readiness watch and of the Service.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from stoic.model import Runtime
+from stoic.settings import KubernetesSettings
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+CONTROLLER = "stoic.io/controller"
+RUNTIME = "stoic.io/runtime"
+FUNCTION = "stoic.io/function"
+
+KUBELESS_GROUP = "kubeless.io"
+KUBELESS_VERSION = "v1beta1"
+KUBELESS_PLURAL = "functions"
+
+GPU_RESOURCE = "nvidia.com/gpu"
+CONTAINER_NAME = "function"
+
+Manifest = dict[str, Any]
+
+
+def function_name(runtime: Runtime, suffix: str | None = None) -> str:
+    """``stoic-<runtime>-<6 hex>``: unique per deployment, so that a probe of the
+    inquisitor and a batch can deploy the same runtime at once without a 409."""
+    return f"stoic-{runtime.name}-{suffix or secrets.token_hex(3)}"
+
+
+def owner_labels(settings: KubernetesSettings) -> dict[str, str]:
+    """The labels that mark every object of this controller (orphan clean-up)."""
+    return {MANAGED_BY: "stoic", CONTROLLER: settings.controller_id}
+
+
+def labels_for(settings: KubernetesSettings, runtime: Runtime, name: str) -> dict[str, str]:
+    return {**owner_labels(settings), RUNTIME: runtime.name, FUNCTION: name}
+
+
+def selector(labels: dict[str, str]) -> str:
+    """A label selector string (``k=v,k=v``) for list and watch calls."""
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+def matches(obj_labels: dict[str, str] | None, wanted: dict[str, str]) -> bool:
+    """Client-side check of a selector. The API server applies the selector already;
+    checking again costs nothing and keeps us from deleting a stranger's object
+    should a server (or an emulator) ignore ``labelSelector``."""
+    have = obj_labels or {}
+    return all(have.get(k) == v for k, v in wanted.items())
+
+
+def node_selector(settings: KubernetesSettings, runtime: Runtime) -> dict[str, str]:
+    """Global, then GPU-wide (GPU runtimes only), then per-runtime entries."""
+    out = dict(settings.node_selector)
+    if runtime.gpus:
+        out.update(settings.gpu_node_selector)
+    out.update(settings.runtime_node_selectors.get(runtime.name, {}))
+    return out
+
+
+def tolerations(settings: KubernetesSettings, runtime: Runtime) -> list[dict[str, Any]]:
+    out = [dict(t) for t in settings.tolerations]
+    if runtime.gpus:
+        out += [dict(t) for t in settings.gpu_tolerations]
+    out += [dict(t) for t in settings.runtime_tolerations.get(runtime.name, [])]
+    return out
+
+
+def image_for(settings: KubernetesSettings, runtime: Runtime) -> str:
+    return settings.image_gpu if runtime.gpus else settings.image_cpu
+
+
+def container(settings: KubernetesSettings, runtime: Runtime) -> Manifest:
+    """The function container. GPU runtimes get ``nvidia.com/gpu: N`` as a limit (the
+    device plugin only honours limits); CPU runtimes get no GPU resource at all."""
+    c: Manifest = {
+        "name": CONTAINER_NAME,
+        "image": image_for(settings, runtime),
+        "ports": [{"name": "http", "containerPort": settings.service_port, "protocol": "TCP"}],
+        "env": [
+            {"name": "STOIC_FUNCTION_HANDLER", "value": settings.handler},
+            {"name": "STOIC_FUNCTION_PORT", "value": str(settings.service_port)},
+            {"name": "STOIC_RUNTIME", "value": runtime.name},
+        ],
+    }
+    if runtime.gpus:
+        c["resources"] = {"limits": {GPU_RESOURCE: str(runtime.gpus)}}
+    if settings.readiness_path:
+        c["readinessProbe"] = {
+            "httpGet": {"path": settings.readiness_path, "port": settings.service_port},
+            "periodSeconds": 1,
+            "failureThreshold": 600,
+        }
+    return c
+
+
+def pod_template(settings: KubernetesSettings, runtime: Runtime, name: str) -> Manifest:
+    spec: Manifest = {"containers": [container(settings, runtime)]}
+    ns = node_selector(settings, runtime)
+    if ns:
+        spec["nodeSelector"] = ns
+    tol = tolerations(settings, runtime)
+    if tol:
+        spec["tolerations"] = tol
+    return {"metadata": {"labels": labels_for(settings, runtime, name)}, "spec": spec}
+
+
+def kubeless_function(settings: KubernetesSettings, runtime: Runtime, name: str) -> Manifest:
+    """A ``kubeless.io/v1beta1`` Function whose deployment template carries the image,
+    the GPU limit, node selector and tolerations. The image is a complete HTTP server
+    (the function engineer's ``stoic.function`` server), so ``function`` is empty and
+    ``runtime`` names the custom runtime declared in ``deploy/kubeless/``."""
+    labels = labels_for(settings, runtime, name)
+    flavour = "gpu" if runtime.gpus else "cpu"
+    return {
+        "apiVersion": f"{KUBELESS_GROUP}/{KUBELESS_VERSION}",
+        "kind": "Function",
+        "metadata": {"name": name, "namespace": settings.namespace, "labels": labels},
+        "spec": {
+            "handler": settings.handler,
+            "runtime": f"{settings.kubeless_runtime_id}{flavour}",
+            "function": "",
+            "function-content-type": "text",
+            "deps": "",
+            "checksum": "",
+            "timeout": str(int(settings.invoke_timeout_s)),
+            "deployment": {
+                "metadata": {"labels": dict(labels)},
+                "spec": {"replicas": 1, "template": pod_template(settings, runtime, name)},
+            },
+            "service": {
+                "type": "ClusterIP",
+                "selector": dict(labels),
+                "ports": [
+                    {
+                        "name": "http-function-port",
+                        "port": settings.service_port,
+                        "protocol": "TCP",
+                        "targetPort": settings.service_port,
+                    }
+                ],
+            },
+        },
+    }
+
+
+def deployment(settings: KubernetesSettings, runtime: Runtime, name: str) -> Manifest:
+    """``deployment`` mode: what kubeless would have made, made directly."""
+    labels = labels_for(settings, runtime, name)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": settings.namespace, "labels": labels},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {FUNCTION: name}},
+            "template": pod_template(settings, runtime, name),
+        },
+    }
+
+
+def service(settings: KubernetesSettings, runtime: Runtime, name: str) -> Manifest:
+    labels = labels_for(settings, runtime, name)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": settings.namespace, "labels": labels},
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {FUNCTION: name},
+            "ports": [
+                {
+                    "name": "http",
+                    "port": settings.service_port,
+                    "targetPort": settings.service_port,
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
+
+
+def pod_ready(pod: Manifest) -> bool:
+    """Ready as the kubelet reports it: ``status.conditions[type=Ready].status=True``
+    and not being deleted. The same check works on a real cluster and on the
+    emulator, where the test plays the kubelet by writing that condition."""
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    for cond in (pod.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Ready":
+            return bool(cond.get("status") == "True")
+    return False
+
+
+# Reasons a container waits in that no amount of waiting will fix.
+FATAL_WAITING_REASONS = frozenset(
+    {"InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError"}
+)
+
+
+def pod_failure(pod: Manifest) -> str | None:
+    """Why a pod will never become Ready, or None while there is hope."""
+    status = pod.get("status") or {}
+    if status.get("phase") == "Failed":
+        return f"pod failed: {status.get('reason') or status.get('message') or 'unknown'}"
+    for cs in status.get("containerStatuses") or []:
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in FATAL_WAITING_REASONS:
+            return f"container {cs.get('name')}: {waiting['reason']}: {waiting.get('message', '')}"
+    return None
+
+
+# A JSON schema of the kubeless Function, written from kubeless's Go type
+# (pkg/apis/kubeless/v1beta1/function.go: FunctionSpec). kubernetes-validate has no
+# schema for this CRD and kubeless's own CRD declares none, so the tests validate the
+# Functions in deploy/ and the ones built above against this.
+_STR_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+FUNCTION_SCHEMA: Manifest = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "additionalProperties": False,
+    "properties": {
+        "apiVersion": {"const": f"{KUBELESS_GROUP}/{KUBELESS_VERSION}"},
+        "kind": {"const": "Function"},
+        "metadata": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"},
+                "namespace": {"type": "string"},
+                "labels": _STR_MAP,
+                "annotations": _STR_MAP,
+            },
+        },
+        "spec": {
+            "type": "object",
+            "required": ["handler", "runtime", "deployment"],
+            "additionalProperties": False,
+            "properties": {
+                "handler": {"type": "string", "minLength": 1},
+                "function": {"type": "string"},
+                "function-content-type": {
+                    "enum": ["text", "base64", "url", "zip", "text+base64", "zip+base64"]
+                },
+                "checksum": {"type": "string"},
+                "runtime": {"type": "string", "minLength": 1},
+                "timeout": {"type": "string", "pattern": r"^[0-9]+$"},
+                "deps": {"type": "string"},
+                # Merged by kubeless into its Deployment: validated as apps/v1 pieces
+                # separately (see tests/test_manifests.py).
+                "deployment": {"type": "object"},
+                "service": {"type": "object"},
+                "horizontalPodAutoscaler": {"type": "object"},
+            },
+        },
+    },
+}

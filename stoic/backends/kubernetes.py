@@ -1,0 +1,536 @@
+"""The cloud backend: the function on a Kubernetes cluster (kubeless or plain Deployment).
+
+One *deployment* of a runtime is one function with one replica:
+
+* ``mode='kubeless'`` creates a ``kubeless.io/v1beta1`` Function (kubeless's controller
+  then makes the Deployment and Service, labelled like the Function);
+* ``mode='deployment'`` creates the Deployment and the Service itself, for clusters
+  without kubeless (kubeless has been archived since 2021).
+
+**T_d** is measured from the first create call to the moment a pod of the function is
+Ready (``status.conditions[type=Ready]=True``, as the kubelet writes it). Readiness is
+followed with a *watch* on pods labelled ``stoic.io/function=<name>``, run in a worker
+thread (the official client is synchronous) whose socket read times out every
+``ready_poll_s`` so that the thread notices when the deploy was cancelled or timed out;
+a read time-out simply restarts the watch, which (on a real API server and on the
+``kmock`` emulator alike) begins with the current state of every matching pod.
+
+Everything the backend creates carries the owner labels of :mod:`k8s_objects`, so
+:meth:`KubernetesBackend.teardown` and :meth:`KubernetesBackend.cleanup_orphans` can
+find it again, also after the controller crashed. A deploy that times out, fails or is
+cancelled deletes what it created before the exception leaves :meth:`deploy`.
+
+Every API call runs in :func:`asyncio.to_thread`; every API error becomes
+:class:`stoic.errors.KubernetesApiError` naming the object. The function is invoked
+over HTTP (httpx) either through the API server's service proxy (controller outside
+the cluster, the usual case at the edge) or by in-cluster DNS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+import threading
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any, Protocol, TypeVar, cast
+
+import httpx
+import urllib3.exceptions
+from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
+
+from stoic.backends import k8s_objects as objs
+from stoic.backends.base import Deployment, Invocation, Upload
+from stoic.errors import (
+    BackendError,
+    ConfigError,
+    DeployFailure,
+    DeployTimeout,
+    InvocationError,
+    KubernetesApiError,
+)
+from stoic.model import Job, Runtime
+from stoic.settings import KubernetesSettings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class PackageSource(Protocol):
+    """The edge object store, as far as upload needs it (``stoic.objectstore``)."""
+
+    def open_read(self, key: str) -> IO[bytes]: ...
+
+
+class PackageSink(Protocol):
+    """The cloud object store (S3), as far as upload needs it (``stoic.objectstore``)."""
+
+    def put_stream(self, key: str, fileobj: IO[bytes]) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionHandle:
+    """What :meth:`KubernetesBackend.teardown` needs to find a deployment again."""
+
+    name: str
+    namespace: str
+    mode: str
+    runtime: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Kind:
+    """One kind of object the backend manages, with its sync client calls."""
+
+    kind: str
+    create: Callable[[str, objs.Manifest], Any]
+    list: Callable[[str, str], list[dict[str, Any]]]
+    delete: Callable[[str, str], Any]
+
+
+def _reason(exc: ApiException) -> str:
+    """The API server's ``Status.message`` (or reason) from an ApiException."""
+    try:
+        body = json.loads(exc.body) if exc.body else {}
+    except (TypeError, ValueError):
+        body = {}
+    if isinstance(body, dict) and (body.get("message") or body.get("reason")):
+        return str(body.get("message") or body.get("reason"))
+    return str(exc.reason or "unknown")
+
+
+class KubernetesBackend:
+    """:class:`stoic.backends.base.RuntimeBackend` on a Kubernetes cluster.
+
+    ``api_config`` is a loaded ``kubernetes.client.Configuration`` (see
+    :meth:`from_settings`); ``cloud_store`` and ``edge_store`` are the object stores
+    that :meth:`upload` copies packages between; ``http_transport`` replaces httpx's
+    network transport (tests); ``name_factory`` names each deployment.
+    """
+
+    def __init__(
+        self,
+        settings: KubernetesSettings,
+        *,
+        api_config: client.Configuration,
+        cloud_store: PackageSink | None = None,
+        edge_store: PackageSource | None = None,
+        http_transport: httpx.AsyncBaseTransport | None = None,
+        name_factory: Callable[[Runtime], str] = objs.function_name,
+    ) -> None:
+        self._s = settings
+        self._cfg = api_config
+        self._api_client = client.ApiClient(api_config)
+        self._core = client.CoreV1Api(self._api_client)
+        self._apps = client.AppsV1Api(self._api_client)
+        self._custom = client.CustomObjectsApi(self._api_client)
+        self._cloud = cloud_store
+        self._edge = edge_store
+        self._name_factory = name_factory
+        self._http = self._make_http_client(http_transport)
+        self._kinds = self._make_kinds()
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: KubernetesSettings,
+        *,
+        cloud_store: PackageSink | None = None,
+        edge_store: PackageSource | None = None,
+    ) -> KubernetesBackend:
+        """Load the cluster credentials (in-cluster service account or kubeconfig)."""
+        cfg = client.Configuration()
+        try:
+            if settings.in_cluster:
+                config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+            else:
+                config.load_kube_config(  # type: ignore[no-untyped-call]
+                    config_file=str(settings.kubeconfig) if settings.kubeconfig else None,
+                    context=settings.context,
+                    client_configuration=cfg,
+                )
+        except (config.ConfigException, OSError, ValueError, TypeError) as exc:
+            key = "kubernetes.in_cluster" if settings.in_cluster else "kubernetes.kubeconfig"
+            where = f" ({settings.kubeconfig})" if settings.kubeconfig else ""
+            raise ConfigError(f"{key}{where}: cannot load Kubernetes credentials: {exc}") from None
+        return cls(settings, api_config=cfg, cloud_store=cloud_store, edge_store=edge_store)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+        await asyncio.to_thread(self._api_client.close)
+
+    # ------------------------------------------------------------------ set-up
+
+    def _make_http_client(self, transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient:
+        timeout = httpx.Timeout(self._s.invoke_timeout_s, connect=self._s.api_timeout_s)
+        if transport is not None:
+            return httpx.AsyncClient(transport=transport, timeout=timeout)
+        verify: ssl.SSLContext | bool = True
+        if self._s.invoke_via == "proxy" and self._cfg.host.startswith("https"):
+            # Talk to the API server exactly as the Kubernetes client does.
+            ctx = ssl.create_default_context(cafile=self._cfg.ssl_ca_cert or None)
+            if not self._cfg.verify_ssl:
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            if self._cfg.cert_file:
+                ctx.load_cert_chain(self._cfg.cert_file, self._cfg.key_file or None)
+            verify = ctx
+        proxy = self._cfg.proxy if self._s.invoke_via == "proxy" else None
+        return httpx.AsyncClient(verify=verify, timeout=timeout, proxy=proxy, trust_env=False)
+
+    def _make_kinds(self) -> list[_Kind]:
+        """The kinds this mode creates, owners first (deleted first), then pods.
+
+        Every call asks for the raw response (``_preload_content=False``) and reads the
+        JSON itself: the client's typed models reject objects with fields they do not
+        know or miss (they are strict pydantic models), and we only need a few keys.
+        """
+        g, v, p = objs.KUBELESS_GROUP, objs.KUBELESS_VERSION, objs.KUBELESS_PLURAL
+        raw: dict[str, Any] = {
+            "_request_timeout": self._s.api_timeout_s,
+            "_preload_content": False,
+        }
+        grace = self._s.pod_grace_period_s
+        bg = "Background"
+
+        def items(resp: Any) -> list[dict[str, Any]]:
+            return list(json.loads(resp.data).get("items") or [])
+
+        kinds: list[_Kind] = []
+        if self._s.mode == "kubeless":
+            custom = self._custom
+            kinds.append(
+                _Kind(
+                    "Function",
+                    lambda ns, body: custom.create_namespaced_custom_object(
+                        g, v, ns, p, body, **raw
+                    ),
+                    lambda ns, sel: items(
+                        custom.list_namespaced_custom_object(g, v, ns, p, label_selector=sel, **raw)
+                    ),
+                    lambda ns, name: custom.delete_namespaced_custom_object(
+                        g, v, ns, p, name, propagation_policy=bg, **raw
+                    ),
+                )
+            )
+        else:
+            apps, core = self._apps, self._core
+            kinds.append(
+                _Kind(
+                    "Deployment",
+                    lambda ns, body: apps.create_namespaced_deployment(ns, cast(Any, body), **raw),
+                    lambda ns, sel: items(
+                        apps.list_namespaced_deployment(ns, label_selector=sel, **raw)
+                    ),
+                    lambda ns, name: apps.delete_namespaced_deployment(
+                        name, ns, propagation_policy=bg, **raw
+                    ),
+                )
+            )
+            kinds.append(
+                _Kind(
+                    "Service",
+                    lambda ns, body: core.create_namespaced_service(ns, cast(Any, body), **raw),
+                    lambda ns, sel: items(
+                        core.list_namespaced_service(ns, label_selector=sel, **raw)
+                    ),
+                    lambda ns, name: core.delete_namespaced_service(name, ns, **raw),
+                )
+            )
+        core = self._core
+        kinds.append(
+            _Kind(
+                "Pod",
+                lambda ns, body: None,  # pods are made by the Deployment, never by us
+                lambda ns, sel: items(core.list_namespaced_pod(ns, label_selector=sel, **raw)),
+                lambda ns, name: core.delete_namespaced_pod(
+                    name, ns, grace_period_seconds=grace, **raw
+                ),
+            )
+        )
+        return kinds
+
+    def _manifests(self, runtime: Runtime, name: str) -> list[tuple[_Kind, objs.Manifest]]:
+        by_kind = {k.kind: k for k in self._kinds}
+        if self._s.mode == "kubeless":
+            return [(by_kind["Function"], objs.kubeless_function(self._s, runtime, name))]
+        return [
+            (by_kind["Deployment"], objs.deployment(self._s, runtime, name)),
+            (by_kind["Service"], objs.service(self._s, runtime, name)),
+        ]
+
+    # ------------------------------------------------------------------ API calls
+
+    async def _api(self, runtime: str, obj: str, fn: Callable[..., T], *args: Any) -> T:
+        """Run one sync client call in a thread; API errors name ``obj``."""
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except ApiException as exc:
+            raise KubernetesApiError(runtime, obj, int(exc.status or 0), _reason(exc)) from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise KubernetesApiError(runtime, obj, 0, f"{type(exc).__name__}: {exc}") from exc
+
+    async def _delete(self, runtime: str, kind: _Kind, ns: str, name: str) -> bool:
+        """Delete one object; False if it was already gone (teardown is idempotent)."""
+        try:
+            await self._api(runtime, f"{kind.kind} {ns}/{name}", kind.delete, ns, name)
+        except KubernetesApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    async def _delete_labelled(self, runtime: str, labels: Mapping[str, str]) -> list[str]:
+        """Delete every object of our kinds that carries all ``labels``."""
+        ns, sel, deleted = self._s.namespace, objs.selector(dict(labels)), []
+        for kind in self._kinds:
+            try:
+                items = await self._api(
+                    runtime, f"{kind.kind} list {ns} [{sel}]", kind.list, ns, sel
+                )
+            except KubernetesApiError as exc:
+                if exc.status == 404:  # the kind is not served (no kubeless CRD): none left
+                    continue
+                raise
+            for item in items:
+                meta = item.get("metadata") or {}
+                if not objs.matches(meta.get("labels"), dict(labels)):
+                    continue
+                if await self._delete(runtime, kind, ns, meta["name"]):
+                    deleted.append(f"{kind.kind} {ns}/{meta['name']}")
+        return deleted
+
+    async def _remove(self, handle: FunctionHandle) -> list[str]:
+        """Delete the owners by name (robust even before they are listable), then
+        whatever else carries the deployment's labels (its pods)."""
+        deleted = []
+        for kind in self._kinds:
+            if kind.kind != "Pod" and await self._delete(
+                handle.runtime, kind, handle.namespace, handle.name
+            ):
+                deleted.append(f"{kind.kind} {handle.namespace}/{handle.name}")
+        deleted += await self._delete_labelled(handle.runtime, handle.labels)
+        return deleted
+
+    @staticmethod
+    async def _run_to_end(coro: Coroutine[Any, Any, T], name: str) -> T:
+        """Await ``coro`` to its end even if the caller is cancelled meanwhile, then
+        re-raise the cancellation. For a create call (its thread would otherwise land
+        the object after the clean-up looked for it) and for the clean-up itself."""
+        task = asyncio.create_task(coro, name=name)
+        cancelled = False
+        while not task.done():
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                cancelled = True
+            except BaseException:
+                break
+        if cancelled:
+            if not task.cancelled() and task.exception() is not None:
+                log.warning("%s failed while cancelled: %s", name, task.exception())
+            raise asyncio.CancelledError
+        return task.result()
+
+    async def _remove_despite_cancel(self, handle: FunctionHandle) -> None:
+        """Clean up after a failed, timed-out or cancelled deploy, to the end. An error
+        while cleaning is logged, not raised: the deploy's own error matters more."""
+        try:
+            await self._run_to_end(self._remove(handle), f"stoic-cleanup-{handle.name}")
+        except Exception as exc:
+            log.warning("clean-up of %s failed: %s", handle.name, exc)
+
+    # ------------------------------------------------------------------ readiness
+
+    def _watch_until_ready(self, handle: FunctionHandle, stop: threading.Event) -> None:
+        """Block (in a worker thread) until a pod of ``handle`` is Ready or ``stop``."""
+        ns, runtime = handle.namespace, handle.runtime
+        wanted = {objs.FUNCTION: handle.name, **objs.owner_labels(self._s)}
+        sel = objs.selector(wanted)
+        what = f"Pod list {ns} [{sel}]"
+        core = self._core
+
+        def list_pods(*args: Any, **kwargs: Any) -> Any:
+            # No return type and no docstring: the watch then yields plain dicts
+            # instead of strict typed models (see _make_kinds).
+            return core.list_namespaced_pod(*args, **kwargs)
+
+        while not stop.is_set():
+            w = watch.Watch()  # type: ignore[no-untyped-call]
+            try:
+                for event in w.stream(  # type: ignore[no-untyped-call]
+                    list_pods,
+                    ns,
+                    label_selector=sel,
+                    _request_timeout=(self._s.api_timeout_s, self._s.ready_poll_s),
+                ):
+                    if stop.is_set():
+                        return
+                    pod = event.get("raw_object") or {}
+                    meta = pod.get("metadata") or {}
+                    if event.get("type") == "DELETED" or not objs.matches(
+                        meta.get("labels"), wanted
+                    ):
+                        continue
+                    failure = objs.pod_failure(pod)
+                    if failure:
+                        raise DeployFailure(runtime, f"Pod {ns}/{meta.get('name')}: {failure}")
+                    if objs.pod_ready(pod):
+                        return
+            except urllib3.exceptions.ReadTimeoutError:
+                continue  # nothing happened for ready_poll_s: look at `stop`, re-watch
+            except ApiException as exc:
+                if exc.status == 410:  # watch expired: start again from the current state
+                    continue
+                raise KubernetesApiError(runtime, what, int(exc.status or 0), _reason(exc)) from exc
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                # A blip of the API server must not fail a deployment that the timeout
+                # still allows; wait a little, then watch again.
+                log.info("watch of %s interrupted (%s); retrying", handle.name, exc)
+                stop.wait(self._s.ready_poll_s)
+
+    async def _wait_ready(self, handle: FunctionHandle) -> None:
+        stop = threading.Event()
+        try:
+            await asyncio.to_thread(self._watch_until_ready, handle, stop)
+        finally:
+            stop.set()  # the thread notices within ready_poll_s
+
+    # ------------------------------------------------------------------ protocol
+
+    def endpoint(self, name: str) -> str:
+        ns, port = self._s.namespace, self._s.service_port
+        if self._s.invoke_via == "dns":
+            return f"http://{name}.{ns}.svc.cluster.local:{port}/"
+        host = self._cfg.host.rstrip("/")
+        return f"{host}/api/v1/namespaces/{ns}/services/{name}:{port}/proxy/"
+
+    async def deploy(self, runtime: Runtime, *, timeout_s: float) -> Deployment:
+        """Create the function and wait for a Ready pod; T_d is create → Ready."""
+        name = self._name_factory(runtime)
+        ns = self._s.namespace
+        handle = FunctionHandle(
+            name, ns, self._s.mode, runtime.name, objs.labels_for(self._s, runtime, name)
+        )
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            async with asyncio.timeout(timeout_s):
+                for kind, manifest in self._manifests(runtime, name):
+                    what = f"{kind.kind} {ns}/{name}"
+                    create = self._api(runtime.name, what, kind.create, ns, manifest)
+                    await self._run_to_end(create, f"stoic-create-{name}")
+                await self._wait_ready(handle)
+        except TimeoutError:
+            await self._remove_despite_cancel(handle)
+            raise DeployTimeout(runtime.name, timeout_s) from None
+        except BaseException:
+            await self._remove_despite_cancel(handle)
+            raise
+        deploy_s = loop.time() - started
+        log.info("deployed %s (%s) in %.3f s", name, runtime.name, deploy_s)
+        return Deployment(
+            runtime=runtime,
+            deploy_s=deploy_s,
+            endpoint=self.endpoint(name),
+            handle=handle,
+            info={"name": name, "namespace": ns, "mode": self._s.mode},
+        )
+
+    async def upload(self, runtime: Runtime, job: Job) -> Upload:
+        """Copy the job's package from the edge store to the cloud store; T_t is the
+        duration of the copy (both ends stream, so it is bounded by the uplink)."""
+        if not job.package_key:
+            raise BackendError(runtime.name, f"batch {job.batch_id} has no package key")
+        if self._edge is None or self._cloud is None:
+            raise ConfigError("kubernetes backend: upload needs both an edge and a cloud store")
+        edge, cloud, key = self._edge, self._cloud, job.package_key
+
+        def copy() -> int:
+            src = edge.open_read(key)
+            try:
+                return cloud.put_stream(key, src)
+            finally:
+                src.close()
+
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        n_bytes = await asyncio.to_thread(copy)
+        return Upload(ref=key, n_bytes=n_bytes, seconds=loop.time() - started)
+
+    def model_key(self, job: Job) -> str:
+        return self._s.model_key_template.format(app=job.app, app_version=job.app_version)
+
+    def _headers(self) -> dict[str, str]:
+        """The API server's credentials, for the service proxy only (never sent to the
+        function directly). Asked for per call: exec plugins refresh tokens."""
+        if self._s.invoke_via != "proxy":
+            return {}
+        headers = {}
+        settings = cast(dict[str, dict[str, Any]], self._cfg.auth_settings())
+        for auth in settings.values():  # as the client itself does
+            if auth.get("in") == "header" and auth.get("value"):
+                headers[str(auth["key"]).title()] = str(auth["value"])
+        return headers
+
+    async def invoke(
+        self, deployment: Deployment, job: Job, upload: Upload, *, warmup: bool = False
+    ) -> Invocation:
+        """POST the job to the function. Cancelling the calling task closes the HTTP
+        request at once (httpx); the pod itself stops when ``teardown`` deletes it."""
+        rt = deployment.runtime.name
+        body = {
+            "action": "classify",  # the function's action; job.app only picks the model
+            "package": upload.ref,
+            "model": self.model_key(job),
+            "warmup": warmup,
+        }
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            resp = await self._http.post(deployment.endpoint, json=body, headers=self._headers())
+        except httpx.HTTPError as exc:
+            raise InvocationError(
+                rt, f"POST {deployment.endpoint}: {type(exc).__name__}: {exc}"
+            ) from exc
+        processing_s = loop.time() - started
+        try:
+            data = resp.json()
+        except ValueError:
+            data = None
+        if resp.status_code != 200:
+            msg = data.get("error") if isinstance(data, dict) else None
+            raise InvocationError(
+                rt, f"function answered HTTP {resp.status_code}: {msg or resp.text[:200]!r}"
+            )
+        if not isinstance(data, dict) or not isinstance(data.get("results"), list):
+            raise InvocationError(
+                rt, f"function answered without a results list: {resp.text[:200]!r}"
+            )
+        raw_timings = data.get("timings") or {}
+        try:
+            timings = {str(k): float(v) for k, v in dict(raw_timings).items()}
+        except (TypeError, ValueError):
+            raise InvocationError(rt, f"function answered bad timings: {raw_timings!r}") from None
+        return Invocation(processing_s=processing_s, results=data["results"], timings=timings)
+
+    async def teardown(self, deployment: Deployment) -> None:
+        """Delete the function, its objects and its pods. Idempotent."""
+        handle = deployment.handle
+        if not isinstance(handle, FunctionHandle):
+            raise BackendError(deployment.runtime.name, "not a Kubernetes deployment")
+        deleted = await self._remove(handle)
+        log.info("tore down %s: %s", handle.name, deleted)
+
+    async def cleanup_orphans(self) -> list[str]:
+        """Delete everything that carries this controller's owner labels: what a
+        crashed controller left behind. Call once at start-up, before deploying."""
+        deleted = await self._delete_labelled("(orphans)", objs.owner_labels(self._s))
+        if deleted:
+            log.warning("deleted %d orphaned object(s): %s", len(deleted), deleted)
+        return deleted

@@ -1,0 +1,700 @@
+"""The Kubernetes backend against the ``kmock`` Kubernetes emulator on loopback.
+
+The emulator stores what the backend creates but runs no controllers, so each test
+plays the kubelet itself (:func:`kubelet`): after a delay of its choosing it creates the
+function's pod, labelled as the pod template says, first not Ready and then Ready. The
+backend watches pods for ``status.conditions[type=Ready]``, the same check it does on a
+real cluster, so the measured T_d must follow that delay.
+
+Invocation is tested two ways: through the API server's service-proxy path served by
+kmock (a reaction on ``POST .../services/<svc>:8080/proxy/`` that plays the function),
+and by in-cluster DNS with an ``httpx.MockTransport`` injected into the backend.
+
+Delays are real but short (0.2-0.4 s); assertions are lower bounds with tolerance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import kmock as km
+import kubernetes_validate
+import pytest
+import yaml
+from kubernetes import client
+
+from stoic.backends import k8s_objects as objs
+from stoic.backends.base import Deployment, RuntimeBackend, Upload
+from stoic.backends.kubernetes import FunctionHandle, KubernetesBackend
+from stoic.errors import (
+    ConfigError,
+    DeployFailure,
+    DeployTimeout,
+    InvocationError,
+    KubernetesApiError,
+    ObjectNotFound,
+)
+from stoic.model import Job, Runtime, RuntimeKind
+from stoic.settings import KubernetesSettings
+
+from .conftest import REPO
+
+NS = "stoic-test"
+CPU = Runtime("cpu", RuntimeKind.CPU, 0, "kubernetes")
+GPU1 = Runtime("gpu1", RuntimeKind.GPU, 1, "kubernetes")
+GPU2 = Runtime("gpu2", RuntimeKind.GPU, 2, "kubernetes")
+FUNCTIONS = "/apis/kubeless.io/v1beta1/namespaces/stoic-test/functions"
+PODS = "/api/v1/namespaces/stoic-test/pods"
+JOB = Job("b1", n_images=3, n_bytes=100, package_key="packages/b1.tar")
+UPLOAD = Upload(ref="packages/b1.tar", n_bytes=100, seconds=0.0)
+K8S_VERSION = "1.30.0"
+
+
+def make_settings(**kw: Any) -> KubernetesSettings:
+    base: dict[str, Any] = {
+        "namespace": NS,
+        "controller_id": "ctl-a",
+        "ready_poll_s": 0.1,
+        "api_timeout_s": 5.0,
+        "invoke_timeout_s": 5.0,
+        "node_selector": {"stoic.io/pool": "cloud"},
+        "gpu_node_selector": {"nvidia.com/gpu.present": "true"},
+        "runtime_node_selectors": {"gpu2": {"gpu-count": "2"}},
+    }
+    return KubernetesSettings(**{**base, **kw})
+
+
+def fixed_name(runtime: Runtime) -> str:
+    return f"stoic-{runtime.name}-t1"
+
+
+BackendFactory = Callable[..., KubernetesBackend]
+
+
+@pytest.fixture
+async def make_backend(kmock: km.KubernetesEmulator) -> AsyncIterator[BackendFactory]:
+    made: list[KubernetesBackend] = []
+
+    def factory(
+        *, name_factory: Callable[[Runtime], str] = fixed_name, **kw: Any
+    ) -> KubernetesBackend:
+        transport = kw.pop("http_transport", None)
+        stores = kw.pop("stores", (None, None))
+        cfg = client.Configuration()
+        cfg.host = str(kmock.url).rstrip("/")
+        cfg.api_key = {"authorization": "secret-token"}
+        cfg.api_key_prefix = {"authorization": "Bearer"}
+        backend = KubernetesBackend(
+            make_settings(**kw),
+            api_config=cfg,
+            http_transport=transport,
+            name_factory=name_factory,
+            edge_store=stores[0],
+            cloud_store=stores[1],
+        )
+        made.append(backend)
+        return backend
+
+    yield factory
+    for backend in made:
+        await backend.aclose()
+
+
+def live(kmock: km.KubernetesEmulator) -> list[tuple[str, str | None, str]]:
+    """Every object in the emulator that is not deleted: (plural, namespace, name)."""
+    return sorted(
+        (str(res.plural), ns, name)
+        for (res, ns, name), obj in kmock.objects.items()
+        if not obj.deleted
+    )
+
+
+def stored(kmock: km.KubernetesEmulator, plural: str, name: str) -> dict[str, Any]:
+    for (res, _ns, n), obj in kmock.objects.items():
+        if res.plural == plural and n == name and not obj.deleted:
+            return dict(obj.raw)
+    raise AssertionError(f"{plural}/{name} not in the emulator: {live(kmock)}")
+
+
+OWNER_PATHS = {"functions": FUNCTIONS, "deployments": f"/apis/apps/v1/namespaces/{NS}/deployments"}
+
+
+async def appeared(kmock: km.KubernetesEmulator, owner: str, name: str) -> None:
+    """Wait for the backend to create ``owner``/``name``: watch it on the emulator."""
+    async with kmock.get(f"{OWNER_PATHS[owner]}?watch=true") as resp:
+        async for line in resp.content:
+            if line.strip() and json.loads(line)["object"]["metadata"]["name"] == name:
+                return
+
+
+async def kubelet(
+    kmock: km.KubernetesEmulator,
+    owner: str,
+    name: str,
+    *,
+    delay_s: float,
+    ready: bool = True,
+    pod_status: dict[str, Any] | None = None,
+) -> None:
+    """Play the controller and the kubelet: once ``owner``/``name`` exists, wait
+    ``delay_s``, create its pod (not Ready) and then mark it Ready."""
+    await appeared(kmock, owner, name)
+    raw = stored(kmock, owner, name)
+    template = raw["spec"]["deployment"]["spec"] if owner == "functions" else raw["spec"]
+    labels = template["template"]["metadata"]["labels"]
+    pod_name = f"{name}-pod"
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": pod_name, "namespace": NS, "labels": labels},
+        "status": {"phase": "Pending", "conditions": [{"type": "Ready", "status": "False"}]},
+    }
+    async with kmock.post(PODS, json=pod) as resp:
+        assert resp.status < 300
+    await asyncio.sleep(delay_s)
+    patch = pod_status or (
+        {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
+        if ready
+        else {"phase": "Running"}
+    )
+    async with kmock.patch(f"{PODS}/{pod_name}", json={"status": patch}) as resp:
+        assert resp.status < 300
+
+
+def status_body(code: int, reason: str, message: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Status",
+        "status": "Failure",
+        "code": code,
+        "reason": reason,
+        "message": message,
+    }
+
+
+async def deploy_with_kubelet(
+    kmock: km.KubernetesEmulator, backend: KubernetesBackend, runtime: Runtime, delay_s: float
+) -> Deployment:
+    owner = "functions" if backend._s.mode == "kubeless" else "deployments"
+    play = asyncio.create_task(kubelet(kmock, owner, fixed_name(runtime), delay_s=delay_s))
+    try:
+        return await backend.deploy(runtime, timeout_s=10)
+    finally:
+        await play
+
+
+# --------------------------------------------------------------------- deploy
+
+
+@pytest.mark.parametrize("runtime", [CPU, GPU1, GPU2], ids=lambda r: r.name)
+async def test_kubeless_deploy_measures_time_to_ready_and_teardown_empties(
+    kmock: km.KubernetesEmulator, make_backend: BackendFactory, runtime: Runtime
+) -> None:
+    backend = make_backend(mode="kubeless")
+    assert isinstance(backend, RuntimeBackend)
+    dep = await deploy_with_kubelet(kmock, backend, runtime, delay_s=0.3)
+
+    assert 0.3 <= dep.deploy_s < 5.0
+    assert dep.endpoint == (
+        f"{str(kmock.url).rstrip('/')}/api/v1/namespaces/{NS}/services/stoic-{runtime.name}-t1"
+        ":8080/proxy/"
+    )
+    fn = stored(kmock, "functions", f"stoic-{runtime.name}-t1")
+    assert not list(objs_schema_errors(fn))
+    assert fn["spec"]["handler"] == "stoic.function.handler.handler"
+    pod_spec = fn["spec"]["deployment"]["spec"]["template"]["spec"]
+    box = pod_spec["containers"][0]
+    if runtime.gpus:
+        assert box["resources"]["limits"] == {"nvidia.com/gpu": str(runtime.gpus)}
+        assert box["image"] == "ghcr.io/stoic-project/stoic-function-gpu:0.1.0"
+        assert pod_spec["nodeSelector"]["nvidia.com/gpu.present"] == "true"
+        assert pod_spec["tolerations"] == [
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+        ]
+    else:
+        assert "resources" not in box
+        assert box["image"] == "ghcr.io/stoic-project/stoic-function-cpu:0.1.0"
+        assert "tolerations" not in pod_spec
+        assert "nvidia.com/gpu.present" not in pod_spec["nodeSelector"]
+    assert pod_spec["nodeSelector"]["stoic.io/pool"] == "cloud"
+    assert ("gpu-count" in pod_spec["nodeSelector"]) == (runtime.name == "gpu2")
+    # The deployment template, read as an apps/v1 Deployment, is valid Kubernetes.
+    as_deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "x"},
+        "spec": {
+            **fn["spec"]["deployment"]["spec"],
+            "selector": {"matchLabels": fn["metadata"]["labels"]},
+        },
+    }
+    kubernetes_validate.validate(as_deployment, K8S_VERSION, strict=True)
+
+    await backend.teardown(dep)
+    assert live(kmock) == []
+    await backend.teardown(dep)  # idempotent
+
+
+def objs_schema_errors(fn: dict[str, Any]) -> list[str]:
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(objs.FUNCTION_SCHEMA)
+    return [e.message for e in validator.iter_errors(fn)]
+
+
+async def test_deployment_mode_creates_valid_deployment_and_service(
+    kmock: km.KubernetesEmulator, make_backend: BackendFactory
+) -> None:
+    backend = make_backend(mode="deployment", invoke_via="dns")
+    dep = await deploy_with_kubelet(kmock, backend, GPU1, delay_s=0.2)
+
+    assert dep.deploy_s >= 0.2
+    assert dep.endpoint == f"http://stoic-gpu1-t1.{NS}.svc.cluster.local:8080/"
+    assert live(kmock) == [
+        ("deployments", NS, "stoic-gpu1-t1"),
+        ("pods", NS, "stoic-gpu1-t1-pod"),
+        ("services", NS, "stoic-gpu1-t1"),
+    ]
+    for plural in ("deployments", "services"):
+        kubernetes_validate.validate(
+            stored(kmock, plural, "stoic-gpu1-t1"), K8S_VERSION, strict=True
+        )
+    d = stored(kmock, "deployments", "stoic-gpu1-t1")
+    assert d["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"] == {
+        "nvidia.com/gpu": "1"
+    }
+    assert stored(kmock, "services", "stoic-gpu1-t1")["spec"]["ports"][0]["port"] == 8080
+
+    await backend.teardown(dep)
+    assert live(kmock) == []
+
+
+async def test_pod_that_never_becomes_ready_times_out_and_leaves_nothing(
+    kmock: km.KubernetesEmulator, make_backend: BackendFactory
+) -> None:
+    backend = make_backend()
+    play = asyncio.create_task(kubelet(kmock, "functions", "stoic-cpu-t1", delay_s=0, ready=False))
+    with pytest.raises(DeployTimeout) as err:
+        await backend.deploy(CPU, timeout_s=0.4)
+    await play
+    assert err.value.runtime == "cpu" and err.value.timeout_s == 0.4
+    assert live(kmock) == []
+
+
+async def test_no_pod_at_all_times_out_in_deployment_mode(
+    kmock: km.KubernetesEmulator, make_backend: BackendFactory
+) -> None:
+    backend = make_backend(mode="deployment")
+    with pytest.raises(DeployTimeout):
+        await backend.deploy(CPU, timeout_s=0.3)
+    assert live(kmock) == []
+
+
+async def test_fatal_pod_state_is_a_deploy_failure(
+    kmock: km.KubernetesEmulator, make_backend: BackendFactory
+) -> None:
+    backend = make_backend()
+    bad = {
+        "phase": "Pending",
+        "containerStatuses": [
+            {"name": "function", "state": {"waiting": {"reason": "InvalidImageName"}}}
+        ],
+    }
+    play = asyncio.create_task(
+        kubelet(kmock, "functions", "stoic-cpu-t1", delay_s=0.05, pod_status=bad)
+    )
+    with pytest.raises(DeployFailure, match="InvalidImageName"):
+        await backend.deploy(CPU, timeout_s=5)
+    await play
+    assert live(kmock) == []
+
+
+async def test_cancelled_deploy_cleans_up(
+    kmock: km.KubernetesEmulator, make_backend: BackendFactory
+) -> None:
+    backend = make_backend(mode="deployment")
+    task = asyncio.create_task(backend.deploy(GPU2, timeout_s=10))
+    await appeared(kmock, "deployments", "stoic-gpu2-t1")
+    await asyncio.sleep(0.1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert live(kmock) == []
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"), [(403, "Forbidden"), (409, "AlreadyExists"), (500, "InternalError")]
+)
+async def test_api_error_on_create_names_the_object(
+    kmock: km.KubernetesEmulator, make_backend: BackendFactory, code: int, reason: str
+) -> None:
+    kmock[f"post {FUNCTIONS}"] << code << status_body(code, reason, f"injected {code}")
+    backend = make_backend()
+    with pytest.raises(KubernetesApiError) as err:
+        await backend.deploy(GPU1, timeout_s=5)
+    assert err.value.status == code
+    assert err.value.obj == f"Function {NS}/stoic-gpu1-t1"
+    assert err.value.runtime == "gpu1"
+    assert f"injected {code}" in err.value.reason
+    assert f"Function {NS}/stoic-gpu1-t1" in str(err.value)
+    # The emulator records the create even when a reaction answers an error; the
+    # backend's clean-up must still leave nothing of ours behind.
+    assert live(kmock) == []
+
+
+async def test_api_error_on_service_create_removes_the_deployment(
+    kmock: km.KubernetesEmulator, make_backend: BackendFactory
+) -> None:
+    path = "/api/v1/namespaces/stoic-test/services"
+    kmock[f"post {path}"] << 403 << status_body(403, "Forbidden", "services are forbidden")
+    backend = make_backend(mode="deployment")
+    with pytest.raises(KubernetesApiError) as err:
+        await backend.deploy(CPU, timeout_s=5)
+    assert (err.value.status, err.value.obj) == (403, f"Service {NS}/stoic-cpu-t1")
+    assert live(kmock) == []
+
+
+async def test_api_error_on_watch_names_the_pods(
+    kmock: km.KubernetesEmulator, make_backend: BackendFactory
+) -> None:
+    (
+        kmock[km.method.GET, PODS, km.params(watch="true")]
+        << 403
+        << status_body(403, "Forbidden", "cannot watch pods")
+    )
+    backend = make_backend()
+    with pytest.raises(KubernetesApiError) as err:
+        await backend.deploy(CPU, timeout_s=5)
+    assert err.value.status == 403
+    assert err.value.obj.startswith(f"Pod list {NS} [")
+    assert "stoic.io/function=stoic-cpu-t1" in err.value.obj
+    assert live(kmock) == []
+
+
+# --------------------------------------------------------------------- orphans
+
+
+async def test_cleanup_orphans_deletes_only_this_controllers_objects(
+    kmock: km.KubernetesEmulator, make_backend: BackendFactory
+) -> None:
+    crashed = make_backend(controller_id="ctl-a")
+    await deploy_with_kubelet(kmock, crashed, GPU1, delay_s=0.05)
+    other = make_backend(controller_id="ctl-b", name_factory=lambda rt: f"stoic-{rt.name}-other")
+    play = asyncio.create_task(kubelet(kmock, "functions", "stoic-cpu-other", delay_s=0.05))
+    await other.deploy(CPU, timeout_s=10)
+    await play
+    # "crashed" never tears down; a new controller with the same id starts.
+    restarted = make_backend(controller_id="ctl-a")
+    deleted = await restarted.cleanup_orphans()
+
+    assert sorted(deleted) == [f"Function {NS}/stoic-gpu1-t1", f"Pod {NS}/stoic-gpu1-t1-pod"]
+    assert live(kmock) == [
+        ("functions", NS, "stoic-cpu-other"),
+        ("pods", NS, "stoic-cpu-other-pod"),
+    ]
+    assert await restarted.cleanup_orphans() == []
+
+
+async def test_cleanup_orphans_in_deployment_mode(
+    kmock: km.KubernetesEmulator, make_backend: BackendFactory
+) -> None:
+    crashed = make_backend(mode="deployment")
+    await deploy_with_kubelet(kmock, crashed, CPU, delay_s=0.05)
+    deleted = await make_backend(mode="deployment").cleanup_orphans()
+    assert len(deleted) == 3
+    assert live(kmock) == []
+
+
+# --------------------------------------------------------------------- invoke
+
+
+GOOD = {
+    "results": [{"image": "a.jpg", "label": "deer", "score": 0.9}],
+    "timings": {
+        "download_s": 0.1,
+        "model_load_s": 0.2,
+        "decode_s": 0.05,
+        "processing_s": 0.3,
+        "total_s": 0.65,
+    },
+    "n_images": 1,
+    "n_failed": 0,
+}
+
+
+def deployment_for(backend: KubernetesBackend, runtime: Runtime) -> Deployment:
+    name = fixed_name(runtime)
+    return Deployment(
+        runtime,
+        1.0,
+        endpoint=backend.endpoint(name),
+        handle=FunctionHandle(name, NS, "kubeless", runtime.name, {}),
+    )
+
+
+async def test_invoke_through_the_service_proxy(
+    kmock: km.KubernetesEmulator, make_backend: BackendFactory
+) -> None:
+    proxy = f"/api/v1/namespaces/{NS}/services/stoic-gpu1-t1:8080/proxy/"
+    seen: list[Any] = []
+
+    def function(request: km.Request) -> dict[str, Any]:
+        seen.append((request.data, request.headers.get("Authorization")))
+        return GOOD
+
+    kmock[f"post {proxy}"] << function
+    backend = make_backend()
+    inv = await backend.invoke(deployment_for(backend, GPU1), JOB, UPLOAD, warmup=True)
+
+    assert seen == [
+        (
+            {
+                "action": "classify",
+                "package": "packages/b1.tar",
+                "model": "models/classify/1/model.keras",
+                "warmup": True,
+            },
+            "Bearer secret-token",
+        )
+    ]
+    assert inv.results == GOOD["results"]
+    assert inv.timings == GOOD["timings"]
+    assert inv.processing_s >= 0
+
+
+@pytest.mark.parametrize(
+    ("code", "error"), [(404, "package not found: 'packages/b1.tar'"), (400, "bad request")]
+)
+async def test_function_errors_become_invocation_errors(
+    kmock: km.KubernetesEmulator, make_backend: BackendFactory, code: int, error: str
+) -> None:
+    proxy = f"/api/v1/namespaces/{NS}/services/stoic-cpu-t1:8080/proxy/"
+    kmock[f"post {proxy}"] << code << {"error": error}
+    backend = make_backend()
+    with pytest.raises(InvocationError) as err:
+        await backend.invoke(deployment_for(backend, CPU), JOB, UPLOAD)
+    assert err.value.runtime == "cpu"
+    assert str(code) in str(err.value) and error in str(err.value)
+
+
+def dns_backend(make_backend: BackendFactory, handler: Any) -> KubernetesBackend:
+    return make_backend(invoke_via="dns", http_transport=httpx.MockTransport(handler))
+
+
+async def test_invoke_by_dns_sends_no_credentials(make_backend: BackendFactory) -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=GOOD)
+
+    backend = dns_backend(make_backend, handler)
+    inv = await backend.invoke(deployment_for(backend, CPU), JOB, UPLOAD)
+    assert str(seen[0].url) == f"http://stoic-cpu-t1.{NS}.svc.cluster.local:8080/"
+    assert "authorization" not in seen[0].headers
+    assert json.loads(seen[0].content)["warmup"] is False
+    assert inv.results == GOOD["results"]
+
+
+async def test_request_body_is_what_the_function_accepts(make_backend: BackendFactory) -> None:
+    """Contract with stoic/function: its own parser accepts our body, and the model
+    key follows its convention (stoic.package.model_key)."""
+    from stoic.function.handler import ClassifyRequest, parse_request
+    from stoic.package import model_key
+
+    bodies: list[bytes] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies.append(request.content)
+        return httpx.Response(200, json=GOOD)
+
+    backend = dns_backend(make_backend, handler)
+    await backend.invoke(deployment_for(backend, GPU2), JOB, UPLOAD, warmup=True)
+    parsed = parse_request(bodies[0])
+    assert isinstance(parsed, ClassifyRequest)
+    assert (parsed.package, parsed.model, parsed.warmup) == (
+        "packages/b1.tar",
+        model_key(JOB.app, JOB.app_version),
+        True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("response", "match"),
+    [
+        (httpx.Response(200, text="<html>not json"), "without a results list"),
+        (httpx.Response(200, json={"timings": {}}), "without a results list"),
+        (httpx.Response(200, json={"results": [], "timings": {"x": "y"}}), "bad timings"),
+        (httpx.Response(502, text="Bad Gateway"), "HTTP 502"),
+    ],
+)
+async def test_malformed_answers_become_invocation_errors(
+    make_backend: BackendFactory, response: httpx.Response, match: str
+) -> None:
+    backend = dns_backend(make_backend, lambda request: response)
+    with pytest.raises(InvocationError, match=match):
+        await backend.invoke(deployment_for(backend, CPU), JOB, UPLOAD)
+
+
+async def test_unreachable_function_is_an_invocation_error(make_backend: BackendFactory) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    backend = dns_backend(make_backend, handler)
+    with pytest.raises(InvocationError, match="ConnectError"):
+        await backend.invoke(deployment_for(backend, CPU), JOB, UPLOAD)
+
+
+async def test_cancelling_invoke_abandons_the_request(make_backend: BackendFactory) -> None:
+    started, ended = asyncio.Event(), asyncio.Event()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        started.set()
+        try:
+            await asyncio.Event().wait()  # a function that never answers
+        finally:
+            ended.set()
+        raise AssertionError("unreachable")
+
+    backend = dns_backend(make_backend, handler)
+    task = asyncio.create_task(backend.invoke(deployment_for(backend, CPU), JOB, UPLOAD))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert ended.is_set()  # the request itself was cancelled, not left running
+
+
+# --------------------------------------------------------------------- upload
+
+
+class FakeStore:
+    """The two object-store methods the backend uses, in memory."""
+
+    def __init__(self, objects: dict[str, bytes] | None = None) -> None:
+        self.objects = dict(objects or {})
+        self.closed: list[bool] = []
+
+    def open_read(self, key: str) -> io.BytesIO:
+        if key not in self.objects:
+            raise ObjectNotFound(key, "fake")
+        return io.BytesIO(self.objects[key])
+
+    def put_stream(self, key: str, fileobj: Any) -> int:
+        data = fileobj.read()
+        self.objects[key] = data
+        return len(data)
+
+
+async def test_upload_copies_the_package_to_the_cloud_store(make_backend: BackendFactory) -> None:
+    edge, cloud = FakeStore({"packages/b1.tar": b"x" * 12345}), FakeStore()
+    backend = make_backend(stores=(edge, cloud))
+    up = await backend.upload(CPU, JOB)
+    assert (up.ref, up.n_bytes) == ("packages/b1.tar", 12345)
+    assert up.seconds >= 0
+    assert cloud.objects == {"packages/b1.tar": b"x" * 12345}
+
+
+async def test_upload_of_a_missing_package_raises(make_backend: BackendFactory) -> None:
+    backend = make_backend(stores=(FakeStore(), FakeStore()))
+    with pytest.raises(ObjectNotFound):
+        await backend.upload(CPU, JOB)
+
+
+# --------------------------------------------------------------------- config
+
+
+async def test_from_settings_reads_a_kubeconfig(
+    kmock: km.KubernetesEmulator, tmp_path: Path
+) -> None:
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": str(kmock.url).rstrip("/")}}],
+                "users": [{"name": "u", "user": {"token": "kubeconfig-token"}}],
+                "contexts": [{"name": "edge", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "edge",
+            }
+        )
+    )
+    backend = KubernetesBackend.from_settings(make_settings(kubeconfig=kubeconfig))
+    try:
+        assert await backend.cleanup_orphans() == []
+        assert backend._headers() == {"Authorization": "Bearer kubeconfig-token"}
+    finally:
+        await backend.aclose()
+    assert any(r.resource is not None and r.resource.plural == "functions" for r in kmock)
+
+
+def test_from_settings_names_a_missing_kubeconfig(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"kubernetes\.kubeconfig"):
+        KubernetesBackend.from_settings(make_settings(kubeconfig=tmp_path / "nope"))
+
+
+# --------------------------------------------------------------------- RBAC
+
+
+def k8s_verb(request: km.Request) -> tuple[str, str]:
+    """The (resource, verb) pair RBAC checks for one recorded API request."""
+    res = request.resource
+    assert res is not None, request
+    resource = str(res.plural) + (f".{res.group}" if res.group else "")
+    if request.subresource:
+        resource += f"/{request.subresource}"
+    method = str(request.method.value if hasattr(request.method, "value") else request.method)
+    if method == "GET":
+        verb = (
+            "watch"
+            if request.params.get("watch") == "true"
+            else ("get" if request.name else "list")
+        )
+    elif method == "DELETE":
+        verb = "delete" if request.name else "deletecollection"
+    else:
+        verb = {"POST": "create", "PATCH": "patch", "PUT": "update"}[method]
+    return resource, verb
+
+
+def role_grants() -> set[tuple[str, str]]:
+    docs = list(yaml.safe_load_all((REPO / "deploy" / "rbac.yaml").read_text()))
+    roles = [d for d in docs if d and d["kind"] == "Role"]
+    assert len(roles) == 1
+    grants = set()
+    for rule in roles[0]["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                plural, _, sub = resource.partition("/")
+                name = plural + (f".{group}" if group else "") + (f"/{sub}" if sub else "")
+                for verb in rule["verbs"]:
+                    grants.add((name, verb))
+    return grants
+
+
+async def test_role_grants_exactly_what_the_backend_uses(
+    kmock: km.KubernetesEmulator, make_backend: BackendFactory
+) -> None:
+    """Drive every code path that talks to the API server, in both modes, and compare
+    the (resource, verb) pairs the emulator saw with what deploy/rbac.yaml grants."""
+    for mode in ("kubeless", "deployment"):
+        backend = make_backend(mode=mode)
+        kmock[f"post /api/v1/namespaces/{NS}/services/stoic-cpu-t1:8080/proxy/"] << GOOD
+        await backend.cleanup_orphans()
+        dep = await deploy_with_kubelet(kmock, backend, CPU, delay_s=0.01)
+        await backend.invoke(dep, JOB, UPLOAD)
+        await backend.teardown(dep)
+        with pytest.raises(DeployTimeout):
+            await backend.deploy(CPU, timeout_s=0.2)
+        await make_backend(mode=mode).cleanup_orphans()
+    used = {
+        k8s_verb(r) for r in kmock if not str(r.headers.get("User-Agent", "")).startswith("kmock/")
+    }
+    assert used == role_grants()
