@@ -40,6 +40,21 @@ def _root(
 
 
 # Sub-command groups (each area adds its own line here).
+from stoic.replay.cli import replay as _replay_cmd  # noqa: E402
+from stoic.replay.cli import workload_app  # noqa: E402
+
+app.command("replay")(_replay_cmd)
+app.add_typer(workload_app, name="workload")
+from stoic.predict.cli import evaluate_app  # noqa: E402
+
+app.add_typer(evaluate_app, name="evaluate")
+from stoic.function.cli import app as model_app  # noqa: E402
+
+app.add_typer(model_app, name="model")
+
+from stoic.api.cli import register as register_daemon_commands  # noqa: E402
+
+register_daemon_commands(app)
 
 
 def main() -> None:

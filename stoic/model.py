@@ -198,3 +198,9 @@ class Outcome:
     results: Any = None
     error: str | None = None
     fell_back: bool = False
+    # Added by the requester/scheduler (stoic/requester.py, stoic/scheduler.py):
+    reason: str = ""  # why it ran where it ran (fallback cause, duplicator decision)
+    warmup_s: float = 0.0  # the one-image warm-up call on a cloud pod
+    decision_s: float = 0.0  # CPU seconds spent in estimate + decide (scheduling overhead)
+    kept_cloud: bool | None = None  # duplicator: the decision at pod-ready (None: none made)
+    choice_correct: bool | None = None  # duplicator: did that decision win (None: unknown)

@@ -142,6 +142,9 @@ class RequesterSettings(_Section):
     fallback_to_edge: bool = True
     default_mode: Mode = Mode.SELECTOR
     duplicator_runtime: str = "gpu1"
+    deploy_guard_grace_s: float = Field(
+        5.0, ge=0, le=600, description="extra wait past deploy_timeout_s for a hung backend"
+    )
 
 
 class ApiSettings(_Section):
@@ -158,6 +161,106 @@ class ControllerSettings(_Section):
     app: str = "classify"
     app_version: str = "1"
     bootstrap: bool = True
+    bootstrap_tasks_per_runtime: int = Field(
+        2, ge=1, le=100, description="representative tasks per runtime (paper §3.7)"
+    )
+    max_concurrent_batches: int = Field(
+        1, ge=1, le=64, description="batches processed at once (the edge is one machine)"
+    )
+    poll_s: float = Field(
+        1.0, gt=0, le=3_600, description="dispatcher's look at the queue without a wake-up"
+    )
+    max_attempts: int = Field(
+        3, ge=1, le=100, description="claims of one batch (crash restarts) before it fails"
+    )
+    inquisitor: bool = Field(True, description="run the background deployment probes")
+    demo_model: bool = Field(
+        True, description="train and store the demo model at start-up if none is stored"
+    )
+    task_restart_initial_s: float = Field(
+        1.0, gt=0, le=600, description="first back-off before restarting a crashed task"
+    )
+    task_restart_max_s: float = Field(
+        60.0, gt=0, le=3_600, description="longest back-off before restarting a crashed task"
+    )
+
+
+class KubernetesSettings(_Section):
+    """The Kubernetes cloud backend (``stoic.backends.kubernetes``).
+
+    ``mode='kubeless'`` creates one ``kubeless.io/v1beta1`` Function per deployment;
+    ``mode='deployment'`` a plain Deployment + Service (kubeless is archived). GPU
+    runtimes get ``nvidia.com/gpu: <gpus>`` limits; node selectors and tolerations are
+    merged: the global ones first, then the GPU ones for GPU runtimes, then the
+    per-runtime ones (keyed by runtime name).
+    """
+
+    mode: Literal["kubeless", "deployment"] = "kubeless"
+    namespace: str = Field("stoic", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+    image_cpu: str = "ghcr.io/stoic-project/stoic-function-cpu:0.1.0"
+    image_gpu: str = "ghcr.io/stoic-project/stoic-function-gpu:0.1.0"
+    handler: str = "stoic.function.handler.handler"
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    gpu_node_selector: dict[str, str] = Field(default_factory=dict)
+    runtime_node_selectors: dict[str, dict[str, str]] = Field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    gpu_tolerations: list[dict[str, Any]] = Field(
+        default_factory=lambda: [
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+        ]
+    )
+    runtime_tolerations: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
+    in_cluster: bool = False
+    kubeconfig: Path | None = Field(None, description="kubeconfig file; default ~/.kube/config")
+    context: str | None = Field(None, description="kubeconfig context; default current")
+    service_port: int = Field(8080, ge=1, le=65_535)
+    ready_poll_s: float = Field(
+        1.0, gt=0, le=60, description="longest wait on one watch read before re-checking"
+    )
+    api_timeout_s: float = Field(30.0, gt=0, le=600, description="one API call")
+    invoke_timeout_s: float = Field(900.0, gt=0, le=86_400, description="one function call")
+    controller_id: str = Field(
+        "stoic", pattern=r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$", description="owner label"
+    )
+    invoke_via: Literal["proxy", "dns"] = "proxy"
+    cleanup_orphans_at_start: bool = True
+    kubeless_runtime_id: str = Field(
+        "stoictf", pattern=r"^[A-Za-z]+$", description="+cpu/gpu: runtime in kubeless-config"
+    )
+    readiness_path: str | None = Field("/healthz", description="HTTP readiness probe; none = off")
+    model_key_template: str = Field(
+        "models/{app}/{app_version}/model.keras",
+        description="object key of the model (as stoic.package.model_key); {app}, {app_version}",
+    )
+    pod_grace_period_s: int = Field(5, ge=0, le=3_600, description="on teardown")
+
+
+class LocalBackendSettings(_Section):
+    """The local runtime backend (``stoic.backends.local``): each runtime is a process
+    on this machine running the function's HTTP server on a loopback port."""
+
+    command: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="argv of the function server (``--port N`` is appended); "
+        "default: this Python with ``-m stoic.function.server``",
+    )
+    host: str = "127.0.0.1"
+    cuda_visible_devices: str | None = Field(
+        "", description="CUDA_VISIBLE_DEVICES for the processes; '' hides GPUs, None inherits"
+    )
+    ready_poll_s: float = Field(0.05, gt=0, le=10, description="period of the /healthz polls")
+    terminate_grace_s: float = Field(5.0, ge=0, le=600, description="SIGTERM → SIGKILL wait")
+    invoke_timeout_s: float | None = Field(
+        None, gt=0, description="longest function call; None = no limit (cancel instead)"
+    )
+    standby: bool = Field(True, description="keep a warm standby process for the edge")
+    standby_timeout_s: float = Field(600.0, gt=0, le=86_400, description="standby start limit")
+    model_key: str | None = Field(
+        None, description="model object key; default models/<app>/<version>/model.keras"
+    )
+    log_dir: Path | None = Field(None, description="process logs; default data_dir/logs/local")
+    keep_logs: bool = Field(False, description="keep the log of a cleanly stopped process")
 
 
 class LogSettings(_Section):
@@ -181,6 +284,8 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     controller: ControllerSettings = ControllerSettings()
     log: LogSettings = LogSettings()
+    kubernetes: KubernetesSettings = KubernetesSettings()
+    local: LocalBackendSettings = LocalBackendSettings()
 
     @model_validator(mode="after")
     def _check_runtimes(self) -> Settings:

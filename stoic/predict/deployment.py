@@ -18,9 +18,8 @@ the whole series (statsmodels, in-sample one-step-ahead fitted values, so its MA
 optimistic); indices with fewer than ``p`` predecessors get the median-of-what-exists
 fallback so that all methods score the same indices.
 
-The sliding windows are vectorised with numpy: the mean via cumulative sums, the
-median by sorting NaN-padded ``sliding_window_view`` rows once per window size (NaN
-sorts last, so the ``min(w, t)`` valid values are the leading ones).
+The sliding windows are vectorised: the mean via cumulative sums, the median with
+bottleneck's moving median (C, a double heap) over every history at once.
 """
 
 from __future__ import annotations
@@ -31,6 +30,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Literal
 
+import bottleneck as bn
 import numpy as np
 import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
@@ -59,23 +59,24 @@ def median_window_predictions(
     values: Sequence[float] | FloatArray, max_window: int, start: int = 1
 ) -> FloatArray:
     """Predictions ``P[w-1, i]`` of ``x[start+i]`` by the median of the ``min(w, t)``
-    samples before it, for ``w`` in ``1..max_window``."""
+    samples before it, for ``w`` in ``1..max_window``.
+
+    Row ``i`` of a strided view holds the history of ``t = start + i`` newest first
+    (``x[t-1], x[t-2], …``, NaN before ``x[0]``); the medians of all its prefixes are
+    the predictions of every window size, and ``bottleneck.move_median`` (a double heap
+    in C, NaN-aware) computes them for all rows in one call. That is 10x faster than
+    sorting every window with numpy (the first version), and the replay recalibrates
+    three runtimes before each of its ~9,100 batches.
+    """
     x = _as_array(values)
     n = x.size
     start = max(start, 1)
-    out = np.full((max_window, max(n - start, 0)), np.nan)
     if n <= start:
-        return out
-    padded = np.concatenate([np.full(max_window, np.nan), x])
+        return np.full((max_window, max(n - start, 0)), np.nan)
+    newest_first = np.concatenate([x[::-1], np.full(max_window, np.nan)])
     t = np.arange(start, n)
-    for w in range(1, max_window + 1):
-        # Row i of the view is padded[i:i+w]; x[t-w:t] is padded[max_window+t-w : ...].
-        rows = sliding_window_view(padded, w)[max_window - w + start : max_window - w + n]
-        s = np.sort(rows, axis=1)
-        c = np.minimum(w, t)
-        lo = np.take_along_axis(s, ((c - 1) // 2)[:, None], axis=1)[:, 0]
-        hi = np.take_along_axis(s, (c // 2)[:, None], axis=1)[:, 0]
-        out[w - 1] = (lo + hi) / 2.0
+    rows = sliding_window_view(newest_first, max_window)[n - t]
+    out: FloatArray = bn.move_median(rows, window=max_window, min_count=1, axis=1).T
     return out
 
 

@@ -177,21 +177,34 @@ class _ProbeShortcut:
             if last_tick >= k0:
                 ticks = np.arange(k0, last_tick + 1)
                 d = self.env.probe_deployments(name, k0, ticks * self.period - self.warmup_s)
-                # probe_deployments draws consecutive keys; tick k is key k.
-                k = 0
-                n = ticks.size
+                # probe_deployments draws consecutive keys; tick k is key k. A probe
+                # busy past the next tick makes the inquisitor skip ticks (its rule):
+                # the next probe starts at tick k + floor(duration / period) + 1.
+                busy = np.where(np.isnan(d) | (d >= self.timeout), self.timeout, d)
+                steps = (busy // self.period).astype(np.int64) + 1
+                step_of = steps.tolist()
+                k, n = 0, ticks.size
+                walked: list[int] = []
                 while k < n:
-                    v = float(d[k])
-                    dur = self.timeout if math.isnan(v) or v >= self.timeout else v
-                    done.append((k0 + k, v))
-                    k += int(dur // self.period) + 1
-                self.walked += len(done)
+                    walked.append(k)
+                    k += step_of[k]
+                self.walked += len(walked)
+                # Only the last ``keep`` probes can still influence the predictor.
+                tail = walked[-(self.keep + 1) :]
+                done.extend(zip((k0 + i for i in tail), d[tail].tolist(), strict=True))
                 self.next_tick[name] = k0 + k
-            # Probes that finish after loop_now stay pending for the next catch-up.
-            ready = [(t, v) for t, v in done if t * self.period + _dur(v, self.timeout) <= loop_now]
-            self.pending[name] = (
-                [p for p in done if p not in ready] if len(ready) < len(done) else []
-            )
+            # Only the last ``keep`` finished probes can influence the predictor.
+            if len(done) > self.keep + 1:
+                del done[: len(done) - self.keep - 1]
+            # Probes of one runtime run one after another, so their finish times
+            # increase: the finished ones are a prefix; the rest stay pending.
+            cut = len(done)
+            while (
+                cut
+                and done[cut - 1][0] * self.period + _dur(done[cut - 1][1], self.timeout) > loop_now
+            ):
+                cut -= 1
+            ready, self.pending[name] = done[:cut], done[cut:]
             if not ready:
                 continue
             for t, v in ready[-self.keep :]:
@@ -366,6 +379,11 @@ def run_replay(
 ) -> ReplayResult:
     """Run a replay to completion on a fresh looptime event loop (virtual time)."""
     loop = looptime.new_event_loop(start=0.0, noop_cycles=0)
+    # asyncio runs a timer when ``when < time() + _clock_resolution`` (1 ns). Past ~97
+    # simulated days a float's spacing exceeds 1 ns, ``time() + 1e-9 == time()``, and a
+    # timer due exactly now never fires: the loop spins forever. Looptime keeps its clock
+    # in whole microseconds, so a 1 µs resolution is exact here.
+    loop._clock_resolution = max(loop._clock_resolution, 1e-6)  # type: ignore[attr-defined]
     try:
         return loop.run_until_complete(_replay(cfg, progress))
     finally:

@@ -1,0 +1,147 @@
+"""Write docs/configuration.md from the settings model (``stoic.settings.Settings``).
+
+    .venv/bin/python docs/gen_configuration.py > docs/configuration.md
+
+``tests/test_controller.py::test_configuration_doc_is_in_sync`` fails when the page
+and the model disagree, so a new setting cannot go undocumented.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+import typing
+from collections.abc import Iterator
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
+
+from stoic.settings import RuntimeSettings, Settings, default_runtimes
+
+HEADER = """\
+# Configuration
+
+Every setting of stoic, generated from `stoic/settings.py` by
+`docs/gen_configuration.py` (a test keeps this page in sync).
+
+Sources, strongest first: command-line flags (`stoic serve --host/--port/--data-dir`),
+environment variables (`STOIC_` prefix, `__` between levels, e.g.
+`STOIC_API__PORT=9000`; lists and tables as JSON, e.g.
+`STOIC_RUNTIMES='[{"name": "edge", "kind": "edge"}]'`), a TOML or YAML file
+(`stoic serve --config stoic.toml`), then the defaults below. A bad value stops the
+daemon at start-up with one line per bad key naming it and the allowed range.
+
+Units: `*_s` seconds, `*_bytes`/`bytes` bytes, `*_bps` bytes per second; sizes of
+windows and histories are counts of samples.
+
+Example `stoic.toml` (edge + one cloud CPU runtime, a token, a bigger batch limit):
+
+```toml
+data_dir = "/var/lib/stoic"
+
+[api]
+host = "0.0.0.0"
+port = 8000
+token = "change-me"
+max_batch_images = 5000
+
+[controller]
+drain_grace_s = 60
+
+[[runtimes]]
+name = "edge"
+kind = "edge"
+
+[[runtimes]]
+name = "cpu"
+kind = "cpu"
+backend = "kubernetes"
+```
+"""
+
+
+def _unit(name: str) -> str:
+    if name.endswith("_s"):
+        return "s"
+    if name.endswith("_bps"):
+        return "bytes/s"
+    if name.endswith("bytes"):
+        return "bytes"
+    return ""
+
+
+def _type(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Literal:
+        return " \\| ".join(json.dumps(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " \\| ".join(_type(a) for a in args)
+    if origin is not None:
+        inner = ", ".join(_type(a) for a in args)
+        return f"{getattr(origin, '__name__', str(origin))}[{inner}]"
+    if annotation is type(None):
+        return "none"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _default(info: FieldInfo) -> str:
+    if info.default_factory is not None:
+        value = info.default_factory()  # type: ignore[call-arg]
+    elif info.default is PydanticUndefined:
+        return "(required)"
+    else:
+        value = info.default
+    if hasattr(value, "value"):
+        value = value.value
+    if hasattr(value, "get_secret_value"):
+        return "(secret)"
+    if isinstance(value, list) and value and isinstance(value[0], BaseModel):
+        return f"{len(value)} entries (see below)"
+    text = json.dumps(value, default=str)
+    return f"`{text}`"
+
+
+def _rows(model: type[BaseModel], path: str, env: str) -> Iterator[str]:
+    for name, info in model.model_fields.items():
+        key = info.alias or name
+        ann = info.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            yield from _rows(ann, f"{path}{key}.", f"{env}{key.upper()}__")
+            continue
+        desc = (info.description or "").replace("|", "\\|")
+        yield (
+            f"| `{path}{key}` | {_type(ann)} | {_unit(name)} | {_default(info)} | "
+            f"`{env}{key.upper()}` | {desc} |"
+        )
+
+
+def render() -> str:
+    out = [HEADER, "## Settings\n", "| key | type | unit | default | environment | description |"]
+    out.append("|---|---|---|---|---|---|")
+    out.extend(_rows(Settings, "", "STOIC_"))
+    out.append("\n## Each entry of `runtimes`\n")
+    out.append("| key | type | unit | default | description |")
+    out.append("|---|---|---|---|---|")
+    for name, info in RuntimeSettings.model_fields.items():
+        out.append(
+            f"| `{name}` | {_type(info.annotation)} | {_unit(name)} | {_default(info)} | "
+            f"{(info.description or '').replace('|', chr(92) + '|')} |"
+        )
+    out.append("\nDefault runtimes (the paper's four scenarios and its published fits):\n")
+    out.append(
+        "| name | kind | gpus | backend | prior_deploy_s | prior_per_image_s | prior_fixed_s |"
+    )
+    out.append("|---|---|---|---|---|---|---|")
+    for r in default_runtimes():
+        out.append(
+            f"| {r.name} | {r.kind.value} | {r.gpus} | {r.backend} | {r.prior_deploy_s} | "
+            f"{r.prior_per_image_s} | {r.prior_fixed_s} |"
+        )
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    print(render(), end="")

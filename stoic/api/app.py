@@ -1,0 +1,57 @@
+"""The FastAPI application factory; its lifespan starts and stops the controller.
+
+``create_app(settings)`` builds a :class:`~stoic.controller.Controller` from the
+settings; tests pass a controller of their own (fake backends, injected clock).
+Nothing runs until the ASGI server (uvicorn, or ``httpx.ASGITransport`` together with
+``app.router.lifespan_context`` in tests) enters the lifespan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from stoic import __version__
+from stoic.api import batches, health, runtimes
+from stoic.api.errors import install_error_handlers
+from stoic.controller import Controller
+from stoic.settings import Settings
+
+DESCRIPTION = """\
+The STOIC edge controller: submit image batches; for each, the daemon predicts the
+total response time T_s = T_t + T_d + T_p on every available runtime (edge, cloud CPU,
+1-GPU, 2-GPU), runs it where it finishes first (selector) or races the edge against a
+GPU pod (duplicator), and learns from the measured times.
+
+Errors have one shape: `{"error": {"code", "message", "file"?, "field"?}}`.
+"""
+
+
+def create_app(settings: Settings, *, controller: Controller | None = None) -> FastAPI:
+    """The ASGI app of one daemon."""
+    ctl = controller or Controller(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await ctl.start()
+        try:
+            yield
+        finally:
+            await ctl.stop()
+
+    app = FastAPI(
+        title="stoic edge controller",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.controller = ctl
+    token = settings.api.token
+    app.state.api_token = token.get_secret_value() if token is not None else None
+    install_error_handlers(app)
+    app.include_router(batches.router)
+    app.include_router(runtimes.router)
+    app.include_router(health.router)
+    return app

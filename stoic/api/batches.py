@@ -1,0 +1,142 @@
+"""``/v1/batches``: submit a batch (streamed ingest), read one, list them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import JSONResponse
+
+from stoic.api.auth import require_token
+from stoic.api.errors import ApiError
+from stoic.api.schemas import (
+    BatchAccepted,
+    BatchList,
+    BatchOut,
+    BatchSummary,
+    ErrorBody,
+    skipped_list,
+)
+from stoic.controller import Controller
+from stoic.errors import ObjectNotFound
+from stoic.ingest import API_MODES
+from stoic.model import BatchState
+
+router = APIRouter(prefix="/v1", tags=["batches"], dependencies=[Depends(require_token)])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in {
+        400: "empty batch, unsafe archive path, malformed body",
+        401: "missing or wrong bearer token",
+        413: "over api.max_batch_images, api.max_batch_bytes or api.max_image_bytes",
+        415: "a file that is not an image",
+        422: "a truncated/corrupt image, or an unknown mode/runtime",
+        503: "the daemon is starting or draining",
+    }.items()
+}
+
+_UPLOAD_SCHEMA = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "files": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "images (JPEG, PNG, ...) or one .zip/.tar/.tar.gz",
+                        },
+                        "mode": {"type": "string", "enum": [m.value for m in API_MODES]},
+                        "runtime": {"type": "string", "description": "pin a runtime"},
+                        "skip_invalid": {"type": "boolean", "default": False},
+                    },
+                    "required": ["files"],
+                }
+            }
+        },
+    }
+}
+
+
+def controller(request: Request) -> Controller:
+    c: Controller = request.app.state.controller
+    if c.state != "running" or c.draining:
+        raise ApiError(503, "unavailable", f"the controller is {c.state}; try again later")
+    return c
+
+
+@router.post(
+    "/batches",
+    status_code=202,
+    response_model=BatchAccepted,
+    responses={200: {"model": BatchAccepted, "description": "repeated Idempotency-Key"}, **_ERRORS},
+    openapi_extra=_UPLOAD_SCHEMA,
+    summary="Submit a batch of images",
+)
+async def submit_batch(
+    request: Request,
+    idempotency_key: str | None = Header(None, alias="Idempotency-Key"),
+    c: Controller = Depends(controller),
+) -> JSONResponse:
+    """Images as multipart files (any field name), or one archive. ``mode``,
+    ``runtime`` and ``skip_invalid`` may be form fields or query parameters. The batch
+    is stored before the answer: 202 with its id and a ``Location`` header (200 and
+    the existing batch for a repeated ``Idempotency-Key``)."""
+    length = request.headers.get("content-length")
+    accepted = await c.ingestor.ingest(
+        content_type=request.headers.get("content-type", ""),
+        content_length=int(length) if length and length.isdigit() else None,
+        body=request.stream(),
+        query=dict(request.query_params),
+        idempotency_key=idempotency_key,
+    )
+    b = accepted.batch
+    location = f"/v1/batches/{b.id}"
+    body = BatchAccepted(
+        id=b.id,
+        state=b.state.value,
+        n_images=b.n_images,
+        n_bytes=b.n_bytes,
+        mode=b.mode.value,
+        pinned_runtime=b.pinned_runtime,
+        skipped=skipped_list(accepted.skipped),
+        location=location,
+    )
+    return JSONResponse(
+        body.model_dump(), status_code=202 if b.is_new else 200, headers={"Location": location}
+    )
+
+
+@router.get(
+    "/batches/{batch_id}",
+    response_model=BatchOut,
+    responses={404: {"model": ErrorBody}, 401: {"model": ErrorBody}},
+    summary="One batch: state, decision, measured times, per-image results",
+)
+async def get_batch(batch_id: str, request: Request) -> BatchOut:
+    c: Controller = request.app.state.controller
+    b = await asyncio.to_thread(c.store.get_batch, batch_id)
+    results = None
+    if b.state is BatchState.DONE and b.results_key:
+        try:
+            raw = await asyncio.to_thread(c.objects.get_bytes, b.results_key)
+            results = list(json.loads(raw).get("results", []))
+        except ObjectNotFound:
+            results = None
+    return BatchOut.full(b, results)
+
+
+@router.get("/batches", response_model=BatchList, summary="Newest batches first")
+async def list_batches(
+    request: Request,
+    state: BatchState | None = Query(None, description="only batches in this state"),
+    limit: int = Query(100, ge=1, le=1000),
+) -> BatchList:
+    c: Controller = request.app.state.controller
+    rows = await asyncio.to_thread(c.store.list_batches, state, limit)
+    return BatchList(batches=[BatchSummary.of(b) for b in rows])

@@ -1,0 +1,149 @@
+"""Every error the REST API returns has one shape, and each cause one status.
+
+Clients branch on ``error.code`` (stable), show ``error.message`` (human) and, for a
+rejected upload, point at ``error.file`` or ``error.field``::
+
+    {"error": {"code": "corrupt_image", "message": "b.jpg: ...", "file": "b.jpg"}}
+
+The mapping from the typed :mod:`stoic.errors` hierarchy to HTTP statuses lives here
+and only here (the CLI has its own, to exit codes). Anything unexpected becomes a 500
+with the same shape, logged with its traceback, never echoed to the client.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from stoic.errors import (
+    BackendError,
+    BatchNotFound,
+    BatchStateError,
+    ConfigError,
+    IngestError,
+    InputError,
+    ObjectNotFound,
+    ObjectStoreError,
+    PredictorError,
+    RuntimeNotFound,
+    RuntimeUnavailable,
+    StoicError,
+    StoreError,
+)
+from stoic.logging import get_logger
+
+log = get_logger("stoic.api")
+
+
+class ApiError(Exception):
+    """An error raised by the API layer itself (auth, unknown route parameters)."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.status, self.code, self.message = status, code, message
+        self.field, self.headers = field, headers
+        super().__init__(message)
+
+
+def error_body(
+    code: str, message: str, *, file: str | None = None, field: str | None = None
+) -> dict[str, Any]:
+    detail: dict[str, Any] = {"code": code, "message": message}
+    if file is not None:
+        detail["file"] = file
+    if field is not None:
+        detail["field"] = field
+    return {"error": detail}
+
+
+# Most specific first: the first class an exception is an instance of wins.
+_STATUS: tuple[tuple[type[StoicError], int, str], ...] = (
+    (BatchNotFound, 404, "batch_not_found"),
+    (RuntimeNotFound, 404, "runtime_not_found"),
+    (ObjectNotFound, 404, "object_not_found"),
+    (BatchStateError, 409, "conflict"),
+    (InputError, 400, "bad_input"),
+    (RuntimeUnavailable, 503, "runtime_unavailable"),
+    (BackendError, 502, "backend_error"),
+    (PredictorError, 422, "cannot_estimate"),
+    (StoreError, 503, "store_unavailable"),
+    (ObjectStoreError, 503, "object_store_unavailable"),
+    (ConfigError, 500, "config_error"),
+)
+
+
+def status_for(exc: StoicError) -> tuple[int, str]:
+    """The HTTP status and error code of a stoic error."""
+    if isinstance(exc, IngestError):
+        return exc.status, exc.code
+    for cls, status, code in _STATUS:
+        if isinstance(exc, cls):
+            return status, code
+    return 500, "internal_error"
+
+
+def stoic_error_response(exc: StoicError) -> JSONResponse:
+    status, code = status_for(exc)
+    file = getattr(exc, "file", None) if isinstance(exc, IngestError) else None
+    field = getattr(exc, "field", None) if isinstance(exc, IngestError) else None
+    if status >= 500:
+        log.error("request failed", error=str(exc), error_type=type(exc).__name__)
+    return JSONResponse(error_body(code, str(exc), file=file, field=field), status_code=status)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers that give every error the shape above."""
+
+    async def on_stoic(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StoicError)
+        return stoic_error_response(exc)
+
+    async def on_api(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ApiError)
+        return JSONResponse(
+            error_body(exc.code, exc.message, field=exc.field),
+            status_code=exc.status,
+            headers=exc.headers,
+        )
+
+    async def on_validation(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("query", "path", "body", "header")]
+        field = ".".join(loc) or None
+        message = f"{field}: {first.get('msg')}" if field else str(first.get("msg"))
+        return JSONResponse(error_body("invalid_field", message, field=field), status_code=422)
+
+    async def on_http(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(
+            error_body(code, str(exc.detail)),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    async def on_unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error", error_type=type(exc).__name__)
+        return JSONResponse(
+            error_body("internal_error", "internal server error; see the daemon's log"),
+            status_code=500,
+        )
+
+    app.add_exception_handler(StoicError, on_stoic)
+    app.add_exception_handler(ApiError, on_api)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(Exception, on_unexpected)

@@ -1,0 +1,64 @@
+"""Liveness, readiness and metrics.
+
+``/healthz`` answers while the process can serve HTTP at all (restart it if not);
+``/readyz`` only while it can do its job: the database answers, the controller runs
+and is not draining (take it out of rotation if not). Neither needs a token.
+``/metrics`` needs the token when one is configured (see :mod:`stoic.api.auth`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+
+from stoic.api.auth import require_token
+from stoic.api.metrics import CONTENT_TYPE
+from stoic.api.schemas import Health, Ready
+from stoic.controller import Controller
+
+router = APIRouter(tags=["health"])
+
+STORE_CHECK_TIMEOUT_S = 2.0
+
+
+@router.get("/healthz", response_model=Health, summary="The process is alive")
+async def healthz() -> Health:
+    return Health(status="ok")
+
+
+@router.get("/readyz", response_model=Ready, responses={503: {"model": Ready}})
+async def readyz(request: Request) -> JSONResponse:
+    """200 when the store is reachable and the controller is running, else 503."""
+    c: Controller = request.app.state.controller
+    checks: dict[str, str] = {}
+    ok = True
+    if c.state in ("running", "draining"):
+        try:
+            async with asyncio.timeout(STORE_CHECK_TIMEOUT_S):
+                await asyncio.to_thread(c.store.count_batches)
+            checks["store"] = "ok"
+        except Exception as exc:
+            checks["store"] = f"error: {exc}"
+            ok = False
+    else:
+        checks["store"] = "not open"
+        ok = False
+    checks["controller"] = "draining" if c.draining else c.state
+    ok = ok and c.state == "running" and not c.draining
+    checks["model"] = c.model_status
+    body = Ready(ready=ok, checks=checks)
+    return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
+
+
+@router.get(
+    "/metrics",
+    dependencies=[Depends(require_token)],
+    response_class=Response,
+    summary="Prometheus metrics",
+)
+async def metrics(request: Request) -> Response:
+    c: Controller = request.app.state.controller
+    data = await asyncio.to_thread(c.metrics.render)
+    return Response(data, media_type=CONTENT_TYPE)

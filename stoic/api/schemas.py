@@ -1,0 +1,211 @@
+"""Response bodies of the REST API, as pydantic models (they make the OpenAPI page).
+
+Units are in the names: ``*_s`` seconds, ``*_bytes``/``n_bytes`` bytes, instants
+(``*_at``) in seconds since the Unix epoch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from stoic.model import Estimate
+from stoic.store.store import BatchRecord
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable machine-readable cause, e.g. corrupt_image")
+    message: str
+    file: str | None = Field(None, description="the uploaded file or archive member at fault")
+    field: str | None = Field(None, description="the form field, parameter or header at fault")
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class EstimateOut(BaseModel):
+    """One runtime's predicted components (mean and standard deviation)."""
+
+    transfer_s: float
+    transfer_std_s: float = 0.0
+    deployment_s: float
+    deployment_std_s: float = 0.0
+    processing_s: float
+    processing_std_s: float = 0.0
+    total_s: float
+    total_std_s: float = 0.0
+
+    @classmethod
+    def of(cls, e: Estimate | dict[str, float]) -> EstimateOut:
+        return cls(**(e.as_dict() if isinstance(e, Estimate) else e))
+
+
+class Skipped(BaseModel):
+    file: str
+    code: str
+    reason: str
+
+
+class BatchAccepted(BaseModel):
+    id: str
+    state: str
+    n_images: int
+    n_bytes: int = Field(description="package size (what would be uploaded)")
+    mode: str
+    pinned_runtime: str | None
+    skipped: list[Skipped]
+    location: str
+
+
+class Decision(BaseModel):
+    runtime: str
+    reason: str
+    estimates: dict[str, EstimateOut] = Field(description="per runtime, at decision time")
+
+
+class Measured(BaseModel):
+    transfer_s: float | None
+    deployment_s: float | None
+    processing_s: float | None
+    total_s: float | None
+    winner: str | None
+    cloud_used_s: float | None
+    cloud_wasted_s: float | None
+
+
+class BatchSummary(BaseModel):
+    id: str
+    state: str
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    n_images: int
+    n_bytes: int
+    app: str
+    app_version: str
+    mode: str
+    pinned_runtime: str | None
+    attempts: int
+    runtime: str | None = Field(description="the decision's runtime, else None")
+    winner: str | None
+    total_s: float | None
+    error: str | None
+
+    @classmethod
+    def of(cls, b: BatchRecord) -> BatchSummary:
+        return cls(
+            id=b.id,
+            state=b.state.value,
+            created_at=b.created_at,
+            started_at=b.started_at,
+            finished_at=b.finished_at,
+            n_images=b.n_images,
+            n_bytes=b.n_bytes,
+            app=b.app,
+            app_version=b.app_version,
+            mode=b.mode.value,
+            pinned_runtime=b.pinned_runtime,
+            attempts=b.attempts,
+            runtime=b.chosen_runtime,
+            winner=b.winner,
+            total_s=b.total_s,
+            error=b.error,
+        )
+
+
+class BatchOut(BatchSummary):
+    decision: Decision | None
+    measured: Measured | None
+    skipped: list[Skipped]
+    results_key: str | None
+    results: list[dict[str, Any]] | None = Field(
+        None, description="per-image results (name, label, scores, error) once done"
+    )
+
+    @classmethod
+    def full(cls, b: BatchRecord, results: list[dict[str, Any]] | None) -> BatchOut:
+        decision = None
+        if b.chosen_runtime is not None:
+            decision = Decision(
+                runtime=b.chosen_runtime,
+                reason=b.decision_reason or "",
+                estimates={k: EstimateOut.of(v) for k, v in b.estimates.items()},
+            )
+        measured = None
+        if b.finished_at is not None:
+            measured = Measured(
+                transfer_s=b.transfer_s,
+                deployment_s=b.deployment_s,
+                processing_s=b.processing_s,
+                total_s=b.total_s,
+                winner=b.winner,
+                cloud_used_s=b.cloud_used_s,
+                cloud_wasted_s=b.cloud_wasted_s,
+            )
+        return cls(
+            **BatchSummary.of(b).model_dump(),
+            decision=decision,
+            measured=measured,
+            skipped=[Skipped(**_skip(s)) for s in b.skipped],
+            results_key=b.results_key,
+            results=results,
+        )
+
+
+def _skip(s: dict[str, Any]) -> dict[str, str]:
+    return {
+        "file": str(s.get("file", "")),
+        "code": str(s.get("code", "")),
+        "reason": str(s.get("reason", "")),
+    }
+
+
+def skipped_list(items: tuple[dict[str, Any], ...]) -> list[Skipped]:
+    return [Skipped(**_skip(s)) for s in items]
+
+
+class BatchList(BaseModel):
+    batches: list[BatchSummary]
+
+
+class DeploymentSampleOut(BaseModel):
+    at: float
+    duration_s: float
+    outcome: str
+
+
+class RuntimeOut(BaseModel):
+    name: str
+    kind: str
+    gpus: int
+    backend: str
+    available: bool
+    unavailable_since: float | None
+    deployment_window: int = Field(description="calibrated sliding-window size (samples)")
+    recent_deployments: list[DeploymentSampleOut]
+    processing: dict[str, Any] = Field(
+        description="regression of T_p on batch size: slope_s (per image), intercept_s, ..."
+    )
+
+
+class RuntimeList(BaseModel):
+    runtimes: list[RuntimeOut]
+
+
+class EstimateResponse(BaseModel):
+    images: int
+    bytes: int
+    estimates: dict[str, EstimateOut] = Field(description="available runtimes only")
+    selector: str = Field(description="the runtime the selector would choose")
+    reason: str
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Ready(BaseModel):
+    ready: bool
+    checks: dict[str, str]

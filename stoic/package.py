@@ -1,0 +1,192 @@
+"""The batch package: what the REST ingest writes and the serverless function reads.
+
+A package is a plain, **uncompressed** POSIX tar archive of image files and nothing
+else (no directories, links or devices). Uncompressed because JPEGs are already
+compressed: gzip would cost CPU at the edge for about 1 % of bytes. Tar because it can
+be written and read as a stream: :class:`PackageWriter` appends one image at a time to
+any writable binary stream (a file, a pipe, an upload) and :func:`iter_package` reads
+members one at a time from any readable stream, so a multi-GB batch never has to sit in
+memory at either end.
+
+Member names are checked on read: an absolute path, a ``..`` segment or a non-regular
+member raises :class:`~stoic.errors.InputError` naming the member, so a hostile package
+cannot make anyone who extracts it write outside a directory.
+
+Key conventions (one place, so ingest, backends and function agree):
+
+* ``batches/<batch_id>/package.tar``  the package
+* ``batches/<batch_id>/results.json`` the function's results
+* ``models/<app>/<version>/model.keras`` a trained model (Keras format)
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO
+
+from stoic.errors import InputError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+"""Suffixes the ingest accepts; the function decodes whatever Pillow can."""
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def _check_id(kind: str, value: str) -> str:
+    if not _ID.fullmatch(value) or ".." in value:
+        raise InputError(
+            f"invalid {kind} {value!r}: use 1-128 characters of A-Z a-z 0-9 . _ - "
+            "(starting with a letter or digit, no '..')"
+        )
+    return value
+
+
+def package_key(batch_id: str) -> str:
+    """``batches/<batch_id>/package.tar``."""
+    return f"batches/{_check_id('batch id', batch_id)}/package.tar"
+
+
+def results_key(batch_id: str) -> str:
+    """``batches/<batch_id>/results.json``."""
+    return f"batches/{_check_id('batch id', batch_id)}/results.json"
+
+
+def batch_prefix(batch_id: str) -> str:
+    """``batches/<batch_id>/`` (for ``delete_prefix`` when a batch is purged)."""
+    return f"batches/{_check_id('batch id', batch_id)}/"
+
+
+def model_key(app: str, version: str) -> str:
+    """``models/<app>/<version>/model.keras``."""
+    return f"models/{_check_id('app', app)}/{_check_id('version', version)}/model.keras"
+
+
+def check_member_name(name: str) -> str:
+    """Return ``name`` if it is a safe relative member name, else raise InputError."""
+    if not name or name.startswith("/") or "\\" in name or "\x00" in name:
+        raise InputError(f"package member {name!r}: absolute or malformed path")
+    if len(name) > 1 and name[1] == ":":
+        raise InputError(f"package member {name!r}: absolute path")
+    if any(part == ".." for part in name.split("/")):
+        raise InputError(f"package member {name!r}: '..' is not allowed")
+    return name
+
+
+class PackageWriter:
+    """Append image files to a tar stream one at a time.
+
+    ``PackageWriter(fileobj)`` writes to an open binary stream (not closed on exit);
+    ``PackageWriter.open(path)`` creates a file. Use as a context manager; the tar end
+    marker is written on close. Names must be unique, relative and ``..``-free.
+    """
+
+    def __init__(self, fileobj: BinaryIO) -> None:
+        # "w|" is tarfile's pure streaming mode: no seeks, so pipes and sockets work.
+        self._tar = tarfile.open(fileobj=fileobj, mode="w|", format=tarfile.PAX_FORMAT)  # noqa: SIM115
+        self._own: BinaryIO | None = None
+        self._names: set[str] = set()
+        self.n_images = 0
+        self.n_bytes = 0
+
+    @classmethod
+    def open(cls, path: Path | str) -> PackageWriter:
+        f = Path(path).open("wb")  # noqa: SIM115  (closed by close())
+        writer = cls(f)
+        writer._own = f
+        return writer
+
+    def add_bytes(self, name: str, data: bytes, mtime: float | None = None) -> None:
+        """Append one image given its bytes."""
+        self.add_stream(name, io.BytesIO(data), len(data), mtime)
+
+    def add_stream(
+        self, name: str, fileobj: BinaryIO, size: int, mtime: float | None = None
+    ) -> None:
+        """Append one image of known ``size`` read from ``fileobj`` (streamed)."""
+        check_member_name(name)
+        if name in self._names:
+            raise InputError(f"package member {name!r}: duplicate name")
+        info = tarfile.TarInfo(name)
+        info.size = size
+        info.mtime = int(time.time() if mtime is None else mtime)
+        info.mode = 0o644
+        self._tar.addfile(info, fileobj)
+        self._names.add(name)
+        self.n_images += 1
+        self.n_bytes += size
+
+    def add_file(self, path: Path | str, name: str | None = None) -> None:
+        """Append a file from disk under ``name`` (default: its base name)."""
+        p = Path(path)
+        with p.open("rb") as f:
+            self.add_stream(name or p.name, f, p.stat().st_size, p.stat().st_mtime)
+
+    def close(self) -> None:
+        self._tar.close()
+        if self._own is not None:
+            self._own.close()
+
+    def __enter__(self) -> PackageWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def iter_package(fileobj: BinaryIO) -> Iterator[tuple[str, bytes]]:
+    """Yield ``(name, bytes)`` for each member of a package stream, in order.
+
+    Raises InputError for an unsafe or non-regular member, or a stream that is not a
+    tar archive. Reads sequentially ("r|"), so ``fileobj`` may be a network stream.
+    """
+    try:
+        tar = tarfile.open(fileobj=fileobj, mode="r|")  # noqa: SIM115  (closed below)
+    except tarfile.TarError as exc:
+        raise InputError(f"package is not a tar archive: {exc}") from None
+    with tar:
+        try:
+            for member in tar:
+                check_member_name(member.name)
+                if not member.isfile():
+                    raise InputError(
+                        f"package member {member.name!r}: not a regular file "
+                        "(a package holds image files only)"
+                    )
+                extracted = tar.extractfile(member)
+                if extracted is None:  # pragma: no cover - isfile() guarantees a stream
+                    raise InputError(f"package member {member.name!r}: unreadable")
+                yield member.name, extracted.read()
+        except tarfile.TarError as exc:
+            raise InputError(f"package is corrupt: {exc}") from None
+
+
+def write_package(fileobj: BinaryIO, images: Iterator[tuple[str, bytes]]) -> int:
+    """Write ``(name, bytes)`` pairs as a package; return the number of images."""
+    with PackageWriter(fileobj) as writer:
+        for name, data in images:
+            writer.add_bytes(name, data)
+        return writer.n_images
+
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "PackageWriter",
+    "batch_prefix",
+    "check_member_name",
+    "iter_package",
+    "model_key",
+    "package_key",
+    "results_key",
+    "write_package",
+]

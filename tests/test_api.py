@@ -1,0 +1,486 @@
+"""The REST API in-process (httpx ASGITransport), with the fake backend: no TF.
+
+Every rejected upload is checked for its exact status and JSON body, and for leaving
+nothing behind (no object, no row, no temporary file) while the daemon keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import tarfile
+import zipfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from stoic.api.app import create_app
+from stoic.backends.fake import FakeBackend, FakeSpec
+from stoic.controller import Controller
+from stoic.ingest import TMP_PREFIX
+from stoic.model import BatchState
+from stoic.settings import Settings
+
+LIMITS = {"max_batch_images": 8, "max_batch_bytes": 400_000, "max_image_bytes": 60_000}
+
+
+def jpeg(seed: int = 0, size: tuple[int, int] = (64, 48)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, ((seed * 37) % 256, 90, 160)).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def noisy_jpeg(seed: int, size: tuple[int, int] = (40, 40)) -> bytes:
+    """Noise compresses badly: a JPEG whose size is predictable from its pixels."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def png(seed: int = 0) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), (seed % 256, 0, 0)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def tar_of(members: dict[str, bytes], mode: Any = "w") -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode=mode) as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def zip_of(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def files(*items: tuple[str, bytes]) -> list[tuple[str, tuple[str, bytes, str]]]:
+    return [("files", (name, data, "application/octet-stream")) for name, data in items]
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    controller = {"inquisitor": False, "demo_model": False, "bootstrap": False}
+    controller.update(overrides.pop("controller", {}))
+    api = dict(LIMITS)
+    api.update(overrides.pop("api", {}))
+    return Settings(data_dir=tmp_path / "data", controller=controller, api=api, **overrides)
+
+
+@dataclass
+class Daemon:
+    client: httpx.AsyncClient
+    controller: Controller
+    fake: FakeBackend
+    data_dir: Path
+
+    def leftovers(self) -> tuple[list[str], int, list[str]]:
+        """(package objects, batch rows, temporary files)."""
+        objects = self.controller.objects.list("batches/")
+        rows = self.controller.store.count_batches()
+        tmp = self.data_dir / "tmp"
+        temps = sorted(p.name for p in tmp.glob(f"{TMP_PREFIX}*")) if tmp.is_dir() else []
+        return objects, rows, temps
+
+    async def wait_done(self, batch_id: str) -> dict[str, Any]:
+        async with asyncio.timeout(20):
+            while True:
+                body: dict[str, Any] = (await self.client.get(f"/v1/batches/{batch_id}")).json()
+                if body["state"] in ("done", "failed"):
+                    return body
+                await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def start_daemon(
+    settings: Settings, fake: FakeBackend | None = None, token: str | None = None
+) -> AsyncIterator[Daemon]:
+    fake = fake or FakeBackend(default=FakeSpec(per_image_s=0.0))
+    ctl = Controller(settings, backends={"local": fake})
+    app = create_app(settings, controller=ctl)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://stoic", headers=headers
+        ) as client,
+    ):
+        yield Daemon(client, ctl, fake, settings.data_dir)
+
+
+@pytest.fixture
+async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
+    async with start_daemon(make_settings(tmp_path)) as d:
+        yield d
+
+
+async def assert_rejected(
+    d: Daemon,
+    response: httpx.Response,
+    status: int,
+    code: str,
+    *,
+    file: str | None = None,
+    field: str | None = None,
+) -> None:
+    """Exact status and body; nothing left behind; the daemon still serves."""
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert error.get("file") == file
+    assert error.get("field") == field
+    assert error["message"]
+    assert d.leftovers() == ([], 0, [])
+    assert (await d.client.get("/healthz")).status_code == 200
+    ok = await d.client.post("/v1/batches", files=files(("after.jpg", jpeg())))
+    assert ok.status_code == 202, ok.text
+
+
+# Accepted batches ----------------------------------------------------------------------
+
+
+async def test_batch_is_stored_before_202_and_runs_to_done(daemon: Daemon) -> None:
+    r = await daemon.client.post(
+        "/v1/batches", files=files(("a.jpg", jpeg(1)), ("b.png", png(2)), ("c.jpg", jpeg(3)))
+    )
+    assert r.status_code == 202
+    body = r.json()
+    assert r.headers["location"] == f"/v1/batches/{body['id']}" == body["location"]
+    assert body["n_images"] == 3 and body["skipped"] == [] and body["mode"] == "selector"
+    record = daemon.controller.store.get_batch(body["id"])
+    assert record.n_images == 3 and record.n_bytes == body["n_bytes"]
+    assert daemon.controller.objects.size(record.package_key) == record.n_bytes
+
+    done = await daemon.wait_done(body["id"])
+    assert done["state"] == "done", done
+    assert done["decision"]["runtime"] == done["winner"] == "edge"
+    assert set(done["decision"]["estimates"]) == {"edge", "cpu", "gpu1", "gpu2"}
+    assert "selector" in done["decision"]["reason"]
+    measured = done["measured"]
+    assert measured["total_s"] is not None and measured["processing_s"] is not None
+    assert len(done["results"]) == 3
+    assert daemon.controller.objects.exists(done["results_key"])
+    # The measured components went to the store as samples.
+    samples = daemon.controller.store.processing_samples("classify", "1", "edge")
+    assert [s.images for s in samples] == [3]
+    assert daemon.leftovers()[2] == []
+
+
+async def test_archives_are_expanded(daemon: Daemon) -> None:
+    archive_tgz = tar_of({"x/a.jpg": jpeg(1), "x/b.jpg": jpeg(2)}, mode="w:gz")
+    archive_zip = zip_of({"c.jpg": jpeg(3), "__MACOSX/._c.jpg": b"junk", "d/": b""})
+    r1 = await daemon.client.post("/v1/batches", files=files(("imgs.tar.gz", archive_tgz)))
+    r2 = await daemon.client.post("/v1/batches", files=files(("imgs.zip", archive_zip)))
+    assert (r1.status_code, r1.json()["n_images"]) == (202, 2)
+    assert (r2.status_code, r2.json()["n_images"]) == (202, 1)
+
+
+async def test_duplicate_names_are_made_unique(daemon: Daemon) -> None:
+    r = await daemon.client.post("/v1/batches", files=files(("a.jpg", jpeg(1)), ("a.jpg", jpeg(2))))
+    assert r.status_code == 202
+    done = await daemon.wait_done(r.json()["id"])
+    assert len(done["results"]) == 2
+
+
+async def test_skip_invalid_accepts_the_rest_and_lists_what_was_skipped(daemon: Daemon) -> None:
+    truncated = jpeg(5)[:300]
+    r = await daemon.client.post(
+        "/v1/batches",
+        files=files(("good.jpg", jpeg(1)), ("notes.txt", b"hello"), ("cut.jpg", truncated)),
+        data={"skip_invalid": "true"},
+    )
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert body["n_images"] == 1
+    assert [(s["file"], s["code"]) for s in body["skipped"]] == [
+        ("notes.txt", "not_an_image"),
+        ("cut.jpg", "corrupt_image"),
+    ]
+    stored = daemon.controller.store.get_batch(body["id"]).skipped
+    assert [s["file"] for s in stored] == ["notes.txt", "cut.jpg"]
+    got = (await daemon.client.get(f"/v1/batches/{body['id']}")).json()
+    assert [s["file"] for s in got["skipped"]] == ["notes.txt", "cut.jpg"]
+
+
+async def test_idempotency_key_returns_the_same_batch(daemon: Daemon) -> None:
+    headers = {"Idempotency-Key": "upload-42"}
+    r1 = await daemon.client.post("/v1/batches", files=files(("a.jpg", jpeg())), headers=headers)
+    r2 = await daemon.client.post(
+        "/v1/batches", files=files(("a.jpg", jpeg()), ("b.jpg", jpeg(2))), headers=headers
+    )
+    assert (r1.status_code, r2.status_code) == (202, 200)
+    assert r1.json()["id"] == r2.json()["id"]
+    assert r2.headers["location"] == r1.headers["location"]
+    assert daemon.controller.store.count_batches() == 1
+    packages = [k for k in daemon.controller.objects.list("batches/") if k.endswith(".tar")]
+    assert len(packages) == 1
+
+
+async def test_pinned_runtime_and_duplicator_mode(daemon: Daemon) -> None:
+    r = await daemon.client.post(
+        "/v1/batches", files=files(("a.jpg", jpeg())), params={"runtime": "gpu2"}
+    )
+    assert r.status_code == 202 and r.json()["pinned_runtime"] == "gpu2"
+    done = await daemon.wait_done(r.json()["id"])
+    assert done["winner"] == "gpu2" and done["decision"]["runtime"] == "gpu2"
+    assert daemon.fake.ops("invoke", "gpu2")
+
+    r = await daemon.client.post(
+        "/v1/batches", files=files(("a.jpg", jpeg())), data={"mode": "duplicator"}
+    )
+    assert r.status_code == 202 and r.json()["mode"] == "duplicator"
+    done = await daemon.wait_done(r.json()["id"])
+    assert done["state"] == "done" and done["mode"] == "duplicator"
+
+
+async def test_list_filters_by_state(daemon: Daemon) -> None:
+    r = await daemon.client.post("/v1/batches", files=files(("a.jpg", jpeg())))
+    await daemon.wait_done(r.json()["id"])
+    done = (await daemon.client.get("/v1/batches", params={"state": "done"})).json()
+    queued = (await daemon.client.get("/v1/batches", params={"state": "queued"})).json()
+    assert [b["id"] for b in done["batches"]] == [r.json()["id"]]
+    assert queued["batches"] == []
+    bad = await daemon.client.get("/v1/batches", params={"state": "exploded"})
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "state"
+
+
+# Rejected uploads -------------------------------------------------------------------------
+
+
+async def test_empty_batch(daemon: Daemon) -> None:
+    r = await daemon.client.post(
+        "/v1/batches",
+        content=b"--XyZ--\r\n",
+        headers={"Content-Type": "multipart/form-data; boundary=XyZ"},
+    )
+    await assert_rejected(daemon, r, 400, "empty_batch")
+
+
+async def test_not_multipart(daemon: Daemon) -> None:
+    r = await daemon.client.post(
+        "/v1/batches", content=b"{}", headers={"Content-Type": "application/json"}
+    )
+    await assert_rejected(daemon, r, 422, "invalid_field", field="Content-Type")
+
+
+async def test_non_image_file_names_the_file(daemon: Daemon) -> None:
+    r = await daemon.client.post(
+        "/v1/batches", files=files(("a.jpg", jpeg()), ("notes.txt", b"just text"))
+    )
+    await assert_rejected(daemon, r, 415, "not_an_image", file="notes.txt")
+
+
+async def test_truncated_jpeg_names_the_file(daemon: Daemon) -> None:
+    data = jpeg(7, size=(200, 150))
+    r = await daemon.client.post(
+        "/v1/batches", files=files(("ok.jpg", jpeg()), ("cut.jpg", data[: len(data) // 2]))
+    )
+    await assert_rejected(daemon, r, 422, "corrupt_image", file="cut.jpg")
+
+
+async def test_corrupt_jpeg_header_names_the_file(daemon: Daemon) -> None:
+    r = await daemon.client.post(
+        "/v1/batches", files=files(("bad.jpg", b"\xff\xd8\xff" + b"\0" * 200))
+    )
+    await assert_rejected(daemon, r, 422, "corrupt_image", file="bad.jpg")
+
+
+@pytest.mark.parametrize("kind", ["tar", "zip"])
+async def test_archive_member_outside_its_root(daemon: Daemon, kind: str) -> None:
+    members = {"ok.jpg": jpeg(), "../x.jpg": jpeg(2)}
+    archive = tar_of(members) if kind == "tar" else zip_of(members)
+    r = await daemon.client.post("/v1/batches", files=files((f"batch.{kind}", archive)))
+    await assert_rejected(daemon, r, 400, "unsafe_path", file="../x.jpg")
+
+
+async def test_archive_with_a_symlink(daemon: Daemon) -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        link = tarfile.TarInfo("evil.jpg")
+        link.type = tarfile.SYMTYPE
+        link.linkname = "/etc/passwd"
+        tar.addfile(link)
+    r = await daemon.client.post("/v1/batches", files=files(("b.tar", buf.getvalue())))
+    await assert_rejected(daemon, r, 400, "unsafe_path", file="evil.jpg")
+
+
+async def test_multipart_filename_with_dotdot(daemon: Daemon) -> None:
+    r = await daemon.client.post("/v1/batches", files=files(("../../x.jpg", jpeg())))
+    await assert_rejected(daemon, r, 400, "unsafe_path", file="../../x.jpg")
+
+
+async def test_too_many_images(daemon: Daemon) -> None:
+    n = LIMITS["max_batch_images"] + 1
+    r = await daemon.client.post(
+        "/v1/batches", files=files(*((f"{i}.jpg", jpeg(i)) for i in range(n)))
+    )
+    await assert_rejected(daemon, r, 413, "too_large")
+
+
+async def test_image_over_the_per_image_limit(daemon: Daemon) -> None:
+    big = jpeg(1) + b"\0" * LIMITS["max_image_bytes"]
+    r = await daemon.client.post("/v1/batches", files=files(("big.jpg", big)))
+    await assert_rejected(daemon, r, 413, "too_large", file="big.jpg")
+
+
+async def test_declared_body_over_the_limit(daemon: Daemon) -> None:
+    huge = str(10 * LIMITS["max_batch_bytes"])
+    r = await daemon.client.post(
+        "/v1/batches",
+        content=b"--XyZ--\r\n",
+        headers={"Content-Type": "multipart/form-data; boundary=XyZ", "Content-Length": huge},
+    )
+    assert r.status_code == 413
+
+
+async def test_batch_over_the_byte_limit(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, api={"max_batch_bytes": 5_000, "max_image_bytes": 4_000})
+    async with start_daemon(settings) as d:
+        imgs = [noisy_jpeg(i) for i in range(4)]
+        assert all(len(x) < 4_000 for x in imgs) and sum(map(len, imgs)) > 5_000
+        r = await d.client.post(
+            "/v1/batches", files=files(*((f"{i}.jpg", x) for i, x in enumerate(imgs)))
+        )
+        assert r.status_code == 413 and r.json()["error"]["code"] == "too_large"
+        assert d.leftovers() == ([], 0, [])
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [({"runtime": "tpu9"}, "runtime"), ({"mode": "oracle"}, "mode"), ({"mode": "fastest"}, "mode")],
+)
+async def test_unknown_runtime_or_mode_names_the_field(
+    daemon: Daemon, data: dict[str, str], field: str
+) -> None:
+    r = await daemon.client.post("/v1/batches", files=files(("a.jpg", jpeg())), data=data)
+    await assert_rejected(daemon, r, 422, "invalid_field", field=field)
+    r = await daemon.client.post("/v1/batches", files=files(("a.jpg", jpeg())), params=data)
+    assert r.status_code == 422 and r.json()["error"]["field"] == field
+
+
+async def test_unknown_form_field(daemon: Daemon) -> None:
+    r = await daemon.client.post(
+        "/v1/batches", files=files(("a.jpg", jpeg())), data={"priority": "high"}
+    )
+    await assert_rejected(daemon, r, 422, "invalid_field", field="priority")
+
+
+# Other resources ------------------------------------------------------------------------
+
+
+async def test_unknown_batch_is_404(daemon: Daemon) -> None:
+    r = await daemon.client.get("/v1/batches/nope")
+    assert r.status_code == 404
+    assert r.json()["error"]["code"] == "batch_not_found"
+
+
+async def test_runtimes_and_estimate(daemon: Daemon) -> None:
+    rts = (await daemon.client.get("/v1/runtimes")).json()["runtimes"]
+    assert [r["name"] for r in rts] == ["edge", "cpu", "gpu1", "gpu2"]
+    edge, cpu = rts[0], rts[1]
+    assert edge["available"] and edge["deployment_window"] == 0
+    assert cpu["deployment_window"] >= 1 and cpu["recent_deployments"] == []
+    assert {"slope", "intercept"} <= set(cpu["processing"])
+
+    est = (await daemon.client.get("/v1/estimate", params={"images": 100})).json()
+    assert est["bytes"] == 100 * 212_000
+    assert set(est["estimates"]) == {"edge", "cpu", "gpu1", "gpu2"}
+    best = min(est["estimates"], key=lambda n: est["estimates"][n]["total_s"])
+    assert est["selector"] == best
+    bad = await daemon.client.get("/v1/estimate", params={"images": 0})
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "images"
+
+
+async def test_unavailable_runtime_is_not_estimated(daemon: Daemon) -> None:
+    daemon.controller.availability.mark_unavailable("gpu1", 1.0, "test")
+    est = (await daemon.client.get("/v1/estimate", params={"images": 5})).json()
+    assert "gpu1" not in est["estimates"]
+    rts = {r["name"]: r for r in (await daemon.client.get("/v1/runtimes")).json()["runtimes"]}
+    assert rts["gpu1"]["available"] is False
+    await asyncio.gather(*daemon.controller._side)
+    row = {r.name: r for r in daemon.controller.store.runtimes()}["gpu1"]
+    assert row.available is False and row.unavailable_since == 1.0
+
+
+async def test_health_ready_metrics_openapi(daemon: Daemon) -> None:
+    assert (await daemon.client.get("/healthz")).json() == {"status": "ok"}
+    ready = await daemon.client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+    r = await daemon.client.post("/v1/batches", files=files(("a.jpg", jpeg())))
+    await daemon.wait_done(r.json()["id"])
+    await daemon.client.post("/v1/batches", files=files(("x.txt", b"nope")))
+    text = (await daemon.client.get("/metrics")).text
+    for line in (
+        'stoic_batches{state="done"} 1.0',
+        'stoic_batches_finished_total{runtime="edge",state="done"} 1.0',
+        'stoic_decisions_total{mode="selector",runtime="edge"} 1.0',
+        'stoic_ingest_rejected_total{code="not_an_image"} 1.0',
+        "stoic_scheduling_overhead_seconds_count 1.0",
+        'stoic_prediction_error_seconds_count{runtime="edge"} 1.0',
+        'stoic_runtime_available{runtime="gpu2"} 1.0',
+    ):
+        assert line in text, line
+    spec = (await daemon.client.get("/openapi.json")).json()
+    assert {"/v1/batches", "/v1/batches/{batch_id}", "/v1/runtimes", "/v1/estimate"} <= set(
+        spec["paths"]
+    )
+    assert "multipart/form-data" in spec["paths"]["/v1/batches"]["post"]["requestBody"]["content"]
+    assert (await daemon.client.get("/docs")).status_code == 200
+
+
+async def test_unknown_route_has_the_error_shape(daemon: Daemon) -> None:
+    r = await daemon.client.get("/v2/nothing")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+
+
+# Auth -----------------------------------------------------------------------------------
+
+
+async def test_bearer_token(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, api={"token": "s3cret"})
+    async with start_daemon(settings) as d:
+        c = d.client
+        for path in ("/v1/batches", "/v1/runtimes", "/metrics", "/v1/estimate?images=1"):
+            r = await c.get(path)
+            assert r.status_code == 401, path
+            assert r.json()["error"]["code"] == "unauthorized"
+            assert r.headers["www-authenticate"].startswith("Bearer")
+        r = await c.post("/v1/batches", files=files(("a.jpg", jpeg())))
+        assert r.status_code == 401
+        wrong = {"Authorization": "Bearer nope"}
+        assert (await c.get("/v1/batches", headers=wrong)).status_code == 401
+        assert d.leftovers() == ([], 0, [])
+        # Health checks and the API description need no token.
+        assert (await c.get("/healthz")).status_code == 200
+        assert (await c.get("/readyz")).status_code == 200
+        assert (await c.get("/openapi.json")).status_code == 200
+        good = {"Authorization": "Bearer s3cret"}
+        assert (await c.get("/v1/batches", headers=good)).status_code == 200
+        assert (await c.get("/metrics", headers=good)).status_code == 200
+        r = await c.post("/v1/batches", files=files(("a.jpg", jpeg())), headers=good)
+        assert r.status_code == 202
+
+
+async def test_draining_daemon_refuses_batches_and_is_not_ready(daemon: Daemon) -> None:
+    daemon.controller.request_stop()
+    r = await daemon.client.post("/v1/batches", files=files(("a.jpg", jpeg())))
+    assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable"
+    ready = await daemon.client.get("/readyz")
+    assert ready.status_code == 503 and ready.json()["checks"]["controller"] == "draining"
+    assert (await daemon.client.get("/healthz")).status_code == 200
+    assert daemon.controller.store.count_batches(BatchState.QUEUED) == 0

@@ -1,0 +1,273 @@
+"""The composition root without HTTP: start-up recovery, drain, supervision,
+bootstrapping, failures and concurrency, with the fake backend."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import itertools
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stoic.backends.fake import FakeBackend, FakeSpec, InvokeStep
+from stoic.controller import Controller, TaskSpec, build_backends
+from stoic.errors import ConfigError
+from stoic.model import BatchState, DeploymentSample, ProcessingSample, TransferSample
+from stoic.objectstore import make_object_store
+from stoic.package import PackageWriter, package_key
+from stoic.settings import Settings
+from stoic.store import Store, migrate
+from tests.test_api import jpeg, make_settings
+
+
+def put_batch(settings: Settings, n_images: int = 2, **kwargs: Any) -> str:
+    """A queued batch as the ingest would leave it: package object, then row."""
+    migrate(settings.database_url)
+    objects = make_object_store(settings)
+    buf = io.BytesIO()
+    with PackageWriter(buf) as w:
+        for i in range(n_images):
+            w.add_bytes(f"img{i}.jpg", jpeg(i))
+    batch_id = str(uuid.uuid4())
+    key = package_key(batch_id)
+    objects.put_bytes(key, buf.getvalue())
+    with Store(settings.database_url) as store:
+        store.create_batch(
+            created_at=1.0,
+            n_images=n_images,
+            n_bytes=len(buf.getvalue()),
+            package_key=key,
+            batch_id=batch_id,
+            **kwargs,
+        )
+    return batch_id
+
+
+async def wait_state(ctl: Controller, batch_id: str, *states: BatchState) -> Any:
+    async with asyncio.timeout(20):
+        while True:
+            record = await asyncio.to_thread(ctl.store.get_batch, batch_id)
+            if record.state in states:
+                return record
+            await asyncio.sleep(0.01)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait (bounded) for a condition the event loop will make true."""
+    async with asyncio.timeout(10):
+        for _ in itertools.count():
+            if condition():
+                return
+            await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+def fake() -> FakeBackend:
+    return FakeBackend(default=FakeSpec(per_image_s=0.0))
+
+
+async def running(settings: Settings, fake: FakeBackend) -> AsyncIterator[Controller]:
+    ctl = Controller(settings, backends={"local": fake})
+    await ctl.start()
+    try:
+        yield ctl
+    finally:
+        await ctl.stop()
+
+
+async def test_start_requeues_batches_left_running(tmp_path: Path, fake: FakeBackend) -> None:
+    settings = make_settings(tmp_path, controller={"max_attempts": 2})
+    crashed = put_batch(settings)
+    poison = put_batch(settings)
+    with Store(settings.database_url) as store:
+        store.claim_next_queued(2.0)  # crashed: attempt 1
+        store.claim_next_queued(2.0)  # poison: attempt 1 ...
+        store.requeue_running(3.0)
+        store.claim_next_queued(4.0)  # crashed: attempt 2 (oldest first)
+        store.claim_next_queued(4.0)  # poison: attempt 2, running when the daemon "died"
+    async for ctl in running(settings, fake):
+        a = await wait_state(ctl, crashed, BatchState.DONE, BatchState.FAILED)
+        b = await wait_state(ctl, poison, BatchState.DONE, BatchState.FAILED)
+    # Both had been claimed max_attempts times: failed rather than retried forever.
+    assert a.state is BatchState.FAILED and "gave up after 2 attempt(s)" in (a.error or "")
+    assert b.state is BatchState.FAILED
+
+    settings = make_settings(tmp_path / "second")
+    bid = put_batch(settings)
+    with Store(settings.database_url) as store:
+        store.claim_next_queued(2.0)
+    async for ctl in running(settings, fake):
+        record = await wait_state(ctl, bid, BatchState.DONE)
+    assert record.attempts == 2 and record.results_key is not None
+
+
+async def test_drain_cancels_after_grace_and_the_batch_is_rerun(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, controller={"drain_grace_s": 0.05})
+    slow = FakeBackend(default=FakeSpec(per_image_s=0.0))
+    slow.script_invokes("edge", InvokeStep(3600.0))
+    bid = put_batch(settings)
+    ctl = Controller(settings, backends={"local": slow})
+    await ctl.start()
+    await wait_state(ctl, bid, BatchState.RUNNING)
+    await until(lambda: bool(slow.running))
+    await ctl.stop()
+    assert ctl.state == "stopped" and not ctl.running
+    assert slow.ops("invoke-cancelled", "edge")
+    assert not slow.live  # everything torn down
+    with Store(settings.database_url) as store:
+        assert store.get_batch(bid).state is BatchState.RUNNING  # left for the next start
+
+    async for ctl2 in running(settings, FakeBackend(default=FakeSpec(per_image_s=0.0))):
+        record = await wait_state(ctl2, bid, BatchState.DONE)
+    assert record.attempts == 2
+
+
+async def test_supervisor_restarts_a_crashed_task(tmp_path: Path, fake: FakeBackend) -> None:
+    settings = make_settings(tmp_path, controller={"task_restart_initial_s": 0.001})
+    calls = []
+
+    async def flaky() -> None:
+        calls.append(1)
+        if len(calls) < 3:
+            raise RuntimeError("boom")
+
+    async for ctl in running(settings, fake):
+        await ctl._supervise(TaskSpec("flaky", flaky))
+        assert len(calls) == 3
+        text = ctl.metrics.render().decode()
+        assert 'stoic_task_restarts_total{task="flaky"} 2.0' in text
+
+
+async def test_bootstrap_uses_sub_packages_of_the_first_batch(
+    tmp_path: Path, fake: FakeBackend
+) -> None:
+    settings = make_settings(tmp_path, controller={"bootstrap": True})
+    bid = put_batch(settings, n_images=12)
+    async for ctl in running(settings, fake):
+        await wait_state(ctl, bid, BatchState.DONE)
+        # Two representative runs per runtime, then the batch itself.
+        invokes = fake.ops("invoke")
+        boot = [e for e in invokes if ":bootstrap:" in e.batch_id]
+        assert len(boot) == 2 * 4
+        assert {e.runtime for e in boot} == {"edge", "cpu", "gpu1", "gpu2"}
+        sizes = {s.images for s in ctl.store.processing_samples("classify", "1", "gpu1")}
+        assert sizes == {1, 10}
+        assert not ctl.scheduler.needs_bootstrap("classify", "1")
+        # The sub-packages were removed again.
+        assert [k for k in ctl.objects.list(f"batches/{bid}/") if "bootstrap" in k] == []
+        # A second batch does not bootstrap again.
+        second = await asyncio.to_thread(put_batch, settings)
+        ctl.notify()
+        await wait_state(ctl, second, BatchState.DONE)
+        assert len([e for e in fake.ops("invoke") if ":bootstrap:" in e.batch_id]) == 8
+
+
+async def test_failed_batch_records_its_error(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    failing = FakeBackend(default=FakeSpec(per_image_s=0.0))
+    failing.script_invokes("edge", InvokeStep(0.0, fail=True))
+    bid = put_batch(settings)
+    async for ctl in running(settings, failing):
+        record = await wait_state(ctl, bid, BatchState.FAILED)
+        assert "InvocationError" in (record.error or "")
+        assert 'stoic_batches_finished_total{runtime="edge",state="failed"} 1.0' in (
+            ctl.metrics.render().decode()
+        )
+        assert not ctl.objects.exists(f"batches/{bid}/results.json")
+
+
+async def test_results_document(tmp_path: Path, fake: FakeBackend) -> None:
+    settings = make_settings(tmp_path)
+    bid = put_batch(settings, n_images=3)
+    async for ctl in running(settings, fake):
+        record = await wait_state(ctl, bid, BatchState.DONE)
+        doc = json.loads(ctl.objects.get_bytes(record.results_key))
+    assert doc["batch_id"] == bid and doc["runtime"] == "edge" and len(doc["results"]) == 3
+    assert record.chosen_runtime == "edge" and set(record.estimates) == {
+        "edge",
+        "cpu",
+        "gpu1",
+        "gpu2",
+    }
+
+
+async def test_concurrency_limit(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, controller={"max_concurrent_batches": 2})
+    gate = FakeBackend(default=FakeSpec(per_image_s=0.0))
+    gate.script_invokes("edge", 3600.0, 3600.0, 3600.0)
+    ids = [put_batch(settings) for _ in range(3)]
+    ctl = Controller(settings, backends={"local": gate})
+    await ctl.start()
+    try:
+        await until(lambda: len(gate.running) == 2)
+        assert len(ctl.running) == 2
+        with Store(settings.database_url) as store:
+            states = sorted(store.get_batch(b).state.value for b in ids)
+        assert states == ["queued", "running", "running"]
+    finally:
+        ctl.settings = ctl.settings.model_copy(
+            update={"controller": ctl.settings.controller.model_copy(update={"drain_grace_s": 0.0})}
+        )
+        await ctl.stop()
+
+
+async def test_predictor_is_primed_from_the_store(tmp_path: Path, fake: FakeBackend) -> None:
+    settings = make_settings(tmp_path)
+    migrate(settings.database_url)
+    with Store(settings.database_url) as store:
+        store.add_samples(
+            [DeploymentSample("gpu1", float(t), 40.0 + t) for t in range(5)]
+            + [
+                ProcessingSample("classify", "1", "gpu1", n, 0, 1.0 + 0.5 * n, float(n))
+                for n in (1, 10, 20)
+            ]
+            + [TransferSample(10_000_000, 1.0, 1.0, "gpu1")]
+        )
+        store.upsert_runtimes(settings.runtime_list(), at=0.0)
+        store.set_availability("gpu2", False, 7.0)
+    async for ctl in running(settings, fake):
+        assert [d.duration_s for d in ctl.predictor.recent_deployments("gpu1", 10)] == [
+            40.0, 41.0, 42.0, 43.0, 44.0,
+        ]  # fmt: skip
+        assert ctl.scheduler.observed.count("classify", "1", "gpu1") == 3
+        assert not ctl.availability.is_available("gpu2")
+        estimates, plan = ctl.estimate(10, 1_000_000)
+        assert "gpu2" not in estimates and plan.runtime in estimates
+
+
+def test_simulated_backend_is_refused_in_the_daemon(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path,
+        runtimes=[
+            {"name": "edge", "kind": "edge"},
+            {"name": "gpu1", "kind": "gpu", "gpus": 1, "backend": "simulated"},
+        ],
+    )
+    with pytest.raises(ConfigError, match="simulated"):
+        build_backends(settings, make_object_store(settings))
+
+
+def test_importing_builds_nothing(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    ctl = Controller(settings)
+    assert ctl.state == "created" and not ctl.backends and not settings.data_dir.exists()
+
+
+def test_configuration_doc_is_in_sync() -> None:
+    """docs/configuration.md is generated from the settings model: regenerate it with
+    ``.venv/bin/python docs/gen_configuration.py > docs/configuration.md``."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location(
+        "gen_configuration", root / "docs" / "gen_configuration.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert (root / "docs" / "configuration.md").read_text() == module.render()

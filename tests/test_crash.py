@@ -1,0 +1,230 @@
+"""Crash safety with real processes: ``kill -9`` the daemon while batches are queued
+and running, restart it, and every accepted batch completes exactly once.
+
+The runtimes are local processes, but running a tiny stand-in function server (the
+local backend's ``local.command`` setting) that sleeps a little per call instead of
+loading TensorFlow, so the test is quick and independent of TF. It lists the
+package it is given, so the results name the images as the real function does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from stoic.model import BatchState
+from stoic.store import Store
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+REPO = Path(__file__).resolve().parents[1]
+N_BATCHES = 4
+
+STAND_IN = r'''
+"""A stand-in function server: /healthz, and POST / that lists the package."""
+import json, os, sys, tarfile, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+PORT = int(sys.argv[sys.argv.index("--port") + 1])
+OBJECTS = Path(os.environ["STOIC_OBJECTSTORE__PATH"])
+PIDS = Path(os.environ["STANDIN_PID_DIR"])
+(PIDS / str(os.getpid())).touch()
+
+class H(BaseHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+
+    def _send(self, code, body):
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        self._send(200, {"status": "ok"})
+
+    def do_POST(self):
+        req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        with tarfile.open(OBJECTS / req["package"]) as tar:
+            names = [m.name for m in tar if m.isfile()]
+        if req.get("warmup"):
+            names = names[:1]
+        else:
+            time.sleep(float(os.environ.get("STANDIN_SLEEP_S", "1.0")))
+        self._send(200, {"results": [{"name": n, "label": "standin", "scores": {}, "error": None}
+                                     for n in names], "timings": {}})
+
+ThreadingHTTPServer(("127.0.0.1", PORT), H).serve_forever()
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def jpeg(seed: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 24), (seed * 40 % 256, 10, 200)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def start(
+    tmp: Path, config: Path, port: int, log: Path, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "stoic.cli", "serve", "--config", str(config),
+             "--port", str(port)],
+            cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+
+
+def wait_healthy(url: str, log: Path, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", trust_env=False).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"daemon not ready; log:\n{log.read_text()[-3000:]}")
+
+
+def finished_events(log: Path) -> list[dict[str, object]]:
+    out = []
+    for line in log.read_text().splitlines():
+        if line.startswith("{"):
+            event = json.loads(line)
+            if event.get("event") == "batch finished" and event.get("logger") == "stoic.controller":
+                out.append(event)
+    return out
+
+
+def test_kill_9_then_restart_completes_every_batch_exactly_once(tmp_path: Path) -> None:
+    script = tmp_path / "standin.py"
+    script.write_text(STAND_IN)
+    pid_dir = tmp_path / "pids"
+    pid_dir.mkdir()
+    data = tmp_path / "data"
+    config = tmp_path / "stoic.toml"
+    config.write_text(
+        f"""
+data_dir = "{data}"
+
+[controller]
+inquisitor = false
+bootstrap = false
+demo_model = false
+drain_grace_s = 5
+
+[local]
+command = ["{sys.executable}", "{script}"]
+
+[[runtimes]]
+name = "edge"
+kind = "edge"
+prior_per_image_s = 0.1
+prior_fixed_s = 1.0
+
+[[runtimes]]
+name = "cpu"
+kind = "cpu"
+prior_deploy_s = 100.0
+"""
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STOIC_")}
+    env.update({"STANDIN_PID_DIR": str(pid_dir), "STANDIN_SLEEP_S": "1.5"})
+    log = tmp_path / "daemon.log"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    daemon = start(tmp_path, config, port, log, env)
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        wait_healthy(url, log)
+        ids = []
+        with httpx.Client(base_url=url, trust_env=False, timeout=30) as client:
+            for i in range(N_BATCHES):
+                r = client.post(
+                    "/v1/batches",
+                    files=[
+                        ("files", (f"b{i}-{k}.jpg", jpeg(i * 10 + k), "image/jpeg"))
+                        for k in range(2)
+                    ],
+                )
+                assert r.status_code == 202, r.text
+                ids.append(r.json()["id"])
+            # Kill while one batch runs and the others wait in the queue.
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                running = client.get("/v1/batches", params={"state": "running"}).json()["batches"]
+                if running:
+                    break
+                time.sleep(0.05)
+            assert running, log.read_text()[-3000:]
+        daemon.send_signal(signal.SIGKILL)
+        daemon.wait(timeout=30)
+
+        with Store(f"sqlite:///{data / 'stoic.db'}") as store:
+            states = {b: store.get_batch(b).state for b in ids}
+        assert BatchState.RUNNING in states.values()
+        assert BatchState.QUEUED in states.values()
+        interrupted = [b for b, s in states.items() if s is BatchState.RUNNING]
+
+        second = start(tmp_path, config, port, log, env)
+        wait_healthy(url, log)
+        with httpx.Client(base_url=url, trust_env=False, timeout=30) as client:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                done = client.get("/v1/batches", params={"state": "done"}).json()["batches"]
+                if len(done) == N_BATCHES:
+                    break
+                time.sleep(0.2)
+            bodies = [client.get(f"/v1/batches/{b}").json() for b in ids]
+        assert [b["state"] for b in bodies] == ["done"] * N_BATCHES, log.read_text()[-3000:]
+        for i, b in enumerate(bodies):
+            assert sorted(x["name"] for x in b["results"]) == [f"b{i}-0.jpg", f"b{i}-1.jpg"]
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=60) == 0
+    finally:
+        for p in (daemon, second):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+        for pid_file in pid_dir.iterdir():  # stand-ins orphaned by the kill -9
+            pid = int(pid_file.name)
+            cmdline = Path(f"/proc/{pid}/cmdline")
+            with contextlib.suppress(OSError):
+                if str(script).encode() in cmdline.read_bytes():  # ours, not a reused pid
+                    os.kill(pid, signal.SIGKILL)
+
+    # Exactly once: one "finished" event per batch over both lives of the daemon, one
+    # results object each, and the interrupted batch was claimed a second time.
+    events = finished_events(log)
+    assert sorted(str(e["batch_id"]) for e in events) == sorted(ids)
+    assert all(e["state"] == "done" for e in events)
+    assert "re-queued batches left running by a previous run" in log.read_text()
+    with Store(f"sqlite:///{data / 'stoic.db'}") as store:
+        for b in ids:
+            record = store.get_batch(b)
+            assert record.state is BatchState.DONE
+            assert record.attempts == (2 if b in interrupted else 1)
+    results = sorted((data / "objects" / "batches").glob("*/results.json"))
+    assert len(results) == N_BATCHES

@@ -1,0 +1,310 @@
+"""The serverless function end to end through a directory object store.
+
+TensorFlow is slow to import and train, so one demo model is trained per session and
+shared; every test stays small. Throughput is measured in benchmarks/bench_function.py,
+not here.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from stoic.errors import InputError, ModelNotFound, ObjectNotFound
+from stoic.objectstore import DirObjectStore
+from stoic.package import PackageWriter, model_key, package_key
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+pytestmark = pytest.mark.slow
+
+MODEL = model_key("classify", "1")
+
+
+@pytest.fixture(scope="session")
+def store_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory store holding one small trained demo model (shared by the session)."""
+    from stoic.function.model import save_model, train_demo_model
+
+    root = tmp_path_factory.mktemp("objects")
+    result = train_demo_model(n_per_class=20, epochs=3, seed=1)
+    save_model(result.model, DirObjectStore(root), MODEL, result.classes)
+    return root
+
+
+@pytest.fixture
+def store(store_root: Path) -> DirObjectStore:
+    return DirObjectStore(store_root)
+
+
+@pytest.fixture(scope="session")
+def shared_function(store_root: Path):
+    """One Function with the model already loaded (a warm pod)."""
+    from stoic.function.handler import Function
+
+    function = Function(DirObjectStore(store_root))
+    function.get_model(MODEL)
+    return function
+
+
+def _png(color: tuple[int, int, int]) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _put_package(store: DirObjectStore, batch: str, members: list[tuple[str, bytes]]) -> str:
+    buf = io.BytesIO()
+    with PackageWriter(buf) as writer:
+        for name, data in members:
+            writer.add_bytes(name, data)
+    key = package_key(batch)
+    store.put_bytes(key, buf.getvalue())
+    return key
+
+
+def _demo_members(n_per_class: int, seed: int) -> list[tuple[str, bytes]]:
+    from stoic.function.model import demo_images
+
+    return [
+        (f"{i:03d}-{label}.jpg", data)
+        for i, (label, data) in enumerate(demo_images(n_per_class, seed=seed))
+    ]
+
+
+def test_classifies_jpeg_and_png_and_reports_bad_files(store, shared_function) -> None:
+    members = [
+        *_demo_members(2, seed=7),  # 10 JPEG scenes of known class
+        ("grey.png", _png((128, 128, 128))),
+        ("truncated.jpg", _demo_members(1, seed=8)[0][1][:200]),
+        ("notes.txt", b"this is not an image"),
+    ]
+    key = _put_package(store, "b-mixed", members)
+    out = shared_function({"action": "classify", "package": key, "model": MODEL})
+    assert out["n_images"] == 13
+    assert out["n_failed"] == 2
+    by_name = {r["name"]: r for r in out["results"]}
+    assert [r["name"] for r in out["results"]] == [n for n, _ in members]
+    for name in ("truncated.jpg", "notes.txt"):
+        assert by_name[name]["label"] is None and by_name[name]["scores"] == {}
+        assert "cannot decode image" in by_name[name]["error"]
+    classes = {"bird", "fox", "rodent", "human", "empty"}
+    for r in out["results"]:
+        if r["error"] is None:
+            assert r["label"] in classes
+            assert set(r["scores"]) == classes
+            assert sum(r["scores"].values()) == pytest.approx(1.0, abs=1e-4)
+            assert r["label"] == max(r["scores"], key=r["scores"].get)
+    assert out["workers"] == [{"device": "CPU:0", "images": 11}]
+    assert set(out["timings"]) == {
+        "download_s",
+        "model_load_s",
+        "decode_s",
+        "processing_s",
+        "total_s",
+    }
+    assert out["timings"]["model_load_s"] == 0.0  # the shared function is warm
+    json.dumps(out)  # the response is plain JSON
+
+
+def test_warmup_then_cached_model(store) -> None:
+    from stoic.function.handler import Function
+
+    key = _put_package(store, "b-warm", _demo_members(1, seed=3))
+    function = Function(store)  # a cold pod
+    first = function({"package": key, "model": MODEL, "warmup": True})
+    assert first["n_images"] == 1  # warm-up classifies the first image only
+    assert first["timings"]["model_load_s"] > 0
+    second = function({"package": key, "model": MODEL, "batch_size": 2})
+    assert second["n_images"] == 5
+    assert second["timings"]["model_load_s"] == 0.0
+    function.drop_models()
+    third = function({"package": key, "model": MODEL, "warmup": True})
+    assert third["timings"]["model_load_s"] > 0
+
+
+def test_missing_package_and_model_are_typed(store, shared_function) -> None:
+    with pytest.raises(ObjectNotFound) as info:
+        shared_function({"package": "batches/none/package.tar", "model": MODEL})
+    assert info.value.key == "batches/none/package.tar"
+    key = _put_package(store, "b-nomodel", _demo_members(1, seed=4)[:1])
+    with pytest.raises(ModelNotFound) as minfo:
+        shared_function({"package": key, "model": "models/classify/9/model.keras"})
+    assert minfo.value.key == "models/classify/9/model.keras"
+    assert "models/classify/9/model.keras" in str(minfo.value)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"package": "batches/x/package.tar"},  # no model
+        {"package": "../etc/passwd", "model": MODEL},
+        {"action": "dance", "package": "a", "model": "b"},
+        {"package": "a", "model": "b", "batch_size": 0},
+        b"{not json",
+    ],
+)
+def test_bad_requests(shared_function, body) -> None:
+    with pytest.raises(InputError):
+        shared_function(body)
+
+
+def test_kubeless_handler_reads_settings_from_env(store_root, monkeypatch) -> None:
+    from stoic.function import handler as mod
+
+    monkeypatch.setenv("STOIC_OBJECTSTORE__KIND", "dir")
+    monkeypatch.setenv("STOIC_OBJECTSTORE__PATH", str(store_root))
+    monkeypatch.setattr(mod, "_default", None)
+    key = _put_package(DirObjectStore(store_root), "b-kubeless", _demo_members(1, seed=5)[:2])
+    event = {"data": {"action": "classify", "package": key, "model": MODEL}, "event-id": "1"}
+    out = mod.handler(event, {"function-name": "classify", "timeout": "180"})
+    assert out["n_images"] == 2 and out["n_failed"] == 0
+    assert isinstance(mod._default, mod.Function)
+    assert mod._default.store.root == store_root.resolve()  # type: ignore[attr-defined]
+
+
+def test_train_on_labelled_images_beats_chance(store, shared_function) -> None:
+    from stoic.function.model import demo_images
+
+    # Unbalanced like camera traps: few foxes and humans, so up-sampling has work to do.
+    counts = [40, 15, 40, 15, 40]
+    for i, (label, data) in enumerate(demo_images(counts, seed=11)):
+        store.put_bytes(f"train/{label}/{i:04d}.jpg", data)
+    store.put_bytes("train/empty/broken.jpg", b"not an image")
+    out = shared_function(
+        {
+            "action": "train",
+            "images": "train",
+            "output": "models/classify/2/model.keras",
+            "epochs": 10,
+            "val_fraction": 0.25,
+        }
+    )
+    assert out["model"] == "models/classify/2/model.keras"
+    assert store.exists("models/classify/2/model.keras")
+    assert out["n_train"] == 5 * 30  # every class up-sampled to the largest (40 * 0.75)
+    assert out["skipped"] and "broken.jpg" in out["skipped"][0]
+    assert len(out["history"]["accuracy"]) == 10
+    assert out["val_accuracy"] > 0.4  # chance is 0.2 on five classes
+    # The new version serves.
+    key = _put_package(store, "b-v2", _demo_members(1, seed=12))
+    res = shared_function({"package": key, "model": "models/classify/2/model.keras"})
+    assert res["n_images"] == 5 and res["n_failed"] == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def server_url(store_root: Path) -> Iterator[str]:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "STOIC_OBJECTSTORE__KIND": "dir",
+        "STOIC_OBJECTSTORE__PATH": str(store_root),
+        "FUNC_PORT": str(port),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stoic.function.server", "--host", "127.0.0.1"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # blocks until the server says it is ready (or exits)
+            if "ready on" in line or "failed" in line:
+                break
+        assert "ready on" in line, line
+        assert httpx.get(f"{url}/healthz").status_code == 200
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_http_server_routes(server_url: str, store: DirObjectStore) -> None:
+    key = _put_package(store, "b-http", [*_demo_members(1, seed=6)[:3], ("x.txt", b"x")])
+    with httpx.Client(base_url=server_url, timeout=60) as client:
+        r = client.post("/", json={"action": "classify", "package": key, "model": MODEL})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["n_images"] == 4 and body["n_failed"] == 1
+        assert body["timings"]["model_load_s"] > 0  # a fresh process loads the model
+        again = client.post("/", json={"package": key, "model": MODEL, "warmup": True}).json()
+        assert again["timings"]["model_load_s"] == 0.0 and again["n_images"] == 1
+
+        r = client.post("/", json={"package": "batches/zz/package.tar", "model": MODEL})
+        assert r.status_code == 404
+        assert r.json()["key"] == "batches/zz/package.tar"
+        r = client.post("/", json={"package": key, "model": "models/none/1/model.keras"})
+        assert r.status_code == 404 and r.json()["key"] == "models/none/1/model.keras"
+        r = client.post("/", content=b"{oops", headers={"content-type": "application/json"})
+        assert r.status_code == 400 and "JSON" in r.json()["error"]
+
+        metrics = client.get("/metrics")
+        assert metrics.status_code == 200
+        assert 'function_calls_total{action="classify",status="404"} 2.0' in metrics.text
+        assert "function_images_total 5.0" in metrics.text
+        assert client.get("/nope").status_code == 404
+
+
+def test_demo_scenes_are_deterministic_and_decodable() -> None:
+    from stoic.function.model import CLASSES, decode_image, demo_images
+
+    a, b = demo_images(1, seed=2), demo_images(1, seed=2)
+    assert a == b and [label for label, _ in a] == list(CLASSES)
+    x = decode_image(a[0][1])
+    assert x.shape == (64, 64, 3) and x.dtype == np.uint8
+    with pytest.raises(InputError):
+        decode_image(b"\x89PNG\r\n\x1a\n broken")
+
+
+def test_fine_tune_keeps_classes_and_rejects_unknown_labels(store, shared_function) -> None:
+    from stoic.function.model import demo_images
+
+    for i, (label, data) in enumerate(demo_images(3, seed=21)):
+        store.put_bytes(f"ft/{label}/{i}.jpg", data)
+    body = {"action": "train", "images": "ft/", "base_model": MODEL, "epochs": 1}
+    out = shared_function({**body, "output": "models/classify/ft/model.keras"})
+    assert out["classes"] == ["bird", "fox", "rodent", "human", "empty"]
+    assert len(out["history"]["loss"]) == 1
+    store.put_bytes("ft/bear/0.jpg", demo_images(1, seed=22)[0][1])
+    with pytest.raises(InputError, match="bear"):
+        shared_function({**body, "output": "models/classify/ft2/model.keras"})
+    with pytest.raises(ObjectNotFound):
+        shared_function({**body, "images": "nothing-here", "output": "models/x/1/model.keras"})
+
+
+def test_model_init_cli(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from stoic.cli import app
+
+    args = ["model", "init", "--store-dir", str(tmp_path), "--version", "7"]
+    runner = CliRunner()
+    result = runner.invoke(app, [*args, "--per-class", "4", "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    assert "demo model" in result.output
+    assert DirObjectStore(tmp_path).exists("models/classify/7/model.keras")
+    again = runner.invoke(app, [*args, "--if-missing"])
+    assert again.exit_code == 0 and "nothing to do" in again.output
