@@ -411,6 +411,16 @@ async def test_cleanup_orphans_in_deployment_mode(
     assert live(kmock) == []
 
 
+async def test_start_cleans_orphans_as_the_controller_calls_it(
+    kmock: km.KubernetesEmulator, make_backend: BackendFactory
+) -> None:
+    crashed = make_backend()
+    await deploy_with_kubelet(kmock, crashed, GPU1, delay_s=0.05)
+    assert live(kmock) != []
+    await make_backend().start()  # the controller calls start() on every backend
+    assert live(kmock) == []
+
+
 # --------------------------------------------------------------------- invoke
 
 

@@ -160,6 +160,12 @@ class KubernetesBackend:
             raise ConfigError(f"{key}{where}: cannot load Kubernetes credentials: {exc}") from None
         return cls(settings, api_config=cfg, cloud_store=cloud_store, edge_store=edge_store)
 
+    async def start(self) -> None:
+        """Called by the controller once at start-up: delete what a crashed controller
+        left behind (``kubernetes.cleanup_orphans_at_start``)."""
+        if self._s.cleanup_orphans_at_start:
+            await self.cleanup_orphans()
+
     async def aclose(self) -> None:
         await self._http.aclose()
         await asyncio.to_thread(self._api_client.close)

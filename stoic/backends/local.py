@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import os
 import signal
 import socket
@@ -53,6 +54,8 @@ from stoic.errors import DeployFailure, DeployTimeout, InvocationError
 from stoic.model import Job, Runtime
 from stoic.package import model_key, package_key
 from stoic.settings import LocalBackendSettings, ObjectStoreSettings, Settings
+
+log = logging.getLogger(__name__)
 
 __all__ = ["LocalBackend", "default_command", "objectstore_env"]
 
@@ -106,6 +109,51 @@ def _log_tail(path: Path) -> str:
         return f"(log {path} unreadable: {exc})"
     lines = data.decode("utf-8", "replace").splitlines()[-_LOG_TAIL_LINES:]
     return "\n".join(lines) if lines else "(no output)"
+
+
+def _start_time(pid: int) -> str | None:
+    """The kernel's start time of ``pid`` (field 22 of /proc/PID/stat), so that a pid
+    reused by an unrelated process after a reboot or wrap-around is never killed."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def record_process(run_dir: Path, pid: int) -> None:
+    """Note a launched function process (its own process group) under ``run_dir``."""
+    start = _start_time(pid)
+    if start is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / f"{pid}.pid").write_text(f"{pid} {start}\n")
+
+
+def forget_process(run_dir: Path, pid: int) -> None:
+    with contextlib.suppress(OSError):
+        (run_dir / f"{pid}.pid").unlink()
+
+
+def reap_orphans(run_dir: Path) -> list[int]:
+    """Kill the process groups recorded under ``run_dir`` that still run; returns them."""
+    killed: list[int] = []
+    if not run_dir.is_dir():
+        return killed
+    for f in run_dir.glob("*.pid"):
+        try:
+            pid_s, start = f.read_text().split()
+            pid = int(pid_s)
+        except (OSError, ValueError):
+            pid, start = 0, ""
+        if pid > 0 and _start_time(pid) == start:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+                killed.append(pid)
+        with contextlib.suppress(OSError):
+            f.unlink()
+    if killed:
+        log.warning("killed function processes left by a previous run", extra={"pids": killed})
+    return killed
 
 
 @dataclass(eq=False)
@@ -171,6 +219,7 @@ class LocalBackend:
         self._model_key = model_key or opts.model_key
         self._edge = edge
         self._log_dir = opts.log_dir or data_dir / "logs" / "local"
+        self._run_dir = data_dir / "run" / "local"
         self._env = objectstore_env(
             data_dir, store, objects_path or store.path or data_dir / "objects"
         )
@@ -206,7 +255,12 @@ class LocalBackend:
 
     async def start(self) -> None:
         """Launch the edge standby in the background, so the first edge batch finds it
-        warm. Returns at once; ``deploy(edge)`` waits for it if it is not ready yet."""
+        warm. Returns at once; ``deploy(edge)`` waits for it if it is not ready yet.
+
+        First it kills the function processes a previous daemon left behind when it was
+        killed without a chance to stop them (``kill -9``, a power cut): their process
+        groups are recorded under ``data_dir/run/local``."""
+        reap_orphans(self._run_dir)
         if self._edge is not None and self._opts.standby:
             self._ensure_standby(self._edge)
 
@@ -360,6 +414,7 @@ class LocalBackend:
             )
         p = _Proc(runtime, proc, port, log, f"http://{host}:{port}", standby=standby)
         self._procs[p.pid] = p
+        record_process(self._run_dir, p.pid)
         try:
             async with asyncio.timeout(timeout_s):
                 await self._wait_ready(p)
@@ -423,6 +478,7 @@ class LocalBackend:
             p.signal_group(signal.SIGKILL)
             p.stopped = True
             self._procs.pop(p.pid, None)
+            forget_process(self._run_dir, p.pid)
             p.stopping.set_result(None)
         if not (keep_log or self._opts.keep_logs):
             with contextlib.suppress(OSError):
