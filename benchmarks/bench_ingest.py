@@ -4,8 +4,9 @@
 
 Starts ``stoic serve`` on a loopback port (or uses ``--url``: then the RSS figure
 needs ``--pid``) with a temporary data dir. The runtimes run a tiny stand-in function
-server (the local backend's ``local.command``) so that the daemon's own work — ingest,
-scheduling, bookkeeping — is what is measured, not TensorFlow. Prints:
+server, ``tests/standin_function.py`` (the local backend's ``local.command``), so that
+the daemon's own work — ingest, scheduling, bookkeeping — is what is measured, not
+TensorFlow. Prints:
 
 1. ingest throughput: 100-image batches (≈212 KB noise JPEGs, like the paper's camera
    traps) posted one after another over HTTP: batches/s and MB/s of request body;
@@ -38,27 +39,8 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 
-STAND_IN = r"""
-import json, os, sys, tarfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-PORT = int(sys.argv[sys.argv.index("--port") + 1])
-OBJECTS = Path(os.environ["STOIC_OBJECTSTORE__PATH"])
-class H(BaseHTTPRequestHandler):
-    def log_message(self, *a): pass
-    def _send(self, code, body):
-        data = json.dumps(body).encode()
-        self.send_response(code); self.send_header("Content-Length", str(len(data)))
-        self.end_headers(); self.wfile.write(data)
-    def do_GET(self): self._send(200, {"status": "ok"})
-    def do_POST(self):
-        req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        with tarfile.open(OBJECTS / req["package"]) as tar:
-            names = [m.name for m in tar]
-        self._send(200, {"results": [{"name": n, "label": "x", "scores": {}, "error": None}
-                                     for n in names], "timings": {}})
-ThreadingHTTPServer(("127.0.0.1", PORT), H).serve_forever()
-"""
+# The TF-free imitation of the function server that the tests use too.
+STAND_IN = REPO / "tests" / "standin_function.py"
 
 
 def noise_jpeg(seed: int, target: int = 212_000) -> bytes:
@@ -174,12 +156,11 @@ def main() -> None:
     if args.url:
         url, pid = args.url, args.pid
     else:
-        script = tmp / "standin.py"
-        script.write_text(STAND_IN)
         config = tmp / "stoic.toml"
         config.write_text(
             f'data_dir = "{tmp / "data"}"\n[controller]\ninquisitor = false\nbootstrap = false\n'
-            f'demo_model = false\n[local]\ncommand = ["{sys.executable}", "{script}"]\n'
+            f'demo_model = false\n[local]\ncommand = ["{sys.executable}", "{STAND_IN}", '
+            '"--no-model-check"]\n'
             '[log]\nlevel = "INFO"\n'
         )
         port = free_port()

@@ -13,16 +13,19 @@ Nothing is created at import time. :meth:`Controller.start` builds, in order:
    the recorder (every measurement goes to the predictor, the metrics and the store),
    the requester, the scheduler and the inquisitor;
 4. the background tasks, each a named task under a supervisor that logs a crash and
-   restarts it with exponential back-off: the **dispatcher** (claims queued batches,
-   at most ``controller.max_concurrent_batches`` at once, each a task kept in
-   ``running: dict[batch_id, Task]``) and the **inquisitor**.
+   restarts it with exponential back-off: the **dispatcher**
+   (:class:`~stoic.dispatcher.Dispatcher`: claims queued batches, at most
+   ``controller.max_concurrent_batches`` at once, each a task kept in
+   ``running: dict[batch_id, Task]``, and runs each end to end) and the
+   **inquisitor**.
 
 Before the dispatcher takes its first batch, the demo model is trained (in a child
-process, ``stoic model init``) if no model is stored yet, so ``stoic serve`` works on
-a fresh machine. When a batch of an application version arrives for which a runtime
-has no processing samples yet, the scheduler's bootstrap runs first (paper §3.7) with
-two representative jobs cut from that batch's package: its first image, and its first
-ten images (fewer if the batch is smaller).
+process, ``stoic model init``: :mod:`stoic.demo_model`) if no model is stored yet, so
+``stoic serve`` works on a fresh machine. When a batch of an application version
+arrives for which a runtime has no processing samples yet, the dispatcher runs the
+scheduler's bootstrap first (paper §3.7) with two representative jobs cut from that
+batch's package: its first image, and its first ten images (fewer if the batch is
+smaller).
 
 Stopping (:meth:`Controller.stop`; uvicorn calls it from the lifespan after its own
 SIGTERM/SIGINT handler set its exit flag) drains: no new batch is claimed, running
@@ -34,11 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import json
-import os
-import sys
-import tempfile
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +46,9 @@ from stoic.api.metrics import Metrics
 from stoic.availability import Availability, AvailabilityChange
 from stoic.backends.base import RuntimeBackend
 from stoic.clock import Clock, WallClock
-from stoic.errors import BatchStateError, ConfigError, StoicError
+from stoic.demo_model import build_demo_model
+from stoic.dispatcher import Dispatcher
+from stoic.errors import ConfigError
 from stoic.ingest import IngestLimits, Ingestor
 from stoic.logging import get_logger
 from stoic.model import (
@@ -56,22 +56,17 @@ from stoic.model import (
     DeploymentSample,
     Job,
     Mode,
-    Outcome,
     Plan,
     ProcessingSample,
     TransferSample,
 )
 from stoic.objectstore import ObjectStore, make_object_store
-from stoic.package import PackageWriter, iter_package, model_key, results_key
+from stoic.package import model_key
 from stoic.policy import PolicyOptions
 from stoic.settings import Settings
 from stoic.store.store import BatchRecord, Store
 
 log = get_logger("stoic.controller")
-
-BOOTSTRAP_SIZES = (1, 10)
-"""Images in the two representative bootstrap jobs (paper §3.7: "two representative
-tasks"): the fixed cost of a call, and a point ten images further up the line."""
 
 
 class DaemonRecorder:
@@ -149,13 +144,10 @@ class Controller:
         self.clock: Clock = clock or WallClock()
         self.metrics = metrics or Metrics()
         self._injected_backends = dict(backends) if backends is not None else None
-        self.running: dict[str, asyncio.Task[None]] = {}
         self.state = "created"  # created → starting → running → draining → stopped
         self._stop_requested = False
-        self._wake: asyncio.Event | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._side: set[asyncio.Task[Any]] = set()
-        self._prepared: asyncio.Event | None = None
         self.model_status = "unknown"
         self.runtime_names = [r.name for r in settings.runtimes]
         edges = [r.name for r in settings.runtimes if r.kind.value == "edge"]
@@ -170,12 +162,18 @@ class Controller:
         self.requester: Any = None
         self.scheduler: Any = None
         self.inquisitor: Any = None
+        self.dispatcher: Dispatcher | None = None
 
     # Life cycle ----------------------------------------------------------------------
 
     @property
     def tmp_dir(self) -> Path:
         return self.settings.data_dir / "tmp"
+
+    @property
+    def running(self) -> dict[str, asyncio.Task[None]]:
+        """The batches being processed, by id (the dispatcher's; empty before start)."""
+        return self.dispatcher.running if self.dispatcher is not None else {}
 
     @property
     def draining(self) -> bool:
@@ -193,8 +191,8 @@ class Controller:
 
     def notify(self) -> None:
         """A batch was queued: wake the dispatcher now rather than at its next poll."""
-        if self._wake is not None:
-            self._wake.set()
+        if self.dispatcher is not None:
+            self.dispatcher.notify()
 
     async def start(self) -> None:
         """Build everything and start the background tasks; returns at once after."""
@@ -205,8 +203,6 @@ class Controller:
 
         s = self.settings
         self.state = "starting"
-        self._wake = asyncio.Event()
-        self._prepared = asyncio.Event()
         s.data_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(migrate, s.database_url)
         self.store = Store(s.database_url)
@@ -288,7 +284,19 @@ class Controller:
         self.metrics.watch_states(self._state_counts)
         await asyncio.to_thread(self._warm_predictor)
 
-        specs = [TaskSpec("dispatcher", self._dispatch_loop)]
+        self.dispatcher = Dispatcher(
+            s,
+            clock=self.clock,
+            metrics=self.metrics,
+            store=self.store,
+            objects=self.objects,
+            scheduler=self.scheduler,
+            requester=self.requester,
+            tmp_dir=self.tmp_dir,
+            stopping=lambda: self._stop_requested,
+            prepare=self._prepare,
+        )
+        specs = [TaskSpec("dispatcher", self.dispatcher.run)]
         if s.controller.inquisitor and any(r.kind.value != "edge" for r in runtimes):
             from stoic.inquisitor import Inquisitor
 
@@ -441,7 +449,8 @@ class Controller:
         return {state.value: self.store.count_batches(state) for state in BatchState}
 
     async def _prepare(self) -> None:
-        """Make sure a model exists before the first batch runs (demo model if none)."""
+        """Make sure a model exists before the first batch runs (demo model if none).
+        The dispatcher calls it once, before its first claim."""
         s = self.settings
         key = model_key(s.controller.app, s.controller.app_version)
         if await asyncio.to_thread(self.objects.exists, key):
@@ -456,210 +465,6 @@ class Controller:
         await build_demo_model(s)
         self.model_status = "present"
         log.info("demo model trained and stored", model=key)
-
-    # The dispatcher ------------------------------------------------------------------
-
-    async def _dispatch_loop(self) -> None:
-        assert self._wake is not None and self._prepared is not None
-        if not self._prepared.is_set():
-            await self._prepare()
-            self._prepared.set()
-        limit = self.settings.controller.max_concurrent_batches
-        while not self._stop_requested:
-            self._wake.clear()
-            while len(self.running) < limit and not self._stop_requested:
-                record = await asyncio.to_thread(self.store.claim_next_queued, self.clock.now())
-                if record is None:
-                    break
-                task = asyncio.create_task(self._run_batch(record), name=f"batch:{record.id}")
-                self.running[record.id] = task
-                self.metrics.batches_running.set(len(self.running))
-                task.add_done_callback(functools.partial(self._batch_done, record.id))
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.settings.controller.poll_s):
-                    await self._wake.wait()
-
-    def _batch_done(self, batch_id: str, _task: asyncio.Task[None]) -> None:
-        self.running.pop(batch_id, None)
-        self.metrics.batches_running.set(len(self.running))
-        self.notify()
-
-    async def _run_batch(self, record: BatchRecord) -> None:
-        """Decide, run, store results and measurements, finish. Never raises (except
-        on cancellation): a failing batch is finished as ``failed`` with its error."""
-        s = self.settings
-        job = record.job()
-        mode, pinned = record.mode, record.pinned_runtime
-        if pinned is not None:
-            mode = Mode.PINNED
-        log.info(
-            "batch claimed", batch_id=record.id, attempt=record.attempts, n_images=job.n_images
-        )
-        plan: Plan | None = None
-        try:
-            if s.controller.bootstrap and self.scheduler.needs_bootstrap(job.app, job.app_version):
-                await self._bootstrap(record)
-            plan = self.scheduler.plan(job, mode=mode, pinned=pinned)
-            decision_s = self.scheduler.last_decision_s
-            self.metrics.scheduling_overhead.observe(decision_s)
-            self.metrics.decisions.labels(str(plan.mode), plan.runtime).inc()
-            await asyncio.to_thread(
-                self.store.record_decision,
-                record.id,
-                plan.runtime,
-                plan.reason,
-                dict(plan.estimates),
-                at=self.clock.now(),
-            )
-            outcome: Outcome = await self.requester.run(job, plan)
-            outcome.decision_s = decision_s
-        except asyncio.CancelledError:
-            log.warning(
-                "batch cancelled; it will be re-queued at the next start", batch_id=record.id
-            )
-            raise
-        except StoicError as exc:
-            await self._fail(record, plan, exc)
-            return
-        except Exception as exc:
-            log.exception("batch crashed", batch_id=record.id)
-            await self._fail(record, plan, exc)
-            return
-        await self._succeed(record, plan, outcome)
-
-    async def _succeed(self, record: BatchRecord, plan: Plan, outcome: Outcome) -> None:
-        key = results_key(record.id)
-        document = {
-            "batch_id": record.id,
-            "runtime": outcome.winner or outcome.runtime,
-            "mode": str(plan.mode),
-            "n_images": record.n_images,
-            "results": outcome.results if outcome.results is not None else [],
-        }
-        data = json.dumps(document).encode()
-        await asyncio.to_thread(self.objects.put_bytes, key, data)
-        if outcome.reason:
-            with contextlib.suppress(BatchStateError):
-                await asyncio.to_thread(
-                    self.store.record_decision,
-                    record.id,
-                    plan.runtime,
-                    f"{plan.reason}; then: {outcome.reason}",
-                    dict(plan.estimates),
-                )
-        try:
-            await asyncio.to_thread(
-                self.store.finish_batch,
-                record.id,
-                state=BatchState.DONE,
-                finished_at=self.clock.now(),
-                transfer_s=outcome.transfer_s,
-                deployment_s=outcome.deployment_s,
-                processing_s=outcome.processing_s,
-                total_s=outcome.total_s,
-                winner=outcome.winner or outcome.runtime,
-                cloud_used_s=outcome.cloud_used_s,
-                cloud_wasted_s=outcome.cloud_wasted_s,
-                results_key=key,
-                error=outcome.error,
-            )
-        except BatchStateError as exc:
-            log.error(
-                "batch finished elsewhere; result not recorded", batch_id=record.id, error=str(exc)
-            )
-            return
-        winner = outcome.winner or outcome.runtime
-        estimate = plan.estimates.get(winner)
-        self.metrics.observe_outcome(
-            outcome,
-            BatchState.DONE,
-            planned_runtime=plan.runtime,
-            predicted_total_s=estimate.total.mean if estimate is not None else None,
-        )
-        log.info(
-            "batch finished",
-            batch_id=record.id,
-            state="done",
-            runtime=winner,
-            total_s=round(outcome.total_s, 3),
-            transfer_s=round(outcome.transfer_s, 3),
-            deployment_s=round(outcome.deployment_s, 3),
-            processing_s=round(outcome.processing_s, 3),
-            decision_ms=round(outcome.decision_s * 1000, 3),
-        )
-
-    async def _fail(self, record: BatchRecord, plan: Plan | None, exc: BaseException) -> None:
-        message = f"{type(exc).__name__}: {exc}"
-        try:
-            await asyncio.to_thread(
-                self.store.finish_batch,
-                record.id,
-                state=BatchState.FAILED,
-                finished_at=self.clock.now(),
-                error=message,
-            )
-        except StoicError as store_exc:
-            log.error("could not record a failed batch", batch_id=record.id, error=str(store_exc))
-            return
-        self.metrics.batches_finished.labels("failed", plan.runtime if plan else "none").inc()
-        log.warning("batch finished", batch_id=record.id, state="failed", error=message)
-
-    # Bootstrapping -------------------------------------------------------------------
-
-    async def _bootstrap(self, record: BatchRecord) -> None:
-        """Run the scheduler's bootstrap with sub-packages of ``record``'s package."""
-        jobs, keys = await asyncio.to_thread(self._representative_jobs, record)
-        try:
-            report = await self.scheduler.bootstrap(record.app, record.app_version, jobs)
-            log.info(
-                "bootstrap done",
-                app=record.app,
-                app_version=record.app_version,
-                runs=report.runs,
-                failures={k: len(v) for k, v in report.failures.items()},
-            )
-        finally:
-            for key in keys:
-                with contextlib.suppress(StoicError):
-                    await asyncio.to_thread(self.objects.delete, key)
-
-    def _representative_jobs(self, record: BatchRecord) -> tuple[list[Job], list[str]]:
-        """Cut the first 1 and first ≤10 images of the package into packages of their
-        own (streamed: only those images are read)."""
-        sizes = sorted({min(n, record.n_images) for n in BOOTSTRAP_SIZES})
-        jobs: list[Job] = []
-        keys: list[str] = []
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        for size in sizes:
-            key = f"batches/{record.id}/bootstrap-{size}/package.tar"
-            fd, tmp = tempfile.mkstemp(prefix="ingest-bootstrap-", suffix=".tar", dir=self.tmp_dir)
-            try:
-                with (
-                    os.fdopen(fd, "wb") as out,
-                    PackageWriter(out) as writer,
-                    self.objects.open_read(record.package_key) as src,
-                ):
-                    for i, (name, data) in enumerate(iter_package(src)):
-                        if i >= size:
-                            break
-                        writer.add_bytes(name, data)
-                n_bytes = Path(tmp).stat().st_size
-                with open(tmp, "rb") as f:
-                    self.objects.put_stream(key, f)
-            finally:
-                Path(tmp).unlink(missing_ok=True)
-            keys.append(key)
-            jobs.append(
-                Job(
-                    f"{record.id}:b{size}",
-                    size,
-                    n_bytes,
-                    record.app,
-                    record.app_version,
-                    package_key=key,
-                )
-            )
-        return jobs, keys
 
     # Queries for the API --------------------------------------------------------------
 
@@ -681,45 +486,3 @@ async def _cancel(task: asyncio.Task[Any]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await task
-
-
-async def build_demo_model(settings: Settings) -> None:
-    """Train and store the demo model in a child process (``stoic model init``).
-
-    A child keeps TensorFlow out of the daemon's memory and lets a crash of the
-    training stay a logged error. It is pointed at the daemon's object store with the
-    same ``STOIC_*`` variables the local backend gives function processes.
-    """
-    from stoic.backends.local import objectstore_env
-
-    env = {
-        **os.environ,
-        **objectstore_env(settings.data_dir, settings.objectstore, settings.objects_path),
-    }
-    env["STOIC_CONTROLLER__APP"] = settings.controller.app
-    env["STOIC_CONTROLLER__APP_VERSION"] = settings.controller.app_version
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    log_dir = settings.data_dir / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / "model-init.log"
-    with log_path.open("wb") as out:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "stoic.cli",
-            "model",
-            "init",
-            stdout=out,
-            stderr=asyncio.subprocess.STDOUT,
-            env=env,
-        )
-        try:
-            rc = await proc.wait()
-        except asyncio.CancelledError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-            raise
-    if rc != 0:
-        tail = log_path.read_text(errors="replace")[-2000:]
-        raise ConfigError(f"training the demo model failed (exit {rc}); log {log_path}:\n{tail}")

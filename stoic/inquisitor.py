@@ -27,8 +27,9 @@ from stoic.availability import Availability
 from stoic.backends.base import RuntimeBackend
 from stoic.clock import Clock
 from stoic.errors import BackendError, ConfigError, DeployTimeout
+from stoic.legs import backend_for, cancel_and_wait, deploy_guarded
 from stoic.model import DeploymentSample, DeployOutcome, Runtime
-from stoic.requester import Recorder, backend_for, cancel_and_wait, deploy_guarded
+from stoic.recorder import Recorder
 from stoic.settings import Settings
 
 log = logging.getLogger(__name__)

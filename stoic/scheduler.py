@@ -38,7 +38,8 @@ from stoic.model import (
     TransferSample,
 )
 from stoic.policy import PolicyOptions, decide
-from stoic.requester import PredictorLike, Requester
+from stoic.recorder import PredictorLike
+from stoic.requester import Requester
 from stoic.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -1,10 +1,11 @@
 """Crash safety with real processes: ``kill -9`` the daemon while batches are queued
 and running, restart it, and every accepted batch completes exactly once.
 
-The runtimes are local processes, but running a tiny stand-in function server (the
-local backend's ``local.command`` setting) that sleeps a little per call instead of
-loading TensorFlow, so the test is quick and independent of TF. It lists the
-package it is given, so the results name the images as the real function does.
+The runtimes are local processes, but running the stand-in function server
+``tests/standin_function.py`` (the local backend's ``local.command`` setting) that
+sleeps a little per call instead of loading TensorFlow, so the test is quick and
+independent of TF. It lists the package it is given, so the results name the images
+as the real function does.
 """
 
 from __future__ import annotations
@@ -32,45 +33,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 REPO = Path(__file__).resolve().parents[1]
 N_BATCHES = 4
 
-STAND_IN = r'''
-"""A stand-in function server: /healthz, and POST / that lists the package."""
-import json, os, sys, tarfile, time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-
-PORT = int(sys.argv[sys.argv.index("--port") + 1])
-OBJECTS = Path(os.environ["STOIC_OBJECTSTORE__PATH"])
-PIDS = Path(os.environ["STANDIN_PID_DIR"])
-(PIDS / str(os.getpid())).touch()
-
-class H(BaseHTTPRequestHandler):
-    def log_message(self, *a):
-        pass
-
-    def _send(self, code, body):
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self):
-        self._send(200, {"status": "ok"})
-
-    def do_POST(self):
-        req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        with tarfile.open(OBJECTS / req["package"]) as tar:
-            names = [m.name for m in tar if m.isfile()]
-        if req.get("warmup"):
-            names = names[:1]
-        else:
-            time.sleep(float(os.environ.get("STANDIN_SLEEP_S", "1.0")))
-        self._send(200, {"results": [{"name": n, "label": "standin", "scores": {}, "error": None}
-                                     for n in names], "timings": {}})
-
-ThreadingHTTPServer(("127.0.0.1", PORT), H).serve_forever()
-'''
+STAND_IN = Path(__file__).with_name("standin_function.py")
 
 
 def free_port() -> int:
@@ -119,10 +82,7 @@ def finished_events(log: Path) -> list[dict[str, object]]:
 
 
 def test_kill_9_then_restart_completes_every_batch_exactly_once(tmp_path: Path) -> None:
-    script = tmp_path / "standin.py"
-    script.write_text(STAND_IN)
-    pid_dir = tmp_path / "pids"
-    pid_dir.mkdir()
+    pid_file = tmp_path / "pids"
     data = tmp_path / "data"
     config = tmp_path / "stoic.toml"
     config.write_text(
@@ -136,7 +96,7 @@ demo_model = false
 drain_grace_s = 5
 
 [local]
-command = ["{sys.executable}", "{script}"]
+command = ["{sys.executable}", "{STAND_IN}", "--no-model-check", "--batch-delay", "1.5"]
 
 [[runtimes]]
 name = "edge"
@@ -151,7 +111,7 @@ prior_deploy_s = 100.0
 """
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("STOIC_")}
-    env.update({"STANDIN_PID_DIR": str(pid_dir), "STANDIN_SLEEP_S": "1.5"})
+    env["STANDIN_PIDFILE"] = str(pid_file)
     log = tmp_path / "daemon.log"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -208,11 +168,12 @@ prior_deploy_s = 100.0
             if p is not None and p.poll() is None:
                 p.kill()
                 p.wait()
-        for pid_file in pid_dir.iterdir():  # stand-ins orphaned by the kill -9
-            pid = int(pid_file.name)
-            cmdline = Path(f"/proc/{pid}/cmdline")
+        pids = pid_file.read_text().split() if pid_file.exists() else []
+        for pid in map(int, pids):  # stand-ins orphaned by the kill -9
+            environ = Path(f"/proc/{pid}/environ")
             with contextlib.suppress(OSError):
-                if str(script).encode() in cmdline.read_bytes():  # ours, not a reused pid
+                # Ours, not a reused pid (nor another test's stand-in: the file is shared).
+                if f"STANDIN_PIDFILE={pid_file}\0".encode() in environ.read_bytes():
                     os.kill(pid, signal.SIGKILL)
 
     # Exactly once: one "finished" event per batch over both lives of the daemon, one

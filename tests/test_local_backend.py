@@ -1,11 +1,11 @@
 """The local backend against real processes.
 
-Most tests launch a tiny stand-in of the function server (standard library only, so
-it starts in a blink and needs no TensorFlow) whose behaviour the test picks with
-flags: a start delay, a crash, a slow call. The stand-in speaks the function's
-protocol (``/healthz``, POST ``/`` with ``package``/``model`` keys, 404 with
-``error``/``key``) and reads the packages from the same directory store. One slow
-test runs the real ``python -m stoic.function.server`` with a demo model.
+Most tests launch the stand-in function server ``tests/standin_function.py``
+(standard library only, so it starts in a blink and needs no TensorFlow) whose
+behaviour the test picks with flags: a start delay, a crash, a slow call. The stand-in
+speaks the function's protocol (``/healthz``, POST ``/`` with ``package``/``model``
+keys, 404 with ``error``/``key``) and reads the packages from the same directory store.
+One slow test runs the real ``python -m stoic.function.server`` with a demo model.
 """
 
 from __future__ import annotations
@@ -34,90 +34,7 @@ from stoic.settings import LocalBackendSettings, load_settings
 EDGE = Runtime("edge", RuntimeKind.EDGE)
 CPU = Runtime("cpu", RuntimeKind.CPU)
 
-STANDIN = r"""
-import argparse, json, os, socket, sys, tarfile, threading, time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-
-ap = argparse.ArgumentParser()
-ap.add_argument("--port", type=int, default=int(os.environ.get("FUNC_PORT", "0")))
-ap.add_argument("--start-delay", type=float, default=0.0)
-ap.add_argument("--crash", default=None)
-ap.add_argument("--invoke-delay", type=float, default=0.0)
-ap.add_argument("--fail-startup", default=None)
-args = ap.parse_args()
-
-if os.environ.get("STANDIN_PIDFILE"):
-    with open(os.environ["STANDIN_PIDFILE"], "a") as f:
-        f.write(f"{os.getpid()}\n")
-if args.crash:
-    print("stand-in starting", flush=True)
-    print(args.crash, file=sys.stderr, flush=True)
-    sys.exit(3)
-
-store = Path(os.environ["STOIC_OBJECTSTORE__PATH"])
-ready = threading.Event()
-
-
-class Handler(BaseHTTPRequestHandler):
-    def log_message(self, *a):
-        pass
-
-    def send(self, code, obj):
-        data = json.dumps(obj).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self):
-        if self.path == "/healthz" and args.fail_startup:
-            self.send(503, {"status": "failed", "error": args.fail_startup})
-        elif self.path == "/healthz":
-            self.send(200 if ready.is_set() else 503, {"status": "starting"})
-        elif self.path == "/env":
-            keys = ("CUDA_VISIBLE_DEVICES", "FUNC_HOST", "FUNC_PORT", "STOIC_DATA_DIR",
-                    "STOIC_OBJECTSTORE__KIND", "STOIC_OBJECTSTORE__PATH")
-            self.send(200, {k: os.environ.get(k) for k in keys})
-        else:
-            self.send(404, {"error": "no route"})
-
-    def do_POST(self):
-        t0 = time.monotonic()
-        try:
-            req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            package, model = req["package"], req["model"]
-        except Exception as exc:
-            return self.send(400, {"error": f"bad request: {exc}"})
-        if os.environ.get("STANDIN_NOTIFY"):
-            with socket.create_connection(("127.0.0.1", int(os.environ["STANDIN_NOTIFY"]))) as s:
-                s.sendall(f"{os.getpid()}\n".encode())
-        time.sleep(args.invoke_delay)
-        if not (store / model).is_file():
-            return self.send(404, {"error": f"model not found: {model!r}", "key": model})
-        if not (store / package).is_file():
-            return self.send(404, {"error": "package not found", "key": package})
-        with tarfile.open(store / package) as tar:
-            names = sorted(tar.getnames())
-        if req.get("warmup"):
-            names = names[:1]
-        results = [{"name": n, "label": "stub", "scores": [1.0], "error": None} for n in names]
-        total = time.monotonic() - t0
-        self.send(200, {
-            "results": results,
-            "timings": {"download_s": 0.0, "model_load_s": 0.0, "decode_s": 0.0,
-                        "processing_s": total, "total_s": total},
-            "n_images": len(names), "n_failed": 0, "workers": [os.getpid()],
-        })
-
-
-server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
-threading.Thread(target=server.serve_forever, daemon=True).start()
-time.sleep(args.start_delay)
-ready.set()
-threading.Event().wait()
-"""
+STANDIN = Path(__file__).with_name("standin_function.py")
 
 
 def gone(pid: int) -> bool:
@@ -147,18 +64,11 @@ def make_store(
     return Job(batch_id, len(names), pkg.stat().st_size, package_key=package_key(batch_id))
 
 
-@pytest.fixture
-def standin(tmp_path: Path) -> Path:
-    path = tmp_path / "standin.py"
-    path.write_text(STANDIN)
-    return path
-
-
 Factory = Callable[..., LocalBackend]
 
 
 @pytest.fixture
-async def backend_factory(tmp_path: Path, standin: Path) -> AsyncIterator[Factory]:
+async def backend_factory(tmp_path: Path) -> AsyncIterator[Factory]:
     made: list[LocalBackend] = []
 
     def make(*flags: str, env: dict[str, str] | None = None, **kw: Any) -> LocalBackend:
@@ -167,7 +77,7 @@ async def backend_factory(tmp_path: Path, standin: Path) -> AsyncIterator[Factor
             data_dir=tmp_path / "data",
             objects_path=tmp_path / "data" / "objects",
             options=opts,
-            command=kw.pop("command", [sys.executable, str(standin), *flags]),
+            command=kw.pop("command", [sys.executable, str(STANDIN), *flags]),
             env={"STANDIN_PIDFILE": str(tmp_path / "pids"), **(env or {})},
             **kw,
         )

@@ -547,8 +547,15 @@ class LocalBackend:
             await self._http().get(f"{p.endpoint}/healthz", timeout=_HEALTH_TIMEOUT_S)
         except httpx.ConnectError:
             return False
+        except httpx.TimeoutException:
+            return True  # slow: busy with a batch
         except httpx.TransportError:
-            return True
+            # The connection was cut mid-answer: most likely the process is dying
+            # (killed just before this probe). Give the kernel a moment to tell.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_HEALTH_TIMEOUT_S):
+                    await p.proc.wait()
+            return p.proc.returncode is None
         return True
 
 

@@ -1,0 +1,316 @@
+"""The dispatcher: claims queued batches and runs each one end to end.
+
+The controller builds one :class:`Dispatcher` per start and supervises its
+:meth:`~Dispatcher.run` as the guarded task ``dispatcher``; this module knows nothing
+of how the parts it is given were built, and the controller nothing of what a batch
+goes through. Kept apart because the path of one batch is the daemon's main line
+(DESIGN, "The path of one batch"), and it reads best without the start-up and drain
+code around it.
+
+Why it looks the way it does:
+
+* **Claiming is the database's job.** ``Store.claim_next_queued`` moves a batch from
+  ``queued`` to ``running`` atomically and counts the attempt, so a crash leaves the
+  batch ``running`` and the next start re-queues it (or fails it after
+  ``controller.max_attempts``). The loop only claims while fewer than
+  ``controller.max_concurrent_batches`` run; each batch is a task kept in
+  ``running: dict[batch_id, Task]``, which is what the controller's drain waits on
+  and cancels.
+* **Woken, not just polled.** The ingest calls :meth:`Dispatcher.notify` (through the
+  controller) when it has queued a batch, and a finishing batch does too, so a free
+  slot is filled at once; ``controller.poll_s`` only bounds how long a batch queued
+  behind the dispatcher's back (another process, a re-queue) waits.
+* **A batch never takes the loop down.** :meth:`Dispatcher._run_batch` finishes a
+  failing batch as ``failed`` with its error and only lets cancellation through: a
+  cancelled batch stays ``running`` in the database and is re-queued at the next
+  start.
+* **The model is made sure of first.** The ``prepare`` hook (the controller's: train
+  the demo model if none is stored) runs once before the first claim, so batches
+  accepted meanwhile wait in the queue instead of failing.
+* **Bootstrapping (paper §3.7) is cut from the batch itself.** A new application
+  version has no processing samples, so before its first batch is planned the
+  scheduler's bootstrap runs on sub-packages of that batch (its first image and its
+  first ten images), giving the T_p regression two points of its own.
+
+The log events keep the logger name ``stoic.controller``: they are part of the
+operating interface (``docs/operations.md``) and of what tests and tooling filter on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import os
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from stoic.api.metrics import Metrics
+from stoic.clock import Clock
+from stoic.errors import BatchStateError, StoicError
+from stoic.logging import get_logger
+from stoic.model import BatchState, Job, Mode, Outcome, Plan
+from stoic.objectstore import ObjectStore
+from stoic.package import PackageWriter, iter_package, results_key
+from stoic.settings import Settings
+from stoic.store.store import BatchRecord, Store
+
+log = get_logger("stoic.controller")
+
+BOOTSTRAP_SIZES = (1, 10)
+"""Images in the two representative bootstrap jobs (paper §3.7: "two representative
+tasks"): the fixed cost of a call, and a point ten images further up the line."""
+
+
+class Dispatcher:
+    """Claims queued batches (at most ``controller.max_concurrent_batches`` at once)
+    and runs each: bootstrap if needed, plan, record the decision, run the plan,
+    store the results document, finish the batch, update the metrics.
+
+    ``stopping`` tells whether the controller is draining (no new batch is claimed);
+    ``prepare`` runs once before the first claim.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock,
+        metrics: Metrics,
+        store: Store,
+        objects: ObjectStore,
+        scheduler: Any,
+        requester: Any,
+        tmp_dir: Path,
+        stopping: Callable[[], bool],
+        prepare: Callable[[], Awaitable[None]],
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.metrics = metrics
+        self.store = store
+        self.objects = objects
+        self.scheduler = scheduler
+        self.requester = requester
+        self.tmp_dir = tmp_dir
+        self._stopping = stopping
+        self._prepare = prepare
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+        self._prepared = False
+
+    def notify(self) -> None:
+        """A batch was queued (or a slot freed): look at the queue now rather than at
+        the next poll."""
+        self._wake.set()
+
+    # The loop ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Claim and start batches until the controller stops; returns when it does.
+        Safe to call again after a crash (the supervisor does): ``prepare`` is not
+        repeated once it has succeeded."""
+        if not self._prepared:
+            await self._prepare()
+            self._prepared = True
+        limit = self.settings.controller.max_concurrent_batches
+        while not self._stopping():
+            self._wake.clear()
+            while len(self.running) < limit and not self._stopping():
+                record = await asyncio.to_thread(self.store.claim_next_queued, self.clock.now())
+                if record is None:
+                    break
+                task = asyncio.create_task(self._run_batch(record), name=f"batch:{record.id}")
+                self.running[record.id] = task
+                self.metrics.batches_running.set(len(self.running))
+                task.add_done_callback(functools.partial(self._batch_done, record.id))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.controller.poll_s):
+                    await self._wake.wait()
+
+    def _batch_done(self, batch_id: str, _task: asyncio.Task[None]) -> None:
+        self.running.pop(batch_id, None)
+        self.metrics.batches_running.set(len(self.running))
+        self.notify()
+
+    # One batch -----------------------------------------------------------------------
+
+    async def _run_batch(self, record: BatchRecord) -> None:
+        """Decide, run, store results and measurements, finish. Never raises (except
+        on cancellation): a failing batch is finished as ``failed`` with its error."""
+        s = self.settings
+        job = record.job()
+        mode, pinned = record.mode, record.pinned_runtime
+        if pinned is not None:
+            mode = Mode.PINNED
+        log.info(
+            "batch claimed", batch_id=record.id, attempt=record.attempts, n_images=job.n_images
+        )
+        plan: Plan | None = None
+        try:
+            if s.controller.bootstrap and self.scheduler.needs_bootstrap(job.app, job.app_version):
+                await self._bootstrap(record)
+            plan = self.scheduler.plan(job, mode=mode, pinned=pinned)
+            decision_s = self.scheduler.last_decision_s
+            self.metrics.scheduling_overhead.observe(decision_s)
+            self.metrics.decisions.labels(str(plan.mode), plan.runtime).inc()
+            await asyncio.to_thread(
+                self.store.record_decision,
+                record.id,
+                plan.runtime,
+                plan.reason,
+                dict(plan.estimates),
+                at=self.clock.now(),
+            )
+            outcome: Outcome = await self.requester.run(job, plan)
+            outcome.decision_s = decision_s
+        except asyncio.CancelledError:
+            log.warning(
+                "batch cancelled; it will be re-queued at the next start", batch_id=record.id
+            )
+            raise
+        except StoicError as exc:
+            await self._fail(record, plan, exc)
+            return
+        except Exception as exc:
+            log.exception("batch crashed", batch_id=record.id)
+            await self._fail(record, plan, exc)
+            return
+        await self._succeed(record, plan, outcome)
+
+    async def _succeed(self, record: BatchRecord, plan: Plan, outcome: Outcome) -> None:
+        key = results_key(record.id)
+        document = {
+            "batch_id": record.id,
+            "runtime": outcome.winner or outcome.runtime,
+            "mode": str(plan.mode),
+            "n_images": record.n_images,
+            "results": outcome.results if outcome.results is not None else [],
+        }
+        data = json.dumps(document).encode()
+        await asyncio.to_thread(self.objects.put_bytes, key, data)
+        if outcome.reason:
+            with contextlib.suppress(BatchStateError):
+                await asyncio.to_thread(
+                    self.store.record_decision,
+                    record.id,
+                    plan.runtime,
+                    f"{plan.reason}; then: {outcome.reason}",
+                    dict(plan.estimates),
+                )
+        try:
+            await asyncio.to_thread(
+                self.store.finish_batch,
+                record.id,
+                state=BatchState.DONE,
+                finished_at=self.clock.now(),
+                transfer_s=outcome.transfer_s,
+                deployment_s=outcome.deployment_s,
+                processing_s=outcome.processing_s,
+                total_s=outcome.total_s,
+                winner=outcome.winner or outcome.runtime,
+                cloud_used_s=outcome.cloud_used_s,
+                cloud_wasted_s=outcome.cloud_wasted_s,
+                results_key=key,
+                error=outcome.error,
+            )
+        except BatchStateError as exc:
+            log.error(
+                "batch finished elsewhere; result not recorded", batch_id=record.id, error=str(exc)
+            )
+            return
+        winner = outcome.winner or outcome.runtime
+        estimate = plan.estimates.get(winner)
+        self.metrics.observe_outcome(
+            outcome,
+            BatchState.DONE,
+            planned_runtime=plan.runtime,
+            predicted_total_s=estimate.total.mean if estimate is not None else None,
+        )
+        log.info(
+            "batch finished",
+            batch_id=record.id,
+            state="done",
+            runtime=winner,
+            total_s=round(outcome.total_s, 3),
+            transfer_s=round(outcome.transfer_s, 3),
+            deployment_s=round(outcome.deployment_s, 3),
+            processing_s=round(outcome.processing_s, 3),
+            decision_ms=round(outcome.decision_s * 1000, 3),
+        )
+
+    async def _fail(self, record: BatchRecord, plan: Plan | None, exc: BaseException) -> None:
+        message = f"{type(exc).__name__}: {exc}"
+        try:
+            await asyncio.to_thread(
+                self.store.finish_batch,
+                record.id,
+                state=BatchState.FAILED,
+                finished_at=self.clock.now(),
+                error=message,
+            )
+        except StoicError as store_exc:
+            log.error("could not record a failed batch", batch_id=record.id, error=str(store_exc))
+            return
+        self.metrics.batches_finished.labels("failed", plan.runtime if plan else "none").inc()
+        log.warning("batch finished", batch_id=record.id, state="failed", error=message)
+
+    # Bootstrapping -------------------------------------------------------------------
+
+    async def _bootstrap(self, record: BatchRecord) -> None:
+        """Run the scheduler's bootstrap with sub-packages of ``record``'s package."""
+        jobs, keys = await asyncio.to_thread(self._representative_jobs, record)
+        try:
+            report = await self.scheduler.bootstrap(record.app, record.app_version, jobs)
+            log.info(
+                "bootstrap done",
+                app=record.app,
+                app_version=record.app_version,
+                runs=report.runs,
+                failures={k: len(v) for k, v in report.failures.items()},
+            )
+        finally:
+            for key in keys:
+                with contextlib.suppress(StoicError):
+                    await asyncio.to_thread(self.objects.delete, key)
+
+    def _representative_jobs(self, record: BatchRecord) -> tuple[list[Job], list[str]]:
+        """Cut the first 1 and first ≤10 images of the package into packages of their
+        own (streamed: only those images are read)."""
+        sizes = sorted({min(n, record.n_images) for n in BOOTSTRAP_SIZES})
+        jobs: list[Job] = []
+        keys: list[str] = []
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        for size in sizes:
+            key = f"batches/{record.id}/bootstrap-{size}/package.tar"
+            fd, tmp = tempfile.mkstemp(prefix="ingest-bootstrap-", suffix=".tar", dir=self.tmp_dir)
+            try:
+                with (
+                    os.fdopen(fd, "wb") as out,
+                    PackageWriter(out) as writer,
+                    self.objects.open_read(record.package_key) as src,
+                ):
+                    for i, (name, data) in enumerate(iter_package(src)):
+                        if i >= size:
+                            break
+                        writer.add_bytes(name, data)
+                n_bytes = Path(tmp).stat().st_size
+                with open(tmp, "rb") as f:
+                    self.objects.put_stream(key, f)
+            finally:
+                Path(tmp).unlink(missing_ok=True)
+            keys.append(key)
+            jobs.append(
+                Job(
+                    f"{record.id}:b{size}",
+                    size,
+                    n_bytes,
+                    record.app,
+                    record.app_version,
+                    package_key=key,
+                )
+            )
+        return jobs, keys

@@ -1,0 +1,116 @@
+"""Where measurements go: the :class:`Recorder` protocol and the two recorders the core ships.
+
+The requester (and the inquisitor) hand every measured component (T_d, T_t, T_p) to a
+:class:`Recorder` the moment it is taken, so a batch that fails half-way still teaches
+the predictor what it measured. What happens to a sample is not their business: the
+daemon stores it, feeds the predictor and updates metrics (``DaemonRecorder`` in
+:mod:`stoic.controller`); the replay only feeds the predictor (:class:`PredictorRecorder`);
+the scheduler adds a counting recorder beside either (:class:`MultiRecorder`).
+
+:class:`PredictorLike` lives here too: it is the structural view of
+``stoic.predict.predictor.Predictor`` that the scheduling core needs, both to record
+samples into it and to ask it for estimates, so the core never imports scikit-learn.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+from stoic.model import (
+    Component,
+    DeploymentSample,
+    Estimate,
+    ProcessingSample,
+    TransferSample,
+)
+
+log = logging.getLogger(__name__)
+
+
+class PredictorLike(Protocol):
+    """What the scheduling core needs of ``stoic.predict.predictor.Predictor``.
+
+    The ``observe_*`` results are ignored (the real one says whether it kept the sample)."""
+
+    def observe_deployment(self, sample: DeploymentSample) -> object: ...
+
+    def observe_processing(self, sample: ProcessingSample) -> object: ...
+
+    def observe_transfer(self, sample: TransferSample) -> object: ...
+
+    def estimate(
+        self, runtime: str, n_images: int, n_bytes: int, *, app: str, app_version: str
+    ) -> Estimate: ...
+
+    def estimate_all(
+        self,
+        n_images: int,
+        n_bytes: int,
+        *,
+        app: str,
+        app_version: str,
+        runtimes: list[str] | None = None,
+    ) -> dict[str, Estimate]: ...
+
+    def remaining_processing(
+        self, runtime: str, n_images: int, elapsed_s: float, *, app: str, app_version: str
+    ) -> Component: ...
+
+
+class Recorder(Protocol):
+    """Where every measured component goes (the daemon: store + predictor + metrics)."""
+
+    async def deployment(self, sample: DeploymentSample) -> None: ...
+
+    async def processing(self, sample: ProcessingSample) -> None: ...
+
+    async def transfer(self, sample: TransferSample) -> None: ...
+
+
+class PredictorRecorder:
+    """Feeds every sample straight into the predictor (the replay needs no more)."""
+
+    def __init__(self, predictor: PredictorLike) -> None:
+        self.predictor = predictor
+
+    async def deployment(self, sample: DeploymentSample) -> None:
+        self.predictor.observe_deployment(sample)
+
+    async def processing(self, sample: ProcessingSample) -> None:
+        self.predictor.observe_processing(sample)
+
+    async def transfer(self, sample: TransferSample) -> None:
+        self.predictor.observe_transfer(sample)
+
+
+class MultiRecorder:
+    """Fans samples out to several recorders, in order. One failing recorder (a database
+    hiccup) is logged and skipped: the batch and the other recorders carry on."""
+
+    def __init__(self, *recorders: Recorder) -> None:
+        self.recorders: list[Recorder] = list(recorders)
+
+    def add(self, recorder: Recorder) -> None:
+        self.recorders.append(recorder)
+
+    async def deployment(self, sample: DeploymentSample) -> None:
+        for r in self.recorders:
+            try:
+                await r.deployment(sample)
+            except Exception:
+                log.exception("recorder failed", extra={"sample": "deployment"})
+
+    async def processing(self, sample: ProcessingSample) -> None:
+        for r in self.recorders:
+            try:
+                await r.processing(sample)
+            except Exception:
+                log.exception("recorder failed", extra={"sample": "processing"})
+
+    async def transfer(self, sample: TransferSample) -> None:
+        for r in self.recorders:
+            try:
+                await r.transfer(sample)
+            except Exception:
+                log.exception("recorder failed", extra={"sample": "transfer"})
