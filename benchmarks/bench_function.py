@@ -29,10 +29,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
+from stoic.function.classifier import decode_image, demo_images, save_model, train_demo_model
 from stoic.function.handler import Function
-from stoic.function.model import decode_image, demo_images, save_model, train_demo_model
-from stoic.objectstore import DirObjectStore
-from stoic.package import PackageWriter, model_key, package_key
+from stoic.storage.objectstore import DirObjectStore
+from stoic.storage.package import PackageWriter, model_key, package_key
 
 
 def raw_throughput(model: Any, x: np.ndarray, batch_size: int) -> float:

@@ -84,14 +84,16 @@ def in_process_overhead(n: int = 10_000) -> list[float]:
     """Scheduler.plan over the default four runtimes with full windows."""
     import asyncio
 
-    from stoic.availability import Availability
     from stoic.backends.fake import FakeBackend
     from stoic.clock import ManualClock
-    from stoic.model import DeploymentSample, Job, Mode, ProcessingSample, TransferSample
     from stoic.predict.predictor import Predictor
-    from stoic.requester import PredictorRecorder, Requester
-    from stoic.scheduler import Scheduler
+    from stoic.schedule.availability import Availability
+    from stoic.schedule.legs import LegRunner
+    from stoic.schedule.recorder import PredictorRecorder
+    from stoic.schedule.requester import Requester
+    from stoic.schedule.scheduler import Scheduler
     from stoic.settings import Settings
+    from stoic.values import DeploymentSample, Job, Mode, ProcessingSample, TransferSample
 
     settings = Settings()
     predictor = Predictor(settings)
@@ -120,18 +122,18 @@ def in_process_overhead(n: int = 10_000) -> list[float]:
     availability = Availability(settings.runtime_list())
 
     async def build() -> Scheduler:
-        requester = Requester(
-            {"local": FakeBackend()}, runtimes, predictor, PredictorRecorder(predictor),
+        legs = LegRunner(
+            {"local": FakeBackend()}, runtimes, PredictorRecorder(predictor),
             ManualClock(), settings, availability=availability,
         )  # fmt: skip
+        requester = Requester(legs, predictor)
         return Scheduler(predictor, requester, availability, settings)
 
     scheduler = asyncio.run(build())
     out = []
     for i in range(n):
         k = int(rng.integers(1, 2450))
-        scheduler.plan(Job(f"b{i}", k, k * 212_000), mode=Mode.SELECTOR)
-        out.append(scheduler.last_decision_s)
+        out.append(scheduler.plan(Job(f"b{i}", k, k * 212_000), mode=Mode.SELECTOR).decision_s)
     return out
 
 

@@ -23,11 +23,11 @@ import tempfile
 from pathlib import Path
 
 from stoic.backends.local import LocalBackend
-from stoic.function.model import CLASSES, build_model, demo_images, save_model
-from stoic.model import Job, Runtime, RuntimeKind
-from stoic.objectstore import DirObjectStore
-from stoic.package import model_key, package_key, write_package
+from stoic.function.classifier import CLASSES, build_model, demo_images, save_model
 from stoic.settings import LocalBackendSettings
+from stoic.storage.objectstore import DirObjectStore
+from stoic.storage.package import model_key, package_key, write_package
+from stoic.values import Job, Runtime, RuntimeKind
 
 CPU = Runtime("cpu", RuntimeKind.CPU)
 EDGE = Runtime("edge", RuntimeKind.EDGE)

@@ -15,11 +15,11 @@ import time
 
 import numpy as np
 
-from stoic.model import DeploymentSample, ProcessingSample, TransferSample
 from stoic.predict.deployment import DeploymentModel
 from stoic.predict.predictor import Predictor
 from stoic.predict.processing import fit_processing
 from stoic.settings import Settings
+from stoic.values import DeploymentSample, ProcessingSample, TransferSample
 
 APP = {"app": "classify", "app_version": "1"}
 PRIOR = {

@@ -10,14 +10,16 @@ import asyncio
 import statistics
 import time
 
-from stoic.availability import Availability
 from stoic.backends.fake import FakeBackend, FakeSpec
 from stoic.clock import WallClock
-from stoic.model import DeploymentSample, Job, Mode, ProcessingSample
 from stoic.predict.predictor import Predictor
-from stoic.requester import PredictorRecorder, Requester
-from stoic.scheduler import Scheduler
+from stoic.schedule.availability import Availability
+from stoic.schedule.legs import LegRunner
+from stoic.schedule.recorder import PredictorRecorder
+from stoic.schedule.requester import Requester
+from stoic.schedule.scheduler import Scheduler
 from stoic.settings import Settings
+from stoic.values import DeploymentSample, Job, Mode, ProcessingSample
 
 N = 2000
 
@@ -36,21 +38,23 @@ async def main() -> None:
     zero = FakeSpec(per_image_s=0.0)
     fake = FakeBackend(dict.fromkeys(runtimes, zero))
     availability = Availability(runtimes.values())
-    requester = Requester(
+    legs = LegRunner(
         {"local": fake},
         runtimes,
-        predictor,
         PredictorRecorder(predictor),
         WallClock(),
         settings,
         availability=availability,
     )
+    requester = Requester(legs, predictor)
     scheduler = Scheduler(predictor, requester, availability, settings)
 
     decide = []
     for i in range(N):
-        scheduler.plan(Job(f"p{i}", 1 + i % 500, 212_000 * (1 + i % 500)), mode=Mode.SELECTOR)
-        decide.append(scheduler.last_decision_s)
+        plan = scheduler.plan(
+            Job(f"p{i}", 1 + i % 500, 212_000 * (1 + i % 500)), mode=Mode.SELECTOR
+        )
+        decide.append(plan.decision_s)
     median, p99 = statistics.median(decide), sorted(decide)[int(0.99 * N)]
     print(
         f"estimate+decide (4 runtimes, real predictor): median {median * 1e6:.0f} µs,"

@@ -10,8 +10,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from stoic.model import BatchState, DeploymentSample
 from stoic.store import Store, migrate
+from stoic.values import BatchState, DeploymentSample
 
 N = 500
 

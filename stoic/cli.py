@@ -52,9 +52,11 @@ from stoic.function.cli import app as model_app  # noqa: E402
 
 app.add_typer(model_app, name="model")
 
-from stoic.api.cli import register as register_daemon_commands  # noqa: E402
+from stoic.api.cli import register as register_server_commands  # noqa: E402
+from stoic.client import register as register_client_commands  # noqa: E402
 
-register_daemon_commands(app)
+register_server_commands(app)
+register_client_commands(app)
 
 
 def main() -> None:

@@ -28,15 +28,16 @@ fix it without reading a traceback.
     ├── PredictorError
     ├── FunctionError               the serverless function failed
     │   └── ModelNotFound           model key missing
-    └── BackendError                a runtime backend failed (names the runtime)
-        ├── DeployError
-        │   ├── DeployTimeout       not ready within the deployment timeout
-        │   └── DeployFailure       deployment refused or crashed
-        ├── RetriesExhausted        back-off gave up after N attempts
-        ├── InvocationError         the function call failed
-        ├── RuntimeUnavailable      the runtime is marked unavailable
-        ├── BatchCancelled          the batch was cancelled by id (requester.cancel)
-        └── KubernetesApiError      the API server answered with an error (names object)
+    ├── BackendError                a runtime backend failed (names the runtime)
+    │   ├── DeployError
+    │   │   ├── DeployTimeout       not ready within the deployment timeout
+    │   │   ├── DeployFailure       deployment refused or crashed
+    │   │   └── RetriesExhausted    back-off gave up after N attempts
+    │   ├── InvocationError         the function call failed
+    │   ├── RuntimeUnavailable      the runtime is marked unavailable
+    │   ├── BatchCancelled          the batch was cancelled by id (requester.cancel)
+    │   └── KubernetesApiError      the API server answered with an error (names object)
+    └── ServerError                 the daemon answered a REST client with an error
 """
 
 from __future__ import annotations
@@ -248,3 +249,8 @@ class KubernetesApiError(BackendError):
     def __init__(self, runtime: str, obj: str, status: int, reason: str) -> None:
         self.obj, self.status, self.reason = obj, status, reason
         super().__init__(runtime, f"Kubernetes API error {status} on {obj}: {reason}")
+
+
+class ServerError(StoicError):
+    """The daemon answered a client (``stoic submit``/``status``) with an error, or could
+    not be reached; its JSON error body is in the message."""

@@ -5,8 +5,15 @@ keys (``batch_id``, ``runtime``, ``state``), and an operator greps or ``jq``-fil
 them; a JSON line per event keeps that trivial. stdlib loggers (uvicorn, alembic,
 httpx) are routed through the same renderer, so the daemon never prints two formats.
 
+One style in library code: ``log = get_logger(__name__)`` (or an operating-interface
+name such as ``stoic.controller``), then ``log.info("event", key=value, ...)``. The
+logger it returns is a structlog front over a *stdlib* logger: the keys travel as the
+record's ``extra``, so stdlib levels (the replay silences ``stoic`` below ERROR),
+pytest's ``caplog`` and any handler a host application installs all see every event,
+configured or not. Nothing is configured at import.
+
 :func:`configure_logging` is called once by ``stoic serve`` (never at import), and is
-idempotent; library code only calls :func:`get_logger`.
+idempotent: it installs the one handler that renders JSON (or console) lines.
 """
 
 from __future__ import annotations
@@ -29,20 +36,12 @@ _SHARED: list[Any] = [
 def configure_logging(
     level: str = "INFO", *, json_logs: bool = True, stream: TextIO | None = None
 ) -> None:
-    """Send structlog and stdlib logging to ``stream`` (stderr) as JSON or console lines."""
+    """Send every logger (stoic's and the libraries') to ``stream`` (stderr) as JSON or
+    console lines."""
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if json_logs
         else structlog.dev.ConsoleRenderer(colors=False)
-    )
-    structlog.configure(
-        processors=[
-            *_SHARED,
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         # ExtraAdder: stdlib callers pass fields as ``extra={...}``; keep them as keys.
@@ -72,6 +71,23 @@ def configure_logging(
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
+# Attributes of a stdlib LogRecord: an ``extra`` key of the same name would raise.
+_RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+def _to_stdlib(logger: Any, method: str, event_dict: Any) -> Any:
+    """structlog's ``render_to_log_kwargs``, renaming keys a LogRecord reserves; the
+    record names the caller, not structlog (three structlog frames sit in between)."""
+    event_dict.setdefault("stacklevel", 4)
+    for key in [k for k in event_dict if k in _RESERVED and k not in ("exc_info", "stack_info")]:
+        event_dict[f"{key}_"] = event_dict.pop(key)
+    return structlog.stdlib.render_to_log_kwargs(logger, method, event_dict)
+
+
 def get_logger(name: str) -> Any:
-    """A structlog logger; before :func:`configure_logging` it writes via stdlib defaults."""
-    return structlog.stdlib.get_logger(name)
+    """The logger library code uses: keyword fields, emitted as stdlib records."""
+    return structlog.wrap_logger(
+        logging.getLogger(name),
+        processors=[structlog.stdlib.filter_by_level, _to_stdlib],
+        wrapper_class=structlog.stdlib.BoundLogger,
+    )

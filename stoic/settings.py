@@ -25,7 +25,7 @@ from pydantic_settings import (
 )
 
 from stoic.errors import ConfigError
-from stoic.model import Mode, Runtime, RuntimeKind
+from stoic.values import Mode, Runtime, RuntimeKind
 
 
 class _Section(BaseModel):
@@ -230,7 +230,8 @@ class KubernetesSettings(_Section):
     readiness_path: str | None = Field("/healthz", description="HTTP readiness probe; none = off")
     model_key_template: str = Field(
         "models/{app}/{app_version}/model.keras",
-        description="object key of the model (as stoic.package.model_key); {app}, {app_version}",
+        description="object key of the model (as stoic.storage.package.model_key); "
+        "{app}, {app_version}",
     )
     pod_grace_period_s: int = Field(5, ge=0, le=3_600, description="on teardown")
 

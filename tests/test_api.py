@@ -23,10 +23,10 @@ from PIL import Image
 
 from stoic.api.app import create_app
 from stoic.backends.fake import FakeBackend, FakeSpec
-from stoic.controller import Controller
-from stoic.ingest import TMP_PREFIX
-from stoic.model import BatchState
+from stoic.daemon.controller import Controller
+from stoic.ingest.builder import TMP_PREFIX
 from stoic.settings import Settings
+from stoic.values import BatchState
 
 LIMITS = {"max_batch_images": 8, "max_batch_bytes": 400_000, "max_image_bytes": 60_000}
 
@@ -412,7 +412,7 @@ async def test_unavailable_runtime_is_not_estimated(daemon: Daemon) -> None:
     assert "gpu1" not in est["estimates"]
     rts = {r["name"]: r for r in (await daemon.client.get("/v1/runtimes")).json()["runtimes"]}
     assert rts["gpu1"]["available"] is False
-    await asyncio.gather(*daemon.controller._side)
+    await daemon.controller._side.wait()
     row = {r.name: r for r in daemon.controller.store.runtimes()}["gpu1"]
     assert row.available is False and row.unavailable_since == 1.0
 

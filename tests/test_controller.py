@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 
 from stoic.backends.fake import FakeBackend, FakeSpec, InvokeStep
-from stoic.controller import Controller, TaskSpec, build_backends
+from stoic.daemon.controller import Controller, TaskSpec, build_backends
 from stoic.errors import ConfigError
-from stoic.model import BatchState, DeploymentSample, ProcessingSample, TransferSample
-from stoic.objectstore import make_object_store
-from stoic.package import PackageWriter, package_key
 from stoic.settings import Settings
+from stoic.storage.objectstore import make_object_store
+from stoic.storage.package import PackageWriter, package_key
 from stoic.store import Store, migrate
+from stoic.values import BatchState, DeploymentSample, ProcessingSample, TransferSample
 from tests.test_api import jpeg, make_settings
 
 

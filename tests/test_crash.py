@@ -25,8 +25,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from stoic.model import BatchState
 from stoic.store import Store
+from stoic.values import BatchState
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

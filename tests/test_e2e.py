@@ -21,9 +21,9 @@ import httpx
 import numpy as np
 import pytest
 
-from stoic.function.model import CLASSES, draw_scene
-from stoic.model import BatchState
+from stoic.function.classifier import CLASSES, draw_scene
 from stoic.store import Store
+from stoic.values import BatchState
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

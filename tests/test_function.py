@@ -22,8 +22,8 @@ import pytest
 from PIL import Image
 
 from stoic.errors import InputError, ModelNotFound, ObjectNotFound
-from stoic.objectstore import DirObjectStore
-from stoic.package import PackageWriter, model_key, package_key
+from stoic.storage.objectstore import DirObjectStore
+from stoic.storage.package import PackageWriter, model_key, package_key
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -35,7 +35,7 @@ MODEL = model_key("classify", "1")
 @pytest.fixture(scope="session")
 def store_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory store holding one small trained demo model (shared by the session)."""
-    from stoic.function.model import save_model, train_demo_model
+    from stoic.function.classifier import save_model, train_demo_model
 
     root = tmp_path_factory.mktemp("objects")
     result = train_demo_model(n_per_class=20, epochs=3, seed=1)
@@ -75,7 +75,7 @@ def _put_package(store: DirObjectStore, batch: str, members: list[tuple[str, byt
 
 
 def _demo_members(n_per_class: int, seed: int) -> list[tuple[str, bytes]]:
-    from stoic.function.model import demo_images
+    from stoic.function.classifier import demo_images
 
     return [
         (f"{i:03d}-{label}.jpg", data)
@@ -175,7 +175,7 @@ def test_kubeless_handler_reads_settings_from_env(store_root, monkeypatch) -> No
 
 
 def test_train_on_labelled_images_beats_chance(store, shared_function) -> None:
-    from stoic.function.model import demo_images
+    from stoic.function.classifier import demo_images
 
     # Unbalanced like camera traps: few foxes and humans, so up-sampling has work to do.
     counts = [40, 15, 40, 15, 40]
@@ -269,7 +269,7 @@ def test_http_server_routes(server_url: str, store: DirObjectStore) -> None:
 
 
 def test_demo_scenes_are_deterministic_and_decodable() -> None:
-    from stoic.function.model import CLASSES, decode_image, demo_images
+    from stoic.function.classifier import CLASSES, decode_image, demo_images
 
     a, b = demo_images(1, seed=2), demo_images(1, seed=2)
     assert a == b and [label for label, _ in a] == list(CLASSES)
@@ -280,7 +280,7 @@ def test_demo_scenes_are_deterministic_and_decodable() -> None:
 
 
 def test_fine_tune_keeps_classes_and_rejects_unknown_labels(store, shared_function) -> None:
-    from stoic.function.model import demo_images
+    from stoic.function.classifier import demo_images
 
     for i, (label, data) in enumerate(demo_images(3, seed=21)):
         store.put_bytes(f"ft/{label}/{i}.jpg", data)

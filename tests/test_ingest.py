@@ -19,18 +19,17 @@ from stoic.errors import (
     NotAnImage,
     UnsafeArchivePath,
 )
-from stoic.ingest import (
-    IngestLimits,
-    MultipartStream,
+from stoic.ingest.builder import (
     PackageBuilder,
     is_archive,
-    parse_options,
     safe_member_name,
     sniff_format,
     validate_image,
 )
-from stoic.model import Mode
-from stoic.package import iter_package
+from stoic.ingest.multipart import MultipartStream
+from stoic.ingest.options import IngestLimits, parse_options
+from stoic.storage.package import iter_package
+from stoic.values import Mode
 from tests.test_api import jpeg, png, tar_of, zip_of
 
 LIMITS = IngestLimits(max_images=5, max_batch_bytes=100_000, max_image_bytes=20_000)

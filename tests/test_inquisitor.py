@@ -7,15 +7,16 @@ from typing import Any
 
 import pytest
 
-from stoic.availability import Availability, AvailabilityChange
 from stoic.backends.fake import DeployStep, FakeBackend
 from stoic.clock import LoopClock
 from stoic.errors import ConfigError
-from stoic.inquisitor import Inquisitor
-from stoic.model import DeploymentSample, DeployOutcome, Job, Mode
-from stoic.requester import Requester
-from stoic.scheduler import Scheduler
+from stoic.schedule.availability import Availability, AvailabilityChange
+from stoic.schedule.inquisitor import Inquisitor
+from stoic.schedule.legs import LegRunner
+from stoic.schedule.requester import Requester
+from stoic.schedule.scheduler import Scheduler
 from stoic.settings import Settings
+from stoic.values import DeploymentSample, DeployOutcome, Job, Mode
 from tests.test_requester import EPOCH, SPECS, ListRecorder, TablePredictor, est
 
 pytestmark = pytest.mark.looptime
@@ -31,14 +32,8 @@ class Rig:
         self.availability = Availability(self.runtimes.values(), listener=self.changes.append)
         self.clock = LoopClock(EPOCH)
         self.backends: dict[str, Any] = {"local": self.fake}
-        self.inquisitor = Inquisitor(
-            self.backends,
-            self.runtimes,
-            self.recorder,
-            self.availability,
-            self.clock,
-            self.settings,
-        )
+        legs = LegRunner(self.backends, self.runtimes, self.recorder, self.clock, self.settings)
+        self.inquisitor = Inquisitor(legs, self.availability)
 
 
 @pytest.fixture
@@ -57,15 +52,15 @@ async def test_probe_records_the_deployment_time_and_tears_down(rig: Rig) -> Non
 async def test_timeout_marks_unavailable_and_a_success_brings_it_back(rig: Rig) -> None:
     predictor = TablePredictor()
     predictor.table["gpu2"] = est("gpu2", 5, 20, 25)  # the fastest, when available
-    requester = Requester(
+    legs = LegRunner(
         rig.backends,
         rig.runtimes,
-        predictor,
         ListRecorder(),
         rig.clock,
         rig.settings,
         availability=rig.availability,
     )
+    requester = Requester(legs, predictor)
     scheduler = Scheduler(predictor, requester, rig.availability, rig.settings)
     job = Job("b", n_images=400, n_bytes=1)
 

@@ -40,8 +40,8 @@ from stoic.errors import (
     KubernetesApiError,
     ObjectNotFound,
 )
-from stoic.model import Job, Runtime, RuntimeKind
 from stoic.settings import KubernetesSettings
+from stoic.values import Job, Runtime, RuntimeKind
 
 from .conftest import REPO
 
@@ -514,9 +514,9 @@ async def test_invoke_by_dns_sends_no_credentials(make_backend: BackendFactory) 
 
 async def test_request_body_is_what_the_function_accepts(make_backend: BackendFactory) -> None:
     """Contract with stoic/function: its own parser accepts our body, and the model
-    key follows its convention (stoic.package.model_key)."""
+    key follows its convention (stoic.storage.package.model_key)."""
     from stoic.function.handler import ClassifyRequest, parse_request
-    from stoic.package import model_key
+    from stoic.storage.package import model_key
 
     bodies: list[bytes] = []
 

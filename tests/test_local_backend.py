@@ -27,9 +27,9 @@ import pytest
 from stoic.backends.base import Deployment, RuntimeBackend, Upload
 from stoic.backends.local import LocalBackend
 from stoic.errors import DeployFailure, DeployTimeout, InvocationError
-from stoic.model import Job, Runtime, RuntimeKind
-from stoic.package import model_key, package_key
 from stoic.settings import LocalBackendSettings, load_settings
+from stoic.storage.package import model_key, package_key
+from stoic.values import Job, Runtime, RuntimeKind
 
 EDGE = Runtime("edge", RuntimeKind.EDGE)
 CPU = Runtime("cpu", RuntimeKind.CPU)
@@ -86,7 +86,7 @@ async def backend_factory(tmp_path: Path) -> AsyncIterator[Factory]:
 
     yield make
     for b in made:
-        await b.close()
+        await b.aclose()
 
 
 async def test_is_a_runtime_backend(backend_factory: Factory) -> None:
@@ -249,10 +249,10 @@ async def test_edge_standby_is_reused_and_survives_teardown(backend_factory: Fac
     assert second.info["pid"] == first.info["pid"]
     assert second.deploy_s < 0.3  # no new start: the standby was already up
     assert backend.standby_pid(EDGE) == first.info["pid"]
-    await backend.close()
+    await backend.aclose()
     assert gone(first.info["pid"])
     assert backend.standby_pid(EDGE) is None
-    await backend.close()  # idempotent
+    await backend.aclose()  # idempotent
     with pytest.raises(DeployFailure, match="closed"):
         await backend.deploy(EDGE, timeout_s=30)
 
@@ -282,7 +282,7 @@ async def test_standby_launch_past_the_deploy_timeout(backend_factory: Factory, 
         await backend.deploy(EDGE, timeout_s=0.5)
     # The standby keeps coming up for the next batch; close() stops it.
     (pid,) = backend.live_pids()
-    await backend.close()
+    await backend.aclose()
     assert gone(pid)
 
 
@@ -313,7 +313,7 @@ async def test_close_stops_every_process(backend_factory: Factory) -> None:
         for r in (EDGE, CPU, Runtime("gpu1", RuntimeKind.GPU, 1))
     ]
     assert sorted(backend.live_pids()) == sorted(pids) and len(set(pids)) == 3
-    await backend.close()
+    await backend.aclose()
     assert all(gone(p) for p in pids)
 
 
@@ -331,7 +331,7 @@ async def test_from_settings_takes_store_edge_and_options(tmp_path: Path) -> Non
             (tmp_path / "d" / "objects").resolve()
         )
     finally:
-        await backend.close()
+        await backend.aclose()
 
 
 # The real function server ----------------------------------------------------------
@@ -340,9 +340,9 @@ async def test_from_settings_takes_store_edge_and_options(tmp_path: Path) -> Non
 @pytest.mark.slow
 async def test_real_function_server_classifies_jpegs(tmp_path: Path) -> None:
     """``python -m stoic.function.server`` with an (untrained) demo CNN in the store."""
-    from stoic.function.model import CLASSES, build_model, demo_images, save_model
-    from stoic.objectstore import DirObjectStore
-    from stoic.package import write_package
+    from stoic.function.classifier import CLASSES, build_model, demo_images, save_model
+    from stoic.storage.objectstore import DirObjectStore
+    from stoic.storage.package import write_package
 
     store = DirObjectStore(tmp_path / "data" / "objects")
     save_model(build_model(), store, model_key("classify", "1"), CLASSES)
@@ -371,4 +371,4 @@ async def test_real_function_server_classifies_jpegs(tmp_path: Path) -> None:
         await backend.teardown(d)
         assert gone(d.info["pid"])
     finally:
-        await backend.close()
+        await backend.aclose()

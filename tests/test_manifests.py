@@ -22,8 +22,8 @@ import pytest
 import yaml
 
 from stoic.backends import k8s_objects as objs
-from stoic.model import Runtime, RuntimeKind
 from stoic.settings import KubernetesSettings, load_settings
+from stoic.values import Runtime, RuntimeKind
 
 from .conftest import REPO
 

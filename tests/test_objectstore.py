@@ -21,14 +21,14 @@ from pathlib import Path
 import pytest
 
 from stoic.errors import InputError, InvalidObjectKey, ObjectNotFound
-from stoic.objectstore import (
+from stoic.settings import Settings
+from stoic.storage.objectstore import (
     DirObjectStore,
     ObjectStore,
     S3ObjectStore,
     iter_object,
     make_object_store,
 )
-from stoic.settings import Settings
 
 BUCKET = "stoic-test"
 ACCESS, SECRET = "stoictest", "stoictestsecret"

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from stoic.errors import InputError
-from stoic.objectstore import DirObjectStore
-from stoic.package import (
+from stoic.storage.objectstore import DirObjectStore
+from stoic.storage.package import (
     PackageWriter,
     batch_prefix,
     iter_package,

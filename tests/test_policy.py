@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 
 from stoic.errors import PredictorError
-from stoic.model import Component, Estimate, Job, Mode
-from stoic.policy import PolicyOptions, decide, keep_cloud, select_min
+from stoic.schedule.policy import PolicyOptions, decide, keep_cloud, select_min
+from stoic.values import Component, Estimate, Job, Mode
 
 
 def est(name: str, t: float, d: float, p: float) -> Estimate:

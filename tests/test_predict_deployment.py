@@ -7,7 +7,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stoic.model import DeploymentSample, DeployOutcome
 from stoic.predict.deployment import (
     DeploymentModel,
     autoreg_predictions,
@@ -17,6 +16,7 @@ from stoic.predict.deployment import (
     sample_value,
     window_mae,
 )
+from stoic.values import DeploymentSample, DeployOutcome
 
 values_st = st.lists(
     st.floats(min_value=0, max_value=1e4, allow_nan=False, allow_infinity=False),

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from sklearn.linear_model import BayesianRidge
 
-from stoic.model import ProcessingSample
 from stoic.predict.processing import ProcessingModel, fit_processing
+from stoic.values import ProcessingSample
 
 PRIOR: dict[str, Any] = {"prior_slope": 0.3272, "prior_intercept": 28.16}
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from stoic.errors import PredictorError
-from stoic.model import DeploymentSample, DeployOutcome, ProcessingSample, TransferSample
 from stoic.predict.predictor import Predictor
 from stoic.predict.transfer import BandwidthMonitor
 from stoic.settings import Settings
+from stoic.values import DeploymentSample, DeployOutcome, ProcessingSample, TransferSample
 
 APP = {"app": "classify", "app_version": "1"}
 

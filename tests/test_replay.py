@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-import stoic.scheduler
-from stoic.model import Component, Estimate, Plan
+import stoic.schedule.scheduler
 from stoic.predict.predictor import Predictor
 from stoic.replay.report import write_report
 from stoic.replay.runner import ReplayConfig, run_replay
 from stoic.replay.scoring import score
+from stoic.values import Component, Estimate, Plan
 
 SHORT = dict(batches=10, warmup_periods=30)
 
@@ -55,7 +55,7 @@ def test_replay_uses_the_daemons_policy(monkeypatch: pytest.MonkeyPatch) -> None
     def always_cpu(mode, job, estimates, **kw) -> Plan:
         return Plan("cpu", mode, "patched", dict(estimates))
 
-    monkeypatch.setattr(stoic.scheduler, "decide", always_cpu)
+    monkeypatch.setattr(stoic.schedule.scheduler, "decide", always_cpu)
     r = run_replay(ReplayConfig(mode="selector", seed=4, **SHORT))
     assert {rec.plan.runtime for rec in r.records} == {"cpu"}
 

@@ -10,11 +10,15 @@ from typing import Any
 
 import pytest
 
-from stoic.availability import Availability
 from stoic.backends.fake import DeployStep, FakeBackend, FakeSpec, InvokeStep
 from stoic.clock import LoopClock
 from stoic.errors import BatchCancelled, DeployTimeout, InvocationError, RetriesExhausted
-from stoic.model import (
+from stoic.schedule.availability import Availability
+from stoic.schedule.legs import LegRunner
+from stoic.schedule.recorder import MultiRecorder, PredictorRecorder
+from stoic.schedule.requester import Requester
+from stoic.settings import Settings
+from stoic.values import (
     Component,
     DeploymentSample,
     DeployOutcome,
@@ -25,8 +29,6 @@ from stoic.model import (
     ProcessingSample,
     TransferSample,
 )
-from stoic.requester import MultiRecorder, PredictorRecorder, Requester
-from stoic.settings import Settings
 
 pytestmark = pytest.mark.looptime
 
@@ -131,15 +133,10 @@ def make_world(**overrides: Any) -> World:
     fake = FakeBackend(dict(SPECS))
     predictor, recorder = TablePredictor(), ListRecorder()
     availability = Availability(runtimes.values())
-    requester = Requester(
-        {"local": fake},
-        runtimes,
-        predictor,
-        recorder,
-        LoopClock(EPOCH),
-        settings,
-        availability=availability,
+    legs = LegRunner(
+        {"local": fake}, runtimes, recorder, LoopClock(EPOCH), settings, availability=availability
     )
+    requester = Requester(legs, predictor)
     return World(settings, fake, predictor, recorder, availability, requester)
 
 
@@ -241,7 +238,7 @@ async def test_a_backend_that_ignores_its_timeout_is_cut_off() -> None:
 
     w = make_world()
     hanging = Hanging()
-    w.requester.backends = {"local": w.fake, "gpu1": hanging}
+    w.requester.legs.backends = {"local": w.fake, "gpu1": hanging}
     with pytest.raises(DeployTimeout):
         await w.requester.run(JOB, plan("gpu1"), fallback=False)
     assert asyncio.get_running_loop().time() == 605  # timeout + grace
@@ -385,7 +382,7 @@ async def test_multi_recorder_survives_a_failing_recorder(world: World) -> None:
             raise RuntimeError("database down")
 
     good, pred = ListRecorder(), TablePredictor()
-    world.requester.recorder = MultiRecorder(Broken(), good, PredictorRecorder(pred))
+    world.requester.legs.recorder = MultiRecorder(Broken(), good, PredictorRecorder(pred))
     out = await world.requester.run(JOB, plan("gpu1"))
     assert out.runtime == "gpu1"
     assert len(good.processings) == 1 and len(good.deployments) == 1

@@ -10,12 +10,14 @@ import pytest
 from stoic.backends.fake import DeployStep, FakeBackend, FakeSpec
 from stoic.clock import LoopClock
 from stoic.errors import PredictorError
-from stoic.model import DeployOutcome, Job, Mode
-from stoic.policy import PolicyOptions
 from stoic.predict.predictor import Predictor
-from stoic.requester import PredictorRecorder, Requester
-from stoic.scheduler import ObservationCounter, Scheduler
+from stoic.schedule.legs import LegRunner
+from stoic.schedule.policy import PolicyOptions
+from stoic.schedule.recorder import PredictorRecorder
+from stoic.schedule.requester import Requester
+from stoic.schedule.scheduler import ObservationCounter, Scheduler
 from stoic.settings import Settings
+from stoic.values import DeployOutcome, Job, Mode
 from tests.test_requester import EPOCH, JOB, World, est, make_world
 
 pytestmark = pytest.mark.looptime
@@ -40,7 +42,7 @@ async def test_selector_picks_the_minimum_and_runs_it_end_to_end(world: World) -
     assert plan.runtime == "gpu1" and set(plan.estimates) == {"edge", "cpu", "gpu1", "gpu2"}
     assert (out.runtime, out.deployment_s, out.transfer_s, out.processing_s) == ("gpu1", 30, 5, 30)
     assert out.total_s == 67
-    assert out.decision_s == scheduler.last_decision_s >= 0 and scheduler.decisions == 1
+    assert out.decision_s == plan.decision_s >= 0 and scheduler.decisions == 1
     r = world.recorder
     assert [(s.runtime, s.duration_s) for s in r.deployments] == [("gpu1", 30)]
     assert [(s.runtime, s.seconds) for s in r.transfers] == [("gpu1", 5)]
@@ -178,18 +180,18 @@ async def test_real_predictor_learns_from_bootstrap_and_batches() -> None:
             "gpu2": FakeSpec(deploy_s=40, upload_s=1, per_image_s=0.2, fixed_s=20.0),
         }
     )
-    from stoic.availability import Availability
+    from stoic.schedule.availability import Availability
 
     availability = Availability(runtimes.values())
-    requester = Requester(
+    legs = LegRunner(
         {"local": fake},
         runtimes,
-        predictor,
         PredictorRecorder(predictor),
         LoopClock(EPOCH),
         settings,
         availability=availability,
     )
+    requester = Requester(legs, predictor)
     scheduler = Scheduler(predictor, requester, availability, settings)
     report = await scheduler.bootstrap("classify", "1", REPRESENTATIVE)
     assert report.runs == 8

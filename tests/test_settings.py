@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from stoic.errors import ConfigError
-from stoic.model import RuntimeKind
 from stoic.settings import load_settings
+from stoic.values import RuntimeKind
 
 
 def test_defaults_are_the_papers_parameters() -> None:

@@ -19,9 +19,9 @@ from stoic.backends.simulated import (
     load_env,
 )
 from stoic.errors import DeployTimeout, EnvSpecError
-from stoic.model import Job
 from stoic.replay.runner import DEFAULT_ENV
 from stoic.settings import Settings
+from stoic.values import Job
 
 RUNTIMES = Settings().runtime_list()
 

@@ -19,7 +19,10 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
 
 from stoic.errors import BatchNotFound, BatchStateError, RuntimeNotFound, StoreError
-from stoic.model import (
+from stoic.store import Store, current_revision, head_revision, migrate
+from stoic.store.migrate import alembic_config
+from stoic.store.tables import Base
+from stoic.values import (
     BatchState,
     Component,
     DeploymentSample,
@@ -31,9 +34,6 @@ from stoic.model import (
     RuntimeKind,
     TransferSample,
 )
-from stoic.store import Store, current_revision, head_revision, migrate
-from stoic.store.schema import alembic_config
-from stoic.store.tables import Base
 from tests.pg import PgCluster, find_pg_bin
 
 # Fixtures ------------------------------------------------------------------------------

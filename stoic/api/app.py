@@ -1,6 +1,6 @@
 """The FastAPI application factory; its lifespan starts and stops the controller.
 
-``create_app(settings)`` builds a :class:`~stoic.controller.Controller` from the
+``create_app(settings)`` builds a :class:`~stoic.daemon.controller.Controller` from the
 settings; tests pass a controller of their own (fake backends, injected clock).
 Nothing runs until the ASGI server (uvicorn, or ``httpx.ASGITransport`` together with
 ``app.router.lifespan_context`` in tests) enters the lifespan.
@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from stoic import __version__
 from stoic.api import batches, health, runtimes
 from stoic.api.errors import install_error_handlers
-from stoic.controller import Controller
+from stoic.daemon.controller import Controller
 from stoic.settings import Settings
 
 DESCRIPTION = """\

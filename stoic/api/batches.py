@@ -19,10 +19,10 @@ from stoic.api.schemas import (
     ErrorBody,
     skipped_list,
 )
-from stoic.controller import Controller
+from stoic.daemon.controller import Controller
 from stoic.errors import ObjectNotFound
-from stoic.ingest import API_MODES
-from stoic.model import BatchState
+from stoic.ingest.options import API_MODES
+from stoic.values import BatchState
 
 router = APIRouter(prefix="/v1", tags=["batches"], dependencies=[Depends(require_token)])
 

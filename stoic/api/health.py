@@ -14,9 +14,9 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from stoic.api.auth import require_token
-from stoic.api.metrics import CONTENT_TYPE
 from stoic.api.schemas import Health, Ready
-from stoic.controller import Controller
+from stoic.daemon.controller import Controller
+from stoic.daemon.metrics import CONTENT_TYPE
 
 router = APIRouter(tags=["health"])
 

@@ -14,7 +14,7 @@ from stoic.api.schemas import (
     RuntimeList,
     RuntimeOut,
 )
-from stoic.controller import Controller
+from stoic.daemon.controller import Controller
 
 router = APIRouter(prefix="/v1", tags=["runtimes"], dependencies=[Depends(require_token)])
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from stoic.model import Estimate
 from stoic.store.store import BatchRecord
+from stoic.values import Estimate
 
 
 class ErrorDetail(BaseModel):

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from stoic.model import Job, Runtime
+from stoic.values import Job, Runtime
 
 
 @dataclass(slots=True)
@@ -50,7 +50,20 @@ class Invocation:
 
 @runtime_checkable
 class RuntimeBackend(Protocol):
-    """Deploy, upload, invoke and tear down the function on runtimes."""
+    """Deploy, upload, invoke and tear down the function on runtimes.
+
+    A backend's life cycle is its owner's (the controller's): :meth:`start` once before
+    the first call, :meth:`aclose` once at shutdown. Both are no-ops where the backend
+    holds nothing; a class that subclasses this protocol inherits those no-ops.
+    """
+
+    async def start(self) -> None:
+        """Acquire what the backend holds (clients, processes); default: nothing."""
+        return None
+
+    async def aclose(self) -> None:
+        """Release it; idempotent; default: nothing."""
+        return None
 
     async def deploy(self, runtime: Runtime, *, timeout_s: float) -> Deployment:
         """Create the function and wait until it is ready; raise DeployTimeout after

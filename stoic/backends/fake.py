@@ -24,9 +24,9 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from stoic.backends.base import Deployment, Invocation, Upload
+from stoic.backends.base import Deployment, Invocation, RuntimeBackend, Upload
 from stoic.errors import DeployFailure, DeployTimeout, InvocationError
-from stoic.model import Job, Runtime
+from stoic.values import Job, Runtime
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +74,7 @@ class FakeEvent:
 
 
 @dataclass(slots=True)
-class FakeBackend:
+class FakeBackend(RuntimeBackend):
     """In-memory backend; one instance may serve every runtime."""
 
     specs: Mapping[str, FakeSpec] = field(default_factory=dict)

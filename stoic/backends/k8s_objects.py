@@ -20,8 +20,8 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from stoic.model import Runtime
 from stoic.settings import KubernetesSettings
+from stoic.values import Runtime
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 CONTROLLER = "stoic.io/controller"

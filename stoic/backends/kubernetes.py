@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import ssl
 import threading
 from collections.abc import Callable, Coroutine, Mapping
@@ -52,22 +51,23 @@ from stoic.errors import (
     InvocationError,
     KubernetesApiError,
 )
-from stoic.model import Job, Runtime
+from stoic.logging import get_logger
 from stoic.settings import KubernetesSettings
+from stoic.values import Job, Runtime
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 T = TypeVar("T")
 
 
 class PackageSource(Protocol):
-    """The edge object store, as far as upload needs it (``stoic.objectstore``)."""
+    """The edge object store, as far as upload needs it (``stoic.storage.objectstore``)."""
 
     def open_read(self, key: str) -> IO[bytes]: ...
 
 
 class PackageSink(Protocol):
-    """The cloud object store (S3), as far as upload needs it (``stoic.objectstore``)."""
+    """The cloud object store (S3), as far as upload needs it (``stoic.storage.objectstore``)."""
 
     def put_stream(self, key: str, fileobj: IO[bytes]) -> int: ...
 
@@ -339,7 +339,7 @@ class KubernetesBackend:
                 break
         if cancelled:
             if not task.cancelled() and task.exception() is not None:
-                log.warning("%s failed while cancelled: %s", name, task.exception())
+                log.warning("step failed while cancelled", step=name, error=str(task.exception()))
             raise asyncio.CancelledError
         return task.result()
 
@@ -349,7 +349,7 @@ class KubernetesBackend:
         try:
             await self._run_to_end(self._remove(handle), f"stoic-cleanup-{handle.name}")
         except Exception as exc:
-            log.warning("clean-up of %s failed: %s", handle.name, exc)
+            log.warning("clean-up failed", object=handle.name, error=str(exc))
 
     # ------------------------------------------------------------------ readiness
 
@@ -397,7 +397,7 @@ class KubernetesBackend:
             except (urllib3.exceptions.HTTPError, OSError) as exc:
                 # A blip of the API server must not fail a deployment that the timeout
                 # still allows; wait a little, then watch again.
-                log.info("watch of %s interrupted (%s); retrying", handle.name, exc)
+                log.info("watch interrupted; retrying", object=handle.name, error=str(exc))
                 stop.wait(self._s.ready_poll_s)
 
     async def _wait_ready(self, handle: FunctionHandle) -> None:
@@ -439,7 +439,7 @@ class KubernetesBackend:
             await self._remove_despite_cancel(handle)
             raise
         deploy_s = loop.time() - started
-        log.info("deployed %s (%s) in %.3f s", name, runtime.name, deploy_s)
+        log.info("deployed", object=name, runtime=runtime.name, deploy_s=round(deploy_s, 3))
         return Deployment(
             runtime=runtime,
             deploy_s=deploy_s,
@@ -531,12 +531,12 @@ class KubernetesBackend:
         if not isinstance(handle, FunctionHandle):
             raise BackendError(deployment.runtime.name, "not a Kubernetes deployment")
         deleted = await self._remove(handle)
-        log.info("tore down %s: %s", handle.name, deleted)
+        log.info("tore down", object=handle.name, deleted=deleted)
 
     async def cleanup_orphans(self) -> list[str]:
         """Delete everything that carries this controller's owner labels: what a
         crashed controller left behind. Call once at start-up, before deploying."""
         deleted = await self._delete_labelled("(orphans)", objs.owner_labels(self._s))
         if deleted:
-            log.warning("deleted %d orphaned object(s): %s", len(deleted), deleted)
+            log.warning("deleted orphaned objects", count=len(deleted), objects=deleted)
         return deleted

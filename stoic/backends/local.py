@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import logging
 import os
 import signal
 import socket
@@ -49,13 +48,15 @@ from typing import Any
 
 import httpx
 
+from stoic.aio import BackgroundTasks
 from stoic.backends.base import Deployment, Invocation, Upload
 from stoic.errors import DeployFailure, DeployTimeout, InvocationError
-from stoic.model import Job, Runtime
-from stoic.package import model_key, package_key
+from stoic.logging import get_logger
 from stoic.settings import LocalBackendSettings, ObjectStoreSettings, Settings
+from stoic.storage.package import model_key, package_key
+from stoic.values import Job, Runtime
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 __all__ = ["LocalBackend", "default_command", "objectstore_env"]
 
@@ -152,7 +153,7 @@ def reap_orphans(run_dir: Path) -> list[int]:
         with contextlib.suppress(OSError):
             f.unlink()
     if killed:
-        log.warning("killed function processes left by a previous run", extra={"pids": killed})
+        log.warning("killed function processes left by a previous run", pids=killed)
     return killed
 
 
@@ -230,7 +231,7 @@ class LocalBackend:
         self._client: httpx.AsyncClient | None = None
         self._procs: dict[int, _Proc] = {}
         self._standby: dict[str, asyncio.Task[_Proc]] = {}
-        self._background: set[asyncio.Task[Any]] = set()
+        self._background = BackgroundTasks("local backend")
         self._seq = itertools.count()
         self._closed = False
 
@@ -264,7 +265,7 @@ class LocalBackend:
         if self._edge is not None and self._opts.standby:
             self._ensure_standby(self._edge)
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         """Stop everything: standby launches, the standby, every deployment; close the
         HTTP client. Idempotent."""
         self._closed = True
@@ -272,9 +273,9 @@ class LocalBackend:
         self._standby.clear()
         for t in launches:
             t.cancel()  # a launch being cancelled kills its process
-        if launches or self._background:
-            # Background tasks only reap dead standbys: let them finish.
-            await asyncio.gather(*launches, *self._background, return_exceptions=True)
+        if launches:
+            await asyncio.gather(*launches, return_exceptions=True)
+        await self._background.wait()  # they only reap dead standbys: let them finish
         procs = list(self._procs.values())
         if procs:
             await asyncio.gather(*(self._stop(p) for p in procs), return_exceptions=True)
@@ -287,7 +288,7 @@ class LocalBackend:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+        await self.aclose()
 
     def live_pids(self) -> list[int]:
         """Pids of the function processes this backend runs now (for status pages)."""
@@ -503,7 +504,7 @@ class LocalBackend:
             if not t.cancelled() and t.exception() is None and t.result().alive:
                 return t
             if not t.cancelled() and t.exception() is None:
-                self._spawn_background(self._stop(t.result(), keep_log=True))
+                self._background.spawn(self._stop(t.result(), keep_log=True))
         t = asyncio.create_task(
             self._launch(runtime, self._opts.standby_timeout_s, standby=True),
             name=f"local-standby-{runtime.name}",
@@ -512,11 +513,6 @@ class LocalBackend:
         t.add_done_callback(lambda task: None if task.cancelled() else task.exception())
         self._standby[runtime.name] = t
         return t
-
-    def _spawn_background(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
     async def _deploy_standby(self, runtime: Runtime, timeout_s: float) -> Deployment:
         loop = asyncio.get_running_loop()

@@ -38,9 +38,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from scipy.special import ndtri
 
-from stoic.backends.base import Deployment, Invocation, Upload
+from stoic.backends.base import Deployment, Invocation, RuntimeBackend, Upload
 from stoic.errors import DeployTimeout, EnvSpecError
-from stoic.model import Job, Runtime
+from stoic.values import Job, Runtime
 
 HOUR_S = 3600.0
 DAY_S = 86_400.0
@@ -376,7 +376,7 @@ class SimEnvironment:
 # Backend ------------------------------------------------------------------------------
 
 
-class SimulatedBackend:
+class SimulatedBackend(RuntimeBackend):
     """A :class:`~stoic.backends.base.RuntimeBackend` that sleeps the ground truth.
 
     Calls made while :data:`current_truth` holds a batch's truth take exactly its

@@ -15,15 +15,15 @@ from typing import TYPE_CHECKING
 import typer
 
 if TYPE_CHECKING:
-    from stoic.objectstore import ObjectStore
     from stoic.settings import Settings
+    from stoic.storage.objectstore import ObjectStore
 
 app = typer.Typer(help="Create and train the function's CNN model.", no_args_is_help=True)
 
 
 def _store(store_dir: Path | None, config: Path | None) -> tuple[ObjectStore, Settings]:
-    from stoic.objectstore import DirObjectStore, make_object_store
     from stoic.settings import load_settings
+    from stoic.storage.objectstore import DirObjectStore, make_object_store
 
     settings = load_settings(config)
     store: ObjectStore = DirObjectStore(store_dir) if store_dir else make_object_store(settings)
@@ -48,8 +48,8 @@ def init(
     ),
 ) -> None:
     """Train the offline DEMO model on generated images and store it."""
-    from stoic.function.model import CLASSES, save_model, train_demo_model
-    from stoic.package import model_key
+    from stoic.function.classifier import CLASSES, save_model, train_demo_model
+    from stoic.storage.package import model_key
 
     store, settings = _store(store_dir, config)
     key = model_key(app_name or settings.controller.app, version or settings.controller.app_version)

@@ -35,8 +35,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from stoic.errors import FunctionError, InputError, ModelNotFound, ObjectNotFound
-from stoic.objectstore import ObjectStore, make_object_store, validate_key
-from stoic.package import iter_package
+from stoic.storage.objectstore import ObjectStore, make_object_store, validate_key
+from stoic.storage.package import iter_package
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -124,7 +124,7 @@ class Function:
                 self._models.move_to_end(key)
                 return self._models[key], 0.0
             t0 = time.perf_counter()
-            from stoic.function import model as cnn
+            from stoic.function import classifier as cnn
             from stoic.function import workers
 
             try:
@@ -220,7 +220,7 @@ class Function:
         }
 
     def train(self, req: TrainRequest) -> dict[str, Any]:
-        from stoic.function import model as cnn
+        from stoic.function import classifier as cnn
 
         prefix = req.images.rstrip("/") + "/"
         keys = [k for k in self.store.list(prefix) if "/" in k[len(prefix) :]]
@@ -272,7 +272,7 @@ class Function:
 
 def _decode_all(blobs: Sequence[bytes], size: int) -> list[np.ndarray | str]:
     """Decode in a thread pool (Pillow releases the GIL); an error becomes its message."""
-    from stoic.function.model import decode_image
+    from stoic.function.classifier import decode_image
 
     def one(data: bytes) -> np.ndarray | str:
         try:

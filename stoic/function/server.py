@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import signal
 import sys
@@ -41,8 +40,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.exposition import generate_latest
 
 from stoic.errors import InputError, ModelNotFound, ObjectNotFound, StoicError
+from stoic.logging import configure_logging, get_logger
 
-log = logging.getLogger("stoic.function.server")
+log = get_logger("stoic.function.server")
 
 MAX_BODY_BYTES = 1024 * 1024
 """Requests carry keys, not images; anything bigger is a mistake."""
@@ -132,7 +132,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s " + format, self.address_string(), *args)
+        log.debug("http request", client=self.address_string(), line=format % args)
 
     def _send(self, status: int, body: bytes, content_type: str) -> None:
         self.send_response(status)
@@ -189,7 +189,7 @@ def _prepare(server: FunctionServer, preload_model: str | None) -> None:
             server.function.get_model(preload_model)
         server.ready.set()
         print(f"stoic-function ready on {server.url}", flush=True)
-        log.info("ready on %s", server.url)
+        log.info("ready", url=server.url)
     except Exception as exc:
         server.startup_error = f"{type(exc).__name__}: {exc}"
         log.exception("start-up failed")
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
         help="model key to load before reporting ready",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_logging("INFO")  # JSON lines, like the controller
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     server = serve(args.host, args.port, preload_model=args.preload_model)
     print(f"stoic-function listening on {server.url}", flush=True)

@@ -8,7 +8,7 @@ request is read, so this package parses ``multipart/form-data`` itself, part by 
    ``data_dir/tmp``) while it arrives;
 2. when the part ends it is validated (size limits, magic bytes, Pillow ``verify()``
    and a reduced-scale decode that catches truncated JPEGs) and appended to a
-   :class:`~stoic.package.PackageWriter` writing a temporary tar file, then dropped;
+   :class:`~stoic.storage.package.PackageWriter` writing a temporary tar file, then dropped;
    an archive part (``.zip``, ``.tar``, ``.tar.gz``) is expanded member by member the
    same way, refusing members whose path leaves the archive's root;
 3. at the end, the tar is streamed to the object store with ``put_stream`` and the
@@ -26,46 +26,4 @@ The code is split by concern:
 - :mod:`stoic.ingest.builder`: image/archive validation and the package tar;
 - :mod:`stoic.ingest.options`: batch limits and the client's options;
 - :mod:`stoic.ingest.ingestor`: the :class:`Ingestor` that runs one request end to end.
-
-Everything other modules use is re-exported here, so ``from stoic.ingest import X``
-keeps working.
 """
-
-from stoic.ingest.builder import (
-    COPY_BYTES,
-    SPOOL_BYTES,
-    TMP_PREFIX,
-    PackageBuilder,
-    is_archive,
-    safe_member_name,
-    sniff_format,
-    validate_image,
-)
-from stoic.ingest.ingestor import Accepted, Ingestor
-from stoic.ingest.multipart import MultipartStream
-from stoic.ingest.options import (
-    API_MODES,
-    IngestLimits,
-    IngestOptions,
-    parse_bool,
-    parse_options,
-)
-
-__all__ = [
-    "API_MODES",
-    "COPY_BYTES",
-    "SPOOL_BYTES",
-    "TMP_PREFIX",
-    "Accepted",
-    "IngestLimits",
-    "IngestOptions",
-    "Ingestor",
-    "MultipartStream",
-    "PackageBuilder",
-    "is_archive",
-    "parse_bool",
-    "parse_options",
-    "safe_member_name",
-    "sniff_format",
-    "validate_image",
-]

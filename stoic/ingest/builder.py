@@ -1,7 +1,7 @@
 """Image and archive validation, and packaging of the valid images into a tar file.
 
 Each uploaded file is checked as soon as its part has arrived, then appended to a
-:class:`~stoic.package.PackageWriter` writing a temporary tar file in ``data_dir/tmp``
+:class:`~stoic.storage.package.PackageWriter` writing a temporary tar file in ``data_dir/tmp``
 and dropped, so memory use does not grow with the batch. Validation checks size limits,
 magic bytes, Pillow ``verify()`` and a reduced-scale decode that catches truncated
 JPEGs. An archive part (``.zip``, ``.tar``, ``.tar.gz``) is expanded member by member
@@ -36,7 +36,7 @@ from stoic.errors import (
     UnsafeArchivePath,
 )
 from stoic.ingest.options import IngestLimits
-from stoic.package import PackageWriter
+from stoic.storage.package import PackageWriter
 
 SPOOL_BYTES = 1024 * 1024
 """A part stays in memory up to this size, then rolls over to a file in ``tmp_dir``."""

@@ -27,10 +27,10 @@ from stoic.errors import BatchTooLarge, IngestError
 from stoic.ingest.builder import COPY_BYTES, TMP_PREFIX, PackageBuilder
 from stoic.ingest.multipart import MultipartStream
 from stoic.ingest.options import IngestLimits, parse_options
-from stoic.model import Mode
-from stoic.objectstore import ObjectStore
-from stoic.package import package_key
+from stoic.storage.objectstore import ObjectStore
+from stoic.storage.package import package_key
 from stoic.store.store import BatchRecord, Store
+from stoic.values import Mode
 
 
 @dataclass(frozen=True, slots=True)

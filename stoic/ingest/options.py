@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from stoic.errors import InvalidField
-from stoic.model import Mode
 from stoic.settings import ApiSettings
+from stoic.values import Mode
 
 API_MODES = (Mode.SELECTOR, Mode.DUPLICATOR)
 """Modes a client may ask for; the replay's baselines are not offered over HTTP."""

@@ -35,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
-from stoic.model import Component, DeploymentSample, DeployOutcome
+from stoic.values import Component, DeploymentSample, DeployOutcome
 
 Method = Literal["median", "mean", "autoreg"]
 METHODS: tuple[Method, ...] = ("autoreg", "mean", "median")

@@ -21,7 +21,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from stoic.errors import PredictorError
-from stoic.model import (
+from stoic.predict.deployment import DeploymentModel
+from stoic.predict.processing import ProcessingModel
+from stoic.predict.transfer import BandwidthMonitor
+from stoic.settings import RuntimeSettings, Settings
+from stoic.values import (
     ZERO,
     Component,
     DeploymentSample,
@@ -30,10 +34,6 @@ from stoic.model import (
     RuntimeKind,
     TransferSample,
 )
-from stoic.predict.deployment import DeploymentModel
-from stoic.predict.processing import ProcessingModel
-from stoic.predict.transfer import BandwidthMonitor
-from stoic.settings import RuntimeSettings, Settings
 
 
 class Predictor:

@@ -43,9 +43,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stoic.model import Component, ProcessingSample
 from stoic.predict.bayes import RidgeFit, bayesian_ridge, ransac
 from stoic.predict.deployment import MAD_TO_STD, PRIOR_RELATIVE_STD, FloatArray
+from stoic.values import Component, ProcessingSample
 
 
 @dataclass(frozen=True, slots=True)

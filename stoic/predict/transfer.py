@@ -18,8 +18,8 @@ from collections import deque
 
 import numpy as np
 
-from stoic.model import ZERO, Component, TransferSample
 from stoic.predict.deployment import MAD_TO_STD
+from stoic.values import ZERO, Component, TransferSample
 
 
 class BandwidthMonitor:

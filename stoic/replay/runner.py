@@ -1,9 +1,10 @@
 """The replay: the daemon's scheduling core driven by a workload in virtual time.
 
 "Two worlds, one code path" (DESIGN.md): the replay builds the *daemon's* classes —
-:class:`~stoic.predict.predictor.Predictor`, :class:`~stoic.requester.Requester`,
-:class:`~stoic.inquisitor.Inquisitor`, :class:`~stoic.scheduler.Scheduler` (which calls
-:func:`stoic.policy.decide`) — and swaps in only the backends
+:class:`~stoic.predict.predictor.Predictor`, :class:`~stoic.schedule.requester.Requester`,
+:class:`~stoic.schedule.inquisitor.Inquisitor`,
+:class:`~stoic.schedule.scheduler.Scheduler` (which calls
+:func:`stoic.schedule.policy.decide`) — and swaps in only the backends
 (:class:`~stoic.backends.simulated.SimulatedBackend`) and the clock (a ``looptime`` event
 loop, whose time jumps to the next timer, so a simulated day takes well under a second).
 
@@ -33,7 +34,6 @@ reaches the same state as with every probe fed (see docs/replay.md for the cavea
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import time
 from collections.abc import Callable
@@ -44,7 +44,6 @@ from typing import Any
 import looptime
 import numpy as np
 
-from stoic.availability import Availability
 from stoic.backends.base import RuntimeBackend
 from stoic.backends.simulated import (
     BatchTruth,
@@ -55,16 +54,20 @@ from stoic.backends.simulated import (
     load_env,
 )
 from stoic.errors import BackendError, InputError
-from stoic.inquisitor import Inquisitor
-from stoic.model import DeploymentSample, DeployOutcome, Estimate, Job, Mode, Outcome, Plan
-from stoic.policy import PolicyOptions
+from stoic.logging import get_logger
 from stoic.predict.predictor import Predictor
 from stoic.replay.workload import DEFAULT_PROFILE, WORKLOAD_DIR, Batch, WorkloadProfile, generate
-from stoic.requester import PredictorRecorder, Requester
-from stoic.scheduler import Scheduler
+from stoic.schedule.availability import Availability
+from stoic.schedule.inquisitor import Inquisitor
+from stoic.schedule.legs import LegRunner
+from stoic.schedule.policy import PolicyOptions
+from stoic.schedule.recorder import PredictorRecorder
+from stoic.schedule.requester import Requester
+from stoic.schedule.scheduler import Scheduler
 from stoic.settings import Settings
+from stoic.values import DeploymentSample, DeployOutcome, Estimate, Job, Mode, Outcome, Plan
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 DEFAULT_ENV = WORKLOAD_DIR / "nautilus-2020.yaml"
 #: 2020-05-01T00:00:00Z: simulated instants handed to the stores and the predictor.
@@ -114,7 +117,7 @@ class ReplayConfig:
 
 
 @dataclass
-class BatchRecord:
+class ReplayedBatch:
     """Everything about one batch: the workload, the decision, the outcome, the truth."""
 
     batch: Batch
@@ -129,7 +132,7 @@ class ReplayResult:
     config: ReplayConfig
     mode: Mode
     cloud: str | None
-    records: list[BatchRecord]
+    records: list[ReplayedBatch]
     env: SimEnvironment
     workload_name: str
     probes_mode: str
@@ -282,10 +285,9 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
     predictor = Predictor(settings)
     recorder = PredictorRecorder(predictor)
     availability = Availability(runtimes.values())
-    requester = Requester(
-        backends, runtimes, predictor, recorder, clock, settings, availability=availability
-    )
-    inquisitor = Inquisitor(backends, runtimes, recorder, availability, clock, settings)
+    legs = LegRunner(backends, runtimes, recorder, clock, settings, availability=availability)
+    requester = Requester(legs, predictor)
+    inquisitor = Inquisitor(legs, availability)
     options = PolicyOptions(
         duplicator_runtime=cloud or settings.requester.duplicator_runtime,
         threshold_images=cfg.threshold_images,
@@ -296,7 +298,7 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
 
     # Warm-up: the inquisitor's own loop, as the daemon runs it before any batch.
     inq_task = asyncio.create_task(inquisitor.run(), name="replay:inquisitor")
-    records: list[BatchRecord] = []
+    records: list[ReplayedBatch] = []
     try:
         await asyncio.sleep(warmup_s)
         if probes == "window":
@@ -335,14 +337,14 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
                 started = loop.time() - origin - warmup_s
                 plan, outcome = await scheduler.handle(job, mode=mode, truth=truth.totals())
             except BackendError as exc:  # an edge failure: nothing left to run on
-                log.warning("batch failed", extra={"batch_id": job.batch_id, "error": str(exc)})
+                log.warning("batch failed", batch_id=job.batch_id, error=str(exc))
                 raise
             finally:
                 current_truth.reset(token2)
             timings["probes_s"] += t1 - t0
             timings["run_s"] += time.perf_counter() - t1
             timings["decide_s"] += outcome.decision_s
-            records.append(BatchRecord(b, plan, outcome, truth, started))
+            records.append(ReplayedBatch(b, plan, outcome, truth, started))
             if progress is not None:
                 progress(i + 1, len(batches))
     finally:

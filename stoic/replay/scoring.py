@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from stoic.model import Mode
-from stoic.replay.runner import BatchRecord, ReplayResult
+from stoic.replay.runner import ReplayedBatch, ReplayResult
+from stoic.values import Mode
 
 SIZE_BINS = ((1, 10), (11, 35), (36, 90), (91, 250), (251, 10**9))
 
@@ -39,14 +39,14 @@ def _bin(n: int) -> str:
     return "0"
 
 
-def _dup_cloud_total(rec: BatchRecord, cloud: str) -> float:
+def _dup_cloud_total(rec: ReplayedBatch, cloud: str) -> float:
     t = rec.truth.runtimes[cloud]
     if not t.attempts or t.attempts[-1] is None:
         return math.inf
     return max(t.transfer_s, t.attempts[-1]) + t.warmup_s + t.processing_s
 
 
-def batch_row(rec: BatchRecord, mode: Mode, cloud: str | None) -> dict[str, Any]:
+def batch_row(rec: ReplayedBatch, mode: Mode, cloud: str | None) -> dict[str, Any]:
     """One batch, flattened for the JSON report."""
     totals = rec.truth.totals()
     best = min(totals, key=lambda n: totals[n])

@@ -13,7 +13,7 @@ Start-up sequence (the controller does this)::
 See ``docs/store.md`` for the schema, the batch state machine and PostgreSQL set-up.
 """
 
-from stoic.store.schema import current_revision, head_revision, migrate
+from stoic.store.migrate import current_revision, head_revision, migrate
 from stoic.store.store import BatchRecord, RuntimeRow, Store, make_engine
 
 __all__ = [

@@ -9,7 +9,7 @@ Why it looks like this:
   ``stoic.clock``); the store never reads a clock, so the replay's virtual time and the
   daemon's wall time land in the same columns.
 * **Plain values out.** Methods return frozen dataclasses (``BatchRecord``,
-  ``RuntimeRow``, the sample classes of ``stoic.model``), never ORM objects, so no caller
+  ``RuntimeRow``, the sample classes of ``stoic.values``), never ORM objects, so no caller
   can touch a detached session or lazy-load from another thread.
 * **The state machine lives here.** queued → running → done | failed, plus running →
   queued for crash recovery. Each transition reads the row under a lock and raises
@@ -39,7 +39,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
 from stoic.errors import BatchNotFound, BatchStateError, RuntimeNotFound, StoreError
-from stoic.model import (
+from stoic.store.tables import (
+    BatchTable,
+    DeploymentSampleTable,
+    ProcessingSampleTable,
+    RuntimeTable,
+    TransferSampleTable,
+)
+from stoic.values import (
     BatchState,
     DeploymentSample,
     DeployOutcome,
@@ -50,13 +57,6 @@ from stoic.model import (
     Runtime,
     RuntimeKind,
     TransferSample,
-)
-from stoic.store.tables import (
-    BatchTable,
-    DeploymentSampleTable,
-    ProcessingSampleTable,
-    RuntimeTable,
-    TransferSampleTable,
 )
 
 _IMMEDIATE = "stoic_sqlite_immediate"

@@ -3,9 +3,10 @@
 The requester (and the inquisitor) hand every measured component (T_d, T_t, T_p) to a
 :class:`Recorder` the moment it is taken, so a batch that fails half-way still teaches
 the predictor what it measured. What happens to a sample is not their business: the
-daemon stores it, feeds the predictor and updates metrics (``DaemonRecorder`` in
-:mod:`stoic.controller`); the replay only feeds the predictor (:class:`PredictorRecorder`);
-the scheduler adds a counting recorder beside either (:class:`MultiRecorder`).
+daemon stores it, feeds the predictor and updates metrics
+(:class:`stoic.daemon.recorder.DaemonRecorder`); the replay only feeds the predictor
+(:class:`PredictorRecorder`); the scheduler adds a counting recorder beside either
+(:class:`MultiRecorder`).
 
 :class:`PredictorLike` lives here too: it is the structural view of
 ``stoic.predict.predictor.Predictor`` that the scheduling core needs, both to record
@@ -14,10 +15,10 @@ samples into it and to ask it for estimates, so the core never imports scikit-le
 
 from __future__ import annotations
 
-import logging
 from typing import Protocol
 
-from stoic.model import (
+from stoic.logging import get_logger
+from stoic.values import (
     Component,
     DeploymentSample,
     Estimate,
@@ -25,7 +26,7 @@ from stoic.model import (
     TransferSample,
 )
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class PredictorLike(Protocol):
@@ -95,22 +96,19 @@ class MultiRecorder:
         self.recorders.append(recorder)
 
     async def deployment(self, sample: DeploymentSample) -> None:
-        for r in self.recorders:
-            try:
-                await r.deployment(sample)
-            except Exception:
-                log.exception("recorder failed", extra={"sample": "deployment"})
+        await self._fan_out("deployment", sample)
 
     async def processing(self, sample: ProcessingSample) -> None:
-        for r in self.recorders:
-            try:
-                await r.processing(sample)
-            except Exception:
-                log.exception("recorder failed", extra={"sample": "processing"})
+        await self._fan_out("processing", sample)
 
     async def transfer(self, sample: TransferSample) -> None:
+        await self._fan_out("transfer", sample)
+
+    async def _fan_out(
+        self, kind: str, sample: DeploymentSample | ProcessingSample | TransferSample
+    ) -> None:
         for r in self.recorders:
             try:
-                await r.transfer(sample)
+                await getattr(r, kind)(sample)
             except Exception:
-                log.exception("recorder failed", extra={"sample": "transfer"})
+                log.exception("recorder failed", sample=kind)

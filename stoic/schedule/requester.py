@@ -1,4 +1,4 @@
-"""The requester: executes a :class:`~stoic.model.Plan` on runtime backends (paper §3.7).
+"""The requester: executes a :class:`~stoic.values.Plan` on runtime backends (paper §3.7).
 
 It is the one place where a batch meets real (or simulated) runtimes, and it is the
 same code in the daemon and the replay: only the backends and the clock differ.
@@ -8,24 +8,19 @@ same code in the daemon and the replay: only the backends and the clock differ.
   one-image call, invoke (T_p), tear down in ``finally``. A cloud runtime that is
   unavailable or fails falls back to the edge when ``settings.requester.fallback_to_edge``.
 * **Duplicator** (``plan.speculative_edge``): the edge races a cloud runtime that is
-  re-predicted at pod-ready; see :mod:`stoic.duplicator`. A cloud runtime marked down
+  re-predicted at pod-ready; see :mod:`stoic.schedule.duplicator`. A cloud runtime marked down
   since the decision leaves the edge alone.
 
 This module keeps what is the requester's own: running batches by id (so one can be
-cancelled, like arq's jobs), choosing the path, and the fallback. The parts it is built
-from live beside it, one concept each:
+cancelled, like arq's jobs), choosing the path, and the fallback. It holds the parts it
+is built from, one concept each, rather than inheriting from them:
 
-* :mod:`stoic.recorder`: :class:`Recorder`, :class:`PredictorRecorder`,
-  :class:`MultiRecorder`, :class:`PredictorLike`;
-* :mod:`stoic.legs`: a :class:`~stoic.legs.Leg` and the measured steps (deploy with
-  back-off, upload, warm, invoke, teardown), plus :func:`backend_for`,
-  :func:`deploy_guarded` and :func:`cancel_and_wait`, shared with the inquisitor;
-* :mod:`stoic.duplicator`: the speculative-edge race.
+* ``legs``: a :class:`~stoic.schedule.legs.LegRunner`, the measured steps (deploy with
+  back-off, upload, warm, invoke, teardown) on the configured backends;
+* ``duplicator``: a :class:`~stoic.schedule.duplicator.Duplicator` built on the same
+  leg runner and the predictor, for the speculative-edge race.
 
-:class:`Requester` is one object made of those layers (``Requester`` → ``Duplicator`` →
-``LegRunner``), so its attributes (``backends``, ``recorder``, ...) are the ones every
-step reads. The names above are re-exported here, so ``from stoic.requester import X``
-keeps working.
+Measurements go to the leg runner's :class:`~stoic.schedule.recorder.Recorder`.
 
 Durations are measured with the event loop's clock (``loop.time()``), which ``looptime``
 fast-forwards in tests and the replay; instants come from the injected
@@ -36,66 +31,33 @@ is taken, so a batch that fails half-way still teaches the predictor what it mea
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import Mapping
 
-from stoic.availability import Availability
-from stoic.backends.base import RuntimeBackend
-from stoic.clock import Clock
-from stoic.duplicator import Duplicator
 from stoic.errors import BackendError, BatchCancelled, RuntimeUnavailable
-from stoic.legs import Leg, backend_for, cancel_and_wait, deploy_guarded
-from stoic.model import Job, Outcome, Plan, Runtime
-from stoic.recorder import MultiRecorder, PredictorLike, PredictorRecorder, Recorder
-from stoic.settings import Settings
+from stoic.logging import get_logger
+from stoic.schedule.duplicator import Duplicator
+from stoic.schedule.legs import Leg, LegRunner
+from stoic.schedule.recorder import PredictorLike, Recorder
+from stoic.values import Job, Outcome, Plan
 
-__all__ = [
-    "MultiRecorder",
-    "PredictorLike",
-    "PredictorRecorder",
-    "Recorder",
-    "Requester",
-    "backend_for",
-    "cancel_and_wait",
-    "deploy_guarded",
-]
-
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
-class Requester(Duplicator):
+class Requester:
     """Executes plans; running batches are kept by id so one can be cancelled."""
 
-    def __init__(
-        self,
-        backends: Mapping[str, RuntimeBackend],
-        runtimes: Mapping[str, Runtime],
-        predictor: PredictorLike,
-        recorder: Recorder,
-        clock: Clock,
-        settings: Settings,
-        *,
-        availability: Availability | None = None,
-    ) -> None:
-        self.backends = backends
-        self.runtimes = runtimes
-        self.predictor = predictor
-        self.recorder: Recorder = recorder
-        self.clock = clock
-        self.settings = settings
-        self.availability = availability
+    def __init__(self, legs: LegRunner, predictor: PredictorLike) -> None:
+        self.legs = legs
+        self.duplicator = Duplicator(legs, predictor)
+        self.settings = legs.settings
+        self.clock = legs.clock
+        self.availability = legs.availability
         self._jobs: dict[str, asyncio.Task[Outcome]] = {}
-        edges = [r.name for r in runtimes.values() if r.is_edge]
+        edges = [r.name for r in legs.runtimes.values() if r.is_edge]
         self.edge_runtime: str | None = edges[0] if edges else None
-        for r in runtimes.values():
-            backend_for(backends, r)  # fail at start-up, not on the first batch
 
     def add_recorder(self, recorder: Recorder) -> None:
         """Also send every sample to ``recorder`` (the scheduler counts observations)."""
-        if isinstance(self.recorder, MultiRecorder):
-            self.recorder.add(recorder)
-        else:
-            self.recorder = MultiRecorder(self.recorder, recorder)
+        self.legs.add_recorder(recorder)
 
     # Running batches by id ------------------------------------------------------------
 
@@ -135,33 +97,29 @@ class Requester(Duplicator):
         t0 = loop.time()
         log.info(
             "batch started",
-            extra={
-                "batch_id": job.batch_id,
-                "runtime": plan.runtime,
-                "mode": str(plan.mode),
-                "speculative": plan.speculative_edge,
-            },
+            batch_id=job.batch_id,
+            runtime=plan.runtime,
+            mode=str(plan.mode),
+            speculative=plan.speculative_edge,
         )
         down = self.availability is not None and not self.availability.is_available(plan.runtime)
         if plan.speculative_edge and down:  # marked down since the decision: edge alone
             out.reason = f"{plan.runtime} became unavailable; ran on {plan.edge_runtime} alone"
-            edge_leg = Leg(self._runtime(plan.edge_runtime))
-            await self._run_leg(job, edge_leg)
-            self._finish(out, edge_leg, t0, add_used=False)
+            edge_leg = Leg(self.legs.runtime(plan.edge_runtime))
+            await self.legs.run_leg(job, edge_leg)
+            self.legs.finish(out, edge_leg, t0, add_used=False)
         elif plan.speculative_edge:
-            await self._duplicate(job, plan, out, t0)
+            await self.duplicator.run(job, plan, out, t0)
         else:
             await self._single(job, plan, out, t0, allow_fallback)
         log.info(
             "batch finished",
-            extra={
-                "batch_id": job.batch_id,
-                "runtime": out.runtime,
-                "total_s": out.total_s,
-                "fell_back": out.fell_back,
-                "cloud_used_s": out.cloud_used_s,
-                "cloud_wasted_s": out.cloud_wasted_s,
-            },
+            batch_id=job.batch_id,
+            runtime=out.runtime,
+            total_s=out.total_s,
+            fell_back=out.fell_back,
+            cloud_used_s=out.cloud_used_s,
+            cloud_wasted_s=out.cloud_wasted_s,
         )
         return out
 
@@ -170,13 +128,13 @@ class Requester(Duplicator):
     async def _single(
         self, job: Job, plan: Plan, out: Outcome, t0: float, allow_fallback: bool
     ) -> None:
-        runtime = self._runtime(plan.runtime)
+        runtime = self.legs.runtime(plan.runtime)
         leg = Leg(runtime)
         try:
             if self.availability and not self.availability.is_available(runtime.name):
                 raise RuntimeUnavailable(runtime.name, "marked unavailable")
-            await self._run_leg(job, leg)
-            self._finish(out, leg, t0, add_used=True)
+            await self.legs.run_leg(job, leg)
+            self.legs.finish(out, leg, t0, add_used=True)
             return
         except BackendError as exc:
             out.cloud_used_s = out.cloud_wasted_s = leg.cloud_used_s
@@ -185,11 +143,13 @@ class Requester(Duplicator):
                 raise
             log.warning(
                 "falling back to the edge",
-                extra={"batch_id": job.batch_id, "runtime": runtime.name, "error": str(exc)},
+                batch_id=job.batch_id,
+                runtime=runtime.name,
+                error=str(exc),
             )
             out.fell_back = True
             out.reason = f"{runtime.name} failed ({type(exc).__name__}: {exc}); ran on {edge}"
             out.error = str(exc)
-        edge_leg = Leg(self._runtime(edge))
-        await self._run_leg(job, edge_leg)
-        self._finish(out, edge_leg, t0, add_used=False)
+        edge_leg = Leg(self.legs.runtime(edge))
+        await self.legs.run_leg(job, edge_leg)
+        self.legs.finish(out, edge_leg, t0, add_used=False)

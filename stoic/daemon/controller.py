@@ -1,27 +1,29 @@
 """The edge controller: the one place that assembles the daemon (the composition root).
 
-Nothing is created at import time. :meth:`Controller.start` builds, in order:
+Nothing is created at import time. :meth:`Controller.start` runs named build steps, in
+order (each a method of its own, so the order reads as a list):
 
-1. the database (``migrate`` to head first, then :class:`~stoic.store.Store`), and
+1. ``_open_store``: the database (``migrate`` to head first, then :class:`~stoic.store.Store`), and
    re-queues batches a crash left ``running`` (a batch is never lost; one that was
    running during ``controller.max_attempts`` crashes is failed instead, so a poison
    batch cannot crash the daemon forever);
-2. the object store, the runtime backends (``local`` by default; ``kubernetes`` per
-   runtime; ``simulated`` belongs to the replay and is refused with a ConfigError);
-3. the predictor, fed with the recent samples of the store (so a restart keeps what
-   was learnt), the availability registry (persisted to the store on every change),
-   the recorder (every measurement goes to the predictor, the metrics and the store),
-   the requester, the scheduler and the inquisitor;
-4. the background tasks, each a named task under a supervisor that logs a crash and
-   restarts it with exponential back-off: the **dispatcher**
-   (:class:`~stoic.dispatcher.Dispatcher`: claims queued batches, at most
+2. ``_open_objects``: the object store and the ingestor; ``_start_backends``: the
+   runtime backends (``local`` by default; ``kubernetes`` per runtime; ``simulated``
+   belongs to the replay and is refused with a ConfigError), each ``start()``-ed;
+3. ``_build_scheduling``: the predictor, fed with the recent samples of the store (so a
+   restart keeps what was learnt), the availability registry (persisted to the store
+   on every change), the recorder (every measurement goes to the predictor, the
+   metrics and the store), the requester, the scheduler and the inquisitor;
+4. ``_start_tasks``: the background tasks, each a named task under a supervisor that
+   logs a crash and restarts it with exponential back-off: the **dispatcher**
+   (:class:`~stoic.daemon.dispatcher.Dispatcher`: claims queued batches, at most
    ``controller.max_concurrent_batches`` at once, each a task kept in
    ``running: dict[batch_id, Task]``, and runs each end to end) and the
    **inquisitor**.
 
 Before the dispatcher takes its first batch, the demo model is trained (in a child
-process, ``stoic model init``: :mod:`stoic.demo_model`) if no model is stored yet, so
-``stoic serve`` works on a fresh machine. When a batch of an application version
+process, ``stoic model init``: :mod:`stoic.daemon.demo_classifier`) if no model is
+stored yet, so ``stoic serve`` works on a fresh machine. When a batch of an application version
 arrives for which a runtime has no processing samples yet, the dispatcher runs the
 scheduler's bootstrap first (paper §3.7) with two representative jobs cut from that
 batch's package: its first image, and its first ten images (fewer if the batch is
@@ -31,68 +33,63 @@ Stopping (:meth:`Controller.stop`; uvicorn calls it from the lifespan after its 
 SIGTERM/SIGINT handler set its exit flag) drains: no new batch is claimed, running
 ones get ``controller.drain_grace_s`` to finish, then they are cancelled — a
 cancelled batch stays ``running`` in the database and is re-queued at the next start.
+The life cycle is :class:`ControllerState`: created → starting → running → draining →
+stopped. Backends take part through :class:`~stoic.backends.base.RuntimeBackend`'s own
+``start()`` / ``aclose()``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from stoic.api.metrics import Metrics
-from stoic.availability import Availability, AvailabilityChange
+from stoic.aio import BackgroundTasks, cancel_quietly, supervise
 from stoic.backends.base import RuntimeBackend
 from stoic.clock import Clock, WallClock
-from stoic.demo_model import build_demo_model
-from stoic.dispatcher import Dispatcher
+from stoic.daemon.demo_classifier import build_demo_model
+from stoic.daemon.dispatcher import Dispatcher
+from stoic.daemon.metrics import Metrics
+from stoic.daemon.recorder import DaemonRecorder
 from stoic.errors import ConfigError
-from stoic.ingest import IngestLimits, Ingestor
+from stoic.ingest.ingestor import Ingestor
+from stoic.ingest.options import IngestLimits
 from stoic.logging import get_logger
-from stoic.model import (
+from stoic.schedule.availability import Availability, AvailabilityChange
+from stoic.schedule.policy import PolicyOptions
+from stoic.settings import Settings
+from stoic.storage.objectstore import ObjectStore, make_object_store
+from stoic.storage.package import model_key
+from stoic.store.store import BatchRecord, Store
+from stoic.values import (
     BatchState,
     DeploymentSample,
+    Estimate,
     Job,
     Mode,
     Plan,
     ProcessingSample,
-    TransferSample,
+    Runtime,
 )
-from stoic.objectstore import ObjectStore, make_object_store
-from stoic.package import model_key
-from stoic.policy import PolicyOptions
-from stoic.settings import Settings
-from stoic.store.store import BatchRecord, Store
+
+if TYPE_CHECKING:
+    from stoic.predict.predictor import Predictor
+    from stoic.schedule.inquisitor import Inquisitor
+    from stoic.schedule.requester import Requester
+    from stoic.schedule.scheduler import Scheduler
 
 log = get_logger("stoic.controller")
 
 
-class DaemonRecorder:
-    """The daemon's :class:`~stoic.requester.Recorder`: predictor, metrics, then store.
-
-    In-memory consumers first, so a database hiccup (logged by the requester's
-    ``MultiRecorder``) cannot stop the predictor from learning the measurement.
-    """
-
-    def __init__(self, store: Store, predictor: Any, metrics: Metrics) -> None:
-        self.store, self.predictor, self.metrics = store, predictor, metrics
-
-    async def deployment(self, sample: DeploymentSample) -> None:
-        self.predictor.observe_deployment(sample)
-        self.metrics.observe_deployment(sample)
-        await asyncio.to_thread(self.store.add_deployment_sample, sample)
-
-    async def processing(self, sample: ProcessingSample) -> None:
-        self.predictor.observe_processing(sample)
-        self.metrics.observe_processing(sample)
-        await asyncio.to_thread(self.store.add_processing_sample, sample)
-
-    async def transfer(self, sample: TransferSample) -> None:
-        self.predictor.observe_transfer(sample)
-        self.metrics.observe_transfer(sample)
-        await asyncio.to_thread(self.store.add_transfer_sample, sample)
+class ControllerState(StrEnum):
+    CREATED = "created"
+    STARTING = "starting"
+    RUNNING = "running"
+    DRAINING = "draining"
+    STOPPED = "stopped"
 
 
 def build_backends(settings: Settings, objects: ObjectStore) -> dict[str, RuntimeBackend]:
@@ -144,10 +141,10 @@ class Controller:
         self.clock: Clock = clock or WallClock()
         self.metrics = metrics or Metrics()
         self._injected_backends = dict(backends) if backends is not None else None
-        self.state = "created"  # created → starting → running → draining → stopped
+        self.state = ControllerState.CREATED
         self._stop_requested = False
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._side: set[asyncio.Task[Any]] = set()
+        self._side = BackgroundTasks("controller")
         self.model_status = "unknown"
         self.runtime_names = [r.name for r in settings.runtimes]
         edges = [r.name for r in settings.runtimes if r.kind.value == "edge"]
@@ -157,11 +154,11 @@ class Controller:
         self.objects: ObjectStore
         self.ingestor: Ingestor
         self.backends: dict[str, RuntimeBackend] = {}
-        self.predictor: Any = None
+        self.predictor: Predictor
         self.availability: Availability
-        self.requester: Any = None
-        self.scheduler: Any = None
-        self.inquisitor: Any = None
+        self.requester: Requester
+        self.scheduler: Scheduler
+        self.inquisitor: Inquisitor | None = None
         self.dispatcher: Dispatcher | None = None
 
     # Life cycle ----------------------------------------------------------------------
@@ -196,18 +193,86 @@ class Controller:
 
     async def start(self) -> None:
         """Build everything and start the background tasks; returns at once after."""
-        from stoic.predict.predictor import Predictor
-        from stoic.requester import Requester
-        from stoic.scheduler import Scheduler
-        from stoic.store import migrate
+        self.state = ControllerState.STARTING
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        runtimes = self.settings.runtime_list()
+        await self._open_store(runtimes)
+        await self._open_objects()
+        await self._start_backends()
+        await self._build_scheduling(runtimes)
+        self._start_tasks(runtimes)
+        self.state = ControllerState.RUNNING
+        log.info(
+            "controller started",
+            runtimes=self.runtime_names,
+            database=self.store.engine.url.render_as_string(hide_password=True),
+            objects=repr(self.objects),
+            max_concurrent_batches=self.settings.controller.max_concurrent_batches,
+        )
+
+    async def stop(self) -> None:
+        """Drain, then stop everything. Idempotent."""
+        if self.state in (ControllerState.STOPPED, ControllerState.CREATED):
+            self.state = ControllerState.STOPPED
+            return
+        self.request_stop()
+        self.state = ControllerState.DRAINING
+        grace = self.settings.controller.drain_grace_s
+        log.info("draining", running=list(self.running), grace_s=grace)
+        inquisitor = self._tasks.pop("inquisitor", None)
+        if inquisitor is not None:
+            await cancel_quietly(inquisitor)
+        dispatcher = self._tasks.pop("dispatcher", None)
+        if self.running:
+            _, late = await asyncio.wait(list(self.running.values()), timeout=grace)
+            if late:
+                log.warning(
+                    "drain grace over; cancelling batches (re-queued at the next start)",
+                    batches=[t.get_name() for t in late],
+                )
+                for t in late:
+                    t.cancel()
+                await asyncio.wait(late)
+        if dispatcher is not None:
+            await cancel_quietly(dispatcher)
+        for t in list(self._tasks.values()):
+            await cancel_quietly(t)
+        self._tasks.clear()
+        await self._side.wait()
+        for backend in self.backends.values():
+            try:
+                await backend.aclose()
+            except Exception:
+                log.exception("closing a backend failed")
+        self.store.close()
+        self.state = ControllerState.STOPPED
+        log.info("controller stopped")
+
+    async def _supervise(self, spec: TaskSpec) -> None:
+        """Run ``spec`` until it returns or the controller stops; restart it after a
+        crash with exponential back-off (reset after it has run for a minute)."""
+        c = self.settings.controller
+        await supervise(
+            spec.name,
+            spec.factory,
+            stopping=lambda: self._stop_requested,
+            initial_delay_s=c.task_restart_initial_s,
+            max_delay_s=c.task_restart_max_s,
+            on_crash=lambda name: self.metrics.task_restarts.labels(name).inc(),
+            logger=log,
+        )
+
+    # Build steps (start) ---------------------------------------------------------------
+
+    async def _open_store(self, runtimes: list[Runtime]) -> None:
+        """Migrate to head, open the store, register the runtimes, re-queue the batches
+        a crash left running."""
+        from stoic.store.migrate import migrate
 
         s = self.settings
-        self.state = "starting"
-        s.data_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(migrate, s.database_url)
         self.store = Store(s.database_url)
         now = self.clock.now()
-        runtimes = s.runtime_list()
         await asyncio.to_thread(self.store.upsert_runtimes, runtimes, at=now)
         requeued = await asyncio.to_thread(
             self.store.requeue_running, now, max_attempts=s.controller.max_attempts
@@ -215,6 +280,9 @@ class Controller:
         if requeued:
             log.warning("re-queued batches left running by a previous run", batches=requeued)
 
+    async def _open_objects(self) -> None:
+        """The object store and the ingestor; temporary files of a previous run go."""
+        s = self.settings
         self.objects = make_object_store(s)
         if s.objectstore.kind == "s3":
             await asyncio.to_thread(self.objects.ensure_bucket)  # type: ignore[attr-defined]
@@ -235,22 +303,33 @@ class Controller:
         if cleaned:
             log.info("removed temporary ingest files of a previous run", files=cleaned)
 
+    async def _start_backends(self) -> None:
         if self._injected_backends is not None:
             self.backends = dict(self._injected_backends)
         else:
-            self.backends = build_backends(s, self.objects)
+            self.backends = build_backends(self.settings, self.objects)
         for backend in self.backends.values():
-            starter = getattr(backend, "start", None)
-            if starter is not None:
-                await starter()
+            await backend.start()
 
+    async def _build_scheduling(self, runtimes: list[Runtime]) -> None:
+        """Predictor (primed from the store), availability (restored and persisted),
+        recorder, requester, scheduler (its bootstrap counts seeded), inquisitor."""
+        from stoic.predict.predictor import Predictor
+        from stoic.schedule.inquisitor import Inquisitor
+        from stoic.schedule.legs import LegRunner
+        from stoic.schedule.requester import Requester
+        from stoic.schedule.scheduler import Scheduler
+
+        s = self.settings
         self.predictor = Predictor(s)
         await self._replay_samples()
         self.availability = Availability(runtimes)
         for row in await asyncio.to_thread(self.store.runtimes):
             if not row.available and row.name in self.runtime_names:
                 self.availability.mark_unavailable(
-                    row.name, row.unavailable_since or now, "unavailable before the restart"
+                    row.name,
+                    row.unavailable_since or self.clock.now(),
+                    "unavailable before the restart",
                 )
         self.availability.add_listener(self._persist_availability)
         for name in self.runtime_names:
@@ -259,15 +338,10 @@ class Controller:
             )
         recorder = DaemonRecorder(self.store, self.predictor, self.metrics)
         by_name = {r.name: r for r in runtimes}
-        self.requester = Requester(
-            self.backends,
-            by_name,
-            self.predictor,
-            recorder,
-            self.clock,
-            s,
-            availability=self.availability,
+        legs = LegRunner(
+            self.backends, by_name, recorder, self.clock, s, availability=self.availability
         )
+        self.requester = Requester(legs, self.predictor)
         options = PolicyOptions(
             edge_runtime=self.edge or "edge",
             duplicator_runtime=s.requester.duplicator_runtime,
@@ -283,103 +357,29 @@ class Controller:
             self.scheduler.observed.seed(s.controller.app, s.controller.app_version, name, count)
         self.metrics.watch_states(self._state_counts)
         await asyncio.to_thread(self._warm_predictor)
+        if s.controller.inquisitor and any(not r.is_edge for r in runtimes):
+            self.inquisitor = Inquisitor(legs, self.availability)
 
+    def _start_tasks(self, runtimes: list[Runtime]) -> None:
+        """The dispatcher and (with cloud runtimes) the inquisitor, each supervised."""
         self.dispatcher = Dispatcher(
-            s,
+            self.settings,
             clock=self.clock,
             metrics=self.metrics,
             store=self.store,
             objects=self.objects,
             scheduler=self.scheduler,
-            requester=self.requester,
             tmp_dir=self.tmp_dir,
             stopping=lambda: self._stop_requested,
             prepare=self._prepare,
         )
         specs = [TaskSpec("dispatcher", self.dispatcher.run)]
-        if s.controller.inquisitor and any(r.kind.value != "edge" for r in runtimes):
-            from stoic.inquisitor import Inquisitor
-
-            self.inquisitor = Inquisitor(
-                self.backends, by_name, recorder, self.availability, self.clock, s
-            )
+        if self.inquisitor is not None:
             specs.append(TaskSpec("inquisitor", self.inquisitor.run))
         for spec in specs:
             self._tasks[spec.name] = asyncio.create_task(
                 self._supervise(spec), name=f"stoic:{spec.name}"
             )
-        self.state = "running"
-        log.info(
-            "controller started",
-            runtimes=self.runtime_names,
-            database=self.store.engine.url.render_as_string(hide_password=True),
-            objects=repr(self.objects),
-            max_concurrent_batches=s.controller.max_concurrent_batches,
-        )
-
-    async def stop(self) -> None:
-        """Drain, then stop everything. Idempotent."""
-        if self.state in ("stopped", "created"):
-            self.state = "stopped"
-            return
-        self.request_stop()
-        self.state = "draining"
-        grace = self.settings.controller.drain_grace_s
-        log.info("draining", running=list(self.running), grace_s=grace)
-        inquisitor = self._tasks.pop("inquisitor", None)
-        if inquisitor is not None:
-            await _cancel(inquisitor)
-        dispatcher = self._tasks.pop("dispatcher", None)
-        if self.running:
-            _, late = await asyncio.wait(list(self.running.values()), timeout=grace)
-            if late:
-                log.warning(
-                    "drain grace over; cancelling batches (re-queued at the next start)",
-                    batches=[t.get_name() for t in late],
-                )
-                for t in late:
-                    t.cancel()
-                await asyncio.wait(late)
-        if dispatcher is not None:
-            await _cancel(dispatcher)
-        for t in list(self._tasks.values()):
-            await _cancel(t)
-        self._tasks.clear()
-        if self._side:
-            await asyncio.gather(*self._side, return_exceptions=True)
-        for backend in self.backends.values():
-            closer = getattr(backend, "close", None) or getattr(backend, "aclose", None)
-            if closer is not None:
-                try:
-                    await closer()
-                except Exception:
-                    log.exception("closing a backend failed")
-        self.store.close()
-        self.state = "stopped"
-        log.info("controller stopped")
-
-    async def _supervise(self, spec: TaskSpec) -> None:
-        """Run ``spec`` until it returns or the controller stops; restart it after a
-        crash with exponential back-off (reset after it has run for a minute)."""
-        loop = asyncio.get_running_loop()
-        c = self.settings.controller
-        delay = c.task_restart_initial_s
-        while not self._stop_requested:
-            started = loop.time()
-            try:
-                await spec.factory()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                if loop.time() - started > 60:
-                    delay = c.task_restart_initial_s
-                log.exception("background task crashed; restarting", task=spec.name, delay_s=delay)
-                self.metrics.task_restarts.labels(spec.name).inc()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, c.task_restart_max_s)
-
-    # Start-up helpers --------------------------------------------------------------
 
     async def _replay_samples(self) -> None:
         """Feed the predictor the recent history of the store (oldest first)."""
@@ -425,19 +425,12 @@ class Controller:
 
     def _persist_availability(self, change: AvailabilityChange) -> None:
         self.metrics.runtime_available.labels(change.runtime).set(1.0 if change.available else 0.0)
-        task = asyncio.get_running_loop().create_task(
+        self._side.spawn(
             asyncio.to_thread(
                 self.store.set_availability, change.runtime, change.available, change.at
             ),
             name=f"availability:{change.runtime}",
         )
-        self._side.add(task)
-        task.add_done_callback(self._side_done)
-
-    def _side_done(self, task: asyncio.Task[Any]) -> None:
-        self._side.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("background write failed", task=task.get_name(), error=str(task.exception()))
 
     def _accepted(self, batch: BatchRecord) -> None:
         self.metrics.batches_accepted.inc()
@@ -468,21 +461,10 @@ class Controller:
 
     # Queries for the API --------------------------------------------------------------
 
-    def estimate(self, n_images: int, n_bytes: int) -> tuple[dict[str, Any], Plan]:
-        """Estimates of every available runtime and the selector's choice."""
+    def estimate(self, n_images: int, n_bytes: int) -> tuple[dict[str, Estimate], Plan]:
+        """Estimates of every available runtime and the selector's choice, from the
+        scheduler (the same estimates a batch of this size would be decided on)."""
         s = self.settings
         job = Job("estimate", n_images, n_bytes, s.controller.app, s.controller.app_version)
-        from stoic.policy import decide
-
-        names = self.availability.available_in_order()
-        estimates = self.predictor.estimate_all(
-            n_images, n_bytes, app=job.app, app_version=job.app_version, runtimes=names
-        )
-        plan = decide(Mode.SELECTOR, job, estimates, options=self.scheduler.policy_options)
-        return estimates, plan
-
-
-async def _cancel(task: asyncio.Task[Any]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task
+        plan = self.scheduler.preview(job, mode=Mode.SELECTOR)
+        return dict(plan.estimates), plan

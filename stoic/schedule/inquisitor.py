@@ -20,43 +20,29 @@ that tick rather than probed twice. The replay calls :meth:`Inquisitor.probe` or
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import Mapping
 
-from stoic.availability import Availability
-from stoic.backends.base import RuntimeBackend
-from stoic.clock import Clock
+from stoic.aio import cancel_and_wait
 from stoic.errors import BackendError, ConfigError, DeployTimeout
-from stoic.legs import backend_for, cancel_and_wait, deploy_guarded
-from stoic.model import DeploymentSample, DeployOutcome, Runtime
-from stoic.recorder import Recorder
-from stoic.settings import Settings
+from stoic.logging import get_logger
+from stoic.schedule.availability import Availability
+from stoic.schedule.legs import LegRunner, backend_for, deploy_guarded
+from stoic.values import DeploymentSample, DeployOutcome, Runtime
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class Inquisitor:
     """Probes cloud deployment times and keeps :class:`Availability` up to date."""
 
-    def __init__(
-        self,
-        backends: Mapping[str, RuntimeBackend],
-        runtimes: Mapping[str, Runtime],
-        recorder: Recorder,
-        availability: Availability,
-        clock: Clock,
-        settings: Settings,
-    ) -> None:
-        self.backends = backends
-        self.runtimes = runtimes
-        self.recorder = recorder
+    def __init__(self, legs: LegRunner, availability: Availability) -> None:
+        self.legs = legs  # the requester's: the same backends, recorder, clock, settings
         self.availability = availability
-        self.clock = clock
-        self.settings = settings
+        self.runtimes = legs.runtimes
+        self.settings = legs.settings
         self.probes = 0  # probes started (metrics)
         self.skipped = 0  # ticks skipped because the previous probe still ran
         for r in self.cloud_runtimes():
-            backend_for(backends, r)  # fail at start-up on a missing backend
+            backend_for(legs.backends, r)  # fail at start-up on a missing backend
 
     def cloud_runtimes(self) -> list[Runtime]:
         return [r for r in self.runtimes.values() if not r.is_edge]
@@ -74,35 +60,33 @@ class Inquisitor:
         if runtime.is_edge:
             raise ConfigError(f"runtime {name!r} is the edge; only cloud runtimes are probed")
         loop = asyncio.get_running_loop()
-        backend = backend_for(self.backends, runtime)
+        backend = backend_for(self.legs.backends, runtime)
         timeout = self.settings.predictor.deploy_timeout_s
         grace = self.settings.requester.deploy_guard_grace_s
         self.probes += 1
-        at, t = self.clock.now(), loop.time()
+        at, t = self.legs.clock.now(), loop.time()
         try:
             deployment = await deploy_guarded(backend, runtime, timeout, grace)
         except DeployTimeout as exc:
             sample = DeploymentSample(name, at, timeout, DeployOutcome.TIMEOUT)
-            self.availability.mark_unavailable(name, self.clock.now(), f"probe: {exc}")
+            self.availability.mark_unavailable(name, self.legs.clock.now(), f"probe: {exc}")
         except BackendError as exc:
             sample = DeploymentSample(name, at, loop.time() - t, DeployOutcome.FAILURE)
-            log.warning("probe failed", extra={"runtime": name, "error": str(exc)})
+            log.warning("probe failed", runtime=name, error=str(exc))
         else:
             sample = DeploymentSample(name, at, loop.time() - t, DeployOutcome.OK)
             try:
                 await backend.teardown(deployment)
             except Exception:
-                log.exception("probe teardown failed", extra={"runtime": name})
-            self.availability.mark_available(name, self.clock.now(), "probe succeeded")
+                log.exception("probe teardown failed", runtime=name)
+            self.availability.mark_available(name, self.legs.clock.now(), "probe succeeded")
         log.info(
             "deployment probed",
-            extra={
-                "runtime": name,
-                "duration_s": sample.duration_s,
-                "outcome": str(sample.outcome),
-            },
+            runtime=name,
+            duration_s=sample.duration_s,
+            outcome=str(sample.outcome),
         )
-        await self.recorder.deployment(sample)
+        await self.legs.recorder.deployment(sample)
         return sample
 
     async def probe_all(self) -> list[DeploymentSample]:
@@ -113,7 +97,7 @@ class Inquisitor:
         try:
             await self.probe(name)
         except Exception:
-            log.exception("probe crashed; continuing", extra={"runtime": name})
+            log.exception("probe crashed; continuing", runtime=name)
 
     async def run(self) -> None:
         """Probe forever on the period's grid (first tick at once); cancel to stop.
@@ -125,14 +109,14 @@ class Inquisitor:
         start = loop.time()
         in_flight: dict[str, asyncio.Task[None]] = {}
         tick = 0
-        log.info("inquisitor started", extra={"period_s": period})
+        log.info("inquisitor started", period_s=period)
         try:
             while True:
                 for runtime in self.cloud_runtimes():
                     previous = in_flight.get(runtime.name)
                     if previous is not None and not previous.done():
                         self.skipped += 1
-                        log.info("previous probe still running", extra={"runtime": runtime.name})
+                        log.info("previous probe still running", runtime=runtime.name)
                         continue
                     in_flight[runtime.name] = asyncio.create_task(
                         self._guarded(runtime.name), name=f"inquisitor:{runtime.name}"
@@ -141,4 +125,4 @@ class Inquisitor:
                 await asyncio.sleep(max(0.0, start + tick * period - loop.time()))
         finally:
             await cancel_and_wait(in_flight.values())
-            log.info("inquisitor stopped", extra={"probes": self.probes})
+            log.info("inquisitor stopped", probes=self.probes)

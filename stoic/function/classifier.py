@@ -35,7 +35,7 @@ from stoic.errors import InputError
 if TYPE_CHECKING:
     import keras
 
-    from stoic.objectstore import ObjectStore
+    from stoic.storage.objectstore import ObjectStore
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

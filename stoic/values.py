@@ -110,7 +110,8 @@ class Plan:
 
     ``runtime`` is where the batch runs. With ``speculative_edge`` set (duplicator), the
     edge starts at once while ``runtime`` (a cloud runtime) uploads and deploys; when it
-    is ready the requester re-predicts and keeps the predicted winner.
+    is ready the requester re-predicts and keeps the predicted winner. ``decision_s`` is
+    the CPU time the scheduler spent estimating and deciding (0 until it has timed it).
     """
 
     runtime: str
@@ -119,6 +120,7 @@ class Plan:
     estimates: Mapping[str, Estimate] = field(default_factory=dict)
     speculative_edge: bool = False
     edge_runtime: str = "edge"
+    decision_s: float = 0.0
 
 
 class DeployOutcome(StrEnum):
@@ -198,7 +200,7 @@ class Outcome:
     results: Any = None
     error: str | None = None
     fell_back: bool = False
-    # Added by the requester/scheduler (stoic/requester.py, stoic/scheduler.py):
+    # Added by the requester and the scheduler (stoic/schedule/):
     reason: str = ""  # why it ran where it ran (fallback cause, duplicator decision)
     warmup_s: float = 0.0  # the one-image warm-up call on a cloud pod
     decision_s: float = 0.0  # CPU seconds spent in estimate + decide (scheduling overhead)

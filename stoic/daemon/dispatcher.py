@@ -46,17 +46,17 @@ import os
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
-from stoic.api.metrics import Metrics
 from stoic.clock import Clock
+from stoic.daemon.metrics import Metrics
 from stoic.errors import BatchStateError, StoicError
 from stoic.logging import get_logger
-from stoic.model import BatchState, Job, Mode, Outcome, Plan
-from stoic.objectstore import ObjectStore
-from stoic.package import PackageWriter, iter_package, results_key
+from stoic.schedule.scheduler import Scheduler
 from stoic.settings import Settings
+from stoic.storage.objectstore import ObjectStore
+from stoic.storage.package import PackageWriter, iter_package, results_key
 from stoic.store.store import BatchRecord, Store
+from stoic.values import BatchState, Job, Mode, Outcome, Plan
 
 log = get_logger("stoic.controller")
 
@@ -82,8 +82,7 @@ class Dispatcher:
         metrics: Metrics,
         store: Store,
         objects: ObjectStore,
-        scheduler: Any,
-        requester: Any,
+        scheduler: Scheduler,
         tmp_dir: Path,
         stopping: Callable[[], bool],
         prepare: Callable[[], Awaitable[None]],
@@ -94,7 +93,6 @@ class Dispatcher:
         self.store = store
         self.objects = objects
         self.scheduler = scheduler
-        self.requester = requester
         self.tmp_dir = tmp_dir
         self._stopping = stopping
         self._prepare = prepare
@@ -150,23 +148,27 @@ class Dispatcher:
             "batch claimed", batch_id=record.id, attempt=record.attempts, n_images=job.n_images
         )
         plan: Plan | None = None
-        try:
-            if s.controller.bootstrap and self.scheduler.needs_bootstrap(job.app, job.app_version):
-                await self._bootstrap(record)
-            plan = self.scheduler.plan(job, mode=mode, pinned=pinned)
-            decision_s = self.scheduler.last_decision_s
-            self.metrics.scheduling_overhead.observe(decision_s)
-            self.metrics.decisions.labels(str(plan.mode), plan.runtime).inc()
+
+        async def decided(p: Plan) -> None:
+            nonlocal plan
+            plan = p
+            self.metrics.scheduling_overhead.observe(p.decision_s)
+            self.metrics.decisions.labels(str(p.mode), p.runtime).inc()
             await asyncio.to_thread(
                 self.store.record_decision,
                 record.id,
-                plan.runtime,
-                plan.reason,
-                dict(plan.estimates),
+                p.runtime,
+                p.reason,
+                dict(p.estimates),
                 at=self.clock.now(),
             )
-            outcome: Outcome = await self.requester.run(job, plan)
-            outcome.decision_s = decision_s
+
+        try:
+            if s.controller.bootstrap and self.scheduler.needs_bootstrap(job.app, job.app_version):
+                await self._bootstrap(record)
+            plan, outcome = await self.scheduler.handle(
+                job, mode=mode, pinned=pinned, on_plan=decided
+            )
         except asyncio.CancelledError:
             log.warning(
                 "batch cancelled; it will be re-queued at the next start", batch_id=record.id

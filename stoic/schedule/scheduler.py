@@ -9,7 +9,8 @@ It owns nothing but the wiring and two concerns of its own:
 
 * **scheduling overhead**: the CPU seconds spent in estimate + decide, measured with
   ``time.perf_counter`` (not the loop clock: under looptime and in the replay the loop
-  clock does not move while Python computes), stored in ``Outcome.decision_s``.
+  clock does not move while Python computes), carried on the plan (``Plan.decision_s``)
+  and copied to ``Outcome.decision_s``.
 * **bootstrapping** (paper §3.7): when an application version is first seen, run two
   representative tasks on every runtime so that the processing regression has points
   of its own instead of priors. :class:`ObservationCounter` counts processing samples
@@ -20,16 +21,21 @@ It owns nothing but the wiring and two concerns of its own:
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from stoic.availability import Availability
 from stoic.errors import BackendError, PredictorError
-from stoic.model import (
+from stoic.logging import get_logger
+from stoic.schedule.availability import Availability
+from stoic.schedule.policy import PolicyOptions, decide
+from stoic.schedule.recorder import PredictorLike
+from stoic.schedule.requester import Requester
+from stoic.settings import Settings
+from stoic.values import (
     DeploymentSample,
+    Estimate,
     Job,
     Mode,
     Outcome,
@@ -37,16 +43,12 @@ from stoic.model import (
     ProcessingSample,
     TransferSample,
 )
-from stoic.policy import PolicyOptions, decide
-from stoic.recorder import PredictorLike
-from stoic.requester import Requester
-from stoic.settings import Settings
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class ObservationCounter:
-    """A :class:`~stoic.requester.Recorder` that counts processing samples per
+    """A :class:`~stoic.schedule.requester.Recorder` that counts processing samples per
     (app, app_version, runtime): what "has been observed" means for bootstrapping."""
 
     def __init__(self) -> None:
@@ -105,10 +107,34 @@ class Scheduler:
         requester.add_recorder(self.observed)
         self.decisions = 0
         self.decision_s_total = 0.0
-        self.last_decision_s = 0.0
         self._bootstrap_locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     # The per-batch path ----------------------------------------------------------------
+
+    def estimate(self, job: Job) -> dict[str, Estimate]:
+        """The predictor's estimates of every *available* runtime for ``job``."""
+        return self.predictor.estimate_all(
+            job.n_images,
+            job.n_bytes,
+            app=job.app,
+            app_version=job.app_version,
+            runtimes=self.availability.available_in_order(),
+        )
+
+    def preview(
+        self,
+        job: Job,
+        *,
+        mode: Mode = Mode.SELECTOR,
+        pinned: str | None = None,
+        truth: Mapping[str, float] | None = None,
+    ) -> Plan:
+        """Estimate the available runtimes and decide, timed (``Plan.decision_s``), but
+        commit to nothing: ``GET /v1/estimate`` asks this."""
+        t = time.perf_counter()
+        estimates = self.estimate(job)
+        plan = decide(mode, job, estimates, options=self.policy_options, pinned=pinned, truth=truth)
+        return replace(plan, decision_s=time.perf_counter() - t)
 
     def plan(
         self,
@@ -118,28 +144,20 @@ class Scheduler:
         pinned: str | None = None,
         truth: Mapping[str, float] | None = None,
     ) -> Plan:
-        """Estimate the available runtimes and decide; times itself (CPU overhead)."""
-        t = time.perf_counter()
-        names = self.availability.available_in_order()
-        estimates = self.predictor.estimate_all(
-            job.n_images, job.n_bytes, app=job.app, app_version=job.app_version, runtimes=names
-        )
-        plan = decide(mode, job, estimates, options=self.policy_options, pinned=pinned, truth=truth)
-        self.last_decision_s = time.perf_counter() - t
+        """The decision for a batch about to run: :meth:`preview`, counted and logged."""
+        plan = self.preview(job, mode=mode, pinned=pinned, truth=truth)
         self.decisions += 1
-        self.decision_s_total += self.last_decision_s
+        self.decision_s_total += plan.decision_s
         log.info(
             "batch scheduled",
-            extra={
-                "batch_id": job.batch_id,
-                "n_images": job.n_images,
-                "mode": str(mode),
-                "runtime": plan.runtime,
-                "speculative": plan.speculative_edge,
-                "reason": plan.reason,
-                "available": names,
-                "decision_s": self.last_decision_s,
-            },
+            batch_id=job.batch_id,
+            n_images=job.n_images,
+            mode=str(mode),
+            runtime=plan.runtime,
+            speculative=plan.speculative_edge,
+            reason=plan.reason,
+            available=list(plan.estimates),
+            decision_s=plan.decision_s,
         )
         return plan
 
@@ -150,12 +168,15 @@ class Scheduler:
         mode: Mode,
         pinned: str | None = None,
         truth: Mapping[str, float] | None = None,
+        on_plan: Callable[[Plan], Awaitable[None]] | None = None,
     ) -> tuple[Plan, Outcome]:
-        """Schedule and run one batch. Errors of the requester propagate (typed)."""
+        """Schedule and run one batch: plan, tell ``on_plan`` (the daemon records the
+        decision and counts it), run the plan. Errors of the requester propagate (typed)."""
         plan = self.plan(job, mode=mode, pinned=pinned, truth=truth)
-        decision_s = self.last_decision_s
+        if on_plan is not None:
+            await on_plan(plan)
         outcome = await self.requester.run(job, plan)
-        outcome.decision_s = decision_s
+        outcome.decision_s = plan.decision_s
         return plan, outcome
 
     # Bootstrapping (paper §3.7) -----------------------------------------------------------
@@ -201,7 +222,9 @@ class Scheduler:
             missing = self.missing(app, app_version)
             log.info(
                 "bootstrapping",
-                extra={"app": app, "app_version": app_version, "missing": missing},
+                app=app,
+                app_version=app_version,
+                missing=missing,
             )
             for runtime, n in missing.items():
                 done = self.tasks_per_runtime - n
@@ -219,7 +242,9 @@ class Scheduler:
                     except BackendError as exc:
                         log.warning(
                             "bootstrap run failed",
-                            extra={"runtime": runtime, "batch_id": job.batch_id, "error": str(exc)},
+                            runtime=runtime,
+                            batch_id=job.batch_id,
+                            error=str(exc),
                         )
                         report.failures.setdefault(runtime, []).append(str(exc))
                         break  # the runtime is in trouble; do not hammer it

@@ -1,4 +1,4 @@
-"""Scheduling policies: pure functions from estimates to a :class:`~stoic.model.Plan`.
+"""Scheduling policies: pure functions from estimates to a :class:`~stoic.values.Plan`.
 
 The daemon and the replay call exactly these functions (DESIGN.md, "Two worlds, one
 code path"), so a table of estimates is all a test needs.
@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from stoic.errors import PredictorError
-from stoic.model import Component, Estimate, Job, Mode, Plan
+from stoic.values import Component, Estimate, Job, Mode, Plan
 
 
 @dataclass(frozen=True, slots=True)

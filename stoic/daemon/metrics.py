@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from stoic.model import BatchState, DeploymentSample, Outcome, ProcessingSample, TransferSample
+from stoic.values import BatchState, DeploymentSample, Outcome, ProcessingSample, TransferSample
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

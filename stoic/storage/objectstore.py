@@ -2,7 +2,7 @@
 
 The edge controller, the REST ingest and every serverless function exchange data only
 through keys in an object store (``batches/<id>/package.tar``, ``models/<app>/<v>/
-model.keras``; see :mod:`stoic.package`). One narrow protocol, :class:`ObjectStore`,
+model.keras``; see :mod:`stoic.storage.package`). One narrow protocol, :class:`ObjectStore`,
 hides whether that is a local directory (the edge, tests) or an S3 bucket (the cloud).
 
 Why these choices:

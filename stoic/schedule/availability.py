@@ -14,14 +14,14 @@ a status row must not stop scheduling.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from stoic.errors import ConfigError
-from stoic.model import Runtime
+from stoic.logging import get_logger
+from stoic.values import Runtime
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,14 +79,15 @@ class Availability:
         if runtime.is_edge:
             log.warning(
                 "refusing to mark the edge unavailable",
-                extra={"runtime": name, "reason": reason},
+                runtime=name,
+                reason=reason,
             )
             return False
         if name in self._down:
             return False
         change = AvailabilityChange(name, False, at, reason)
         self._down[name] = change
-        log.warning("runtime unavailable", extra={"runtime": name, "at": at, "reason": reason})
+        log.warning("runtime unavailable", runtime=name, at=at, reason=reason)
         self._notify(change)
         return True
 
@@ -97,7 +98,7 @@ class Availability:
             return False
         del self._down[name]
         change = AvailabilityChange(name, True, at, reason)
-        log.info("runtime available again", extra={"runtime": name, "at": at, "reason": reason})
+        log.info("runtime available again", runtime=name, at=at, reason=reason)
         self._notify(change)
         return True
 
@@ -106,4 +107,4 @@ class Availability:
             try:
                 listener(change)
             except Exception:
-                log.exception("availability listener failed", extra={"runtime": change.runtime})
+                log.exception("availability listener failed", runtime=change.runtime)

@@ -1,10 +1,10 @@
-"""One runtime's part in a batch (a :class:`Leg`) and the measured steps that run it.
+"""One runtime's part in a batch (a :class:`Leg`) and the :class:`LegRunner` that runs it.
 
 Both ways of executing a plan are built from the same steps: the single-runtime path
 runs deploy → upload → warm → invoke on one leg, and the duplicator runs an edge leg and
-a cloud leg side by side (:mod:`stoic.duplicator`). Keeping the steps in one place means
-each measurement is taken, and handed to the :class:`~stoic.recorder.Recorder`, the same
-way whichever path ran it:
+a cloud leg side by side (:mod:`stoic.schedule.duplicator`). Keeping the steps in one
+place means each measurement is taken, and handed to the
+:class:`~stoic.schedule.recorder.Recorder`, the same way whichever path ran it:
 
 * deploy with retry and exponential back-off on :class:`DeployFailure` (0.1 s, ×2, 10
   attempts, then :class:`RetriesExhausted`); a :class:`DeployTimeout` is not retried and
@@ -15,28 +15,28 @@ way whichever path ran it:
 * invoke (T_p, always recorded);
 * tear down, idempotently, never masking the result.
 
-:class:`LegRunner` is a layer of :class:`~stoic.requester.Requester`, not an object of its
-own: the steps read the requester's backends, settings, clock, recorder and availability
-from ``self``, so replacing ``requester.recorder`` or ``requester.backends`` (the scheduler
-and the tests do) reaches every step at once.
-
-The module-level helpers (:func:`backend_for`, :func:`deploy_guarded`,
-:func:`cancel_and_wait`) are shared with the inquisitor, which deploys and tears down
-runtimes the same way but outside any batch.
+:class:`LegRunner` is a concrete object built with exactly what the steps need
+(backends, runtimes, recorder, clock, settings, availability); the requester, its
+duplicator and the inquisitor hold the same one, as an httpx ``Client`` holds its
+transport, so a recorder added to it (the scheduler's observation counter) reaches
+every measurement. The inquisitor deploys and tears down runtimes with the
+module-level helpers (:func:`backend_for`, :func:`deploy_guarded`), outside any batch.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from stoic.availability import Availability
 from stoic.backends.base import Deployment, Invocation, RuntimeBackend, Upload
 from stoic.clock import Clock
 from stoic.errors import ConfigError, DeployFailure, DeployTimeout, RetriesExhausted
-from stoic.model import (
+from stoic.logging import get_logger
+from stoic.schedule.availability import Availability
+from stoic.schedule.recorder import MultiRecorder, Recorder
+from stoic.settings import Settings
+from stoic.values import (
     DeploymentSample,
     DeployOutcome,
     Job,
@@ -45,10 +45,8 @@ from stoic.model import (
     Runtime,
     TransferSample,
 )
-from stoic.recorder import Recorder
-from stoic.settings import Settings
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 # Helpers shared with the inquisitor ---------------------------------------------------
@@ -76,18 +74,6 @@ async def deploy_guarded(
             return await backend.deploy(runtime, timeout_s=timeout_s)
     except TimeoutError:
         raise DeployTimeout(runtime.name, timeout_s) from None
-
-
-async def cancel_and_wait(tasks: Iterable[asyncio.Task[object]]) -> None:
-    """Cancel every unfinished task and wait until each has really finished."""
-    pending = [t for t in tasks if not t.done()]
-    for t in pending:
-        t.cancel()
-    if pending:
-        await asyncio.wait(pending)
-    for t in pending:  # retrieve exceptions so none is reported as "never retrieved"
-        if not t.cancelled():
-            t.exception()
 
 
 # One leg and its steps ----------------------------------------------------------------
@@ -118,18 +104,34 @@ class Leg:
 
 
 class LegRunner:
-    """The measured steps of a leg; the base layer of :class:`~stoic.requester.Requester`.
+    """The measured steps of a leg, and the runtimes and backends they run on."""
 
-    It has no constructor: ``Requester.__init__`` sets the attributes declared here."""
+    def __init__(
+        self,
+        backends: Mapping[str, RuntimeBackend],
+        runtimes: Mapping[str, Runtime],
+        recorder: Recorder,
+        clock: Clock,
+        settings: Settings,
+        availability: Availability | None = None,
+    ) -> None:
+        self.backends = backends
+        self.runtimes = runtimes
+        self.recorder: Recorder = recorder
+        self.clock = clock
+        self.settings = settings
+        self.availability = availability
+        for r in runtimes.values():
+            backend_for(backends, r)  # fail at start-up, not on the first batch
 
-    backends: Mapping[str, RuntimeBackend]
-    runtimes: Mapping[str, Runtime]
-    recorder: Recorder
-    clock: Clock
-    settings: Settings
-    availability: Availability | None
+    def add_recorder(self, recorder: Recorder) -> None:
+        """Also send every sample to ``recorder`` (the scheduler counts observations)."""
+        if isinstance(self.recorder, MultiRecorder):
+            self.recorder.add(recorder)
+        else:
+            self.recorder = MultiRecorder(self.recorder, recorder)
 
-    def _runtime(self, name: str) -> Runtime:
+    def runtime(self, name: str) -> Runtime:
         try:
             return self.runtimes[name]
         except KeyError:
@@ -137,17 +139,17 @@ class LegRunner:
                 f"unknown runtime {name!r}; configured: {list(self.runtimes)}"
             ) from None
 
-    async def _run_leg(self, job: Job, leg: Leg) -> None:
+    async def run_leg(self, job: Job, leg: Leg) -> None:
         """deploy → upload → warm → invoke on one runtime; teardown whatever happens."""
         try:
-            await self._deploy(job, leg)
-            await self._upload(job, leg)
-            await self._warm(job, leg)
-            await self._invoke(job, leg)
+            await self.deploy(job, leg)
+            await self.upload(job, leg)
+            await self.warm(job, leg)
+            await self.invoke(job, leg)
         finally:
-            await self._teardown(leg)
+            await self.teardown(leg)
 
-    def _finish(self, out: Outcome, leg: Leg, t0: float, *, add_used: bool) -> None:
+    def finish(self, out: Outcome, leg: Leg, t0: float, *, add_used: bool) -> None:
         """Fill ``out`` from the leg that produced the results."""
         assert leg.invocation is not None and leg.done_at is not None
         out.runtime = out.winner = leg.runtime.name
@@ -163,7 +165,7 @@ class LegRunner:
 
     # The steps, each measured and recorded -----------------------------------------------
 
-    async def _deploy(self, job: Job, leg: Leg) -> None:
+    async def deploy(self, job: Job, leg: Leg) -> None:
         """Deploy with exponential back-off on DeployFailure; DeployTimeout is final."""
         loop = asyncio.get_running_loop()
         rt = leg.runtime
@@ -188,12 +190,10 @@ class LegRunner:
                     break
                 log.info(
                     "deployment failed; backing off",
-                    extra={
-                        "batch_id": job.batch_id,
-                        "runtime": rt.name,
-                        "attempt": attempt,
-                        "delay_s": delay,
-                    },
+                    batch_id=job.batch_id,
+                    runtime=rt.name,
+                    attempt=attempt,
+                    delay_s=delay,
                 )
                 await asyncio.sleep(delay)
                 delay *= req.retry_factor
@@ -212,7 +212,7 @@ class LegRunner:
             return
         await self.recorder.deployment(DeploymentSample(rt.name, at, duration_s, outcome))
 
-    async def _upload(self, job: Job, leg: Leg) -> None:
+    async def upload(self, job: Job, leg: Leg) -> None:
         loop = asyncio.get_running_loop()
         at, t = self.clock.now(), loop.time()
         leg.upload = await backend_for(self.backends, leg.runtime).upload(leg.runtime, job)
@@ -222,7 +222,7 @@ class LegRunner:
                 TransferSample(job.n_bytes, leg.transfer_s, at, leg.runtime.name)
             )
 
-    async def _warm(self, job: Job, leg: Leg) -> None:
+    async def warm(self, job: Job, leg: Leg) -> None:
         """One-image call to load the model on a cloud pod (paper §3.7); the edge keeps a
         warm standby, so it needs none."""
         if leg.runtime.is_edge or not self.settings.requester.warmup:
@@ -234,7 +234,7 @@ class LegRunner:
         await backend.invoke(leg.deployment, job, leg.upload, warmup=True)
         leg.warmup_s = loop.time() - t
 
-    async def _invoke(self, job: Job, leg: Leg) -> None:
+    async def invoke(self, job: Job, leg: Leg) -> None:
         assert leg.deployment is not None and leg.upload is not None
         loop = asyncio.get_running_loop()
         backend = backend_for(self.backends, leg.runtime)
@@ -254,7 +254,7 @@ class LegRunner:
             )
         )
 
-    async def _teardown(self, leg: Leg) -> None:
+    async def teardown(self, leg: Leg) -> None:
         """Idempotent; a failing teardown is logged, never allowed to mask the result."""
         if leg.deployment is None or leg.torn_down_at is not None:
             return
@@ -262,4 +262,4 @@ class LegRunner:
         try:
             await backend_for(self.backends, leg.runtime).teardown(leg.deployment)
         except Exception:
-            log.exception("teardown failed", extra={"runtime": leg.runtime.name})
+            log.exception("teardown failed", runtime=leg.runtime.name)

@@ -1,0 +1,285 @@
+"""``stoic submit`` and ``stoic status``: thin HTTP clients of the daemon's REST API.
+
+Usable from any machine: this module imports nothing of the server (no FastAPI, no
+controller), only httpx and rich, and those inside the commands so ``stoic --help``
+stays fast. Errors the daemon answers become :class:`~stoic.errors.ServerError`, one
+line with the error code and the file or field it names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from stoic.errors import InputError, ServerError
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
+
+
+def _url_option() -> Any:
+    return typer.Option(
+        None, "--url", envvar="STOIC_URL", help=f"daemon URL (default {DEFAULT_URL})"
+    )
+
+
+def _token_option() -> Any:
+    return typer.Option(None, "--token", envvar="STOIC_TOKEN", help="bearer token (api.token)")
+
+
+# submit --------------------------------------------------------------------------------
+
+
+class _LazyFile:
+    """A file httpx can stream into a multipart body without opening it early (a
+    batch of thousands of files would exhaust file descriptors) and that reports
+    every chunk read to a progress callback."""
+
+    def __init__(self, path: Path, on_read: Callable[[int], None]) -> None:
+        self.path, self.on_read = path, on_read
+        self.size = path.stat().st_size
+        self._f: Any = None
+        self._pos = 0
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        target = {os.SEEK_SET: offset, os.SEEK_CUR: self._pos + offset}.get(
+            whence, self.size + offset
+        )
+        if self._f is not None:
+            self._f.seek(target)
+        self._pos = target
+        return target
+
+    def read(self, n: int = -1) -> bytes:
+        if self._f is None:
+            self._f = self.path.open("rb")
+            self._f.seek(self._pos)
+        data: bytes = self._f.read(n)
+        self._pos += len(data)
+        self.on_read(len(data))
+        if not data or self._pos >= self.size:
+            self._f.close()
+            self._f = None
+        return data
+
+
+def _is_archive(path: Path) -> bool:
+    return path.name.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def collect_files(paths: list[Path]) -> list[tuple[str, Path]]:
+    """``(name sent, path)`` for every file: files as given, directories walked
+    (image and archive files, relative names), archives as they are."""
+    from stoic.storage.package import IMAGE_SUFFIXES
+
+    out: list[tuple[str, Path]] = []
+    for p in paths:
+        if p.is_dir():
+            for f in sorted(p.rglob("*")):
+                if f.is_file() and (f.suffix.lower() in IMAGE_SUFFIXES or _is_archive(f)):
+                    out.append((f.relative_to(p).as_posix(), f))
+        elif p.is_file():
+            out.append((p.name, p))
+        else:
+            raise InputError(f"{p}: no such file or directory")
+    if not out:
+        raise InputError(f"no image or archive found in {[str(p) for p in paths]}")
+    return out
+
+
+def _client(url: str | None, token: str | None, timeout: float = 30.0) -> Any:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(
+        base_url=url or DEFAULT_URL,
+        headers=headers,
+        timeout=httpx.Timeout(timeout, read=None),
+        trust_env=False,
+    )
+
+
+def _check(response: Any) -> Any:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.status_code >= 400:
+        if isinstance(body, dict) and isinstance(body.get("error"), dict):
+            e = body["error"]
+            where = e.get("file") or e.get("field")
+            raise ServerError(
+                f"HTTP {response.status_code} {e.get('code')}: {e.get('message')}"
+                + (f" [{where}]" if where else "")
+            )
+        raise ServerError(f"HTTP {response.status_code}: {response.text[:300]}")
+    return body
+
+
+def _request(method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    import httpx
+
+    try:
+        return _check(method(*args, **kwargs))
+    except httpx.HTTPError as exc:
+        raise ServerError(f"cannot reach the daemon: {exc}") from None
+
+
+def submit(
+    paths: list[Path] = typer.Argument(..., help="images, directories or .zip/.tar(.gz) archives"),
+    url: str | None = _url_option(),
+    token: str | None = _token_option(),
+    mode: str | None = typer.Option(None, "--mode", help="selector or duplicator"),
+    runtime: str | None = typer.Option(None, "--runtime", help="pin a runtime"),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="drop invalid images"),
+    idempotency_key: str | None = typer.Option(None, "--idempotency-key"),
+    wait: bool = typer.Option(False, "--wait", help="wait for the result and print it"),
+    poll_s: float = typer.Option(1.0, "--poll", min=0.05, help="seconds between polls"),
+) -> None:
+    """Upload a batch and print its id (with --wait: the decision and each label)."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    files = collect_files(paths)
+    total = sum(p.stat().st_size for _, p in files)
+    data: dict[str, str] = {}
+    if mode:
+        data["mode"] = mode
+    if runtime:
+        data["runtime"] = runtime
+    if skip_invalid:
+        data["skip_invalid"] = "true"
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    with (
+        Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=_stderr_console(),
+            transient=True,
+        ) as progress,
+        _client(url, token) as client,
+    ):
+        task = progress.add_task(f"uploading {len(files)} file(s)", total=total)
+
+        def advance(n: int) -> None:
+            progress.advance(task, n)
+
+        multipart = [
+            ("files", (name, _LazyFile(path, advance), _mime(path))) for name, path in files
+        ]
+        body = _request(client.post, "/v1/batches", files=multipart, data=data, headers=headers)
+    skipped = body.get("skipped") or []
+    typer.echo(body["id"])
+    typer.echo(
+        f"accepted {body['n_images']} image(s), {body['n_bytes']} bytes"
+        + (f"; skipped {len(skipped)}" if skipped else ""),
+        err=True,
+    )
+    for s in skipped:
+        typer.echo(f"  skipped {s['file']}: {s['reason']}", err=True)
+    if wait:
+        _wait_and_print(url, token, body["id"], poll_s)
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _mime(path: Path) -> str:
+    import mimetypes
+
+    return mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+
+
+def _wait_and_print(url: str | None, token: str | None, batch_id: str, poll_s: float) -> None:
+    with _client(url, token) as client:
+        while True:
+            b = _request(client.get, f"/v1/batches/{batch_id}")
+            if b["state"] in ("done", "failed"):
+                break
+            time.sleep(poll_s)
+    _print_batch(b, labels=True)
+    if b["state"] == "failed":
+        raise ServerError(f"batch {batch_id} failed: {b.get('error')}")
+
+
+def _print_batch(b: dict[str, Any], *, labels: bool) -> None:
+    typer.echo(f"batch {b['id']}: {b['state']} ({b['n_images']} images, mode {b['mode']})")
+    d = b.get("decision")
+    if d:
+        typer.echo(f"  decision: {d['runtime']}: {d['reason']}")
+        for name, e in d["estimates"].items():
+            typer.echo(
+                f"    {name:>8}: T_s {e['total_s']:8.2f} s = T_t {e['transfer_s']:.2f}"
+                f" + T_d {e['deployment_s']:.2f} + T_p {e['processing_s']:.2f}"
+            )
+    m = b.get("measured")
+    if m and m.get("total_s") is not None:
+        typer.echo(
+            f"  measured on {m['winner']}: T_s {m['total_s']:.2f} s (T_t {m['transfer_s']:.2f},"
+            f" T_d {m['deployment_s']:.2f}, T_p {m['processing_s']:.2f})"
+        )
+    if b.get("error"):
+        typer.echo(f"  error: {b['error']}")
+    if labels:
+        for r in b.get("results") or []:
+            label = r.get("label") if r.get("error") is None else f"error: {r.get('error')}"
+            typer.echo(f"  {r.get('name', r.get('image'))}\t{label}")
+
+
+# status --------------------------------------------------------------------------------
+
+
+def status(
+    batch: str | None = typer.Argument(None, help="a batch id (default: recent batches)"),
+    url: str | None = _url_option(),
+    token: str | None = _token_option(),
+    as_json: bool = typer.Option(False, "--json", help="print the raw JSON"),
+) -> None:
+    """Show one batch (decision, timings, labels) or the recent batches and runtimes."""
+    with _client(url, token) as client:
+        if batch is not None:
+            b = _request(client.get, f"/v1/batches/{batch}")
+            if as_json:
+                typer.echo(json.dumps(b, indent=2))
+            else:
+                _print_batch(b, labels=True)
+            return
+        batches = _request(client.get, "/v1/batches", params={"limit": 20})["batches"]
+        runtimes = _request(client.get, "/v1/runtimes")["runtimes"]
+    if as_json:
+        typer.echo(json.dumps({"batches": batches, "runtimes": runtimes}, indent=2))
+        return
+    typer.echo("runtimes:")
+    for r in runtimes:
+        p = r["processing"]
+        typer.echo(
+            f"  {r['name']:>8} ({r['kind']}, {r['backend']}): "
+            f"{'available' if r['available'] else 'UNAVAILABLE'}; window {r['deployment_window']};"
+            f" T_p ≈ {float(p.get('slope', 0)):.3f}·n + {float(p.get('intercept', 0)):.2f} s"
+        )
+    typer.echo("batches (newest first):")
+    for b in batches:
+        total = f"{b['total_s']:.2f} s" if b.get("total_s") is not None else "-"
+        typer.echo(
+            f"  {b['id']}  {b['state']:>7}  {b['n_images']:>5} img  "
+            f"{b.get('winner') or b.get('runtime') or '-':>6}  {total}"
+        )
+
+
+def register(app: typer.Typer) -> None:
+    """Mount ``submit`` and ``status`` on the root ``stoic`` command."""
+    app.command("submit")(submit)
+    app.command("status")(status)

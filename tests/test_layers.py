@@ -1,0 +1,97 @@
+"""The layer order is enforced, not just drawn: import-linter's contracts in
+pyproject.toml hold for the package, and an upward import makes them fail."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import stoic
+import stoic.errors as errors
+
+ROOT = Path(__file__).resolve().parent.parent
+LINT = Path(sys.executable).with_name("lint-imports")
+
+
+def lint(tree: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    return subprocess.run(
+        [str(LINT), "--config", str(ROOT / "pyproject.toml"), "--no-cache"],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+
+def copy_package(tmp_path: Path) -> Path:
+    shutil.copytree(
+        Path(stoic.__file__).parent,
+        tmp_path / "stoic",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_the_package_keeps_its_layers(tmp_path: Path) -> None:
+    result = lint(copy_package(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 kept, 0 broken" in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("module", "upward", "contract"),
+    [
+        # the scheduling core reaching up into the daemon: the arrow issue 9 removed
+        ("schedule/policy.py", "import stoic.daemon.metrics", "Layers"),
+        # a part (the predictor) reaching up into the scheduling core
+        ("predict/transfer.py", "import stoic.schedule.policy", "Layers"),
+        # the core importing a web framework
+        ("schedule/legs.py", "import fastapi", "know no web framework"),
+    ],
+)
+def test_an_upward_import_breaks_the_build(
+    tmp_path: Path, module: str, upward: str, contract: str
+) -> None:
+    tree = copy_package(tmp_path)
+    target = tree / "stoic" / module
+    target.write_text(target.read_text() + f"\n{upward}  # noqa\n")
+    result = lint(tree)
+    assert result.returncode != 0
+    assert "1 broken" in result.stdout and contract in result.stdout
+
+
+def test_the_error_tree_in_the_docstring_is_the_class_tree() -> None:
+    """stoic/errors.py documents its hierarchy as a drawing; it must match the code."""
+    lines = (errors.__doc__ or "").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == "StoicError")
+    indent = len(lines[start]) - len(lines[start].lstrip())
+    drawn: dict[str, str] = {}
+    parents: list[str] = []
+    for line in lines[start:]:
+        if not line.strip():
+            break
+        body = line[indent:]
+        name = re.match(r"\w+", body.lstrip(" │├└─"))
+        assert name is not None, line
+        level = (len(body) - len(body.lstrip(" │├└─"))) // 4
+        parents[level:] = [name.group(0)]
+        if level:
+            drawn[name.group(0)] = parents[level - 1]
+    classes = {
+        name: cls
+        for name, cls in vars(errors).items()
+        if isinstance(cls, type) and issubclass(cls, errors.StoicError)
+    }
+    assert set(drawn) | {"StoicError"} == set(classes)
+    for name, parent in drawn.items():
+        assert classes[parent] in classes[name].__bases__, f"{name} is not drawn under its base"
