@@ -141,7 +141,27 @@ class RequesterSettings(_Section):
     warmup: bool = True
     fallback_to_edge: bool = True
     default_mode: Mode = Mode.SELECTOR
-    duplicator_runtime: str = "gpu1"
+    objective: Literal["mean", "expected", "quantile"] = Field(
+        "expected",
+        description="what the selector minimises: the predicted T_s (mean: the paper's), "
+        "E[T_s] with the deployment tail and timeouts (expected), or T_s at "
+        "objective_quantile of T_d (quantile); docs/scheduling.md",
+    )
+    objective_quantile: float = Field(
+        0.9, gt=0, lt=1, description="the T_d quantile of objective = quantile"
+    )
+    duplicator_runtime: str = Field(
+        "auto",
+        description="the duplicator's cloud runtime; auto: per batch, the one with the "
+        "smallest predicted total, or none when the edge is predicted fastest",
+    )
+    duplicator_edge_margin: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="auto duplicator: deploy no pod when the edge's predicted total is "
+        "below (1 - margin) x the best cloud's",
+    )
     deploy_guard_grace_s: float = Field(
         5.0, ge=0, le=600, description="extra wait past deploy_timeout_s for a hung backend"
     )
@@ -295,6 +315,12 @@ class Settings(BaseSettings):
             raise ValueError(f"runtime names must be unique, got {names}")
         if sum(r.kind is RuntimeKind.EDGE for r in self.runtimes) > 1:
             raise ValueError("at most one runtime of kind 'edge'")
+        dup = self.requester.duplicator_runtime
+        if dup != "auto" and dup not in names:
+            raise ValueError(
+                f"requester.duplicator_runtime: {dup!r} is not a configured runtime "
+                f"({names}) nor 'auto'"
+            )
         return self
 
     @classmethod

@@ -53,6 +53,30 @@ ZERO = Component(0.0, 0.0)
 
 
 @dataclass(frozen=True, slots=True)
+class Risk:
+    """What the mean of a cloud runtime's T_s hides (docs/scheduling.md, "Risk").
+
+    The deployment component of an :class:`Estimate` is the paper's median window: the
+    best guess of the *next* deployment, robust to outliers. A batch placed on the
+    runtime pays the whole distribution, though: the heavy tail above the median, and a
+    chance that the deployment times out, after which the requester falls back to the
+    edge having lost ``timeout_s``. These are the predictor's own samples, summarised.
+    """
+
+    p_timeout: float = 0.0
+    """Probability that the next deployment times out (recent samples, weak prior)."""
+    timeout_s: float = 0.0
+    """Seconds lost to a timeout before the fallback starts (the deployment timeout)."""
+    deployment_excess_s: float = 0.0
+    """E[T_d | ready] minus the median: the tail's share of the mean."""
+    deployment_quantile_s: float | None = None
+    """The configured quantile of T_d (None: beyond the timeout, or not computed)."""
+
+
+NO_RISK = Risk()
+
+
+@dataclass(frozen=True, slots=True)
 class Estimate:
     """Predicted response time of one runtime for one batch: T_s = T_t + T_d + T_p."""
 
@@ -60,10 +84,28 @@ class Estimate:
     transfer: Component
     deployment: Component
     processing: Component
+    risk: Risk = NO_RISK
 
     @property
     def total(self) -> Component:
         return self.transfer + self.deployment + self.processing
+
+    def expected_total(self, fallback_s: float) -> float:
+        """E[T_s] with the risk in: the tail above the median when the deployment is
+        ready, and ``p_timeout`` × (the timeout, then ``fallback_s`` on the edge)."""
+        r = self.risk
+        ready = self.total.mean + r.deployment_excess_s
+        return (1.0 - r.p_timeout) * ready + r.p_timeout * (r.timeout_s + fallback_s)
+
+    def quantile_total(self, fallback_s: float) -> float:
+        """T_s with the deployment at its configured quantile (a timeout if the
+        quantile lies beyond it): a risk-averse total."""
+        r = self.risk
+        if r.deployment_quantile_s is None:
+            if r.p_timeout > 0.0:
+                return r.timeout_s + fallback_s
+            return self.total.mean
+        return self.transfer.mean + r.deployment_quantile_s + self.processing.mean
 
     def as_dict(self) -> dict[str, float]:
         t = self.total
@@ -76,6 +118,8 @@ class Estimate:
             "processing_std_s": self.processing.std,
             "total_s": t.mean,
             "total_std_s": t.std,
+            "p_timeout": self.risk.p_timeout,
+            "deployment_excess_s": self.risk.deployment_excess_s,
         }
 
 
@@ -111,7 +155,8 @@ class Plan:
     ``runtime`` is where the batch runs. With ``speculative_edge`` set (duplicator), the
     edge starts at once while ``runtime`` (a cloud runtime) uploads and deploys; when it
     is ready the requester re-predicts and keeps the predicted winner. ``decision_s`` is
-    the CPU time the scheduler spent estimating and deciding (0 until it has timed it).
+    the CPU time the scheduler spent estimating and deciding (0 until it has timed it);
+    ``scores`` what the policy's objective made of each estimate.
     """
 
     runtime: str
@@ -121,6 +166,8 @@ class Plan:
     speculative_edge: bool = False
     edge_runtime: str = "edge"
     decision_s: float = 0.0
+    scores: Mapping[str, float] = field(default_factory=dict)
+    """The objective value per runtime the policy compared (selector, duplicator)."""
 
 
 class DeployOutcome(StrEnum):

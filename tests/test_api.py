@@ -400,8 +400,19 @@ async def test_runtimes_and_estimate(daemon: Daemon) -> None:
     est = (await daemon.client.get("/v1/estimate", params={"images": 100})).json()
     assert est["bytes"] == 100 * 212_000
     assert set(est["estimates"]) == {"edge", "cpu", "gpu1", "gpu2"}
-    best = min(est["estimates"], key=lambda n: est["estimates"][n]["total_s"])
+    # The selector compares the expected totals (objective "expected", the default):
+    # the edge's is its T_s; a cloud runtime with no deployment history carries the
+    # prior timeout risk (1 %), priced at the timeout plus the edge fallback.
+    assert est["objective"] == "expected"
+    e = est["estimates"]
+    best = min(e, key=lambda n: e[n]["objective_s"])
     assert est["selector"] == best
+    assert e["edge"]["objective_s"] == e["edge"]["total_s"] and e["edge"]["p_timeout"] == 0
+    for n in ("cpu", "gpu1", "gpu2"):
+        p = e[n]["p_timeout"]
+        assert p == pytest.approx(0.01)
+        expected = (1 - p) * e[n]["total_s"] + p * (600 + e["edge"]["total_s"])
+        assert e[n]["objective_s"] == pytest.approx(expected)
     bad = await daemon.client.get("/v1/estimate", params={"images": 0})
     assert bad.status_code == 422 and bad.json()["error"]["field"] == "images"
 

@@ -4,11 +4,11 @@ import pytest
 
 from stoic.errors import PredictorError
 from stoic.schedule.policy import PolicyOptions, decide, keep_cloud, select_min
-from stoic.values import Component, Estimate, Job, Mode
+from stoic.values import Component, Estimate, Job, Mode, Risk
 
 
-def est(name: str, t: float, d: float, p: float) -> Estimate:
-    return Estimate(name, Component(t), Component(d), Component(p))
+def est(name: str, t: float, d: float, p: float, risk: Risk | None = None) -> Estimate:
+    return Estimate(name, Component(t), Component(d), Component(p), risk or Risk())
 
 
 TABLE = {
@@ -44,7 +44,7 @@ def test_duplicator_speculates_on_edge() -> None:
 
 def test_duplicator_falls_back_to_edge_without_gpu() -> None:
     table = {k: v for k, v in TABLE.items() if k != "gpu1"}
-    plan = decide(Mode.DUPLICATOR, JOB, table)
+    plan = decide(Mode.DUPLICATOR, JOB, table, options=PolicyOptions(duplicator_runtime="gpu1"))
     assert plan.runtime == "edge" and not plan.speculative_edge
     assert "unavailable" in plan.reason
 
@@ -77,3 +77,79 @@ def test_keep_cloud_compares_remaining_edge_with_cloud_processing() -> None:
     assert keep_cloud(Component(50), Component(20))
     assert not keep_cloud(Component(20), Component(50))
     assert not keep_cloud(Component(20), Component(20))  # tie keeps the edge
+
+
+# Risk-aware objectives ------------------------------------------------------------------
+
+RISKY = Risk(p_timeout=0.1, timeout_s=600.0, deployment_excess_s=0.0)
+
+
+def test_expected_objective_prices_timeouts_at_timeout_plus_edge() -> None:
+    # gpu1: 55 s, but one deployment in ten times out: 0.9*55 + 0.1*(600+100) = 119.5 s.
+    table = dict(TABLE, gpu1=est("gpu1", 5, 30, 20, RISKY))
+    mean = decide(Mode.SELECTOR, JOB, table, options=PolicyOptions(objective="mean"))
+    expected = decide(Mode.SELECTOR, JOB, table, options=PolicyOptions(objective="expected"))
+    assert mean.runtime == "gpu1"
+    assert expected.runtime == "gpu2"  # 65 s and no risk
+    assert expected.scores["gpu1"] == pytest.approx(0.9 * 55 + 0.1 * 700)
+    assert expected.scores["edge"] == 100 and "expected T_s" in expected.reason
+
+
+def test_expected_objective_adds_the_deployment_tail() -> None:
+    tail = Risk(deployment_excess_s=12.0)
+    table = dict(TABLE, gpu1=est("gpu1", 5, 30, 20, tail))
+    plan = decide(Mode.SELECTOR, JOB, table)  # default objective: expected
+    assert plan.scores["gpu1"] == 67 and plan.runtime == "gpu2"  # 67 > 65
+
+
+def test_quantile_objective_uses_the_deployment_quantile() -> None:
+    q = Risk(p_timeout=0.01, timeout_s=600.0, deployment_quantile_s=90.0)
+    beyond = Risk(p_timeout=0.2, timeout_s=600.0, deployment_quantile_s=None)
+    table = dict(TABLE, gpu1=est("gpu1", 5, 30, 20, q), gpu2=est("gpu2", 5, 45, 15, beyond))
+    plan = decide(Mode.SELECTOR, JOB, table, options=PolicyOptions(objective="quantile"))
+    assert plan.scores["gpu1"] == 5 + 90 + 20
+    assert plan.scores["gpu2"] == 600 + 100  # the quantile is a timeout, then the edge
+    assert plan.runtime == "cpu"  # 85 s, no risk drawn
+
+
+# The adaptive duplicator -----------------------------------------------------------------
+
+
+def test_auto_duplicator_races_the_pod_that_finishes_first() -> None:
+    # Upload and deployment overlap: cpu max(5,10)+70 = 80, gpu1 30+20 = 50, gpu2 45+15 = 60.
+    plan = decide(Mode.DUPLICATOR, JOB, TABLE)
+    assert (plan.runtime, plan.speculative_edge) == ("gpu1", True)
+    assert plan.scores == {"cpu": 80, "gpu1": 50, "gpu2": 60, "edge": 100}
+
+
+def test_auto_duplicator_can_choose_the_cpu_pod() -> None:
+    table = dict(TABLE, gpu1=est("gpu1", 5, 300, 20), gpu2=est("gpu2", 5, 400, 15))
+    plan = decide(Mode.DUPLICATOR, JOB, table)
+    assert (plan.runtime, plan.speculative_edge) == ("cpu", True)
+
+
+def test_auto_duplicator_deploys_no_pod_when_the_edge_wins_by_the_margin() -> None:
+    table = dict(TABLE, edge=est("edge", 0, 0, 44))  # best pod 50 s: 44 <= 0.9 * 50
+    plan = decide(Mode.DUPLICATOR, JOB, table)
+    assert (plan.runtime, plan.speculative_edge) == ("edge", False)
+    assert "no pod" in plan.reason
+    close = dict(TABLE, edge=est("edge", 0, 0, 46))  # within the margin: hedge with a pod
+    assert decide(Mode.DUPLICATOR, JOB, close).speculative_edge
+    wide = PolicyOptions(edge_margin=0.0)
+    assert not decide(Mode.DUPLICATOR, JOB, close, options=wide).speculative_edge
+
+
+def test_auto_duplicator_prices_a_timeout_as_the_edge_keeping_the_batch() -> None:
+    table = dict(TABLE, gpu1=est("gpu1", 5, 30, 20, RISKY))
+    plan = decide(Mode.DUPLICATOR, JOB, table)
+    assert plan.scores["gpu1"] == pytest.approx(0.9 * 50 + 0.1 * 100)
+    assert plan.runtime == "gpu1"  # 55 s still beats gpu2's 60 s
+
+
+def test_auto_duplicator_without_edge_or_cloud() -> None:
+    no_edge = {k: v for k, v in TABLE.items() if k != "edge"}
+    plan = decide(Mode.DUPLICATOR, JOB, no_edge)
+    assert (plan.runtime, plan.speculative_edge) == ("gpu1", False)
+    only_edge = {"edge": TABLE["edge"]}
+    plan = decide(Mode.DUPLICATOR, JOB, only_edge)
+    assert (plan.runtime, plan.speculative_edge) == ("edge", False)

@@ -167,3 +167,46 @@ def test_autoreg_matches_statsmodels_and_falls_back_to_median():
         model.observe(_ok(float(v)))
     est = model.estimate()
     assert est.mean > 0 and est.std > 0
+
+
+# Risk: the distribution behind the estimate ----------------------------------------------
+
+
+def _model(values: list[float], method: str = "median") -> DeploymentModel:
+    m = DeploymentModel(
+        method=method,  # type: ignore[arg-type]
+        max_window=5,
+        calibration_history=20,
+        deploy_timeout_s=600.0,
+    )
+    for i, v in enumerate(values):
+        outcome = DeployOutcome.TIMEOUT if v >= 600 else DeployOutcome.OK
+        m.observe(DeploymentSample("gpu1", float(i), v, outcome))
+    return m
+
+
+def test_risk_prices_timeouts_under_a_weak_prior() -> None:
+    assert _model([]).risk().p_timeout == pytest.approx(0.01)  # the prior's mean
+    clean = _model([30.0] * 25).risk()
+    assert clean.p_timeout == pytest.approx(0.1 / 35)
+    risky = _model([30.0] * 20 + [600.0] * 5).risk()
+    assert risky.p_timeout == pytest.approx(5.1 / 35)
+    assert risky.timeout_s == 600.0
+
+
+def test_risk_excess_is_the_tail_above_the_median() -> None:
+    values = [30.0] * 22 + [330.0] * 3  # mean of what became ready 66, median 30
+    r = _model(values).risk()
+    assert r.deployment_excess_s == pytest.approx(36.0)
+    assert _model(values, method="mean").risk().deployment_excess_s == 0.0
+
+
+def test_risk_quantile_is_shifted_to_the_window_level_or_none_in_the_timeouts() -> None:
+    # History 10..34 s; the window (last 5: 30..34) puts the level at 32 s.
+    m = _model([10.0 + i for i in range(25)])
+    level = m.estimate().mean
+    r = m.risk(0.9)
+    ready = np.arange(10.0, 35.0)
+    q = 0.9 / (1 - r.p_timeout)
+    assert r.deployment_quantile_s == pytest.approx(level + np.quantile(ready, q) - 22.0)
+    assert _model([30.0] * 10 + [600.0] * 15).risk(0.9).deployment_quantile_s is None

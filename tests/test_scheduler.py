@@ -70,12 +70,15 @@ async def test_duplicator_through_the_scheduler(world: World) -> None:
 
 async def test_unavailable_runtime_is_neither_estimated_nor_chosen(world: World) -> None:
     world.availability.mark_unavailable("gpu1", EPOCH, "probe timed out")
-    scheduler = make_scheduler(world)
+    scheduler = make_scheduler(world, duplicator_runtime="gpu1")
     plan, out = await scheduler.handle(JOB, mode=Mode.SELECTOR)
     assert world.predictor.asked == [["edge", "cpu", "gpu2"]]
     assert plan.runtime == out.runtime == "gpu2"
     dup, _ = await scheduler.handle(Job("b2", 40, 1), mode=Mode.DUPLICATOR)
     assert dup.runtime == "edge" and not dup.speculative_edge
+    # The adaptive duplicator races the best pod among those still available.
+    auto, _ = await make_scheduler(world).handle(Job("b3", 40, 1), mode=Mode.DUPLICATOR)
+    assert auto.runtime in {"cpu", "gpu2"} and auto.speculative_edge
 
 
 async def test_pinned_and_oracle_modes_pass_through(world: World) -> None:
@@ -204,5 +207,6 @@ async def test_real_predictor_learns_from_bootstrap_and_batches() -> None:
     assert plan.runtime in {"gpu1", "gpu2"} and out.runtime == plan.runtime
     # The duplicator with real re-prediction switches to the ready pod.
     plan, out = await scheduler.handle(Job("big2", 400, 400 * 212_000), mode=Mode.DUPLICATOR)
-    assert plan.speculative_edge and out.winner == "gpu1" and out.kept_cloud
+    # Auto: the pod that finishes first (gpu2: 40 + 0.2·400 + 20 = 140 s; gpu1 165 s).
+    assert plan.speculative_edge and plan.runtime == out.winner == "gpu2" and out.kept_cloud
     assert out.choice_correct is True and fake.live == {}

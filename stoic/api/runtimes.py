@@ -62,14 +62,16 @@ async def estimate(
         None, alias="bytes", ge=0, description=f"package bytes; default images × {BYTES_PER_IMAGE}"
     ),
 ) -> EstimateResponse:
-    """Per-runtime estimates of the available runtimes and the selector's choice."""
+    """Per-runtime estimates of the available runtimes, the objective value the
+    selector compares for each (``objective_s``), and its choice."""
     c: Controller = request.app.state.controller
     size = n_bytes if n_bytes is not None else images * BYTES_PER_IMAGE
     estimates, plan = c.estimate(images, size)
     return EstimateResponse(
         images=images,
         bytes=size,
-        estimates={k: EstimateOut.of(v) for k, v in estimates.items()},
+        estimates={k: EstimateOut.of(v, plan.scores.get(k)) for k, v in estimates.items()},
+        objective=c.settings.requester.objective,
         selector=plan.runtime,
         reason=plan.reason,
     )

@@ -36,10 +36,20 @@ class EstimateOut(BaseModel):
     processing_std_s: float = 0.0
     total_s: float
     total_std_s: float = 0.0
+    p_timeout: float = Field(0.0, description="probability that the deployment times out")
+    deployment_excess_s: float = Field(
+        0.0, description="E[T_d | ready] minus the median window: the heavy tail"
+    )
+    objective_s: float | None = Field(
+        None,
+        description="what the selector compared: total_s (objective mean), E[T_s] with "
+        "the tail and the timeout-then-edge risk (expected), or T_s at a T_d quantile",
+    )
 
     @classmethod
-    def of(cls, e: Estimate | dict[str, float]) -> EstimateOut:
-        return cls(**(e.as_dict() if isinstance(e, Estimate) else e))
+    def of(cls, e: Estimate | dict[str, float], objective_s: float | None = None) -> EstimateOut:
+        out = cls(**(e.as_dict() if isinstance(e, Estimate) else e))
+        return out if objective_s is None else out.model_copy(update={"objective_s": objective_s})
 
 
 class Skipped(BaseModel):
@@ -198,6 +208,7 @@ class EstimateResponse(BaseModel):
     images: int
     bytes: int
     estimates: dict[str, EstimateOut] = Field(description="available runtimes only")
+    objective: str = Field(description="requester.objective: mean, expected or quantile")
     selector: str = Field(description="the runtime the selector would choose")
     reason: str
 

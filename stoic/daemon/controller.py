@@ -342,10 +342,7 @@ class Controller:
             self.backends, by_name, recorder, self.clock, s, availability=self.availability
         )
         self.requester = Requester(legs, self.predictor)
-        options = PolicyOptions(
-            edge_runtime=self.edge or "edge",
-            duplicator_runtime=s.requester.duplicator_runtime,
-        )
+        options = PolicyOptions.from_settings(s)
         self.scheduler = Scheduler(self.predictor, self.requester, self.availability, s, options)
         for name in self.runtime_names:
             count = await asyncio.to_thread(

@@ -26,6 +26,7 @@ from stoic.predict.processing import ProcessingModel
 from stoic.predict.transfer import BandwidthMonitor
 from stoic.settings import RuntimeSettings, Settings
 from stoic.values import (
+    NO_RISK,
     ZERO,
     Component,
     DeploymentSample,
@@ -43,6 +44,7 @@ class Predictor:
         self.settings = settings
         p = settings.predictor
         self._runtimes: dict[str, RuntimeSettings] = {r.name: r for r in settings.runtimes}
+        self._quantile = settings.requester.objective_quantile
         self._deployment: dict[str, DeploymentModel] = {
             r.name: DeploymentModel(
                 method=p.deployment_method,
@@ -119,7 +121,8 @@ class Predictor:
     def estimate(
         self, runtime: str, n_images: int, n_bytes: int, *, app: str, app_version: str
     ) -> Estimate:
-        """T_t, T_d and T_p (mean and spread) of a batch on ``runtime``."""
+        """T_t, T_d and T_p (mean and spread) of a batch on ``runtime``, and for a cloud
+        runtime the :class:`~stoic.values.Risk` its deployment samples show."""
         r = self._runtime(runtime)
         edge = r.kind is RuntimeKind.EDGE
         return Estimate(
@@ -127,6 +130,7 @@ class Predictor:
             transfer=self.bandwidth.estimate(n_bytes, edge=edge),
             deployment=ZERO if edge else self._deployment[runtime].estimate(),
             processing=self._processing_model(runtime, app, app_version).estimate(n_images),
+            risk=NO_RISK if edge else self._deployment[runtime].risk(self._quantile),
         )
 
     def estimate_all(

@@ -37,9 +37,9 @@ import asyncio
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import looptime
 import numpy as np
@@ -60,7 +60,7 @@ from stoic.replay.workload import DEFAULT_PROFILE, WORKLOAD_DIR, Batch, Workload
 from stoic.schedule.availability import Availability
 from stoic.schedule.inquisitor import Inquisitor
 from stoic.schedule.legs import LegRunner
-from stoic.schedule.policy import PolicyOptions
+from stoic.schedule.policy import AUTO, Objective, PolicyOptions
 from stoic.schedule.recorder import PredictorRecorder
 from stoic.schedule.requester import Requester
 from stoic.schedule.scheduler import Scheduler
@@ -75,27 +75,52 @@ EPOCH_S = 1_588_291_200.0
 
 MODES = (
     "selector",
+    "selector-mean",
+    "selector-expected",
+    "selector-quantile",
+    "duplicator",
+    "duplicator-auto",
     "duplicator-gpu1",
     "duplicator-gpu2",
+    "duplicator-cpu",
     "edge-only",
     "gpu1-only",
     "threshold",
     "oracle",
 )
+OBJECTIVES = ("mean", "expected", "quantile")
 
 
-def parse_mode(mode: str, gpu: str | None = None) -> tuple[Mode, str | None]:
-    """``duplicator-gpu2`` (or ``duplicator`` with ``gpu``) → (DUPLICATOR, 'gpu2')."""
+@dataclass(frozen=True, slots=True)
+class ModeSpec:
+    """A replay mode string, parsed: the policy, the duplicator's cloud runtime
+    (a runtime name or ``auto``) and the selector's objective (None: the settings')."""
+
+    mode: Mode
+    cloud: str | None = None
+    objective: Objective | None = None
+
+
+def parse_mode(mode: str, gpu: str | None = None) -> ModeSpec:
+    """``duplicator-gpu2`` (or ``duplicator`` with ``--gpu gpu2``) → DUPLICATOR on gpu2;
+    ``duplicator`` alone → DUPLICATOR on ``auto``; ``selector-mean`` → SELECTOR with the
+    paper's objective."""
     if mode == "duplicator":
-        return Mode.DUPLICATOR, gpu or "gpu1"
+        return ModeSpec(Mode.DUPLICATOR, gpu or AUTO)
     if mode.startswith("duplicator-"):
-        return Mode.DUPLICATOR, mode.split("-", 1)[1]
+        return ModeSpec(Mode.DUPLICATOR, mode.split("-", 1)[1])
+    if mode.startswith("selector-"):
+        objective = mode.split("-", 1)[1]
+        if objective not in OBJECTIVES:
+            raise InputError(
+                f"--mode: unknown objective {objective!r} in {mode!r}; "
+                f"choose from {', '.join(OBJECTIVES)}"
+            )
+        return ModeSpec(Mode.SELECTOR, objective=cast(Objective, objective))
     try:
-        return Mode(mode), None
+        return ModeSpec(Mode(mode))
     except ValueError:
-        raise InputError(
-            f"--mode: unknown mode {mode!r}; choose from {', '.join(MODES)} or duplicator"
-        ) from None
+        raise InputError(f"--mode: unknown mode {mode!r}; choose from {', '.join(MODES)}") from None
 
 
 @dataclass(frozen=True)
@@ -243,9 +268,10 @@ def build_workload(cfg: ReplayConfig) -> tuple[WorkloadProfile, list[Batch]]:
 async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None) -> ReplayResult:
     t_wall = time.perf_counter()
     settings = cfg.settings
-    mode, cloud = parse_mode(cfg.mode, cfg.gpu)
+    spec = parse_mode(cfg.mode, cfg.gpu)
+    mode, cloud = spec.mode, spec.cloud
     runtimes = {r.name: r for r in settings.runtime_list()}
-    if cloud is not None and cloud not in runtimes:
+    if cloud is not None and cloud != AUTO and cloud not in runtimes:
         raise InputError(f"--gpu: unknown runtime {cloud!r}; configured: {list(runtimes)}")
     profile, batches = build_workload(cfg)
     env = load_env(
@@ -288,9 +314,11 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
     legs = LegRunner(backends, runtimes, recorder, clock, settings, availability=availability)
     requester = Requester(legs, predictor)
     inquisitor = Inquisitor(legs, availability)
-    options = PolicyOptions(
+    options = replace(
+        PolicyOptions.from_settings(settings),
         duplicator_runtime=cloud or settings.requester.duplicator_runtime,
         threshold_images=cfg.threshold_images,
+        objective=spec.objective or settings.requester.objective,
     )
     scheduler = Scheduler(predictor, requester, availability, settings, options)
     shortcut = _ProbeShortcut(env, recorder, availability, settings, warmup_s)

@@ -46,7 +46,7 @@ def _dup_cloud_total(rec: ReplayedBatch, cloud: str) -> float:
     return max(t.transfer_s, t.attempts[-1]) + t.warmup_s + t.processing_s
 
 
-def batch_row(rec: ReplayedBatch, mode: Mode, cloud: str | None) -> dict[str, Any]:
+def batch_row(rec: ReplayedBatch, mode: Mode) -> dict[str, Any]:
     """One batch, flattened for the JSON report."""
     totals = rec.truth.totals()
     best = min(totals, key=lambda n: totals[n])
@@ -88,7 +88,8 @@ def batch_row(rec: ReplayedBatch, mode: Mode, cloud: str | None) -> dict[str, An
         "min_lat_s": totals[best],
         "worst_s": max(totals.values()),
     }
-    if mode is Mode.DUPLICATOR and cloud is not None and rec.plan.speculative_edge:
+    if mode is Mode.DUPLICATOR and rec.plan.speculative_edge:
+        cloud = rec.plan.runtime  # fixed, or chosen for this batch (auto)
         edge = rec.plan.edge_runtime
         e_total, c_total = totals[edge], _dup_cloud_total(rec, cloud)
         chosen = cloud if out.kept_cloud else edge
@@ -142,7 +143,7 @@ def pmae_table(rows: list[dict[str, Any]], runtimes: list[str]) -> dict[str, Any
 
 def score(result: ReplayResult) -> dict[str, Any]:
     """Every figure of the report (the JSON's ``summary``) plus the per-batch rows."""
-    rows = [batch_row(r, result.mode, result.cloud) for r in result.records]
+    rows = [batch_row(r, result.mode) for r in result.records]
     n = len(rows)
     lat = float(sum(r["latency_s"] for r in rows))
     min_lat = float(sum(r["min_lat_s"] for r in rows))
@@ -173,28 +174,33 @@ def score(result: ReplayResult) -> dict[str, Any]:
         "decision_cpu_s_mean": (sum(r["decision_cpu_s"] for r in rows) / n) if n else None,
     }
     if result.mode is Mode.DUPLICATOR and result.cloud is not None:
-        g = gpus[result.cloud]
-        saved = wasted = 0.0
+        saved = wasted = used = 0.0
         per_choice: dict[str, float] = {}
         for rec, r in zip(result.records, rows, strict=True):
-            if r.get("chosen") is None:
-                continue
-            if r["ran_on"] != result.cloud and r.get("kept_cloud") is not True:
+            if not rec.plan.speculative_edge:
+                continue  # no pod: auto kept the edge alone, or the cloud was down
+            cloud = rec.plan.runtime
+            g = gpus[cloud]
+            used += r["cloud_used_s"] * g
+            if r["ran_on"] != cloud and r.get("kept_cloud") is not True:
                 # The edge kept the batch; the cloud T_p was not spent (× GPUs).
-                s = rec.truth.runtimes[result.cloud].processing_s * g
+                s = rec.truth.runtimes[cloud].processing_s * g
                 saved += s
                 per_choice["edge"] = per_choice.get("edge", 0.0) + s
             w = r["cloud_wasted_s"] * g
             if w:
                 wasted += w
-                per_choice[result.cloud] = per_choice.get(result.cloud, 0.0) - w
+                per_choice[cloud] = per_choice.get(cloud, 0.0) - w
         summary["cloud"] = {
             "runtime": result.cloud,
-            "gpus": g,
+            "gpus": gpus.get(result.cloud, 1),
             "saved_s": saved,
             "wasted_s": wasted,
             "by_choice": per_choice,
-            "used_s": float(sum(r["cloud_used_s"] for r in rows)) * g,
+            "used_s": used,
             "kept_cloud": sum(r.get("kept_cloud") is True for r in rows),
+            "pods": Counter(
+                rec.plan.runtime for rec in result.records if rec.plan.speculative_edge
+            ),
         }
     return {"summary": summary, "batches": rows}

@@ -3,12 +3,20 @@
 The daemon and the replay call exactly these functions (DESIGN.md, "Two worlds, one
 code path"), so a table of estimates is all a test needs.
 
-* **selector** (paper §3.7): run where the predicted total T_s = T_t + T_d + T_p is
-  smallest. Ties go to the edge, then to the runtime listed first: the edge costs no
-  shared cloud time.
+* **selector** (paper §3.7): run where the objective is smallest. The paper's objective
+  is the predicted total T_s = T_t + T_d + T_p (``mean``); the default, ``expected``,
+  adds what the median window leaves out: the deployment's heavy tail and the chance
+  of a timeout followed by the edge fallback (:meth:`~stoic.values.Estimate.expected_total`);
+  ``quantile`` takes T_d at a high quantile. Ties go to the edge, then to the runtime
+  listed first: the edge costs no shared cloud time. ``docs/scheduling.md`` explains the
+  choice.
 * **duplicator** (paper §4.3): start the edge at once and, in parallel, upload and deploy
-  one GPU runtime; when its pod is ready, :func:`keep_cloud` decides on fresh estimates
-  whether the GPU's processing beats what remains of the edge's work.
+  one cloud runtime; when its pod is ready, :func:`keep_cloud` decides on fresh
+  estimates whether the cloud's processing beats what remains of the edge's work. With
+  ``duplicator_runtime = "auto"`` (the default) the cloud runtime is chosen per batch:
+  the one whose pod would finish the batch first (upload and deployment overlap in this
+  mode, so ``max(T_t, T_d) + T_p``, risk priced in), and none at all when the edge is
+  predicted to finish first by ``edge_margin``: no pod, no cloud time.
 * baselines for the replay: **edge-only**, **gpu1-only**, **threshold** (a fixed
   batch-size cut-over to a GPU runtime), **oracle** (MIN-LAT: needs the ground truth, so
   only the replay can use it), and **pinned** (the user names the runtime).
@@ -16,21 +24,41 @@ code path"), so a table of estimates is all a test needs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from stoic.errors import PredictorError
-from stoic.values import Component, Estimate, Job, Mode, Plan
+from stoic.settings import Settings
+from stoic.values import Component, Estimate, Job, Mode, Plan, RuntimeKind
+
+Objective = Literal["mean", "expected", "quantile"]
+AUTO = "auto"
 
 
 @dataclass(frozen=True, slots=True)
 class PolicyOptions:
-    """Knobs of the policies; defaults follow the paper."""
+    """Knobs of the policies (``settings.requester``); the objective's default is ours,
+    the rest follow the paper."""
 
     edge_runtime: str = "edge"
-    duplicator_runtime: str = "gpu1"
+    duplicator_runtime: str = AUTO
     threshold_runtime: str = "gpu1"
     threshold_images: int = 35  # the paper's edge/GPU1 cross-over (section 4.2)
+    objective: Objective = "expected"
+    edge_margin: float = 0.1
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, edge_runtime: str | None = None) -> PolicyOptions:
+        r = settings.requester
+        edges = [x.name for x in settings.runtimes if x.kind is RuntimeKind.EDGE]
+        return cls(
+            edge_runtime=edge_runtime or (edges[0] if edges else "edge"),
+            duplicator_runtime=r.duplicator_runtime,
+            objective=r.objective,
+            edge_margin=r.duplicator_edge_margin,
+        )
 
 
 def _order(estimates: Mapping[str, Estimate], edge: str) -> list[str]:
@@ -38,12 +66,60 @@ def _order(estimates: Mapping[str, Estimate], edge: str) -> list[str]:
     return sorted(names, key=lambda n: (n != edge, names.index(n)))
 
 
-def select_min(estimates: Mapping[str, Estimate], edge: str = "edge") -> str:
-    """The runtime with the smallest predicted total (ties: edge first, then listed order)."""
+def _fallback_s(estimates: Mapping[str, Estimate], name: str, edge: str) -> float:
+    """What a timed-out deployment of ``name`` still costs after the timeout: the edge's
+    predicted total (the requester falls back there), or, without an edge, a second
+    try of the same runtime."""
+    fallback = estimates.get(edge, estimates[name])
+    return fallback.total.mean
+
+
+def score(
+    estimates: Mapping[str, Estimate],
+    name: str,
+    objective: Objective = "expected",
+    edge: str = "edge",
+) -> float:
+    """The selector's objective for running the batch on ``name`` alone."""
+    e = estimates[name]
+    if objective == "mean":
+        return e.total.mean
+    fallback = _fallback_s(estimates, name, edge)
+    if objective == "expected":
+        return e.expected_total(fallback)
+    return e.quantile_total(fallback)
+
+
+def race_score(
+    estimates: Mapping[str, Estimate],
+    cloud: str,
+    objective: Objective = "expected",
+    edge: str = "edge",
+) -> float:
+    """When the pod of ``cloud`` would finish the batch in the duplicator: the upload
+    runs while the pod deploys, so ``max(T_t, T_d) + T_p``; a timed-out pod leaves the
+    batch to the edge (its predicted total), which runs anyway."""
+    e = estimates[cloud]
+    r = e.risk
+    if objective == "mean":
+        return max(e.transfer.mean, e.deployment.mean) + e.processing.mean
+    edge_total = estimates[edge].total.mean if edge in estimates else math.inf
+    if objective == "quantile":
+        if r.deployment_quantile_s is None:
+            return edge_total if r.p_timeout > 0 else e.total.mean
+        return max(e.transfer.mean, r.deployment_quantile_s) + e.processing.mean
+    ready = max(e.transfer.mean, e.deployment.mean + r.deployment_excess_s)
+    return (1.0 - r.p_timeout) * (ready + e.processing.mean) + r.p_timeout * edge_total
+
+
+def select_min(
+    estimates: Mapping[str, Estimate], edge: str = "edge", objective: Objective = "mean"
+) -> str:
+    """The runtime with the smallest objective (ties: edge first, then listed order)."""
     if not estimates:
         raise PredictorError("no runtime is available to estimate")
     order = _order(estimates, edge)
-    return min(order, key=lambda n: (estimates[n].total.mean, order.index(n)))
+    return min(order, key=lambda n: (score(estimates, n, objective, edge), order.index(n)))
 
 
 def decide(
@@ -61,24 +137,38 @@ def decide(
     """
     edge = options.edge_runtime
     has_edge = edge in estimates
+    objective = options.objective
 
-    def plan(runtime: str, reason: str, speculative: bool = False) -> Plan:
-        return Plan(runtime, mode, reason, dict(estimates), speculative, edge)
+    def plan(
+        runtime: str,
+        reason: str,
+        speculative: bool = False,
+        scores: Mapping[str, float] | None = None,
+    ) -> Plan:
+        return Plan(
+            runtime, mode, reason, dict(estimates), speculative, edge, scores=dict(scores or {})
+        )
 
     def fallback(wanted: str) -> Plan:
         if has_edge:
             return plan(edge, f"{wanted} unavailable; fell back to {edge}")
-        best = select_min(estimates, edge)
+        best = select_min(estimates, edge, objective)
         return plan(best, f"{wanted} and {edge} unavailable; fastest remaining is {best}")
 
     match mode:
         case Mode.SELECTOR:
-            best = select_min(estimates, edge)
+            scores = {n: score(estimates, n, objective, edge) for n in estimates}
+            best = select_min(estimates, edge, objective)
             t = estimates[best].total
+            what = "predicted T_s" if objective == "mean" else f"{objective} T_s"
             return plan(
                 best,
-                f"selector: {best} has the smallest predicted T_s ({t.mean:.1f} ± {t.std:.1f} s)",
+                f"selector: {best} has the smallest {what} ({scores[best]:.1f} s; "
+                f"T_s {t.mean:.1f} ± {t.std:.1f} s)",
+                scores=scores,
             )
+        case Mode.DUPLICATOR if options.duplicator_runtime == AUTO:
+            return _auto_duplicator(estimates, options, plan)
         case Mode.DUPLICATOR:
             cloud = options.duplicator_runtime
             if cloud not in estimates:
@@ -120,6 +210,41 @@ def decide(
                 return plan(pinned, f"pinned by the user to {pinned}")
             return fallback(pinned)
     raise PredictorError(f"unknown mode {mode!r}")  # pragma: no cover - exhaustive match
+
+
+def _auto_duplicator(
+    estimates: Mapping[str, Estimate],
+    options: PolicyOptions,
+    plan: Callable[..., Plan],
+) -> Plan:
+    """The duplicator with its cloud runtime chosen per batch (see the module doc)."""
+    edge, objective = options.edge_runtime, options.objective
+    clouds = [n for n in estimates if n != edge]
+    if edge not in estimates:
+        if not clouds:
+            raise PredictorError("no runtime is available to estimate")
+        best = select_min(estimates, edge, objective)
+        return plan(best, f"duplicator: {edge} unavailable; running {best} alone")
+    edge_total = estimates[edge].total.mean
+    if not clouds:
+        return plan(edge, f"duplicator: no cloud runtime available; {edge} alone")
+    scores = {c: race_score(estimates, c, objective, edge) for c in clouds}
+    scores[edge] = edge_total
+    best = min(clouds, key=lambda c: (scores[c], clouds.index(c)))
+    if edge_total <= (1.0 - options.edge_margin) * scores[best]:
+        return plan(
+            edge,
+            f"duplicator: {edge} predicted first ({edge_total:.1f} s; best pod {best} "
+            f"{scores[best]:.1f} s): no pod deployed",
+            scores=scores,
+        )
+    return plan(
+        best,
+        f"duplicator: start {edge} now ({edge_total:.1f} s), deploy {best} (would finish in "
+        f"{scores[best]:.1f} s), decide when its pod is ready",
+        speculative=True,
+        scores=scores,
+    )
 
 
 def keep_cloud(edge_remaining: Component, cloud_processing: Component) -> bool:
