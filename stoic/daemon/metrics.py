@@ -78,7 +78,7 @@ class Metrics:
         # No ``*_created`` series: in the text format they are separate gauges named
         # after the counter (``stoic_ingest_bytes_created``: a unit that is not last)
         # that Prometheus stores as data. A process-wide switch of prometheus-client.
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # (prometheus-client is untyped here)
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.batches_accepted = Counter(
             "stoic_batches_accepted_total", "Batches accepted by the API", registry=r

@@ -54,7 +54,7 @@ class Metrics:
     """The function's Prometheus metrics, in a registry of their own (one per server)."""
 
     def __init__(self) -> None:
-        disable_created_metrics()  # no *_created series, as the controller's
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created, as the daemon
         self.registry = CollectorRegistry()
         self.calls = Counter(
             "stoic_function_calls",
