@@ -264,7 +264,9 @@ class LocalBackendSettings(_Section):
     standby: bool = Field(True, description="keep a warm standby process for the edge")
     standby_timeout_s: float = Field(600.0, gt=0, le=86_400, description="standby start limit")
     model_key: str | None = Field(
-        None, description="model object key; default models/<app>/<version>/model.keras"
+        None,
+        description="one model object key for every version (then stoic model default "
+        "changes no model); default models/<app>/<version>/model.keras",
     )
     log_dir: Path | None = Field(None, description="process logs; default data_dir/logs/local")
     keep_logs: bool = Field(False, description="keep the log of a cleanly stopped process")
