@@ -1,5 +1,7 @@
 # The two set-up commands of the README are `make serve` and `make test`; both create
-# the virtual environment on first use. Override PYTHON to pick another interpreter.
+# the virtual environment on first use, with every extra (`.[all,dev]`). Override
+# PYTHON to pick another interpreter. `make test` also builds a second, throw-away
+# virtual environment with the base install only (tests/test_base_install.py).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -10,7 +12,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[all,dev]'
 	$(BIN)/python -m pip check
 	touch $(STAMP)
 

@@ -33,6 +33,14 @@ environment variables (`STOIC_` prefix, `__` between levels, e.g.
 (`stoic serve --config stoic.toml`), then the defaults below. A bad value stops the
 daemon at start-up with one line per bad key naming it and the allowed range.
 
+Some values need an optional extra (README, "Install"): runtimes with
+`backend = "local"` (the default; they run the TensorFlow function on this machine)
+need `function` unless `local.command` runs another server; `backend = "kubernetes"`
+needs `kubernetes`; `objectstore.kind = "s3"` needs `s3`; a `postgresql+psycopg://`
+`database.url` needs `postgres`; `predictor.deployment_method = "autoreg"` needs
+`analysis`. `stoic serve` checks them before it starts and names what is missing
+(`pip install 'stoic[function]'`).
+
 Units: `*_s` seconds, `*_bytes`/`bytes` bytes, `*_bps` bytes per second; sizes of
 windows and histories are counts of samples.
 

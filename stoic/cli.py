@@ -54,9 +54,11 @@ app.add_typer(model_app, name="model")
 
 from stoic.api.cli import register as register_server_commands  # noqa: E402
 from stoic.client import register as register_client_commands  # noqa: E402
+from stoic.client import register_model_commands  # noqa: E402
 
 register_server_commands(app)
 register_client_commands(app)
+register_model_commands(model_app)
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""``stoic submit`` and ``stoic status``: thin HTTP clients of the daemon's REST API.
+"""``stoic submit``, ``stoic status``, ``stoic model default``: thin HTTP clients of the
+daemon's REST API.
 
 Usable from any machine: this module imports nothing of the server (no FastAPI, no
 controller), only httpx and rich, and those inside the commands so ``stoic --help``
@@ -279,7 +280,55 @@ def status(
         )
 
 
+# model default ----------------------------------------------------------------------------
+
+
+def model_default(
+    version: str | None = typer.Option(
+        None, "--version", help="make this stored version the default (omit to show it)"
+    ),
+    app_name: str | None = typer.Option(None, "--app", help="application (default: the daemon's)"),
+    url: str | None = _url_option(),
+    token: str | None = _token_option(),
+    as_json: bool = typer.Option(False, "--json", help="print the raw JSON"),
+) -> None:
+    """Show or set the application version (and so the model) new batches get.
+
+    The version's model must be in the object store (stoic model push). Batches
+    accepted afterwards record the new version; its first batch bootstraps it.
+    """
+    with _client(url, token) as client:
+        if version is None:
+            body = _request(client.get, "/v1/models/default")
+        else:
+            payload = {"version": version, **({"app": app_name} if app_name else {})}
+            body = _request(client.put, "/v1/models/default", json=payload)
+    if as_json:
+        typer.echo(json.dumps(body, indent=2))
+        return
+    since = (
+        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(body["updated_at"]))
+        if body.get("updated_at") is not None
+        else None
+    )
+    typer.echo(
+        f"{body['app']} version {body['version']} ({body['model_key']}); "
+        + (f"set {since}" if since else "from the settings (controller.app_version)")
+        + (
+            f"; was {body['previous']}"
+            if body.get("previous") not in (None, body["version"])
+            else ""
+        )
+    )
+
+
 def register(app: typer.Typer) -> None:
     """Mount ``submit`` and ``status`` on the root ``stoic`` command."""
     app.command("submit")(submit)
     app.command("status")(status)
+
+
+def register_model_commands(model_app: typer.Typer) -> None:
+    """Mount ``default`` on ``stoic model`` (whose other commands need TensorFlow and
+    live with the function; this one is a REST client)."""
+    model_app.command("default")(model_default)

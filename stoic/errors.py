@@ -7,6 +7,7 @@ fix it without reading a traceback.
 
     StoicError
     ├── ConfigError                 bad settings or spec file (names the key)
+    │   └── MissingExtra            a feature needs an optional extra (names it)
     ├── InputError                  bad user input (names the file/field)
     │   ├── CsvFormatError          malformed CSV (file, line, column)
     │   ├── WorkloadError           bad workload/count file
@@ -49,6 +50,20 @@ class StoicError(Exception):
 
 class ConfigError(StoicError):
     """A setting or configuration file is invalid; the message names the key."""
+
+
+class MissingExtra(ConfigError):
+    """A feature needs an optional dependency group that is not installed.
+
+    The message names the feature and the command that installs it, e.g.
+    ``stoic model push needs the 'function' extra: pip install 'stoic[function]'``.
+    Raised through :func:`stoic.extras.require` and :func:`stoic.extras.needs`.
+    """
+
+    def __init__(self, extra: str, feature: str, module: str | None = None) -> None:
+        self.extra, self.feature, self.module = extra, feature, module
+        what = f" (no module {module!r})" if module else ""
+        super().__init__(f"{feature} needs the '{extra}' extra{what}: pip install 'stoic[{extra}]'")
 
 
 class InputError(StoicError):
@@ -190,9 +205,9 @@ class FunctionError(StoicError):
 class ModelNotFound(FunctionError):
     """The model named in a request is not in the object store."""
 
-    def __init__(self, key: str) -> None:
+    def __init__(self, key: str, hint: str | None = None) -> None:
         self.key = key
-        super().__init__(f"model not found: {key!r}")
+        super().__init__(f"model not found: {key!r}" + (f"; {hint}" if hint else ""))
 
 
 class BackendError(StoicError):

@@ -97,7 +97,7 @@ class DatabaseSettings(_Section):
 
 
 class ObjectStoreSettings(_Section):
-    kind: Literal["dir", "s3"] = "dir"
+    kind: Literal["dir", "s3"] = Field("dir", description="'s3' needs the s3 extra")
     path: Path | None = Field(None, description="root of the 'dir' store; default data_dir/objects")
     s3_endpoint: str | None = None
     s3_bucket: str = Field("stoic", min_length=3, max_length=63)
@@ -121,7 +121,9 @@ class PredictorSettings(_Section):
         10, ge=1, le=10_000, description="recent samples per regression"
     )
     deploy_timeout_s: float = Field(600.0, gt=0, le=86_400)
-    deployment_method: Literal["median", "mean", "autoreg"] = "median"
+    deployment_method: Literal["median", "mean", "autoreg"] = Field(
+        "median", description="'autoreg' needs the analysis extra"
+    )
     default_bandwidth_bps: float = Field(
         70.8e6 / 8, gt=0, description="uplink before any measurement"
     )
@@ -179,7 +181,11 @@ class ApiSettings(_Section):
 class ControllerSettings(_Section):
     drain_grace_s: float = Field(30.0, ge=0, le=3_600)
     app: str = "classify"
-    app_version: str = "1"
+    app_version: str = Field(
+        "1",
+        description="version new batches get until one is set by PUT /v1/models/default "
+        "(stoic model default), which is stored and wins",
+    )
     bootstrap: bool = True
     bootstrap_tasks_per_runtime: int = Field(
         2, ge=1, le=100, description="representative tasks per runtime (paper §3.7)"
@@ -278,7 +284,9 @@ class LocalBackendSettings(_Section):
     standby: bool = Field(True, description="keep a warm standby process for the edge")
     standby_timeout_s: float = Field(600.0, gt=0, le=86_400, description="standby start limit")
     model_key: str | None = Field(
-        None, description="model object key; default models/<app>/<version>/model.keras"
+        None,
+        description="one model object key for every version (then stoic model default "
+        "changes no model); default models/<app>/<version>/model.keras",
     )
     log_dir: Path | None = Field(None, description="process logs; default data_dir/logs/local")
     keep_logs: bool = Field(False, description="keep the log of a cleanly stopped process")

@@ -442,7 +442,9 @@ async def test_health_ready_metrics_openapi(daemon: Daemon) -> None:
         'stoic_decisions_total{mode="selector",runtime="edge"} 1.0',
         'stoic_ingest_rejected_total{code="not_an_image"} 1.0',
         "stoic_scheduling_overhead_seconds_count 1.0",
-        'stoic_prediction_error_seconds_count{runtime="edge"} 1.0',
+        'stoic_predicted_response_seconds_count{runtime="edge"} 1.0',
+        'stoic_response_seconds_count{runtime="edge"} 1.0',
+        'stoic_prediction_abs_error_seconds_count{runtime="edge"} 1.0',
         'stoic_runtime_available{runtime="gpu2"} 1.0',
     ):
         assert line in text, line

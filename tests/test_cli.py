@@ -16,6 +16,8 @@ COMMANDS = [
     ["replay"],
     ["workload", "sample"],
     ["model", "init"],
+    ["model", "push"],
+    ["model", "default"],
     ["serve"],
     ["submit"],
     ["status"],

@@ -139,7 +139,7 @@ async def test_supervisor_restarts_a_crashed_task(tmp_path: Path, fake: FakeBack
     async for ctl in running(settings, fake):
         await ctl._supervise(TaskSpec("flaky", flaky))
         assert len(calls) == 3
-        text = ctl.metrics.render().decode()
+        text = ctl.metrics.render()[0].decode()
         assert 'stoic_task_restarts_total{task="flaky"} 2.0' in text
 
 
@@ -176,7 +176,7 @@ async def test_failed_batch_records_its_error(tmp_path: Path) -> None:
         record = await wait_state(ctl, bid, BatchState.FAILED)
         assert "InvocationError" in (record.error or "")
         assert 'stoic_batches_finished_total{runtime="edge",state="failed"} 1.0' in (
-            ctl.metrics.render().decode()
+            ctl.metrics.render()[0].decode()
         )
         assert not ctl.objects.exists(f"batches/{bid}/results.json")
 

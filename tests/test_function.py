@@ -263,8 +263,8 @@ def test_http_server_routes(server_url: str, store: DirObjectStore) -> None:
 
         metrics = client.get("/metrics")
         assert metrics.status_code == 200
-        assert 'function_calls_total{action="classify",status="404"} 2.0' in metrics.text
-        assert "function_images_total 5.0" in metrics.text
+        assert 'stoic_function_calls_total{action="classify",status="404"} 2.0' in metrics.text
+        assert "stoic_function_images_total 5.0" in metrics.text
         assert client.get("/nope").status_code == 404
 
 

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from stoic import __version__
-from stoic.api import batches, health, runtimes
+from stoic.api import batches, health, models, runtimes
 from stoic.api.errors import install_error_handlers
 from stoic.daemon.controller import Controller
 from stoic.settings import Settings
@@ -53,5 +53,6 @@ def create_app(settings: Settings, *, controller: Controller | None = None) -> F
     install_error_handlers(app)
     app.include_router(batches.router)
     app.include_router(runtimes.router)
+    app.include_router(models.router)
     app.include_router(health.router)
     return app

@@ -27,6 +27,7 @@ def serve(
     import uvicorn
 
     from stoic.api.app import create_app
+    from stoic.daemon.controller import check_extras
     from stoic.logging import configure_logging, get_logger
     from stoic.settings import load_settings
 
@@ -41,6 +42,7 @@ def serve(
     if data_dir is not None:
         overrides["data_dir"] = data_dir
     settings = load_settings(config, **overrides)
+    check_extras(settings)  # a missing extra is one line here, not a failed lifespan
     configure_logging(settings.log.level, json_logs=settings.log.json_logs)
     app = create_app(settings)
     url = f"http://{settings.api.host}:{settings.api.port}"

@@ -16,7 +16,6 @@ from fastapi.responses import JSONResponse
 from stoic.api.auth import require_token
 from stoic.api.schemas import Health, Ready
 from stoic.daemon.controller import Controller
-from stoic.daemon.metrics import CONTENT_TYPE
 
 router = APIRouter(tags=["health"])
 
@@ -60,5 +59,5 @@ async def readyz(request: Request) -> JSONResponse:
 )
 async def metrics(request: Request) -> Response:
     c: Controller = request.app.state.controller
-    data = await asyncio.to_thread(c.metrics.render)
-    return Response(data, media_type=CONTENT_TYPE)
+    data, content_type = await asyncio.to_thread(c.metrics.render, request.headers.get("accept"))
+    return Response(data, headers={"Content-Type": content_type})

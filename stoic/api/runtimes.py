@@ -29,7 +29,6 @@ async def runtimes(request: Request) -> RuntimeList:
     """Availability, recent deployment samples, the deployment window and the
     processing regression of every configured runtime."""
     c: Controller = request.app.state.controller
-    s = c.settings.controller
     rows = {r.name: r for r in await asyncio.to_thread(c.store.runtimes)}
     out = []
     for rt in c.settings.runtime_list():
@@ -48,7 +47,7 @@ async def runtimes(request: Request) -> RuntimeList:
                     DeploymentSampleOut(at=d.at, duration_s=d.duration_s, outcome=str(d.outcome))
                     for d in p.recent_deployments(rt.name, RECENT_DEPLOYMENTS)
                 ],
-                processing=p.processing_coefficients(rt.name, s.app, s.app_version),
+                processing=p.processing_coefficients(rt.name, c.app, c.app_version),
             )
         )
     return RuntimeList(runtimes=out)

@@ -220,3 +220,19 @@ class Health(BaseModel):
 class Ready(BaseModel):
     ready: bool
     checks: dict[str, str]
+
+
+class DefaultModelIn(BaseModel):
+    """``PUT /v1/models/default``: the application version new batches get."""
+
+    app: str | None = Field(None, description="the application; default controller.app")
+    version: str = Field(min_length=1, max_length=64, description="a version with a stored model")
+
+
+class DefaultModelOut(BaseModel):
+    app: str
+    version: str = Field(description="the version batches accepted from now on record")
+    model_key: str = Field(description="the object key of its model")
+    source: str = Field(description="'store' (set through this API) or 'settings'")
+    updated_at: float | None = Field(None, description="when it was set; none from settings")
+    previous: str | None = Field(None, description="PUT only: the version it replaced")

@@ -3,10 +3,14 @@
 Nothing is created at import time. :meth:`Controller.start` runs named build steps, in
 order (each a method of its own, so the order reads as a list):
 
+0. :func:`check_extras`: the optional extras the settings need are installed (else a
+   one-line :class:`~stoic.errors.MissingExtra`; ``stoic serve`` checks it before the
+   server starts);
 1. ``_open_store``: the database (``migrate`` to head first, then :class:`~stoic.store.Store`), and
    re-queues batches a crash left ``running`` (a batch is never lost; one that was
    running during ``controller.max_attempts`` crashes is failed instead, so a poison
-   batch cannot crash the daemon forever);
+   batch cannot crash the daemon forever); the default application version
+   (:meth:`Controller.set_default_version`, else ``controller.app_version``);
 2. ``_open_objects``: the object store and the ingestor; ``_start_backends``: the
    runtime backends (``local`` by default; ``kubernetes`` per runtime; ``simulated``
    belongs to the replay and is refused with a ConfigError), each ``start()``-ed;
@@ -27,7 +31,9 @@ stored yet, so ``stoic serve`` works on a fresh machine. When a batch of an appl
 arrives for which a runtime has no processing samples yet, the dispatcher runs the
 scheduler's bootstrap first (paper §3.7) with two representative jobs cut from that
 batch's package: its first image, and its first ten images (fewer if the batch is
-smaller).
+smaller). What the store knows of a version (its processing samples, its bootstrap
+counts) is loaded the first time the daemon meets it (:meth:`Controller.prime_version`),
+so only a version never seen is bootstrapped.
 
 Stopping (:meth:`Controller.stop`; uvicorn calls it from the lifespan after its own
 SIGTERM/SIGINT handler set its exit flag) drains: no new batch is claimed, running
@@ -54,7 +60,8 @@ from stoic.daemon.demo_classifier import build_demo_model
 from stoic.daemon.dispatcher import Dispatcher
 from stoic.daemon.metrics import Metrics
 from stoic.daemon.recorder import DaemonRecorder
-from stoic.errors import ConfigError
+from stoic.errors import ConfigError, InputError, InvalidField, ModelNotFound
+from stoic.extras import installed, require
 from stoic.ingest.ingestor import Ingestor
 from stoic.ingest.options import IngestLimits
 from stoic.logging import get_logger
@@ -63,7 +70,7 @@ from stoic.schedule.policy import PolicyOptions
 from stoic.settings import Settings
 from stoic.storage.objectstore import ObjectStore, make_object_store
 from stoic.storage.package import model_key
-from stoic.store.store import BatchRecord, Store
+from stoic.store.store import BatchRecord, DefaultVersion, Store
 from stoic.values import (
     BatchState,
     DeploymentSample,
@@ -92,21 +99,40 @@ class ControllerState(StrEnum):
     STOPPED = "stopped"
 
 
+def check_extras(settings: Settings, *, backends: bool = True) -> None:
+    """Raise :class:`~stoic.errors.MissingExtra` (one line) if the settings need an
+    extra that is not installed; ``stoic serve`` calls it before the server starts.
+
+    ``backends=False`` skips the runtime backends (tests inject their own).
+    """
+    s = settings
+    if backends:
+        local = [r.name for r in s.runtimes if r.backend == "local"]
+        if local and s.local.command is None:  # the real function server, run here
+            require("function", f"runtimes {local} (backend 'local' runs the function here)")
+        cloud = [r.name for r in s.runtimes if r.backend == "kubernetes"]
+        if cloud:
+            require("kubernetes", f"runtimes {cloud} (backend 'kubernetes')")
+    if s.objectstore.kind == "s3":
+        require("s3", "objectstore.kind = 's3'")
+    if s.database.url is not None and s.database.url.startswith("postgresql+psycopg"):
+        require("postgres", "database.url postgresql+psycopg://")
+    if s.predictor.deployment_method == "autoreg":
+        require("analysis", "predictor.deployment_method = 'autoreg'", "statsmodels")
+
+
 def build_backends(settings: Settings, objects: ObjectStore) -> dict[str, RuntimeBackend]:
     """One backend per backend kind the runtimes name (key: the kind)."""
     kinds = {r.backend for r in settings.runtimes}
     backends: dict[str, RuntimeBackend] = {}
+    check_extras(settings)
     if "local" in kinds:
         from stoic.backends.local import LocalBackend
 
         backends["local"] = LocalBackend.from_settings(settings)
     if "kubernetes" in kinds:
-        try:
-            from stoic.backends.kubernetes import KubernetesBackend
-        except ImportError as exc:
-            raise ConfigError(
-                f"runtimes: backend 'kubernetes' is not available here ({exc})"
-            ) from None
+        from stoic.backends.kubernetes import KubernetesBackend
+
         backends["kubernetes"] = KubernetesBackend.from_settings(
             settings.kubernetes, cloud_store=cast(Any, objects), edge_store=objects
         )
@@ -146,6 +172,13 @@ class Controller:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._side = BackgroundTasks("controller")
         self.model_status = "unknown"
+        # The version new batches get: controller.app_version until one is set through
+        # PUT /v1/models/default (stored, read back at start: _open_store).
+        self.app = settings.controller.app
+        self.app_version = settings.controller.app_version
+        self.default_version: DefaultVersion | None = None
+        self._primed: set[tuple[str, str]] = set()
+        self._version_lock = asyncio.Lock()
         self.runtime_names = [r.name for r in settings.runtimes]
         edges = [r.name for r in settings.runtimes if r.kind.value == "edge"]
         self.edge = edges[0] if edges else None
@@ -194,6 +227,7 @@ class Controller:
     async def start(self) -> None:
         """Build everything and start the background tasks; returns at once after."""
         self.state = ControllerState.STARTING
+        check_extras(self.settings, backends=self._injected_backends is None)
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         runtimes = self.settings.runtime_list()
         await self._open_store(runtimes)
@@ -279,6 +313,15 @@ class Controller:
         )
         if requeued:
             log.warning("re-queued batches left running by a previous run", batches=requeued)
+        self.default_version = await asyncio.to_thread(self.store.default_version, self.app)
+        if self.default_version is not None:
+            self.app_version = self.default_version.version
+            log.info(
+                "default application version from the store",
+                app=self.app,
+                app_version=self.app_version,
+                since=self.default_version.updated_at,
+            )
 
     async def _open_objects(self) -> None:
         """The object store and the ingestor; temporary files of a previous run go."""
@@ -293,8 +336,8 @@ class Controller:
             limits=IngestLimits.from_settings(s.api),
             runtimes=self.runtime_names,
             default_mode=s.requester.default_mode,
-            app=s.controller.app,
-            app_version=s.controller.app_version,
+            app=self.app,
+            app_version=self.app_version,
             clock=self.clock,
             on_accepted=self._accepted,
             on_rejected=lambda exc: self.metrics.ingest_rejected.labels(exc.code).inc(),
@@ -344,14 +387,7 @@ class Controller:
         self.requester = Requester(legs, self.predictor)
         options = PolicyOptions.from_settings(s)
         self.scheduler = Scheduler(self.predictor, self.requester, self.availability, s, options)
-        for name in self.runtime_names:
-            count = await asyncio.to_thread(
-                self.store.count_processing_samples,
-                s.controller.app,
-                s.controller.app_version,
-                name,
-            )
-            self.scheduler.observed.seed(s.controller.app, s.controller.app_version, name, count)
+        await self.prime_version(self.app, self.app_version)
         self.metrics.watch_states(self._state_counts)
         await asyncio.to_thread(self._warm_predictor)
         if s.controller.inquisitor and any(not r.is_edge for r in runtimes):
@@ -369,6 +405,7 @@ class Controller:
             tmp_dir=self.tmp_dir,
             stopping=lambda: self._stop_requested,
             prepare=self._prepare,
+            prime=self.prime_version,
         )
         specs = [TaskSpec("dispatcher", self.dispatcher.run)]
         if self.inquisitor is not None:
@@ -379,7 +416,9 @@ class Controller:
             )
 
     async def _replay_samples(self) -> None:
-        """Feed the predictor the recent history of the store (oldest first)."""
+        """Feed the predictor the recent history of the store (oldest first): deployment
+        and transfer samples here; processing samples per application version in
+        :meth:`prime_version`."""
         s, store = self.settings, self.store
         p = s.predictor
         deployments = max(p.max_window, p.calibration_history)
@@ -387,18 +426,42 @@ class Controller:
         for name in self.runtime_names:
             for d in await asyncio.to_thread(store.deployment_samples, name, deployments):
                 n += self.predictor.observe_deployment(d)
-            for ps in await asyncio.to_thread(
-                store.processing_samples,
-                s.controller.app,
-                s.controller.app_version,
-                name,
-                p.processing_history,
-            ):
-                n += self.predictor.observe_processing(ps)
         for t in await asyncio.to_thread(store.transfer_samples, p.bandwidth_history):
             n += self.predictor.observe_transfer(t)
         if n:
             log.info("predictor primed from the store", samples=n)
+
+    async def prime_version(self, app: str, app_version: str) -> None:
+        """Once per (app, version) and start: feed the predictor that version's recent
+        processing samples and seed the scheduler's bootstrap counts from the store.
+
+        A version the store has no samples of is then bootstrapped by its first batch
+        (paper §3.7); one it knows (a restart, or a switch back to an older version) is
+        not. The dispatcher calls this before every batch (a no-op after the first)."""
+        if (app, app_version) in self._primed:
+            return
+        async with self._version_lock:
+            if (app, app_version) in self._primed:
+                return
+            history = self.settings.predictor.processing_history
+            n = 0
+            for name in self.runtime_names:
+                for ps in await asyncio.to_thread(
+                    self.store.processing_samples, app, app_version, name, history
+                ):
+                    n += self.predictor.observe_processing(ps)
+                count = await asyncio.to_thread(
+                    self.store.count_processing_samples, app, app_version, name
+                )
+                self.scheduler.observed.seed(app, app_version, name, count)
+            self._primed.add((app, app_version))
+            if n:
+                log.info(
+                    "processing samples primed from the store",
+                    app=app,
+                    app_version=app_version,
+                    samples=n,
+                )
 
     def _warm_predictor(self) -> None:
         """Pay the predictor's lazy imports and first fits (RANSAC, calibration) now, on
@@ -413,12 +476,7 @@ class Controller:
             )
             scratch.observe_deployment(DeploymentSample(name, float(i), 1.0 + (i % 3)))
         scratch.estimate_all(10, 10_000, app="warm-up", app_version="0")
-        self.predictor.estimate_all(
-            1,
-            212_000,
-            app=self.settings.controller.app,
-            app_version=self.settings.controller.app_version,
-        )
+        self.predictor.estimate_all(1, 212_000, app=self.app, app_version=self.app_version)
 
     def _persist_availability(self, change: AvailabilityChange) -> None:
         self.metrics.runtime_available.labels(change.runtime).set(1.0 if change.available else 0.0)
@@ -442,7 +500,8 @@ class Controller:
         """Make sure a model exists before the first batch runs (demo model if none).
         The dispatcher calls it once, before its first claim."""
         s = self.settings
-        key = model_key(s.controller.app, s.controller.app_version)
+        version = self.app_version
+        key = model_key(self.app, version)
         if await asyncio.to_thread(self.objects.exists, key):
             self.model_status = "present"
             return
@@ -450,18 +509,60 @@ class Controller:
             self.model_status = "missing"
             log.warning("no model in the object store; batches will fail", model=key)
             return
+        if not installed("function"):
+            self.model_status = "missing"
+            log.warning(
+                "no model in the object store, and the demo model needs TensorFlow here "
+                "(pip install 'stoic[function]'); push one: stoic model push",
+                model=key,
+            )
+            return
         self.model_status = "building"
         log.info("no model stored; training the demo model (stoic model init)", model=key)
-        await build_demo_model(s)
+        await build_demo_model(s, app_version=version)
         self.model_status = "present"
         log.info("demo model trained and stored", model=key)
+
+    # The default application version ----------------------------------------------
+
+    async def set_default_version(self, app: str, version: str) -> DefaultVersion:
+        """Make ``version`` (whose model must be stored) the one new batches get.
+
+        Stored first (it survives a restart and is seen by every controller on the
+        database), then used: batches accepted from now on record ``version``; batches
+        already queued keep the version they were accepted with. The first batch of a
+        version with no processing samples bootstraps it (:meth:`prime_version`).
+        """
+        if app != self.app:
+            raise InvalidField(
+                f"app {app!r}: this daemon serves {self.app!r} (controller.app)", field="app"
+            )
+        try:
+            key = model_key(app, version)
+        except InputError as exc:
+            raise InvalidField(str(exc), field="version") from None
+        if not await asyncio.to_thread(self.objects.exists, key):
+            raise ModelNotFound(
+                key,
+                hint=f"push it first: stoic model push FILE.keras --app {app} --version {version}",
+            )
+        previous = self.app_version
+        default = await asyncio.to_thread(
+            self.store.set_default_version, app, version, self.clock.now()
+        )
+        self.default_version = default
+        self.app_version = version
+        self.ingestor.app_version = version
+        self.model_status = "present"
+        await self.prime_version(app, version)
+        log.info("default application version set", app=app, app_version=version, previous=previous)
+        return default
 
     # Queries for the API --------------------------------------------------------------
 
     def estimate(self, n_images: int, n_bytes: int) -> tuple[dict[str, Estimate], Plan]:
         """Estimates of every available runtime and the selector's choice, from the
         scheduler (the same estimates a batch of this size would be decided on)."""
-        s = self.settings
-        job = Job("estimate", n_images, n_bytes, s.controller.app, s.controller.app_version)
+        job = Job("estimate", n_images, n_bytes, self.app, self.app_version)
         plan = self.scheduler.preview(job, mode=Mode.SELECTOR)
         return dict(plan.estimates), plan

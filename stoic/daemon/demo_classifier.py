@@ -20,7 +20,7 @@ from stoic.errors import ConfigError
 from stoic.settings import Settings
 
 
-async def build_demo_model(settings: Settings) -> None:
+async def build_demo_model(settings: Settings, *, app_version: str | None = None) -> None:
     """Train and store the demo model in a child process (``stoic model init``).
 
     A child keeps TensorFlow out of the daemon's memory and lets a crash of the
@@ -34,7 +34,7 @@ async def build_demo_model(settings: Settings) -> None:
         **objectstore_env(settings.data_dir, settings.objectstore, settings.objects_path),
     }
     env["STOIC_CONTROLLER__APP"] = settings.controller.app
-    env["STOIC_CONTROLLER__APP_VERSION"] = settings.controller.app_version
+    env["STOIC_CONTROLLER__APP_VERSION"] = app_version or settings.controller.app_version
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     log_dir = settings.data_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)

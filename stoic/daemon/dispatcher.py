@@ -30,7 +30,9 @@ Why it looks the way it does:
 * **Bootstrapping (paper §3.7) is cut from the batch itself.** A new application
   version has no processing samples, so before its first batch is planned the
   scheduler's bootstrap runs on sub-packages of that batch (its first image and its
-  first ten images), giving the T_p regression two points of its own.
+  first ten images), giving the T_p regression two points of its own. Every batch
+  carries the version it was accepted with (``PUT /v1/models/default`` changes the
+  version of the batches accepted after it), so a switch of version mid-queue is safe.
 
 The log events keep the logger name ``stoic.controller``: they are part of the
 operating interface (``docs/operations.md``) and of what tests and tooling filter on.
@@ -71,7 +73,9 @@ class Dispatcher:
     store the results document, finish the batch, update the metrics.
 
     ``stopping`` tells whether the controller is draining (no new batch is claimed);
-    ``prepare`` runs once before the first claim.
+    ``prepare`` runs once before the first claim; ``prime(app, version)`` before each
+    batch (the controller's: load what the store knows of that application version,
+    so that only a version it has never seen is bootstrapped).
     """
 
     def __init__(
@@ -86,6 +90,7 @@ class Dispatcher:
         tmp_dir: Path,
         stopping: Callable[[], bool],
         prepare: Callable[[], Awaitable[None]],
+        prime: Callable[[str, str], Awaitable[None]] | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -96,6 +101,7 @@ class Dispatcher:
         self.tmp_dir = tmp_dir
         self._stopping = stopping
         self._prepare = prepare
+        self._prime = prime
         self.running: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._prepared = False
@@ -164,6 +170,8 @@ class Dispatcher:
             )
 
         try:
+            if self._prime is not None:
+                await self._prime(job.app, job.app_version)
             if s.controller.bootstrap and self.scheduler.needs_bootstrap(job.app, job.app_version):
                 await self._bootstrap(record)
             plan, outcome = await self.scheduler.handle(

@@ -9,28 +9,43 @@ What is measured, and why an operator wants it (``docs/operations.md`` lists the
 * batches by state (read from the store at scrape time, so it survives restarts) and
   finished batches by state and runtime;
 * decisions by mode and runtime, and fallbacks to the edge;
-* prediction error: predicted − actual T_s per runtime (positive: too pessimistic),
-  the number that tells whether the predictor can be trusted;
+* predicted and measured T_s per runtime, and the absolute error between them: the
+  numbers that tell whether the predictor can be trusted. Two histograms rather than
+  one of the signed error, because a Prometheus histogram's buckets are cumulative
+  from below and its ``_sum`` counts up: negative observations break both
+  (``rate(_sum)`` could fall). The bias is ``predicted − measured`` of their means;
 * deployment, processing and transfer seconds per runtime;
 * cloud seconds used and wasted (the duplicator's price);
 * scheduling overhead: seconds spent deciding (estimates + policy), excluding work;
 * ingest volume and rejections by error code; background task restarts.
+
+Names follow Prometheus' conventions: the ``stoic_`` prefix, the base unit last but
+for ``_total`` (``stoic_cloud_used_seconds_total``), no negative observation in a
+histogram. ``/metrics`` answers in the format the scraper's ``Accept`` header asks for
+(:func:`render`, prometheus-client's own negotiation, as the function server does).
+``deploy/grafana/stoic-dashboard.json`` charts them (a test checks that its queries
+name only metrics that exist).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from stoic.values import BatchState, DeploymentSample, Outcome, ProcessingSample, TransferSample
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
 _DURATION_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200)
-_ERROR_BUCKETS = (-600, -300, -120, -60, -30, -10, -5, -1, 0, 1, 5, 10, 30, 60, 120, 300, 600)
+_ERROR_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
 _OVERHEAD_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1)
 
 
@@ -60,6 +75,10 @@ class Metrics:
     """Every metric of the daemon; the controller and the API update them."""
 
     def __init__(self) -> None:
+        # No ``*_created`` series: in the text format they are separate gauges named
+        # after the counter (``stoic_ingest_bytes_created``: a unit that is not last)
+        # that Prometheus stores as data. A process-wide switch of prometheus-client.
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # (prometheus-client is untyped here)
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.batches_accepted = Counter(
             "stoic_batches_accepted_total", "Batches accepted by the API", registry=r
@@ -94,9 +113,24 @@ class Metrics:
             ["runtime"],
             registry=r,
         )
-        self.prediction_error = Histogram(
-            "stoic_prediction_error_seconds",
-            "Predicted minus actual total response time T_s, per runtime",
+        self.predicted_response = Histogram(
+            "stoic_predicted_response_seconds",
+            "Predicted total response time T_s of finished batches, by the runtime that "
+            "produced the result",
+            ["runtime"],
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.response = Histogram(
+            "stoic_response_seconds",
+            "Measured total response time T_s of finished batches, by runtime",
+            ["runtime"],
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.prediction_abs_error = Histogram(
+            "stoic_prediction_abs_error_seconds",
+            "Absolute error of the predicted T_s, |predicted - measured|, by runtime",
             ["runtime"],
             buckets=_ERROR_BUCKETS,
             registry=r,
@@ -123,13 +157,13 @@ class Metrics:
             registry=r,
         )
         self.cloud_used = Counter(
-            "stoic_cloud_seconds_used_total",
+            "stoic_cloud_used_seconds_total",
             "Seconds cloud runtimes were held for batches",
             ["runtime"],
             registry=r,
         )
         self.cloud_wasted = Counter(
-            "stoic_cloud_seconds_wasted_total",
+            "stoic_cloud_wasted_seconds_total",
             "Cloud seconds spent on work that was cancelled or thrown away",
             ["runtime"],
             registry=r,
@@ -181,7 +215,11 @@ class Metrics:
         runtime = outcome.winner or outcome.runtime or planned_runtime
         self.batches_finished.labels(state.value, runtime).inc()
         if state is BatchState.DONE and predicted_total_s is not None:
-            self.prediction_error.labels(runtime).observe(predicted_total_s - outcome.total_s)
+            self.predicted_response.labels(runtime).observe(max(predicted_total_s, 0.0))
+            self.response.labels(runtime).observe(max(outcome.total_s, 0.0))
+            self.prediction_abs_error.labels(runtime).observe(
+                abs(predicted_total_s - outcome.total_s)
+            )
         if outcome.fell_back:
             self.fallbacks.labels(planned_runtime).inc()
         if outcome.cloud_used_s:
@@ -189,5 +227,8 @@ class Metrics:
         if outcome.cloud_wasted_s:
             self.cloud_wasted.labels(planned_runtime).inc(outcome.cloud_wasted_s)
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def render(self, accept: str | None = None) -> tuple[bytes, str]:
+        """The exposition and its content type, in the format ``accept`` (the scrape's
+        ``Accept`` header) asks for: Prometheus text by default, OpenMetrics on request."""
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type

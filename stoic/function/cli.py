@@ -1,9 +1,15 @@
-"""``stoic model``: create and train the function's model in the object store.
+"""``stoic model``: create, train and install the function's model in the object store.
 
 ``stoic model init`` trains the offline **demo** model on generated scenes (seconds on
 a laptop CPU) and stores it at ``models/<app>/<version>/model.keras`` so that a fresh
 machine can run the whole pipeline. ``stoic model train`` trains or fine-tunes on real
-labelled images already in the store (``<prefix>/<label>/<file>``).
+labelled images already in the store (``<prefix>/<label>/<file>``). ``stoic model push``
+installs a model trained elsewhere as a new application version
+(:mod:`stoic.function.push`); ``stoic model default`` (a REST client, mounted here from
+:mod:`stoic.client`) makes a version the one new batches use.
+
+All three need TensorFlow (``pip install 'stoic[function]'``); without it they stop
+with one line naming the extra.
 """
 
 from __future__ import annotations
@@ -14,11 +20,16 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from stoic.extras import require
+
 if TYPE_CHECKING:
     from stoic.settings import Settings
     from stoic.storage.objectstore import ObjectStore
 
-app = typer.Typer(help="Create and train the function's CNN model.", no_args_is_help=True)
+app = typer.Typer(
+    help="Create, train, install and choose the function's model.",
+    no_args_is_help=True,
+)
 
 
 def _store(store_dir: Path | None, config: Path | None) -> tuple[ObjectStore, Settings]:
@@ -48,6 +59,7 @@ def init(
     ),
 ) -> None:
     """Train the offline DEMO model on generated images and store it."""
+    require("function", "stoic model init")
     from stoic.function.classifier import CLASSES, save_model, train_demo_model
     from stoic.storage.package import model_key
 
@@ -75,6 +87,7 @@ def train(
     config: Path | None = typer.Option(None, "--config"),
 ) -> None:
     """Train (or fine-tune) on labelled images in the object store (the 'train' action)."""
+    require("function", "stoic model train")
     from stoic.function.handler import Function
 
     store, _ = _store(store_dir, config)
@@ -88,3 +101,45 @@ def train(
         }
     )
     typer.echo(json.dumps({k: out[k] for k in ("model", "val_accuracy", "n_train", "n_val")}))
+
+
+@app.command("push")
+def push(
+    file: Path = typer.Argument(..., help="the model, in Keras format (FILE.keras)"),
+    app_name: str | None = typer.Option(None, "--app", help="application (default: settings)"),
+    version: str = typer.Option(..., "--version", help="the new application version"),
+    classes: str | None = typer.Option(
+        None, "--classes", help="the labels, in output order, comma-separated: a,b,c"
+    ),
+    classes_file: Path | None = typer.Option(
+        None, "--classes-file", help="the labels: a JSON list, or one per line"
+    ),
+    replace: bool = typer.Option(
+        False, "--replace", help="overwrite a model already stored for this version"
+    ),
+    store_dir: Path | None = typer.Option(None, "--store-dir", help="directory object store"),
+    config: Path | None = typer.Option(None, "--config", help="settings file (TOML/YAML)"),
+) -> None:
+    """Check a model trained elsewhere against its labels and store it as a new version.
+
+    Without --classes/--classes-file the labels are read from FILE.keras.classes.json.
+    Nothing is stored if the file does not load or its output does not match the labels.
+    Then make the version the default: stoic model default --version V.
+    """
+    require("function", "stoic model push")
+    from stoic.function.push import push_model, read_classes
+
+    labels = read_classes(classes, classes_file, file)
+    store, settings = _store(store_dir, config)
+    app_id = app_name or settings.controller.app
+    pushed = push_model(store, file, app=app_id, version=version, classes=labels, replace=replace)
+    typer.echo(
+        f"{'replaced' if pushed.replaced else 'stored'} {pushed.key} ({pushed.n_bytes} bytes, "
+        f"{pushed.input_size}x{pushed.input_size} input, labels {list(pushed.classes)}) "
+        f"in {store!r}"
+    )
+    typer.echo(
+        f"new batches use it once it is the default: stoic model default --app {app_id} "
+        f"--version {version}",
+        err=True,
+    )

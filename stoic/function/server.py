@@ -3,7 +3,8 @@
     POST /         the function (JSON request, JSON response; see docs/function.md)
     GET  /healthz  200 once the function can serve (TensorFlow imported, optional
                    model preloaded), 503 before
-    GET  /metrics  Prometheus text format (prometheus-client)
+    GET  /metrics  Prometheus metrics (``stoic_function_*``), in the format the
+                   ``Accept`` header asks for, negotiated as the controller does
 
 Run it as ``python -m stoic.function.server [--port N]`` (port from ``--port``, else
 ``FUNC_PORT`` (kubeless), else ``STOIC_FUNCTION_PORT``, else 8080; host from ``--host``,
@@ -36,10 +37,11 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
-from prometheus_client.exposition import generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client.exposition import choose_encoder
 
-from stoic.errors import InputError, ModelNotFound, ObjectNotFound, StoicError
+from stoic.errors import InputError, MissingExtra, ModelNotFound, ObjectNotFound, StoicError
+from stoic.extras import require
 from stoic.logging import configure_logging, get_logger
 
 log = get_logger("stoic.function.server")
@@ -52,21 +54,24 @@ class Metrics:
     """The function's Prometheus metrics, in a registry of their own (one per server)."""
 
     def __init__(self) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created, as the daemon
         self.registry = CollectorRegistry()
         self.calls = Counter(
-            "function_calls",
+            "stoic_function_calls",
             "Function calls by action and HTTP status",
             ["action", "status"],
             registry=self.registry,
         )
         self.images = Counter(
-            "function_images", "Images classified (incl. failed)", registry=self.registry
+            "stoic_function_images", "Images classified (incl. failed)", registry=self.registry
         )
         self.failed_images = Counter(
-            "function_failed_images", "Images that could not be decoded", registry=self.registry
+            "stoic_function_failed_images",
+            "Images that could not be decoded",
+            registry=self.registry,
         )
         self.duration = Histogram(
-            "function_duration_seconds",
+            "stoic_function_duration_seconds",
             "Wall time of a call by action",
             ["action"],
             registry=self.registry,
@@ -153,7 +158,8 @@ class _Handler(BaseHTTPRequestHandler):
                 err = self.server.startup_error
                 self._json(503, {"status": "failed" if err else "starting", "error": err})
         elif path == "/metrics":
-            self._send(200, generate_latest(self.server.metrics.registry), CONTENT_TYPE_LATEST)
+            encoder, content_type = choose_encoder(self.headers.get("Accept") or "")
+            self._send(200, encoder(self.server.metrics.registry), content_type)
         else:
             self._json(404, {"error": f"no route GET {path}"})
 
@@ -224,6 +230,11 @@ def main(argv: list[str] | None = None) -> None:
         help="model key to load before reporting ready",
     )
     args = parser.parse_args(argv)
+    try:
+        require("function", "the function server (python -m stoic.function.server)")
+    except MissingExtra as exc:
+        print(f"stoic-function: error: {exc}", file=sys.stderr)
+        sys.exit(2)
     configure_logging("INFO")  # JSON lines, like the controller
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     server = serve(args.host, args.port, preload_model=args.preload_model)

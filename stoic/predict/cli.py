@@ -16,6 +16,9 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from stoic.errors import InputError
+from stoic.extras import installed, require
+
 if TYPE_CHECKING:
     from stoic.predict.deployment import FloatArray, Method
 
@@ -35,8 +38,16 @@ def _num(v: float) -> float | None:
 def deployment(
     file: Path = typer.Argument(..., help="CSV: header 'epoch,cpu,gpu1,...', seconds per cell."),
     max_window: int = typer.Option(100, "--max-window", min=1, max=10_000, help="Largest window."),
-    plot: Path | None = typer.Option(None, "--plot", help="Write MAE vs window size (PNG)."),
+    plot: Path | None = typer.Option(
+        None, "--plot", help="Write MAE vs window size (PNG; needs the analysis extra)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
+    method: list[str] | None = typer.Option(
+        None,
+        "--method",
+        help="autoreg, mean or median (repeat for several). Default: all three, or the two "
+        "sliding windows where the analysis extra (statsmodels) is not installed.",
+    ),
 ) -> None:
     """Optimal sliding-window size and MAE per runtime and method."""
     import numpy as np
@@ -44,15 +55,18 @@ def deployment(
     from rich.table import Table
 
     from stoic.predict.csvseries import read_deployment_csv
-    from stoic.predict.deployment import METHODS, best_window, evaluate_series
+    from stoic.predict.deployment import best_window, evaluate_series
 
+    if plot is not None:
+        require("analysis", "stoic evaluate deployment --plot", "matplotlib")
+    methods = _methods(method)
     series = read_deployment_csv(file)
-    results = {rt: evaluate_series(x, max_window) for rt, x in series.items()}
+    results = {rt: evaluate_series(x, max_window, methods) for rt, x in series.items()}
 
     summary: dict[str, dict[str, dict[str, object]]] = {}
     for rt, per_method in results.items():
         summary[rt] = {}
-        for m in METHODS:
+        for m in methods:
             mae = per_method[m]
             w = best_window(mae)
             summary[rt][m] = {
@@ -62,7 +76,7 @@ def deployment(
             }
 
     if plot is not None:
-        _plot(results, plot)
+        _plot(results, plot, methods)
 
     if as_json:
         doc = {
@@ -78,7 +92,7 @@ def deployment(
     table = Table(title=f"Deployment-time prediction: {file.name}")
     for col in ("Modeling", "Runtime", "Samples", "Optimal window", "Minimum MAE (s)"):
         table.add_column(col, justify="left" if col in ("Modeling", "Runtime") else "right")
-    for m in METHODS:
+    for m in methods:
         for rt in results:
             s = summary[rt][m]
             mae_v = s["min_mae_s"]
@@ -92,15 +106,15 @@ def deployment(
     console.print(table)
 
     for rt in results:
-        best = {best_window(results[rt][m]) for m in METHODS}
+        best = {best_window(results[rt][m]) for m in methods}
         shown = sorted({w for w in SHOWN_WINDOWS if w <= max_window} | (best - {0}))
         detail = Table(title=f"{rt}: MAE (s) by window", caption="* optimal; every size: --json")
         detail.add_column("Window", justify="right")
-        for m in METHODS:
+        for m in methods:
             detail.add_column(LABELS[m], justify="right")
         for w in shown:
             cells = []
-            for m in METHODS:
+            for m in methods:
                 v = results[rt][m][w - 1]
                 mark = "*" if w == best_window(results[rt][m]) else " "
                 cells.append("-" if np.isnan(v) else f"{v:.3f}{mark}")
@@ -110,21 +124,42 @@ def deployment(
         console.print(f"plot written to {plot}")
 
 
-def _plot(results: Mapping[str, Mapping[Method, FloatArray]], path: Path) -> None:
+def _methods(chosen: list[str] | None) -> tuple[Method, ...]:
+    """The methods to score, in the paper's order. Explicit AutoReg without statsmodels
+    is a one-line error; by default it is left out with a note on stderr."""
+    from stoic.predict.deployment import METHODS
+
+    if chosen:
+        unknown = sorted(set(chosen) - set(METHODS))
+        if unknown:
+            raise InputError(f"--method: unknown {unknown}; choose from {list(METHODS)}")
+        if "autoreg" in chosen:
+            require("analysis", "stoic evaluate deployment --method autoreg", "statsmodels")
+        return tuple(m for m in METHODS if m in chosen)
+    if installed("analysis", "statsmodels"):
+        return METHODS
+    typer.echo(
+        "note: AutoReg left out (it needs statsmodels: pip install 'stoic[analysis]')",
+        err=True,
+    )
+    return tuple(m for m in METHODS if m != "autoreg")
+
+
+def _plot(
+    results: Mapping[str, Mapping[Method, FloatArray]], path: Path, methods: tuple[Method, ...]
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from stoic.predict.deployment import METHODS
-
     runtimes = list(results)
     fig, axes = plt.subplots(
-        len(runtimes), len(METHODS), figsize=(4 * len(METHODS), 2.6 * len(runtimes)), squeeze=False
+        len(runtimes), len(methods), figsize=(4 * len(methods), 2.6 * len(runtimes)), squeeze=False
     )
     for i, rt in enumerate(runtimes):
-        for j, m in enumerate(METHODS):
+        for j, m in enumerate(methods):
             ax = axes[i][j]
             mae = np.asarray(results[rt][m], dtype=float)
             w = np.arange(1, mae.size + 1)

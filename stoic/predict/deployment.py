@@ -35,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
+from stoic.extras import require
 from stoic.values import Component, DeploymentSample, DeployOutcome, Risk
 
 Method = Literal["median", "mean", "autoreg"]
@@ -133,6 +134,7 @@ def autoreg_predictions(
 ) -> FloatArray:
     """Predictions by AutoReg(p) fitted in-sample for each ``p`` in ``1..max_window``;
     NaN rows where the series is too short for ``p`` lags (see the module docstring)."""
+    require("analysis", "the AutoReg deployment predictions", "statsmodels")
     x = _as_array(values)
     n = x.size
     start = max(start, 1)
@@ -227,6 +229,8 @@ class DeploymentModel:
         deploy_timeout_s: float = 600.0,
         prior_s: float = 30.0,
     ) -> None:
+        if method == "autoreg":
+            require("analysis", "predictor.deployment_method = 'autoreg'", "statsmodels")
         self.method: Method = method
         self.max_window = max_window
         self.calibration_period = calibration_period

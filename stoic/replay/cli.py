@@ -18,7 +18,8 @@ import typer
 
 workload_app = typer.Typer(help="The camera-trap workload generator (paper §3.5).")
 
-ENV_DEFAULT = Path(__file__).resolve().parents[2] / "workload" / "nautilus-2020.yaml"
+ENV_DEFAULT = Path(__file__).resolve().parent / "profiles" / "nautilus-2020.yaml"
+"""The default environment spec, shipped inside the package (``workload/`` links to it)."""
 
 
 @workload_app.command("sample")
@@ -106,3 +107,5 @@ def replay(
         f"{100 * (s['vs_min_lat'] or 0):.1f}% of MIN-LAT, "
         f"{100 * (s['vs_worst'] or 0):.1f}% of worst; report in {report}"
     )
+    if isinstance(doc["meta"].get("plots"), str):
+        typer.echo(f"note: {doc['meta']['plots']}", err=True)

@@ -4,7 +4,8 @@
 row per batch: estimates, truth of every runtime, what ran, how long it took). The
 plots are the paper's Figure 3 (predicted vs actual total latency over time, for one
 cloud runtime), Figure 6 (histograms of its T_p, T_d, T_t) and the success rate by
-batch size. matplotlib is imported here only, with the Agg backend.
+batch size. matplotlib is imported here only, with the Agg backend; it is part of the
+``analysis`` extra, and without it the report is written without plots (and says so).
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ import math
 from pathlib import Path
 from typing import Any
 
+from stoic.extras import installed
 from stoic.replay.runner import ReplayResult
 from stoic.replay.scoring import score
+
+PLOTS_SKIPPED = "Plots not drawn: matplotlib is not installed (pip install 'stoic[analysis]')."
 
 PAPER = {
     "selector": {"success_rate": 0.92, "vs_min_lat": 1.05, "vs_worst": 0.30},
@@ -39,7 +43,7 @@ def write_report(result: ReplayResult, out_dir: Path, *, command: str = "") -> d
     s = scored["summary"]
     name = mode_name(result)
     cfg = result.config
-    meta = {
+    meta: dict[str, Any] = {
         "command": command,
         "mode": name,
         "env": str(cfg.env_path.name),
@@ -54,9 +58,14 @@ def write_report(result: ReplayResult, out_dir: Path, *, command: str = "") -> d
         "wall_s": result.wall_s,
         "timings": result.timings,
     }
+    plots: list[str] = []
+    if installed("analysis", "matplotlib"):
+        plots = _plots(result, scored, out_dir)
+        meta["plots"] = plots
+    else:
+        meta["plots"] = PLOTS_SKIPPED
     doc = {"meta": meta, "summary": s, "batches": scored["batches"]}
     (out_dir / "report.json").write_text(json.dumps(doc, indent=1, default=_jsonable) + "\n")
-    plots = _plots(result, scored, out_dir)
     (out_dir / "report.md").write_text(_markdown(meta, s, name, plots))
     return doc
 
@@ -155,6 +164,8 @@ def _markdown(meta: dict[str, Any], s: dict[str, Any], name: str, plots: list[st
     L += ["", "Paper (GPU1, 50 runs): T_d 42.7% / 29.2%, T_p 11.2% / 5.3%, T_s 15.8% / 9.2%."]
     if plots:
         L += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
+    elif isinstance(meta.get("plots"), str):
+        L += ["", "## Plots", "", meta["plots"]]
     t = meta["timings"]
     L += [
         "",

@@ -34,8 +34,9 @@ from stoic.errors import WorkloadError
 
 HOUR_S = 3600.0
 DAY_S = 86_400.0
-#: Where the profiles that ship with the project live (``workload/`` at the repo root).
-WORKLOAD_DIR = Path(__file__).resolve().parents[2] / "workload"
+#: Where the profiles that ship with stoic live: inside the package, so that an installed
+#: wheel has them (``workload/`` at the repository root links to them for short paths).
+WORKLOAD_DIR = Path(__file__).resolve().parent / "profiles"
 DEFAULT_PROFILE = WORKLOAD_DIR / "wtb-default.yaml"
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, runtime_checkable
 
 from stoic.errors import InvalidObjectKey, ObjectNotFound, ObjectStoreError
+from stoic.extras import require
 
 if TYPE_CHECKING:
     from stoic.settings import Settings
@@ -282,6 +283,7 @@ class S3ObjectStore:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> S3ObjectStore:
+        require("s3", "objectstore.kind = 's3'")
         import boto3
         from botocore.config import Config
 

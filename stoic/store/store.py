@@ -38,9 +38,17 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
-from stoic.errors import BatchNotFound, BatchStateError, RuntimeNotFound, StoreError
+from stoic.errors import (
+    BatchNotFound,
+    BatchStateError,
+    ConfigError,
+    MissingExtra,
+    RuntimeNotFound,
+    StoreError,
+)
 from stoic.store.tables import (
     BatchTable,
+    DefaultVersionTable,
     DeploymentSampleTable,
     ProcessingSampleTable,
     RuntimeTable,
@@ -131,6 +139,15 @@ class BatchRecord:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class DefaultVersion:
+    """The application version new batches of ``app`` get, and since when."""
+
+    app: str
+    version: str
+    updated_at: float
+
+
 def _batch(row: BatchTable, is_new: bool = False) -> BatchRecord:
     return BatchRecord(
         id=row.id,
@@ -193,7 +210,16 @@ def make_engine(url: str, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> 
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(parsed, pool_pre_ping=True)
+        try:
+            return create_engine(parsed, pool_pre_ping=True)
+        except ModuleNotFoundError as exc:
+            if parsed.get_backend_name() == "postgresql" and exc.name == "psycopg":
+                raise MissingExtra("postgres", f"database.url {parsed.drivername}://") from None
+            raise ConfigError(
+                f"database.url {parsed.drivername}://: its driver is not installed "
+                f"(no module {exc.name!r}); stoic ships postgresql+psycopg: "
+                "pip install 'stoic[postgres]'"
+            ) from None
 
     memory = parsed.database in (None, "", ":memory:")
     if memory:
@@ -442,6 +468,24 @@ class Store:
     def _count(self, q: Any) -> int:
         with self._session(write=False) as s:
             return int(s.scalar(q) or 0)
+
+    # Default application versions -------------------------------------------------
+
+    def default_version(self, app: str) -> DefaultVersion | None:
+        """The version set for ``app`` (None: none was set; the settings decide)."""
+        with self._session(write=False) as s:
+            row = s.get(DefaultVersionTable, app)
+            return DefaultVersion(row.app, row.version, row.updated_at) if row else None
+
+    def set_default_version(self, app: str, version: str, at: float) -> DefaultVersion:
+        """Make ``version`` the one new batches of ``app`` get (insert or update)."""
+        with self._session(write=True) as s:
+            row = s.get(DefaultVersionTable, app, with_for_update=True)
+            if row is None:
+                s.add(DefaultVersionTable(app=app, version=version, updated_at=at))
+            else:
+                row.version, row.updated_at = version, at
+            return DefaultVersion(app, version, at)
 
     # Batches -----------------------------------------------------------------------
 

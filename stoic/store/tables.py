@@ -164,3 +164,19 @@ class BatchTable(Base):
     skipped: Mapped[list[Any]] = mapped_column(JSON, default=list)
     started_at: Mapped[float | None] = mapped_column(Double)
     finished_at: Mapped[float | None] = mapped_column(Double)
+
+
+class DefaultVersionTable(Base):
+    """The application version new batches of ``app`` get (``PUT /v1/models/default``).
+
+    One row per application; none means ``controller.app_version`` from the settings.
+    In the database rather than in the object store because it is the controller's
+    state like the batches: changed in one transaction, seen by every controller that
+    shares the database, read back at start-up with the rest.
+    """
+
+    __tablename__ = "default_versions"
+
+    app: Mapped[str] = mapped_column(NAME, primary_key=True)
+    version: Mapped[str] = mapped_column(NAME)
+    updated_at: Mapped[float] = mapped_column(Double)

@@ -1,0 +1,195 @@
+"""The base install, as a new user gets it: ``pip install .`` without any extra.
+
+One virtual environment per test session, in a temporary directory, from a copy of
+the package (``pyproject.toml``, ``README.md``, ``stoic/``) so the build writes nothing
+into the working tree; pip's cache makes it quick after the first run. Then the
+commands the base install promises: ``stoic --help``, the replay, the deployment-time
+evaluation on the sample CSV, the daemon with a stand-in function and the REST client
+(``submit --wait``), and a one-line error naming the extra for what needs one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_CSV = REPO / "benchmarks" / "data" / "deployment_sample.csv"
+EXTRA_MODULES = ("tensorflow", "keras", "statsmodels", "matplotlib", "boto3", "kubernetes")
+
+
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("base-install")
+    src = root / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, src / name)
+    shutil.copytree(
+        REPO / "stoic", src / "stoic", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+    )
+    env_dir = root / "venv"
+    t0 = time.monotonic()
+    subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True, timeout=300)
+    pip = subprocess.run(
+        [str(env_dir / "bin" / "python"), "-m", "pip", "install", "--quiet", str(src)],
+        capture_output=True,
+        text=True,
+        timeout=800,
+        env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+    )
+    assert pip.returncode == 0, pip.stderr[-4000:]
+    print(f"base venv built in {time.monotonic() - t0:.1f} s")
+    return env_dir
+
+
+def run(venv: Path, *args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STOIC_")}
+    env.update(kwargs.pop("env", {}))
+    return subprocess.run(
+        [str(venv / "bin" / args[0]), *args[1:]],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        **kwargs,
+    )
+
+
+def test_the_base_install_has_no_extra(venv: Path) -> None:
+    code = (
+        "import importlib.util as u; "
+        f"print([m for m in {EXTRA_MODULES!r} if u.find_spec(m) is not None])"
+    )
+    out = run(venv, "python", "-c", code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_help_replay_evaluate_and_client(venv: Path, tmp_path: Path) -> None:
+    assert run(venv, "stoic", "--help").returncode == 0
+    for command in ("submit", "status", "serve", "replay"):
+        out = run(venv, "stoic", command, "--help")
+        assert out.returncode == 0 and "Usage" in out.stdout, out.stderr
+
+    # The replay runs from an installed wheel (its profiles ship inside the package).
+    report = tmp_path / "report"
+    out = run(venv, "stoic", "replay", "--batches", "20", "--report", str(report),
+              "--no-progress", cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("20 batches: success"), out.stdout
+    assert "pip install 'stoic[analysis]'" in out.stderr  # plots need the extra
+    assert (report / "report.json").is_file() and (report / "report.md").is_file()
+
+    out = run(venv, "stoic", "evaluate", "deployment", str(SAMPLE_CSV))
+    assert out.returncode == 0, out.stderr
+    assert "Med. SW" in out.stdout and "Avg. SW" in out.stdout
+    assert "AutoReg left out" in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "extra"),
+    [
+        (["stoic", "model", "init"], {}, "function"),
+        (["stoic", "model", "push", "m.keras", "--version", "2"], {}, "function"),
+        (["python", "-m", "stoic.function.server"], {}, "function"),
+        (["stoic", "evaluate", "deployment", str(SAMPLE_CSV), "--method", "autoreg"], {},
+         "analysis"),
+        (["stoic", "evaluate", "deployment", str(SAMPLE_CSV), "--plot", "x.png"], {},
+         "analysis"),
+        (["stoic", "serve"], {}, "function"),
+        (["stoic", "serve"],
+         {"STOIC_RUNTIMES": '[{"name": "cpu", "kind": "cpu", "backend": "kubernetes"}]'},
+         "kubernetes"),
+        (["stoic", "serve"],
+         {"STOIC_LOCAL__COMMAND": '["true"]', "STOIC_OBJECTSTORE__KIND": "s3"}, "s3"),
+        (["stoic", "serve"],
+         {"STOIC_LOCAL__COMMAND": '["true"]',
+          "STOIC_DATABASE__URL": "postgresql+psycopg://stoic@127.0.0.1/stoic"}, "postgres"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)  # fmt: skip
+def test_a_missing_extra_is_one_line(
+    venv: Path, tmp_path: Path, args: list[str], env: dict[str, str], extra: str
+) -> None:
+    out = run(venv, *args, env={"STOIC_DATA_DIR": str(tmp_path / "data"), **env}, cwd=tmp_path)
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert f"needs the '{extra}' extra" in lines[0]
+    assert f"pip install 'stoic[{extra}]'" in lines[0]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def base_daemon(venv: Path, tmp_path: Path) -> Iterator[str]:
+    """``stoic serve`` of the base venv; its edge runtime runs the stand-in function
+    (standard library only) instead of the TensorFlow function server."""
+    port = free_port()
+    standin = [str(venv / "bin" / "python"), str(REPO / "tests" / "standin_function.py"),
+               "--no-model-check"]  # fmt: skip
+    config = tmp_path / "stoic.toml"
+    config.write_text(
+        f"[controller]\ninquisitor = false\n\n[local]\ncommand = {standin!r}\n\n".replace("'", '"')
+        + '[[runtimes]]\nname = "edge"\nkind = "edge"\n'
+    )
+    log = tmp_path / "daemon.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STOIC_")}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(venv / "bin" / "stoic"), "serve", "--config", str(config), "--port", str(port),
+             "--data-dir", str(tmp_path / "data")],
+            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", trust_env=False).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, log.read_text()[-4000:]
+            assert time.monotonic() < deadline, log.read_text()[-4000:]
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    assert proc.returncode == 0, log.read_text()[-4000:]
+
+
+def test_daemon_and_client(venv: Path, base_daemon: str, tmp_path: Path) -> None:
+    from tests.test_api import jpeg
+
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for i in range(3):
+        (images / f"shot{i}.jpg").write_bytes(jpeg(i))
+    out = run(venv, "stoic", "submit", str(images), "--url", base_daemon, "--wait",
+              "--poll", "0.2")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert ": done (3 images" in out.stdout
+    for i in range(3):
+        assert f"shot{i}.jpg\tstandin" in out.stdout
+    status = run(venv, "stoic", "status", "--url", base_daemon)
+    assert status.returncode == 0 and "done" in status.stdout, status.stderr
+    shown = run(venv, "stoic", "model", "default", "--url", base_daemon)
+    assert shown.returncode == 0 and "classify version 1" in shown.stdout, shown.stderr

@@ -1,0 +1,224 @@
+"""Metrics: Prometheus naming, one exposition format for the controller and the function
+server, and a Grafana dashboard whose queries name only metrics that exist.
+
+No TensorFlow: the controller runs with the fake backend, and the function server is
+started without its function (its ``/metrics`` route needs none).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client import Histogram
+from prometheus_client.parser import text_string_to_metric_families
+
+from stoic.daemon.metrics import Metrics
+from stoic.function.server import FunctionServer
+from stoic.values import BatchState, Mode, Outcome
+from tests.test_api import Daemon, files, jpeg, make_settings, start_daemon
+
+REPO = Path(__file__).resolve().parents[1]
+DASHBOARD = REPO / "deploy" / "grafana" / "stoic-dashboard.json"
+
+OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+# What Prometheus 2.x sends by default.
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+
+
+@pytest.fixture
+async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
+    async with start_daemon(make_settings(tmp_path)) as d:
+        yield d
+
+
+@pytest.fixture
+def function_server() -> Iterator[str]:
+    """The function's HTTP server without a function: /metrics is served regardless."""
+    server = FunctionServer(("127.0.0.1", 0), function=lambda _data: {})
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.url
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def series_names(exposition: str) -> dict[str, str]:
+    """Every series name the exposition can answer (histograms: ``_bucket``, ``_sum``,
+    ``_count``; counters: ``_total``), mapped to its family's type. Families without
+    samples yet (labelled metrics never touched) count: their TYPE line is there."""
+    out: dict[str, str] = {}
+    for family in text_string_to_metric_families(exposition):
+        suffixes = {
+            "counter": ("_total", "_created"),
+            "histogram": ("_bucket", "_sum", "_count", "_created"),
+            "summary": ("", "_sum", "_count", "_created"),
+        }.get(family.type, ("",))
+        for suffix in suffixes:
+            out[family.name + suffix] = family.type
+    return out
+
+
+PROMQL_WORDS = {
+    "by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool",
+    "and", "or", "unless", "le",
+}  # fmt: skip
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression reads (not functions, labels or keywords)."""
+    e = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # label values
+    e = re.sub(r"\{[^}]*\}", "", e)  # label matchers
+    e = re.sub(r"\[[^\]]*\]", "", e)  # range selectors
+    e = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", e)
+    e = re.sub(r"\$\w+", "", e)  # Grafana variables
+    names = set()
+    for m in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", e):
+        if e[m.end() :].lstrip().startswith("("):
+            continue  # a function call
+        if m.group() not in PROMQL_WORDS:
+            names.add(m.group())
+    return names
+
+
+def dashboard_queries() -> list[str]:
+    doc = json.loads(DASHBOARD.read_text())
+    exprs = []
+
+    def walk(panels: list[dict]) -> None:
+        for p in panels:
+            exprs.extend(t["expr"] for t in p.get("targets", []))
+            walk(p.get("panels", []))
+
+    walk(doc["panels"])
+    return exprs
+
+
+def test_metric_names_are_read_from_promql() -> None:
+    expr = (
+        "histogram_quantile(0.95, sum by (le, runtime) (rate(stoic_deployment_seconds_bucket"
+        '{outcome="ok"}[$__rate_interval]))) / on (runtime) stoic_runtime_available * 60'
+    )
+    assert metric_names(expr) == {"stoic_deployment_seconds_bucket", "stoic_runtime_available"}
+
+
+async def test_dashboard_queries_name_only_existing_metrics(
+    daemon: Daemon, function_server: str
+) -> None:
+    r = await daemon.client.post("/v1/batches", files=files(("a.jpg", jpeg())))
+    await daemon.wait_done(r.json()["id"])
+    exposed = series_names((await daemon.client.get("/metrics")).text)
+    function = await asyncio.to_thread(httpx.get, f"{function_server}/metrics")
+    exposed |= series_names(function.text)
+
+    queries = dashboard_queries()
+    used = set().union(*(metric_names(q) for q in queries))
+    missing = {
+        name: [q for q in queries if name in metric_names(q)] for name in used - set(exposed)
+    }
+    assert not missing, f"dashboard queries name metrics that do not exist: {missing}"
+    # What the dashboard is for (issue 12): batches, decisions by runtime, predicted vs
+    # actual T_s, deployment times, cloud seconds used and wasted.
+    assert {
+        "stoic_batches",
+        "stoic_batches_finished_total",
+        "stoic_decisions_total",
+        "stoic_predicted_response_seconds_sum",
+        "stoic_response_seconds_sum",
+        "stoic_deployment_seconds_bucket",
+        "stoic_cloud_used_seconds_total",
+        "stoic_cloud_wasted_seconds_total",
+    } <= used
+    # Quantiles only over histogram buckets; rate() of counters and histogram series.
+    for q in queries:
+        for name in metric_names(q):
+            if name.endswith("_bucket"):
+                assert exposed[name] == "histogram", q
+
+
+def touched_metrics() -> Metrics:
+    """A Metrics with one observation in every child of every histogram and counter."""
+    metrics = Metrics()
+    for value in vars(metrics).values():
+        if isinstance(value, Histogram):
+            names = value._labelnames
+            (value.labels(*["x"] * len(names)) if names else value).observe(1.0)
+    metrics.observe_outcome(
+        Outcome("b1", "gpu1", Mode.SELECTOR, total_s=50.0, cloud_used_s=30.0, cloud_wasted_s=5.0),
+        BatchState.DONE,
+        planned_runtime="gpu1",
+        predicted_total_s=20.0,  # 30 s too optimistic: no negative observation anywhere
+    )
+    return metrics
+
+
+def test_names_follow_prometheus_conventions(function_server: str) -> None:
+    text = touched_metrics().render()[0].decode()
+    function_text = httpx.get(f"{function_server}/metrics").text
+    families = list(text_string_to_metric_families(text)) + list(
+        text_string_to_metric_families(function_text)
+    )
+    assert len(families) >= 15
+    for family in families:
+        name = family.name
+        assert name.startswith("stoic_"), name
+        for unit in ("seconds", "bytes"):
+            if unit in name.split("_"):
+                # The base unit comes last (a counter's _total after it).
+                assert name.endswith("_" + unit), f"{name}: the unit {unit!r} is not last"
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                assert float(sample.labels["le"]) >= 0, f"{name}: negative bucket"
+            if sample.name.endswith(("_sum", "_count")) or family.type == "counter":
+                assert sample.value >= 0, f"{sample.name} = {sample.value}"
+    names = {f.name for f in families}
+    assert {"stoic_cloud_used_seconds", "stoic_cloud_wasted_seconds"} <= names
+    assert "stoic_prediction_abs_error_seconds" in names
+
+
+def test_prediction_error_splits_into_predicted_measured_and_absolute() -> None:
+    metrics = Metrics()
+    for predicted, actual in ((20.0, 50.0), (70.0, 50.0)):
+        metrics.observe_outcome(
+            Outcome("b", "gpu1", Mode.SELECTOR, total_s=actual),
+            BatchState.DONE,
+            planned_runtime="gpu1",
+            predicted_total_s=predicted,
+        )
+    samples = {
+        (s.name, s.labels.get("runtime")): s.value
+        for f in text_string_to_metric_families(metrics.render()[0].decode())
+        for s in f.samples
+    }
+    assert samples[("stoic_predicted_response_seconds_sum", "gpu1")] == 90.0
+    assert samples[("stoic_response_seconds_sum", "gpu1")] == 100.0
+    assert samples[("stoic_prediction_abs_error_seconds_sum", "gpu1")] == 50.0
+    assert samples[("stoic_prediction_abs_error_seconds_count", "gpu1")] == 2.0
+
+
+@pytest.mark.parametrize("accept", [None, OPENMETRICS, PROMETHEUS_ACCEPT, "text/plain"])
+async def test_controller_and_function_speak_the_same_format(
+    daemon: Daemon, function_server: str, accept: str | None
+) -> None:
+    headers = {"Accept": accept} if accept else {}
+    controller = await daemon.client.get("/metrics", headers=headers)
+    function = await asyncio.to_thread(httpx.get, f"{function_server}/metrics", headers=headers)
+    assert controller.status_code == function.status_code == 200
+    assert controller.headers["content-type"] == function.headers["content-type"]
+    if accept and "openmetrics" in accept:
+        assert controller.headers["content-type"].startswith("application/openmetrics-text")
+        assert controller.text.rstrip().endswith("# EOF")
+    else:
+        assert controller.headers["content-type"].startswith("text/plain")
