@@ -53,7 +53,9 @@ SECURITY_HEADERS = {
         "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # same-origin, not no-referrer: with no-referrer browsers send "Origin: null" on form
+    # posts, and the same-origin check of the forms needs the real origin.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 

@@ -111,7 +111,7 @@ class BatchRow:
     """Where the result came from (else the decision's runtime; None while queued)."""
     placement: str
     """Where it ran, or how it was shared: ``gpu1``, ``gpu1 → edge`` (fell back),
-    ``edge ∥ gpu1`` (the duplicator raced them)."""
+    ``edge ∥ gpu1 → edge`` (the duplicator raced them; the edge's result was kept)."""
     predicted: dict[str, float] | None
     """The estimate of ``runtime`` at decision time (``Estimate.as_dict()``)."""
 
@@ -126,7 +126,7 @@ def batch_row(b: BatchRecord, edge: str | None) -> BatchRow:
     if chosen is None:
         placement = f"pinned to {b.pinned_runtime}" if b.pinned_runtime else "not decided yet"
     elif b.mode is Mode.DUPLICATOR and edge is not None and chosen != edge:
-        placement = f"{edge} ∥ {chosen}"
+        placement = f"{edge} ∥ {chosen}" + (f" → {winner}" if winner else "")
     elif winner is not None and winner != chosen:
         placement = f"{chosen} → {winner}"
     else:
@@ -212,7 +212,8 @@ class RuntimeView:
     fit: dict[str, Any]
     batches: int
     mean_abs_error_s: float | None
-    deploy_chart: Markup
+    deploy_chart: Markup | None
+    """None for the edge, which never deploys."""
     accuracy_chart: Markup
 
 
@@ -268,23 +269,27 @@ async def runtime_views(c: Controller) -> list[RuntimeView]:
         samples = p.recent_deployments(rt.name, s.ui.chart_deployments)
         ok = [(d.at, d.duration_s) for d in samples if str(d.outcome) == "ok"]
         bad = [(d.at, d.duration_s) for d in samples if str(d.outcome) != "ok"]
-        deploy_chart = time_chart(
-            f"{rt.name}: deployment T_d",
-            [
-                Series("ok", "ok", ok, tips=[f"{_clock(x)} ready in {y:.1f} s" for x, y in ok]),
-                Series(
-                    "timeout/failure",
-                    "bad",
-                    bad,
-                    line=False,
-                    tips=[
-                        f"{_clock(d.at)} {d.outcome} after {d.duration_s:.1f} s"
-                        for d in samples
-                        if str(d.outcome) != "ok"
-                    ],
-                ),
-            ],
-            empty="the edge does not deploy" if edge else "no deployment measured yet",
+        deploy_chart = (
+            None
+            if edge
+            else time_chart(
+                f"{rt.name}: deployment T_d",
+                [
+                    Series("ok", "ok", ok, tips=[f"{_clock(x)} ready in {y:.1f} s" for x, y in ok]),
+                    Series(
+                        "timeout/failure",
+                        "bad",
+                        bad,
+                        line=False,
+                        tips=[
+                            f"{_clock(d.at)} {d.outcome} after {d.duration_s:.1f} s"
+                            for d in samples
+                            if str(d.outcome) != "ok"
+                        ],
+                    ),
+                ],
+                empty="no deployment measured yet",
+            )
         )
         mine = [o for o in outcomes if o.runtime == rt.name]
         errors = [abs(o.predicted_s - o.actual_s) for o in mine if o.predicted_s is not None]
