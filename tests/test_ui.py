@@ -512,3 +512,18 @@ def test_the_page_is_not_part_of_the_rest_api(tmp_path: Path) -> None:
     paths = create_app(make_settings(tmp_path)).openapi()["paths"]
     assert "/v1/batches" in paths
     assert not [p for p in paths if p == "/" or p.startswith("/ui")]
+
+
+async def test_a_store_failure_is_a_page_not_json(daemon: Daemon, monkeypatch) -> None:
+    from stoic.errors import StoreError
+
+    def broken(*_args, **_kw):
+        raise StoreError("database sqlite:///x: disk I/O error")
+
+    monkeypatch.setattr(daemon.controller.store, "list_batches", broken)
+    monkeypatch.setattr(daemon.controller.store, "get_batch", broken)
+    for path in ("/ui", "/ui/fragments/batches", "/ui/batches/x"):
+        r = await daemon.client.get(path)
+        assert r.status_code == 503, path
+        assert "disk I/O error" in dom(r.text).find("p", class_="error").text()
+    assert (await daemon.client.get("/ui/fragments/status")).status_code == 200

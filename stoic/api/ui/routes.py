@@ -207,6 +207,13 @@ def _message(request: Request, status: int, title: str, message: str) -> HTMLRes
     return render(request, "message.html", status_code=status, title=title, message=message)
 
 
+def _failure(request: Request, exc: StoicError) -> HTMLResponse:
+    """A typed error while reading (the database is away, ...) as a page, not JSON."""
+    status, code = status_for(exc)
+    log.warning("operator page read failed", error=str(exc), code=code)
+    return _message(request, status, f"Cannot read the controller's state ({code})", str(exc))
+
+
 # Pages ---------------------------------------------------------------------------------
 
 
@@ -235,8 +242,11 @@ async def page(request: Request, batches: int | None = Query(None, ge=1, le=500)
     c = viewer(request)
     limit = _limit(request, batches)
     context: dict[str, Any] = {"limit": limit, "runtime_names": c.runtime_names}
-    for part in PARTS:
-        context.update(await _part(c, part, limit))
+    try:
+        for part in PARTS:
+            context.update(await _part(c, part, limit))
+    except StoicError as exc:
+        return _failure(request, exc)
     context["default_mode"] = str(c.settings.requester.default_mode)
     return render(request, "index.html", **context)
 
@@ -248,7 +258,10 @@ async def fragment(
     c = viewer(request)
     if part not in PARTS:
         return _message(request, 404, "Not found", f"no such part of the page: {part}")
-    context = await _part(c, part, _limit(request, batches))
+    try:
+        context = await _part(c, part, _limit(request, batches))
+    except StoicError as exc:
+        return _failure(request, exc)
     return render(request, f"_{part}.html", **context)
 
 
@@ -259,6 +272,8 @@ async def batch_page(request: Request, batch_id: str) -> HTMLResponse:
         detail = await views.batch_detail(c, batch_id)
     except BatchNotFound:
         return _message(request, 404, "No such batch", f"there is no batch {batch_id}")
+    except StoicError as exc:
+        return _failure(request, exc)
     return render(request, "batch.html", detail=detail)
 
 
@@ -269,6 +284,8 @@ async def batch_fragment(request: Request, batch_id: str) -> HTMLResponse:
         detail = await views.batch_detail(c, batch_id)
     except BatchNotFound:
         return _message(request, 404, "No such batch", f"there is no batch {batch_id}")
+    except StoicError as exc:
+        return _failure(request, exc)
     return render(request, "_batch.html", detail=detail)
 
 
