@@ -21,7 +21,7 @@ from stoic.api.ui import charts, session, views
 from stoic.backends.fake import FakeBackend, FakeSpec
 from stoic.store.store import UsageRow
 from stoic.values import BatchState
-from tests.test_api import Daemon, files, jpeg, make_settings, start_daemon
+from tests.test_api import Daemon, files, jpeg, make_settings, start_daemon, zip_of
 
 TOKEN = "s3cret-token"
 XSS = "<script>window.stoicXss=1</script>.jpg"
@@ -293,6 +293,12 @@ async def test_the_upload_form_submits_a_batch(daemon: Daemon) -> None:
     assert r.status_code == 303
     pinned = daemon.controller.store.get_batch(r.headers["location"].rsplit("/", 1)[1])
     assert pinned.pinned_runtime == "gpu2"
+
+    archive = zip_of({"cam/<x>.jpg": jpeg(4), "cam/y.jpg": jpeg(5)})
+    r = await daemon.client.post("/ui/batches", files=files(("hour-11.zip", archive)))
+    assert r.status_code == 303
+    zipped = await daemon.wait_done(r.headers["location"].rsplit("/", 1)[1])
+    assert zipped["n_images"] == 2 and zipped["state"] == "done"
 
 
 @pytest.mark.parametrize(
