@@ -292,6 +292,26 @@ class LocalBackendSettings(_Section):
     keep_logs: bool = Field(False, description="keep the log of a cleanly stopped process")
 
 
+class UiSettings(_Section):
+    """The operator page (``GET /ui``, :mod:`stoic.api.ui`): what it shows and how often
+    the browser refreshes it. It uses ``api.token`` like the API."""
+
+    enabled: bool = Field(True, description="serve the operator page at /ui")
+    refresh_s: float = Field(
+        5.0, ge=1, le=3_600, description="period of the page's background refresh"
+    )
+    batches: int = Field(20, ge=1, le=500, description="batches in the page's table")
+    chart_batches: int = Field(
+        200, ge=10, le=5_000, description="newest done batches in the predicted-vs-actual charts"
+    )
+    chart_deployments: int = Field(
+        50, ge=5, le=1_000, description="newest deployment samples per runtime chart"
+    )
+    session_ttl_s: float = Field(
+        7 * 86_400.0, gt=0, le=365 * 86_400, description="lifetime of a login cookie"
+    )
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_logs: bool = Field(True, alias="json")
@@ -312,6 +332,7 @@ class Settings(BaseSettings):
     requester: RequesterSettings = RequesterSettings()
     api: ApiSettings = ApiSettings()
     controller: ControllerSettings = ControllerSettings()
+    ui: UiSettings = UiSettings()
     log: LogSettings = LogSettings()
     kubernetes: KubernetesSettings = KubernetesSettings()
     local: LocalBackendSettings = LocalBackendSettings()

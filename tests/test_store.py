@@ -494,3 +494,70 @@ def test_list_and_count_batches(store: Store) -> None:
     assert store.list_batches(BatchState.DONE) == []
     assert store.count_batches() == 5
     assert store.count_batches(BatchState.QUEUED) == 4
+
+
+def _finish(store: Store, at: float, runtime: str, *, state=BatchState.DONE, **kw):
+    """A batch created at ``at``, decided for ``runtime`` and finished a second later."""
+    b = new_batch(store, at)
+    claim(store, at)
+    store.record_decision(
+        b.id, runtime, "test", {runtime: {"total_s": 10.0 + at, "processing_s": 10.0}}
+    )
+    fields: dict[str, Any] = (
+        {"total_s": 12.0, "winner": runtime} if state is BatchState.DONE else {}
+    )
+    fields.update(kw)
+    return store.finish_batch(b.id, state=state, finished_at=at + 1, **fields)
+
+
+def test_batch_counts_every_state_in_one_query(store: Store) -> None:
+    assert store.batch_counts() == dict.fromkeys(BatchState, 0)
+    _finish(store, 1.0, "edge")
+    for i in range(3):
+        new_batch(store, 2.0 + i)
+    claim(store, 5.0)
+    assert store.batch_counts() == {
+        BatchState.QUEUED: 2,
+        BatchState.RUNNING: 1,
+        BatchState.DONE: 1,
+        BatchState.FAILED: 0,
+    }
+
+
+def test_recent_outcomes_predicted_for_the_result_runtime(store: Store) -> None:
+    _finish(store, 100.0, "gpu1")
+    # The duplicator planned gpu1 but the edge won: the edge's estimate is compared.
+    b = new_batch(store, 200.0)
+    claim(store, 200.0)
+    store.record_decision(
+        b.id, "gpu1", "duplicator", {"gpu1": {"total_s": 50.0}, "edge": {"total_s": 30.0}}
+    )
+    store.finish_batch(b.id, state=BatchState.DONE, finished_at=240.0, total_s=35.0, winner="edge")
+    _finish(store, 300.0, "cpu", state=BatchState.FAILED, error="boom")  # not an outcome
+    new_batch(store, 400.0)  # queued: not an outcome
+    outcomes = store.recent_outcomes()
+    assert [(o.runtime, o.finished_at, o.predicted_s, o.actual_s) for o in outcomes] == [
+        ("gpu1", 101.0, 110.0, 12.0),
+        ("edge", 240.0, 30.0, 35.0),
+    ]
+    assert [o.runtime for o in store.recent_outcomes(limit=1)] == ["edge"]
+
+
+def test_usage_since_groups_cloud_seconds_by_planned_runtime(store: Store) -> None:
+    _finish(store, 50.0, "gpu1", cloud_used_s=99.0)  # before "since": not counted
+    _finish(store, 100.0, "gpu1", cloud_used_s=40.0, cloud_wasted_s=0.0)
+    _finish(store, 110.0, "gpu1", cloud_used_s=20.0, cloud_wasted_s=5.0)
+    _finish(store, 120.0, "edge")
+    _finish(store, 130.0, "cpu", state=BatchState.FAILED, error="boom")
+    new_batch(store, 140.0)  # queued: not finished (created last, so never claimed here)
+    rows = {(r.chosen_runtime, r.winner, r.state): r for r in store.usage_since(100.0)}
+    assert set(rows) == {
+        ("gpu1", "gpu1", BatchState.DONE),
+        ("edge", "edge", BatchState.DONE),
+        ("cpu", None, BatchState.FAILED),
+    }
+    gpu1 = rows["gpu1", "gpu1", BatchState.DONE]
+    assert (gpu1.batches, gpu1.cloud_used_s, gpu1.cloud_wasted_s) == (2, 60.0, 5.0)
+    edge = rows["edge", "edge", BatchState.DONE]
+    assert (edge.batches, edge.cloud_used_s, edge.cloud_wasted_s) == (1, 0.0, 0.0)
+    assert store.usage_since(1000.0) == []

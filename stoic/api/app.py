@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from stoic import __version__
 from stoic.api import batches, health, models, runtimes
 from stoic.api.errors import install_error_handlers
+from stoic.api.ui.routes import install as install_ui
 from stoic.daemon.controller import Controller
 from stoic.settings import Settings
 
@@ -26,6 +27,8 @@ total response time T_s = T_t + T_d + T_p on every available runtime (edge, clou
 GPU pod (duplicator), and learns from the measured times.
 
 Errors have one shape: `{"error": {"code", "message", "file"?, "field"?}}`.
+
+The operator page, `/ui`, shows the same in a browser (linked from `/`).
 """
 
 
@@ -55,4 +58,5 @@ def create_app(settings: Settings, *, controller: Controller | None = None) -> F
     app.include_router(runtimes.router)
     app.include_router(models.router)
     app.include_router(health.router)
+    install_ui(app, enabled=settings.ui.enabled)
     return app

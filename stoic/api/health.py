@@ -27,10 +27,9 @@ async def healthz() -> Health:
     return Health(status="ok")
 
 
-@router.get("/readyz", response_model=Ready, responses={503: {"model": Ready}})
-async def readyz(request: Request) -> JSONResponse:
-    """200 when the store is reachable and the controller is running, else 503."""
-    c: Controller = request.app.state.controller
+async def readiness(c: Controller) -> Ready:
+    """Whether the daemon can do its job, with one line per check (also shown on the
+    operator page)."""
     checks: dict[str, str] = {}
     ok = True
     if c.state in ("running", "draining"):
@@ -47,8 +46,14 @@ async def readyz(request: Request) -> JSONResponse:
     checks["controller"] = "draining" if c.draining else c.state
     ok = ok and c.state == "running" and not c.draining
     checks["model"] = c.model_status
-    body = Ready(ready=ok, checks=checks)
-    return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
+    return Ready(ready=ok, checks=checks)
+
+
+@router.get("/readyz", response_model=Ready, responses={503: {"model": Ready}})
+async def readyz(request: Request) -> JSONResponse:
+    """200 when the store is reachable and the controller is running, else 503."""
+    body = await readiness(request.app.state.controller)
+    return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 
 
 @router.get(

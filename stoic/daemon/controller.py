@@ -179,6 +179,7 @@ class Controller:
         self.default_version: DefaultVersion | None = None
         self._primed: set[tuple[str, str]] = set()
         self._version_lock = asyncio.Lock()
+        self.started_at: float | None = None  # clock instant start() finished (uptime)
         self.runtime_names = [r.name for r in settings.runtimes]
         edges = [r.name for r in settings.runtimes if r.kind.value == "edge"]
         self.edge = edges[0] if edges else None
@@ -236,6 +237,7 @@ class Controller:
         await self._build_scheduling(runtimes)
         self._start_tasks(runtimes)
         self.state = ControllerState.RUNNING
+        self.started_at = self.clock.now()
         log.info(
             "controller started",
             runtimes=self.runtime_names,

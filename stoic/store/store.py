@@ -148,6 +148,32 @@ class DefaultVersion:
     updated_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """A finished batch reduced to what the operator page plots: when it finished,
+    where the result came from, and the T_s predicted for that runtime at decision
+    time against the T_s measured (the paper's Figure 3)."""
+
+    batch_id: str
+    finished_at: float
+    runtime: str
+    predicted_s: float | None
+    actual_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    """Finished batches of one (planned runtime, result runtime, state) since an instant,
+    with the cloud seconds they held and wasted."""
+
+    chosen_runtime: str | None
+    winner: str | None
+    state: BatchState
+    batches: int
+    cloud_used_s: float
+    cloud_wasted_s: float
+
+
 def _batch(row: BatchTable, is_new: bool = False) -> BatchRecord:
     return BatchRecord(
         id=row.id,
@@ -571,6 +597,74 @@ class Store:
         if state is not None:
             q = q.where(BatchTable.state == BatchState(state).value)
         return self._count(q)
+
+    def batch_counts(self) -> dict[BatchState, int]:
+        """Batches per state (every state present, zero if none), in one query."""
+        t = BatchTable
+        q = select(t.state, func.count()).group_by(t.state)
+        counts = dict.fromkeys(BatchState, 0)
+        with self._session(write=False) as s:
+            for state, n in s.execute(q):
+                counts[BatchState(state)] = int(n)
+        return counts
+
+    def recent_outcomes(self, limit: int = 200) -> list[BatchOutcome]:
+        """The newest ``limit`` done batches (by creation), oldest first, with the T_s
+        predicted for the runtime that produced the result. Reads the
+        ``(state, created_at)`` index and only the columns it needs."""
+        t = BatchTable
+        q = (
+            select(t.id, t.finished_at, t.winner, t.chosen_runtime, t.estimates, t.total_s)
+            .where(t.state == BatchState.DONE.value)
+            .order_by(t.created_at.desc(), t.id.desc())
+            .limit(limit)
+        )
+        with self._session(write=False) as s:
+            rows = list(s.execute(q))
+        out: list[BatchOutcome] = []
+        for batch_id, finished_at, winner, chosen, estimates, total_s in reversed(rows):
+            runtime = winner or chosen
+            if runtime is None or finished_at is None or total_s is None:
+                continue
+            predicted = (estimates or {}).get(runtime, {}).get("total_s")
+            out.append(
+                BatchOutcome(
+                    batch_id,
+                    float(finished_at),
+                    runtime,
+                    None if predicted is None else float(predicted),
+                    float(total_s),
+                )
+            )
+        return out
+
+    def usage_since(self, since: float) -> list[UsageRow]:
+        """Finished batches created at or after ``since``, grouped by planned runtime,
+        result runtime and state, with their summed cloud seconds used and wasted
+        (one aggregate over the ``created_at`` index)."""
+        t = BatchTable
+        q = (
+            select(
+                t.chosen_runtime,
+                t.winner,
+                t.state,
+                func.count(),
+                func.coalesce(func.sum(t.cloud_used_s), 0.0),
+                func.coalesce(func.sum(t.cloud_wasted_s), 0.0),
+            )
+            .where(
+                t.created_at >= since,
+                t.state.in_([BatchState.DONE.value, BatchState.FAILED.value]),
+            )
+            .group_by(t.chosen_runtime, t.winner, t.state)
+        )
+        with self._session(write=False) as s:
+            return [
+                UsageRow(
+                    chosen, winner, BatchState(state), int(n), float(used or 0), float(wasted or 0)
+                )
+                for chosen, winner, state, n, used, wasted in s.execute(q)
+            ]
 
     def claim_next_queued(self, now: float) -> BatchRecord | None:
         """Atomically move the oldest queued batch to running and return it.

@@ -1,0 +1,395 @@
+"""The operator page's routes: ``/`` (a landing page) and everything under ``/ui``.
+
+=========================================  ===============================================
+``GET /``                                  links to the page, the API docs, health, metrics
+``GET /ui``                                the page: every part below, rendered at once
+``GET /ui/fragments/{part}``               one part (status, batches, runtimes, usage), for
+                                           the page's background refresh
+``GET /ui/batches/{id}``                   one batch: estimate table, per-image labels
+``POST /ui/batches``                       the upload form (multipart, like ``/v1/batches``)
+``GET|POST /ui/login``, ``POST /ui/logout``  the login cookie (:mod:`.session`)
+``GET /ui/static/...``                     the stylesheet and the refresh script
+=========================================  ===============================================
+
+Pages are server-rendered with Jinja2 (autoescaping on: every file name, archive member
+name, reason and error message is escaped) and sent with a Content Security Policy that
+allows only this origin's script and stylesheet, no inline script, no framing. The page
+is complete without JavaScript; ``static/ui.js`` only re-fetches the parts marked
+``data-refresh`` every ``ui.refresh_s`` seconds and swaps them in (polling, because a
+page open for days on a field-station laptop should hold no connection open; the
+fetch-and-swap is ~40 lines of our own rather than a vendored library, so there is no
+third-party code to track).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
+from stoic import __version__
+from stoic.api.errors import status_for
+from stoic.api.ui import session, views
+from stoic.daemon.controller import Controller
+from stoic.errors import BatchNotFound, StoicError
+from stoic.ingest.options import API_MODES
+from stoic.logging import get_logger
+
+log = get_logger("stoic.api.ui")
+
+STATIC_DIR = Path(__file__).with_name("static")
+PARTS = ("status", "batches", "runtimes", "usage")
+FRAGMENT_HEADER = "x-stoic-fragment"
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    # same-origin, not no-referrer: with no-referrer browsers send "Origin: null" on form
+    # posts, and the same-origin check of the forms needs the real origin.
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+router = APIRouter(include_in_schema=False)
+landing_router = APIRouter(include_in_schema=False)
+
+
+# Formatting (Jinja2 filters) ---------------------------------------------------------
+
+
+def fmt_seconds(v: float | None, digits: int = 1) -> str:
+    if v is None:
+        return "—"
+    return f"{v:.{digits}f} s"
+
+
+def fmt_duration(v: float | None) -> str:
+    if v is None:
+        return "—"
+    v = int(v)
+    d, rem = divmod(v, 86_400)
+    h, rem = divmod(rem, 3600)
+    m, s = divmod(rem, 60)
+    if d:
+        return f"{d} d {h} h"
+    if h:
+        return f"{h} h {m} min"
+    if m:
+        return f"{m} min {s} s"
+    return f"{s} s"
+
+
+def fmt_when(t: float | None) -> str:
+    if t is None:
+        return "—"
+    return datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def fmt_clock(t: float | None) -> str:
+    if t is None:
+        return "—"
+    return datetime.fromtimestamp(t).strftime("%H:%M:%S")
+
+
+def fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return "—"
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"  # pragma: no cover
+
+
+def fmt_number(v: Any, digits: int = 3) -> str:
+    if isinstance(v, bool) or v is None:
+        return "—" if v is None else str(v)
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def make_environment() -> Environment:
+    env = Environment(
+        loader=PackageLoader("stoic.api.ui", "templates"),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(
+        seconds=fmt_seconds,
+        duration=fmt_duration,
+        when=fmt_when,
+        clock=fmt_clock,
+        size=fmt_bytes,
+        number=fmt_number,
+    )
+    env.globals.update(
+        version=__version__,
+        components=views.COMPONENTS,
+        top_score=views.top_score,
+        modes=[m.value for m in API_MODES],
+    )
+    return env
+
+
+# Access --------------------------------------------------------------------------------
+
+
+class LoginRequired(Exception):
+    """Raised by :func:`viewer` when a request carries neither the token nor a cookie."""
+
+    def __init__(self, fragment: bool) -> None:
+        super().__init__("login required")
+        self.fragment = fragment
+
+
+def _env(request: Request) -> Environment:
+    env: Environment = request.app.state.ui_env
+    return env
+
+
+def _controller(request: Request) -> Controller:
+    c: Controller = request.app.state.controller
+    return c
+
+
+def viewer(request: Request) -> Controller:
+    """The controller, once the request has shown the token (or a login cookie)."""
+    c = _controller(request)
+    ok = session.authorized(
+        request, request.app.state.api_token, now=time.time(), ttl_s=c.settings.ui.session_ttl_s
+    )
+    if not ok:
+        raise LoginRequired(fragment=FRAGMENT_HEADER in request.headers)
+    return c
+
+
+def _root(request: Request) -> str:
+    """The path prefix the app is mounted under (behind a reverse proxy), or ""."""
+    return str(request.scope.get("root_path", "")).rstrip("/")
+
+
+def render(
+    request: Request,
+    template: str,
+    *,
+    status_code: int = 200,
+    headers: dict[str, str] | None = None,
+    **context: Any,
+) -> HTMLResponse:
+    c = _controller(request)
+    base = {
+        "root": _root(request),
+        "auth": request.app.state.api_token is not None,
+        "refresh_s": c.settings.ui.refresh_s,
+    }
+    html = _env(request).get_template(template).render(**base, **context)
+    return HTMLResponse(
+        html, status_code=status_code, headers={**SECURITY_HEADERS, **(headers or {})}
+    )
+
+
+def _message(request: Request, status: int, title: str, message: str) -> HTMLResponse:
+    return render(request, "message.html", status_code=status, title=title, message=message)
+
+
+def _failure(request: Request, exc: StoicError) -> HTMLResponse:
+    """A typed error while reading (the database is away, ...) as a page, not JSON."""
+    status, code = status_for(exc)
+    log.warning("operator page read failed", error=str(exc), code=code)
+    return _message(request, status, f"Cannot read the controller's state ({code})", str(exc))
+
+
+# Pages ---------------------------------------------------------------------------------
+
+
+@landing_router.get("/", response_class=HTMLResponse)
+async def landing(request: Request) -> HTMLResponse:
+    """Where a browser pointed at the daemon lands: links, nothing more (no token)."""
+    return render(request, "landing.html", ui=_controller(request).settings.ui.enabled)
+
+
+async def _part(c: Controller, part: str, limit: int) -> dict[str, Any]:
+    if part == "status":
+        return {"status": await views.status_view(c)}
+    if part == "batches":
+        return {"rows": await views.batch_rows(c, limit), "limit": limit}
+    if part == "runtimes":
+        return {"runtimes": await views.runtime_views(c)}
+    return {"usage": await views.usage(c)}
+
+
+def _limit(request: Request, limit: int | None) -> int:
+    return limit if limit is not None else _controller(request).settings.ui.batches
+
+
+@router.get("/ui", response_class=HTMLResponse)
+async def page(request: Request, batches: int | None = Query(None, ge=1, le=500)) -> HTMLResponse:
+    c = viewer(request)
+    limit = _limit(request, batches)
+    context: dict[str, Any] = {"limit": limit, "runtime_names": c.runtime_names}
+    try:
+        for part in PARTS:
+            context.update(await _part(c, part, limit))
+    except StoicError as exc:
+        return _failure(request, exc)
+    context["default_mode"] = str(c.settings.requester.default_mode)
+    return render(request, "index.html", **context)
+
+
+@router.get("/ui/fragments/{part}", response_class=HTMLResponse)
+async def fragment(
+    request: Request, part: str, batches: int | None = Query(None, ge=1, le=500)
+) -> HTMLResponse:
+    c = viewer(request)
+    if part not in PARTS:
+        return _message(request, 404, "Not found", f"no such part of the page: {part}")
+    try:
+        context = await _part(c, part, _limit(request, batches))
+    except StoicError as exc:
+        return _failure(request, exc)
+    return render(request, f"_{part}.html", **context)
+
+
+@router.get("/ui/batches/{batch_id}", response_class=HTMLResponse)
+async def batch_page(request: Request, batch_id: str) -> HTMLResponse:
+    c = viewer(request)
+    try:
+        detail = await views.batch_detail(c, batch_id)
+    except BatchNotFound:
+        return _message(request, 404, "No such batch", f"there is no batch {batch_id}")
+    except StoicError as exc:
+        return _failure(request, exc)
+    return render(request, "batch.html", detail=detail)
+
+
+@router.get("/ui/fragments/batch/{batch_id}", response_class=HTMLResponse)
+async def batch_fragment(request: Request, batch_id: str) -> HTMLResponse:
+    c = viewer(request)
+    try:
+        detail = await views.batch_detail(c, batch_id)
+    except BatchNotFound:
+        return _message(request, 404, "No such batch", f"there is no batch {batch_id}")
+    except StoicError as exc:
+        return _failure(request, exc)
+    return render(request, "_batch.html", detail=detail)
+
+
+@router.post("/ui/batches", response_model=None)
+async def upload(request: Request) -> Response:
+    """The upload form: the same streamed ingest as ``POST /v1/batches`` (mode,
+    runtime and skip_invalid are form fields), then on to the batch's page."""
+    c = viewer(request)
+    if not session.same_origin(request):
+        return _message(request, 403, "Refused", "a form posted from another site")
+    if c.state != "running" or c.draining:
+        return _message(
+            request, 503, "Not accepting batches", f"the controller is {c.state}; try later"
+        )
+    length = request.headers.get("content-length")
+    try:
+        accepted = await c.ingestor.ingest(
+            content_type=request.headers.get("content-type", ""),
+            content_length=int(length) if length and length.isdigit() else None,
+            body=request.stream(),
+            query={},
+            idempotency_key=None,
+        )
+    except StoicError as exc:
+        status, code = status_for(exc)
+        return _message(request, status, f"Upload refused ({code})", str(exc))
+    return RedirectResponse(f"{_root(request)}/ui/batches/{accepted.batch.id}", status_code=303)
+
+
+# Login ---------------------------------------------------------------------------------
+
+
+def _login_page(request: Request, status: int, error: str | None = None) -> HTMLResponse:
+    return render(
+        request,
+        "login.html",
+        status_code=status,
+        error=error,
+        headers={"WWW-Authenticate": 'Bearer realm="stoic"'} if status == 401 else None,
+    )
+
+
+@router.get("/ui/login", response_class=HTMLResponse, response_model=None)
+async def login_form(request: Request) -> Response:
+    if request.app.state.api_token is None:
+        return RedirectResponse(f"{_root(request)}/ui", status_code=303)
+    return _login_page(request, 200)
+
+
+@router.post("/ui/login", response_model=None)
+async def login(request: Request) -> Response:
+    token: str | None = request.app.state.api_token
+    if token is None:
+        return RedirectResponse(f"{_root(request)}/ui", status_code=303)
+    if not session.same_origin(request):
+        return _message(request, 403, "Refused", "a form posted from another site")
+    form = await request.form()
+    offered = form.get("token")
+    if not isinstance(offered, str) or not session.token_matches(token, offered):
+        log.warning(
+            "operator page login refused", client=request.client.host if request.client else None
+        )
+        return _login_page(request, 401, "wrong token")
+    response = RedirectResponse(f"{_root(request)}/ui", status_code=303)
+    ttl = _controller(request).settings.ui.session_ttl_s
+    session.set_session(
+        response, request, token, now=time.time(), ttl_s=ttl, path=f"{_root(request)}/ui"
+    )
+    return response
+
+
+@router.post("/ui/logout", response_model=None)
+async def logout(request: Request) -> Response:
+    if not session.same_origin(request):
+        return _message(request, 403, "Refused", "a form posted from another site")
+    target = "/ui/login" if request.app.state.api_token is not None else "/ui"
+    response = RedirectResponse(f"{_root(request)}{target}", status_code=303)
+    session.clear_session(response, request, path=f"{_root(request)}/ui")
+    return response
+
+
+# Installation --------------------------------------------------------------------------
+
+
+def install(app: FastAPI, *, enabled: bool = True) -> None:
+    """Mount the landing page and (``enabled``: ``ui.enabled``) the operator page on
+    ``app`` (its ``state.controller`` and ``state.api_token`` are set): the routes, the
+    static files and the login-required handler."""
+    app.state.ui_env = make_environment()
+    app.include_router(landing_router)
+    if not enabled:
+        return
+
+    async def on_login_required(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, LoginRequired)
+        if exc.fragment:
+            return Response(
+                "login required",
+                status_code=401,
+                media_type="text/plain",
+                headers={"WWW-Authenticate": 'Bearer realm="stoic"', **SECURITY_HEADERS},
+            )
+        return _login_page(request, 401)
+
+    app.add_exception_handler(LoginRequired, on_login_required)
+    app.include_router(router)
+    app.mount("/ui/static", StaticFiles(directory=STATIC_DIR), name="ui-static")

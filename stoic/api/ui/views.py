@@ -1,0 +1,370 @@
+"""What the operator page shows, read from a running controller.
+
+Reads are kept off the scheduling path:
+
+* database reads go through :func:`asyncio.to_thread`, all those of one request in one
+  worker-thread hop, and use the indexed queries of :class:`~stoic.store.store.Store`
+  (``batch_counts``, ``list_batches``, ``recent_outcomes``, ``usage_since``: each one
+  short read transaction, bounded by ``ui.*`` limits);
+* the predictor and the availability registry are in memory and read on the event loop,
+  as ``GET /v1/runtimes`` does (the scheduler mutates them on the loop, so a worker
+  thread must not read them);
+* charts are drawn here (a few hundred points at most) into SVG strings.
+
+Each part of the page (status, batches, runtimes, usage) has its own builder, so a
+fragment refresh reads only what that part needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from markupsafe import Markup
+
+from stoic import __version__
+from stoic.api.health import readiness
+from stoic.api.ui.charts import Series, share_chart, time_chart
+from stoic.daemon.controller import Controller
+from stoic.errors import ObjectNotFound, StoicError
+from stoic.store.store import BatchOutcome, BatchRecord, UsageRow
+from stoic.values import BatchState, Mode, RuntimeKind
+
+COMPONENTS = (
+    ("transfer_s", "T_t"),
+    ("deployment_s", "T_d"),
+    ("processing_s", "T_p"),
+    ("total_s", "T_s"),
+)
+
+
+def local_midnight(now: float) -> float:
+    """The instant of the last local midnight at or before ``now``."""
+    lt = time.localtime(now)
+    return time.mktime((lt.tm_year, lt.tm_mon, lt.tm_mday, 0, 0, 0, 0, 0, -1))
+
+
+# Status ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StatusView:
+    version: str
+    ready: bool
+    checks: dict[str, str]
+    state: str
+    uptime_s: float | None
+    mode: str
+    duplicator_runtime: str
+    counts: dict[str, int]
+    running_here: int
+    max_concurrent: int
+    runtimes_available: int
+    runtimes_total: int
+    now: float
+
+
+async def status_view(c: Controller) -> StatusView:
+    ready = await readiness(c)
+    try:
+        counts = {s.value: n for s, n in (await asyncio.to_thread(c.store.batch_counts)).items()}
+    except StoicError:
+        counts = {}
+    now = c.clock.now()
+    s = c.settings
+    names = c.runtime_names
+    available = sum(1 for n in names if c.availability.is_available(n)) if _built(c) else 0
+    return StatusView(
+        version=__version__,
+        ready=ready.ready,
+        checks=ready.checks,
+        state="draining" if c.draining else str(c.state),
+        uptime_s=None if c.started_at is None else max(now - c.started_at, 0.0),
+        mode=str(s.requester.default_mode),
+        duplicator_runtime=s.requester.duplicator_runtime,
+        counts=counts,
+        running_here=len(c.running),
+        max_concurrent=s.controller.max_concurrent_batches,
+        runtimes_available=available,
+        runtimes_total=len(names),
+        now=now,
+    )
+
+
+def _built(c: Controller) -> bool:
+    return hasattr(c, "availability") and hasattr(c, "predictor")
+
+
+# Batches -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRow:
+    """One batch as the table shows it."""
+
+    record: BatchRecord
+    runtime: str | None
+    """Where the result came from (else the decision's runtime; None while queued)."""
+    placement: str
+    """Where it ran, or how it was shared: ``gpu1``, ``gpu1 → edge`` (fell back),
+    ``edge ∥ gpu1 → edge`` (the duplicator raced them; the edge's result was kept)."""
+    predicted: dict[str, float] | None
+    """The estimate of ``runtime`` at decision time (``Estimate.as_dict()``)."""
+
+    @property
+    def finished(self) -> bool:
+        return self.record.state in (BatchState.DONE, BatchState.FAILED)
+
+
+def batch_row(b: BatchRecord, edge: str | None) -> BatchRow:
+    chosen, winner = b.chosen_runtime, b.winner
+    runtime = winner or chosen
+    if chosen is None:
+        placement = f"pinned to {b.pinned_runtime}" if b.pinned_runtime else "not decided yet"
+    elif b.mode is Mode.DUPLICATOR and edge is not None and chosen != edge:
+        placement = f"{edge} ∥ {chosen}" + (f" → {winner}" if winner else "")
+    elif winner is not None and winner != chosen:
+        placement = f"{chosen} → {winner}"
+    else:
+        placement = chosen
+    predicted = b.estimates.get(runtime) if runtime is not None else None
+    return BatchRow(b, runtime, placement, predicted)
+
+
+async def batch_rows(c: Controller, limit: int) -> list[BatchRow]:
+    records = await asyncio.to_thread(c.store.list_batches, None, limit)
+    return [batch_row(b, c.edge) for b in records]
+
+
+@dataclass(frozen=True, slots=True)
+class EstimateLine:
+    runtime: str
+    values: dict[str, float]
+    chosen: bool
+    result: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BatchDetail:
+    row: BatchRow
+    estimates: list[EstimateLine]
+    results: list[dict[str, Any]] | None
+    results_note: str | None
+    labels: list[tuple[str, int]]
+
+
+async def batch_detail(c: Controller, batch_id: str) -> BatchDetail:
+    """One batch with its estimate table and per-image results (BatchNotFound if none)."""
+    b = await asyncio.to_thread(c.store.get_batch, batch_id)
+    row = batch_row(b, c.edge)
+    lines = [
+        EstimateLine(name, values, name == b.chosen_runtime, name == row.runtime)
+        for name, values in sorted(b.estimates.items(), key=lambda kv: kv[1].get("total_s", 0))
+    ]
+    results: list[dict[str, Any]] | None = None
+    note: str | None = None
+    if b.state is BatchState.DONE and b.results_key:
+        try:
+            raw = await asyncio.to_thread(c.objects.get_bytes, b.results_key)
+            results = [r for r in json.loads(raw).get("results", []) if isinstance(r, dict)]
+        except ObjectNotFound:
+            note = "the results document is gone from the object store"
+        except (StoicError, ValueError) as exc:
+            note = f"the results document cannot be read: {exc}"
+    elif b.state in (BatchState.QUEUED, BatchState.RUNNING):
+        note = f"the batch is {b.state.value}; results appear when it is done"
+    labels = Counter(str(r.get("label")) for r in results or [] if r.get("label") is not None)
+    return BatchDetail(row, lines, results, note, labels.most_common())
+
+
+def top_score(result: dict[str, Any]) -> float | None:
+    scores = result.get("scores")
+    label = result.get("label")
+    if isinstance(scores, dict) and label in scores:
+        try:
+            return float(scores[label])
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+# Runtimes ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeView:
+    name: str
+    kind: str
+    gpus: int
+    backend: str
+    is_edge: bool
+    available: bool
+    away_since: float | None
+    away_reason: str
+    window: int
+    deployment_now_s: float | None
+    deployments: int
+    last_deployment_s: float | None
+    fit: dict[str, Any]
+    batches: int
+    mean_abs_error_s: float | None
+    deploy_chart: Markup | None
+    """None for the edge, which never deploys."""
+    accuracy_chart: Markup
+
+
+def _clock(t: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(t))
+
+
+def accuracy_chart(name: str, outcomes: list[BatchOutcome]) -> Markup:
+    """Predicted and measured T_s of the batches ``name`` produced, over time (as the
+    paper's Figure 3)."""
+    mine = [o for o in outcomes if o.runtime == name]
+    predicted = [(o.finished_at, o.predicted_s) for o in mine if o.predicted_s is not None]
+    return time_chart(
+        f"{name}: predicted vs actual T_s",
+        [
+            Series(
+                "predicted",
+                "predicted",
+                predicted,
+                tips=[f"{_clock(x)} predicted {y:.1f} s" for x, y in predicted],
+            ),
+            Series(
+                "actual",
+                "actual",
+                [(o.finished_at, o.actual_s) for o in mine],
+                tips=[
+                    f"{_clock(o.finished_at)} actual {o.actual_s:.1f} s (batch {o.batch_id[:8]})"
+                    for o in mine
+                ],
+            ),
+        ],
+        empty="no batch ran here yet",
+    )
+
+
+async def runtime_views(c: Controller) -> list[RuntimeView]:
+    """Every configured runtime (none before the controller has built its predictor)."""
+    if not _built(c):
+        return []
+    s = c.settings
+    limit = s.ui.chart_batches
+    rows, outcomes = await asyncio.to_thread(
+        lambda: (c.store.runtimes(), c.store.recent_outcomes(limit))
+    )
+    by_name = {r.name: r for r in rows}
+    away = c.availability.unavailable()
+    p = c.predictor
+    out: list[RuntimeView] = []
+    for rt in s.runtime_list():
+        edge = rt.kind is RuntimeKind.EDGE
+        change = away.get(rt.name)
+        row = by_name.get(rt.name)
+        samples = p.recent_deployments(rt.name, s.ui.chart_deployments)
+        ok = [(d.at, d.duration_s) for d in samples if str(d.outcome) == "ok"]
+        bad = [(d.at, d.duration_s) for d in samples if str(d.outcome) != "ok"]
+        deploy_chart = (
+            None
+            if edge
+            else time_chart(
+                f"{rt.name}: deployment T_d",
+                [
+                    Series("ok", "ok", ok, tips=[f"{_clock(x)} ready in {y:.1f} s" for x, y in ok]),
+                    Series(
+                        "timeout/failure",
+                        "bad",
+                        bad,
+                        line=False,
+                        tips=[
+                            f"{_clock(d.at)} {d.outcome} after {d.duration_s:.1f} s"
+                            for d in samples
+                            if str(d.outcome) != "ok"
+                        ],
+                    ),
+                ],
+                empty="no deployment measured yet",
+            )
+        )
+        mine = [o for o in outcomes if o.runtime == rt.name]
+        errors = [abs(o.predicted_s - o.actual_s) for o in mine if o.predicted_s is not None]
+        out.append(
+            RuntimeView(
+                name=rt.name,
+                kind=rt.kind.value,
+                gpus=rt.gpus,
+                backend=rt.backend,
+                is_edge=edge,
+                available=change is None,
+                away_since=(
+                    change.at if change else (row.unavailable_since if row is not None else None)
+                ),
+                away_reason=change.reason if change else "",
+                window=p.deployment_window(rt.name),
+                deployment_now_s=None if edge else p.deployment_model(rt.name).estimate().mean,
+                deployments=len(samples),
+                last_deployment_s=samples[-1].duration_s if samples else None,
+                fit=p.processing_coefficients(rt.name, s.controller.app, s.controller.app_version),
+                batches=len(mine),
+                mean_abs_error_s=sum(errors) / len(errors) if errors else None,
+                deploy_chart=deploy_chart,
+                accuracy_chart=accuracy_chart(rt.name, outcomes),
+            )
+        )
+    return out
+
+
+# Usage -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UsageView:
+    since: float
+    batches: int
+    failed: int
+    cloud_used_s: float
+    cloud_wasted_s: float
+    per_runtime: list[tuple[str, int, float, float]]
+    """(runtime, batches whose result came from it, cloud seconds used and wasted while
+    it was the planned runtime)."""
+    share_chart: Markup
+
+
+def usage_view(rows: list[UsageRow], since: float, runtime_names: list[str]) -> UsageView:
+    results: Counter[str] = Counter()
+    used: defaultdict[str, float] = defaultdict(float)
+    wasted: defaultdict[str, float] = defaultdict(float)
+    failed = 0
+    for r in rows:
+        if r.state is BatchState.FAILED:
+            failed += r.batches
+        else:
+            results[r.winner or r.chosen_runtime or "?"] += r.batches
+        planned = r.chosen_runtime or "?"
+        used[planned] += r.cloud_used_s
+        wasted[planned] += r.cloud_wasted_s
+    names = list(runtime_names) + sorted((set(results) | set(used)) - set(runtime_names) - {"?"})
+    per = [(n, results[n], used[n], wasted[n]) for n in names]
+    shares = [(n, results[n]) for n in names if results[n]]
+    if failed:
+        shares.append(("failed", failed))
+    return UsageView(
+        since=since,
+        batches=sum(results.values()) + failed,
+        failed=failed,
+        cloud_used_s=sum(used.values()),
+        cloud_wasted_s=sum(wasted.values()),
+        per_runtime=per,
+        share_chart=share_chart("batches per runtime today", shares),
+    )
+
+
+async def usage(c: Controller) -> UsageView:
+    since = local_midnight(c.clock.now())
+    rows = await asyncio.to_thread(c.store.usage_since, since)
+    return usage_view(rows, since, c.runtime_names)

@@ -1,0 +1,322 @@
+"""The operator page in a real headless browser, against a real daemon.
+
+``stoic serve`` runs as a subprocess on the local backend (the real function server with
+TensorFlow; a small demo model is trained first with ``stoic model init``), with
+``api.token`` set. Debian's Chromium, driven by Selenium through Debian's chromedriver
+(nothing is downloaded at run time), then:
+
+1. meets the login form (the page refuses it without the token), logs in;
+2. finds the batch submitted through the API, with its runtime, opens it and reads its
+   per-image labels; a file name holding ``<script>`` is shown as text;
+3. sees the runtime charts drawn (SVG with data marks and a size on screen);
+4. submits a second batch through the upload form and watches its page refresh itself
+   (the fetch-and-swap script) until the batch is done;
+5. logs no console error (CSP violations, failed requests, script errors).
+
+Skipped only where no Chromium or chromedriver is installed; ``.ci/run`` installs them
+and sets ``CI_REQUIRE_BROWSER=1``, which turns the skip into a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from stoic.function.classifier import CLASSES
+from tests.test_e2e import REPO, free_port, scene_jpeg, wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+TOKEN = "field-station-token"
+XSS_API = "<script>window.stoicXss=1</script>.jpg"
+XSS_FORM = "<img src=x onerror=window.stoicXss=2><script>window.stoicXss=3<script>.jpg"
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+CHROME_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1400,1800",
+)
+
+
+def browser_missing() -> str | None:
+    if CHROMIUM is None:
+        return "no chromium binary (apt-get install chromium chromium-driver)"
+    if CHROMEDRIVER is None:
+        return "no chromedriver (apt-get install chromium-driver)"
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (pip install -e '.[dev]')"
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser_paths() -> tuple[str, str]:
+    reason = browser_missing()
+    if reason is not None:
+        if os.environ.get("CI_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"CI_REQUIRE_BROWSER=1 but {reason}")
+        pytest.skip(reason)
+    assert CHROMIUM is not None and CHROMEDRIVER is not None
+    return CHROMIUM, CHROMEDRIVER
+
+
+def start_chrome(chromium: str, chromedriver: str, profile: Path) -> Any:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in CHROME_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={profile}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    service = Service(executable_path=chromedriver, log_output=str(profile / "driver.log"))
+    return webdriver.Chrome(options=options, service=service)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """``stoic serve`` on the local backend with a token; yields (url, tmp dir)."""
+    tmp = tmp_path_factory.mktemp("ui-browser")
+    data = tmp / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STOIC_")}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    # A small demo model, trained in a child process (TensorFlow stays out of pytest).
+    subprocess.run(
+        [sys.executable, "-m", "stoic.cli", "model", "init", "--store-dir",
+         str(data / "objects"), "--per-class", "12", "--epochs", "2"],
+        cwd=REPO, env=env, check=True, capture_output=True, timeout=600,
+    )  # fmt: skip
+    config = tmp / "stoic.toml"
+    config.write_text(
+        f"""
+[api]
+token = "{TOKEN}"
+
+[controller]
+inquisitor = false
+bootstrap = false
+demo_model = false
+
+[ui]
+refresh_s = 1
+
+[[runtimes]]
+name = "edge"
+kind = "edge"
+
+[[runtimes]]
+name = "cpu"
+kind = "cpu"
+prior_deploy_s = 10.0
+"""
+    )
+    port = free_port()
+    log = tmp / "daemon.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stoic.cli", "serve", "--config", str(config),
+             "--port", str(port), "--data-dir", str(data)],
+            cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(
+            base_url=url,
+            timeout=60,
+            trust_env=False,
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        ) as client:
+            wait_for(client, "/healthz", 120, log)
+            wait_for(client, "/readyz", 180, log)
+        yield url, tmp
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_until(predicate, timeout_s: float, what: str, context=None) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            extra = f"\n{context()}" if context is not None else ""
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}{extra}")
+        time.sleep(0.25)
+
+
+def test_operator_page_in_a_real_browser(
+    served: tuple[str, Path], browser_paths: tuple[str, str]
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    url, tmp = served
+    api = httpx.Client(
+        base_url=url, timeout=60, trust_env=False, headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    anonymous = httpx.Client(base_url=url, timeout=60, trust_env=False)
+
+    # A batch through the API, pinned to the cloud runtime so that it deploys.
+    images = [
+        ("cam1/bird-0.jpg", scene_jpeg("bird", 0)),
+        (XSS_API, scene_jpeg("fox", 1)),
+        ("cam1/human-2.jpg", scene_jpeg("human", 2)),
+    ]
+    r = api.post(
+        "/v1/batches",
+        files=[("files", (name, data, "image/jpeg")) for name, data in images],
+        data={"runtime": "cpu"},
+    )
+    assert r.status_code == 202, r.text
+    batch_id = r.json()["id"]
+    body = wait_until(
+        lambda: (
+            (b := api.get(f"/v1/batches/{batch_id}").json())["state"] in ("done", "failed") and b
+        ),
+        600,
+        "the API batch to finish",
+    )
+    assert body["state"] == "done", body
+    labels = {x["name"]: x["label"] for x in body["results"]}
+
+    # Without the token the page refuses, whatever is asked.
+    for path in ("/ui", "/ui/fragments/batches", f"/ui/batches/{batch_id}"):
+        assert anonymous.get(path).status_code == 401, path
+    assert anonymous.post("/ui/batches", files={"files": ("a.jpg", b"x")}).status_code == 401
+
+    chromium, chromedriver = browser_paths
+    profile = tmp / "chrome-profile"
+    profile.mkdir()
+    driver = start_chrome(chromium, chromedriver, profile)
+    try:
+        # 1. The login form, then the page.
+        driver.get(f"{url}/ui")
+        token_input = driver.find_element(By.CSS_SELECTOR, "form.login input[name=token]")
+        assert TOKEN not in driver.page_source
+        token_input.send_keys(TOKEN)
+        driver.find_element(By.CSS_SELECTOR, "form.login button").click()
+        wait_until(
+            lambda: driver.find_elements(By.ID, "batches"),
+            30,
+            "the page after login",
+            lambda: driver.page_source,
+        )
+        # The console so far: only the refused first request (401 before the login).
+        before = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert len(before) == 1 and f"{url}/ui " in before[0] and "401" in before[0], before
+        cookie = driver.get_cookie("stoic_ui")
+        assert cookie is not None and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        assert TOKEN not in cookie["value"] and TOKEN not in driver.page_source
+
+        # 2. The batch, where it ran, and its labels on its own page.
+        row = driver.find_element(By.CSS_SELECTOR, f'tr[data-batch="{batch_id}"]')
+        assert row.get_attribute("data-runtime") == "cpu"
+        assert row.find_element(By.CSS_SELECTOR, "td.runtime").text == "cpu"
+        assert "pinned by the user to cpu" in row.text
+
+        # 3. The runtime charts are drawn: data marks, and a size on screen.
+        cpu = driver.find_element(By.CSS_SELECTOR, 'article[data-runtime="cpu"]')
+        deploy_svg, accuracy_svg = cpu.find_elements(By.CSS_SELECTOR, "svg.chart")
+        for svg, series in ((deploy_svg, ["ok"]), (accuracy_svg, ["predicted", "actual"])):
+            assert svg.size["width"] > 100 and svg.size["height"] > 50
+            for name in series:
+                marks = svg.find_elements(By.CSS_SELECTOR, f'g[data-series="{name}"] circle')
+                assert marks and all(m.size["width"] > 0 for m in marks), name
+
+        row.find_element(By.CSS_SELECTOR, "a").click()
+        wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, "table.results"), 30, "results")
+        cells = driver.find_elements(By.CSS_SELECTOR, "table.results tbody tr")
+        shown = {
+            c.find_element(By.CSS_SELECTOR, "td.file").text: c.find_element(
+                By.CSS_SELECTOR, "td.label"
+            ).text
+            for c in cells
+        }
+        assert shown == labels and set(shown.values()) <= set(CLASSES)
+        assert XSS_API in shown  # the name is text, not markup
+        assert_no_injection(driver)
+
+        # 4. The upload form, and the batch page refreshing itself until it is done.
+        driver.get(f"{url}/ui#upload")
+        upload = tmp / "upload"
+        upload.mkdir()
+        path = upload / XSS_FORM
+        path.write_bytes(scene_jpeg("rodent", 7))
+        driver.find_element(By.CSS_SELECTOR, "form.upload input[type=file]").send_keys(str(path))
+        Select(
+            driver.find_element(By.CSS_SELECTOR, "form.upload select[name=mode]")
+        ).select_by_value("selector")
+        driver.find_element(By.CSS_SELECTOR, "form.upload button[type=submit]").click()
+        wait_until(lambda: "/ui/batches/" in driver.current_url, 30, "the new batch's page")
+        new_id = driver.current_url.rsplit("/", 1)[1]
+        wait_until(
+            lambda: driver.find_elements(By.CSS_SELECTOR, "#batch [data-final]"),
+            600,
+            "the batch page to refresh itself to a finished state",
+        )
+        assert "/ui/batches/" + new_id in driver.current_url  # refreshed in place, no reload
+        state = driver.find_element(By.CSS_SELECTOR, "#batch h2 .badge").text
+        assert state == "done", driver.find_element(By.ID, "batch").text
+        file_cell = driver.find_element(By.CSS_SELECTOR, "table.results td.file")
+        assert file_cell.text == XSS_FORM
+        assert driver.find_element(By.CSS_SELECTOR, "table.results td.label").text in CLASSES
+        assert_no_injection(driver)
+
+        # The overview lists both, newest first, and refreshes on its own.
+        driver.get(f"{url}/ui")
+        ids = [
+            tr.get_attribute("data-batch")
+            for tr in driver.find_elements(By.CSS_SELECTOR, "tr[data-batch]")
+        ]
+        assert ids == [new_id, batch_id]
+        stamp = driver.find_element(By.CSS_SELECTOR, "#status .updated").text
+        wait_until(
+            lambda: driver.find_element(By.CSS_SELECTOR, "#status .updated").text != stamp,
+            30,
+            "the status part to refresh",
+        )
+
+        # 5. No console errors: no CSP violation, no failed request, no script error.
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == []
+    finally:
+        driver.quit()
+        api.close()
+        anonymous.close()
+
+
+def assert_no_injection(driver: Any) -> None:
+    """Nothing from a file name became an element or ran."""
+    scripts = driver.execute_script(
+        "return Array.from(document.scripts).map(s => s.getAttribute('src'))"
+    )
+    assert scripts == ["/ui/static/ui.js"]
+    assert driver.execute_script("return document.querySelectorAll('main img').length") == 0
+    assert driver.execute_script("return typeof window.stoicXss") == "undefined"
