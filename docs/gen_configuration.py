@@ -33,8 +33,9 @@ environment variables (`STOIC_` prefix, `__` between levels, e.g.
 (`stoic serve --config stoic.toml`), then the defaults below. A bad value stops the
 daemon at start-up with one line per bad key naming it and the allowed range.
 
-Units: `*_s` seconds, `*_bytes`/`bytes` bytes, `*_bps` bytes per second; sizes of
-windows and histories are counts of samples.
+Units: `*_s` seconds, `*_bytes`/`bytes` bytes, `*_bps` bytes per second, `*_mib`
+mebibytes, `*_millicores` thousandths of a CPU core; sizes of windows and histories are
+counts of samples.
 
 Example `stoic.toml` (edge + one cloud CPU runtime, a token, a bigger batch limit):
 
@@ -69,6 +70,10 @@ def _unit(name: str) -> str:
         return "bytes/s"
     if name.endswith("bytes"):
         return "bytes"
+    if name.endswith("_mib"):
+        return "MiB"
+    if name.endswith("_millicores"):
+        return "millicores"
     return ""
 
 
