@@ -630,3 +630,14 @@ def test_knative_mode_objects_validate(runtime: Runtime, version: str) -> None:
     assert (annotations[knative.MIN_SCALE], annotations[knative.MAX_SCALE]) == ("0", "0")
     assert knative.VISIBILITY not in svc["metadata"]["labels"]
     assert svc["spec"]["template"]["spec"]["containerConcurrency"] == 0
+
+
+def test_liveness_waits_for_start_up_without_a_startup_probe() -> None:
+    settings = KubernetesSettings(readiness_path=None, startup_timeout_s=120)
+    box = objs.container(settings, RUNTIMES[0])
+    assert "startupProbe" not in box and "readinessProbe" not in box
+    assert box["livenessProbe"]["initialDelaySeconds"] == 120
+    assert (
+        "initialDelaySeconds"
+        not in objs.container(KubernetesSettings(), RUNTIMES[0])["livenessProbe"]
+    )

@@ -157,6 +157,8 @@ def probes(settings: KubernetesSettings, *, knative: bool = False) -> Manifest:
             "timeoutSeconds": 5,
             "failureThreshold": 3,
         }
+        if "startupProbe" not in out:  # nothing else holds liveness off during start-up
+            out["livenessProbe"]["initialDelaySeconds"] = settings.startup_timeout_s
     return out
 
 

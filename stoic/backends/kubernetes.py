@@ -107,8 +107,9 @@ class _Kind:
 class _Readiness:
     """What a mode watches until its function is Ready.
 
-    ``list`` is the client's list call (positional ``args`` before the namespace's
-    objects); ``ready`` and ``failure`` read one watched object (a raw dict); a failure
+    ``list`` is the client's list call, watched with the positional ``args(namespace)``
+    and our label selector; ``ready`` and ``failure`` read one watched object (a raw
+    dict); a failure
     counts once it has held for ``failure_grace_s``; ``endpoint`` gives the URL to POST
     to from the function's name and the object that was Ready."""
 
