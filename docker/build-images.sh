@@ -229,9 +229,15 @@ log "demo model and package made by the function image in $(since "$t") s"
 port=$(free_port)
 name="stoic-smoke-function-$run_id"
 CONTAINERS+=("$name")
+# (podman logs that it cannot reach systemd to schedule the image's HEALTHCHECK: there
+# is no systemd here; the check itself is run once by hand below.)
 podman run -d --name "$name" "${RESTRICTED[@]}" -p "127.0.0.1:$port:8080" \
-    -e STOIC_OBJECTSTORE__PATH=/objects -v "$objects:/objects:ro" "$fn" >/dev/null
+    -e STOIC_OBJECTSTORE__PATH=/objects -v "$objects:/objects:ro" "$fn" \
+    >/dev/null 2>>"$SCRATCH/smoke-$run_id/podman.log"
 wait_http "http://127.0.0.1:$port/healthz" "$READY_LIMIT_S" "$name"
+podman healthcheck run "$name" 2>>"$SCRATCH/smoke-$run_id/podman.log" ||
+    die "the function image's HEALTHCHECK fails although /healthz answers"
+log "the function image's own HEALTHCHECK passes"
 answer=$(curl -fsS --max-time 120 -H 'Content-Type: application/json' \
     -d '{"action": "classify", "package": "batches/smoke/package.tar",
          "model": "models/classify/1/model.keras"}' "http://127.0.0.1:$port/") ||
@@ -249,7 +255,7 @@ print("== function classified %s as %r (%.2f); timings %s"
 ' || die "the function's answer is wrong: $answer"
 mem=$(podman stats --no-stream --format '{{.MemUsage}}' "$name" 2>/dev/null || echo unknown)
 log "function container memory after one classification: $mem"
-podman rm -f -t 0 "$name" >/dev/null
+podman rm -f -t 0 "$name" >/dev/null 2>&1
 
 # 2. The controller image, as its CMD runs it (stoic model init --if-missing, then serve).
 port=$(free_port)
@@ -264,6 +270,6 @@ curl -fsS "http://127.0.0.1:$port/readyz"
 echo
 mem=$(podman stats --no-stream --format '{{.MemUsage}}' "$name" 2>/dev/null || echo unknown)
 log "controller container memory when ready: $mem"
-podman rm -f -t 0 "$name" >/dev/null
+podman rm -f -t 0 "$name" >/dev/null 2>&1
 rm -rf "$SCRATCH/smoke-$run_id"
 log "images built and smoke-tested"
