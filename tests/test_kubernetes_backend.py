@@ -26,7 +26,7 @@ import io
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import jsonschema
@@ -67,11 +67,13 @@ K8S_VERSION = "1.30.0"
 MODES = ["deployment", "knative", "kubeless"]
 
 
-class Owner:
-    """What one mode creates, as the emulator and the backend name it."""
+class Owner(NamedTuple):
+    """What one mode creates, as the emulator (``resource``, collection ``path``) and
+    the backend's messages (``kind``) name it."""
 
-    def __init__(self, resource: str, path: str, kind: str) -> None:
-        self.resource, self.path, self.kind = resource, path, kind
+    resource: str
+    path: str
+    kind: str
 
 
 OWNERS = {
