@@ -160,6 +160,8 @@ for image in "${IMAGES[@]}"; do
     size=$(podman image inspect --format '{{.Size}}' "localhost/stoic-$image:$TAG")
     log "built stoic-$image in $(since "$t") s ($((size / 1000000)) MB)"
 done
+# Earlier builds' images, untagged by these: their layers would pile up in .images/.
+podman image prune -f >/dev/null
 [ "$SMOKE" = 1 ] || exit 0
 
 # --------------------------------------------------------------------- smoke tests
