@@ -41,8 +41,9 @@ needs `kubernetes`; `objectstore.kind = "s3"` needs `s3`; a `postgresql+psycopg:
 `analysis`. `stoic serve` checks them before it starts and names what is missing
 (`pip install 'stoic[function]'`).
 
-Units: `*_s` seconds, `*_bytes`/`bytes` bytes, `*_bps` bytes per second; sizes of
-windows and histories are counts of samples.
+Units: `*_s` seconds, `*_bytes`/`bytes` bytes, `*_bps` bytes per second, `*_mib`
+mebibytes, `*_millicores` thousandths of a CPU core; sizes of windows and histories are
+counts of samples.
 
 Example `stoic.toml` (edge + one cloud CPU runtime, a token, a bigger batch limit):
 
@@ -77,6 +78,10 @@ def _unit(name: str) -> str:
         return "bytes/s"
     if name.endswith("bytes"):
         return "bytes"
+    if name.endswith("_mib"):
+        return "MiB"
+    if name.endswith("_millicores"):
+        return "millicores"
     return ""
 
 

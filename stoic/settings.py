@@ -214,14 +214,16 @@ class ControllerSettings(_Section):
 class KubernetesSettings(_Section):
     """The Kubernetes cloud backend (``stoic.backends.kubernetes``).
 
-    ``mode='kubeless'`` creates one ``kubeless.io/v1beta1`` Function per deployment;
-    ``mode='deployment'`` a plain Deployment + Service (kubeless is archived). GPU
-    runtimes get ``nvidia.com/gpu: <gpus>`` limits; node selectors and tolerations are
-    merged: the global ones first, then the GPU ones for GPU runtimes, then the
-    per-runtime ones (keyed by runtime name).
+    ``mode='deployment'`` (default) creates a plain Deployment + Service per deployment;
+    ``mode='knative'`` one Knative Serving ``serving.knative.dev/v1`` Service;
+    ``mode='kubeless'`` (legacy: kubeless is archived since 2021) one ``kubeless.io/v1beta1``
+    Function. GPU runtimes get ``nvidia.com/gpu: <gpus>`` limits; node selectors and
+    tolerations are merged: the global ones first, then the GPU ones for GPU runtimes,
+    then the per-runtime ones (keyed by runtime name). Every function container gets the
+    CPU/memory requests and limits below and a restricted security context.
     """
 
-    mode: Literal["kubeless", "deployment"] = "kubeless"
+    mode: Literal["deployment", "knative", "kubeless"] = "deployment"
     namespace: str = Field("stoic", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
     image_cpu: str = "ghcr.io/stoic-project/stoic-function-cpu:0.1.0"
     image_gpu: str = "ghcr.io/stoic-project/stoic-function-gpu:0.1.0"
@@ -253,13 +255,71 @@ class KubernetesSettings(_Section):
     kubeless_runtime_id: str = Field(
         "stoictf", pattern=r"^[A-Za-z]+$", description="+cpu/gpu: runtime in kubeless-config"
     )
-    readiness_path: str | None = Field("/healthz", description="HTTP readiness probe; none = off")
+    readiness_path: str | None = Field(
+        "/healthz", description="HTTP readiness and startup probe; none = both off"
+    )
+    liveness_path: str | None = Field("/healthz", description="HTTP liveness probe; none = off")
+    startup_timeout_s: int = Field(
+        600, ge=1, le=3_600, description="startup probe: time to first answer before a restart"
+    )
+    cpu_request_millicores: int = Field(
+        1_000, ge=1, le=1_024_000, description="function container (1000 = one core)"
+    )
+    cpu_limit_millicores: int | None = Field(
+        2_000, ge=1, le=1_024_000, description="function container; none = no CPU limit"
+    )
+    memory_request_mib: int = Field(2_048, ge=16, le=4_194_304, description="function container")
+    memory_limit_mib: int = Field(4_096, ge=16, le=4_194_304, description="function container")
+    tmp_size_limit_mib: int = Field(
+        4_096, ge=1, le=4_194_304, description="the writable /tmp (emptyDir) of a function pod"
+    )
+    run_as_user: int = Field(
+        10_001, ge=1, le=2_147_483_647, description="function container UID (the images' user)"
+    )
+    knative_min_scale: int = Field(
+        1, ge=0, le=1_000, description="knative: pods kept while deployed (0 = scale to zero)"
+    )
+    knative_max_scale: int = Field(1, ge=0, le=1_000, description="knative: 0 = no upper bound")
+    knative_container_concurrency: int = Field(
+        1, ge=0, le=1_000, description="knative: requests one pod serves at once; 0 = no limit"
+    )
+    knative_timeout_s: int = Field(
+        600, ge=1, le=86_400, description="knative: longest request (cluster caps it, 600 s)"
+    )
+    knative_cluster_local: bool = Field(
+        True, description="knative: reachable inside the cluster only (no public route)"
+    )
+    knative_ready_false_grace_s: float = Field(
+        2.0, ge=0, le=600, description="knative: Ready=False held this long is a failure"
+    )
     model_key_template: str = Field(
         "models/{app}/{app_version}/model.keras",
         description="object key of the model (as stoic.storage.package.model_key); "
         "{app}, {app_version}",
     )
     pod_grace_period_s: int = Field(5, ge=0, le=3_600, description="on teardown")
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> KubernetesSettings:
+        if self.memory_limit_mib < self.memory_request_mib:
+            raise ValueError(
+                f"memory_limit_mib ({self.memory_limit_mib}) is below memory_request_mib "
+                f"({self.memory_request_mib})"
+            )
+        if (
+            self.cpu_limit_millicores is not None
+            and self.cpu_limit_millicores < self.cpu_request_millicores
+        ):
+            raise ValueError(
+                f"cpu_limit_millicores ({self.cpu_limit_millicores}) is below "
+                f"cpu_request_millicores ({self.cpu_request_millicores})"
+            )
+        if self.knative_max_scale and self.knative_min_scale > self.knative_max_scale:
+            raise ValueError(
+                f"knative_min_scale ({self.knative_min_scale}) is above knative_max_scale "
+                f"({self.knative_max_scale})"
+            )
+        return self
 
 
 class LocalBackendSettings(_Section):

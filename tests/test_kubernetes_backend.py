@@ -1,14 +1,20 @@
 """The Kubernetes backend against the ``kmock`` Kubernetes emulator on loopback.
 
 The emulator stores what the backend creates but runs no controllers, so each test
-plays the kubelet itself (:func:`kubelet`): after a delay of its choosing it creates the
-function's pod, labelled as the pod template says, first not Ready and then Ready. The
-backend watches pods for ``status.conditions[type=Ready]``, the same check it does on a
-real cluster, so the measured T_d must follow that delay.
+plays them itself (:func:`kubelet`): after a delay of its choosing it creates the
+function's pod, labelled as the pod template says, first not Ready and then Ready; in
+Knative mode it then also plays Knative's controller and writes the Knative Service's
+status (``Ready`` condition, revision, address), as Knative does once the revision's
+pod is Ready. The backend watches for those same conditions as on a real cluster, so
+the measured T_d must follow that delay.
+
+The deploy, failure, clean-up and RBAC tests run in every mode (``MODES``): the
+default ``deployment``, ``knative`` and the legacy ``kubeless``.
 
 Invocation is tested two ways: through the API server's service-proxy path served by
-kmock (a reaction on ``POST .../services/<svc>:8080/proxy/`` that plays the function),
-and by in-cluster DNS with an ``httpx.MockTransport`` injected into the backend.
+kmock (a reaction on ``POST .../services/<svc>:<port>/proxy/`` that plays the
+function), and by in-cluster DNS with an ``httpx.MockTransport`` injected into the
+backend.
 
 Delays are real but short (0.2-0.4 s); assertions are lower bounds with tolerance.
 """
@@ -20,9 +26,10 @@ import io
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
+import jsonschema
 import kmock as km
 import kubernetes_validate
 import pytest
@@ -30,6 +37,7 @@ import yaml
 from kubernetes import client
 
 from stoic.backends import k8s_objects as objs
+from stoic.backends import knative
 from stoic.backends.base import Deployment, RuntimeBackend, Upload
 from stoic.backends.kubernetes import FunctionHandle, KubernetesBackend
 from stoic.errors import (
@@ -49,11 +57,30 @@ NS = "stoic-test"
 CPU = Runtime("cpu", RuntimeKind.CPU, 0, "kubernetes")
 GPU1 = Runtime("gpu1", RuntimeKind.GPU, 1, "kubernetes")
 GPU2 = Runtime("gpu2", RuntimeKind.GPU, 2, "kubernetes")
-FUNCTIONS = "/apis/kubeless.io/v1beta1/namespaces/stoic-test/functions"
-PODS = "/api/v1/namespaces/stoic-test/pods"
+FUNCTIONS = f"/apis/kubeless.io/v1beta1/namespaces/{NS}/functions"
+DEPLOYMENTS = f"/apis/apps/v1/namespaces/{NS}/deployments"
+KSVCS = f"/apis/serving.knative.dev/v1/namespaces/{NS}/services"
+PODS = f"/api/v1/namespaces/{NS}/pods"
 JOB = Job("b1", n_images=3, n_bytes=100, package_key="packages/b1.tar")
 UPLOAD = Upload(ref="packages/b1.tar", n_bytes=100, seconds=0.0)
 K8S_VERSION = "1.30.0"
+MODES = ["deployment", "knative", "kubeless"]
+
+
+class Owner(NamedTuple):
+    """What one mode creates, as the emulator (``resource``, collection ``path``) and
+    the backend's messages (``kind``) name it."""
+
+    resource: str
+    path: str
+    kind: str
+
+
+OWNERS = {
+    "deployment": Owner("deployments.apps", DEPLOYMENTS, "Deployment"),
+    "knative": Owner("services.serving.knative.dev", KSVCS, "Service.serving.knative.dev"),
+    "kubeless": Owner("functions.kubeless.io", FUNCTIONS, "Function"),
+}
 
 
 def make_settings(**kw: Any) -> KubernetesSettings:
@@ -66,6 +93,7 @@ def make_settings(**kw: Any) -> KubernetesSettings:
         "node_selector": {"stoic.io/pool": "cloud"},
         "gpu_node_selector": {"nvidia.com/gpu.present": "true"},
         "runtime_node_selectors": {"gpu2": {"gpu-count": "2"}},
+        "knative_ready_false_grace_s": 0.3,
     }
     return KubernetesSettings(**{**base, **kw})
 
@@ -106,48 +134,81 @@ async def make_backend(kmock: km.KubernetesEmulator) -> AsyncIterator[BackendFac
         await backend.aclose()
 
 
+def resource_name(res: Any) -> str:
+    """``plural`` for the core group, else ``plural.group`` (as RBAC spells it)."""
+    return str(res.plural) + (f".{res.group}" if res.group else "")
+
+
 def live(kmock: km.KubernetesEmulator) -> list[tuple[str, str | None, str]]:
-    """Every object in the emulator that is not deleted: (plural, namespace, name)."""
+    """Every object in the emulator that is not deleted: (resource, namespace, name)."""
     return sorted(
-        (str(res.plural), ns, name)
+        (resource_name(res), ns, name)
         for (res, ns, name), obj in kmock.objects.items()
         if not obj.deleted
     )
 
 
-def stored(kmock: km.KubernetesEmulator, plural: str, name: str) -> dict[str, Any]:
+def stored(kmock: km.KubernetesEmulator, resource: str, name: str) -> dict[str, Any]:
     for (res, _ns, n), obj in kmock.objects.items():
-        if res.plural == plural and n == name and not obj.deleted:
+        if resource_name(res) == resource and n == name and not obj.deleted:
             return dict(obj.raw)
-    raise AssertionError(f"{plural}/{name} not in the emulator: {live(kmock)}")
+    raise AssertionError(f"{resource}/{name} not in the emulator: {live(kmock)}")
 
 
-OWNER_PATHS = {"functions": FUNCTIONS, "deployments": f"/apis/apps/v1/namespaces/{NS}/deployments"}
-
-
-async def appeared(kmock: km.KubernetesEmulator, owner: str, name: str) -> None:
-    """Wait for the backend to create ``owner``/``name``: watch it on the emulator."""
-    async with kmock.get(f"{OWNER_PATHS[owner]}?watch=true") as resp:
+async def appeared(kmock: km.KubernetesEmulator, mode: str, name: str) -> None:
+    """Wait for the backend to create its owner object: watch it on the emulator."""
+    async with kmock.get(f"{OWNERS[mode].path}?watch=true") as resp:
         async for line in resp.content:
             if line.strip() and json.loads(line)["object"]["metadata"]["name"] == name:
                 return
 
 
+def template_of(mode: str, owner: dict[str, Any]) -> dict[str, Any]:
+    """The pod template inside the owner object."""
+    if mode == "kubeless":
+        return dict(owner["spec"]["deployment"]["spec"]["template"])
+    return dict(owner["spec"]["template"])
+
+
+def knative_status(name: str, ready: str = "True", reason: str = "") -> dict[str, Any]:
+    """The status Knative's controller writes on a Service (revision 1 of ``name``)."""
+    url = f"http://{name}.{NS}.svc.cluster.local"
+    cond = {"type": "Ready", "status": ready, **({"reason": reason} if reason else {})}
+    status: dict[str, Any] = {
+        "observedGeneration": 1,
+        "conditions": [
+            {"type": "ConfigurationsReady", "status": ready},
+            {"type": "RoutesReady", "status": ready},
+            cond,
+        ],
+        "latestCreatedRevisionName": f"{name}-00001",
+    }
+    if ready == "True":
+        status |= {
+            "latestReadyRevisionName": f"{name}-00001",
+            "url": url,
+            "address": {"url": url},
+        }
+    return status
+
+
 async def kubelet(
     kmock: km.KubernetesEmulator,
-    owner: str,
+    mode: str,
     name: str,
     *,
     delay_s: float,
     ready: bool = True,
     pod_status: dict[str, Any] | None = None,
+    ksvc_status: dict[str, Any] | None = None,
 ) -> None:
-    """Play the controller and the kubelet: once ``owner``/``name`` exists, wait
-    ``delay_s``, create its pod (not Ready) and then mark it Ready."""
-    await appeared(kmock, owner, name)
-    raw = stored(kmock, owner, name)
-    template = raw["spec"]["deployment"]["spec"] if owner == "functions" else raw["spec"]
-    labels = template["template"]["metadata"]["labels"]
+    """Play the controllers and the kubelet: once the owner of ``name`` exists, create
+    its pod (not Ready), wait ``delay_s``, then mark it Ready (or ``pod_status``). In
+    Knative mode, then write the Knative Service's status as Knative does (Ready once
+    the pod is; or ``ksvc_status``)."""
+    await appeared(kmock, mode, name)
+    owner = OWNERS[mode]
+    labels = template_of(mode, stored(kmock, owner.resource, name))["metadata"]["labels"]
     pod_name = f"{name}-pod"
     pod = {
         "apiVersion": "v1",
@@ -157,6 +218,10 @@ async def kubelet(
     }
     async with kmock.post(PODS, json=pod) as resp:
         assert resp.status < 300
+    if mode == "knative":
+        unknown = knative_status(name, "Unknown", "RevisionMissing")
+        async with kmock.patch(f"{KSVCS}/{name}", json={"status": unknown}) as resp:
+            assert resp.status < 300
     await asyncio.sleep(delay_s)
     patch = pod_status or (
         {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
@@ -165,6 +230,10 @@ async def kubelet(
     )
     async with kmock.patch(f"{PODS}/{pod_name}", json={"status": patch}) as resp:
         assert resp.status < 300
+    if mode == "knative" and (ready or ksvc_status):
+        status = ksvc_status or knative_status(name)
+        async with kmock.patch(f"{KSVCS}/{name}", json={"status": status}) as resp:
+            assert resp.status < 300
 
 
 def status_body(code: int, reason: str, message: str) -> dict[str, Any]:
@@ -181,105 +250,151 @@ def status_body(code: int, reason: str, message: str) -> dict[str, Any]:
 async def deploy_with_kubelet(
     kmock: km.KubernetesEmulator, backend: KubernetesBackend, runtime: Runtime, delay_s: float
 ) -> Deployment:
-    owner = "functions" if backend._s.mode == "kubeless" else "deployments"
-    play = asyncio.create_task(kubelet(kmock, owner, fixed_name(runtime), delay_s=delay_s))
+    mode = backend._s.mode
+    play = asyncio.create_task(kubelet(kmock, mode, fixed_name(runtime), delay_s=delay_s))
     try:
         return await backend.deploy(runtime, timeout_s=10)
     finally:
         await play
 
 
+def validate_owner(mode: str, owner: dict[str, Any]) -> None:
+    """The stored owner object is valid for its API: Kubernetes' own schemas (strict),
+    the kubeless Function schema, the Knative Service schema; pod specs inside custom
+    objects are validated as Kubernetes objects too."""
+    if mode == "deployment":
+        kubernetes_validate.validate(owner, K8S_VERSION, strict=True)
+        return
+    schema = objs.FUNCTION_SCHEMA if mode == "kubeless" else knative.SERVICE_SCHEMA
+    owner = {k: v for k, v in owner.items() if k != "status"}  # written by the test
+    errors = [e.message for e in jsonschema.Draft202012Validator(schema).iter_errors(owner)]
+    assert not errors, errors
+    template = template_of(mode, owner)
+    spec = knative.as_pod_spec(template["spec"]) if mode == "knative" else template["spec"]
+    as_deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "x"},
+        "spec": {
+            "selector": {"matchLabels": template["metadata"]["labels"]},
+            "template": {"metadata": template["metadata"], "spec": spec},
+        },
+    }
+    kubernetes_validate.validate(as_deployment, K8S_VERSION, strict=True)
+
+
 # --------------------------------------------------------------------- deploy
 
 
 @pytest.mark.parametrize("runtime", [CPU, GPU1, GPU2], ids=lambda r: r.name)
-async def test_kubeless_deploy_measures_time_to_ready_and_teardown_empties(
-    kmock: km.KubernetesEmulator, make_backend: BackendFactory, runtime: Runtime
+@pytest.mark.parametrize("mode", MODES)
+async def test_deploy_measures_time_to_ready_and_teardown_empties(
+    kmock: km.KubernetesEmulator, make_backend: BackendFactory, mode: str, runtime: Runtime
 ) -> None:
-    backend = make_backend(mode="kubeless")
+    backend = make_backend(mode=mode)
     assert isinstance(backend, RuntimeBackend)
     dep = await deploy_with_kubelet(kmock, backend, runtime, delay_s=0.3)
+    name = f"stoic-{runtime.name}-t1"
 
     assert 0.3 <= dep.deploy_s < 5.0
+    assert dep.info["mode"] == mode
+    service = f"{name}-00001-private:80" if mode == "knative" else f"{name}:8080"
     assert dep.endpoint == (
-        f"{str(kmock.url).rstrip('/')}/api/v1/namespaces/{NS}/services/stoic-{runtime.name}-t1"
-        ":8080/proxy/"
+        f"{str(kmock.url).rstrip('/')}/api/v1/namespaces/{NS}/services/{service}/proxy/"
     )
-    fn = stored(kmock, "functions", f"stoic-{runtime.name}-t1")
-    assert not list(objs_schema_errors(fn))
-    assert fn["spec"]["handler"] == "stoic.function.handler.handler"
-    pod_spec = fn["spec"]["deployment"]["spec"]["template"]["spec"]
+    owner = stored(kmock, OWNERS[mode].resource, name)
+    validate_owner(mode, owner)
+    pod_spec = template_of(mode, owner)["spec"]
     box = pod_spec["containers"][0]
+    limits = box["resources"]["limits"]
+    assert box["resources"]["requests"] == {"cpu": "1000m", "memory": "2048Mi"}
     if runtime.gpus:
-        assert box["resources"]["limits"] == {"nvidia.com/gpu": str(runtime.gpus)}
+        assert limits == {"cpu": "2000m", "memory": "4096Mi", "nvidia.com/gpu": str(runtime.gpus)}
         assert box["image"] == "ghcr.io/stoic-project/stoic-function-gpu:0.1.0"
         assert pod_spec["nodeSelector"]["nvidia.com/gpu.present"] == "true"
         assert pod_spec["tolerations"] == [
             {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
         ]
     else:
-        assert "resources" not in box
+        assert limits == {"cpu": "2000m", "memory": "4096Mi"}
         assert box["image"] == "ghcr.io/stoic-project/stoic-function-cpu:0.1.0"
         assert "tolerations" not in pod_spec
         assert "nvidia.com/gpu.present" not in pod_spec["nodeSelector"]
     assert pod_spec["nodeSelector"]["stoic.io/pool"] == "cloud"
     assert ("gpu-count" in pod_spec["nodeSelector"]) == (runtime.name == "gpu2")
-    # The deployment template, read as an apps/v1 Deployment, is valid Kubernetes.
-    as_deployment = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "x"},
-        "spec": {
-            **fn["spec"]["deployment"]["spec"],
-            "selector": {"matchLabels": fn["metadata"]["labels"]},
-        },
-    }
-    kubernetes_validate.validate(as_deployment, K8S_VERSION, strict=True)
+    # Restricted Pod Security Standard, probes on the function's /healthz.
+    sc = box["securityContext"]
+    assert sc["runAsNonRoot"] and not sc["allowPrivilegeEscalation"]
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert sc["readOnlyRootFilesystem"] is True
+    assert box["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    assert pod_spec["automountServiceAccountToken"] is False
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert box[probe]["httpGet"]["path"] == "/healthz"
+        assert ("port" in box[probe]["httpGet"]) == (mode != "knative")
+    assert box["startupProbe"]["failureThreshold"] * box["startupProbe"]["periodSeconds"] == 600
+    if mode == "knative":
+        template = owner["spec"]["template"]
+        assert template["metadata"]["annotations"] == {
+            "autoscaling.knative.dev/min-scale": "1",
+            "autoscaling.knative.dev/max-scale": "1",
+        }
+        assert (template["spec"]["containerConcurrency"], template["spec"]["timeoutSeconds"]) == (
+            1,
+            600,
+        )
+        assert owner["metadata"]["labels"]["networking.knative.dev/visibility"] == "cluster-local"
+        assert dep.info["revision"] == f"{name}-00001"
 
     await backend.teardown(dep)
     assert live(kmock) == []
     await backend.teardown(dep)  # idempotent
 
 
-def objs_schema_errors(fn: dict[str, Any]) -> list[str]:
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(objs.FUNCTION_SCHEMA)
-    return [e.message for e in validator.iter_errors(fn)]
-
-
 async def test_deployment_mode_creates_valid_deployment_and_service(
     kmock: km.KubernetesEmulator, make_backend: BackendFactory
 ) -> None:
-    backend = make_backend(mode="deployment", invoke_via="dns")
+    backend = make_backend(invoke_via="dns")  # deployment is the default mode
     dep = await deploy_with_kubelet(kmock, backend, GPU1, delay_s=0.2)
 
     assert dep.deploy_s >= 0.2
     assert dep.endpoint == f"http://stoic-gpu1-t1.{NS}.svc.cluster.local:8080/"
     assert live(kmock) == [
-        ("deployments", NS, "stoic-gpu1-t1"),
+        ("deployments.apps", NS, "stoic-gpu1-t1"),
         ("pods", NS, "stoic-gpu1-t1-pod"),
         ("services", NS, "stoic-gpu1-t1"),
     ]
-    for plural in ("deployments", "services"):
+    for resource in ("deployments.apps", "services"):
         kubernetes_validate.validate(
-            stored(kmock, plural, "stoic-gpu1-t1"), K8S_VERSION, strict=True
+            stored(kmock, resource, "stoic-gpu1-t1"), K8S_VERSION, strict=True
         )
-    d = stored(kmock, "deployments", "stoic-gpu1-t1")
-    assert d["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"] == {
-        "nvidia.com/gpu": "1"
-    }
     assert stored(kmock, "services", "stoic-gpu1-t1")["spec"]["ports"][0]["port"] == 8080
 
     await backend.teardown(dep)
     assert live(kmock) == []
 
 
-async def test_pod_that_never_becomes_ready_times_out_and_leaves_nothing(
+async def test_knative_mode_by_dns_calls_the_services_address(
     kmock: km.KubernetesEmulator, make_backend: BackendFactory
 ) -> None:
-    backend = make_backend()
-    play = asyncio.create_task(kubelet(kmock, "functions", "stoic-cpu-t1", delay_s=0, ready=False))
+    backend = make_backend(mode="knative", invoke_via="dns")
+    dep = await deploy_with_kubelet(kmock, backend, CPU, delay_s=0.05)
+    assert dep.endpoint == f"http://stoic-cpu-t1.{NS}.svc.cluster.local/"
+    assert live(kmock) == [
+        ("pods", NS, "stoic-cpu-t1-pod"),
+        ("services.serving.knative.dev", NS, "stoic-cpu-t1"),
+    ]
+    await backend.teardown(dep)
+    assert live(kmock) == []
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_function_that_never_becomes_ready_times_out_and_leaves_nothing(
+    kmock: km.KubernetesEmulator, make_backend: BackendFactory, mode: str
+) -> None:
+    backend = make_backend(mode=mode)
+    play = asyncio.create_task(kubelet(kmock, mode, "stoic-cpu-t1", delay_s=0, ready=False))
     with pytest.raises(DeployTimeout) as err:
         await backend.deploy(CPU, timeout_s=0.4)
     await play
@@ -287,40 +402,105 @@ async def test_pod_that_never_becomes_ready_times_out_and_leaves_nothing(
     assert live(kmock) == []
 
 
-async def test_no_pod_at_all_times_out_in_deployment_mode(
-    kmock: km.KubernetesEmulator, make_backend: BackendFactory
+@pytest.mark.parametrize("mode", MODES)
+async def test_nothing_happening_at_all_times_out(
+    kmock: km.KubernetesEmulator, make_backend: BackendFactory, mode: str
 ) -> None:
-    backend = make_backend(mode="deployment")
+    backend = make_backend(mode=mode)
     with pytest.raises(DeployTimeout):
         await backend.deploy(CPU, timeout_s=0.3)
     assert live(kmock) == []
 
 
-async def test_fatal_pod_state_is_a_deploy_failure(
-    kmock: km.KubernetesEmulator, make_backend: BackendFactory
+FATAL_POD = {
+    "phase": "Pending",
+    "containerStatuses": [
+        {"name": "function", "state": {"waiting": {"reason": "InvalidImageName"}}}
+    ],
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_fatal_state_is_a_deploy_failure(
+    kmock: km.KubernetesEmulator, make_backend: BackendFactory, mode: str
 ) -> None:
-    backend = make_backend()
-    bad = {
-        "phase": "Pending",
-        "containerStatuses": [
-            {"name": "function", "state": {"waiting": {"reason": "InvalidImageName"}}}
-        ],
-    }
+    """A pod that cannot start fails the pod modes at once; Knative reports the same
+    as ``Ready=False`` on its Service, believed once it has held for the grace."""
+    backend = make_backend(mode=mode)
+    failed = knative_status("stoic-cpu-t1", "False", "RevisionFailed")
+    failed["conditions"][-1]["message"] = "Unable to fetch image: InvalidImageName"
     play = asyncio.create_task(
-        kubelet(kmock, "functions", "stoic-cpu-t1", delay_s=0.05, pod_status=bad)
+        kubelet(
+            kmock,
+            mode,
+            "stoic-cpu-t1",
+            delay_s=0.05,
+            pod_status=FATAL_POD,
+            ksvc_status=failed,
+        )
     )
-    with pytest.raises(DeployFailure, match="InvalidImageName"):
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(DeployFailure, match="InvalidImageName") as err:
         await backend.deploy(CPU, timeout_s=5)
     await play
+    if mode == "knative":
+        assert "RevisionFailed" in str(err.value)
+        assert loop.time() - started >= 0.3  # knative_ready_false_grace_s
     assert live(kmock) == []
 
 
-async def test_cancelled_deploy_cleans_up(
+async def test_knative_ready_false_for_less_than_the_grace_is_not_a_failure(
     kmock: km.KubernetesEmulator, make_backend: BackendFactory
 ) -> None:
-    backend = make_backend(mode="deployment")
+    """Knative may say ``Ready=False`` while it reconciles; a Service that turns Ready
+    within ``knative_ready_false_grace_s`` deploys normally."""
+    backend = make_backend(mode="knative", knative_ready_false_grace_s=5.0)
+    name = "stoic-cpu-t1"
+
+    async def flap() -> None:
+        await kubelet(
+            kmock, "knative", name, delay_s=0.05, ksvc_status=knative_status(name, "False", "X")
+        )
+        await asyncio.sleep(0.2)
+        async with kmock.patch(f"{KSVCS}/{name}", json={"status": knative_status(name)}) as r:
+            assert r.status < 300
+
+    play = asyncio.create_task(flap())
+    dep = await backend.deploy(CPU, timeout_s=5)
+    await play
+    assert dep.deploy_s >= 0.25
+    await backend.teardown(dep)
+    assert live(kmock) == []
+
+
+def test_knative_readiness_reads_the_ready_condition() -> None:
+    name = "stoic-cpu-x"
+    ready = {"metadata": {"name": name, "generation": 2}, "status": knative_status(name)}
+    ready["status"]["observedGeneration"] = 2
+    assert knative.service_ready(ready)
+    assert knative.service_failure(ready) is None
+    stale = {**ready, "metadata": {"name": name, "generation": 3}}
+    assert not knative.service_ready(stale)  # status is of an older spec
+    no_address = {
+        "status": {k: v for k, v in ready["status"].items() if k not in ("url", "address")}
+    }
+    assert not knative.service_ready(no_address)
+    unknown = {"status": knative_status(name, "Unknown", "RevisionMissing")}
+    assert not knative.service_ready(unknown) and knative.service_failure(unknown) is None
+    failed = {"status": knative_status(name, "False", "ProgressDeadlineExceeded")}
+    assert not knative.service_ready(failed)
+    assert knative.service_failure(failed) == "Ready=False: ProgressDeadlineExceeded"
+    assert not knative.service_ready({"status": {}}) and knative.service_failure({}) is None
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_cancelled_deploy_cleans_up(
+    kmock: km.KubernetesEmulator, make_backend: BackendFactory, mode: str
+) -> None:
+    backend = make_backend(mode=mode)
     task = asyncio.create_task(backend.deploy(GPU2, timeout_s=10))
-    await appeared(kmock, "deployments", "stoic-gpu2-t1")
+    await appeared(kmock, mode, "stoic-gpu2-t1")
     await asyncio.sleep(0.1)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -331,18 +511,20 @@ async def test_cancelled_deploy_cleans_up(
 @pytest.mark.parametrize(
     ("code", "reason"), [(403, "Forbidden"), (409, "AlreadyExists"), (500, "InternalError")]
 )
+@pytest.mark.parametrize("mode", MODES)
 async def test_api_error_on_create_names_the_object(
-    kmock: km.KubernetesEmulator, make_backend: BackendFactory, code: int, reason: str
+    kmock: km.KubernetesEmulator, make_backend: BackendFactory, mode: str, code: int, reason: str
 ) -> None:
-    kmock[f"post {FUNCTIONS}"] << code << status_body(code, reason, f"injected {code}")
-    backend = make_backend()
+    owner = OWNERS[mode]
+    kmock[f"post {owner.path}"] << code << status_body(code, reason, f"injected {code}")
+    backend = make_backend(mode=mode)
     with pytest.raises(KubernetesApiError) as err:
         await backend.deploy(GPU1, timeout_s=5)
     assert err.value.status == code
-    assert err.value.obj == f"Function {NS}/stoic-gpu1-t1"
+    assert err.value.obj == f"{owner.kind} {NS}/stoic-gpu1-t1"
     assert err.value.runtime == "gpu1"
     assert f"injected {code}" in err.value.reason
-    assert f"Function {NS}/stoic-gpu1-t1" in str(err.value)
+    assert f"{owner.kind} {NS}/stoic-gpu1-t1" in str(err.value)
     # The emulator records the create even when a reaction answers an error; the
     # backend's clean-up must still leave nothing of ours behind.
     assert live(kmock) == []
@@ -351,7 +533,7 @@ async def test_api_error_on_create_names_the_object(
 async def test_api_error_on_service_create_removes_the_deployment(
     kmock: km.KubernetesEmulator, make_backend: BackendFactory
 ) -> None:
-    path = "/api/v1/namespaces/stoic-test/services"
+    path = f"/api/v1/namespaces/{NS}/services"
     kmock[f"post {path}"] << 403 << status_body(403, "Forbidden", "services are forbidden")
     backend = make_backend(mode="deployment")
     with pytest.raises(KubernetesApiError) as err:
@@ -360,19 +542,21 @@ async def test_api_error_on_service_create_removes_the_deployment(
     assert live(kmock) == []
 
 
-async def test_api_error_on_watch_names_the_pods(
-    kmock: km.KubernetesEmulator, make_backend: BackendFactory
+@pytest.mark.parametrize("mode", MODES)
+async def test_api_error_on_watch_names_the_watched_objects(
+    kmock: km.KubernetesEmulator, make_backend: BackendFactory, mode: str
 ) -> None:
+    path, kind = (KSVCS, OWNERS[mode].kind) if mode == "knative" else (PODS, "Pod")
     (
-        kmock[km.method.GET, PODS, km.params(watch="true")]
+        kmock[km.method.GET, path, km.params(watch="true")]
         << 403
-        << status_body(403, "Forbidden", "cannot watch pods")
+        << status_body(403, "Forbidden", "cannot watch")
     )
-    backend = make_backend()
+    backend = make_backend(mode=mode)
     with pytest.raises(KubernetesApiError) as err:
         await backend.deploy(CPU, timeout_s=5)
     assert err.value.status == 403
-    assert err.value.obj.startswith(f"Pod list {NS} [")
+    assert err.value.obj.startswith(f"{kind} list {NS} [")
     assert "stoic.io/function=stoic-cpu-t1" in err.value.obj
     assert live(kmock) == []
 
@@ -380,44 +564,49 @@ async def test_api_error_on_watch_names_the_pods(
 # --------------------------------------------------------------------- orphans
 
 
+@pytest.mark.parametrize("mode", MODES)
 async def test_cleanup_orphans_deletes_only_this_controllers_objects(
-    kmock: km.KubernetesEmulator, make_backend: BackendFactory
+    kmock: km.KubernetesEmulator, make_backend: BackendFactory, mode: str
 ) -> None:
-    crashed = make_backend(controller_id="ctl-a")
+    crashed = make_backend(mode=mode, controller_id="ctl-a")
     await deploy_with_kubelet(kmock, crashed, GPU1, delay_s=0.05)
-    other = make_backend(controller_id="ctl-b", name_factory=lambda rt: f"stoic-{rt.name}-other")
-    play = asyncio.create_task(kubelet(kmock, "functions", "stoic-cpu-other", delay_s=0.05))
+    other = make_backend(
+        mode=mode, controller_id="ctl-b", name_factory=lambda rt: f"stoic-{rt.name}-other"
+    )
+    play = asyncio.create_task(kubelet(kmock, mode, "stoic-cpu-other", delay_s=0.05))
     await other.deploy(CPU, timeout_s=10)
     await play
     # "crashed" never tears down; a new controller with the same id starts.
-    restarted = make_backend(controller_id="ctl-a")
+    restarted = make_backend(mode=mode, controller_id="ctl-a")
     deleted = await restarted.cleanup_orphans()
 
-    assert sorted(deleted) == [f"Function {NS}/stoic-gpu1-t1", f"Pod {NS}/stoic-gpu1-t1-pod"]
-    assert live(kmock) == [
-        ("functions", NS, "stoic-cpu-other"),
-        ("pods", NS, "stoic-cpu-other-pod"),
-    ]
+    owners = {
+        "deployment": ["Deployment", "Service"],
+        "knative": ["Service.serving.knative.dev"],
+        "kubeless": ["Function"],
+    }[mode]
+    assert sorted(deleted) == sorted(
+        [f"{kind} {NS}/stoic-gpu1-t1" for kind in owners] + [f"Pod {NS}/stoic-gpu1-t1-pod"]
+    )
+    resources = {
+        "deployment": ["deployments.apps", "services"],
+        "knative": ["services.serving.knative.dev"],
+        "kubeless": ["functions.kubeless.io"],
+    }[mode]
+    assert live(kmock) == sorted(
+        [(r, NS, "stoic-cpu-other") for r in resources] + [("pods", NS, "stoic-cpu-other-pod")]
+    )
     assert await restarted.cleanup_orphans() == []
 
 
-async def test_cleanup_orphans_in_deployment_mode(
-    kmock: km.KubernetesEmulator, make_backend: BackendFactory
-) -> None:
-    crashed = make_backend(mode="deployment")
-    await deploy_with_kubelet(kmock, crashed, CPU, delay_s=0.05)
-    deleted = await make_backend(mode="deployment").cleanup_orphans()
-    assert len(deleted) == 3
-    assert live(kmock) == []
-
-
+@pytest.mark.parametrize("mode", MODES)
 async def test_start_cleans_orphans_as_the_controller_calls_it(
-    kmock: km.KubernetesEmulator, make_backend: BackendFactory
+    kmock: km.KubernetesEmulator, make_backend: BackendFactory, mode: str
 ) -> None:
-    crashed = make_backend()
+    crashed = make_backend(mode=mode)
     await deploy_with_kubelet(kmock, crashed, GPU1, delay_s=0.05)
     assert live(kmock) != []
-    await make_backend().start()  # the controller calls start() on every backend
+    await make_backend(mode=mode).start()  # the controller calls start() on every backend
     assert live(kmock) == []
 
 
@@ -642,7 +831,7 @@ async def test_from_settings_reads_a_kubeconfig(
         assert backend._headers() == {"Authorization": "Bearer kubeconfig-token"}
     finally:
         await backend.aclose()
-    assert any(r.resource is not None and r.resource.plural == "functions" for r in kmock)
+    assert any(r.resource is not None and r.resource.plural == "deployments" for r in kmock)
 
 
 def test_from_settings_names_a_missing_kubeconfig(tmp_path: Path) -> None:
@@ -692,11 +881,12 @@ def role_grants() -> set[tuple[str, str]]:
 async def test_role_grants_exactly_what_the_backend_uses(
     kmock: km.KubernetesEmulator, make_backend: BackendFactory
 ) -> None:
-    """Drive every code path that talks to the API server, in both modes, and compare
+    """Drive every code path that talks to the API server, in every mode, and compare
     the (resource, verb) pairs the emulator saw with what deploy/rbac.yaml grants."""
-    for mode in ("kubeless", "deployment"):
+    kmock[f"post /api/v1/namespaces/{NS}/services/stoic-cpu-t1:8080/proxy/"] << GOOD
+    kmock[f"post /api/v1/namespaces/{NS}/services/stoic-cpu-t1-00001-private:80/proxy/"] << GOOD
+    for mode in MODES:
         backend = make_backend(mode=mode)
-        kmock[f"post /api/v1/namespaces/{NS}/services/stoic-cpu-t1:8080/proxy/"] << GOOD
         await backend.cleanup_orphans()
         dep = await deploy_with_kubelet(kmock, backend, CPU, delay_s=0.01)
         await backend.invoke(dep, JOB, UPLOAD)

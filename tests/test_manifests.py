@@ -1,11 +1,17 @@
 """Every manifest in ``deploy/`` is valid, and agrees with the code that uses it.
 
 Kubernetes objects are validated offline with ``kubernetes-validate`` (strict: unknown
-fields fail). The kubeless Function has no schema there, so Functions are validated
-against :data:`stoic.backends.k8s_objects.FUNCTION_SCHEMA` (written from kubeless's
-``FunctionSpec``) and their deployment template as an ``apps/v1`` Deployment.
+fields fail). The custom resources have no schema there: kubeless Functions are
+validated against :data:`stoic.backends.k8s_objects.FUNCTION_SCHEMA` (written from
+kubeless's ``FunctionSpec``) and their deployment template as an ``apps/v1``
+Deployment; Knative Services against :data:`stoic.backends.knative.SERVICE_SCHEMA`
+(written from Knative Serving's API and webhook rules) and their revision template as a
+Kubernetes PodSpec; the optional ServiceMonitor against a small schema below.
 Kustomizations are checked for their structure, and rendered with ``kubectl kustomize``
 where kubectl is installed.
+
+Every pod the project creates or ships is checked against the restricted Pod Security
+Standard (:func:`restricted_violations`), and function pods for requests and limits.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ import pytest
 import yaml
 
 from stoic.backends import k8s_objects as objs
+from stoic.backends import knative
+from stoic.errors import ConfigError
 from stoic.settings import KubernetesSettings, load_settings
 from stoic.values import Runtime, RuntimeKind
 
@@ -73,12 +81,87 @@ def validate_function(fn: dict[str, Any], version: str) -> None:
     kubernetes_validate.validate(as_service, version, strict=True)
 
 
+def validate_knative(svc: dict[str, Any], version: str) -> None:
+    jsonschema.Draft202012Validator(knative.SERVICE_SCHEMA).validate(svc)
+    template = svc["spec"]["template"]
+    as_deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": svc["metadata"]["name"]},
+        "spec": {
+            "selector": {"matchLabels": template["metadata"]["labels"]},
+            "template": {
+                "metadata": template["metadata"],
+                "spec": knative.as_pod_spec(template["spec"]),
+            },
+        },
+    }
+    kubernetes_validate.validate(as_deployment, version, strict=True)
+
+
+# The part of the Prometheus Operator's ServiceMonitor (monitoring.coreos.com/v1) that
+# deploy/monitoring/ uses, from the operator's API reference.
+SERVICE_MONITOR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "additionalProperties": False,
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "ServiceMonitor"},
+        "metadata": {"type": "object", "required": ["name", "namespace"]},
+        "spec": {
+            "type": "object",
+            "required": ["selector", "endpoints"],
+            "additionalProperties": False,
+            "properties": {
+                "selector": {
+                    "type": "object",
+                    "properties": {"matchLabels": {"type": "object"}},
+                    "additionalProperties": False,
+                },
+                "namespaceSelector": {
+                    "type": "object",
+                    "properties": {
+                        "matchNames": {"type": "array", "items": {"type": "string"}},
+                        "any": {"type": "boolean"},
+                    },
+                    "additionalProperties": False,
+                },
+                "endpoints": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "port": {"type": "string"},
+                            "path": {"type": "string"},
+                            "scheme": {"enum": ["http", "https"]},
+                            "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
+                            "scrapeTimeout": {
+                                "type": "string",
+                                "pattern": "^[0-9]+(ms|s|m|h)$",
+                            },
+                            "authorization": {"type": "object"},
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
 def validate_any(doc: dict[str, Any], version: str, where: str) -> None:
     if doc["kind"] == "Kustomization":
         assert doc["apiVersion"] == "kustomize.config.k8s.io/v1beta1", where
         assert set(doc) <= {"apiVersion", "kind", "resources", "images"}, where
     elif doc["apiVersion"].startswith("kubeless.io/"):
         validate_function(doc, version)
+    elif doc["apiVersion"].startswith("serving.knative.dev/"):
+        validate_knative(doc, version)
+    elif doc["apiVersion"].startswith("monitoring.coreos.com/"):
+        jsonschema.Draft202012Validator(SERVICE_MONITOR_SCHEMA).validate(doc)
     else:
         kubernetes_validate.validate(doc, version, strict=True)
 
@@ -90,12 +173,23 @@ def test_deploy_has_the_expected_files() -> None:
         "namespace.yaml",
         "rbac.yaml",
         "controller.yaml",
+        "networkpolicy.yaml",
         "database-secret.example.yaml",
         "kubeless/kubeless-config.yaml",
         "functions/kustomization.yaml",
         "functions/function-cpu.yaml",
         "functions/function-gpu1.yaml",
         "functions/function-gpu2.yaml",
+        "deployments/kustomization.yaml",
+        "deployments/function-cpu.yaml",
+        "deployments/function-gpu1.yaml",
+        "deployments/function-gpu2.yaml",
+        "knative/kustomization.yaml",
+        "knative/config-features.yaml",
+        "knative/service-cpu.yaml",
+        "knative/service-gpu1.yaml",
+        "knative/service-gpu2.yaml",
+        "monitoring/servicemonitor.yaml",
     }
 
 
@@ -125,6 +219,40 @@ def test_schema_catches_a_broken_function() -> None:
         validate_function(bad_template, "1.30.0")
 
 
+def test_schema_catches_a_broken_knative_service() -> None:
+    """The Knative schema is not vacuous: what Knative's webhook rejects fails here."""
+    svc = docs(DEPLOY / "knative" / "service-gpu1.yaml")[0]
+    validator = jsonschema.Draft202012Validator(knative.SERVICE_SCHEMA)
+    assert not list(validator.iter_errors(svc))
+
+    def broken(change: Any) -> dict[str, Any]:
+        copy = json.loads(json.dumps(svc))
+        change(copy)
+        return copy
+
+    spec = lambda d: d["spec"]["template"]["spec"]  # noqa: E731
+    box = lambda d: spec(d)["containers"][0]  # noqa: E731
+    for bad in (
+        broken(lambda d: box(d)["ports"][0].update(name="http")),  # only http1/h2c
+        broken(lambda d: box(d)["ports"][0].update(containerPort=8012)),  # queue-proxy's
+        broken(lambda d: box(d)["ports"].append({"containerPort": 9000})),  # one port only
+        broken(lambda d: box(d).update(lifecycle={})),  # not in Knative's field mask
+        broken(lambda d: box(d)["securityContext"].update(privileged=True)),
+        broken(lambda d: box(d)["env"].append({"name": "PORT", "value": "1"})),  # reserved
+        broken(lambda d: spec(d).update(hostNetwork=True)),
+        broken(lambda d: spec(d).update(automountServiceAccountToken=True)),
+        broken(lambda d: spec(d).update(containerConcurrency=-1)),
+        broken(
+            lambda d: d["spec"]["template"]["metadata"]["annotations"].update(
+                {knative.MIN_SCALE: "one"}
+            )
+        ),
+        broken(lambda d: d["spec"].update(replicas=1)),
+        broken(lambda d: d.update(apiVersion="serving.knative.dev/v1beta1")),
+    ):
+        assert list(validator.iter_errors(bad)), bad
+
+
 def test_kustomizations_list_existing_files() -> None:
     for kfile in DEPLOY.rglob("kustomization.yaml"):
         for resource in docs(kfile)[0]["resources"]:
@@ -132,7 +260,7 @@ def test_kustomizations_list_existing_files() -> None:
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
-@pytest.mark.parametrize("directory", ["", "functions"])
+@pytest.mark.parametrize("directory", ["", "functions", "deployments", "knative"])
 def test_kustomize_renders_valid_objects(directory: str) -> None:
     out = subprocess.run(
         ["kubectl", "kustomize", str(DEPLOY / directory)],
@@ -156,18 +284,41 @@ def test_kustomize_renders_valid_objects(directory: str) -> None:
                 "PersistentVolumeClaim",
                 "Deployment",
                 "Service",
+                "NetworkPolicy",
             ]
         )
+    elif directory == "deployments":
+        assert kinds == ["Deployment"] * 3 + ["Service"] * 3
+    elif directory == "knative":
+        assert kinds == ["Service"] * 3
     else:
         assert kinds == ["Function"] * 3
 
 
+def without_scan_notes(doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` less the ``checkov.io/`` annotations that examples carry for ``make scan``."""
+    meta = dict(doc["metadata"])
+    notes = {k: v for k, v in meta.pop("annotations", {}).items() if not k.startswith("checkov")}
+    if notes:
+        meta["annotations"] = notes
+    return {**doc, "metadata": meta}
+
+
 @pytest.mark.parametrize("runtime", RUNTIMES, ids=lambda r: r.name)
 def test_example_functions_are_what_the_backend_creates(runtime: Runtime) -> None:
+    """deploy/functions, deploy/deployments and deploy/knative show exactly what the
+    controller creates in each mode with the default settings."""
     settings = KubernetesSettings(controller_id="example")
     name = f"stoic-{runtime.name}-example"
     assert docs(DEPLOY / "functions" / f"function-{runtime.name}.yaml") == [
         objs.kubeless_function(settings, runtime, name)
+    ]
+    assert [
+        without_scan_notes(d)
+        for d in docs(DEPLOY / "deployments" / f"function-{runtime.name}.yaml")
+    ] == [objs.deployment(settings, runtime, name), objs.service(settings, runtime, name)]
+    assert docs(DEPLOY / "knative" / f"service-{runtime.name}.yaml") == [
+        knative.service(settings, runtime, name)
     ]
 
 
@@ -230,7 +381,7 @@ def test_controller_objects_refer_to_each_other() -> None:
         for _, d in all_docs()
         if d["kind"] not in ("Namespace", "Kustomization")
     }
-    assert namespaces <= {"stoic", "kubeless", None}
+    assert namespaces <= {"stoic", "kubeless", "knative-serving", None}
     assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == (
         "ghcr.io/stoic-project/stoic-controller:0.1.0"
     )
@@ -276,3 +427,217 @@ def test_pod_readiness_and_failure_checks() -> None:
     )
     backoff = {"state": {"waiting": {"reason": "ImagePullBackOff"}}, "name": "function"}
     assert objs.pod_failure({"status": {"containerStatuses": [backoff]}}) is None
+
+
+# --------------------------------------------------------------------- pod security
+
+RESTRICTED_VOLUMES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
+
+
+def restricted_violations(pod: dict[str, Any]) -> list[str]:
+    """What the ``restricted`` Pod Security Standard (Kubernetes 1.30, "latest") rejects
+    in a pod spec: the baseline host and privilege rules, then non-root, no privilege
+    escalation, all capabilities dropped, a RuntimeDefault/Localhost seccomp profile
+    (pod or every container) and the allowed volume types."""
+    out = []
+    psc = pod.get("securityContext") or {}
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(key):
+            out.append(key)
+    for vol in pod.get("volumes") or []:
+        kinds = set(vol) - {"name"}
+        if not kinds <= RESTRICTED_VOLUMES:
+            out.append(f"volume {vol['name']}: {sorted(kinds)}")
+    pod_seccomp = (psc.get("seccompProfile") or {}).get("type")
+    if pod_seccomp not in (None, "RuntimeDefault", "Localhost"):
+        out.append(f"pod seccomp {pod_seccomp}")
+    if psc.get("runAsUser") == 0:
+        out.append("pod runAsUser 0")
+    for c in (pod.get("initContainers") or []) + pod["containers"]:
+        sc = c.get("securityContext") or {}
+        name = c["name"]
+        if sc.get("privileged"):
+            out.append(f"{name}: privileged")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            out.append(f"{name}: allowPrivilegeEscalation not false")
+        if not sc.get("runAsNonRoot", psc.get("runAsNonRoot")):
+            out.append(f"{name}: runAsNonRoot not true")
+        if sc.get("runAsUser") == 0:
+            out.append(f"{name}: runAsUser 0")
+        seccomp = (sc.get("seccompProfile") or {}).get("type") or pod_seccomp
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            out.append(f"{name}: seccomp {seccomp}")
+        caps = sc.get("capabilities") or {}
+        if "ALL" not in (caps.get("drop") or []):
+            out.append(f"{name}: capabilities not dropped")
+        if set(caps.get("add") or []) - {"NET_BIND_SERVICE"}:
+            out.append(f"{name}: capabilities added {caps['add']}")
+        for port in c.get("ports") or []:
+            if port.get("hostPort"):
+                out.append(f"{name}: hostPort")
+    return out
+
+
+def test_restricted_check_is_not_vacuous() -> None:
+    pod = {"containers": [{"name": "c", "image": "i"}], "volumes": [{"name": "h", "hostPath": {}}]}
+    assert set(restricted_violations(pod)) == {
+        "volume h: ['hostPath']",
+        "c: allowPrivilegeEscalation not false",
+        "c: runAsNonRoot not true",
+        "c: seccomp None",
+        "c: capabilities not dropped",
+    }
+
+
+def shipped_pod_specs() -> list[tuple[str, dict[str, Any]]]:
+    """Every pod spec in deploy/: Deployments, kubeless Functions' templates and
+    Knative Services' revision templates."""
+    out = []
+    for path, doc in all_docs():
+        where = f"{path.relative_to(DEPLOY)}:{doc['kind']}/{doc.get('metadata', {}).get('name')}"
+        if doc["kind"] == "Deployment":
+            out.append((where, doc["spec"]["template"]["spec"]))
+        elif doc["kind"] == "Function":
+            out.append((where, doc["spec"]["deployment"]["spec"]["template"]["spec"]))
+        elif doc["apiVersion"].startswith("serving.knative.dev/"):
+            out.append((where, doc["spec"]["template"]["spec"]))
+    return out
+
+
+def test_every_shipped_pod_is_restricted() -> None:
+    found = shipped_pod_specs()
+    assert len(found) == 1 + 3 * 3  # the controller, three examples in each mode
+    for where, pod in found:
+        assert restricted_violations(pod) == [], where
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES, ids=lambda r: r.name)
+@pytest.mark.parametrize("mode", ["deployment", "knative", "kubeless"])
+def test_every_function_pod_is_restricted_with_requests_and_limits(
+    mode: str, runtime: Runtime
+) -> None:
+    """Whatever the settings, the pods the backend creates pass the restricted standard
+    and are never BestEffort: every container has CPU/memory requests and a memory
+    limit; GPU runtimes have their GPU limit."""
+    settings = KubernetesSettings(
+        mode=mode,
+        cpu_request_millicores=250,
+        cpu_limit_millicores=None,
+        memory_request_mib=512,
+        memory_limit_mib=768,
+        run_as_user=20000,
+        readiness_path=None,
+        liveness_path=None,
+    )
+    name = objs.function_name(runtime)
+    if mode == "deployment":
+        pod = objs.deployment(settings, runtime, name)["spec"]["template"]["spec"]
+    elif mode == "knative":
+        pod = knative.service(settings, runtime, name)["spec"]["template"]["spec"]
+    else:
+        fn = objs.kubeless_function(settings, runtime, name)
+        pod = fn["spec"]["deployment"]["spec"]["template"]["spec"]
+    assert restricted_violations(pod) == []
+    box = pod["containers"][0]
+    assert box["securityContext"]["runAsUser"] == 20000
+    assert box["resources"]["requests"] == {"cpu": "250m", "memory": "512Mi"}
+    expected = {"memory": "768Mi"} | ({"nvidia.com/gpu": str(runtime.gpus)} if runtime.gpus else {})
+    assert box["resources"]["limits"] == expected
+    assert not {"startupProbe", "readinessProbe", "livenessProbe"} & set(box)
+
+
+@pytest.mark.parametrize(
+    ("values", "key"),
+    [
+        ({"memory_request_mib": 4096, "memory_limit_mib": 2048}, "memory_limit_mib"),
+        ({"cpu_request_millicores": 3000, "cpu_limit_millicores": 2000}, "cpu_limit_millicores"),
+        ({"knative_min_scale": 3, "knative_max_scale": 2}, "knative_min_scale"),
+        ({"mode": "openfaas"}, "kubernetes.mode"),
+        ({"cpu_request_millicores": 0}, "kubernetes.cpu_request_millicores"),
+    ],
+)
+def test_bad_resource_settings_are_named(values: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_settings(kubernetes=values)
+
+
+def test_knative_is_not_the_default_and_deployment_is() -> None:
+    assert KubernetesSettings().mode == "deployment"
+
+
+def test_controller_probes_and_security() -> None:
+    """httpGet liveness /healthz, readiness /readyz, a startup probe long enough for the
+    demo model's training (≈ 30 s), a read-only root with a writable /tmp."""
+    dep = find("Deployment", "stoic-controller")
+    pod = dep["spec"]["template"]["spec"]
+    box = pod["containers"][0]
+    assert box["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert box["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    startup = box["startupProbe"]
+    assert startup["httpGet"]["path"] == "/healthz"
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 120
+    assert box["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = {m["mountPath"]: m["name"] for m in box["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]]
+    assert "persistentVolumeClaim" in volumes[mounts["/data"]]
+    assert {"cpu", "memory"} <= set(box["resources"]["requests"])
+    assert {"cpu", "memory"} <= set(box["resources"]["limits"])
+    ports = {p["name"]: p["containerPort"] for p in box["ports"]}
+    policy = find("NetworkPolicy", "stoic-controller")
+    assert [p["port"] for p in policy["spec"]["ingress"][0]["ports"]] == [ports["http"]]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= (
+        dep["spec"]["template"]["metadata"]["labels"].items()
+    )
+
+
+def test_namespace_enforces_the_restricted_standard() -> None:
+    labels = find("Namespace", "stoic")["metadata"]["labels"]
+    for mode in ("enforce", "audit", "warn"):
+        assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted"
+
+
+def test_service_monitor_selects_the_controller_service() -> None:
+    monitor = docs(DEPLOY / "monitoring" / "servicemonitor.yaml")[0]
+    svc = find("Service", "stoic-controller")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"][0]["port"] in {p["name"] for p in svc["spec"]["ports"]}
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES, ids=lambda r: r.name)
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_knative_mode_objects_validate(runtime: Runtime, version: str) -> None:
+    settings = KubernetesSettings(
+        mode="knative",
+        tolerations=[{"key": "cloud", "operator": "Equal", "value": "yes", "effect": "NoSchedule"}],
+        knative_min_scale=0,
+        knative_max_scale=0,
+        knative_container_concurrency=0,
+        knative_cluster_local=False,
+    )
+    svc = knative.service(settings, runtime, objs.function_name(runtime))
+    validate_knative(svc, version)
+    annotations = svc["spec"]["template"]["metadata"]["annotations"]
+    assert (annotations[knative.MIN_SCALE], annotations[knative.MAX_SCALE]) == ("0", "0")
+    assert knative.VISIBILITY not in svc["metadata"]["labels"]
+    assert svc["spec"]["template"]["spec"]["containerConcurrency"] == 0
+
+
+def test_liveness_waits_for_start_up_without_a_startup_probe() -> None:
+    settings = KubernetesSettings(readiness_path=None, startup_timeout_s=120)
+    box = objs.container(settings, RUNTIMES[0])
+    assert "startupProbe" not in box and "readinessProbe" not in box
+    assert box["livenessProbe"]["initialDelaySeconds"] == 120
+    assert (
+        "initialDelaySeconds"
+        not in objs.container(KubernetesSettings(), RUNTIMES[0])["livenessProbe"]
+    )

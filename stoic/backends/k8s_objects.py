@@ -87,39 +87,136 @@ def image_for(settings: KubernetesSettings, runtime: Runtime) -> str:
     return settings.image_gpu if runtime.gpus else settings.image_cpu
 
 
-def container(settings: KubernetesSettings, runtime: Runtime) -> Manifest:
-    """The function container. GPU runtimes get ``nvidia.com/gpu: N`` as a limit (the
-    device plugin only honours limits); CPU runtimes get no GPU resource at all."""
-    c: Manifest = {
+TMP_VOLUME = "tmp"
+
+
+def resources(settings: KubernetesSettings, runtime: Runtime) -> Manifest:
+    """Requests and limits of the function container (settings, in every mode), so that
+    function pods are never BestEffort (first evicted, noisiest timings). GPU runtimes add
+    ``nvidia.com/gpu: N`` as a limit (the device plugin only honours limits)."""
+    requests = {
+        "cpu": f"{settings.cpu_request_millicores}m",
+        "memory": f"{settings.memory_request_mib}Mi",
+    }
+    limits = {"memory": f"{settings.memory_limit_mib}Mi"}
+    if settings.cpu_limit_millicores is not None:
+        limits["cpu"] = f"{settings.cpu_limit_millicores}m"
+    if runtime.gpus:
+        limits[GPU_RESOURCE] = str(runtime.gpus)
+    return {"requests": requests, "limits": limits}
+
+
+def security_context(settings: KubernetesSettings) -> Manifest:
+    """The restricted Pod Security Standard, on the container itself: that is where
+    Knative accepts every one of these fields (it rejects most pod-level ones by
+    default), and the standard accepts either level. The root file system is read-only;
+    the function writes only to ``/tmp`` (an emptyDir, see :func:`tmp_volume`)."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": settings.run_as_user,
+        "runAsGroup": settings.run_as_user,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def tmp_volume(settings: KubernetesSettings) -> Manifest:
+    return {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": f"{settings.tmp_size_limit_mib}Mi"}}
+
+
+def probes(settings: KubernetesSettings, *, knative: bool = False) -> Manifest:
+    """HTTP probes on the function server. ``/healthz`` answers 503 while TensorFlow
+    imports (≈ 3-30 s), so the startup probe holds liveness off for up to
+    ``startup_timeout_s``; readiness is what T_d waits for. Knative wants probe ports
+    left out (it fills in the serving port and rejects any other)."""
+    port: Manifest = {} if knative else {"port": settings.service_port}
+    out: Manifest = {}
+    if settings.readiness_path:
+
+        def get() -> Manifest:  # a fresh dict per probe (no YAML anchors when dumped)
+            return {"httpGet": {"path": settings.readiness_path, **port}}
+
+        out["startupProbe"] = {
+            **get(),
+            "periodSeconds": 1,
+            "timeoutSeconds": 1,
+            "failureThreshold": settings.startup_timeout_s,
+        }
+        out["readinessProbe"] = {
+            **get(),
+            "periodSeconds": 1,
+            "timeoutSeconds": 1,
+            "failureThreshold": 3,
+        }
+    if settings.liveness_path:
+        out["livenessProbe"] = {
+            "httpGet": {"path": settings.liveness_path, **port},
+            "periodSeconds": 10,
+            "timeoutSeconds": 5,
+            "failureThreshold": 3,
+        }
+        if "startupProbe" not in out:  # nothing else holds liveness off during start-up
+            out["livenessProbe"]["initialDelaySeconds"] = settings.startup_timeout_s
+    return out
+
+
+def container(settings: KubernetesSettings, runtime: Runtime, *, knative: bool = False) -> Manifest:
+    """The function container: image, port, environment, resources, probes and the
+    restricted security context. Knative allows one port, named ``http1`` or ``h2c``
+    or unnamed."""
+    port = {
+        "name": "http1" if knative else "http",
+        "containerPort": settings.service_port,
+        "protocol": "TCP",
+    }
+    return {
         "name": CONTAINER_NAME,
         "image": image_for(settings, runtime),
-        "ports": [{"name": "http", "containerPort": settings.service_port, "protocol": "TCP"}],
+        "ports": [port],
         "env": [
             {"name": "STOIC_FUNCTION_HANDLER", "value": settings.handler},
             {"name": "STOIC_FUNCTION_PORT", "value": str(settings.service_port)},
             {"name": "STOIC_RUNTIME", "value": runtime.name},
         ],
+        "resources": resources(settings, runtime),
+        **probes(settings, knative=knative),
+        "securityContext": security_context(settings),
+        "volumeMounts": [{"name": TMP_VOLUME, "mountPath": "/tmp"}],
     }
-    if runtime.gpus:
-        c["resources"] = {"limits": {GPU_RESOURCE: str(runtime.gpus)}}
-    if settings.readiness_path:
-        c["readinessProbe"] = {
-            "httpGet": {"path": settings.readiness_path, "port": settings.service_port},
-            "periodSeconds": 1,
-            "failureThreshold": 600,
+
+
+def pod_spec(settings: KubernetesSettings, runtime: Runtime, *, knative: bool = False) -> Manifest:
+    """The pod spec of a function. The function never calls the Kubernetes API, so no
+    service-account token is mounted. The restricted settings are repeated at pod level
+    where the API allows it (not in Knative), for scanners that look there."""
+    spec: Manifest = {
+        "containers": [container(settings, runtime, knative=knative)],
+        "volumes": [tmp_volume(settings)],
+        "automountServiceAccountToken": False,
+    }
+    if not knative:  # Knative rejects a pod-level security context by default
+        spec["securityContext"] = {
+            "runAsNonRoot": True,
+            "runAsUser": settings.run_as_user,
+            "runAsGroup": settings.run_as_user,
+            "seccompProfile": {"type": "RuntimeDefault"},
         }
-    return c
-
-
-def pod_template(settings: KubernetesSettings, runtime: Runtime, name: str) -> Manifest:
-    spec: Manifest = {"containers": [container(settings, runtime)]}
     ns = node_selector(settings, runtime)
     if ns:
         spec["nodeSelector"] = ns
     tol = tolerations(settings, runtime)
     if tol:
         spec["tolerations"] = tol
-    return {"metadata": {"labels": labels_for(settings, runtime, name)}, "spec": spec}
+    return spec
+
+
+def pod_template(settings: KubernetesSettings, runtime: Runtime, name: str) -> Manifest:
+    return {
+        "metadata": {"labels": labels_for(settings, runtime, name)},
+        "spec": pod_spec(settings, runtime),
+    }
 
 
 def kubeless_function(settings: KubernetesSettings, runtime: Runtime, name: str) -> Manifest:

@@ -1,19 +1,27 @@
-"""The cloud backend: the function on a Kubernetes cluster (kubeless or plain Deployment).
+"""The cloud backend: the function on a Kubernetes cluster, in one of three modes.
 
 One *deployment* of a runtime is one function with one replica:
 
-* ``mode='kubeless'`` creates a ``kubeless.io/v1beta1`` Function (kubeless's controller
-  then makes the Deployment and Service, labelled like the Function);
-* ``mode='deployment'`` creates the Deployment and the Service itself, for clusters
-  without kubeless (kubeless has been archived since 2021).
+* ``mode='deployment'`` (default) creates a Deployment and a Service;
+* ``mode='knative'`` creates one Knative Serving ``serving.knative.dev/v1`` Service
+  (:mod:`stoic.backends.knative`); Knative makes the Revision, its pods and the route;
+* ``mode='kubeless'`` (legacy: kubeless is archived since 2021) creates a
+  ``kubeless.io/v1beta1`` Function (kubeless's controller then makes the Deployment and
+  Service, labelled like the Function).
 
-**T_d** is measured from the first create call to the moment a pod of the function is
-Ready (``status.conditions[type=Ready]=True``, as the kubelet writes it). Readiness is
-followed with a *watch* on pods labelled ``stoic.io/function=<name>``, run in a worker
-thread (the official client is synchronous) whose socket read times out every
-``ready_poll_s`` so that the thread notices when the deploy was cancelled or timed out;
-a read time-out simply restarts the watch, which (on a real API server and on the
-``kmock`` emulator alike) begins with the current state of every matching pod.
+A mode is a :class:`_Mode`: the kinds it creates (owners first, then pods), the
+manifests of one deployment, and its :class:`_Readiness`: which objects to watch and
+when one of them means Ready or failed.
+
+**T_d** is measured from the first create call to the moment the function is Ready: a
+pod of the function with ``status.conditions[type=Ready]=True`` (as the kubelet writes
+it) in the pod modes, the Knative Service's own ``Ready`` condition in Knative mode
+(true once the Revision is Ready and routed). Readiness is followed with a *watch* on
+the objects labelled ``stoic.io/function=<name>``, run in a worker thread (the official
+client is synchronous) whose socket read times out every ``ready_poll_s`` so that the
+thread notices when the deploy was cancelled or timed out; a read time-out simply
+restarts the watch, which (on a real API server and on the ``kmock`` emulator alike)
+begins with the current state of every matching object.
 
 Everything the backend creates carries the owner labels of :mod:`k8s_objects`, so
 :meth:`KubernetesBackend.teardown` and :meth:`KubernetesBackend.cleanup_orphans` can
@@ -32,6 +40,7 @@ import asyncio
 import json
 import ssl
 import threading
+import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any, Protocol, TypeVar, cast
@@ -42,6 +51,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
 from stoic.backends import k8s_objects as objs
+from stoic.backends import knative
 from stoic.backends.base import Deployment, Invocation, Upload
 from stoic.errors import (
     BackendError,
@@ -93,6 +103,34 @@ class _Kind:
     delete: Callable[[str, str], Any]
 
 
+@dataclass(frozen=True, slots=True)
+class _Readiness:
+    """What a mode watches until its function is Ready.
+
+    ``list`` is the client's list call, watched with the positional ``args(namespace)``
+    and our label selector; ``ready`` and ``failure`` read one watched object (a raw
+    dict); a failure
+    counts once it has held for ``failure_grace_s``; ``endpoint`` gives the URL to POST
+    to from the function's name and the object that was Ready."""
+
+    kind: str
+    list: Callable[..., Any]
+    args: Callable[[str], tuple[Any, ...]]
+    ready: Callable[[objs.Manifest], bool]
+    failure: Callable[[objs.Manifest], str | None]
+    failure_grace_s: float
+    endpoint: Callable[[str, objs.Manifest], str]
+
+
+@dataclass(frozen=True, slots=True)
+class _Mode:
+    """One way of running a function on Kubernetes (``kubernetes.mode``)."""
+
+    kinds: list[_Kind]  # owners first (deleted first), then pods
+    manifests: Callable[[Runtime, str], list[tuple[_Kind, objs.Manifest]]]
+    readiness: _Readiness
+
+
 def _reason(exc: ApiException) -> str:
     """The API server's ``Status.message`` (or reason) from an ApiException."""
     try:
@@ -133,7 +171,8 @@ class KubernetesBackend:
         self._edge = edge_store
         self._name_factory = name_factory
         self._http = self._make_http_client(http_transport)
-        self._kinds = self._make_kinds()
+        self._mode = self._make_mode()
+        self._kinds = self._mode.kinds
 
     @classmethod
     def from_settings(
@@ -189,86 +228,99 @@ class KubernetesBackend:
         proxy = self._cfg.proxy if self._s.invoke_via == "proxy" else None
         return httpx.AsyncClient(verify=verify, timeout=timeout, proxy=proxy, trust_env=False)
 
-    def _make_kinds(self) -> list[_Kind]:
-        """The kinds this mode creates, owners first (deleted first), then pods.
+    def _make_mode(self) -> _Mode:
+        """The kinds, manifests and readiness of ``kubernetes.mode``.
 
         Every call asks for the raw response (``_preload_content=False``) and reads the
         JSON itself: the client's typed models reject objects with fields they do not
         know or miss (they are strict pydantic models), and we only need a few keys.
         """
-        g, v, p = objs.KUBELESS_GROUP, objs.KUBELESS_VERSION, objs.KUBELESS_PLURAL
-        raw: dict[str, Any] = {
-            "_request_timeout": self._s.api_timeout_s,
-            "_preload_content": False,
-        }
-        grace = self._s.pod_grace_period_s
+        s = self._s
+        raw: dict[str, Any] = {"_request_timeout": s.api_timeout_s, "_preload_content": False}
+        grace = s.pod_grace_period_s
         bg = "Background"
+        custom, apps, core = self._custom, self._apps, self._core
 
         def items(resp: Any) -> list[dict[str, Any]]:
             return list(json.loads(resp.data).get("items") or [])
 
-        kinds: list[_Kind] = []
-        if self._s.mode == "kubeless":
-            custom = self._custom
-            kinds.append(
-                _Kind(
-                    "Function",
-                    lambda ns, body: custom.create_namespaced_custom_object(
-                        g, v, ns, p, body, **raw
-                    ),
-                    lambda ns, sel: items(
-                        custom.list_namespaced_custom_object(g, v, ns, p, label_selector=sel, **raw)
-                    ),
-                    lambda ns, name: custom.delete_namespaced_custom_object(
-                        g, v, ns, p, name, propagation_policy=bg, **raw
-                    ),
-                )
-            )
-        else:
-            apps, core = self._apps, self._core
-            kinds.append(
-                _Kind(
-                    "Deployment",
-                    lambda ns, body: apps.create_namespaced_deployment(ns, cast(Any, body), **raw),
-                    lambda ns, sel: items(
-                        apps.list_namespaced_deployment(ns, label_selector=sel, **raw)
-                    ),
-                    lambda ns, name: apps.delete_namespaced_deployment(
-                        name, ns, propagation_policy=bg, **raw
-                    ),
-                )
-            )
-            kinds.append(
-                _Kind(
-                    "Service",
-                    lambda ns, body: core.create_namespaced_service(ns, cast(Any, body), **raw),
-                    lambda ns, sel: items(
-                        core.list_namespaced_service(ns, label_selector=sel, **raw)
-                    ),
-                    lambda ns, name: core.delete_namespaced_service(name, ns, **raw),
-                )
-            )
-        core = self._core
-        kinds.append(
-            _Kind(
-                "Pod",
-                lambda ns, body: None,  # pods are made by the Deployment, never by us
-                lambda ns, sel: items(core.list_namespaced_pod(ns, label_selector=sel, **raw)),
-                lambda ns, name: core.delete_namespaced_pod(
-                    name, ns, grace_period_seconds=grace, **raw
+        def custom_kind(kind: str, g: str, v: str, p: str) -> _Kind:
+            return _Kind(
+                kind,
+                lambda ns, body: custom.create_namespaced_custom_object(g, v, ns, p, body, **raw),
+                lambda ns, sel: items(
+                    custom.list_namespaced_custom_object(g, v, ns, p, label_selector=sel, **raw)
+                ),
+                lambda ns, name: custom.delete_namespaced_custom_object(
+                    g, v, ns, p, name, propagation_policy=bg, **raw
                 ),
             )
-        )
-        return kinds
 
-    def _manifests(self, runtime: Runtime, name: str) -> list[tuple[_Kind, objs.Manifest]]:
-        by_kind = {k.kind: k for k in self._kinds}
-        if self._s.mode == "kubeless":
-            return [(by_kind["Function"], objs.kubeless_function(self._s, runtime, name))]
-        return [
-            (by_kind["Deployment"], objs.deployment(self._s, runtime, name)),
-            (by_kind["Service"], objs.service(self._s, runtime, name)),
-        ]
+        pod = _Kind(
+            "Pod",
+            lambda ns, body: None,  # pods are made by the Deployment, never by us
+            lambda ns, sel: items(core.list_namespaced_pod(ns, label_selector=sel, **raw)),
+            lambda ns, name: core.delete_namespaced_pod(
+                name, ns, grace_period_seconds=grace, **raw
+            ),
+        )
+        pods_ready = _Readiness(
+            "Pod",
+            core.list_namespaced_pod,
+            lambda ns: (ns,),
+            objs.pod_ready,
+            objs.pod_failure,
+            0.0,
+            lambda name, _obj: self.endpoint(name),
+        )
+
+        if s.mode == "kubeless":
+            g, v, p = objs.KUBELESS_GROUP, objs.KUBELESS_VERSION, objs.KUBELESS_PLURAL
+            function = custom_kind("Function", g, v, p)
+            return _Mode(
+                [function, pod],
+                lambda rt, name: [(function, objs.kubeless_function(s, rt, name))],
+                pods_ready,
+            )
+        if s.mode == "knative":
+            g, v, p = knative.GROUP, knative.VERSION, knative.PLURAL
+            ksvc = custom_kind(f"Service.{g}", g, v, p)
+            host = self._cfg.host
+            return _Mode(
+                [ksvc, pod],
+                lambda rt, name: [(ksvc, knative.service(s, rt, name))],
+                _Readiness(
+                    ksvc.kind,
+                    custom.list_namespaced_custom_object,
+                    lambda ns: (g, v, ns, p),
+                    knative.service_ready,
+                    knative.service_failure,
+                    s.knative_ready_false_grace_s,
+                    lambda _name, obj: knative.endpoint(s, host, obj),
+                ),
+            )
+        deployment = _Kind(
+            "Deployment",
+            lambda ns, body: apps.create_namespaced_deployment(ns, cast(Any, body), **raw),
+            lambda ns, sel: items(apps.list_namespaced_deployment(ns, label_selector=sel, **raw)),
+            lambda ns, name: apps.delete_namespaced_deployment(
+                name, ns, propagation_policy=bg, **raw
+            ),
+        )
+        service = _Kind(
+            "Service",
+            lambda ns, body: core.create_namespaced_service(ns, cast(Any, body), **raw),
+            lambda ns, sel: items(core.list_namespaced_service(ns, label_selector=sel, **raw)),
+            lambda ns, name: core.delete_namespaced_service(name, ns, **raw),
+        )
+        return _Mode(
+            [deployment, service, pod],
+            lambda rt, name: [
+                (deployment, objs.deployment(s, rt, name)),
+                (service, objs.service(s, rt, name)),
+            ],
+            pods_ready,
+        )
 
     # ------------------------------------------------------------------ API calls
 
@@ -353,41 +405,50 @@ class KubernetesBackend:
 
     # ------------------------------------------------------------------ readiness
 
-    def _watch_until_ready(self, handle: FunctionHandle, stop: threading.Event) -> None:
-        """Block (in a worker thread) until a pod of ``handle`` is Ready or ``stop``."""
-        ns, runtime = handle.namespace, handle.runtime
+    def _watch_until_ready(
+        self, handle: FunctionHandle, stop: threading.Event
+    ) -> objs.Manifest | None:
+        """Block (in a worker thread) until an object of ``handle`` is Ready (returned)
+        or ``stop`` (None). A failure raises once it has held for the mode's grace."""
+        ns, runtime, rd = handle.namespace, handle.runtime, self._mode.readiness
         wanted = {objs.FUNCTION: handle.name, **objs.owner_labels(self._s)}
         sel = objs.selector(wanted)
-        what = f"Pod list {ns} [{sel}]"
-        core = self._core
+        what = f"{rd.kind} list {ns} [{sel}]"
+        failing_since: dict[str, float] = {}
 
-        def list_pods(*args: Any, **kwargs: Any) -> Any:
+        def list_objects(*args: Any, **kwargs: Any) -> Any:
             # No return type and no docstring: the watch then yields plain dicts
-            # instead of strict typed models (see _make_kinds).
-            return core.list_namespaced_pod(*args, **kwargs)
+            # instead of strict typed models (see _make_mode).
+            return rd.list(*args, **kwargs)
 
         while not stop.is_set():
             w = watch.Watch()  # type: ignore[no-untyped-call]
             try:
                 for event in w.stream(  # type: ignore[no-untyped-call]
-                    list_pods,
-                    ns,
+                    list_objects,
+                    *rd.args(ns),
                     label_selector=sel,
                     _request_timeout=(self._s.api_timeout_s, self._s.ready_poll_s),
                 ):
                     if stop.is_set():
-                        return
-                    pod = event.get("raw_object") or {}
-                    meta = pod.get("metadata") or {}
+                        return None
+                    obj = event.get("raw_object") or {}
+                    meta = obj.get("metadata") or {}
+                    obj_name = str(meta.get("name"))
                     if event.get("type") == "DELETED" or not objs.matches(
                         meta.get("labels"), wanted
                     ):
                         continue
-                    failure = objs.pod_failure(pod)
-                    if failure:
-                        raise DeployFailure(runtime, f"Pod {ns}/{meta.get('name')}: {failure}")
-                    if objs.pod_ready(pod):
-                        return
+                    failure = rd.failure(obj)
+                    if failure is None:
+                        failing_since.pop(obj_name, None)
+                    else:
+                        since = failing_since.setdefault(obj_name, time.monotonic())
+                        if time.monotonic() - since >= rd.failure_grace_s:
+                            raise DeployFailure(runtime, f"{rd.kind} {ns}/{obj_name}: {failure}")
+                        continue  # maybe transient: look again on the next event or re-watch
+                    if rd.ready(obj):
+                        return dict(obj)
             except urllib3.exceptions.ReadTimeoutError:
                 continue  # nothing happened for ready_poll_s: look at `stop`, re-watch
             except ApiException as exc:
@@ -399,17 +460,23 @@ class KubernetesBackend:
                 # still allows; wait a little, then watch again.
                 log.info("watch interrupted; retrying", object=handle.name, error=str(exc))
                 stop.wait(self._s.ready_poll_s)
+        return None
 
-    async def _wait_ready(self, handle: FunctionHandle) -> None:
+    async def _wait_ready(self, handle: FunctionHandle) -> objs.Manifest:
         stop = threading.Event()
         try:
-            await asyncio.to_thread(self._watch_until_ready, handle, stop)
+            ready = await asyncio.to_thread(self._watch_until_ready, handle, stop)
         finally:
             stop.set()  # the thread notices within ready_poll_s
+        if ready is None:  # the watch stops early only when told to, on the way out
+            raise BackendError(handle.runtime, f"readiness watch of {handle.name} stopped")
+        return ready
 
     # ------------------------------------------------------------------ protocol
 
     def endpoint(self, name: str) -> str:
+        """The URL of a function's Kubernetes Service (the pod modes; in Knative mode
+        the endpoint comes from the Knative Service's status, see :mod:`knative`)."""
         ns, port = self._s.namespace, self._s.service_port
         if self._s.invoke_via == "dns":
             return f"http://{name}.{ns}.svc.cluster.local:{port}/"
@@ -427,11 +494,12 @@ class KubernetesBackend:
         started = loop.time()
         try:
             async with asyncio.timeout(timeout_s):
-                for kind, manifest in self._manifests(runtime, name):
+                for kind, manifest in self._mode.manifests(runtime, name):
                     what = f"{kind.kind} {ns}/{name}"
                     create = self._api(runtime.name, what, kind.create, ns, manifest)
                     await self._run_to_end(create, f"stoic-create-{name}")
-                await self._wait_ready(handle)
+                ready = await self._wait_ready(handle)
+                endpoint = self._mode.readiness.endpoint(name, ready)
         except TimeoutError:
             await self._remove_despite_cancel(handle)
             raise DeployTimeout(runtime.name, timeout_s) from None
@@ -439,13 +507,16 @@ class KubernetesBackend:
             await self._remove_despite_cancel(handle)
             raise
         deploy_s = loop.time() - started
+        info = {"name": name, "namespace": ns, "mode": self._s.mode}
+        if self._s.mode == "knative":
+            info["revision"] = str((ready.get("status") or {}).get("latestReadyRevisionName"))
         log.info("deployed", object=name, runtime=runtime.name, deploy_s=round(deploy_s, 3))
         return Deployment(
             runtime=runtime,
             deploy_s=deploy_s,
-            endpoint=self.endpoint(name),
+            endpoint=endpoint,
             handle=handle,
-            info={"name": name, "namespace": ns, "mode": self._s.mode},
+            info=info,
         )
 
     async def upload(self, runtime: Runtime, job: Job) -> Upload:

@@ -34,7 +34,7 @@ Why it looks the way it does:
   carries the version it was accepted with (``PUT /v1/models/default`` changes the
   version of the batches accepted after it), so a switch of version mid-queue is safe.
 
-The log events keep the logger name ``stoic.controller``: they are part of the
+The log events keep the logger name ``stoic.daemon.controller``: they are part of the
 operating interface (``docs/operations.md``) and of what tests and tooling filter on.
 """
 
