@@ -169,6 +169,39 @@ class RequesterSettings(_Section):
     )
 
 
+class ShareSettings(_Section):
+    """Share mode: one batch split across the edge and cloud runtimes (docs/scheduling.md)."""
+
+    min_gain_s: float = Field(
+        5.0,
+        ge=0,
+        description="deploy a cloud runtime only if it is predicted to finish the batch at "
+        "least this much sooner (its expected gain, timeout risk priced in)",
+    )
+    max_cloud_runtimes: int = Field(
+        3, ge=0, le=16, description="cloud runtimes deployed for one batch at most"
+    )
+    chunk_factor: float = Field(
+        2.0,
+        ge=1,
+        le=64,
+        description="guided self-scheduling: a chunk takes its taker 1/chunk_factor of "
+        "the time the batch has left if shared",
+    )
+    min_chunk_s: float = Field(
+        2.0,
+        ge=0,
+        description="smallest chunk, in seconds of its taker's processing (so the call "
+        "overhead stays small against the work)",
+    )
+    prefetch_chunks: int = Field(
+        2, ge=1, le=64, description="chunks a cloud runtime keeps uploaded ahead of its work"
+    )
+    max_hedges: int = Field(
+        1, ge=0, le=16, description="straggler hedges per batch (a chunk labelled twice)"
+    )
+
+
 class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65_535)
@@ -390,6 +423,7 @@ class Settings(BaseSettings):
     runtimes: list[RuntimeSettings] = Field(default_factory=default_runtimes, min_length=1)
     predictor: PredictorSettings = PredictorSettings()
     requester: RequesterSettings = RequesterSettings()
+    share: ShareSettings = ShareSettings()
     api: ApiSettings = ApiSettings()
     controller: ControllerSettings = ControllerSettings()
     ui: UiSettings = UiSettings()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -85,6 +85,19 @@ class Estimate:
     deployment: Component
     processing: Component
     risk: Risk = NO_RISK
+    processing_line: tuple[float, float] | None = None
+    """``(per_image_s, fixed_s)`` of the fitted T_p line, when the predictor has one
+    (share mode sizes chunks and picks runtimes with it)."""
+
+    def per_image_s(self, n_images: int) -> float:
+        """Seconds per image: the fitted slope, else T_p spread over the batch."""
+        if self.processing_line is not None:
+            return self.processing_line[0]
+        return self.processing.mean / max(n_images, 1)
+
+    def fixed_s(self) -> float:
+        """The fixed cost of a call: the fitted intercept, else 0."""
+        return self.processing_line[1] if self.processing_line is not None else 0.0
 
     @property
     def total(self) -> Component:
@@ -124,11 +137,13 @@ class Estimate:
 
 
 class Mode(StrEnum):
-    """Scheduling policies. ``selector`` and ``duplicator`` are the paper's; the rest
-    are baselines used by the replay (``oracle`` is MIN-LAT and needs ground truth)."""
+    """Scheduling policies. ``selector`` and ``duplicator`` are the paper's; ``share``
+    splits a batch across the edge and cloud runtimes (the paper's future work); the
+    rest are baselines used by the replay (``oracle`` is MIN-LAT and needs ground truth)."""
 
     SELECTOR = "selector"
     DUPLICATOR = "duplicator"
+    SHARE = "share"
     EDGE_ONLY = "edge-only"
     GPU1_ONLY = "gpu1-only"
     THRESHOLD = "threshold"
@@ -146,6 +161,14 @@ class Job:
     app: str = "classify"
     app_version: str = "1"
     package_key: str = ""
+    subset: tuple[int, int] | None = None
+    """Images ``[start, stop)`` of the package only (share mode's chunks); None: all."""
+
+    def chunk(self, start: int, stop: int) -> Job:
+        """The job of images ``[start, stop)`` of this job's package (bytes pro rata)."""
+        k = stop - start
+        n_bytes = round(self.n_bytes * k / self.n_images) if self.n_images else 0
+        return replace(self, n_images=k, n_bytes=n_bytes, subset=(start, stop))
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +191,8 @@ class Plan:
     decision_s: float = 0.0
     scores: Mapping[str, float] = field(default_factory=dict)
     """The objective value per runtime the policy compared (selector, duplicator)."""
+    share_clouds: tuple[str, ...] = ()
+    """Share mode: the cloud runtimes deployed beside ``runtime`` (the edge)."""
 
 
 class DeployOutcome(StrEnum):
@@ -253,3 +278,5 @@ class Outcome:
     decision_s: float = 0.0  # CPU seconds spent in estimate + decide (scheduling overhead)
     kept_cloud: bool | None = None  # duplicator: the decision at pod-ready (None: none made)
     choice_correct: bool | None = None  # duplicator: did that decision win (None: unknown)
+    shares: dict[str, int] = field(default_factory=dict)  # share: images labelled per runtime
+    duplicate_images: int = 0  # share: images labelled twice (the straggler hedge)

@@ -35,6 +35,7 @@ class FakeSpec:
 
     deploy_s: float = 0.0
     upload_s: float = 0.0
+    upload_per_image_s: float = 0.0
     warmup_s: float = 0.0
     per_image_s: float = 1.0
     fixed_s: float = 0.0
@@ -142,8 +143,10 @@ class FakeBackend(RuntimeBackend):
         return dep
 
     async def upload(self, runtime: Runtime, job: Job) -> Upload:
-        seconds = self.spec(runtime.name).upload_s
-        self._log("upload", runtime.name, job.batch_id)
+        spec = self.spec(runtime.name)
+        seconds = spec.upload_s + spec.upload_per_image_s * job.n_images
+        detail = "" if job.subset is None else f"{job.subset[0]}-{job.subset[1]}"
+        self._log("upload", runtime.name, job.batch_id, detail)
         try:
             await asyncio.sleep(seconds)
         except asyncio.CancelledError:
@@ -167,7 +170,8 @@ class FakeBackend(RuntimeBackend):
         op = "warmup" if warmup else "invoke"
         ident = next(self._ids)
         self.running[ident] = (name, job.batch_id)
-        self._log(op, name, job.batch_id)
+        detail = "" if job.subset is None else f"{job.subset[0]}-{job.subset[1]}"
+        self._log(op, name, job.batch_id, detail)
         try:
             await asyncio.sleep(step.duration_s)
         except asyncio.CancelledError:
@@ -180,7 +184,8 @@ class FakeBackend(RuntimeBackend):
             raise InvocationError(name, "scripted invocation failure")
         self._log(f"{op}-done", name, job.batch_id)
         n = 1 if warmup else job.n_images
-        results = [{"image": i, "label": "fake"} for i in range(n)]
+        first = job.subset[0] if job.subset is not None and not warmup else 0
+        results = [{"index": first + i, "label": f"fake:{name}"} for i in range(n)]
         return Invocation(step.duration_s, results, {"processing_s": step.duration_s})
 
     async def teardown(self, deployment: Deployment) -> None:

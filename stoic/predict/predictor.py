@@ -125,12 +125,15 @@ class Predictor:
         runtime the :class:`~stoic.values.Risk` its deployment samples show."""
         r = self._runtime(runtime)
         edge = r.kind is RuntimeKind.EDGE
+        processing = self._processing_model(runtime, app, app_version)
+        fit = processing.fit
         return Estimate(
             runtime=runtime,
             transfer=self.bandwidth.estimate(n_bytes, edge=edge),
             deployment=ZERO if edge else self._deployment[runtime].estimate(),
-            processing=self._processing_model(runtime, app, app_version).estimate(n_images),
+            processing=processing.estimate(n_images),
             risk=NO_RISK if edge else self._deployment[runtime].risk(self._quantile),
+            processing_line=(max(fit.slope, 0.0), max(fit.intercept, 0.0)),
         )
 
     def estimate_all(

@@ -26,7 +26,7 @@ that its rules can be tested exhaustively:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,17 +135,36 @@ class ShareBoard:
                 return True
         return False
 
-    def steal(self, thief: str, *, front_most: bool = True) -> Chunk | None:
-        """Take over another participant's reserved (not started) chunk: the front-most
-        (the edge's natural next work) or the back-most; started for the thief."""
+    def steal(
+        self,
+        thief: str,
+        size: int | None = None,
+        *,
+        front_most: bool = True,
+        accept: Callable[[Chunk, str], bool] | None = None,
+    ) -> Chunk | None:
+        """Take over (part of) another participant's reserved, not started chunk: the
+        front-most (the edge's natural next work) or the back-most. With ``size``, only
+        that many of its images (its front or back end), the owner keeping the rest
+        reserved; ``accept(part, owner)`` may refuse (the thief would not finish it
+        first). The part is started for the thief."""
         candidates = [h for h in self._held if not h.started and h.owner != thief]
-        if not candidates:
-            return None
-        pick = min if front_most else max
-        h = pick(candidates, key=lambda x: x.chunk)
-        h.owner, h.started = thief, True
-        self.stats.steals += 1
-        return h.chunk
+        candidates.sort(key=lambda x: x.chunk, reverse=not front_most)
+        for h in candidates:
+            c = h.chunk
+            k = c.size if size is None else max(1, min(size, c.size))
+            part = Chunk(c.start, c.start + k) if front_most else Chunk(c.stop - k, c.stop)
+            if accept is not None and not accept(part, h.owner):
+                continue
+            if part == c:
+                h.owner, h.started = thief, True
+            else:
+                rest = Chunk(part.stop, c.stop) if front_most else Chunk(c.start, part.start)
+                h.chunk = rest
+                self._held.append(_Held(part, thief, started=True))
+            self.stats.steals += 1
+            return part
+        return None
 
     def hedge(self, owner: str, *, eligible: Sequence[str] | None = None) -> Chunk | None:
         """Duplicate the largest chunk another participant is labelling (a straggler

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from stoic.errors import PredictorError
+from stoic.schedule.fluid import Capacity, fluid_bound
 from stoic.settings import Settings
 from stoic.values import Component, Estimate, Job, Mode, Plan, RuntimeKind
 
@@ -48,6 +49,8 @@ class PolicyOptions:
     threshold_images: int = 35  # the paper's edge/GPU1 cross-over (section 4.2)
     objective: Objective = "expected"
     edge_margin: float = 0.1
+    share_min_gain_s: float = 5.0
+    share_max_clouds: int = 3
 
     @classmethod
     def from_settings(cls, settings: Settings, *, edge_runtime: str | None = None) -> PolicyOptions:
@@ -58,6 +61,8 @@ class PolicyOptions:
             duplicator_runtime=r.duplicator_runtime,
             objective=r.objective,
             edge_margin=r.duplicator_edge_margin,
+            share_min_gain_s=settings.share.min_gain_s,
+            share_max_clouds=settings.share.max_cloud_runtimes,
         )
 
 
@@ -167,6 +172,8 @@ def decide(
                 f"T_s {t.mean:.1f} ± {t.std:.1f} s)",
                 scores=scores,
             )
+        case Mode.SHARE:
+            return _share(job, estimates, options, plan)
         case Mode.DUPLICATOR if options.duplicator_runtime == AUTO:
             return _auto_duplicator(estimates, options, plan)
         case Mode.DUPLICATOR:
@@ -244,6 +251,69 @@ def _auto_duplicator(
         f"{scores[best]:.1f} s), decide when its pod is ready",
         speculative=True,
         scores=scores,
+    )
+
+
+def share_capacity(e: Estimate, n_images: int, n_bytes: int, edge: bool) -> Capacity:
+    """How a runtime would take part in a shared batch, as predicted: when it can start
+    (0 at the edge; a pod when deployed, its first images uploaded meanwhile), its fixed
+    cost per call and its seconds per image. A pod is fed over the uplink while it
+    works, so it cannot go faster than its images arrive."""
+    per_image = e.per_image_s(n_images)
+    if edge:
+        return Capacity(0.0, e.fixed_s(), per_image)
+    upload_per_image = e.transfer.mean / n_images if n_images else 0.0
+    ready = e.deployment.mean + e.risk.deployment_excess_s
+    return Capacity(ready, e.fixed_s(), max(per_image, upload_per_image))
+
+
+def _share(
+    job: Job,
+    estimates: Mapping[str, Estimate],
+    options: PolicyOptions,
+    plan: Callable[..., Plan],
+) -> Plan:
+    """Share mode: the edge starts at once; add the cloud runtimes, greedily by gain,
+    whose predicted contribution (with their timeout risk) finishes the batch at least
+    ``share_min_gain_s`` sooner, at most ``share_max_clouds`` of them. A pod predicted to
+    be ready only after the batch is done gains nothing and is not deployed."""
+    edge, n = options.edge_runtime, job.n_images
+    caps = {name: share_capacity(e, n, job.n_bytes, name == edge) for name, e in estimates.items()}
+    chosen = [edge] if edge in estimates else []
+    candidates = [c for c in estimates if c != edge]
+    if not chosen:  # no edge: the best single cloud runtime carries the batch
+        if not candidates:
+            raise PredictorError("no runtime is available to estimate")
+        first = min(candidates, key=lambda c: fluid_bound(n, [caps[c]]))
+        chosen.append(first)
+        candidates.remove(first)
+    finish = fluid_bound(n, [caps[c] for c in chosen])
+    scores = {"alone": finish}
+    while candidates and len(chosen) - (edge in chosen) < options.share_max_clouds:
+        gains = {}
+        for c in candidates:
+            with_c = fluid_bound(n, [caps[x] for x in (*chosen, c)])
+            gains[c] = (1.0 - estimates[c].risk.p_timeout) * (finish - with_c)
+        best = max(candidates, key=lambda c: (gains[c], -candidates.index(c)))
+        scores[best] = gains[best]
+        if gains[best] < options.share_min_gain_s:
+            break
+        chosen.append(best)
+        candidates.remove(best)
+        finish = fluid_bound(n, [caps[x] for x in chosen])
+    scores["shared"] = finish
+    clouds = tuple(c for c in chosen if c != edge)
+    lead = chosen[0]
+    what = ", ".join(f"{c} (−{scores[c]:.1f} s)" for c in clouds) or "no cloud runtime"
+    return Plan(
+        lead,
+        Mode.SHARE,
+        f"share: {lead} starts now with {what}; predicted {finish:.1f} s",
+        dict(estimates),
+        False,
+        edge,
+        scores=scores,
+        share_clouds=clouds,
     )
 
 

@@ -31,13 +31,16 @@ is taken, so a batch that fails half-way still teaches the predictor what it mea
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
+from typing import Any
 
 from stoic.errors import BackendError, BatchCancelled, RuntimeUnavailable
 from stoic.logging import get_logger
 from stoic.schedule.duplicator import Duplicator
 from stoic.schedule.legs import Leg, LegRunner
 from stoic.schedule.recorder import PredictorLike, Recorder
-from stoic.values import Job, Outcome, Plan
+from stoic.schedule.sharer import ChunkSink, Sharer
+from stoic.values import Job, Mode, Outcome, Plan
 
 log = get_logger(__name__)
 
@@ -48,6 +51,7 @@ class Requester:
     def __init__(self, legs: LegRunner, predictor: PredictorLike) -> None:
         self.legs = legs
         self.duplicator = Duplicator(legs, predictor)
+        self.sharer = Sharer(legs)
         self.settings = legs.settings
         self.clock = legs.clock
         self.availability = legs.availability
@@ -73,13 +77,25 @@ class Requester:
         task.cancel()
         return True
 
-    async def run(self, job: Job, plan: Plan, *, fallback: bool | None = None) -> Outcome:
+    async def run(
+        self,
+        job: Job,
+        plan: Plan,
+        *,
+        fallback: bool | None = None,
+        done: Mapping[int, Any] | None = None,
+        on_chunk: ChunkSink | None = None,
+    ) -> Outcome:
         """Execute ``plan`` for ``job``. ``fallback`` overrides
-        ``settings.requester.fallback_to_edge`` (bootstrapping turns it off)."""
+        ``settings.requester.fallback_to_edge`` (bootstrapping turns it off). Share
+        mode only: ``done`` holds the images labelled before a restart (not labelled
+        again), ``on_chunk`` sees each chunk's results as they land."""
         if job.batch_id in self._jobs:
             raise BackendError(plan.runtime, f"batch {job.batch_id!r} is already running")
         allow = self.settings.requester.fallback_to_edge if fallback is None else fallback
-        task = asyncio.create_task(self._execute(job, plan, allow), name=f"batch:{job.batch_id}")
+        task = asyncio.create_task(
+            self._execute(job, plan, allow, done, on_chunk), name=f"batch:{job.batch_id}"
+        )
         self._jobs[job.batch_id] = task
         try:
             return await task
@@ -91,7 +107,14 @@ class Requester:
         finally:
             self._jobs.pop(job.batch_id, None)
 
-    async def _execute(self, job: Job, plan: Plan, allow_fallback: bool) -> Outcome:
+    async def _execute(
+        self,
+        job: Job,
+        plan: Plan,
+        allow_fallback: bool,
+        done: Mapping[int, Any] | None,
+        on_chunk: ChunkSink | None,
+    ) -> Outcome:
         loop = asyncio.get_running_loop()
         out = Outcome(job.batch_id, plan.runtime, plan.mode, started_at=self.clock.now())
         t0 = loop.time()
@@ -110,6 +133,8 @@ class Requester:
             self.legs.finish(out, edge_leg, t0, add_used=False)
         elif plan.speculative_edge:
             await self.duplicator.run(job, plan, out, t0)
+        elif plan.mode is Mode.SHARE:
+            await self.sharer.run(job, plan, out, t0, done=done, on_chunk=on_chunk)
         else:
             await self._single(job, plan, out, t0, allow_fallback)
         log.info(

@@ -25,6 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from stoic.errors import BackendError, PredictorError
 from stoic.logging import get_logger
@@ -32,6 +33,7 @@ from stoic.schedule.availability import Availability
 from stoic.schedule.policy import PolicyOptions, decide
 from stoic.schedule.recorder import PredictorLike
 from stoic.schedule.requester import Requester
+from stoic.schedule.sharer import ChunkSink
 from stoic.settings import Settings
 from stoic.values import (
     DeploymentSample,
@@ -169,13 +171,16 @@ class Scheduler:
         pinned: str | None = None,
         truth: Mapping[str, float] | None = None,
         on_plan: Callable[[Plan], Awaitable[None]] | None = None,
+        done: Mapping[int, Any] | None = None,
+        on_chunk: ChunkSink | None = None,
     ) -> tuple[Plan, Outcome]:
         """Schedule and run one batch: plan, tell ``on_plan`` (the daemon records the
-        decision and counts it), run the plan. Errors of the requester propagate (typed)."""
+        decision and counts it), run the plan (share mode: ``done``/``on_chunk``, see
+        :meth:`Requester.run`). Errors of the requester propagate (typed)."""
         plan = self.plan(job, mode=mode, pinned=pinned, truth=truth)
         if on_plan is not None:
             await on_plan(plan)
-        outcome = await self.requester.run(job, plan)
+        outcome = await self.requester.run(job, plan, done=done, on_chunk=on_chunk)
         outcome.decision_s = plan.decision_s
         return plan, outcome
 

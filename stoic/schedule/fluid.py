@@ -1,4 +1,4 @@
-"""Lower bounds on a batch's latency, from hindsight of every runtime's truth.
+"""The fluid model of a shared batch: a lower bound in hindsight, a forecast in advance.
 
 MIN-LAT (the paper's oracle) is the best *single* runtime per batch: the ceiling of
 every scheduler that puts a batch on one runtime. A scheduler that splits a batch across
@@ -12,6 +12,10 @@ be done if work were perfectly divisible:
 
 No real schedule reaches it (images are whole, chunks pay their call overhead, uploads
 take time), so a share-mode total at 100–125 % of it is close to the best possible.
+
+The same arithmetic on *predicted* capacities is share mode's forecast: the policy
+(:func:`stoic.schedule.policy.decide`) adds a cloud runtime when it moves the predicted
+finish forward enough, and the replay scores against it with the truth.
 """
 
 from __future__ import annotations
