@@ -271,3 +271,44 @@ def test_configuration_doc_is_in_sync() -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert (root / "docs" / "configuration.md").read_text() == module.render()
+
+
+# Share mode through the daemon --------------------------------------------------------
+
+
+async def test_share_mode_labels_each_image_once_and_resumes_from_stored_chunks(
+    tmp_path: Path,
+) -> None:
+    """A share batch's results name the runtime of each image; the chunk objects a
+    crashed attempt left are not labelled again."""
+    from stoic.storage.package import chunk_results_key, results_key
+    from stoic.values import Mode
+
+    settings = make_settings(tmp_path, controller={"bootstrap": False}, share={"min_gain_s": 0})
+    fake = FakeBackend(
+        {
+            "edge": FakeSpec(per_image_s=0.05),
+            "gpu1": FakeSpec(deploy_s=0.05, per_image_s=0.005),
+        },
+        default=FakeSpec(deploy_s=30.0, per_image_s=1.0),
+    )
+    done_before = put_batch(settings, n_images=40, mode=Mode.SHARE)
+    objects = make_object_store(settings)
+    earlier = [{"index": i, "label": "earlier", "runtime": "edge"} for i in range(10)]
+    objects.put_bytes(
+        chunk_results_key(done_before, 0, 10),
+        json.dumps({"start": 0, "stop": 10, "runtime": "edge", "results": earlier}).encode(),
+    )
+    objects.put_bytes(chunk_results_key(done_before, 10, 20), b"{truncated by a crash")
+    async for ctl in running(settings, fake):
+        record = await wait_state(ctl, done_before, BatchState.DONE, BatchState.FAILED)
+    assert record.state is BatchState.DONE, record.error
+    doc = json.loads(objects.get_bytes(results_key(done_before)))
+    results = doc["results"]
+    assert [r["index"] for r in results] == list(range(40))
+    assert all(r["runtime"] for r in results)
+    assert [r["label"] for r in results[:10]] == ["earlier"] * 10
+    assert sum(doc["shares"].values()) == 30  # only the 30 without a readable chunk object
+    labelled = [e.detail for e in fake.ops("invoke")]
+    assert all(int(d.split("-")[0]) >= 10 for d in labelled)
+    assert objects.list(f"batches/{done_before}/chunks/") == []  # merged into results

@@ -46,17 +46,25 @@ import functools
 import json
 import os
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from stoic.clock import Clock
 from stoic.daemon.metrics import Metrics
 from stoic.errors import BatchStateError, StoicError
 from stoic.logging import get_logger
+from stoic.schedule.board import Chunk
 from stoic.schedule.scheduler import Scheduler
 from stoic.settings import Settings
 from stoic.storage.objectstore import ObjectStore
-from stoic.storage.package import PackageWriter, iter_package, results_key
+from stoic.storage.package import (
+    PackageWriter,
+    chunk_results_key,
+    chunks_prefix,
+    iter_package,
+    results_key,
+)
 from stoic.store.store import BatchRecord, Store
 from stoic.values import BatchState, Job, Mode, Outcome, Plan
 
@@ -174,8 +182,15 @@ class Dispatcher:
                 await self._prime(job.app, job.app_version)
             if s.controller.bootstrap and self.scheduler.needs_bootstrap(job.app, job.app_version):
                 await self._bootstrap(record)
+            done: dict[int, Any] = {}
+            on_chunk = None
+            if mode is Mode.SHARE:
+                done = await asyncio.to_thread(self._load_chunks, record)
+                on_chunk = functools.partial(self._store_chunk, record.id)
+                if done:
+                    log.info("share: resuming", batch_id=record.id, labelled_before=len(done))
             plan, outcome = await self.scheduler.handle(
-                job, mode=mode, pinned=pinned, on_plan=decided
+                job, mode=mode, pinned=pinned, on_plan=decided, done=done, on_chunk=on_chunk
             )
         except asyncio.CancelledError:
             log.warning(
@@ -191,6 +206,38 @@ class Dispatcher:
             return
         await self._succeed(record, plan, outcome)
 
+    # Share mode: results chunk by chunk -----------------------------------------------
+
+    async def _store_chunk(
+        self, batch_id: str, chunk: Chunk, runtime: str, results: Sequence[Any]
+    ) -> None:
+        """One object per finished chunk (written atomically), so that after a crash
+        only the images without one are labelled again."""
+        document = {
+            "start": chunk.start,
+            "stop": chunk.stop,
+            "runtime": runtime,
+            "results": [{**r, "runtime": runtime} for r in results],
+        }
+        key = chunk_results_key(batch_id, chunk.start, chunk.stop)
+        await asyncio.to_thread(self.objects.put_bytes, key, json.dumps(document).encode())
+
+    def _load_chunks(self, record: BatchRecord) -> dict[int, Any]:
+        """The images a previous attempt labelled (index → result); an unreadable chunk
+        object counts as not labelled."""
+        done: dict[int, Any] = {}
+        for key in self.objects.list(chunks_prefix(record.id)):
+            try:
+                doc = json.loads(self.objects.get_bytes(key))
+                start, results = int(doc["start"]), list(doc["results"])
+            except (StoicError, ValueError, KeyError, TypeError):
+                log.warning("share: ignoring an unreadable chunk object", key=key)
+                continue
+            for i, r in enumerate(results):
+                if 0 <= start + i < record.n_images:
+                    done.setdefault(start + i, r)
+        return done
+
     async def _succeed(self, record: BatchRecord, plan: Plan, outcome: Outcome) -> None:
         key = results_key(record.id)
         document = {
@@ -200,8 +247,13 @@ class Dispatcher:
             "n_images": record.n_images,
             "results": outcome.results if outcome.results is not None else [],
         }
+        if outcome.shares:
+            document["shares"] = outcome.shares
+            document["duplicate_images"] = outcome.duplicate_images
         data = json.dumps(document).encode()
         await asyncio.to_thread(self.objects.put_bytes, key, data)
+        if plan.mode is Mode.SHARE:  # the results document holds them all now
+            await asyncio.to_thread(self.objects.delete_prefix, chunks_prefix(record.id))
         if outcome.reason:
             with contextlib.suppress(BatchStateError):
                 await asyncio.to_thread(

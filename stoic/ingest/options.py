@@ -19,7 +19,7 @@ from stoic.errors import InvalidField
 from stoic.settings import ApiSettings
 from stoic.values import Mode
 
-API_MODES = (Mode.SELECTOR, Mode.DUPLICATOR)
+API_MODES = (Mode.SELECTOR, Mode.DUPLICATOR, Mode.SHARE)
 """Modes a client may ask for; the replay's baselines are not offered over HTTP."""
 
 

@@ -52,6 +52,16 @@ def package_key(batch_id: str) -> str:
     return f"batches/{_check_id('batch id', batch_id)}/package.tar"
 
 
+def chunks_prefix(batch_id: str) -> str:
+    """``batches/<batch_id>/chunks/``: share mode's results, one object per chunk."""
+    return f"batches/{_check_id('batch id', batch_id)}/chunks/"
+
+
+def chunk_results_key(batch_id: str, start: int, stop: int) -> str:
+    """``batches/<batch_id>/chunks/<start>-<stop>.json``."""
+    return f"{chunks_prefix(batch_id)}{start:06d}-{stop:06d}.json"
+
+
 def results_key(batch_id: str) -> str:
     """``batches/<batch_id>/results.json``."""
     return f"batches/{_check_id('batch id', batch_id)}/results.json"
