@@ -219,16 +219,45 @@ async def test_skip_invalid_accepts_the_rest_and_lists_what_was_skipped(daemon: 
 
 async def test_idempotency_key_returns_the_same_batch(daemon: Daemon) -> None:
     headers = {"Idempotency-Key": "upload-42"}
-    r1 = await daemon.client.post("/v1/batches", files=files(("a.jpg", jpeg())), headers=headers)
-    r2 = await daemon.client.post(
-        "/v1/batches", files=files(("a.jpg", jpeg()), ("b.jpg", jpeg(2))), headers=headers
-    )
+    sent = files(("a.jpg", jpeg()), ("b.jpg", jpeg(2)))
+    r1 = await daemon.client.post("/v1/batches", files=sent, headers=headers)
+    # The same request again (httpx picks a new multipart boundary): the same batch.
+    r2 = await daemon.client.post("/v1/batches", files=sent, headers=headers)
     assert (r1.status_code, r2.status_code) == (202, 200)
     assert r1.json()["id"] == r2.json()["id"]
     assert r2.headers["location"] == r1.headers["location"]
     assert daemon.controller.store.count_batches() == 1
     packages = [k for k in daemon.controller.objects.list("batches/") if k.endswith(".tar")]
     assert len(packages) == 1
+
+
+@pytest.mark.parametrize(
+    ("changed", "extra"),
+    [
+        ("a different file", {"files": files(("a.jpg", jpeg()), ("b.jpg", jpeg(3)))}),
+        ("one file fewer", {"files": files(("a.jpg", jpeg()))}),
+        ("a renamed file", {"files": files(("a.jpg", jpeg()), ("c.jpg", jpeg(2)))}),
+        ("other options", {"data": {"mode": "duplicator"}}),
+    ],
+)
+async def test_idempotency_key_reused_for_another_request_is_409(
+    daemon: Daemon, changed: str, extra: dict[str, Any]
+) -> None:
+    headers = {"Idempotency-Key": "upload-43"}
+    first = {"files": files(("a.jpg", jpeg()), ("b.jpg", jpeg(2)))}
+    r1 = await daemon.client.post("/v1/batches", headers=headers, **first)
+    assert r1.status_code == 202, r1.text
+    request = {**first, **extra}
+    r2 = await daemon.client.post("/v1/batches", headers=headers, **request)
+    assert r2.status_code == 409, changed
+    error = r2.json()["error"]
+    assert error["code"] == "idempotency_key_reused" and error["field"] == "Idempotency-Key"
+    assert r1.json()["id"] in error["message"]
+    # Nothing of the second request was kept; the first batch is intact.
+    assert daemon.controller.store.count_batches() == 1
+    packages = [k for k in daemon.controller.objects.list("batches/") if k.endswith(".tar")]
+    assert len(packages) == 1
+    assert not list((daemon.data_dir / "tmp").glob(f"{TMP_PREFIX}*"))
 
 
 async def test_pinned_runtime_and_duplicator_mode(daemon: Daemon) -> None:

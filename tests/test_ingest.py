@@ -123,8 +123,19 @@ def test_builder_packages_images_and_archives(tmp_path: Path) -> None:
     assert members == [("a.jpg", a), ("sub/c.jpg", c), ("a-2.jpg", a)]
 
 
-def test_builder_collects_invalid_images_until_check(tmp_path: Path) -> None:
+def test_builder_stops_at_the_first_invalid_image(tmp_path: Path) -> None:
     b = PackageBuilder(tmp_path, LIMITS)
+    try:
+        b.add_upload("ok.jpg", io.BytesIO(jpeg()), len(jpeg()))
+        with pytest.raises(NotAnImage) as info:
+            b.add_upload("t.txt", io.BytesIO(b"text"), 4)
+        assert info.value.file == "t.txt"
+    finally:
+        b.discard()
+
+
+def test_builder_with_skip_invalid_collects_invalid_images_until_check(tmp_path: Path) -> None:
+    b = PackageBuilder(tmp_path, LIMITS, skip_invalid=True)
     try:
         for name, data in [
             ("ok.jpg", jpeg()),
@@ -134,7 +145,7 @@ def test_builder_collects_invalid_images_until_check(tmp_path: Path) -> None:
             b.add_upload(name, io.BytesIO(data), len(data))
         assert b.n_images == 2
         with pytest.raises(NotAnImage):
-            b.check(False)
+            b.check(False)  # the final options said otherwise after all
         b.check(True)
         assert [s["file"] for s in b.stats.skipped] == ["t.txt"]
     finally:
@@ -146,9 +157,14 @@ def test_builder_limits(tmp_path: Path) -> None:
         build(tmp_path, *((f"{i}.jpg", jpeg(i)) for i in range(LIMITS.max_images + 1)))
     with pytest.raises(EmptyBatch):
         build(tmp_path)
-    with pytest.raises(EmptyBatch) as info:
-        build(tmp_path, ("x.txt", b"x"), skip=True)
-    assert info.value.file == "x.txt"
+    b = PackageBuilder(tmp_path, LIMITS, skip_invalid=True)
+    try:
+        b.add_upload("x.txt", io.BytesIO(b"x"), 1)
+        with pytest.raises(EmptyBatch) as info:
+            b.check(True)
+        assert info.value.file == "x.txt"
+    finally:
+        b.discard()
 
 
 def test_zip_bomb_member_stops_at_the_limit(tmp_path: Path) -> None:

@@ -14,6 +14,10 @@ import typer
 
 from stoic.errors import StoicError
 
+MAX_HEADER_BYTES = 64 * 1024
+"""Request line and headers together (h11's ``max_incomplete_event_size``; a longer
+head is refused with 400)."""
+
 # serve ---------------------------------------------------------------------------------
 
 
@@ -27,6 +31,15 @@ def serve(
     import uvicorn
 
     from stoic.api.app import create_app
+    from stoic.api.server import (
+        ConnectionGuard,
+        ConnectionLimits,
+        Server,
+        fit_connection_cap,
+        protocol_class,
+    )
+    from stoic.daemon.controller import Controller
+    from stoic.daemon.lock import DataDirLock
     from stoic.logging import configure_logging, get_logger
     from stoic.settings import load_settings
 
@@ -41,38 +54,50 @@ def serve(
     if data_dir is not None:
         overrides["data_dir"] = data_dir
     settings = load_settings(config, **overrides)
-    configure_logging(settings.log.level, json_logs=settings.log.json_logs)
-    app = create_app(settings)
-    url = f"http://{settings.api.host}:{settings.api.port}"
-    get_logger("stoic.serve").info(
-        "serving", url=url, docs=f"{url}/docs", data_dir=str(settings.data_dir.resolve())
-    )
-    typer.echo(f"stoic: serving on {url} (API docs: {url}/docs)", err=True)
-    controller = app.state.controller
-
-    class Server(uvicorn.Server):
-        """uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, so the process
-        would end "killed by SIGTERM" however cleanly it drained. Here a signal only
-        sets flags (uvicorn's exit flag, the controller's draining flag); the lifespan
-        then drains the controller and the process exits 0."""
-
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            super().handle_exit(sig, frame)
-            self._captured_signals.clear()
-            controller.mark_draining()
-
-    server = Server(
-        uvicorn.Config(
-            app,
-            host=settings.api.host,
-            port=settings.api.port,
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-            timeout_graceful_shutdown=int(settings.controller.drain_grace_s) + 5,
+    # Before anything else touches the data directory: one daemon per data dir.
+    lock = DataDirLock(settings.data_dir)
+    lock.acquire()
+    try:
+        configure_logging(
+            settings.log.level,
+            json_logs=settings.log.json_logs,
+            max_repeats=settings.log.max_repeats,
+            repeat_window_s=settings.log.repeat_window_s,
         )
-    )
-    server.run()
+        controller = Controller(settings, lock=lock)
+        app = create_app(settings, controller=controller)
+        url = f"http://{settings.api.host}:{settings.api.port}"
+        get_logger("stoic.serve").info(
+            "serving", url=url, docs=f"{url}/docs", data_dir=str(settings.data_dir.resolve())
+        )
+        typer.echo(f"stoic: serving on {url} (API docs: {url}/docs)", err=True)
+        a = settings.api
+        guard = ConnectionGuard(
+            ConnectionLimits(
+                max_connections=fit_connection_cap(a.max_connections),
+                header_timeout_s=a.header_timeout_s,
+                body_timeout_s=a.body_timeout_s,
+            ),
+            on_drop=lambda reason: controller.metrics.connections_dropped.labels(reason).inc(),
+        )
+        server = Server(
+            uvicorn.Config(
+                app,
+                host=a.host,
+                port=a.port,
+                http=protocol_class(guard),
+                log_config=None,
+                access_log=False,
+                lifespan="on",
+                timeout_keep_alive=max(1, round(a.keep_alive_s)),
+                h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+                timeout_graceful_shutdown=int(settings.controller.drain_grace_s) + 5,
+            ),
+            controller,
+        )
+        server.run()
+    finally:
+        lock.release()
     if not server.started:
         raise StoicError(f"the daemon did not start on {url}; see the log above")
 

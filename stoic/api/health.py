@@ -17,8 +17,11 @@ from stoic.api.auth import require_token
 from stoic.api.schemas import Health, Ready
 from stoic.daemon.controller import Controller
 from stoic.daemon.metrics import CONTENT_TYPE
+from stoic.logging import get_logger
 
 router = APIRouter(tags=["health"])
+
+log = get_logger("stoic.api")
 
 STORE_CHECK_TIMEOUT_S = 2.0
 
@@ -39,8 +42,13 @@ async def readyz(request: Request) -> JSONResponse:
             async with asyncio.timeout(STORE_CHECK_TIMEOUT_S):
                 await asyncio.to_thread(c.store.count_batches)
             checks["store"] = "ok"
+        except TimeoutError:
+            checks["store"] = f"no answer within {STORE_CHECK_TIMEOUT_S:g} s"
+            ok = False
         except Exception as exc:
-            checks["store"] = f"error: {exc}"
+            # The message names the database (and its SQL): for the log, not the probe.
+            log.warning("readiness: store check failed", error=str(exc))
+            checks["store"] = "unavailable; see the daemon's log"
             ok = False
     else:
         checks["store"] = "not open"
