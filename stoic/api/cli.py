@@ -14,10 +14,6 @@ import typer
 
 from stoic.errors import StoicError
 
-MAX_HEADER_BYTES = 64 * 1024
-"""Request line and headers together (h11's ``max_incomplete_event_size``; a longer
-head is refused with 400)."""
-
 # serve ---------------------------------------------------------------------------------
 
 
@@ -28,16 +24,8 @@ def serve(
     data_dir: Path | None = typer.Option(None, "--data-dir", help="state directory (data_dir)"),
 ) -> None:
     """Run the edge controller daemon (REST API + scheduler) until SIGTERM/SIGINT."""
-    import uvicorn
-
     from stoic.api.app import create_app
-    from stoic.api.server import (
-        ConnectionGuard,
-        ConnectionLimits,
-        Server,
-        fit_connection_cap,
-        protocol_class,
-    )
+    from stoic.api.server import build_server
     from stoic.daemon.controller import Controller
     from stoic.daemon.lock import DataDirLock
     from stoic.logging import configure_logging, get_logger
@@ -71,30 +59,7 @@ def serve(
             "serving", url=url, docs=f"{url}/docs", data_dir=str(settings.data_dir.resolve())
         )
         typer.echo(f"stoic: serving on {url} (API docs: {url}/docs)", err=True)
-        a = settings.api
-        guard = ConnectionGuard(
-            ConnectionLimits(
-                max_connections=fit_connection_cap(a.max_connections),
-                header_timeout_s=a.header_timeout_s,
-                body_timeout_s=a.body_timeout_s,
-            ),
-            on_drop=lambda reason: controller.metrics.connections_dropped.labels(reason).inc(),
-        )
-        server = Server(
-            uvicorn.Config(
-                app,
-                host=a.host,
-                port=a.port,
-                http=protocol_class(guard),
-                log_config=None,
-                access_log=False,
-                lifespan="on",
-                timeout_keep_alive=max(1, round(a.keep_alive_s)),
-                h11_max_incomplete_event_size=MAX_HEADER_BYTES,
-                timeout_graceful_shutdown=int(settings.controller.drain_grace_s) + 5,
-            ),
-            controller,
-        )
+        server = build_server(settings, controller, app)
         server.run()
     finally:
         lock.release()

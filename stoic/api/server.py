@@ -52,8 +52,13 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from stoic.daemon.controller import Controller
 from stoic.logging import get_logger
+from stoic.settings import Settings
 
 log = get_logger("stoic.http")
+
+MAX_HEADER_BYTES = 64 * 1024
+"""Request line and headers together (h11's ``max_incomplete_event_size``; a longer
+head is refused with 400)."""
 
 FD_RESERVE = 256
 """Descriptors kept free of connections: the database, the object store, the tar and
@@ -241,3 +246,29 @@ class Server(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         await self.controller.drain(abandon=lambda: self.force_exit)
         await super().shutdown(sockets)
+
+
+def build_server(settings: Settings, controller: Controller, app: Any) -> Server:
+    """The server of ``stoic serve`` for ``app`` (whose controller is ``controller``)."""
+    a = settings.api
+    guard = ConnectionGuard(
+        ConnectionLimits(
+            max_connections=fit_connection_cap(a.max_connections),
+            header_timeout_s=a.header_timeout_s,
+            body_timeout_s=a.body_timeout_s,
+        ),
+        on_drop=lambda reason: controller.metrics.connections_dropped.labels(reason).inc(),
+    )
+    config = uvicorn.Config(
+        app,
+        host=a.host,
+        port=a.port,
+        http=protocol_class(guard),
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_keep_alive=max(1, round(a.keep_alive_s)),
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        timeout_graceful_shutdown=int(settings.controller.drain_grace_s) + 5,
+    )
+    return Server(config, controller)
