@@ -34,9 +34,11 @@ from stoic.errors import ClientDisconnected, RequestTimeout
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 
-READ_AHEAD_BYTES = 4 * 1024 * 1024
-"""Body bytes the reader may hold ahead of the ingest (then it stops reading, and
-uvicorn stops reading the socket)."""
+READ_AHEAD_BYTES = 1024 * 1024
+"""Body bytes the reader may hold ahead of the ingest; then it stops reading (and
+uvicorn stops reading the socket) until the ingest catches up. A hang-up mid-body is
+seen when there is room again, i.e. after the part being validated (whose work the
+budgets bound); after the last byte, at once."""
 
 
 class UploadGate:

@@ -181,19 +181,13 @@ class Ingestor:
             )
         return limit
 
-    def _stream(
-        self,
-        content_type: str,
-        spool: Callable[[], Any],
-        on_field: Callable[[str, str], None] | None = None,
-    ) -> MultipartStream:
+    def _stream(self, content_type: str, spool: Callable[[], Any]) -> MultipartStream:
         return MultipartStream(
             content_type,
             spool,
             known_fields=OPTION_FIELDS,
             max_fields=self.limits.max_form_fields,
             max_field_bytes=self.limits.max_form_bytes,
-            on_field=on_field,
         )
 
     def _options(
@@ -234,15 +228,10 @@ class Ingestor:
             ),
         )
 
-        def on_field(name: str, value: str) -> None:
-            # skip_invalid takes effect for the files that follow it.
-            if name == "skip_invalid":
-                builder.skip_invalid = parse_bool(value, "skip_invalid")
-
         stream: MultipartStream | None = None
         key: str | None = None
         try:
-            stream = self._stream(content_type, builder.spool, on_field)
+            stream = self._stream(content_type, builder.spool)
             received = 0
             async for chunk in body:
                 received += len(chunk)
@@ -250,6 +239,9 @@ class Ingestor:
                     raise BatchTooLarge(f"request body is over the limit of {limit} bytes")
                 for part in stream.feed(chunk):
                     assert part.file is not None
+                    # skip_invalid applies to the files after it (query or field).
+                    skip = {**query, **part.fields_before}.get("skip_invalid", "")
+                    builder.skip_invalid = parse_bool(skip, "skip_invalid")
                     try:
                         await self._work(
                             cancelled,

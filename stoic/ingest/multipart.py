@@ -49,6 +49,9 @@ class _Part:
     size: int = 0
     header_bytes: int = 0
     sha256: Any = None
+    fields_before: dict[str, str] = field(default_factory=dict)
+    """The form fields that came before this file part (``skip_invalid`` applies to
+    the files after it, however the body was cut into chunks)."""
 
 
 class MultipartStream:
@@ -57,8 +60,7 @@ class MultipartStream:
     Form fields are kept (at most ``max_fields`` of them, ``max_field_bytes`` in all,
     each named in ``known_fields``); file parts are spooled and returned by
     :meth:`feed` as soon as they end, so the caller can validate and drop them before
-    the next one arrives. ``on_field`` sees each field as soon as it is complete (the
-    ingest learns ``skip_invalid`` before the files that follow it).
+    the next one arrives. Each file part carries the fields that preceded it.
     """
 
     MAX_FIELD_BYTES = MAX_FIELD_BYTES
@@ -71,7 +73,6 @@ class MultipartStream:
         known_fields: Collection[str] | None = None,
         max_fields: int = 16,
         max_field_bytes: int = 64 * 1024,
-        on_field: Callable[[str, str], None] | None = None,
     ) -> None:
         from python_multipart.multipart import MultipartParser, parse_options_header
 
@@ -96,7 +97,6 @@ class MultipartStream:
         self._max_field_bytes = max_field_bytes
         self._field_bytes = 0
         self._n_fields = 0
-        self._on_field = on_field
         self._part = _Part()
         self._hname = b""
         self._hvalue = b""
@@ -154,6 +154,7 @@ class MultipartStream:
         self._part.name = self._decode(options[b"name"])
         if b"filename" in options:
             self._part.filename = self._decode(options[b"filename"])
+            self._part.fields_before = dict(self.fields)
             self._part.sha256 = hashlib.sha256()
             self._part.file = self._spool()
             self._open.append(self._part.file)
@@ -193,10 +194,7 @@ class MultipartStream:
     def _on_part_end(self) -> None:
         part = self._part
         if part.file is None:
-            value = self._decode(bytes(part.data))
-            self.fields[part.name] = value
-            if self._on_field is not None:
-                self._on_field(part.name, value)
+            self.fields[part.name] = self._decode(bytes(part.data))
         else:
             self.files.append((part.filename or "", part.size, part.sha256.hexdigest()))
             self._done.append(part)
