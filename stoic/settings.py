@@ -182,6 +182,9 @@ class ApiSettings(_Section):
     max_connections: int = Field(
         1_024, ge=8, le=1_000_000, description="open HTTP connections (idle ones are evicted)"
     )
+    listen_backlog: int = Field(
+        128, ge=1, le=65_535, description="connections the kernel queues for accept()"
+    )
     header_timeout_s: float = Field(
         10.0, gt=0, le=600, description="time to send a request's headers before a 408"
     )

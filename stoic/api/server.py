@@ -21,8 +21,19 @@ half-sent header never arrives. So this module adds, in an
   ``503`` and is closed. A health check therefore always finds a slot, however many
   idle connections an attacker holds;
 * the soft ``RLIMIT_NOFILE`` is raised (to the hard limit at most) so that the cap,
-  plus the daemon's own files, fits; where it cannot, the cap is lowered and a warning
-  says so.
+  one accept batch and the daemon's own files fit; where it cannot, the cap is
+  lowered and a warning says so. The batch counts because asyncio accepts up to
+  ``backlog`` connections in one loop turn, before any of them reaches
+  ``connection_made`` and the cap: without that headroom ``accept()`` fails with
+  ``EMFILE``, and asyncio then logs an error and arms a retry timer for *each* of the
+  remaining attempts of the turn (CPython's ``_accept_connection``) and stops
+  accepting for a second: the log flood and the stalled health checks of issue 13.
+  So asyncio is given a small batch (:data:`ACCEPT_BATCH`); the kernel's queue is
+  ``api.listen_backlog`` (set with ``listen()`` again on the bound socket). Keep that
+  one short too: the queue is first come, first served, so under a connection flood a
+  health check waits behind the whole queue (with 2,048, seconds); with a short queue
+  the kernel drops the surplus SYNs instead, which slows the flood down and costs an
+  unlucky health check one SYN retransmit (1 s) at worst.
 
 Each drop is logged at INFO with its reason (the log filter of :mod:`stoic.logging`
 folds bursts into a count) and counted in ``stoic_http_connections_dropped_total``.
@@ -59,6 +70,9 @@ log = get_logger("stoic.http")
 MAX_HEADER_BYTES = 64 * 1024
 """Request line and headers together (h11's ``max_incomplete_event_size``; a longer
 head is refused with 400)."""
+
+ACCEPT_BATCH = 128
+"""Connections asyncio accepts per loop turn (its ``backlog`` argument)."""
 
 FD_RESERVE = 256
 """Descriptors kept free of connections: the database, the object store, the tar and
@@ -206,18 +220,20 @@ def protocol_class(guard: ConnectionGuard) -> type[GuardedH11Protocol]:
     return type("StoicH11Protocol", (GuardedH11Protocol,), {"guard": guard})
 
 
-def fit_connection_cap(max_connections: int) -> int:
-    """Raise the soft descriptor limit so ``max_connections`` plus :data:`FD_RESERVE`
-    fit; return the cap that does fit (lower, with a warning, if the hard limit is)."""
+def fit_connection_cap(max_connections: int, backlog: int) -> int:
+    """Raise the soft descriptor limit so ``max_connections`` plus one accept batch
+    (``backlog``) plus :data:`FD_RESERVE` fit; return the cap that does fit (lower, with
+    a warning, if the hard limit is)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    need = max_connections + FD_RESERVE
+    headroom = FD_RESERVE + backlog
+    need = max_connections + headroom
     if soft != resource.RLIM_INFINITY and soft < need:
         target = need if hard == resource.RLIM_INFINITY else min(need, hard)
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     if soft != resource.RLIM_INFINITY and soft < need:
-        fitted = max(8, soft - FD_RESERVE)
+        fitted = max(8, soft - headroom)
         log.warning(
             "api.max_connections lowered to fit the descriptor limit",
             configured=max_connections,
@@ -243,6 +259,18 @@ class Server(uvicorn.Server):
         self._captured_signals.clear()
         self.controller.mark_draining()
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        backlog = self.controller.settings.api.listen_backlog
+        if backlog == ACCEPT_BATCH:
+            return
+        for server in getattr(self, "servers", []):
+            for sock in server.sockets:
+                # listen() again on the bound socket: a longer kernel queue, while
+                # asyncio keeps accepting ACCEPT_BATCH per turn.
+                with contextlib.suppress(OSError), sock.dup() as own:
+                    own.listen(backlog)
+
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         await self.controller.drain(abandon=lambda: self.force_exit)
         await super().shutdown(sockets)
@@ -253,7 +281,7 @@ def build_server(settings: Settings, controller: Controller, app: Any) -> Server
     a = settings.api
     guard = ConnectionGuard(
         ConnectionLimits(
-            max_connections=fit_connection_cap(a.max_connections),
+            max_connections=fit_connection_cap(a.max_connections, ACCEPT_BATCH),
             header_timeout_s=a.header_timeout_s,
             body_timeout_s=a.body_timeout_s,
         ),
@@ -267,6 +295,7 @@ def build_server(settings: Settings, controller: Controller, app: Any) -> Server
         log_config=None,
         access_log=False,
         lifespan="on",
+        backlog=ACCEPT_BATCH,
         timeout_keep_alive=max(1, round(a.keep_alive_s)),
         h11_max_incomplete_event_size=MAX_HEADER_BYTES,
         timeout_graceful_shutdown=int(settings.controller.drain_grace_s) + 5,
