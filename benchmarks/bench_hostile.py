@@ -93,7 +93,7 @@ class Daemon:
 
 
 @contextlib.contextmanager
-def daemon(nofile: int) -> Iterator[Daemon]:
+def daemon(nofile: int, api: dict[str, int]) -> Iterator[Daemon]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-hostile-"))
     config = tmp / "stoic.toml"
     config.write_text(
@@ -101,6 +101,7 @@ def daemon(nofile: int) -> Iterator[Daemon]:
         "[controller]\ninquisitor = false\nbootstrap = false\ndemo_model = false\n"
         f'[local]\ncommand = ["{sys.executable}", "{STAND_IN}", "--no-model-check"]\n'
         '[[runtimes]]\nname = "edge"\nkind = "edge"\n'
+        "[api]\n" + "".join(f"{k} = {v}\n" for k, v in api.items())
     )
     port = free_port()
     log = tmp / "daemon.log"
@@ -463,7 +464,7 @@ def attack_hangup(d: Daemon) -> Callable[[Counter[str]], str]:
         per = (d.log_bytes() - log0) / 200
         answers.clear()
         answers["hung up"] = 200
-        return f"log per hang-up {per:.0f} bytes (before the repeat filter folds them)"
+        return f"log: {per:.0f} bytes per hang-up (repeats folded by the log filter)"
 
     return run
 
@@ -476,12 +477,16 @@ def main() -> None:
     ap.add_argument("--nofile", type=int, default=1024, help="the daemon's descriptor limit")
     ap.add_argument("--connections", type=int, default=3000)
     ap.add_argument("--duration", type=float, default=20.0, help="slowloris seconds")
+    ap.add_argument(
+        "--api", action="append", default=[], metavar="KEY=N", help="an api.* setting"
+    )
     args = ap.parse_args()
+    api = {k: int(v) for k, v in (kv.split("=", 1) for kv in args.api)}
     wanted = {"junk", "png", "slowloris", "fields", "slowbody", "hangup"}
     if args.attack != "all":
         wanted = set(args.attack.split(","))
     print(f"load average before: {os.getloadavg()}, {os.cpu_count()} CPUs")
-    with daemon(args.nofile) as d:
+    with daemon(args.nofile, api) as d:
         print(f"daemon pid {d.pid}, RSS {d.status_kb('VmRSS') / 1024:.0f} MB, nofile {args.nofile}")
         with Prober(d.port) as idle:
             time.sleep(3)
