@@ -477,9 +477,7 @@ def main() -> None:
     ap.add_argument("--nofile", type=int, default=1024, help="the daemon's descriptor limit")
     ap.add_argument("--connections", type=int, default=3000)
     ap.add_argument("--duration", type=float, default=20.0, help="slowloris seconds")
-    ap.add_argument(
-        "--api", action="append", default=[], metavar="KEY=N", help="an api.* setting"
-    )
+    ap.add_argument("--api", action="append", default=[], metavar="KEY=N", help="an api.* setting")
     args = ap.parse_args()
     api = {k: int(v) for k, v in (kv.split("=", 1) for kv in args.api)}
     wanted = {"junk", "png", "slowloris", "fields", "slowbody", "hangup"}

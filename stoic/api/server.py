@@ -67,9 +67,9 @@ from stoic.settings import Settings
 
 log = get_logger("stoic.http")
 
-MAX_HEADER_BYTES = 64 * 1024
-"""Request line and headers together (h11's ``max_incomplete_event_size``; a longer
-head is refused with 400)."""
+MAX_HEADER_BYTES = 16 * 1024
+"""Request line and headers together (h11's ``max_incomplete_event_size``, at h11's
+own default, stated here so that it is a decision; a longer head is refused with 400)."""
 
 ACCEPT_BATCH = 128
 """Connections asyncio accepts per loop turn (its ``backlog`` argument)."""
