@@ -511,3 +511,45 @@ def test_the_request_digest_ignores_the_boundary_and_sees_everything_else() -> N
         [parts[0], parts[2], parts[1]],
     ]
     assert len({d, *(digest_of(multipart(p, "x"), "x") for p in changed)}) == 1 + len(changed)
+
+
+def png_with_idat(data: bytes, idat: bytes) -> bytes:
+    """``data`` (a PNG) with its image data replaced, every CRC correct."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    start = data.index(b"IDAT") - 4
+    end = data.index(b"IEND") - 4
+    return data[:start] + chunk(b"IDAT", idat) + data[end:]
+
+
+def test_a_png_is_validated_without_decoding_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image, ImageFile
+
+    def no_decode(self: Any) -> Any:
+        raise AssertionError("a PNG was decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decode)
+    for mode, size, interlace in [("RGB", (640, 480), 0), ("RGBA", (33, 17), 1), ("P", (7, 3), 0)]:
+        buf = io.BytesIO()
+        Image.new(mode, size).save(buf, "PNG", interlace=interlace)
+        assert check(buf.getvalue(), "ok.png") == "PNG"
+
+
+def test_a_png_whose_stream_is_broken_under_correct_crcs_is_refused() -> None:
+    good = png(3)
+    stream = zlib.decompress(good[good.index(b"IDAT") + 4 : good.index(b"IEND") - 8])
+    cases = {
+        "cut.png": zlib.compress(stream)[:-6],  # the zlib stream does not end
+        "short.png": zlib.compress(stream[:-10]),  # ends, but rows are missing
+        "long.png": zlib.compress(stream + b"\0" * 100),  # more data than the header says
+        "junk.png": b"\x78\x9c" + b"\xff" * 50,  # not deflate at all
+    }
+    for name, idat in cases.items():
+        with pytest.raises(CorruptImage) as info:
+            check(png_with_idat(good, idat), name)
+        assert info.value.file == name
+    assert check(png_with_idat(good, zlib.compress(stream, 1)), "recompressed.png") == "PNG"
