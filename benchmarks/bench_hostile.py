@@ -12,7 +12,8 @@ connection every 50 ms:
 
 * **junk**: six concurrent uploads of a ~460 KB zip of junk "JPEGs" (a JPEG header,
   then 2 MB of zeros, 200 of them), then the same with ``skip_invalid=true``;
-* **png**: six concurrent uploads of a 12,000 × 12,000 PNG (~420 KB: zeros compress);
+* **png**: six concurrent uploads of a 12,000 × 12,000 PNG (~420 KB: zeros compress),
+  then of a 7,000 × 7,000 one (49 Mpx, under the limit) whose data stream is cut short;
 * **slowloris**: ``--connections`` connections that send half a request header and
   stall, re-opened as the daemon drops them, for ``--duration`` seconds;
 * **fields**: a 2 GB body of distinct form fields, and one of a single endless field
@@ -315,8 +316,9 @@ def junk_zip(members: int = 200, zeros: int = 2 * 1024 * 1024) -> bytes:
     return out.getvalue()
 
 
-def huge_png(width: int = 12_000, height: int = 12_000) -> bytes:
-    """A real, valid PNG of zeros, built row by row (never held decoded)."""
+def huge_png(width: int = 12_000, height: int = 12_000, broken: bool = False) -> bytes:
+    """A real PNG of zeros, built row by row (never held decoded); ``broken``: its
+    data stream is cut short under correct CRCs (only a decode can tell)."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return (
@@ -326,6 +328,8 @@ def huge_png(width: int = 12_000, height: int = 12_000) -> bytes:
     z = zlib.compressobj(9)
     row = b"\0" * (1 + 3 * width)
     idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+    if broken:
+        idat = idat[:-8]
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
@@ -359,6 +363,17 @@ def attack_png(d: Daemon) -> Callable[[Counter[str]], str]:
     def run(answers: Counter[str]) -> str:
         concurrently(6, lambda: post_raw(d.port, body, CTYPE), answers)
         return f"6 × {len(png) / 1000:.0f} KB PNGs of 12,000 × 12,000 pixels"
+
+    return run
+
+
+def attack_png_under(d: Daemon) -> Callable[[Counter[str]], str]:
+    png = huge_png(7_000, 7_000, broken=True)
+    body = multipart([("files", "almost.png", png)])
+
+    def run(answers: Counter[str]) -> str:
+        concurrently(6, lambda: post_raw(d.port, body, CTYPE), answers)
+        return f"6 × {len(png) / 1000:.0f} KB PNGs of 7,000 × 7,000 pixels, stream cut short"
 
     return run
 
@@ -495,6 +510,7 @@ def main() -> None:
             plan.append(("junk-JPEG zips, skip_invalid=true", attack_junk(d, skip=True)))
         if "png" in wanted:
             plan.append(("large-pixel PNGs", attack_png(d)))
+            plan.append(("PNGs just under the pixel limit, broken", attack_png_under(d)))
         if "fields" in wanted:
             plan.append(("form-field floods", attack_fields(d)))
         if "slowbody" in wanted:
