@@ -12,8 +12,9 @@ Two pieces sit between ``POST /v1/batches`` and the ingest:
   ``request.stream()``, for two reasons. A body that stops arriving (shorter than its
   ``Content-Length``, or a client that stalls) fails after ``api.body_timeout_s`` of
   silence with a 408 instead of holding the request forever; and a client that
-  disconnects is noticed *while* its last part is being validated (the reader keeps
-  one ``receive()`` outstanding), which sets the ``cancelled`` event the validation
+  disconnects is noticed while its parts are being validated (the reader keeps a
+  ``receive()`` outstanding whenever it holds less than :data:`READ_AHEAD_BYTES`, and
+  always after the last byte), which sets the ``cancelled`` event the validation
   threads check on every read. A disconnect is a :class:`~stoic.errors.ClientDisconnected`,
   which the error handlers log once at INFO: not a 500 with two tracebacks.
 """
