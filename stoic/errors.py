@@ -8,6 +8,7 @@ fix it without reading a traceback.
     StoicError
     ├── ConfigError                 bad settings or spec file (names the key)
     │   └── MissingExtra            a feature needs an optional extra (names it)
+    ├── DataDirInUse                another daemon holds the data directory (names its pid)
     ├── InputError                  bad user input (names the file/field)
     │   ├── CsvFormatError          malformed CSV (file, line, column)
     │   ├── WorkloadError           bad workload/count file
@@ -18,7 +19,12 @@ fix it without reading a traceback.
     │       ├── BatchTooLarge       over a configured size limit (413)
     │       ├── NotAnImage          a file that is no supported image (415)
     │       ├── CorruptImage        a truncated or undecodable image (422)
-    │       └── InvalidField        a bad form field or parameter (422)
+    │       ├── TooManyInvalid      more invalid images than api.max_invalid_images (422)
+    │       ├── InvalidField        a bad form field or parameter (422)
+    │       ├── IdempotencyConflict a known Idempotency-Key with another request (409)
+    │       └── RequestAborted      the client stalled or left mid-request
+    │           ├── RequestTimeout  no byte of the body within api.body_timeout_s (408)
+    │           └── ClientDisconnected  the client closed the connection (499)
     ├── StoreError                  database problems
     │   ├── BatchNotFound           no batch with this id
     │   ├── BatchStateError         illegal batch state transition (names both states)
@@ -64,6 +70,18 @@ class MissingExtra(ConfigError):
         self.extra, self.feature, self.module = extra, feature, module
         what = f" (no module {module!r})" if module else ""
         super().__init__(f"{feature} needs the '{extra}' extra{what}: pip install 'stoic[{extra}]'")
+
+
+class DataDirInUse(StoicError):
+    """Another daemon holds the data directory's lock (``data_dir/stoic.lock``)."""
+
+    def __init__(self, data_dir: str, holder: str | None) -> None:
+        self.data_dir, self.holder = data_dir, holder
+        who = holder or "a process that has not written its pid yet"
+        super().__init__(
+            f"data dir {data_dir} is in use by another stoic daemon ({who}); "
+            "stop that daemon first or pass another --data-dir"
+        )
 
 
 class InputError(StoicError):
@@ -132,11 +150,50 @@ class CorruptImage(IngestError):
     code = "corrupt_image"
 
 
+class TooManyInvalid(IngestError):
+    """With ``skip_invalid``, more images were invalid than ``api.max_invalid_images``:
+    validating junk costs CPU, so its amount is bounded too."""
+
+    status = 422
+    code = "too_many_invalid"
+
+
 class InvalidField(IngestError):
     """A form field or query parameter has a bad value (unknown runtime or mode)."""
 
     status = 422
     code = "invalid_field"
+
+
+class IdempotencyConflict(IngestError):
+    """An ``Idempotency-Key`` already used for a batch came with a different request
+    (other files or options): answering with the old batch would silently drop the new
+    one, so the API answers 409 instead."""
+
+    status = 409
+    code = "idempotency_key_reused"
+
+
+class RequestAborted(IngestError):
+    """The client stalled or went away before its request was complete."""
+
+    status = 400
+    code = "request_aborted"
+
+
+class RequestTimeout(RequestAborted):
+    """No byte of the request body arrived within ``api.body_timeout_s``."""
+
+    status = 408
+    code = "request_timeout"
+
+
+class ClientDisconnected(RequestAborted):
+    """The client closed the connection mid-request; nobody reads the answer (499, as
+    nginx logs it)."""
+
+    status = 499
+    code = "client_disconnected"
 
 
 class StoreError(StoicError):

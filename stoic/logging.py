@@ -14,12 +14,22 @@ configured or not. Nothing is configured at import.
 
 :func:`configure_logging` is called once by ``stoic serve`` (never at import), and is
 idempotent: it installs the one handler that renders JSON (or console) lines.
+
+No line repeats without bound: the handler carries a :class:`RepeatFilter` that lets
+through at most ``log.max_repeats`` records of one event (logger, level and message
+template) per ``log.repeat_window_s`` and counts the rest; the first record after a
+window that dropped some carries ``suppressed=N``. An attack that makes the daemon log
+per connection (asyncio's accept errors, uvicorn's "Invalid HTTP request received",
+our own "connection dropped") then costs a few lines a minute, not hundreds of MB.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import threading
+import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 import structlog
@@ -33,8 +43,51 @@ _SHARED: list[Any] = [
 ]
 
 
+class RepeatFilter(logging.Filter):
+    """At most ``max_repeats`` records per event per ``window_s``; the rest are counted
+    and reported as ``suppressed`` on the event's first record of a later window.
+    Thread-safe (records come from the event loop and from worker threads)."""
+
+    def __init__(
+        self,
+        max_repeats: int = 10,
+        window_s: float = 60.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self.max_repeats, self.window_s, self._clock = max_repeats, window_s, clock
+        self._seen: dict[tuple[str, int, str], list[float | int]] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.levelno, str(record.msg)[:200])
+        now = self._clock()
+        with self._lock:
+            entry = self._seen.get(key)
+            if entry is None or now - entry[0] >= self.window_s:
+                suppressed = int(entry[2]) if entry is not None else 0
+                self._seen[key] = [now, 1, 0]
+                if len(self._seen) > 10_000:  # forget the oldest windows
+                    for old in sorted(self._seen, key=lambda k: self._seen[k][0])[:5_000]:
+                        del self._seen[old]
+                if suppressed:
+                    record.suppressed = suppressed
+                return True
+            entry[1] = int(entry[1]) + 1
+            if entry[1] <= self.max_repeats:
+                return True
+            entry[2] = int(entry[2]) + 1
+            return False
+
+
 def configure_logging(
-    level: str = "INFO", *, json_logs: bool = True, stream: TextIO | None = None
+    level: str = "INFO",
+    *,
+    json_logs: bool = True,
+    stream: TextIO | None = None,
+    max_repeats: int = 10,
+    repeat_window_s: float = 60.0,
 ) -> None:
     """Send every logger (stoic's and the libraries') to ``stream`` (stderr) as JSON or
     console lines."""
@@ -54,6 +107,7 @@ def configure_logging(
     )
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(formatter)
+    handler.addFilter(RepeatFilter(max_repeats, repeat_window_s))
     root = logging.getLogger()
     for old in list(root.handlers):
         if getattr(old, "_stoic", False):

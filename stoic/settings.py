@@ -207,8 +207,46 @@ class ApiSettings(_Section):
     port: int = Field(8000, ge=0, le=65_535)
     token: SecretStr | None = Field(None, description="bearer token; none = no auth")
     max_batch_images: int = Field(5_000, ge=1)
-    max_batch_bytes: int = Field(2 * 1024**3, ge=1)
+    max_batch_bytes: int = Field(
+        2 * 1024**3, ge=1, description="bytes of all files of a batch, rejected ones included"
+    )
     max_image_bytes: int = Field(50 * 1024**2, ge=1)
+    max_image_pixels: int = Field(
+        50_000_000, ge=1, description="width × height of one image, read from its header"
+    )
+    max_batch_pixels: int = Field(
+        50_000_000_000, ge=1, description="pixels of all images of a batch, rejected included"
+    )
+    max_invalid_images: int = Field(
+        20, ge=0, le=100_000, description="invalid images skip_invalid may drop before a 422"
+    )
+    max_form_fields: int = Field(16, ge=1, le=1_000, description="non-file form fields")
+    max_form_bytes: int = Field(
+        64 * 1024, ge=1, le=16 * 1024**2, description="bytes of all non-file form fields"
+    )
+    validation_workers: int = Field(
+        2, ge=1, le=64, description="threads of the upload validation pool (its own)"
+    )
+    max_concurrent_uploads: int = Field(4, ge=1, le=1_000, description="uploads processed at once")
+    max_queued_uploads: int = Field(
+        64, ge=0, le=100_000, description="uploads waiting for a slot; more get 503 at once"
+    )
+    upload_queue_timeout_s: float = Field(
+        30.0, gt=0, le=3_600, description="longest wait for an upload slot before a 503"
+    )
+    max_connections: int = Field(
+        1_024, ge=8, le=1_000_000, description="open HTTP connections (idle ones are evicted)"
+    )
+    listen_backlog: int = Field(
+        128, ge=1, le=65_535, description="connections the kernel queues for accept()"
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="time to send a request's headers before a 408"
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, le=3_600, description="longest silence within a request body before a 408"
+    )
+    keep_alive_s: float = Field(5.0, gt=0, le=600, description="idle keep-alive connection")
 
 
 class ControllerSettings(_Section):
@@ -408,6 +446,10 @@ class UiSettings(_Section):
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_logs: bool = Field(True, alias="json")
+    max_repeats: int = Field(
+        10, ge=1, le=1_000_000, description="lines of one event per repeat_window_s; rest counted"
+    )
+    repeat_window_s: float = Field(60.0, gt=0, le=86_400)
 
 
 class Settings(BaseSettings):

@@ -22,8 +22,10 @@ import pytest
 from PIL import Image
 
 from stoic.api.app import create_app
+from stoic.api.uploads import READ_AHEAD_BYTES
 from stoic.backends.fake import FakeBackend, FakeSpec
 from stoic.daemon.controller import Controller
+from stoic.errors import StoreError
 from stoic.ingest.builder import TMP_PREFIX
 from stoic.settings import Settings
 from stoic.values import BatchState
@@ -219,16 +221,45 @@ async def test_skip_invalid_accepts_the_rest_and_lists_what_was_skipped(daemon: 
 
 async def test_idempotency_key_returns_the_same_batch(daemon: Daemon) -> None:
     headers = {"Idempotency-Key": "upload-42"}
-    r1 = await daemon.client.post("/v1/batches", files=files(("a.jpg", jpeg())), headers=headers)
-    r2 = await daemon.client.post(
-        "/v1/batches", files=files(("a.jpg", jpeg()), ("b.jpg", jpeg(2))), headers=headers
-    )
+    sent = files(("a.jpg", jpeg()), ("b.jpg", jpeg(2)))
+    r1 = await daemon.client.post("/v1/batches", files=sent, headers=headers)
+    # The same request again (httpx picks a new multipart boundary): the same batch.
+    r2 = await daemon.client.post("/v1/batches", files=sent, headers=headers)
     assert (r1.status_code, r2.status_code) == (202, 200)
     assert r1.json()["id"] == r2.json()["id"]
     assert r2.headers["location"] == r1.headers["location"]
     assert daemon.controller.store.count_batches() == 1
     packages = [k for k in daemon.controller.objects.list("batches/") if k.endswith(".tar")]
     assert len(packages) == 1
+
+
+@pytest.mark.parametrize(
+    ("changed", "extra"),
+    [
+        ("a different file", {"files": files(("a.jpg", jpeg()), ("b.jpg", jpeg(3)))}),
+        ("one file fewer", {"files": files(("a.jpg", jpeg()))}),
+        ("a renamed file", {"files": files(("a.jpg", jpeg()), ("c.jpg", jpeg(2)))}),
+        ("other options", {"data": {"mode": "duplicator"}}),
+    ],
+)
+async def test_idempotency_key_reused_for_another_request_is_409(
+    daemon: Daemon, changed: str, extra: dict[str, Any]
+) -> None:
+    headers = {"Idempotency-Key": "upload-43"}
+    first = {"files": files(("a.jpg", jpeg()), ("b.jpg", jpeg(2)))}
+    r1 = await daemon.client.post("/v1/batches", headers=headers, **first)
+    assert r1.status_code == 202, r1.text
+    request = {**first, **extra}
+    r2 = await daemon.client.post("/v1/batches", headers=headers, **request)
+    assert r2.status_code == 409, changed
+    error = r2.json()["error"]
+    assert error["code"] == "idempotency_key_reused" and error["field"] == "Idempotency-Key"
+    assert r1.json()["id"] in error["message"]
+    # Nothing of the second request was kept; the first batch is intact.
+    assert daemon.controller.store.count_batches() == 1
+    packages = [k for k in daemon.controller.objects.list("batches/") if k.endswith(".tar")]
+    assert len(packages) == 1
+    assert not list((daemon.data_dir / "tmp").glob(f"{TMP_PREFIX}*"))
 
 
 async def test_pinned_runtime_and_duplicator_mode(daemon: Daemon) -> None:
@@ -497,3 +528,130 @@ async def test_draining_daemon_refuses_batches_and_is_not_ready(daemon: Daemon) 
     assert ready.status_code == 503 and ready.json()["checks"]["controller"] == "draining"
     assert (await daemon.client.get("/healthz")).status_code == 200
     assert daemon.controller.store.count_batches(BatchState.QUEUED) == 0
+
+
+# Hostile and careless uploads (issue 13) ---------------------------------------------
+
+
+async def test_an_unknown_field_is_refused_before_the_rest_of_the_body_is_read(
+    daemon: Daemon,
+) -> None:
+    boundary = "XyZ"
+    sent = []
+
+    async def flood() -> AsyncIterator[bytes]:
+        head = f'--{boundary}\r\nContent-Disposition: form-data; name="f0"\r\n\r\nx\r\n'
+        sent.append(len(head))
+        yield head.encode()
+        for i in range(1, 10_000):  # 10,000 distinct fields, never all read
+            part = f'--{boundary}\r\nContent-Disposition: form-data; name="f{i}"\r\n\r\n'
+            chunk = (part + "x" * 1000 + "\r\n").encode()
+            sent.append(len(chunk))
+            yield chunk
+        yield f"--{boundary}--\r\n".encode()
+
+    r = await daemon.client.post(
+        "/v1/batches",
+        content=flood(),
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    await assert_rejected(daemon, r, 422, "invalid_field", field="f0")
+    assert r.headers["connection"] == "close"
+    # Refused at the first field: what was read is the reader's look-ahead, not 10 MB.
+    assert sum(sent) <= READ_AHEAD_BYTES + 64 * 1024
+
+
+async def test_repeated_known_fields_are_capped(daemon: Daemon) -> None:
+    boundary = "XyZ"
+    field = f'--{boundary}\r\nContent-Disposition: form-data; name="mode"\r\n\r\nselector\r\n'
+    body = (field * 50 + f"--{boundary}--\r\n").encode()
+    r = await daemon.client.post(
+        "/v1/batches",
+        content=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    await assert_rejected(daemon, r, 422, "invalid_field", field="body")
+    assert "api.max_form_fields" in r.json()["error"]["message"]
+
+
+async def test_an_image_over_the_pixel_limit_is_refused_from_its_header(daemon: Daemon) -> None:
+    from tests.test_ingest import with_png_size
+
+    huge = with_png_size(png(), 12_000, 12_000)
+    r = await daemon.client.post("/v1/batches", files=files(("ok.jpg", jpeg()), ("huge.png", huge)))
+    await assert_rejected(daemon, r, 413, "too_large", file="huge.png")
+    assert "api.max_image_pixels" in r.json()["error"]["message"]
+
+
+async def test_a_zip_of_junk_jpegs_stops_at_the_first(daemon: Daemon) -> None:
+    real = jpeg(1)
+    junk = real[: real.index(b"\xff\xda")] + b"\0" * 50_000
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for i in range(200):
+            zf.writestr(f"junk-{i}.jpg", junk)
+    r = await daemon.client.post("/v1/batches", files=files(("junk.zip", buf.getvalue())))
+    await assert_rejected(daemon, r, 422, "corrupt_image", file="junk-0.jpg")
+
+
+async def test_skip_invalid_skips_at_most_max_invalid_images(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, api={"max_invalid_images": 2, "max_batch_images": 20})
+    async with start_daemon(settings) as d:
+        bad = [(f"{i}.txt", b"text") for i in range(3)]
+        r = await d.client.post(
+            "/v1/batches", files=files(("ok.jpg", jpeg()), *bad), params={"skip_invalid": "true"}
+        )
+        await assert_rejected(d, r, 422, "too_many_invalid", file="2.txt")
+        r = await d.client.post(
+            "/v1/batches", files=files(("ok.jpg", jpeg()), *bad[:2]), data={"skip_invalid": "1"}
+        )
+        assert r.status_code == 202 and len(r.json()["skipped"]) == 2
+
+
+async def test_skip_invalid_after_the_files_does_not_rescue_them(daemon: Daemon) -> None:
+    boundary = "XyZ"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="t.txt"\r\n'
+        f"\r\nhello\r\n"
+        f'--{boundary}\r\nContent-Disposition: form-data; name="skip_invalid"\r\n\r\ntrue\r\n'
+        f"--{boundary}--\r\n"
+    ).encode()
+    r = await daemon.client.post(
+        "/v1/batches",
+        content=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    await assert_rejected(daemon, r, 415, "not_an_image", file="t.txt")
+
+
+async def test_a_corrupt_image_message_shows_no_python_repr(daemon: Daemon) -> None:
+    r = await daemon.client.post(
+        "/v1/batches", files=files(("x.png", b"\x89PNG\r\n\x1a\n" + b"\0" * 64))
+    )
+    await assert_rejected(daemon, r, 422, "corrupt_image", file="x.png")
+    message = r.json()["error"]["message"]
+    assert " at 0x" not in message and "object" not in message and "<" not in message
+
+
+async def test_a_store_failure_answers_503_without_internals(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_args: Any, **_kw: Any) -> Any:
+        raise StoreError(
+            "database sqlite:////srv/secret/stoic.db: (sqlite3.OperationalError) disk I/O "
+            "error [SQL: SELECT batches.id FROM batches]"
+        )
+
+    monkeypatch.setattr(daemon.controller.store, "list_batches", broken)
+    monkeypatch.setattr(daemon.controller.store, "count_batches", broken)
+    r = await daemon.client.get("/v1/batches")
+    assert r.status_code == 503
+    assert r.json()["error"] == {
+        "code": "store_unavailable",
+        "message": "the database is unavailable; see the daemon's log",
+    }
+    ready = await daemon.client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["store"] == "unavailable; see the daemon's log"
+    for text in (r.text, ready.text):
+        assert "secret" not in text and "SELECT" not in text and "sqlite" not in text

@@ -7,6 +7,7 @@ import asyncio
 import io
 import itertools
 import json
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from stoic.backends.fake import FakeBackend, FakeSpec, InvokeStep
+from stoic.daemon import controller as controller_module
 from stoic.daemon.controller import Controller, TaskSpec, build_backends
 from stoic.errors import ConfigError
 from stoic.settings import Settings
@@ -271,6 +273,58 @@ def test_configuration_doc_is_in_sync() -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert (root / "docs" / "configuration.md").read_text() == module.render()
+
+
+async def test_a_claim_that_returns_after_the_stop_flag_is_handed_back(
+    tmp_path: Path, fake: FakeBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(tmp_path)
+    bid = put_batch(settings)
+    ctl = Controller(settings, backends={"local": fake})
+    original = Store.claim_next_queued
+
+    def claim_then_stop(self: Store, now: float) -> Any:
+        record = original(self, now)
+        ctl.mark_draining()  # SIGTERM arrives while the claim is in flight
+        return record
+
+    monkeypatch.setattr(Store, "claim_next_queued", claim_then_stop)
+    await ctl.start()
+    await until(lambda: ctl.draining)
+    await ctl.stop()
+    with Store(settings.database_url) as store:
+        record = store.get_batch(bid)
+    assert (record.state, record.attempts, record.started_at) == (BatchState.QUEUED, 0, None)
+    assert not fake.ops("invoke")
+
+
+async def test_a_claim_in_flight_when_the_dispatcher_is_cancelled_is_handed_back(
+    tmp_path: Path, fake: FakeBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(tmp_path)
+    bid = put_batch(settings)
+    ctl = Controller(settings, backends={"local": fake})
+    original = Store.claim_next_queued
+    entered, gate = threading.Event(), threading.Event()
+
+    def slow_claim(self: Store, now: float) -> Any:
+        entered.set()
+        gate.wait(30)
+        return original(self, now)
+
+    monkeypatch.setattr(Store, "claim_next_queued", slow_claim)
+    monkeypatch.setattr(controller_module, "DISPATCHER_EXIT_S", 0.01)
+    await ctl.start()
+    assert await asyncio.to_thread(entered.wait, 10)
+    stopping = asyncio.create_task(ctl.stop())
+    await until(lambda: ctl.state == "draining")
+    await asyncio.sleep(0.1)  # the drain has cancelled the dispatcher mid-claim
+    gate.set()
+    await stopping
+    with Store(settings.database_url) as store:
+        record = store.get_batch(bid)
+    assert (record.state, record.attempts) == (BatchState.QUEUED, 0)
+    assert not fake.ops("invoke")
 
 
 # Share mode through the daemon --------------------------------------------------------

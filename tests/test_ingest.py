@@ -3,11 +3,15 @@ streaming multipart parser (fed byte by byte, so part boundaries fall anywhere).
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import struct
 import tarfile
+import threading
 import zipfile
+import zlib
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
@@ -17,17 +21,22 @@ from stoic.errors import (
     EmptyBatch,
     InvalidField,
     NotAnImage,
+    RequestAborted,
+    TooManyInvalid,
     UnsafeArchivePath,
 )
+from stoic.ingest import builder as builder_module
 from stoic.ingest.builder import (
     PackageBuilder,
     is_archive,
+    read_budget,
     safe_member_name,
     sniff_format,
     validate_image,
 )
-from stoic.ingest.multipart import MultipartStream
-from stoic.ingest.options import IngestLimits, parse_options
+from stoic.ingest.ingestor import request_digest
+from stoic.ingest.multipart import MAX_PART_HEADER_BYTES, MultipartStream
+from stoic.ingest.options import OPTION_FIELDS, IngestLimits, parse_options
 from stoic.storage.package import iter_package
 from stoic.values import Mode
 from tests.test_api import jpeg, png, tar_of, zip_of
@@ -123,8 +132,19 @@ def test_builder_packages_images_and_archives(tmp_path: Path) -> None:
     assert members == [("a.jpg", a), ("sub/c.jpg", c), ("a-2.jpg", a)]
 
 
-def test_builder_collects_invalid_images_until_check(tmp_path: Path) -> None:
+def test_builder_stops_at_the_first_invalid_image(tmp_path: Path) -> None:
     b = PackageBuilder(tmp_path, LIMITS)
+    try:
+        b.add_upload("ok.jpg", io.BytesIO(jpeg()), len(jpeg()))
+        with pytest.raises(NotAnImage) as info:
+            b.add_upload("t.txt", io.BytesIO(b"text"), 4)
+        assert info.value.file == "t.txt"
+    finally:
+        b.discard()
+
+
+def test_builder_with_skip_invalid_collects_invalid_images_until_check(tmp_path: Path) -> None:
+    b = PackageBuilder(tmp_path, LIMITS, skip_invalid=True)
     try:
         for name, data in [
             ("ok.jpg", jpeg()),
@@ -134,7 +154,7 @@ def test_builder_collects_invalid_images_until_check(tmp_path: Path) -> None:
             b.add_upload(name, io.BytesIO(data), len(data))
         assert b.n_images == 2
         with pytest.raises(NotAnImage):
-            b.check(False)
+            b.check(False)  # the final options said otherwise after all
         b.check(True)
         assert [s["file"] for s in b.stats.skipped] == ["t.txt"]
     finally:
@@ -146,9 +166,14 @@ def test_builder_limits(tmp_path: Path) -> None:
         build(tmp_path, *((f"{i}.jpg", jpeg(i)) for i in range(LIMITS.max_images + 1)))
     with pytest.raises(EmptyBatch):
         build(tmp_path)
-    with pytest.raises(EmptyBatch) as info:
-        build(tmp_path, ("x.txt", b"x"), skip=True)
-    assert info.value.file == "x.txt"
+    b = PackageBuilder(tmp_path, LIMITS, skip_invalid=True)
+    try:
+        b.add_upload("x.txt", io.BytesIO(b"x"), 1)
+        with pytest.raises(EmptyBatch) as info:
+            b.check(True)
+        assert info.value.file == "x.txt"
+    finally:
+        b.discard()
 
 
 def test_zip_bomb_member_stops_at_the_limit(tmp_path: Path) -> None:
@@ -253,3 +278,278 @@ def test_parse_options() -> None:
     with pytest.raises(InvalidField) as info:
         parse_options({}, runtimes=rts, default_mode=Mode.SELECTOR, idempotency_key="k" * 256)
     assert info.value.field == "Idempotency-Key"
+
+
+# Bounded work (issue 13): pixels from the header, bytes of rejected files, reads, a cap
+# on invalid images, cancellation, archive entries, form fields -------------------------
+
+
+def with_png_size(data: bytes, width: int, height: int) -> bytes:
+    """A PNG whose IHDR claims ``width`` × ``height`` (its CRC fixed up)."""
+    ihdr = data.index(b"IHDR")
+    body = b"IHDR" + struct.pack(">II", width, height) + data[ihdr + 12 : ihdr + 17]
+    return data[:ihdr] + body + struct.pack(">I", zlib.crc32(body)) + data[ihdr + 21 :]
+
+
+def with_jpeg_size(data: bytes, width: int, height: int) -> bytes:
+    sof = data.index(b"\xff\xc0")
+    return data[: sof + 5] + struct.pack(">HH", height, width) + data[sof + 9 :]
+
+
+class CountingIO(io.BytesIO):
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.reads = 0
+
+    def read(self, n: int | None = -1) -> bytes:
+        self.reads += 1
+        return super().read(n)
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("huge.png", with_png_size(png(), 12_000, 12_000)),
+        ("huge.jpg", with_jpeg_size(jpeg(), 12_000, 12_000)),
+    ],
+)
+def test_the_pixel_limit_is_checked_from_the_header_before_decoding(name: str, data: bytes) -> None:
+    f = CountingIO(data)
+    with pytest.raises(BatchTooLarge) as info:
+        validate_image(name, f, len(data), LIMITS)
+    assert (info.value.file, info.value.status) == (name, 413)
+    assert "12000 × 12000 = 144000000 pixels" in str(info.value)
+    assert "api.max_image_pixels" in str(info.value)
+    assert f.reads < 50  # the header only: nothing was decoded
+
+
+def test_the_batch_pixel_budget_counts_every_image(tmp_path: Path) -> None:
+    limits = dataclasses.replace(LIMITS, max_batch_pixels=int(2.5 * 64 * 48))
+    b = PackageBuilder(tmp_path, limits)
+    try:
+        for i in range(2):
+            b.add_upload(f"{i}.jpg", io.BytesIO(jpeg(i)), len(jpeg(i)))
+        with pytest.raises(BatchTooLarge, match=r"api\.max_batch_pixels"):
+            b.add_upload("2.jpg", io.BytesIO(jpeg(2)), len(jpeg(2)))
+    finally:
+        b.discard()
+
+
+def test_rejected_files_count_toward_the_byte_budget(tmp_path: Path) -> None:
+    limits = dataclasses.replace(LIMITS, max_batch_bytes=50_000, max_invalid=100)
+    junk = zip_of({f"{i}.jpg": b"\xff\xd8\xff" + b"\0" * 15_000 for i in range(5)})
+    b = PackageBuilder(tmp_path, limits, skip_invalid=True)
+    try:
+        with pytest.raises(BatchTooLarge, match="rejected files count too"):
+            b.add_upload("junk.zip", io.BytesIO(junk), len(junk))
+        assert len(b.stats.skipped) == 3  # the fourth went over before its validation
+    finally:
+        b.discard()
+
+
+def test_junk_between_jpeg_markers_is_refused_within_the_read_budget() -> None:
+    """Pillow skips junk between markers one read(1) at a time: a JPEG header and
+    then megabytes of zeros once cost seconds of CPU per image."""
+    real = jpeg(1, size=(400, 300))
+    junk = real[: real.index(b"\xff\xda")] + b"\0" * (4 * 1024 * 1024)
+    f = CountingIO(junk)
+    with pytest.raises(CorruptImage) as info:
+        validate_image("junk.jpg", f, len(junk), dataclasses.replace(LIMITS, max_image_bytes=10**8))
+    assert "junk where its structure should be" in str(info.value)
+    assert f.reads <= read_budget(len(junk)) + 2
+    assert read_budget(len(junk)) < len(junk) // 100
+    # A real image is far inside its budget.
+    f = CountingIO(real)
+    assert validate_image(
+        "real.jpg", f, len(real), dataclasses.replace(LIMITS, max_image_bytes=10**8)
+    )
+    assert f.reads < 200
+
+
+def test_the_first_invalid_image_stops_an_archive(tmp_path: Path) -> None:
+    members = {"bad.jpg": b"\xff\xd8\xff" + b"\0" * 100, **{f"{i}.jpg": jpeg(i) for i in range(4)}}
+    b = PackageBuilder(tmp_path, LIMITS)
+    try:
+        data = zip_of(members)
+        with pytest.raises(CorruptImage) as info:
+            b.add_upload("x.zip", io.BytesIO(data), len(data))
+        assert info.value.file == "bad.jpg"
+        assert b.stats.entries == 1  # nothing after it was read
+    finally:
+        b.discard()
+
+
+def test_skip_invalid_skips_at_most_max_invalid(tmp_path: Path) -> None:
+    limits = dataclasses.replace(LIMITS, max_invalid=2)
+    b = PackageBuilder(tmp_path, limits, skip_invalid=True)
+    try:
+        for i in range(2):
+            b.add_upload(f"{i}.txt", io.BytesIO(b"text"), 4)
+        with pytest.raises(TooManyInvalid) as info:
+            b.add_upload("2.txt", io.BytesIO(b"text"), 4)
+        assert (info.value.status, info.value.code, info.value.file) == (
+            422,
+            "too_many_invalid",
+            "2.txt",
+        )
+        assert "api.max_invalid_images" in str(info.value) and "0.txt" in str(info.value)
+    finally:
+        b.discard()
+
+
+def test_a_cancelled_upload_stops_at_the_next_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cancelled = threading.Event()
+    calls = []
+    original = builder_module.validate_image
+
+    def leave_during_the_first(*args: Any, **kwargs: Any) -> str:
+        calls.append(args[0])
+        cancelled.set()  # the client leaves while this image is validated
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(builder_module, "validate_image", leave_during_the_first)
+    data = zip_of({f"{i}.jpg": jpeg(i) for i in range(5)})
+    b = PackageBuilder(tmp_path, LIMITS, cancelled=cancelled)
+    try:
+        with pytest.raises(RequestAborted):
+            b.add_upload("x.zip", io.BytesIO(data), len(data))
+        assert calls == ["0.jpg"] and b.n_images == 0
+    finally:
+        b.discard()
+
+
+def test_archive_entries_are_capped_before_the_archive_is_parsed(tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for i in range(LIMITS.max_entries + 1):
+            zf.writestr(f".hidden-{i}", b"")  # ignored entries still cost a walk
+    data = buf.getvalue()
+    b = PackageBuilder(tmp_path, LIMITS)
+    try:
+        with pytest.raises(BatchTooLarge, match="archive entries") as info:
+            b.add_upload("many.zip", io.BytesIO(data), len(data))
+        assert info.value.file == "many.zip"
+        assert b.stats.entries == 0
+        tarred = tar_of({f"d/.hidden-{i}": b"" for i in range(LIMITS.max_entries + 1)})
+        with pytest.raises(BatchTooLarge, match="entries"):
+            b.add_upload("many.tar", io.BytesIO(tarred), len(tarred))
+    finally:
+        b.discard()
+
+
+def test_pillow_messages_carry_no_object_repr() -> None:
+    for data in (b"\x89PNG\r\n\x1a\n" + b"\0" * 64, b"GIF89a" + b"\0" * 64, b"BM" + b"\1" * 64):
+        with pytest.raises(CorruptImage) as info:
+            check(data, "x.img")
+        assert " at 0x" not in str(info.value) and "object" not in str(info.value)
+
+
+def fields_stream(**kw: Any) -> MultipartStream:
+    return MultipartStream(
+        "multipart/form-data; boundary=b0und", io.BytesIO, known_fields=OPTION_FIELDS, **kw
+    )
+
+
+def test_an_unknown_field_is_refused_as_soon_as_its_headers_end() -> None:
+    stream = fields_stream()
+    head = b'--b0und\r\nContent-Disposition: form-data; name="priority"\r\n\r\n'
+    with pytest.raises(InvalidField) as info:
+        stream.feed(head)  # no value, no end of body: refused already
+    assert info.value.field == "priority"
+    stream.close()
+
+
+def test_form_fields_are_capped_in_number_and_size() -> None:
+    stream = fields_stream(max_fields=3)
+    with pytest.raises(InvalidField, match=r"api\.max_form_fields"):
+        stream.feed(multipart([("mode", None, b"selector")] * 4))
+    stream.close()
+    stream = fields_stream(max_field_bytes=100)
+    with pytest.raises(InvalidField, match=r"api\.max_form_bytes"):
+        stream.feed(multipart([("mode", None, b"x" * 60), ("runtime", None, b"y" * 60)]))
+    stream.close()
+
+
+def test_a_part_header_is_capped() -> None:
+    stream = fields_stream()
+    # (python-multipart caps each line and their number itself, in its recent versions)
+    line = b"X-Pad: " + b"a" * 4000 + b"\r\n"
+    body = b"--b0und\r\n" + line * (MAX_PART_HEADER_BYTES // 4000 + 1)
+    with pytest.raises(InvalidField, match="headers are over"):
+        stream.feed(body)
+    stream.close()
+
+
+def digest_of(body: bytes, boundary: str, query: dict[str, str] | None = None) -> str:
+    stream = MultipartStream(f"multipart/form-data; boundary={boundary}", io.BytesIO)
+    for part in stream.feed(body):
+        assert part.file is not None
+        part.file.close()
+    stream.finish()
+    options = parse_options(
+        {**(query or {}), **stream.fields},
+        runtimes=["edge", "gpu1"],
+        default_mode=Mode.SELECTOR,
+        idempotency_key=None,
+    )
+    return request_digest(options, stream.files)
+
+
+def test_the_request_digest_ignores_the_boundary_and_sees_everything_else() -> None:
+    parts = [("mode", None, b"duplicator"), ("files", "a.jpg", jpeg(1)), ("files", "b.png", png())]
+    d = digest_of(multipart(parts, "one"), "one")
+    assert d == digest_of(multipart(parts, "other"), "other")
+    # The same option as a query parameter, or spelled otherwise, is the same request.
+    assert d == digest_of(multipart(parts[1:], "q"), "q", {"mode": "duplicator"})
+    changed = [
+        [("mode", None, b"selector"), *parts[1:]],
+        [*parts[:2], ("files", "b.png", png(1))],
+        [*parts[:2], ("files", "c.png", png())],
+        parts[:2],
+        [parts[0], parts[2], parts[1]],
+    ]
+    assert len({d, *(digest_of(multipart(p, "x"), "x") for p in changed)}) == 1 + len(changed)
+
+
+def png_with_idat(data: bytes, idat: bytes) -> bytes:
+    """``data`` (a PNG) with its image data replaced, every CRC correct."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    start = data.index(b"IDAT") - 4
+    end = data.index(b"IEND") - 4
+    return data[:start] + chunk(b"IDAT", idat) + data[end:]
+
+
+def test_a_png_is_validated_without_decoding_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image, ImageFile
+
+    def no_decode(self: Any) -> Any:
+        raise AssertionError("a PNG was decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decode)
+    for mode, size, interlace in [("RGB", (640, 480), 0), ("RGBA", (33, 17), 1), ("P", (7, 3), 0)]:
+        buf = io.BytesIO()
+        Image.new(mode, size).save(buf, "PNG", interlace=interlace)
+        assert check(buf.getvalue(), "ok.png") == "PNG"
+
+
+def test_a_png_whose_stream_is_broken_under_correct_crcs_is_refused() -> None:
+    good = png(3)
+    stream = zlib.decompress(good[good.index(b"IDAT") + 4 : good.index(b"IEND") - 8])
+    cases = {
+        "cut.png": zlib.compress(stream)[:-6],  # the zlib stream does not end
+        "short.png": zlib.compress(stream[:-10]),  # ends, but rows are missing
+        "long.png": zlib.compress(stream + b"\0" * 100),  # more data than the header says
+        "junk.png": b"\x78\x9c" + b"\xff" * 50,  # not deflate at all
+    }
+    for name, idat in cases.items():
+        with pytest.raises(CorruptImage) as info:
+            check(png_with_idat(good, idat), name)
+        assert info.value.file == name
+    assert check(png_with_idat(good, zlib.compress(stream, 1)), "recompressed.png") == "PNG"

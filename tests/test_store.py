@@ -561,3 +561,48 @@ def test_usage_since_groups_cloud_seconds_by_planned_runtime(store: Store) -> No
     edge = rows["edge", "edge", BatchState.DONE]
     assert (edge.batches, edge.cloud_used_s, edge.cloud_wasted_s) == (1, 0.0, 0.0)
     assert store.usage_since(1000.0) == []
+
+
+def test_release_claim_hands_a_batch_back_without_counting_the_attempt(store: Store) -> None:
+    b = new_batch(store, 1.0)
+    claimed = claim(store, 2.0)
+    assert claimed.attempts == 1
+    back = store.release_claim(b.id, 3.0)
+    assert (back.state, back.attempts, back.started_at) == (BatchState.QUEUED, 0, None)
+    assert claim(store, 4.0).id == b.id
+    store.finish_batch(b.id, state=BatchState.DONE, finished_at=5.0)
+    with pytest.raises(BatchStateError):
+        store.release_claim(b.id, 6.0)
+
+
+def test_request_digest_is_stored_with_the_batch(store: Store) -> None:
+    b = new_batch(store, 1.0, idempotency_key="k1", request_digest="a" * 64)
+    assert b.request_digest == "a" * 64
+    again = new_batch(store, 2.0, idempotency_key="k1", request_digest="b" * 64)
+    assert not again.is_new and again.request_digest == "a" * 64  # the caller compares
+    assert store.find_by_idempotency_key("k1") == again
+    assert new_batch(store, 3.0).request_digest is None
+
+
+def test_upgrade_0001_to_head_keeps_batches(url: str) -> None:
+    """A database of the previous release: its batches have no digest, and a repeated
+    key still finds them (the ingest then takes the request as the same)."""
+    migrate(url, "0001")
+    s = Store(url)
+    try:
+        with s.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO batches (id, created_at, updated_at, idempotency_key, "
+                    "n_images, n_bytes, app, app_version, mode, package_key, state, attempts, "
+                    "skipped) VALUES ('old', 1.0, 1.0, 'k-old', 3, 300, 'classify', '1', "
+                    "'selector', 'batches/old/package.tar', 'queued', 0, '[]')"
+                )
+            )
+        migrate(s.engine)
+        assert current_revision(s.engine) == head_revision() == "0003"
+        old = s.find_by_idempotency_key("k-old")
+        assert old is not None and old.request_digest is None and old.n_images == 3
+        assert claim(s, 2.0).id == "old"
+    finally:
+        s.close()

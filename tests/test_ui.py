@@ -192,7 +192,7 @@ async def test_page_shows_batches_runtimes_and_usage(daemon: Daemon) -> None:
     assert form.attrs["action"] == "/ui/batches"
     assert form.attrs["enctype"] == "multipart/form-data"
     mode = form.find("select", name="mode")
-    assert [o.attrs["value"] for o in mode.find_all("option")] == ["selector", "duplicator"]
+    assert [o.attrs["value"] for o in mode.find_all("option")] == ["selector", "duplicator", "share"]
     runtime = form.find("select", name="runtime")
     assert [o.attrs["value"] for o in runtime.find_all("option")] == [
         "",
@@ -233,7 +233,7 @@ async def test_batch_page_has_the_estimate_table_and_results(daemon: Daemon) -> 
     assert set(runtimes[:-1]) == set(body["decision"]["estimates"])
     assert runtimes[-1].startswith("measured")
     results = page.find("table", class_="results").find("tbody").find_all("tr")
-    assert [tr.find("td", class_="label").text() for tr in results] == ["fake", "fake"]
+    assert [tr.find("td", class_="label").text() for tr in results] == ["fake:edge", "fake:edge"]
     assert page.find("p", class_="labels").text().strip() == "fake × 2"
     assert body["decision"]["reason"] in page.find("p", class_="reason").text()
 

@@ -17,6 +17,7 @@ from stoic import __version__
 from stoic.api import batches, health, models, runtimes
 from stoic.api.errors import install_error_handlers
 from stoic.api.ui.routes import install as install_ui
+from stoic.api.uploads import UploadGate
 from stoic.daemon.controller import Controller
 from stoic.settings import Settings
 
@@ -51,6 +52,14 @@ def create_app(settings: Settings, *, controller: Controller | None = None) -> F
         lifespan=lifespan,
     )
     app.state.controller = ctl
+    api = settings.api
+    app.state.upload_gate = UploadGate(
+        api.max_concurrent_uploads,
+        api.max_queued_uploads,
+        api.upload_queue_timeout_s,
+        on_change=ctl.metrics.uploads_in_flight.set,
+        on_refused=ctl.metrics.uploads_refused.inc,
+    )
     token = settings.api.token
     app.state.api_token = token.get_secret_value() if token is not None else None
     install_error_handlers(app)

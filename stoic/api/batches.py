@@ -19,8 +19,9 @@ from stoic.api.schemas import (
     ErrorBody,
     skipped_list,
 )
+from stoic.api.uploads import BodyReader, UploadGate
 from stoic.daemon.controller import Controller
-from stoic.errors import ObjectNotFound
+from stoic.errors import ClientDisconnected, IngestError, ObjectNotFound, RequestAborted
 from stoic.ingest.options import API_MODES
 from stoic.values import BatchState
 
@@ -31,10 +32,13 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     for code, text in {
         400: "empty batch, unsafe archive path, malformed body",
         401: "missing or wrong bearer token",
-        413: "over api.max_batch_images, api.max_batch_bytes or api.max_image_bytes",
+        408: "the body stopped arriving for api.body_timeout_s",
+        409: "Idempotency-Key already used for a different request",
+        413: "over api.max_batch_images, api.max_batch_bytes, api.max_image_bytes, "
+        "api.max_image_pixels or api.max_batch_pixels",
         415: "a file that is not an image",
-        422: "a truncated/corrupt image, or an unknown mode/runtime",
-        503: "the daemon is starting or draining",
+        422: "a truncated/corrupt image, too many invalid images, a bad or unknown field",
+        503: "the daemon is starting or draining, or every upload slot is taken (busy)",
     }.items()
 }
 
@@ -84,17 +88,36 @@ async def submit_batch(
     c: Controller = Depends(controller),
 ) -> JSONResponse:
     """Images as multipart files (any field name), or one archive. ``mode``,
-    ``runtime`` and ``skip_invalid`` may be form fields or query parameters. The batch
+    ``runtime`` and ``skip_invalid`` may be form fields or query parameters
+    (``skip_invalid`` only applies to the files after it: send it first). The batch
     is stored before the answer: 202 with its id and a ``Location`` header (200 and
-    the existing batch for a repeated ``Idempotency-Key``)."""
+    the existing batch for a repeated ``Idempotency-Key`` with the same request, 409
+    with another)."""
     length = request.headers.get("content-length")
-    accepted = await c.ingestor.ingest(
-        content_type=request.headers.get("content-type", ""),
-        content_length=int(length) if length and length.isdigit() else None,
-        body=request.stream(),
-        query=dict(request.query_params),
-        idempotency_key=idempotency_key,
-    )
+    gate: UploadGate = request.app.state.upload_gate
+    async with (
+        gate.slot(),
+        BodyReader(request.receive, timeout_s=c.settings.api.body_timeout_s) as reader,
+    ):
+        try:
+            accepted = await c.ingestor.ingest(
+                content_type=request.headers.get("content-type", ""),
+                content_length=int(length) if length and length.isdigit() else None,
+                body=reader.chunks(),
+                query=dict(request.query_params),
+                idempotency_key=idempotency_key,
+                cancelled=reader.cancelled,
+            )
+        except RequestAborted as exc:
+            request.state.close_connection = True
+            if reader.disconnected and not isinstance(exc, ClientDisconnected):
+                raise ClientDisconnected("the client disconnected during the upload") from None
+            raise
+        except IngestError:
+            # The rest of an unread body is not worth waiting for: close after answering.
+            if not reader.complete:
+                request.state.close_connection = True
+            raise
     b = accepted.batch
     location = f"/v1/batches/{b.id}"
     body = BatchAccepted(

@@ -24,10 +24,10 @@ def serve(
     data_dir: Path | None = typer.Option(None, "--data-dir", help="state directory (data_dir)"),
 ) -> None:
     """Run the edge controller daemon (REST API + scheduler) until SIGTERM/SIGINT."""
-    import uvicorn
-
     from stoic.api.app import create_app
-    from stoic.daemon.controller import check_extras
+    from stoic.api.server import build_server
+    from stoic.daemon.controller import Controller, check_extras
+    from stoic.daemon.lock import DataDirLock
     from stoic.logging import configure_logging, get_logger
     from stoic.settings import load_settings
 
@@ -43,38 +43,27 @@ def serve(
         overrides["data_dir"] = data_dir
     settings = load_settings(config, **overrides)
     check_extras(settings)  # a missing extra is one line here, not a failed lifespan
-    configure_logging(settings.log.level, json_logs=settings.log.json_logs)
-    app = create_app(settings)
-    url = f"http://{settings.api.host}:{settings.api.port}"
-    get_logger("stoic.serve").info(
-        "serving", url=url, docs=f"{url}/docs", data_dir=str(settings.data_dir.resolve())
-    )
-    typer.echo(f"stoic: serving on {url} (API docs: {url}/docs)", err=True)
-    controller = app.state.controller
-
-    class Server(uvicorn.Server):
-        """uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, so the process
-        would end "killed by SIGTERM" however cleanly it drained. Here a signal only
-        sets flags (uvicorn's exit flag, the controller's draining flag); the lifespan
-        then drains the controller and the process exits 0."""
-
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            super().handle_exit(sig, frame)
-            self._captured_signals.clear()
-            controller.mark_draining()
-
-    server = Server(
-        uvicorn.Config(
-            app,
-            host=settings.api.host,
-            port=settings.api.port,
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-            timeout_graceful_shutdown=int(settings.controller.drain_grace_s) + 5,
+    # Before anything else touches the data directory: one daemon per data dir.
+    lock = DataDirLock(settings.data_dir)
+    lock.acquire()
+    try:
+        configure_logging(
+            settings.log.level,
+            json_logs=settings.log.json_logs,
+            max_repeats=settings.log.max_repeats,
+            repeat_window_s=settings.log.repeat_window_s,
         )
-    )
-    server.run()
+        controller = Controller(settings, lock=lock)
+        app = create_app(settings, controller=controller)
+        url = f"http://{settings.api.host}:{settings.api.port}"
+        get_logger("stoic.serve").info(
+            "serving", url=url, docs=f"{url}/docs", data_dir=str(settings.data_dir.resolve())
+        )
+        typer.echo(f"stoic: serving on {url} (API docs: {url}/docs)", err=True)
+        server = build_server(settings, controller, app)
+        server.run()
+    finally:
+        lock.release()
     if not server.started:
         raise StoicError(f"the daemon did not start on {url}; see the log above")
 

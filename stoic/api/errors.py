@@ -8,6 +8,14 @@ rejected upload, point at ``error.file`` or ``error.field``::
 The mapping from the typed :mod:`stoic.errors` hierarchy to HTTP statuses lives here
 and only here (the CLI has its own, to exit codes). Anything unexpected becomes a 500
 with the same shape, logged with its traceback, never echoed to the client.
+
+What a 5xx says stays in the daemon: a database or object-store failure answers
+"the database is unavailable" and logs the detail (URL, SQL, path) for the operator,
+never for the client. A client that stalls or leaves mid-upload
+(:class:`~stoic.errors.RequestAborted`) is logged once, at INFO or WARNING, without a
+traceback: that is the client's doing, not an internal error. An error answered before
+the request body was read to its end closes the connection (``Connection: close``), so
+the rest of the body is not waited for.
 """
 
 from __future__ import annotations
@@ -18,11 +26,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from stoic.errors import (
     BackendError,
     BatchNotFound,
     BatchStateError,
+    ClientDisconnected,
     ConfigError,
     IngestError,
     InputError,
@@ -30,6 +40,8 @@ from stoic.errors import (
     ObjectNotFound,
     ObjectStoreError,
     PredictorError,
+    RequestAborted,
+    RequestTimeout,
     RuntimeNotFound,
     RuntimeUnavailable,
     StoicError,
@@ -95,28 +107,68 @@ def status_for(exc: StoicError) -> tuple[int, str]:
     return 500, "internal_error"
 
 
-def stoic_error_response(exc: StoicError) -> JSONResponse:
+_PRIVATE_5XX: dict[type[StoicError], str] = {
+    StoreError: "the database is unavailable; see the daemon's log",
+    ObjectStoreError: "the object store is unavailable; see the daemon's log",
+    ConfigError: "the daemon is misconfigured; see its log",
+}
+"""5xx errors whose messages name internals (database URL and SQL, paths): the client
+gets the fixed text, the log gets the message."""
+
+
+def client_message(exc: StoicError, status: int) -> str:
+    """What the client may read of ``exc``."""
+    if status >= 500:
+        for cls, text in _PRIVATE_5XX.items():
+            if isinstance(exc, cls):
+                return text
+    return str(exc)
+
+
+def _close_headers(request: Request | None) -> dict[str, str] | None:
+    if request is not None and getattr(request.state, "close_connection", False):
+        return {"Connection": "close"}
+    return None
+
+
+def stoic_error_response(exc: StoicError, request: Request | None = None) -> JSONResponse:
     status, code = status_for(exc)
     file = getattr(exc, "file", None) if isinstance(exc, IngestError) else None
     field = getattr(exc, "field", None) if isinstance(exc, IngestError) else None
-    if status >= 500:
+    if isinstance(exc, RequestAborted):
+        level = log.warning if isinstance(exc, RequestTimeout) else log.info
+        client = request.client.host if request is not None and request.client else None
+        level("upload abandoned", code=code, reason=str(exc), client=client)
+    elif status >= 500:
         log.error("request failed", error=str(exc), error_type=type(exc).__name__)
-    return JSONResponse(error_body(code, str(exc), file=file, field=field), status_code=status)
+    return JSONResponse(
+        error_body(code, client_message(exc, status), file=file, field=field),
+        status_code=status,
+        headers=_close_headers(request),
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers that give every error the shape above."""
 
-    async def on_stoic(_request: Request, exc: Exception) -> JSONResponse:
+    async def on_stoic(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StoicError)
-        return stoic_error_response(exc)
+        return stoic_error_response(exc, request)
 
-    async def on_api(_request: Request, exc: Exception) -> JSONResponse:
+    async def on_disconnect(request: Request, _exc: Exception) -> JSONResponse:
+        # Starlette's own (a body read through request.stream()): same as ours.
+        return stoic_error_response(
+            ClientDisconnected("the client disconnected mid-request"), request
+        )
+
+    async def on_api(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
+        headers = dict(exc.headers or {})
+        headers.update(_close_headers(request) or {})
         return JSONResponse(
             error_body(exc.code, exc.message, field=exc.field),
             status_code=exc.status,
-            headers=exc.headers,
+            headers=headers or None,
         )
 
     async def on_validation(_request: Request, exc: Exception) -> JSONResponse:
@@ -145,6 +197,7 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     app.add_exception_handler(StoicError, on_stoic)
+    app.add_exception_handler(ClientDisconnect, on_disconnect)
     app.add_exception_handler(ApiError, on_api)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)

@@ -16,8 +16,11 @@ from fastapi.responses import JSONResponse
 from stoic.api.auth import require_token
 from stoic.api.schemas import Health, Ready
 from stoic.daemon.controller import Controller
+from stoic.logging import get_logger
 
 router = APIRouter(tags=["health"])
+
+log = get_logger("stoic.api")
 
 STORE_CHECK_TIMEOUT_S = 2.0
 
@@ -37,8 +40,13 @@ async def readiness(c: Controller) -> Ready:
             async with asyncio.timeout(STORE_CHECK_TIMEOUT_S):
                 await asyncio.to_thread(c.store.count_batches)
             checks["store"] = "ok"
+        except TimeoutError:
+            checks["store"] = f"no answer within {STORE_CHECK_TIMEOUT_S:g} s"
+            ok = False
         except Exception as exc:
-            checks["store"] = f"error: {exc}"
+            # The message names the database (and its SQL): for the log, not the probe.
+            log.warning("readiness: store check failed", error=str(exc))
+            checks["store"] = "unavailable; see the daemon's log"
             ok = False
     else:
         checks["store"] = "not open"

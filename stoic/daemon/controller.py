@@ -1,6 +1,8 @@
 """The edge controller: the one place that assembles the daemon (the composition root).
 
-Nothing is created at import time. :meth:`Controller.start` runs named build steps, in
+Nothing is created at import time. :meth:`Controller.start` first takes the data
+directory's lock (:class:`~stoic.daemon.lock.DataDirLock`: a second daemon on the same
+``data_dir`` fails here, before it touches anything), then runs named build steps, in
 order (each a method of its own, so the order reads as a list):
 
 0. :func:`check_extras`: the optional extras the settings need are installed (else a
@@ -35,10 +37,12 @@ smaller). What the store knows of a version (its processing samples, its bootstr
 counts) is loaded the first time the daemon meets it (:meth:`Controller.prime_version`),
 so only a version never seen is bootstrapped.
 
-Stopping (:meth:`Controller.stop`; uvicorn calls it from the lifespan after its own
-SIGTERM/SIGINT handler set its exit flag) drains: no new batch is claimed, running
-ones get ``controller.drain_grace_s`` to finish, then they are cancelled — a
-cancelled batch stays ``running`` in the database and is re-queued at the next start.
+Stopping drains: no new batch is claimed, running ones get ``controller.drain_grace_s``
+to finish, then they are cancelled — a cancelled batch stays ``running`` in the database
+and is re-queued at the next start. ``stoic serve`` runs :meth:`Controller.drain` while
+the listener is still open (the API answers 503 to new batches, ``/readyz`` 503, the
+rest as usual), then closes it; :meth:`Controller.stop` (from the lifespan) drains
+whatever is left and stops everything, releasing the lock last.
 The life cycle is :class:`ControllerState`: created → starting → running → draining →
 stopped. Backends take part through :class:`~stoic.backends.base.RuntimeBackend`'s own
 ``start()`` / ``aclose()``.
@@ -58,6 +62,7 @@ from stoic.backends.base import RuntimeBackend
 from stoic.clock import Clock, WallClock
 from stoic.daemon.demo_classifier import build_demo_model
 from stoic.daemon.dispatcher import Dispatcher
+from stoic.daemon.lock import DataDirLock
 from stoic.daemon.metrics import Metrics
 from stoic.daemon.recorder import DaemonRecorder
 from stoic.errors import ConfigError, InputError, InvalidField, ModelNotFound
@@ -89,6 +94,10 @@ if TYPE_CHECKING:
     from stoic.schedule.scheduler import Scheduler
 
 log = get_logger("stoic.controller")
+
+DISPATCHER_EXIT_S = 10.0
+"""How long a drain waits for the dispatcher to notice the stop flag (it may be inside
+one claim, a short database transaction) before cancelling it."""
 
 
 class ControllerState(StrEnum):
@@ -162,8 +171,10 @@ class Controller:
         clock: Clock | None = None,
         backends: Mapping[str, RuntimeBackend] | None = None,
         metrics: Metrics | None = None,
+        lock: DataDirLock | None = None,
     ) -> None:
         self.settings = settings
+        self.lock = lock or DataDirLock(settings.data_dir)
         self.clock: Clock = clock or WallClock()
         self.metrics = metrics or Metrics()
         self._injected_backends = dict(backends) if backends is not None else None
@@ -226,16 +237,22 @@ class Controller:
             self.dispatcher.notify()
 
     async def start(self) -> None:
-        """Build everything and start the background tasks; returns at once after."""
-        self.state = ControllerState.STARTING
+        """Take the data directory's lock, build everything and start the background
+        tasks; returns at once after. Raises :class:`~stoic.errors.DataDirInUse`, having
+        touched nothing, when another daemon holds the directory."""
         check_extras(self.settings, backends=self._injected_backends is None)
-        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        runtimes = self.settings.runtime_list()
-        await self._open_store(runtimes)
-        await self._open_objects()
-        await self._start_backends()
-        await self._build_scheduling(runtimes)
-        self._start_tasks(runtimes)
+        self.lock.acquire()
+        self.state = ControllerState.STARTING
+        try:
+            runtimes = self.settings.runtime_list()
+            await self._open_store(runtimes)
+            await self._open_objects()
+            await self._start_backends()
+            await self._build_scheduling(runtimes)
+            self._start_tasks(runtimes)
+        except BaseException:
+            self.lock.release()
+            raise
         self.state = ControllerState.RUNNING
         self.started_at = self.clock.now()
         log.info(
@@ -246,10 +263,12 @@ class Controller:
             max_concurrent_batches=self.settings.controller.max_concurrent_batches,
         )
 
-    async def stop(self) -> None:
-        """Drain, then stop everything. Idempotent."""
-        if self.state in (ControllerState.STOPPED, ControllerState.CREATED):
-            self.state = ControllerState.STOPPED
+    async def drain(self, *, abandon: Callable[[], bool] = lambda: False) -> None:
+        """Stop claiming batches and give the running ones ``controller.drain_grace_s``
+        to finish, then cancel them (they are re-queued at the next start). Returns
+        early, cancelling, when ``abandon()`` turns true (a second Ctrl-C). Idempotent;
+        the daemon keeps answering requests meanwhile."""
+        if self.state is not ControllerState.RUNNING:
             return
         self.request_stop()
         self.state = ControllerState.DRAINING
@@ -258,19 +277,36 @@ class Controller:
         inquisitor = self._tasks.pop("inquisitor", None)
         if inquisitor is not None:
             await cancel_quietly(inquisitor)
+        # The dispatcher sees the flag and returns by itself; a claim it has in flight
+        # is handed back to the queue rather than started (see Dispatcher.run).
         dispatcher = self._tasks.pop("dispatcher", None)
-        if self.running:
-            _, late = await asyncio.wait(list(self.running.values()), timeout=grace)
-            if late:
-                log.warning(
-                    "drain grace over; cancelling batches (re-queued at the next start)",
-                    batches=[t.get_name() for t in late],
-                )
-                for t in late:
-                    t.cancel()
-                await asyncio.wait(late)
         if dispatcher is not None:
-            await cancel_quietly(dispatcher)
+            done, _ = await asyncio.wait([dispatcher], timeout=DISPATCHER_EXIT_S)
+            if not done:
+                await cancel_quietly(dispatcher)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self.running and loop.time() < deadline and not abandon():
+            await asyncio.wait(
+                list(self.running.values()), timeout=min(0.1, deadline - loop.time())
+            )
+        late = [t for t in self.running.values() if not t.done()]
+        if late:
+            log.warning(
+                "drain grace over; cancelling batches (re-queued at the next start)",
+                batches=[t.get_name() for t in late],
+            )
+            for t in late:
+                t.cancel()
+            await asyncio.wait(late)
+
+    async def stop(self) -> None:
+        """Drain, then stop everything and release the data directory. Idempotent."""
+        if self.state in (ControllerState.STOPPED, ControllerState.CREATED):
+            self.state = ControllerState.STOPPED
+            self.lock.release()
+            return
+        await self.drain()
         for t in list(self._tasks.values()):
             await cancel_quietly(t)
         self._tasks.clear()
@@ -280,8 +316,12 @@ class Controller:
                 await backend.aclose()
             except Exception:
                 log.exception("closing a backend failed")
+        ingestor: Ingestor | None = getattr(self, "ingestor", None)
+        if ingestor is not None:
+            ingestor.close()
         self.store.close()
         self.state = ControllerState.STOPPED
+        self.lock.release()
         log.info("controller stopped")
 
     async def _supervise(self, spec: TaskSpec) -> None:
@@ -343,6 +383,7 @@ class Controller:
             clock=self.clock,
             on_accepted=self._accepted,
             on_rejected=lambda exc: self.metrics.ingest_rejected.labels(exc.code).inc(),
+            workers=s.api.validation_workers,
         )
         cleaned = await asyncio.to_thread(self.ingestor.clean_tmp)
         if cleaned:

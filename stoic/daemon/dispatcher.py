@@ -15,7 +15,8 @@ Why it looks the way it does:
   ``controller.max_attempts``). The loop only claims while fewer than
   ``controller.max_concurrent_batches`` run; each batch is a task kept in
   ``running: dict[batch_id, Task]``, which is what the controller's drain waits on
-  and cancels.
+  and cancels. A claim that returns after the stop flag was set is handed back
+  (``Store.release_claim``) instead of started: draining means no new batch starts.
 * **Woken, not just polled.** The ingest calls :meth:`Dispatcher.notify` (through the
   controller) when it has queued a batch, and a finishing batch does too, so a free
   slot is filled at once; ``controller.poll_s`` only bounds how long a batch queued
@@ -132,8 +133,13 @@ class Dispatcher:
         while not self._stopping():
             self._wake.clear()
             while len(self.running) < limit and not self._stopping():
-                record = await asyncio.to_thread(self.store.claim_next_queued, self.clock.now())
+                record = await self._claim()
                 if record is None:
+                    break
+                if self._stopping():
+                    # The stop flag was set while the claim was in flight: hand it back.
+                    await asyncio.to_thread(self.store.release_claim, record.id, self.clock.now())
+                    log.info("claim handed back: the daemon is draining", batch_id=record.id)
                     break
                 task = asyncio.create_task(self._run_batch(record), name=f"batch:{record.id}")
                 self.running[record.id] = task
@@ -142,6 +148,21 @@ class Dispatcher:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.settings.controller.poll_s):
                     await self._wake.wait()
+
+    async def _claim(self) -> BatchRecord | None:
+        """Claim the next queued batch. If this task is cancelled while the claim runs
+        in its thread, the claim is waited for and handed back, so no batch is left
+        ``running`` without an owner (it would lose an attempt at the next start)."""
+        claim = asyncio.ensure_future(
+            asyncio.to_thread(self.store.claim_next_queued, self.clock.now())
+        )
+        try:
+            return await asyncio.shield(claim)
+        except asyncio.CancelledError:
+            record = await claim
+            if record is not None:
+                await asyncio.to_thread(self.store.release_claim, record.id, self.clock.now())
+            raise
 
     def _batch_done(self, batch_id: str, _task: asyncio.Task[None]) -> None:
         self.running.pop(batch_id, None)

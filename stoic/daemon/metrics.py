@@ -186,6 +186,24 @@ class Metrics:
             ["task"],
             registry=r,
         )
+        self.uploads_in_flight = Gauge(
+            "stoic_uploads_in_flight",
+            "Uploads being received and validated (at most api.max_concurrent_uploads)",
+            registry=r,
+        )
+        self.uploads_refused = Counter(
+            "stoic_uploads_refused_total",
+            "Uploads answered 503 because every upload slot and the queue were taken",
+            registry=r,
+        )
+        self.connections_dropped = Counter(
+            "stoic_http_connections_dropped_total",
+            "HTTP connections the server closed: header_timeout (headers too slow), "
+            "body_timeout (rest of a rejected body too slow), evicted (idle, to make room "
+            "under api.max_connections), refused (no room)",
+            ["reason"],
+            registry=r,
+        )
 
     def watch_states(self, counts: Callable[[], Mapping[str, int]]) -> None:
         """Export ``stoic_batches{state}`` from ``counts`` (called at each scrape)."""

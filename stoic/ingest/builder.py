@@ -9,18 +9,45 @@ the same way, refusing members whose path leaves the archive's root and links, a
 stopping a member at the per-image limit before it is all read (a zip bomb stops
 there).
 
-This is the synchronous half of ingest (it runs in a worker thread); the request-level
-orchestration that drives it lives in :mod:`stoic.ingest.ingestor`.
+The work is bounded before it is done, because a small upload must not cost much
+(a 460 KB zip of junk "JPEGs" once took 80 s of CPU; a 420 KB PNG of 12,000 ×
+12,000 pixels half a gigabyte of memory):
+
+* **bytes**: every byte copied out of the upload counts toward ``api.max_batch_bytes``,
+  rejected files included, and is counted while it is copied;
+* **pixels**: width × height come from the image's header (Pillow's ``Image.open``
+  decodes nothing) and are checked against ``api.max_image_pixels`` and, summed over
+  the batch, ``api.max_batch_pixels`` before any decode;
+* **parsing**: Pillow reads an image through :class:`_Guarded`, which refuses more
+  than :func:`read_budget` reads. Pillow's JPEG header parser skips junk between
+  markers one byte and one ``read(1)`` at a time, so a header followed by megabytes of
+  zeros cost seconds per image; now it costs a few milliseconds;
+* **failures**: the first invalid image rejects the batch at once, unless the client
+  asked for ``skip_invalid`` before sending the files, and then at most
+  ``api.max_invalid_images`` are skipped;
+* **memory**: a JPEG is decoded at 1/8 scale and a PNG not at all (its zlib stream is
+  inflated and measured in 64 KiB pieces, :mod:`stoic.ingest.png`); other formats
+  (GIF, BMP, TIFF, WebP) are decoded in full, up to ``api.max_image_pixels``;
+* **cancellation**: every read checks the upload's ``cancelled`` event, so a client
+  that leaves stops the work within one read.
+
+This is the synchronous half of ingest (it runs in the validation pool's threads); the
+request-level orchestration that drives it lives in :mod:`stoic.ingest.ingestor`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import stat
+import struct
 import tarfile
 import tempfile
+import threading
 import zipfile
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, BinaryIO
@@ -33,9 +60,12 @@ from stoic.errors import (
     EmptyBatch,
     IngestError,
     NotAnImage,
+    RequestAborted,
+    TooManyInvalid,
     UnsafeArchivePath,
 )
 from stoic.ingest.options import IngestLimits
+from stoic.ingest.png import check_png_data
 from stoic.storage.package import PackageWriter
 
 SPOOL_BYTES = 1024 * 1024
@@ -79,12 +109,89 @@ def is_archive(name: str, head: bytes) -> bool:
     return name.lower().endswith((".zip", ".tar", ".tar.gz", ".tgz"))
 
 
-def validate_image(name: str, f: BinaryIO, size: int, limits: IngestLimits) -> str:
+def read_budget(size: int) -> int:
+    """Reads Pillow may make to validate an image of ``size`` bytes: a real JPEG
+    takes about 80 (its markers, then 64 KiB blocks), a PNG a few per chunk; junk that
+    Pillow skips one byte at a time exhausts it after a few milliseconds."""
+    return 4096 + size // 256
+
+
+class _Guarded:
+    """A read-only view of a spooled file that counts Pillow's reads and checks the
+    upload's cancellation on each; no ``fileno``, so no decoder can go around it."""
+
+    def __init__(
+        self, f: BinaryIO, name: str, max_reads: int, cancelled: threading.Event | None
+    ) -> None:
+        self._f, self._name, self._max = f, name, max_reads
+        self._cancelled = cancelled
+        self.reads = 0
+
+    def read(self, n: int = -1) -> bytes:
+        self.reads += 1
+        if self._cancelled is not None and self._cancelled.is_set():
+            raise RequestAborted("the upload was cancelled", file=self._name)
+        if self.reads > self._max:
+            raise CorruptImage(
+                f"{self._name}: not a well-formed image (junk where its structure "
+                f"should be: over {self._max} reads to parse it)",
+                file=self._name,
+            )
+        return self._f.read(n)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+
+_OBJECT_REPR = re.compile(r"<[^<>]*? at 0x[0-9a-fA-F]+>")
+
+
+def _pillow_message(exc: BaseException) -> str:
+    """Pillow's message without the object reprs some carry (``cannot identify image
+    file <_io.BytesIO object at 0x7f...>``): a client has no use for our memory map."""
+    if isinstance(exc, UnidentifiedImageError):
+        return "Pillow cannot identify the image data"
+    return _OBJECT_REPR.sub("the file", str(exc))[:300]
+
+
+def _open(fmt: str, f: _Guarded, name: str) -> Image.Image:
+    """Open with the plugin of the sniffed format: its header only, nothing decoded.
+
+    Not ``Image.open``: that one warns, or raises, from the process-wide
+    ``Image.MAX_IMAGE_PIXELS`` before we can apply our own budget, and tries every
+    other plugin on a file its own refused."""
+    Image.init()
+    factory, _accept = Image.OPEN[fmt]
+    f.seek(0)
+    return factory(f, name)  # type: ignore[arg-type]
+
+
+def validate_image(
+    name: str,
+    f: BinaryIO,
+    size: int,
+    limits: IngestLimits,
+    *,
+    charge_pixels: Callable[[int], None] | None = None,
+    cancelled: threading.Event | None = None,
+) -> str:
     """Check one image; return its format or raise an :class:`IngestError` naming it.
 
-    ``verify()`` checks structure but not JPEG entropy data, so the image is also
-    decoded in draft mode (1/8 scale for JPEG), which reads every byte and fails on a
-    truncated file at a fraction of a full decode's cost.
+    The pixel count from the header is checked (``limits.max_image_pixels``, then
+    ``charge_pixels`` for the batch's budget) before anything is decoded. ``verify()``
+    checks structure but not JPEG entropy data, so the image is also decoded in draft
+    mode (1/8 scale for JPEG), which reads every byte and fails on a truncated file at
+    a fraction of a full decode's cost. A PNG is not decoded at all: its data stream is
+    inflated and measured (:mod:`stoic.ingest.png`), in constant memory.
     """
     if size > limits.max_image_bytes:
         raise BatchTooLarge(
@@ -98,22 +205,39 @@ def validate_image(name: str, f: BinaryIO, size: int, limits: IngestLimits) -> s
         raise NotAnImage(
             f"{name}: not an image (JPEG, PNG, GIF, BMP, TIFF or WebP expected)", file=name
         )
+    guarded = _Guarded(f, name, read_budget(size), cancelled)
     try:
-        f.seek(0)
-        with Image.open(f) as im:
+        with _open(fmt, guarded, name) as im:
+            width, height = im.size
+            pixels = width * height
+            if pixels > limits.max_image_pixels:
+                raise BatchTooLarge(
+                    f"{name}: {width} × {height} = {pixels} pixels is over the per-image "
+                    f"limit of {limits.max_image_pixels} (api.max_image_pixels)",
+                    file=name,
+                )
+            if charge_pixels is not None:
+                charge_pixels(pixels)
             im.verify()
-        f.seek(0)
-        with Image.open(f) as im:
-            im.draft("RGB", (1, 1))
-            im.load()
+        if fmt == "PNG":
+            # Its data stream, inflated piece by piece: never the decoded image.
+            check_png_data(f, cancelled)
+        else:
+            with _open(fmt, guarded, name) as im:
+                im.draft("RGB", (1, 1))
+                im.load()
     except (
         OSError,
         SyntaxError,
         ValueError,
         UnidentifiedImageError,
         Image.DecompressionBombError,
+        zlib.error,
+        struct.error,
     ) as exc:
-        raise CorruptImage(f"{name}: corrupt or truncated {fmt} image: {exc}", file=name) from None
+        raise CorruptImage(
+            f"{name}: corrupt or truncated {fmt} image: {_pillow_message(exc)}", file=name
+        ) from None
     return fmt
 
 
@@ -144,6 +268,9 @@ def _ignored(path: str) -> bool:
 class _Stats:
     images: int = 0
     image_bytes: int = 0
+    bytes_seen: int = 0
+    pixels: int = 0
+    entries: int = 0
     skipped: list[dict[str, str]] = field(default_factory=list)
     first_error: IngestError | None = None
 
@@ -151,14 +278,26 @@ class _Stats:
 class PackageBuilder:
     """Validated images → a tar file in ``tmp_dir``. Synchronous (runs in a thread).
 
-    Invalid images are collected rather than raised, because ``skip_invalid`` may arrive
-    after the files in the form; :meth:`check` decides at the end. Limit and path
-    violations raise at once: they reject the batch whatever the client asked.
+    The first invalid image raises at once unless :attr:`skip_invalid` is already set
+    (the ingest sets it as soon as the client's ``skip_invalid`` arrives, as a query
+    parameter or a form field before the files); then invalid images are collected, at
+    most ``limits.max_invalid`` of them, and :meth:`check` decides at the end. Limit and
+    path violations raise at once: they reject the batch whatever the client asked.
+    ``cancelled`` (set when the client leaves) stops the work at the next read.
     """
 
-    def __init__(self, tmp_dir: Path, limits: IngestLimits) -> None:
+    def __init__(
+        self,
+        tmp_dir: Path,
+        limits: IngestLimits,
+        *,
+        cancelled: threading.Event | None = None,
+        skip_invalid: bool = False,
+    ) -> None:
         tmp_dir.mkdir(parents=True, exist_ok=True)
         self.limits = limits
+        self.skip_invalid = skip_invalid
+        self.cancelled = cancelled
         fd, path = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".tar", dir=tmp_dir)
         self.path = Path(path)
         self._file = os.fdopen(fd, "wb")
@@ -185,24 +324,74 @@ class PackageBuilder:
             k += 1
         return candidate
 
+    # Budgets -------------------------------------------------------------------------
+
+    def _check_cancelled(self) -> None:
+        if self.cancelled is not None and self.cancelled.is_set():
+            raise RequestAborted("the upload was cancelled")
+
+    def _charge_bytes(self, n: int) -> None:
+        self.stats.bytes_seen += n
+        if self.stats.bytes_seen > self.limits.max_batch_bytes:
+            raise BatchTooLarge(
+                f"batch is over {self.limits.max_batch_bytes} bytes (api.max_batch_bytes; "
+                "rejected files count too)"
+            )
+
+    def _charge_pixels(self, n: int) -> None:
+        self.stats.pixels += n
+        if self.stats.pixels > self.limits.max_batch_pixels:
+            raise BatchTooLarge(
+                f"batch is over {self.limits.max_batch_pixels} pixels (api.max_batch_pixels; "
+                "rejected images count too)"
+            )
+
+    def _charge_entry(self) -> None:
+        self.stats.entries += 1
+        if self.stats.entries > self.limits.max_entries:
+            raise BatchTooLarge(
+                f"archives of the batch hold more than {self.limits.max_entries} entries"
+            )
+
     def _reject(self, exc: IngestError) -> None:
+        """An invalid image: reject the batch now, or (``skip_invalid``) note it."""
+        if not self.skip_invalid:
+            raise exc
         self.stats.skipped.append({"file": exc.file or "", "code": exc.code, "reason": str(exc)})
         if self.stats.first_error is None:
             self.stats.first_error = exc
+        if len(self.stats.skipped) > self.limits.max_invalid:
+            raise TooManyInvalid(
+                f"more than {self.limits.max_invalid} invalid images "
+                f"(api.max_invalid_images); first: {self.stats.first_error}",
+                file=exc.file,
+            )
+
+    # Adding files --------------------------------------------------------------------
 
     def add_upload(self, filename: str, f: BinaryIO, size: int) -> None:
         """One uploaded file: an image or an archive of images."""
+        self._check_cancelled()
         f.seek(0)
         head = f.read(512)
         if is_archive(filename, head):
             self.add_archive(filename, f)
         else:
+            self._charge_bytes(size)
             self.add_image(safe_member_name(filename), f, size)
 
     def add_image(self, name: str, f: BinaryIO, size: int) -> None:
+        """Validate one image (its bytes already charged) and add it to the package."""
         try:
-            validate_image(name, f, size, self.limits)
-        except BatchTooLarge:
+            validate_image(
+                name,
+                f,
+                size,
+                self.limits,
+                charge_pixels=self._charge_pixels,
+                cancelled=self.cancelled,
+            )
+        except (BatchTooLarge, RequestAborted):
             raise
         except IngestError as exc:
             self._reject(exc)
@@ -210,10 +399,6 @@ class PackageBuilder:
         if self.stats.images + 1 > self.limits.max_images:
             raise BatchTooLarge(
                 f"batch has more than {self.limits.max_images} images (api.max_batch_images)"
-            )
-        if self.stats.image_bytes + size > self.limits.max_batch_bytes:
-            raise BatchTooLarge(
-                f"batch is over {self.limits.max_batch_bytes} bytes (api.max_batch_bytes)"
             )
         unique = self._unique(name)
         f.seek(0)
@@ -224,17 +409,19 @@ class PackageBuilder:
 
     def _copy_member(self, name: str, src: IO[bytes]) -> tempfile.SpooledTemporaryFile[bytes]:
         """Copy an archive member into a spool, refusing one over the per-image limit
-        before it is all read (a zip bomb stops at the limit)."""
+        (or the batch's byte budget) before it is all read: a zip bomb stops there."""
         out = self.spool()
         n = 0
         try:
             while chunk := src.read(COPY_BYTES):
+                self._check_cancelled()
                 n += len(chunk)
                 if n > self.limits.max_image_bytes:
                     raise BatchTooLarge(
                         f"{name}: over the per-image limit of {self.limits.max_image_bytes} bytes",
                         file=name,
                     )
+                self._charge_bytes(len(chunk))
                 out.write(chunk)
         except BaseException:
             out.close()
@@ -264,8 +451,11 @@ class PackageBuilder:
 
     def _add_zip(self, filename: str, f: BinaryIO) -> None:
         try:
+            self._check_zip_entries(filename, f)
             with zipfile.ZipFile(f) as zf:
                 for info in zf.infolist():
+                    self._check_cancelled()
+                    self._charge_entry()
                     if info.is_dir():
                         safe_member_name(info.filename)
                         continue
@@ -285,10 +475,30 @@ class PackageBuilder:
         except RuntimeError as exc:  # encrypted member
             raise CorruptImage(f"{filename}: {exc}", file=filename) from None
 
+    def _check_zip_entries(self, filename: str, f: BinaryIO) -> None:
+        """Refuse a zip whose central directory lists more entries than the batch may
+        hold *before* ``ZipFile`` parses it (it keeps one object per entry)."""
+        end_record = getattr(zipfile, "_EndRecData", None)
+        index = getattr(zipfile, "_ECD_ENTRIES_TOTAL", None)
+        if end_record is None or index is None:  # pragma: no cover - CPython has both
+            return
+        f.seek(0)
+        record = end_record(f)
+        f.seek(0)
+        remaining = self.limits.max_entries - self.stats.entries
+        if record is not None and int(record[index]) > remaining:
+            raise BatchTooLarge(
+                f"{filename}: {record[index]} archive entries; the batch may hold "
+                f"{self.limits.max_entries}",
+                file=filename,
+            )
+
     def _add_tar(self, filename: str, f: BinaryIO) -> None:
         try:
             with tarfile.open(fileobj=f, mode="r|*") as tar:
                 for member in tar:
+                    self._check_cancelled()
+                    self._charge_entry()
                     if member.isdir():
                         safe_member_name(member.name)
                         continue

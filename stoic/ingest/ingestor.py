@@ -2,35 +2,79 @@
 
 It ties the pieces together: options given as query parameters are checked before any
 byte is read; the body is fed through :class:`~stoic.ingest.multipart.MultipartStream`;
-each finished file part goes to :class:`~stoic.ingest.builder.PackageBuilder` in a
-worker thread; at the end the tar is streamed to the object store with ``put_stream``
-and the batch row is inserted, and only then does the API answer ``202``.
+each finished file part goes to :class:`~stoic.ingest.builder.PackageBuilder` in the
+ingest's own bounded thread pool (``api.validation_workers`` threads), so validation
+never queues the database calls and health checks behind it on asyncio's default pool;
+at the end the tar is streamed to the object store with ``put_stream`` and the batch
+row is inserted, and only then does the API answer ``202``.
 
 Any failure removes the temporary files and the partial object and inserts no row: a
-rejected upload leaves nothing behind. An ``Idempotency-Key`` seen before returns the
-stored batch instead of a new one.
+rejected upload leaves nothing behind. When the request task is cancelled, or the
+caller sets ``cancelled`` (the client left), the thread stops at its next read and is
+waited for before the files are removed.
+
+``Idempotency-Key``: a batch is stored with a digest of its request (the options and
+each file's name, size and SHA-256, in order; not the multipart boundary). A repeated
+key with the same request returns the stored batch (200); with a different one it is
+an :class:`~stoic.errors.IdempotencyConflict` (409), as payment APIs answer, rather than
+the old batch, which would silently drop the new one. The repeated request's body is
+read and digested, but not validated or stored.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import shutil
+import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from stoic.clock import Clock
-from stoic.errors import BatchTooLarge, IngestError
+from stoic.errors import BatchTooLarge, IdempotencyConflict, IngestError
 from stoic.ingest.builder import COPY_BYTES, TMP_PREFIX, PackageBuilder
 from stoic.ingest.multipart import MultipartStream
-from stoic.ingest.options import IngestLimits, parse_options
+from stoic.ingest.options import (
+    OPTION_FIELDS,
+    IngestLimits,
+    IngestOptions,
+    parse_bool,
+    parse_options,
+)
 from stoic.storage.objectstore import ObjectStore
 from stoic.storage.package import package_key
 from stoic.store.store import BatchRecord, Store
 from stoic.values import Mode
+
+T = TypeVar("T")
+
+
+def request_digest(options: IngestOptions, files: Sequence[tuple[str, int, str]]) -> str:
+    """SHA-256 of what a request asks for: its options and each file's (name, size,
+    SHA-256), in order. Independent of the multipart boundary and of header order."""
+    canonical = {
+        "mode": options.mode.value,
+        "runtime": options.pinned_runtime,
+        "skip_invalid": options.skip_invalid,
+        "files": [list(f) for f in files],
+    }
+    return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+
+
+class _Discard:
+    """A spool that keeps nothing (a repeated request is digested, not stored)."""
+
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+    def close(self) -> None:
+        pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,11 +103,31 @@ class Ingestor:
         clock: Clock,
         on_accepted: Callable[[BatchRecord], None] | None = None,
         on_rejected: Callable[[IngestError], None] | None = None,
+        workers: int = 2,
     ) -> None:
         self.store, self.objects, self.tmp_dir, self.limits = store, objects, tmp_dir, limits
         self.runtimes, self.default_mode = runtimes, default_mode
         self.app, self.app_version, self.clock = app, app_version, clock
         self.on_accepted, self.on_rejected = on_accepted, on_rejected
+        self.workers = workers
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stoic-ingest")
+
+    def close(self) -> None:
+        """Stop the validation pool (queued work is dropped; running work finishes)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _work(self, cancelled: threading.Event, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn`` in the validation pool. When the request is cancelled meanwhile,
+        tell the thread (``cancelled``) and wait for it to stop, so nothing still
+        writes to the files the clean-up is about to remove."""
+        future = asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            cancelled.set()
+            with contextlib.suppress(BaseException):
+                await future
+            raise
 
     def clean_tmp(self) -> int:
         """Remove temporary files a crash left in ``tmp_dir``; return how many."""
@@ -89,13 +153,52 @@ class Ingestor:
         body: AsyncIterator[bytes],
         query: Mapping[str, str],
         idempotency_key: str | None,
+        cancelled: threading.Event | None = None,
     ) -> Accepted:
+        """Turn one request into a stored batch, or raise an :class:`IngestError`.
+
+        ``cancelled``: set it to stop the work (the client left); it is also set when
+        this coroutine is cancelled or fails, so no worker thread outlives the request.
+        """
+        cancelled = cancelled or threading.Event()
         try:
-            return await self._ingest(content_type, content_length, body, query, idempotency_key)
+            return await self._ingest(
+                content_type, content_length, body, query, idempotency_key, cancelled
+            )
         except IngestError as exc:
             if self.on_rejected is not None:
                 self.on_rejected(exc)
             raise
+        finally:
+            cancelled.set()
+
+    def _limit(self, content_length: int | None) -> int:
+        limit = self.body_limit()
+        if content_length is not None and content_length > limit:
+            raise BatchTooLarge(
+                f"request body of {content_length} bytes is over the limit of {limit} "
+                "(api.max_batch_bytes plus overhead)"
+            )
+        return limit
+
+    def _stream(self, content_type: str, spool: Callable[[], Any]) -> MultipartStream:
+        return MultipartStream(
+            content_type,
+            spool,
+            known_fields=OPTION_FIELDS,
+            max_fields=self.limits.max_form_fields,
+            max_field_bytes=self.limits.max_form_bytes,
+        )
+
+    def _options(
+        self, query: Mapping[str, str], stream: MultipartStream, key: str | None
+    ) -> IngestOptions:
+        return parse_options(
+            {**query, **stream.fields},
+            runtimes=self.runtimes,
+            default_mode=self.default_mode,
+            idempotency_key=key,
+        )
 
     async def _ingest(
         self,
@@ -104,9 +207,10 @@ class Ingestor:
         body: AsyncIterator[bytes],
         query: Mapping[str, str],
         idempotency_key: str | None,
+        cancelled: threading.Event,
     ) -> Accepted:
         # Options given as query parameters are checked before any byte is read.
-        parse_options(
+        early = parse_options(
             query,
             runtimes=self.runtimes,
             default_mode=self.default_mode,
@@ -115,18 +219,19 @@ class Ingestor:
         if idempotency_key:
             existing = await asyncio.to_thread(self.store.find_by_idempotency_key, idempotency_key)
             if existing is not None:
-                return Accepted(existing, existing.skipped)
-        limit = self.body_limit()
-        if content_length is not None and content_length > limit:
-            raise BatchTooLarge(
-                f"request body of {content_length} bytes is over the limit of {limit} "
-                "(api.max_batch_bytes plus overhead)"
-            )
-        builder = await asyncio.to_thread(PackageBuilder, self.tmp_dir, self.limits)
+                return await self._repeat(existing, content_type, content_length, body, query)
+        limit = self._limit(content_length)
+        builder = await self._work(
+            cancelled,
+            lambda: PackageBuilder(
+                self.tmp_dir, self.limits, cancelled=cancelled, skip_invalid=early.skip_invalid
+            ),
+        )
+
         stream: MultipartStream | None = None
         key: str | None = None
         try:
-            stream = MultipartStream(content_type, builder.spool)
+            stream = self._stream(content_type, builder.spool)
             received = 0
             async for chunk in body:
                 received += len(chunk)
@@ -134,27 +239,27 @@ class Ingestor:
                     raise BatchTooLarge(f"request body is over the limit of {limit} bytes")
                 for part in stream.feed(chunk):
                     assert part.file is not None
+                    # skip_invalid applies to the files after it (query or field).
+                    skip = {**query, **part.fields_before}.get("skip_invalid", "")
+                    builder.skip_invalid = parse_bool(skip, "skip_invalid")
                     try:
-                        await asyncio.to_thread(
+                        await self._work(
+                            cancelled,
                             builder.add_upload,
                             part.filename or part.name,
-                            part.file,  # type: ignore[arg-type]
+                            part.file,
                             part.size,
                         )
                     finally:
                         part.file.close()
             stream.finish()
-            options = parse_options(
-                {**query, **stream.fields},
-                runtimes=self.runtimes,
-                default_mode=self.default_mode,
-                idempotency_key=idempotency_key,
-            )
+            options = self._options(query, stream, idempotency_key)
             builder.check(options.skip_invalid)
-            n_bytes = await asyncio.to_thread(builder.close)
+            digest = request_digest(options, stream.files)
+            n_bytes = await self._work(cancelled, builder.close)
             batch_id = str(uuid.uuid4())
             key = package_key(batch_id)
-            await asyncio.to_thread(self._upload, builder.path, key)
+            await self._work(cancelled, self._upload, builder.path, key)
             skipped = tuple(builder.stats.skipped)
             record = await asyncio.to_thread(
                 self.store.create_batch,
@@ -169,10 +274,14 @@ class Ingestor:
                 idempotency_key=options.idempotency_key,
                 skipped=skipped,
                 batch_id=batch_id,
+                request_digest=digest,
             )
             if not record.is_new:
-                # Another request with the same key won the race; ours is redundant.
+                # Another request with the same key won the race; ours is redundant,
+                # or, if it asked for something else, a conflict.
                 await asyncio.to_thread(self.objects.delete, key)
+                key = None
+                _check_same_request(record, digest)
             elif self.on_accepted is not None:
                 self.on_accepted(record)
             key = None
@@ -185,6 +294,43 @@ class Ingestor:
                 with contextlib.suppress(Exception):
                     await asyncio.to_thread(self.objects.delete, key)
 
+    async def _repeat(
+        self,
+        existing: BatchRecord,
+        content_type: str,
+        content_length: int | None,
+        body: AsyncIterator[bytes],
+        query: Mapping[str, str],
+    ) -> Accepted:
+        """A known Idempotency-Key: digest the body (no validation, nothing stored) and
+        answer with the stored batch if it is the same request, 409 if not."""
+        limit = self._limit(content_length)
+        stream = self._stream(content_type, _Discard)
+        try:
+            received = 0
+            async for chunk in body:
+                received += len(chunk)
+                if received > limit:
+                    raise BatchTooLarge(f"request body is over the limit of {limit} bytes")
+                stream.feed(chunk)
+            stream.finish()
+            options = self._options(query, stream, existing.idempotency_key)
+        finally:
+            stream.close()
+        _check_same_request(existing, request_digest(options, stream.files))
+        return Accepted(existing, existing.skipped)
+
     def _upload(self, path: Path, key: str) -> None:
         with path.open("rb") as f:
             self.objects.put_stream(key, f)
+
+
+def _check_same_request(record: BatchRecord, digest: str) -> None:
+    """Raise :class:`IdempotencyConflict` unless ``record`` was created by a request
+    with this digest (batches stored before digests were kept are taken as equal)."""
+    if record.request_digest is not None and record.request_digest != digest:
+        raise IdempotencyConflict(
+            f"Idempotency-Key {record.idempotency_key!r} was used for batch {record.id} "
+            "with other files or options; use a new key for a new batch",
+            field="Idempotency-Key",
+        )

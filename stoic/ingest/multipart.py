@@ -11,17 +11,32 @@ chunk) in memory, whatever the batch size.
 
 This module knows nothing about images: it only splits the body into small form fields
 and spooled file parts, raising :class:`~stoic.errors.InvalidField` for a malformed body.
+
+Nothing a client sends is kept without a bound: a non-file field whose name is not an
+option is refused the moment its headers end (not after the whole body), the number and
+total size of the fields are capped (``api.max_form_fields``, ``api.max_form_bytes``),
+and so are the headers of each part (:data:`MAX_PART_HEADER_BYTES`). It also digests
+what it parsed (each file's name, size and SHA-256, each field) as it goes, so a
+repeated ``Idempotency-Key`` can be checked against the request it first came with,
+whatever multipart boundary the client picked this time.
 """
 
 from __future__ import annotations
 
 import codecs
+import hashlib
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
 from stoic.errors import InvalidField
+
+MAX_PART_HEADER_BYTES = 16 * 1024
+"""Bytes of one part's headers (names and values together)."""
+
+MAX_FIELD_BYTES = 64 * 1024
+"""Bytes of one non-file form field."""
 
 
 @dataclass(slots=True)
@@ -32,25 +47,39 @@ class _Part:
     data: bytearray = field(default_factory=bytearray)
     file: tempfile.SpooledTemporaryFile[bytes] | None = None
     size: int = 0
+    header_bytes: int = 0
+    sha256: Any = None
+    fields_before: dict[str, str] = field(default_factory=dict)
+    """The form fields that came before this file part (``skip_invalid`` applies to
+    the files after it, however the body was cut into chunks)."""
 
 
 class MultipartStream:
     """Feeds ``python-multipart``'s push parser and hands out finished parts.
 
-    Form fields are kept (they are small and bounded); file parts are spooled and
-    returned by :meth:`feed` as soon as they end, so the caller can validate and drop
-    them before the next one arrives.
+    Form fields are kept (at most ``max_fields`` of them, ``max_field_bytes`` in all,
+    each named in ``known_fields``); file parts are spooled and returned by
+    :meth:`feed` as soon as they end, so the caller can validate and drop them before
+    the next one arrives. Each file part carries the fields that preceded it.
     """
 
-    MAX_FIELD_BYTES = 64 * 1024
+    MAX_FIELD_BYTES = MAX_FIELD_BYTES
 
-    def __init__(self, content_type: str, spool: Callable[[], Any]) -> None:
+    def __init__(
+        self,
+        content_type: str,
+        spool: Callable[[], Any],
+        *,
+        known_fields: Collection[str] | None = None,
+        max_fields: int = 16,
+        max_field_bytes: int = 64 * 1024,
+    ) -> None:
         from python_multipart.multipart import MultipartParser, parse_options_header
 
         ctype, params = parse_options_header(content_type)
         if ctype != b"multipart/form-data":
             raise InvalidField(
-                f"Content-Type must be multipart/form-data, not {content_type!r}",
+                f"Content-Type must be multipart/form-data, not {content_type[:100]!r}",
                 field="Content-Type",
             )
         boundary = params.get(b"boundary")
@@ -63,10 +92,17 @@ class MultipartStream:
             self._charset = "latin-1"
         self._parse_options = parse_options_header
         self._spool = spool
+        self._known = None if known_fields is None else frozenset(known_fields)
+        self._max_fields = max_fields
+        self._max_field_bytes = max_field_bytes
+        self._field_bytes = 0
+        self._n_fields = 0
         self._part = _Part()
         self._hname = b""
         self._hvalue = b""
         self.fields: dict[str, str] = {}
+        self.files: list[tuple[str, int, str]] = []
+        """(filename, size, SHA-256 hex) of every file part, in order."""
         self._done: list[_Part] = []
         self._open: list[Any] = []
         self._parser = MultipartParser(
@@ -88,10 +124,20 @@ class MultipartStream:
     def _on_part_begin(self) -> None:
         self._part = _Part()
 
+    def _header_bytes(self, n: int) -> None:
+        self._part.header_bytes += n
+        if self._part.header_bytes > MAX_PART_HEADER_BYTES:
+            raise InvalidField(
+                f"a multipart part's headers are over {MAX_PART_HEADER_BYTES} bytes",
+                field="body",
+            )
+
     def _on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._header_bytes(end - start)
         self._hname += data[start:end]
 
     def _on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._header_bytes(end - start)
         self._hvalue += data[start:end]
 
     def _on_header_end(self) -> None:
@@ -108,24 +154,49 @@ class MultipartStream:
         self._part.name = self._decode(options[b"name"])
         if b"filename" in options:
             self._part.filename = self._decode(options[b"filename"])
+            self._part.fields_before = dict(self.fields)
+            self._part.sha256 = hashlib.sha256()
             self._part.file = self._spool()
             self._open.append(self._part.file)
+            return
+        # A field: refused now if it is not an option, rather than after the body.
+        if self._known is not None and self._part.name not in self._known:
+            name = self._part.name[:100]
+            raise InvalidField(
+                f"unknown field {name!r}; expected one of {sorted(self._known)}", field=name
+            )
+        self._n_fields += 1
+        if self._n_fields > self._max_fields:
+            raise InvalidField(
+                f"more than {self._max_fields} form fields (api.max_form_fields)", field="body"
+            )
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
         part = self._part
         if part.file is not None:
-            part.file.write(data[start:end])
+            chunk = data[start:end]
+            part.file.write(chunk)
+            part.sha256.update(chunk)
             part.size += end - start
         else:
+            self._field_bytes += end - start
+            if self._field_bytes > self._max_field_bytes:
+                raise InvalidField(
+                    f"form fields are over {self._max_field_bytes} bytes (api.max_form_bytes)",
+                    field=part.name[:100],
+                )
             part.data.extend(data[start:end])
             if len(part.data) > self.MAX_FIELD_BYTES:
-                raise InvalidField(f"form field {part.name!r} is too long", field=part.name)
+                raise InvalidField(
+                    f"form field {part.name[:100]!r} is too long", field=part.name[:100]
+                )
 
     def _on_part_end(self) -> None:
         part = self._part
         if part.file is None:
             self.fields[part.name] = self._decode(bytes(part.data))
         else:
+            self.files.append((part.filename or "", part.size, part.sha256.hexdigest()))
             self._done.append(part)
 
     def feed(self, chunk: bytes) -> list[_Part]:

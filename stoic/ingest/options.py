@@ -23,15 +23,44 @@ API_MODES = (Mode.SELECTOR, Mode.DUPLICATOR, Mode.SHARE)
 """Modes a client may ask for; the replay's baselines are not offered over HTTP."""
 
 
+OPTION_FIELDS = frozenset({"mode", "runtime", "skip_invalid"})
+"""The only non-file form fields (and query parameters) an upload may carry."""
+
+
 @dataclass(frozen=True, slots=True)
 class IngestLimits:
+    """What one upload may cost. Every limit bounds work *before* it is done: bytes are
+    counted as they are copied (rejected files included), pixels are read from an
+    image's header before it is decoded, and with ``skip_invalid`` at most
+    ``max_invalid`` images may be dropped."""
+
     max_images: int
     max_batch_bytes: int
     max_image_bytes: int
+    max_image_pixels: int = 50_000_000
+    max_batch_pixels: int = 50_000_000_000
+    max_invalid: int = 20
+    max_form_fields: int = 16
+    max_form_bytes: int = 64 * 1024
+
+    @property
+    def max_entries(self) -> int:
+        """Entries of all archives of a batch (directories and ignored files count):
+        walking an archive costs CPU even for entries that hold nothing."""
+        return 2 * (self.max_images + self.max_invalid) + 1024
 
     @classmethod
     def from_settings(cls, api: ApiSettings) -> IngestLimits:
-        return cls(api.max_batch_images, api.max_batch_bytes, api.max_image_bytes)
+        return cls(
+            max_images=api.max_batch_images,
+            max_batch_bytes=api.max_batch_bytes,
+            max_image_bytes=api.max_image_bytes,
+            max_image_pixels=api.max_image_pixels,
+            max_batch_pixels=api.max_batch_pixels,
+            max_invalid=api.max_invalid_images,
+            max_form_fields=api.max_form_fields,
+            max_form_bytes=api.max_form_bytes,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +79,18 @@ def parse_bool(value: str, field_name: str) -> bool:
         return True
     if v in ("0", "false", "no", "off", ""):
         return False
-    raise InvalidField(f"{field_name}: expected true or false, got {value!r}", field=field_name)
+    raise InvalidField(
+        f"{field_name}: expected true or false, got {value[:100]!r}", field=field_name
+    )
+
+
+def check_option_name(key: str) -> None:
+    """Refuse a form field or query parameter that is not an option (422 naming it)."""
+    if key not in OPTION_FIELDS:
+        raise InvalidField(
+            f"unknown field {key[:100]!r}; expected one of {sorted(OPTION_FIELDS)}",
+            field=key[:100],
+        )
 
 
 def parse_options(
@@ -61,10 +101,8 @@ def parse_options(
     idempotency_key: str | None,
 ) -> IngestOptions:
     """Validate ``mode``, ``runtime`` and ``skip_invalid`` (422 naming the field)."""
-    known = {"mode", "runtime", "skip_invalid"}
     for key in values:
-        if key not in known:
-            raise InvalidField(f"unknown field {key!r}; expected one of {sorted(known)}", field=key)
+        check_option_name(key)
     mode = default_mode
     if "mode" in values and values["mode"] != "":
         try:
@@ -73,14 +111,14 @@ def parse_options(
             mode = Mode.PINNED  # sentinel: not offered, rejected below
         if mode not in API_MODES:
             raise InvalidField(
-                f"mode: unknown mode {values['mode']!r}; expected one of "
+                f"mode: unknown mode {values['mode'][:100]!r}; expected one of "
                 + ", ".join(m.value for m in API_MODES),
                 field="mode",
             )
     pinned = values.get("runtime") or None
     if pinned is not None and pinned not in runtimes:
         raise InvalidField(
-            f"runtime: unknown runtime {pinned!r}; configured: {sorted(runtimes)}",
+            f"runtime: unknown runtime {pinned[:100]!r}; configured: {sorted(runtimes)}",
             field="runtime",
         )
     skip = parse_bool(values.get("skip_invalid", ""), "skip_invalid")

@@ -131,6 +131,7 @@ class BatchRecord:
     started_at: float | None
     finished_at: float | None
     is_new: bool = False
+    request_digest: str | None = None
 
     def job(self) -> Job:
         """What the scheduler needs to decide (sizes, not content)."""
@@ -205,6 +206,7 @@ def _batch(row: BatchTable, is_new: bool = False) -> BatchRecord:
         started_at=row.started_at,
         finished_at=row.finished_at,
         is_new=is_new,
+        request_digest=row.request_digest,
     )
 
 
@@ -529,9 +531,11 @@ class Store:
         idempotency_key: str | None = None,
         skipped: Sequence[Mapping[str, Any]] = (),
         batch_id: str | None = None,
+        request_digest: str | None = None,
     ) -> BatchRecord:
         """Insert a queued batch, or return the batch already created with
-        ``idempotency_key`` (``is_new=False``; the other arguments are then ignored).
+        ``idempotency_key`` (``is_new=False``; the other arguments are then ignored:
+        the caller compares ``request_digest`` to decide whether that is a conflict).
 
         Concurrent calls with one key insert once: the unique constraint decides and the
         loser reads the winner's row.
@@ -556,6 +560,7 @@ class Store:
             attempts=0,
             estimates=None,
             skipped=[dict(x) for x in skipped],
+            request_digest=request_digest,
         )
         try:
             with self._session(write=True) as s:
@@ -701,6 +706,17 @@ class Store:
                     return _batch(row)
             # Another claimer won this row between our SELECT and UPDATE (possible only
             # without row locks); the queue shrank, so try the next one.
+
+    def release_claim(self, batch_id: str, now: float) -> BatchRecord:
+        """Hand a claimed batch back to the queue without running it (the dispatcher's
+        claim raced with a stop): running → queued, and the attempt is not counted."""
+        with self._session(write=True) as s:
+            row = self._locked(s, batch_id, "release its claim", (BatchState.RUNNING,))
+            row.state = BatchState.QUEUED.value
+            row.attempts = max(0, row.attempts - 1)
+            row.started_at = None
+            row.updated_at = now
+            return _batch(row)
 
     def _locked(
         self, s: Session, batch_id: str, wanted: str, allowed: tuple[BatchState, ...]

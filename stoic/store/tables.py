@@ -164,6 +164,9 @@ class BatchTable(Base):
     skipped: Mapped[list[Any]] = mapped_column(JSON, default=list)
     started_at: Mapped[float | None] = mapped_column(Double)
     finished_at: Mapped[float | None] = mapped_column(Double)
+    # SHA-256 (hex) of the request that created the batch (its options and files): a
+    # repeated Idempotency-Key with another request is a conflict, not a replay.
+    request_digest: Mapped[str | None] = mapped_column(String(64))
 
 
 class DefaultVersionTable(Base):

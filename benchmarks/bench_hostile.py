@@ -1,0 +1,532 @@
+"""Hostile and careless clients against a real ``stoic serve`` (issue 13).
+
+    .venv/bin/python benchmarks/bench_hostile.py [--attack all|junk|png|slowloris|fields|
+        slowbody|hangup] [--nofile 1024] [--connections 3000] [--duration 20]
+
+Starts ``stoic serve`` on a loopback port with its default limits and a temporary data
+dir (the runtimes run the stand-in function server of the tests, ``tests/standin_function.py``,
+so no TensorFlow), under a descriptor limit of ``--nofile`` (1024 by default, the
+usual soft limit: the daemon may not raise it, so the connection cap must fit under
+it). Then, one attack after the other, while a prober asks ``GET /healthz`` on a new
+connection every 50 ms:
+
+* **junk**: six concurrent uploads of a ~460 KB zip of junk "JPEGs" (a JPEG header,
+  then 2 MB of zeros, 200 of them), then the same with ``skip_invalid=true``;
+* **png**: six concurrent uploads of a 12,000 × 12,000 PNG (~420 KB: zeros compress),
+  then of a 7,000 × 7,000 one (49 Mpx, under the limit) whose data stream is cut short;
+* **slowloris**: ``--connections`` connections that send half a request header and
+  stall, re-opened as the daemon drops them, for ``--duration`` seconds;
+* **fields**: a 2 GB body of distinct form fields, and one of a single endless field
+  value, each sent until the daemon answers;
+* **slowbody**: 50 uploads whose body is shorter than its ``Content-Length``;
+* **hangup**: 200 uploads that hang up mid-body.
+
+For each it prints the daemon's CPU seconds (``/proc/PID/stat``, utime + stime), its
+peak RSS above the baseline (``VmHWM`` after resetting it through
+``/proc/PID/clear_refs``), the answers the attackers got, the bytes the daemon logged,
+and the health check's latency (p50 / p99 / max, and failures) during the attack. The
+machine's load average is printed too: the figures are only as quiet as the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import resource
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+STAND_IN = REPO / "tests" / "standin_function.py"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# The daemon ------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Daemon:
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def cpu_s(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+
+    def status_kb(self, key: str) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+        raise RuntimeError(key)
+
+    def reset_peak(self) -> int:
+        Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+        return self.status_kb("VmRSS")
+
+    def log_bytes(self) -> int:
+        return self.log.stat().st_size
+
+
+@contextlib.contextmanager
+def daemon(nofile: int, api: dict[str, int]) -> Iterator[Daemon]:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-hostile-"))
+    config = tmp / "stoic.toml"
+    config.write_text(
+        f'data_dir = "{tmp / "data"}"\n'
+        "[controller]\ninquisitor = false\nbootstrap = false\ndemo_model = false\n"
+        f'[local]\ncommand = ["{sys.executable}", "{STAND_IN}", "--no-model-check"]\n'
+        '[[runtimes]]\nname = "edge"\nkind = "edge"\n'
+        "[api]\n" + "".join(f"{k} = {v}\n" for k, v in api.items())
+    )
+    port = free_port()
+    log = tmp / "daemon.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STOIC_")}
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stoic.cli", "serve", "--config", str(config),
+             "--port", str(port)],
+            cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=limit,
+        )  # fmt: skip
+    d = Daemon(proc, port, log)
+    try:
+        deadline = time.monotonic() + 120
+        while http_get(port, "/readyz")[0] != 200:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"daemon did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield d
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def http_get(port: int, path: str, timeout_s: float = 5.0) -> tuple[int, float]:
+    """(status or 0 on failure, seconds) of one GET on a new connection."""
+    t = time.perf_counter()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as s:
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        status = int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/1.1 ") else 0
+    except OSError:
+        status = 0
+    return status, time.perf_counter() - t
+
+
+class Prober:
+    """``GET /healthz`` on a new connection every 50 ms, in a thread."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.latencies: list[float] = []
+        self.failures: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            status, seconds = http_get(self.port, "/healthz")
+            if status == 200:
+                self.latencies.append(seconds)
+            else:
+                self.failures[str(status or "timeout")] += 1
+            self._stop.wait(0.05)
+
+    def __enter__(self) -> Prober:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> str:
+        xs = sorted(self.latencies)
+        if not xs:
+            return f"healthz: no answer (failures {dict(self.failures)})"
+
+        def q(p: float) -> float:
+            return xs[min(len(xs) - 1, int(p * len(xs)))] * 1000
+
+        return (
+            f"healthz: {len(xs)} answers, p50 {q(0.5):.1f} ms, p99 {q(0.99):.1f} ms, "
+            f"max {xs[-1] * 1000:.1f} ms, failures {dict(self.failures)}"
+        )
+
+
+@dataclass
+class Result:
+    name: str
+    cpu_s: float
+    peak_mb: float
+    log_kb: float
+    wall_s: float
+    health: str
+    answers: Counter[str] = field(default_factory=Counter)
+    note: str = ""
+
+    def print(self) -> None:
+        print(f"== {self.name}")
+        print(
+            f"   daemon CPU {self.cpu_s:.2f} s, peak RSS +{self.peak_mb:.1f} MB, "
+            f"log +{self.log_kb:.1f} KB, wall {self.wall_s:.1f} s"
+        )
+        print(f"   answers: {dict(self.answers)}" + (f"; {self.note}" if self.note else ""))
+        print(f"   {self.health}")
+        sys.stdout.flush()
+
+
+def listen_overflows() -> int:
+    """Connections the kernel dropped because a listen queue was full (all sockets)."""
+    lines = [line.split() for line in Path("/proc/net/netstat").read_text().splitlines()]
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names[0] == "TcpExt:" and "ListenOverflows" in names:
+            return int(values[names.index("ListenOverflows")])
+    return 0
+
+
+def measure(d: Daemon, name: str, attack: Callable[[Counter[str]], str]) -> Result:
+    time.sleep(1.0)  # let the previous attack's connections go
+    overflows = listen_overflows()
+    base_rss = d.reset_peak()
+    cpu0, log0, t0 = d.cpu_s(), d.log_bytes(), time.perf_counter()
+    answers: Counter[str] = Counter()
+    with Prober(d.port) as prober:
+        note = attack(answers)
+        time.sleep(0.5)
+    dropped = listen_overflows() - overflows
+    if dropped:
+        note += f"; kernel listen-queue overflows {dropped}"
+    return Result(
+        name,
+        d.cpu_s() - cpu0,
+        (d.status_kb("VmHWM") - base_rss) / 1024,
+        (d.log_bytes() - log0) / 1024,
+        time.perf_counter() - t0,
+        prober.summary(),
+        answers,
+        note,
+    )
+
+
+# Hostile bodies ------------------------------------------------------------------------
+
+
+def post_raw(port: int, body: bytes | Iterator[bytes], ctype: str, length: int | None = None,
+             query: str = "", timeout_s: float = 120) -> tuple[int, int]:  # fmt: skip
+    """POST /v1/batches on a raw socket; (status or 0, body bytes sent). A body given as
+    an iterator is sent until the daemon answers or closes."""
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as s:
+        if isinstance(body, bytes):
+            length = len(body)
+        head = (
+            f"POST /v1/batches{query} HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\n"
+            f"Content-Length: {length}\r\n\r\n"
+        ).encode()
+        s.sendall(head)
+        chunks = iter([body]) if isinstance(body, bytes) else body
+        s.setblocking(False)
+        reply = b""
+        for chunk in chunks:
+            view = memoryview(chunk)
+            while view:
+                try:
+                    n = s.send(view)
+                    sent += n
+                    view = view[n:]
+                except BlockingIOError:
+                    time.sleep(0.001)
+                except OSError:
+                    break
+                with contextlib.suppress(BlockingIOError, OSError):
+                    got = s.recv(65536)
+                    reply += got
+                    if not got or b"\r\n\r\n" in reply:
+                        break
+            if reply:
+                break
+        s.setblocking(True)
+        with contextlib.suppress(OSError):
+            while b"\r\n\r\n" not in reply and (got := s.recv(65536)):
+                reply += got
+    status = int(reply.split(b" ", 2)[1]) if reply.startswith(b"HTTP/1.1 ") else 0
+    return status, sent
+
+
+def multipart(parts: list[tuple[str, str | None, bytes]], boundary: str = "b0und") -> bytes:
+    out = io.BytesIO()
+    for name, filename, data in parts:
+        out.write(f"--{boundary}\r\n".encode())
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        out.write(f"Content-Disposition: {disposition}\r\n\r\n".encode())
+        out.write(data + b"\r\n")
+    out.write(f"--{boundary}--\r\n".encode())
+    return out.getvalue()
+
+
+CTYPE = "multipart/form-data; boundary=b0und"
+
+
+def junk_zip(members: int = 200, zeros: int = 2 * 1024 * 1024) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (4000, 3000), (10, 20, 30)).save(buf, "JPEG")
+    real = buf.getvalue()
+    junk = real[: real.index(b"\xff\xda")] + b"\0" * zeros
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        for i in range(members):
+            zf.writestr(f"img-{i}.jpg", junk)
+    return out.getvalue()
+
+
+def huge_png(width: int = 12_000, height: int = 12_000, broken: bool = False) -> bytes:
+    """A real PNG of zeros, built row by row (never held decoded); ``broken``: its
+    data stream is cut short under correct CRCs (only a decode can tell)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    z = zlib.compressobj(9)
+    row = b"\0" * (1 + 3 * width)
+    idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+    if broken:
+        idat = idat[:-8]
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def concurrently(n: int, fn: Callable[[], tuple[int, int]], answers: Counter[str]) -> None:
+    results: list[tuple[int, int]] = []
+    threads = [threading.Thread(target=lambda: results.append(fn())) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for status, _ in results:
+        answers[str(status)] += 1
+
+
+def attack_junk(d: Daemon, skip: bool) -> Callable[[Counter[str]], str]:
+    body = multipart([("files", "junk.zip", junk_zip())])
+    query = "?skip_invalid=true" if skip else ""
+
+    def run(answers: Counter[str]) -> str:
+        concurrently(6, lambda: post_raw(d.port, body, CTYPE, query=query), answers)
+        return f"6 × {len(body) / 1000:.0f} KB zips of 200 junk JPEGs (2 MB of zeros each)"
+
+    return run
+
+
+def attack_png(d: Daemon) -> Callable[[Counter[str]], str]:
+    png = huge_png()
+    body = multipart([("files", "huge.png", png)])
+
+    def run(answers: Counter[str]) -> str:
+        concurrently(6, lambda: post_raw(d.port, body, CTYPE), answers)
+        return f"6 × {len(png) / 1000:.0f} KB PNGs of 12,000 × 12,000 pixels"
+
+    return run
+
+
+def attack_png_under(d: Daemon) -> Callable[[Counter[str]], str]:
+    png = huge_png(7_000, 7_000, broken=True)
+    body = multipart([("files", "almost.png", png)])
+
+    def run(answers: Counter[str]) -> str:
+        concurrently(6, lambda: post_raw(d.port, body, CTYPE), answers)
+        return f"6 × {len(png) / 1000:.0f} KB PNGs of 7,000 × 7,000 pixels, stream cut short"
+
+    return run
+
+
+def attack_fields(d: Daemon) -> Callable[[Counter[str]], str]:
+    total = 2 * 1024**3
+
+    def distinct() -> Iterator[bytes]:
+        for i in range(total // 1024):
+            yield (
+                f'--b0und\r\nContent-Disposition: form-data; name="f{i}"\r\n\r\n'
+                + "x" * 900
+                + "\r\n"
+            ).encode()
+
+    def endless() -> Iterator[bytes]:
+        yield b'--b0und\r\nContent-Disposition: form-data; name="mode"\r\n\r\n'
+        block = b"x" * 65536
+        for _ in range(total // len(block)):
+            yield block
+
+    def run(answers: Counter[str]) -> str:
+        notes = []
+        for name, gen in (("distinct fields", distinct), ("one endless field", endless)):
+            status, sent = post_raw(d.port, gen(), CTYPE, length=total)
+            answers[str(status)] += 1
+            notes.append(f"{name}: refused after {sent / 1e6:.2f} MB of 2,147 MB")
+        return "; ".join(notes)
+
+    return run
+
+
+def attack_slowloris(
+    d: Daemon, connections: int, duration_s: float
+) -> Callable[[Counter[str]], str]:
+    def run(answers: Counter[str]) -> str:
+        socks: list[socket.socket] = []
+        opened = dropped = refused = 0
+        deadline = time.monotonic() + duration_s
+        while time.monotonic() < deadline:
+            while len(socks) < connections and time.monotonic() < deadline:
+                try:
+                    s = socket.create_connection(("127.0.0.1", d.port), timeout=2)
+                    s.sendall(b"GET /v1/batches HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                    s.setblocking(False)
+                    socks.append(s)
+                    opened += 1
+                except OSError:
+                    refused += 1
+            alive = []
+            for s in socks:
+                try:
+                    if s.recv(1024) == b"":
+                        raise ConnectionError
+                    s.close()  # a 408: the daemon dropped it
+                    dropped += 1
+                except BlockingIOError:
+                    alive.append(s)
+                except OSError:
+                    s.close()
+                    dropped += 1
+            socks = alive
+            time.sleep(0.05)
+        for s in socks:
+            s.close()
+        answers["408/closed"] = dropped
+        answers["connect failed"] = refused
+        return f"{opened} half-header connections opened ({connections} at a time)"
+
+    return run
+
+
+def attack_slowbody(d: Daemon) -> Callable[[Counter[str]], str]:
+    def one() -> tuple[int, int]:
+        head = b'--b0und\r\nContent-Disposition: form-data; name="files"; filename="a.jpg"\r\n\r\n'
+        return post_raw(d.port, iter([head + b"\xff\xd8\xff" + b"\0" * 100]), CTYPE, length=10**6)
+
+    def run(answers: Counter[str]) -> str:
+        concurrently(50, one, answers)
+        return "50 bodies of 1 MB declared, 200 bytes sent"
+
+    return run
+
+
+def attack_hangup(d: Daemon) -> Callable[[Counter[str]], str]:
+    def one() -> tuple[int, int]:
+        with socket.create_connection(("127.0.0.1", d.port), timeout=10) as s:
+            s.sendall(
+                b"POST /v1/batches HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: " + CTYPE.encode() + b"\r\nContent-Length: 1000000\r\n\r\n"
+                b'--b0und\r\nContent-Disposition: form-data; name="files"; filename="a.jpg"\r\n\r\n'
+                + b"\xff\xd8\xff"
+                + b"\0" * 5000
+            )
+            time.sleep(0.05)
+        return 0, 0
+
+    def run(answers: Counter[str]) -> str:
+        log0 = d.log_bytes()
+        for _ in range(4):
+            concurrently(50, one, answers)
+        time.sleep(1.0)
+        per = (d.log_bytes() - log0) / 200
+        answers.clear()
+        answers["hung up"] = 200
+        return f"log: {per:.0f} bytes per hang-up (repeats folded by the log filter)"
+
+    return run
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--attack", default="all")
+    ap.add_argument("--nofile", type=int, default=1024, help="the daemon's descriptor limit")
+    ap.add_argument("--connections", type=int, default=3000)
+    ap.add_argument("--duration", type=float, default=20.0, help="slowloris seconds")
+    ap.add_argument("--api", action="append", default=[], metavar="KEY=N", help="an api.* setting")
+    args = ap.parse_args()
+    api = {k: int(v) for k, v in (kv.split("=", 1) for kv in args.api)}
+    wanted = {"junk", "png", "slowloris", "fields", "slowbody", "hangup"}
+    if args.attack != "all":
+        wanted = set(args.attack.split(","))
+    print(f"load average before: {os.getloadavg()}, {os.cpu_count()} CPUs")
+    with daemon(args.nofile, api) as d:
+        print(f"daemon pid {d.pid}, RSS {d.status_kb('VmRSS') / 1024:.0f} MB, nofile {args.nofile}")
+        with Prober(d.port) as idle:
+            time.sleep(3)
+        print(f"idle {idle.summary()}")
+        plan: list[tuple[str, Callable[[Counter[str]], str]]] = []
+        if "junk" in wanted:
+            plan.append(("junk-JPEG zips", attack_junk(d, skip=False)))
+            plan.append(("junk-JPEG zips, skip_invalid=true", attack_junk(d, skip=True)))
+        if "png" in wanted:
+            plan.append(("large-pixel PNGs", attack_png(d)))
+            plan.append(("PNGs just under the pixel limit, broken", attack_png_under(d)))
+        if "fields" in wanted:
+            plan.append(("form-field floods", attack_fields(d)))
+        if "slowbody" in wanted:
+            plan.append(("bodies shorter than Content-Length", attack_slowbody(d)))
+        if "hangup" in wanted:
+            plan.append(("hang-ups mid-upload", attack_hangup(d)))
+        if "slowloris" in wanted:
+            plan.append(
+                ("half-open connections", attack_slowloris(d, args.connections, args.duration))
+            )
+        for name, attack in plan:
+            measure(d, name, attack).print()
+        status, _ = http_get(d.port, "/readyz")
+        print(f"after: /readyz {status}, RSS {d.status_kb('VmRSS') / 1024:.0f} MB")
+    print(f"load average after: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,303 @@
+"""The HTTP server of ``stoic serve``: uvicorn, with bounds on what a connection may hold.
+
+uvicorn (0.54, h11) gives a keep-alive timeout (``timeout_keep_alive``) and nothing
+else that bounds an idle or slow connection: a connection that sends nothing, or half
+a request line, stays open for as long as the client likes, and thousands of them
+exhaust the process's file descriptors, after which health checks and authorised
+uploads time out and asyncio's accept loop logs an error every second.
+``limit_concurrency`` does not help: it answers 503 to requests that *arrive*, and a
+half-sent header never arrives. So this module adds, in an
+:class:`~uvicorn.protocols.http.h11_impl.H11Protocol` subclass:
+
+* a **header timeout** (``api.header_timeout_s``): a connection must complete each
+  request's headers within this time from its first byte (or from the connection
+  itself); otherwise it gets ``408 Request Timeout`` and is closed;
+* a **deadline on the rest of a refused body** (``api.body_timeout_s``): after an
+  early answer (401, 413, 503) uvicorn reads and discards the rest of the body; a
+  client that dribbles it is closed after that time;
+* a **connection cap** (``api.max_connections``): over the cap, the connection that
+  has waited longest for its request headers (an idle keep-alive or a slow client) is
+  closed to make room; if every connection is busy with a request, the new one gets
+  ``503`` and is closed. A health check therefore always finds a slot, however many
+  idle connections an attacker holds;
+* the soft ``RLIMIT_NOFILE`` is raised (to the hard limit at most) so that the cap,
+  one accept batch and the daemon's own files fit; where it cannot, the cap is
+  lowered and a warning says so. The batch counts because asyncio accepts up to
+  ``backlog`` connections in one loop turn, before any of them reaches
+  ``connection_made`` and the cap: without that headroom ``accept()`` fails with
+  ``EMFILE``, and asyncio then logs an error and arms a retry timer for *each* of the
+  remaining attempts of the turn (CPython's ``_accept_connection``) and stops
+  accepting for a second: the log flood and the stalled health checks of issue 13.
+  So asyncio is given a small batch (:data:`ACCEPT_BATCH`); the kernel's queue is
+  ``api.listen_backlog`` (set with ``listen()`` again on the bound socket). Keep that
+  one short too: the queue is first come, first served, so under a connection flood a
+  health check waits behind the whole queue (with 2,048, seconds); with a short queue
+  the kernel drops the surplus SYNs instead, which slows the flood down and costs an
+  unlucky health check one SYN retransmit (1 s) at worst.
+
+Each drop is logged at INFO with its reason (the log filter of :mod:`stoic.logging`
+folds bursts into a count) and counted in ``stoic_http_connections_dropped_total``.
+
+:class:`Server` is uvicorn's server with two changes. A signal only sets flags (the
+process exits 0 after a clean drain instead of re-raising SIGTERM). And the drain runs
+*before* the listener closes: while running batches get ``controller.drain_grace_s``,
+new connections are still accepted and answered (``/readyz`` and new batches 503,
+the rest as usual), so a load balancer sees the documented 503 instead of refused
+connections. A second Ctrl-C abandons the drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import resource
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import h11
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from stoic.daemon.controller import Controller
+from stoic.logging import get_logger
+from stoic.settings import Settings
+
+log = get_logger("stoic.http")
+
+MAX_HEADER_BYTES = 16 * 1024
+"""Request line and headers together (h11's ``max_incomplete_event_size``, at h11's
+own default, stated here so that it is a decision; a longer head is refused with 400)."""
+
+ACCEPT_BATCH = 128
+"""Connections asyncio accepts per loop turn (its ``backlog`` argument)."""
+
+FD_RESERVE = 256
+"""Descriptors kept free of connections: the database, the object store, the tar and
+spool files of uploads, the function processes' pipes, the listener."""
+
+_408 = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+_503 = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n"
+    b"content-length: 29\r\nretry-after: 1\r\nconnection: close\r\n\r\n"
+    b"too many connections; retry\r\n"
+)
+
+
+@dataclass
+class ConnectionLimits:
+    max_connections: int
+    header_timeout_s: float
+    body_timeout_s: float
+
+
+class ConnectionGuard:
+    """State shared by every connection of one server: who waits for headers (oldest
+    first), the cap, and what to do when a connection is dropped."""
+
+    def __init__(
+        self, limits: ConnectionLimits, on_drop: Callable[[str], None] | None = None
+    ) -> None:
+        self.limits = limits
+        self.waiting: collections.OrderedDict[GuardedH11Protocol, None] = collections.OrderedDict()
+        self.open = 0
+        self._on_drop = on_drop
+
+    def dropped(self, reason: str, client: Any) -> None:
+        log.info("connection dropped", reason=reason, client=_peer(client))
+        if self._on_drop is not None:
+            self._on_drop(reason)
+
+    def make_room(self, newcomer: GuardedH11Protocol) -> bool:
+        """Over the cap: close the connection that has waited longest for its request
+        headers. False when none can be closed (every other connection is busy)."""
+        for victim in self.waiting:
+            if victim is not newcomer:
+                victim.drop("evicted", _408)
+                return True
+        return False
+
+
+def _peer(client: Any) -> str | None:
+    if isinstance(client, tuple) and len(client) >= 2:
+        return f"{client[0]}:{client[1]}"
+    return None
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a header timeout, a deadline on discarded bodies and
+    a connection cap; ``guard`` is set on the subclass :func:`protocol_class` makes."""
+
+    guard: ConnectionGuard
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadline: asyncio.TimerHandle | None = None
+        self._dropped = False
+
+    # Connection life -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        guard = self.guard
+        guard.open += 1
+        self._await_headers()
+        if guard.open > guard.limits.max_connections and not guard.make_room(self):
+            self.drop("refused", _503)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.guard.open -= 1
+        self._stop_waiting()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._dropped:
+            return
+        state = self.conn.their_state
+        if state is h11.IDLE:
+            # (Part of) the next request's headers, or nothing yet: the header deadline
+            # keeps running from the first byte; it is not renewed by each byte.
+            self._await_headers()
+        elif self.cycle is not None and not self.cycle.response_complete:
+            self._stop_waiting()  # headers complete: the app has the request
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.transport.is_closing():
+            return
+        if self.conn.their_state is h11.SEND_BODY:
+            # Answered before the body was read (401, 413, 503): uvicorn discards
+            # the rest; give the client body_timeout_s to finish sending it.
+            self._stop_waiting()
+            self._arm(self.guard.limits.body_timeout_s, "body_timeout")
+        elif self.conn.their_state is h11.IDLE:
+            self._await_headers()
+
+    # Deadlines -----------------------------------------------------------------------
+
+    def _await_headers(self) -> None:
+        """Mark the connection as waiting for request headers (evictable) and start
+        the header deadline unless it already runs."""
+        self.guard.waiting[self] = None
+        if self._deadline is None:
+            self._arm(self.guard.limits.header_timeout_s, "header_timeout")
+
+    def _stop_waiting(self) -> None:
+        self.guard.waiting.pop(self, None)
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _arm(self, delay_s: float, reason: str) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._deadline = self.loop.call_later(delay_s, self.drop, reason, _408)
+
+    def drop(self, reason: str, response: bytes) -> None:
+        """Close the connection with a last raw response (it has no request, or its
+        request was answered already, so h11 has nothing to say)."""
+        if self._dropped:
+            return
+        self._dropped = True
+        self._stop_waiting()
+        if self.transport.is_closing():
+            return
+        self.guard.dropped(reason, self.client)
+        with contextlib.suppress(Exception):
+            if self.cycle is None or self.cycle.response_complete:
+                self.transport.write(response)
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.disconnected = True
+            self.cycle.message_event.set()
+        self.transport.close()
+
+
+def protocol_class(guard: ConnectionGuard) -> type[GuardedH11Protocol]:
+    """A protocol class bound to ``guard`` (uvicorn instantiates the class itself)."""
+    return type("StoicH11Protocol", (GuardedH11Protocol,), {"guard": guard})
+
+
+def fit_connection_cap(max_connections: int, backlog: int) -> int:
+    """Raise the soft descriptor limit so ``max_connections`` plus one accept batch
+    (``backlog``) plus :data:`FD_RESERVE` fit; return the cap that does fit (lower, with
+    a warning, if the hard limit is)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    headroom = FD_RESERVE + backlog
+    need = max_connections + headroom
+    if soft != resource.RLIM_INFINITY and soft < need:
+        target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft != resource.RLIM_INFINITY and soft < need:
+        fitted = max(8, soft - headroom)
+        log.warning(
+            "api.max_connections lowered to fit the descriptor limit",
+            configured=max_connections,
+            effective=fitted,
+            nofile=soft,
+        )
+        return fitted
+    return max_connections
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server; a signal only sets flags, and the controller drains while the
+    listener still answers (see the module docstring)."""
+
+    def __init__(self, config: uvicorn.Config, controller: Controller) -> None:
+        super().__init__(config)
+        self.controller = controller
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        # uvicorn re-raises the signal after its graceful shutdown, so the process would
+        # end "killed by SIGTERM" however cleanly it drained; here it exits 0.
+        super().handle_exit(sig, frame)
+        self._captured_signals.clear()
+        self.controller.mark_draining()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        backlog = self.controller.settings.api.listen_backlog
+        if backlog == ACCEPT_BATCH:
+            return
+        for server in getattr(self, "servers", []):
+            for sock in server.sockets:
+                # listen() again on the bound socket: a longer kernel queue, while
+                # asyncio keeps accepting ACCEPT_BATCH per turn.
+                with contextlib.suppress(OSError), sock.dup() as own:
+                    own.listen(backlog)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await self.controller.drain(abandon=lambda: self.force_exit)
+        await super().shutdown(sockets)
+
+
+def build_server(settings: Settings, controller: Controller, app: Any) -> Server:
+    """The server of ``stoic serve`` for ``app`` (whose controller is ``controller``)."""
+    a = settings.api
+    guard = ConnectionGuard(
+        ConnectionLimits(
+            max_connections=fit_connection_cap(a.max_connections, ACCEPT_BATCH),
+            header_timeout_s=a.header_timeout_s,
+            body_timeout_s=a.body_timeout_s,
+        ),
+        on_drop=lambda reason: controller.metrics.connections_dropped.labels(reason).inc(),
+    )
+    config = uvicorn.Config(
+        app,
+        host=a.host,
+        port=a.port,
+        http=protocol_class(guard),
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        backlog=ACCEPT_BATCH,
+        timeout_keep_alive=max(1, round(a.keep_alive_s)),
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        timeout_graceful_shutdown=int(settings.controller.drain_grace_s) + 5,
+    )
+    return Server(config, controller)
