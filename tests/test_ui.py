@@ -234,7 +234,7 @@ async def test_batch_page_has_the_estimate_table_and_results(daemon: Daemon) -> 
     assert runtimes[-1].startswith("measured")
     results = page.find("table", class_="results").find("tbody").find_all("tr")
     assert [tr.find("td", class_="label").text() for tr in results] == ["fake:edge", "fake:edge"]
-    assert page.find("p", class_="labels").text().strip() == "fake × 2"
+    assert page.find("p", class_="labels").text().strip() == "fake:edge × 2"
     assert body["decision"]["reason"] in page.find("p", class_="reason").text()
 
     r = await daemon.client.get("/ui/batches/no-such-batch")
