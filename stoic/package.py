@@ -25,7 +25,7 @@ import io
 import re
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
@@ -148,27 +148,68 @@ def iter_package(fileobj: BinaryIO) -> Iterator[tuple[str, bytes]]:
     """Yield ``(name, bytes)`` for each member of a package stream, in order.
 
     Raises InputError for an unsafe or non-regular member, or a stream that is not a
-    tar archive. Reads sequentially ("r|"), so ``fileobj`` may be a network stream.
+    tar archive. ``fileobj`` may be a network stream (see :func:`iter_package_range`).
     """
+    for _, name, data in iter_package_range(fileobj):
+        yield name, data
+
+
+def iter_package_range(
+    fileobj: BinaryIO, start: int = 0, stop: int | None = None
+) -> Generator[tuple[int, str, bytes]]:
+    """Yield ``(index, name, bytes)`` for the members ``start <= index < stop``.
+
+    ``index`` is the member's position in the package (0-based). Members before
+    ``start`` are checked like the others but their bytes are not read: a seekable
+    ``fileobj`` (a file) is read in tarfile's random-access mode, which seeks over
+    them; any other stream is read sequentially ("r|") and skipped data is discarded
+    as it streams past. Reading stops after member ``stop - 1``. An InputError names
+    the package's member count if the package ends before ``stop`` (or at or before
+    ``start`` when ``stop`` is None and ``start > 0``): a selection out of range is
+    the caller's mistake, not an empty result.
+    """
+    if start < 0 or (stop is not None and stop <= start):
+        raise InputError(f"invalid member range start={start} stop={stop}")
     try:
-        tar = tarfile.open(fileobj=fileobj, mode="r|")  # noqa: SIM115  (closed below)
+        if _seekable(fileobj):
+            tar = tarfile.open(fileobj=fileobj, mode="r:")  # noqa: SIM115  (closed below)
+        else:
+            tar = tarfile.open(fileobj=fileobj, mode="r|")  # noqa: SIM115
     except tarfile.TarError as exc:
         raise InputError(f"package is not a tar archive: {exc}") from None
+    index = -1
     with tar:
         try:
-            for member in tar:
+            for index, member in enumerate(tar):
                 check_member_name(member.name)
                 if not member.isfile():
                     raise InputError(
                         f"package member {member.name!r}: not a regular file "
                         "(a package holds image files only)"
                     )
+                if index < start:
+                    continue
                 extracted = tar.extractfile(member)
                 if extracted is None:  # pragma: no cover - isfile() guarantees a stream
                     raise InputError(f"package member {member.name!r}: unreadable")
-                yield member.name, extracted.read()
+                yield index, member.name, extracted.read()
+                if stop is not None and index + 1 >= stop:
+                    return
         except tarfile.TarError as exc:
             raise InputError(f"package is corrupt: {exc}") from None
+    n = index + 1
+    if stop is not None or (start > 0 and n <= start):
+        end = f"stop={stop}" if stop is not None else f"start={start}"
+        raise InputError(
+            f"member range start={start} stop={stop}: {end} is beyond the package's {n} members"
+        )
+
+
+def _seekable(fileobj: BinaryIO) -> bool:
+    try:
+        return bool(fileobj.seekable())
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 def write_package(fileobj: BinaryIO, images: Iterator[tuple[str, bytes]]) -> int:
@@ -185,6 +226,7 @@ __all__ = [
     "batch_prefix",
     "check_member_name",
     "iter_package",
+    "iter_package_range",
     "model_key",
     "package_key",
     "results_key",

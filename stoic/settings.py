@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
@@ -263,6 +263,53 @@ class LocalBackendSettings(_Section):
     keep_logs: bool = Field(False, description="keep the log of a cleanly stopped process")
 
 
+class FunctionSettings(_Section):
+    """The serverless function's process (``stoic.function``): how it runs the model.
+
+    Read by the function server from its own environment (``STOIC_FUNCTION__...``), so
+    each runtime's process can be tuned apart from the daemon."""
+
+    batch_size: int | None = Field(
+        None,
+        ge=1,
+        le=4096,
+        description="images per model call on every device; None = measured per device "
+        "when a model is loaded (the smallest of batch_candidates within "
+        "batch_tolerance of the best throughput)",
+    )
+    batch_candidates: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
+        default_factory=lambda: [16, 32, 64, 128, 256, 512],
+        min_length=1,
+        description="batch sizes tried at model load when batch_size is None",
+    )
+    batch_tolerance: float = Field(
+        0.05, ge=0, lt=1, description="fraction of the best throughput a smaller batch may lose"
+    )
+    tune_budget_s: float = Field(
+        0.6, gt=0, le=60, description="time spent measuring batch sizes, per device"
+    )
+    devices: list[str] | None = Field(
+        None,
+        description="TensorFlow devices to run on (e.g. ['GPU:0', 'GPU:1']); "
+        "None = every visible GPU, else CPU:0",
+    )
+    decode_threads: int | None = Field(
+        None, ge=1, le=256, description="image decoders; None = the CPUs this process may use"
+    )
+    decode_chunk: int = Field(16, ge=1, le=1024, description="images per decode task")
+    max_inflight_images: int = Field(
+        1024,
+        ge=1,
+        description="images read from the package but not yet classified (bounds memory); "
+        "raised to the largest batch plus one decode chunk if smaller",
+    )
+    freeze_gc: bool = Field(
+        True,
+        description="gc.freeze() after a model load, so that full garbage collections do "
+        "not walk TensorFlow's objects in the middle of a call",
+    )
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_logs: bool = Field(True, alias="json")
@@ -286,6 +333,7 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     kubernetes: KubernetesSettings = KubernetesSettings()
     local: LocalBackendSettings = LocalBackendSettings()
+    function: FunctionSettings = FunctionSettings()
 
     @model_validator(mode="after")
     def _check_runtimes(self) -> Settings:
