@@ -13,10 +13,18 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -277,7 +285,7 @@ class FunctionSettings(_Section):
         "when a model is loaded (the smallest of batch_candidates within "
         "batch_tolerance of the best throughput)",
     )
-    batch_candidates: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
+    batch_candidates: list[int] = Field(
         default_factory=lambda: [16, 32, 64, 128, 256, 512],
         min_length=1,
         description="batch sizes tried at model load when batch_size is None",
@@ -308,6 +316,14 @@ class FunctionSettings(_Section):
         description="gc.freeze() after a model load, so that full garbage collections do "
         "not walk TensorFlow's objects in the middle of a call",
     )
+
+    @field_validator("batch_candidates")
+    @classmethod
+    def _check_candidates(cls, value: list[int]) -> list[int]:
+        bad = [b for b in value if not 1 <= b <= 4096]
+        if bad:
+            raise ValueError(f"batch sizes must be 1-4096, got {bad}")
+        return value
 
 
 class LogSettings(_Section):

@@ -153,12 +153,15 @@ def tune_batch_size(
     """Time ``call`` at each candidate batch size; the smallest within ``tolerance``
     of the best throughput, and the measured images/s per size.
 
-    Each size gets one untimed call first (the first use of a shape allocates). Then
-    ``rounds`` passes over the sizes, each size timed for its share of ``budget_s`` (at
-    least one call), keep each size's best rate: interleaving the sizes and keeping the
-    best makes the choice robust to a burst of load from other processes, which would
-    otherwise penalise whichever size it happened to hit. A size that runs out of
-    device memory is dropped with every larger one.
+    Each size gets one untimed call first (the first use of a shape allocates), in
+    increasing order; the ladder stops at a size that runs out of device memory, and
+    after the first size whose call takes over a tenth of ``budget_s``: by then the
+    fixed cost of a call (about a millisecond for a compiled call) is a few percent of
+    it, so larger batches cannot gain more than that, and timing them would overrun
+    the budget. Then ``rounds`` passes over the sizes, each timed for its share of
+    ``budget_s`` (at least one call), keeping each size's best rate: interleaving the
+    sizes and keeping the best makes the choice robust to a burst of load from other
+    processes, which would otherwise penalise whichever size it happened to hit.
     """
     import tensorflow as tf
 
@@ -167,11 +170,14 @@ def tune_batch_size(
     inputs: dict[int, np.ndarray] = {}
     for b in sizes:
         x = rng.integers(0, 256, size=(b, size, size, 3), dtype=np.uint8)
+        t0 = time.perf_counter()
         try:
             np.asarray(call(x))
         except tf.errors.ResourceExhaustedError:
             break
         inputs[b] = x
+        if time.perf_counter() - t0 > budget_s / 10:
+            break
     share = budget_s / (rounds * max(1, len(inputs)))
     rates: dict[int, float] = {}
     for _ in range(rounds):
