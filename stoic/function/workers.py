@@ -148,7 +148,7 @@ def tune_batch_size(
     *,
     budget_s: float,
     tolerance: float,
-    rounds: int = 3,
+    rounds: int = 5,
 ) -> tuple[int, dict[int, float]]:
     """Time ``call`` at each candidate batch size; the smallest within ``tolerance``
     of the best throughput, and the measured images/s per size.
