@@ -252,7 +252,9 @@ def main() -> None:
         batch = max(loaded.devices.batch_sizes.values())
         model = loaded.model
         server = None
-        if not args.no_http:
+        if args.logical_cpus > 1 and not args.no_http:
+            print("(no HTTP sections with --logical-cpus: the server process has one CPU device)")
+        elif not args.no_http:
             env = {"STOIC_FUNCTION__DEVICES": json.dumps(devices)} if devices else {}
             server = _Server(tmp, env)
             first_http, body = server.call({"package": warm_pkg, "model": key, "warmup": True})

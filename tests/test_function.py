@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stoic.errors import InputError, ModelNotFound, ObjectNotFound
+from stoic.errors import FunctionError, InputError, ModelNotFound, ObjectNotFound
 from stoic.objectstore import DirObjectStore
 from stoic.package import PackageWriter, model_key, package_key
 
@@ -212,6 +212,8 @@ def test_batch_size_is_measured_at_load_or_fixed(store) -> None:
     assert out["workers"][0]["batch_size"] == 3 and out["workers"][0]["batches"] == 4
     assert fixed({"package": key, "model": MODEL, "batch_size": 7})["workers"][0]["batches"] == 2
     fixed.close()
+    with pytest.raises(FunctionError, match=r"\['GPU:7'\] not visible"):
+        Function(store, settings=FunctionSettings(devices=["CPU:0", "GPU:7"])).get_model(MODEL)
 
 
 def test_kubeless_handler_reads_settings_from_env(store_root, monkeypatch) -> None:

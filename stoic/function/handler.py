@@ -208,7 +208,8 @@ class Function:
             raise FunctionError(f"model {key!r} cannot be loaded: {exc}") from exc
         step("read_s")
         size = cnn.input_size(model)
-        devices = workers.replicate(model, cfg.devices or workers.visible_devices(), size)
+        names = workers.check_devices(cfg.devices) if cfg.devices else workers.visible_devices()
+        devices = workers.replicate(model, names, size)
         step("replicate_s")
         workers.warm(devices)
         step("trace_s")

@@ -97,6 +97,28 @@ def visible_devices() -> list[str]:
     return ["CPU:0"]
 
 
+def check_devices(devices: Sequence[str]) -> list[str]:
+    """``devices`` if TensorFlow has them all, else FunctionError naming the missing ones
+    (a deployment's configuration error, not the caller's: HTTP 500).
+
+    Without the check a device that does not exist (``GPU:1`` on a 1-GPU node) is
+    silently replaced by another (TensorFlow's soft placement): two workers would
+    share one device and the operator would never know.
+    """
+    import tensorflow as tf
+
+    from stoic.errors import FunctionError
+
+    known = {d.name.removeprefix("/device:") for d in tf.config.list_logical_devices()}
+    missing = [d for d in devices if d not in known]
+    if missing or not devices:
+        raise FunctionError(
+            f"function.devices {list(devices)}: {missing or 'none given'} not visible "
+            f"(TensorFlow sees {sorted(known)})"
+        )
+    return list(devices)
+
+
 def replicate(model: Any, devices: Sequence[str], size: int) -> DeviceModels:
     """One copy of ``model`` whose variables live on each device, and its compiled call.
 
