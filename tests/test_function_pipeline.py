@@ -26,7 +26,7 @@ from stoic.errors import FunctionError, InputError
 from stoic.function.model import decode_image
 from stoic.function.pipeline import HandOff, run_pipeline, usable_cpus
 from stoic.function.workers import ArraySource, DeviceModels, classify, run_workers
-from stoic.package import PackageWriter, iter_package_range
+from stoic.package import PackageIndex, PackageWriter, iter_package_range
 
 SIZE = 8
 
@@ -279,3 +279,37 @@ def test_run_workers_batch_override_and_handoff_abort() -> None:
     handoff.abort(RuntimeError("stop"))
     assert handoff.reserve(1) is False and handoff.take(1) is None
     assert usable_cpus() >= 1
+
+
+def test_package_index_seeks_to_the_range() -> None:
+    """Chunks read in any order with a shared index give what a plain read gives; the
+    index learns offsets as it goes and, once complete, rejects a range at once."""
+    raw = _package(_grey(30)).getvalue()
+
+    def read(start: int, stop: int | None, index: PackageIndex | None) -> list[Any]:
+        return list(iter_package_range(io.BytesIO(raw), start, stop, index))
+
+    index = PackageIndex()
+    for start, stop in ((0, 5), (20, 25), (10, 12), (25, None), (5, 10), (12, 20)):
+        assert read(start, stop, index) == read(start, stop, None)
+    assert index.n_members == 30 and len(index.offsets) == 30
+    assert index.offsets == sorted(index.offsets) and index.offsets[0] == 0
+
+    class NoReads(io.BytesIO):
+        def read(self, *args: Any) -> bytes:
+            raise AssertionError("the index should have answered")
+
+    with pytest.raises(InputError, match="beyond the package's 30 members"):
+        list(iter_package_range(NoReads(raw), 28, 31, index))
+    # A global header before the first member: offsets are not learnt, reads still work.
+    buf = io.BytesIO()
+    with tarfile.open(
+        fileobj=buf, mode="w", format=tarfile.PAX_FORMAT, pax_headers={"comment": "x"}
+    ) as tar:
+        for name, data in _grey(4):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    plain = PackageIndex()
+    got = list(iter_package_range(io.BytesIO(buf.getvalue()), 2, 4, plain))
+    assert [name for _, name, _ in got] == ["002.png", "003.png"] and plain.offsets == []

@@ -46,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from stoic.errors import FunctionError, InputError, ModelNotFound, ObjectNotFound
 from stoic.objectstore import ObjectStore, make_object_store, validate_key
+from stoic.package import PackageIndex
 from stoic.settings import FunctionSettings
 
 if TYPE_CHECKING:
@@ -119,6 +120,9 @@ def parse_request(data: Any) -> ClassifyRequest | TrainRequest:
 
 # The function -------------------------------------------------------------------------
 
+PACKAGE_INDEXES = 32
+"""Packages whose member offsets a function remembers (a few hundred bytes each)."""
+
 
 @dataclass
 class LoadedModel:
@@ -149,6 +153,8 @@ class Function:
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        self._indexes: OrderedDict[tuple[Any, ...], PackageIndex] = OrderedDict()
+        self._index_lock = threading.Lock()
 
     @property
     def decode_threads(self) -> int:
@@ -163,6 +169,24 @@ class Function:
                     self.decode_threads, thread_name_prefix="stoic-decode"
                 )
             return self._pool
+
+    def _take_index(self, key: str, stream: Any) -> tuple[tuple[Any, ...], PackageIndex] | None:
+        """The member index learnt by earlier calls on this package file, taken out of
+        the cache for this call (so two concurrent calls never extend one index); None
+        for a stream that is not a file (S3: read sequentially anyway)."""
+        try:
+            st = os.fstat(stream.fileno())
+        except (AttributeError, OSError, ValueError):
+            return None
+        ident = (key, st.st_size, st.st_mtime_ns, st.st_ino)
+        with self._index_lock:
+            return ident, self._indexes.pop(ident, None) or PackageIndex()
+
+    def _put_index(self, ident: tuple[Any, ...], index: PackageIndex) -> None:
+        with self._index_lock:
+            self._indexes[ident] = index
+            while len(self._indexes) > PACKAGE_INDEXES:
+                self._indexes.popitem(last=False)
 
     def close(self) -> None:
         """Stop the decoder threads (a later call starts them again)."""
@@ -254,6 +278,7 @@ class Function:
         # the package is then streamed while it is decoded and classified.
         with self.store.open_read(req.package) as stream:
             loaded, model_load_s = self.get_model(req.model)
+            indexed = self._take_index(req.package, stream)
             out = run_pipeline(
                 stream,
                 loaded.devices,
@@ -266,7 +291,10 @@ class Function:
                 decode_threads=self.decode_threads,
                 decode_chunk=cfg.decode_chunk,
                 max_inflight_images=cfg.max_inflight_images,
+                index=indexed[1] if indexed else None,
             )
+            if indexed:
+                self._put_index(*indexed)
         if len(out.rows) + len(out.errors) != len(out.names):  # pragma: no cover - a bug
             raise FunctionError(
                 f"pipeline lost images: {len(out.names)} read, {len(out.rows)} classified, "

@@ -48,7 +48,7 @@ import numpy as np
 
 from stoic.errors import FunctionError, InputError
 from stoic.function.workers import DeviceModels, WorkerReport, run_workers
-from stoic.package import iter_package_range
+from stoic.package import PackageIndex, iter_package_range
 
 
 def usable_cpus() -> int:
@@ -210,9 +210,11 @@ def run_pipeline(
     decode_threads: int = 1,
     decode_chunk: int = 16,
     max_inflight_images: int = 1024,
+    index: PackageIndex | None = None,
 ) -> PipelineResult:
     """Classify the members ``start:stop`` of the package ``stream`` (only the first of
-    them if ``first_only``), decoding in ``pool`` while ``models`` run.
+    them if ``first_only``), decoding in ``pool`` while ``models`` run. ``index``: the
+    package's member offsets learnt by earlier calls (extended by this one).
 
     Raises InputError for a bad package or an out-of-range selection, FunctionError if
     a device fails, and whatever the store's stream raises.
@@ -253,7 +255,7 @@ def run_pipeline(
         return True
 
     def read() -> None:
-        members = iter_package_range(stream, start, stop)
+        members = iter_package_range(stream, start, stop, index)
         try:
             chunk: list[bytes] = []
             chunk_row = 0
