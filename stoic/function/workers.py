@@ -18,12 +18,13 @@ which the decoders fill while the devices run.
 How a batch is run, and why (measured on the 2-core test machine, demo CNN, 64x64):
 
 * **A compiled call, not eager Keras.** ``model(x)`` in eager mode dispatches every
-  layer's ops from Python; at 32 images per call about two thirds of the time is that
-  dispatch, not kernels (cProfile: Keras ``Layer.__call__``, ``conv2d_eager_fallback``).
-  Each device gets one ``tf.function`` with a fixed input signature
-  ``uint8[None, S, S, 3]``: traced once at model load, no retracing for any batch size,
-  3-4x the eager throughput at 32 images. ``model.predict`` is worse than both (a
-  ``tf.data`` pipeline per call).
+  layer's ops from Python one by one, unoptimised (cProfile at 32 images per call:
+  over a third of the time in Keras ``Layer.__call__`` and op dispatch, the
+  convolutions through ``conv2d_eager_fallback``). Each device gets one
+  ``tf.function`` with a fixed input signature ``uint8[None, S, S, 3]``: traced once
+  at model load, no retracing for any batch size, optimised as a graph, 3-4x the
+  eager throughput. ``model.predict`` is worse than both (a ``tf.data`` pipeline per
+  call).
 * **uint8 in, cast on the device.** The worker hands the decoded uint8 array over as is;
   the cast to the model's input dtype is inside the graph, so the host copies (and, on
   a GPU, transfers) a quarter of the bytes of float32.
@@ -177,10 +178,10 @@ def tune_batch_size(
 
     Each size gets one untimed call first (the first use of a shape allocates), in
     increasing order; the ladder stops at a size that runs out of device memory, and
-    after the first size whose call takes over a tenth of ``budget_s``: by then the
-    fixed cost of a call (about a millisecond for a compiled call) is a few percent of
-    it, so larger batches cannot gain more than that, and timing them would overrun
-    the budget. Then ``rounds`` passes over the sizes, each timed for its share of
+    after the first size whose call takes over a twentieth of ``budget_s`` (30 ms by
+    default): by then the fixed cost of a call (about a millisecond for a compiled
+    call) is a few percent of it, so larger batches cannot gain more than that, and
+    timing them would overrun the budget. Then ``rounds`` passes over the sizes, each timed for its share of
     ``budget_s`` (at least one call), keeping each size's best rate: interleaving the
     sizes and keeping the best makes the choice robust to a burst of load from other
     processes, which would otherwise penalise whichever size it happened to hit.
@@ -198,7 +199,7 @@ def tune_batch_size(
         except tf.errors.ResourceExhaustedError:
             break
         inputs[b] = x
-        if time.perf_counter() - t0 > budget_s / 10:
+        if time.perf_counter() - t0 > budget_s / 20:
             break
     share = budget_s / (rounds * max(1, len(inputs)))
     rates: dict[int, float] = {}
