@@ -201,9 +201,10 @@ def test_batch_size_is_measured_at_load_or_fixed(store) -> None:
 
     tuned = Function(store, settings=FunctionSettings(batch_candidates=[2, 8], tune_budget_s=0.1))
     loaded, load_s = tuned.get_model(MODEL)
-    assert loaded.devices.batch_sizes["CPU:0"] in (2, 8)
-    assert set(loaded.devices.tuning["CPU:0"]) == {2, 8}
-    assert all(rate > 0 for rate in loaded.devices.tuning["CPU:0"].values())
+    rates = loaded.devices.tuning["CPU:0"]
+    # 8 is skipped if a call of 2 took over budget/20 (a loaded machine): both are right.
+    assert 2 in rates and set(rates) <= {2, 8} and all(r > 0 for r in rates.values())
+    assert loaded.devices.batch_sizes["CPU:0"] in rates
     assert set(loaded.load_s) == {"read_s", "replicate_s", "trace_s", "tune_batch_s", "gc_s"}
     assert load_s >= sum(loaded.load_s.values()) * 0.99
     fixed = Function(store, settings=FunctionSettings(batch_size=3, freeze_gc=False))
@@ -440,14 +441,15 @@ def test_tune_batch_size_picks_the_smallest_near_the_best() -> None:
         time.sleep(0.01)
         return x
 
-    size, rates = tune_batch_size(per_call, 2, [1, 4, 16], budget_s=0.3, tolerance=0.2)
+    no_cut = {"budget_s": 0.3, "max_call_s": float("inf")}
+    size, rates = tune_batch_size(per_call, 2, [1, 4, 16], tolerance=0.2, **no_cut)
     assert size == 16 and set(rates) == {1, 4, 16} and rates[16] > 4 * rates[1]
 
     def per_image(x: np.ndarray) -> np.ndarray:  # cost per image only: all sizes equal
         time.sleep(0.02 * len(x))
         return x
 
-    size, _ = tune_batch_size(per_image, 2, [2, 4, 8], budget_s=0.3, tolerance=0.3)
+    size, _ = tune_batch_size(per_image, 2, [2, 4, 8], tolerance=0.3, **no_cut)
     assert size == 2
 
     def small_memory(x: np.ndarray) -> np.ndarray:
@@ -456,5 +458,15 @@ def test_tune_batch_size_picks_the_smallest_near_the_best() -> None:
         time.sleep(0.005)
         return x
 
-    size, rates = tune_batch_size(small_memory, 2, [16, 2, 4, 8], budget_s=0.1, tolerance=0.1)
+    size, rates = tune_batch_size(small_memory, 2, [16, 2, 4, 8], tolerance=0.1, **no_cut)
     assert set(rates) == {2, 4} and size == 4
+
+    def slow_from_8(x: np.ndarray) -> np.ndarray:  # the ladder stops after the first slow size
+        if len(x) >= 8:
+            time.sleep(0.2)
+        return x
+
+    size, rates = tune_batch_size(
+        slow_from_8, 2, [2, 4, 8, 16, 32], budget_s=0.5, tolerance=0.1, max_call_s=0.1
+    )
+    assert set(rates) == {2, 4, 8}

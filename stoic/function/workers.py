@@ -172,19 +172,21 @@ def tune_batch_size(
     budget_s: float,
     tolerance: float,
     rounds: int = 5,
+    max_call_s: float | None = None,
 ) -> tuple[int, dict[int, float]]:
     """Time ``call`` at each candidate batch size; the smallest within ``tolerance``
     of the best throughput, and the measured images/s per size.
 
     Each size gets one untimed call first (the first use of a shape allocates), in
     increasing order; the ladder stops at a size that runs out of device memory, and
-    after the first size whose call takes over a twentieth of ``budget_s`` (30 ms by
-    default): by then the fixed cost of a call (about a millisecond for a compiled
-    call) is a few percent of it, so larger batches cannot gain more than that, and
-    timing them would overrun the budget. Then ``rounds`` passes over the sizes, each timed for its share of
-    ``budget_s`` (at least one call), keeping each size's best rate: interleaving the
-    sizes and keeping the best makes the choice robust to a burst of load from other
-    processes, which would otherwise penalise whichever size it happened to hit.
+    after the first size whose call takes over ``max_call_s`` (default a twentieth of
+    ``budget_s``, 30 ms with the default budget): by then the fixed cost of a call
+    (about a millisecond for a compiled call) is a few percent of it, so larger
+    batches cannot gain more than that, and timing them would overrun the budget.
+    Then ``rounds`` passes over the sizes, each timed for its share of ``budget_s``
+    (at least one call), keeping each size's best rate: interleaving the sizes and
+    keeping the best makes the choice robust to a burst of load from other processes,
+    which would otherwise penalise whichever size it happened to hit.
     """
     import tensorflow as tf
 
@@ -199,7 +201,7 @@ def tune_batch_size(
         except tf.errors.ResourceExhaustedError:
             break
         inputs[b] = x
-        if time.perf_counter() - t0 > budget_s / 20:
+        if time.perf_counter() - t0 > (budget_s / 20 if max_call_s is None else max_call_s):
             break
     share = budget_s / (rounds * max(1, len(inputs)))
     rates: dict[int, float] = {}
