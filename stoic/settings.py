@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -443,6 +451,61 @@ class UiSettings(_Section):
     )
 
 
+class FunctionSettings(_Section):
+    """The serverless function's process (``stoic.function``): how it runs the model.
+
+    Read by the function server from its own environment (``STOIC_FUNCTION__...``), so
+    each runtime's process can be tuned apart from the daemon."""
+
+    batch_size: int | None = Field(
+        None,
+        ge=1,
+        le=4096,
+        description="images per model call on every device; None = measured per device "
+        "when a model is loaded (the smallest of batch_candidates within "
+        "batch_tolerance of the best throughput)",
+    )
+    batch_candidates: list[int] = Field(
+        default_factory=lambda: [16, 32, 64, 128, 256, 512],
+        min_length=1,
+        description="batch sizes tried at model load when batch_size is None",
+    )
+    batch_tolerance: float = Field(
+        0.05, ge=0, lt=1, description="fraction of the best throughput a smaller batch may lose"
+    )
+    tune_budget_s: float = Field(
+        0.6, gt=0, le=60, description="time spent measuring batch sizes, per device"
+    )
+    devices: list[str] | None = Field(
+        None,
+        description="TensorFlow devices to run on (e.g. ['GPU:0', 'GPU:1']); "
+        "None = every visible GPU, else CPU:0",
+    )
+    decode_threads: int | None = Field(
+        None, ge=1, le=256, description="image decoders; None = the CPUs this process may use"
+    )
+    decode_chunk: int = Field(16, ge=1, le=1024, description="images per decode task")
+    max_inflight_images: int = Field(
+        1024,
+        ge=1,
+        description="images read from the package but not yet classified (bounds memory); "
+        "raised to the largest batch plus one decode chunk if smaller",
+    )
+    freeze_gc: bool = Field(
+        True,
+        description="gc.freeze() after a model load, so that full garbage collections do "
+        "not walk TensorFlow's objects in the middle of a call",
+    )
+
+    @field_validator("batch_candidates")
+    @classmethod
+    def _check_candidates(cls, value: list[int]) -> list[int]:
+        bad = [b for b in value if not 1 <= b <= 4096]
+        if bad:
+            raise ValueError(f"batch sizes must be 1-4096, got {bad}")
+        return value
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_logs: bool = Field(True, alias="json")
@@ -472,6 +535,7 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     kubernetes: KubernetesSettings = KubernetesSettings()
     local: LocalBackendSettings = LocalBackendSettings()
+    function: FunctionSettings = FunctionSettings()
 
     @model_validator(mode="after")
     def _check_runtimes(self) -> Settings:

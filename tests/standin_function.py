@@ -15,11 +15,13 @@ only, starts in a blink, and speaks the HTTP contract documented in
 * ``GET /healthz``: 200 once ready; 503 ``{"status": "starting"}`` before that, or
   503 ``{"status": "failed", "error": ...}`` with ``--fail-startup``;
 * ``POST /`` with ``{"action": "classify", "package": KEY, "model": KEY, "warmup":
-  bool}``: reads the package (a tar) from the directory object store
-  (``STOIC_OBJECTSTORE__PATH``) and answers ``{"results": [...], "timings": {...},
-  "workers": [...], "n_images": n, "n_failed": 0}``, one result per member (names
-  sorted, label ``"standin"``), only the first with ``warmup``; 404 ``{"error": ...,
-  "key": ...}`` for a missing model or package, 400 for a malformed request;
+  bool, "start": i, "stop": j}``: reads the package (a tar) from the directory object
+  store (``STOIC_OBJECTSTORE__PATH``) and answers ``{"results": [...], "timings":
+  {...}, "workers": [...], "n_images": n, "n_failed": 0}``, one result per member of
+  ``start:stop`` (names sorted, ``index`` the position among them, label
+  ``"standin"``), only the first with ``warmup``; 404 ``{"error": ..., "key": ...}``
+  for a missing model or package, 400 for a malformed request or a range beyond the
+  package;
 * ``GET /env`` (stand-in only): the environment variables the local backend sets.
 
 Behaviour is picked with the options below and these environment variables (which
@@ -130,13 +132,25 @@ def make_handler(
                 return
             with tarfile.open(store / package) as tar:
                 names = sorted(m.name for m in tar if m.isfile())
+            start, stop = int(req.get("start") or 0), req.get("stop")
+            stop = len(names) if stop is None else int(stop)
+            if not 0 <= start < stop <= len(names):
+                self.send(400, {"error": f"member range {start}:{stop} of {len(names)}"})
+                return
+            names = names[start:stop]
             if req.get("warmup"):
                 names = names[:1]
             else:
                 time.sleep(args.batch_delay)
             results = [
-                {"name": n, "label": "standin", "scores": {"standin": 1.0}, "error": None}
-                for n in names
+                {
+                    "name": n,
+                    "index": start + i,
+                    "label": "standin",
+                    "scores": {"standin": 1.0},
+                    "error": None,
+                }
+                for i, n in enumerate(names)
             ]
             total = time.monotonic() - t0
             timings = {
@@ -144,6 +158,7 @@ def make_handler(
                 "model_load_s": 0.0,
                 "decode_s": 0.0,
                 "processing_s": total,
+                "input_wait_s": 0.0,
                 "total_s": total,
             }
             self.send(

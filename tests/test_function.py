@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stoic.errors import InputError, ModelNotFound, ObjectNotFound
+from stoic.errors import FunctionError, InputError, ModelNotFound, ObjectNotFound
 from stoic.storage.objectstore import DirObjectStore
 from stoic.storage.package import PackageWriter, model_key, package_key
 
@@ -106,12 +106,16 @@ def test_classifies_jpeg_and_png_and_reports_bad_files(store, shared_function) -
             assert set(r["scores"]) == classes
             assert sum(r["scores"].values()) == pytest.approx(1.0, abs=1e-4)
             assert r["label"] == max(r["scores"], key=r["scores"].get)
-    assert out["workers"] == [{"device": "CPU:0", "images": 11}]
+    assert [r["index"] for r in out["results"]] == list(range(13))
+    (worker,) = out["workers"]
+    assert worker["device"] == "CPU:0" and worker["images"] == 11
+    assert worker["batches"] == -(-11 // worker["batch_size"])
     assert set(out["timings"]) == {
         "download_s",
         "model_load_s",
         "decode_s",
         "processing_s",
+        "input_wait_s",
         "total_s",
     }
     assert out["timings"]["model_load_s"] == 0.0  # the shared function is warm
@@ -152,12 +156,65 @@ def test_missing_package_and_model_are_typed(store, shared_function) -> None:
         {"package": "../etc/passwd", "model": MODEL},
         {"action": "dance", "package": "a", "model": "b"},
         {"package": "a", "model": "b", "batch_size": 0},
+        {"package": "a", "model": "b", "start": -1},
+        {"package": "a", "model": "b", "start": 5, "stop": 5},
+        {"package": "a", "model": "b", "stop": 0},
         b"{not json",
     ],
 )
 def test_bad_requests(shared_function, body) -> None:
     with pytest.raises(InputError):
         shared_function(body)
+
+
+def test_chunked_calls_merge_into_the_whole_call(store, shared_function) -> None:
+    """The share mode's chunks: members by range, each result naming its member and
+    package index; merged, they are the one-call results (scores to float noise)."""
+    extra = [(f"z-{name}", data) for name, data in _demo_members(1, seed=10)]
+    members = [*_demo_members(3, seed=9), ("bad.txt", b"x"), *extra]
+    key = _put_package(store, "b-chunks", members)
+    whole = shared_function({"package": key, "model": MODEL})["results"]
+    merged: list[dict] = []
+    for start in range(0, len(members), 6):
+        stop = min(start + 6, len(members))
+        out = shared_function({"package": key, "model": MODEL, "start": start, "stop": stop})
+        assert [r["index"] for r in out["results"]] == list(range(start, stop))
+        merged.extend(out["results"])
+    assert [(r["name"], r["index"], r["label"], r["error"]) for r in merged] == [
+        (r["name"], r["index"], r["label"], r["error"]) for r in whole
+    ]
+    for a, b in zip(merged, whole, strict=True):
+        assert a["scores"] == pytest.approx(b["scores"], abs=1e-5)
+    tail = shared_function({"package": key, "model": MODEL, "start": 18})
+    assert [r["name"] for r in tail["results"]] == [n for n, _ in members[18:]]
+    one = shared_function({"package": key, "model": MODEL, "start": 4, "warmup": True})
+    assert [r["index"] for r in one["results"]] == [4]
+    with pytest.raises(InputError, match="beyond the package's 21 members"):
+        shared_function({"package": key, "model": MODEL, "start": 15, "stop": 22})
+    with pytest.raises(InputError, match="beyond the package's 21 members"):
+        shared_function({"package": key, "model": MODEL, "start": 21})
+
+
+def test_batch_size_is_measured_at_load_or_fixed(store) -> None:
+    from stoic.function.handler import Function
+    from stoic.settings import FunctionSettings
+
+    tuned = Function(store, settings=FunctionSettings(batch_candidates=[2, 8], tune_budget_s=0.1))
+    loaded, load_s = tuned.get_model(MODEL)
+    rates = loaded.devices.tuning["CPU:0"]
+    # 8 is skipped if a call of 2 took over budget/20 (a loaded machine): both are right.
+    assert 2 in rates and set(rates) <= {2, 8} and all(r > 0 for r in rates.values())
+    assert loaded.devices.batch_sizes["CPU:0"] in rates
+    assert set(loaded.load_s) == {"read_s", "replicate_s", "trace_s", "tune_batch_s", "gc_s"}
+    assert load_s >= sum(loaded.load_s.values()) * 0.99
+    fixed = Function(store, settings=FunctionSettings(batch_size=3, freeze_gc=False))
+    key = _put_package(store, "b-fixed", _demo_members(2, seed=13))
+    out = fixed({"package": key, "model": MODEL})
+    assert out["workers"][0]["batch_size"] == 3 and out["workers"][0]["batches"] == 4
+    assert fixed({"package": key, "model": MODEL, "batch_size": 7})["workers"][0]["batches"] == 2
+    fixed.close()
+    with pytest.raises(FunctionError, match=r"\['GPU:7'\] not visible"):
+        Function(store, settings=FunctionSettings(devices=["CPU:0", "GPU:7"])).get_model(MODEL)
 
 
 def test_kubeless_handler_reads_settings_from_env(store_root, monkeypatch) -> None:
@@ -260,11 +317,22 @@ def test_http_server_routes(server_url: str, store: DirObjectStore) -> None:
         assert r.status_code == 404 and r.json()["key"] == "models/none/1/model.keras"
         r = client.post("/", content=b"{oops", headers={"content-type": "application/json"})
         assert r.status_code == 400 and "JSON" in r.json()["error"]
+        r = client.post("/", json={"package": key, "model": MODEL, "start": 1, "stop": 3})
+        assert r.status_code == 200
+        assert [(x["name"], x["index"]) for x in r.json()["results"]] == [
+            ("001-fox.jpg", 1),
+            ("002-rodent.jpg", 2),
+        ]
+        r = client.post("/", json={"package": key, "model": MODEL, "start": 2, "stop": 9})
+        assert r.status_code == 400 and "beyond the package's 4 members" in r.json()["error"]
+        r = client.post("/", json={"package": key, "model": MODEL, "start": 3, "stop": 1})
+        assert r.status_code == 400 and "stop (1) must be greater than start (3)" in r.text
 
         metrics = client.get("/metrics")
         assert metrics.status_code == 200
         assert 'stoic_function_calls_total{action="classify",status="404"} 2.0' in metrics.text
-        assert "stoic_function_images_total 5.0" in metrics.text
+        assert 'stoic_function_calls_total{action="classify",status="400"} 2.0' in metrics.text
+        assert "stoic_function_images_total 7.0" in metrics.text
         assert client.get("/nope").status_code == 404
 
 
@@ -308,3 +376,97 @@ def test_model_init_cli(tmp_path: Path) -> None:
     assert DirObjectStore(tmp_path).exists("models/classify/7/model.keras")
     again = runner.invoke(app, [*args, "--if-missing"])
     assert again.exit_code == 0 and "nothing to do" in again.output
+
+
+_TWO_DEVICES = """
+import json, sys
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+)
+from stoic.function.handler import Function
+from stoic.storage.objectstore import DirObjectStore
+from stoic.settings import FunctionSettings
+
+store = DirObjectStore(sys.argv[1])
+request = {"package": sys.argv[2], "model": sys.argv[3]}
+two = Function(store, settings=FunctionSettings(devices=["CPU:0", "CPU:1"], batch_size=4))
+loaded, _ = two.get_model(sys.argv[3])
+one = Function(store, settings=FunctionSettings(devices=["CPU:0"], batch_size=4))
+print(json.dumps({
+    "logical": [d.name for d in tf.config.list_logical_devices("CPU")],
+    "weights_on": {d: m.weights[0].value.device for d, m in loaded.devices.replicas.items()},
+    "two": two(request),
+    "one": one(request),
+}))
+"""
+
+
+def test_two_logical_devices_share_the_queue(store, store_root: Path) -> None:
+    """The multi-GPU path (a replica and a worker per device, one shared source) on two
+    logical CPU devices, in a child process (logical devices must be set before
+    TensorFlow starts)."""
+    key = _put_package(store, "b-two", _demo_members(8, seed=14))
+    proc = subprocess.run(
+        [sys.executable, "-c", _TWO_DEVICES, str(store_root), key, MODEL],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(out["logical"]) == 2
+    assert out["weights_on"]["CPU:0"].endswith("CPU:0")
+    assert out["weights_on"]["CPU:1"].endswith("CPU:1")
+    two, one = out["two"], out["one"]
+    images = {w["device"]: w["images"] for w in two["workers"]}
+    assert set(images) == {"CPU:0", "CPU:1"} and sum(images.values()) == 40
+    assert images["CPU:0"] > 0 and images["CPU:1"] > 0
+    assert [r["label"] for r in two["results"]] == [r["label"] for r in one["results"]]
+    for a, b in zip(two["results"], one["results"], strict=True):
+        assert a["scores"] == pytest.approx(b["scores"], abs=1e-5)
+
+
+def test_tune_batch_size_picks_the_smallest_near_the_best() -> None:
+    import time
+
+    import tensorflow as tf
+
+    from stoic.function.workers import tune_batch_size
+
+    def per_call(x: np.ndarray) -> np.ndarray:  # a fixed cost per call: big batches win
+        time.sleep(0.01)
+        return x
+
+    no_cut = {"budget_s": 0.3, "max_call_s": float("inf")}
+    size, rates = tune_batch_size(per_call, 2, [1, 4, 16], tolerance=0.2, **no_cut)
+    assert size == 16 and set(rates) == {1, 4, 16} and rates[16] > 4 * rates[1]
+
+    def per_image(x: np.ndarray) -> np.ndarray:  # cost per image only: all sizes equal
+        time.sleep(0.02 * len(x))
+        return x
+
+    size, _ = tune_batch_size(per_image, 2, [2, 4, 8], tolerance=0.3, **no_cut)
+    assert size == 2
+
+    def small_memory(x: np.ndarray) -> np.ndarray:
+        if len(x) >= 8:
+            raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating")
+        time.sleep(0.005)
+        return x
+
+    size, rates = tune_batch_size(small_memory, 2, [16, 2, 4, 8], tolerance=0.1, **no_cut)
+    assert set(rates) == {2, 4} and size == 4
+
+    def slow_from_8(x: np.ndarray) -> np.ndarray:  # the ladder stops after the first slow size
+        if len(x) >= 8:
+            time.sleep(0.2)
+        return x
+
+    size, rates = tune_batch_size(
+        slow_from_8, 2, [2, 4, 8, 16, 32], budget_s=0.5, tolerance=0.1, max_call_s=0.1
+    )
+    assert set(rates) == {2, 4, 8}

@@ -158,7 +158,14 @@ async def test_invoke_returns_the_function_results(backend_factory: Factory, tmp
     assert up == Upload(ref="batches/b1/package.tar", n_bytes=job.n_bytes, seconds=0.0)
     inv = await backend.invoke(d, job, up)
     assert [r["name"] for r in inv.results] == ["a.jpg", "b.jpg"]
-    assert set(inv.timings) == {"download_s", "model_load_s", "decode_s", "processing_s", "total_s"}
+    assert set(inv.timings) == {
+        "download_s",
+        "model_load_s",
+        "decode_s",
+        "processing_s",
+        "input_wait_s",
+        "total_s",
+    }
     assert inv.processing_s >= inv.timings["total_s"] > 0
     warm = await backend.invoke(d, job, up, warmup=True)
     assert len(warm.results) == 1

@@ -192,7 +192,11 @@ async def test_page_shows_batches_runtimes_and_usage(daemon: Daemon) -> None:
     assert form.attrs["action"] == "/ui/batches"
     assert form.attrs["enctype"] == "multipart/form-data"
     mode = form.find("select", name="mode")
-    assert [o.attrs["value"] for o in mode.find_all("option")] == ["selector", "duplicator", "share"]
+    assert [o.attrs["value"] for o in mode.find_all("option")] == [
+        "selector",
+        "duplicator",
+        "share",
+    ]
     runtime = form.find("select", name="runtime")
     assert [o.attrs["value"] for o in runtime.find_all("option")] == [
         "",

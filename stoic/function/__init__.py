@@ -5,7 +5,10 @@
 * :mod:`stoic.function.server`: the same function behind kubeless' HTTP routes
   (``python -m stoic.function.server``).
 * :mod:`stoic.function.classifier`: the CNN, training with up-sampling, the offline demo data.
-* :mod:`stoic.function.workers`: one worker per GPU draining a shared queue.
+* :mod:`stoic.function.pipeline`: a call's read, decode and classify stages, overlapped
+  and bounded.
+* :mod:`stoic.function.workers`: one worker per device draining a shared source, with
+  a compiled model call and a batch size measured per device.
 
 Importing this package is cheap: TensorFlow is imported on first use only.
 """

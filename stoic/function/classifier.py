@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, UnidentifiedImageError
 
 from stoic.errors import InputError
 
@@ -64,6 +64,8 @@ def decode_image(data: bytes, size: int = INPUT_SIZE) -> np.ndarray:
             img.draft("RGB", (size * 2, size * 2))
             rgb = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
             return np.asarray(rgb, dtype=np.uint8)
+    except UnidentifiedImageError:
+        raise InputError("cannot decode image: not an image format Pillow can read") from None
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise InputError(f"cannot decode image: {exc}") from None
 

@@ -25,7 +25,8 @@ import io
 import re
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
@@ -158,27 +159,118 @@ def iter_package(fileobj: BinaryIO) -> Iterator[tuple[str, bytes]]:
     """Yield ``(name, bytes)`` for each member of a package stream, in order.
 
     Raises InputError for an unsafe or non-regular member, or a stream that is not a
-    tar archive. Reads sequentially ("r|"), so ``fileobj`` may be a network stream.
+    tar archive. ``fileobj`` may be a network stream (see :func:`iter_package_range`).
     """
+    for _, name, data in iter_package_range(fileobj):
+        yield name, data
+
+
+@dataclass
+class PackageIndex:
+    """Where a package's members start, learnt while reading it.
+
+    The share mode calls one warm function many times on ranges of one package; on a
+    file, reaching member 950 meant parsing the 950 tar headers before it (27 µs each
+    in tarfile: 26 ms per call, more than the rest of a small call). With an index,
+    :func:`iter_package_range` seeks straight to the first member it needs (or to the
+    last one it knows, and learns on from there). ``offsets[i]`` is the file offset of
+    member ``i``'s header (its extended header, if it has one); ``n_members`` is known
+    once a read has reached the end. Only for immutable packages: the caller keys it
+    by object key, size and modification time.
+    """
+
+    offsets: list[int] = field(default_factory=list)
+    n_members: int | None = None
+
+
+def iter_package_range(
+    fileobj: BinaryIO,
+    start: int = 0,
+    stop: int | None = None,
+    index: PackageIndex | None = None,
+) -> Generator[tuple[int, str, bytes]]:
+    """Yield ``(index, name, bytes)`` for the members ``start <= index < stop``.
+
+    ``index`` is the member's position in the package (0-based). Members before
+    ``start`` are checked like the others but their bytes are not read: a seekable
+    ``fileobj`` (a file) is read in tarfile's random-access mode, which seeks over
+    them (and with a :class:`PackageIndex`, over their headers too); any other stream
+    is read sequentially ("r|") and skipped data is discarded as it streams past.
+    Reading stops after member ``stop - 1``. An InputError names the package's member
+    count if the package ends before ``stop`` (or at or before ``start`` when ``stop``
+    is None and ``start > 0``): a selection out of range is the caller's mistake, not
+    an empty result.
+    """
+    if start < 0 or (stop is not None and stop <= start):
+        raise InputError(f"invalid member range start={start} stop={stop}")
+    seekable = _seekable(fileobj)
+    first = 0
+    if seekable and index is not None:
+        if index.n_members is not None:
+            _check_range(start, stop, index.n_members)
+        if index.offsets:
+            first = min(start, len(index.offsets) - 1)
+            fileobj.seek(index.offsets[first])
+        elif fileobj.tell() != 0:
+            index = None  # the archive does not start the stream: no offsets to learn
+    else:
+        index = None
     try:
-        tar = tarfile.open(fileobj=fileobj, mode="r|")  # noqa: SIM115  (closed below)
+        if seekable:
+            # "r:" starts at the stream's position: a header offset from the index.
+            tar = tarfile.open(fileobj=fileobj, mode="r:")  # noqa: SIM115  (closed below)
+        else:
+            tar = tarfile.open(fileobj=fileobj, mode="r|")  # noqa: SIM115
     except tarfile.TarError as exc:
         raise InputError(f"package is not a tar archive: {exc}") from None
+    i = first - 1
     with tar:
         try:
-            for member in tar:
+            for i, member in enumerate(tar, start=first):
                 check_member_name(member.name)
                 if not member.isfile():
                     raise InputError(
                         f"package member {member.name!r}: not a regular file "
                         "(a package holds image files only)"
                     )
+                if index is not None and i == len(index.offsets):
+                    if i == 0 and member.offset != 0:  # a global header before it
+                        index = None
+                    else:
+                        index.offsets.append(member.offset)
+                if i < start:
+                    continue
                 extracted = tar.extractfile(member)
                 if extracted is None:  # pragma: no cover - isfile() guarantees a stream
                     raise InputError(f"package member {member.name!r}: unreadable")
-                yield member.name, extracted.read()
+                yield i, member.name, extracted.read()
+                if stop is not None and i + 1 >= stop:
+                    return
         except tarfile.TarError as exc:
             raise InputError(f"package is corrupt: {exc}") from None
+    if index is not None:
+        index.n_members = i + 1
+    _check_range(start, stop, i + 1)
+
+
+def _check_range(start: int, stop: int | None, n: int) -> None:
+    """InputError if ``start:stop`` is beyond a package of ``n`` members."""
+    if stop is not None and stop > n:
+        end = f"stop={stop}"
+    elif stop is None and start > 0 and start >= n:
+        end = f"start={start}"
+    else:
+        return
+    raise InputError(
+        f"member range start={start} stop={stop}: {end} is beyond the package's {n} members"
+    )
+
+
+def _seekable(fileobj: BinaryIO) -> bool:
+    try:
+        return bool(fileobj.seekable())
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 def write_package(fileobj: BinaryIO, images: Iterator[tuple[str, bytes]]) -> int:
@@ -191,10 +283,12 @@ def write_package(fileobj: BinaryIO, images: Iterator[tuple[str, bytes]]) -> int
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "PackageIndex",
     "PackageWriter",
     "batch_prefix",
     "check_member_name",
     "iter_package",
+    "iter_package_range",
     "model_key",
     "package_key",
     "results_key",
