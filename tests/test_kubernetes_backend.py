@@ -898,3 +898,41 @@ async def test_role_grants_exactly_what_the_backend_uses(
         k8s_verb(r) for r in kmock if not str(r.headers.get("User-Agent", "")).startswith("kmock/")
     }
     assert used == role_grants()
+
+
+async def test_a_chunk_uploads_only_its_images_and_invokes_on_them(
+    make_backend: BackendFactory,
+) -> None:
+    """Share mode: a chunk crosses the uplink as a package of its own images, and the
+    function's indices (within that part) come back as the batch package's."""
+    from stoic.storage.package import PackageWriter, iter_package, part_key
+
+    buf = io.BytesIO()
+    with PackageWriter(buf) as w:
+        for i in range(10):
+            w.add_bytes(f"img{i}.jpg", bytes([i]) * 100)
+    edge, cloud = FakeStore({"packages/b1.tar": buf.getvalue()}), FakeStore()
+    seen: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        seen.append(body)
+        results = [
+            {"name": f"img{i}.jpg", "index": i, "label": "deer"}
+            for i in range(body["start"], body["stop"])
+        ]
+        return httpx.Response(200, json={"results": results, "timings": {}})
+
+    backend = make_backend(
+        stores=(edge, cloud), invoke_via="dns", http_transport=httpx.MockTransport(handler)
+    )
+    job = Job("b1", n_images=10, n_bytes=1000, package_key="packages/b1.tar").chunk(6, 10)
+    up = await backend.upload(CPU, job)
+    assert up.ref == part_key("packages/b1.tar", 6, 10) and up.subset == (6, 10)
+    names = [n for n, _ in iter_package(io.BytesIO(cloud.objects[up.ref]))]
+    assert names == ["img6.jpg", "img7.jpg", "img8.jpg", "img9.jpg"]
+    assert list(cloud.objects) == [up.ref]  # not the whole package
+    # Invoke on part of it (a partial steal left [8, 10) to this pod).
+    inv = await backend.invoke(deployment_for(backend, CPU), job.chunk(8, 10), up)
+    assert (seen[-1]["package"], seen[-1]["start"], seen[-1]["stop"]) == (up.ref, 2, 4)
+    assert [r["index"] for r in inv.results] == [8, 9]

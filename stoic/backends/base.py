@@ -30,11 +30,17 @@ class Deployment:
 
 @dataclass(frozen=True, slots=True)
 class Upload:
-    """The batch package placed where ``runtime`` can read it; ``seconds`` is T_t."""
+    """The batch package placed where ``runtime`` can read it; ``seconds`` is T_t.
+
+    ``subset`` is the range of the batch package's images the uploaded object holds
+    (share mode uploads chunks), None when it is the whole package: a backend maps a
+    job's ``subset`` into it, and the results' ``index`` back into the package's.
+    """
 
     ref: str
     n_bytes: int
     seconds: float
+    subset: tuple[int, int] | None = None
 
 
 @dataclass(slots=True)
@@ -71,13 +77,16 @@ class RuntimeBackend(Protocol):
         ...
 
     async def upload(self, runtime: Runtime, job: Job) -> Upload:
-        """Make the job's package readable by ``runtime`` (no-op at the edge)."""
+        """Make the job's package readable by ``runtime`` (no-op at the edge); with
+        ``job.subset``, only those images (share mode's chunks)."""
         ...
 
     async def invoke(
         self, deployment: Deployment, job: Job, upload: Upload, *, warmup: bool = False
     ) -> Invocation:
-        """Run the function on the job's package (or one image if ``warmup``)."""
+        """Run the function on the job's package (or one image if ``warmup``); with
+        ``job.subset`` on those images only, each result's ``index`` their position in
+        the batch package."""
         ...
 
     async def teardown(self, deployment: Deployment) -> None:

@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Coroutine, Mapping
@@ -63,6 +64,7 @@ from stoic.errors import (
 )
 from stoic.logging import get_logger
 from stoic.settings import KubernetesSettings
+from stoic.storage.package import part_key, write_part
 from stoic.values import Job, Runtime
 
 log = get_logger(__name__)
@@ -527,6 +529,7 @@ class KubernetesBackend:
         if self._edge is None or self._cloud is None:
             raise ConfigError("kubernetes backend: upload needs both an edge and a cloud store")
         edge, cloud, key = self._edge, self._cloud, job.package_key
+        subset = job.subset
 
         def copy() -> int:
             src = edge.open_read(key)
@@ -535,10 +538,30 @@ class KubernetesBackend:
             finally:
                 src.close()
 
+        def cut(start: int, stop: int) -> int:
+            # A chunk (share mode): only its images cross the uplink, as a package of
+            # their own; spooled on disk past 8 MiB so a big chunk costs no memory.
+            with tempfile.SpooledTemporaryFile(8 * 1024 * 1024) as part:
+                src = edge.open_read(key)
+                try:
+                    write_part(src, part, start, stop)  # type: ignore[arg-type]
+                finally:
+                    src.close()
+                part.seek(0)
+                return cloud.put_stream(part_key(key, start, stop), part)
+
         loop = asyncio.get_running_loop()
         started = loop.time()
-        n_bytes = await asyncio.to_thread(copy)
-        return Upload(ref=key, n_bytes=n_bytes, seconds=loop.time() - started)
+        if subset is None:
+            n_bytes = await asyncio.to_thread(copy)
+            return Upload(ref=key, n_bytes=n_bytes, seconds=loop.time() - started)
+        n_bytes = await asyncio.to_thread(cut, *subset)
+        return Upload(
+            ref=part_key(key, *subset),
+            n_bytes=n_bytes,
+            seconds=loop.time() - started,
+            subset=subset,
+        )
 
     def model_key(self, job: Job) -> str:
         return self._s.model_key_template.format(app=job.app, app_version=job.app_version)
@@ -561,12 +584,17 @@ class KubernetesBackend:
         """POST the job to the function. Cancelling the calling task closes the HTTP
         request at once (httpx); the pod itself stops when ``teardown`` deletes it."""
         rt = deployment.runtime.name
-        body = {
+        body: dict[str, Any] = {
             "action": "classify",  # the function's action; job.app only picks the model
             "package": upload.ref,
             "model": self.model_key(job),
             "warmup": warmup,
         }
+        # A chunk: its range within the uploaded object (a part cut for it, or the
+        # whole package); the results' indices are mapped back to the package's.
+        offset = upload.subset[0] if upload.subset is not None else 0
+        if job.subset is not None and not warmup:
+            body["start"], body["stop"] = job.subset[0] - offset, job.subset[1] - offset
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
@@ -594,7 +622,15 @@ class KubernetesBackend:
             timings = {str(k): float(v) for k, v in dict(raw_timings).items()}
         except (TypeError, ValueError):
             raise InvocationError(rt, f"function answered bad timings: {raw_timings!r}") from None
-        return Invocation(processing_s=processing_s, results=data["results"], timings=timings)
+        results = data["results"]
+        if offset:
+            results = [
+                {**r, "index": int(r["index"]) + offset}
+                if isinstance(r, dict) and isinstance(r.get("index"), int)
+                else r
+                for r in results
+            ]
+        return Invocation(processing_s=processing_s, results=results, timings=timings)
 
     async def teardown(self, deployment: Deployment) -> None:
         """Delete the function, its objects and its pods. Idempotent."""

@@ -336,12 +336,14 @@ class LocalBackend:
             raise InvocationError(
                 name, f"function process {p.pid} is not running ({p.describe_exit()})"
             )
-        body = {
+        body: dict[str, Any] = {
             "action": "classify",
             "package": upload.ref,
             "model": self._model_key or model_key(job.app, job.app_version),
             "warmup": warmup,
         }
+        if job.subset is not None and not warmup:  # a chunk: the function reads its range
+            body["start"], body["stop"] = job.subset
         timeout = httpx.Timeout(self._opts.invoke_timeout_s, connect=_CONNECT_TIMEOUT_S)
         loop = asyncio.get_running_loop()
         t0 = loop.time()

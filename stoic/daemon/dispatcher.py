@@ -64,6 +64,7 @@ from stoic.storage.package import (
     chunk_results_key,
     chunks_prefix,
     iter_package,
+    parts_prefix,
     results_key,
 )
 from stoic.store.store import BatchRecord, Store
@@ -275,6 +276,7 @@ class Dispatcher:
         await asyncio.to_thread(self.objects.put_bytes, key, data)
         if plan.mode is Mode.SHARE:  # the results document holds them all now
             await asyncio.to_thread(self.objects.delete_prefix, chunks_prefix(record.id))
+            await asyncio.to_thread(self.objects.delete_prefix, parts_prefix(record.package_key))
         if outcome.reason:
             with contextlib.suppress(BatchStateError):
                 await asyncio.to_thread(

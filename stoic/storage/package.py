@@ -53,6 +53,27 @@ def package_key(batch_id: str) -> str:
     return f"batches/{_check_id('batch id', batch_id)}/package.tar"
 
 
+def parts_prefix(package: str) -> str:
+    """Where the sub-packages cut from ``package`` go (share mode's cloud uploads)."""
+    return package.rsplit("/", 1)[0] + "/parts/"
+
+
+def part_key(package: str, start: int, stop: int) -> str:
+    """``<package dir>/parts/<start>-<stop>.tar``: images ``[start, stop)`` of it."""
+    return f"{parts_prefix(package)}{start:06d}-{stop:06d}.tar"
+
+
+def write_part(src: BinaryIO, dst: BinaryIO, start: int, stop: int) -> int:
+    """Copy members ``[start, stop)`` of the package ``src`` into a new package ``dst``
+    (streamed: only those members are held, one at a time); returns their count."""
+    n = 0
+    with PackageWriter(dst) as writer:
+        for _, name, data in iter_package_range(src, start, stop):
+            writer.add_bytes(name, data)
+            n += 1
+    return n
+
+
 def chunks_prefix(batch_id: str) -> str:
     """``batches/<batch_id>/chunks/``: share mode's results, one object per chunk."""
     return f"batches/{_check_id('batch id', batch_id)}/chunks/"
