@@ -1,7 +1,8 @@
 """A stand-in for the function server, for tests and benchmarks.
 
     python tests/standin_function.py --port N [--start-delay S] [--fail-startup MSG]
-        [--crash MSG] [--invoke-delay S] [--batch-delay S] [--no-model-check]
+        [--crash MSG] [--invoke-delay S] [--batch-delay S] [--image-delay S]
+        [--no-model-check]
 
 The real function server, ``python -m stoic.function.server``, imports TensorFlow and
 loads a Keras model: seconds to start, and TensorFlow must be installed. Tests of the
@@ -30,7 +31,9 @@ the daemon and the local backend pass on to the processes they start):
 * ``STANDIN_PIDFILE``: append this process's pid to that file at start, so a test can
   find (and clean up) every stand-in it caused to be started;
 * ``STANDIN_NOTIFY``: a loopback port; each ``POST /`` connects to it and sends the
-  pid (one line) when the request arrives, so a test knows a call is in flight.
+  pid (one line) when the request arrives, so a test knows a call is in flight;
+* ``STANDIN_CALLLOG``: append ``pid package start stop`` for every classify call that
+  labelled images, so a test can tell which images were labelled by whom, and when.
 """
 
 from __future__ import annotations
@@ -76,6 +79,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=0.0,
         help="seconds every non-warm-up call takes (imitates classifying the batch)",
+    )
+    ap.add_argument(
+        "--image-delay",
+        type=float,
+        default=0.0,
+        help="seconds per image of every non-warm-up call (a chunk costs its size)",
     )
     ap.add_argument(
         "--no-model-check",
@@ -141,7 +150,10 @@ def make_handler(
             if req.get("warmup"):
                 names = names[:1]
             else:
-                time.sleep(args.batch_delay)
+                time.sleep(args.batch_delay + args.image_delay * len(names))
+                if os.environ.get("STANDIN_CALLLOG"):
+                    with open(os.environ["STANDIN_CALLLOG"], "a") as f:
+                        f.write(f"{os.getpid()} {package} {start} {start + len(names)}\n")
             results = [
                 {
                     "name": n,
