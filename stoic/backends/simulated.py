@@ -507,16 +507,51 @@ class SimulatedBackend:
     durations; with :data:`fresh_draws` set they draw fresh values; any other
     deployment is a probe: it draws probe number ``probe_key()`` (the inquisitor's tick)
     at the current simulated time ``now_s()``.
+
+    ``probe_time`` (optional) says at what simulated time probe *k* would run if it runs
+    on its tick. Probes are then drawn ahead, :data:`PROBE_CHUNK` at a time, in one
+    vectorised call (a replay makes ~1,440 probes per runtime per simulated day, and a
+    one-probe call is mostly numpy overhead); a probe takes the value drawn ahead only if
+    it really runs at the predicted instant (the same float), else it is drawn alone.
+    Each value is an element-wise function of its own uniforms and time, so a value drawn
+    ahead is the value drawn alone (``tests/test_simulated.py`` checks it bit for bit).
     """
 
+    #: Probes drawn ahead per runtime in one vectorised call (see the class docstring).
+    PROBE_CHUNK = 256
+
     def __init__(
-        self, env: SimEnvironment, now_s: Callable[[], float], probe_key: Callable[[], int]
+        self,
+        env: SimEnvironment,
+        now_s: Callable[[], float],
+        probe_key: Callable[[], int],
+        probe_time: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         self.env = env
         self.now_s = now_s
         self.probe_key = probe_key
+        self.probe_time = probe_time
         self.probes: dict[str, int] = dict.fromkeys(env.runtimes, 0)
         self.calls: dict[str, int] = {"deploy": 0, "upload": 0, "invoke": 0, "teardown": 0}
+        # runtime -> (first probe key, predicted times, T_d values) of the chunk ahead
+        self._ahead: dict[str, tuple[int, list[float], list[float]]] = {}
+        self.ahead_hits = 0
+
+    def _probe(self, runtime: str, k: int, now: float) -> float:
+        """T_d (NaN = timeout) of probe ``k`` run at ``now``."""
+        if self.probe_time is not None:
+            ahead = self._ahead.get(runtime)
+            if ahead is None or not ahead[0] <= k < ahead[0] + len(ahead[1]):
+                keys = np.arange(k, k + self.PROBE_CHUNK)
+                at = np.asarray(self.probe_time(keys), dtype=np.float64)
+                values = self.env.probe_deployments(runtime, k, at)
+                ahead = (k, at.tolist(), values.tolist())
+                self._ahead[runtime] = ahead
+            i = k - ahead[0]
+            if ahead[1][i] == now:
+                self.ahead_hits += 1
+                return ahead[2][i]
+        return float(self.env.probe_deployments(runtime, k, np.array([now]))[0])
 
     def _truth(self, runtime: str) -> RuntimeTruth | None:
         t = current_truth.get()
@@ -536,8 +571,7 @@ class SimulatedBackend:
             value = None if math.isnan(v) else v
         else:
             self.probes[runtime.name] += 1
-            k = self.probe_key()
-            v = float(self.env.probe_deployments(runtime.name, k, np.array([self.now_s()]))[0])
+            v = self._probe(runtime.name, self.probe_key(), self.now_s())
             value = None if math.isnan(v) else v
         limit = min(timeout_s, self.env.timeout_s)
         if value is None or value >= limit:
