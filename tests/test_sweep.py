@@ -63,6 +63,11 @@ def test_small_sweep_in_workers_equals_in_process(envs: Path, tmp_path: Path) ->
     seq = run_sweep(SweepConfig(**{**cfg.__dict__, "jobs": 1}))
     assert par.jobs == 2 and len(par.cells) == 8 and not par.failed
     assert [c.metrics for c in par.cells] == [c.metrics for c in seq.cells]
+    for c in par.cells:  # the causes of the latency above MIN-LAT add up to it
+        d = c.details
+        gap = d["latency_s"] - d["min_lat_s"]
+        assert sum(d["excess_by_cause_s"].values()) == pytest.approx(gap, abs=1e-6)
+        assert sum(d["excess_by_size_s"].values()) == pytest.approx(gap, abs=1e-6)
     rows = table(par)
     assert [(r["env"], r["mode"]) for r in rows] == [
         ("a-nautilus", "selector"),

@@ -39,6 +39,8 @@ PAPER_FITS = {
     "gpu2": (0.1993, 21.27),
 }
 DEPLOY_TIMEOUT_S = 600.0
+#: A repeating uplink outage covers at most this fraction of its cycle.
+MAX_OUTAGE_FRACTION = 0.1
 #: No drawn deployment median (base or regime) exceeds this fraction of the timeout:
 #: a runtime that always times out is not a runtime.
 MAX_MEDIAN_FRACTION = 0.8
@@ -73,7 +75,7 @@ RANGES: dict[str, Range] = {
     "uplink.drift_timescale_h": Range(1, 24, True),
     "uplink.bytes_per_image": Range(100_000, 600_000, True, "compressed image size"),
     "uplink.outage.every_h": Range(0.5, 48, True),
-    "uplink.outage.duration_h": Range(0.01, 0.5, True, "capped at half of every_h"),
+    "uplink.outage.duration_h": Range(0.01, 0.5, True, "capped at every_h / 10"),
     "uplink.regime.factor": Range(0.15, 0.7, doc="bandwidth during the regime ÷ nominal"),
     "edge.slowdown": Range(0.2, 5, True, "edge s/image ÷ the paper's 2.3955"),
     "edge.fixed_factor": Range(0.5, 3, True, "edge fixed s ÷ the paper's 13.60"),
@@ -172,7 +174,8 @@ def random_spec(seed: int) -> dict[str, Any]:
     }
     if d.chance("uplink.outages"):
         every = d("uplink.outage.every_h")
-        dur = min(d("uplink.outage.duration_h"), every / 2)
+        # Down at most a tenth of the time: an obstructed satellite dish loses 1-5 %.
+        dur = min(d("uplink.outage.duration_h"), every * MAX_OUTAGE_FRACTION)
         uplink["outages"] = [
             {"start_h": _r(d.rng.uniform(0, every)), "duration_h": _r(dur), "every_h": _r(every)}
         ]

@@ -93,12 +93,14 @@ def _gpus(result: ReplayResult, runtime: str) -> int:
 
 
 def _cloud_used(result: ReplayResult, scored: dict[str, Any]) -> float:
-    """Pod seconds × GPUs (a CPU pod counts 1) of every cloud leg, as Table 5 counts."""
+    """Pod seconds (ready to teardown) × GPUs (a CPU pod counts 1) of every cloud leg,
+    as Table 5 counts them."""
     return float(sum(r["cloud_used_s"] * _gpus(result, r["planned"]) for r in scored["batches"]))
 
 
 def _cloud_wasted(result: ReplayResult, scored: dict[str, Any]) -> float:
-    """The part of :func:`_cloud_used` spent on cloud legs that lost or failed."""
+    """The part of :func:`_cloud_used` spent on cloud legs that lost the race or whose
+    call failed (a timed-out deployment has no ready pod and adds nothing)."""
     return float(sum(r["cloud_wasted_s"] * _gpus(result, r["planned"]) for r in scored["batches"]))
 
 
@@ -184,6 +186,7 @@ def run_cell(cell: Cell) -> CellResult:
             "latency_s": s["latency_s"],
             "min_lat_s": s["min_lat_s"],
             "worst_s": s["worst_s"],
+            **excess(scored["batches"]),
         }
         return CellResult(cell, values, details, None, time.perf_counter() - t0)
     except StoicError as exc:
@@ -192,6 +195,31 @@ def run_cell(cell: Cell) -> CellResult:
         where = "".join(traceback.format_exception(exc, limit=-3)).strip().splitlines()
         msg = f"{cell.env_path}: {type(exc).__name__}: {exc} ({' | '.join(where[-4:])})"
         return CellResult(cell, error=msg, wall_s=time.perf_counter() - t0)
+
+
+def excess(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Where the latency above MIN-LAT went: by cause and by batch size (seconds).
+
+    Causes, per batch: ``fell_back`` (the planned cloud leg failed — a deployment
+    timeout — and the edge ran it after), ``wrong_choice`` (the scorer's success is
+    false), ``right_choice`` (a right choice that still cost more than the best total,
+    e.g. a duplicator's measured race, or a tie broken by noise). Negative excess (a
+    duplicator beating every sequential total) counts too, so the causes sum to
+    latency − MIN-LAT.
+    """
+    from stoic.replay.scoring import _bin
+
+    cause: dict[str, float] = {"fell_back": 0.0, "wrong_choice": 0.0, "right_choice": 0.0}
+    size: dict[str, float] = {}
+    for r in rows:
+        x = float(r["latency_s"] - r["min_lat_s"])
+        key = (
+            "fell_back" if r["fell_back"] else ("right_choice" if r["success"] else "wrong_choice")
+        )
+        cause[key] += x
+        b = _bin(int(r["images"]))
+        size[b] = size.get(b, 0.0) + x
+    return {"excess_by_cause_s": cause, "excess_by_size_s": size}
 
 
 def _init_worker() -> None:

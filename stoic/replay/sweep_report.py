@@ -106,7 +106,9 @@ def _markdown(result: SweepResult, rows: list[dict[str, Any]], command: str, plo
         "Each figure is the mean ± the sample standard deviation over seeds (min and max "
         "are in `sweep.json`). Success: the scorer's right-placement rate (duplicators: "
         "the paper's conditional choice). Cloud seconds: pod seconds × GPUs (a CPU pod "
-        "counts 1), used by every cloud leg and wasted by legs that lost or failed.",
+        "counts 1) from pod-ready to teardown, *used* by every cloud leg, *wasted* by "
+        "legs that lost the race or whose call failed (a deployment that timed out never "
+        "had a ready pod: it counts nothing here, but its wait is in the latency).",
         "",
         "## % of MIN-LAT per environment and mode",
         "",
@@ -167,36 +169,53 @@ def _plot(result: SweepResult, rows: list[dict[str, Any]], path: Path) -> bool:
     envs, modes = [e.name for e in cfg.envs], list(cfg.modes)
     if not any(by[(e, m)]["n"] for e in envs for m in modes):
         return False
-    width = 0.8 / max(len(modes), 1)
-    fig, ax = plt.subplots(figsize=(max(8.0, 1.1 * len(envs) * max(1, len(modes) / 5)), 4.5))
+    # About 60 bars a row: environments wrap onto more rows rather than one wide strip.
+    per_row = max(1, min(len(envs), 60 // max(len(modes), 1)))
+    n_rows = math.ceil(len(envs) / per_row)
+    width = min(16.0, max(8.0, 0.2 * per_row * len(modes) + 2))
+    fig, axes = plt.subplots(n_rows, 1, figsize=(width, 3.4 * n_rows + 0.6), squeeze=False)
     cmap = plt.get_cmap("tab10")
-    top, bottom = 0.0, 100.0
-    for j, mode in enumerate(modes):
-        xs, ys, errs = [], [], []
-        for i, env in enumerate(envs):
-            agg = by[(env, mode)]
-            if agg["n"]:
-                xs.append(i - 0.4 + width * (j + 0.5))
-                ys.append(100 * agg["mean"])
-                errs.append(100 * agg["std"])
-        top = max([top, *(y + e for y, e in zip(ys, errs, strict=True))])
-        bottom = min([bottom, *(y - e for y, e in zip(ys, errs, strict=True))])
-        ax.bar(xs, ys, width, yerr=errs, capsize=2, label=mode, color=cmap(j % 10))
-        for x, y in zip(xs, ys, strict=True):
-            if y > PLOT_CAP_PCT:
-                ax.text(x, PLOT_CAP_PCT, f"{y:.0f}", ha="center", va="top", fontsize=6, rotation=90)
-    ax.axhline(100, color="black", lw=0.8, ls="--")
-    ax.set_ylim(min(80.0, bottom - 5), min(max(top * 1.05, 110), PLOT_CAP_PCT))
-    ax.set_xticks(range(len(envs)), envs, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("% of MIN-LAT (mean ± sd over seeds)")
-    ax.set_title("Aggregate latency against the per-batch best runtime", pad=24)
-    ax.legend(
+    bar = 0.8 / max(len(modes), 1)
+    for row_i in range(n_rows):
+        ax = axes[row_i][0]
+        chunk = envs[row_i * per_row : (row_i + 1) * per_row]
+        top, bottom = 0.0, 100.0
+        for j, mode in enumerate(modes):
+            xs, ys, errs = [], [], []
+            for i, env in enumerate(chunk):
+                agg = by[(env, mode)]
+                if agg["n"]:
+                    xs.append(i - 0.4 + bar * (j + 0.5))
+                    ys.append(100 * agg["mean"])
+                    errs.append(100 * agg["std"])
+            top = max([top, *(y + e for y, e in zip(ys, errs, strict=True))])
+            bottom = min([bottom, *(y - e for y, e in zip(ys, errs, strict=True))])
+            label = mode if row_i == 0 else None
+            ax.bar(xs, ys, bar, yerr=errs, capsize=2, label=label, color=cmap(j % 10))
+            for x, y in zip(xs, ys, strict=True):
+                if y > PLOT_CAP_PCT:
+                    ax.text(
+                        x,
+                        PLOT_CAP_PCT * 0.98,
+                        f"{y:.0f}",
+                        ha="center",
+                        va="top",
+                        fontsize=6,
+                        rotation=90,
+                    )
+        ax.axhline(100, color="black", lw=0.8, ls="--")
+        ax.set_ylim(min(80.0, bottom - 5), min(max(top * 1.05, 110), PLOT_CAP_PCT))
+        ax.set_xlim(-0.5, per_row - 0.5)
+        ax.set_xticks(range(len(chunk)), chunk, rotation=20, ha="right", fontsize=8)
+        ax.set_ylabel("% of MIN-LAT")
+    axes[0][0].legend(
         fontsize=7,
         ncol=min(len(modes), 8),
         loc="lower center",
         bbox_to_anchor=(0.5, 1.0),
         frameon=False,
     )
+    fig.suptitle("Aggregate latency as % of MIN-LAT (mean ± sd over seeds)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
