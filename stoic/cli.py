@@ -40,11 +40,11 @@ def _root(
 
 
 # Sub-command groups (each area adds its own line here).
-from stoic.replay.cli import replay as _replay_cmd  # noqa: E402
-from stoic.replay.cli import workload_app  # noqa: E402
+from stoic.replay.cli import env_app, replay_app, workload_app  # noqa: E402
 
-app.command("replay")(_replay_cmd)
+app.add_typer(replay_app, name="replay")
 app.add_typer(workload_app, name="workload")
+app.add_typer(env_app, name="env")
 from stoic.predict.cli import evaluate_app  # noqa: E402
 
 app.add_typer(evaluate_app, name="evaluate")

@@ -7,7 +7,8 @@ cancelled loser that is not really cancelled is a bug, not noise.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -27,3 +28,16 @@ async def no_leftover_tasks() -> AsyncIterator[None]:
         for t in left:
             t.cancel()
         pytest.fail(f"test left {len(left)} task(s) running: {[t.get_name() for t in left]}")
+
+
+@pytest.fixture(autouse=True)
+def stoic_log_level() -> Iterator[None]:
+    """The replay's CLI silences the ``stoic`` loggers below ERROR for its process (its
+    progress bar is the output); a test that runs it in-process must not leave later
+    tests without their log records."""
+    logger = logging.getLogger("stoic")
+    level = logger.level
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

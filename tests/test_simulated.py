@@ -130,3 +130,150 @@ async def test_backend_serves_the_truth_exactly() -> None:
     finally:
         current_truth.reset(token)
     assert math.isclose(t.total_s, t.transfer_s + t.attempts[0] + t.processing_s + t.warmup_s)
+
+
+# Regimes, outages (EnvSpec extensions) -----------------------------------------------
+
+
+def _flat(**uplink) -> dict:
+    """A spec without noise: every draw is its median, so regimes show exactly."""
+    dep = dict(floor_s=10.0, median_s=40.0, sigma=0.0)
+    proc = dict(per_image_s=1.0, fixed_s=10.0)
+    return {
+        "uplink": {"bandwidth_mbps": 8.0, **uplink},
+        "runtimes": {
+            "edge": {"processing": dict(proc)},
+            "cpu": {"deployment": dict(dep), "processing": dict(proc)},
+            "gpu1": {"deployment": dict(dep), "processing": dict(proc)},
+            "gpu2": {"deployment": dict(dep), "processing": dict(proc)},
+        },
+    }
+
+
+def test_deployment_regime_sets_median_and_timeouts() -> None:
+    raw = _flat()
+    raw["runtimes"]["gpu1"]["deployment"]["regimes"] = [
+        {"start_h": 10, "median_s": 100.0},  # a permanent step at hour 10
+        {"start_h": 2, "duration_h": 1, "every_h": 24, "median_s": 70.0, "timeout_rate": 1.0},
+    ]
+    env = SimEnvironment(EnvSpec.parse(raw), RUNTIMES, seed=0)
+    hours = np.array([0.5, 2.5, 5.0, 11.0, 26.5, 30.0])
+    d = env.probe_deployments("gpu1", 0, hours * 3600)
+    # before the step: 40; daily window at 02:00-03:00: timeouts (rate 1); after: 100
+    assert d[0] == pytest.approx(40.0) and d[2] == pytest.approx(40.0)
+    assert math.isnan(d[1]) and math.isnan(d[4])  # the daily regime wins where both hold
+    assert d[3] == pytest.approx(100.0) and d[5] == pytest.approx(100.0)
+    assert env.probe_deployments("cpu", 0, hours * 3600) == pytest.approx([40.0] * 6)
+
+
+def test_uplink_regime_and_processing_regime() -> None:
+    raw = _flat(regimes=[{"start_h": 5, "duration_h": 2, "bandwidth_mbps": 2.0}])
+    raw["runtimes"]["edge"]["processing"]["regimes"] = [
+        {"start_h": 1, "duration_h": 1, "every_h": 24, "factor": 3.0}
+    ]
+    env = SimEnvironment(EnvSpec.parse(raw), RUNTIMES, seed=0)
+    assert env.bandwidth_bps(4 * 3600, 0.5) == pytest.approx(1e6)
+    assert env.bandwidth_bps(6 * 3600, 0.5) == pytest.approx(0.25e6)
+    u = np.array([0.5, 0.9, 0.5])  # median noise, no congestion
+    assert env.processing_from_uniforms("edge", 10, u, 0.5 * 3600) == pytest.approx(20.0)
+    assert env.processing_from_uniforms("edge", 10, u, 25.5 * 3600) == pytest.approx(60.0)
+    assert env.processing_from_uniforms("cpu", 10, u, 25.5 * 3600) == pytest.approx(20.0)
+
+
+def test_outage_stalls_an_upload_until_the_link_is_back() -> None:
+    raw = _flat(
+        outages=[{"start_h": 1, "duration_h": 0.5}, {"start_h": 3, "duration_h": 0.1, "every_h": 1}]
+    )
+    env = SimEnvironment(EnvSpec.parse(raw), RUNTIMES, seed=0)
+    # 1e6 bytes/s; 10 MB started 5 s before the outage: 5 s, 1,800 s stalled, 5 s.
+    assert env.transfer_s(10e6, 3600 - 5, 0.5) == pytest.approx(1810.0)
+    # started inside it: waits for the end, then 10 s
+    assert env.transfer_s(10e6, 3600 + 600, 0.5) == pytest.approx(1200 + 10.0)
+    # no outage in the way: bytes / bandwidth
+    assert env.transfer_s(10e6, 2 * 3600, 0.5) == pytest.approx(10.0)
+    # a 2-hour upload from hour 3.5 meets the repeating 6-minute outages at 4 and 5
+    assert env.transfer_s(7200e6, 3.5 * 3600, 0.5) == pytest.approx(7200 + 2 * 360.0)
+    # the audit and the backend use it
+    truth = env.audit(0, Job("b", 10, 10_000_000), 3600 - 5)
+    assert truth.runtimes["gpu1"].transfer_s == pytest.approx(1810.0)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "key"),
+    [
+        (
+            lambda r: r["uplink"].update(outages=[{"start_h": 0, "duration_h": 2, "every_h": 1}]),
+            "uplink.outages.0",
+        ),
+        (
+            lambda r: r["uplink"].update(
+                regimes=[{"start_h": 1, "every_h": 24, "bandwidth_mbps": 1}]
+            ),
+            "uplink.regimes.0",
+        ),
+        (
+            lambda r: r["runtimes"]["gpu1"]["deployment"].update(
+                regimes=[{"start_h": 1, "median_s": 5.0}]
+            ),
+            "runtimes.gpu1.deployment",
+        ),
+        (
+            lambda r: r["runtimes"]["cpu"]["processing"].update(
+                regimes=[{"start_h": 1, "duration_h": 1, "factor": 0}]
+            ),
+            "runtimes.cpu.processing.regimes.0.factor",
+        ),
+    ],
+)
+def test_bad_regime_or_outage_names_key(mutate, key: str) -> None:
+    raw = _flat()
+    mutate(raw)
+    with pytest.raises(EnvSpecError, match=key.replace(".", r"\.")):
+        EnvSpec.parse(raw)
+
+
+def test_a_regime_that_never_holds_changes_no_draw() -> None:
+    """The regime path computes the same floats as the scalar path it replaces."""
+    raw = _raw()
+    env0 = SimEnvironment(EnvSpec.parse(raw), RUNTIMES, seed=7)
+    raw["runtimes"]["gpu1"]["deployment"]["regimes"] = [{"start_h": 10_000, "median_s": 500}]
+    raw["uplink"]["regimes"] = [{"start_h": 10_000, "bandwidth_mbps": 1}]
+    raw["runtimes"]["edge"]["processing"]["regimes"] = [{"start_h": 10_000, "factor": 9}]
+    env1 = SimEnvironment(EnvSpec.parse(raw), RUNTIMES, seed=7)
+    at = np.arange(500) * 60.0
+    a, b = env0.probe_deployments("gpu1", 0, at), env1.probe_deployments("gpu1", 0, at)
+    assert np.array_equal(a, b, equal_nan=True)
+    for i in range(30):
+        job = Job(f"b{i}", 5 + 40 * i, (5 + 40 * i) * 212_000)
+        assert env0.audit(i, job, i * 900.0).totals() == env1.audit(i, job, i * 900.0).totals()
+
+
+@pytest.mark.parametrize("name", ["nautilus-2020", "contended-cloud", "heavy-tail"])
+def test_probes_drawn_ahead_equal_probes_drawn_alone(name: str) -> None:
+    """The backend's vectorised draw-ahead gives each probe the bits it gets alone."""
+    path = Path(__file__).resolve().parents[1] / "workload" / "envs" / f"{name}.yaml"
+    env = SimEnvironment(EnvSpec.load(path), RUNTIMES, seed=3)
+    at = np.arange(3000) * 60.0 - 12_000.0
+    for rt in ("cpu", "gpu1", "gpu2"):
+        ahead = env.probe_deployments(rt, 0, at)
+        alone = [env.probe_deployments(rt, k, at[k : k + 1])[0] for k in range(0, 3000, 7)]
+        assert np.array_equal(ahead[::7], np.array(alone), equal_nan=True)
+
+
+def test_replay_is_the_same_with_and_without_drawing_ahead(monkeypatch) -> None:
+    import stoic.replay.runner as runner
+    from stoic.replay.runner import ReplayConfig, run_replay
+
+    cfg = ReplayConfig(mode="selector", seed=5, batches=12, warmup_periods=40)
+    ahead = run_replay(cfg)
+
+    class Alone(SimulatedBackend):
+        def __init__(self, env, now_s, probe_key, probe_time=None) -> None:
+            super().__init__(env, now_s, probe_key)
+
+    monkeypatch.setattr(runner, "SimulatedBackend", Alone)
+    alone = run_replay(cfg)
+    assert [r.outcome.total_s for r in ahead.records] == [r.outcome.total_s for r in alone.records]
+    assert [r.plan.estimates["gpu1"].total.mean for r in ahead.records] == [
+        r.plan.estimates["gpu1"].total.mean for r in alone.records
+    ]

@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import heapq
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,76 @@ class Period(_Strict):
         return np.asarray((t >= 0) & (phase < self.duration_h))
 
 
+class Outage(Period):
+    """A period when the uplink carries nothing: an upload stalls until it ends. A
+    repeating outage must leave the link up part of each cycle (``duration_h <
+    every_h``), or no upload would ever finish."""
+
+    @model_validator(mode="after")
+    def _check_cycle(self) -> Outage:
+        if self.every_h is not None and self.duration_h >= self.every_h:
+            raise ValueError("duration_h must be < every_h (the link would never be up)")
+        return self
+
+
+class Regime(_Strict):
+    """A regime shift: from ``start_h`` hours after the replay starts, for ``duration_h``
+    hours (None: to the end of the replay), repeated every ``every_h`` hours if given,
+    some parameters take other values. Where regimes of one list overlap, the last wins."""
+
+    start_h: float = Field(ge=0)
+    duration_h: float | None = Field(None, gt=0)
+    every_h: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _check_window(self) -> Regime:
+        if self.every_h is not None and self.duration_h is None:
+            raise ValueError("a repeating regime (every_h) needs duration_h")
+        return self
+
+    def covers(self, at_s: np.ndarray) -> np.ndarray:
+        t = np.asarray(at_s, dtype=np.float64) / HOUR_S - self.start_h
+        if self.duration_h is None:
+            return np.asarray(t >= 0)
+        phase = t % self.every_h if self.every_h is not None else t
+        return np.asarray((t >= 0) & (phase < self.duration_h))
+
+
+class DeploymentRegime(Regime):
+    """While it holds, the deployment median is ``median_s`` and, if given, the timeout
+    rate ``timeout_rate`` (a contended period of a shared cluster)."""
+
+    median_s: float = Field(gt=0)
+    timeout_rate: float | None = Field(None, ge=0, le=1)
+
+
+class UplinkRegime(Regime):
+    """While it holds, the uplink's nominal bandwidth is ``bandwidth_mbps`` (a rain fade,
+    a congested cell, a link that fell back to a slower technology)."""
+
+    bandwidth_mbps: float = Field(gt=0)
+
+
+class ProcessingRegime(Regime):
+    """While it holds, T_p is multiplied by ``factor`` (a co-tenant's job sharing the
+    node or the GPU; an edge busy with its own nightly work)."""
+
+    factor: float = Field(gt=0)
+
+
+def _regime_values(
+    base: float, regimes: Iterable[Regime], attr: str, at_s: np.ndarray
+) -> np.ndarray:
+    """``base`` at every instant of ``at_s``, replaced by the regimes' ``attr`` where
+    they hold (the last regime wins; a None value leaves the previous one)."""
+    out = np.full(np.shape(at_s), base, dtype=np.float64)
+    for r in regimes:
+        v = getattr(r, attr)
+        if v is not None:
+            out = np.where(r.covers(at_s), v, out)
+    return out
+
+
 class DeploymentSpec(_Strict):
     """T_d = floor + (median - floor)·exp(σZ + drift(t))·diurnal(t) [+ Lomax outlier];
     a draw at or above the timeout, a timeout draw, or an unavailable period → timeout."""
@@ -83,11 +154,15 @@ class DeploymentSpec(_Strict):
     outlier_alpha: float = Field(2.0, gt=0)
     timeout_rate: float = Field(0.0, ge=0, le=1)
     unavailable: list[Period] = Field(default_factory=list)
+    regimes: list[DeploymentRegime] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check(self) -> DeploymentSpec:
         if self.median_s < self.floor_s:
             raise ValueError("median_s must be >= floor_s")
+        for i, r in enumerate(self.regimes):
+            if r.median_s < self.floor_s:
+                raise ValueError(f"regimes.{i}.median_s must be >= floor_s")
         return self
 
 
@@ -100,6 +175,7 @@ class ProcessingSpec(_Strict):
     congestion_rate: float = Field(0.0, ge=0, le=1)
     congestion_factor: tuple[float, float] = (1.5, 3.0)
     model_load_s: float = Field(0.0, ge=0, description="a warm-up call's duration")
+    regimes: list[ProcessingRegime] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check(self) -> ProcessingSpec:
@@ -117,6 +193,8 @@ class UplinkSpec(_Strict):
     drift_sigma: float = Field(0.0, ge=0)
     drift_timescale_h: float = Field(6.0, gt=0)
     bytes_per_image: float = Field(212_000, gt=0)
+    regimes: list[UplinkRegime] = Field(default_factory=list)
+    outages: list[Outage] = Field(default_factory=list)
 
 
 class RuntimeSpec(_Strict):
@@ -215,6 +293,19 @@ fresh_draws: contextvars.ContextVar[bool] = contextvars.ContextVar(
 )
 
 
+def _windows(outage: Outage, from_s: float) -> Iterator[tuple[float, float]]:
+    """The (start, end) seconds of ``outage``'s windows that end after ``from_s``, in
+    order (an endless stream for a repeating outage)."""
+    if outage.every_h is None:
+        yield outage.start_h * HOUR_S, (outage.start_h + outage.duration_h) * HOUR_S
+        return
+    k = max(0, math.floor((from_s / HOUR_S - outage.start_h) / outage.every_h) - 1)
+    while True:
+        start = outage.start_h + k * outage.every_h
+        yield start * HOUR_S, (start + outage.duration_h) * HOUR_S
+        k += 1
+
+
 def _drift(rng: np.random.Generator, timescale_h: float) -> tuple[np.ndarray, np.ndarray]:
     periods = timescale_h * HOUR_S * np.array([1.0, 2.7, 7.3])
     phases = rng.random(3) * 2 * np.pi
@@ -278,14 +369,19 @@ class SimEnvironment:
         body = np.exp(d.sigma * ndtri(np.clip(u[:, 1], 1e-12, 1 - 1e-12)))
         body *= np.exp(d.drift_sigma * self.drift(runtime, at))
         body *= self.diurnal(at, d.diurnal_amplitude, d.peak_hour)
-        value = d.floor_s + (d.median_s - d.floor_s) * body
+        median: float | np.ndarray = d.median_s
+        timeout_rate: float | np.ndarray = d.timeout_rate
+        if d.regimes:  # (no regime: the scalar path, bit for bit what it always was)
+            median = _regime_values(d.median_s, d.regimes, "median_s", at)
+            timeout_rate = _regime_values(d.timeout_rate, d.regimes, "timeout_rate", at)
+        value = d.floor_s + (median - d.floor_s) * body
         lomax = d.outlier_scale_s * ((1 - u[:, 3]) ** (-1 / d.outlier_alpha) - 1)
         value = value + np.where(u[:, 2] < d.outlier_rate, lomax, 0.0)
         down = np.zeros(at.shape, dtype=bool)
         for p in d.unavailable:
             down |= p.covers(at)
         out: np.ndarray = np.where(
-            (u[:, 0] < d.timeout_rate) | (value >= self.timeout_s) | down, np.nan, value
+            (u[:, 0] < timeout_rate) | (value >= self.timeout_s) | down, np.nan, value
         )
         return out
 
@@ -305,7 +401,8 @@ class SimEnvironment:
 
     # Processing and transfer ------------------------------------------------------
 
-    def processing_from_uniforms(self, runtime: str, n: int, u: np.ndarray) -> float:
+    def processing_from_uniforms(self, runtime: str, n: int, u: np.ndarray, at_s: float) -> float:
+        """T_p of ``n`` images started at ``at_s`` (seconds), from 3 uniforms."""
         p = self.spec.runtimes[runtime].processing
         base = (p.per_image_s * n + p.fixed_s) * math.exp(
             p.sigma * float(ndtri(min(max(u[0], 1e-12), 1 - 1e-12)))
@@ -313,6 +410,8 @@ class SimEnvironment:
         if u[1] < p.congestion_rate:
             lo, hi = p.congestion_factor
             base *= lo + (hi - lo) * u[2]
+        if p.regimes:
+            base *= float(_regime_values(1.0, p.regimes, "factor", np.array(at_s)))
         return float(base)
 
     def bandwidth_bps(self, at_s: float, u: float) -> float:
@@ -321,7 +420,32 @@ class SimEnvironment:
         factor = math.exp(up.sigma * z + up.drift_sigma * float(self.drift("uplink", at_s)))
         # The uplink is slowest at the busiest hour: the diurnal term dips there.
         dip = 2 - float(self.diurnal(at_s, up.diurnal_amplitude, up.peak_hour))
-        return up.bandwidth_mbps * 1e6 / 8 * factor * dip
+        nominal = up.bandwidth_mbps
+        if up.regimes:
+            nominal = float(_regime_values(nominal, up.regimes, "bandwidth_mbps", np.array(at_s)))
+        return nominal * 1e6 / 8 * factor * dip
+
+    def transfer_s(self, n_bytes: float, at_s: float, u: float) -> float:
+        """T_t of an upload of ``n_bytes`` started at ``at_s``: the bytes at the rate
+        drawn for its start (:meth:`bandwidth_bps`); an outage stalls it until the link
+        is back, however far it had got."""
+        bps = self.bandwidth_bps(at_s, u)
+        outages = self.spec.uplink.outages
+        if not outages:
+            return n_bytes / bps
+        t, left = at_s, float(n_bytes)
+        windows = heapq.merge(*(_windows(o, at_s) for o in outages))
+        for i, (start, end) in enumerate(windows):
+            if end <= t:
+                continue
+            if start > t:
+                if left <= bps * (start - t):
+                    break
+                left -= bps * (start - t)
+            t = max(t, end)
+            if i > 1_000_000:
+                raise EnvSpecError("uplink.outages: the link is never up long enough to upload")
+        return t + left / bps - at_s
 
     def warmup_s(self, runtime: str) -> float:
         return self.spec.runtimes[runtime].processing.model_load_s
@@ -331,12 +455,12 @@ class SimEnvironment:
         u = self._fresh_rng.random((1, self.PROBE_UNIFORMS))
         return float(self.deployment_from_uniforms(runtime, np.array([at_s]), u)[0])
 
-    def fresh_processing(self, runtime: str, n: int) -> float:
+    def fresh_processing(self, runtime: str, n: int, at_s: float) -> float:
         """T_p of a call made outside any batch (the scheduler's bootstrap)."""
-        return self.processing_from_uniforms(runtime, n, self._fresh_rng.random(3))
+        return self.processing_from_uniforms(runtime, n, self._fresh_rng.random(3), at_s)
 
     def fresh_transfer(self, n_bytes: int, at_s: float) -> float:
-        return n_bytes / self.bandwidth_bps(at_s, float(self._fresh_rng.random()))
+        return self.transfer_s(n_bytes, at_s, float(self._fresh_rng.random()))
 
     # Audit --------------------------------------------------------------------------
 
@@ -351,12 +475,12 @@ class SimEnvironment:
         """
         rng = self._audit_rng
         bw_u = float(rng.random())
-        transfer = job.n_bytes / self.bandwidth_bps(at_s, bw_u)
+        transfer = self.transfer_s(job.n_bytes, at_s, bw_u)
         truth = BatchTruth(index, at_s)
         at = np.array([at_s])
         for name, rt in self.runtimes.items():
             u_dep = rng.random((1, self.PROBE_UNIFORMS))
-            tp = self.processing_from_uniforms(name, job.n_images, rng.random(3))
+            tp = self.processing_from_uniforms(name, job.n_images, rng.random(3), at_s)
             if rt.is_edge:
                 truth.runtimes[name] = RuntimeTruth(name, 0.0, [], tp, 0.0, tp)
                 continue
@@ -383,16 +507,51 @@ class SimulatedBackend(RuntimeBackend):
     durations; with :data:`fresh_draws` set they draw fresh values; any other
     deployment is a probe: it draws probe number ``probe_key()`` (the inquisitor's tick)
     at the current simulated time ``now_s()``.
+
+    ``probe_time`` (optional) says at what simulated time probe *k* would run if it runs
+    on its tick. Probes are then drawn ahead, :data:`PROBE_CHUNK` at a time, in one
+    vectorised call (a replay makes ~1,440 probes per runtime per simulated day, and a
+    one-probe call is mostly numpy overhead); a probe takes the value drawn ahead only if
+    it really runs at the predicted instant (the same float), else it is drawn alone.
+    Each value is an element-wise function of its own uniforms and time, so a value drawn
+    ahead is the value drawn alone (``tests/test_simulated.py`` checks it bit for bit).
     """
 
+    #: Probes drawn ahead per runtime in one vectorised call (see the class docstring).
+    PROBE_CHUNK = 256
+
     def __init__(
-        self, env: SimEnvironment, now_s: Callable[[], float], probe_key: Callable[[], int]
+        self,
+        env: SimEnvironment,
+        now_s: Callable[[], float],
+        probe_key: Callable[[], int],
+        probe_time: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         self.env = env
         self.now_s = now_s
         self.probe_key = probe_key
+        self.probe_time = probe_time
         self.probes: dict[str, int] = dict.fromkeys(env.runtimes, 0)
         self.calls: dict[str, int] = {"deploy": 0, "upload": 0, "invoke": 0, "teardown": 0}
+        # runtime -> (first probe key, predicted times, T_d values) of the chunk ahead
+        self._ahead: dict[str, tuple[int, list[float], list[float]]] = {}
+        self.ahead_hits = 0
+
+    def _probe(self, runtime: str, k: int, now: float) -> float:
+        """T_d (NaN = timeout) of probe ``k`` run at ``now``."""
+        if self.probe_time is not None:
+            ahead = self._ahead.get(runtime)
+            if ahead is None or not ahead[0] <= k < ahead[0] + len(ahead[1]):
+                keys = np.arange(k, k + self.PROBE_CHUNK)
+                at = np.asarray(self.probe_time(keys), dtype=np.float64)
+                values = self.env.probe_deployments(runtime, k, at)
+                ahead = (k, at.tolist(), values.tolist())
+                self._ahead[runtime] = ahead
+            i = k - ahead[0]
+            if ahead[1][i] == now:
+                self.ahead_hits += 1
+                return ahead[2][i]
+        return float(self.env.probe_deployments(runtime, k, np.array([now]))[0])
 
     def _truth(self, runtime: str) -> RuntimeTruth | None:
         t = current_truth.get()
@@ -412,8 +571,7 @@ class SimulatedBackend(RuntimeBackend):
             value = None if math.isnan(v) else v
         else:
             self.probes[runtime.name] += 1
-            k = self.probe_key()
-            v = float(self.env.probe_deployments(runtime.name, k, np.array([self.now_s()]))[0])
+            v = self._probe(runtime.name, self.probe_key(), self.now_s())
             value = None if math.isnan(v) else v
         limit = min(timeout_s, self.env.timeout_s)
         if value is None or value >= limit:
@@ -447,7 +605,7 @@ class SimulatedBackend(RuntimeBackend):
             seconds = (
                 truth.processing_s
                 if truth is not None
-                else self.env.fresh_processing(name, job.n_images)
+                else self.env.fresh_processing(name, job.n_images, self.now_s())
             )
         await asyncio.sleep(seconds)
         return Invocation(seconds, results=None, timings={"processing_s": seconds})

@@ -1,4 +1,8 @@
-"""``stoic replay`` and ``stoic workload sample``: the replay from the command line.
+"""``stoic replay`` (and ``replay sweep``), ``stoic workload sample``, ``stoic env``.
+
+``stoic replay`` is a command group whose callback is the single replay (so
+``stoic replay --env ... --report DIR`` works as it always did) and whose sub-command
+``sweep`` runs many (:mod:`stoic.replay.sweep`).
 
 Heavy modules (the predictor's scikit-learn, matplotlib, looptime) are imported inside
 the commands so ``stoic --help`` stays fast. Bad input raises a
@@ -16,7 +20,14 @@ from pathlib import Path
 
 import typer
 
+from stoic.errors import InputError
+
 workload_app = typer.Typer(help="The camera-trap workload generator (paper §3.5).")
+replay_app = typer.Typer(
+    help="Replay a workload against a simulated environment and score it (paper §4).",
+    no_args_is_help=False,
+)
+env_app = typer.Typer(help="Simulated environment specs: draw random ones, check files.")
 
 ENV_DEFAULT = Path(__file__).resolve().parent / "profiles" / "nautilus-2020.yaml"
 """The default environment spec, shipped inside the package (``workload/`` links to it)."""
@@ -53,7 +64,9 @@ def sample(
         typer.echo(f"wrote {len(rows)} batches to {out}", err=True)
 
 
+@replay_app.callback(invoke_without_command=True)
 def replay(
+    ctx: typer.Context,
     env: Path = typer.Option(ENV_DEFAULT, "--env", help="environment spec YAML"),
     mode: str = typer.Option(
         "selector",
@@ -69,10 +82,17 @@ def replay(
     seed: int = typer.Option(0, "--seed"),
     probes: str = typer.Option("auto", "--probes", help="auto, full or window"),
     threshold: int = typer.Option(35, "--threshold-images", help="threshold mode cut-over"),
-    report: Path = typer.Option(..., "--report", help="directory for the report"),
+    report: Path | None = typer.Option(None, "--report", help="directory for the report"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """Replay a workload against a simulated environment and score it (paper §4)."""
+    """Replay a workload against a simulated environment and score it (paper §4).
+
+    `stoic replay sweep --help`: many environments, modes and seeds at once.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if report is None:
+        ctx.fail("Missing option '--report'.")
     from rich.progress import Progress
 
     from stoic.replay.report import write_report
@@ -109,3 +129,138 @@ def replay(
     )
     if isinstance(doc["meta"].get("plots"), str):
         typer.echo(f"note: {doc['meta']['plots']}", err=True)
+
+
+@replay_app.command("sweep")
+def sweep(
+    envs: list[Path] = typer.Option(
+        ..., "--envs", help="spec files or directories of *.yaml (repeat the option)"
+    ),
+    modes: list[str] = typer.Option(
+        [], "--modes", help="modes, comma-separated or repeated (default: the six of the docs)"
+    ),
+    seeds: int = typer.Option(5, "--seeds", min=1, help="seeds per cell: first-seed .. +N-1"),
+    first_seed: int = typer.Option(0, "--first-seed", min=0),
+    days: int = typer.Option(3, "--days", min=1, help="simulated days per replay"),
+    batches: int | None = typer.Option(
+        None, "--batches", min=1, help="batches per day (default 162, the paper's run)"
+    ),
+    random_envs: int = typer.Option(
+        0, "--random", min=0, help="also N random environments (written to REPORT/envs/)"
+    ),
+    random_first: int = typer.Option(0, "--random-first", min=0, help="first random seed"),
+    jobs: int | None = typer.Option(
+        None, "--jobs", min=1, help="worker processes (default: every core)"
+    ),
+    warmup_periods: int | None = typer.Option(
+        None, "--warmup-periods", min=0, help="inquisitor periods before the first batch"
+    ),
+    probes: str = typer.Option("auto", "--probes", help="auto, full or window"),
+    report: Path = typer.Option(..., "--report", help="directory for the report"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Replay every environment × mode × seed in parallel; one table and a plot.
+
+    Exit code 1 (after writing the report) if any cell failed; 2 on bad arguments.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from stoic.replay.randenv import random_yaml
+    from stoic.replay.sweep import (
+        DEFAULT_MODES,
+        CellResult,
+        EnvEntry,
+        SweepConfig,
+        check_modes,
+        discover_envs,
+        run_sweep,
+    )
+    from stoic.replay.sweep_report import write_sweep_report
+
+    mode_list = [m.strip() for chunk in modes for m in chunk.split(",") if m.strip()]
+    mode_list = list(dict.fromkeys(mode_list)) or list(DEFAULT_MODES)
+    check_modes(mode_list)
+    if probes not in ("auto", "full", "window"):
+        raise InputError(f"--probes: expected auto, full or window, got {probes!r}")
+    entries = discover_envs(envs)
+    if random_envs:
+        env_dir = report / "envs"
+        env_dir.mkdir(parents=True, exist_ok=True)
+        for k in range(random_first, random_first + random_envs):
+            f = env_dir / f"random-{k:03d}.yaml"
+            f.write_text(random_yaml(k))
+            entries.append(EnvEntry(f.stem, f))
+    cfg = SweepConfig(
+        envs=entries,
+        modes=mode_list,
+        seeds=tuple(range(first_seed, first_seed + seeds)),
+        days=days,
+        batches=batches,
+        warmup_periods=warmup_periods,
+        probes=probes,
+        jobs=jobs,
+    )
+    logging.getLogger("stoic").setLevel(logging.ERROR)
+    n = len(entries) * len(mode_list) * seeds
+    columns = (*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, TimeElapsedColumn(), disable=not progress) as bar:
+        task = bar.add_task("sweep", total=n)
+
+        def tick(r: CellResult, done: int, total: int) -> None:
+            state = "ok" if r.ok else "FAILED"
+            c = r.cell
+            bar.update(task, completed=done, description=f"{c.env} {c.mode} s{c.seed} {state}")
+
+        result = run_sweep(cfg, tick)
+    command = "stoic replay " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    write_sweep_report(result, report, command=command)
+    failed = result.failed
+    typer.echo(
+        f"{len(result.cells)} replays ({len(entries)} environments × {len(mode_list)} modes × "
+        f"{seeds} seeds) in {result.wall_s:.0f} s on {result.jobs} workers; "
+        f"{len(failed)} failed; report in {report}"
+    )
+    if failed:
+        first = failed[0]
+        typer.echo(
+            f"stoic: error: {len(failed)} replay(s) failed, e.g. {first.cell.env} "
+            f"{first.cell.mode} seed {first.cell.seed}: {first.error}",
+            err=True,
+        )
+        raise typer.Exit(1)
+
+
+@env_app.command("random")
+def env_random(
+    seed: int = typer.Option(..., "--seed", min=0, help="the environment's seed"),
+    out: Path | None = typer.Option(None, "--out", help="write the YAML here, not stdout"),
+) -> None:
+    """Draw a valid environment spec from the documented ranges (docs/replay.md)."""
+    from stoic.replay.randenv import random_yaml
+
+    text = random_yaml(seed)
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        typer.echo(f"wrote random environment {seed} to {out}", err=True)
+
+
+@env_app.command("check")
+def env_check(
+    files: list[Path] = typer.Argument(..., help="spec files or directories of *.yaml"),
+) -> None:
+    """Validate environment specs against the configured runtimes; exit 2 if one is bad."""
+    from stoic.replay.sweep import check_env, discover_envs
+
+    bad = 0
+    for e in discover_envs(files):
+        err = check_env(e.path)
+        if err is None:
+            typer.echo(f"ok {e.path}")
+        else:
+            bad += 1
+            typer.echo(f"stoic: error: {err}", err=True)
+    if bad:
+        raise typer.Exit(2)

@@ -306,6 +306,8 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
         env,
         now_s=lambda: loop.time() - origin - warmup_s,
         probe_key=lambda: round((loop.time() - origin) / period),
+        # The inquisitor probes on its tick: loop time k·period, read as now_s() does.
+        probe_time=lambda keys: keys * period - origin - warmup_s,
     )
     backends: dict[str, RuntimeBackend] = dict.fromkeys(runtimes, backend)
     predictor = Predictor(settings)

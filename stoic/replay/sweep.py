@@ -1,0 +1,409 @@
+"""The sweep: every environment × mode × seed, replayed in parallel and tabulated.
+
+One replay says how a policy fares in one world; a policy worth keeping must fare well
+in many. :func:`run_sweep` runs :func:`~stoic.replay.runner.run_replay` for every cell
+(environment spec, mode, seed) in worker processes — replays are CPU-bound Python, so
+processes, not threads — and aggregates each (environment, mode) over seeds.
+
+* **One entry point.** A cell is a :class:`~stoic.replay.runner.ReplayConfig` run by
+  the same ``run_replay`` as ``stoic replay``; modes are the strings the replay accepts,
+  so a mode added to the replay is swept by naming it.
+* **Open columns.** What is measured of a cell is the list :data:`METRICS`: a metric is
+  a name, a label, a unit and a function of the replay's result and its score. Add one
+  there (a top-level function, so workers have it) and it appears in the JSON, the
+  Markdown table and the aggregates.
+* **Failures stay local.** A spec that does not validate is found before any work (the
+  error names the file and the key) and marks its cells failed; a cell that raises is
+  recorded with its error; every other cell still runs, and the report is written. The
+  caller decides what a failed cell means (the CLI exits non-zero after the report).
+* **Deterministic.** A cell depends on its spec, mode and seed only: the same sweep gives
+  the same figures with any number of workers.
+
+Aggregates: mean, sample standard deviation (n − 1; 0 for one seed), min and max over
+the seeds whose cell succeeded.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing
+import os
+import time
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from stoic.errors import InputError, StoicError
+
+if TYPE_CHECKING:
+    from stoic.replay.runner import ReplayResult
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODES = (
+    "selector",
+    "duplicator-gpu1",
+    "duplicator-gpu2",
+    "edge-only",
+    "gpu1-only",
+    "oracle",
+)
+#: Modes that need the ground truth; they are references, not candidates for "best".
+REFERENCE_MODES = frozenset({"oracle"})
+
+
+# Metrics ------------------------------------------------------------------------------
+
+Unit = Literal["ratio", "s", "count"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One column: ``compute(result, scored)`` → a number (or None: not defined)."""
+
+    key: str
+    label: str
+    unit: Unit
+    compute: Callable[[ReplayResult, dict[str, Any]], float | None]
+    lower_is_better: bool = True
+
+
+def _success(_: ReplayResult, scored: dict[str, Any]) -> float | None:
+    v = scored["summary"]["success_rate"]
+    return None if v is None else float(v)
+
+
+def _vs_min_lat(_: ReplayResult, scored: dict[str, Any]) -> float | None:
+    v = scored["summary"]["vs_min_lat"]
+    return None if v is None else float(v)
+
+
+def _vs_worst(_: ReplayResult, scored: dict[str, Any]) -> float | None:
+    v = scored["summary"]["vs_worst"]
+    return None if v is None else float(v)
+
+
+def _gpus(result: ReplayResult, runtime: str) -> int:
+    rt = result.env.runtimes.get(runtime)
+    return max(rt.gpus, 1) if rt is not None else 1
+
+
+def _cloud_used(result: ReplayResult, scored: dict[str, Any]) -> float:
+    """Pod seconds (ready to teardown) × GPUs (a CPU pod counts 1) of every cloud leg,
+    as Table 5 counts them."""
+    return float(sum(r["cloud_used_s"] * _gpus(result, r["planned"]) for r in scored["batches"]))
+
+
+def _cloud_wasted(result: ReplayResult, scored: dict[str, Any]) -> float:
+    """The part of :func:`_cloud_used` spent on cloud legs that lost the race or whose
+    call failed (a timed-out deployment has no ready pod and adds nothing)."""
+    return float(sum(r["cloud_wasted_s"] * _gpus(result, r["planned"]) for r in scored["batches"]))
+
+
+METRICS: list[Metric] = [
+    Metric("success_rate", "success", "ratio", _success, lower_is_better=False),
+    Metric("vs_min_lat", "% of MIN-LAT", "ratio", _vs_min_lat),
+    Metric("vs_worst", "% of worst", "ratio", _vs_worst),
+    Metric("cloud_used_s", "cloud s used (×GPUs)", "s", _cloud_used),
+    Metric("cloud_wasted_s", "cloud s wasted (×GPUs)", "s", _cloud_wasted),
+]
+
+
+def metric(key: str) -> Metric:
+    for m in METRICS:
+        if m.key == key:
+            return m
+    raise KeyError(key)
+
+
+# Cells ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One replay of the sweep. Picklable: it crosses to a worker process."""
+
+    env: str
+    env_path: Path
+    mode: str
+    seed: int
+    days: int
+    batches: int | None = None  # per day; None: the replay's default (162)
+    hours: int | None = None
+    warmup_periods: int | None = None
+    probes: str = "auto"
+
+
+@dataclass
+class CellResult:
+    cell: Cell
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    wall_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def run_cell(cell: Cell) -> CellResult:
+    """Replay one cell and measure it (the work function of the worker processes).
+
+    Never raises: an error becomes the result's ``error`` (a stoic error's own message,
+    which names the file and key; anything else with its type and last frames).
+    """
+    from stoic.replay.runner import ReplayConfig, run_replay
+    from stoic.replay.scoring import score
+
+    t0 = time.perf_counter()
+    try:
+        cfg = ReplayConfig(
+            env_path=cell.env_path,
+            mode=cell.mode,
+            days=cell.days,
+            batches=cell.batches,
+            hours=cell.hours,
+            seed=cell.seed,
+            probes=cell.probes,
+            warmup_periods=cell.warmup_periods,
+        )
+        result = run_replay(cfg)
+        scored = score(result)
+        values = {m.key: m.compute(result, scored) for m in METRICS}
+        s = scored["summary"]
+        details = {
+            "batches": s["batches"],
+            "choices": s["choices"],
+            "ran_on": s["ran_on"],
+            "best": s["best"],
+            "fell_back": s["fell_back"],
+            "wrong_by_size": s["wrong_by_size"],
+            "latency_s": s["latency_s"],
+            "min_lat_s": s["min_lat_s"],
+            "worst_s": s["worst_s"],
+            **excess(scored["batches"]),
+        }
+        return CellResult(cell, values, details, None, time.perf_counter() - t0)
+    except StoicError as exc:
+        return CellResult(cell, error=str(exc), wall_s=time.perf_counter() - t0)
+    except Exception as exc:  # a failing cell must not take the others with it
+        where = "".join(traceback.format_exception(exc, limit=-3)).strip().splitlines()
+        msg = f"{cell.env_path}: {type(exc).__name__}: {exc} ({' | '.join(where[-4:])})"
+        return CellResult(cell, error=msg, wall_s=time.perf_counter() - t0)
+
+
+def excess(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Where the latency above MIN-LAT went: by cause and by batch size (seconds).
+
+    Causes, per batch: ``fell_back`` (the planned cloud leg failed — a deployment
+    timeout — and the edge ran it after), ``wrong_choice`` (the scorer's success is
+    false), ``right_choice`` (a right choice that still cost more than the best total,
+    e.g. a duplicator's measured race, or a tie broken by noise). Negative excess (a
+    duplicator beating every sequential total) counts too, so the causes sum to
+    latency − MIN-LAT.
+    """
+    from stoic.replay.scoring import _bin
+
+    cause: dict[str, float] = {"fell_back": 0.0, "wrong_choice": 0.0, "right_choice": 0.0}
+    size: dict[str, float] = {}
+    for r in rows:
+        x = float(r["latency_s"] - r["min_lat_s"])
+        key = (
+            "fell_back" if r["fell_back"] else ("right_choice" if r["success"] else "wrong_choice")
+        )
+        cause[key] += x
+        b = _bin(int(r["images"]))
+        size[b] = size.get(b, 0.0) + x
+    return {"excess_by_cause_s": cause, "excess_by_size_s": size}
+
+
+def _init_worker() -> None:
+    logging.getLogger("stoic").setLevel(logging.ERROR)
+
+
+# The sweep -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EnvEntry:
+    name: str
+    path: Path
+
+
+def discover_envs(paths: Iterable[Path]) -> list[EnvEntry]:
+    """Spec files from files and directories (``*.yaml``/``*.yml``, sorted), named by
+    file stem (or by path where two stems clash). Raises InputError if none is found."""
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted([*p.glob("*.yaml"), *p.glob("*.yml")])
+            if not found:
+                raise InputError(f"--envs: {p}: no *.yaml environment spec in this directory")
+            files += found
+        elif p.exists():
+            files.append(p)
+        else:
+            raise InputError(f"--envs: {p}: no such file or directory")
+    seen: dict[Path, Path] = {}
+    for f in files:
+        seen.setdefault(f.absolute(), f)
+    unique = list(seen.values())
+    stems = [f.stem for f in unique]
+    out = []
+    for f in unique:
+        name = f.stem if stems.count(f.stem) == 1 else str(f)
+        out.append(EnvEntry(name, f))
+    return out
+
+
+def check_env(path: Path) -> str | None:
+    """None if the spec loads and covers the configured runtimes, else the error."""
+    from stoic.backends.simulated import EnvSpec
+    from stoic.settings import Settings
+
+    try:
+        EnvSpec.load(path).check_runtimes(Settings().runtime_list(), str(path))
+    except StoicError as exc:
+        return str(exc)
+    return None
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    envs: Sequence[EnvEntry]
+    modes: Sequence[str] = DEFAULT_MODES
+    seeds: Sequence[int] = (0, 1, 2, 3, 4)
+    days: int = 3
+    batches: int | None = None
+    hours: int | None = None
+    warmup_periods: int | None = None
+    probes: str = "auto"
+    jobs: int | None = None  # None: every core this process may use
+
+    def cells(self) -> list[Cell]:
+        return [
+            Cell(
+                e.name,
+                e.path,
+                mode,
+                seed,
+                self.days,
+                self.batches,
+                self.hours,
+                self.warmup_periods,
+                self.probes,
+            )
+            for e in self.envs
+            for mode in self.modes
+            for seed in self.seeds
+        ]
+
+
+@dataclass
+class SweepResult:
+    config: SweepConfig
+    cells: list[CellResult]
+    env_errors: dict[str, str]
+    jobs: int
+    wall_s: float
+
+    @property
+    def failed(self) -> list[CellResult]:
+        return [c for c in self.cells if not c.ok]
+
+
+def default_jobs() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def check_modes(modes: Iterable[str]) -> None:
+    """Fail before any work on a mode the replay does not know."""
+    from stoic.replay.runner import parse_mode
+
+    for m in modes:
+        parse_mode(m)
+
+
+def run_sweep(
+    cfg: SweepConfig, progress: Callable[[CellResult, int, int], None] | None = None
+) -> SweepResult:
+    """Run every cell (in ``cfg.jobs`` worker processes; 1: in this process)."""
+    t0 = time.perf_counter()
+    check_modes(cfg.modes)
+    jobs = cfg.jobs or default_jobs()
+    env_errors = {e.name: err for e in cfg.envs if (err := check_env(e.path)) is not None}
+    cells = cfg.cells()
+    results: dict[Cell, CellResult] = {}
+    for c in cells:
+        if c.env in env_errors:
+            results[c] = CellResult(c, error=env_errors[c.env])
+    todo = [c for c in cells if c not in results]
+    total, done = len(cells), len(results)
+    if jobs == 1 or len(todo) <= 1:
+        for c in todo:
+            results[c] = r = run_cell(c)
+            done += 1
+            if progress:
+                progress(r, done, total)
+    else:
+        # spawn, not fork: the parent may hold threads (the progress bar) and loggers.
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(
+            max_workers=min(jobs, len(todo)), mp_context=ctx, initializer=_init_worker
+        ) as pool:
+            futures: dict[Future[CellResult], Cell] = {pool.submit(run_cell, c): c for c in todo}
+            for fut in as_completed(futures):
+                c = futures[fut]
+                try:
+                    r = fut.result()
+                except Exception as exc:  # the worker died (killed, out of memory)
+                    r = CellResult(c, error=f"{c.env_path}: worker failed: {exc!r}")
+                results[c] = r
+                done += 1
+                if progress:
+                    progress(r, done, total)
+    ordered = [results[c] for c in cells]
+    return SweepResult(cfg, ordered, env_errors, jobs, time.perf_counter() - t0)
+
+
+# Aggregation ---------------------------------------------------------------------------
+
+
+def aggregate(values: Sequence[float]) -> dict[str, float | int | None]:
+    """mean, sample std (n − 1; 0 for one value), min, max, n."""
+    n = len(values)
+    if n == 0:
+        return {"n": 0, "mean": None, "std": None, "min": None, "max": None}
+    mean = math.fsum(values) / n
+    var = math.fsum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else 0.0
+    return {"n": n, "mean": mean, "std": math.sqrt(var), "min": min(values), "max": max(values)}
+
+
+def table(result: SweepResult) -> list[dict[str, Any]]:
+    """One row per (environment, mode): the aggregates of every metric over seeds."""
+    rows = []
+    for e in result.config.envs:
+        for mode in result.config.modes:
+            cells = [c for c in result.cells if c.cell.env == e.name and c.cell.mode == mode]
+            ok = [c for c in cells if c.ok]
+            row: dict[str, Any] = {
+                "env": e.name,
+                "mode": mode,
+                "seeds": len(cells),
+                "failed": len(cells) - len(ok),
+                "errors": sorted({c.error for c in cells if c.error}),
+                "metrics": {},
+            }
+            for m in METRICS:
+                vals = [v for c in ok if (v := c.metrics.get(m.key)) is not None]
+                row["metrics"][m.key] = aggregate(vals)
+            rows.append(row)
+    return rows

@@ -1,0 +1,222 @@
+"""The sweep's report: ``sweep.json``, ``sweep.md`` and a plot of % of MIN-LAT.
+
+``sweep.json`` holds the configuration, the metric definitions, every cell (its
+figures, a few details such as choice counts and wrong choices by batch size, or its
+error) and the table of aggregates. ``sweep.md`` shows the table (mean ± sample standard
+deviation over seeds), a pivot of % of MIN-LAT per environment and mode with the best
+non-reference mode of each environment in bold, and every error. ``vs_min_lat.png``:
+grouped bars per environment, one per mode, error bars ± one standard deviation.
+Columns come from :data:`stoic.replay.sweep.METRICS`, so a new metric needs no change
+here. matplotlib is imported in the plot function only, with the Agg backend.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from stoic.replay.sweep import METRICS, REFERENCE_MODES, Metric, SweepResult, table
+
+PLOT = "vs_min_lat.png"
+#: The plot's y axis stops here (% of MIN-LAT); taller bars are labelled with their value.
+PLOT_CAP_PCT = 250.0
+
+
+def _fmt(m: Metric, v: float | None) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    if m.unit == "ratio":
+        return f"{100 * v:.1f}"
+    return f"{v:,.0f}"
+
+
+def _cell(m: Metric, agg: dict[str, Any]) -> str:
+    if not agg["n"]:
+        return "–"
+    unit = " %" if m.unit == "ratio" else (" s" if m.unit == "s" else "")
+    return f"{_fmt(m, agg['mean'])} ± {_fmt(m, agg['std'])}{unit}"
+
+
+def write_sweep_report(result: SweepResult, out_dir: Path, *, command: str = "") -> dict[str, Any]:
+    """Write the three files into ``out_dir``; return the JSON document."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = result.config
+    rows = table(result)
+    doc: dict[str, Any] = {
+        "meta": {
+            "command": command,
+            "envs": {e.name: str(e.path) for e in cfg.envs},
+            "modes": list(cfg.modes),
+            "seeds": list(cfg.seeds),
+            "days": cfg.days,
+            "batches_per_day": cfg.batches,
+            "hours": cfg.hours,
+            "probes": cfg.probes,
+            "jobs": result.jobs,
+            "wall_s": result.wall_s,
+            "cells": len(result.cells),
+            "failed": len(result.failed),
+            "aggregate": "mean, sample standard deviation (n-1), min and max over seeds",
+        },
+        "metrics": [
+            {"key": m.key, "label": m.label, "unit": m.unit, "lower_is_better": m.lower_is_better}
+            for m in METRICS
+        ],
+        "env_errors": result.env_errors,
+        "table": rows,
+        "cells": [
+            {
+                "env": c.cell.env,
+                "mode": c.cell.mode,
+                "seed": c.cell.seed,
+                "metrics": c.metrics,
+                "details": c.details,
+                "error": c.error,
+                "wall_s": c.wall_s,
+            }
+            for c in result.cells
+        ],
+    }
+    (out_dir / "sweep.json").write_text(json.dumps(doc, indent=1, default=_jsonable) + "\n")
+    plotted = _plot(result, rows, out_dir / PLOT)
+    (out_dir / "sweep.md").write_text(_markdown(result, rows, command, plotted))
+    return doc
+
+
+def _jsonable(x: Any) -> Any:
+    return str(x)
+
+
+def _markdown(result: SweepResult, rows: list[dict[str, Any]], command: str, plot: bool) -> str:
+    cfg = result.config
+    n_envs, n_modes, n_seeds = len(cfg.envs), len(cfg.modes), len(cfg.seeds)
+    per_day = cfg.batches if cfg.batches is not None else 162
+    span = f"{cfg.hours} hours" if cfg.hours else f"{cfg.days} day(s) × {per_day} batches"
+    L = ["# Sweep report", ""]
+    if command:
+        L += ["Made with:", "", "```", command, "```", ""]
+    L += [
+        f"{n_envs} environments × {n_modes} modes × {n_seeds} seeds "
+        f"({', '.join(map(str, cfg.seeds))}), {span} each: {len(result.cells)} replays, "
+        f"{len(result.failed)} failed; {result.wall_s:.0f} s of wall time on {result.jobs} "
+        "worker process(es).",
+        "",
+        "Each figure is the mean ± the sample standard deviation over seeds (min and max "
+        "are in `sweep.json`). Success: the scorer's right-placement rate (duplicators: "
+        "the paper's conditional choice). Cloud seconds: pod seconds × GPUs (a CPU pod "
+        "counts 1) from pod-ready to teardown, *used* by every cloud leg, *wasted* by "
+        "legs that lost the race or whose call failed (a deployment that timed out never "
+        "had a ready pod: it counts nothing here, but its wait is in the latency).",
+        "",
+        "## % of MIN-LAT per environment and mode",
+        "",
+        "Mean over seeds; bold: the best mode of the environment that needs no "
+        "ground truth (not " + ", ".join(sorted(REFERENCE_MODES)) + ").",
+        "",
+        "| environment | " + " | ".join(cfg.modes) + " |",
+        "|---|" + "---|" * n_modes,
+    ]
+    by = {(r["env"], r["mode"]): r for r in rows}
+    for e in cfg.envs:
+        means = {mode: by[(e.name, mode)]["metrics"]["vs_min_lat"]["mean"] for mode in cfg.modes}
+        cands = [m for m, v in means.items() if v is not None and m not in REFERENCE_MODES]
+        best = min(cands, key=lambda m: means[m]) if cands else None
+        cells = []
+        for mode in cfg.modes:
+            v = means[mode]
+            txt = (
+                "error"
+                if by[(e.name, mode)]["failed"] and v is None
+                else ("–" if v is None else f"{100 * v:.1f}")
+            )
+            cells.append(f"**{txt}**" if mode == best else txt)
+        L.append(f"| {e.name} | " + " | ".join(cells) + " |")
+    if plot:
+        L += ["", f"![% of MIN-LAT per environment and mode]({PLOT})"]
+    L += [
+        "",
+        "## Every (environment, mode)",
+        "",
+        "| environment | mode | " + " | ".join(m.label for m in METRICS) + " | seeds ok |",
+        "|---|---|" + "---|" * len(METRICS) + "---|",
+    ]
+    for r in rows:
+        ok = r["seeds"] - r["failed"]
+        figs = " | ".join(_cell(m, r["metrics"][m.key]) for m in METRICS)
+        L.append(f"| {r['env']} | {r['mode']} | {figs} | {ok}/{r['seeds']} |")
+    errors = [c for c in result.cells if c.error]
+    if errors:
+        L += ["", "## Errors", ""]
+        for name, err in result.env_errors.items():
+            L.append(f"* `{name}` (every cell): {err}")
+        for c in errors:
+            if c.cell.env not in result.env_errors:
+                L.append(f"* `{c.cell.env}` {c.cell.mode} seed {c.cell.seed}: {c.error}")
+    L.append("")
+    return "\n".join(L)
+
+
+def _plot(result: SweepResult, rows: list[dict[str, Any]], path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cfg = result.config
+    by = {(r["env"], r["mode"]): r["metrics"]["vs_min_lat"] for r in rows}
+    envs, modes = [e.name for e in cfg.envs], list(cfg.modes)
+    if not any(by[(e, m)]["n"] for e in envs for m in modes):
+        return False
+    # About 60 bars a row: environments wrap onto more rows rather than one wide strip.
+    per_row = max(1, min(len(envs), 60 // max(len(modes), 1)))
+    n_rows = math.ceil(len(envs) / per_row)
+    width = min(16.0, max(8.0, 0.2 * per_row * len(modes) + 2))
+    fig, axes = plt.subplots(n_rows, 1, figsize=(width, 3.4 * n_rows + 0.6), squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    bar = 0.8 / max(len(modes), 1)
+    for row_i in range(n_rows):
+        ax = axes[row_i][0]
+        chunk = envs[row_i * per_row : (row_i + 1) * per_row]
+        top, bottom = 0.0, 100.0
+        for j, mode in enumerate(modes):
+            xs, ys, errs = [], [], []
+            for i, env in enumerate(chunk):
+                agg = by[(env, mode)]
+                if agg["n"]:
+                    xs.append(i - 0.4 + bar * (j + 0.5))
+                    ys.append(100 * agg["mean"])
+                    errs.append(100 * agg["std"])
+            top = max([top, *(y + e for y, e in zip(ys, errs, strict=True))])
+            bottom = min([bottom, *(y - e for y, e in zip(ys, errs, strict=True))])
+            label = mode if row_i == 0 else None
+            ax.bar(xs, ys, bar, yerr=errs, capsize=2, label=label, color=cmap(j % 10))
+            for x, y in zip(xs, ys, strict=True):
+                if y > PLOT_CAP_PCT:
+                    ax.text(
+                        x,
+                        PLOT_CAP_PCT * 0.98,
+                        f"{y:.0f}",
+                        ha="center",
+                        va="top",
+                        fontsize=6,
+                        rotation=90,
+                    )
+        ax.axhline(100, color="black", lw=0.8, ls="--")
+        ax.set_ylim(min(80.0, bottom - 5), min(max(top * 1.05, 110), PLOT_CAP_PCT))
+        ax.set_xlim(-0.5, per_row - 0.5)
+        ax.set_xticks(range(len(chunk)), chunk, rotation=20, ha="right", fontsize=8)
+        ax.set_ylabel("% of MIN-LAT")
+    axes[0][0].legend(
+        fontsize=7,
+        ncol=min(len(modes), 8),
+        loc="lower center",
+        bbox_to_anchor=(0.5, 1.0),
+        frameon=False,
+    )
+    fig.suptitle("Aggregate latency as % of MIN-LAT (mean ± sd over seeds)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True

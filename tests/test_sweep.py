@@ -1,0 +1,216 @@
+"""The sweep: every env × mode × seed in worker processes, one table, failures kept local."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stoic.errors import InputError
+from stoic.replay import sweep as sweep_mod
+from stoic.replay.runner import DEFAULT_ENV
+from stoic.replay.sweep import (
+    Metric,
+    SweepConfig,
+    aggregate,
+    discover_envs,
+    run_sweep,
+    table,
+)
+from stoic.replay.sweep_report import write_sweep_report
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = dict(days=1, batches=3, warmup_periods=5)
+
+
+@pytest.fixture(autouse=True)
+def _quiet() -> None:
+    logging.getLogger("stoic").setLevel(logging.ERROR)
+
+
+@pytest.fixture
+def envs(tmp_path: Path) -> Path:
+    d = tmp_path / "envs"
+    d.mkdir()
+    shutil.copy(DEFAULT_ENV, d / "a-nautilus.yaml")
+    shutil.copy(REPO / "workload" / "envs" / "fast-cloud.yaml", d / "b-fast.yaml")
+    return d
+
+
+def _bad(d: Path) -> Path:
+    raw = yaml.safe_load(DEFAULT_ENV.read_text())
+    raw["runtimes"]["gpu1"]["deployment"]["median_sec"] = 3
+    f = d / "c-bad.yaml"
+    f.write_text(yaml.safe_dump(raw))
+    return f
+
+
+def test_small_sweep_in_workers_equals_in_process(envs: Path, tmp_path: Path) -> None:
+    cfg = SweepConfig(
+        envs=discover_envs([envs]),
+        modes=("selector", "duplicator-gpu1"),
+        seeds=(0, 1),
+        jobs=2,
+        **TINY,
+    )
+    par = run_sweep(cfg)
+    seq = run_sweep(SweepConfig(**{**cfg.__dict__, "jobs": 1}))
+    assert par.jobs == 2 and len(par.cells) == 8 and not par.failed
+    assert [c.metrics for c in par.cells] == [c.metrics for c in seq.cells]
+    for c in par.cells:  # the causes of the latency above MIN-LAT add up to it
+        d = c.details
+        gap = d["latency_s"] - d["min_lat_s"]
+        assert sum(d["excess_by_cause_s"].values()) == pytest.approx(gap, abs=1e-6)
+        assert sum(d["excess_by_size_s"].values()) == pytest.approx(gap, abs=1e-6)
+    rows = table(par)
+    assert [(r["env"], r["mode"]) for r in rows] == [
+        ("a-nautilus", "selector"),
+        ("a-nautilus", "duplicator-gpu1"),
+        ("b-fast", "selector"),
+        ("b-fast", "duplicator-gpu1"),
+    ]
+    for r in rows:
+        agg = r["metrics"]["vs_min_lat"]
+        assert agg["n"] == 2 and agg["min"] <= agg["mean"] <= agg["max"]
+        assert 0 <= r["metrics"]["success_rate"]["mean"] <= 1
+    # the duplicator starts a cloud leg for every batch: it uses cloud time
+    dup = next(r for r in rows if r["mode"] == "duplicator-gpu1")
+    assert dup["metrics"]["cloud_used_s"]["mean"] > 0
+    doc = write_sweep_report(par, tmp_path / "rep", command="stoic replay sweep ...")
+    assert (tmp_path / "rep" / "vs_min_lat.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((tmp_path / "rep" / "sweep.json").read_text())["meta"]["cells"] == 8
+    assert doc["meta"]["failed"] == 0
+    md = (tmp_path / "rep" / "sweep.md").read_text()
+    assert "| a-nautilus | selector |" in md and "% of MIN-LAT" in md
+
+
+def test_bad_spec_is_reported_and_the_others_finish(envs: Path, tmp_path: Path) -> None:
+    bad = _bad(envs)
+    cfg = SweepConfig(envs=discover_envs([envs]), modes=("edge-only",), seeds=(0,), **TINY)
+    res = run_sweep(cfg)
+    assert set(res.env_errors) == {"c-bad"}
+    err = res.env_errors["c-bad"]
+    assert str(bad) in err and "runtimes.gpu1.deployment.median_sec: unknown key" in err
+    ok = {c.cell.env for c in res.cells if c.ok}
+    assert ok == {"a-nautilus", "b-fast"}
+    write_sweep_report(res, tmp_path / "rep")
+    md = (tmp_path / "rep" / "sweep.md").read_text()
+    assert "## Errors" in md and "median_sec: unknown key" in md
+    row = next(r for r in table(res) if r["env"] == "c-bad")
+    assert row["failed"] == 1 and row["metrics"]["vs_min_lat"]["n"] == 0
+
+
+def test_a_failing_cell_is_recorded(envs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An exception inside a replay (not a bad spec) fails that cell only."""
+    import stoic.replay.runner as runner
+
+    real = runner.run_replay
+
+    def flaky(cfg, progress=None):
+        if cfg.seed == 1:
+            raise ZeroDivisionError("boom")
+        return real(cfg, progress)
+
+    monkeypatch.setattr(runner, "run_replay", flaky)
+    cfg = SweepConfig(
+        envs=discover_envs([envs / "a-nautilus.yaml"]),
+        modes=("selector",),
+        seeds=(0, 1),
+        jobs=1,
+        **TINY,
+    )
+    res = run_sweep(cfg)
+    assert [c.ok for c in res.cells] == [True, False]
+    assert "ZeroDivisionError: boom" in (res.cells[1].error or "")
+
+
+def test_metrics_are_an_open_list(
+    envs: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    extra = Metric("batches", "batches", "count", lambda result, scored: len(result.records))
+    monkeypatch.setattr(sweep_mod, "METRICS", [*sweep_mod.METRICS, extra])
+    monkeypatch.setattr("stoic.replay.sweep_report.METRICS", sweep_mod.METRICS)
+    cfg = SweepConfig(
+        envs=discover_envs([envs / "a-nautilus.yaml"]),
+        modes=("oracle",),
+        seeds=(3,),
+        jobs=1,
+        **TINY,
+    )
+    res = run_sweep(cfg)
+    assert res.cells[0].metrics["batches"] == 3
+    doc = write_sweep_report(res, tmp_path)
+    assert doc["table"][0]["metrics"]["batches"]["mean"] == 3
+    assert "| batches |" in (tmp_path / "sweep.md").read_text().replace(" | seeds ok", "")
+
+
+def test_aggregate() -> None:
+    a = aggregate([1.0, 2.0, 3.0])
+    assert a == {"n": 3, "mean": 2.0, "std": 1.0, "min": 1.0, "max": 3.0}
+    assert aggregate([5.0])["std"] == 0.0
+    assert aggregate([])["mean"] is None
+
+
+def test_discover_envs(envs: Path) -> None:
+    names = [e.name for e in discover_envs([envs, envs / "a-nautilus.yaml"])]
+    assert names == ["a-nautilus", "b-fast"]  # a file given twice counts once
+    with pytest.raises(InputError, match="no such file"):
+        discover_envs([envs / "nope.yaml"])
+    empty = envs / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match=r"no \*\.yaml"):
+        discover_envs([empty])
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "stoic.cli", *args], capture_output=True, text=True, check=False
+    )
+
+
+def test_cli_sweep_writes_report_then_exits_1_on_a_bad_spec(envs: Path, tmp_path: Path) -> None:
+    _bad(envs)
+    rep = tmp_path / "rep"
+    r = _cli(
+        "replay", "sweep",
+        "--envs", str(envs / "a-nautilus.yaml"), "--envs", str(envs / "c-bad.yaml"),
+        "--modes", "selector,oracle", "--seeds", "1", "--days", "1", "--batches", "2",
+        "--warmup-periods", "5", "--random", "1", "--jobs", "2", "--no-progress",
+        "--report", str(rep),
+    )  # fmt: skip
+    assert r.returncode == 1, r.stderr
+    assert "c-bad.yaml" in r.stderr and "median_sec: unknown key" in r.stderr
+    doc = json.loads((rep / "sweep.json").read_text())
+    assert list(doc["meta"]["envs"]) == ["a-nautilus", "c-bad", "random-000"]
+    ok = [(c["env"], c["mode"]) for c in doc["cells"] if c["error"] is None]
+    assert ok == [
+        ("a-nautilus", "selector"),
+        ("a-nautilus", "oracle"),
+        ("random-000", "selector"),
+        ("random-000", "oracle"),
+    ]
+    assert (rep / "envs" / "random-000.yaml").exists()
+    assert (rep / "vs_min_lat.png").read_bytes()[:4] == b"\x89PNG"
+    assert "stoic replay sweep --envs" in (rep / "sweep.md").read_text()
+
+
+def test_cli_sweep_bad_mode_one_line_exit_2(envs: Path, tmp_path: Path) -> None:
+    r = _cli("replay", "sweep", "--envs", str(envs), "--modes", "selector,teleport",
+             "--report", str(tmp_path / "r"))  # fmt: skip
+    assert r.returncode == 2
+    assert "unknown mode 'teleport'" in r.stderr and r.stderr.strip().count("\n") == 0
+    assert not (tmp_path / "r").exists()
+
+
+def test_single_replay_cli_still_works(tmp_path: Path) -> None:
+    r = _cli("replay", "--batches", "2", "--no-progress", "--report", str(tmp_path / "r"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "r" / "report.json").exists()
+    r = _cli("replay", "--batches", "2")
+    assert r.returncode == 2 and "Missing option '--report'" in r.stderr
