@@ -279,4 +279,6 @@ class Outcome:
     kept_cloud: bool | None = None  # duplicator: the decision at pod-ready (None: none made)
     choice_correct: bool | None = None  # duplicator: did that decision win (None: unknown)
     shares: dict[str, int] = field(default_factory=dict)  # share: images labelled per runtime
+    cloud_by: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """Share: (used, wasted) pod seconds per cloud runtime (× GPUs is the report's)."""
     duplicate_images: int = 0  # share: images labelled twice (the straggler hedge)

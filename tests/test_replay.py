@@ -106,3 +106,55 @@ def test_probe_shortcut_matches_full_probing() -> None:
     ]
     close = sum(abs(x - y) < 1.0 for x, y in zip(d_full, d_win, strict=False))
     assert close >= 0.8 * min(len(d_full), len(d_win))
+
+
+# Share mode in the replay ----------------------------------------------------------------
+
+
+def test_share_replay_labels_every_image_once_and_never_beats_the_fluid_bound() -> None:
+    """The same requester code on the simulated backend: each batch's images are all
+    labelled once, by the runtimes the plan named, and no batch finishes before its
+    fluid lower bound (hindsight, perfectly divisible work)."""
+    r = run_replay(ReplayConfig(mode="share", seed=2, batches=20, warmup_periods=60))
+    scored = score(r)
+    for rec, row in zip(r.records, scored["batches"], strict=True):
+        n = rec.batch.images
+        assert [x["index"] for x in rec.outcome.results] == list(range(n))
+        assert sum(rec.outcome.shares.values()) == n
+        assert set(rec.outcome.shares) <= {"edge", *rec.plan.share_clouds}
+        assert row["latency_s"] >= row["fluid_s"] - 1e-6
+    s = scored["summary"]
+    assert s["vs_fluid"] >= 1.0 and s["share"]["images"]
+    assert s["latency_s"] < s["min_lat_s"] * 1.05  # the edge at least, pods when worth it
+
+
+async def test_the_simulated_uplink_is_shared_by_the_uploads_in_flight(looptime: object) -> None:
+    """Two 100-byte uploads at 10 B/s started together take 20 s each; a third started
+    at 5 s slows them down from there (processor sharing)."""
+    import asyncio
+
+    from stoic.backends.simulated import SharedUplink
+
+    link = SharedUplink(10.0)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+
+    async def later() -> float:
+        await asyncio.sleep(5)
+        return await link.transfer(50)
+
+    a, b, c = await asyncio.gather(link.transfer(100), link.transfer(100), later())
+    # 0-5 s: two flows at 5 B/s (25 B each); then three at 3.33 B/s: the 50-byte one
+    # needs 15 s (done at 20 s, the others have 25 B left), then two at 5 B/s: 5 s more.
+    # (the loop clock rounds each timer up to its resolution: a few ms over 25 s)
+    assert (a, b, c) == pytest.approx((25.0, 25.0, 15.0), abs=0.05)
+    assert loop.time() - t0 == pytest.approx(25.0, abs=0.05)
+
+
+def test_a_chunk_call_pays_the_fixed_cost_once_per_deployment() -> None:
+    from stoic.backends.simulated import CALL_OVERHEAD_SHARE, RuntimeTruth
+
+    t = RuntimeTruth("gpu1", 1.0, [30.0], 28.0 + 0.5 * 100, 0.0, 0.0, 0, 0.5, 28.0, 0.1)
+    assert t.chunk_s(100, first=True) == pytest.approx(t.processing_s)  # one whole call
+    assert t.chunk_s(10, first=False) == pytest.approx(5.1)
+    assert 0 < CALL_OVERHEAD_SHARE < 0.01

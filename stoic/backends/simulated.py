@@ -26,6 +26,7 @@ Nothing here is seen by the scheduler: it only sees its own measurements.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import heapq
 import math
@@ -166,16 +167,41 @@ class DeploymentSpec(_Strict):
         return self
 
 
+#: A later call's fixed cost on a warm function instance, as a share of the first call's
+#: (share mode calls one instance many times, once per chunk). Measured on stoic's own
+#: function server (docs/function.md, "Per-instance model load and per-call overhead"):
+#: the first call on a fresh instance pays the model load, 1.03–1.04 s over HTTP; every
+#: later call 3.7–4.0 ms of fixed cost (HTTP, request parsing, package lookup, the
+#: pipeline's start): 0.4 %. The paper's fixed costs (``fixed_s``) are kept for the first
+#: labelling call of each deployment, so one whole-batch call costs exactly the paper's
+#: ``per_image_s·n + fixed_s``, and the replay of the other modes is unchanged.
+CALL_OVERHEAD_SHARE = 0.004
+
+
 class ProcessingSpec(_Strict):
-    """T_p = (per_image_s·n + fixed_s)·exp(σZ) [× congestion factor]."""
+    """T_p = (per_image_s·n + fixed_s)·exp(σZ) [× congestion factor] for the first
+    labelling call of a deployment; a later call on the same deployment (share mode's
+    chunks) pays ``call_overhead_s`` instead of ``fixed_s``."""
 
     per_image_s: float = Field(ge=0)
     fixed_s: float = Field(ge=0)
+    call_overhead_s: float | None = Field(
+        None,
+        ge=0,
+        description="fixed cost of a later call on a warm instance; default fixed_s × "
+        "CALL_OVERHEAD_SHARE (measured on stoic's function)",
+    )
     sigma: float = Field(0.0, ge=0)
     congestion_rate: float = Field(0.0, ge=0, le=1)
     congestion_factor: tuple[float, float] = (1.5, 3.0)
     model_load_s: float = Field(0.0, ge=0, description="a warm-up call's duration")
     regimes: list[ProcessingRegime] = Field(default_factory=list)
+
+    @property
+    def later_call_s(self) -> float:
+        if self.call_overhead_s is not None:
+            return self.call_overhead_s
+        return self.fixed_s * CALL_OVERHEAD_SHARE
 
     @model_validator(mode="after")
     def _check(self) -> ProcessingSpec:
@@ -259,6 +285,16 @@ class RuntimeTruth:
     warmup_s: float
     total_s: float
     served: int = 0  # attempts handed out so far
+    # The batch's processing on this runtime, per call (share mode's chunks): seconds
+    # per image, the first call's fixed cost and a later call's, noise and congestion
+    # of this batch included (so one whole-batch call is exactly ``processing_s``).
+    per_image_s: float = 0.0
+    first_call_s: float = 0.0
+    later_call_s: float = 0.0
+
+    def chunk_s(self, n_images: int, *, first: bool) -> float:
+        """T_p of a call of ``n_images`` of this batch on a deployment."""
+        return self.per_image_s * n_images + (self.first_call_s if first else self.later_call_s)
 
     @property
     def deployment_s(self) -> float:
@@ -277,6 +313,9 @@ class BatchTruth:
     index: int
     at_s: float
     runtimes: dict[str, RuntimeTruth] = field(default_factory=dict)
+    n_images: int = 0
+    n_bytes: int = 0
+    uplink: SharedUplink | None = None  # concurrent uploads of this batch (share mode)
 
     def totals(self) -> dict[str, float]:
         return {n: t.total_s for n, t in self.runtimes.items()}
@@ -414,6 +453,17 @@ class SimEnvironment:
             base *= float(_regime_values(1.0, p.regimes, "factor", np.array(at_s)))
         return float(base)
 
+    def processing_factor(self, runtime: str, u: np.ndarray, at_s: float) -> float:
+        """The multiplier of one call's nominal T_p: noise, congestion, regimes."""
+        p = self.spec.runtimes[runtime].processing
+        factor = math.exp(p.sigma * float(ndtri(min(max(u[0], 1e-12), 1 - 1e-12))))
+        if u[1] < p.congestion_rate:
+            lo, hi = p.congestion_factor
+            factor *= lo + (hi - lo) * u[2]
+        if p.regimes:
+            factor *= float(_regime_values(1.0, p.regimes, "factor", np.array(at_s)))
+        return factor
+
     def bandwidth_bps(self, at_s: float, u: float) -> float:
         up = self.spec.uplink
         z = float(ndtri(min(max(u, 1e-12), 1 - 1e-12)))
@@ -476,25 +526,78 @@ class SimEnvironment:
         rng = self._audit_rng
         bw_u = float(rng.random())
         transfer = self.transfer_s(job.n_bytes, at_s, bw_u)
-        truth = BatchTruth(index, at_s)
+        truth = BatchTruth(index, at_s, n_images=job.n_images, n_bytes=job.n_bytes)
         at = np.array([at_s])
         for name, rt in self.runtimes.items():
             u_dep = rng.random((1, self.PROBE_UNIFORMS))
-            tp = self.processing_from_uniforms(name, job.n_images, rng.random(3), at_s)
+            p = self.spec.runtimes[name].processing
+            u_p = rng.random(3)
+            tp = self.processing_from_uniforms(name, job.n_images, u_p, at_s)
+            factor = self.processing_factor(name, u_p, at_s)
+            calls = (p.per_image_s * factor, p.fixed_s * factor, p.later_call_s * factor)
             if rt.is_edge:
-                truth.runtimes[name] = RuntimeTruth(name, 0.0, [], tp, 0.0, tp)
+                truth.runtimes[name] = RuntimeTruth(name, 0.0, [], tp, 0.0, tp, 0, *calls)
                 continue
             v = float(self.deployment_from_uniforms(name, at, u_dep)[0])
             dep = None if math.isnan(v) else v
             warm = self.warmup_s(name) if self.warmup else 0.0
             total = transfer + dep + warm + tp if dep is not None else self.timeout_s
-            truth.runtimes[name] = RuntimeTruth(name, transfer, [dep], tp, warm, total)
+            truth.runtimes[name] = RuntimeTruth(name, transfer, [dep], tp, warm, total, 0, *calls)
         if self.fallback is not None:
             edge_tp = truth.runtimes[self.fallback].processing_s
             for t in truth.runtimes.values():
                 if t.attempts and t.attempts[-1] is None:
                     t.total_s += edge_tp
         return truth
+
+
+class SharedUplink:
+    """One batch's uplink, shared fairly by the uploads in flight (processor sharing):
+    each of ``k`` concurrent uploads moves at ``bps / k``; an upload's end or a new one's
+    start re-divides the link. Exact on the loop clock (looptime in the replay)."""
+
+    def __init__(self, bps: float) -> None:
+        self.bps = bps
+        self._left: dict[int, float] = {}
+        self._ids = 0
+        self._last = 0.0
+        self._changed = asyncio.Event()
+
+    def _advance(self, now: float) -> None:
+        if self._left:
+            moved = (now - self._last) * self.bps / len(self._left)
+            for k in self._left:
+                self._left[k] -= moved
+        self._last = now
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def transfer(self, n_bytes: float) -> float:
+        """Move ``n_bytes``; returns the seconds it took."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        if not math.isfinite(self.bps) or n_bytes <= 0:
+            return 0.0
+        self._advance(start)
+        self._ids += 1
+        me = self._ids
+        self._left[me] = float(n_bytes)
+        self._notify()
+        try:
+            while self._left[me] > 1e-6:
+                rate = self.bps / len(self._left)
+                changed = self._changed
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._left[me] / rate):
+                        await changed.wait()
+                self._advance(loop.time())
+        finally:
+            self._advance(loop.time())
+            del self._left[me]
+            self._notify()
+        return loop.time() - start
 
 
 # Backend ------------------------------------------------------------------------------
@@ -536,6 +639,7 @@ class SimulatedBackend(RuntimeBackend):
         # runtime -> (first probe key, predicted times, T_d values) of the chunk ahead
         self._ahead: dict[str, tuple[int, list[float], list[float]]] = {}
         self.ahead_hits = 0
+        self._called: set[int] = set()  # deployments that made a labelling chunk call
 
     def _probe(self, runtime: str, k: int, now: float) -> float:
         """T_d (NaN = timeout) of probe ``k`` run at ``now``."""
@@ -582,36 +686,55 @@ class SimulatedBackend(RuntimeBackend):
 
     async def upload(self, runtime: Runtime, job: Job) -> Upload:
         self.calls["upload"] += 1
+        ref = job.package_key or job.batch_id
         if runtime.is_edge:
-            return Upload(job.package_key or job.batch_id, job.n_bytes, 0.0)
+            return Upload(ref, job.n_bytes, 0.0)
+        batch = current_truth.get()
         truth = self._truth(runtime.name)
+        if job.subset is not None and batch is not None and truth is not None:
+            # A chunk: its bytes at the batch's uplink rate, shared with every other
+            # upload of the batch in flight (processor sharing, as a link does).
+            if batch.uplink is None:
+                bps = batch.n_bytes / truth.transfer_s if truth.transfer_s > 0 else math.inf
+                batch.uplink = SharedUplink(bps)
+            seconds = await batch.uplink.transfer(job.n_bytes)
+            return Upload(ref, job.n_bytes, seconds, subset=job.subset)
         seconds = (
             truth.transfer_s
             if truth is not None
             else self.env.fresh_transfer(job.n_bytes, self.now_s())
         )
         await asyncio.sleep(seconds)
-        return Upload(job.package_key or job.batch_id, job.n_bytes, seconds)
+        return Upload(ref, job.n_bytes, seconds)
 
     async def invoke(
         self, deployment: Deployment, job: Job, upload: Upload, *, warmup: bool = False
     ) -> Invocation:
         self.calls["invoke"] += 1
         name = deployment.runtime.name
+        results: list[dict[str, Any]] | None = None
         if warmup:
             seconds = self.env.warmup_s(name)
         else:
             truth = self._truth(name)
-            seconds = (
-                truth.processing_s
-                if truth is not None
-                else self.env.fresh_processing(name, job.n_images, self.now_s())
-            )
+            if job.subset is not None and truth is not None:
+                # A chunk: the first labelling call of this deployment pays the fixed
+                # cost, later ones the per-call overhead (ProcessingSpec).
+                first = id(deployment) not in self._called
+                self._called.add(id(deployment))
+                seconds = truth.chunk_s(job.n_images, first=first)
+                start = job.subset[0]
+                results = [{"index": start + i} for i in range(job.n_images)]
+            elif truth is not None:
+                seconds = truth.processing_s
+            else:
+                seconds = self.env.fresh_processing(name, job.n_images, self.now_s())
         await asyncio.sleep(seconds)
-        return Invocation(seconds, results=None, timings={"processing_s": seconds})
+        return Invocation(seconds, results=results, timings={"processing_s": seconds})
 
     async def teardown(self, deployment: Deployment) -> None:
         self.calls["teardown"] += 1
+        self._called.discard(id(deployment))
 
 
 def load_env(path: Path, runtimes: Iterable[Runtime], **kwargs: Any) -> SimEnvironment:

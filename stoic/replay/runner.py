@@ -83,6 +83,7 @@ MODES = (
     "duplicator-gpu1",
     "duplicator-gpu2",
     "duplicator-cpu",
+    "share",
     "edge-only",
     "gpu1-only",
     "threshold",
@@ -99,6 +100,7 @@ class ModeSpec:
     mode: Mode
     cloud: str | None = None
     objective: Objective | None = None
+    min_gain_s: float | None = None  # share: its share.min_gain_s (None: the settings')
 
 
 def parse_mode(mode: str, gpu: str | None = None) -> ModeSpec:
@@ -109,6 +111,14 @@ def parse_mode(mode: str, gpu: str | None = None) -> ModeSpec:
         return ModeSpec(Mode.DUPLICATOR, gpu or AUTO)
     if mode.startswith("duplicator-"):
         return ModeSpec(Mode.DUPLICATOR, mode.split("-", 1)[1])
+    if mode.startswith("share:"):  # share:GAIN, share mode with share.min_gain_s = GAIN
+        try:
+            gain = float(mode.split(":", 1)[1])
+        except ValueError:
+            gain = -1.0
+        if not (gain >= 0 and math.isfinite(gain)):
+            raise InputError(f"--mode: {mode!r}: expected share:SECONDS (a gain >= 0)")
+        return ModeSpec(Mode.SHARE, min_gain_s=gain)
     if mode.startswith("selector-"):
         objective = mode.split("-", 1)[1]
         if objective not in OBJECTIVES:
@@ -322,6 +332,8 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
         threshold_images=cfg.threshold_images,
         objective=spec.objective or settings.requester.objective,
     )
+    if spec.min_gain_s is not None:
+        options = replace(options, share_min_gain_s=spec.min_gain_s)
     scheduler = Scheduler(predictor, requester, availability, settings, options)
     shortcut = _ProbeShortcut(env, recorder, availability, settings, warmup_s)
     timings = {"decide_s": 0.0, "probes_s": 0.0, "run_s": 0.0}

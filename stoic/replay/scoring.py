@@ -26,7 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from stoic.backends.simulated import BatchTruth
 from stoic.replay.runner import ReplayedBatch, ReplayResult
+from stoic.schedule.fluid import Capacity, fluid_bound
 from stoic.values import Mode
 
 SIZE_BINS = ((1, 10), (11, 35), (36, 90), (91, 250), (251, 10**9))
@@ -72,7 +74,9 @@ def batch_row(rec: ReplayedBatch, mode: Mode) -> dict[str, Any]:
         },
         "cloud_used_s": out.cloud_used_s,
         "cloud_wasted_s": out.cloud_wasted_s,
+        "cloud_by": {k: list(v) for k, v in out.cloud_by.items()},
         "decision_cpu_s": out.decision_s,
+        "fluid_s": fluid_of(rec.truth),
         "estimates": {n: e.as_dict() for n, e in rec.plan.estimates.items()},
         "truth": {
             n: {
@@ -100,10 +104,35 @@ def batch_row(rec: ReplayedBatch, mode: Mode) -> dict[str, Any]:
             dup_truth={"edge_s": e_total, "cloud_s": None if math.isinf(c_total) else c_total},
             success=chosen == truth_winner,
         )
+    elif mode is Mode.SHARE:
+        # No single runtime was chosen: right when the shared batch beat the best one.
+        row.update(
+            chosen="share",
+            shares=dict(out.shares),
+            share_clouds=list(rec.plan.share_clouds),
+            duplicate_images=out.duplicate_images,
+            success=out.total_s <= totals[best] * (1 + 1e-9) + 1e-9,
+        )
     else:
         chosen = rec.plan.runtime
         row.update(chosen=chosen, success=totals[chosen] <= totals[best] * (1 + 1e-9) + 1e-9)
     return row
+
+
+def fluid_of(truth: BatchTruth) -> float:
+    """The batch's fluid lower bound (:mod:`stoic.schedule.fluid`) from its truth: each
+    runtime from when it could start labelling (a pod: deployed and warmed), its first
+    call's fixed cost and its seconds per image (a pod no faster than the uplink feeds
+    it); a deployment that timed out contributes nothing."""
+    n = truth.n_images
+    caps = []
+    for t in truth.runtimes.values():
+        if t.attempts and t.attempts[-1] is None:
+            continue
+        ready = (t.attempts[-1] or 0.0) + t.warmup_s if t.attempts else 0.0
+        upload = t.transfer_s / n if n and t.attempts else 0.0
+        caps.append(Capacity(ready, t.first_call_s, max(t.per_image_s, upload)))
+    return fluid_bound(n, caps)
 
 
 def _pmae(pred: list[float], true: list[float]) -> float | None:
@@ -147,6 +176,7 @@ def score(result: ReplayResult) -> dict[str, Any]:
     n = len(rows)
     lat = float(sum(r["latency_s"] for r in rows))
     min_lat = float(sum(r["min_lat_s"] for r in rows))
+    fluid = float(sum(r["fluid_s"] for r in rows))
     worst = float(sum(r["worst_s"] for r in rows))
     succ = sum(bool(r["success"]) for r in rows)
     gpus = {r.name: max(r.gpus, 1) for r in result.env.runtimes.values()}
@@ -164,6 +194,8 @@ def score(result: ReplayResult) -> dict[str, Any]:
         "min_lat_s": min_lat,
         "worst_s": worst,
         "vs_min_lat": lat / min_lat if min_lat else None,
+        "fluid_s": fluid,
+        "vs_fluid": lat / fluid if fluid else None,
         "vs_worst": lat / worst if worst else None,
         "choices": dict(Counter(r["chosen"] for r in rows)),
         "ran_on": dict(Counter(r["ran_on"] for r in rows)),
@@ -202,5 +234,18 @@ def score(result: ReplayResult) -> dict[str, Any]:
             "pods": Counter(
                 rec.plan.runtime for rec in result.records if rec.plan.speculative_edge
             ),
+        }
+    if result.mode is Mode.SHARE:
+        images: Counter[str] = Counter()
+        cloud_used: Counter[str] = Counter()
+        for r in rows:
+            images.update(r["shares"])
+            for k, (u, _) in r["cloud_by"].items():
+                cloud_used[k] += u * gpus.get(k, 1)
+        summary["share"] = {
+            "images": dict(images),
+            "cloud_used_s_by_runtime": dict(cloud_used),
+            "duplicate_images": sum(r["duplicate_images"] for r in rows),
+            "clouds_deployed": dict(Counter(c for r in rows for c in r["share_clouds"])),
         }
     return {"summary": summary, "batches": rows}

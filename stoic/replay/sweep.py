@@ -92,22 +92,37 @@ def _gpus(result: ReplayResult, runtime: str) -> int:
     return max(rt.gpus, 1) if rt is not None else 1
 
 
+def _cloud(result: ReplayResult, row: dict[str, Any], which: int) -> float:
+    by = row.get("cloud_by") or {}
+    if by:  # share mode: several pods per batch, each with its own GPUs
+        return float(sum(v[which] * _gpus(result, k) for k, v in by.items()))
+    key = "cloud_used_s" if which == 0 else "cloud_wasted_s"
+    return float(row[key] * _gpus(result, row["planned"]))
+
+
 def _cloud_used(result: ReplayResult, scored: dict[str, Any]) -> float:
     """Pod seconds (ready to teardown) × GPUs (a CPU pod counts 1) of every cloud leg,
     as Table 5 counts them."""
-    return float(sum(r["cloud_used_s"] * _gpus(result, r["planned"]) for r in scored["batches"]))
+    return float(sum(_cloud(result, r, 0) for r in scored["batches"]))
 
 
 def _cloud_wasted(result: ReplayResult, scored: dict[str, Any]) -> float:
     """The part of :func:`_cloud_used` spent on cloud legs that lost the race or whose
-    call failed (a timed-out deployment has no ready pod and adds nothing)."""
-    return float(sum(r["cloud_wasted_s"] * _gpus(result, r["planned"]) for r in scored["batches"]))
+    call failed (a timed-out deployment has no ready pod and adds nothing); in share
+    mode, pod seconds that labelled nothing new."""
+    return float(sum(_cloud(result, r, 1) for r in scored["batches"]))
+
+
+def _vs_fluid(_: ReplayResult, scored: dict[str, Any]) -> float | None:
+    v = scored["summary"].get("vs_fluid")
+    return None if v is None else float(v)
 
 
 METRICS: list[Metric] = [
     Metric("success_rate", "success", "ratio", _success, lower_is_better=False),
     Metric("vs_min_lat", "% of MIN-LAT", "ratio", _vs_min_lat),
     Metric("vs_worst", "% of worst", "ratio", _vs_worst),
+    Metric("vs_fluid", "% of fluid bound", "ratio", _vs_fluid),
     Metric("cloud_used_s", "cloud s used (×GPUs)", "s", _cloud_used),
     Metric("cloud_wasted_s", "cloud s wasted (×GPUs)", "s", _cloud_wasted),
 ]

@@ -181,8 +181,10 @@ class _Session:
         for p in self.parts.values():
             if p.cloud:
                 u = p.leg.cloud_used_s
+                w = max(u - p.productive_s, 0.0)
                 used += u
-                wasted += max(u - p.productive_s, 0.0)
+                wasted += w
+                out.cloud_by[p.name] = (u, w)
         out.cloud_used_s, out.cloud_wasted_s = used, wasted
         failed = [f"{p.name} failed ({p.error})" for p in self.parts.values() if p.error]
         shares = ", ".join(f"{n} {k}" for n, k in labelled.items())
