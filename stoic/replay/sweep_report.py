@@ -81,7 +81,15 @@ def write_sweep_report(result: SweepResult, out_dir: Path, *, command: str = "")
     }
     (out_dir / "sweep.json").write_text(json.dumps(doc, indent=1, default=_jsonable) + "\n")
     plotted = _plot(result, rows, out_dir / PLOT)
-    (out_dir / "sweep.md").write_text(_markdown(result, rows, command, plotted))
+    text = _markdown(result, rows, command, plotted)
+    if _pareto(result, rows, out_dir / PARETO_PLOT):
+        doc["meta"]["pareto_plot"] = PARETO_PLOT
+        text += (
+            "\n## Latency against cloud time\n\n"
+            "Share mode at each `share:GAIN` swept (`share.min_gain_s`), the other modes "
+            f"as points:\n\n![latency against cloud time]({PARETO_PLOT})\n"
+        )
+    (out_dir / "sweep.md").write_text(text)
     return doc
 
 
@@ -216,6 +224,76 @@ def _plot(result: SweepResult, rows: list[dict[str, Any]], path: Path) -> bool:
         frameon=False,
     )
     fig.suptitle("Aggregate latency as % of MIN-LAT (mean ± sd over seeds)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
+PARETO_PLOT = "pareto.png"
+
+
+def _gain(mode: str) -> float | None:
+    """The ``share.min_gain_s`` of a ``share:GAIN`` mode (``share`` alone: None)."""
+    if mode.startswith("share:"):
+        try:
+            return float(mode.split(":", 1)[1])
+        except ValueError:
+            return None
+    return None
+
+
+def _pareto(result: SweepResult, rows: list[dict[str, Any]], path: Path) -> bool:
+    """Latency (% of MIN-LAT) against cloud seconds used, per environment: share mode
+    at each ``share:GAIN`` swept (a line, in order of gain: the trade-off
+    ``share.min_gain_s`` sets) and every other mode as a point. Only drawn when the
+    sweep has at least two ``share:GAIN`` modes."""
+    gains = sorted((g, m) for m in result.config.modes if (g := _gain(m)) is not None)
+    if len(gains) < 2:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by = {(r["env"], r["mode"]): r["metrics"] for r in rows}
+    envs = [e.name for e in result.config.envs]
+    others = [m for m in result.config.modes if _gain(m) is None and m != "oracle"]
+    cols = min(3, len(envs))
+    n_rows = math.ceil(len(envs) / cols)
+    fig, axes = plt.subplots(n_rows, cols, figsize=(4.6 * cols, 3.4 * n_rows), squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    for i, env in enumerate(envs):
+        ax = axes[i // cols][i % cols]
+        xs, ys = [], []
+        for g, mode in gains:
+            m = by[(env, mode)]
+            if m["cloud_used_s"]["n"] and m["vs_min_lat"]["n"]:
+                x, y = m["cloud_used_s"]["mean"] / 3600, 100 * m["vs_min_lat"]["mean"]
+                xs.append(x)
+                ys.append(y)
+                ax.annotate(f"{g:g}", (x, y), fontsize=6, xytext=(2, 2), textcoords="offset points")
+        ax.plot(xs, ys, "o-", color="black", lw=1, ms=3, label="share (min_gain_s)")
+        for j, mode in enumerate(others):
+            m = by[(env, mode)]
+            if m["cloud_used_s"]["n"] and m["vs_min_lat"]["n"]:
+                ax.plot(
+                    m["cloud_used_s"]["mean"] / 3600,
+                    100 * m["vs_min_lat"]["mean"],
+                    "s",
+                    color=cmap(j % 10),
+                    ms=5,
+                    label=mode,
+                )
+        ax.axhline(100, color="grey", lw=0.6, ls="--")
+        ax.set_title(env, fontsize=9)
+        ax.set_xlabel("cloud hours used (× GPUs)", fontsize=8)
+        ax.set_ylabel("% of MIN-LAT", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for k in range(len(envs), n_rows * cols):
+        axes[k // cols][k % cols].axis("off")
+    axes[0][0].legend(fontsize=6, loc="best")
+    fig.suptitle("Latency against cloud time (mean over seeds)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
