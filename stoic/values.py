@@ -88,6 +88,9 @@ class Estimate:
     processing_line: tuple[float, float] | None = None
     """``(per_image_s, fixed_s)`` of the fitted T_p line, when the predictor has one
     (share mode sizes chunks and picks runtimes with it)."""
+    processing_seen: int | None = None
+    """The largest batch among the T_p samples behind the line (None: not known): a
+    larger batch's T_p is an extrapolation."""
 
     def per_image_s(self, n_images: int) -> float:
         """Seconds per image: the fitted slope, else T_p spread over the batch."""

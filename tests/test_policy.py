@@ -153,3 +153,15 @@ def test_auto_duplicator_without_edge_or_cloud() -> None:
     only_edge = {"edge": TABLE["edge"]}
     plan = decide(Mode.DUPLICATOR, JOB, only_edge)
     assert (plan.runtime, plan.speculative_edge) == ("edge", False)
+
+
+def test_auto_duplicator_deploys_a_pod_when_the_edge_estimate_is_an_extrapolation() -> None:
+    """An edge T_p line fitted on batches of at most 20 images may call a 40-image
+    batch quick; the duplicator then hedges with a pod instead of trusting it alone."""
+    fast_edge = dict(TABLE, edge=est("edge", 0, 0, 44))  # 44 <= 0.9 * 50: no pod...
+    seen_20 = dict(fast_edge, edge=Estimate("edge", Component(0), Component(0),
+                                            Component(44), processing_seen=20))  # fmt: skip
+    seen_40 = dict(fast_edge, edge=Estimate("edge", Component(0), Component(0),
+                                            Component(44), processing_seen=40))  # fmt: skip
+    assert decide(Mode.DUPLICATOR, JOB, seen_20).speculative_edge  # 40 > 20 seen
+    assert not decide(Mode.DUPLICATOR, JOB, seen_40).speculative_edge

@@ -134,6 +134,7 @@ class Predictor:
             processing=processing.estimate(n_images),
             risk=NO_RISK if edge else self._deployment[runtime].risk(self._quantile),
             processing_line=(max(fit.slope, 0.0), max(fit.intercept, 0.0)),
+            processing_seen=processing.largest,
         )
 
     def estimate_all(

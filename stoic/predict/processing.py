@@ -225,6 +225,11 @@ class ProcessingModel:
         return len(self._samples)
 
     @property
+    def largest(self) -> int:
+        """The largest batch among the samples (0 without samples)."""
+        return max((s.images for s in self._samples), default=0)
+
+    @property
     def fit(self) -> LinearFit:
         if self._fit is None:
             self.fits += 1

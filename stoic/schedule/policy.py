@@ -175,7 +175,7 @@ def decide(
         case Mode.SHARE:
             return _share(job, estimates, options, plan)
         case Mode.DUPLICATOR if options.duplicator_runtime == AUTO:
-            return _auto_duplicator(estimates, options, plan)
+            return _auto_duplicator(job, estimates, options, plan)
         case Mode.DUPLICATOR:
             cloud = options.duplicator_runtime
             if cloud not in estimates:
@@ -220,6 +220,7 @@ def decide(
 
 
 def _auto_duplicator(
+    job: Job,
     estimates: Mapping[str, Estimate],
     options: PolicyOptions,
     plan: Callable[..., Plan],
@@ -238,7 +239,12 @@ def _auto_duplicator(
     scores = {c: race_score(estimates, c, objective, edge) for c in clouds}
     scores[edge] = edge_total
     best = min(clouds, key=lambda c: (scores[c], clouds.index(c)))
-    if edge_total <= (1.0 - options.edge_margin) * scores[best]:
+    # No pod only when the edge is predicted first by the margin *and* its prediction
+    # is no extrapolation: a T_p line fitted on small batches can call a large one
+    # quick and be badly wrong, and without a pod nothing catches that.
+    seen = estimates[edge].processing_seen
+    known = seen is None or job.n_images <= seen
+    if known and edge_total <= (1.0 - options.edge_margin) * scores[best]:
         return plan(
             edge,
             f"duplicator: {edge} predicted first ({edge_total:.1f} s; best pod {best} "
