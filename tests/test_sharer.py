@@ -174,3 +174,17 @@ async def test_a_straggler_is_hedged_once_and_the_first_result_wins(looptime: An
     assert out.shares["edge"] >= 190 and out.duplicate_images == 0
     assert out.total_s < 300
     assert w.fake.ops("invoke-cancelled", "cpu")
+
+
+async def test_the_edge_steals_from_a_late_pod_instead_of_waiting_for_its_timeout(
+    looptime: Any,
+) -> None:
+    """The only pod never becomes ready: its reservations do not strand the batch;
+    once the pod is late the edge steals them and finishes without waiting for the
+    600 s timeout."""
+    w = World()
+    w.fake.script_deploys("gpu1", DeployStep(float("inf")))
+    out = await w.run("gpu1")
+    labelled_once(out)
+    assert out.shares == {"edge": N}
+    assert out.total_s < 260  # the edge alone needs 200 s; no 600 s wait

@@ -586,7 +586,9 @@ class SharedUplink:
         self._left[me] = float(n_bytes)
         self._notify()
         try:
-            while self._left[me] > 1e-6:
+            # Done when less than a microsecond (the loop clock's resolution) is left:
+            # a shorter timer would not move the clock, and the loop would spin.
+            while self._left[me] / (self.bps / len(self._left)) > 1e-6:
                 rate = self.bps / len(self._left)
                 changed = self._changed
                 with contextlib.suppress(TimeoutError):

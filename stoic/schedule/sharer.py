@@ -53,6 +53,11 @@ from stoic.values import Estimate, Job, Outcome, Plan, ProcessingSample, Transfe
 
 log = get_logger(__name__)
 
+_EPS_S = 1e-3  # a look again is at least this far ahead: never a zero-time spin
+STEAL_POLL_S = 2.0
+"""How often an idle participant looks again at the reservations of a pod that is
+late (its readiness is overdue, so stealing grows more attractive as time passes)."""
+
 ChunkSink = Callable[[Chunk, str, Sequence[Any]], Awaitable[None]]
 """Called with each finished chunk: the chunk, who labelled it, its results in order."""
 
@@ -68,6 +73,8 @@ class _Part:
     cloud: bool
     ready_by: float  # loop time it is predicted to be ready by
     active: bool = False  # deployed and labelling
+    gone: bool = False  # its part is over (failed, cancelled, or nothing left for it)
+    deploy_started: float = 0.0
     calls: int = 0
     productive_s: float = 0.0  # invocation seconds that labelled new images
     uploads: dict[Chunk, asyncio.Task[Upload]] = field(default_factory=dict)
@@ -213,6 +220,7 @@ class _Session:
 
     async def _participate(self, p: _Part) -> None:
         prefetch: asyncio.Task[None] | None = None
+        p.deploy_started = self.loop.time()
         try:
             if p.cloud:
                 prefetch = asyncio.create_task(
@@ -239,7 +247,7 @@ class _Session:
                 error=str(exc),
             )
         finally:
-            p.active = False
+            p.active, p.gone = False, True
             await cancel_and_wait([t for t in (prefetch, *p.uploads.values()) if t is not None])
             if not self.board.finished:
                 self.board.release(p.name)
@@ -365,9 +373,12 @@ class _Session:
             if chunk is None:
                 if not self._may_get_more(p):
                     return
-                # Idle: wake on any change, or when a running chunk may turn straggler.
+                # Idle: wake on any change, when a running chunk may turn straggler, or,
+                # while a late pod sits on reservations, to see whether to steal them.
                 _, wake = self._straggling(p)
-                timeout = None if not math.isfinite(wake) else max(wake - self.loop.time(), 0.0)
+                if self._late_reservations(p):
+                    wake = min(wake, self.loop.time() + STEAL_POLL_S)
+                timeout = None if not math.isfinite(wake) else wake - self.loop.time()
                 changed = self._changed
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(timeout):
@@ -396,7 +407,11 @@ class _Session:
         """When ``q`` is predicted to be through with the work it holds (the chunk it is
         labelling, its reservations it labels before ``before``)."""
         now = self.loop.time()
-        t = now if q.active else max(q.ready_by, now) + (0.0 if q.calls else q.fixed_s)
+        if q.active:
+            t = now
+        else:  # still deploying: as predicted, or, once late, as long again as so far
+            ready = q.ready_by if q.ready_by > now else now + (now - q.deploy_started)
+            t = ready + (0.0 if q.calls else q.fixed_s)
         for c, started in q.started.items():
             t = max(t, self._expected_end(q, c, started))
         ahead = [c for c in self.board.reserved_by(q.name) if before is None or c > before]
@@ -422,9 +437,12 @@ class _Session:
 
     def _straggling(self, p: _Part) -> tuple[list[str], float]:
         """The participants whose running chunk ``p`` would finish sooner than they
-        are expected to, and when to look again. A holder past its predicted end is
-        expected to need as long again as it has taken (a straggler's tail)."""
+        are expected to, and when to look again (a loop time strictly after now, or
+        inf: no hedge is left to make, or nothing can turn straggler). A holder past its
+        predicted end is expected to need as long again as it has taken."""
         now = self.loop.time()
+        if self.board.stats.hedges >= self.board.max_hedges:
+            return [], math.inf
         eligible: list[str] = []
         wake = math.inf
         for q in self.parts.values():
@@ -437,13 +455,22 @@ class _Session:
                 mine = (p.fixed_s if p.calls == 0 else 0.0) + c.size / p.rate
                 if mine < self._expected_end(q, c, started) - now:
                     eligible.append(q.name)
-                else:
-                    wake = min(wake, max(predicted_end, started + mine))
-        return eligible, wake
+                else:  # it turns straggler once overdue by more than ``mine``
+                    wake = min(wake, max(predicted_end, started + mine) + _EPS_S)
+        return eligible, max(wake, now + _EPS_S)
 
     def _hedge(self, p: _Part) -> Chunk | None:
         eligible, _ = self._straggling(p)
         return self.board.hedge(p.name, eligible=eligible) if eligible else None
+
+    def _late_reservations(self, p: _Part) -> bool:
+        """Does a pod past its predicted ready time hold chunks nobody started?"""
+        now = self.loop.time()
+        return any(
+            not q.active and not q.gone and q.ready_by < now and self.board.reserved_by(q.name)
+            for q in self.parts.values()
+            if q is not p
+        )
 
     def _may_get_more(self, p: _Part) -> bool:
         """Could work still come to ``p``: chunks others hold may be released."""
