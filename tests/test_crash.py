@@ -71,6 +71,47 @@ def wait_healthy(url: str, log: Path, timeout_s: float = 60) -> None:
     raise AssertionError(f"daemon not ready; log:\n{log.read_text()[-3000:]}")
 
 
+def standin_config(
+    tmp: Path, data: Path, standin_args: str, *, edge_per_image_s: float = 0.1, extra: str = ""
+) -> Path:
+    """A settings file for ``stoic serve`` on the local backend with the stand-in function
+    (``standin_args``: its options, as TOML list items) and no background work; ``extra``
+    is appended (more runtimes, sections)."""
+    config = tmp / "stoic.toml"
+    config.write_text(
+        f"""
+data_dir = "{data}"
+
+[controller]
+inquisitor = false
+bootstrap = false
+demo_model = false
+drain_grace_s = 5
+
+[local]
+command = ["{sys.executable}", "{STAND_IN}", "--no-model-check", {standin_args}]
+
+[[runtimes]]
+name = "edge"
+kind = "edge"
+prior_per_image_s = {edge_per_image_s}
+prior_fixed_s = {1.0 if edge_per_image_s >= 0.1 else 0.1}
+{extra}"""
+    )
+    return config
+
+
+def reap_standins(pid_file: Path) -> None:
+    """Kill the stand-ins a test's daemons started and a ``kill -9`` orphaned (only
+    ours: the pid must still carry this pid file in its environment)."""
+    pids = pid_file.read_text().split() if pid_file.exists() else []
+    for pid in map(int, pids):
+        environ = Path(f"/proc/{pid}/environ")
+        with contextlib.suppress(OSError):
+            if f"STANDIN_PIDFILE={pid_file}\0".encode() in environ.read_bytes():
+                os.kill(pid, signal.SIGKILL)
+
+
 def finished_events(log: Path) -> list[dict[str, object]]:
     out = []
     for line in log.read_text().splitlines():
@@ -84,31 +125,11 @@ def finished_events(log: Path) -> list[dict[str, object]]:
 def test_kill_9_then_restart_completes_every_batch_exactly_once(tmp_path: Path) -> None:
     pid_file = tmp_path / "pids"
     data = tmp_path / "data"
-    config = tmp_path / "stoic.toml"
-    config.write_text(
-        f"""
-data_dir = "{data}"
-
-[controller]
-inquisitor = false
-bootstrap = false
-demo_model = false
-drain_grace_s = 5
-
-[local]
-command = ["{sys.executable}", "{STAND_IN}", "--no-model-check", "--batch-delay", "1.5"]
-
-[[runtimes]]
-name = "edge"
-kind = "edge"
-prior_per_image_s = 0.1
-prior_fixed_s = 1.0
-
-[[runtimes]]
-name = "cpu"
-kind = "cpu"
-prior_deploy_s = 100.0
-"""
+    config = standin_config(
+        tmp_path,
+        data,
+        '"--batch-delay", "1.5"',
+        extra='\n[[runtimes]]\nname = "cpu"\nkind = "cpu"\nprior_deploy_s = 100.0\n',
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("STOIC_")}
     env["STANDIN_PIDFILE"] = str(pid_file)
@@ -168,13 +189,7 @@ prior_deploy_s = 100.0
             if p is not None and p.poll() is None:
                 p.kill()
                 p.wait()
-        pids = pid_file.read_text().split() if pid_file.exists() else []
-        for pid in map(int, pids):  # stand-ins orphaned by the kill -9
-            environ = Path(f"/proc/{pid}/environ")
-            with contextlib.suppress(OSError):
-                # Ours, not a reused pid (nor another test's stand-in: the file is shared).
-                if f"STANDIN_PIDFILE={pid_file}\0".encode() in environ.read_bytes():
-                    os.kill(pid, signal.SIGKILL)
+        reap_standins(pid_file)  # stand-ins a kill -9 orphaned
 
     # Exactly once: one "finished" event per batch over both lives of the daemon, one
     # results object each, and the interrupted batch was claimed a second time.

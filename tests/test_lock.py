@@ -8,7 +8,6 @@ the directory usable. Controllers built in-process obey the same lock.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -27,7 +26,7 @@ from stoic.ingest.builder import TMP_PREFIX
 from stoic.store import Store, migrate
 from stoic.values import BatchState
 from tests.test_api import make_settings
-from tests.test_crash import STAND_IN, free_port, jpeg, wait_healthy
+from tests.test_crash import free_port, jpeg, reap_standins, standin_config, wait_healthy
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -101,28 +100,7 @@ async def test_a_second_controller_fails_before_touching_anything(tmp_path: Path
 
 
 def _config(tmp_path: Path, data: Path) -> Path:
-    config = tmp_path / "stoic.toml"
-    config.write_text(
-        f"""
-data_dir = "{data}"
-
-[controller]
-inquisitor = false
-bootstrap = false
-demo_model = false
-drain_grace_s = 5
-
-[local]
-command = ["{sys.executable}", "{STAND_IN}", "--no-model-check", "--batch-delay", "30"]
-
-[[runtimes]]
-name = "edge"
-kind = "edge"
-prior_per_image_s = 0.1
-prior_fixed_s = 1.0
-"""
-    )
-    return config
+    return standin_config(tmp_path, data, '"--batch-delay", "30"')
 
 
 @pytest.mark.slow
@@ -198,9 +176,4 @@ def test_two_stoic_serve_on_one_data_dir(tmp_path: Path) -> None:
             if p is not None and p.poll() is None:
                 p.kill()
                 p.wait()
-        pids = pid_file.read_text().split() if pid_file.exists() else []
-        for pid in map(int, pids):  # stand-ins orphaned by the kill -9
-            with contextlib.suppress(OSError):
-                environ = Path(f"/proc/{pid}/environ").read_bytes()
-                if f"STANDIN_PIDFILE={pid_file}\0".encode() in environ:
-                    os.kill(pid, signal.SIGKILL)
+        reap_standins(pid_file)  # stand-ins a kill -9 orphaned

@@ -10,18 +10,16 @@ TensorFlow's minutes; the daemon, the local backend and the share machinery are 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.test_crash import STAND_IN, free_port, jpeg, start, wait_healthy
+from tests.test_crash import free_port, jpeg, reap_standins, standin_config, start, wait_healthy
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -29,28 +27,14 @@ N = 200
 
 
 def config(tmp: Path, data: Path) -> Path:
-    path = tmp / "stoic.toml"
-    path.write_text(
-        f"""
-data_dir = "{data}"
-
-[controller]
-inquisitor = false
-bootstrap = false
-demo_model = false
-drain_grace_s = 5
-
+    return standin_config(
+        tmp,
+        data,
+        '"--image-delay", "0.04"',
+        edge_per_image_s=0.04,
+        extra="""
 [share]
 min_gain_s = 0.5
-
-[local]
-command = ["{sys.executable}", "{STAND_IN}", "--no-model-check", "--image-delay", "0.04"]
-
-[[runtimes]]
-name = "edge"
-kind = "edge"
-prior_per_image_s = 0.04
-prior_fixed_s = 0.1
 
 [[runtimes]]
 name = "cpu"
@@ -58,9 +42,8 @@ kind = "cpu"
 prior_deploy_s = 0.5
 prior_per_image_s = 0.04
 prior_fixed_s = 0.1
-"""
+""",
     )
-    return path
 
 
 def submit(client: httpx.Client) -> str:
@@ -154,9 +137,4 @@ def test_share_batch_labels_each_image_once_across_a_kill_9(tmp_path: Path) -> N
             if p is not None and p.poll() is None:
                 p.kill()
                 p.wait()
-        pids = pid_file.read_text().split() if pid_file.exists() else []
-        for pid in map(int, pids):
-            environ = Path(f"/proc/{pid}/environ")
-            with contextlib.suppress(OSError):
-                if f"STANDIN_PIDFILE={pid_file}\0".encode() in environ.read_bytes():
-                    os.kill(pid, signal.SIGKILL)
+        reap_standins(pid_file)  # stand-ins a kill -9 orphaned

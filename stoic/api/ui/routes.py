@@ -265,8 +265,8 @@ async def fragment(
     return render(request, f"_{part}.html", **context)
 
 
-@router.get("/ui/batches/{batch_id}", response_class=HTMLResponse)
-async def batch_page(request: Request, batch_id: str) -> HTMLResponse:
+async def _batch(request: Request, batch_id: str, template: str) -> HTMLResponse:
+    """A batch's page or its refreshed fragment: the same detail, two templates."""
     c = viewer(request)
     try:
         detail = await views.batch_detail(c, batch_id)
@@ -274,19 +274,17 @@ async def batch_page(request: Request, batch_id: str) -> HTMLResponse:
         return _message(request, 404, "No such batch", f"there is no batch {batch_id}")
     except StoicError as exc:
         return _failure(request, exc)
-    return render(request, "batch.html", detail=detail)
+    return render(request, template, detail=detail)
+
+
+@router.get("/ui/batches/{batch_id}", response_class=HTMLResponse)
+async def batch_page(request: Request, batch_id: str) -> HTMLResponse:
+    return await _batch(request, batch_id, "batch.html")
 
 
 @router.get("/ui/fragments/batch/{batch_id}", response_class=HTMLResponse)
 async def batch_fragment(request: Request, batch_id: str) -> HTMLResponse:
-    c = viewer(request)
-    try:
-        detail = await views.batch_detail(c, batch_id)
-    except BatchNotFound:
-        return _message(request, 404, "No such batch", f"there is no batch {batch_id}")
-    except StoicError as exc:
-        return _failure(request, exc)
-    return render(request, "_batch.html", detail=detail)
+    return await _batch(request, batch_id, "_batch.html")
 
 
 @router.post("/ui/batches", response_model=None)
