@@ -84,14 +84,15 @@ def test_keep_cloud_compares_remaining_edge_with_cloud_processing() -> None:
 RISKY = Risk(p_timeout=0.1, timeout_s=600.0, deployment_excess_s=0.0)
 
 
-def test_expected_objective_prices_timeouts_at_timeout_plus_edge() -> None:
-    # gpu1: 55 s, but one deployment in ten times out: 0.9*55 + 0.1*(600+100) = 119.5 s.
+def test_expected_objective_prices_timeouts_at_timeout_plus_fallback() -> None:
+    # gpu1: 55 s, but one deployment in ten times out, then the requester falls back to
+    # the runtime predicted soonest among the others (gpu2, 65 s): 0.9*55 + 0.1*665.
     table = dict(TABLE, gpu1=est("gpu1", 5, 30, 20, RISKY))
     mean = decide(Mode.SELECTOR, JOB, table, options=PolicyOptions(objective="mean"))
     expected = decide(Mode.SELECTOR, JOB, table, options=PolicyOptions(objective="expected"))
     assert mean.runtime == "gpu1"
     assert expected.runtime == "gpu2"  # 65 s and no risk
-    assert expected.scores["gpu1"] == pytest.approx(0.9 * 55 + 0.1 * 700)
+    assert expected.scores["gpu1"] == pytest.approx(0.9 * 55 + 0.1 * (600 + 65))
     assert expected.scores["edge"] == 100 and "expected T_s" in expected.reason
 
 
@@ -108,7 +109,7 @@ def test_quantile_objective_uses_the_deployment_quantile() -> None:
     table = dict(TABLE, gpu1=est("gpu1", 5, 30, 20, q), gpu2=est("gpu2", 5, 45, 15, beyond))
     plan = decide(Mode.SELECTOR, JOB, table, options=PolicyOptions(objective="quantile"))
     assert plan.scores["gpu1"] == 5 + 90 + 20
-    assert plan.scores["gpu2"] == 600 + 100  # the quantile is a timeout, then the edge
+    assert plan.scores["gpu2"] == 600 + 55  # the quantile is a timeout, then the fallback (gpu1)
     assert plan.runtime == "cpu"  # 85 s, no risk drawn
 
 

@@ -193,7 +193,7 @@ async def test_backoff_is_exactly_100ms_doubling(world: World) -> None:
     assert world.recorder.deployments[-1].duration_s == 30  # the attempt itself
 
 
-async def test_ten_failures_exhaust_retries_and_fall_back_to_edge(world: World) -> None:
+async def test_ten_failures_exhaust_retries_and_fall_back(world: World) -> None:
     world.fake.script_deploys("gpu1", *[DeployStep(0, fail=True)] * 10)
     out = await world.requester.run(JOB, plan("gpu1"))
     attempts = world.fake.times("deploy", "gpu1")
@@ -201,8 +201,9 @@ async def test_ten_failures_exhaust_retries_and_fall_back_to_edge(world: World) 
     assert [b - a for a, b in itertools.pairwise(attempts)] == pytest.approx(
         [0.1 * 2**i for i in range(9)], abs=1e-9
     )
-    assert out.fell_back and out.runtime == "edge" and "RetriesExhausted" in out.reason
-    assert out.total_s == pytest.approx(51.1 + 100, abs=1e-9)
+    # The fallback is the runtime predicted next soonest: gpu2 (75 s) before the edge (100 s).
+    assert out.fell_back and out.runtime == "gpu2" and "RetriesExhausted" in out.reason
+    assert out.total_s == pytest.approx(51.1 + 45 + 5 + 2 + 25, abs=1e-9)
     assert world.availability.is_available("gpu1")  # failures do not mark it down
 
 
@@ -219,11 +220,12 @@ async def test_deploy_timeout_is_not_retried_and_marks_unavailable(world: World)
     world.fake.script_deploys("gpu2", DeployStep(float("inf")))
     out = await world.requester.run(JOB, plan("gpu2"))
     assert len(world.fake.ops("deploy", "gpu2")) == 1
-    assert world.recorder.deployments == [
-        DeploymentSample("gpu2", EPOCH, 600.0, DeployOutcome.TIMEOUT)
-    ]
+    assert world.recorder.deployments[0] == DeploymentSample(
+        "gpu2", EPOCH, 600.0, DeployOutcome.TIMEOUT
+    )
     assert not world.availability.is_available("gpu2")
-    assert out.fell_back and out.runtime == "edge" and out.total_s == 700
+    # Falls back to gpu1, predicted soonest among the others (65 s against the edge's 100).
+    assert out.fell_back and out.runtime == "gpu1" and out.total_s == 600 + 30 + 5 + 2 + 30
     # The next plan for gpu2 falls back at once, without deploying.
     again = await world.requester.run(Job("b2", 40, 1), plan("gpu2"))
     assert again.fell_back and "unavailable" in again.reason
@@ -246,12 +248,23 @@ async def test_a_backend_that_ignores_its_timeout_is_cut_off() -> None:
 
 async def test_failed_cloud_invocation_falls_back_and_counts_waste(world: World) -> None:
     world.fake.script_invokes("gpu1", InvokeStep(10, fail=True))
-    out = await world.requester.run(JOB, plan("gpu1"))
-    assert out.fell_back and out.runtime == "edge"
+    edge_first = dict(TABLE, cpu=est("cpu", 5, 10, 170), gpu2=est("gpu2", 5, 45, 125))
+    out = await world.requester.run(JOB, Plan("gpu1", Mode.SELECTOR, "test", edge_first))
+    assert out.fell_back and out.runtime == "edge"  # the edge is predicted next soonest
     assert "InvocationError" in out.reason and out.error
     assert out.cloud_used_s == out.cloud_wasted_s == 17  # ready at 30, failed at 47
     assert out.total_s == 147
     assert world.fake.live == {}
+
+
+async def test_a_failed_fallback_falls_back_again_down_to_the_edge(world: World) -> None:
+    world.fake.script_invokes("gpu1", InvokeStep(10, fail=True))
+    world.fake.script_invokes("gpu2", InvokeStep(1, fail=True))
+    out = await world.requester.run(JOB, plan("gpu1"))
+    # gpu1 fails, then gpu2 (75 s) and cpu (85 s) are tried before the edge (100 s).
+    assert out.fell_back and out.runtime == "cpu"
+    assert "gpu1 failed" in out.reason and "gpu2 failed" in out.reason
+    assert out.cloud_wasted_s == 17 + (5 + 2 + 1) and world.fake.live == {}
 
 
 async def test_failing_edge_raises(world: World) -> None:

@@ -72,11 +72,11 @@ def _order(estimates: Mapping[str, Estimate], edge: str) -> list[str]:
 
 
 def _fallback_s(estimates: Mapping[str, Estimate], name: str, edge: str) -> float:
-    """What a timed-out deployment of ``name`` still costs after the timeout: the edge's
-    predicted total (the requester falls back there), or, without an edge, a second
-    try of the same runtime."""
-    fallback = estimates.get(edge, estimates[name])
-    return fallback.total.mean
+    """What a timed-out deployment of ``name`` still costs after the timeout: the
+    predicted total of where the requester falls back (the runtime predicted soonest
+    among the others, :meth:`Requester._fallback`), or, alone, a second try of it."""
+    others = [e.total.mean for n, e in estimates.items() if n != name]
+    return min(others) if others else estimates[name].total.mean
 
 
 def score(

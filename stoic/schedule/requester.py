@@ -31,6 +31,7 @@ is taken, so a batch that fails half-way still teaches the predictor what it mea
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -153,28 +154,54 @@ class Requester:
     async def _single(
         self, job: Job, plan: Plan, out: Outcome, t0: float, allow_fallback: bool
     ) -> None:
-        runtime = self.legs.runtime(plan.runtime)
-        leg = Leg(runtime)
-        try:
-            if self.availability and not self.availability.is_available(runtime.name):
-                raise RuntimeUnavailable(runtime.name, "marked unavailable")
-            await self.legs.run_leg(job, leg)
-            self.legs.finish(out, leg, t0, add_used=True)
-            return
-        except BackendError as exc:
-            out.cloud_used_s = out.cloud_wasted_s = leg.cloud_used_s
-            edge = self.edge_runtime
-            if runtime.is_edge or not allow_fallback or edge is None:
-                raise
-            log.warning(
-                "falling back to the edge",
-                batch_id=job.batch_id,
-                runtime=runtime.name,
-                error=str(exc),
-            )
-            out.fell_back = True
-            out.reason = f"{runtime.name} failed ({type(exc).__name__}: {exc}); ran on {edge}"
-            out.error = str(exc)
-        edge_leg = Leg(self.legs.runtime(edge))
-        await self.legs.run_leg(job, edge_leg)
-        self.legs.finish(out, edge_leg, t0, add_used=False)
+        """Run the planned runtime; if a cloud runtime fails (a timed-out or refused
+        deployment, a failed call), fall back to the runtime with the least predicted
+        total among those still available and not yet tried — the edge, unless a
+        cloud runtime is predicted sooner (a 2,000-image batch should not wait for
+        the edge because one pod timed out) — until one succeeds or the edge fails."""
+        tried: list[str] = []
+        name = plan.runtime
+        while True:
+            runtime = self.legs.runtime(name)
+            leg = Leg(runtime)
+            tried.append(name)
+            try:
+                if self.availability and not self.availability.is_available(runtime.name):
+                    raise RuntimeUnavailable(runtime.name, "marked unavailable")
+                await self.legs.run_leg(job, leg)
+                self.legs.finish(out, leg, t0, add_used=not out.fell_back)
+                if out.fell_back:  # the fallback's own pod time (the failed ones counted)
+                    out.cloud_used_s += leg.cloud_used_s
+                return
+            except BackendError as exc:
+                out.cloud_used_s += leg.cloud_used_s
+                out.cloud_wasted_s += leg.cloud_used_s
+                nxt = self._fallback(plan, tried) if allow_fallback else None
+                if runtime.is_edge or nxt is None:
+                    raise
+                log.warning(
+                    "falling back", batch_id=job.batch_id, runtime=name, to=nxt, error=str(exc)
+                )
+                out.fell_back = True
+                because = f"{name} failed ({type(exc).__name__}: {exc})"
+                out.reason = f"{out.reason}; {because}" if out.reason else because
+                out.reason += f"; ran on {nxt}"
+                out.error = str(exc)
+                name = nxt
+
+    def _fallback(self, plan: Plan, tried: list[str]) -> str | None:
+        """Where a failed batch goes next: the edge, or a cloud runtime still available
+        and untried whose predicted total (the plan's estimates) beats the edge's."""
+        edge = self.edge_runtime
+        if edge is None or edge in tried:
+            return None
+        edge_total = plan.estimates[edge].total.mean if edge in plan.estimates else math.inf
+        best, best_total = edge, edge_total
+        for name, e in plan.estimates.items():
+            if name in tried or name == edge:
+                continue
+            if self.availability is not None and not self.availability.is_available(name):
+                continue
+            if e.total.mean < best_total:
+                best, best_total = name, e.total.mean
+        return best
