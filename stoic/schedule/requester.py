@@ -6,7 +6,9 @@ same code in the daemon and the replay: only the backends and the clock differ.
 * **Single runtime** (selector and every other non-speculative plan): deploy the chosen
   runtime with retry and back-off, upload the package (T_t), warm a cloud pod with a
   one-image call, invoke (T_p), tear down in ``finally``. A cloud runtime that is
-  unavailable or fails falls back to the edge when ``settings.requester.fallback_to_edge``.
+  unavailable or fails falls back (``settings.requester.fallback_to_edge``) to the
+  runtime predicted soonest among the others still available: the edge, unless a cloud
+  runtime beats it.
 * **Duplicator** (``plan.speculative_edge``): the edge races a cloud runtime that is
   re-predicted at pod-ready; see :mod:`stoic.schedule.duplicator`. A cloud runtime marked down
   since the decision leaves the edge alone.
