@@ -13,7 +13,7 @@ runtimes worth deploying; this module runs the batch on them through a
   if it would finish it sooner (:meth:`ShareBoard.hedge`; first result wins).
 * **A pod that cannot help goes.** A cloud runtime reserves only what the others are
   not predicted to have labelled by the time its pod is ready; when nothing is left for
-  it, its deployment is cancelled. When the board is done, everything still running
+  it (no image unassigned, none reserved for it), its deployment is cancelled. When the board is done, everything still running
   (a hedged duplicate, a pod still deploying) is cancelled and every pod torn down.
 * **Failures return work.** A cloud runtime whose deployment times out or whose call
   fails releases its chunks to the board and stops; the batch completes on the others,
@@ -274,12 +274,14 @@ class _Session:
         return sum(q.rate for q in self.parts.values() if q is not p and q.active)
 
     def _nothing_left_for(self, p: _Part) -> bool:
+        """Cancel a deploying pod only when there is really nothing left for it: no
+        image unassigned and none reserved for it. A *prediction* that the others will
+        get there first only stops it reserving more (:meth:`_overtaken`): predictions
+        of the edge lag its regimes, and a pod cancelled on one leaves the edge alone
+        with a batch it is slow at."""
         if self.board.finished:
             return True
-        if self.board.reserved_by(p.name):
-            return False
-        wait = max(p.ready_by - self.loop.time(), 0.0)
-        return self.board.pending_images() <= self._others_rate(p) * wait
+        return not self.board.reserved_by(p.name) and self.board.pending_images() == 0
 
     def _size(self, p: _Part, *, stealing: bool = False) -> int:
         """Guided self-scheduling over the fluid forecast: ``p``'s chunk takes it
