@@ -13,8 +13,9 @@ runtimes worth deploying; this module runs the batch on them through a
   if it would finish it sooner (:meth:`ShareBoard.hedge`; first result wins).
 * **A pod that cannot help goes.** A cloud runtime reserves only what the others are
   not predicted to have labelled by the time its pod is ready; when nothing is left for
-  it (no image unassigned, none reserved for it), its deployment is cancelled. When the board is done, everything still running
-  (a hedged duplicate, a pod still deploying) is cancelled and every pod torn down.
+  it (no image unassigned, none reserved for it), its deployment is cancelled. When the
+  board is done, everything still running (a hedged duplicate, a pod still deploying) is
+  cancelled and every pod torn down.
 * **Failures return work.** A cloud runtime whose deployment times out or whose call
   fails releases its chunks to the board and stops; the batch completes on the others,
   the edge at least. Only when every participant has failed does the batch fail.
