@@ -200,7 +200,8 @@ class ShareSettings(_Section):
         2.0,
         ge=0,
         description="smallest chunk, in seconds of its taker's processing (so the call "
-        "overhead stays small against the work)",
+        "overhead stays small against the work), unless that is more than 1/chunk_factor "
+        "of the open images",
     )
     prefetch_chunks: int = Field(
         2, ge=1, le=64, description="chunks a cloud runtime keeps uploaded ahead of its work"

@@ -54,6 +54,25 @@ def test_equal_batch_sizes_fall_back_to_scaled_prior():
     assert fit.predict(50).std > 0
 
 
+def test_a_slope_the_samples_cannot_tell_from_zero_falls_back_to_scaled_prior():
+    # Share mode's edge on random-004: first chunks of 1-17 images at 58-362 s. Ridge
+    # alone puts the slope at ~0.0001 +- 0.07 s per image and everything in the
+    # intercept, which predicts a 1,000-image batch at the price of a 5-image one.
+    x = np.array([17, 13, 11, 4, 7, 5, 5, 5, 1, 4], dtype=float)
+    y = np.array([61.5, 264.8, 183.4, 361.7, 172.9, 120.2, 113.8, 58.4, 96.1, 96.2])
+    edge = {"prior_slope": 2.3955, "prior_intercept": 13.6}
+    fit = fit_processing(x, y, **edge)
+    assert fit.method == "scaled-prior"
+    median = float(np.median(y))
+    assert fit.predict(float(np.median(x))).mean == pytest.approx(median)
+    assert fit.predict(1000).mean > 10 * median
+    # A slope the samples do pin down is kept, however small.
+    rng = np.random.default_rng(3)
+    x = rng.integers(1, 1000, 10).astype(float)
+    clean = fit_processing(x, 0.01 * x + 20.0 + rng.normal(0, 0.5, 10), **PRIOR)
+    assert clean.method != "scaled-prior" and clean.slope == pytest.approx(0.01, rel=0.2)
+
+
 def test_ransac_ignores_an_outlier_that_plain_ridge_does_not():
     rng = np.random.default_rng(1)
     x, y = _line(10, rng)

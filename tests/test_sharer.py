@@ -102,6 +102,20 @@ async def test_edge_and_gpu_share_and_each_image_is_labelled_once(looptime: Any)
     assert sorted(s.runtime for s in w.recorder.processings) == ["edge", "gpu1"]  # first calls
 
 
+async def test_a_wildly_optimistic_rate_does_not_take_the_whole_batch(looptime: Any) -> None:
+    # The edge's T_p line says 0.0005 s per image (a degenerate fit; truly 1 s): the
+    # fluid sizes would hand it all 200 images in its first chunk and leave the pod
+    # nothing. No chunk exceeds 1/chunk_factor of the open work while the pod may help.
+    w = World()
+    estimates = dict(ESTIMATES, edge=line("edge", 0, 0.0005, 97.0))
+    plan = Plan("edge", Mode.SHARE, "test", estimates, share_clouds=("gpu1",))
+    out = await w.requester.run(JOB, plan, on_chunk=w.sink)
+    labelled_once(out)
+    # (Given everything, the edge would hold it all, the pod would be cancelled with
+    # nothing left for it, and the batch would take the edge's 200 s.)
+    assert out.shares.get("gpu1", 0) > N // 2 and out.total_s < 100
+
+
 async def test_a_cloud_leg_failing_mid_batch_returns_its_chunks(looptime: Any) -> None:
     w = World()
     w.fake.script_invokes("gpu1", InvokeStep(3.0), InvokeStep(1.0, fail=True))

@@ -150,9 +150,15 @@ def fit_processing(
         if np.all(x == x[0]) or n == 2
         else _ransac_ridge(x, y, min_samples, residual_threshold_s, max_trials, seed)
     )
-    if fit is not None and fit.slope >= 0:
+    if fit is not None and fit.slope >= 0 and fit.slope * fit.slope > fit.slope_var:
         return fit
-    # Degenerate: one batch size only, or a negative slope. Scale the prior instead.
+    # Degenerate: one batch size only, or a slope the samples do not tell from zero (a
+    # negative one, or one within a posterior standard deviation of zero). Scale the
+    # prior instead. The second case is share mode's edge: its samples are first chunks
+    # of 1-20 images whose times vary 20-360 s (a 28 s fixed cost x regimes and
+    # congestion); Bayesian ridge shrank the slope to 0.0005 +- 0.067 s per image and
+    # put everything in a 97 s intercept, so a 156-image batch was predicted at 97 s
+    # on an edge that took 1,375 s (random-004).
     y_med = float(np.median(y))
     a, b = _scaled_prior(prior_slope, prior_intercept, float(np.median(x)), y_med)
     spread = MAD_TO_STD * float(np.median(np.abs(y - y_med)))

@@ -312,8 +312,16 @@ class _Session:
         if seconds_left <= 0 or not math.isfinite(seconds_left):
             return 0 if not p.active else 1
         min_images = math.ceil(self.s.min_chunk_s * p.rate) if math.isfinite(p.rate) else 1
-        size = math.ceil(p.rate * seconds_left / self.s.chunk_factor)
-        return max(1, min(open_images, max(size, min_images)))
+        size = max(math.ceil(p.rate * seconds_left / self.s.chunk_factor), min_images)
+        if any(q is not p and not q.gone and q.error is None for q in self.parts.values()):
+            # Never more than 1/chunk_factor of the open work while anyone else may still
+            # help (classic guided self-scheduling): the sizes above trust the predicted
+            # rates, and one bad T_p line (random-004: the edge fitted at 0.0005 s per
+            # image + 97 s, truly 1.9-5.5 s per image) made the edge take a whole
+            # 156-image batch in one chunk and leave its pod nothing: 1,375 s where GPU1
+            # alone would have taken 66 s.
+            size = min(size, math.ceil(open_images / self.s.chunk_factor))
+        return max(1, min(open_images, size))
 
     async def _prefetch(self, p: _Part) -> None:
         """Keep ``prefetch_chunks`` of ``p``'s chunks reserved and uploaded ahead."""
