@@ -8,7 +8,8 @@ dir (the runtimes run the stand-in function server of the tests, ``tests/standin
 so no TensorFlow), under a descriptor limit of ``--nofile`` (1024 by default, the
 usual soft limit: the daemon may not raise it, so the connection cap must fit under
 it). Then, one attack after the other, while a prober asks ``GET /healthz`` on a new
-connection every 50 ms:
+connection every 50 ms (on the health listener with ``--health-port``, else on the
+attacked port):
 
 * **junk**: six concurrent uploads of a ~460 KB zip of junk "JPEGs" (a JPEG header,
   then 2 MB of zeros, 200 of them), then the same with ``skip_invalid=true``;
@@ -70,6 +71,7 @@ class Daemon:
     proc: subprocess.Popen[bytes]
     port: int
     log: Path
+    probe_port: int  # where the prober asks /healthz: the health listener if there is one
 
     @property
     def pid(self) -> int:
@@ -117,7 +119,7 @@ def daemon(nofile: int, api: dict[str, int]) -> Iterator[Daemon]:
              "--port", str(port)],
             cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=limit,
         )  # fmt: skip
-    d = Daemon(proc, port, log)
+    d = Daemon(proc, port, log, api.get("health_port", port))
     try:
         deadline = time.monotonic() + 120
         while http_get(port, "/readyz")[0] != 200:
@@ -227,7 +229,7 @@ def measure(d: Daemon, name: str, attack: Callable[[Counter[str]], str]) -> Resu
     base_rss = d.reset_peak()
     cpu0, log0, t0 = d.cpu_s(), d.log_bytes(), time.perf_counter()
     answers: Counter[str] = Counter()
-    with Prober(d.port) as prober:
+    with Prober(d.probe_port) as prober:
         note = attack(answers)
         time.sleep(0.5)
     dropped = listen_overflows() - overflows
@@ -493,15 +495,23 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=3000)
     ap.add_argument("--duration", type=float, default=20.0, help="slowloris seconds")
     ap.add_argument("--api", action="append", default=[], metavar="KEY=N", help="an api.* setting")
+    ap.add_argument(
+        "--health-port",
+        action="store_true",
+        help="give the daemon a health listener (api.health_port) and probe it there",
+    )
     args = ap.parse_args()
     api = {k: int(v) for k, v in (kv.split("=", 1) for kv in args.api)}
+    if args.health_port:
+        api["health_port"] = free_port()
     wanted = {"junk", "png", "slowloris", "fields", "slowbody", "hangup"}
     if args.attack != "all":
         wanted = set(args.attack.split(","))
     print(f"load average before: {os.getloadavg()}, {os.cpu_count()} CPUs")
     with daemon(args.nofile, api) as d:
         print(f"daemon pid {d.pid}, RSS {d.status_kb('VmRSS') / 1024:.0f} MB, nofile {args.nofile}")
-        with Prober(d.port) as idle:
+        print(f"probing /healthz on port {d.probe_port} (the API on {d.port})")
+        with Prober(d.probe_port) as idle:
             time.sleep(3)
         print(f"idle {idle.summary()}")
         plan: list[tuple[str, Callable[[Counter[str]], str]]] = []

@@ -249,6 +249,14 @@ class ApiSettings(_Section):
     listen_backlog: int = Field(
         128, ge=1, le=65_535, description="connections the kernel queues for accept()"
     )
+    health_port: int | None = Field(
+        None,
+        ge=0,
+        le=65_535,
+        description="a second listener on this port (same host) answering only /healthz "
+        "and /readyz, with its own accept queue and connection cap, so that probes never "
+        "queue behind a connection flood on `port`; none = off",
+    )
     header_timeout_s: float = Field(
         10.0, gt=0, le=600, description="time to send a request's headers before a 408"
     )

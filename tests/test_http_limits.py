@@ -368,3 +368,44 @@ def test_drain_answers_503_while_it_waits_for_running_batches(tmp_path: Path) ->
     assert d.controller.state == "stopped"
     with d.controller.store as store:
         assert store.get_batch(bid).state.value == "done"
+
+
+def test_the_health_listener_answers_health_only_and_outside_the_main_cap(
+    tmp_path: Path,
+) -> None:
+    health = free_port()
+    settings = limits(tmp_path, max_connections=8, header_timeout_s=60, health_port=health)
+    with serving(settings) as d:
+        assert d.server.health_port == health
+        url = f"http://127.0.0.1:{health}"
+        assert httpx.get(f"{url}/healthz", trust_env=False, timeout=10).status_code == 200
+        assert httpx.get(f"{url}/readyz", trust_env=False, timeout=10).status_code == 200
+        other = httpx.get(f"{url}/v1/batches", trust_env=False, timeout=10)
+        assert other.status_code == 404 and other.json()["error"] == "not_found"
+        # The main port still serves the API.
+        assert httpx.get(f"{d.url}/v1/batches", trust_env=False, timeout=10).status_code == 200
+        # Idle connections fill the health listener's cap: they evict each other there,
+        # and never a connection of the main port.
+        main_idle = [d.connect() for _ in range(4)]
+        flood = [socket.create_connection(("127.0.0.1", health), timeout=30) for _ in range(40)]
+        try:
+            assert httpx.get(f"{url}/healthz", trust_env=False, timeout=10).status_code == 200
+            for s in main_idle:
+                s.settimeout(0.2)
+                with pytest.raises(TimeoutError):
+                    s.recv(1)  # still open: not evicted by the health listener's flood
+        finally:
+            for s in main_idle + flood:
+                s.close()
+
+
+def test_a_health_port_in_use_stops_the_server_with_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        settings = limits(tmp_path, health_port=taken.getsockname()[1])
+        ctl = Controller(settings, backends={"local": FakeBackend()})
+        server = build_server(settings, ctl, create_app(settings, controller=ctl))
+        with pytest.raises(SystemExit) as exc:
+            server.run()
+        assert exc.value.code == 1

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -580,10 +581,11 @@ def test_controller_probes_and_security() -> None:
     dep = find("Deployment", "stoic-controller")
     pod = dep["spec"]["template"]["spec"]
     box = pod["containers"][0]
-    assert box["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-    assert box["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    # The probes ask the health listener (api.health_port), not the API's port.
+    assert box["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert box["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
     startup = box["startupProbe"]
-    assert startup["httpGet"]["path"] == "/healthz"
+    assert startup["httpGet"] == {"path": "/healthz", "port": "health"}
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 120
     assert box["securityContext"]["readOnlyRootFilesystem"] is True
     mounts = {m["mountPath"]: m["name"] for m in box["volumeMounts"]}
@@ -593,6 +595,8 @@ def test_controller_probes_and_security() -> None:
     assert {"cpu", "memory"} <= set(box["resources"]["requests"])
     assert {"cpu", "memory"} <= set(box["resources"]["limits"])
     ports = {p["name"]: p["containerPort"] for p in box["ports"]}
+    config = tomllib.loads(find("ConfigMap", "stoic-config")["data"]["stoic.toml"])
+    assert (config["api"]["port"], config["api"]["health_port"]) == (ports["http"], ports["health"])
     policy = find("NetworkPolicy", "stoic-controller")
     assert [p["port"] for p in policy["spec"]["ingress"][0]["ports"]] == [ports["http"]]
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= (

@@ -35,6 +35,13 @@ half-sent header never arrives. So this module adds, in an
   the kernel drops the surplus SYNs instead, which slows the flood down and costs an
   unlucky health check one SYN retransmit (1 s) at worst.
 
+A health check on the main port shares that queue with everyone, and under a flood
+of connections an unlucky probe's SYN is dropped and re-sent after 1 s. With
+``api.health_port`` set, a **health listener** of its own (a second socket: its own
+kernel queue and its own connection cap) answers ``/healthz`` and ``/readyz`` only
+(404 for anything else), for the kubelet or a load balancer's probes; the attack
+surface stays on ``port``.
+
 Each drop is logged at INFO with its reason (the log filter of :mod:`stoic.logging`
 folds bursts into a count) and counted in ``stoic_http_connections_dropped_total``.
 
@@ -53,6 +60,7 @@ import collections
 import contextlib
 import resource
 import socket
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -248,9 +256,16 @@ class Server(uvicorn.Server):
     """uvicorn's server; a signal only sets flags, and the controller drains while the
     listener still answers (see the module docstring)."""
 
-    def __init__(self, config: uvicorn.Config, controller: Controller) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        controller: Controller,
+        health_protocol: type[GuardedH11Protocol] | None = None,
+    ) -> None:
         super().__init__(config)
         self.controller = controller
+        self.health_protocol = health_protocol
+        self.health_port: int | None = None  # bound, once started (port 0 picks one)
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         # uvicorn re-raises the signal after its graceful shutdown, so the process would
@@ -261,6 +276,9 @@ class Server(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
+        if self.should_exit:
+            return
+        await self._start_health_listener()
         backlog = self.controller.settings.api.listen_backlog
         if backlog == ACCEPT_BATCH:
             return
@@ -271,27 +289,86 @@ class Server(uvicorn.Server):
                 with contextlib.suppress(OSError), sock.dup() as own:
                     own.listen(backlog)
 
+    async def _start_health_listener(self) -> None:
+        a = self.controller.settings.api
+        cls = self.health_protocol
+        if a.health_port is None or cls is None:
+            return
+        app = only_health(self.config.loaded_app)
+
+        def create_protocol() -> GuardedH11Protocol:
+            protocol = cls(
+                config=self.config, server_state=self.server_state, app_state=self.lifespan.state
+            )
+            protocol.app = app
+            return protocol
+
+        try:
+            server = await asyncio.get_running_loop().create_server(
+                create_protocol, host=a.host, port=a.health_port, backlog=ACCEPT_BATCH
+            )
+        except OSError as exc:  # as uvicorn does for the main port: one line, exit 1
+            log.error("health listener: cannot bind", port=a.health_port, error=str(exc))
+            for server in self.servers:
+                server.close()
+                await server.wait_closed()
+            sys.exit(1)
+        self.servers.append(server)  # closed with the others at shutdown
+        self.health_port = int(server.sockets[0].getsockname()[1])
+        log.info("health listener", host=a.host, port=self.health_port)
+
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         await self.controller.drain(abandon=lambda: self.force_exit)
         await super().shutdown(sockets)
 
 
+HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
+HEALTH_CONNECTIONS = 32
+"""The health listener's own connection cap (probes, not clients)."""
+
+
+def only_health(app: Any) -> Any:
+    """``app`` restricted to :data:`HEALTH_PATHS`: the health listener's application."""
+    body = b'{"error": "not_found", "detail": "the health port answers /healthz and /readyz"}'
+
+    async def health_only(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] not in HEALTH_PATHS:
+            headers = [(b"content-type", b"application/json")]
+            await send({"type": "http.response.start", "status": 404, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await app(scope, receive, send)
+
+    return health_only
+
+
 def build_server(settings: Settings, controller: Controller, app: Any) -> Server:
     """The server of ``stoic serve`` for ``app`` (whose controller is ``controller``)."""
     a = settings.api
-    guard = ConnectionGuard(
-        ConnectionLimits(
-            max_connections=fit_connection_cap(a.max_connections, ACCEPT_BATCH),
-            header_timeout_s=a.header_timeout_s,
-            body_timeout_s=a.body_timeout_s,
-        ),
-        on_drop=lambda reason: controller.metrics.connections_dropped.labels(reason).inc(),
+
+    def guard(max_connections: int) -> ConnectionGuard:
+        return ConnectionGuard(
+            ConnectionLimits(
+                max_connections=max_connections,
+                header_timeout_s=a.header_timeout_s,
+                body_timeout_s=a.body_timeout_s,
+            ),
+            on_drop=lambda reason: controller.metrics.connections_dropped.labels(reason).inc(),
+        )
+
+    main_cap = fit_connection_cap(
+        a.max_connections + (HEALTH_CONNECTIONS if a.health_port is not None else 0),
+        ACCEPT_BATCH * (2 if a.health_port is not None else 1),
     )
+    health = None
+    if a.health_port is not None:
+        main_cap = max(8, main_cap - HEALTH_CONNECTIONS)
+        health = protocol_class(guard(HEALTH_CONNECTIONS))
     config = uvicorn.Config(
         app,
         host=a.host,
         port=a.port,
-        http=protocol_class(guard),
+        http=protocol_class(guard(main_cap)),
         log_config=None,
         access_log=False,
         lifespan="on",
@@ -300,4 +377,4 @@ def build_server(settings: Settings, controller: Controller, app: Any) -> Server
         h11_max_incomplete_event_size=MAX_HEADER_BYTES,
         timeout_graceful_shutdown=int(settings.controller.drain_grace_s) + 5,
     )
-    return Server(config, controller)
+    return Server(config, controller, health)
