@@ -166,3 +166,31 @@ def test_auto_duplicator_deploys_a_pod_when_the_edge_estimate_is_an_extrapolatio
                                             Component(44), processing_seen=40))  # fmt: skip
     assert decide(Mode.DUPLICATOR, JOB, seen_20).speculative_edge  # 40 > 20 seen
     assert not decide(Mode.DUPLICATOR, JOB, seen_40).speculative_edge
+
+
+def test_share_deploys_a_second_pod_as_insurance_against_the_first_timing_out() -> None:
+    # A slow edge (10 s/image); GPU1 fast and likely ready first; the CPU pod adds
+    # little while GPU1 works. With GPU1's timeouts priced only on its own gain, the
+    # CPU pod is not worth 5 s; in expectation over GPU1 timing out (then the edge
+    # alone would take 1,000 s) it is.
+    job = Job("b", n_images=100, n_bytes=100)
+
+    def line(name: str, d: float, per_image: float, p_timeout: float) -> Estimate:
+        risk = Risk(p_timeout=p_timeout, timeout_s=600.0)
+        return Estimate(
+            name,
+            Component(0.0),
+            Component(d),
+            Component(per_image * 100),
+            risk,
+            processing_line=(per_image, 0.0),
+        )
+
+    table = {"edge": line("edge", 0, 10.0, 0.0), "gpu1": line("gpu1", 10, 0.1, 0.0),
+             "cpu": line("cpu", 20, 1.0, 0.0)}  # fmt: skip
+    assert decide(Mode.SHARE, job, table).share_clouds == ("gpu1",)  # gpu1 done at ~20 s
+    risky = dict(table, gpu1=line("gpu1", 10, 0.1, 0.05))
+    plan = decide(Mode.SHARE, job, risky)
+    assert plan.share_clouds == ("gpu1", "cpu")
+    # 5 % x (edge alone 1,000 s vs edge + cpu ~ 109 s) = ~45 s of insurance.
+    assert plan.scores["cpu"] > 40
