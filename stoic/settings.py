@@ -265,6 +265,12 @@ class ApiSettings(_Section):
     )
     keep_alive_s: float = Field(5.0, gt=0, le=600, description="idle keep-alive connection")
 
+    @model_validator(mode="after")
+    def _check_health_port(self) -> ApiSettings:
+        if self.health_port is not None and self.health_port != 0 and self.health_port == self.port:
+            raise ValueError(f"health_port must differ from port ({self.port})")
+        return self
+
 
 class ControllerSettings(_Section):
     drain_grace_s: float = Field(30.0, ge=0, le=3_600)

@@ -399,6 +399,11 @@ def test_the_health_listener_answers_health_only_and_outside_the_main_cap(
                 s.close()
 
 
+def test_a_health_port_equal_to_the_api_port_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="health_port must differ from port"):
+        limits(tmp_path, port=8123, health_port=8123)
+
+
 def test_a_health_port_in_use_stops_the_server_with_one_line(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -356,14 +356,12 @@ def build_server(settings: Settings, controller: Controller, app: Any) -> Server
             on_drop=lambda reason: controller.metrics.connections_dropped.labels(reason).inc(),
         )
 
-    main_cap = fit_connection_cap(
-        a.max_connections + (HEALTH_CONNECTIONS if a.health_port is not None else 0),
-        ACCEPT_BATCH * (2 if a.health_port is not None else 1),
-    )
-    health = None
-    if a.health_port is not None:
-        main_cap = max(8, main_cap - HEALTH_CONNECTIONS)
-        health = protocol_class(guard(HEALTH_CONNECTIONS))
+    # The health listener's connections and accept batch share the descriptor budget.
+    listeners = 1 if a.health_port is None else 2
+    extra = HEALTH_CONNECTIONS * (listeners - 1)
+    fitted = fit_connection_cap(a.max_connections + extra, ACCEPT_BATCH * listeners)
+    main_cap = max(8, fitted - extra)
+    health = protocol_class(guard(HEALTH_CONNECTIONS)) if a.health_port is not None else None
     config = uvicorn.Config(
         app,
         host=a.host,
