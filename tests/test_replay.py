@@ -13,7 +13,7 @@ from stoic.predict.predictor import Predictor
 from stoic.replay.report import write_report
 from stoic.replay.runner import ReplayConfig, run_replay
 from stoic.replay.scoring import score
-from stoic.values import Component, Estimate, Plan
+from stoic.values import Component, Estimate, Job, Mode, Plan
 
 SHORT = dict(batches=10, warmup_periods=30)
 
@@ -47,6 +47,22 @@ def test_oracle_is_min_lat_and_edge_only_never_beats_it() -> None:
     assert o["latency_s"] == pytest.approx(o["min_lat_s"], rel=1e-6)
     assert e["min_lat_s"] == pytest.approx(o["min_lat_s"])  # same world in every mode
     assert e["latency_s"] >= o["latency_s"]
+
+
+def test_informed_picks_the_least_expected_total_in_the_same_world() -> None:
+    """The informed bound sees the spec's expectations, not the batch's dice: it places
+    by them (so it is not MIN-LAT) and replays the very world the other modes do."""
+    r = run_replay(ReplayConfig(mode="informed", seed=3, **SHORT))
+    o = score(run_replay(ReplayConfig(mode="oracle", seed=3, **SHORT)))["summary"]
+    s = score(r)["summary"]
+    assert s["min_lat_s"] == pytest.approx(o["min_lat_s"])
+    assert s["latency_s"] >= o["latency_s"]
+    assert all(rec.plan.mode is Mode.ORACLE for rec in r.records)
+    rec = r.records[-1]
+    job = Job("x", rec.batch.images, round(rec.batch.images * r.env.spec.uplink.bytes_per_image))
+    again = r.env.expected_totals(job, rec.batch.at_s, draws=4000)
+    best = min(again, key=lambda n: again[n])
+    assert again[rec.plan.runtime] <= 1.05 * again[best]  # the least, up to sampling noise
 
 
 def test_replay_uses_the_daemons_policy(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -277,3 +277,41 @@ def test_replay_is_the_same_with_and_without_drawing_ahead(monkeypatch) -> None:
     assert [r.plan.estimates["gpu1"].total.mean for r in ahead.records] == [
         r.plan.estimates["gpu1"].total.mean for r in alone.records
     ]
+
+
+# The informed bound (SimEnvironment.expected_totals / expected_duplicates) -------------
+
+
+def test_expected_totals_are_the_spec_s_means_and_leave_the_world_alone() -> None:
+    raw = _flat()  # no noise: every draw is its median
+    raw["runtimes"]["gpu2"]["deployment"]["timeout_rate"] = 1.0  # gpu2 always times out
+    raw["runtimes"]["edge"]["processing"]["regimes"] = [
+        {"start_h": 1, "duration_h": 1, "every_h": 24, "factor": 3.0}
+    ]
+    spec = EnvSpec.parse(raw)
+    job = Job("b", 10, 1_000_000)  # 1 s at 1 MB/s
+    env = SimEnvironment(spec, RUNTIMES, seed=3)
+    alone = SimEnvironment(spec, RUNTIMES, seed=3)
+    e = env.expected_totals(job, 0.0, draws=64)
+    # edge: 10 x 1 + 10; cpu/gpu1: 1 s upload + 40 s deployment + 20 s processing
+    assert e["edge"] == pytest.approx(20.0)
+    assert e["cpu"] == pytest.approx(61.0) and e["gpu1"] == pytest.approx(61.0)
+    # a timeout: the timeout, then the best other runtime (the requester's fallback)
+    assert e["gpu2"] == pytest.approx(600.0 + 20.0)
+    # the state is the spec's: inside the edge's regime, its T_p triples
+    assert env.expected_totals(job, 1.5 * 3600, draws=8)["edge"] == pytest.approx(60.0)
+    # the duplicator's bound: min(edge, overlapped cloud), a timeout leaves the edge
+    d = env.expected_duplicates(job, 0.0, draws=8)
+    assert d == pytest.approx({"cpu": 20.0, "gpu1": 20.0, "gpu2": 20.0})
+    assert env.expected_duplicates(job, 1.5 * 3600, draws=8)["gpu1"] == pytest.approx(60.0)
+    # its draws come from a stream of their own: the audit is the same as without them
+    a, b = env.audit(0, job, 0.0), alone.audit(0, job, 0.0)
+    assert a.totals() == b.totals()
+
+
+def test_expected_totals_converge_on_a_noisy_spec() -> None:
+    env = SimEnvironment(EnvSpec.load(DEFAULT_ENV), RUNTIMES, seed=5)
+    job = Job("b", 120, 120 * 212_000)
+    e = env.expected_totals(job, 13 * 3600, draws=4000)
+    reps = [env.audit(i, job, 13 * 3600).runtimes["edge"].total_s for i in range(2000)]
+    assert e["edge"] == pytest.approx(np.mean(reps), rel=0.02)

@@ -46,9 +46,12 @@ def main() -> None:
             print(f"| {e} | " + " | ".join(cells) + " |")
         return
 
-    print("| environment | selector (expected) | selector-mean | Δ | duplicator (adaptive) "
-          "| duplicator-gpu1 | cloud h: adaptive / gpu1 | share | share / fluid | best other |")
-    print("|---" * 10 + "|")
+    print(
+        "| environment | selector (expected) | selector-mean | Δ | informed "
+        "| duplicator (adaptive) | duplicator-gpu1 | cloud h: adaptive / gpu1 | share "
+        "| share / fluid | best other |"
+    )
+    print("|---" * 11 + "|")
     for e in envs:
         present = [m for m in SINGLE if m in modes and g(e, m, "vs_min_lat") is not None]
         best = min(present, key=lambda m: g(e, m, "vs_min_lat") or 0.0)
@@ -57,7 +60,8 @@ def main() -> None:
         used: Any = [g(e, m, "cloud_used_s") for m in ("duplicator", "duplicator-gpu1")]
         hours = " / ".join("—" if u is None else f"{u / 3600:.1f}" for u in used)
         print(
-            f"| {e} | {pct(sel)} | {pct(mean)} | {delta} | {pct(g(e, 'duplicator', 'vs_min_lat'))}"
+            f"| {e} | {pct(sel)} | {pct(mean)} | {delta} | {pct(g(e, 'informed', 'vs_min_lat'))}"
+            f" | {pct(g(e, 'duplicator', 'vs_min_lat'))}"
             f" | {pct(g(e, 'duplicator-gpu1', 'vs_min_lat'))} | {hours}"
             f" | {pct(g(e, 'share', 'vs_min_lat'))} | {pct(g(e, 'share', 'vs_fluid'))}"
             f" | {best} {pct(g(e, best, 'vs_min_lat'))} |"

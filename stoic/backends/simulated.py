@@ -375,6 +375,7 @@ class SimEnvironment:
         self.warmup = warmup
         self._audit_rng = np.random.default_rng([seed, 1])
         self._fresh_rng = np.random.default_rng([seed, 3])
+        self._informed_rng = np.random.default_rng([seed, 4])
         drift_rng = np.random.default_rng([seed, 2])
         self._drift: dict[str, tuple[np.ndarray, np.ndarray]] = {
             "uplink": _drift(drift_rng, spec.uplink.drift_timescale_h)
@@ -523,7 +524,73 @@ class SimEnvironment:
         T_d + warm-up + T_p; a timed-out deployment is not retried (the requester treats
         a timeout as final) and the batch falls back to the edge: timeout + edge T_p.
         """
-        rng = self._audit_rng
+        return self._draw(self._audit_rng, index, job, at_s)
+
+    def expected_totals(self, job: Job, at_s: float, draws: int = 512) -> dict[str, float]:
+        """Each runtime's *expected* total for ``job`` arriving at ``at_s``, over
+        ``draws`` independent draws of the batch's dice from a stream of their own (the
+        audit and the probes are untouched, so the world replayed stays the same).
+
+        This is what a scheduler that knew the environment's spec and its present state
+        (drift, diurnal swing, regimes, outages, unavailable windows) — but not this
+        batch's dice — would expect; picking the least is the best any single-runtime
+        scheduler can do in expectation: the replay's ``informed`` mode, a bound on
+        learning, not a scheduler (docs/evaluation/README.md). A timed-out deployment
+        costs the timeout plus the best other runtime's expectation, as the requester's
+        fallback (the least predicted total among the others) would get."""
+        ok = self._dice(job, at_s, draws, overlap=False)
+        edge = float(ok[self.fallback].mean()) if self.fallback is not None else math.nan
+        # One level of fallback first (a timeout, then the edge: the audit's rule) ...
+        first = {
+            n: float(np.where(np.isnan(v), self.timeout_s + edge, v).mean()) for n, v in ok.items()
+        }
+        # ... then the requester's: a timeout, then the best other runtime.
+        out: dict[str, float] = {}
+        for name, v in ok.items():
+            after = min((e for n, e in first.items() if n != name), default=edge)
+            out[name] = float(np.where(np.isnan(v), self.timeout_s + after, v).mean())
+        return out
+
+    def expected_duplicates(self, job: Job, at_s: float, draws: int = 512) -> dict[str, float]:
+        """Each cloud runtime's expected latency as the duplicator's cloud leg beside the
+        edge, with a perfect lagging decision: E[min(edge T_p, max(T_t, T_d) + warm-up +
+        T_p)], a timed-out deployment leaving the edge's. An optimistic bound on any
+        duplicator that knew the environment (docs/evaluation/bounds.py)."""
+        ok = self._dice(job, at_s, draws, overlap=True)
+        if self.fallback is None:
+            raise EnvSpecError("the duplicator's bound needs an edge runtime")
+        edge = ok.pop(self.fallback)
+        return {n: float(np.fmin(edge, v).mean()) for n, v in ok.items()}
+
+    def _dice(self, job: Job, at_s: float, draws: int, *, overlap: bool) -> dict[str, np.ndarray]:
+        """``draws`` fresh draws of ``job``'s total on every runtime (NaN: timed out),
+        from the informed stream; ``overlap``: the upload runs during the deployment."""
+        rng = self._informed_rng
+        at = np.full(draws, at_s)
+        transfer = np.array(
+            [self.transfer_s(job.n_bytes, at_s, float(u)) for u in rng.random(draws)]
+        )
+        ok: dict[str, np.ndarray] = {}
+        for name, rt in self.runtimes.items():
+            u_dep = rng.random((draws, self.PROBE_UNIFORMS))
+            u_p = rng.random((draws, 3))
+            p = self.spec.runtimes[name].processing
+            factor = np.exp(p.sigma * ndtri(np.clip(u_p[:, 0], 1e-12, 1 - 1e-12)))
+            lo, hi = p.congestion_factor
+            factor *= np.where(u_p[:, 1] < p.congestion_rate, lo + (hi - lo) * u_p[:, 2], 1.0)
+            if p.regimes:
+                factor *= float(_regime_values(1.0, p.regimes, "factor", np.array(at_s)))
+            tp = (p.per_image_s * job.n_images + p.fixed_s) * factor
+            if rt.is_edge:
+                ok[name] = tp
+                continue
+            warm = self.warmup_s(name) if self.warmup else 0.0
+            dep = self.deployment_from_uniforms(name, at, u_dep)
+            ready = np.maximum(transfer, dep) if overlap else transfer + dep  # NaN stays NaN
+            ok[name] = ready + warm + tp
+        return ok
+
+    def _draw(self, rng: np.random.Generator, index: int, job: Job, at_s: float) -> BatchTruth:
         bw_u = float(rng.random())
         transfer = self.transfer_s(job.n_bytes, at_s, bw_u)
         truth = BatchTruth(index, at_s, n_images=job.n_images, n_bytes=job.n_bytes)

@@ -72,7 +72,7 @@ def replay(
         "selector",
         "--mode",
         help="selector, duplicator (with --gpu), duplicator-gpu1, duplicator-gpu2, "
-        "edge-only, gpu1-only, threshold, oracle",
+        "share, share:GAIN, selector-mean, edge-only, gpu1-only, threshold, oracle, informed",
     ),
     gpu: str | None = typer.Option(None, "--gpu", help="cloud runtime of --mode duplicator"),
     hours: int | None = typer.Option(None, "--hours", help="hourly arrivals for H hours"),

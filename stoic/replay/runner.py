@@ -88,6 +88,7 @@ MODES = (
     "gpu1-only",
     "threshold",
     "oracle",
+    "informed",
 )
 OBJECTIVES = ("mean", "expected", "quantile")
 
@@ -101,6 +102,7 @@ class ModeSpec:
     cloud: str | None = None
     objective: Objective | None = None
     min_gain_s: float | None = None  # share: its share.min_gain_s (None: the settings')
+    informed: bool = False  # the oracle's policy on expected totals, not hindsight
 
 
 def parse_mode(mode: str, gpu: str | None = None) -> ModeSpec:
@@ -111,6 +113,8 @@ def parse_mode(mode: str, gpu: str | None = None) -> ModeSpec:
         return ModeSpec(Mode.DUPLICATOR, gpu or AUTO)
     if mode.startswith("duplicator-"):
         return ModeSpec(Mode.DUPLICATOR, mode.split("-", 1)[1])
+    if mode == "informed":
+        return ModeSpec(Mode.ORACLE, informed=True)
     if mode.startswith("share:"):  # share:GAIN, share mode with share.min_gain_s = GAIN
         try:
             gain = float(mode.split(":", 1)[1])
@@ -377,7 +381,8 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
             token2 = current_truth.set(truth)
             try:
                 started = loop.time() - origin - warmup_s
-                plan, outcome = await scheduler.handle(job, mode=mode, truth=truth.totals())
+                given = env.expected_totals(job, b.at_s) if spec.informed else truth.totals()
+                plan, outcome = await scheduler.handle(job, mode=mode, truth=given)
             except BackendError as exc:  # an edge failure: nothing left to run on
                 log.warning("batch failed", batch_id=job.batch_id, error=str(exc))
                 raise

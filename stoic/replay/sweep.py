@@ -53,7 +53,7 @@ DEFAULT_MODES = (
     "oracle",
 )
 #: Modes that need the ground truth; they are references, not candidates for "best".
-REFERENCE_MODES = frozenset({"oracle"})
+REFERENCE_MODES = frozenset({"oracle", "informed"})
 
 
 # Metrics ------------------------------------------------------------------------------

@@ -210,7 +210,8 @@ def decide(
             if not known:
                 raise PredictorError("the oracle has no ground truth for any available runtime")
             best = min(known, key=lambda n: known[n])
-            return plan(best, f"oracle: {best} is fastest in hindsight ({known[best]:.1f} s)")
+            # In hindsight (MIN-LAT) or, for the replay's ``informed`` mode, in expectation.
+            return plan(best, f"oracle: {best} has the least given total ({known[best]:.1f} s)")
         case Mode.PINNED:
             if pinned is None:
                 raise PredictorError("pinned mode needs a runtime")

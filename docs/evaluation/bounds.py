@@ -1,0 +1,92 @@
+"""What the issue's targets ask of a scheduler that knew the environment: the bounds of
+docs/evaluation/README.md, "How far learning can go".
+
+For every environment and seed, the batches and their truth are drawn exactly as the
+sweep's replays draw them (same workload, same audit stream), and three figures are
+computed from the truth alone, as % of MIN-LAT (sums over the run):
+
+* **fluid** — the fluid lower bound of every batch (share mode's bound; no placement
+  of whole images beats it).
+* **dup-informed** — a duplicator that knew the environment's spec and state
+  (``SimEnvironment.expected_duplicates``: the cloud runtime whose race with the edge
+  has the least expected latency) *and* made a perfect lagging decision: each batch
+  costs min(edge, that runtime's overlapped total), a timeout leaving the edge's. No
+  duplicator, adaptive or fixed, can expect to do better; where this exceeds 100 %,
+  "≤ 100 % of MIN-LAT" is out of any duplicator's reach there.
+* **dup-hindsight** — the same with the best cloud runtime of each batch in hindsight
+  (a floor below even that).
+
+The informed *selector* is a replay mode (``stoic replay sweep --modes informed``) so
+that it runs through the requester's fallback; it is not repeated here.
+
+    .venv/bin/python docs/evaluation/bounds.py workload/envs docs/evaluation/sweep/envs
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from stoic.backends.simulated import BatchTruth, load_env
+from stoic.replay.runner import ReplayConfig, build_workload
+from stoic.replay.scoring import fluid_of
+from stoic.settings import Settings
+from stoic.values import Job
+
+
+def _dup_total(truth: BatchTruth, cloud: str, edge: float) -> float:
+    t = truth.runtimes[cloud]
+    if not t.attempts or t.attempts[-1] is None:
+        return edge
+    return min(edge, max(t.transfer_s, t.attempts[-1]) + t.warmup_s + t.processing_s)
+
+
+def one(path: Path, seed: int, days: int) -> tuple[str, dict[str, float]]:
+    settings = Settings()
+    runtimes = {r.name: r for r in settings.runtime_list()}
+    edge = next(n for n, r in runtimes.items() if r.is_edge)
+    cfg = ReplayConfig(env_path=path, days=days, seed=seed, settings=settings)
+    _, batches = build_workload(cfg)
+    env = load_env(path, runtimes.values(), seed=seed, fallback=edge)
+    sums = dict.fromkeys(("min_lat", "fluid", "informed", "hindsight"), 0.0)
+    for b in batches:
+        job = Job("b", b.images, round(b.images * env.spec.uplink.bytes_per_image), "a", "v")
+        truth = env.audit(b.index, job, b.at_s)
+        edge_s = truth.runtimes[edge].processing_s
+        clouds = [n for n in truth.runtimes if n != edge]
+        expected = env.expected_duplicates(job, b.at_s)
+        pick = min(clouds, key=lambda n: expected[n])
+        sums["min_lat"] += min(truth.totals().values())
+        sums["fluid"] += fluid_of(truth)
+        sums["informed"] += _dup_total(truth, pick, edge_s)
+        sums["hindsight"] += min(_dup_total(truth, n, edge_s) for n in clouds)
+    return env.spec.name, {k: 100 * v / sums["min_lat"] for k, v in sums.items() if k != "min_lat"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("envs", nargs="+", type=Path, help="spec files or directories of them")
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--days", type=int, default=3)
+    ap.add_argument("--jobs", type=int, default=None)
+    args = ap.parse_args()
+    files = [f for p in args.envs for f in (sorted(p.glob("*.yaml")) if p.is_dir() else [p])]
+    jobs = [(f, s) for f in files for s in range(args.seeds)]
+    with ProcessPoolExecutor(args.jobs) as pool:
+        results = list(pool.map(one, *zip(*jobs, strict=True), [args.days] * len(jobs)))
+    by_env: dict[str, list[dict[str, float]]] = {}
+    for name, figures in results:
+        by_env.setdefault(name, []).append(figures)
+    print("| environment | fluid | dup-informed | dup-hindsight |")
+    print("|---|---|---|---|")
+    for name, rows in by_env.items():
+        cells = [np.mean([r[k] for r in rows]) for k in ("fluid", "informed", "hindsight")]
+        print(f"| {name} | " + " | ".join(f"{c:.1f}" for c in cells if math.isfinite(c)) + " |")
+
+
+if __name__ == "__main__":
+    main()
