@@ -278,7 +278,11 @@ class Server(uvicorn.Server):
         await super().startup(sockets)
         if self.should_exit:
             return
+        # uvicorn says ``started`` once the main port listens; ours is started when the
+        # health listener listens too (a caller waiting on ``started`` may probe it).
+        self.started = False
         await self._start_health_listener()
+        self.started = True
         backlog = self.controller.settings.api.listen_backlog
         if backlog == ACCEPT_BATCH:
             return
