@@ -315,3 +315,16 @@ def test_expected_totals_converge_on_a_noisy_spec() -> None:
     e = env.expected_totals(job, 13 * 3600, draws=4000)
     reps = [env.audit(i, job, 13 * 3600).runtimes["edge"].total_s for i in range(2000)]
     assert e["edge"] == pytest.approx(np.mean(reps), rel=0.02)
+
+
+@pytest.mark.parametrize("env_name", ["congested-processing", "heavy-tail"])
+def test_vectorised_processing_factors_equal_the_scalar_ones(env_name: str) -> None:
+    spec = EnvSpec.load(
+        Path(__file__).resolve().parents[1] / "workload" / "envs" / f"{env_name}.yaml"
+    )
+    env = SimEnvironment(spec, RUNTIMES, seed=0)
+    u = np.random.default_rng(7).random((500, 3))
+    for name in env.runtimes:
+        for at in (3 * 3600.0, 23 * 3600.0):
+            one = [env.processing_factor(name, row, at) for row in u]
+            assert env.processing_factors(name, u, at) == pytest.approx(one, rel=1e-12)

@@ -465,6 +465,17 @@ class SimEnvironment:
             factor *= float(_regime_values(1.0, p.regimes, "factor", np.array(at_s)))
         return factor
 
+    def processing_factors(self, runtime: str, u: np.ndarray, at_s: float) -> np.ndarray:
+        """:meth:`processing_factor` for each row of ``u`` (shape (n, 3)), vectorised for
+        the informed bound's many draws (a test holds the two equal)."""
+        p = self.spec.runtimes[runtime].processing
+        factor = np.exp(p.sigma * ndtri(np.clip(u[:, 0], 1e-12, 1 - 1e-12)))
+        lo, hi = p.congestion_factor
+        factor *= np.where(u[:, 1] < p.congestion_rate, lo + (hi - lo) * u[:, 2], 1.0)
+        if p.regimes:
+            factor *= float(_regime_values(1.0, p.regimes, "factor", np.array(at_s)))
+        return np.asarray(factor)
+
     def bandwidth_bps(self, at_s: float, u: float) -> float:
         up = self.spec.uplink
         z = float(ndtri(min(max(u, 1e-12), 1 - 1e-12)))
@@ -575,12 +586,9 @@ class SimEnvironment:
             u_dep = rng.random((draws, self.PROBE_UNIFORMS))
             u_p = rng.random((draws, 3))
             p = self.spec.runtimes[name].processing
-            factor = np.exp(p.sigma * ndtri(np.clip(u_p[:, 0], 1e-12, 1 - 1e-12)))
-            lo, hi = p.congestion_factor
-            factor *= np.where(u_p[:, 1] < p.congestion_rate, lo + (hi - lo) * u_p[:, 2], 1.0)
-            if p.regimes:
-                factor *= float(_regime_values(1.0, p.regimes, "factor", np.array(at_s)))
-            tp = (p.per_image_s * job.n_images + p.fixed_s) * factor
+            tp = (p.per_image_s * job.n_images + p.fixed_s) * self.processing_factors(
+                name, u_p, at_s
+            )
             if rt.is_edge:
                 ok[name] = tp
                 continue
