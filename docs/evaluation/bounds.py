@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from stoic.backends.simulated import BatchTruth, load_env
+from stoic.errors import StoicError
 from stoic.replay.runner import ReplayConfig, build_workload
 from stoic.replay.scoring import fluid_of
 from stoic.settings import Settings
@@ -48,7 +49,10 @@ def _dup_total(truth: BatchTruth, cloud: str, edge: float) -> float:
 def one(path: Path, seed: int, days: int) -> tuple[str, dict[str, float]]:
     settings = Settings()
     runtimes = {r.name: r for r in settings.runtime_list()}
-    edge = next(n for n, r in runtimes.items() if r.is_edge)
+    edges = [n for n, r in runtimes.items() if r.is_edge]
+    if not edges:
+        raise SystemExit("bounds.py: the settings configure no edge runtime to race against")
+    edge = edges[0]
     cfg = ReplayConfig(env_path=path, days=days, seed=seed, settings=settings)
     _, batches = build_workload(cfg)
     env = load_env(path, runtimes.values(), seed=seed, fallback=edge)
@@ -76,8 +80,15 @@ def main() -> None:
     args = ap.parse_args()
     files = [f for p in args.envs for f in (sorted(p.glob("*.yaml")) if p.is_dir() else [p])]
     jobs = [(f, s) for f in files for s in range(args.seeds)]
-    with ProcessPoolExecutor(args.jobs) as pool:
-        results = list(pool.map(one, *zip(*jobs, strict=True), [args.days] * len(jobs)))
+    if not jobs:
+        raise SystemExit(
+            "bounds.py: no environment spec (*.yaml) in " + " ".join(map(str, args.envs))
+        )
+    try:
+        with ProcessPoolExecutor(args.jobs) as pool:
+            results = list(pool.map(one, *zip(*jobs, strict=True), [args.days] * len(jobs)))
+    except StoicError as exc:  # a bad or missing spec: one line, no traceback
+        raise SystemExit(f"bounds.py: {exc}") from None
     by_env: dict[str, list[dict[str, float]]] = {}
     for name, figures in results:
         by_env.setdefault(name, []).append(figures)
