@@ -129,6 +129,18 @@ class PredictorSettings(_Section):
         10, ge=1, le=10_000, description="recent samples per regression"
     )
     deploy_timeout_s: float = Field(600.0, gt=0, le=86_400)
+    processing_probe_period_s: float = Field(
+        3600.0,
+        ge=0,
+        le=7 * 86_400,
+        description="how often the inquisitor also times the function on a probe batch "
+        "on a pod it has deployed anyway, per cloud runtime (0: never); docs/scheduling.md",
+    )
+    processing_probe_images: list[int] = Field(
+        default_factory=lambda: [10, 100],
+        min_length=1,
+        description="probe batch sizes, taken in turn (two sizes identify the slope)",
+    )
     deployment_method: Literal["median", "mean", "autoreg"] = Field(
         "median", description="'autoreg' needs the analysis extra"
     )
@@ -140,6 +152,13 @@ class PredictorSettings(_Section):
     ransac_residual_threshold_s: float | None = Field(None, gt=0)
     ransac_max_trials: int = Field(100, ge=1, le=100_000)
     seed: int = 0
+
+    @field_validator("processing_probe_images")
+    @classmethod
+    def _probe_sizes(cls, v: list[int]) -> list[int]:
+        if any(not 1 <= n <= 10_000 for n in v):
+            raise ValueError("every probe size must be 1..10000 images")
+        return v
 
 
 class RequesterSettings(_Section):

@@ -242,6 +242,34 @@ async def test_predictor_is_primed_from_the_store(tmp_path: Path, fake: FakeBack
         assert "gpu2" not in estimates and plan.runtime in estimates
 
 
+async def test_the_inquisitor_times_idle_runtimes_on_images_of_a_claimed_batch(
+    tmp_path: Path, fake: FakeBackend
+) -> None:
+    """Processing probes in the daemon: once a batch has been claimed, runtimes no batch
+    measured are timed on a package cut from its first images, uploaded once each."""
+    settings = make_settings(
+        tmp_path,
+        controller={"inquisitor": True},
+        predictor={"inquisitor_period_s": 0.05, "processing_probe_period_s": 0.2},
+    )
+    bid = put_batch(settings, n_images=12)
+    async for ctl in running(settings, fake):
+        await wait_state(ctl, bid, BatchState.DONE)
+
+        def probed(runtime: str, ctl: Controller = ctl) -> set[int]:
+            samples = ctl.store.processing_samples("classify", "1", runtime)
+            return {s.images for s in samples}
+
+        await until(lambda: all(probed(r) >= {10, 12} for r in ("cpu", "gpu1", "gpu2")))
+        await until(lambda: 10 in probed("edge"))  # the batch ran there; then idle
+        assert ctl.objects.exists("probes/classify/1/10/package.tar")
+        assert ctl.objects.exists("probes/classify/1/12/package.tar")  # 100 > 12 images
+        uploads = [e for e in fake.ops("upload") if e.batch_id.startswith("probe-")]
+        assert len(uploads) == len({(e.runtime, e.batch_id) for e in uploads})  # once each
+        scrape = ctl.metrics.render()[0].decode()
+        assert 'stoic_probe_cloud_seconds_total{runtime="gpu1"}' in scrape
+
+
 def test_simulated_backend_is_refused_in_the_daemon(tmp_path: Path) -> None:
     settings = Settings(
         data_dir=tmp_path,

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from stoic.backends.fake import DeployStep, FakeBackend
+from stoic.backends.base import RuntimeBackend, Upload
+from stoic.backends.fake import DeployStep, FakeBackend, InvokeStep
 from stoic.clock import LoopClock
 from stoic.errors import ConfigError
 from stoic.schedule.availability import Availability, AvailabilityChange
@@ -16,14 +17,38 @@ from stoic.schedule.legs import LegRunner
 from stoic.schedule.requester import Requester
 from stoic.schedule.scheduler import Scheduler
 from stoic.settings import Settings
-from stoic.values import DeploymentSample, DeployOutcome, Job, Mode
+from stoic.values import (
+    DeploymentSample,
+    DeployOutcome,
+    Job,
+    Mode,
+    Plan,
+    ProcessingSample,
+    Runtime,
+)
 from tests.test_requester import EPOCH, SPECS, ListRecorder, TablePredictor, est
 
 pytestmark = pytest.mark.looptime
 
 
+class ListWork:
+    """A :class:`ProbeWork` of ``n`` images: the package is already where runtimes read it."""
+
+    def __init__(self, available: bool = True) -> None:
+        self.available = available
+        self.asked: list[tuple[str, int]] = []
+
+    async def prepare(
+        self, runtime: Runtime, backend: RuntimeBackend, n_images: int
+    ) -> tuple[Job, Upload] | None:
+        self.asked.append((runtime.name, n_images))
+        if not self.available:
+            return None
+        return Job(f"probe-{n_images}", n_images, 1000 * n_images), Upload("probe", 0, 0.0)
+
+
 class Rig:
-    def __init__(self, **overrides: Any) -> None:
+    def __init__(self, work: ListWork | None = None, **overrides: Any) -> None:
         self.settings = Settings(**overrides)
         self.runtimes = {r.name: r for r in self.settings.runtime_list()}
         self.fake = FakeBackend(dict(SPECS))
@@ -32,8 +57,10 @@ class Rig:
         self.availability = Availability(self.runtimes.values(), listener=self.changes.append)
         self.clock = LoopClock(EPOCH)
         self.backends: dict[str, Any] = {"local": self.fake}
-        legs = LegRunner(self.backends, self.runtimes, self.recorder, self.clock, self.settings)
-        self.inquisitor = Inquisitor(legs, self.availability)
+        self.legs = LegRunner(
+            self.backends, self.runtimes, self.recorder, self.clock, self.settings
+        )
+        self.inquisitor = Inquisitor(self.legs, self.availability, work)
 
 
 @pytest.fixture
@@ -177,3 +204,113 @@ async def test_a_failing_listener_does_not_stop_marking(rig: Rig) -> None:
     assert not rig.availability.mark_unavailable("cpu", 2.0)  # no change, no event
     assert rig.availability.unavailable()["cpu"].at == 1.0
     assert len(rig.changes) == 1
+
+
+# Processing probes ---------------------------------------------------------------------
+
+
+async def test_a_due_runtime_is_also_timed_on_a_probe_batch_sizes_in_turn() -> None:
+    work = ListWork()
+    rig = Rig(work, predictor={"processing_probe_period_s": 600.0})
+    await rig.inquisitor.probe("gpu1")  # deploy 30 s, warm-up 2 s, 10 images x 0.75 s
+    assert [e.op for e in rig.fake.events if e.op in ("warmup", "invoke", "teardown")] == [
+        "warmup",
+        "invoke",
+        "teardown",
+    ]
+    assert rig.recorder.processings == [
+        ProcessingSample("classify", "1", "gpu1", 10, 10_000, 7.5, EPOCH + 39.5)
+    ]
+    assert rig.inquisitor.cloud_s == {"gpu1": 9.5}  # warm-up and call: pod time held
+    assert rig.recorder.deployments[0].duration_s == 30.0  # T_d is still the deployment's
+
+    await rig.inquisitor.probe("gpu1")  # 69.5 s later: not due (period 600 s)
+    assert len(rig.recorder.processings) == 1 and rig.fake.ops("invoke", "gpu1")[1:] == []
+    await asyncio.sleep(600)
+    await rig.inquisitor.probe("gpu1")
+    assert [s.images for s in rig.recorder.processings] == [10, 100]  # the next size
+    assert work.asked == [("gpu1", 10), ("gpu1", 100)]
+    assert rig.inquisitor.processing_probes == 2
+
+
+async def test_a_runtime_that_batches_measure_is_not_probed() -> None:
+    rig = Rig(ListWork(), predictor={"processing_probe_period_s": 600.0})
+    await rig.legs.recorder.processing(
+        ProcessingSample("classify", "1", "gpu1", 40, 1, 30.0, EPOCH)
+    )
+    await asyncio.sleep(500)
+    await rig.inquisitor.probe("gpu1")  # measured 530 s before the pod was ready
+    await rig.inquisitor.probe("cpu")  # never measured
+    # The batch's sample (fed above), then the never-measured cpu's probe.
+    assert [s.runtime for s in rig.recorder.processings] == ["gpu1", "cpu"]
+    assert rig.fake.ops("invoke", "gpu1") == []
+
+
+async def test_processing_probes_off_without_work_or_period() -> None:
+    for rig in (Rig(None), Rig(ListWork(), predictor={"processing_probe_period_s": 0.0})):
+        await rig.inquisitor.probe("gpu1")
+        assert rig.recorder.processings == [] and rig.fake.ops("invoke") == []
+    rig = Rig(ListWork(available=False))  # nothing to probe with yet: no call, no sample
+    await rig.inquisitor.probe("gpu1")
+    assert rig.recorder.processings == [] and rig.fake.ops("warmup") == []
+
+
+async def test_a_failing_probe_call_is_logged_and_the_pod_torn_down(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rig = Rig(ListWork())
+    rig.fake.script_invokes("gpu1", InvokeStep(3.0, fail=True))
+    sample = await rig.inquisitor.probe("gpu1")
+    assert sample.outcome is DeployOutcome.OK and rig.recorder.processings == []
+    assert "processing probe failed" in caplog.text
+    assert rig.fake.live == {} and rig.availability.is_available("gpu1")
+    await asyncio.sleep(3600)  # the failed attempt counts: next one a period later
+    await rig.inquisitor.probe("gpu1")
+    assert [s.images for s in rig.recorder.processings] == [100]
+
+
+async def test_run_probes_the_edge_when_due_and_nothing_deploys_it() -> None:
+    rig = Rig(ListWork(), predictor={"processing_probe_period_s": 90.0})
+    task = asyncio.create_task(rig.inquisitor.run())
+    await asyncio.sleep(200)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    edge = [s for s in rig.recorder.processings if s.runtime == "edge"]
+    # Ticks at 0, 60, 120, 180: due at 0 (10 images, 25 s); at 60 measured 35 s ago;
+    # due again at 120 (95 s): 100 images, 250 s, still running when cancelled at 200.
+    assert [(s.images, s.at - EPOCH) for s in edge] == [(10, 25.0)]
+    assert rig.fake.times("invoke", "edge") == [0.0, 120.0]
+    assert rig.fake.times("invoke-cancelled", "edge") == [200.0] and rig.fake.running == {}
+    assert rig.fake.ops("warmup", "edge") == []  # the edge keeps a warm standby
+    assert rig.inquisitor.cloud_s.get("edge") is None  # no pod time on the edge
+
+
+async def test_the_edge_is_not_probed_while_a_batch_runs_there() -> None:
+    rig = Rig(ListWork(), predictor={"processing_probe_period_s": 90.0})
+    job = Job("b", n_images=40, n_bytes=1)
+    requester = Requester(rig.legs, TablePredictor())
+    batch = asyncio.create_task(  # the edge is busy for 100 s (40 images x 2.5 s)
+        requester.run(job, Plan("edge", Mode.PINNED, "test"))
+    )
+    for _ in range(100):  # a few loop turns, no time: the edge leg is deployed at 0
+        if rig.legs.in_use["edge"]:
+            break
+        await asyncio.sleep(0)
+    task = asyncio.create_task(rig.inquisitor.run())
+    await asyncio.sleep(130)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await batch
+    # Ticks at 0 and 60 found the edge busy; at 120 it had been measured 20 s before.
+    assert rig.fake.times("invoke", "edge") == [0.0]
+    assert rig.legs.in_use["edge"] == 0
+
+
+async def test_no_processing_probe_of_a_runtime_that_could_not_win() -> None:
+    rig = Rig(ListWork())
+    rig.inquisitor.worth = lambda name: name != "gpu2"  # Scheduler.worth_probing's say
+    await rig.inquisitor.probe_all()
+    assert sorted(s.runtime for s in rig.recorder.processings) == ["cpu", "gpu1"]
+    assert len(rig.recorder.deployments) == 3  # its deployment is still probed

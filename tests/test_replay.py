@@ -13,6 +13,7 @@ from stoic.predict.predictor import Predictor
 from stoic.replay.report import write_report
 from stoic.replay.runner import ReplayConfig, run_replay
 from stoic.replay.scoring import score
+from stoic.settings import Settings
 from stoic.values import Component, Estimate, Job, Mode, Plan
 
 SHORT = dict(batches=10, warmup_periods=30)
@@ -102,6 +103,27 @@ def test_duplicator_and_report(tmp_path: Path) -> None:
     j = json.loads((tmp_path / "report.json").read_text())
     assert len(j["batches"]) == len(r.records)
     assert "Table 5" in (tmp_path / "report.md").read_text()
+
+
+def test_processing_probes_in_the_replay_are_counted_and_leave_the_world_alone() -> None:
+    on = run_replay(ReplayConfig(mode="selector", seed=3, batches=20, warmup_periods=60))
+    off = run_replay(
+        ReplayConfig(
+            mode="selector",
+            seed=3,
+            batches=20,
+            warmup_periods=60,
+            settings=Settings(predictor={"processing_probe_period_s": 0.0}),
+        )
+    )
+    assert on.probe_stats["processing_probes"] > 0
+    held = on.probe_stats["processing_probe_cloud_s"]
+    assert set(held) <= {"cpu", "gpu1", "gpu2"} and sum(held.values()) > 0
+    assert off.probe_stats["processing_probes"] == 0
+    assert sum(off.probe_stats["processing_probe_cloud_s"].values()) == 0  # torn down at once
+    # The same batches meet the same world: probes draw from streams of their own.
+    for a, b in zip(on.records, off.records, strict=True):
+        assert a.truth.totals() == b.truth.totals()
 
 
 def test_probe_shortcut_matches_full_probing() -> None:

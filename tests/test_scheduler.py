@@ -15,7 +15,7 @@ from stoic.schedule.legs import LegRunner
 from stoic.schedule.policy import PolicyOptions
 from stoic.schedule.recorder import PredictorRecorder
 from stoic.schedule.requester import Requester
-from stoic.schedule.scheduler import ObservationCounter, Scheduler
+from stoic.schedule.scheduler import PROBE_LOOKBACK, ObservationCounter, Scheduler, contenders
 from stoic.settings import Settings
 from stoic.values import DeployOutcome, Job, Mode
 from tests.test_requester import EPOCH, JOB, World, est, make_world
@@ -33,6 +33,36 @@ def world() -> World:
 
 
 # The per-batch path -------------------------------------------------------------------
+
+
+def test_contenders_could_win_with_no_processing_time() -> None:
+    # Totals: edge 100, cpu 85, gpu1 65 (best), gpu2 75; T_t + T_d: 0, 15, 35, 50.
+    assert contenders(world_table()) == {"edge", "cpu", "gpu1", "gpu2"}
+    slow = dict(world_table(), gpu2=est("gpu2", 5, 70, 25))  # 75 >= the best, 65
+    assert contenders(slow) == {"edge", "cpu", "gpu1"}
+    assert contenders({}) == frozenset()
+
+
+async def test_worth_probing_looks_back_on_the_last_plans(world: World) -> None:
+    scheduler = make_scheduler(world)
+    assert scheduler.worth_probing("gpu2")  # nothing planned yet: everything is
+    world.predictor.table["gpu2"] = est("gpu2", 5, 70, 25)
+    for _ in range(PROBE_LOOKBACK - 1):
+        scheduler.plan(JOB, mode=Mode.SELECTOR)
+    assert not scheduler.worth_probing("gpu2") and scheduler.worth_probing("cpu")
+    world.predictor.table["gpu2"] = est("gpu2", 5, 40, 25)  # a contender again
+    scheduler.plan(JOB, mode=Mode.SELECTOR)
+    assert scheduler.worth_probing("gpu2")
+    world.predictor.table["gpu2"] = est("gpu2", 5, 70, 25)
+    for _ in range(PROBE_LOOKBACK - 1):
+        scheduler.plan(JOB, mode=Mode.SELECTOR)
+    assert scheduler.worth_probing("gpu2")  # still within the look-back
+    scheduler.plan(JOB, mode=Mode.SELECTOR)
+    assert not scheduler.worth_probing("gpu2")
+
+
+def world_table() -> dict[str, Any]:
+    return dict(make_world().predictor.table)
 
 
 async def test_selector_picks_the_minimum_and_runs_it_end_to_end(world: World) -> None:

@@ -95,6 +95,18 @@ def test_probe_draws_are_keyed_by_number() -> None:
     assert np.array_equal(block[37:38], single, equal_nan=True)
 
 
+def test_processing_probes_are_keyed_by_number_and_draw_from_no_other_stream() -> None:
+    env = SimEnvironment(EnvSpec.load(DEFAULT_ENV), RUNTIMES, seed=5)
+    first = env.probe_processing("gpu1", 7, 100, 3600.0)
+    env.fresh_processing("gpu1", 100, 0.0)  # other streams move on...
+    env.probe_deployments("gpu1", 0, np.arange(10) * 60.0)
+    assert env.probe_processing("gpu1", 7, 100, 3600.0) == first  # ...probe 7 does not
+    assert env.probe_processing("gpu1", 8, 100, 3600.0) != first
+    # Around the spec's line (the paper's GPU1 fit, 4 % noise, rare congestion).
+    values = [env.probe_processing("gpu1", k, 100, 3600.0) for k in range(200)]
+    assert float(np.median(values)) == pytest.approx(0.3272 * 100 + 28.16, rel=0.03)
+
+
 def test_deployment_tail_and_floor() -> None:
     env = SimEnvironment(EnvSpec.load(DEFAULT_ENV), RUNTIMES, seed=1)
     d = env.probe_deployments("cpu", 0, np.arange(20_000) * 60.0)

@@ -439,6 +439,16 @@ class SimEnvironment:
             runtime, at, self.probe_uniforms(runtime, first, at.size)
         )
 
+    def probe_processing(self, runtime: str, key: int, n: int, at_s: float) -> float:
+        """T_p of the inquisitor's processing probe on tick ``key``: counter-keyed like
+        the deployment probes, on a key of its own, so it draws nothing from any other
+        stream and is the same in every mode."""
+        words = np.array([self.seed, (1 << 32) + self._index[runtime]], np.uint64)
+        bitgen = np.random.Philox(key=words)
+        bitgen.advance(key)
+        u = np.random.Generator(bitgen).random(3)
+        return self.processing_from_uniforms(runtime, n, u, at_s)
+
     # Processing and transfer ------------------------------------------------------
 
     def processing_from_uniforms(self, runtime: str, n: int, u: np.ndarray, at_s: float) -> float:
@@ -804,8 +814,12 @@ class SimulatedBackend(RuntimeBackend):
                 results = [{"index": start + i} for i in range(job.n_images)]
             elif truth is not None:
                 seconds = truth.processing_s
-            else:
+            elif fresh_draws.get():
                 seconds = self.env.fresh_processing(name, job.n_images, self.now_s())
+            else:  # the inquisitor's processing probe, keyed by its tick
+                seconds = self.env.probe_processing(
+                    name, self.probe_key(), job.n_images, self.now_s()
+                )
         await asyncio.sleep(seconds)
         return Invocation(seconds, results=results, timings={"processing_s": seconds})
 

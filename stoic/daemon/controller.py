@@ -64,6 +64,7 @@ from stoic.daemon.demo_classifier import build_demo_model
 from stoic.daemon.dispatcher import Dispatcher
 from stoic.daemon.lock import DataDirLock
 from stoic.daemon.metrics import Metrics
+from stoic.daemon.probes import BatchProbeWork
 from stoic.daemon.recorder import DaemonRecorder
 from stoic.errors import ConfigError, InputError, InvalidField, ModelNotFound
 from stoic.extras import installed, require
@@ -204,6 +205,7 @@ class Controller:
         self.requester: Requester
         self.scheduler: Scheduler
         self.inquisitor: Inquisitor | None = None
+        self.probe_work: BatchProbeWork | None = None
         self.dispatcher: Dispatcher | None = None
 
     # Life cycle ----------------------------------------------------------------------
@@ -434,7 +436,15 @@ class Controller:
         self.metrics.watch_states(self._state_counts)
         await asyncio.to_thread(self._warm_predictor)
         if s.controller.inquisitor and any(not r.is_edge for r in runtimes):
-            self.inquisitor = Inquisitor(legs, self.availability)
+            self.probe_work = BatchProbeWork(self.objects, self.tmp_dir / "probes")
+            self.inquisitor = Inquisitor(legs, self.availability, self.probe_work)
+            self.inquisitor.worth = self.scheduler.worth_probing
+            self.metrics.watch_probes(
+                lambda: dict(self.inquisitor.cloud_s) if self.inquisitor else {}
+            )
+
+    def _probe_cloud_s(self) -> dict[str, float]:
+        return dict(self.inquisitor.cloud_s) if self.inquisitor is not None else {}
 
     def _start_tasks(self, runtimes: list[Runtime]) -> None:
         """The dispatcher and (with cloud runtimes) the inquisitor, each supervised."""
@@ -449,6 +459,7 @@ class Controller:
             stopping=lambda: self._stop_requested,
             prepare=self._prepare,
             prime=self.prime_version,
+            claimed=self.probe_work.offer if self.probe_work is not None else None,
         )
         specs = [TaskSpec("dispatcher", self.dispatcher.run)]
         if self.inquisitor is not None:

@@ -45,14 +45,13 @@ import asyncio
 import contextlib
 import functools
 import json
-import os
-import tempfile
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from stoic.clock import Clock
 from stoic.daemon.metrics import Metrics
+from stoic.daemon.probes import cut_head
 from stoic.errors import BatchStateError, StoicError
 from stoic.logging import get_logger
 from stoic.schedule.board import Chunk
@@ -60,10 +59,8 @@ from stoic.schedule.scheduler import Scheduler
 from stoic.settings import Settings
 from stoic.storage.objectstore import ObjectStore
 from stoic.storage.package import (
-    PackageWriter,
     chunk_results_key,
     chunks_prefix,
-    iter_package,
     parts_prefix,
     results_key,
 )
@@ -85,7 +82,9 @@ class Dispatcher:
     ``stopping`` tells whether the controller is draining (no new batch is claimed);
     ``prepare`` runs once before the first claim; ``prime(app, version)`` before each
     batch (the controller's: load what the store knows of that application version,
-    so that only a version it has never seen is bootstrapped).
+    so that only a version it has never seen is bootstrapped); ``claimed(record)``
+    when a batch is claimed (the controller's: its images may serve the inquisitor's
+    processing probes, :mod:`stoic.daemon.probes`).
     """
 
     def __init__(
@@ -101,6 +100,7 @@ class Dispatcher:
         stopping: Callable[[], bool],
         prepare: Callable[[], Awaitable[None]],
         prime: Callable[[str, str], Awaitable[None]] | None = None,
+        claimed: Callable[[BatchRecord], None] | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -112,6 +112,7 @@ class Dispatcher:
         self._stopping = stopping
         self._prepare = prepare
         self._prime = prime
+        self._claimed = claimed
         self.running: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._prepared = False
@@ -183,6 +184,8 @@ class Dispatcher:
         log.info(
             "batch claimed", batch_id=record.id, attempt=record.attempts, n_images=job.n_images
         )
+        if self._claimed is not None:
+            self._claimed(record)
         plan: Plan | None = None
 
         async def decided(p: Plan) -> None:
@@ -368,25 +371,9 @@ class Dispatcher:
         sizes = sorted({min(n, record.n_images) for n in BOOTSTRAP_SIZES})
         jobs: list[Job] = []
         keys: list[str] = []
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
         for size in sizes:
             key = f"batches/{record.id}/bootstrap-{size}/package.tar"
-            fd, tmp = tempfile.mkstemp(prefix="ingest-bootstrap-", suffix=".tar", dir=self.tmp_dir)
-            try:
-                with (
-                    os.fdopen(fd, "wb") as out,
-                    PackageWriter(out) as writer,
-                    self.objects.open_read(record.package_key) as src,
-                ):
-                    for i, (name, data) in enumerate(iter_package(src)):
-                        if i >= size:
-                            break
-                        writer.add_bytes(name, data)
-                n_bytes = Path(tmp).stat().st_size
-                with open(tmp, "rb") as f:
-                    self.objects.put_stream(key, f)
-            finally:
-                Path(tmp).unlink(missing_ok=True)
+            n_bytes = cut_head(self.objects, record.package_key, key, size, self.tmp_dir)
             keys.append(key)
             jobs.append(
                 Job(

@@ -38,7 +38,7 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
@@ -47,6 +47,26 @@ from stoic.values import BatchState, DeploymentSample, Outcome, ProcessingSample
 _DURATION_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200)
 _ERROR_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
 _OVERHEAD_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1)
+
+
+class _ProbeCollector(Collector):
+    """``stoic_probe_cloud_seconds_total{runtime}``: the inquisitor's own counter
+    (``Inquisitor.cloud_s``), read at scrape time."""
+
+    NAME = "stoic_probe_cloud_seconds"
+    HELP = "Pod seconds held after ready by the inquisitor's processing probes"
+
+    def __init__(self, held: Callable[[], Mapping[str, float]]) -> None:
+        self._held = held
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self.NAME, self.HELP, labels=["runtime"])
+        for runtime, seconds in sorted(self._held().items()):
+            family.add_metric([runtime], seconds)
+        yield family
+
+    def describe(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self.NAME, self.HELP, labels=["runtime"])
 
 
 class _StateCollector(Collector):
@@ -208,6 +228,11 @@ class Metrics:
     def watch_states(self, counts: Callable[[], Mapping[str, int]]) -> None:
         """Export ``stoic_batches{state}`` from ``counts`` (called at each scrape)."""
         self.registry.register(_StateCollector(counts))
+
+    def watch_probes(self, held: Callable[[], Mapping[str, float]]) -> None:
+        """Export ``stoic_probe_cloud_seconds_total{runtime}`` from ``held`` (the
+        inquisitor's pod seconds per runtime, called at each scrape)."""
+        self.registry.register(_ProbeCollector(held))
 
     # Updates -------------------------------------------------------------------------
 

@@ -44,7 +44,7 @@ from typing import Any, cast
 import looptime
 import numpy as np
 
-from stoic.backends.base import RuntimeBackend
+from stoic.backends.base import RuntimeBackend, Upload
 from stoic.backends.simulated import (
     BatchTruth,
     SimEnvironment,
@@ -65,7 +65,16 @@ from stoic.schedule.recorder import PredictorRecorder
 from stoic.schedule.requester import Requester
 from stoic.schedule.scheduler import Scheduler
 from stoic.settings import Settings
-from stoic.values import DeploymentSample, DeployOutcome, Estimate, Job, Mode, Outcome, Plan
+from stoic.values import (
+    DeploymentSample,
+    DeployOutcome,
+    Estimate,
+    Job,
+    Mode,
+    Outcome,
+    Plan,
+    Runtime,
+)
 
 log = get_logger(__name__)
 
@@ -179,6 +188,24 @@ class ReplayResult:
     wall_s: float
     timings: dict[str, float]
     sim_span_s: float
+
+
+@dataclass(frozen=True)
+class _SimProbeWork:
+    """The replay's :class:`~stoic.schedule.inquisitor.ProbeWork`: a probe package of
+    the replayed app, already in the (simulated) cloud store, so nothing crosses the
+    uplink; the backend draws its T_p on the probe's own key."""
+
+    app: str
+    version: str
+    bytes_per_image: float
+
+    async def prepare(
+        self, runtime: Runtime, backend: RuntimeBackend, n_images: int
+    ) -> tuple[Job, Upload]:
+        n_bytes = round(n_images * self.bytes_per_image)
+        job = Job(f"probe-{n_images}", n_images, n_bytes, self.app, self.version, "probe")
+        return job, Upload("probe", n_bytes, 0.0)
 
 
 class _ProbeShortcut:
@@ -329,7 +356,9 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
     availability = Availability(runtimes.values())
     legs = LegRunner(backends, runtimes, recorder, clock, settings, availability=availability)
     requester = Requester(legs, predictor)
-    inquisitor = Inquisitor(legs, availability)
+    app, version = settings.controller.app, settings.controller.app_version
+    work = _SimProbeWork(app, version, env.spec.uplink.bytes_per_image)
+    inquisitor = Inquisitor(legs, availability, work)
     options = replace(
         PolicyOptions.from_settings(settings),
         duplicator_runtime=cloud or settings.requester.duplicator_runtime,
@@ -339,6 +368,7 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
     if spec.min_gain_s is not None:
         options = replace(options, share_min_gain_s=spec.min_gain_s)
     scheduler = Scheduler(predictor, requester, availability, settings, options)
+    inquisitor.worth = scheduler.worth_probing
     shortcut = _ProbeShortcut(env, recorder, availability, settings, warmup_s)
     timings = {"decide_s": 0.0, "probes_s": 0.0, "run_s": 0.0}
 
@@ -351,7 +381,6 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
             inq_task.cancel()
             await asyncio.gather(inq_task, return_exceptions=True)
             shortcut.start(math.floor(warmup_s / period + 1e-9) + 1)
-        app, version = settings.controller.app, settings.controller.app_version
         if settings.controller.bootstrap:
             reps = [
                 Job(f"rep{n}", n, round(n * env.spec.uplink.bytes_per_image), app, version)
@@ -404,6 +433,8 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
         "warmup_s": warmup_s,
         "inquisitor_probes": inquisitor.probes,
         "inquisitor_skipped_ticks": inquisitor.skipped,
+        "processing_probes": inquisitor.processing_probes,
+        "processing_probe_cloud_s": dict(inquisitor.cloud_s),
         "shortcut_probes_walked": shortcut.walked,
         "shortcut_probes_fed": shortcut.fed,
         "shortcut_window": shortcut.keep,

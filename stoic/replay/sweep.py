@@ -113,6 +113,13 @@ def _cloud_wasted(result: ReplayResult, scored: dict[str, Any]) -> float:
     return float(sum(_cloud(result, r, 1) for r in scored["batches"]))
 
 
+def _probe_cloud(result: ReplayResult, _: dict[str, Any]) -> float:
+    """Pod seconds × GPUs the inquisitor's processing probes held after ready: a cost
+    of learning that every mode pays (docs/scheduling.md), not a batch's."""
+    held = result.probe_stats.get("processing_probe_cloud_s") or {}
+    return float(sum(v * _gpus(result, k) for k, v in held.items()))
+
+
 def _vs_fluid(_: ReplayResult, scored: dict[str, Any]) -> float | None:
     v = scored["summary"].get("vs_fluid")
     return None if v is None else float(v)
@@ -125,6 +132,7 @@ METRICS: list[Metric] = [
     Metric("vs_fluid", "% of fluid bound", "ratio", _vs_fluid),
     Metric("cloud_used_s", "cloud s used (×GPUs)", "s", _cloud_used),
     Metric("cloud_wasted_s", "cloud s wasted (×GPUs)", "s", _cloud_wasted),
+    Metric("probe_cloud_s", "probe cloud s (×GPUs)", "s", _probe_cloud),
 ]
 
 

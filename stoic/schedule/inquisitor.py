@@ -15,32 +15,104 @@ Probes of different runtimes run **concurrently**, each started on the period's 
 is still running (a probe can last up to the 600 s timeout, ten periods) is skipped for
 that tick rather than probed twice. The replay calls :meth:`Inquisitor.probe` or
 :meth:`Inquisitor.probe_all` at instants of its own choosing instead of :meth:`run`.
+
+**Processing probes** (ours, not the paper's; every
+``settings.predictor.processing_probe_period_s``, default an hour, 0 turns them off).
+The selector learns a runtime's T_p only from the batches it sends there, so a runtime
+that had a slow spell is not chosen again and its line never learns that the spell ended
+(a bandit's trap), and a runtime that only ever ran small batches has a slope its
+samples cannot identify. Every period, on a pod it has deployed anyway, the inquisitor
+also times the function on a probe batch (sizes ``processing_probe_images`` in turn, so
+the slope is identified) and records the sample as a batch's would be: warm-up call
+first, then the timed call. The images come from a :class:`ProbeWork`, which places them
+where the runtime reads them *once* (the daemon: a few images of an accepted batch; the
+replay: nothing to move), so a probe costs pod time, not uplink. Pod time held after
+ready is counted per runtime in :attr:`Inquisitor.cloud_s`. A runtime is probed only
+when nothing (no batch, no probe) has measured its T_p for a period, so a runtime in use
+costs no probes, and only while :attr:`Inquisitor.worth` says its T_p could still change
+a decision (the scheduler's ``worth_probing``: it could have won a recent batch with no
+processing time at all). On the edge there is no pod to deploy: the edge is probed on
+the inquisitor's tick when it is due and no batch is running there (a probe would share
+its CPUs with the batch; one that starts while a probe runs still does, for the probe's
+remainder).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Protocol
 
 from stoic.aio import cancel_and_wait
+from stoic.backends.base import Deployment, RuntimeBackend, Upload
 from stoic.errors import BackendError, ConfigError, DeployTimeout
 from stoic.logging import get_logger
 from stoic.schedule.availability import Availability
 from stoic.schedule.legs import LegRunner, backend_for, deploy_guarded
-from stoic.values import DeploymentSample, DeployOutcome, Runtime
+from stoic.values import (
+    DeploymentSample,
+    DeployOutcome,
+    Job,
+    ProcessingSample,
+    Runtime,
+    TransferSample,
+)
 
 log = get_logger(__name__)
+
+
+class ProbeWork(Protocol):
+    """Where a processing probe's images come from."""
+
+    async def prepare(
+        self, runtime: Runtime, backend: RuntimeBackend, n_images: int
+    ) -> tuple[Job, Upload] | None:
+        """A job of ``n_images`` images (fewer if fewer exist) that ``runtime`` can
+        already read, and its upload, placed once and reused; None while there is
+        nothing to probe with (no batch accepted yet)."""
+        ...
+
+
+class _ProcessingClock:
+    """A recorder that notes when each runtime's T_p was last measured."""
+
+    def __init__(self, last: dict[str, float]) -> None:
+        self.last = last
+
+    async def deployment(self, sample: DeploymentSample) -> None:
+        return None
+
+    async def processing(self, sample: ProcessingSample) -> None:
+        self.last[sample.runtime] = max(sample.at, self.last.get(sample.runtime, sample.at))
+
+    async def transfer(self, sample: TransferSample) -> None:
+        return None
 
 
 class Inquisitor:
     """Probes cloud deployment times and keeps :class:`Availability` up to date."""
 
-    def __init__(self, legs: LegRunner, availability: Availability) -> None:
+    def __init__(
+        self, legs: LegRunner, availability: Availability, work: ProbeWork | None = None
+    ) -> None:
         self.legs = legs  # the requester's: the same backends, recorder, clock, settings
         self.availability = availability
         self.runtimes = legs.runtimes
         self.settings = legs.settings
+        self.work = work
+        # Whether a runtime's T_p could still change a decision (the scheduler's
+        # Scheduler.worth_probing, set by whoever builds both); default: always.
+        self.worth: Callable[[str], bool] = lambda _name: True
         self.probes = 0  # probes started (metrics)
         self.skipped = 0  # ticks skipped because the previous probe still ran
+        self.processing_probes = 0  # processing probes timed
+        # runtime -> pod seconds held after ready (the processing probes' cloud cost)
+        self.cloud_s: dict[str, float] = {}
+        # runtime -> clock time of its newest T_p sample, a batch's or a probe's: a
+        # runtime that batches keep measuring needs no probe.
+        self._last_processing: dict[str, float] = {}
+        self._turn: dict[str, int] = {}  # runtime -> processing probes started
+        legs.add_recorder(_ProcessingClock(self._last_processing))
         for r in self.cloud_runtimes():
             backend_for(legs.backends, r)  # fail at start-up on a missing backend
 
@@ -74,11 +146,17 @@ class Inquisitor:
             sample = DeploymentSample(name, at, loop.time() - t, DeployOutcome.FAILURE)
             log.warning("probe failed", runtime=name, error=str(exc))
         else:
-            sample = DeploymentSample(name, at, loop.time() - t, DeployOutcome.OK)
+            ready = loop.time()
+            sample = DeploymentSample(name, at, ready - t, DeployOutcome.OK)
             try:
-                await backend.teardown(deployment)
-            except Exception:
-                log.exception("probe teardown failed", runtime=name)
+                if self._processing_due(name):
+                    await self._time_processing(runtime, backend, deployment)
+            finally:
+                self.cloud_s[name] = self.cloud_s.get(name, 0.0) + loop.time() - ready
+                try:
+                    await backend.teardown(deployment)
+                except Exception:
+                    log.exception("probe teardown failed", runtime=name)
             self.availability.mark_available(name, self.legs.clock.now(), "probe succeeded")
         log.info(
             "deployment probed",
@@ -89,9 +167,76 @@ class Inquisitor:
         await self.legs.recorder.deployment(sample)
         return sample
 
+    def _processing_due(self, name: str) -> bool:
+        period = self.settings.predictor.processing_probe_period_s
+        if self.work is None or period <= 0:
+            return False
+        last = self._last_processing.get(name)
+        stale = last is None or self.legs.clock.now() - last >= period
+        return stale and self.worth(name)
+
+    async def _time_processing(
+        self, runtime: Runtime, backend: RuntimeBackend, deployment: Deployment
+    ) -> None:
+        """Warm the pod and time the function on a probe batch; record T_p. A backend
+        error is logged (the next period tries again), never raised."""
+        assert self.work is not None
+        loop = asyncio.get_running_loop()
+        name = runtime.name
+        self._last_processing[name] = self.legs.clock.now()  # also when it fails
+        sizes = self.settings.predictor.processing_probe_images
+        turn = self._turn.get(name, 0)
+        self._turn[name] = turn + 1
+        try:
+            got = await self.work.prepare(runtime, backend, sizes[turn % len(sizes)])
+            if got is None:
+                return
+            job, upload = got
+            if self.settings.requester.warmup and not runtime.is_edge:  # as LegRunner.warm
+                await backend.invoke(deployment, job, upload, warmup=True)
+            t = loop.time()
+            await backend.invoke(deployment, job, upload)
+            seconds = loop.time() - t
+        except BackendError as exc:
+            log.warning("processing probe failed", runtime=name, error=str(exc))
+            return
+        self.processing_probes += 1
+        log.info("processing probed", runtime=name, images=job.n_images, duration_s=seconds)
+        await self.legs.recorder.processing(
+            ProcessingSample(
+                job.app,
+                job.app_version,
+                name,
+                job.n_images,
+                job.n_bytes,
+                seconds,
+                self.legs.clock.now(),
+            )
+        )
+
     async def probe_all(self) -> list[DeploymentSample]:
         """Probe every cloud runtime concurrently; returns the samples in runtime order."""
         return list(await asyncio.gather(*(self.probe(r.name) for r in self.cloud_runtimes())))
+
+    def edge_runtimes(self) -> list[Runtime]:
+        return [r for r in self.runtimes.values() if r.is_edge]
+
+    async def probe_edge_processing(self, runtime: Runtime) -> None:
+        """A processing probe on the edge: no deployment to time, nothing to tear down
+        but the backend's handle."""
+        backend = backend_for(self.legs.backends, runtime)
+        timeout = self.settings.predictor.deploy_timeout_s
+        deployment = await backend.deploy(runtime, timeout_s=timeout)
+        try:
+            await self._time_processing(runtime, backend, deployment)
+        finally:
+            await backend.teardown(deployment)
+
+    async def _guarded_edge(self, runtime: Runtime) -> None:
+        try:
+            await self.probe_edge_processing(runtime)
+        except Exception:
+            log.exception("edge processing probe crashed; continuing", runtime=runtime.name)
 
     async def _guarded(self, name: str) -> None:
         try:
@@ -121,6 +266,14 @@ class Inquisitor:
                     in_flight[runtime.name] = asyncio.create_task(
                         self._guarded(runtime.name), name=f"inquisitor:{runtime.name}"
                     )
+                for runtime in self.edge_runtimes():
+                    previous = in_flight.get(runtime.name)
+                    free = previous is None or previous.done()
+                    idle = not self.legs.in_use[runtime.name]  # no batch on its CPUs
+                    if free and idle and self._processing_due(runtime.name):
+                        in_flight[runtime.name] = asyncio.create_task(
+                            self._guarded_edge(runtime), name=f"inquisitor:{runtime.name}"
+                        )
                 tick += 1
                 await asyncio.sleep(max(0.0, start + tick * period - loop.time()))
         finally:

@@ -26,6 +26,7 @@ module-level helpers (:func:`backend_for`, :func:`deploy_guarded`), outside any 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -121,6 +122,9 @@ class LegRunner:
         self.clock = clock
         self.settings = settings
         self.availability = availability
+        # runtime -> legs deployed and not yet torn down: the inquisitor does not probe
+        # the edge while a batch runs there (they would share its CPUs).
+        self.in_use: Counter[str] = Counter()
         for r in runtimes.values():
             backend_for(backends, r)  # fail at start-up, not on the first batch
 
@@ -199,6 +203,7 @@ class LegRunner:
                 delay *= req.retry_factor
                 continue
             leg.deployment = dep
+            self.in_use[rt.name] += 1
             leg.ready_at = loop.time()
             leg.deploy_s = leg.ready_at - start
             await self._record_deploy(rt, at, leg.ready_at - t, DeployOutcome.OK)
@@ -259,6 +264,7 @@ class LegRunner:
         if leg.deployment is None or leg.torn_down_at is not None:
             return
         leg.torn_down_at = asyncio.get_running_loop().time()
+        self.in_use[leg.runtime.name] -= 1
         try:
             await backend_for(self.backends, leg.runtime).teardown(leg.deployment)
         except Exception:

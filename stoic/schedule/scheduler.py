@@ -11,6 +11,11 @@ It owns nothing but the wiring and two concerns of its own:
   ``time.perf_counter`` (not the loop clock: under looptime and in the replay the loop
   clock does not move while Python computes), carried on the plan (``Plan.decision_s``)
   and copied to ``Outcome.decision_s``.
+* **which runtimes are still contenders** (:meth:`Scheduler.worth_probing`, asked by
+  the inquisitor before a processing probe): a runtime whose predicted T_t + T_d alone
+  exceeded the best predicted total of each of the last :data:`PROBE_LOOKBACK` batches
+  could not have won any of them however fast it processes, so timing its processing
+  buys nothing and costs pod time.
 * **bootstrapping** (paper §3.7): when an application version is first seen, run two
   representative tasks on every runtime so that the processing regression has points
   of its own instead of priors. :class:`ObservationCounter` counts processing samples
@@ -22,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -47,6 +52,21 @@ from stoic.values import (
 )
 
 log = get_logger(__name__)
+
+PROBE_LOOKBACK = 24
+"""Batches :meth:`Scheduler.worth_probing` looks back on (a day of the paper's hourly
+camera-trap batches)."""
+
+
+def contenders(estimates: Mapping[str, Estimate]) -> frozenset[str]:
+    """The runtimes that could have won with no processing time at all: predicted
+    T_t + T_d below the best predicted total."""
+    if not estimates:
+        return frozenset()
+    best = min(e.total.mean for e in estimates.values())
+    return frozenset(
+        name for name, e in estimates.items() if e.transfer.mean + e.deployment.mean < best
+    )
 
 
 class ObservationCounter:
@@ -110,6 +130,7 @@ class Scheduler:
         self.decisions = 0
         self.decision_s_total = 0.0
         self._bootstrap_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._contenders: deque[frozenset[str]] = deque(maxlen=PROBE_LOOKBACK)
 
     # The per-batch path ----------------------------------------------------------------
 
@@ -148,6 +169,7 @@ class Scheduler:
     ) -> Plan:
         """The decision for a batch about to run: :meth:`preview`, counted and logged."""
         plan = self.preview(job, mode=mode, pinned=pinned, truth=truth)
+        self._contenders.append(contenders(plan.estimates))
         self.decisions += 1
         self.decision_s_total += plan.decision_s
         log.info(
@@ -162,6 +184,12 @@ class Scheduler:
             decision_s=plan.decision_s,
         )
         return plan
+
+    def worth_probing(self, runtime: str) -> bool:
+        """Whether timing ``runtime``'s processing could change a decision: it was a
+        :func:`contenders` member for one of the last :data:`PROBE_LOOKBACK` batches,
+        or no batch has been planned yet."""
+        return not self._contenders or any(runtime in c for c in self._contenders)
 
     async def handle(
         self,
