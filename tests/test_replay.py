@@ -103,6 +103,11 @@ def test_duplicator_and_report(tmp_path: Path) -> None:
     j = json.loads((tmp_path / "report.json").read_text())
     assert len(j["batches"]) == len(r.records)
     assert "Table 5" in (tmp_path / "report.md").read_text()
+    assert r.probe_stats["processing_probes"] > 0
+    assert (
+        f"Processing probes: {r.probe_stats['processing_probes']} (pod time"
+        in (tmp_path / "report.md").read_text()
+    )
 
 
 def test_processing_probes_in_the_replay_are_counted_and_leave_the_world_alone() -> None:

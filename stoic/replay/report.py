@@ -28,6 +28,18 @@ PAPER = {
 }
 
 
+def _processing_probes(p: dict[str, Any]) -> str:
+    """The processing probes' line (docs/scheduling.md): how many, and their pod time."""
+    held = p.get("processing_probe_cloud_s") or {}
+    if not p.get("processing_probes"):
+        return " No processing probe ran."
+    per = ", ".join(f"{k} {v:,.0f} s" for k, v in sorted(held.items()) if v > 0)
+    return (
+        f" Processing probes: {p['processing_probes']} (pod time held after ready: "
+        f"{per or 'none'}; not counted in Table 5)."
+    )
+
+
 def _pct(x: float | None) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
 
@@ -96,7 +108,8 @@ def _markdown(meta: dict[str, Any], s: dict[str, Any], name: str, plots: list[st
             else f"inquisitor loop during warm-up ({p['inquisitor_probes']} probes), then the "
             f"exact shortcut: {p['shortcut_probes_walked']} probe ticks walked, only the last "
             f"{p['shortcut_window']} before each batch fed ({p['shortcut_probes_fed']} samples)."
-        ),
+        )
+        + _processing_probes(p),
         "",
         "## Table 4: success and aggregate latency",
         "",
