@@ -436,7 +436,7 @@ class Controller:
         self.metrics.watch_states(self._state_counts)
         await asyncio.to_thread(self._warm_predictor)
         if s.controller.inquisitor and any(not r.is_edge for r in runtimes):
-            self.probe_work = BatchProbeWork(self.objects, self.tmp_dir / "probes")
+            self.probe_work = BatchProbeWork(self.objects, self.tmp_dir)
             self.inquisitor = Inquisitor(legs, self.availability, self.probe_work)
             self.inquisitor.worth = self.scheduler.worth_probing
             self.metrics.watch_probes(

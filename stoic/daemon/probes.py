@@ -24,6 +24,7 @@ from pathlib import Path
 
 from stoic.backends.base import RuntimeBackend, Upload
 from stoic.errors import StoicError
+from stoic.ingest.builder import TMP_PREFIX
 from stoic.logging import get_logger
 from stoic.storage.objectstore import ObjectStore
 from stoic.storage.package import PackageWriter, iter_package
@@ -37,7 +38,8 @@ def cut_head(objects: ObjectStore, src_key: str, dst_key: str, n: int, tmp_dir: 
     """Store the first ``n`` images of the package at ``src_key`` as a package at
     ``dst_key`` (streamed: only those images are read); returns its size in bytes."""
     tmp_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="cut-", suffix=".tar", dir=tmp_dir)
+    # The ingest's prefix: a file a crash leaves behind is swept at the next start.
+    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}cut-", suffix=".tar", dir=tmp_dir)
     try:
         with (
             os.fdopen(fd, "wb") as out,
