@@ -427,6 +427,7 @@ async def test_runtimes_and_estimate(daemon: Daemon) -> None:
     assert edge["available"] and edge["deployment_window"] == 0
     assert cpu["deployment_window"] >= 1 and cpu["recent_deployments"] == []
     assert {"slope", "intercept"} <= set(cpu["processing"])
+    assert cpu["worth_probing"] and cpu["probe_cloud_s"] == 0.0  # no batch planned, no probe
 
     est = (await daemon.client.get("/v1/estimate", params={"images": 100})).json()
     assert est["bytes"] == 100 * 212_000

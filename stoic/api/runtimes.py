@@ -26,8 +26,9 @@ RECENT_DEPLOYMENTS = 10
 
 @router.get("/runtimes", response_model=RuntimeList, summary="Runtimes and their models")
 async def runtimes(request: Request) -> RuntimeList:
-    """Availability, recent deployment samples, the deployment window and the
-    processing regression of every configured runtime."""
+    """Availability, recent deployment samples, the deployment window, the
+    processing regression, and the inquisitor's processing probes (whether the runtime
+    is still worth timing, the pod time its probes held) of every configured runtime."""
     c: Controller = request.app.state.controller
     rows = {r.name: r for r in await asyncio.to_thread(c.store.runtimes)}
     out = []
@@ -48,6 +49,8 @@ async def runtimes(request: Request) -> RuntimeList:
                     for d in p.recent_deployments(rt.name, RECENT_DEPLOYMENTS)
                 ],
                 processing=p.processing_coefficients(rt.name, c.app, c.app_version),
+                worth_probing=c.scheduler.worth_probing(rt.name),
+                probe_cloud_s=c.inquisitor.cloud_s.get(rt.name, 0.0) if c.inquisitor else 0.0,
             )
         )
     return RuntimeList(runtimes=out)

@@ -198,6 +198,13 @@ class RuntimeOut(BaseModel):
     processing: dict[str, Any] = Field(
         description="regression of T_p on batch size: slope_s (per image), intercept_s, ..."
     )
+    worth_probing: bool = Field(
+        description="whether the inquisitor would time its processing when it is due: it "
+        "could have won one of the last 24 batches with no processing time at all"
+    )
+    probe_cloud_s: float = Field(
+        0.0, description="pod seconds its processing probes held after ready, since start"
+    )
 
 
 class RuntimeList(BaseModel):
