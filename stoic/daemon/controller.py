@@ -439,9 +439,7 @@ class Controller:
             self.probe_work = BatchProbeWork(self.objects, self.tmp_dir)
             self.inquisitor = Inquisitor(legs, self.availability, self.probe_work)
             self.inquisitor.worth = self.scheduler.worth_probing
-            self.metrics.watch_probes(
-                lambda: dict(self.inquisitor.cloud_s) if self.inquisitor else {}
-            )
+            self.metrics.watch_probes(self._probe_cloud_s)
 
     def _probe_cloud_s(self) -> dict[str, float]:
         return dict(self.inquisitor.cloud_s) if self.inquisitor is not None else {}
