@@ -128,6 +128,13 @@ class PredictorSettings(_Section):
     processing_history: int = Field(
         10, ge=1, le=10_000, description="recent samples per regression"
     )
+    processing_tail_history: int = Field(
+        100,
+        ge=1,
+        le=100_000,
+        description="recent out-of-sample ratios (measured / predicted T_p) behind the "
+        "expected objective's processing tail; docs/scheduling.md",
+    )
     deploy_timeout_s: float = Field(600.0, gt=0, le=86_400)
     processing_probe_period_s: float = Field(
         3600.0,

@@ -71,6 +71,10 @@ class Risk:
     """E[T_d | ready] minus the median: the tail's share of the mean."""
     deployment_quantile_s: float | None = None
     """The configured quantile of T_d (None: beyond the timeout, or not computed)."""
+    processing_excess: float = 0.0
+    """E[T_p] over the fitted line, minus 1: what congestion adds on average. RANSAC
+    leaves congested runs out of the line, rightly for the *next* run's best guess, but
+    a batch pays them at their rate (:attr:`ProcessingModel.excess`). Edge too."""
 
 
 NO_RISK = Risk()
@@ -106,11 +110,16 @@ class Estimate:
     def total(self) -> Component:
         return self.transfer + self.deployment + self.processing
 
+    @property
+    def processing_tail_s(self) -> float:
+        """Seconds the processing congestion adds to T_p in expectation."""
+        return self.risk.processing_excess * self.processing.mean
+
     def expected_total(self, fallback_s: float) -> float:
         """E[T_s] with the risk in: the tail above the median when the deployment is
         ready, and ``p_timeout`` × (the timeout, then ``fallback_s`` on the edge)."""
         r = self.risk
-        ready = self.total.mean + r.deployment_excess_s
+        ready = self.total.mean + r.deployment_excess_s + self.processing_tail_s
         return (1.0 - r.p_timeout) * ready + r.p_timeout * (r.timeout_s + fallback_s)
 
     def quantile_total(self, fallback_s: float) -> float:
@@ -136,6 +145,7 @@ class Estimate:
             "total_std_s": t.std,
             "p_timeout": self.risk.p_timeout,
             "deployment_excess_s": self.risk.deployment_excess_s,
+            "processing_excess": self.risk.processing_excess,
         }
 
 

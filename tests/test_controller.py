@@ -19,6 +19,7 @@ from stoic.backends.fake import FakeBackend, FakeSpec, InvokeStep
 from stoic.daemon import controller as controller_module
 from stoic.daemon.controller import Controller, TaskSpec, build_backends
 from stoic.errors import ConfigError
+from stoic.predict.predictor import Predictor
 from stoic.settings import Settings
 from stoic.storage.objectstore import make_object_store
 from stoic.storage.package import PackageWriter, package_key
@@ -240,6 +241,30 @@ async def test_predictor_is_primed_from_the_store(tmp_path: Path, fake: FakeBack
         assert not ctl.availability.is_available("gpu2")
         estimates, plan = ctl.estimate(10, 1_000_000)
         assert "gpu2" not in estimates and plan.runtime in estimates
+
+
+async def test_a_restart_keeps_the_processing_tail(tmp_path: Path, fake: FakeBackend) -> None:
+    """The tail (ProcessingModel.excess) comes from the samples before the regression's
+    window: priming loads them too, so a restart prices a congested runtime as before."""
+    settings = make_settings(tmp_path)
+    migrate(settings.database_url)
+    samples = [
+        ProcessingSample(
+            "classify", "1", "edge", n, 0, (2.0 + 0.5 * n) * (3 if n % 5 == 0 else 1), n
+        )
+        for n in range(1, 81)
+    ]
+    with Store(settings.database_url) as store:
+        store.add_samples(samples)
+    fresh = Predictor(settings)
+    for ps in samples:
+        fresh.observe_processing(ps)
+    want = fresh.processing_model("edge", "classify", "1").excess
+    assert want > 0.1  # one run in five at x3, shrunk
+    async for ctl in running(settings, fake):
+        await ctl.prime_version("classify", "1")
+        got = ctl.predictor.estimate("edge", 10, 0, app="classify", app_version="1")
+        assert got.risk.processing_excess == pytest.approx(want)
 
 
 async def test_the_inquisitor_times_idle_runtimes_on_images_of_a_claimed_batch(

@@ -103,6 +103,20 @@ def test_expected_objective_adds_the_deployment_tail() -> None:
     assert plan.scores["gpu1"] == 67 and plan.runtime == "gpu2"  # 67 > 65
 
 
+def test_expected_objective_adds_the_processing_tail_of_the_edge_too() -> None:
+    # The edge's line says 52 s, but its runs are congested: E[T_p] is 25 % more (65 s),
+    # which the gpu1 pod (55 s) beats. The mean objective keeps the edge.
+    congested = est("edge", 0, 0, 52, Risk(processing_excess=0.25))
+    table = dict(TABLE, edge=congested)
+    mean = PolicyOptions(objective="mean")
+    assert decide(Mode.SELECTOR, JOB, table, options=mean).runtime == "edge"
+    plan = decide(Mode.SELECTOR, JOB, table)
+    assert plan.runtime == "gpu1" and plan.scores["edge"] == pytest.approx(65.0)
+    # A cloud runtime's processing tail is priced the same way, not its transfer or T_d.
+    tailed = dict(TABLE, gpu1=est("gpu1", 5, 30, 20, Risk(processing_excess=0.5)))
+    assert decide(Mode.SELECTOR, JOB, tailed).scores["gpu1"] == pytest.approx(65.0)
+
+
 def test_quantile_objective_uses_the_deployment_quantile() -> None:
     q = Risk(p_timeout=0.01, timeout_s=600.0, deployment_quantile_s=90.0)
     beyond = Risk(p_timeout=0.2, timeout_s=600.0, deployment_quantile_s=None)

@@ -111,13 +111,14 @@ def test_model_keeps_recent_history_and_refits_only_on_change():
     for n, s in ((1, 100.0), (2, 200.0), (10, 10.0), (20, 20.0), (30, 30.0)):
         model.observe(ProcessingSample("a", "1", "cpu", n, 0, s, 0.0))
     assert model.n_samples == 3
+    fits = model.fits  # observing fits the line before a sample, for its out-of-sample ratio
     assert model.estimate(40).mean == pytest.approx(40.0, rel=1e-3)
     model.estimate(50)
     model.estimate(60)
-    assert model.fits == 1
-    model.observe(ProcessingSample("a", "1", "cpu", 40, 0, 40.0, 0.0))
+    assert model.fits == fits + 1
+    model.observe(ProcessingSample("a", "1", "cpu", 40, 0, 40.0, 0.0))  # line cached: no fit
     model.estimate(40)
-    assert model.fits == 2
+    assert model.fits == fits + 2
 
 
 def test_clean_data_skips_ransac_and_equals_plain_ridge():
@@ -127,3 +128,35 @@ def test_clean_data_skips_ransac_and_equals_plain_ridge():
     assert fit.method == "ransac-all-inliers" and fit.inliers == 10
     ridge = BayesianRidge().fit(x[:, None], y).predict(np.array([[321.0]]))[0]
     assert fit.predict(321).mean == pytest.approx(ridge)
+
+
+def _sample(n: int, seconds: float) -> ProcessingSample:
+    return ProcessingSample("a", "1", "edge", n, 0, seconds, 0.0)
+
+
+def test_excess_is_the_long_run_price_of_congestion_that_ransac_leaves_out():
+    # One run in ten is congested (x3): RANSAC keeps it out of the line, as it should for
+    # the next run's best guess, but a batch pays 0.1 x 2 = 20 % more on average.
+    rng = np.random.default_rng(3)
+    model = ProcessingModel(history=10, prior_slope=0.3, prior_intercept=10.0)
+    for i in range(300):
+        n = int(rng.integers(10, 200))
+        model.observe(_sample(n, (0.3 * n + 10.0) * (3.0 if i % 10 == 9 else 1.0)))
+    assert model.estimate(100).mean == pytest.approx(40.0, rel=0.02)  # the line: uncongested
+    assert 0.15 < model.excess < 0.21  # 100 ratios, 10 of them 3, shrunk by 10 at 1
+
+
+def test_excess_is_zero_without_tail_and_shrinks_a_few_outliers():
+    model = ProcessingModel(history=10, prior_slope=0.3, prior_intercept=10.0)
+    for n in (10, 20, 30):  # below TAIL_MIN_SAMPLES: the prior's errors are not kept
+        model.observe(_sample(n, 100.0 * n))
+    assert model.excess == 0.0
+    for n in range(40, 90, 10):
+        model.observe(_sample(n, 100.0 * n))
+    assert model.excess == pytest.approx(0.0, abs=1e-9)  # on the line: no tail
+    model.observe(_sample(100, 100.0 * 100 * 50))  # a 50x run counts as TAIL_RATIO_CAP (5)
+    assert model.excess == pytest.approx(4.0 / 16, rel=1e-6)  # 5 ones, one 5, 10 prior ones
+    fast = ProcessingModel(history=10, prior_slope=1.0, prior_intercept=0.0)
+    for n in range(10, 200, 10):
+        fast.observe(_sample(n, n * (0.5 if n > 100 else 1.0)))
+    assert fast.excess == 0.0  # a line that over-predicts is lag, not a negative tail

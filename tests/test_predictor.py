@@ -69,16 +69,17 @@ def test_processing_is_per_app_version_and_cached(predictor: Predictor):
         predictor.observe_processing(_proc("gpu1", n, s))
     model = predictor.processing_model("gpu1", "classify", "1")
     a = predictor.estimate("gpu1", 400, 0, **APP).processing
+    fits = model.fits
     assert a.mean == pytest.approx(200.0, rel=1e-3)
     for _ in range(50):
         predictor.estimate_all(400, 0, **APP)
-    assert model.fits == 1
+    assert model.fits == fits
     coef = predictor.processing_coefficients("gpu1", "classify", "1")
     assert coef["slope"] == pytest.approx(0.5, rel=1e-3) and coef["n_samples"] == 4
     assert coef["inliers"] == 4
     predictor.observe_processing(_proc("gpu1", 300, 150.0))
     predictor.estimate("gpu1", 400, 0, **APP)
-    assert model.fits == 2
+    assert model.fits == fits + 1
     # Another version knows nothing yet: the prior.
     other = predictor.estimate("gpu1", 100, 0, app="classify", app_version="2").processing
     assert other.mean == pytest.approx(0.3272 * 100 + 28.16)
@@ -121,3 +122,18 @@ def test_estimates_are_deterministic():
         return [v for e in p.estimate_all(150, 10**6, **APP).values() for v in e.as_dict().values()]
 
     assert run() == run()
+
+
+def test_estimate_carries_the_processing_tail_for_edge_and_cloud(predictor: Predictor):
+    for i in range(40):
+        n = 20 + 5 * i
+        slow = 3.0 if i % 4 == 3 else 1.0  # one run in four congested, x3
+        predictor.observe_processing(_proc("edge", n, 1.2 * n * slow))
+        predictor.observe_processing(_proc("gpu1", n, 0.1 * n))
+    edge = predictor.estimate("edge", 100, 0, **APP)
+    gpu1 = predictor.estimate("gpu1", 100, 0, **APP)
+    assert edge.processing.mean == pytest.approx(120.0, rel=0.02)  # RANSAC: the clean line
+    assert 0.3 < edge.risk.processing_excess < 0.5  # ~ (36 + 9*2 + 10) / 47 - 1
+    assert edge.processing_tail_s == pytest.approx(edge.risk.processing_excess * 120.0, rel=0.02)
+    assert gpu1.risk.processing_excess == pytest.approx(0.0, abs=1e-6)
+    assert edge.as_dict()["processing_excess"] == edge.risk.processing_excess

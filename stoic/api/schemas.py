@@ -40,6 +40,11 @@ class EstimateOut(BaseModel):
     deployment_excess_s: float = Field(
         0.0, description="E[T_d | ready] minus the median window: the heavy tail"
     )
+    processing_excess: float = Field(
+        0.0,
+        description="E[T_p] over the fitted line, minus 1: what congested runs add on "
+        "average (out-of-sample ratios of measured to predicted T_p)",
+    )
     objective_s: float | None = Field(
         None,
         description="what the selector compared: total_s (objective mean), E[T_s] with "

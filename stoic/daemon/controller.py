@@ -495,7 +495,10 @@ class Controller:
         async with self._version_lock:
             if (app, app_version) in self._primed:
                 return
-            history = self.settings.predictor.processing_history
+            p = self.settings.predictor
+            # The regression's window and, before it, the samples whose out-of-sample
+            # ratios give the processing tail (ProcessingModel.excess): a restart keeps both.
+            history = p.processing_history + p.processing_tail_history
             n = 0
             for name in self.runtime_names:
                 for ps in await asyncio.to_thread(

@@ -19,6 +19,7 @@ runtime is an error (:class:`~stoic.errors.PredictorError`).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 from stoic.errors import PredictorError
 from stoic.predict.deployment import DeploymentModel
@@ -32,6 +33,7 @@ from stoic.values import (
     DeploymentSample,
     Estimate,
     ProcessingSample,
+    Risk,
     RuntimeKind,
     TransferSample,
 )
@@ -89,6 +91,7 @@ class Predictor:
                 residual_threshold_s=p.ransac_residual_threshold_s,
                 max_trials=p.ransac_max_trials,
                 seed=p.seed,
+                tail_history=p.processing_tail_history,
             )
             self._processing[key] = model
         return model
@@ -132,10 +135,16 @@ class Predictor:
             transfer=self.bandwidth.estimate(n_bytes, edge=edge),
             deployment=ZERO if edge else self._deployment[runtime].estimate(),
             processing=processing.estimate(n_images),
-            risk=NO_RISK if edge else self._deployment[runtime].risk(self._quantile),
+            risk=self._risk(runtime, edge, processing.excess),
             processing_line=(max(fit.slope, 0.0), max(fit.intercept, 0.0)),
             processing_seen=processing.largest,
         )
+
+    def _risk(self, runtime: str, edge: bool, processing_excess: float) -> Risk:
+        risk = NO_RISK if edge else self._deployment[runtime].risk(self._quantile)
+        if processing_excess == 0.0:
+            return risk
+        return replace(risk, processing_excess=processing_excess)
 
     def estimate_all(
         self,

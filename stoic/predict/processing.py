@@ -194,11 +194,31 @@ def _ransac_ridge(
     return _ridge_fit(x, bayesian_ridge(x, y), "ridge", n)
 
 
+TAIL_PRIOR_SAMPLES = 10
+"""Pseudo-samples at ratio 1 that :attr:`ProcessingModel.excess` starts from: a runtime
+with few out-of-sample ratios is priced at its line, as the paper prices every one."""
+TAIL_RATIO_CAP = 5.0
+"""Ratios above this are counted at it: a line fitted on 100-image batches can call a
+10-image probe 2 s and see 20 s, a misfit intercept rather than a congested run."""
+TAIL_MIN_SAMPLES = 3
+"""Below this many samples the prediction is the prior's, whose error says nothing of
+the runtime's congestion, so no ratio is kept."""
+
+
 class ProcessingModel:
     """The recent samples of one (app, app_version, runtime) and their cached fit.
 
     The fit is recomputed only when the samples change (``fits`` counts them), so the
     many estimates between two samples cost one multiplication each.
+
+    Beside the short window the line is fitted on, it keeps a long view of how far each
+    new sample fell from the line predicted *before* it (out of sample): ``excess`` is
+    their mean ratio minus 1. RANSAC's line leaves congested runs out, rightly for the
+    next run's best guess, but a batch placed on a runtime that is congested one run in
+    ten pays that tail; the selector's ``expected`` objective prices it, as it prices a
+    deployment's. Ten samples say too little of a 1-in-10 rate (tried: one outlier in the
+    window added 10-30 % to a runtime's price until it left), hence the long view and
+    the prior (docs/scheduling.md, "Risk").
     """
 
     def __init__(
@@ -211,8 +231,10 @@ class ProcessingModel:
         residual_threshold_s: float | None = None,
         max_trials: int = 100,
         seed: int = 0,
+        tail_history: int = 100,
     ) -> None:
         self._samples: deque[ProcessingSample] = deque(maxlen=history)
+        self._ratios: deque[float] = deque(maxlen=tail_history)
         self.prior_slope = prior_slope
         self.prior_intercept = prior_intercept
         self.min_samples = min_samples
@@ -223,8 +245,21 @@ class ProcessingModel:
         self.fits = 0
 
     def observe(self, sample: ProcessingSample) -> None:
+        if len(self._samples) >= TAIL_MIN_SAMPLES:
+            predicted = self.fit.predict(float(sample.images)).mean
+            if predicted > 0:
+                self._ratios.append(min(sample.duration_s / predicted, TAIL_RATIO_CAP))
         self._samples.append(sample)
         self._fit = None
+
+    @property
+    def excess(self) -> float:
+        """E[T_p] / line − 1 from the out-of-sample ratios, shrunk toward 0 by
+        :data:`TAIL_PRIOR_SAMPLES` and floored at 0: a line that over-predicts is the
+        short window's lag, not a tail (class docstring)."""
+        k = len(self._ratios)
+        mean = (sum(self._ratios) + TAIL_PRIOR_SAMPLES) / (k + TAIL_PRIOR_SAMPLES)
+        return max(mean - 1.0, 0.0)
 
     @property
     def n_samples(self) -> int:

@@ -115,6 +115,9 @@ def race_score(
             return edge_total if r.p_timeout > 0 else e.total.mean
         return max(e.transfer.mean, r.deployment_quantile_s) + e.processing.mean
     ready = max(e.transfer.mean, e.deployment.mean + r.deployment_excess_s)
+    # Not the processing tail (Risk.processing_excess) that the selector prices: on
+    # either side of the race it made the duplicator no better on the 6 environments
+    # where it helps the selector (+1.8 points summed; docs/evaluation/README.md).
     return (1.0 - r.p_timeout) * (ready + e.processing.mean) + r.p_timeout * edge_total
 
 
