@@ -155,10 +155,27 @@ class PredictorSettings(_Section):
         70.8e6 / 8, gt=0, description="uplink before any measurement"
     )
     bandwidth_history: int = Field(10, ge=1, le=10_000)
+    uplink_check_url: str | None = Field(
+        None,
+        description="an http(s) URL across the uplink (the cluster API's /readyz, the "
+        "object store): the inquisitor requests it every tick, and while it does not "
+        "answer, cloud T_t includes the expected wait for the link (None: no checks); "
+        "docs/scheduling.md",
+    )
+    uplink_check_timeout_s: float = Field(
+        5.0, gt=0, le=60, description="an uplink check unanswered this long finds the link down"
+    )
     ransac_min_samples: int = Field(2, ge=2)
     ransac_residual_threshold_s: float | None = Field(None, gt=0)
     ransac_max_trials: int = Field(100, ge=1, le=100_000)
     seed: int = 0
+
+    @field_validator("uplink_check_url")
+    @classmethod
+    def _uplink_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http:// or https:// URL, got {v!r}")
+        return v
 
     @field_validator("processing_probe_images")
     @classmethod

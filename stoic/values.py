@@ -95,6 +95,9 @@ class Estimate:
     processing_seen: int | None = None
     """The largest batch among the T_p samples behind the line (None: not known): a
     larger batch's T_p is an extrapolation."""
+    uplink_wait_s: float = 0.0
+    """Seconds of ``transfer`` that are the wait for an uplink that is down now
+    (:class:`~stoic.predict.uplink.UplinkWatch`): no byte moves before it ends."""
 
     def per_image_s(self, n_images: int) -> float:
         """Seconds per image: the fitted slope, else T_p spread over the batch."""
@@ -146,6 +149,7 @@ class Estimate:
             "p_timeout": self.risk.p_timeout,
             "deployment_excess_s": self.risk.deployment_excess_s,
             "processing_excess": self.risk.processing_excess,
+            "uplink_wait_s": self.uplink_wait_s,
         }
 
 

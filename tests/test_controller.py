@@ -26,6 +26,7 @@ from stoic.storage.package import PackageWriter, package_key
 from stoic.store import Store, migrate
 from stoic.values import BatchState, DeploymentSample, ProcessingSample, TransferSample
 from tests.test_api import jpeg, make_settings
+from tests.test_uplink import LoopbackHttp
 
 
 def put_batch(settings: Settings, n_images: int = 2, **kwargs: Any) -> str:
@@ -293,6 +294,39 @@ async def test_the_inquisitor_times_idle_runtimes_on_images_of_a_claimed_batch(
         assert len(uploads) == len({(e.runtime, e.batch_id) for e in uploads})  # once each
         scrape = ctl.metrics.render()[0].decode()
         assert 'stoic_probe_cloud_seconds_total{runtime="gpu1"}' in scrape
+
+
+async def test_the_daemon_checks_its_uplink_and_prices_an_outage(
+    tmp_path: Path, fake: FakeBackend
+) -> None:
+    """With ``predictor.uplink_check_url``, the inquisitor requests it every tick; while
+    it goes unanswered the metric says so and cloud T_t includes the expected wait."""
+    link = LoopbackHttp()
+    url = await link.start()
+    try:
+        settings = make_settings(
+            tmp_path,
+            controller={"inquisitor": True},
+            predictor={
+                "inquisitor_period_s": 0.05,
+                "uplink_check_url": url,
+                "uplink_check_timeout_s": 0.5,
+            },
+        )
+        async for ctl in running(settings, fake):
+
+            def scrape(ctl: Controller = ctl) -> str:
+                return ctl.metrics.render()[0].decode()
+
+            await until(lambda: "stoic_uplink_up 1.0" in scrape())
+            assert ctl.estimate(10, 1_000_000)[0]["gpu1"].uplink_wait_s == 0.0
+            await link.stop()  # the link goes down
+            await until(lambda: "stoic_uplink_up 0.0" in scrape())
+            assert "stoic_uplink_outages_total 1.0" in scrape()
+            gpu1 = ctl.estimate(10, 1_000_000)[0]["gpu1"]
+            assert gpu1.uplink_wait_s > 0.0 and gpu1.transfer.mean >= gpu1.uplink_wait_s
+    finally:
+        await link.stop()
 
 
 def test_simulated_backend_is_refused_in_the_daemon(tmp_path: Path) -> None:

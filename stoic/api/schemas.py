@@ -45,6 +45,11 @@ class EstimateOut(BaseModel):
         description="E[T_p] over the fitted line, minus 1: what congested runs add on "
         "average (out-of-sample ratios of measured to predicted T_p)",
     )
+    uplink_wait_s: float = Field(
+        0.0,
+        description="the part of transfer_s that is the wait for an uplink that is down "
+        "now (the inquisitor's uplink checks; 0 while it is up)",
+    )
     objective_s: float | None = Field(
         None,
         description="what the selector compared: total_s (objective mean), E[T_s] with "

@@ -519,6 +519,17 @@ class SimEnvironment:
                 raise EnvSpecError("uplink.outages: the link is never up long enough to upload")
         return t + left / bps - at_s
 
+    def uplink_up(self, at_s: float) -> bool:
+        """Whether the uplink carries traffic at ``at_s`` (outside every outage): what a
+        request across it (the inquisitor's uplink check) would find."""
+        for outage in self.spec.uplink.outages:
+            for start, end in _windows(outage, at_s):
+                if start > at_s:
+                    break
+                if at_s < end:
+                    return False
+        return True
+
     def warmup_s(self, runtime: str) -> float:
         return self.spec.runtimes[runtime].processing.model_load_s
 

@@ -66,11 +66,13 @@ from stoic.daemon.lock import DataDirLock
 from stoic.daemon.metrics import Metrics
 from stoic.daemon.probes import BatchProbeWork
 from stoic.daemon.recorder import DaemonRecorder
+from stoic.daemon.uplink import HttpUplinkCheck
 from stoic.errors import ConfigError, InputError, InvalidField, ModelNotFound
 from stoic.extras import installed, require
 from stoic.ingest.ingestor import Ingestor
 from stoic.ingest.options import IngestLimits
 from stoic.logging import get_logger
+from stoic.predict.uplink import UplinkWatch
 from stoic.schedule.availability import Availability, AvailabilityChange
 from stoic.schedule.policy import PolicyOptions
 from stoic.settings import Settings
@@ -437,7 +439,15 @@ class Controller:
         await asyncio.to_thread(self._warm_predictor)
         if s.controller.inquisitor and any(not r.is_edge for r in runtimes):
             self.probe_work = BatchProbeWork(self.objects, self.tmp_dir)
-            self.inquisitor = Inquisitor(legs, self.availability, self.probe_work)
+            uplink = None
+            p = s.predictor
+            if p.uplink_check_url is not None:
+                watch = UplinkWatch(self.clock, p.inquisitor_period_s)
+                check = HttpUplinkCheck(p.uplink_check_url, p.uplink_check_timeout_s)
+                uplink = (check, watch)
+                self.predictor.uplink = watch
+                self.metrics.watch_uplink(watch)
+            self.inquisitor = Inquisitor(legs, self.availability, self.probe_work, uplink=uplink)
             self.inquisitor.worth = self.scheduler.worth_probing
             self.metrics.watch_probes(self._probe_cloud_s)
 

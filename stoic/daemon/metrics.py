@@ -42,6 +42,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
+from stoic.predict.uplink import UplinkWatch
 from stoic.values import BatchState, DeploymentSample, Outcome, ProcessingSample, TransferSample
 
 _DURATION_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200)
@@ -67,6 +68,26 @@ class _ProbeCollector(Collector):
 
     def describe(self) -> Iterator[Metric]:
         yield CounterMetricFamily(self.NAME, self.HELP, labels=["runtime"])
+
+
+class _UplinkCollector(Collector):
+    """``stoic_uplink_up`` and ``stoic_uplink_outages_total`` from the inquisitor's
+    :class:`~stoic.predict.uplink.UplinkWatch`, read at scrape time."""
+
+    def __init__(self, watch: UplinkWatch) -> None:
+        self._watch = watch
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "stoic_uplink_up", "1 while the last uplink check was answered", 1.0 * self._watch.up
+        )
+        yield CounterMetricFamily(
+            "stoic_uplink_outages", "Uplink outages the checks saw start", self._watch.outages
+        )
+
+    def describe(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("stoic_uplink_up", "1 while the last uplink check was answered")
+        yield CounterMetricFamily("stoic_uplink_outages", "Uplink outages the checks saw start")
 
 
 class _StateCollector(Collector):
@@ -233,6 +254,10 @@ class Metrics:
         """Export ``stoic_probe_cloud_seconds_total{runtime}`` from ``held`` (the
         inquisitor's pod seconds per runtime, called at each scrape)."""
         self.registry.register(_ProbeCollector(held))
+
+    def watch_uplink(self, watch: UplinkWatch) -> None:
+        """Export the uplink's state (``stoic_uplink_up``, ``stoic_uplink_outages_total``)."""
+        self.registry.register(_UplinkCollector(watch))
 
     # Updates -------------------------------------------------------------------------
 

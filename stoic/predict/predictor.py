@@ -25,6 +25,7 @@ from stoic.errors import PredictorError
 from stoic.predict.deployment import DeploymentModel
 from stoic.predict.processing import ProcessingModel
 from stoic.predict.transfer import BandwidthMonitor
+from stoic.predict.uplink import UplinkWatch
 from stoic.settings import RuntimeSettings, Settings
 from stoic.values import (
     NO_RISK,
@@ -62,6 +63,9 @@ class Predictor:
         self.bandwidth = BandwidthMonitor(
             history=p.bandwidth_history, default_bps=p.default_bandwidth_bps
         )
+        # The uplink's state as the inquisitor's checks saw it (set by whoever builds
+        # both; None: not checked, no wait predicted): stoic.predict.uplink.
+        self.uplink: UplinkWatch | None = None
 
     # Lookup ---------------------------------------------------------------------
 
@@ -125,19 +129,25 @@ class Predictor:
         self, runtime: str, n_images: int, n_bytes: int, *, app: str, app_version: str
     ) -> Estimate:
         """T_t, T_d and T_p (mean and spread) of a batch on ``runtime``, and for a cloud
-        runtime the :class:`~stoic.values.Risk` its deployment samples show."""
+        runtime the :class:`~stoic.values.Risk` its deployment samples show. A cloud
+        runtime's T_t includes the wait for an uplink that is down (``uplink``)."""
         r = self._runtime(runtime)
         edge = r.kind is RuntimeKind.EDGE
         processing = self._processing_model(runtime, app, app_version)
         fit = processing.fit
+        transfer = self.bandwidth.estimate(n_bytes, edge=edge)
+        wait = 0.0 if edge or self.uplink is None else self.uplink.wait_s()
+        if wait > 0.0:
+            transfer = Component(transfer.mean + wait, transfer.std)
         return Estimate(
             runtime=runtime,
-            transfer=self.bandwidth.estimate(n_bytes, edge=edge),
+            transfer=transfer,
             deployment=ZERO if edge else self._deployment[runtime].estimate(),
             processing=processing.estimate(n_images),
             risk=self._risk(runtime, edge, processing.excess),
             processing_line=(max(fit.slope, 0.0), max(fit.intercept, 0.0)),
             processing_seen=processing.largest,
+            uplink_wait_s=wait,
         )
 
     def _risk(self, runtime: str, edge: bool, processing_excess: float) -> Risk:

@@ -56,6 +56,7 @@ from stoic.backends.simulated import (
 from stoic.errors import BackendError, InputError
 from stoic.logging import get_logger
 from stoic.predict.predictor import Predictor
+from stoic.predict.uplink import UplinkWatch
 from stoic.replay.workload import DEFAULT_PROFILE, WORKLOAD_DIR, Batch, WorkloadProfile, generate
 from stoic.schedule.availability import Availability
 from stoic.schedule.inquisitor import Inquisitor
@@ -358,7 +359,13 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
     requester = Requester(legs, predictor)
     app, version = settings.controller.app, settings.controller.app_version
     work = _SimProbeWork(app, version, env.spec.uplink.bytes_per_image)
-    inquisitor = Inquisitor(legs, availability, work)
+    watch = UplinkWatch(clock, period)
+    predictor.uplink = watch
+
+    async def uplink_check() -> bool:  # a request across the link at the tick
+        return env.uplink_up(loop.time() - origin - warmup_s)
+
+    inquisitor = Inquisitor(legs, availability, work, uplink=(uplink_check, watch))
     options = replace(
         PolicyOptions.from_settings(settings),
         duplicator_runtime=cloud or settings.requester.duplicator_runtime,
@@ -380,6 +387,7 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
         if probes == "window":
             inq_task.cancel()
             await asyncio.gather(inq_task, return_exceptions=True)
+            predictor.uplink = None  # no tick checks the uplink any more
             shortcut.start(math.floor(warmup_s / period + 1e-9) + 1)
         if settings.controller.bootstrap:
             reps = [

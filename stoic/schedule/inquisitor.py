@@ -35,6 +35,11 @@ processing time at all). On the edge there is no pod to deploy: the edge is prob
 the inquisitor's tick when it is due and no batch is running there (a probe would share
 its CPUs with the batch; one that starts while a probe runs still does, for the probe's
 remainder).
+
+**Uplink checks** (ours): with ``uplink`` given, every tick also asks the
+:class:`~stoic.predict.uplink.UplinkCheck` whether the uplink is up and records the
+answer in the :class:`~stoic.predict.uplink.UplinkWatch` the predictor reads, so a batch
+that arrives while the link is down is priced with the wait (``predict/uplink.py``).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from stoic.aio import cancel_and_wait
 from stoic.backends.base import Deployment, RuntimeBackend, Upload
 from stoic.errors import BackendError, ConfigError, DeployTimeout
 from stoic.logging import get_logger
+from stoic.predict.uplink import UplinkCheck, UplinkWatch
 from stoic.schedule.availability import Availability
 from stoic.schedule.legs import LegRunner, backend_for, deploy_guarded
 from stoic.values import (
@@ -59,6 +65,8 @@ from stoic.values import (
 )
 
 log = get_logger(__name__)
+
+UPLINK_TASK = "<uplink>"  # the uplink check's key among the tasks in flight (no runtime name)
 
 
 class ProbeWork(Protocol):
@@ -93,13 +101,19 @@ class Inquisitor:
     """Probes cloud deployment times and keeps :class:`Availability` up to date."""
 
     def __init__(
-        self, legs: LegRunner, availability: Availability, work: ProbeWork | None = None
+        self,
+        legs: LegRunner,
+        availability: Availability,
+        work: ProbeWork | None = None,
+        *,
+        uplink: tuple[UplinkCheck, UplinkWatch] | None = None,
     ) -> None:
         self.legs = legs  # the requester's: the same backends, recorder, clock, settings
         self.availability = availability
         self.runtimes = legs.runtimes
         self.settings = legs.settings
         self.work = work
+        self.uplink = uplink
         # Whether a runtime's T_p could still change a decision (the scheduler's
         # Scheduler.worth_probing, set by whoever builds both); default: always.
         self.worth: Callable[[str], bool] = lambda _name: True
@@ -214,6 +228,25 @@ class Inquisitor:
             )
         )
 
+    async def check_uplink(self) -> bool | None:
+        """One uplink check, recorded in the watch (None: no check configured). A check
+        that raises is a bug of ours: logged, not recorded."""
+        if self.uplink is None:
+            return None
+        check, watch = self.uplink
+        try:
+            up = await check()
+        except Exception:
+            log.exception("uplink check crashed; continuing")
+            return None
+        was_up = watch.up
+        ended = watch.observe(up)
+        if ended is not None:
+            log.info("uplink up again", outage_s=ended)
+        elif was_up and not up:
+            log.warning("uplink down", expected_wait_s=watch.wait_s())
+        return up
+
     async def probe_all(self) -> list[DeploymentSample]:
         """Probe every cloud runtime concurrently; returns the samples in runtime order."""
         return list(await asyncio.gather(*(self.probe(r.name) for r in self.cloud_runtimes())))
@@ -238,6 +271,9 @@ class Inquisitor:
         except Exception:
             log.exception("edge processing probe crashed; continuing", runtime=runtime.name)
 
+    async def _guarded_uplink(self) -> None:
+        await self.check_uplink()
+
     async def _guarded(self, name: str) -> None:
         try:
             await self.probe(name)
@@ -257,6 +293,11 @@ class Inquisitor:
         log.info("inquisitor started", period_s=period)
         try:
             while True:
+                checking = in_flight.get(UPLINK_TASK)
+                if self.uplink is not None and (checking is None or checking.done()):
+                    in_flight[UPLINK_TASK] = asyncio.create_task(
+                        self._guarded_uplink(), name="inquisitor:uplink"
+                    )
                 for runtime in self.cloud_runtimes():
                     previous = in_flight.get(runtime.name)
                     if previous is not None and not previous.done():

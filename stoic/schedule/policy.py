@@ -107,14 +107,18 @@ def race_score(
     batch to the edge (its predicted total), which runs anyway."""
     e = estimates[cloud]
     r = e.risk
+    # The edge runs anyway and the pod deploys while the link is down, so the wait for
+    # the uplink (the selector's, Estimate.uplink_wait_s) is left out: priced here it
+    # kept pods that hedge a congested edge from deploying (docs/evaluation/README.md).
+    transfer = e.transfer.mean - e.uplink_wait_s
     if objective == "mean":
-        return max(e.transfer.mean, e.deployment.mean) + e.processing.mean
+        return max(transfer, e.deployment.mean) + e.processing.mean
     edge_total = estimates[edge].total.mean if edge in estimates else math.inf
     if objective == "quantile":
         if r.deployment_quantile_s is None:
-            return edge_total if r.p_timeout > 0 else e.total.mean
-        return max(e.transfer.mean, r.deployment_quantile_s) + e.processing.mean
-    ready = max(e.transfer.mean, e.deployment.mean + r.deployment_excess_s)
+            return edge_total if r.p_timeout > 0 else e.total.mean - e.uplink_wait_s
+        return max(transfer, r.deployment_quantile_s) + e.processing.mean
+    ready = max(transfer, e.deployment.mean + r.deployment_excess_s)
     # Not the processing tail (Risk.processing_excess) that the selector prices: on
     # either side of the race it made the duplicator no better on the 6 environments
     # where it helps the selector (+1.8 points summed; docs/evaluation/README.md).
@@ -273,7 +277,10 @@ def share_capacity(e: Estimate, n_images: int, n_bytes: int, edge: bool) -> Capa
     per_image = e.per_image_s(n_images)
     if edge:
         return Capacity(0.0, e.fixed_s(), per_image)
-    upload_per_image = e.transfer.mean / n_images if n_images else 0.0
+    # Without the wait for an uplink that is down (uplink_wait_s): measured, pricing it
+    # as a later start made share no better (docs/evaluation/README.md, "Uplink checks").
+    upload = e.transfer.mean - e.uplink_wait_s
+    upload_per_image = upload / n_images if n_images else 0.0
     ready = e.deployment.mean + e.risk.deployment_excess_s
     return Capacity(ready, e.fixed_s(), max(per_image, upload_per_image))
 
