@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import itertools
 import tarfile
 import zipfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import numpy as np
@@ -426,8 +427,9 @@ async def test_runtimes_and_estimate(daemon: Daemon) -> None:
     edge, cpu = rts[0], rts[1]
     assert edge["available"] and edge["deployment_window"] == 0
     assert cpu["deployment_window"] >= 1 and cpu["recent_deployments"] == []
-    assert {"slope", "intercept"} <= set(cpu["processing"])
+    assert {"slope", "intercept", "excess"} <= set(cpu["processing"])
     assert cpu["worth_probing"] and cpu["probe_cloud_s"] == 0.0  # no batch planned, no probe
+    assert (await daemon.client.get("/v1/runtimes")).json()["uplink"] is None  # not checked
 
     est = (await daemon.client.get("/v1/estimate", params={"images": 100})).json()
     assert est["bytes"] == 100 * 212_000
@@ -460,6 +462,38 @@ async def test_unavailable_runtime_is_not_estimated(daemon: Daemon) -> None:
     await daemon.controller._side.wait()
     row = {r.name: r for r in daemon.controller.store.runtimes()}["gpu1"]
     assert row.available is False and row.unavailable_since == 1.0
+
+
+async def test_runtimes_show_the_uplink_as_the_checks_see_it(tmp_path: Path) -> None:
+    from tests.test_uplink import LoopbackHttp
+
+    link = LoopbackHttp()
+    url = await link.start()
+    try:
+        settings = make_settings(
+            tmp_path,
+            controller={"inquisitor": True},
+            predictor={"inquisitor_period_s": 0.05, "uplink_check_url": url},
+        )
+        async with start_daemon(settings) as d:
+
+            async def uplink_when(up: bool) -> dict[str, Any]:
+                async with asyncio.timeout(10):
+                    for _ in itertools.count():
+                        got = (await d.client.get("/v1/runtimes")).json()["uplink"]
+                        if got is not None and got["up"] is up:
+                            return cast(dict[str, Any], got)
+                        await asyncio.sleep(0.02)
+                raise AssertionError("unreachable")
+
+            got = await uplink_when(True)
+            assert got["outages"] == 0 and got["expected_wait_s"] == 0.0
+            await link.stop()
+            got = await uplink_when(False)
+            assert got["outages"] == 1 and got["down_since"] is not None
+            assert got["expected_wait_s"] > 0.0
+    finally:
+        await link.stop()
 
 
 async def test_health_ready_metrics_openapi(daemon: Daemon) -> None:

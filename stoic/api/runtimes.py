@@ -13,6 +13,7 @@ from stoic.api.schemas import (
     EstimateResponse,
     RuntimeList,
     RuntimeOut,
+    UplinkOut,
 )
 from stoic.daemon.controller import Controller
 
@@ -22,6 +23,7 @@ BYTES_PER_IMAGE = 212_000
 """Default package bytes per image for /v1/estimate (paper: ≈0.212 MB per image)."""
 
 RECENT_DEPLOYMENTS = 10
+RECENT_OUTAGES = 10
 
 
 @router.get("/runtimes", response_model=RuntimeList, summary="Runtimes and their models")
@@ -53,7 +55,19 @@ async def runtimes(request: Request) -> RuntimeList:
                 probe_cloud_s=c.inquisitor.cloud_s.get(rt.name, 0.0) if c.inquisitor else 0.0,
             )
         )
-    return RuntimeList(runtimes=out)
+    watch = c.predictor.uplink
+    uplink = (
+        None
+        if watch is None
+        else UplinkOut(
+            up=watch.up,
+            down_since=watch.down_since,
+            expected_wait_s=watch.wait_s(),
+            outages=watch.outages,
+            recent_outages_s=list(watch.durations)[-RECENT_OUTAGES:],
+        )
+    )
+    return RuntimeList(runtimes=out, uplink=uplink)
 
 
 @router.get("/estimate", response_model=EstimateResponse, summary="Predict a batch's T_s")

@@ -217,8 +217,19 @@ class RuntimeOut(BaseModel):
     )
 
 
+class UplinkOut(BaseModel):
+    """The uplink as the inquisitor's checks saw it (``predictor.uplink_check_url``)."""
+
+    up: bool
+    down_since: float | None = Field(description="when the first failed check of this outage ran")
+    expected_wait_s: float = Field(description="what a cloud runtime's T_t includes now")
+    outages: int = Field(description="outages seen to start since the daemon started")
+    recent_outages_s: list[float] = Field(description="durations of the last outages, oldest first")
+
+
 class RuntimeList(BaseModel):
     runtimes: list[RuntimeOut]
+    uplink: UplinkOut | None = Field(None, description="None: no uplink checks configured")
 
 
 class EstimateResponse(BaseModel):

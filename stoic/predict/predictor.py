@@ -190,8 +190,10 @@ class Predictor:
     def processing_coefficients(
         self, runtime: str, app: str, app_version: str
     ) -> dict[str, object]:
-        """slope (s/image), intercept (s), n_samples, inliers and the fit's method."""
-        return dict(self._processing_model(runtime, app, app_version).fit.as_dict())
+        """slope (s/image), intercept (s), n_samples, inliers, the fit's method, and the
+        processing tail (``excess``: E[T_p] over the line, minus 1)."""
+        model = self._processing_model(runtime, app, app_version)
+        return {**model.fit.as_dict(), "excess": model.excess}
 
     def recent_deployments(self, runtime: str, n: int) -> list[DeploymentSample]:
         """The last ``n`` deployment samples of ``runtime``, oldest first."""
