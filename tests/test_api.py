@@ -486,12 +486,17 @@ async def test_runtimes_show_the_uplink_as_the_checks_see_it(tmp_path: Path) -> 
                         await asyncio.sleep(0.02)
                 raise AssertionError("unreachable")
 
+            async def page() -> str:
+                return (await d.client.get("/ui/fragments/status")).text
+
             got = await uplink_when(True)
             assert got["outages"] == 0 and got["expected_wait_s"] == 0.0
+            assert 'data-uplink="up"' in await page()
             await link.stop()
             got = await uplink_when(False)
             assert got["outages"] == 1 and got["down_since"] is not None
             assert got["expected_wait_s"] > 0.0
+            assert 'data-uplink="down"' in await page() and "expected back in" in await page()
     finally:
         await link.stop()
 

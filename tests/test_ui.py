@@ -157,6 +157,7 @@ async def test_page_shows_batches_runtimes_and_usage(daemon: Daemon) -> None:
     status = page.find("section", id="status")
     assert status.find("dd", data_ready="true").text() == "ready"
     assert "selector" in status.text() and "0 queued" in status.text()
+    assert "uplink" not in status.text()  # no uplink checks configured
     assert status.attrs["data-refresh"] == "/ui/fragments/status"
 
     # Batches, newest first, with where they ran and predicted against measured T_s.

@@ -66,6 +66,17 @@ class StatusView:
     runtimes_available: int
     runtimes_total: int
     now: float
+    uplink: UplinkState | None = None  # None: no uplink checks configured
+
+
+@dataclass(frozen=True, slots=True)
+class UplinkState:
+    """The uplink as the inquisitor's checks see it (docs/scheduling.md)."""
+
+    up: bool
+    down_for_s: float
+    expected_wait_s: float
+    outages: int
 
 
 async def status_view(c: Controller) -> StatusView:
@@ -92,6 +103,20 @@ async def status_view(c: Controller) -> StatusView:
         runtimes_available=available,
         runtimes_total=len(names),
         now=now,
+        uplink=_uplink(c, now),
+    )
+
+
+def _uplink(c: Controller, now: float) -> UplinkState | None:
+    watch = c.predictor.uplink if _built(c) else None
+    if watch is None:
+        return None
+    since = watch.down_since
+    return UplinkState(
+        up=watch.up,
+        down_for_s=0.0 if since is None else max(now - since, 0.0),
+        expected_wait_s=watch.wait_s(),
+        outages=watch.outages,
     )
 
 
