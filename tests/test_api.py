@@ -465,40 +465,30 @@ async def test_unavailable_runtime_is_not_estimated(daemon: Daemon) -> None:
 
 
 async def test_runtimes_show_the_uplink_as_the_checks_see_it(tmp_path: Path) -> None:
-    from tests.test_uplink import LoopbackHttp
+    from tests.test_uplink import checked_settings, far_side
 
-    link = LoopbackHttp()
-    url = await link.start()
-    try:
-        settings = make_settings(
-            tmp_path,
-            controller={"inquisitor": True},
-            predictor={"inquisitor_period_s": 0.05, "uplink_check_url": url},
-        )
-        async with start_daemon(settings) as d:
+    async with far_side() as link, start_daemon(checked_settings(tmp_path, link.url)) as d:
 
-            async def uplink_when(up: bool) -> dict[str, Any]:
-                async with asyncio.timeout(10):
-                    for _ in itertools.count():
-                        got = (await d.client.get("/v1/runtimes")).json()["uplink"]
-                        if got is not None and got["up"] is up:
-                            return cast(dict[str, Any], got)
-                        await asyncio.sleep(0.02)
-                raise AssertionError("unreachable")
+        async def uplink_when(up: bool) -> dict[str, Any]:
+            async with asyncio.timeout(10):
+                for _ in itertools.count():
+                    got = (await d.client.get("/v1/runtimes")).json()["uplink"]
+                    if got is not None and got["up"] is up:
+                        return cast(dict[str, Any], got)
+                    await asyncio.sleep(0.02)
+            raise AssertionError("unreachable")
 
-            async def page() -> str:
-                return (await d.client.get("/ui/fragments/status")).text
+        async def page() -> str:
+            return (await d.client.get("/ui/fragments/status")).text
 
-            got = await uplink_when(True)
-            assert got["outages"] == 0 and got["expected_wait_s"] == 0.0
-            assert 'data-uplink="up"' in await page()
-            await link.stop()
-            got = await uplink_when(False)
-            assert got["outages"] == 1 and got["down_since"] is not None
-            assert got["expected_wait_s"] > 0.0
-            assert 'data-uplink="down"' in await page() and "expected back in" in await page()
-    finally:
+        got = await uplink_when(True)
+        assert got["outages"] == 0 and got["expected_wait_s"] == 0.0
+        assert 'data-uplink="up"' in await page()
         await link.stop()
+        got = await uplink_when(False)
+        assert got["outages"] == 1 and got["down_since"] is not None
+        assert got["expected_wait_s"] > 0.0
+        assert 'data-uplink="down"' in await page() and "expected back in" in await page()
 
 
 async def test_health_ready_metrics_openapi(daemon: Daemon) -> None:

@@ -26,7 +26,7 @@ from stoic.storage.package import PackageWriter, package_key
 from stoic.store import Store, migrate
 from stoic.values import BatchState, DeploymentSample, ProcessingSample, TransferSample
 from tests.test_api import jpeg, make_settings
-from tests.test_uplink import LoopbackHttp
+from tests.test_uplink import checked_settings, far_side
 
 
 def put_batch(settings: Settings, n_images: int = 2, **kwargs: Any) -> str:
@@ -301,19 +301,8 @@ async def test_the_daemon_checks_its_uplink_and_prices_an_outage(
 ) -> None:
     """With ``predictor.uplink_check_url``, the inquisitor requests it every tick; while
     it goes unanswered the metric says so and cloud T_t includes the expected wait."""
-    link = LoopbackHttp()
-    url = await link.start()
-    try:
-        settings = make_settings(
-            tmp_path,
-            controller={"inquisitor": True},
-            predictor={
-                "inquisitor_period_s": 0.05,
-                "uplink_check_url": url,
-                "uplink_check_timeout_s": 0.5,
-            },
-        )
-        async for ctl in running(settings, fake):
+    async with far_side() as link:
+        async for ctl in running(checked_settings(tmp_path, link.url), fake):
 
             def scrape(ctl: Controller = ctl) -> str:
                 return ctl.metrics.render()[0].decode()
@@ -325,8 +314,6 @@ async def test_the_daemon_checks_its_uplink_and_prices_an_outage(
             assert "stoic_uplink_outages_total 1.0" in scrape()
             gpu1 = ctl.estimate(10, 1_000_000)[0]["gpu1"]
             assert gpu1.uplink_wait_s > 0.0 and gpu1.transfer.mean >= gpu1.uplink_wait_s
-    finally:
-        await link.stop()
 
 
 def test_simulated_backend_is_refused_in_the_daemon(tmp_path: Path) -> None:

@@ -83,6 +83,7 @@ class LoopbackHttp:
         self.status, self.answer = status, answer
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
+        self.url = ""
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -102,7 +103,8 @@ class LoopbackHttp:
     async def start(self) -> str:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         port = self._server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}/readyz"
+        self.url = f"http://127.0.0.1:{port}/readyz"
+        return self.url
 
     async def stop(self) -> None:
         if self._server is None:
@@ -116,11 +118,34 @@ class LoopbackHttp:
 
 @contextlib.asynccontextmanager
 async def http_server(status: int = 200, answer: bool = True) -> AsyncIterator[str]:
+    async with far_side(status, answer) as server:
+        yield server.url
+
+
+@contextlib.asynccontextmanager
+async def far_side(status: int = 200, answer: bool = True) -> AsyncIterator[LoopbackHttp]:
+    """A started :class:`LoopbackHttp` (its ``url``), stopped on the way out."""
     server = LoopbackHttp(status, answer)
+    await server.start()
     try:
-        yield await server.start()
+        yield server
     finally:
         await server.stop()
+
+
+def checked_settings(tmp_path: Path, url: str) -> Settings:
+    """A daemon's settings with the inquisitor on a fast tick, checking ``url``."""
+    from tests.test_api import make_settings
+
+    return make_settings(
+        tmp_path,
+        controller={"inquisitor": True},
+        predictor={
+            "inquisitor_period_s": 0.05,
+            "uplink_check_url": url,
+            "uplink_check_timeout_s": 0.5,
+        },
+    )
 
 
 async def test_the_http_check_finds_the_link_up_when_the_far_side_answers() -> None:
