@@ -271,9 +271,6 @@ class Inquisitor:
         except Exception:
             log.exception("edge processing probe crashed; continuing", runtime=runtime.name)
 
-    async def _guarded_uplink(self) -> None:
-        await self.check_uplink()
-
     async def _guarded(self, name: str) -> None:
         try:
             await self.probe(name)
@@ -288,7 +285,7 @@ class Inquisitor:
         loop = asyncio.get_running_loop()
         period = self.settings.predictor.inquisitor_period_s
         start = loop.time()
-        in_flight: dict[str, asyncio.Task[None]] = {}
+        in_flight: dict[str, asyncio.Task[object]] = {}
         tick = 0
         log.info("inquisitor started", period_s=period)
         try:
@@ -296,7 +293,7 @@ class Inquisitor:
                 checking = in_flight.get(UPLINK_TASK)
                 if self.uplink is not None and (checking is None or checking.done()):
                     in_flight[UPLINK_TASK] = asyncio.create_task(
-                        self._guarded_uplink(), name="inquisitor:uplink"
+                        self.check_uplink(), name="inquisitor:uplink"
                     )
                 for runtime in self.cloud_runtimes():
                     previous = in_flight.get(runtime.name)
