@@ -13,10 +13,10 @@ import time
 from stoic.backends.fake import FakeBackend, FakeSpec
 from stoic.clock import WallClock
 from stoic.predict.predictor import Predictor
-from stoic.schedule.availability import Availability
-from stoic.schedule.legs import LegRunner
-from stoic.schedule.recorder import PredictorRecorder
-from stoic.schedule.requester import Requester
+from stoic.schedule.execute.legs import LegRunner
+from stoic.schedule.execute.recorder import PredictorRecorder
+from stoic.schedule.execute.requester import Requester
+from stoic.schedule.probe.availability import Availability
 from stoic.schedule.scheduler import Scheduler
 from stoic.settings import Settings
 from stoic.values import DeploymentSample, Job, Mode, ProcessingSample

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stoic.schedule.board import Chunk, ShareBoard, chunk_size
+from stoic.schedule.share.board import Chunk, ShareBoard, chunk_size
 
 
 def test_edge_takes_the_front_and_clouds_the_back() -> None:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stoic.schedule.fluid import Capacity, fluid_bound
+from stoic.schedule.share.fluid import Capacity, fluid_bound
 
 
 def test_one_runtime_is_its_own_total() -> None:

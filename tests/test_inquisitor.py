@@ -11,10 +11,10 @@ from stoic.backends.base import RuntimeBackend, Upload
 from stoic.backends.fake import DeployStep, FakeBackend, InvokeStep
 from stoic.clock import LoopClock
 from stoic.errors import ConfigError
-from stoic.schedule.availability import Availability, AvailabilityChange
-from stoic.schedule.inquisitor import Inquisitor
-from stoic.schedule.legs import LegRunner
-from stoic.schedule.requester import Requester
+from stoic.schedule.execute.legs import LegRunner
+from stoic.schedule.execute.requester import Requester
+from stoic.schedule.probe.availability import Availability, AvailabilityChange
+from stoic.schedule.probe.inquisitor import Inquisitor
 from stoic.schedule.scheduler import Scheduler
 from stoic.settings import Settings
 from stoic.values import (

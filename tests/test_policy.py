@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from stoic.errors import PredictorError
-from stoic.schedule.policy import PolicyOptions, decide, keep_cloud, select_min
+from stoic.schedule.decide.policy import PolicyOptions, decide, keep_cloud, select_min
 from stoic.values import Component, Estimate, Job, Mode, Risk
 
 

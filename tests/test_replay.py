@@ -171,7 +171,8 @@ def test_share_replay_labels_every_image_once_and_never_beats_the_fluid_bound() 
     assert s["latency_s"] < s["min_lat_s"] * 1.05  # the edge at least, pods when worth it
 
 
-async def test_the_simulated_uplink_is_shared_by_the_uploads_in_flight(looptime: object) -> None:
+@pytest.mark.looptime
+async def test_the_simulated_uplink_is_shared_by_the_uploads_in_flight() -> None:
     """Two 100-byte uploads at 10 B/s started together take 20 s each; a third started
     at 5 s slows them down from there (processor sharing)."""
     import asyncio

@@ -13,10 +13,10 @@ import pytest
 from stoic.backends.fake import DeployStep, FakeBackend, FakeSpec, InvokeStep
 from stoic.clock import LoopClock
 from stoic.errors import BatchCancelled, DeployTimeout, InvocationError, RetriesExhausted
-from stoic.schedule.availability import Availability
-from stoic.schedule.legs import LegRunner
-from stoic.schedule.recorder import MultiRecorder, PredictorRecorder
-from stoic.schedule.requester import Requester
+from stoic.schedule.execute.legs import LegRunner
+from stoic.schedule.execute.recorder import MultiRecorder, PredictorRecorder
+from stoic.schedule.execute.requester import Requester
+from stoic.schedule.probe.availability import Availability
 from stoic.settings import Settings
 from stoic.values import (
     Component,

@@ -11,10 +11,10 @@ from stoic.backends.fake import DeployStep, FakeBackend, FakeSpec
 from stoic.clock import LoopClock
 from stoic.errors import PredictorError
 from stoic.predict.predictor import Predictor
-from stoic.schedule.legs import LegRunner
-from stoic.schedule.policy import PolicyOptions
-from stoic.schedule.recorder import PredictorRecorder
-from stoic.schedule.requester import Requester
+from stoic.schedule.decide.policy import PolicyOptions
+from stoic.schedule.execute.legs import LegRunner
+from stoic.schedule.execute.recorder import PredictorRecorder
+from stoic.schedule.execute.requester import Requester
 from stoic.schedule.scheduler import PROBE_LOOKBACK, ObservationCounter, Scheduler, contenders
 from stoic.settings import Settings
 from stoic.values import DeployOutcome, Job, Mode
@@ -213,7 +213,7 @@ async def test_real_predictor_learns_from_bootstrap_and_batches() -> None:
             "gpu2": FakeSpec(deploy_s=40, upload_s=1, per_image_s=0.2, fixed_s=20.0),
         }
     )
-    from stoic.schedule.availability import Availability
+    from stoic.schedule.probe.availability import Availability
 
     availability = Availability(runtimes.values())
     legs = LegRunner(

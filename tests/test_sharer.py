@@ -11,10 +11,10 @@ import pytest
 from stoic.backends.fake import DeployStep, FakeBackend, FakeSpec, InvokeStep
 from stoic.clock import LoopClock
 from stoic.errors import InvocationError
-from stoic.schedule.availability import Availability
-from stoic.schedule.board import Chunk
-from stoic.schedule.legs import LegRunner
-from stoic.schedule.requester import Requester
+from stoic.schedule.execute.legs import LegRunner
+from stoic.schedule.execute.requester import Requester
+from stoic.schedule.probe.availability import Availability
+from stoic.schedule.share.board import Chunk
 from stoic.settings import Settings
 from stoic.values import Component, Estimate, Job, Mode, Plan
 from tests.test_requester import EPOCH, ListRecorder, TablePredictor

@@ -20,8 +20,8 @@ from stoic.daemon.uplink import HttpUplinkCheck
 from stoic.predict.predictor import Predictor
 from stoic.predict.uplink import UplinkWatch
 from stoic.replay.runner import ReplayConfig, run_replay
-from stoic.schedule.inquisitor import Inquisitor
-from stoic.schedule.policy import race_score, score
+from stoic.schedule.decide.policy import race_score, score
+from stoic.schedule.probe.inquisitor import Inquisitor
 from stoic.settings import Settings
 from stoic.values import Component, Estimate, Risk
 from tests.test_inquisitor import Rig

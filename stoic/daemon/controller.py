@@ -73,8 +73,8 @@ from stoic.ingest.ingestor import Ingestor
 from stoic.ingest.options import IngestLimits
 from stoic.logging import get_logger
 from stoic.predict.uplink import UplinkWatch
-from stoic.schedule.availability import Availability, AvailabilityChange
-from stoic.schedule.policy import PolicyOptions
+from stoic.schedule.decide.policy import PolicyOptions
+from stoic.schedule.probe.availability import Availability, AvailabilityChange
 from stoic.settings import Settings
 from stoic.storage.objectstore import ObjectStore, make_object_store
 from stoic.storage.package import model_key
@@ -92,8 +92,8 @@ from stoic.values import (
 
 if TYPE_CHECKING:
     from stoic.predict.predictor import Predictor
-    from stoic.schedule.inquisitor import Inquisitor
-    from stoic.schedule.requester import Requester
+    from stoic.schedule.execute.requester import Requester
+    from stoic.schedule.probe.inquisitor import Inquisitor
     from stoic.schedule.scheduler import Scheduler
 
 log = get_logger("stoic.controller")
@@ -405,9 +405,9 @@ class Controller:
         """Predictor (primed from the store), availability (restored and persisted),
         recorder, requester, scheduler (its bootstrap counts seeded), inquisitor."""
         from stoic.predict.predictor import Predictor
-        from stoic.schedule.inquisitor import Inquisitor
-        from stoic.schedule.legs import LegRunner
-        from stoic.schedule.requester import Requester
+        from stoic.schedule.execute.legs import LegRunner
+        from stoic.schedule.execute.requester import Requester
+        from stoic.schedule.probe.inquisitor import Inquisitor
         from stoic.schedule.scheduler import Scheduler
 
         s = self.settings

@@ -54,8 +54,8 @@ from stoic.daemon.metrics import Metrics
 from stoic.daemon.probes import cut_head
 from stoic.errors import BatchStateError, StoicError
 from stoic.logging import get_logger
-from stoic.schedule.board import Chunk
 from stoic.schedule.scheduler import Scheduler
+from stoic.schedule.share.board import Chunk
 from stoic.settings import Settings
 from stoic.storage.objectstore import ObjectStore
 from stoic.storage.package import (

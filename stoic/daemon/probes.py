@@ -1,7 +1,7 @@
 """Probe packages: the daemon's images for the inquisitor's processing probes.
 
 The inquisitor times the function on a small batch on pods it deploys anyway
-(:mod:`stoic.schedule.inquisitor`, "Processing probes"), so it needs images of the
+(:mod:`stoic.schedule.probe.inquisitor`, "Processing probes"), so it needs images of the
 application being served. They come from the batches themselves: the newest claimed
 batch of the served version offers its package (:meth:`BatchProbeWork.offer`), and the
 first ``n`` images of it are cut into a package of their own
@@ -67,7 +67,7 @@ class _Source:
 
 
 class BatchProbeWork:
-    """:class:`~stoic.schedule.inquisitor.ProbeWork` cut from the newest claimed batch."""
+    """:class:`~stoic.schedule.probe.inquisitor.ProbeWork` cut from the newest claimed batch."""
 
     def __init__(self, objects: ObjectStore, tmp_dir: Path) -> None:
         self.objects = objects

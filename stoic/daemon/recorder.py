@@ -1,7 +1,7 @@
 """The daemon's recorder: every measurement goes to the predictor, the metrics, the store.
 
 The scheduling core hands each measured component (T_d, T_t, T_p) to a
-:class:`~stoic.schedule.recorder.Recorder` the moment it is taken; this is the one the
+:class:`~stoic.schedule.execute.recorder.Recorder` the moment it is taken; this is the one the
 daemon gives it. In-memory consumers come first, so a database hiccup (logged by the
 requester's ``MultiRecorder``) cannot stop the predictor from learning the measurement.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 
 from stoic.daemon.metrics import Metrics
-from stoic.schedule.recorder import PredictorLike
+from stoic.schedule.execute.recorder import PredictorLike
 from stoic.store.store import Store
 from stoic.values import DeploymentSample, ProcessingSample, TransferSample
 

@@ -1,10 +1,10 @@
 """The replay: the daemon's scheduling core driven by a workload in virtual time.
 
 "Two worlds, one code path" (DESIGN.md): the replay builds the *daemon's* classes —
-:class:`~stoic.predict.predictor.Predictor`, :class:`~stoic.schedule.requester.Requester`,
-:class:`~stoic.schedule.inquisitor.Inquisitor`,
+:class:`~stoic.predict.predictor.Predictor`, :class:`~stoic.schedule.execute.requester.Requester`,
+:class:`~stoic.schedule.probe.inquisitor.Inquisitor`,
 :class:`~stoic.schedule.scheduler.Scheduler` (which calls
-:func:`stoic.schedule.policy.decide`) — and swaps in only the backends
+:func:`stoic.schedule.decide.policy.decide`) — and swaps in only the backends
 (:class:`~stoic.backends.simulated.SimulatedBackend`) and the clock (a ``looptime`` event
 loop, whose time jumps to the next timer, so a simulated day takes well under a second).
 
@@ -58,12 +58,12 @@ from stoic.logging import get_logger
 from stoic.predict.predictor import Predictor
 from stoic.predict.uplink import UplinkWatch
 from stoic.replay.workload import DEFAULT_PROFILE, WORKLOAD_DIR, Batch, WorkloadProfile, generate
-from stoic.schedule.availability import Availability
-from stoic.schedule.inquisitor import Inquisitor
-from stoic.schedule.legs import LegRunner
-from stoic.schedule.policy import AUTO, Objective, PolicyOptions
-from stoic.schedule.recorder import PredictorRecorder
-from stoic.schedule.requester import Requester
+from stoic.schedule.decide.policy import AUTO, Objective, PolicyOptions
+from stoic.schedule.execute.legs import LegRunner
+from stoic.schedule.execute.recorder import PredictorRecorder
+from stoic.schedule.execute.requester import Requester
+from stoic.schedule.probe.availability import Availability
+from stoic.schedule.probe.inquisitor import Inquisitor
 from stoic.schedule.scheduler import Scheduler
 from stoic.settings import Settings
 from stoic.values import (
@@ -193,7 +193,7 @@ class ReplayResult:
 
 @dataclass(frozen=True)
 class _SimProbeWork:
-    """The replay's :class:`~stoic.schedule.inquisitor.ProbeWork`: a probe package of
+    """The replay's :class:`~stoic.schedule.probe.inquisitor.ProbeWork`: a probe package of
     the replayed app, already in the (simulated) cloud store, so nothing crosses the
     uplink; the backend draws its T_p on the probe's own key."""
 

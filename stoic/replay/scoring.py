@@ -28,7 +28,7 @@ import numpy as np
 
 from stoic.backends.simulated import BatchTruth
 from stoic.replay.runner import ReplayedBatch, ReplayResult
-from stoic.schedule.fluid import Capacity, fluid_bound
+from stoic.schedule.share.fluid import Capacity, fluid_bound
 from stoic.values import Mode
 
 SIZE_BINS = ((1, 10), (11, 35), (36, 90), (91, 250), (251, 10**9))
@@ -120,7 +120,7 @@ def batch_row(rec: ReplayedBatch, mode: Mode) -> dict[str, Any]:
 
 
 def fluid_of(truth: BatchTruth) -> float:
-    """The batch's fluid lower bound (:mod:`stoic.schedule.fluid`) from its truth: each
+    """The batch's fluid lower bound (:mod:`stoic.schedule.share.fluid`) from its truth: each
     runtime from when it could start labelling (a pod: deployed and warmed), its first
     call's fixed cost and its seconds per image (a pod no faster than the uplink feeds
     it); a deployment that timed out contributes nothing."""

@@ -34,11 +34,11 @@ from typing import Any
 
 from stoic.errors import BackendError, PredictorError
 from stoic.logging import get_logger
-from stoic.schedule.availability import Availability
-from stoic.schedule.policy import PolicyOptions, decide
-from stoic.schedule.recorder import PredictorLike
-from stoic.schedule.requester import Requester
-from stoic.schedule.sharer import ChunkSink
+from stoic.schedule.decide.policy import PolicyOptions, decide
+from stoic.schedule.execute.recorder import PredictorLike
+from stoic.schedule.execute.requester import Requester
+from stoic.schedule.probe.availability import Availability
+from stoic.schedule.share.session import ChunkSink
 from stoic.settings import Settings
 from stoic.values import (
     DeploymentSample,
@@ -70,7 +70,7 @@ def contenders(estimates: Mapping[str, Estimate]) -> frozenset[str]:
 
 
 class ObservationCounter:
-    """A :class:`~stoic.schedule.requester.Recorder` that counts processing samples per
+    """A :class:`~stoic.schedule.execute.requester.Recorder` that counts processing samples per
     (app, app_version, runtime): what "has been observed" means for bootstrapping."""
 
     def __init__(self) -> None:

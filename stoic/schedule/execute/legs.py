@@ -2,9 +2,9 @@
 
 Both ways of executing a plan are built from the same steps: the single-runtime path
 runs deploy → upload → warm → invoke on one leg, and the duplicator runs an edge leg and
-a cloud leg side by side (:mod:`stoic.schedule.duplicator`). Keeping the steps in one
+a cloud leg side by side (:mod:`stoic.schedule.execute.duplicator`). Keeping the steps in one
 place means each measurement is taken, and handed to the
-:class:`~stoic.schedule.recorder.Recorder`, the same way whichever path ran it:
+:class:`~stoic.schedule.execute.recorder.Recorder`, the same way whichever path ran it:
 
 * deploy with retry and exponential back-off on :class:`DeployFailure` (0.1 s, ×2, 10
   attempts, then :class:`RetriesExhausted`); a :class:`DeployTimeout` is not retried and
@@ -34,8 +34,8 @@ from stoic.backends.base import Deployment, Invocation, RuntimeBackend, Upload
 from stoic.clock import Clock
 from stoic.errors import ConfigError, DeployFailure, DeployTimeout, RetriesExhausted
 from stoic.logging import get_logger
-from stoic.schedule.availability import Availability
-from stoic.schedule.recorder import MultiRecorder, Recorder
+from stoic.schedule.execute.recorder import MultiRecorder, Recorder
+from stoic.schedule.probe.availability import Availability
 from stoic.settings import Settings
 from stoic.values import (
     DeploymentSample,

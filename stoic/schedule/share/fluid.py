@@ -14,7 +14,7 @@ No real schedule reaches it (images are whole, chunks pay their call overhead, u
 take time), so a share-mode total at 100–125 % of it is close to the best possible.
 
 The same arithmetic on *predicted* capacities is share mode's forecast: the policy
-(:func:`stoic.schedule.policy.decide`) adds a cloud runtime when it moves the predicted
+(:func:`stoic.schedule.decide.policy.decide`) adds a cloud runtime when it moves the predicted
 finish forward enough, and the replay scores against it with the truth.
 """
 

@@ -53,8 +53,8 @@ from stoic.backends.base import Deployment, RuntimeBackend, Upload
 from stoic.errors import BackendError, ConfigError, DeployTimeout
 from stoic.logging import get_logger
 from stoic.predict.uplink import UplinkCheck, UplinkWatch
-from stoic.schedule.availability import Availability
-from stoic.schedule.legs import LegRunner, backend_for, deploy_guarded
+from stoic.schedule.execute.legs import LegRunner, backend_for, deploy_guarded
+from stoic.schedule.probe.availability import Availability
 from stoic.values import (
     DeploymentSample,
     DeployOutcome,

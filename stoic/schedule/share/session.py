@@ -1,8 +1,8 @@
 """Share mode's execution: one batch labelled by the edge and cloud runtimes at once.
 
-The policy (:func:`stoic.schedule.policy.decide`, ``Mode.SHARE``) names the cloud
+The policy (:func:`stoic.schedule.decide.policy.decide`, ``Mode.SHARE``) names the cloud
 runtimes worth deploying; this module runs the batch on them through a
-:class:`~stoic.schedule.board.ShareBoard`:
+:class:`~stoic.schedule.share.board.ShareBoard`:
 
 * **Every participant is a loop over the board.** The edge deploys (its warm standby)
   and labels chunks from the front at once; each cloud runtime deploys and, meanwhile,
@@ -47,9 +47,9 @@ from stoic.aio import cancel_and_wait
 from stoic.backends.base import Upload
 from stoic.errors import BackendError
 from stoic.logging import get_logger
-from stoic.schedule.board import Chunk, ShareBoard
-from stoic.schedule.fluid import Capacity, fluid_bound
-from stoic.schedule.legs import Leg, LegRunner, backend_for
+from stoic.schedule.execute.legs import Leg, LegRunner, backend_for
+from stoic.schedule.share.board import Chunk, ShareBoard
+from stoic.schedule.share.fluid import Capacity, fluid_bound
 from stoic.values import Estimate, Job, Outcome, Plan, ProcessingSample, TransferSample
 
 log = get_logger(__name__)

@@ -10,19 +10,19 @@ same code in the daemon and the replay: only the backends and the clock differ.
   runtime predicted soonest among the others still available: the edge, unless a cloud
   runtime beats it.
 * **Duplicator** (``plan.speculative_edge``): the edge races a cloud runtime that is
-  re-predicted at pod-ready; see :mod:`stoic.schedule.duplicator`. A cloud runtime marked down
-  since the decision leaves the edge alone.
+  re-predicted at pod-ready; see :mod:`stoic.schedule.execute.duplicator`. A cloud runtime
+  marked down since the decision leaves the edge alone.
 
 This module keeps what is the requester's own: running batches by id (so one can be
 cancelled, like arq's jobs), choosing the path, and the fallback. It holds the parts it
 is built from, one concept each, rather than inheriting from them:
 
-* ``legs``: a :class:`~stoic.schedule.legs.LegRunner`, the measured steps (deploy with
+* ``legs``: a :class:`~stoic.schedule.execute.legs.LegRunner`, the measured steps (deploy with
   back-off, upload, warm, invoke, teardown) on the configured backends;
-* ``duplicator``: a :class:`~stoic.schedule.duplicator.Duplicator` built on the same
+* ``duplicator``: a :class:`~stoic.schedule.execute.duplicator.Duplicator` built on the same
   leg runner and the predictor, for the speculative-edge race.
 
-Measurements go to the leg runner's :class:`~stoic.schedule.recorder.Recorder`.
+Measurements go to the leg runner's :class:`~stoic.schedule.execute.recorder.Recorder`.
 
 Durations are measured with the event loop's clock (``loop.time()``), which ``looptime``
 fast-forwards in tests and the replay; instants come from the injected
@@ -39,10 +39,10 @@ from typing import Any
 
 from stoic.errors import BackendError, BatchCancelled, RuntimeUnavailable
 from stoic.logging import get_logger
-from stoic.schedule.duplicator import Duplicator
-from stoic.schedule.legs import Leg, LegRunner
-from stoic.schedule.recorder import PredictorLike, Recorder
-from stoic.schedule.sharer import ChunkSink, Sharer
+from stoic.schedule.execute.duplicator import Duplicator
+from stoic.schedule.execute.legs import Leg, LegRunner
+from stoic.schedule.execute.recorder import PredictorLike, Recorder
+from stoic.schedule.share.session import ChunkSink, Sharer
 from stoic.values import Job, Mode, Outcome, Plan
 
 log = get_logger(__name__)

@@ -3,9 +3,9 @@
 When the plan says ``speculative_edge``, the edge starts at once while the cloud runtime
 uploads and deploys in parallel; when the cloud is ready (deployed, warmed, uploaded) the
 requester re-predicts: the edge's predicted *remaining* processing against the cloud's
-predicted T_p (:func:`stoic.schedule.policy.keep_cloud`). The predicted loser is dropped (the pod
-torn down at once) or raced (whichever finishes first wins; the other is cancelled for
-real: the backend kills the work before the cancellation returns). If either side fails
+predicted T_p (:func:`stoic.schedule.decide.policy.keep_cloud`). The predicted loser is
+dropped (the pod torn down at once) or raced (whichever finishes first wins; the other is
+cancelled for real: the backend kills the work before the cancellation returns). If either side fails
 before the decision, the other is all there is.
 
 This is the one part of the requester where several tasks run at once, so it is kept
@@ -15,7 +15,7 @@ It also owns the cloud accounting of a race: a cloud that did not win used its p
 for nothing (``cloud_wasted_s``), and ``choice_correct`` says whether keeping the cloud
 paid off.
 
-:class:`Duplicator` is built with a :class:`~stoic.schedule.legs.LegRunner` (the
+:class:`Duplicator` is built with a :class:`~stoic.schedule.execute.legs.LegRunner` (the
 measured steps, shared with the requester) and the predictor it re-predicts with.
 """
 
@@ -25,9 +25,9 @@ import asyncio
 
 from stoic.aio import cancel_and_wait, succeeded
 from stoic.logging import get_logger
-from stoic.schedule.legs import Leg, LegRunner
-from stoic.schedule.policy import keep_cloud
-from stoic.schedule.recorder import PredictorLike
+from stoic.schedule.decide.policy import keep_cloud
+from stoic.schedule.execute.legs import Leg, LegRunner
+from stoic.schedule.execute.recorder import PredictorLike
 from stoic.values import Job, Outcome, Plan
 
 log = get_logger(__name__)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from stoic.errors import PredictorError
-from stoic.schedule.fluid import Capacity, fluid_bound
+from stoic.schedule.share.fluid import Capacity, fluid_bound
 from stoic.settings import Settings
 from stoic.values import Component, Estimate, Job, Mode, Plan, RuntimeKind
 

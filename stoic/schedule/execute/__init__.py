@@ -1,0 +1,1 @@
+"""Executing a plan on runtime backends: the requester, the measured legs, the race."""

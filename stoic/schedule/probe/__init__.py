@@ -1,0 +1,1 @@
+"""Probing in the background: the inquisitor, and which runtimes may be scheduled."""
