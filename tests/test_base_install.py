@@ -27,6 +27,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_CSV = REPO / "benchmarks" / "data" / "deployment_sample.csv"
 EXTRA_MODULES = ("tensorflow", "keras", "statsmodels", "matplotlib", "boto3", "kubernetes")
+PLOTS_NOTE = "Plots not drawn: matplotlib is not installed (pip install 'stoic[analysis]')."
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +92,18 @@ def test_help_replay_evaluate_and_client(venv: Path, tmp_path: Path) -> None:
     assert out.stdout.startswith("20 batches: success"), out.stdout
     assert "pip install 'stoic[analysis]'" in out.stderr  # plots need the extra
     assert (report / "report.json").is_file() and (report / "report.md").is_file()
+
+    # A sweep writes its tables without matplotlib and says in one line why no plot.
+    sweep = tmp_path / "sweep"
+    out = run(venv, "stoic", "replay", "sweep", "--envs", str(REPO / "workload" / "envs" / "pi-edge.yaml"),
+              "--modes", "selector,edge-only", "--seeds", "1", "--days", "1", "--batches", "20",
+              "--jobs", "1", "--report", str(sweep), "--no-progress", cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "2 replays" in out.stdout, out.stdout
+    notes = [line for line in out.stderr.splitlines() if line.strip()]
+    assert notes == ["note: " + PLOTS_NOTE], out.stderr
+    assert (sweep / "sweep.md").is_file() and (sweep / "sweep.json").is_file()
+    assert not (sweep / "vs_min_lat.png").exists()
 
     out = run(venv, "stoic", "evaluate", "deployment", str(SAMPLE_CSV))
     assert out.returncode == 0, out.stderr

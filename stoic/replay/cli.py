@@ -213,7 +213,9 @@ def sweep(
 
         result = run_sweep(cfg, tick)
     command = "stoic replay " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-    write_sweep_report(result, report, command=command)
+    doc = write_sweep_report(result, report, command=command)
+    if isinstance(doc["meta"].get("plots"), str):
+        typer.echo(f"note: {doc['meta']['plots']}", err=True)
     failed = result.failed
     typer.echo(
         f"{len(result.cells)} replays ({len(entries)} environments × {len(mode_list)} modes × "

@@ -7,7 +7,8 @@ deviation over seeds), a pivot of % of MIN-LAT per environment and mode with the
 non-reference mode of each environment in bold, and every error. ``vs_min_lat.png``:
 grouped bars per environment, one per mode, error bars ± one standard deviation.
 Columns come from :data:`stoic.replay.sweep.METRICS`, so a new metric needs no change
-here. matplotlib is imported in the plot function only, with the Agg backend.
+here. matplotlib is imported in the plot function only, with the Agg backend; without
+the ``analysis`` extra the tables are written and ``meta.plots`` says why there is no plot.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from stoic.extras import installed
+from stoic.replay.report import PLOTS_SKIPPED
 from stoic.replay.sweep import METRICS, REFERENCE_MODES, Metric, SweepResult, table
 
 PLOT = "vs_min_lat.png"
@@ -79,10 +82,13 @@ def write_sweep_report(result: SweepResult, out_dir: Path, *, command: str = "")
             for c in result.cells
         ],
     }
+    can_plot = installed("analysis", "matplotlib")
+    if not can_plot:
+        doc["meta"]["plots"] = PLOTS_SKIPPED
     (out_dir / "sweep.json").write_text(json.dumps(doc, indent=1, default=_jsonable) + "\n")
-    plotted = _plot(result, rows, out_dir / PLOT)
+    plotted = can_plot and _plot(result, rows, out_dir / PLOT)
     text = _markdown(result, rows, command, plotted)
-    if _pareto(result, rows, out_dir / PARETO_PLOT):
+    if can_plot and _pareto(result, rows, out_dir / PARETO_PLOT):
         doc["meta"]["pareto_plot"] = PARETO_PLOT
         text += (
             "\n## Latency against cloud time\n\n"
