@@ -482,11 +482,13 @@ async def test_runtimes_show_the_uplink_as_the_checks_see_it(tmp_path: Path) -> 
             return (await d.client.get("/ui/fragments/status")).text
 
         got = await uplink_when(True)
-        assert got["outages"] == 0 and got["expected_wait_s"] == 0.0
+        # (a check that times out on a loaded machine counts as an outage: count from here)
+        seen = got["outages"]
+        assert got["expected_wait_s"] == 0.0
         assert 'data-uplink="up"' in await page()
         await link.stop()
         got = await uplink_when(False)
-        assert got["outages"] == 1 and got["down_since"] is not None
+        assert got["outages"] >= seen + 1 and got["down_since"] is not None
         assert got["expected_wait_s"] > 0.0
         assert 'data-uplink="down"' in await page() and "expected back in" in await page()
 
@@ -593,7 +595,8 @@ async def test_an_unknown_field_is_refused_before_the_rest_of_the_body_is_read(
     assert sum(sent) <= READ_AHEAD_BYTES + 64 * 1024
 
 
-async def test_repeated_known_fields_are_capped(daemon: Daemon) -> None:
+async def test_a_repeated_field_is_refused_at_its_second_occurrence(daemon: Daemon) -> None:
+    """A flood of one known field ends at its second copy (the last one no longer wins)."""
     boundary = "XyZ"
     field = f'--{boundary}\r\nContent-Disposition: form-data; name="mode"\r\n\r\nselector\r\n'
     body = (field * 50 + f"--{boundary}--\r\n").encode()
@@ -602,8 +605,8 @@ async def test_repeated_known_fields_are_capped(daemon: Daemon) -> None:
         content=body,
         headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
     )
-    await assert_rejected(daemon, r, 422, "invalid_field", field="body")
-    assert "api.max_form_fields" in r.json()["error"]["message"]
+    await assert_rejected(daemon, r, 422, "invalid_field", field="mode")
+    assert "'mode' is given more than once" in r.json()["error"]["message"]
 
 
 async def test_an_image_over_the_pixel_limit_is_refused_from_its_header(daemon: Daemon) -> None:

@@ -462,9 +462,9 @@ def test_an_unknown_field_is_refused_as_soon_as_its_headers_end() -> None:
 
 
 def test_form_fields_are_capped_in_number_and_size() -> None:
-    stream = fields_stream(max_fields=3)
+    stream = fields_stream(max_fields=2)
     with pytest.raises(InvalidField, match=r"api\.max_form_fields"):
-        stream.feed(multipart([("mode", None, b"selector")] * 4))
+        stream.feed(multipart([(f, None, b"x") for f in ("mode", "runtime", "skip_invalid")]))
     stream.close()
     stream = fields_stream(max_field_bytes=100)
     with pytest.raises(InvalidField, match=r"api\.max_form_bytes"):
@@ -553,3 +553,41 @@ def test_a_png_whose_stream_is_broken_under_correct_crcs_is_refused() -> None:
             check(png_with_idat(good, idat), name)
         assert info.value.file == name
     assert check(png_with_idat(good, zlib.compress(stream, 1)), "recompressed.png") == "PNG"
+
+
+def _parse(body: bytes) -> MultipartStream:
+    stream = MultipartStream(
+        "multipart/form-data; boundary=b0und", io.BytesIO, known_fields={"mode", "runtime"}
+    )
+    for part in stream.feed(body):
+        assert part.file is not None
+        part.file.close()
+    stream.finish()
+    return stream
+
+
+def test_a_form_field_given_twice_is_refused() -> None:
+    body = multipart([("mode", None, b"selector"), ("mode", None, b"share")])
+    with pytest.raises(InvalidField, match="'mode' is given more than once") as e:
+        _parse(body)
+    assert e.value.field == "mode"
+
+
+def test_a_file_without_a_name_is_refused_and_an_empty_file_input_is_no_file() -> None:
+    def part(data: bytes) -> bytes:
+        return (
+            b'--b0und\r\nContent-Disposition: form-data; name="files"; filename=""\r\n\r\n'
+            + data
+            + b"\r\n--b0und--\r\n"
+        )
+
+    with pytest.raises(InvalidField, match="empty file name"):
+        _parse(part(jpeg(1)))
+    stream = _parse(part(b""))  # what a browser sends for a file input left empty
+    assert stream.files == [] and stream.fields == {}
+
+
+def test_files_as_a_plain_field_asks_for_an_image() -> None:
+    with pytest.raises(InvalidField, match="choose at least one image") as e:
+        _parse(multipart([("files", None, b"photo.jpg")]))
+    assert e.value.field == "files"

@@ -116,3 +116,21 @@ def test_keys() -> None:
     for bad in ("", "../x", "a/b", "..", "-x"):
         with pytest.raises(InputError):
             package_key(bad)
+
+
+def test_one_name_limit_for_model_push_and_the_default_version_api() -> None:
+    """``stoic model push`` (model_key) and ``PUT /v1/models/default`` accept the same
+    longest version, the store's name column's 64 characters, and refuse one more."""
+    from pydantic import ValidationError
+
+    from stoic.api.schemas import DefaultModelIn
+    from stoic.storage.package import MAX_NAME_CHARS
+
+    assert MAX_NAME_CHARS == 64
+    longest, over = "v" * MAX_NAME_CHARS, "v" * (MAX_NAME_CHARS + 1)
+    assert model_key("classify", longest).endswith(f"/{longest}/model.keras")
+    assert DefaultModelIn(version=longest).version == longest
+    with pytest.raises(InputError, match="1-64 characters"):
+        model_key("classify", over)
+    with pytest.raises(ValidationError):
+        DefaultModelIn(version=over)

@@ -312,6 +312,8 @@ async def test_the_upload_form_submits_a_batch(daemon: Daemon) -> None:
         ([("a.jpg", jpeg(1))], {"runtime": "<b>nope</b>"}, 422, "unknown runtime '<b>nope</b>'"),
         ([(XSS, b"plain text")], {}, 415, XSS),
         ([("a.jpg", jpeg(1))], {"mode": "baseline"}, 422, "unknown mode"),
+        # the form sent with no file chosen: the browser's empty file part
+        ([("", b"")], {"mode": "selector"}, 422, "choose at least one image"),
     ],
 )
 async def test_a_refused_upload_says_why_as_text(

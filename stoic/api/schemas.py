@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from stoic.storage.package import MAX_NAME_CHARS
 from stoic.store.store import BatchRecord
 from stoic.values import Estimate
 
@@ -254,7 +255,9 @@ class DefaultModelIn(BaseModel):
     """``PUT /v1/models/default``: the application version new batches get."""
 
     app: str | None = Field(None, description="the application; default controller.app")
-    version: str = Field(min_length=1, max_length=64, description="a version with a stored model")
+    version: str = Field(
+        min_length=1, max_length=MAX_NAME_CHARS, description="a version with a stored model"
+    )
 
 
 class DefaultModelOut(BaseModel):

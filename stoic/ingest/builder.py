@@ -531,7 +531,7 @@ class PackageBuilder:
                     f"first: {self.stats.first_error})",
                     file=self.stats.first_error.file,
                 )
-            raise EmptyBatch("the batch holds no image")
+            raise EmptyBatch("the batch holds no image: choose at least one image")
 
     def close(self) -> int:
         """Write the tar end marker; return the package size in bytes."""

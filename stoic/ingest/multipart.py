@@ -39,6 +39,10 @@ MAX_FIELD_BYTES = 64 * 1024
 """Bytes of one non-file form field."""
 
 
+FILES_FIELD = "files"
+"""The name the API documents for file parts; as a plain field it is a mistake."""
+
+
 @dataclass(slots=True)
 class _Part:
     headers: dict[bytes, bytes] = field(default_factory=dict)
@@ -159,6 +163,11 @@ class MultipartStream:
             self._part.file = self._spool()
             self._open.append(self._part.file)
             return
+        if self._part.name == FILES_FIELD:
+            raise InvalidField(
+                f"{FILES_FIELD!r} must be a file part with a file name: choose at least one image",
+                field=FILES_FIELD,
+            )
         # A field: refused now if it is not an option, rather than after the body.
         if self._known is not None and self._part.name not in self._known:
             name = self._part.name[:100]
@@ -194,9 +203,21 @@ class MultipartStream:
     def _on_part_end(self) -> None:
         part = self._part
         if part.file is None:
+            if part.name in self.fields:
+                raise InvalidField(
+                    f"form field {part.name[:100]!r} is given more than once", field=part.name[:100]
+                )
             self.fields[part.name] = self._decode(bytes(part.data))
+        elif not part.filename:
+            # An empty file input of a browser form: a part with filename="" and no bytes.
+            if part.size:
+                raise InvalidField(
+                    "a file part has an empty file name; name every file", field=part.name[:100]
+                )
+            self._open.remove(part.file)
+            part.file.close()
         else:
-            self.files.append((part.filename or "", part.size, part.sha256.hexdigest()))
+            self.files.append((part.filename, part.size, part.sha256.hexdigest()))
             self._done.append(part)
 
     def feed(self, chunk: bytes) -> list[_Part]:

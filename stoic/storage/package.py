@@ -36,14 +36,18 @@ from stoic.errors import InputError
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 """Suffixes the ingest accepts; the function decodes whatever Pillow can."""
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+MAX_NAME_CHARS = 64
+"""The longest app, version or batch id: one limit for ``stoic model push``, ``PUT
+/v1/models/default`` and the store's name columns (``String(64)``)."""
+
+_ID = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_NAME_CHARS - 1}}}$")
 
 
 def _check_id(kind: str, value: str) -> str:
     if not _ID.fullmatch(value) or ".." in value:
         raise InputError(
-            f"invalid {kind} {value!r}: use 1-128 characters of A-Z a-z 0-9 . _ - "
-            "(starting with a letter or digit, no '..')"
+            f"invalid {kind} {value[:100]!r}: use 1-{MAX_NAME_CHARS} characters of "
+            "A-Z a-z 0-9 . _ - (starting with a letter or digit, no '..')"
         )
     return value
 
