@@ -71,11 +71,16 @@ async def test_an_unavailable_runtime_is_away_since_the_same_instant_in_both(
 async def test_the_page_shows_the_processing_probes_the_api_shows(tmp_path: Path) -> None:
     async with start_daemon(make_settings(tmp_path)) as d:
         states = {s.name: s for s in runtime_states(d.controller, deployments=1)}
-        assert set(states) == {"edge", "cpu", "gpu1", "gpu2"}
+        assert list(states) == ["edge", "cpu", "gpu1", "gpu2"]
         assert states["edge"].deployment_now_s is None and states["edge"].deployment_window == 0
-        assert states["cpu"].deployment_now_s is not None and states["cpu"].worth_probing
+        assert states["cpu"].deployment_now_s is not None
+        api = {r["name"]: r for r in (await d.client.get("/v1/runtimes")).json()["runtimes"]}
         html = (await d.client.get("/ui/fragments/runtimes")).text
-        assert html.count('data-worth-probing="true"') == 3  # the cloud runtimes
+        for name in ("cpu", "gpu1", "gpu2"):
+            card = html.split(f'data-runtime="{name}"', 1)[1].split("</article>", 1)[0]
+            worth = re.search(r'data-worth-probing="(true|false)"', card)
+            assert worth and worth[1] == str(api[name]["worth_probing"]).lower()
+            assert f"{api[name]['probe_cloud_s']:.1f} s pod time" in card
         assert "probe" not in html.split('data-runtime="edge"', 1)[1].split("</article>")[0]
 
 
