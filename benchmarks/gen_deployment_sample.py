@@ -1,8 +1,8 @@
 """Generate ``benchmarks/data/deployment_sample.csv``: a synthetic deployment-time
-series per cloud runtime, shaped like the paper's (section 3.4.2 and DESIGN.md): a
-floor, a daily cycle of contention, log-normal (heavy-tailed) noise, sparse spikes of
-several minutes and rare 600 s timeouts. Seeded, so the committed file is
-reproducible: ``.venv/bin/python benchmarks/gen_deployment_sample.py``.
+series per cloud runtime, shaped like the paper's (section 3.4.2; docs/replay.md,
+"Environment spec"): a floor, a daily cycle of contention, log-normal (heavy-tailed)
+noise, sparse spikes of several minutes and rare 600 s timeouts. Seeded, so the
+committed file is reproducible: ``.venv/bin/python benchmarks/gen_deployment_sample.py``.
 """
 
 from __future__ import annotations

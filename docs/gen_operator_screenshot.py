@@ -49,7 +49,7 @@ CHROME_FLAGS = (
     "--hide-scrollbars",
 )
 
-# Fake durations: the paper's calibration (DESIGN.md) divided by ten.
+# Fake durations: the paper's published figures (docs/replay.md) divided by ten.
 SPECS = {
     "edge": FakeSpec(per_image_s=0.240, fixed_s=1.36),
     "cpu": FakeSpec(deploy_s=1.2, upload_s=0.3, warmup_s=0.2, per_image_s=0.133, fixed_s=1.49),

@@ -65,7 +65,8 @@ class RuntimeSettings(_Section):
 
 
 def default_runtimes() -> list[RuntimeSettings]:
-    """The paper's four scenarios with its published processing fits (DESIGN.md)."""
+    """The paper's four scenarios with its published processing fits (docs/replay.md,
+    "The paper's published figures")."""
     return [
         RuntimeSettings(
             name="edge",

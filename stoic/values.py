@@ -3,7 +3,7 @@
 Times are floats: durations in seconds (``*_s``), instants in seconds since the Unix
 epoch as given by an injected clock (``at``). The replay's virtual clock and the
 daemon's wall clock both produce such floats, so the predictor, the policy and the
-requester cannot tell the two worlds apart (DESIGN.md, "Two worlds, one code path").
+requester cannot tell the two worlds apart (docs/architecture.md, "Two worlds, one code path").
 """
 
 from __future__ import annotations

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter, Depends, Query, Request
 
 from stoic.api.auth import require_token
@@ -16,6 +14,7 @@ from stoic.api.schemas import (
     UplinkOut,
 )
 from stoic.daemon.controller import Controller
+from stoic.daemon.runtime_view import RuntimeState, runtime_states, uplink_state
 
 router = APIRouter(prefix="/v1", tags=["runtimes"], dependencies=[Depends(require_token)])
 
@@ -29,45 +28,44 @@ RECENT_OUTAGES = 10
 @router.get("/runtimes", response_model=RuntimeList, summary="Runtimes and their models")
 async def runtimes(request: Request) -> RuntimeList:
     """Availability, recent deployment samples, the deployment window, the
-    processing regression, and the inquisitor's processing probes (whether the runtime
-    is still worth timing, the pod time its probes held) of every configured runtime."""
+    processing regression of the current default version, and the inquisitor's
+    processing probes (whether the runtime is still worth timing, the pod time its
+    probes held) of every configured runtime (:mod:`stoic.daemon.runtime_view`)."""
     c: Controller = request.app.state.controller
-    rows = {r.name: r for r in await asyncio.to_thread(c.store.runtimes)}
-    out = []
-    for rt in c.settings.runtime_list():
-        row = rows.get(rt.name)
-        p = c.predictor
-        out.append(
-            RuntimeOut(
-                name=rt.name,
-                kind=rt.kind.value,
-                gpus=rt.gpus,
-                backend=rt.backend,
-                available=c.availability.is_available(rt.name),
-                unavailable_since=row.unavailable_since if row else None,
-                deployment_window=p.deployment_window(rt.name),
-                recent_deployments=[
-                    DeploymentSampleOut(at=d.at, duration_s=d.duration_s, outcome=str(d.outcome))
-                    for d in p.recent_deployments(rt.name, RECENT_DEPLOYMENTS)
-                ],
-                processing=p.processing_coefficients(rt.name, c.app, c.app_version),
-                worth_probing=c.scheduler.worth_probing(rt.name),
-                probe_cloud_s=c.inquisitor.cloud_s.get(rt.name, 0.0) if c.inquisitor else 0.0,
+    watch = uplink_state(c, outages=RECENT_OUTAGES)
+    return RuntimeList(
+        runtimes=[_runtime(r) for r in runtime_states(c, deployments=RECENT_DEPLOYMENTS)],
+        uplink=(
+            None
+            if watch is None
+            else UplinkOut(
+                up=watch.up,
+                down_since=watch.down_since,
+                expected_wait_s=watch.expected_wait_s,
+                outages=watch.outages,
+                recent_outages_s=list(watch.recent_outages_s),
             )
-        )
-    watch = c.predictor.uplink
-    uplink = (
-        None
-        if watch is None
-        else UplinkOut(
-            up=watch.up,
-            down_since=watch.down_since,
-            expected_wait_s=watch.wait_s(),
-            outages=watch.outages,
-            recent_outages_s=list(watch.durations)[-RECENT_OUTAGES:],
-        )
+        ),
     )
-    return RuntimeList(runtimes=out, uplink=uplink)
+
+
+def _runtime(r: RuntimeState) -> RuntimeOut:
+    return RuntimeOut(
+        name=r.name,
+        kind=r.runtime.kind.value,
+        gpus=r.runtime.gpus,
+        backend=r.runtime.backend,
+        available=r.available,
+        unavailable_since=r.unavailable_since,
+        deployment_window=r.deployment_window,
+        recent_deployments=[
+            DeploymentSampleOut(at=d.at, duration_s=d.duration_s, outcome=str(d.outcome))
+            for d in r.recent_deployments
+        ],
+        processing=r.processing.as_dict(),
+        worth_probing=r.worth_probing,
+        probe_cloud_s=r.probe_cloud_s,
+    )
 
 
 @router.get("/estimate", response_model=EstimateResponse, summary="Predict a batch's T_s")

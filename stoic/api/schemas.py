@@ -207,7 +207,8 @@ class RuntimeOut(BaseModel):
     deployment_window: int = Field(description="calibrated sliding-window size (samples)")
     recent_deployments: list[DeploymentSampleOut]
     processing: dict[str, Any] = Field(
-        description="regression of T_p on batch size: slope_s (per image), intercept_s, ..."
+        description="regression of T_p on batch size for the current default version: "
+        "slope (s per image), intercept (s), n_samples, inliers, method, excess"
     )
     worth_probing: bool = Field(
         description="whether the inquisitor would time its processing when it is due: it "

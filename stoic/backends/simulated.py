@@ -30,7 +30,7 @@ import contextlib
 import contextvars
 import heapq
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -845,7 +845,3 @@ def load_env(path: Path, runtimes: Iterable[Runtime], **kwargs: Any) -> SimEnvir
     rts = list(runtimes)
     spec.check_runtimes(rts, str(path))
     return SimEnvironment(spec, rts, **kwargs)
-
-
-def spec_summary(spec: EnvSpec) -> Mapping[str, Any]:
-    return spec.model_dump(mode="json")

@@ -269,10 +269,6 @@ class DeploymentModel:
             return []
         return list(self._samples)[-n:]
 
-    @property
-    def n_values(self) -> int:
-        return len(self._values)
-
     # Calibration ----------------------------------------------------------------
 
     @property

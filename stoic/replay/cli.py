@@ -4,8 +4,8 @@
 ``stoic replay --env ... --report DIR`` works as it always did) and whose sub-command
 ``sweep`` runs many (:mod:`stoic.replay.sweep`).
 
-Heavy modules (the predictor's scikit-learn, matplotlib, looptime) are imported inside
-the commands so ``stoic --help`` stays fast. Bad input raises a
+Heavy modules (numpy through the predictor and the workload, matplotlib, looptime) are
+imported inside the commands so ``stoic --help`` stays fast. Bad input raises a
 :class:`~stoic.errors.StoicError` subclass that ``stoic.cli.main`` prints as one line.
 """
 

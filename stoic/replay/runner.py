@@ -1,6 +1,6 @@
 """The replay: the daemon's scheduling core driven by a workload in virtual time.
 
-"Two worlds, one code path" (DESIGN.md): the replay builds the *daemon's* classes —
+"Two worlds, one code path" (docs/architecture.md): the replay builds the *daemon's* classes —
 :class:`~stoic.predict.predictor.Predictor`, :class:`~stoic.schedule.execute.requester.Requester`,
 :class:`~stoic.schedule.probe.inquisitor.Inquisitor`,
 :class:`~stoic.schedule.scheduler.Scheduler` (which calls

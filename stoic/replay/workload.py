@@ -248,11 +248,6 @@ class WorkloadProfile:
             f"{self.name}+{path.name}", dist, self.p_zero, self.activity, self.bytes_per_image
         )
 
-    @property
-    def mean_per_hour(self) -> float:
-        """Mean images per hour, empty hours included (the paper's 25)."""
-        return (1 - self.p_zero) * self.sizes.mean
-
 
 # Arrivals -------------------------------------------------------------------------------
 

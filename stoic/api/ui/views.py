@@ -6,9 +6,9 @@ Reads are kept off the scheduling path:
   worker-thread hop, and use the indexed queries of :class:`~stoic.store.store.Store`
   (``batch_counts``, ``list_batches``, ``recent_outcomes``, ``usage_since``: each one
   short read transaction, bounded by ``ui.*`` limits);
-* the predictor and the availability registry are in memory and read on the event loop,
-  as ``GET /v1/runtimes`` does (the scheduler mutates them on the loop, so a worker
-  thread must not read them);
+* what the scheduler knows of the runtimes and the uplink comes from the read model
+  that ``GET /v1/runtimes`` renders too (:mod:`stoic.daemon.runtime_view`), taken on
+  the event loop (the scheduler mutates it there, so a worker thread must not read it);
 * charts are drawn here (a few hundred points at most) into SVG strings.
 
 Each part of the page (status, batches, runtimes, usage) has its own builder, so a
@@ -30,9 +30,10 @@ from stoic import __version__
 from stoic.api.health import readiness
 from stoic.api.ui.charts import Series, share_chart, time_chart
 from stoic.daemon.controller import Controller
+from stoic.daemon.runtime_view import RuntimeState, UplinkState, built, runtime_states, uplink_state
 from stoic.errors import ObjectNotFound, StoicError
 from stoic.store.store import BatchOutcome, BatchRecord, UsageRow
-from stoic.values import BatchState, Mode, RuntimeKind
+from stoic.values import BatchState, DeployOutcome, Mode
 
 COMPONENTS = (
     ("transfer_s", "T_t"),
@@ -69,16 +70,6 @@ class StatusView:
     uplink: UplinkState | None = None  # None: no uplink checks configured
 
 
-@dataclass(frozen=True, slots=True)
-class UplinkState:
-    """The uplink as the inquisitor's checks see it (docs/scheduling.md)."""
-
-    up: bool
-    down_for_s: float
-    expected_wait_s: float
-    outages: int
-
-
 async def status_view(c: Controller) -> StatusView:
     ready = await readiness(c)
     try:
@@ -88,7 +79,7 @@ async def status_view(c: Controller) -> StatusView:
     now = c.clock.now()
     s = c.settings
     names = c.runtime_names
-    available = sum(1 for n in names if c.availability.is_available(n)) if _built(c) else 0
+    available = sum(1 for n in names if c.availability.is_available(n)) if built(c) else 0
     return StatusView(
         version=__version__,
         ready=ready.ready,
@@ -103,25 +94,8 @@ async def status_view(c: Controller) -> StatusView:
         runtimes_available=available,
         runtimes_total=len(names),
         now=now,
-        uplink=_uplink(c, now),
+        uplink=uplink_state(c),
     )
-
-
-def _uplink(c: Controller, now: float) -> UplinkState | None:
-    watch = c.predictor.uplink if _built(c) else None
-    if watch is None:
-        return None
-    since = watch.down_since
-    return UplinkState(
-        up=watch.up,
-        down_for_s=0.0 if since is None else max(now - since, 0.0),
-        expected_wait_s=watch.wait_s(),
-        outages=watch.outages,
-    )
-
-
-def _built(c: Controller) -> bool:
-    return hasattr(c, "availability") and hasattr(c, "predictor")
 
 
 # Batches -----------------------------------------------------------------------------
@@ -222,19 +196,9 @@ def top_score(result: dict[str, Any]) -> float | None:
 
 @dataclass(frozen=True, slots=True)
 class RuntimeView:
-    name: str
-    kind: str
-    gpus: int
-    backend: str
-    is_edge: bool
-    available: bool
-    away_since: float | None
-    away_reason: str
-    window: int
-    deployment_now_s: float | None
-    deployments: int
-    last_deployment_s: float | None
-    fit: dict[str, Any]
+    """A runtime's card: the read model's record and what only the page draws."""
+
+    state: RuntimeState
     batches: int
     mean_abs_error_s: float | None
     deploy_chart: Markup | None
@@ -274,71 +238,46 @@ def accuracy_chart(name: str, outcomes: list[BatchOutcome]) -> Markup:
     )
 
 
+def deploy_chart(state: RuntimeState) -> Markup | None:
+    """The deployment samples of a cloud runtime over time (None for the edge)."""
+    if state.is_edge:
+        return None
+    samples = state.recent_deployments
+    ok = [(d.at, d.duration_s) for d in samples if d.outcome is DeployOutcome.OK]
+    bad = [d for d in samples if d.outcome is not DeployOutcome.OK]
+    return time_chart(
+        f"{state.name}: deployment T_d",
+        [
+            Series("ok", "ok", ok, tips=[f"{_clock(x)} ready in {y:.1f} s" for x, y in ok]),
+            Series(
+                "timeout/failure",
+                "bad",
+                [(d.at, d.duration_s) for d in bad],
+                line=False,
+                tips=[f"{_clock(d.at)} {d.outcome} after {d.duration_s:.1f} s" for d in bad],
+            ),
+        ],
+        empty="no deployment measured yet",
+    )
+
+
 async def runtime_views(c: Controller) -> list[RuntimeView]:
     """Every configured runtime (none before the controller has built its predictor)."""
-    if not _built(c):
+    states = runtime_states(c, deployments=c.settings.ui.chart_deployments)
+    if not states:
         return []
-    s = c.settings
-    limit = s.ui.chart_batches
-    rows, outcomes = await asyncio.to_thread(
-        lambda: (c.store.runtimes(), c.store.recent_outcomes(limit))
-    )
-    by_name = {r.name: r for r in rows}
-    away = c.availability.unavailable()
-    p = c.predictor
+    outcomes = await asyncio.to_thread(c.store.recent_outcomes, c.settings.ui.chart_batches)
     out: list[RuntimeView] = []
-    for rt in s.runtime_list():
-        edge = rt.kind is RuntimeKind.EDGE
-        change = away.get(rt.name)
-        row = by_name.get(rt.name)
-        samples = p.recent_deployments(rt.name, s.ui.chart_deployments)
-        ok = [(d.at, d.duration_s) for d in samples if str(d.outcome) == "ok"]
-        bad = [(d.at, d.duration_s) for d in samples if str(d.outcome) != "ok"]
-        deploy_chart = (
-            None
-            if edge
-            else time_chart(
-                f"{rt.name}: deployment T_d",
-                [
-                    Series("ok", "ok", ok, tips=[f"{_clock(x)} ready in {y:.1f} s" for x, y in ok]),
-                    Series(
-                        "timeout/failure",
-                        "bad",
-                        bad,
-                        line=False,
-                        tips=[
-                            f"{_clock(d.at)} {d.outcome} after {d.duration_s:.1f} s"
-                            for d in samples
-                            if str(d.outcome) != "ok"
-                        ],
-                    ),
-                ],
-                empty="no deployment measured yet",
-            )
-        )
-        mine = [o for o in outcomes if o.runtime == rt.name]
+    for state in states:
+        mine = [o for o in outcomes if o.runtime == state.name]
         errors = [abs(o.predicted_s - o.actual_s) for o in mine if o.predicted_s is not None]
         out.append(
             RuntimeView(
-                name=rt.name,
-                kind=rt.kind.value,
-                gpus=rt.gpus,
-                backend=rt.backend,
-                is_edge=edge,
-                available=change is None,
-                away_since=(
-                    change.at if change else (row.unavailable_since if row is not None else None)
-                ),
-                away_reason=change.reason if change else "",
-                window=p.deployment_window(rt.name),
-                deployment_now_s=None if edge else p.deployment_model(rt.name).estimate().mean,
-                deployments=len(samples),
-                last_deployment_s=samples[-1].duration_s if samples else None,
-                fit=p.processing_coefficients(rt.name, s.controller.app, s.controller.app_version),
+                state=state,
                 batches=len(mine),
                 mean_abs_error_s=sum(errors) / len(errors) if errors else None,
-                deploy_chart=deploy_chart,
-                accuracy_chart=accuracy_chart(rt.name, outcomes),
+                deploy_chart=deploy_chart(state),
+                accuracy_chart=accuracy_chart(state.name, outcomes),
             )
         )
     return out

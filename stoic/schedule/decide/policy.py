@@ -1,7 +1,7 @@
 """Scheduling policies: pure functions from estimates to a :class:`~stoic.values.Plan`.
 
-The daemon and the replay call exactly these functions (DESIGN.md, "Two worlds, one
-code path"), so a table of estimates is all a test needs.
+The daemon and the replay call exactly these functions (docs/architecture.md, "Two
+worlds, one code path"), so a table of estimates is all a test needs.
 
 * **selector** (paper §3.7): run where the objective is smallest. The paper's objective
   is the predicted total T_s = T_t + T_d + T_p (``mean``); the default, ``expected``,

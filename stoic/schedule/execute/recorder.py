@@ -10,7 +10,8 @@ daemon stores it, feeds the predictor and updates metrics
 
 :class:`PredictorLike` lives here too: it is the structural view of
 ``stoic.predict.predictor.Predictor`` that the scheduling core needs, both to record
-samples into it and to ask it for estimates, so the core never imports scikit-learn.
+samples into it and to ask it for estimates, so the core depends on what it uses, not on
+the predictor's fitting code, and a test can hand it a table of estimates instead.
 """
 
 from __future__ import annotations

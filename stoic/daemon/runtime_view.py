@@ -1,0 +1,162 @@
+"""What the daemon knows about its runtimes right now: one read model for every view.
+
+``GET /v1/runtimes`` (:mod:`stoic.api.runtimes`) and the operator page
+(:mod:`stoic.api.ui.views`) both render the records built here, so they cannot
+disagree; before there was one read model, the page showed the processing fit of
+``controller.app_version`` from the settings while the API showed the current default
+version's (``PUT /v1/models/default``).
+
+The records are frozen copies taken in one pass on the event loop: the predictor, the
+availability registry, the scheduler and the inquisitor are in memory and mutated on the
+loop, so a worker thread must not read them, and no database read is needed (the
+registry is restored from the store at start and persisted on every change, so its
+``unavailable since`` is the stored one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from stoic.values import DeploymentSample, Runtime
+
+if TYPE_CHECKING:
+    from stoic.daemon.controller import Controller
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessingFit:
+    """The regression of T_p on batch size for one (runtime, app, version)."""
+
+    app_version: str
+    slope: float
+    """Seconds per image."""
+    intercept: float
+    n_samples: int
+    inliers: int
+    method: str
+    excess: float
+    """The processing tail the expected objective prices: E[T_p] over the line, minus 1
+    (docs/scheduling.md, "Risk")."""
+
+    def as_dict(self) -> dict[str, float | int | str]:
+        """The ``processing`` object of ``GET /v1/runtimes`` (docs/api.md)."""
+        return {
+            "slope": self.slope,
+            "intercept": self.intercept,
+            "n_samples": self.n_samples,
+            "inliers": self.inliers,
+            "method": self.method,
+            "excess": self.excess,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeState:
+    """One configured runtime as the scheduler sees it now."""
+
+    runtime: Runtime
+    available: bool
+    unavailable_since: float | None
+    """When it went unavailable (None while available)."""
+    unavailable_reason: str
+    deployment_window: int
+    """The calibrated sliding-window size (0 for the edge, which never deploys)."""
+    deployment_now_s: float | None
+    """T_d predicted for a deployment started now (None for the edge)."""
+    recent_deployments: tuple[DeploymentSample, ...]
+    """The last deployment samples, oldest first."""
+    processing: ProcessingFit
+    """The fit of the version new batches get (the current default)."""
+    worth_probing: bool
+    """Whether the inquisitor would time its processing when due (docs/scheduling.md,
+    "Processing probes")."""
+    probe_cloud_s: float
+    """Pod seconds its processing probes held after ready, since the daemon started."""
+
+    @property
+    def name(self) -> str:
+        return self.runtime.name
+
+    @property
+    def is_edge(self) -> bool:
+        return self.runtime.is_edge
+
+
+@dataclass(frozen=True, slots=True)
+class UplinkState:
+    """The uplink as the inquisitor's checks see it (docs/scheduling.md, "Uplink checks")."""
+
+    up: bool
+    down_since: float | None
+    """When the first failed check of this outage ran."""
+    down_for_s: float
+    expected_wait_s: float
+    """What a cloud runtime's T_t includes now."""
+    outages: int
+    """Outages seen to start since the daemon started."""
+    recent_outages_s: tuple[float, ...]
+    """Durations of the last outages, oldest first."""
+
+
+def built(c: Controller) -> bool:
+    """Whether the controller has built what the read model reads (start() builds it;
+    a view asked earlier shows no runtimes)."""
+    return all(hasattr(c, name) for name in ("predictor", "availability", "scheduler"))
+
+
+def runtime_states(c: Controller, *, deployments: int) -> list[RuntimeState]:
+    """Every configured runtime in configured order, with its last ``deployments``
+    deployment samples (an empty list before the controller is built)."""
+    if not built(c):
+        return []
+    p = c.predictor
+    away = c.availability.unavailable()
+    held = c.inquisitor.cloud_s if c.inquisitor is not None else {}
+    out: list[RuntimeState] = []
+    for rt in c.settings.runtime_list():
+        change = away.get(rt.name)
+        model = p.processing_model(rt.name, c.app, c.app_version)
+        fit = model.fit
+        out.append(
+            RuntimeState(
+                runtime=rt,
+                available=change is None,
+                unavailable_since=None if change is None else change.at,
+                unavailable_reason="" if change is None else change.reason,
+                deployment_window=p.deployment_window(rt.name),
+                deployment_now_s=(
+                    None if rt.is_edge else p.deployment_model(rt.name).estimate().mean
+                ),
+                recent_deployments=tuple(p.recent_deployments(rt.name, deployments)),
+                processing=ProcessingFit(
+                    app_version=c.app_version,
+                    slope=fit.slope,
+                    intercept=fit.intercept,
+                    n_samples=fit.n_samples,
+                    inliers=fit.inliers,
+                    method=fit.method,
+                    excess=model.excess,
+                ),
+                worth_probing=c.scheduler.worth_probing(rt.name),
+                probe_cloud_s=held.get(rt.name, 0.0),
+            )
+        )
+    return out
+
+
+def uplink_state(c: Controller, *, outages: int = 0) -> UplinkState | None:
+    """The uplink with its last ``outages`` outage durations (None: no uplink checks
+    configured, or the controller not built yet)."""
+    watch = c.predictor.uplink if built(c) else None
+    if watch is None:
+        return None
+    since = watch.down_since
+    return UplinkState(
+        up=watch.up,
+        down_since=since,
+        down_for_s=0.0 if since is None else max(c.clock.now() - since, 0.0),
+        expected_wait_s=watch.wait_s(),
+        outages=watch.outages,
+        recent_outages_s=tuple(watch.durations)[-outages:] if outages > 0 else (),
+    )
