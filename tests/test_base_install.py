@@ -95,9 +95,10 @@ def test_help_replay_evaluate_and_client(venv: Path, tmp_path: Path) -> None:
 
     # A sweep writes its tables without matplotlib and says in one line why no plot.
     sweep = tmp_path / "sweep"
-    out = run(venv, "stoic", "replay", "sweep", "--envs", str(REPO / "workload" / "envs" / "pi-edge.yaml"),
-              "--modes", "selector,edge-only", "--seeds", "1", "--days", "1", "--batches", "20",
-              "--jobs", "1", "--report", str(sweep), "--no-progress", cwd=tmp_path)  # fmt: skip
+    spec = str(REPO / "workload" / "envs" / "pi-edge.yaml")
+    out = run(venv, "stoic", "replay", "sweep", "--envs", spec, "--modes", "selector,edge-only",
+              "--seeds", "1", "--days", "1", "--batches", "20", "--jobs", "1",
+              "--report", str(sweep), "--no-progress", cwd=tmp_path)  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert "2 replays" in out.stdout, out.stdout
     notes = [line for line in out.stderr.splitlines() if line.strip()]
