@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from PIL import Image
 from stoic.errors import FunctionError, InputError, ModelNotFound, ObjectNotFound
 from stoic.storage.objectstore import DirObjectStore
 from stoic.storage.package import PackageWriter, model_key, package_key
+from tests.support.net import free_port
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -260,15 +260,9 @@ def test_train_on_labelled_images_beats_chance(store, shared_function) -> None:
     assert res["n_images"] == 5 and res["n_failed"] == 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def server_url(store_root: Path) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "STOIC_OBJECTSTORE__KIND": "dir",

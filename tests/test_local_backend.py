@@ -30,11 +30,10 @@ from stoic.errors import DeployFailure, DeployTimeout, InvocationError
 from stoic.settings import LocalBackendSettings, load_settings
 from stoic.storage.package import model_key, package_key
 from stoic.values import Job, Runtime, RuntimeKind
+from tests.support.paths import STAND_IN
 
 EDGE = Runtime("edge", RuntimeKind.EDGE)
 CPU = Runtime("cpu", RuntimeKind.CPU)
-
-STANDIN = Path(__file__).with_name("standin_function.py")
 
 
 def gone(pid: int) -> bool:
@@ -77,7 +76,7 @@ async def backend_factory(tmp_path: Path) -> AsyncIterator[Factory]:
             data_dir=tmp_path / "data",
             objects_path=tmp_path / "data" / "objects",
             options=opts,
-            command=kw.pop("command", [sys.executable, str(STANDIN), *flags]),
+            command=kw.pop("command", [sys.executable, str(STAND_IN), *flags]),
             env={"STANDIN_PIDFILE": str(tmp_path / "pids"), **(env or {})},
             **kw,
         )

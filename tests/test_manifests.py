@@ -33,8 +33,7 @@ from stoic.backends import knative
 from stoic.errors import ConfigError
 from stoic.settings import KubernetesSettings, load_settings
 from stoic.values import Runtime, RuntimeKind
-
-from .conftest import REPO
+from tests.support.paths import REPO
 
 DEPLOY = REPO / "deploy"
 K8S_VERSIONS = ["1.27.0", "1.30.0", "1.33.0"]

@@ -11,15 +11,18 @@ TensorFlow's minutes; the daemon, the local backend and the share machinery are 
 from __future__ import annotations
 
 import json
-import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.test_crash import free_port, jpeg, reap_standins, standin_config, start, wait_healthy
+from tests.support.images import jpeg
+from tests.support.net import free_port, tail, wait_healthy
+from tests.support.processes import daemon_env, kill, reap_standins, serve, stop
+from tests.support.settings import standin_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -61,7 +64,7 @@ def wait_done(client: httpx.Client, batch_id: str, log: Path) -> dict[str, objec
             assert b["state"] == "done", b.get("error")
             return dict(b)
         time.sleep(0.2)
-    raise AssertionError(f"batch not done; log:\n{log.read_text()[-3000:]}")
+    raise AssertionError(f"batch not done; log:\n{tail(log)}")
 
 
 def calls(call_log: Path, batch_id: str) -> list[tuple[int, int]]:
@@ -78,14 +81,13 @@ def calls(call_log: Path, batch_id: str) -> list[tuple[int, int]]:
 def test_share_batch_labels_each_image_once_across_a_kill_9(tmp_path: Path) -> None:
     data = tmp_path / "data"
     cfg = config(tmp_path, data)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STOIC_")}
     pid_file, call_log = tmp_path / "pids", tmp_path / "calls"
-    env["STANDIN_PIDFILE"], env["STANDIN_CALLLOG"] = str(pid_file), str(call_log)
+    env = daemon_env(STANDIN_PIDFILE=str(pid_file), STANDIN_CALLLOG=str(call_log))
     log = tmp_path / "daemon.log"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    daemon = start(tmp_path, cfg, port, log, env)
-    second = None
+    daemon = serve(cfg, port, log, env)
+    second: subprocess.Popen[bytes] | None = None
     try:
         wait_healthy(url, log)
         with httpx.Client(base_url=url, trust_env=False, timeout=60) as client:
@@ -108,7 +110,7 @@ def test_share_batch_labels_each_image_once_across_a_kill_9(tmp_path: Path) -> N
         daemon.send_signal(signal.SIGKILL)
         daemon.wait(timeout=30)
         stored = list(chunks.glob("*.json"))
-        assert stored, log.read_text()[-3000:]
+        assert stored, tail(log)
         before: set[int] = set()
         for f in stored:
             doc = json.loads(f.read_text())
@@ -116,7 +118,7 @@ def test_share_batch_labels_each_image_once_across_a_kill_9(tmp_path: Path) -> N
         assert 0 < len(before) < N
         calls_before = len(calls(call_log, second_id))
 
-        second = start(tmp_path, cfg, port, log, env)
+        second = serve(cfg, port, log, env)
         wait_healthy(url, log)
         with httpx.Client(base_url=url, trust_env=False, timeout=60) as client:
             b = wait_done(client, second_id, log)
@@ -130,11 +132,7 @@ def test_share_batch_labels_each_image_once_across_a_kill_9(tmp_path: Path) -> N
         relabelled = {i for a, z in after for i in range(a, z)} & before
         assert not relabelled, sorted(relabelled)
         assert "share: resuming" in log.read_text()
-        second.send_signal(signal.SIGTERM)
-        assert second.wait(timeout=60) == 0
+        assert stop(second) == 0
     finally:
-        for p in (daemon, second):
-            if p is not None and p.poll() is None:
-                p.kill()
-                p.wait()
+        kill(daemon, second)
         reap_standins(pid_file)  # stand-ins a kill -9 orphaned
