@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -22,8 +21,8 @@ import pytest
 from stoic.store import Store
 from stoic.values import BatchState
 from tests.support.images import jpeg
-from tests.support.net import free_port, tail, wait_healthy
-from tests.support.processes import daemon_env, kill, reap_standins, serve, stop
+from tests.support.net import tail
+from tests.support.processes import Serving, stop
 from tests.support.settings import standin_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -42,7 +41,6 @@ def finished_events(log: Path) -> list[dict[str, object]]:
 
 
 def test_kill_9_then_restart_completes_every_batch_exactly_once(tmp_path: Path) -> None:
-    pid_file = tmp_path / "pids"
     data = tmp_path / "data"
     config = standin_config(
         tmp_path,
@@ -50,16 +48,10 @@ def test_kill_9_then_restart_completes_every_batch_exactly_once(tmp_path: Path) 
         '"--batch-delay", "1.5"',
         extra='\n[[runtimes]]\nname = "cpu"\nkind = "cpu"\nprior_deploy_s = 100.0\n',
     )
-    env = daemon_env(STANDIN_PIDFILE=str(pid_file))
-    log = tmp_path / "daemon.log"
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    daemon = serve(config, port, log, env)
-    second: subprocess.Popen[bytes] | None = None
-    try:
-        wait_healthy(url, log)
+    with Serving(tmp_path, config) as serving:
+        daemon = serving.start()
         ids = []
-        with httpx.Client(base_url=url, trust_env=False, timeout=30) as client:
+        with httpx.Client(base_url=serving.url, trust_env=False, timeout=30) as client:
             for i in range(N_BATCHES):
                 r = client.post(
                     "/v1/batches",
@@ -77,7 +69,7 @@ def test_kill_9_then_restart_completes_every_batch_exactly_once(tmp_path: Path) 
                 if running:
                     break
                 time.sleep(0.05)
-            assert running, tail(log)
+            assert running, tail(serving.log)
         daemon.send_signal(signal.SIGKILL)
         daemon.wait(timeout=30)
 
@@ -87,9 +79,8 @@ def test_kill_9_then_restart_completes_every_batch_exactly_once(tmp_path: Path) 
         assert BatchState.QUEUED in states.values()
         interrupted = [b for b, s in states.items() if s is BatchState.RUNNING]
 
-        second = serve(config, port, log, env)
-        wait_healthy(url, log)
-        with httpx.Client(base_url=url, trust_env=False, timeout=30) as client:
+        second = serving.start()
+        with httpx.Client(base_url=serving.url, trust_env=False, timeout=30) as client:
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
                 done = client.get("/v1/batches", params={"state": "done"}).json()["batches"]
@@ -97,20 +88,17 @@ def test_kill_9_then_restart_completes_every_batch_exactly_once(tmp_path: Path) 
                     break
                 time.sleep(0.2)
             bodies = [client.get(f"/v1/batches/{b}").json() for b in ids]
-        assert [b["state"] for b in bodies] == ["done"] * N_BATCHES, tail(log)
+        assert [b["state"] for b in bodies] == ["done"] * N_BATCHES, tail(serving.log)
         for i, b in enumerate(bodies):
             assert sorted(x["name"] for x in b["results"]) == [f"b{i}-0.jpg", f"b{i}-1.jpg"]
         assert stop(second) == 0
-    finally:
-        kill(daemon, second)
-        reap_standins(pid_file)  # stand-ins a kill -9 orphaned
 
     # Exactly once: one "finished" event per batch over both lives of the daemon, one
     # results object each, and the interrupted batch was claimed a second time.
-    events = finished_events(log)
+    events = finished_events(serving.log)
     assert sorted(str(e["batch_id"]) for e in events) == sorted(ids)
     assert all(e["state"] == "done" for e in events)
-    assert "re-queued batches left running by a previous run" in log.read_text()
+    assert "re-queued batches left running by a previous run" in serving.log.read_text()
     with Store(f"sqlite:///{data / 'stoic.db'}") as store:
         for b in ids:
             record = store.get_batch(b)

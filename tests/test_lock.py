@@ -26,9 +26,9 @@ from stoic.ingest.builder import TMP_PREFIX
 from stoic.store import Store, migrate
 from stoic.values import BatchState
 from tests.support.images import jpeg
-from tests.support.net import free_port, tail, wait_healthy
+from tests.support.net import free_port, tail
 from tests.support.paths import REPO
-from tests.support.processes import STOIC, daemon_env, kill, reap_standins, serve, stop
+from tests.support.processes import STOIC, Serving, stop
 from tests.support.settings import make_settings, standin_config
 
 
@@ -108,22 +108,15 @@ def _config(tmp_path: Path, data: Path) -> Path:
 def test_two_stoic_serve_on_one_data_dir(tmp_path: Path) -> None:
     data = tmp_path / "data"
     config = _config(tmp_path, data)
-    pid_file = tmp_path / "pids"
-    env = daemon_env(STANDIN_PIDFILE=str(pid_file))
-    log = tmp_path / "first.log"
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    first = serve(config, port, log, env)
-    second: subprocess.Popen[bytes] | None = None
-    try:
-        wait_healthy(url, log)
-        with httpx.Client(base_url=url, trust_env=False, timeout=30) as client:
+    with Serving(tmp_path, config) as serving:
+        first = serving.start()
+        with httpx.Client(base_url=serving.url, trust_env=False, timeout=30) as client:
             r = client.post("/v1/batches", files=[("files", ("a.jpg", jpeg(1), "image/jpeg"))])
             assert r.status_code == 202, r.text
             bid = r.json()["id"]
             deadline = time.monotonic() + 60
             while client.get(f"/v1/batches/{bid}").json()["state"] != "running":
-                assert time.monotonic() < deadline, tail(log)
+                assert time.monotonic() < deadline, tail(serving.log)
                 time.sleep(0.05)
         tmp = data / "tmp" / f"{TMP_PREFIX}in-flight.tar"
         tmp.write_bytes(b"an upload in progress")
@@ -132,7 +125,7 @@ def test_two_stoic_serve_on_one_data_dir(tmp_path: Path) -> None:
         result = subprocess.run(
             [*STOIC, "serve", "--config", str(config), "--port", str(free_port())],
             cwd=REPO,
-            env=env,
+            env=serving.env,
             capture_output=True,
             timeout=60,
         )
@@ -147,18 +140,14 @@ def test_two_stoic_serve_on_one_data_dir(tmp_path: Path) -> None:
         assert elapsed < 30  # "at once": no migration, no start-up, no port bind
         # Nothing of the first daemon's was touched.
         assert tmp.read_bytes() == b"an upload in progress"
-        with httpx.Client(base_url=url, trust_env=False, timeout=30) as client:
+        with httpx.Client(base_url=serving.url, trust_env=False, timeout=30) as client:
             assert client.get(f"/v1/batches/{bid}").json()["state"] == "running"
             assert client.get("/readyz").status_code == 200
 
         # kill -9: the kernel releases the lock; a new daemon starts on the same dir.
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
-        second = serve(config, port, log, env)
-        wait_healthy(url, log)
+        second = serving.start()
         assert (data / LOCK_NAME).read_text().startswith(f"pid {second.pid} ")
         assert stop(second) == 0
         assert (data / LOCK_NAME).read_text() == ""
-    finally:
-        kill(first, second)
-        reap_standins(pid_file)  # stand-ins a kill -9 orphaned

@@ -2,7 +2,8 @@
 
 A test that kills the daemon with ``-9`` orphans the function processes it started; the
 stand-in function writes its pid to ``STANDIN_PIDFILE`` so the test can reap exactly
-those (:func:`reap_standins`) and leave the machine as it found it.
+those (:func:`reap_standins`) and leave the machine as it found it. :class:`Serving`
+does both for a test that starts, kills and restarts one daemon.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import TracebackType
 
+from tests.support.net import free_port, wait_healthy
 from tests.support.paths import REPO
 
 STOIC = (sys.executable, "-m", "stoic.cli")
@@ -74,3 +77,37 @@ def reap_standins(pid_file: Path) -> None:
         with contextlib.suppress(OSError):
             if f"STANDIN_PIDFILE={pid_file}\0".encode() in environ.read_bytes():
                 os.kill(pid, signal.SIGKILL)
+
+
+class Serving:
+    """``stoic serve`` of one settings file, started and restarted on one port with one
+    log; the stand-ins it runs record their pids (``env``: more variables for them). On
+    the way out, whatever still runs is killed, orphaned stand-ins too."""
+
+    def __init__(self, tmp: Path, config: Path, **env: str) -> None:
+        self.config = config
+        self.log = tmp / "daemon.log"
+        self.pid_file = tmp / "pids"
+        self.env = daemon_env(STANDIN_PIDFILE=str(self.pid_file), **env)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._started: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> subprocess.Popen[bytes]:
+        """A daemon, once it is ready."""
+        process = serve(self.config, self.port, self.log, self.env)
+        self._started.append(process)
+        wait_healthy(self.url, self.log, process=process)
+        return process
+
+    def __enter__(self) -> Serving:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        kill(*self._started)
+        reap_standins(self.pid_file)
