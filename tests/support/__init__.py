@@ -3,6 +3,7 @@
 
 - :mod:`tests.support.paths`: the repository, the shared folder, the stand-in function;
 - :mod:`tests.support.images`: images and archives to upload;
+- :mod:`tests.support.function`: what a function call answers;
 - :mod:`tests.support.net`: free ports and waiting for a server to answer;
 - :mod:`tests.support.settings`: settings for an in-process daemon or a ``stoic serve``;
 - :mod:`tests.support.daemon`: the daemon in-process behind an httpx client;

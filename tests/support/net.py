@@ -53,4 +53,5 @@ def wait_healthy(
 
 
 def tail(log: Path, n_chars: int = 4000) -> str:
+    """The end of a server's log, where the reason it failed is."""
     return log.read_text()[-n_chars:]
