@@ -1,4 +1,4 @@
-"""Shared test fixtures.
+"""Shared test fixtures; shared helpers are in :mod:`tests.support`.
 
 ``no_leftover_tasks`` fails any async test that leaves asyncio tasks running: a
 cancelled loser that is not really cancelled is a bug, not noise.
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-REPO = Path(__file__).resolve().parents[1]
+from tests.support.daemon import Daemon, start_daemon
+from tests.support.settings import make_settings
 
 
 @pytest.fixture(autouse=True)
@@ -41,3 +41,10 @@ def stoic_log_level() -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
+
+
+@pytest.fixture
+async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
+    """The daemon in-process on the instant fake backend, with :func:`make_settings`."""
+    async with start_daemon(make_settings(tmp_path)) as d:
+        yield d

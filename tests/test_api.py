@@ -7,13 +7,11 @@ nothing behind (no object, no row, no temporary file) while the daemon keeps ser
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import itertools
 import tarfile
 import zipfile
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -22,22 +20,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stoic.api.app import create_app
 from stoic.api.uploads import READ_AHEAD_BYTES
-from stoic.backends.fake import FakeBackend, FakeSpec
-from stoic.daemon.controller import Controller
 from stoic.errors import StoreError
 from stoic.ingest.builder import TMP_PREFIX
-from stoic.settings import Settings
 from stoic.values import BatchState
-
-LIMITS = {"max_batch_images": 8, "max_batch_bytes": 400_000, "max_image_bytes": 60_000}
-
-
-def jpeg(seed: int = 0, size: tuple[int, int] = (64, 48)) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", size, ((seed * 37) % 256, 90, 160)).save(buf, "JPEG", quality=90)
-    return buf.getvalue()
+from tests.support.daemon import Daemon, files, start_daemon
+from tests.support.images import jpeg, png, tar_of, with_png_size, zip_of
+from tests.support.settings import LIMITS, checked_settings, make_settings
+from tests.support.uplink import far_side
 
 
 def noisy_jpeg(seed: int, size: tuple[int, int] = (40, 40)) -> bytes:
@@ -47,89 +37,6 @@ def noisy_jpeg(seed: int, size: tuple[int, int] = (40, 40)) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, "JPEG", quality=90)
     return buf.getvalue()
-
-
-def png(seed: int = 0) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (32, 32), (seed % 256, 0, 0)).save(buf, "PNG")
-    return buf.getvalue()
-
-
-def tar_of(members: dict[str, bytes], mode: Any = "w") -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode=mode) as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-def zip_of(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
-
-
-def files(*items: tuple[str, bytes]) -> list[tuple[str, tuple[str, bytes, str]]]:
-    return [("files", (name, data, "application/octet-stream")) for name, data in items]
-
-
-def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
-    controller = {"inquisitor": False, "demo_model": False, "bootstrap": False}
-    controller.update(overrides.pop("controller", {}))
-    api = dict(LIMITS)
-    api.update(overrides.pop("api", {}))
-    return Settings(data_dir=tmp_path / "data", controller=controller, api=api, **overrides)
-
-
-@dataclass
-class Daemon:
-    client: httpx.AsyncClient
-    controller: Controller
-    fake: FakeBackend
-    data_dir: Path
-
-    def leftovers(self) -> tuple[list[str], int, list[str]]:
-        """(package objects, batch rows, temporary files)."""
-        objects = self.controller.objects.list("batches/")
-        rows = self.controller.store.count_batches()
-        tmp = self.data_dir / "tmp"
-        temps = sorted(p.name for p in tmp.glob(f"{TMP_PREFIX}*")) if tmp.is_dir() else []
-        return objects, rows, temps
-
-    async def wait_done(self, batch_id: str) -> dict[str, Any]:
-        async with asyncio.timeout(20):
-            while True:
-                body: dict[str, Any] = (await self.client.get(f"/v1/batches/{batch_id}")).json()
-                if body["state"] in ("done", "failed"):
-                    return body
-                await asyncio.sleep(0.01)
-
-
-@contextlib.asynccontextmanager
-async def start_daemon(
-    settings: Settings, fake: FakeBackend | None = None, token: str | None = None
-) -> AsyncIterator[Daemon]:
-    fake = fake or FakeBackend(default=FakeSpec(per_image_s=0.0))
-    ctl = Controller(settings, backends={"local": fake})
-    app = create_app(settings, controller=ctl)
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://stoic", headers=headers
-        ) as client,
-    ):
-        yield Daemon(client, ctl, fake, settings.data_dir)
-
-
-@pytest.fixture
-async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
-    async with start_daemon(make_settings(tmp_path)) as d:
-        yield d
 
 
 async def assert_rejected(
@@ -465,8 +372,6 @@ async def test_unavailable_runtime_is_not_estimated(daemon: Daemon) -> None:
 
 
 async def test_runtimes_show_the_uplink_as_the_checks_see_it(tmp_path: Path) -> None:
-    from tests.test_uplink import checked_settings, far_side
-
     async with far_side() as link, start_daemon(checked_settings(tmp_path, link.url)) as d:
 
         async def uplink_when(up: bool) -> dict[str, Any]:
@@ -610,8 +515,6 @@ async def test_a_repeated_field_is_refused_at_its_second_occurrence(daemon: Daem
 
 
 async def test_an_image_over_the_pixel_limit_is_refused_from_its_header(daemon: Daemon) -> None:
-    from tests.test_ingest import with_png_size
-
     huge = with_png_size(png(), 12_000, 12_000)
     r = await daemon.client.post("/v1/batches", files=files(("ok.jpg", jpeg()), ("huge.png", huge)))
     await assert_rejected(daemon, r, 413, "too_large", file="huge.png")

@@ -12,19 +12,21 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
+
+from tests.support.images import jpeg
+from tests.support.net import free_port, tail, wait_healthy
+from tests.support.paths import REPO, STAND_IN
+from tests.support.processes import daemon_env, serve, stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-REPO = Path(__file__).resolve().parents[1]
 SAMPLE_CSV = REPO / "benchmarks" / "data" / "deployment_sample.csv"
 EXTRA_MODULES = ("tensorflow", "keras", "statsmodels", "matplotlib", "boto3", "kubernetes")
 PLOTS_NOTE = "Plots not drawn: matplotlib is not installed (pip install 'stoic[analysis]')."
@@ -145,54 +147,32 @@ def test_a_missing_extra_is_one_line(
     assert f"pip install 'stoic[{extra}]'" in lines[0]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def base_daemon(venv: Path, tmp_path: Path) -> Iterator[str]:
     """``stoic serve`` of the base venv; its edge runtime runs the stand-in function
     (standard library only) instead of the TensorFlow function server."""
     port = free_port()
-    standin = [str(venv / "bin" / "python"), str(REPO / "tests" / "standin_function.py"),
-               "--no-model-check"]  # fmt: skip
+    standin = [str(venv / "bin" / "python"), str(STAND_IN), "--no-model-check"]
     config = tmp_path / "stoic.toml"
     config.write_text(
         f"[controller]\ninquisitor = false\n\n[local]\ncommand = {standin!r}\n\n".replace("'", '"')
         + '[[runtimes]]\nname = "edge"\nkind = "edge"\n'
     )
     log = tmp_path / "daemon.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STOIC_")}
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(venv / "bin" / "stoic"), "serve", "--config", str(config), "--port", str(port),
-             "--data-dir", str(tmp_path / "data")],
-            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
-        )  # fmt: skip
+    proc = serve(
+        config, port, log, daemon_env(), "--data-dir", str(tmp_path / "data"),
+        stoic=[str(venv / "bin" / "stoic")], cwd=tmp_path,
+    )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", trust_env=False).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, log.read_text()[-4000:]
-            assert time.monotonic() < deadline, log.read_text()[-4000:]
-            time.sleep(0.2)
+        wait_healthy(url, log, timeout_s=120, process=proc)
         yield url
     finally:
-        proc.terminate()
-        proc.wait(timeout=60)
-    assert proc.returncode == 0, log.read_text()[-4000:]
+        rc = stop(proc)
+    assert rc == 0, tail(log)
 
 
 def test_daemon_and_client(venv: Path, base_daemon: str, tmp_path: Path) -> None:
-    from tests.test_api import jpeg
-
     images = tmp_path / "imgs"
     images.mkdir()
     for i in range(3):

@@ -25,8 +25,9 @@ from stoic.storage.objectstore import make_object_store
 from stoic.storage.package import PackageWriter, package_key
 from stoic.store import Store, migrate
 from stoic.values import BatchState, DeploymentSample, ProcessingSample, TransferSample
-from tests.test_api import jpeg, make_settings
-from tests.test_uplink import checked_settings, far_side
+from tests.support.images import jpeg
+from tests.support.settings import checked_settings, make_settings
+from tests.support.uplink import far_side
 
 
 def put_batch(settings: Settings, n_images: int = 2, **kwargs: Any) -> str:

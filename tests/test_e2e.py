@@ -8,51 +8,23 @@ edge and one cloud runtime, without the inquisitor, to keep it to a few minutes.
 
 from __future__ import annotations
 
-import io
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 
-from stoic.function.classifier import CLASSES, draw_scene
+from stoic.function.classifier import CLASSES
 from stoic.store import Store
 from stoic.values import BatchState
+from tests.support.images import scene_jpeg
+from tests.support.net import free_port, tail, wait_for
+from tests.support.paths import REPO
+from tests.support.processes import daemon_env, serve, stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def scene_jpeg(label: str, seed: int) -> bytes:
-    buf = io.BytesIO()
-    draw_scene(label, np.random.default_rng(seed)).save(buf, "JPEG", quality=90)
-    return buf.getvalue()
-
-
-def wait_for(client: httpx.Client, path: str, timeout_s: float, log: Path) -> httpx.Response:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            r = client.get(path)
-            if r.status_code == 200:
-                return r
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"{path} not ready in {timeout_s} s; log:\n{log.read_text()[-4000:]}")
 
 
 def test_daemon_end_to_end(tmp_path: Path) -> None:
@@ -80,18 +52,13 @@ prior_fixed_s = 14.91
 """
     )
     log = tmp_path / "daemon.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STOIC_")}
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "stoic.cli", "serve", "--config", str(config),
-             "--port", str(port), "--data-dir", str(data)],
-            cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
+    env = daemon_env()
+    proc = serve(config, port, log, env, "--data-dir", str(data))
     url = f"http://127.0.0.1:{port}"
     try:
         with httpx.Client(base_url=url, timeout=60, trust_env=False) as client:
-            wait_for(client, "/healthz", 120, log)
-            wait_for(client, "/readyz", 120, log)
+            wait_for(client, "/healthz", 120, log, proc)
+            wait_for(client, "/readyz", 120, log, proc)
 
             labels = ["bird", "fox", "human", "empty"]
             images = [
@@ -111,7 +78,7 @@ prior_fixed_s = 14.91
                 if b["state"] in ("done", "failed") or time.monotonic() > deadline:
                     break
                 time.sleep(1)
-            assert b["state"] == "done", f"{b}\n{log.read_text()[-4000:]}"
+            assert b["state"] == "done", f"{b}\n{tail(log)}"
             assert b["decision"]["runtime"] in ("edge", "cpu")
             assert set(b["decision"]["estimates"]) == {"edge", "cpu"}
             assert b["measured"]["processing_s"] > 0
@@ -139,15 +106,9 @@ prior_fixed_s = 14.91
             metrics = client.get("/metrics").text
             assert 'stoic_batches{state="done"} 2.0' in metrics
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            rc = proc.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise
+        rc = stop(proc)
     text = log.read_text()
-    assert rc == 0, text[-4000:]
+    assert rc == 0, tail(log)
     assert "training the demo model" in text and "controller stopped" in text
     assert "bootstrap done" in text
 

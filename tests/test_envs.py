@@ -12,8 +12,9 @@ from stoic.backends.simulated import EnvSpec
 from stoic.replay.runner import DEFAULT_ENV, ReplayConfig, run_replay
 from stoic.replay.scoring import score
 from stoic.settings import Settings
+from tests.support.paths import REPO
 
-ENVS = Path(__file__).resolve().parents[1] / "workload" / "envs"
+ENVS = REPO / "workload" / "envs"
 FILES = sorted(ENVS.glob("*.yaml"))
 
 

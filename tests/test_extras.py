@@ -21,8 +21,7 @@ from stoic import extras
 from stoic.daemon.controller import check_extras
 from stoic.errors import ConfigError, MissingExtra
 from stoic.settings import Settings
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.support.paths import REPO
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,6 +23,8 @@ from PIL import Image
 from stoic.errors import FunctionError, InputError, ModelNotFound, ObjectNotFound
 from stoic.storage.objectstore import DirObjectStore
 from stoic.storage.package import PackageWriter, model_key, package_key
+from tests.support.function import TIMINGS
+from tests.support.net import free_port
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -110,14 +111,7 @@ def test_classifies_jpeg_and_png_and_reports_bad_files(store, shared_function) -
     (worker,) = out["workers"]
     assert worker["device"] == "CPU:0" and worker["images"] == 11
     assert worker["batches"] == -(-11 // worker["batch_size"])
-    assert set(out["timings"]) == {
-        "download_s",
-        "model_load_s",
-        "decode_s",
-        "processing_s",
-        "input_wait_s",
-        "total_s",
-    }
+    assert set(out["timings"]) == TIMINGS
     assert out["timings"]["model_load_s"] == 0.0  # the shared function is warm
     json.dumps(out)  # the response is plain JSON
 
@@ -260,15 +254,9 @@ def test_train_on_labelled_images_beats_chance(store, shared_function) -> None:
     assert res["n_images"] == 5 and res["n_failed"] == 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def server_url(store_root: Path) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "STOIC_OBJECTSTORE__KIND": "dir",

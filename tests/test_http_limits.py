@@ -32,8 +32,9 @@ from stoic.daemon.controller import Controller
 from stoic.errors import ClientDisconnected, RequestTimeout
 from stoic.ingest.builder import TMP_PREFIX
 from stoic.settings import Settings
-from tests.test_api import jpeg, make_settings
-from tests.test_crash import free_port
+from tests.support.images import jpeg
+from tests.support.net import free_port
+from tests.support.settings import make_settings
 
 
 @dataclass

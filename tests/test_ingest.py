@@ -39,7 +39,7 @@ from stoic.ingest.multipart import MAX_PART_HEADER_BYTES, MultipartStream
 from stoic.ingest.options import OPTION_FIELDS, IngestLimits, parse_options
 from stoic.storage.package import iter_package
 from stoic.values import Mode
-from tests.test_api import jpeg, png, tar_of, zip_of
+from tests.support.images import jpeg, png, tar_of, with_png_size, zip_of
 
 LIMITS = IngestLimits(max_images=5, max_batch_bytes=100_000, max_image_bytes=20_000)
 
@@ -282,13 +282,6 @@ def test_parse_options() -> None:
 
 # Bounded work (issue 13): pixels from the header, bytes of rejected files, reads, a cap
 # on invalid images, cancellation, archive entries, form fields -------------------------
-
-
-def with_png_size(data: bytes, width: int, height: int) -> bytes:
-    """A PNG whose IHDR claims ``width`` × ``height`` (its CRC fixed up)."""
-    ihdr = data.index(b"IHDR")
-    body = b"IHDR" + struct.pack(">II", width, height) + data[ihdr + 12 : ihdr + 17]
-    return data[:ihdr] + body + struct.pack(">I", zlib.crc32(body)) + data[ihdr + 21 :]
 
 
 def with_jpeg_size(data: bytes, width: int, height: int) -> bytes:

@@ -50,8 +50,7 @@ from stoic.errors import (
 )
 from stoic.settings import KubernetesSettings
 from stoic.values import Job, Runtime, RuntimeKind
-
-from .conftest import REPO
+from tests.support.paths import REPO
 
 NS = "stoic-test"
 CPU = Runtime("cpu", RuntimeKind.CPU, 0, "kubernetes")

@@ -30,11 +30,11 @@ from stoic.errors import DeployFailure, DeployTimeout, InvocationError
 from stoic.settings import LocalBackendSettings, load_settings
 from stoic.storage.package import model_key, package_key
 from stoic.values import Job, Runtime, RuntimeKind
+from tests.support.function import TIMINGS
+from tests.support.paths import STAND_IN
 
 EDGE = Runtime("edge", RuntimeKind.EDGE)
 CPU = Runtime("cpu", RuntimeKind.CPU)
-
-STANDIN = Path(__file__).with_name("standin_function.py")
 
 
 def gone(pid: int) -> bool:
@@ -77,7 +77,7 @@ async def backend_factory(tmp_path: Path) -> AsyncIterator[Factory]:
             data_dir=tmp_path / "data",
             objects_path=tmp_path / "data" / "objects",
             options=opts,
-            command=kw.pop("command", [sys.executable, str(STANDIN), *flags]),
+            command=kw.pop("command", [sys.executable, str(STAND_IN), *flags]),
             env={"STANDIN_PIDFILE": str(tmp_path / "pids"), **(env or {})},
             **kw,
         )
@@ -87,6 +87,17 @@ async def backend_factory(tmp_path: Path) -> AsyncIterator[Factory]:
     yield make
     for b in made:
         await b.aclose()
+
+
+Deployed = tuple[LocalBackend, Job, Deployment]
+
+
+@pytest.fixture
+async def deployed(backend_factory: Factory, tmp_path: Path) -> Deployed:
+    """The stand-in deployed for the cpu runtime, and a stored package to give it."""
+    job = make_store(tmp_path / "data")
+    backend = backend_factory()
+    return backend, job, await backend.deploy(CPU, timeout_s=30)
 
 
 async def test_is_a_runtime_backend(backend_factory: Factory) -> None:
@@ -150,22 +161,13 @@ async def test_reported_startup_failure_is_a_deploy_failure_at_once(backend_fact
     assert backend.live_pids() == []
 
 
-async def test_invoke_returns_the_function_results(backend_factory: Factory, tmp_path: Path):
-    job = make_store(tmp_path / "data")
-    backend = backend_factory()
-    d = await backend.deploy(CPU, timeout_s=30)
+async def test_invoke_returns_the_function_results(deployed: Deployed) -> None:
+    backend, job, d = deployed
     up = await backend.upload(CPU, job)
     assert up == Upload(ref="batches/b1/package.tar", n_bytes=job.n_bytes, seconds=0.0)
     inv = await backend.invoke(d, job, up)
     assert [r["name"] for r in inv.results] == ["a.jpg", "b.jpg"]
-    assert set(inv.timings) == {
-        "download_s",
-        "model_load_s",
-        "decode_s",
-        "processing_s",
-        "input_wait_s",
-        "total_s",
-    }
+    assert set(inv.timings) == TIMINGS
     assert inv.processing_s >= inv.timings["total_s"] > 0
     warm = await backend.invoke(d, job, up, warmup=True)
     assert len(warm.results) == 1
@@ -178,11 +180,9 @@ async def test_upload_defaults_the_package_key(backend_factory: Factory) -> None
 
 
 async def test_missing_package_and_model_are_invocation_errors(
-    backend_factory: Factory, tmp_path: Path
+    backend_factory: Factory, deployed: Deployed
 ) -> None:
-    job = make_store(tmp_path / "data")
-    backend = backend_factory()
-    d = await backend.deploy(CPU, timeout_s=30)
+    backend, job, d = deployed
     missing = Upload("batches/nope/package.tar", 0, 0.0)
     with pytest.raises(InvocationError, match=r"HTTP 404.*batches/nope/package\.tar"):
         await backend.invoke(d, job, missing)
@@ -192,12 +192,8 @@ async def test_missing_package_and_model_are_invocation_errors(
         await other.invoke(d2, job, await other.upload(CPU, job))
 
 
-async def test_invoke_on_a_dead_process_is_an_invocation_error(
-    backend_factory: Factory, tmp_path: Path
-) -> None:
-    job = make_store(tmp_path / "data")
-    backend = backend_factory()
-    d = await backend.deploy(CPU, timeout_s=30)
+async def test_invoke_on_a_dead_process_is_an_invocation_error(deployed: Deployed) -> None:
+    backend, job, d = deployed
     os.kill(d.info["pid"], signal.SIGKILL)
     with pytest.raises(InvocationError, match=r"killed by SIGKILL|call to function process"):
         await backend.invoke(d, job, await backend.upload(CPU, job))
@@ -223,12 +219,16 @@ async def notifier() -> AsyncIterator[tuple[int, asyncio.Queue[int]]]:
         await server.wait_closed()
 
 
-async def start_slow_call(
+async def cancel_a_call(
     backend: LocalBackend, d: Deployment, job: Job, arrived: asyncio.Queue[int]
-) -> asyncio.Task[Any]:
+) -> None:
+    """Cancel an invocation once it reaches the function; its process is gone after."""
     task = asyncio.create_task(backend.invoke(d, job, await backend.upload(d.runtime, job)))
     assert await asyncio.wait_for(arrived.get(), 30) == d.info["pid"]
-    return task
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert gone(d.info["pid"])
 
 
 async def test_cancelling_invoke_kills_the_process(backend_factory: Factory, tmp_path: Path):
@@ -236,11 +236,7 @@ async def test_cancelling_invoke_kills_the_process(backend_factory: Factory, tmp
     async with notifier() as (port, arrived):
         backend = backend_factory("--invoke-delay", "600", env={"STANDIN_NOTIFY": str(port)})
         d = await backend.deploy(CPU, timeout_s=30)
-        task = await start_slow_call(backend, d, job, arrived)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        assert gone(d.info["pid"])
+        await cancel_a_call(backend, d, job, arrived)
         assert backend.live_pids() == []
         await backend.teardown(d)  # still fine after the kill
 
@@ -303,11 +299,7 @@ async def test_cancelled_edge_invoke_kills_standby_and_starts_a_fresh_one(
         )
         await backend.start()
         d = await backend.deploy(EDGE, timeout_s=30)
-        task = await start_slow_call(backend, d, job, arrived)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        assert gone(d.info["pid"])
+        await cancel_a_call(backend, d, job, arrived)
         fresh = await backend.deploy(EDGE, timeout_s=30)
         assert fresh.info["pid"] != d.info["pid"] and not gone(fresh.info["pid"])
 

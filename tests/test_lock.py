@@ -25,10 +25,11 @@ from stoic.errors import DataDirInUse
 from stoic.ingest.builder import TMP_PREFIX
 from stoic.store import Store, migrate
 from stoic.values import BatchState
-from tests.test_api import make_settings
-from tests.test_crash import free_port, jpeg, reap_standins, standin_config, wait_healthy
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.support.images import jpeg
+from tests.support.net import free_port, tail
+from tests.support.paths import REPO
+from tests.support.processes import STOIC, Serving, stop
+from tests.support.settings import make_settings, standin_config
 
 
 def test_lock_is_exclusive_names_the_holder_and_is_released(tmp_path: Path) -> None:
@@ -107,36 +108,24 @@ def _config(tmp_path: Path, data: Path) -> Path:
 def test_two_stoic_serve_on_one_data_dir(tmp_path: Path) -> None:
     data = tmp_path / "data"
     config = _config(tmp_path, data)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STOIC_")}
-    pid_file = tmp_path / "pids"
-    env["STANDIN_PIDFILE"] = str(pid_file)
-    log = tmp_path / "first.log"
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    serve = [sys.executable, "-m", "stoic.cli", "serve", "--config", str(config)]
-    with log.open("ab") as out:
-        first = subprocess.Popen(
-            [*serve, "--port", str(port)], cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env
-        )
-    second: subprocess.Popen[bytes] | None = None
-    try:
-        wait_healthy(url, log)
-        with httpx.Client(base_url=url, trust_env=False, timeout=30) as client:
+    with Serving(tmp_path, config) as serving:
+        first = serving.start()
+        with httpx.Client(base_url=serving.url, trust_env=False, timeout=30) as client:
             r = client.post("/v1/batches", files=[("files", ("a.jpg", jpeg(1), "image/jpeg"))])
             assert r.status_code == 202, r.text
             bid = r.json()["id"]
             deadline = time.monotonic() + 60
             while client.get(f"/v1/batches/{bid}").json()["state"] != "running":
-                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                assert time.monotonic() < deadline, tail(serving.log)
                 time.sleep(0.05)
         tmp = data / "tmp" / f"{TMP_PREFIX}in-flight.tar"
         tmp.write_bytes(b"an upload in progress")
 
         started = time.monotonic()
         result = subprocess.run(
-            [*serve, "--port", str(free_port())],
+            [*STOIC, "serve", "--config", str(config), "--port", str(free_port())],
             cwd=REPO,
-            env=env,
+            env=serving.env,
             capture_output=True,
             timeout=60,
         )
@@ -151,29 +140,14 @@ def test_two_stoic_serve_on_one_data_dir(tmp_path: Path) -> None:
         assert elapsed < 30  # "at once": no migration, no start-up, no port bind
         # Nothing of the first daemon's was touched.
         assert tmp.read_bytes() == b"an upload in progress"
-        with httpx.Client(base_url=url, trust_env=False, timeout=30) as client:
+        with httpx.Client(base_url=serving.url, trust_env=False, timeout=30) as client:
             assert client.get(f"/v1/batches/{bid}").json()["state"] == "running"
             assert client.get("/readyz").status_code == 200
 
         # kill -9: the kernel releases the lock; a new daemon starts on the same dir.
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
-        with log.open("ab") as out:
-            second = subprocess.Popen(
-                [*serve, "--port", str(port)],
-                cwd=REPO,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        wait_healthy(url, log)
+        second = serving.start()
         assert (data / LOCK_NAME).read_text().startswith(f"pid {second.pid} ")
-        second.send_signal(signal.SIGTERM)
-        assert second.wait(timeout=60) == 0
+        assert stop(second) == 0
         assert (data / LOCK_NAME).read_text() == ""
-    finally:
-        for p in (first, second):
-            if p is not None and p.poll() is None:
-                p.kill()
-                p.wait()
-        reap_standins(pid_file)  # stand-ins a kill -9 orphaned

@@ -33,8 +33,7 @@ from stoic.backends import knative
 from stoic.errors import ConfigError
 from stoic.settings import KubernetesSettings, load_settings
 from stoic.values import Runtime, RuntimeKind
-
-from .conftest import REPO
+from tests.support.paths import REPO
 
 DEPLOY = REPO / "deploy"
 K8S_VERSIONS = ["1.27.0", "1.30.0", "1.33.0"]
@@ -44,6 +43,12 @@ RUNTIMES = [
     Runtime("gpu2", RuntimeKind.GPU, 2, "kubernetes"),
 ]
 FILES = sorted(DEPLOY.rglob("*.yaml"))
+CLOUD = {"key": "cloud", "operator": "Equal", "value": "yes", "effect": "NoSchedule"}
+
+
+def cloud_settings(**options: Any) -> KubernetesSettings:
+    """Settings whose function pods tolerate the cloud nodes' taint."""
+    return KubernetesSettings(tolerations=[CLOUD], **options)
 
 
 def docs(path: Path) -> list[dict[str, Any]]:
@@ -62,42 +67,28 @@ def find(kind: str, name: str) -> dict[str, Any]:
     return hits[0]
 
 
+def validate_as(kind: str, api_version: str, metadata: Any, spec: Any, version: str) -> None:
+    """Validate what a custom resource becomes in the cluster, as that built-in kind."""
+    built = {"apiVersion": api_version, "kind": kind, "metadata": metadata, "spec": spec}
+    kubernetes_validate.validate(built, version, strict=True)
+
+
 def validate_function(fn: dict[str, Any], version: str) -> None:
     jsonschema.Draft202012Validator(objs.FUNCTION_SCHEMA).validate(fn)
-    template = fn["spec"]["deployment"]
-    as_deployment = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": fn["metadata"]["name"], **template.get("metadata", {})},
-        "spec": {**template["spec"], "selector": {"matchLabels": fn["metadata"]["labels"]}},
-    }
-    kubernetes_validate.validate(as_deployment, version, strict=True)
+    name, template = fn["metadata"]["name"], fn["spec"]["deployment"]
+    metadata = {"name": name, **template.get("metadata", {})}
+    spec = {**template["spec"], "selector": {"matchLabels": fn["metadata"]["labels"]}}
+    validate_as("Deployment", "apps/v1", metadata, spec, version)
     # What kubeless makes of spec.service: a Service with these fields.
-    as_service = {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": fn["metadata"]["name"]},
-        "spec": fn["spec"]["service"],
-    }
-    kubernetes_validate.validate(as_service, version, strict=True)
+    validate_as("Service", "v1", {"name": name}, fn["spec"]["service"], version)
 
 
 def validate_knative(svc: dict[str, Any], version: str) -> None:
     jsonschema.Draft202012Validator(knative.SERVICE_SCHEMA).validate(svc)
     template = svc["spec"]["template"]
-    as_deployment = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": svc["metadata"]["name"]},
-        "spec": {
-            "selector": {"matchLabels": template["metadata"]["labels"]},
-            "template": {
-                "metadata": template["metadata"],
-                "spec": knative.as_pod_spec(template["spec"]),
-            },
-        },
-    }
-    kubernetes_validate.validate(as_deployment, version, strict=True)
+    pod = {"metadata": template["metadata"], "spec": knative.as_pod_spec(template["spec"])}
+    spec = {"selector": {"matchLabels": template["metadata"]["labels"]}, "template": pod}
+    validate_as("Deployment", "apps/v1", {"name": svc["metadata"]["name"]}, spec, version)
 
 
 # The part of the Prometheus Operator's ServiceMonitor (monitoring.coreos.com/v1) that
@@ -391,9 +382,8 @@ def test_controller_objects_refer_to_each_other() -> None:
 @pytest.mark.parametrize("runtime", RUNTIMES, ids=lambda r: r.name)
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 def test_deployment_mode_objects_validate(runtime: Runtime, version: str) -> None:
-    settings = KubernetesSettings(
+    settings = cloud_settings(
         mode="deployment",
-        tolerations=[{"key": "cloud", "operator": "Equal", "value": "yes", "effect": "NoSchedule"}],
         runtime_tolerations={"gpu2": [{"key": "big", "operator": "Exists"}]},
         readiness_path=None,
     )
@@ -620,9 +610,8 @@ def test_service_monitor_selects_the_controller_service() -> None:
 @pytest.mark.parametrize("runtime", RUNTIMES, ids=lambda r: r.name)
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 def test_knative_mode_objects_validate(runtime: Runtime, version: str) -> None:
-    settings = KubernetesSettings(
+    settings = cloud_settings(
         mode="knative",
-        tolerations=[{"key": "cloud", "operator": "Equal", "value": "yes", "effect": "NoSchedule"}],
         knative_min_scale=0,
         knative_max_scale=0,
         knative_container_concurrency=0,

@@ -11,8 +11,7 @@ import asyncio
 import json
 import re
 import threading
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -22,9 +21,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from stoic.daemon.metrics import Metrics
 from stoic.function.server import FunctionServer
 from stoic.values import BatchState, Mode, Outcome
-from tests.test_api import Daemon, files, jpeg, make_settings, start_daemon
+from tests.support.daemon import Daemon, files
+from tests.support.images import jpeg
+from tests.support.paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 DASHBOARD = REPO / "deploy" / "grafana" / "stoic-dashboard.json"
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -33,12 +33,6 @@ PROMETHEUS_ACCEPT = (
     "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
     "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
 )
-
-
-@pytest.fixture
-async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
-    async with start_daemon(make_settings(tmp_path)) as d:
-        yield d
 
 
 @pytest.fixture

@@ -26,12 +26,12 @@ from typer.testing import CliRunner
 
 from stoic.errors import InputError
 from stoic.storage.objectstore import DirObjectStore
+from tests.support.paths import REPO
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
-REPO = Path(__file__).resolve().parents[1]
 SIZE = 16
 
 

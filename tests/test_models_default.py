@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,7 +21,10 @@ from stoic.daemon.controller import Controller
 from stoic.storage.objectstore import make_object_store
 from stoic.storage.package import model_key
 from stoic.store import Store
-from tests.test_api import Daemon, files, jpeg, make_settings, start_daemon
+from tests.support.daemon import Daemon, files, start_daemon
+from tests.support.images import jpeg
+from tests.support.net import free_port
+from tests.support.settings import make_settings
 
 
 def store_model(settings, version: str, app: str = "classify") -> str:
@@ -160,12 +162,6 @@ async def test_needs_the_token(tmp_path: Path) -> None:
 
 
 # The command line, against a real HTTP server --------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.asynccontextmanager

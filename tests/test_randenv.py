@@ -16,8 +16,7 @@ from stoic.replay.randenv import RANGES, random_spec, random_yaml, ranges_markdo
 from stoic.replay.runner import ReplayConfig, run_replay
 from stoic.replay.scoring import score
 from stoic.settings import Settings
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.support.paths import REPO
 
 
 @settings(max_examples=300, deadline=None)

@@ -11,7 +11,6 @@ TensorFlow's minutes; the daemon, the local backend and the share machinery are 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import time
 from pathlib import Path
@@ -19,7 +18,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.test_crash import free_port, jpeg, reap_standins, standin_config, start, wait_healthy
+from tests.support.images import jpeg
+from tests.support.net import tail
+from tests.support.processes import Serving, stop
+from tests.support.settings import standin_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -61,7 +63,7 @@ def wait_done(client: httpx.Client, batch_id: str, log: Path) -> dict[str, objec
             assert b["state"] == "done", b.get("error")
             return dict(b)
         time.sleep(0.2)
-    raise AssertionError(f"batch not done; log:\n{log.read_text()[-3000:]}")
+    raise AssertionError(f"batch not done; log:\n{tail(log)}")
 
 
 def calls(call_log: Path, batch_id: str) -> list[tuple[int, int]]:
@@ -78,20 +80,13 @@ def calls(call_log: Path, batch_id: str) -> list[tuple[int, int]]:
 def test_share_batch_labels_each_image_once_across_a_kill_9(tmp_path: Path) -> None:
     data = tmp_path / "data"
     cfg = config(tmp_path, data)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STOIC_")}
-    pid_file, call_log = tmp_path / "pids", tmp_path / "calls"
-    env["STANDIN_PIDFILE"], env["STANDIN_CALLLOG"] = str(pid_file), str(call_log)
-    log = tmp_path / "daemon.log"
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    daemon = start(tmp_path, cfg, port, log, env)
-    second = None
-    try:
-        wait_healthy(url, log)
-        with httpx.Client(base_url=url, trust_env=False, timeout=60) as client:
+    call_log = tmp_path / "calls"
+    with Serving(tmp_path, cfg, STANDIN_CALLLOG=str(call_log)) as serving:
+        daemon = serving.start()
+        with httpx.Client(base_url=serving.url, trust_env=False, timeout=60) as client:
             # 1. A whole share batch: every image once, with the runtime that labelled it.
             first = submit(client)
-            b = wait_done(client, first, log)
+            b = wait_done(client, first, serving.log)
             results = b["results"]
             assert isinstance(results, list)
             assert sorted(r["index"] for r in results) == list(range(N))
@@ -108,7 +103,7 @@ def test_share_batch_labels_each_image_once_across_a_kill_9(tmp_path: Path) -> N
         daemon.send_signal(signal.SIGKILL)
         daemon.wait(timeout=30)
         stored = list(chunks.glob("*.json"))
-        assert stored, log.read_text()[-3000:]
+        assert stored, tail(serving.log)
         before: set[int] = set()
         for f in stored:
             doc = json.loads(f.read_text())
@@ -116,10 +111,9 @@ def test_share_batch_labels_each_image_once_across_a_kill_9(tmp_path: Path) -> N
         assert 0 < len(before) < N
         calls_before = len(calls(call_log, second_id))
 
-        second = start(tmp_path, cfg, port, log, env)
-        wait_healthy(url, log)
-        with httpx.Client(base_url=url, trust_env=False, timeout=60) as client:
-            b = wait_done(client, second_id, log)
+        second = serving.start()
+        with httpx.Client(base_url=serving.url, trust_env=False, timeout=60) as client:
+            b = wait_done(client, second_id, serving.log)
         results = b["results"]
         assert isinstance(results, list)
         indices = [r["index"] for r in results]
@@ -129,12 +123,5 @@ def test_share_batch_labels_each_image_once_across_a_kill_9(tmp_path: Path) -> N
         after = calls(call_log, second_id)[calls_before:]
         relabelled = {i for a, z in after for i in range(a, z)} & before
         assert not relabelled, sorted(relabelled)
-        assert "share: resuming" in log.read_text()
-        second.send_signal(signal.SIGTERM)
-        assert second.wait(timeout=60) == 0
-    finally:
-        for p in (daemon, second):
-            if p is not None and p.poll() is None:
-                p.kill()
-                p.wait()
-        reap_standins(pid_file)  # stand-ins a kill -9 orphaned
+        assert "share: resuming" in serving.log.read_text()
+        assert stop(second) == 0

@@ -22,6 +22,7 @@ from stoic.errors import DeployTimeout, EnvSpecError
 from stoic.replay.runner import DEFAULT_ENV
 from stoic.settings import Settings
 from stoic.values import Job
+from tests.support.paths import REPO
 
 RUNTIMES = Settings().runtime_list()
 
@@ -263,7 +264,7 @@ def test_a_regime_that_never_holds_changes_no_draw() -> None:
 @pytest.mark.parametrize("name", ["nautilus-2020", "contended-cloud", "heavy-tail"])
 def test_probes_drawn_ahead_equal_probes_drawn_alone(name: str) -> None:
     """The backend's vectorised draw-ahead gives each probe the bits it gets alone."""
-    path = Path(__file__).resolve().parents[1] / "workload" / "envs" / f"{name}.yaml"
+    path = REPO / "workload" / "envs" / f"{name}.yaml"
     env = SimEnvironment(EnvSpec.load(path), RUNTIMES, seed=3)
     at = np.arange(3000) * 60.0 - 12_000.0
     for rt in ("cpu", "gpu1", "gpu2"):
@@ -331,9 +332,7 @@ def test_expected_totals_converge_on_a_noisy_spec() -> None:
 
 @pytest.mark.parametrize("env_name", ["congested-processing", "heavy-tail"])
 def test_vectorised_processing_factors_equal_the_scalar_ones(env_name: str) -> None:
-    spec = EnvSpec.load(
-        Path(__file__).resolve().parents[1] / "workload" / "envs" / f"{env_name}.yaml"
-    )
+    spec = EnvSpec.load(REPO / "workload" / "envs" / f"{env_name}.yaml")
     env = SimEnvironment(spec, RUNTIMES, seed=0)
     u = np.random.default_rng(7).random((500, 3))
     for name in env.runtimes:

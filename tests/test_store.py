@@ -1,7 +1,7 @@
 """The persistent store on SQLite (a temp file) and on a real PostgreSQL cluster.
 
 Every test taking ``store`` or ``url`` runs once per backend. The PostgreSQL cluster
-is private to this module (``tests/pg.py``): started once, one fresh database per
+is private to this module (``tests/support/pg.py``): started once, one fresh database per
 test, stopped at the end. It is skipped only where no ``initdb`` is installed.
 """
 
@@ -34,7 +34,7 @@ from stoic.values import (
     RuntimeKind,
     TransferSample,
 )
-from tests.pg import PgCluster, find_pg_bin
+from tests.support.pg import PgCluster, find_pg_bin
 
 # Fixtures ------------------------------------------------------------------------------
 

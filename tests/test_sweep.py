@@ -24,8 +24,8 @@ from stoic.replay.sweep import (
     table,
 )
 from stoic.replay.sweep_report import write_sweep_report
+from tests.support.paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = dict(days=1, batches=3, warmup_periods=5)
 
 

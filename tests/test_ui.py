@@ -21,7 +21,9 @@ from stoic.api.ui import charts, session, views
 from stoic.backends.fake import FakeBackend, FakeSpec
 from stoic.store.store import UsageRow
 from stoic.values import BatchState
-from tests.test_api import Daemon, files, jpeg, make_settings, start_daemon, zip_of
+from tests.support.daemon import Daemon, files, start_daemon
+from tests.support.images import jpeg, zip_of
+from tests.support.settings import make_settings
 
 TOKEN = "s3cret-token"
 XSS = "<script>window.stoicXss=1</script>.jpg"

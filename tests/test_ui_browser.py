@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -33,7 +32,10 @@ import httpx
 import pytest
 
 from stoic.function.classifier import CLASSES
-from tests.test_e2e import REPO, free_port, scene_jpeg, wait_for
+from tests.support.images import scene_jpeg
+from tests.support.net import free_port, wait_for
+from tests.support.paths import REPO
+from tests.support.processes import daemon_env, serve, stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -99,8 +101,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     """``stoic serve`` on the local backend with a token; yields (url, tmp dir)."""
     tmp = tmp_path_factory.mktemp("ui-browser")
     data = tmp / "data"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STOIC_")}
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    env = daemon_env(TF_CPP_MIN_LOG_LEVEL="2")
     # A small demo model, trained in a child process (TensorFlow stays out of pytest).
     subprocess.run(
         [sys.executable, "-m", "stoic.cli", "model", "init", "--store-dir",
@@ -133,12 +134,7 @@ prior_deploy_s = 10.0
     )
     port = free_port()
     log = tmp / "daemon.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "stoic.cli", "serve", "--config", str(config),
-             "--port", str(port), "--data-dir", str(data)],
-            cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
+    proc = serve(config, port, log, env, "--data-dir", str(data))
     url = f"http://127.0.0.1:{port}"
     try:
         with httpx.Client(
@@ -147,16 +143,11 @@ prior_deploy_s = 10.0
             trust_env=False,
             headers={"Authorization": f"Bearer {TOKEN}"},
         ) as client:
-            wait_for(client, "/healthz", 120, log)
-            wait_for(client, "/readyz", 180, log)
+            wait_for(client, "/healthz", 120, log, proc)
+            wait_for(client, "/readyz", 180, log, proc)
         yield url, tmp
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def wait_until(predicate, timeout_s: float, what: str, context=None) -> Any:

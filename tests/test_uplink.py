@@ -24,6 +24,7 @@ from stoic.schedule.decide.policy import race_score, score
 from stoic.schedule.probe.inquisitor import Inquisitor
 from stoic.settings import Settings
 from stoic.values import Component, Estimate, Risk
+from tests.support.uplink import far_side
 from tests.test_inquisitor import Rig
 
 
@@ -75,77 +76,10 @@ def test_the_wait_is_the_mean_residual_life_of_the_outages_seen() -> None:
 # The daemon's HTTP check, against a loopback server ---------------------------------
 
 
-class LoopbackHttp:
-    """A minimal HTTP server on loopback; ``answer=False`` accepts and never replies.
-    ``stop`` (idempotent) takes the "far side" away."""
-
-    def __init__(self, status: int = 200, answer: bool = True) -> None:
-        self.status, self.answer = status, answer
-        self._server: asyncio.Server | None = None
-        self._handlers: set[asyncio.Task[None]] = set()
-        self.url = ""
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
-        try:
-            await reader.readuntil(b"\r\n\r\n")
-            if not self.answer:
-                await asyncio.sleep(3600)
-            writer.write(f"HTTP/1.1 {self.status} X\r\ncontent-length: 0\r\n\r\n".encode())
-            await writer.drain()
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-
-    async def start(self) -> str:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        port = self._server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}/readyz"
-        return self.url
-
-    async def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.close()
-        self._server = None
-        for task in self._handlers:
-            task.cancel()
-        await asyncio.gather(*self._handlers, return_exceptions=True)
-
-
 @contextlib.asynccontextmanager
 async def http_server(status: int = 200, answer: bool = True) -> AsyncIterator[str]:
     async with far_side(status, answer) as server:
         yield server.url
-
-
-@contextlib.asynccontextmanager
-async def far_side(status: int = 200, answer: bool = True) -> AsyncIterator[LoopbackHttp]:
-    """A started :class:`LoopbackHttp` (its ``url``), stopped on the way out."""
-    server = LoopbackHttp(status, answer)
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
-def checked_settings(tmp_path: Path, url: str) -> Settings:
-    """A daemon's settings with the inquisitor on a fast tick, checking ``url``."""
-    from tests.test_api import make_settings
-
-    return make_settings(
-        tmp_path,
-        controller={"inquisitor": True},
-        predictor={
-            "inquisitor_period_s": 0.05,
-            "uplink_check_url": url,
-            "uplink_check_timeout_s": 0.5,
-        },
-    )
 
 
 async def test_the_http_check_finds_the_link_up_when_the_far_side_answers() -> None:

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from stoic.cli import app
 from stoic.errors import WorkloadError
 from stoic.replay.workload import SizeDistribution, WorkloadProfile, hourly, per_day, read_counts
-from tests.conftest import SHARED
+from tests.support.paths import SHARED
 
 COUNTS = SHARED / "data" / "wtb_hourly_nonzero_counts.txt"
 

@@ -1,0 +1,68 @@
+"""The daemon in-process: the controller on the fake backend and the app behind an httpx
+client (ASGI transport, no socket), started and stopped through the app's lifespan as
+``stoic serve`` does."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from stoic.api.app import create_app
+from stoic.backends.fake import FakeBackend, FakeSpec
+from stoic.daemon.controller import Controller
+from stoic.ingest.builder import TMP_PREFIX
+from stoic.settings import Settings
+
+
+def files(*items: tuple[str, bytes]) -> list[tuple[str, tuple[str, bytes, str]]]:
+    """The ``files`` fields of a multipart upload, one per (name, bytes)."""
+    return [("files", (name, data, "application/octet-stream")) for name, data in items]
+
+
+@dataclass
+class Daemon:
+    client: httpx.AsyncClient
+    controller: Controller
+    fake: FakeBackend
+    data_dir: Path
+
+    def leftovers(self) -> tuple[list[str], int, list[str]]:
+        """(package objects, batch rows, temporary files)."""
+        objects = self.controller.objects.list("batches/")
+        rows = self.controller.store.count_batches()
+        tmp = self.data_dir / "tmp"
+        temps = sorted(p.name for p in tmp.glob(f"{TMP_PREFIX}*")) if tmp.is_dir() else []
+        return objects, rows, temps
+
+    async def wait_done(self, batch_id: str) -> dict[str, Any]:
+        async with asyncio.timeout(20):
+            while True:
+                body: dict[str, Any] = (await self.client.get(f"/v1/batches/{batch_id}")).json()
+                if body["state"] in ("done", "failed"):
+                    return body
+                await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def start_daemon(
+    settings: Settings, fake: FakeBackend | None = None, token: str | None = None
+) -> AsyncIterator[Daemon]:
+    """The daemon of ``settings`` on ``fake`` (instant by default); ``token`` is sent as
+    the client's bearer token."""
+    fake = fake or FakeBackend(default=FakeSpec(per_image_s=0.0))
+    ctl = Controller(settings, backends={"local": fake})
+    app = create_app(settings, controller=ctl)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://stoic", headers=headers
+        ) as client,
+    ):
+        yield Daemon(client, ctl, fake, settings.data_dir)

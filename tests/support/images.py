@@ -1,0 +1,60 @@
+"""Images and archives to upload, made in memory and the same on every run (a seed picks
+the colour), so a test can name the bytes it sent."""
+
+from __future__ import annotations
+
+import io
+import struct
+import tarfile
+import zipfile
+import zlib
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from stoic.function.classifier import draw_scene
+
+
+def jpeg(seed: int = 0, size: tuple[int, int] = (64, 48)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, ((seed * 37) % 256, 90, 160)).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def png(seed: int = 0) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), (seed % 256, 0, 0)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def scene_jpeg(label: str, seed: int) -> bytes:
+    """A scene the demo model can label (for the tests that run the real function)."""
+    buf = io.BytesIO()
+    draw_scene(label, np.random.default_rng(seed)).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def with_png_size(data: bytes, width: int, height: int) -> bytes:
+    """A PNG whose IHDR claims ``width`` × ``height`` (its CRC fixed up)."""
+    ihdr = data.index(b"IHDR")
+    body = b"IHDR" + struct.pack(">II", width, height) + data[ihdr + 12 : ihdr + 17]
+    return data[:ihdr] + body + struct.pack(">I", zlib.crc32(body)) + data[ihdr + 21 :]
+
+
+def tar_of(members: dict[str, bytes], mode: Any = "w") -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode=mode) as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def zip_of(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
