@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from stoic.backends.base import RuntimeBackend, Upload
+from stoic.backends.base import Upload
 from stoic.backends.fake import DeployStep, FakeBackend, InvokeStep
 from stoic.clock import LoopClock
 from stoic.errors import ConfigError
-from stoic.schedule.execute.legs import LegRunner
+from stoic.schedule.execute.legs import LegRunner, Placer
 from stoic.schedule.execute.requester import Requester
 from stoic.schedule.probe.availability import Availability, AvailabilityChange
 from stoic.schedule.probe.inquisitor import Inquisitor
@@ -39,7 +39,7 @@ class ListWork:
         self.asked: list[tuple[str, int]] = []
 
     async def prepare(
-        self, runtime: Runtime, backend: RuntimeBackend, n_images: int
+        self, runtime: Runtime, place: Placer, n_images: int
     ) -> tuple[Job, Upload] | None:
         self.asked.append((runtime.name, n_images))
         if not self.available:

@@ -59,7 +59,7 @@ from stoic.predict.predictor import Predictor
 from stoic.predict.uplink import UplinkWatch
 from stoic.replay.workload import DEFAULT_PROFILE, WORKLOAD_DIR, Batch, WorkloadProfile, generate
 from stoic.schedule.decide.policy import AUTO, Objective, PolicyOptions
-from stoic.schedule.execute.legs import LegRunner
+from stoic.schedule.execute.legs import LegRunner, Placer
 from stoic.schedule.execute.recorder import PredictorRecorder
 from stoic.schedule.execute.requester import Requester
 from stoic.schedule.probe.availability import Availability
@@ -201,9 +201,7 @@ class _SimProbeWork:
     version: str
     bytes_per_image: float
 
-    async def prepare(
-        self, runtime: Runtime, backend: RuntimeBackend, n_images: int
-    ) -> tuple[Job, Upload]:
+    async def prepare(self, runtime: Runtime, place: Placer, n_images: int) -> tuple[Job, Upload]:
         n_bytes = round(n_images * self.bytes_per_image)
         job = Job(f"probe-{n_images}", n_images, n_bytes, self.app, self.version, "probe")
         return job, Upload("probe", n_bytes, 0.0)

@@ -5,8 +5,8 @@ uploads and deploys in parallel; when the cloud is ready (deployed, warmed, uplo
 requester re-predicts: the edge's predicted *remaining* processing against the cloud's
 predicted T_p (:func:`stoic.schedule.decide.policy.keep_cloud`). The predicted loser is
 dropped (the pod torn down at once) or raced (whichever finishes first wins; the other is
-cancelled for real: the backend kills the work before the cancellation returns). If either side fails
-before the decision, the other is all there is.
+cancelled for real: the backend kills the work before the cancellation returns). If
+either side fails before the decision, the other is all there is.
 
 This is the one part of the requester where several tasks run at once, so it is kept
 apart from the single-runtime path: every task it starts is in one list, and the

@@ -47,10 +47,10 @@ from stoic.aio import cancel_and_wait
 from stoic.backends.base import Upload
 from stoic.errors import BackendError
 from stoic.logging import get_logger
-from stoic.schedule.execute.legs import Leg, LegRunner, backend_for
+from stoic.schedule.execute.legs import Leg, LegRunner, UplinkShare
 from stoic.schedule.share.board import Chunk, ShareBoard
 from stoic.schedule.share.fluid import Capacity, fluid_bound
-from stoic.values import Estimate, Job, Outcome, Plan, ProcessingSample, TransferSample
+from stoic.values import Estimate, Job, Outcome, Plan
 
 log = get_logger(__name__)
 
@@ -120,8 +120,7 @@ class _Session:
         self.board = ShareBoard(job.n_images, done=done, max_hedges=self.s.max_hedges)
         self.loop = asyncio.get_running_loop()
         self._changed = asyncio.Event()
-        self._uploading = 0
-        self._upload_starts = 0
+        self._uplink = UplinkShare()
         self._edge_upload: Upload | None = None
         avail = legs.availability
         clouds = [c for c in plan.share_clouds if avail is None or avail.is_available(c)]
@@ -359,24 +358,7 @@ class _Session:
 
     async def _upload(self, p: _Part, chunk: Chunk) -> Upload:
         job = self.job.chunk(chunk.start, chunk.stop)
-        backend = backend_for(self.legs.backends, p.leg.runtime)
-        at, t = self.legs.clock.now(), self.loop.time()
-        alone, generation = self._uploading == 0, self._upload_starts
-        self._uploading += 1
-        self._upload_starts += 1
-        try:
-            upload = await backend.upload(p.leg.runtime, job)
-        finally:
-            self._uploading -= 1
-        seconds = self.loop.time() - t
-        p.leg.transfer_s += seconds
-        # The uplink's bandwidth is learnt from uploads that had it to themselves.
-        alone = alone and self._uploading == 0 and self._upload_starts == generation + 1
-        if alone and job.n_bytes > 0:
-            await self.legs.recorder.transfer(
-                TransferSample(job.n_bytes, seconds, at, p.leg.runtime.name)
-            )
-        return upload
+        return await self.legs.upload_chunk(p.leg, job, self._uplink)
 
     async def _work(self, p: _Part) -> None:
         while not self.board.finished:
@@ -491,7 +473,6 @@ class _Session:
 
     async def _label(self, p: _Part, chunk: Chunk) -> None:
         job = self.job.chunk(chunk.start, chunk.stop)
-        backend = backend_for(self.legs.backends, p.leg.runtime)
         if p.cloud:
             # An upload of a larger range covers a chunk cut from it (a partial steal
             # left the rest of a reservation to its owner).
@@ -504,31 +485,13 @@ class _Session:
                 p.uploads.pop(chunk, None)
         else:
             if self._edge_upload is None:
-                self._edge_upload = await backend.upload(p.leg.runtime, self.job)
+                self._edge_upload = await self.legs.place(p.leg.runtime, self.job)
             upload = self._edge_upload
-        assert p.leg.deployment is not None
-        t = self.loop.time()
-        p.started[chunk] = t
-        p.leg.invoke_started = p.leg.invoke_started or t
+        p.started[chunk] = self.loop.time()
         try:
-            inv = await backend.invoke(p.leg.deployment, job, upload)
+            inv, seconds = await self.legs.label_chunk(p.leg, job, upload, learn=p.calls == 0)
         finally:
             p.started.pop(chunk, None)
-        seconds = self.loop.time() - t
-        p.leg.processing_s += seconds
-        p.leg.done_at = self.loop.time()
-        if p.calls == 0:
-            await self.legs.recorder.processing(
-                ProcessingSample(
-                    job.app,
-                    job.app_version,
-                    p.name,
-                    job.n_images,
-                    job.n_bytes,
-                    seconds,
-                    self.legs.clock.now(),
-                )
-            )
         p.calls += 1
         results = list(inv.results or [])
         if len(results) != chunk.size:
