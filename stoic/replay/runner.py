@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
@@ -364,11 +364,13 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
         return env.uplink_up(loop.time() - origin - warmup_s)
 
     inquisitor = Inquisitor(legs, availability, work, uplink=(uplink_check, watch))
+    given: dict[str, Mapping[str, float]] = {}  # the batch's totals the oracle is given
     options = replace(
         PolicyOptions.from_settings(settings),
         duplicator_runtime=cloud or settings.requester.duplicator_runtime,
         threshold_images=cfg.threshold_images,
         objective=spec.objective or settings.requester.objective,
+        oracle=lambda job: given[job.batch_id],
     )
     if spec.min_gain_s is not None:
         options = replace(options, share_min_gain_s=spec.min_gain_s)
@@ -416,8 +418,11 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
             token2 = current_truth.set(truth)
             try:
                 started = loop.time() - origin - warmup_s
-                given = env.expected_totals(job, b.at_s) if spec.informed else truth.totals()
-                plan, outcome = await scheduler.handle(job, mode=mode, truth=given)
+                # In hindsight (MIN-LAT) or, for the ``informed`` mode, in expectation.
+                totals = env.expected_totals(job, b.at_s) if spec.informed else truth.totals()
+                given.clear()
+                given[job.batch_id] = totals
+                plan, outcome = await scheduler.handle(job, mode=mode)
             except BackendError as exc:  # an edge failure: nothing left to run on
                 log.warning("batch failed", batch_id=job.batch_id, error=str(exc))
                 raise

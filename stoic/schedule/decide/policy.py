@@ -33,7 +33,17 @@ from typing import Literal
 from stoic.errors import PredictorError
 from stoic.schedule.share.fluid import Capacity, fluid_bound
 from stoic.settings import Settings
-from stoic.values import Component, Estimate, Job, Mode, Plan, RuntimeKind
+from stoic.values import (
+    Component,
+    Estimate,
+    Job,
+    Mode,
+    Plan,
+    RacePlan,
+    RuntimeKind,
+    SharePlan,
+    SinglePlan,
+)
 
 Objective = Literal["mean", "expected", "quantile"]
 AUTO = "auto"
@@ -52,6 +62,9 @@ class PolicyOptions:
     edge_margin: float = 0.1
     share_min_gain_s: float = 5.0
     share_max_clouds: int = 3
+    oracle: Callable[[Job], Mapping[str, float]] | None = None
+    """The oracle's ground truth: actual total seconds per runtime of a job (the replay
+    supplies it; MIN-LAT cannot run without)."""
 
     @classmethod
     def from_settings(cls, settings: Settings, *, edge_runtime: str | None = None) -> PolicyOptions:
@@ -142,12 +155,8 @@ def decide(
     *,
     options: PolicyOptions = PolicyOptions(),
     pinned: str | None = None,
-    truth: Mapping[str, float] | None = None,
 ) -> Plan:
-    """Choose where ``job`` runs. ``estimates`` holds the *available* runtimes only.
-
-    ``truth`` (actual total seconds per runtime) is read by the oracle alone.
-    """
+    """Choose where ``job`` runs. ``estimates`` holds the *available* runtimes only."""
     edge = options.edge_runtime
     has_edge = edge in estimates
     objective = options.objective
@@ -158,9 +167,10 @@ def decide(
         speculative: bool = False,
         scores: Mapping[str, float] | None = None,
     ) -> Plan:
-        return Plan(
-            runtime, mode, reason, dict(estimates), speculative, edge, scores=dict(scores or {})
-        )
+        given, seen = dict(estimates), dict(scores or {})
+        if speculative:
+            return RacePlan(runtime, edge, mode=mode, reason=reason, estimates=given, scores=seen)
+        return SinglePlan(runtime, mode=mode, reason=reason, estimates=given, scores=seen)
 
     def fallback(wanted: str) -> Plan:
         if has_edge:
@@ -211,13 +221,14 @@ def decide(
                 else fallback(edge)
             )
         case Mode.ORACLE:
-            if truth is None:
+            if options.oracle is None:
                 raise PredictorError("the oracle policy needs the ground truth (replay only)")
+            truth = options.oracle(job)
             known = {n: truth[n] for n in estimates if n in truth}
             if not known:
                 raise PredictorError("the oracle has no ground truth for any available runtime")
             best = min(known, key=lambda n: known[n])
-            # In hindsight (MIN-LAT) or, for the replay's ``informed`` mode, in expectation.
+            # In hindsight (MIN-LAT), or in expectation (``informed``): the replay says which.
             return plan(best, f"oracle: {best} has the least given total ({known[best]:.1f} s)")
         case Mode.PINNED:
             if pinned is None:
@@ -355,15 +366,13 @@ def _share(
     clouds = tuple(c for c in chosen if c != edge)
     lead = chosen[0]
     what = ", ".join(f"{c} (−{scores[c]:.1f} s)" for c in clouds) or "no cloud runtime"
-    return Plan(
+    return SharePlan(
         lead,
-        Mode.SHARE,
-        f"share: {lead} starts now with {what}; predicted {finish:.1f} s",
-        dict(estimates),
-        False,
-        edge,
+        clouds,
+        mode=Mode.SHARE,
+        reason=f"share: {lead} starts now with {what}; predicted {finish:.1f} s",
+        estimates=dict(estimates),
         scores=scores,
-        share_clouds=clouds,
     )
 
 

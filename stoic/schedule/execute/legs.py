@@ -34,6 +34,7 @@ import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from stoic.backends.base import Deployment, Invocation, RuntimeBackend, Upload
 from stoic.clock import Clock
@@ -52,6 +53,7 @@ from stoic.values import (
     DeploymentSample,
     DeployOutcome,
     Job,
+    Mode,
     Outcome,
     ProcessingSample,
     Runtime,
@@ -185,19 +187,29 @@ class LegRunner:
         finally:
             await self.teardown(leg)
 
-    def finish(self, out: Outcome, leg: Leg, t0: float, *, add_used: bool) -> None:
-        """Fill ``out`` from the leg that produced the results."""
+    def outcome(
+        self, job: Job, mode: Mode, leg: Leg, since: tuple[float, float], **rest: Any
+    ) -> Outcome:
+        """The outcome of a batch whose results ``leg`` produced; ``since`` is the
+        batch's start (clock instant, loop time), ``rest`` what the executor adds (its
+        reason, its cloud accounting)."""
         assert leg.invocation is not None and leg.done_at is not None
-        out.runtime = out.winner = leg.runtime.name
-        out.transfer_s = leg.transfer_s
-        out.deployment_s = leg.deploy_s
-        out.warmup_s = leg.warmup_s
-        out.processing_s = leg.processing_s
-        out.total_s = leg.done_at - t0
-        out.finished_at = self.clock.now()
-        out.results = leg.invocation.results
-        if add_used:  # the winner's own pod time (a fallback already counted the failed one)
-            out.cloud_used_s += leg.cloud_used_s
+        started_at, t0 = since
+        return Outcome(
+            job.batch_id,
+            leg.runtime.name,
+            mode,
+            transfer_s=leg.transfer_s,
+            deployment_s=leg.deploy_s,
+            warmup_s=leg.warmup_s,
+            processing_s=leg.processing_s,
+            total_s=leg.done_at - t0,
+            started_at=started_at,
+            finished_at=self.clock.now(),
+            winner=leg.runtime.name,
+            results=leg.invocation.results,
+            **rest,
+        )
 
     # The steps, each measured and recorded -----------------------------------------------
 

@@ -50,7 +50,7 @@ from stoic.logging import get_logger
 from stoic.schedule.execute.legs import Leg, LegRunner, UplinkShare
 from stoic.schedule.share.board import Chunk, ShareBoard
 from stoic.schedule.share.fluid import Capacity, fluid_bound
-from stoic.values import Estimate, Job, Outcome, Plan
+from stoic.values import Estimate, Job, Outcome, SharePlan
 
 log = get_logger(__name__)
 
@@ -92,14 +92,15 @@ class Sharer:
     async def run(
         self,
         job: Job,
-        plan: Plan,
-        out: Outcome,
-        t0: float,
+        plan: SharePlan,
+        since: tuple[float, float],
         *,
         done: Mapping[int, Any] | None = None,
         on_chunk: ChunkSink | None = None,
-    ) -> None:
-        await _Session(self.legs, job, plan, out, t0, done or {}, on_chunk).run()
+    ) -> Outcome:
+        """Label ``job`` with ``plan``'s participants; ``since`` is the batch's start
+        (clock instant, loop time)."""
+        return await _Session(self.legs, job, plan, since, done or {}, on_chunk).run()
 
 
 class _Session:
@@ -107,13 +108,13 @@ class _Session:
         self,
         legs: LegRunner,
         job: Job,
-        plan: Plan,
-        out: Outcome,
-        t0: float,
+        plan: SharePlan,
+        since: tuple[float, float],
         done: Mapping[int, Any],
         on_chunk: ChunkSink | None,
     ) -> None:
-        self.legs, self.job, self.plan, self.out, self.t0 = legs, job, plan, out, t0
+        self.legs, self.job, self.plan = legs, job, plan
+        self.started_at, self.t0 = since
         self.s = legs.settings.share
         self.done = done
         self.on_chunk = on_chunk
@@ -123,8 +124,8 @@ class _Session:
         self._uplink = UplinkShare()
         self._edge_upload: Upload | None = None
         avail = legs.availability
-        clouds = [c for c in plan.share_clouds if avail is None or avail.is_available(c)]
-        names = [plan.runtime, *clouds]  # a cloud marked down since the decision sits out
+        clouds = [c for c in plan.clouds if avail is None or avail.is_available(c)]
+        names = [plan.lead, *clouds]  # a cloud marked down since the decision sits out
         self.parts = {n: self._part(n, plan.estimates.get(n)) for n in names}
 
     def _part(self, name: str, e: Estimate | None) -> _Part:
@@ -144,7 +145,7 @@ class _Session:
 
     # The session ---------------------------------------------------------------------
 
-    async def run(self) -> None:
+    async def run(self) -> Outcome:
         tasks = {
             asyncio.create_task(self._participate(p), name=f"{self.job.batch_id}:share:{p.name}")
             for p in self.parts.values()
@@ -157,48 +158,62 @@ class _Session:
             await cancel_and_wait(tasks)
             for p in self.parts.values():
                 await self.legs.teardown(p.leg)
-        self._finish()
+        out = self._outcome()
         if not self.board.finished:
             errors = [p.error for p in self.parts.values() if p.error is not None]
             if errors:
                 raise errors[-1]
-            raise BackendError(self.plan.runtime, "share: every participant stopped early")
+            raise BackendError(self.plan.lead, "share: every participant stopped early")
+        return out
 
-    def _finish(self) -> None:
-        out, board = self.out, self.board
-        out.total_s = self.loop.time() - self.t0
-        out.finished_at = self.legs.clock.now()
-        out.shares = dict(board.stats.labelled)
-        out.duplicate_images = board.stats.duplicate_images
+    def _outcome(self) -> Outcome:
+        board = self.board
+        total_s = self.loop.time() - self.t0
+        finished_at = self.legs.clock.now()
+        results = None
         if board.finished:
-            out.results = [
+            results = [
                 {**(r if isinstance(r, dict) else {"result": r}), "runtime": owner or "earlier"}
                 if owner
                 else self.done[i]
                 for i, (owner, r) in enumerate(board.ordered_results())
             ]
         labelled = {n: k for n, k in board.stats.labelled.items() if k}
-        out.winner = max(labelled, key=lambda n: labelled[n]) if labelled else out.runtime
+        lead = self.plan.lead
         legs = [p.leg for p in self.parts.values()]
-        out.transfer_s = sum(leg.transfer_s for leg in legs)
         ready = [leg.deploy_s for leg in legs if leg.runtime.is_edge is False and leg.ready_at]
-        out.deployment_s = min(ready) if ready else 0.0
-        out.processing_s = sum(leg.processing_s for leg in legs)
         used = wasted = 0.0
+        cloud_by: dict[str, tuple[float, float]] = {}
         for p in self.parts.values():
             if p.cloud:
                 u = p.leg.cloud_used_s
                 w = max(u - p.productive_s, 0.0)
                 used += u
                 wasted += w
-                out.cloud_by[p.name] = (u, w)
-        out.cloud_used_s, out.cloud_wasted_s = used, wasted
+                cloud_by[p.name] = (u, w)
         failed = [f"{p.name} failed ({p.error})" for p in self.parts.values() if p.error]
         shares = ", ".join(f"{n} {k}" for n, k in labelled.items())
-        out.reason = f"share: {shares or 'nothing'} images" + (
-            "; " + "; ".join(failed) if failed else ""
+        out = Outcome(
+            self.job.batch_id,
+            lead,
+            self.plan.mode,
+            transfer_s=sum(leg.transfer_s for leg in legs),
+            deployment_s=min(ready) if ready else 0.0,
+            processing_s=sum(leg.processing_s for leg in legs),
+            total_s=total_s,
+            started_at=self.started_at,
+            finished_at=finished_at,
+            winner=max(labelled, key=lambda n: labelled[n]) if labelled else lead,
+            cloud_used_s=used,
+            cloud_wasted_s=wasted,
+            results=results,
+            error="; ".join(failed) or None,
+            reason=f"share: {shares or 'nothing'} images"
+            + ("; " + "; ".join(failed) if failed else ""),
+            shares=dict(board.stats.labelled),
+            cloud_by=cloud_by,
+            duplicate_images=board.stats.duplicate_images,
         )
-        out.error = "; ".join(failed) or None
         log.info(
             "share finished",
             batch_id=self.job.batch_id,
@@ -211,6 +226,7 @@ class _Session:
             cloud_wasted_s=wasted,
             total_s=out.total_s,
         )
+        return out
 
     def _notify(self) -> None:
         self._changed.set()
