@@ -24,14 +24,14 @@ code path"), so a table of estimates is all a test needs.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 from stoic.errors import PredictorError
-from stoic.schedule.share.fluid import Capacity, fluid_bound
+from stoic.schedule.share.fluid import fluid_bound
+from stoic.schedule.share.forecast import expected_finish, share_capacity
 from stoic.settings import Settings
 from stoic.values import (
     Component,
@@ -280,53 +280,6 @@ def _auto_duplicator(
     )
 
 
-def share_capacity(e: Estimate, n_images: int, n_bytes: int, edge: bool) -> Capacity:
-    """How a runtime would take part in a shared batch, as predicted: when it can start
-    (0 at the edge; a pod when deployed, its first images uploaded meanwhile), its fixed
-    cost per call and its seconds per image. A pod is fed over the uplink while it
-    works, so it cannot go faster than its images arrive."""
-    per_image = e.per_image_s(n_images)
-    if edge:
-        return Capacity(0.0, e.fixed_s(), per_image)
-    # Without the wait for an uplink that is down (uplink_wait_s): measured, pricing it
-    # as a later start made share no better (docs/evaluation/README.md, "Uplink checks").
-    upload = e.transfer.mean - e.uplink_wait_s
-    upload_per_image = upload / n_images if n_images else 0.0
-    ready = e.deployment.mean + e.risk.deployment_excess_s
-    return Capacity(ready, e.fixed_s(), max(per_image, upload_per_image))
-
-
-def _expected_finish(
-    n: int,
-    members: list[str],
-    caps: Mapping[str, Capacity],
-    estimates: Mapping[str, Estimate],
-    edge: str,
-) -> float:
-    """The fluid finish of ``members`` in expectation over which cloud deployments time
-    out (independently, each with its ``p_timeout``; a timed-out pod labels nothing and
-    the others take its share). So a second pod is worth its gain when the first is
-    ready *and* its insurance when the first times out: on random-004, GPU1 alone
-    (4 % timeouts) left the edge to label whole batches at 1.9-5.5 s per image."""
-    clouds = [m for m in members if m != edge]
-    always = [caps[m] for m in members if m == edge]
-    total = 0.0
-    for up in itertools.product((True, False), repeat=len(clouds)):
-        weight = 1.0
-        for c, ok in zip(clouds, up, strict=True):
-            p = estimates[c].risk.p_timeout
-            weight *= (1.0 - p) if ok else p
-        if weight == 0.0:
-            continue
-        present = always + [caps[c] for c, ok in zip(clouds, up, strict=True) if ok]
-        if present:
-            total += weight * fluid_bound(n, present)
-        else:  # no edge and every pod timed out: the timeout, then a fresh try
-            timeout_s = max(estimates[c].risk.timeout_s for c in clouds)
-            total += weight * (timeout_s + fluid_bound(n, [caps[c] for c in clouds]))
-    return total
-
-
 def _share(
     job: Job,
     estimates: Mapping[str, Estimate],
@@ -349,7 +302,7 @@ def _share(
         candidates.remove(first)
 
     def expected(members: list[str]) -> float:
-        return _expected_finish(n, members, caps, estimates, edge)
+        return expected_finish(n, members, caps, estimates, edge)
 
     finish = expected(chosen)
     scores = {"alone": finish}
