@@ -120,9 +120,7 @@ def race_score(
     batch to the edge (its predicted total), which runs anyway."""
     e = estimates[cloud]
     r = e.risk
-    # The edge runs anyway and the pod deploys while the link is down, so the wait for
-    # the uplink (the selector's, Estimate.uplink_wait_s) is left out: priced here it
-    # kept pods that hedge a congested edge from deploying (docs/evaluation/README.md).
+    # No uplink wait: the pod deploys meanwhile (docs/evaluation/README.md, "Uplink checks").
     transfer = e.transfer.mean - e.uplink_wait_s
     if objective == "mean":
         return max(transfer, e.deployment.mean) + e.processing.mean
@@ -132,9 +130,7 @@ def race_score(
             return edge_total if r.p_timeout > 0 else e.total.mean - e.uplink_wait_s
         return max(transfer, r.deployment_quantile_s) + e.processing.mean
     ready = max(transfer, e.deployment.mean + r.deployment_excess_s)
-    # Not the processing tail (Risk.processing_excess) that the selector prices: on
-    # either side of the race it made the duplicator no better on the 6 environments
-    # where it helps the selector (+1.8 points summed; docs/evaluation/README.md).
+    # No processing tail on either side (docs/evaluation/README.md, "The processing tail").
     return (1.0 - r.p_timeout) * (ready + e.processing.mean) + r.p_timeout * edge_total
 
 
@@ -259,9 +255,7 @@ def _auto_duplicator(
     scores = {c: race_score(estimates, c, objective, edge) for c in clouds}
     scores[edge] = edge_total
     best = min(clouds, key=lambda c: (scores[c], clouds.index(c)))
-    # No pod only when the edge is predicted first by the margin *and* its prediction
-    # is no extrapolation: a T_p line fitted on small batches can call a large one
-    # quick and be badly wrong, and without a pod nothing catches that.
+    # No pod only if the edge wins by the margin without extrapolating (docs/scheduling.md).
     seen = estimates[edge].processing_seen
     known = seen is None or job.n_images <= seen
     if known and edge_total <= (1.0 - options.edge_margin) * scores[best]:
