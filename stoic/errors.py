@@ -42,7 +42,6 @@ fix it without reading a traceback.
     │   │   └── RetriesExhausted    back-off gave up after N attempts
     │   ├── InvocationError         the function call failed
     │   ├── RuntimeUnavailable      the runtime is marked unavailable
-    │   ├── BatchCancelled          the batch was cancelled by id (requester.cancel)
     │   └── KubernetesApiError      the API server answered with an error (names object)
     └── ServerError                 the daemon answered a REST client with an error
 """
@@ -305,14 +304,6 @@ class InvocationError(BackendError):
 
 class RuntimeUnavailable(BackendError):
     """The runtime is marked unavailable (its last probe timed out)."""
-
-
-class BatchCancelled(BackendError):
-    """The batch was cancelled by id (``Requester.cancel``); its runtimes were torn down."""
-
-    def __init__(self, runtime: str, batch_id: str) -> None:
-        self.batch_id = batch_id
-        super().__init__(runtime, f"batch {batch_id!r} was cancelled")
 
 
 class KubernetesApiError(BackendError):

@@ -188,28 +188,60 @@ class Job:
         return replace(self, n_images=k, n_bytes=n_bytes, subset=(start, stop))
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """A policy's decision.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlanBase:
+    """What every policy decision carries: the mode that made it and why, the
+    estimates it compared, the objective's ``scores`` per runtime, and ``decision_s``,
+    the CPU time the scheduler spent estimating and deciding (0 until it has timed it)."""
 
-    ``runtime`` is where the batch runs. With ``speculative_edge`` set (duplicator), the
-    edge starts at once while ``runtime`` (a cloud runtime) uploads and deploys; when it
-    is ready the requester re-predicts and keeps the predicted winner. ``decision_s`` is
-    the CPU time the scheduler spent estimating and deciding (0 until it has timed it);
-    ``scores`` what the policy's objective made of each estimate.
-    """
-
-    runtime: str
     mode: Mode
     reason: str
     estimates: Mapping[str, Estimate] = field(default_factory=dict)
-    speculative_edge: bool = False
-    edge_runtime: str = "edge"
     decision_s: float = 0.0
     scores: Mapping[str, float] = field(default_factory=dict)
-    """The objective value per runtime the policy compared (selector, duplicator)."""
-    share_clouds: tuple[str, ...] = ()
-    """Share mode: the cloud runtimes deployed beside ``runtime`` (the edge)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SinglePlan(PlanBase):
+    """The batch runs on ``runtime`` (selector, the baselines, a pinned or bootstrap
+    run), falling back if it fails."""
+
+    runtime: str
+
+    @property
+    def chosen(self) -> str:
+        """The runtime the decision names (stored and scored as "planned")."""
+        return self.runtime
+
+
+@dataclass(frozen=True, slots=True)
+class RacePlan(PlanBase):
+    """Duplicator: ``edge`` starts at once while ``cloud`` uploads and deploys; when its
+    pod is ready the requester re-predicts and keeps the predicted winner."""
+
+    cloud: str
+    edge: str
+
+    @property
+    def chosen(self) -> str:
+        return self.cloud
+
+
+@dataclass(frozen=True, slots=True)
+class SharePlan(PlanBase):
+    """Share: ``lead`` (the edge, or the best cloud runtime without one) starts at once
+    and ``clouds`` deploy beside it; all label chunks of the batch."""
+
+    lead: str
+    clouds: tuple[str, ...] = ()
+
+    @property
+    def chosen(self) -> str:
+        return self.lead
+
+
+Plan = SinglePlan | RacePlan | SharePlan
+"""A policy's decision, one type per way of executing it (matched by the requester)."""
 
 
 class DeployOutcome(StrEnum):
@@ -264,13 +296,15 @@ class BatchState(StrEnum):
     FAILED = "failed"
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """What happened to one batch: where it ran and the measured components.
 
-    ``cloud_used_s`` counts the cloud seconds a runtime held (pod seconds × GPUs are
-    not multiplied here; the report does that); ``cloud_wasted_s`` the part of them that
-    a cancelled loser consumed (duplicator).
+    Built once by the executor that ran the batch (the single-runtime path, the
+    duplicator, the share session) and frozen from then on; the scheduler adds its own
+    ``decision_s`` with :func:`dataclasses.replace`. ``cloud_used_s`` counts the cloud
+    seconds a runtime held (pod seconds × GPUs are not multiplied here; the report does
+    that); ``cloud_wasted_s`` the part of them that a cancelled loser consumed.
     """
 
     batch_id: str
@@ -289,13 +323,19 @@ class Outcome:
     results: Any = None
     error: str | None = None
     fell_back: bool = False
-    # Added by the requester and the scheduler (stoic/schedule/):
-    reason: str = ""  # why it ran where it ran (fallback cause, duplicator decision)
-    warmup_s: float = 0.0  # the one-image warm-up call on a cloud pod
-    decision_s: float = 0.0  # CPU seconds spent in estimate + decide (scheduling overhead)
-    kept_cloud: bool | None = None  # duplicator: the decision at pod-ready (None: none made)
-    choice_correct: bool | None = None  # duplicator: did that decision win (None: unknown)
-    shares: dict[str, int] = field(default_factory=dict)  # share: images labelled per runtime
-    cloud_by: dict[str, tuple[float, float]] = field(default_factory=dict)
+    reason: str = ""
+    """Why it ran where it ran (a fallback's cause, the duplicator's decision, shares)."""
+    warmup_s: float = 0.0
+    """The one-image warm-up call on a cloud pod."""
+    decision_s: float = 0.0
+    """CPU seconds spent in estimate + decide (the scheduling overhead)."""
+    kept_cloud: bool | None = None
+    """Duplicator: the decision at pod-ready (None: none made)."""
+    choice_correct: bool | None = None
+    """Duplicator: did that decision win (None: unknown)."""
+    shares: Mapping[str, int] = field(default_factory=dict)
+    """Share: images labelled per runtime."""
+    cloud_by: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     """Share: (used, wasted) pod seconds per cloud runtime (× GPUs is the report's)."""
-    duplicate_images: int = 0  # share: images labelled twice (the straggler hedge)
+    duplicate_images: int = 0
+    """Share: images labelled twice (the straggler hedge)."""

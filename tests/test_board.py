@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stoic.schedule.share.board import Chunk, ShareBoard, chunk_size
+from stoic.schedule.share.board import Chunk, ShareBoard
 
 
 def test_edge_takes_the_front_and_clouds_the_back() -> None:
@@ -71,17 +71,6 @@ def test_a_restart_hands_out_only_the_unfinished_images() -> None:
     assert b.open_images() == 5
     assert b.take("edge", 10, from_back=False) == Chunk(3, 5)
     assert b.take("gpu1", 10, from_back=True) == Chunk(6, 9)
-
-
-def test_chunk_size_shrinks_as_the_queue_empties_and_weights_by_speed() -> None:
-    # edge 0.4 img/s, gpu 3 img/s: 1000 images left → 294 s if shared; half of it each.
-    assert chunk_size(1000, 0.4, 3.4) == 59
-    assert chunk_size(1000, 3.0, 3.4) == 442
-    assert chunk_size(100, 3.0, 3.4) == 45
-    assert chunk_size(3, 3.0, 3.4) == 2
-    assert chunk_size(1, 0.4, 3.4) == 1
-    assert chunk_size(0, 1, 1) == 0
-    assert chunk_size(10, 0.4, 3.4, min_images=4) == 4
 
 
 @settings(max_examples=200, deadline=None)

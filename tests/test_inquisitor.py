@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from stoic.backends.base import RuntimeBackend, Upload
+from stoic.backends.base import Upload
 from stoic.backends.fake import DeployStep, FakeBackend, InvokeStep
 from stoic.clock import LoopClock
 from stoic.errors import ConfigError
-from stoic.schedule.execute.legs import LegRunner
+from stoic.schedule.execute.legs import LegRunner, Placer
 from stoic.schedule.execute.requester import Requester
 from stoic.schedule.probe.availability import Availability, AvailabilityChange
 from stoic.schedule.probe.inquisitor import Inquisitor
@@ -22,9 +22,9 @@ from stoic.values import (
     DeployOutcome,
     Job,
     Mode,
-    Plan,
     ProcessingSample,
     Runtime,
+    SinglePlan,
 )
 from tests.test_requester import EPOCH, SPECS, ListRecorder, TablePredictor, est
 
@@ -39,7 +39,7 @@ class ListWork:
         self.asked: list[tuple[str, int]] = []
 
     async def prepare(
-        self, runtime: Runtime, backend: RuntimeBackend, n_images: int
+        self, runtime: Runtime, place: Placer, n_images: int
     ) -> tuple[Job, Upload] | None:
         self.asked.append((runtime.name, n_images))
         if not self.available:
@@ -101,7 +101,7 @@ async def test_timeout_marks_unavailable_and_a_success_brings_it_back(rig: Rig) 
 
     plan = scheduler.plan(job, mode=Mode.SELECTOR)
     assert predictor.asked[-1] == ["edge", "cpu", "gpu1"]  # excluded from estimates
-    assert plan.runtime == "gpu1" and "gpu2" not in plan.estimates
+    assert plan.chosen == "gpu1" and "gpu2" not in plan.estimates
     pinned = scheduler.plan(job, mode=Mode.PINNED, pinned="gpu2")
     assert pinned.runtime == "edge" and "unavailable" in pinned.reason
 
@@ -291,7 +291,7 @@ async def test_the_edge_is_not_probed_while_a_batch_runs_there() -> None:
     job = Job("b", n_images=40, n_bytes=1)
     requester = Requester(rig.legs, TablePredictor())
     batch = asyncio.create_task(  # the edge is busy for 100 s (40 images x 2.5 s)
-        requester.run(job, Plan("edge", Mode.PINNED, "test"))
+        requester.run(job, SinglePlan("edge", mode=Mode.PINNED, reason="test"))
     )
     for _ in range(100):  # a few loop turns, no time: the edge leg is deployed at 0
         if rig.legs.in_use["edge"]:

@@ -61,6 +61,8 @@ def test_the_package_keeps_its_layers(tmp_path: Path) -> None:
         ("schedule/decide/policy.py", "import stoic.schedule.execute.legs", "Deciding knows"),
         # share's board learning of asyncio
         ("schedule/share/board.py", "import asyncio", "Share's board"),
+        # share's forecast reaching for the asyncio session it serves
+        ("schedule/share/forecast.py", "import stoic.schedule.share.session", "Share's board"),
         # the inquisitor reaching for the requester rather than the legs
         ("schedule/probe/inquisitor.py", "import stoic.schedule.execute.requester", "Probing uses"),
     ],

@@ -4,7 +4,7 @@ import pytest
 
 from stoic.errors import PredictorError
 from stoic.schedule.decide.policy import PolicyOptions, decide, keep_cloud, select_min
-from stoic.values import Component, Estimate, Job, Mode, Risk
+from stoic.values import Component, Estimate, Job, Mode, RacePlan, Risk
 
 
 def est(name: str, t: float, d: float, p: float, risk: Risk | None = None) -> Estimate:
@@ -27,45 +27,52 @@ JOB = Job("b1", n_images=40, n_bytes=40 * 212_000)
 def test_selector_picks_minimum_total(edge_p: float, expected: str) -> None:
     table = dict(TABLE, edge=est("edge", 0, 0, edge_p))
     plan = decide(Mode.SELECTOR, JOB, table)
-    assert plan.runtime == expected
-    assert not plan.speculative_edge
+    assert plan.chosen == expected
+    assert not isinstance(plan, RacePlan)
     assert plan.estimates == table
 
 
 def test_selector_ignores_unavailable_runtime() -> None:
     table = {k: v for k, v in TABLE.items() if k != "gpu1"}
-    assert decide(Mode.SELECTOR, JOB, table).runtime == "gpu2"
+    assert decide(Mode.SELECTOR, JOB, table).chosen == "gpu2"
 
 
 def test_duplicator_speculates_on_edge() -> None:
     plan = decide(Mode.DUPLICATOR, JOB, TABLE, options=PolicyOptions(duplicator_runtime="gpu2"))
-    assert (plan.runtime, plan.speculative_edge, plan.edge_runtime) == ("gpu2", True, "edge")
+    assert isinstance(plan, RacePlan) and (plan.cloud, plan.edge) == ("gpu2", "edge")
 
 
 def test_duplicator_falls_back_to_edge_without_gpu() -> None:
     table = {k: v for k, v in TABLE.items() if k != "gpu1"}
     plan = decide(Mode.DUPLICATOR, JOB, table, options=PolicyOptions(duplicator_runtime="gpu1"))
-    assert plan.runtime == "edge" and not plan.speculative_edge
+    assert plan.chosen == "edge" and not isinstance(plan, RacePlan)
     assert "unavailable" in plan.reason
 
 
 @pytest.mark.parametrize(("n", "expected"), [(34, "edge"), (35, "gpu1"), (2000, "gpu1")])
 def test_threshold(n: int, expected: str) -> None:
     job = Job("b", n_images=n, n_bytes=n)
-    assert decide(Mode.THRESHOLD, job, TABLE).runtime == expected
+    assert decide(Mode.THRESHOLD, job, TABLE).chosen == expected
 
 
-def test_oracle_uses_truth_and_needs_it() -> None:
+def test_oracle_uses_truth_from_its_options_and_needs_it() -> None:
     truth = {"edge": 90.0, "cpu": 80.0, "gpu1": 99.0, "gpu2": 81.0}
-    assert decide(Mode.ORACLE, JOB, TABLE, truth=truth).runtime == "cpu"
+    asked: list[str] = []
+
+    def oracle(job: Job) -> dict[str, float]:
+        asked.append(job.batch_id)
+        return truth
+
+    assert decide(Mode.ORACLE, JOB, TABLE, options=PolicyOptions(oracle=oracle)).chosen == "cpu"
+    assert asked == [JOB.batch_id]
     with pytest.raises(PredictorError, match="ground truth"):
         decide(Mode.ORACLE, JOB, TABLE)
 
 
 def test_pinned_and_baselines() -> None:
-    assert decide(Mode.PINNED, JOB, TABLE, pinned="cpu").runtime == "cpu"
-    assert decide(Mode.EDGE_ONLY, JOB, TABLE).runtime == "edge"
-    assert decide(Mode.GPU1_ONLY, JOB, TABLE).runtime == "gpu1"
+    assert decide(Mode.PINNED, JOB, TABLE, pinned="cpu").chosen == "cpu"
+    assert decide(Mode.EDGE_ONLY, JOB, TABLE).chosen == "edge"
+    assert decide(Mode.GPU1_ONLY, JOB, TABLE).chosen == "gpu1"
 
 
 def test_no_runtime_is_an_error() -> None:
@@ -100,7 +107,7 @@ def test_expected_objective_adds_the_deployment_tail() -> None:
     tail = Risk(deployment_excess_s=12.0)
     table = dict(TABLE, gpu1=est("gpu1", 5, 30, 20, tail))
     plan = decide(Mode.SELECTOR, JOB, table)  # default objective: expected
-    assert plan.scores["gpu1"] == 67 and plan.runtime == "gpu2"  # 67 > 65
+    assert plan.scores["gpu1"] == 67 and plan.chosen == "gpu2"  # 67 > 65
 
 
 def test_expected_objective_adds_the_processing_tail_of_the_edge_too() -> None:
@@ -109,9 +116,9 @@ def test_expected_objective_adds_the_processing_tail_of_the_edge_too() -> None:
     congested = est("edge", 0, 0, 52, Risk(processing_excess=0.25))
     table = dict(TABLE, edge=congested)
     mean = PolicyOptions(objective="mean")
-    assert decide(Mode.SELECTOR, JOB, table, options=mean).runtime == "edge"
+    assert decide(Mode.SELECTOR, JOB, table, options=mean).chosen == "edge"
     plan = decide(Mode.SELECTOR, JOB, table)
-    assert plan.runtime == "gpu1" and plan.scores["edge"] == pytest.approx(65.0)
+    assert plan.chosen == "gpu1" and plan.scores["edge"] == pytest.approx(65.0)
     # A cloud runtime's processing tail is priced the same way, not its transfer or T_d.
     tailed = dict(TABLE, gpu1=est("gpu1", 5, 30, 20, Risk(processing_excess=0.5)))
     assert decide(Mode.SELECTOR, JOB, tailed).scores["gpu1"] == pytest.approx(65.0)
@@ -124,7 +131,7 @@ def test_quantile_objective_uses_the_deployment_quantile() -> None:
     plan = decide(Mode.SELECTOR, JOB, table, options=PolicyOptions(objective="quantile"))
     assert plan.scores["gpu1"] == 5 + 90 + 20
     assert plan.scores["gpu2"] == 600 + 55  # the quantile is a timeout, then the fallback (gpu1)
-    assert plan.runtime == "cpu"  # 85 s, no risk drawn
+    assert plan.chosen == "cpu"  # 85 s, no risk drawn
 
 
 # The adaptive duplicator -----------------------------------------------------------------
@@ -133,41 +140,41 @@ def test_quantile_objective_uses_the_deployment_quantile() -> None:
 def test_auto_duplicator_races_the_pod_that_finishes_first() -> None:
     # Upload and deployment overlap: cpu max(5,10)+70 = 80, gpu1 30+20 = 50, gpu2 45+15 = 60.
     plan = decide(Mode.DUPLICATOR, JOB, TABLE)
-    assert (plan.runtime, plan.speculative_edge) == ("gpu1", True)
+    assert (plan.chosen, isinstance(plan, RacePlan)) == ("gpu1", True)
     assert plan.scores == {"cpu": 80, "gpu1": 50, "gpu2": 60, "edge": 100}
 
 
 def test_auto_duplicator_can_choose_the_cpu_pod() -> None:
     table = dict(TABLE, gpu1=est("gpu1", 5, 300, 20), gpu2=est("gpu2", 5, 400, 15))
     plan = decide(Mode.DUPLICATOR, JOB, table)
-    assert (plan.runtime, plan.speculative_edge) == ("cpu", True)
+    assert (plan.chosen, isinstance(plan, RacePlan)) == ("cpu", True)
 
 
 def test_auto_duplicator_deploys_no_pod_when_the_edge_wins_by_the_margin() -> None:
     table = dict(TABLE, edge=est("edge", 0, 0, 44))  # best pod 50 s: 44 <= 0.9 * 50
     plan = decide(Mode.DUPLICATOR, JOB, table)
-    assert (plan.runtime, plan.speculative_edge) == ("edge", False)
+    assert (plan.chosen, isinstance(plan, RacePlan)) == ("edge", False)
     assert "no pod" in plan.reason
     close = dict(TABLE, edge=est("edge", 0, 0, 46))  # within the margin: hedge with a pod
-    assert decide(Mode.DUPLICATOR, JOB, close).speculative_edge
+    assert isinstance(decide(Mode.DUPLICATOR, JOB, close), RacePlan)
     wide = PolicyOptions(edge_margin=0.0)
-    assert not decide(Mode.DUPLICATOR, JOB, close, options=wide).speculative_edge
+    assert not isinstance(decide(Mode.DUPLICATOR, JOB, close, options=wide), RacePlan)
 
 
 def test_auto_duplicator_prices_a_timeout_as_the_edge_keeping_the_batch() -> None:
     table = dict(TABLE, gpu1=est("gpu1", 5, 30, 20, RISKY))
     plan = decide(Mode.DUPLICATOR, JOB, table)
     assert plan.scores["gpu1"] == pytest.approx(0.9 * 50 + 0.1 * 100)
-    assert plan.runtime == "gpu1"  # 55 s still beats gpu2's 60 s
+    assert plan.chosen == "gpu1"  # 55 s still beats gpu2's 60 s
 
 
 def test_auto_duplicator_without_edge_or_cloud() -> None:
     no_edge = {k: v for k, v in TABLE.items() if k != "edge"}
     plan = decide(Mode.DUPLICATOR, JOB, no_edge)
-    assert (plan.runtime, plan.speculative_edge) == ("gpu1", False)
+    assert (plan.chosen, isinstance(plan, RacePlan)) == ("gpu1", False)
     only_edge = {"edge": TABLE["edge"]}
     plan = decide(Mode.DUPLICATOR, JOB, only_edge)
-    assert (plan.runtime, plan.speculative_edge) == ("edge", False)
+    assert (plan.chosen, isinstance(plan, RacePlan)) == ("edge", False)
 
 
 def test_auto_duplicator_deploys_a_pod_when_the_edge_estimate_is_an_extrapolation() -> None:
@@ -178,8 +185,8 @@ def test_auto_duplicator_deploys_a_pod_when_the_edge_estimate_is_an_extrapolatio
                                             Component(44), processing_seen=20))  # fmt: skip
     seen_40 = dict(fast_edge, edge=Estimate("edge", Component(0), Component(0),
                                             Component(44), processing_seen=40))  # fmt: skip
-    assert decide(Mode.DUPLICATOR, JOB, seen_20).speculative_edge  # 40 > 20 seen
-    assert not decide(Mode.DUPLICATOR, JOB, seen_40).speculative_edge
+    assert isinstance(decide(Mode.DUPLICATOR, JOB, seen_20), RacePlan)  # 40 > 20 seen
+    assert not isinstance(decide(Mode.DUPLICATOR, JOB, seen_40), RacePlan)
 
 
 def test_share_deploys_a_second_pod_as_insurance_against_the_first_timing_out() -> None:
@@ -202,9 +209,9 @@ def test_share_deploys_a_second_pod_as_insurance_against_the_first_timing_out() 
 
     table = {"edge": line("edge", 0, 10.0, 0.0), "gpu1": line("gpu1", 10, 0.1, 0.0),
              "cpu": line("cpu", 20, 1.0, 0.0)}  # fmt: skip
-    assert decide(Mode.SHARE, job, table).share_clouds == ("gpu1",)  # gpu1 done at ~20 s
+    assert decide(Mode.SHARE, job, table).clouds == ("gpu1",)  # gpu1 done at ~20 s
     risky = dict(table, gpu1=line("gpu1", 10, 0.1, 0.05))
     plan = decide(Mode.SHARE, job, risky)
-    assert plan.share_clouds == ("gpu1", "cpu")
+    assert plan.clouds == ("gpu1", "cpu")
     # 5 % x (edge alone 1,000 s vs edge + cpu ~ 109 s) = ~45 s of insurance.
     assert plan.scores["cpu"] > 40

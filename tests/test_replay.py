@@ -14,7 +14,7 @@ from stoic.replay.report import write_report
 from stoic.replay.runner import ReplayConfig, run_replay
 from stoic.replay.scoring import score
 from stoic.settings import Settings
-from stoic.values import Component, Estimate, Job, Mode, Plan
+from stoic.values import Component, Estimate, Job, Mode, Plan, RacePlan, SinglePlan
 
 SHORT = dict(batches=10, warmup_periods=30)
 
@@ -29,9 +29,9 @@ def test_selector_outcome_is_the_truth_of_the_choice() -> None:
     assert r.records
     for rec in r.records:
         if not rec.outcome.fell_back:
-            assert rec.outcome.runtime == rec.plan.runtime
+            assert rec.outcome.runtime == rec.plan.chosen
             assert rec.outcome.total_s == pytest.approx(
-                rec.truth.runtimes[rec.plan.runtime].total_s, abs=1e-4
+                rec.truth.runtimes[rec.plan.chosen].total_s, abs=1e-4
             )
 
 
@@ -63,18 +63,18 @@ def test_informed_picks_the_least_expected_total_in_the_same_world() -> None:
     job = Job("x", rec.batch.images, round(rec.batch.images * r.env.spec.uplink.bytes_per_image))
     again = r.env.expected_totals(job, rec.batch.at_s, draws=4000)
     best = min(again, key=lambda n: again[n])
-    assert again[rec.plan.runtime] <= 1.05 * again[best]  # the least, up to sampling noise
+    assert again[rec.plan.chosen] <= 1.05 * again[best]  # the least, up to sampling noise
 
 
 def test_replay_uses_the_daemons_policy(monkeypatch: pytest.MonkeyPatch) -> None:
     """Patch the policy the scheduler calls: every selector decision follows it."""
 
     def always_cpu(mode, job, estimates, **kw) -> Plan:
-        return Plan("cpu", mode, "patched", dict(estimates))
+        return SinglePlan("cpu", mode=mode, reason="patched", estimates=dict(estimates))
 
     monkeypatch.setattr(stoic.schedule.scheduler, "decide", always_cpu)
     r = run_replay(ReplayConfig(mode="selector", seed=4, **SHORT))
-    assert {rec.plan.runtime for rec in r.records} == {"cpu"}
+    assert {rec.plan.chosen for rec in r.records} == {"cpu"}
 
 
 def test_replay_uses_the_daemons_predictor(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -89,7 +89,7 @@ def test_replay_uses_the_daemons_predictor(monkeypatch: pytest.MonkeyPatch) -> N
 
     monkeypatch.setattr(Predictor, "estimate", fake)
     r = run_replay(ReplayConfig(mode="selector", seed=4, **SHORT))
-    assert {rec.plan.runtime for rec in r.records} <= {"gpu2"}
+    assert {rec.plan.chosen for rec in r.records} <= {"gpu2"}
 
 
 def test_duplicator_and_report(tmp_path: Path) -> None:
@@ -97,7 +97,7 @@ def test_duplicator_and_report(tmp_path: Path) -> None:
     doc = write_report(r, tmp_path, command="stoic replay ...")
     s = doc["summary"]
     assert s["cloud"]["runtime"] == "gpu2" and s["cloud"]["gpus"] == 2
-    assert all(rec.plan.speculative_edge for rec in r.records)
+    assert all(isinstance(rec.plan, RacePlan) for rec in r.records)
     for name in ("report.md", "report.json", "predicted_vs_actual.png", "components.png"):
         assert (tmp_path / name).exists()
     j = json.loads((tmp_path / "report.json").read_text())
@@ -138,7 +138,7 @@ def test_probe_shortcut_matches_full_probing() -> None:
     win = run_replay(ReplayConfig(probes="window", **cfg))
     assert win.probe_stats["shortcut_probes_fed"] > 0
     same = sum(
-        a.plan.runtime == b.plan.runtime for a, b in zip(full.records, win.records, strict=True)
+        a.plan.chosen == b.plan.chosen for a, b in zip(full.records, win.records, strict=True)
     )
     assert same >= 0.9 * len(full.records)
     d_full = [
@@ -164,7 +164,7 @@ def test_share_replay_labels_every_image_once_and_never_beats_the_fluid_bound() 
         n = rec.batch.images
         assert [x["index"] for x in rec.outcome.results] == list(range(n))
         assert sum(rec.outcome.shares.values()) == n
-        assert set(rec.outcome.shares) <= {"edge", *rec.plan.share_clouds}
+        assert set(rec.outcome.shares) <= {"edge", *rec.plan.clouds}
         assert row["latency_s"] >= row["fluid_s"] - 1e-6
     s = scored["summary"]
     assert s["vs_fluid"] >= 1.0 and s["share"]["images"]

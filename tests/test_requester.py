@@ -12,7 +12,7 @@ import pytest
 
 from stoic.backends.fake import DeployStep, FakeBackend, FakeSpec, InvokeStep
 from stoic.clock import LoopClock
-from stoic.errors import BatchCancelled, DeployTimeout, InvocationError, RetriesExhausted
+from stoic.errors import DeployTimeout, InvocationError, RetriesExhausted
 from stoic.schedule.execute.legs import LegRunner
 from stoic.schedule.execute.recorder import MultiRecorder, PredictorRecorder
 from stoic.schedule.execute.requester import Requester
@@ -27,6 +27,8 @@ from stoic.values import (
     Mode,
     Plan,
     ProcessingSample,
+    RacePlan,
+    SinglePlan,
     TransferSample,
 )
 
@@ -147,7 +149,9 @@ def world() -> World:
 
 def plan(runtime: str, *, speculative: bool = False) -> Plan:
     mode = Mode.DUPLICATOR if speculative else Mode.SELECTOR
-    return Plan(runtime, mode, "test", dict(TABLE), speculative_edge=speculative)
+    if speculative:
+        return RacePlan(runtime, "edge", mode=mode, reason="test", estimates=dict(TABLE))
+    return SinglePlan(runtime, mode=mode, reason="test", estimates=dict(TABLE))
 
 
 # Single runtime -----------------------------------------------------------------------
@@ -249,7 +253,9 @@ async def test_a_backend_that_ignores_its_timeout_is_cut_off() -> None:
 async def test_failed_cloud_invocation_falls_back_and_counts_waste(world: World) -> None:
     world.fake.script_invokes("gpu1", InvokeStep(10, fail=True))
     edge_first = dict(TABLE, cpu=est("cpu", 5, 10, 170), gpu2=est("gpu2", 5, 45, 125))
-    out = await world.requester.run(JOB, Plan("gpu1", Mode.SELECTOR, "test", edge_first))
+    out = await world.requester.run(
+        JOB, SinglePlan("gpu1", mode=Mode.SELECTOR, reason="test", estimates=edge_first)
+    )
     assert out.fell_back and out.runtime == "edge"  # the edge is predicted next soonest
     assert "InvocationError" in out.reason and out.error
     assert out.cloud_used_s == out.cloud_wasted_s == 17  # ready at 30, failed at 47
@@ -353,18 +359,16 @@ async def test_duplicator_keeps_the_edge_when_the_cloud_fails(world: World) -> N
 # Cancellation -------------------------------------------------------------------------
 
 
-async def test_cancel_by_id_stops_everything(world: World) -> None:
+async def test_cancelling_a_race_stops_both_legs(world: World) -> None:
     world.fake.script_deploys("gpu1", 20)
     task = asyncio.create_task(world.requester.run(JOB, plan("gpu1", speculative=True)))
     await asyncio.sleep(40)  # both the edge and gpu1 are processing now
-    assert world.requester.running() == ["b1"]
     assert sorted(name for name, _ in world.fake.running.values()) == ["edge", "gpu1"]
-    assert world.requester.cancel("b1")
-    with pytest.raises(BatchCancelled):
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
         await task
     assert world.fake.running == {} and world.fake.live == {}
     assert world.fake.times("invoke-cancelled") == [40.0, 40.0]
-    assert world.requester.running() == [] and not world.requester.cancel("b1")
 
 
 async def test_cancelling_run_itself_tears_down_then_reraises(world: World) -> None:
@@ -375,15 +379,7 @@ async def test_cancelling_run_itself_tears_down_then_reraises(world: World) -> N
         await task
     assert world.fake.times("invoke-cancelled", "gpu1") == [50.0]
     assert world.fake.times("teardown", "gpu1") == [50.0]
-    assert world.fake.live == {} and world.requester.running() == []
-
-
-async def test_same_batch_twice_is_refused(world: World) -> None:
-    task = asyncio.create_task(world.requester.run(JOB, plan("edge")))
-    await asyncio.sleep(1)
-    with pytest.raises(Exception, match="already running"):
-        await world.requester.run(JOB, plan("edge"))
-    await task
+    assert world.fake.live == {}
 
 
 # Recorders ----------------------------------------------------------------------------

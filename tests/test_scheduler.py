@@ -17,7 +17,7 @@ from stoic.schedule.execute.recorder import PredictorRecorder
 from stoic.schedule.execute.requester import Requester
 from stoic.schedule.scheduler import PROBE_LOOKBACK, ObservationCounter, Scheduler, contenders
 from stoic.settings import Settings
-from stoic.values import DeployOutcome, Job, Mode
+from stoic.values import DeployOutcome, Job, Mode, RacePlan
 from tests.test_requester import EPOCH, JOB, World, est, make_world
 
 pytestmark = pytest.mark.looptime
@@ -69,7 +69,7 @@ async def test_selector_picks_the_minimum_and_runs_it_end_to_end(world: World) -
     scheduler = make_scheduler(world)
     plan, out = await scheduler.handle(JOB, mode=Mode.SELECTOR)
     # TABLE totals: edge 100, cpu 85, gpu1 65, gpu2 75 → gpu1.
-    assert plan.runtime == "gpu1" and set(plan.estimates) == {"edge", "cpu", "gpu1", "gpu2"}
+    assert plan.chosen == "gpu1" and set(plan.estimates) == {"edge", "cpu", "gpu1", "gpu2"}
     assert (out.runtime, out.deployment_s, out.transfer_s, out.processing_s) == ("gpu1", 30, 5, 30)
     assert out.total_s == 67
     assert out.decision_s == plan.decision_s >= 0 and scheduler.decisions == 1
@@ -83,7 +83,7 @@ async def test_selector_picks_the_minimum_and_runs_it_end_to_end(world: World) -
 async def test_selector_runs_the_edge_when_it_is_fastest(world: World) -> None:
     world.predictor.table["edge"] = est("edge", 0, 0, 60)
     plan, out = await make_scheduler(world).handle(JOB, mode=Mode.SELECTOR)
-    assert plan.runtime == out.runtime == "edge" and out.total_s == 100  # truth: 2.5 s × 40
+    assert plan.chosen == out.runtime == "edge" and out.total_s == 100  # truth: 2.5 s × 40
     assert world.fake.ops("deploy", "gpu1") == []
 
 
@@ -92,7 +92,7 @@ async def test_duplicator_through_the_scheduler(world: World) -> None:
     plan, out = await make_scheduler(world, duplicator_runtime="gpu2").handle(
         JOB, mode=Mode.DUPLICATOR
     )
-    assert plan.speculative_edge and plan.runtime == "gpu2"
+    assert isinstance(plan, RacePlan) and plan.chosen == "gpu2"
     # gpu2 ready at 10, warm at 12: edge needs 88 s more, gpu2 25 s → switch; 25 s real.
     assert (out.winner, out.kept_cloud, out.choice_correct, out.total_s) == ("gpu2", True, True, 37)
     assert out.cancelled == ("edge",)
@@ -103,21 +103,22 @@ async def test_unavailable_runtime_is_neither_estimated_nor_chosen(world: World)
     scheduler = make_scheduler(world, duplicator_runtime="gpu1")
     plan, out = await scheduler.handle(JOB, mode=Mode.SELECTOR)
     assert world.predictor.asked == [["edge", "cpu", "gpu2"]]
-    assert plan.runtime == out.runtime == "gpu2"
+    assert plan.chosen == out.runtime == "gpu2"
     dup, _ = await scheduler.handle(Job("b2", 40, 1), mode=Mode.DUPLICATOR)
-    assert dup.runtime == "edge" and not dup.speculative_edge
+    assert dup.chosen == "edge" and not isinstance(dup, RacePlan)
     # The adaptive duplicator races the best pod among those still available.
     auto, _ = await make_scheduler(world).handle(Job("b3", 40, 1), mode=Mode.DUPLICATOR)
-    assert auto.runtime in {"cpu", "gpu2"} and auto.speculative_edge
+    assert auto.chosen in {"cpu", "gpu2"} and isinstance(auto, RacePlan)
 
 
 async def test_pinned_and_oracle_modes_pass_through(world: World) -> None:
     scheduler = make_scheduler(world)
     plan, out = await scheduler.handle(JOB, mode=Mode.PINNED, pinned="cpu")
-    assert plan.runtime == out.runtime == "cpu"
+    assert plan.chosen == out.runtime == "cpu"
     truth = {"edge": 1.0, "cpu": 9.0, "gpu1": 9.0, "gpu2": 9.0}
-    plan, _ = await scheduler.handle(Job("b2", 40, 1), mode=Mode.ORACLE, truth=truth)
-    assert plan.runtime == "edge"
+    scheduler = make_scheduler(world, oracle=lambda job: truth)
+    plan, _ = await scheduler.handle(Job("b2", 40, 1), mode=Mode.ORACLE)
+    assert plan.chosen == "edge"
 
 
 # Bootstrapping ------------------------------------------------------------------------
@@ -234,9 +235,9 @@ async def test_real_predictor_learns_from_bootstrap_and_batches() -> None:
 
     # 400 images: gpu1 (20 + 1 + 0.3·400 + 25 ≈ 166 s) beats the edge (810 s).
     plan, out = await scheduler.handle(Job("big", 400, 400 * 212_000), mode=Mode.SELECTOR)
-    assert plan.runtime in {"gpu1", "gpu2"} and out.runtime == plan.runtime
+    assert plan.chosen in {"gpu1", "gpu2"} and out.runtime == plan.chosen
     # The duplicator with real re-prediction switches to the ready pod.
     plan, out = await scheduler.handle(Job("big2", 400, 400 * 212_000), mode=Mode.DUPLICATOR)
     # Auto: the pod that finishes first (gpu2: 40 + 0.2·400 + 20 = 140 s; gpu1 165 s).
-    assert plan.speculative_edge and plan.runtime == out.winner == "gpu2" and out.kept_cloud
+    assert isinstance(plan, RacePlan) and plan.chosen == out.winner == "gpu2" and out.kept_cloud
     assert out.choice_correct is True and fake.live == {}

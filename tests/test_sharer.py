@@ -16,7 +16,7 @@ from stoic.schedule.execute.requester import Requester
 from stoic.schedule.probe.availability import Availability
 from stoic.schedule.share.board import Chunk
 from stoic.settings import Settings
-from stoic.values import Component, Estimate, Job, Mode, Plan
+from stoic.values import Component, Estimate, Job, Mode, SharePlan
 from tests.test_requester import EPOCH, ListRecorder, TablePredictor
 
 pytestmark = pytest.mark.looptime
@@ -74,7 +74,7 @@ class World:
         self.chunks.append((chunk, owner))
 
     async def run(self, *clouds: str, job: Job = JOB, **kw: Any) -> Any:
-        plan = Plan("edge", Mode.SHARE, "test", dict(ESTIMATES), share_clouds=clouds)
+        plan = SharePlan("edge", clouds, mode=Mode.SHARE, reason="test", estimates=dict(ESTIMATES))
         return await self.requester.run(job, plan, on_chunk=self.sink, **kw)
 
 
@@ -108,7 +108,7 @@ async def test_a_wildly_optimistic_rate_does_not_take_the_whole_batch(looptime: 
     # nothing. No chunk exceeds 1/chunk_factor of the open work while the pod may help.
     w = World()
     estimates = dict(ESTIMATES, edge=line("edge", 0, 0.0005, 97.0))
-    plan = Plan("edge", Mode.SHARE, "test", estimates, share_clouds=("gpu1",))
+    plan = SharePlan("edge", ("gpu1",), mode=Mode.SHARE, reason="test", estimates=estimates)
     out = await w.requester.run(JOB, plan, on_chunk=w.sink)
     labelled_once(out)
     # (Given everything, the edge would hold it all, the pod would be cancelled with

@@ -86,6 +86,6 @@ async def estimate(
         bytes=size,
         estimates={k: EstimateOut.of(v, plan.scores.get(k)) for k, v in estimates.items()},
         objective=c.settings.requester.objective,
-        selector=plan.runtime,
+        selector=plan.chosen,
         reason=plan.reason,
     )

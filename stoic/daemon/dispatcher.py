@@ -65,7 +65,7 @@ from stoic.storage.package import (
     results_key,
 )
 from stoic.store.store import BatchRecord, Store
-from stoic.values import BatchState, Job, Mode, Outcome, Plan
+from stoic.values import BatchState, Job, Mode, Outcome, Plan, SharePlan
 
 log = get_logger("stoic.controller")
 
@@ -192,11 +192,11 @@ class Dispatcher:
             nonlocal plan
             plan = p
             self.metrics.scheduling_overhead.observe(p.decision_s)
-            self.metrics.decisions.labels(str(p.mode), p.runtime).inc()
+            self.metrics.decisions.labels(str(p.mode), p.chosen).inc()
             await asyncio.to_thread(
                 self.store.record_decision,
                 record.id,
-                p.runtime,
+                p.chosen,
                 p.reason,
                 dict(p.estimates),
                 at=self.clock.now(),
@@ -277,18 +277,10 @@ class Dispatcher:
             document["duplicate_images"] = outcome.duplicate_images
         data = json.dumps(document).encode()
         await asyncio.to_thread(self.objects.put_bytes, key, data)
-        if plan.mode is Mode.SHARE:  # the results document holds them all now
+        if isinstance(plan, SharePlan):  # the results document holds them all now
             await asyncio.to_thread(self.objects.delete_prefix, chunks_prefix(record.id))
             await asyncio.to_thread(self.objects.delete_prefix, parts_prefix(record.package_key))
-        if outcome.reason:
-            with contextlib.suppress(BatchStateError):
-                await asyncio.to_thread(
-                    self.store.record_decision,
-                    record.id,
-                    plan.runtime,
-                    f"{plan.reason}; then: {outcome.reason}",
-                    dict(plan.estimates),
-                )
+        then = f"{plan.reason}; then: {outcome.reason}" if outcome.reason else None
         try:
             await asyncio.to_thread(
                 self.store.finish_batch,
@@ -304,6 +296,7 @@ class Dispatcher:
                 cloud_wasted_s=outcome.cloud_wasted_s,
                 results_key=key,
                 error=outcome.error,
+                decision_reason=then,
             )
         except BatchStateError as exc:
             log.error(
@@ -315,7 +308,7 @@ class Dispatcher:
         self.metrics.observe_outcome(
             outcome,
             BatchState.DONE,
-            planned_runtime=plan.runtime,
+            planned_runtime=plan.chosen,
             predicted_total_s=estimate.total.mean if estimate is not None else None,
         )
         log.info(
@@ -343,7 +336,7 @@ class Dispatcher:
         except StoicError as store_exc:
             log.error("could not record a failed batch", batch_id=record.id, error=str(store_exc))
             return
-        self.metrics.batches_finished.labels("failed", plan.runtime if plan else "none").inc()
+        self.metrics.batches_finished.labels("failed", plan.chosen if plan else "none").inc()
         log.warning("batch finished", batch_id=record.id, state="failed", error=message)
 
     # Bootstrapping -------------------------------------------------------------------

@@ -22,10 +22,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from stoic.backends.base import RuntimeBackend, Upload
+from stoic.backends.base import Upload
 from stoic.errors import StoicError
 from stoic.ingest.builder import TMP_PREFIX
 from stoic.logging import get_logger
+from stoic.schedule.execute.legs import Placer
 from stoic.storage.objectstore import ObjectStore
 from stoic.storage.package import PackageWriter, iter_package
 from stoic.store.store import BatchRecord
@@ -74,7 +75,7 @@ class BatchProbeWork:
         self.tmp_dir = tmp_dir
         self._source: _Source | None = None
         self._jobs: dict[tuple[str, str, int], Job] = {}
-        self._uploads: dict[tuple[int, str, str], Upload] = {}
+        self._uploads: dict[tuple[str, str], Upload] = {}
         self._lock = asyncio.Lock()
 
     def offer(self, record: BatchRecord) -> None:
@@ -85,7 +86,7 @@ class BatchProbeWork:
             )
 
     async def prepare(
-        self, runtime: Runtime, backend: RuntimeBackend, n_images: int
+        self, runtime: Runtime, place: Placer, n_images: int
     ) -> tuple[Job, Upload] | None:
         source = self._source
         if source is None:
@@ -94,10 +95,10 @@ class BatchProbeWork:
             job = await self._job(source, n_images)
             if job is None:
                 return None
-            key = (id(backend), runtime.name, job.package_key)
+            key = (runtime.name, job.package_key)
             upload = self._uploads.get(key)
             if upload is None:
-                upload = await backend.upload(runtime, job)
+                upload = await place(job)
                 self._uploads[key] = upload
         return job, upload
 

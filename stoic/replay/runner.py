@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
@@ -59,7 +59,7 @@ from stoic.predict.predictor import Predictor
 from stoic.predict.uplink import UplinkWatch
 from stoic.replay.workload import DEFAULT_PROFILE, WORKLOAD_DIR, Batch, WorkloadProfile, generate
 from stoic.schedule.decide.policy import AUTO, Objective, PolicyOptions
-from stoic.schedule.execute.legs import LegRunner
+from stoic.schedule.execute.legs import LegRunner, Placer
 from stoic.schedule.execute.recorder import PredictorRecorder
 from stoic.schedule.execute.requester import Requester
 from stoic.schedule.probe.availability import Availability
@@ -201,9 +201,7 @@ class _SimProbeWork:
     version: str
     bytes_per_image: float
 
-    async def prepare(
-        self, runtime: Runtime, backend: RuntimeBackend, n_images: int
-    ) -> tuple[Job, Upload]:
+    async def prepare(self, runtime: Runtime, place: Placer, n_images: int) -> tuple[Job, Upload]:
         n_bytes = round(n_images * self.bytes_per_image)
         job = Job(f"probe-{n_images}", n_images, n_bytes, self.app, self.version, "probe")
         return job, Upload("probe", n_bytes, 0.0)
@@ -366,11 +364,13 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
         return env.uplink_up(loop.time() - origin - warmup_s)
 
     inquisitor = Inquisitor(legs, availability, work, uplink=(uplink_check, watch))
+    given: dict[str, Mapping[str, float]] = {}  # the batch's totals the oracle is given
     options = replace(
         PolicyOptions.from_settings(settings),
         duplicator_runtime=cloud or settings.requester.duplicator_runtime,
         threshold_images=cfg.threshold_images,
         objective=spec.objective or settings.requester.objective,
+        oracle=lambda job: given[job.batch_id],
     )
     if spec.min_gain_s is not None:
         options = replace(options, share_min_gain_s=spec.min_gain_s)
@@ -418,8 +418,11 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
             token2 = current_truth.set(truth)
             try:
                 started = loop.time() - origin - warmup_s
-                given = env.expected_totals(job, b.at_s) if spec.informed else truth.totals()
-                plan, outcome = await scheduler.handle(job, mode=mode, truth=given)
+                # In hindsight (MIN-LAT) or, for the ``informed`` mode, in expectation.
+                totals = env.expected_totals(job, b.at_s) if spec.informed else truth.totals()
+                given.clear()
+                given[job.batch_id] = totals
+                plan, outcome = await scheduler.handle(job, mode=mode)
             except BackendError as exc:  # an edge failure: nothing left to run on
                 log.warning("batch failed", batch_id=job.batch_id, error=str(exc))
                 raise

@@ -29,7 +29,7 @@ import numpy as np
 from stoic.backends.simulated import BatchTruth
 from stoic.replay.runner import ReplayedBatch, ReplayResult
 from stoic.schedule.share.fluid import Capacity, fluid_bound
-from stoic.values import Mode
+from stoic.values import Mode, RacePlan, SharePlan
 
 SIZE_BINS = ((1, 10), (11, 35), (36, 90), (91, 250), (251, 10**9))
 
@@ -60,7 +60,7 @@ def batch_row(rec: ReplayedBatch, mode: Mode) -> dict[str, Any]:
         "images": rec.batch.images,
         "n_bytes": rec.batch.n_bytes,
         "started_s": round(rec.started_s, 3),
-        "planned": rec.plan.runtime,
+        "planned": rec.plan.chosen,
         "ran_on": out.runtime,
         "reason": rec.plan.reason,
         "outcome_reason": out.reason,
@@ -92,9 +92,9 @@ def batch_row(rec: ReplayedBatch, mode: Mode) -> dict[str, Any]:
         "min_lat_s": totals[best],
         "worst_s": max(totals.values()),
     }
-    if mode is Mode.DUPLICATOR and rec.plan.speculative_edge:
-        cloud = rec.plan.runtime  # fixed, or chosen for this batch (auto)
-        edge = rec.plan.edge_runtime
+    plan = rec.plan
+    if mode is Mode.DUPLICATOR and isinstance(plan, RacePlan):
+        cloud, edge = plan.cloud, plan.edge  # the cloud fixed, or chosen for this batch (auto)
         e_total, c_total = totals[edge], _dup_cloud_total(rec, cloud)
         chosen = cloud if out.kept_cloud else edge
         truth_winner = cloud if c_total < e_total else edge
@@ -104,17 +104,17 @@ def batch_row(rec: ReplayedBatch, mode: Mode) -> dict[str, Any]:
             dup_truth={"edge_s": e_total, "cloud_s": None if math.isinf(c_total) else c_total},
             success=chosen == truth_winner,
         )
-    elif mode is Mode.SHARE:
+    elif mode is Mode.SHARE and isinstance(plan, SharePlan):
         # No single runtime was chosen: right when the shared batch beat the best one.
         row.update(
             chosen="share",
             shares=dict(out.shares),
-            share_clouds=list(rec.plan.share_clouds),
+            share_clouds=list(plan.clouds),
             duplicate_images=out.duplicate_images,
             success=out.total_s <= totals[best] * (1 + 1e-9) + 1e-9,
         )
     else:
-        chosen = rec.plan.runtime
+        chosen = plan.chosen
         row.update(chosen=chosen, success=totals[chosen] <= totals[best] * (1 + 1e-9) + 1e-9)
     return row
 
@@ -209,9 +209,9 @@ def score(result: ReplayResult) -> dict[str, Any]:
         saved = wasted = used = 0.0
         per_choice: dict[str, float] = {}
         for rec, r in zip(result.records, rows, strict=True):
-            if not rec.plan.speculative_edge:
+            if not isinstance(rec.plan, RacePlan):
                 continue  # no pod: auto kept the edge alone, or the cloud was down
-            cloud = rec.plan.runtime
+            cloud = rec.plan.cloud
             g = gpus[cloud]
             used += r["cloud_used_s"] * g
             if r["ran_on"] != cloud and r.get("kept_cloud") is not True:
@@ -232,7 +232,7 @@ def score(result: ReplayResult) -> dict[str, Any]:
             "used_s": used,
             "kept_cloud": sum(r.get("kept_cloud") is True for r in rows),
             "pods": Counter(
-                rec.plan.runtime for rec in result.records if rec.plan.speculative_edge
+                rec.plan.cloud for rec in result.records if isinstance(rec.plan, RacePlan)
             ),
         }
     if result.mode is Mode.SHARE:

@@ -48,6 +48,8 @@ from stoic.values import (
     Outcome,
     Plan,
     ProcessingSample,
+    RacePlan,
+    SinglePlan,
     TransferSample,
 )
 
@@ -150,13 +152,12 @@ class Scheduler:
         *,
         mode: Mode = Mode.SELECTOR,
         pinned: str | None = None,
-        truth: Mapping[str, float] | None = None,
     ) -> Plan:
         """Estimate the available runtimes and decide, timed (``Plan.decision_s``), but
         commit to nothing: ``GET /v1/estimate`` asks this."""
         t = time.perf_counter()
         estimates = self.estimate(job)
-        plan = decide(mode, job, estimates, options=self.policy_options, pinned=pinned, truth=truth)
+        plan = decide(mode, job, estimates, options=self.policy_options, pinned=pinned)
         return replace(plan, decision_s=time.perf_counter() - t)
 
     def plan(
@@ -165,10 +166,9 @@ class Scheduler:
         *,
         mode: Mode,
         pinned: str | None = None,
-        truth: Mapping[str, float] | None = None,
     ) -> Plan:
         """The decision for a batch about to run: :meth:`preview`, counted and logged."""
-        plan = self.preview(job, mode=mode, pinned=pinned, truth=truth)
+        plan = self.preview(job, mode=mode, pinned=pinned)
         self._contenders.append(contenders(plan.estimates))
         self.decisions += 1
         self.decision_s_total += plan.decision_s
@@ -177,8 +177,8 @@ class Scheduler:
             batch_id=job.batch_id,
             n_images=job.n_images,
             mode=str(mode),
-            runtime=plan.runtime,
-            speculative=plan.speculative_edge,
+            runtime=plan.chosen,
+            speculative=isinstance(plan, RacePlan),
             reason=plan.reason,
             available=list(plan.estimates),
             decision_s=plan.decision_s,
@@ -197,7 +197,6 @@ class Scheduler:
         *,
         mode: Mode,
         pinned: str | None = None,
-        truth: Mapping[str, float] | None = None,
         on_plan: Callable[[Plan], Awaitable[None]] | None = None,
         done: Mapping[int, Any] | None = None,
         on_chunk: ChunkSink | None = None,
@@ -205,12 +204,11 @@ class Scheduler:
         """Schedule and run one batch: plan, tell ``on_plan`` (the daemon records the
         decision and counts it), run the plan (share mode: ``done``/``on_chunk``, see
         :meth:`Requester.run`). Errors of the requester propagate (typed)."""
-        plan = self.plan(job, mode=mode, pinned=pinned, truth=truth)
+        plan = self.plan(job, mode=mode, pinned=pinned)
         if on_plan is not None:
             await on_plan(plan)
         outcome = await self.requester.run(job, plan, done=done, on_chunk=on_chunk)
-        outcome.decision_s = plan.decision_s
-        return plan, outcome
+        return plan, replace(outcome, decision_s=plan.decision_s)
 
     # Bootstrapping (paper §3.7) -----------------------------------------------------------
 
@@ -269,7 +267,8 @@ class Scheduler:
                         app=app,
                         app_version=app_version,
                     )
-                    plan = Plan(runtime, Mode.PINNED, f"bootstrap {app} {app_version} on {runtime}")
+                    why = f"bootstrap {app} {app_version} on {runtime}"
+                    plan = SinglePlan(runtime, mode=Mode.PINNED, reason=why)
                     try:
                         outcome = await self.requester.run(job, plan, fallback=False)
                     except BackendError as exc:

@@ -769,8 +769,11 @@ class Store:
         cloud_wasted_s: float | None = None,
         results_key: str | None = None,
         error: str | None = None,
+        decision_reason: str | None = None,
     ) -> BatchRecord:
-        """Move a running batch to ``done`` or ``failed`` with its measured outcome.
+        """Move a running batch to ``done`` or ``failed`` with its measured outcome
+        (``decision_reason``: the decision's reason with what happened after it, when
+        something did; None keeps the reason recorded with the decision).
 
         Raises :class:`~stoic.errors.BatchStateError` unless the batch is running, so a
         batch finishes once: a second finish, or one after crash recovery requeued it,
@@ -793,6 +796,8 @@ class Store:
             row.cloud_wasted_s = cloud_wasted_s
             row.results_key = results_key
             row.error = error
+            if decision_reason is not None:
+                row.decision_reason = decision_reason
             return _batch(row)
 
     def requeue_running(self, now: float, *, max_attempts: int | None = None) -> list[str]:

@@ -24,16 +24,26 @@ worlds, one code path"), so a table of estimates is all a test needs.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 from stoic.errors import PredictorError
-from stoic.schedule.share.fluid import Capacity, fluid_bound
+from stoic.schedule.share.fluid import fluid_bound
+from stoic.schedule.share.forecast import expected_finish, share_capacity
 from stoic.settings import Settings
-from stoic.values import Component, Estimate, Job, Mode, Plan, RuntimeKind
+from stoic.values import (
+    Component,
+    Estimate,
+    Job,
+    Mode,
+    Plan,
+    RacePlan,
+    RuntimeKind,
+    SharePlan,
+    SinglePlan,
+)
 
 Objective = Literal["mean", "expected", "quantile"]
 AUTO = "auto"
@@ -52,6 +62,9 @@ class PolicyOptions:
     edge_margin: float = 0.1
     share_min_gain_s: float = 5.0
     share_max_clouds: int = 3
+    oracle: Callable[[Job], Mapping[str, float]] | None = None
+    """The oracle's ground truth: actual total seconds per runtime of a job (the replay
+    supplies it; MIN-LAT cannot run without)."""
 
     @classmethod
     def from_settings(cls, settings: Settings, *, edge_runtime: str | None = None) -> PolicyOptions:
@@ -107,9 +120,7 @@ def race_score(
     batch to the edge (its predicted total), which runs anyway."""
     e = estimates[cloud]
     r = e.risk
-    # The edge runs anyway and the pod deploys while the link is down, so the wait for
-    # the uplink (the selector's, Estimate.uplink_wait_s) is left out: priced here it
-    # kept pods that hedge a congested edge from deploying (docs/evaluation/README.md).
+    # No uplink wait: the pod deploys meanwhile (docs/evaluation/README.md, "Uplink checks").
     transfer = e.transfer.mean - e.uplink_wait_s
     if objective == "mean":
         return max(transfer, e.deployment.mean) + e.processing.mean
@@ -119,9 +130,7 @@ def race_score(
             return edge_total if r.p_timeout > 0 else e.total.mean - e.uplink_wait_s
         return max(transfer, r.deployment_quantile_s) + e.processing.mean
     ready = max(transfer, e.deployment.mean + r.deployment_excess_s)
-    # Not the processing tail (Risk.processing_excess) that the selector prices: on
-    # either side of the race it made the duplicator no better on the 6 environments
-    # where it helps the selector (+1.8 points summed; docs/evaluation/README.md).
+    # No processing tail on either side (docs/evaluation/README.md, "The processing tail").
     return (1.0 - r.p_timeout) * (ready + e.processing.mean) + r.p_timeout * edge_total
 
 
@@ -142,12 +151,8 @@ def decide(
     *,
     options: PolicyOptions = PolicyOptions(),
     pinned: str | None = None,
-    truth: Mapping[str, float] | None = None,
 ) -> Plan:
-    """Choose where ``job`` runs. ``estimates`` holds the *available* runtimes only.
-
-    ``truth`` (actual total seconds per runtime) is read by the oracle alone.
-    """
+    """Choose where ``job`` runs. ``estimates`` holds the *available* runtimes only."""
     edge = options.edge_runtime
     has_edge = edge in estimates
     objective = options.objective
@@ -158,9 +163,10 @@ def decide(
         speculative: bool = False,
         scores: Mapping[str, float] | None = None,
     ) -> Plan:
-        return Plan(
-            runtime, mode, reason, dict(estimates), speculative, edge, scores=dict(scores or {})
-        )
+        given, seen = dict(estimates), dict(scores or {})
+        if speculative:
+            return RacePlan(runtime, edge, mode=mode, reason=reason, estimates=given, scores=seen)
+        return SinglePlan(runtime, mode=mode, reason=reason, estimates=given, scores=seen)
 
     def fallback(wanted: str) -> Plan:
         if has_edge:
@@ -211,13 +217,14 @@ def decide(
                 else fallback(edge)
             )
         case Mode.ORACLE:
-            if truth is None:
+            if options.oracle is None:
                 raise PredictorError("the oracle policy needs the ground truth (replay only)")
+            truth = options.oracle(job)
             known = {n: truth[n] for n in estimates if n in truth}
             if not known:
                 raise PredictorError("the oracle has no ground truth for any available runtime")
             best = min(known, key=lambda n: known[n])
-            # In hindsight (MIN-LAT) or, for the replay's ``informed`` mode, in expectation.
+            # In hindsight (MIN-LAT), or in expectation (``informed``): the replay says which.
             return plan(best, f"oracle: {best} has the least given total ({known[best]:.1f} s)")
         case Mode.PINNED:
             if pinned is None:
@@ -248,9 +255,7 @@ def _auto_duplicator(
     scores = {c: race_score(estimates, c, objective, edge) for c in clouds}
     scores[edge] = edge_total
     best = min(clouds, key=lambda c: (scores[c], clouds.index(c)))
-    # No pod only when the edge is predicted first by the margin *and* its prediction
-    # is no extrapolation: a T_p line fitted on small batches can call a large one
-    # quick and be badly wrong, and without a pod nothing catches that.
+    # No pod only if the edge wins by the margin without extrapolating (docs/scheduling.md).
     seen = estimates[edge].processing_seen
     known = seen is None or job.n_images <= seen
     if known and edge_total <= (1.0 - options.edge_margin) * scores[best]:
@@ -267,53 +272,6 @@ def _auto_duplicator(
         speculative=True,
         scores=scores,
     )
-
-
-def share_capacity(e: Estimate, n_images: int, n_bytes: int, edge: bool) -> Capacity:
-    """How a runtime would take part in a shared batch, as predicted: when it can start
-    (0 at the edge; a pod when deployed, its first images uploaded meanwhile), its fixed
-    cost per call and its seconds per image. A pod is fed over the uplink while it
-    works, so it cannot go faster than its images arrive."""
-    per_image = e.per_image_s(n_images)
-    if edge:
-        return Capacity(0.0, e.fixed_s(), per_image)
-    # Without the wait for an uplink that is down (uplink_wait_s): measured, pricing it
-    # as a later start made share no better (docs/evaluation/README.md, "Uplink checks").
-    upload = e.transfer.mean - e.uplink_wait_s
-    upload_per_image = upload / n_images if n_images else 0.0
-    ready = e.deployment.mean + e.risk.deployment_excess_s
-    return Capacity(ready, e.fixed_s(), max(per_image, upload_per_image))
-
-
-def _expected_finish(
-    n: int,
-    members: list[str],
-    caps: Mapping[str, Capacity],
-    estimates: Mapping[str, Estimate],
-    edge: str,
-) -> float:
-    """The fluid finish of ``members`` in expectation over which cloud deployments time
-    out (independently, each with its ``p_timeout``; a timed-out pod labels nothing and
-    the others take its share). So a second pod is worth its gain when the first is
-    ready *and* its insurance when the first times out: on random-004, GPU1 alone
-    (4 % timeouts) left the edge to label whole batches at 1.9-5.5 s per image."""
-    clouds = [m for m in members if m != edge]
-    always = [caps[m] for m in members if m == edge]
-    total = 0.0
-    for up in itertools.product((True, False), repeat=len(clouds)):
-        weight = 1.0
-        for c, ok in zip(clouds, up, strict=True):
-            p = estimates[c].risk.p_timeout
-            weight *= (1.0 - p) if ok else p
-        if weight == 0.0:
-            continue
-        present = always + [caps[c] for c, ok in zip(clouds, up, strict=True) if ok]
-        if present:
-            total += weight * fluid_bound(n, present)
-        else:  # no edge and every pod timed out: the timeout, then a fresh try
-            timeout_s = max(estimates[c].risk.timeout_s for c in clouds)
-            total += weight * (timeout_s + fluid_bound(n, [caps[c] for c in clouds]))
-    return total
 
 
 def _share(
@@ -338,7 +296,7 @@ def _share(
         candidates.remove(first)
 
     def expected(members: list[str]) -> float:
-        return _expected_finish(n, members, caps, estimates, edge)
+        return expected_finish(n, members, caps, estimates, edge)
 
     finish = expected(chosen)
     scores = {"alone": finish}
@@ -355,15 +313,13 @@ def _share(
     clouds = tuple(c for c in chosen if c != edge)
     lead = chosen[0]
     what = ", ".join(f"{c} (−{scores[c]:.1f} s)" for c in clouds) or "no cloud runtime"
-    return Plan(
+    return SharePlan(
         lead,
-        Mode.SHARE,
-        f"share: {lead} starts now with {what}; predicted {finish:.1f} s",
-        dict(estimates),
-        False,
-        edge,
+        clouds,
+        mode=Mode.SHARE,
+        reason=f"share: {lead} starts now with {what}; predicted {finish:.1f} s",
+        estimates=dict(estimates),
         scores=scores,
-        share_clouds=clouds,
     )
 
 

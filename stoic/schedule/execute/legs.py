@@ -1,9 +1,15 @@
-"""One runtime's part in a batch (a :class:`Leg`) and the :class:`LegRunner` that runs it.
+"""The measurer: one runtime's part in a batch (a :class:`Leg`) and the :class:`LegRunner`.
 
-Both ways of executing a plan are built from the same steps: the single-runtime path
-runs deploy → upload → warm → invoke on one leg, and the duplicator runs an edge leg and
-a cloud leg side by side (:mod:`stoic.schedule.execute.duplicator`). Keeping the steps in one
-place means each measurement is taken, and handed to the
+:class:`LegRunner` is the only code that talks to a backend (deploy, upload, invoke,
+teardown) and turns what happened into samples; ``tests/test_measurer.py`` checks by
+the AST that no other module calls a backend's ``deploy``, ``upload`` or ``invoke``.
+Every way of executing a plan is built from its steps: the single-runtime path runs
+deploy → upload → warm → invoke on one leg, the duplicator runs an edge leg and a cloud
+leg side by side (:mod:`stoic.schedule.execute.duplicator`), share mode uploads and
+labels chunks (:meth:`LegRunner.upload_chunk`, :meth:`LegRunner.label_chunk`), and the
+inquisitor deploys probes and times processing on them (:meth:`LegRunner.probe_deploy`,
+:meth:`LegRunner.time_processing`). Keeping the steps in one place means each
+measurement is taken, and handed to the
 :class:`~stoic.schedule.execute.recorder.Recorder`, the same way whichever path ran it:
 
 * deploy with retry and exponential back-off on :class:`DeployFailure` (0.1 s, ×2, 10
@@ -17,22 +23,28 @@ place means each measurement is taken, and handed to the
 
 :class:`LegRunner` is a concrete object built with exactly what the steps need
 (backends, runtimes, recorder, clock, settings, availability); the requester, its
-duplicator and the inquisitor hold the same one, as an httpx ``Client`` holds its
-transport, so a recorder added to it (the scheduler's observation counter) reaches
-every measurement. The inquisitor deploys and tears down runtimes with the
-module-level helpers (:func:`backend_for`, :func:`deploy_guarded`), outside any batch.
+duplicator, the share session and the inquisitor hold the same one, as an httpx
+``Client`` holds its transport, so a recorder added to it (the scheduler's observation
+counter) reaches every measurement.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from stoic.backends.base import Deployment, Invocation, RuntimeBackend, Upload
 from stoic.clock import Clock
-from stoic.errors import ConfigError, DeployFailure, DeployTimeout, RetriesExhausted
+from stoic.errors import (
+    BackendError,
+    ConfigError,
+    DeployFailure,
+    DeployTimeout,
+    RetriesExhausted,
+)
 from stoic.logging import get_logger
 from stoic.schedule.execute.recorder import MultiRecorder, Recorder
 from stoic.schedule.probe.availability import Availability
@@ -41,6 +53,7 @@ from stoic.values import (
     DeploymentSample,
     DeployOutcome,
     Job,
+    Mode,
     Outcome,
     ProcessingSample,
     Runtime,
@@ -50,10 +63,11 @@ from stoic.values import (
 log = get_logger(__name__)
 
 
-# Helpers shared with the inquisitor ---------------------------------------------------
+Placer = Callable[[Job], Awaitable[Upload]]
+"""Places a job's package where one runtime reads it, unmeasured (a probe's images)."""
 
 
-def backend_for(backends: Mapping[str, RuntimeBackend], runtime: Runtime) -> RuntimeBackend:
+def _backend_for(backends: Mapping[str, RuntimeBackend], runtime: Runtime) -> RuntimeBackend:
     """The backend of ``runtime``: a key equal to the runtime's name wins (tests and the
     replay give each runtime its own), else the key named by ``runtime.backend``."""
     backend = backends.get(runtime.name) or backends.get(runtime.backend)
@@ -64,7 +78,7 @@ def backend_for(backends: Mapping[str, RuntimeBackend], runtime: Runtime) -> Run
     return backend
 
 
-async def deploy_guarded(
+async def _deploy_guarded(
     backend: RuntimeBackend, runtime: Runtime, timeout_s: float, grace_s: float
 ) -> Deployment:
     """``backend.deploy`` bounded by ``timeout_s``; a backend that overruns its own
@@ -75,6 +89,23 @@ async def deploy_guarded(
             return await backend.deploy(runtime, timeout_s=timeout_s)
     except TimeoutError:
         raise DeployTimeout(runtime.name, timeout_s) from None
+
+
+@dataclass(slots=True)
+class UplinkShare:
+    """The uploads of one shared batch in flight, and how many have started."""
+
+    in_flight: int = 0
+    starts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """A probe deployment: its sample, the backend's error, or the pod to tear down."""
+
+    sample: DeploymentSample
+    error: BackendError | None
+    deployment: Deployment | None = None
 
 
 # One leg and its steps ----------------------------------------------------------------
@@ -126,7 +157,7 @@ class LegRunner:
         # the edge while a batch runs there (they would share its CPUs).
         self.in_use: Counter[str] = Counter()
         for r in runtimes.values():
-            backend_for(backends, r)  # fail at start-up, not on the first batch
+            _backend_for(backends, r)  # fail at start-up, not on the first batch
 
     def add_recorder(self, recorder: Recorder) -> None:
         """Also send every sample to ``recorder`` (the scheduler counts observations)."""
@@ -134,6 +165,9 @@ class LegRunner:
             self.recorder.add(recorder)
         else:
             self.recorder = MultiRecorder(self.recorder, recorder)
+
+    def _backend(self, runtime: Runtime) -> RuntimeBackend:
+        return _backend_for(self.backends, runtime)
 
     def runtime(self, name: str) -> Runtime:
         try:
@@ -153,19 +187,29 @@ class LegRunner:
         finally:
             await self.teardown(leg)
 
-    def finish(self, out: Outcome, leg: Leg, t0: float, *, add_used: bool) -> None:
-        """Fill ``out`` from the leg that produced the results."""
+    def outcome(
+        self, job: Job, mode: Mode, leg: Leg, since: tuple[float, float], **rest: Any
+    ) -> Outcome:
+        """The outcome of a batch whose results ``leg`` produced; ``since`` is the
+        batch's start (clock instant, loop time), ``rest`` what the executor adds (its
+        reason, its cloud accounting)."""
         assert leg.invocation is not None and leg.done_at is not None
-        out.runtime = out.winner = leg.runtime.name
-        out.transfer_s = leg.transfer_s
-        out.deployment_s = leg.deploy_s
-        out.warmup_s = leg.warmup_s
-        out.processing_s = leg.processing_s
-        out.total_s = leg.done_at - t0
-        out.finished_at = self.clock.now()
-        out.results = leg.invocation.results
-        if add_used:  # the winner's own pod time (a fallback already counted the failed one)
-            out.cloud_used_s += leg.cloud_used_s
+        started_at, t0 = since
+        return Outcome(
+            job.batch_id,
+            leg.runtime.name,
+            mode,
+            transfer_s=leg.transfer_s,
+            deployment_s=leg.deploy_s,
+            warmup_s=leg.warmup_s,
+            processing_s=leg.processing_s,
+            total_s=leg.done_at - t0,
+            started_at=started_at,
+            finished_at=self.clock.now(),
+            winner=leg.runtime.name,
+            results=leg.invocation.results,
+            **rest,
+        )
 
     # The steps, each measured and recorded -----------------------------------------------
 
@@ -174,14 +218,14 @@ class LegRunner:
         loop = asyncio.get_running_loop()
         rt = leg.runtime
         req, timeout = self.settings.requester, self.settings.predictor.deploy_timeout_s
-        backend = backend_for(self.backends, rt)
+        backend = self._backend(rt)
         delay = req.retry_initial_s
         start = loop.time()
         last: BaseException | None = None
         for attempt in range(1, req.retry_attempts + 1):
             at, t = self.clock.now(), loop.time()
             try:
-                dep = await deploy_guarded(backend, rt, timeout, req.deploy_guard_grace_s)
+                dep = await _deploy_guarded(backend, rt, timeout, req.deploy_guard_grace_s)
             except DeployTimeout as exc:
                 await self._record_deploy(rt, at, timeout, DeployOutcome.TIMEOUT)
                 if self.availability is not None:
@@ -220,7 +264,7 @@ class LegRunner:
     async def upload(self, job: Job, leg: Leg) -> None:
         loop = asyncio.get_running_loop()
         at, t = self.clock.now(), loop.time()
-        leg.upload = await backend_for(self.backends, leg.runtime).upload(leg.runtime, job)
+        leg.upload = await self._backend(leg.runtime).upload(leg.runtime, job)
         leg.transfer_s = loop.time() - t
         if not leg.runtime.is_edge and job.n_bytes > 0:
             await self.recorder.transfer(
@@ -235,26 +279,29 @@ class LegRunner:
         assert leg.deployment is not None and leg.upload is not None
         loop = asyncio.get_running_loop()
         t = loop.time()
-        backend = backend_for(self.backends, leg.runtime)
+        backend = self._backend(leg.runtime)
         await backend.invoke(leg.deployment, job, leg.upload, warmup=True)
         leg.warmup_s = loop.time() - t
 
     async def invoke(self, job: Job, leg: Leg) -> None:
         assert leg.deployment is not None and leg.upload is not None
         loop = asyncio.get_running_loop()
-        backend = backend_for(self.backends, leg.runtime)
+        backend = self._backend(leg.runtime)
         leg.invoke_started = t = loop.time()
         leg.invocation = await backend.invoke(leg.deployment, job, leg.upload)
         leg.done_at = loop.time()
         leg.processing_s = leg.done_at - t
+        await self._record_processing(job, leg.runtime.name, leg.processing_s)
+
+    async def _record_processing(self, job: Job, runtime: str, seconds: float) -> None:
         await self.recorder.processing(
             ProcessingSample(
                 job.app,
                 job.app_version,
-                leg.runtime.name,
+                runtime,
                 job.n_images,
                 job.n_bytes,
-                leg.processing_s,
+                seconds,
                 self.clock.now(),
             )
         )
@@ -266,6 +313,103 @@ class LegRunner:
         leg.torn_down_at = asyncio.get_running_loop().time()
         self.in_use[leg.runtime.name] -= 1
         try:
-            await backend_for(self.backends, leg.runtime).teardown(leg.deployment)
+            await self._backend(leg.runtime).teardown(leg.deployment)
         except Exception:
             log.exception("teardown failed", runtime=leg.runtime.name)
+
+    # Share mode's chunks (stoic.schedule.share.session) --------------------------------
+
+    async def upload_chunk(self, leg: Leg, job: Job, uplink: UplinkShare) -> Upload:
+        """Upload one chunk, adding its seconds to the leg's T_t; the uplink's bandwidth
+        is learnt only from an upload that had the uplink to itself (``uplink`` counts
+        the batch's uploads in flight): concurrent ones would teach a slower uplink."""
+        loop = asyncio.get_running_loop()
+        at, t = self.clock.now(), loop.time()
+        alone, generation = uplink.in_flight == 0, uplink.starts
+        uplink.in_flight += 1
+        uplink.starts += 1
+        try:
+            upload = await self._backend(leg.runtime).upload(leg.runtime, job)
+        finally:
+            uplink.in_flight -= 1
+        seconds = loop.time() - t
+        leg.transfer_s += seconds
+        alone = alone and uplink.in_flight == 0 and uplink.starts == generation + 1
+        if alone and job.n_bytes > 0:
+            await self.recorder.transfer(TransferSample(job.n_bytes, seconds, at, leg.runtime.name))
+        return upload
+
+    async def label_chunk(
+        self, leg: Leg, job: Job, upload: Upload, *, learn: bool
+    ) -> tuple[Invocation, float]:
+        """Label one chunk on the leg's deployment; returns the call and its seconds,
+        added to the leg's T_p. ``learn``: record it as a processing sample (the first
+        call of a participant only: a later call on the same warm instance skips the
+        model load and would bias the T_p line's intercept low)."""
+        assert leg.deployment is not None
+        loop = asyncio.get_running_loop()
+        t = loop.time()
+        leg.invoke_started = leg.invoke_started or t
+        invocation = await self._backend(leg.runtime).invoke(leg.deployment, job, upload)
+        seconds = loop.time() - t
+        leg.processing_s += seconds
+        leg.done_at = loop.time()
+        if learn:
+            await self._record_processing(job, leg.runtime.name, seconds)
+        return invocation, seconds
+
+    async def place(self, runtime: Runtime, job: Job) -> Upload:
+        """Upload ``job``'s package for ``runtime``, unmeasured: the edge's copy of a
+        shared batch, a probe's images (placed once, reused)."""
+        return await self._backend(runtime).upload(runtime, job)
+
+    # The inquisitor's probes (stoic.schedule.probe.inquisitor) -------------------------
+
+    async def probe_deploy(self, runtime: Runtime) -> Probe:
+        """Deploy ``runtime`` outside any batch, timed to ready. Backend errors become
+        the sample (a timeout lasts the timeout: it took *at least* that long), never
+        exceptions. The sample is returned, not recorded: the prober records it
+        (:meth:`record_deployment`) once the pod is torn down."""
+        loop = asyncio.get_running_loop()
+        timeout = self.settings.predictor.deploy_timeout_s
+        grace = self.settings.requester.deploy_guard_grace_s
+        at, t = self.clock.now(), loop.time()
+        try:
+            deployment = await _deploy_guarded(self._backend(runtime), runtime, timeout, grace)
+        except DeployTimeout as exc:
+            return Probe(DeploymentSample(runtime.name, at, timeout, DeployOutcome.TIMEOUT), exc)
+        except BackendError as exc:
+            duration = loop.time() - t
+            return Probe(DeploymentSample(runtime.name, at, duration, DeployOutcome.FAILURE), exc)
+        sample = DeploymentSample(runtime.name, at, loop.time() - t, DeployOutcome.OK)
+        return Probe(sample, None, deployment)
+
+    async def record_deployment(self, sample: DeploymentSample) -> None:
+        await self.recorder.deployment(sample)
+
+    async def standby(self, runtime: Runtime) -> Deployment:
+        """The edge's warm standby, for a processing probe: no T_d to time."""
+        timeout = self.settings.predictor.deploy_timeout_s
+        return await self._backend(runtime).deploy(runtime, timeout_s=timeout)
+
+    async def time_processing(
+        self, runtime: Runtime, deployment: Deployment, job: Job, upload: Upload
+    ) -> float:
+        """A processing probe: warm the pod as :meth:`warm` would, then time the call and
+        record it as a batch's T_p sample; returns its seconds."""
+        backend = self._backend(runtime)
+        if self.settings.requester.warmup and not runtime.is_edge:
+            await backend.invoke(deployment, job, upload, warmup=True)
+        loop = asyncio.get_running_loop()
+        t = loop.time()
+        await backend.invoke(deployment, job, upload)
+        seconds = loop.time() - t
+        await self._record_processing(job, runtime.name, seconds)
+        return seconds
+
+    async def release(self, runtime: Runtime, deployment: Deployment) -> None:
+        """Tear down a probe's deployment; a failing teardown is logged, never raised."""
+        try:
+            await self._backend(runtime).teardown(deployment)
+        except Exception:
+            log.exception("probe teardown failed", runtime=runtime.name)

@@ -45,19 +45,19 @@ that arrives while the link is down is priced with the wait (``predict/uplink.py
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from typing import Protocol
 
 from stoic.aio import cancel_and_wait
-from stoic.backends.base import Deployment, RuntimeBackend, Upload
+from stoic.backends.base import Deployment, Upload
 from stoic.errors import BackendError, ConfigError, DeployTimeout
 from stoic.logging import get_logger
 from stoic.predict.uplink import UplinkCheck, UplinkWatch
-from stoic.schedule.execute.legs import LegRunner, backend_for, deploy_guarded
+from stoic.schedule.execute.legs import LegRunner, Placer
 from stoic.schedule.probe.availability import Availability
 from stoic.values import (
     DeploymentSample,
-    DeployOutcome,
     Job,
     ProcessingSample,
     Runtime,
@@ -73,11 +73,11 @@ class ProbeWork(Protocol):
     """Where a processing probe's images come from."""
 
     async def prepare(
-        self, runtime: Runtime, backend: RuntimeBackend, n_images: int
+        self, runtime: Runtime, place: Placer, n_images: int
     ) -> tuple[Job, Upload] | None:
         """A job of ``n_images`` images (fewer if fewer exist) that ``runtime`` can
-        already read, and its upload, placed once and reused; None while there is
-        nothing to probe with (no batch accepted yet)."""
+        already read, and its upload, placed once (with ``place``, the measurer's) and
+        reused; None while there is nothing to probe with (no batch accepted yet)."""
         ...
 
 
@@ -127,8 +127,6 @@ class Inquisitor:
         self._last_processing: dict[str, float] = {}
         self._turn: dict[str, int] = {}  # runtime -> processing probes started
         legs.add_recorder(_ProcessingClock(self._last_processing))
-        for r in self.cloud_runtimes():
-            backend_for(legs.backends, r)  # fail at start-up on a missing backend
 
     def cloud_runtimes(self) -> list[Runtime]:
         return [r for r in self.runtimes.values() if not r.is_edge]
@@ -146,31 +144,22 @@ class Inquisitor:
         if runtime.is_edge:
             raise ConfigError(f"runtime {name!r} is the edge; only cloud runtimes are probed")
         loop = asyncio.get_running_loop()
-        backend = backend_for(self.legs.backends, runtime)
-        timeout = self.settings.predictor.deploy_timeout_s
-        grace = self.settings.requester.deploy_guard_grace_s
         self.probes += 1
-        at, t = self.legs.clock.now(), loop.time()
-        try:
-            deployment = await deploy_guarded(backend, runtime, timeout, grace)
-        except DeployTimeout as exc:
-            sample = DeploymentSample(name, at, timeout, DeployOutcome.TIMEOUT)
-            self.availability.mark_unavailable(name, self.legs.clock.now(), f"probe: {exc}")
-        except BackendError as exc:
-            sample = DeploymentSample(name, at, loop.time() - t, DeployOutcome.FAILURE)
-            log.warning("probe failed", runtime=name, error=str(exc))
+        probe = await self.legs.probe_deploy(runtime)
+        sample = probe.sample
+        if isinstance(probe.error, DeployTimeout):
+            self.availability.mark_unavailable(name, self.legs.clock.now(), f"probe: {probe.error}")
+        elif probe.error is not None:
+            log.warning("probe failed", runtime=name, error=str(probe.error))
         else:
+            assert probe.deployment is not None
             ready = loop.time()
-            sample = DeploymentSample(name, at, ready - t, DeployOutcome.OK)
             try:
                 if self._processing_due(name):
-                    await self._time_processing(runtime, backend, deployment)
+                    await self._time_processing(runtime, probe.deployment)
             finally:
                 self.cloud_s[name] = self.cloud_s.get(name, 0.0) + loop.time() - ready
-                try:
-                    await backend.teardown(deployment)
-                except Exception:
-                    log.exception("probe teardown failed", runtime=name)
+                await self.legs.release(runtime, probe.deployment)
             self.availability.mark_available(name, self.legs.clock.now(), "probe succeeded")
         log.info(
             "deployment probed",
@@ -178,7 +167,7 @@ class Inquisitor:
             duration_s=sample.duration_s,
             outcome=str(sample.outcome),
         )
-        await self.legs.recorder.deployment(sample)
+        await self.legs.record_deployment(sample)
         return sample
 
     def _processing_due(self, name: str) -> bool:
@@ -189,44 +178,28 @@ class Inquisitor:
         stale = last is None or self.legs.clock.now() - last >= period
         return stale and self.worth(name)
 
-    async def _time_processing(
-        self, runtime: Runtime, backend: RuntimeBackend, deployment: Deployment
-    ) -> None:
-        """Warm the pod and time the function on a probe batch; record T_p. A backend
-        error is logged (the next period tries again), never raised."""
+    async def _time_processing(self, runtime: Runtime, deployment: Deployment) -> None:
+        """Warm the pod and time the function on a probe batch (the measurer records
+        T_p). A backend error is logged (the next period tries again), never raised."""
         assert self.work is not None
-        loop = asyncio.get_running_loop()
         name = runtime.name
         self._last_processing[name] = self.legs.clock.now()  # also when it fails
         sizes = self.settings.predictor.processing_probe_images
         turn = self._turn.get(name, 0)
         self._turn[name] = turn + 1
         try:
-            got = await self.work.prepare(runtime, backend, sizes[turn % len(sizes)])
+            got = await self.work.prepare(
+                runtime, functools.partial(self.legs.place, runtime), sizes[turn % len(sizes)]
+            )
             if got is None:
                 return
             job, upload = got
-            if self.settings.requester.warmup and not runtime.is_edge:  # as LegRunner.warm
-                await backend.invoke(deployment, job, upload, warmup=True)
-            t = loop.time()
-            await backend.invoke(deployment, job, upload)
-            seconds = loop.time() - t
+            seconds = await self.legs.time_processing(runtime, deployment, job, upload)
         except BackendError as exc:
             log.warning("processing probe failed", runtime=name, error=str(exc))
             return
         self.processing_probes += 1
         log.info("processing probed", runtime=name, images=job.n_images, duration_s=seconds)
-        await self.legs.recorder.processing(
-            ProcessingSample(
-                job.app,
-                job.app_version,
-                name,
-                job.n_images,
-                job.n_bytes,
-                seconds,
-                self.legs.clock.now(),
-            )
-        )
 
     async def check_uplink(self) -> bool | None:
         """One uplink check, recorded in the watch (None: no check configured). A check
@@ -257,13 +230,11 @@ class Inquisitor:
     async def probe_edge_processing(self, runtime: Runtime) -> None:
         """A processing probe on the edge: no deployment to time, nothing to tear down
         but the backend's handle."""
-        backend = backend_for(self.legs.backends, runtime)
-        timeout = self.settings.predictor.deploy_timeout_s
-        deployment = await backend.deploy(runtime, timeout_s=timeout)
+        deployment = await self.legs.standby(runtime)
         try:
-            await self._time_processing(runtime, backend, deployment)
+            await self._time_processing(runtime, deployment)
         finally:
-            await backend.teardown(deployment)
+            await self.legs.release(runtime, deployment)
 
     async def _guarded_edge(self, runtime: Runtime) -> None:
         try:

@@ -12,9 +12,9 @@ that its rules can be tested exhaustively:
   and uploads them meanwhile (in the order it will process them). A reserved chunk is
   not started, so an idle participant may steal it (the edge the front-most one): an
   upload the edge overtook is wasted bytes, never a wait.
-* **Guided self-scheduling** (:func:`chunk_size`): a chunk is sized to take its taker a
-  fraction of the time the batch has left if everyone shared it, so chunks shrink as
-  the queue empties and no participant is left holding a long tail.
+* **Chunks of any size.** How large a chunk to take is the forecast's business
+  (:meth:`stoic.schedule.share.forecast.Forecast.size`, guided self-scheduling): the
+  board cuts what it is asked for.
 * **Failure returns work.** :meth:`ShareBoard.release` puts a participant's reserved and
   unfinished chunks back (a pod that timed out, an invocation that failed).
 * **Each image once**, except a bounded straggler hedge: when nothing is left to take
@@ -25,7 +25,6 @@ that its rules can be tested exhaustively:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -229,32 +228,9 @@ class ShareBoard:
         self._pending = _merge(self._pending)
         return back
 
-    def labelled_by(self) -> dict[int, str]:
-        return {i: owner for i, (owner, _) in self.results.items()}
-
     def ordered_results(self) -> list[tuple[str, Any]]:
         """(owner, result) per image, in package order (call when :attr:`finished`)."""
         return [self.results[i] for i in range(self.n_images)]
-
-
-def chunk_size(
-    open_images: int,
-    rate: float,
-    total_rate: float,
-    *,
-    factor: float = 2.0,
-    min_images: int = 1,
-) -> int:
-    """Guided self-scheduling, weighted by speed: a chunk that takes its taker
-    ``1/factor`` of the time the batch has left if every participant shared it
-    (``open_images / total_rate``); at least ``min_images``, at most ``open_images``."""
-    if open_images <= 0:
-        return 0
-    if rate <= 0 or total_rate <= 0:
-        return min(open_images, max(min_images, 1))
-    seconds_left = open_images / total_rate
-    size = math.ceil(rate * seconds_left / factor)
-    return max(1, min(open_images, max(size, min_images)))
 
 
 def _ranges_without(n: int, done: Sequence[int]) -> list[Chunk]:

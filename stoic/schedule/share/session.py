@@ -47,14 +47,13 @@ from stoic.aio import cancel_and_wait
 from stoic.backends.base import Upload
 from stoic.errors import BackendError
 from stoic.logging import get_logger
-from stoic.schedule.execute.legs import Leg, LegRunner, backend_for
+from stoic.schedule.execute.legs import Leg, LegRunner, UplinkShare
 from stoic.schedule.share.board import Chunk, ShareBoard
-from stoic.schedule.share.fluid import Capacity, fluid_bound
-from stoic.values import Estimate, Job, Outcome, Plan, ProcessingSample, TransferSample
+from stoic.schedule.share.forecast import Forecast, Pace
+from stoic.values import Estimate, Job, Outcome, SharePlan
 
 log = get_logger(__name__)
 
-_EPS_S = 1e-3  # a look again is at least this far ahead: never a zero-time spin
 STEAL_POLL_S = 2.0
 """How often an idle participant looks again at the reservations of a pod that is
 late (its readiness is overdue, so stealing grows more attractive as time passes)."""
@@ -63,24 +62,13 @@ ChunkSink = Callable[[Chunk, str, Sequence[Any]], Awaitable[None]]
 """Called with each finished chunk: the chunk, who labelled it, its results in order."""
 
 
-@dataclass(slots=True)
-class _Part:
-    """One participant's state in a shared batch."""
+@dataclass(slots=True, kw_only=True)
+class _Part(Pace):
+    """One participant's state in a shared batch: its pace, its leg and its uploads."""
 
-    name: str
     leg: Leg
-    rate: float  # images per second, predicted
-    fixed_s: float  # predicted fixed cost of a call
-    cloud: bool
-    ready_by: float  # loop time it is predicted to be ready by
-    active: bool = False  # deployed and labelling
-    gone: bool = False  # its part is over (failed, cancelled, or nothing left for it)
-    deploy_started: float = 0.0
-    calls: int = 0
     productive_s: float = 0.0  # invocation seconds that labelled new images
     uploads: dict[Chunk, asyncio.Task[Upload]] = field(default_factory=dict)
-    started: dict[Chunk, float] = field(default_factory=dict)
-    error: BaseException | None = None
 
 
 class Sharer:
@@ -92,14 +80,15 @@ class Sharer:
     async def run(
         self,
         job: Job,
-        plan: Plan,
-        out: Outcome,
-        t0: float,
+        plan: SharePlan,
+        since: tuple[float, float],
         *,
         done: Mapping[int, Any] | None = None,
         on_chunk: ChunkSink | None = None,
-    ) -> None:
-        await _Session(self.legs, job, plan, out, t0, done or {}, on_chunk).run()
+    ) -> Outcome:
+        """Label ``job`` with ``plan``'s participants; ``since`` is the batch's start
+        (clock instant, loop time)."""
+        return await _Session(self.legs, job, plan, since, done or {}, on_chunk).run()
 
 
 class _Session:
@@ -107,26 +96,28 @@ class _Session:
         self,
         legs: LegRunner,
         job: Job,
-        plan: Plan,
-        out: Outcome,
-        t0: float,
+        plan: SharePlan,
+        since: tuple[float, float],
         done: Mapping[int, Any],
         on_chunk: ChunkSink | None,
     ) -> None:
-        self.legs, self.job, self.plan, self.out, self.t0 = legs, job, plan, out, t0
+        self.legs, self.job, self.plan = legs, job, plan
+        self.started_at, self.t0 = since
         self.s = legs.settings.share
         self.done = done
         self.on_chunk = on_chunk
         self.board = ShareBoard(job.n_images, done=done, max_hedges=self.s.max_hedges)
         self.loop = asyncio.get_running_loop()
         self._changed = asyncio.Event()
-        self._uploading = 0
-        self._upload_starts = 0
+        self._uplink = UplinkShare()
         self._edge_upload: Upload | None = None
         avail = legs.availability
-        clouds = [c for c in plan.share_clouds if avail is None or avail.is_available(c)]
-        names = [plan.runtime, *clouds]  # a cloud marked down since the decision sits out
+        clouds = [c for c in plan.clouds if avail is None or avail.is_available(c)]
+        names = [plan.lead, *clouds]  # a cloud marked down since the decision sits out
         self.parts = {n: self._part(n, plan.estimates.get(n)) for n in names}
+        self.forecast = Forecast(
+            self.board, self.parts, chunk_factor=self.s.chunk_factor, min_chunk_s=self.s.min_chunk_s
+        )
 
     def _part(self, name: str, e: Estimate | None) -> _Part:
         runtime = self.legs.runtime(name)
@@ -136,16 +127,16 @@ class _Session:
         ready = 0.0 if e is None else e.deployment.mean + e.risk.deployment_excess_s
         return _Part(
             name,
-            Leg(runtime),
             rate=1.0 / per_image if per_image > 0 else math.inf,
             fixed_s=fixed,
             cloud=not runtime.is_edge,
             ready_by=self.loop.time() + ready,
+            leg=Leg(runtime),
         )
 
     # The session ---------------------------------------------------------------------
 
-    async def run(self) -> None:
+    async def run(self) -> Outcome:
         tasks = {
             asyncio.create_task(self._participate(p), name=f"{self.job.batch_id}:share:{p.name}")
             for p in self.parts.values()
@@ -158,48 +149,62 @@ class _Session:
             await cancel_and_wait(tasks)
             for p in self.parts.values():
                 await self.legs.teardown(p.leg)
-        self._finish()
+        out = self._outcome()
         if not self.board.finished:
             errors = [p.error for p in self.parts.values() if p.error is not None]
             if errors:
                 raise errors[-1]
-            raise BackendError(self.plan.runtime, "share: every participant stopped early")
+            raise BackendError(self.plan.lead, "share: every participant stopped early")
+        return out
 
-    def _finish(self) -> None:
-        out, board = self.out, self.board
-        out.total_s = self.loop.time() - self.t0
-        out.finished_at = self.legs.clock.now()
-        out.shares = dict(board.stats.labelled)
-        out.duplicate_images = board.stats.duplicate_images
+    def _outcome(self) -> Outcome:
+        board = self.board
+        total_s = self.loop.time() - self.t0
+        finished_at = self.legs.clock.now()
+        results = None
         if board.finished:
-            out.results = [
+            results = [
                 {**(r if isinstance(r, dict) else {"result": r}), "runtime": owner or "earlier"}
                 if owner
                 else self.done[i]
                 for i, (owner, r) in enumerate(board.ordered_results())
             ]
         labelled = {n: k for n, k in board.stats.labelled.items() if k}
-        out.winner = max(labelled, key=lambda n: labelled[n]) if labelled else out.runtime
+        lead = self.plan.lead
         legs = [p.leg for p in self.parts.values()]
-        out.transfer_s = sum(leg.transfer_s for leg in legs)
         ready = [leg.deploy_s for leg in legs if leg.runtime.is_edge is False and leg.ready_at]
-        out.deployment_s = min(ready) if ready else 0.0
-        out.processing_s = sum(leg.processing_s for leg in legs)
         used = wasted = 0.0
+        cloud_by: dict[str, tuple[float, float]] = {}
         for p in self.parts.values():
             if p.cloud:
                 u = p.leg.cloud_used_s
                 w = max(u - p.productive_s, 0.0)
                 used += u
                 wasted += w
-                out.cloud_by[p.name] = (u, w)
-        out.cloud_used_s, out.cloud_wasted_s = used, wasted
+                cloud_by[p.name] = (u, w)
         failed = [f"{p.name} failed ({p.error})" for p in self.parts.values() if p.error]
         shares = ", ".join(f"{n} {k}" for n, k in labelled.items())
-        out.reason = f"share: {shares or 'nothing'} images" + (
-            "; " + "; ".join(failed) if failed else ""
+        out = Outcome(
+            self.job.batch_id,
+            lead,
+            self.plan.mode,
+            transfer_s=sum(leg.transfer_s for leg in legs),
+            deployment_s=min(ready) if ready else 0.0,
+            processing_s=sum(leg.processing_s for leg in legs),
+            total_s=total_s,
+            started_at=self.started_at,
+            finished_at=finished_at,
+            winner=max(labelled, key=lambda n: labelled[n]) if labelled else lead,
+            cloud_used_s=used,
+            cloud_wasted_s=wasted,
+            results=results,
+            error="; ".join(failed) or None,
+            reason=f"share: {shares or 'nothing'} images"
+            + ("; " + "; ".join(failed) if failed else ""),
+            shares=dict(board.stats.labelled),
+            cloud_by=cloud_by,
+            duplicate_images=board.stats.duplicate_images,
         )
-        out.error = "; ".join(failed) or None
         log.info(
             "share finished",
             batch_id=self.job.batch_id,
@@ -212,6 +217,7 @@ class _Session:
             cloud_wasted_s=wasted,
             total_s=out.total_s,
         )
+        return out
 
     def _notify(self) -> None:
         self._changed.set()
@@ -258,7 +264,7 @@ class _Session:
         """Wait for the deployment while there is still work it could do; cancel it
         (no error) once the others are predicted to finish everything first."""
         while not deploy.done():
-            if self._nothing_left_for(p):
+            if self.forecast.nothing_left_for(p):
                 log.info(
                     "share: cancelling a pod that would be ready too late",
                     batch_id=self.job.batch_id,
@@ -270,58 +276,6 @@ class _Session:
             await asyncio.wait({deploy, with_timeout}, return_when=asyncio.FIRST_COMPLETED)
             await cancel_and_wait([with_timeout])
         deploy.result()  # raises its error
-
-    def _others_rate(self, p: _Part) -> float:
-        return sum(q.rate for q in self.parts.values() if q is not p and q.active)
-
-    def _nothing_left_for(self, p: _Part) -> bool:
-        """Cancel a deploying pod only when there is really nothing left for it: no
-        image unassigned and none reserved for it. A *prediction* that the others will
-        get there first only stops it reserving more (:meth:`_overtaken`): predictions
-        of the edge lag its regimes, and a pod cancelled on one leaves the edge alone
-        with a batch it is slow at."""
-        if self.board.finished:
-            return True
-        return not self.board.reserved_by(p.name) and self.board.pending_images() == 0
-
-    def _size(self, p: _Part, *, stealing: bool = False) -> int:
-        """Guided self-scheduling over the fluid forecast: ``p``'s chunk takes it
-        ``1/chunk_factor`` of the time the open images would take everyone still in the
-        batch, counting the pods still deploying from when they are predicted ready (a
-        chunk sized as if the edge were alone would leave the pods nothing to do)."""
-        open_images = self.board.pending_images() + sum(
-            c.size for q in self.parts.values() for c in self.board.reserved_by(q.name)
-        )
-        if stealing:  # what is left is others' reservations: size against all open work
-            open_images = max(open_images, 1)
-        if open_images <= 0:
-            return 0
-        now = self.loop.time()
-        caps = [
-            Capacity(
-                0.0 if q.active else max(q.ready_by - now, 0.0),
-                0.0 if q.calls else q.fixed_s,
-                1.0 / q.rate,
-            )
-            for q in self.parts.values()
-            if q.error is None and q.rate > 0 and (q.active or q.cloud)
-        ]
-        seconds_left = fluid_bound(open_images, caps)
-        if not p.active:  # a pod still deploying works only from when it is ready
-            seconds_left -= max(p.ready_by - now, 0.0) + (0.0 if p.calls else p.fixed_s)
-        if seconds_left <= 0 or not math.isfinite(seconds_left):
-            return 0 if not p.active else 1
-        min_images = math.ceil(self.s.min_chunk_s * p.rate) if math.isfinite(p.rate) else 1
-        size = max(math.ceil(p.rate * seconds_left / self.s.chunk_factor), min_images)
-        if any(q is not p and not q.gone and q.error is None for q in self.parts.values()):
-            # Never more than 1/chunk_factor of the open work while anyone else may still
-            # help (classic guided self-scheduling): the sizes above trust the predicted
-            # rates, and one bad T_p line (random-004: the edge fitted at 0.0005 s per
-            # image + 97 s, truly 1.9-5.5 s per image) made the edge take a whole
-            # 156-image batch in one chunk and leave its pod nothing: 1,375 s where GPU1
-            # alone would have taken 66 s.
-            size = min(size, math.ceil(open_images / self.s.chunk_factor))
-        return max(1, min(open_images, size))
 
     async def _prefetch(self, p: _Part) -> None:
         """Keep ``prefetch_chunks`` of ``p``'s chunks reserved and uploaded ahead."""
@@ -337,20 +291,17 @@ class _Session:
                 # awaited: the labelling loop may take the task over.
                 await asyncio.wait([self._start_upload(p, max(missing))])
                 continue
-            size = self._size(p)
-            wanted = len(mine) < self.s.prefetch_chunks and size > 0 and not self._overtaken(p)
+            now = self.loop.time()
+            size = self.forecast.size(p, now)
+            wanted = (
+                len(mine) < self.s.prefetch_chunks
+                and size > 0
+                and not self.forecast.overtaken(p, now)
+            )
             if wanted and self.board.take(p.name, size, from_back=True, reserve=True):
                 continue
             changed = self._changed
             await changed.wait()
-
-    def _overtaken(self, p: _Part) -> bool:
-        """Would the others label what is left before ``p`` is ready? Then reserving
-        (and uploading) more for it is wasted."""
-        if p.active:
-            return False
-        wait = max(p.ready_by - self.loop.time(), 0.0)
-        return self.board.pending_images() <= self._others_rate(p) * wait
 
     def _start_upload(self, p: _Part, chunk: Chunk) -> asyncio.Task[Upload]:
         task = asyncio.create_task(self._upload(p, chunk), name=f"{p.name}:upload:{chunk}")
@@ -359,35 +310,19 @@ class _Session:
 
     async def _upload(self, p: _Part, chunk: Chunk) -> Upload:
         job = self.job.chunk(chunk.start, chunk.stop)
-        backend = backend_for(self.legs.backends, p.leg.runtime)
-        at, t = self.legs.clock.now(), self.loop.time()
-        alone, generation = self._uploading == 0, self._upload_starts
-        self._uploading += 1
-        self._upload_starts += 1
-        try:
-            upload = await backend.upload(p.leg.runtime, job)
-        finally:
-            self._uploading -= 1
-        seconds = self.loop.time() - t
-        p.leg.transfer_s += seconds
-        # The uplink's bandwidth is learnt from uploads that had it to themselves.
-        alone = alone and self._uploading == 0 and self._upload_starts == generation + 1
-        if alone and job.n_bytes > 0:
-            await self.legs.recorder.transfer(
-                TransferSample(job.n_bytes, seconds, at, p.leg.runtime.name)
-            )
-        return upload
+        return await self.legs.upload_chunk(p.leg, job, self._uplink)
 
     async def _work(self, p: _Part) -> None:
         while not self.board.finished:
             chunk = self._next_chunk(p)
             if chunk is None:
-                if not self._may_get_more(p):
+                if not self.forecast.may_get_more(p):
                     return
                 # Idle: wake on any change, when a running chunk may turn straggler, or,
                 # while a late pod sits on reservations, to see whether to steal them.
-                _, wake = self._straggling(p)
-                if self._late_reservations(p):
+                now = self.loop.time()
+                _, wake = self.forecast.straggling(p, now)
+                if self.forecast.late_reservations(p, now):
                     wake = min(wake, self.loop.time() + STEAL_POLL_S)
                 timeout = None if not math.isfinite(wake) else wake - self.loop.time()
                 changed = self._changed
@@ -402,96 +337,25 @@ class _Session:
         for mine in sorted(b.reserved_by(p.name), reverse=True):
             if b.start(p.name, mine):
                 return mine
-        c = b.take(p.name, self._size(p), from_back=p.cloud)
+        f, now = self.forecast, self.loop.time()
+        c = b.take(p.name, f.size(p, now), from_back=p.cloud)
         if c is None:
             c = b.steal(
                 p.name,
-                self._size(p, stealing=True),
+                f.size(p, now, stealing=True),
                 front_most=not p.cloud,
-                accept=lambda c, o: self._sooner(p, c, o),
+                accept=lambda c, o: f.sooner(p, c, o, now),
             )
         if c is None:
             c = self._hedge(p)
         return c
 
-    def _free_at(self, q: _Part, before: Chunk | None = None) -> float:
-        """When ``q`` is predicted to be through with the work it holds (the chunk it is
-        labelling, its reservations it labels before ``before``)."""
-        now = self.loop.time()
-        if q.active:
-            t = now
-        else:  # still deploying: as predicted, or, once late, as long again as so far
-            ready = q.ready_by if q.ready_by > now else now + (now - q.deploy_started)
-            t = ready + (0.0 if q.calls else q.fixed_s)
-        for c, started in q.started.items():
-            t = max(t, self._expected_end(q, c, started))
-        ahead = [c for c in self.board.reserved_by(q.name) if before is None or c > before]
-        return t + sum(c.size for c in ahead) / q.rate
-
-    def _sooner(self, p: _Part, chunk: Chunk, owner: str) -> bool:
-        """Would ``p`` finish ``chunk`` before its owner (who labels its reservations
-        back-most first) would?"""
-        q = self.parts[owner]
-        owner_done = self._free_at(q, before=chunk) + chunk.size / q.rate
-        mine = self.loop.time() + (p.fixed_s if p.calls == 0 else 0.0) + chunk.size / p.rate
-        return mine < owner_done
-
-    def _predicted_end(self, q: _Part, c: Chunk, started: float) -> float:
-        return started + (q.fixed_s if q.calls == 0 else 0.0) + c.size / q.rate
-
-    def _expected_end(self, q: _Part, c: Chunk, started: float) -> float:
-        """When ``q`` will finish ``c``: as predicted, or, once past that, after as long
-        again as it has taken (a straggler's tail is long)."""
-        now = self.loop.time()
-        end = self._predicted_end(q, c, started)
-        return end if end > now else now + (now - started)
-
-    def _straggling(self, p: _Part) -> tuple[list[str], float]:
-        """The participants whose running chunk ``p`` would finish sooner than they
-        are expected to, and when to look again (a loop time strictly after now, or
-        inf: no hedge is left to make, or nothing can turn straggler). A holder past its
-        predicted end is expected to need as long again as it has taken."""
-        now = self.loop.time()
-        if self.board.stats.hedges >= self.board.max_hedges:
-            return [], math.inf
-        eligible: list[str] = []
-        wake = math.inf
-        for q in self.parts.values():
-            if q is p:
-                continue
-            for c, started in q.started.items():
-                if not self.board.is_held(q.name, c):
-                    continue
-                predicted_end = self._predicted_end(q, c, started)
-                mine = (p.fixed_s if p.calls == 0 else 0.0) + c.size / p.rate
-                if mine < self._expected_end(q, c, started) - now:
-                    eligible.append(q.name)
-                else:  # it turns straggler once overdue by more than ``mine``
-                    wake = min(wake, max(predicted_end, started + mine) + _EPS_S)
-        return eligible, max(wake, now + _EPS_S)
-
     def _hedge(self, p: _Part) -> Chunk | None:
-        eligible, _ = self._straggling(p)
+        eligible, _ = self.forecast.straggling(p, self.loop.time())
         return self.board.hedge(p.name, eligible=eligible) if eligible else None
-
-    def _late_reservations(self, p: _Part) -> bool:
-        """Does a pod past its predicted ready time hold chunks nobody started?"""
-        now = self.loop.time()
-        return any(
-            not q.active and not q.gone and q.ready_by < now and self.board.reserved_by(q.name)
-            for q in self.parts.values()
-            if q is not p
-        )
-
-    def _may_get_more(self, p: _Part) -> bool:
-        """Could work still come to ``p``: chunks others hold may be released."""
-        return any(
-            q.active and self.board.held_by(q.name) for q in self.parts.values() if q is not p
-        )
 
     async def _label(self, p: _Part, chunk: Chunk) -> None:
         job = self.job.chunk(chunk.start, chunk.stop)
-        backend = backend_for(self.legs.backends, p.leg.runtime)
         if p.cloud:
             # An upload of a larger range covers a chunk cut from it (a partial steal
             # left the rest of a reservation to its owner).
@@ -504,31 +368,13 @@ class _Session:
                 p.uploads.pop(chunk, None)
         else:
             if self._edge_upload is None:
-                self._edge_upload = await backend.upload(p.leg.runtime, self.job)
+                self._edge_upload = await self.legs.place(p.leg.runtime, self.job)
             upload = self._edge_upload
-        assert p.leg.deployment is not None
-        t = self.loop.time()
-        p.started[chunk] = t
-        p.leg.invoke_started = p.leg.invoke_started or t
+        p.started[chunk] = self.loop.time()
         try:
-            inv = await backend.invoke(p.leg.deployment, job, upload)
+            inv, seconds = await self.legs.label_chunk(p.leg, job, upload, learn=p.calls == 0)
         finally:
             p.started.pop(chunk, None)
-        seconds = self.loop.time() - t
-        p.leg.processing_s += seconds
-        p.leg.done_at = self.loop.time()
-        if p.calls == 0:
-            await self.legs.recorder.processing(
-                ProcessingSample(
-                    job.app,
-                    job.app_version,
-                    p.name,
-                    job.n_images,
-                    job.n_bytes,
-                    seconds,
-                    self.legs.clock.now(),
-                )
-            )
         p.calls += 1
         results = list(inv.results or [])
         if len(results) != chunk.size:
