@@ -11,7 +11,9 @@ from stoic.daemon.controller import Controller
 from stoic.daemon.runtime_view import built, runtime_states, uplink_state
 from stoic.storage.objectstore import make_object_store
 from stoic.storage.package import model_key
-from tests.test_api import Daemon, files, jpeg, make_settings, start_daemon
+from tests.support.daemon import Daemon, files, start_daemon
+from tests.support.images import jpeg
+from tests.support.settings import make_settings
 
 
 def page_fit(html: str, runtime: str) -> tuple[int, str]:
