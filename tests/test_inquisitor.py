@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -12,9 +13,10 @@ from stoic.backends.fake import DeployStep, FakeBackend, InvokeStep
 from stoic.clock import LoopClock
 from stoic.errors import ConfigError
 from stoic.schedule.execute.legs import LegRunner
+from stoic.schedule.execute.recorder import MultiRecorder
 from stoic.schedule.execute.requester import Requester
 from stoic.schedule.probe.availability import Availability, AvailabilityChange
-from stoic.schedule.probe.inquisitor import Inquisitor
+from stoic.schedule.probe.inquisitor import Inquisitor, ProcessingClock
 from stoic.schedule.scheduler import Scheduler
 from stoic.settings import Settings
 from stoic.values import (
@@ -48,7 +50,12 @@ class ListWork:
 
 
 class Rig:
-    def __init__(self, work: ListWork | None = None, **overrides: Any) -> None:
+    def __init__(
+        self,
+        work: ListWork | None = None,
+        worth: Callable[[str], bool] = lambda _name: True,
+        **overrides: Any,
+    ) -> None:
         self.settings = Settings(**overrides)
         self.runtimes = {r.name: r for r in self.settings.runtime_list()}
         self.fake = FakeBackend(dict(SPECS))
@@ -57,10 +64,12 @@ class Rig:
         self.availability = Availability(self.runtimes.values(), listener=self.changes.append)
         self.clock = LoopClock(EPOCH)
         self.backends: dict[str, Any] = {"local": self.fake}
-        self.legs = LegRunner(
-            self.backends, self.runtimes, self.recorder, self.clock, self.settings
+        measured = ProcessingClock()  # in the chain, as build_core puts it
+        chain = MultiRecorder(self.recorder, measured)
+        self.legs = LegRunner(self.backends, self.runtimes, chain, self.clock, self.settings)
+        self.inquisitor = Inquisitor(
+            self.legs, self.availability, work, worth=worth, measured=measured
         )
-        self.inquisitor = Inquisitor(self.legs, self.availability, work)
 
 
 @pytest.fixture
@@ -309,8 +318,7 @@ async def test_the_edge_is_not_probed_while_a_batch_runs_there() -> None:
 
 
 async def test_no_processing_probe_of_a_runtime_that_could_not_win() -> None:
-    rig = Rig(ListWork())
-    rig.inquisitor.worth = lambda name: name != "gpu2"  # Scheduler.worth_probing's say
+    rig = Rig(ListWork(), worth=lambda name: name != "gpu2")  # Scheduler.worth_probing's say
     await rig.inquisitor.probe_all()
     assert sorted(s.runtime for s in rig.recorder.processings) == ["cpu", "gpu1"]
     assert len(rig.recorder.deployments) == 3  # its deployment is still probed

@@ -72,8 +72,7 @@ from stoic.extras import installed, require
 from stoic.ingest.ingestor import Ingestor
 from stoic.ingest.options import IngestLimits
 from stoic.logging import get_logger
-from stoic.predict.uplink import UplinkWatch
-from stoic.schedule.decide.policy import PolicyOptions
+from stoic.schedule.assembly import build_core, wants_inquisitor, warm_predictor
 from stoic.schedule.probe.availability import Availability, AvailabilityChange
 from stoic.settings import Settings
 from stoic.storage.objectstore import ObjectStore, make_object_store
@@ -81,17 +80,16 @@ from stoic.storage.package import model_key
 from stoic.store.store import BatchRecord, DefaultVersion, Store
 from stoic.values import (
     BatchState,
-    DeploymentSample,
     Estimate,
     Job,
     Mode,
     Plan,
-    ProcessingSample,
     Runtime,
 )
 
 if TYPE_CHECKING:
     from stoic.predict.predictor import Predictor
+    from stoic.schedule.assembly import Core
     from stoic.schedule.execute.requester import Requester
     from stoic.schedule.probe.inquisitor import Inquisitor
     from stoic.schedule.scheduler import Scheduler
@@ -202,6 +200,7 @@ class Controller:
         self.objects: ObjectStore
         self.ingestor: Ingestor
         self.backends: dict[str, RuntimeBackend] = {}
+        self.core: Core
         self.predictor: Predictor
         self.availability: Availability
         self.requester: Requester
@@ -402,53 +401,51 @@ class Controller:
             await backend.start()
 
     async def _build_scheduling(self, runtimes: list[Runtime]) -> None:
-        """Predictor (primed from the store), availability (restored and persisted),
-        recorder, requester, scheduler (its bootstrap counts seeded), inquisitor."""
-        from stoic.predict.predictor import Predictor
-        from stoic.schedule.execute.legs import LegRunner
-        from stoic.schedule.execute.requester import Requester
-        from stoic.schedule.probe.inquisitor import Inquisitor
-        from stoic.schedule.scheduler import Scheduler
-
+        """The core (:func:`~stoic.schedule.assembly.build_core`): the predictor (primed
+        from the store), availability (restored and persisted), the recorder, the
+        requester, the scheduler (its bootstrap counts seeded) and the inquisitor."""
         s = self.settings
-        self.predictor = Predictor(s)
+        now = self.clock.now()
+        down = [
+            AvailabilityChange(
+                row.name, False, row.unavailable_since or now, "unavailable before the restart"
+            )
+            for row in await asyncio.to_thread(self.store.runtimes)
+            if not row.available and row.name in self.runtime_names
+        ]
+        if wants_inquisitor(s):
+            self.probe_work = BatchProbeWork(self.objects, self.tmp_dir)
+        p = s.predictor
+        core = build_core(
+            s,
+            self.backends,
+            self.clock,
+            make_recorder=lambda predictor: DaemonRecorder(self.store, predictor, self.metrics),
+            runtimes=runtimes,
+            down=down,
+            on_availability=self._persist_availability,
+            probe_work=self.probe_work,
+            uplink_check=(
+                HttpUplinkCheck(p.uplink_check_url, p.uplink_check_timeout_s)
+                if p.uplink_check_url is not None
+                else None
+            ),
+        )
+        self.core = core
+        self.predictor, self.availability = core.predictor, core.availability
+        self.requester, self.scheduler = core.requester, core.scheduler
+        self.inquisitor = core.inquisitor
         await self._replay_samples()
-        self.availability = Availability(runtimes)
-        for row in await asyncio.to_thread(self.store.runtimes):
-            if not row.available and row.name in self.runtime_names:
-                self.availability.mark_unavailable(
-                    row.name,
-                    row.unavailable_since or self.clock.now(),
-                    "unavailable before the restart",
-                )
-        self.availability.add_listener(self._persist_availability)
         for name in self.runtime_names:
             self.metrics.runtime_available.labels(name).set(
                 1.0 if self.availability.is_available(name) else 0.0
             )
-        recorder = DaemonRecorder(self.store, self.predictor, self.metrics)
-        by_name = {r.name: r for r in runtimes}
-        legs = LegRunner(
-            self.backends, by_name, recorder, self.clock, s, availability=self.availability
-        )
-        self.requester = Requester(legs, self.predictor)
-        options = PolicyOptions.from_settings(s)
-        self.scheduler = Scheduler(self.predictor, self.requester, self.availability, s, options)
         await self.prime_version(self.app, self.app_version)
         self.metrics.watch_states(self._state_counts)
-        await asyncio.to_thread(self._warm_predictor)
-        if s.controller.inquisitor and any(not r.is_edge for r in runtimes):
-            self.probe_work = BatchProbeWork(self.objects, self.tmp_dir)
-            uplink = None
-            p = s.predictor
-            if p.uplink_check_url is not None:
-                watch = UplinkWatch(self.clock, p.inquisitor_period_s)
-                check = HttpUplinkCheck(p.uplink_check_url, p.uplink_check_timeout_s)
-                uplink = (check, watch)
-                self.predictor.uplink = watch
-                self.metrics.watch_uplink(watch)
-            self.inquisitor = Inquisitor(legs, self.availability, self.probe_work, uplink=uplink)
-            self.inquisitor.worth = self.scheduler.worth_probing
+        await asyncio.to_thread(warm_predictor, s, core, self.app, self.app_version)
+        if core.uplink is not None:
+            self.metrics.watch_uplink(core.uplink)
+        if core.inquisitor is not None:
             self.metrics.watch_probes(self._probe_cloud_s)
 
     def _probe_cloud_s(self) -> dict[str, float]:
@@ -527,21 +524,6 @@ class Controller:
                     app_version=app_version,
                     samples=n,
                 )
-
-    def _warm_predictor(self) -> None:
-        """Pay the predictor's lazy imports and first fits (RANSAC, calibration) now, on
-        a throw-away predictor, so no batch's decision time includes them."""
-        from stoic.predict.predictor import Predictor
-
-        scratch = Predictor(self.settings)
-        name = self.runtime_names[0]
-        for i in range(1, 2 * self.settings.predictor.processing_history + 2):
-            scratch.observe_processing(
-                ProcessingSample("warm-up", "0", name, i, i * 1000, 1.0 + 0.5 * i, float(i))
-            )
-            scratch.observe_deployment(DeploymentSample(name, float(i), 1.0 + (i % 3)))
-        scratch.estimate_all(10, 10_000, app="warm-up", app_version="0")
-        self.predictor.estimate_all(1, 212_000, app=self.app, app_version=self.app_version)
 
     def _persist_availability(self, change: AvailabilityChange) -> None:
         self.metrics.runtime_available.labels(change.runtime).set(1.0 if change.available else 0.0)

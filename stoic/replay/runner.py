@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
@@ -55,21 +55,15 @@ from stoic.backends.simulated import (
 )
 from stoic.errors import BackendError, InputError
 from stoic.logging import get_logger
-from stoic.predict.predictor import Predictor
-from stoic.predict.uplink import UplinkWatch
 from stoic.replay.workload import DEFAULT_PROFILE, WORKLOAD_DIR, Batch, WorkloadProfile, generate
+from stoic.schedule.assembly import Probing, build_core
 from stoic.schedule.decide.policy import AUTO, Objective, PolicyOptions
-from stoic.schedule.execute.legs import LegRunner
-from stoic.schedule.execute.recorder import PredictorRecorder
-from stoic.schedule.execute.requester import Requester
+from stoic.schedule.execute.recorder import PredictorRecorder, Recorder
 from stoic.schedule.probe.availability import Availability
-from stoic.schedule.probe.inquisitor import Inquisitor
-from stoic.schedule.scheduler import Scheduler
 from stoic.settings import Settings
 from stoic.values import (
     DeploymentSample,
     DeployOutcome,
-    Estimate,
     Job,
     Mode,
     Outcome,
@@ -189,6 +183,10 @@ class ReplayResult:
     wall_s: float
     timings: dict[str, float]
     sim_span_s: float
+    failed: list[ReplayedBatch] = field(default_factory=list)
+    """Batches that failed (``outcome.error``; no runtime left to run on), in order:
+    recorded as the daemon records them rather than ending the replay. The figures are
+    of :attr:`records`, the batches that ran."""
 
 
 @dataclass(frozen=True)
@@ -215,13 +213,13 @@ class _ProbeShortcut:
     def __init__(
         self,
         env: SimEnvironment,
-        predictor_recorder: PredictorRecorder,
+        recorder: Recorder,
         availability: Availability,
         settings: Settings,
         warmup_s: float,
     ) -> None:
         self.env = env
-        self.recorder = predictor_recorder
+        self.recorder = recorder
         self.availability = availability
         self.period = settings.predictor.inquisitor_period_s
         self.keep = settings.predictor.calibration_history + settings.predictor.max_window
@@ -352,42 +350,46 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
         probe_time=lambda keys: keys * period - origin - warmup_s,
     )
     backends: dict[str, RuntimeBackend] = dict.fromkeys(runtimes, backend)
-    predictor = Predictor(settings)
-    recorder = PredictorRecorder(predictor)
-    availability = Availability(runtimes.values())
-    legs = LegRunner(backends, runtimes, recorder, clock, settings, availability=availability)
-    requester = Requester(legs, predictor)
     app, version = settings.controller.app, settings.controller.app_version
-    work = _SimProbeWork(app, version, env.spec.uplink.bytes_per_image)
-    watch = UplinkWatch(clock, period)
-    predictor.uplink = watch
 
     async def uplink_check() -> bool:  # a request across the link at the tick
         return env.uplink_up(loop.time() - origin - warmup_s)
 
-    inquisitor = Inquisitor(legs, availability, work, uplink=(uplink_check, watch))
-    options = replace(
+    policy = replace(
         PolicyOptions.from_settings(settings),
         duplicator_runtime=cloud or settings.requester.duplicator_runtime,
         threshold_images=cfg.threshold_images,
         objective=spec.objective or settings.requester.objective,
     )
     if spec.min_gain_s is not None:
-        options = replace(options, share_min_gain_s=spec.min_gain_s)
-    scheduler = Scheduler(predictor, requester, availability, settings, options)
-    inquisitor.worth = scheduler.worth_probing
-    shortcut = _ProbeShortcut(env, recorder, availability, settings, warmup_s)
+        policy = replace(policy, share_min_gain_s=spec.min_gain_s)
+    core = build_core(
+        settings,
+        backends,
+        clock,
+        make_recorder=PredictorRecorder,
+        runtimes=runtimes.values(),
+        probe_work=_SimProbeWork(app, version, env.spec.uplink.bytes_per_image),
+        uplink_check=uplink_check,
+        policy=policy,
+        probing=Probing.LOOP if probes == "full" else Probing.WARMUP,
+    )
+    scheduler, inquisitor = core.scheduler, core.inquisitor
+    shortcut = _ProbeShortcut(env, core.recorder, core.availability, settings, warmup_s)
     timings = {"decide_s": 0.0, "probes_s": 0.0, "run_s": 0.0}
 
     # Warm-up: the inquisitor's own loop, as the daemon runs it before any batch.
-    inq_task = asyncio.create_task(inquisitor.run(), name="replay:inquisitor")
+    inq_task = asyncio.create_task(
+        inquisitor.run() if inquisitor is not None else asyncio.sleep(0),
+        name="replay:inquisitor",
+    )
     records: list[ReplayedBatch] = []
+    failed: list[ReplayedBatch] = []
     try:
         await asyncio.sleep(warmup_s)
         if probes == "window":
             inq_task.cancel()
             await asyncio.gather(inq_task, return_exceptions=True)
-            predictor.uplink = None  # no tick checks the uplink any more
             shortcut.start(math.floor(warmup_s / period + 1e-9) + 1)
         if settings.controller.bootstrap:
             reps = [
@@ -416,13 +418,17 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
             )
             truth = env.audit(b.index, job, b.at_s)
             token2 = current_truth.set(truth)
+            planned: list[Plan] = []
             try:
                 started = loop.time() - origin - warmup_s
                 given = env.expected_totals(job, b.at_s) if spec.informed else truth.totals()
-                plan, outcome = await scheduler.handle(job, mode=mode, truth=given)
-            except BackendError as exc:  # an edge failure: nothing left to run on
+                plan, outcome = await scheduler.handle(
+                    job, mode=mode, truth=given, on_plan=_append_to(planned)
+                )
+            except BackendError as exc:  # nothing left to run on: failed, as in the daemon
                 log.warning("batch failed", batch_id=job.batch_id, error=str(exc))
-                raise
+                failed.append(_failed(b, job, planned[0], exc, truth, started, clock.now()))
+                continue
             finally:
                 current_truth.reset(token2)
             timings["probes_s"] += t1 - t0
@@ -439,10 +445,10 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
         "mode": probes,
         "period_s": period,
         "warmup_s": warmup_s,
-        "inquisitor_probes": inquisitor.probes,
-        "inquisitor_skipped_ticks": inquisitor.skipped,
-        "processing_probes": inquisitor.processing_probes,
-        "processing_probe_cloud_s": dict(inquisitor.cloud_s),
+        "inquisitor_probes": inquisitor.probes if inquisitor else 0,
+        "inquisitor_skipped_ticks": inquisitor.skipped if inquisitor else 0,
+        "processing_probes": inquisitor.processing_probes if inquisitor else 0,
+        "processing_probe_cloud_s": dict(inquisitor.cloud_s) if inquisitor else {},
         "shortcut_probes_walked": shortcut.walked,
         "shortcut_probes_fed": shortcut.fed,
         "shortcut_window": shortcut.keep,
@@ -459,7 +465,28 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
         time.perf_counter() - t_wall,
         timings,
         loop.time() - origin,
+        failed,
     )
+
+
+def _append_to(plans: list[Plan]) -> Callable[[Plan], Awaitable[None]]:
+    """An ``on_plan`` that keeps the plan (a failed batch is recorded with it)."""
+
+    async def keep(plan: Plan) -> None:
+        plans.append(plan)
+
+    return keep
+
+
+def _failed(
+    b: Batch, job: Job, plan: Plan, exc: BackendError, truth: BatchTruth, started: float, now: float
+) -> ReplayedBatch:
+    """A batch the requester could not run anywhere, recorded as the daemon's dispatcher
+    records it: ``failed``, with its error (an Outcome on no runtime)."""
+    outcome = Outcome(
+        job.batch_id, "", plan.mode, started_at=EPOCH_S + started, finished_at=now, error=str(exc)
+    )
+    return ReplayedBatch(b, plan, outcome, truth, started)
 
 
 def run_replay(
@@ -477,12 +504,3 @@ def run_replay(
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
-
-
-async def replay_async(cfg: ReplayConfig) -> ReplayResult:
-    """For callers already on a looptime loop (tests)."""
-    return await _replay(cfg, None)
-
-
-def estimates_of(plan: Plan) -> dict[str, Estimate]:
-    return dict(plan.estimates)

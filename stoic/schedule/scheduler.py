@@ -125,8 +125,8 @@ class Scheduler:
         self.availability = availability
         self.settings = settings
         self.policy_options = policy_options
+        # Counts what the leg runner's recorder chain hands it (build_core puts it there).
         self.observed = observed or ObservationCounter()
-        requester.add_recorder(self.observed)
         self.decisions = 0
         self.decision_s_total = 0.0
         self._bootstrap_locks: dict[tuple[str, str], asyncio.Lock] = {}

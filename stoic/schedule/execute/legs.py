@@ -18,8 +18,9 @@ place means each measurement is taken, and handed to the
 :class:`LegRunner` is a concrete object built with exactly what the steps need
 (backends, runtimes, recorder, clock, settings, availability); the requester, its
 duplicator and the inquisitor hold the same one, as an httpx ``Client`` holds its
-transport, so a recorder added to it (the scheduler's observation counter) reaches
-every measurement. The inquisitor deploys and tears down runtimes with the
+transport, so its recorder (the whole chain, built by
+:func:`stoic.schedule.assembly.build_core`: the scheduler's observation counter among
+them) sees every measurement. The inquisitor deploys and tears down runtimes with the
 module-level helpers (:func:`backend_for`, :func:`deploy_guarded`), outside any batch.
 """
 
@@ -34,7 +35,7 @@ from stoic.backends.base import Deployment, Invocation, RuntimeBackend, Upload
 from stoic.clock import Clock
 from stoic.errors import ConfigError, DeployFailure, DeployTimeout, RetriesExhausted
 from stoic.logging import get_logger
-from stoic.schedule.execute.recorder import MultiRecorder, Recorder
+from stoic.schedule.execute.recorder import Recorder
 from stoic.schedule.probe.availability import Availability
 from stoic.settings import Settings
 from stoic.values import (
@@ -127,13 +128,6 @@ class LegRunner:
         self.in_use: Counter[str] = Counter()
         for r in runtimes.values():
             backend_for(backends, r)  # fail at start-up, not on the first batch
-
-    def add_recorder(self, recorder: Recorder) -> None:
-        """Also send every sample to ``recorder`` (the scheduler counts observations)."""
-        if isinstance(self.recorder, MultiRecorder):
-            self.recorder.add(recorder)
-        else:
-            self.recorder = MultiRecorder(self.recorder, recorder)
 
     def runtime(self, name: str) -> Runtime:
         try:

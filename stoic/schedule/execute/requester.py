@@ -41,7 +41,7 @@ from stoic.errors import BackendError, BatchCancelled, RuntimeUnavailable
 from stoic.logging import get_logger
 from stoic.schedule.execute.duplicator import Duplicator
 from stoic.schedule.execute.legs import Leg, LegRunner
-from stoic.schedule.execute.recorder import PredictorLike, Recorder
+from stoic.schedule.execute.recorder import PredictorLike
 from stoic.schedule.share.session import ChunkSink, Sharer
 from stoic.values import Job, Mode, Outcome, Plan
 
@@ -61,10 +61,6 @@ class Requester:
         self._jobs: dict[str, asyncio.Task[Outcome]] = {}
         edges = [r.name for r in legs.runtimes.values() if r.is_edge]
         self.edge_runtime: str | None = edges[0] if edges else None
-
-    def add_recorder(self, recorder: Recorder) -> None:
-        """Also send every sample to ``recorder`` (the scheduler counts observations)."""
-        self.legs.add_recorder(recorder)
 
     # Running batches by id ------------------------------------------------------------
 

@@ -81,11 +81,12 @@ class ProbeWork(Protocol):
         ...
 
 
-class _ProcessingClock:
-    """A recorder that notes when each runtime's T_p was last measured."""
+class ProcessingClock:
+    """A recorder that notes when each runtime's T_p was last measured (a batch's or a
+    probe's): it sits in the leg runner's recorder chain, and the inquisitor reads it."""
 
-    def __init__(self, last: dict[str, float]) -> None:
-        self.last = last
+    def __init__(self) -> None:
+        self.last: dict[str, float] = {}
 
     async def deployment(self, sample: DeploymentSample) -> None:
         return None
@@ -107,6 +108,8 @@ class Inquisitor:
         work: ProbeWork | None = None,
         *,
         uplink: tuple[UplinkCheck, UplinkWatch] | None = None,
+        worth: Callable[[str], bool] = lambda _name: True,
+        measured: ProcessingClock | None = None,
     ) -> None:
         self.legs = legs  # the requester's: the same backends, recorder, clock, settings
         self.availability = availability
@@ -115,18 +118,18 @@ class Inquisitor:
         self.work = work
         self.uplink = uplink
         # Whether a runtime's T_p could still change a decision (the scheduler's
-        # Scheduler.worth_probing, set by whoever builds both); default: always.
-        self.worth: Callable[[str], bool] = lambda _name: True
+        # Scheduler.worth_probing); default: always.
+        self.worth = worth
         self.probes = 0  # probes started (metrics)
         self.skipped = 0  # ticks skipped because the previous probe still ran
         self.processing_probes = 0  # processing probes timed
         # runtime -> pod seconds held after ready (the processing probes' cloud cost)
         self.cloud_s: dict[str, float] = {}
         # runtime -> clock time of its newest T_p sample, a batch's or a probe's: a
-        # runtime that batches keep measuring needs no probe.
-        self._last_processing: dict[str, float] = {}
+        # runtime that batches keep measuring needs no probe. ``measured`` must be in
+        # legs' recorder chain to see the batches' (build_core puts it there).
+        self._last_processing = (measured or ProcessingClock()).last
         self._turn: dict[str, int] = {}  # runtime -> processing probes started
-        legs.add_recorder(_ProcessingClock(self._last_processing))
         for r in self.cloud_runtimes():
             backend_for(legs.backends, r)  # fail at start-up on a missing backend
 
