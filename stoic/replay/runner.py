@@ -56,7 +56,7 @@ from stoic.backends.simulated import (
 from stoic.errors import BackendError, InputError
 from stoic.logging import get_logger
 from stoic.replay.workload import DEFAULT_PROFILE, WORKLOAD_DIR, Batch, WorkloadProfile, generate
-from stoic.schedule.assembly import Probing, build_core
+from stoic.schedule.assembly import Core, Probing, build_core
 from stoic.schedule.decide.policy import AUTO, Objective, PolicyOptions
 from stoic.schedule.execute.recorder import PredictorRecorder, Recorder
 from stoic.schedule.probe.availability import Availability
@@ -183,6 +183,7 @@ class ReplayResult:
     wall_s: float
     timings: dict[str, float]
     sim_span_s: float
+    core: Core  # what ran the batches, as build_core wired it (tests compare it)
     failed: list[ReplayedBatch] = field(default_factory=list)
     """Batches that failed (``outcome.error``; no runtime left to run on), in order:
     recorded as the daemon records them rather than ending the replay. The figures are
@@ -465,6 +466,7 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
         time.perf_counter() - t_wall,
         timings,
         loop.time() - origin,
+        core,
         failed,
     )
 
