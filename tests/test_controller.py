@@ -440,3 +440,34 @@ async def test_share_mode_labels_each_image_once_and_resumes_from_stored_chunks(
     labelled = [e.detail for e in fake.ops("invoke")]
     assert all(int(d.split("-")[0]) >= 10 for d in labelled)
     assert objects.list(f"batches/{done_before}/chunks/") == []  # merged into results
+
+
+async def test_the_life_cycle_is_one_state_that_only_moves_forward(
+    tmp_path: Path, fake: FakeBackend
+) -> None:
+    ctl = Controller(make_settings(tmp_path), backends={"local": fake})
+    await ctl.start()
+    assert ctl.state == "running" and not ctl.draining and not ctl.state.stopping
+    ctl.mark_draining()  # a signal: the state moves, nothing else yet
+    assert ctl.state == "draining" and ctl.draining and ctl.state.stopping
+    await ctl.drain()
+    await ctl.drain()  # once is all
+    await ctl.stop()
+    ctl.request_stop()  # a late signal does not bring it back
+    assert ctl.state == "stopped" and not ctl.draining
+    await ctl.stop()
+
+
+async def test_a_stop_asked_for_before_the_start_leaves_it_draining(
+    tmp_path: Path, fake: FakeBackend
+) -> None:
+    settings = make_settings(tmp_path)
+    bid = put_batch(settings)
+    ctl = Controller(settings, backends={"local": fake})
+    ctl.mark_draining()
+    await ctl.start()  # builds everything, claims nothing
+    assert ctl.state == "draining"
+    await ctl.stop()
+    with Store(settings.database_url) as store:
+        assert store.get_batch(bid).state is BatchState.QUEUED
+    assert not fake.ops("invoke")

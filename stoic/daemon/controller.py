@@ -43,9 +43,9 @@ and is re-queued at the next start. ``stoic serve`` runs :meth:`Controller.drain
 the listener is still open (the API answers 503 to new batches, ``/readyz`` 503, the
 rest as usual), then closes it; :meth:`Controller.stop` (from the lifespan) drains
 whatever is left and stops everything, releasing the lock last.
-The life cycle is :class:`ControllerState`: created → starting → running → draining →
-stopped. Backends take part through :class:`~stoic.backends.base.RuntimeBackend`'s own
-``start()`` / ``aclose()``.
+The life cycle is one :class:`ControllerState` (created → starting → running → draining →
+stopped), changed only by ``Controller._move`` along :data:`MOVES`. Backends take part
+through :class:`~stoic.backends.base.RuntimeBackend`'s own ``start()`` / ``aclose()``.
 """
 
 from __future__ import annotations
@@ -102,11 +102,35 @@ one claim, a short database transaction) before cancelling it."""
 
 
 class ControllerState(StrEnum):
+    """The controller's life cycle, the one record of it: created → starting → running →
+    draining → stopped (:data:`MOVES`; :meth:`Controller._move` is the only writer)."""
+
     CREATED = "created"
     STARTING = "starting"
     RUNNING = "running"
-    DRAINING = "draining"
+    DRAINING = "draining"  # asked to stop: no batch is claimed or accepted, not ready
     STOPPED = "stopped"
+
+    @property
+    def stopping(self) -> bool:
+        """No new batch may start: the dispatcher and the supervised tasks return."""
+        return self in (ControllerState.DRAINING, ControllerState.STOPPED)
+
+
+MOVES: Mapping[ControllerState, frozenset[ControllerState]] = {
+    ControllerState.CREATED: frozenset(
+        {ControllerState.STARTING, ControllerState.DRAINING, ControllerState.STOPPED}
+    ),
+    # A start that fails stays STARTING until stop(); a stop asked for while starting
+    # (a signal) drains as soon as the start is done.
+    ControllerState.STARTING: frozenset(
+        {ControllerState.RUNNING, ControllerState.DRAINING, ControllerState.STOPPED}
+    ),
+    ControllerState.RUNNING: frozenset({ControllerState.DRAINING, ControllerState.STOPPED}),
+    ControllerState.DRAINING: frozenset({ControllerState.STOPPED}),
+    ControllerState.STOPPED: frozenset(),
+}
+"""The moves the life cycle allows; any other is ignored (a second stop, a late signal)."""
 
 
 def check_extras(settings: Settings, *, backends: bool = True) -> None:
@@ -180,7 +204,6 @@ class Controller:
         self.metrics = metrics or Metrics()
         self._injected_backends = dict(backends) if backends is not None else None
         self.state = ControllerState.CREATED
-        self._stop_requested = False
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._side = BackgroundTasks("controller")
         self.model_status = "unknown"
@@ -222,17 +245,26 @@ class Controller:
 
     @property
     def draining(self) -> bool:
-        return self._stop_requested
+        return self.state is ControllerState.DRAINING
+
+    def _move(self, to: ControllerState) -> bool:
+        """The one place the life cycle changes: to ``to`` if :data:`MOVES` allows it
+        from here (returns whether it moved). One assignment, so a signal handler or a
+        thread may call it."""
+        if to not in MOVES[self.state]:
+            return False
+        self.state = to
+        return True
 
     def request_stop(self) -> None:
-        """Signal-safe: only sets the flag and wakes the dispatcher."""
-        self._stop_requested = True
+        """Signal-safe: move to draining and wake the dispatcher."""
+        self._move(ControllerState.DRAINING)
         self.notify()
 
     def mark_draining(self) -> None:
-        """Only set the flag (safe in a signal handler): readiness turns false and the
-        API refuses new batches; :meth:`stop` does the rest."""
-        self._stop_requested = True
+        """Only move to draining (safe in a signal handler): readiness turns false and
+        the API refuses new batches; :meth:`drain` and :meth:`stop` do the rest."""
+        self._move(ControllerState.DRAINING)
 
     def notify(self) -> None:
         """A batch was queued: wake the dispatcher now rather than at its next poll."""
@@ -245,7 +277,7 @@ class Controller:
         touched nothing, when another daemon holds the directory."""
         check_extras(self.settings, backends=self._injected_backends is None)
         self.lock.acquire()
-        self.state = ControllerState.STARTING
+        self._move(ControllerState.STARTING)
         try:
             runtimes = self.settings.runtime_list()
             await self._open_store(runtimes)
@@ -256,7 +288,7 @@ class Controller:
         except BaseException:
             self.lock.release()
             raise
-        self.state = ControllerState.RUNNING
+        self._move(ControllerState.RUNNING)
         self.started_at = self.clock.now()
         log.info(
             "controller started",
@@ -271,10 +303,10 @@ class Controller:
         to finish, then cancel them (they are re-queued at the next start). Returns
         early, cancelling, when ``abandon()`` turns true (a second Ctrl-C). Idempotent;
         the daemon keeps answering requests meanwhile."""
-        if self.state is not ControllerState.RUNNING:
+        drained = "dispatcher" not in self._tasks  # the first drain takes it
+        if drained or self.state not in (ControllerState.RUNNING, ControllerState.DRAINING):
             return
         self.request_stop()
-        self.state = ControllerState.DRAINING
         grace = self.settings.controller.drain_grace_s
         log.info("draining", running=list(self.running), grace_s=grace)
         inquisitor = self._tasks.pop("inquisitor", None)
@@ -305,8 +337,8 @@ class Controller:
 
     async def stop(self) -> None:
         """Drain, then stop everything and release the data directory. Idempotent."""
-        if self.state in (ControllerState.STOPPED, ControllerState.CREATED):
-            self.state = ControllerState.STOPPED
+        if self.state is ControllerState.STOPPED or not hasattr(self, "store"):
+            self._move(ControllerState.STOPPED)
             self.lock.release()
             return
         await self.drain()
@@ -323,7 +355,7 @@ class Controller:
         if ingestor is not None:
             ingestor.close()
         self.store.close()
-        self.state = ControllerState.STOPPED
+        self._move(ControllerState.STOPPED)
         self.lock.release()
         log.info("controller stopped")
 
@@ -334,7 +366,7 @@ class Controller:
         await supervise(
             spec.name,
             spec.factory,
-            stopping=lambda: self._stop_requested,
+            stopping=lambda: self.state.stopping,
             initial_delay_s=c.task_restart_initial_s,
             max_delay_s=c.task_restart_max_s,
             on_crash=lambda name: self.metrics.task_restarts.labels(name).inc(),
@@ -461,7 +493,7 @@ class Controller:
             objects=self.objects,
             scheduler=self.scheduler,
             tmp_dir=self.tmp_dir,
-            stopping=lambda: self._stop_requested,
+            stopping=lambda: self.state.stopping,
             prepare=self._prepare,
             prime=self.prime_version,
             claimed=self.probe_work.offer if self.probe_work is not None else None,
