@@ -45,8 +45,8 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(
         data_dir=tmp_path / "data",
         controller={"inquisitor": True, "demo_model": False, "bootstrap": False},
-        predictor={
-            "inquisitor_period_s": 3600.0,
+        inquisitor={
+            "period_s": 3600.0,
             "uplink_check_url": "http://127.0.0.1:9/",
             "uplink_check_timeout_s": 0.1,
         },

@@ -276,7 +276,7 @@ async def test_the_inquisitor_times_idle_runtimes_on_images_of_a_claimed_batch(
     settings = make_settings(
         tmp_path,
         controller={"inquisitor": True},
-        predictor={"inquisitor_period_s": 0.05, "processing_probe_period_s": 0.2},
+        inquisitor={"period_s": 0.05, "processing_probe_period_s": 0.2},
     )
     bid = put_batch(settings, n_images=12)
     async for ctl in running(settings, fake):
@@ -299,7 +299,7 @@ async def test_the_inquisitor_times_idle_runtimes_on_images_of_a_claimed_batch(
 async def test_the_daemon_checks_its_uplink_and_prices_an_outage(
     tmp_path: Path, fake: FakeBackend
 ) -> None:
-    """With ``predictor.uplink_check_url``, the inquisitor requests it every tick; while
+    """With ``inquisitor.uplink_check_url``, the inquisitor requests it every tick; while
     it goes unanswered the metric says so and cloud T_t includes the expected wait."""
     async with far_side() as link:
         async for ctl in running(checked_settings(tmp_path, link.url), fake):
@@ -412,7 +412,9 @@ async def test_share_mode_labels_each_image_once_and_resumes_from_stored_chunks(
     from stoic.storage.package import chunk_results_key, results_key
     from stoic.values import Mode
 
-    settings = make_settings(tmp_path, controller={"bootstrap": False}, share={"min_gain_s": 0})
+    settings = make_settings(
+        tmp_path, controller={"bootstrap": False}, policy={"share_min_gain_s": 0}
+    )
     fake = FakeBackend(
         {
             "edge": FakeSpec(per_image_s=0.05),

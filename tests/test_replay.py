@@ -121,7 +121,7 @@ def test_processing_probes_in_the_replay_are_counted_and_leave_the_world_alone()
             seed=3,
             batches=20,
             warmup_periods=60,
-            settings=Settings(predictor={"processing_probe_period_s": 0.0}),
+            settings=Settings(inquisitor={"processing_probe_period_s": 0.0}),
         )
     )
     assert on.probe_stats["processing_probes"] > 0

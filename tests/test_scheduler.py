@@ -10,7 +10,7 @@ import pytest
 from stoic.backends.fake import DeployStep, FakeBackend, FakeSpec
 from stoic.clock import LoopClock
 from stoic.errors import PredictorError
-from stoic.schedule.assembly import build_core
+from stoic.schedule.assembly import build_core, scheduler_options
 from stoic.schedule.decide.policy import PolicyOptions
 from stoic.schedule.execute.legs import LegRunner
 from stoic.schedule.execute.recorder import MultiRecorder, PredictorRecorder
@@ -38,7 +38,7 @@ def make_scheduler(
         w.predictor,
         Requester(counted, w.predictor),
         w.availability,
-        w.settings,
+        scheduler_options(w.settings),
         PolicyOptions(**options),
         observed=observed,
     )

@@ -140,8 +140,8 @@ def checked_settings(tmp_path: Path, url: str) -> Settings:
     return make_settings(
         tmp_path,
         controller={"inquisitor": True},
-        predictor={
-            "inquisitor_period_s": 0.05,
+        inquisitor={
+            "period_s": 0.05,
             "uplink_check_url": url,
             "uplink_check_timeout_s": 0.5,
         },
@@ -299,7 +299,7 @@ def test_the_simulated_uplink_is_down_inside_its_outages(tmp_path: Path) -> None
 
 def test_a_check_url_must_be_http() -> None:
     with pytest.raises(ValidationError, match="uplink_check_url"):
-        Settings(predictor={"uplink_check_url": "ftp://cluster/readyz"})
+        Settings(inquisitor={"uplink_check_url": "ftp://cluster/readyz"})
 
 
 def test_the_replay_prices_batches_that_arrive_while_the_link_is_down(tmp_path: Path) -> None:

@@ -236,7 +236,7 @@ class EstimateResponse(BaseModel):
     images: int
     bytes: int
     estimates: dict[str, EstimateOut] = Field(description="available runtimes only")
-    objective: str = Field(description="requester.objective: mean, expected or quantile")
+    objective: str = Field(description="policy.objective: mean, expected or quantile")
     selector: str = Field(description="the runtime the selector would choose")
     reason: str
 

@@ -447,7 +447,7 @@ class Controller:
         ]
         if wants_inquisitor(s):
             self.probe_work = BatchProbeWork(self.objects, self.tmp_dir)
-        p = s.predictor
+        p = s.inquisitor
         core = build_core(
             s,
             self.backends,

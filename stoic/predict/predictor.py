@@ -47,7 +47,7 @@ class Predictor:
         self.settings = settings
         p = settings.predictor
         self._runtimes: dict[str, RuntimeSettings] = {r.name: r for r in settings.runtimes}
-        self._quantile = settings.requester.objective_quantile
+        self._quantile = settings.policy.objective_quantile
         self._deployment: dict[str, DeploymentModel] = {
             r.name: DeploymentModel(
                 method=p.deployment_method,

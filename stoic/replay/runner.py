@@ -105,7 +105,7 @@ class ModeSpec:
     mode: Mode
     cloud: str | None = None
     objective: Objective | None = None
-    min_gain_s: float | None = None  # share: its share.min_gain_s (None: the settings')
+    min_gain_s: float | None = None  # share: its policy.share_min_gain_s (None: the settings')
     informed: bool = False  # the oracle's policy on expected totals, not hindsight
 
 
@@ -119,7 +119,7 @@ def parse_mode(mode: str, gpu: str | None = None) -> ModeSpec:
         return ModeSpec(Mode.DUPLICATOR, mode.split("-", 1)[1])
     if mode == "informed":
         return ModeSpec(Mode.ORACLE, informed=True)
-    if mode.startswith("share:"):  # share:GAIN, share mode with share.min_gain_s = GAIN
+    if mode.startswith("share:"):  # share:GAIN, share mode with policy.share_min_gain_s = GAIN
         try:
             gain = float(mode.split(":", 1)[1])
         except ValueError:
@@ -222,7 +222,7 @@ class _ProbeShortcut:
         self.env = env
         self.recorder = recorder
         self.availability = availability
-        self.period = settings.predictor.inquisitor_period_s
+        self.period = settings.inquisitor.period_s
         self.keep = settings.predictor.calibration_history + settings.predictor.max_window
         self.timeout = settings.predictor.deploy_timeout_s
         self.warmup_s = warmup_s
@@ -323,7 +323,7 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
         fallback=next((n for n, r in runtimes.items() if r.is_edge), None),
     )
     p = settings.predictor
-    period = p.inquisitor_period_s
+    period = settings.inquisitor.period_s
     warm_periods = (
         cfg.warmup_periods
         if cfg.warmup_periods is not None
@@ -360,7 +360,7 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
         PolicyOptions.from_settings(settings),
         duplicator_runtime=cloud or settings.requester.duplicator_runtime,
         threshold_images=cfg.threshold_images,
-        objective=spec.objective or settings.requester.objective,
+        objective=spec.objective or settings.policy.objective,
     )
     if spec.min_gain_s is not None:
         policy = replace(policy, share_min_gain_s=spec.min_gain_s)

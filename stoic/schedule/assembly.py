@@ -40,8 +40,13 @@ from stoic.schedule.execute.legs import LegRunner
 from stoic.schedule.execute.recorder import MultiRecorder, Recorder
 from stoic.schedule.execute.requester import Requester
 from stoic.schedule.probe.availability import Availability, AvailabilityChange, Listener
-from stoic.schedule.probe.inquisitor import Inquisitor, ProbeWork, ProcessingClock
-from stoic.schedule.scheduler import ObservationCounter, Scheduler
+from stoic.schedule.probe.inquisitor import (
+    Inquisitor,
+    InquisitorOptions,
+    ProbeWork,
+    ProcessingClock,
+)
+from stoic.schedule.scheduler import ObservationCounter, Scheduler, SchedulerOptions
 from stoic.settings import Settings
 from stoic.values import DeploymentSample, ProcessingSample, Runtime
 
@@ -76,6 +81,19 @@ class Core:
     uplink: UplinkWatch | None  # the watch the inquisitor's checks feed
 
 
+def inquisitor_options(settings: Settings) -> InquisitorOptions:
+    i = settings.inquisitor
+    return InquisitorOptions(
+        period_s=i.period_s,
+        processing_probe_period_s=i.processing_probe_period_s,
+        processing_probe_images=tuple(i.processing_probe_images),
+    )
+
+
+def scheduler_options(settings: Settings) -> SchedulerOptions:
+    return SchedulerOptions(bootstrap_tasks_per_runtime=settings.policy.bootstrap_tasks_per_runtime)
+
+
 def wants_inquisitor(settings: Settings) -> bool:
     """Whether a core of these settings probes: the inquisitor is on and there is a
     cloud runtime to probe."""
@@ -106,7 +124,7 @@ def build_core(
     by_name = {r.name: r for r in (runtimes or settings.runtime_list())}
     probes = wants_inquisitor(settings)
     watch = (
-        UplinkWatch(clock, settings.predictor.inquisitor_period_s)
+        UplinkWatch(clock, settings.inquisitor.period_s)
         if probes and uplink_check is not None
         else None
     )
@@ -123,7 +141,7 @@ def build_core(
         predictor,
         requester,
         availability,
-        settings,
+        scheduler_options(settings),
         policy or PolicyOptions.from_settings(settings),
         observed=observed,
     )
@@ -135,6 +153,7 @@ def build_core(
             uplink=(uplink_check, watch) if uplink_check is not None and watch else None,
             worth=scheduler.worth_probing,
             measured=measured,
+            options=inquisitor_options(settings),
         )
         if probes
         else None

@@ -1,6 +1,6 @@
 """The inquisitor: background deployment probes of the cloud runtimes (paper §3.1, §3.7).
 
-Every ``settings.predictor.inquisitor_period_s`` it deploys each cloud runtime, records
+Every ``inquisitor.period_s`` it deploys each cloud runtime, records
 how long the pod took to become ready, and tears it down without running anything. This
 gives the deployment predictor a time series before any batch needs a T_d estimate.
 
@@ -17,7 +17,7 @@ that tick rather than probed twice. The replay calls :meth:`Inquisitor.probe` or
 :meth:`Inquisitor.probe_all` at instants of its own choosing instead of :meth:`run`.
 
 **Processing probes** (ours, not the paper's; every
-``settings.predictor.processing_probe_period_s``, default an hour, 0 turns them off).
+``inquisitor.processing_probe_period_s``, default an hour, 0 turns them off).
 The selector learns a runtime's T_p only from the batches it sends there, so a runtime
 that had a slow spell is not chosen again and its line never learns that the spell ended
 (a bandit's trap), and a runtime that only ever ran small batches has a slope its
@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from stoic.aio import cancel_and_wait
@@ -81,6 +82,16 @@ class ProbeWork(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class InquisitorOptions:
+    """The inquisitor's knobs (``settings.inquisitor``; built by
+    :func:`~stoic.schedule.assembly.build_core`)."""
+
+    period_s: float = 60.0  # the probes' tick
+    processing_probe_period_s: float = 3600.0  # 0: no processing probes
+    processing_probe_images: tuple[int, ...] = (10, 100)  # probe sizes, in turn
+
+
 class ProcessingClock:
     """A recorder that notes when each runtime's T_p was last measured (a batch's or a
     probe's): it sits in the leg runner's recorder chain, and the inquisitor reads it."""
@@ -110,6 +121,7 @@ class Inquisitor:
         uplink: tuple[UplinkCheck, UplinkWatch] | None = None,
         worth: Callable[[str], bool] = lambda _name: True,
         measured: ProcessingClock | None = None,
+        options: InquisitorOptions = InquisitorOptions(),
     ) -> None:
         self.legs = legs  # the requester's: the same backends, recorder, clock, settings
         self.availability = availability
@@ -117,6 +129,7 @@ class Inquisitor:
         self.settings = legs.settings
         self.work = work
         self.uplink = uplink
+        self.options = options
         # Whether a runtime's T_p could still change a decision (the scheduler's
         # Scheduler.worth_probing); default: always.
         self.worth = worth
@@ -185,7 +198,7 @@ class Inquisitor:
         return sample
 
     def _processing_due(self, name: str) -> bool:
-        period = self.settings.predictor.processing_probe_period_s
+        period = self.options.processing_probe_period_s
         if self.work is None or period <= 0:
             return False
         last = self._last_processing.get(name)
@@ -201,7 +214,7 @@ class Inquisitor:
         loop = asyncio.get_running_loop()
         name = runtime.name
         self._last_processing[name] = self.legs.clock.now()  # also when it fails
-        sizes = self.settings.predictor.processing_probe_images
+        sizes = self.options.processing_probe_images
         turn = self._turn.get(name, 0)
         self._turn[name] = turn + 1
         try:
@@ -286,7 +299,7 @@ class Inquisitor:
         Cancelling waits for the probes in flight to stop (their backends tear down).
         """
         loop = asyncio.get_running_loop()
-        period = self.settings.predictor.inquisitor_period_s
+        period = self.options.period_s
         start = loop.time()
         in_flight: dict[str, asyncio.Task[object]] = {}
         tick = 0
