@@ -121,8 +121,8 @@ MOVES: Mapping[ControllerState, frozenset[ControllerState]] = {
     ControllerState.CREATED: frozenset(
         {ControllerState.STARTING, ControllerState.DRAINING, ControllerState.STOPPED}
     ),
-    # A start that fails stays STARTING until stop(); a stop asked for while starting
-    # (a signal) drains as soon as the start is done.
+    # A start that fails stays STARTING until stop(); a stop asked for before or while
+    # starting (a signal) leaves it DRAINING once started: it claims nothing.
     ControllerState.STARTING: frozenset(
         {ControllerState.RUNNING, ControllerState.DRAINING, ControllerState.STOPPED}
     ),

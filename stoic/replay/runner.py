@@ -1,9 +1,8 @@
 """The replay: the daemon's scheduling core driven by a workload in virtual time.
 
-"Two worlds, one code path" (DESIGN.md): the replay builds the *daemon's* classes —
-:class:`~stoic.predict.predictor.Predictor`, :class:`~stoic.schedule.execute.requester.Requester`,
-:class:`~stoic.schedule.probe.inquisitor.Inquisitor`,
-:class:`~stoic.schedule.scheduler.Scheduler` (which calls
+"Two worlds, one code path" (docs/architecture.md): the replay builds the *daemon's*
+core with the daemon's :func:`~stoic.schedule.assembly.build_core` — the predictor, the
+requester, the inquisitor, the scheduler (which calls
 :func:`stoic.schedule.decide.policy.decide`) — and swaps in only the backends
 (:class:`~stoic.backends.simulated.SimulatedBackend`) and the clock (a ``looptime`` event
 loop, whose time jumps to the next timer, so a simulated day takes well under a second).
@@ -20,15 +19,17 @@ what the simulated backend serves for that batch's calls: the outcome the schedu
 gets *is* the truth of the runtime it chose (for the duplicator, the race of the two).
 
 Probes: ``full`` runs the inquisitor's own loop for the whole replay (1,440 probes per
-runtime per simulated day). ``window`` (the default beyond a week) is the shortcut for
-long replays: between batches, the probe ticks are walked with the inquisitor's own rules
-(a tick on the ``k·period`` grid, skipped while the previous probe of that runtime is
-still running), each probe's T_d is the same counter-keyed draw the backend would have
-made, and only the probes that can still be in the predictor's deployment window at the
-next batch (the last ``calibration_history + max_window``, its deque length) are fed to
-it, through the same recorder; the last finished probe sets availability. Because the
-model keeps only that deque and calibrates lazily at the next estimate, the predictor
-reaches the same state as with every probe fed (see docs/replay.md for the caveats).
+runtime per simulated day; :attr:`~stoic.schedule.assembly.Probing.LOOP`). ``window``
+(the default beyond a week; :attr:`~stoic.schedule.assembly.Probing.WARMUP`, the one way
+its core differs from the daemon's) is the shortcut for long replays: between batches,
+the probe ticks are walked with the inquisitor's own rules (a tick on the ``k·period``
+grid, skipped while the previous probe of that runtime is still running), each probe's
+T_d is the same counter-keyed draw the backend would have made, and only the probes that
+can still be in the predictor's deployment window at the next batch (the last
+``calibration_history + max_window``, its deque length) are fed to it, through the same
+recorder chain; the last finished probe sets availability. Because the model keeps only
+that deque and calibrates lazily at the next estimate, the predictor reaches the same
+state as with every probe fed (see docs/replay.md for the caveats).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
@@ -386,6 +387,11 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
     )
     records: list[ReplayedBatch] = []
     failed: list[ReplayedBatch] = []
+    planned: list[Plan] = []  # the plan of the batch in hand: a failed one keeps it
+
+    async def keep_plan(plan: Plan) -> None:
+        planned[:] = [plan]
+
     try:
         await asyncio.sleep(warmup_s)
         if probes == "window":
@@ -419,12 +425,11 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
             )
             truth = env.audit(b.index, job, b.at_s)
             token2 = current_truth.set(truth)
-            planned: list[Plan] = []
             try:
                 started = loop.time() - origin - warmup_s
                 given = env.expected_totals(job, b.at_s) if spec.informed else truth.totals()
                 plan, outcome = await scheduler.handle(
-                    job, mode=mode, truth=given, on_plan=_append_to(planned)
+                    job, mode=mode, truth=given, on_plan=keep_plan
                 )
             except BackendError as exc:  # nothing left to run on: failed, as in the daemon
                 log.warning("batch failed", batch_id=job.batch_id, error=str(exc))
@@ -469,15 +474,6 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
         core,
         failed,
     )
-
-
-def _append_to(plans: list[Plan]) -> Callable[[Plan], Awaitable[None]]:
-    """An ``on_plan`` that keeps the plan (a failed batch is recorded with it)."""
-
-    async def keep(plan: Plan) -> None:
-        plans.append(plan)
-
-    return keep
 
 
 def _failed(
