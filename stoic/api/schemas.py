@@ -218,7 +218,7 @@ class RuntimeOut(BaseModel):
 
 
 class UplinkOut(BaseModel):
-    """The uplink as the inquisitor's checks saw it (``predictor.uplink_check_url``)."""
+    """The uplink as the inquisitor's checks saw it (``inquisitor.uplink_check_url``)."""
 
     up: bool
     down_since: float | None = Field(description="when the first failed check of this outage ran")
