@@ -128,6 +128,7 @@ def in_process_overhead(n: int = 10_000) -> list[float]:
     from stoic.backends.fake import FakeBackend
     from stoic.clock import ManualClock
     from stoic.predict.predictor import Predictor
+    from stoic.schedule.assembly import scheduler_options
     from stoic.schedule.execute.legs import LegRunner
     from stoic.schedule.execute.recorder import PredictorRecorder
     from stoic.schedule.execute.requester import Requester
@@ -168,7 +169,7 @@ def in_process_overhead(n: int = 10_000) -> list[float]:
             ManualClock(), settings, availability=availability,
         )  # fmt: skip
         requester = Requester(legs, predictor)
-        return Scheduler(predictor, requester, availability, settings)
+        return Scheduler(predictor, requester, availability, scheduler_options(settings))
 
     scheduler = asyncio.run(build())
     out = []

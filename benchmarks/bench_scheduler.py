@@ -13,6 +13,7 @@ import time
 from stoic.backends.fake import FakeBackend, FakeSpec
 from stoic.clock import WallClock
 from stoic.predict.predictor import Predictor
+from stoic.schedule.assembly import scheduler_options
 from stoic.schedule.execute.legs import LegRunner
 from stoic.schedule.execute.recorder import PredictorRecorder
 from stoic.schedule.execute.requester import Requester
@@ -47,7 +48,7 @@ async def main() -> None:
         availability=availability,
     )
     requester = Requester(legs, predictor)
-    scheduler = Scheduler(predictor, requester, availability, settings)
+    scheduler = Scheduler(predictor, requester, availability, scheduler_options(settings))
 
     decide = []
     for i in range(N):

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from stoic.settings import RuntimeSettings, Settings, default_runtimes
+from stoic.settings import MOVED, RuntimeSettings, Settings, default_runtimes
 
 HEADER = """\
 # Configuration
@@ -117,6 +117,10 @@ def _default(info: FieldInfo) -> str:
     return f"`{text}`"
 
 
+def _env(key: str) -> str:
+    return "STOIC_" + key.upper().replace(".", "__")
+
+
 def _rows(model: type[BaseModel], path: str, env: str) -> Iterator[str]:
     for name, info in model.model_fields.items():
         key = info.alias or name
@@ -135,6 +139,17 @@ def render() -> str:
     out = [HEADER, "## Settings\n", "| key | type | unit | default | environment | description |"]
     out.append("|---|---|---|---|---|---|")
     out.extend(_rows(Settings, "", "STOIC_"))
+    out.append("\n## Moved settings\n")
+    out.append(
+        "These keys moved to the section of the component that reads them. Their old "
+        "names (in a file or the environment) still work for one release, with a "
+        "warning naming the new key; a new key given too wins.\n"
+    )
+    out.append("| old key | old environment | new key | new environment |")
+    out.append("|---|---|---|---|")
+    for (old_section, old_key), (new_section, new_key) in MOVED.items():
+        old, new = f"{old_section}.{old_key}", f"{new_section}.{new_key}"
+        out.append(f"| `{old}` | `{_env(old)}` | `{new}` | `{_env(new)}` |")
     out.append("\n## Each entry of `runtimes`\n")
     out.append("| key | type | unit | default | description |")
     out.append("|---|---|---|---|---|")

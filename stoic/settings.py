@@ -33,7 +33,10 @@ from pydantic_settings import (
 )
 
 from stoic.errors import ConfigError
+from stoic.logging import get_logger
 from stoic.values import Mode, Runtime, RuntimeKind
+
+log = get_logger(__name__)
 
 
 class _Section(BaseModel):
@@ -118,7 +121,6 @@ class ObjectStoreSettings(_Section):
 class PredictorSettings(_Section):
     """The paper's section 3.4 parameters."""
 
-    inquisitor_period_s: float = Field(60.0, gt=0, le=86_400)
     calibration_period: int = Field(
         10, ge=1, le=10_000, description="new samples per recalibration"
     )
@@ -137,6 +139,26 @@ class PredictorSettings(_Section):
         "expected objective's processing tail; docs/scheduling.md",
     )
     deploy_timeout_s: float = Field(600.0, gt=0, le=86_400)
+    deployment_method: Literal["median", "mean", "autoreg"] = Field(
+        "median", description="'autoreg' needs the analysis extra"
+    )
+    default_bandwidth_bps: float = Field(
+        70.8e6 / 8, gt=0, description="uplink before any measurement"
+    )
+    bandwidth_history: int = Field(10, ge=1, le=10_000)
+    ransac_min_samples: int = Field(2, ge=2)
+    ransac_residual_threshold_s: float | None = Field(None, gt=0)
+    ransac_max_trials: int = Field(100, ge=1, le=100_000)
+    seed: int = 0
+
+
+class InquisitorSettings(_Section):
+    """The inquisitor's background probes (``stoic.schedule.probe.inquisitor``): cloud
+    deployments each period (paper §3.1), processing probes and uplink checks (ours)."""
+
+    period_s: float = Field(
+        60.0, gt=0, le=86_400, description="the probes' tick (the paper's one minute)"
+    )
     processing_probe_period_s: float = Field(
         3600.0,
         ge=0,
@@ -149,13 +171,6 @@ class PredictorSettings(_Section):
         min_length=1,
         description="probe batch sizes, taken in turn (two sizes identify the slope)",
     )
-    deployment_method: Literal["median", "mean", "autoreg"] = Field(
-        "median", description="'autoreg' needs the analysis extra"
-    )
-    default_bandwidth_bps: float = Field(
-        70.8e6 / 8, gt=0, description="uplink before any measurement"
-    )
-    bandwidth_history: int = Field(10, ge=1, le=10_000)
     uplink_check_url: str | None = Field(
         None,
         description="an http(s) URL across the uplink (the cluster API's /readyz, the "
@@ -166,10 +181,6 @@ class PredictorSettings(_Section):
     uplink_check_timeout_s: float = Field(
         5.0, gt=0, le=60, description="an uplink check unanswered this long finds the link down"
     )
-    ransac_min_samples: int = Field(2, ge=2)
-    ransac_residual_threshold_s: float | None = Field(None, gt=0)
-    ransac_max_trials: int = Field(100, ge=1, le=100_000)
-    seed: int = 0
 
     @field_validator("uplink_check_url")
     @classmethod
@@ -186,15 +197,10 @@ class PredictorSettings(_Section):
         return v
 
 
-class RequesterSettings(_Section):
-    """Back-off as in section 3.7: 100 ms, doubling, 10 attempts."""
+class PolicySettings(_Section):
+    """What the scheduler decides with (``stoic.schedule.decide.policy``,
+    ``stoic.schedule.scheduler``); docs/scheduling.md."""
 
-    retry_initial_s: float = Field(0.1, gt=0, le=60)
-    retry_factor: float = Field(2.0, ge=1, le=10)
-    retry_attempts: int = Field(10, ge=1, le=100)
-    warmup: bool = True
-    fallback_to_edge: bool = True
-    default_mode: Mode = Mode.SELECTOR
     objective: Literal["mean", "expected", "quantile"] = Field(
         "expected",
         description="what the selector minimises: the predicted T_s (mean: the paper's), "
@@ -204,6 +210,29 @@ class RequesterSettings(_Section):
     objective_quantile: float = Field(
         0.9, gt=0, lt=1, description="the T_d quantile of objective = quantile"
     )
+    bootstrap_tasks_per_runtime: int = Field(
+        2, ge=1, le=100, description="representative tasks per runtime (paper §3.7)"
+    )
+    share_min_gain_s: float = Field(
+        5.0,
+        ge=0,
+        description="share mode: deploy a cloud runtime only if it is predicted to finish "
+        "the batch at least this much sooner (its expected gain, timeout risk priced in)",
+    )
+    share_max_cloud_runtimes: int = Field(
+        3, ge=0, le=16, description="share mode: cloud runtimes deployed for one batch at most"
+    )
+
+
+class RequesterSettings(_Section):
+    """Back-off as in section 3.7: 100 ms, doubling, 10 attempts."""
+
+    retry_initial_s: float = Field(0.1, gt=0, le=60)
+    retry_factor: float = Field(2.0, ge=1, le=10)
+    retry_attempts: int = Field(10, ge=1, le=100)
+    warmup: bool = True
+    fallback_to_edge: bool = True
+    default_mode: Mode = Mode.SELECTOR
     duplicator_runtime: str = Field(
         "auto",
         description="the duplicator's cloud runtime; auto: per batch, the one with the "
@@ -222,17 +251,9 @@ class RequesterSettings(_Section):
 
 
 class ShareSettings(_Section):
-    """Share mode: one batch split across the edge and cloud runtimes (docs/scheduling.md)."""
+    """Share mode: how a shared batch is cut and run (docs/scheduling.md); which cloud
+    runtimes take part is the policy's (``policy.share_*``)."""
 
-    min_gain_s: float = Field(
-        5.0,
-        ge=0,
-        description="deploy a cloud runtime only if it is predicted to finish the batch at "
-        "least this much sooner (its expected gain, timeout risk priced in)",
-    )
-    max_cloud_runtimes: int = Field(
-        3, ge=0, le=16, description="cloud runtimes deployed for one batch at most"
-    )
     chunk_factor: float = Field(
         2.0,
         ge=1,
@@ -325,9 +346,6 @@ class ControllerSettings(_Section):
         "(stoic model default), which is stored and wins",
     )
     bootstrap: bool = True
-    bootstrap_tasks_per_runtime: int = Field(
-        2, ge=1, le=100, description="representative tasks per runtime (paper §3.7)"
-    )
     max_concurrent_batches: int = Field(
         1, ge=1, le=64, description="batches processed at once (the edge is one machine)"
     )
@@ -574,6 +592,26 @@ class LogSettings(_Section):
     repeat_window_s: float = Field(60.0, gt=0, le=86_400)
 
 
+MOVED: dict[tuple[str, str], tuple[str, str]] = {
+    ("predictor", "inquisitor_period_s"): ("inquisitor", "period_s"),
+    ("predictor", "processing_probe_period_s"): ("inquisitor", "processing_probe_period_s"),
+    ("predictor", "processing_probe_images"): ("inquisitor", "processing_probe_images"),
+    ("predictor", "uplink_check_url"): ("inquisitor", "uplink_check_url"),
+    ("predictor", "uplink_check_timeout_s"): ("inquisitor", "uplink_check_timeout_s"),
+    ("requester", "objective"): ("policy", "objective"),
+    ("requester", "objective_quantile"): ("policy", "objective_quantile"),
+    ("controller", "bootstrap_tasks_per_runtime"): ("policy", "bootstrap_tasks_per_runtime"),
+    ("share", "min_gain_s"): ("policy", "share_min_gain_s"),
+    ("share", "max_cloud_runtimes"): ("policy", "share_max_cloud_runtimes"),
+}
+"""Settings moved to the section of their reader (old → new), read under their old
+names, in a file or the environment, for one release with a warning."""
+
+
+def _env(key: str) -> str:
+    return "STOIC_" + key.upper().replace(".", "__")
+
+
 class Settings(BaseSettings):
     """The root of the tree."""
 
@@ -586,6 +624,8 @@ class Settings(BaseSettings):
     objectstore: ObjectStoreSettings = ObjectStoreSettings()
     runtimes: list[RuntimeSettings] = Field(default_factory=default_runtimes, min_length=1)
     predictor: PredictorSettings = PredictorSettings()
+    inquisitor: InquisitorSettings = InquisitorSettings()
+    policy: PolicySettings = PolicySettings()
     requester: RequesterSettings = RequesterSettings()
     share: ShareSettings = ShareSettings()
     api: ApiSettings = ApiSettings()
@@ -595,6 +635,34 @@ class Settings(BaseSettings):
     kubernetes: KubernetesSettings = KubernetesSettings()
     local: LocalBackendSettings = LocalBackendSettings()
     function: FunctionSettings = FunctionSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        """Move the keys of :data:`MOVED` to their new places (a new key given too
+        wins), logging a deprecation warning that names the new key."""
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for (old_section, old_key), (new_section, new_key) in MOVED.items():
+            section = out.get(old_section)
+            if not isinstance(section, dict) or old_key not in section:
+                continue
+            section = dict(section)
+            value = section.pop(old_key)
+            out[old_section] = section
+            target = out.get(new_section, {})
+            if isinstance(target, dict):
+                out[new_section] = {new_key: value, **target}
+            old, new = f"{old_section}.{old_key}", f"{new_section}.{new_key}"
+            log.warning(
+                f"setting {old} is deprecated and goes in the next release; use {new}",
+                old=old,
+                new=new,
+                old_env=_env(old),
+                new_env=_env(new),
+            )
+        return out
 
     @model_validator(mode="after")
     def _check_runtimes(self) -> Settings:

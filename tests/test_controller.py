@@ -277,7 +277,7 @@ async def test_the_inquisitor_times_idle_runtimes_on_images_of_a_claimed_batch(
     settings = make_settings(
         tmp_path,
         controller={"inquisitor": True},
-        predictor={"inquisitor_period_s": 0.05, "processing_probe_period_s": 0.2},
+        inquisitor={"period_s": 0.05, "processing_probe_period_s": 0.2},
     )
     bid = put_batch(settings, n_images=12)
     async for ctl in running(settings, fake):
@@ -300,7 +300,7 @@ async def test_the_inquisitor_times_idle_runtimes_on_images_of_a_claimed_batch(
 async def test_the_daemon_checks_its_uplink_and_prices_an_outage(
     tmp_path: Path, fake: FakeBackend
 ) -> None:
-    """With ``predictor.uplink_check_url``, the inquisitor requests it every tick; while
+    """With ``inquisitor.uplink_check_url``, the inquisitor requests it every tick; while
     it goes unanswered the metric says so and cloud T_t includes the expected wait."""
     async with far_side() as link:
         async for ctl in running(checked_settings(tmp_path, link.url), fake):
@@ -413,7 +413,9 @@ async def test_share_mode_labels_each_image_once_and_resumes_from_stored_chunks(
     from stoic.storage.package import chunk_results_key, results_key
     from stoic.values import Mode
 
-    settings = make_settings(tmp_path, controller={"bootstrap": False}, share={"min_gain_s": 0})
+    settings = make_settings(
+        tmp_path, controller={"bootstrap": False}, policy={"share_min_gain_s": 0}
+    )
     fake = FakeBackend(
         {
             "edge": FakeSpec(per_image_s=0.05),
@@ -441,3 +443,34 @@ async def test_share_mode_labels_each_image_once_and_resumes_from_stored_chunks(
     labelled = [e.detail for e in fake.ops("invoke")]
     assert all(int(d.split("-")[0]) >= 10 for d in labelled)
     assert objects.list(f"batches/{done_before}/chunks/") == []  # merged into results
+
+
+async def test_the_life_cycle_is_one_state_that_only_moves_forward(
+    tmp_path: Path, fake: FakeBackend
+) -> None:
+    ctl = Controller(make_settings(tmp_path), backends={"local": fake})
+    await ctl.start()
+    assert ctl.state == "running" and not ctl.draining and not ctl.state.stopping
+    ctl.mark_draining()  # a signal: the state moves, nothing else yet
+    assert ctl.state == "draining" and ctl.draining and ctl.state.stopping
+    await ctl.drain()
+    await ctl.drain()  # once is all
+    await ctl.stop()
+    ctl.request_stop()  # a late signal does not bring it back
+    assert ctl.state == "stopped" and not ctl.draining
+    await ctl.stop()
+
+
+async def test_a_stop_asked_for_before_the_start_leaves_it_draining(
+    tmp_path: Path, fake: FakeBackend
+) -> None:
+    settings = make_settings(tmp_path)
+    bid = put_batch(settings)
+    ctl = Controller(settings, backends={"local": fake})
+    ctl.mark_draining()
+    await ctl.start()  # builds everything, claims nothing
+    assert ctl.state == "draining"
+    await ctl.stop()
+    with Store(settings.database_url) as store:
+        assert store.get_batch(bid).state is BatchState.QUEUED
+    assert not fake.ops("invoke")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -11,10 +12,12 @@ from stoic.backends.base import Upload
 from stoic.backends.fake import DeployStep, FakeBackend, InvokeStep
 from stoic.clock import LoopClock
 from stoic.errors import ConfigError
+from stoic.schedule.assembly import inquisitor_options
 from stoic.schedule.execute.legs import LegRunner, Placer
+from stoic.schedule.execute.recorder import MultiRecorder
 from stoic.schedule.execute.requester import Requester
 from stoic.schedule.probe.availability import Availability, AvailabilityChange
-from stoic.schedule.probe.inquisitor import Inquisitor
+from stoic.schedule.probe.inquisitor import Inquisitor, ProcessingClock
 from stoic.schedule.scheduler import Scheduler
 from stoic.settings import Settings
 from stoic.values import (
@@ -48,7 +51,12 @@ class ListWork:
 
 
 class Rig:
-    def __init__(self, work: ListWork | None = None, **overrides: Any) -> None:
+    def __init__(
+        self,
+        work: ListWork | None = None,
+        worth: Callable[[str], bool] = lambda _name: True,
+        **overrides: Any,
+    ) -> None:
         self.settings = Settings(**overrides)
         self.runtimes = {r.name: r for r in self.settings.runtime_list()}
         self.fake = FakeBackend(dict(SPECS))
@@ -57,10 +65,17 @@ class Rig:
         self.availability = Availability(self.runtimes.values(), listener=self.changes.append)
         self.clock = LoopClock(EPOCH)
         self.backends: dict[str, Any] = {"local": self.fake}
-        self.legs = LegRunner(
-            self.backends, self.runtimes, self.recorder, self.clock, self.settings
+        measured = ProcessingClock()  # in the chain, as build_core puts it
+        chain = MultiRecorder(self.recorder, measured)
+        self.legs = LegRunner(self.backends, self.runtimes, chain, self.clock, self.settings)
+        self.inquisitor = Inquisitor(
+            self.legs,
+            self.availability,
+            work,
+            worth=worth,
+            measured=measured,
+            options=inquisitor_options(self.settings),
         )
-        self.inquisitor = Inquisitor(self.legs, self.availability, work)
 
 
 @pytest.fixture
@@ -88,7 +103,7 @@ async def test_timeout_marks_unavailable_and_a_success_brings_it_back(rig: Rig) 
         availability=rig.availability,
     )
     requester = Requester(legs, predictor)
-    scheduler = Scheduler(predictor, requester, rig.availability, rig.settings)
+    scheduler = Scheduler(predictor, requester, rig.availability)
     job = Job("b", n_images=400, n_bytes=1)
 
     rig.fake.script_deploys("gpu2", DeployStep(float("inf")))
@@ -154,7 +169,7 @@ async def test_run_probes_on_the_period_grid(rig: Rig) -> None:
 
 
 async def test_run_skips_a_runtime_whose_probe_is_still_running() -> None:
-    rig = Rig(predictor={"inquisitor_period_s": 60.0, "deploy_timeout_s": 100.0})
+    rig = Rig(inquisitor={"period_s": 60.0}, predictor={"deploy_timeout_s": 100.0})
     rig.fake.script_deploys("gpu2", DeployStep(float("inf")), 5)
     task = asyncio.create_task(rig.inquisitor.run())
     await asyncio.sleep(130)
@@ -211,7 +226,7 @@ async def test_a_failing_listener_does_not_stop_marking(rig: Rig) -> None:
 
 async def test_a_due_runtime_is_also_timed_on_a_probe_batch_sizes_in_turn() -> None:
     work = ListWork()
-    rig = Rig(work, predictor={"processing_probe_period_s": 600.0})
+    rig = Rig(work, inquisitor={"processing_probe_period_s": 600.0})
     await rig.inquisitor.probe("gpu1")  # deploy 30 s, warm-up 2 s, 10 images x 0.75 s
     assert [e.op for e in rig.fake.events if e.op in ("warmup", "invoke", "teardown")] == [
         "warmup",
@@ -234,7 +249,7 @@ async def test_a_due_runtime_is_also_timed_on_a_probe_batch_sizes_in_turn() -> N
 
 
 async def test_a_runtime_that_batches_measure_is_not_probed() -> None:
-    rig = Rig(ListWork(), predictor={"processing_probe_period_s": 600.0})
+    rig = Rig(ListWork(), inquisitor={"processing_probe_period_s": 600.0})
     await rig.legs.recorder.processing(
         ProcessingSample("classify", "1", "gpu1", 40, 1, 30.0, EPOCH)
     )
@@ -247,7 +262,7 @@ async def test_a_runtime_that_batches_measure_is_not_probed() -> None:
 
 
 async def test_processing_probes_off_without_work_or_period() -> None:
-    for rig in (Rig(None), Rig(ListWork(), predictor={"processing_probe_period_s": 0.0})):
+    for rig in (Rig(None), Rig(ListWork(), inquisitor={"processing_probe_period_s": 0.0})):
         await rig.inquisitor.probe("gpu1")
         assert rig.recorder.processings == [] and rig.fake.ops("invoke") == []
     rig = Rig(ListWork(available=False))  # nothing to probe with yet: no call, no sample
@@ -270,7 +285,7 @@ async def test_a_failing_probe_call_is_logged_and_the_pod_torn_down(
 
 
 async def test_run_probes_the_edge_when_due_and_nothing_deploys_it() -> None:
-    rig = Rig(ListWork(), predictor={"processing_probe_period_s": 90.0})
+    rig = Rig(ListWork(), inquisitor={"processing_probe_period_s": 90.0})
     task = asyncio.create_task(rig.inquisitor.run())
     await asyncio.sleep(200)
     task.cancel()
@@ -287,7 +302,7 @@ async def test_run_probes_the_edge_when_due_and_nothing_deploys_it() -> None:
 
 
 async def test_the_edge_is_not_probed_while_a_batch_runs_there() -> None:
-    rig = Rig(ListWork(), predictor={"processing_probe_period_s": 90.0})
+    rig = Rig(ListWork(), inquisitor={"processing_probe_period_s": 90.0})
     job = Job("b", n_images=40, n_bytes=1)
     requester = Requester(rig.legs, TablePredictor())
     batch = asyncio.create_task(  # the edge is busy for 100 s (40 images x 2.5 s)
@@ -309,8 +324,7 @@ async def test_the_edge_is_not_probed_while_a_batch_runs_there() -> None:
 
 
 async def test_no_processing_probe_of_a_runtime_that_could_not_win() -> None:
-    rig = Rig(ListWork())
-    rig.inquisitor.worth = lambda name: name != "gpu2"  # Scheduler.worth_probing's say
+    rig = Rig(ListWork(), worth=lambda name: name != "gpu2")  # Scheduler.worth_probing's say
     await rig.inquisitor.probe_all()
     assert sorted(s.runtime for s in rig.recorder.processings) == ["cpu", "gpu1"]
     assert len(rig.recorder.deployments) == 3  # its deployment is still probed

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import stoic.schedule.scheduler
+from stoic.backends.simulated import SimulatedBackend
+from stoic.errors import InvocationError
 from stoic.predict.predictor import Predictor
 from stoic.replay.report import write_report
 from stoic.replay.runner import ReplayConfig, run_replay
@@ -118,7 +121,7 @@ def test_processing_probes_in_the_replay_are_counted_and_leave_the_world_alone()
             seed=3,
             batches=20,
             warmup_periods=60,
-            settings=Settings(predictor={"processing_probe_period_s": 0.0}),
+            settings=Settings(inquisitor={"processing_probe_period_s": 0.0}),
         )
     )
     assert on.probe_stats["processing_probes"] > 0
@@ -228,3 +231,24 @@ def test_the_adaptive_duplicator_is_close_to_the_best_fixed_one(
 
     fixed = min(vs_min_lat(m) for m in ("duplicator-cpu", "duplicator-gpu1", "duplicator-gpu2"))
     assert vs_min_lat("duplicator") <= fixed + ADAPTIVE_MARGIN_POINTS
+
+
+def test_a_batch_that_fails_everywhere_is_recorded_as_failed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    original = SimulatedBackend.invoke
+
+    async def edge_breaks_once(
+        self: SimulatedBackend, deployment: Any, job: Job, *a: Any, **k: Any
+    ) -> Any:
+        if job.batch_id == "b000003" and deployment.runtime.is_edge:
+            raise InvocationError("edge", "the function crashed")
+        return await original(self, deployment, job, *a, **k)
+
+    monkeypatch.setattr(SimulatedBackend, "invoke", edge_breaks_once)
+    r = run_replay(ReplayConfig(mode="edge-only", seed=4, **SHORT))
+    assert [f.batch.index for f in r.failed] == [3]
+    (failed,) = r.failed
+    assert failed.outcome.error is not None and "crashed" in failed.outcome.error
+    assert failed.plan.runtime == "edge" and failed.outcome.runtime == ""
+    assert [rec.batch.index for rec in r.records] == [i for i in range(10) if i != 3]

@@ -10,10 +10,10 @@ import pytest
 from stoic.backends.fake import DeployStep, FakeBackend, FakeSpec
 from stoic.clock import LoopClock
 from stoic.errors import PredictorError
-from stoic.predict.predictor import Predictor
+from stoic.schedule.assembly import build_core, scheduler_options
 from stoic.schedule.decide.policy import PolicyOptions
 from stoic.schedule.execute.legs import LegRunner
-from stoic.schedule.execute.recorder import PredictorRecorder
+from stoic.schedule.execute.recorder import MultiRecorder, PredictorRecorder
 from stoic.schedule.execute.requester import Requester
 from stoic.schedule.scheduler import PROBE_LOOKBACK, ObservationCounter, Scheduler, contenders
 from stoic.settings import Settings
@@ -23,8 +23,25 @@ from tests.test_requester import EPOCH, JOB, World, est, make_world
 pytestmark = pytest.mark.looptime
 
 
-def make_scheduler(w: World, **options: Any) -> Scheduler:
-    return Scheduler(w.predictor, w.requester, w.availability, w.settings, PolicyOptions(**options))
+def make_scheduler(
+    w: World, observed: ObservationCounter | None = None, **options: Any
+) -> Scheduler:
+    """A scheduler on ``w``'s backends whose counter is in the recorder chain, as
+    build_core wires it (``w.recorder`` still sees every sample first)."""
+    observed = observed or ObservationCounter()
+    legs = w.requester.legs
+    chain = MultiRecorder(legs.recorder, observed)
+    counted = LegRunner(
+        legs.backends, legs.runtimes, chain, legs.clock, w.settings, availability=w.availability
+    )
+    return Scheduler(
+        w.predictor,
+        Requester(counted, w.predictor),
+        w.availability,
+        scheduler_options(w.settings),
+        PolicyOptions(**options),
+        observed=observed,
+    )
 
 
 @pytest.fixture
@@ -185,9 +202,7 @@ async def test_seeded_counts_mean_no_bootstrap(world: World) -> None:
     observed = ObservationCounter()
     for rt in ("edge", "cpu", "gpu1", "gpu2"):
         observed.seed("classify", "1", rt, 5)
-    scheduler = Scheduler(
-        world.predictor, world.requester, world.availability, world.settings, observed=observed
-    )
+    scheduler = make_scheduler(world, observed)
     assert not scheduler.needs_bootstrap("classify", "1")
     # Samples recorded by the requester are counted too.
     await scheduler.handle(Job("b", 3, 1, app_version="9"), mode=Mode.PINNED, pinned="cpu")
@@ -203,9 +218,6 @@ async def test_bootstrap_needs_representative_jobs(world: World) -> None:
 
 
 async def test_real_predictor_learns_from_bootstrap_and_batches() -> None:
-    settings = Settings()
-    runtimes = {r.name: r for r in settings.runtime_list()}
-    predictor = Predictor(settings)
     fake = FakeBackend(
         {
             "edge": FakeSpec(per_image_s=2.0, fixed_s=10.0),
@@ -214,21 +226,12 @@ async def test_real_predictor_learns_from_bootstrap_and_batches() -> None:
             "gpu2": FakeSpec(deploy_s=40, upload_s=1, per_image_s=0.2, fixed_s=20.0),
         }
     )
-    from stoic.schedule.probe.availability import Availability
-
-    availability = Availability(runtimes.values())
-    legs = LegRunner(
-        {"local": fake},
-        runtimes,
-        PredictorRecorder(predictor),
-        LoopClock(EPOCH),
-        settings,
-        availability=availability,
+    core = build_core(
+        Settings(), {"local": fake}, LoopClock(EPOCH), make_recorder=PredictorRecorder
     )
-    requester = Requester(legs, predictor)
-    scheduler = Scheduler(predictor, requester, availability, settings)
+    predictor, scheduler = core.predictor, core.scheduler
     report = await scheduler.bootstrap("classify", "1", REPRESENTATIVE)
-    assert report.runs == 8
+    assert report.runs == 8 and not scheduler.needs_bootstrap("classify", "1")
     edge = predictor.estimate("edge", 100, 0, app="classify", app_version="1")
     assert edge.processing.mean == pytest.approx(2.0 * 100 + 10.0, rel=0.1)
     assert predictor.recent_deployments("gpu1", 5)[-1].outcome is DeployOutcome.OK

@@ -35,8 +35,8 @@ def config(tmp: Path, data: Path) -> Path:
         '"--image-delay", "0.04"',
         edge_per_image_s=0.04,
         extra="""
-[share]
-min_gain_s = 0.5
+[policy]
+share_min_gain_s = 0.5
 
 [[runtimes]]
 name = "cpu"

@@ -187,10 +187,10 @@ async def test_a_crashing_uplink_check_is_logged_and_not_recorded(
 
 def test_the_predictor_adds_the_wait_to_cloud_transfer_only() -> None:
     clock = ManualClock()
-    predictor = Predictor(Settings())
-    before = predictor.estimate("gpu1", 100, 10_000_000, app="a", app_version="1")
-    predictor.uplink = UplinkWatch(clock, 60.0)
-    predictor.uplink.observe(False)
+    before = Predictor(Settings()).estimate("gpu1", 100, 10_000_000, app="a", app_version="1")
+    watch = UplinkWatch(clock, 60.0)
+    predictor = Predictor(Settings(), uplink=watch)
+    watch.observe(False)
     clock.t += 240
     gpu1 = predictor.estimate("gpu1", 100, 10_000_000, app="a", app_version="1")
     edge = predictor.estimate("edge", 100, 10_000_000, app="a", app_version="1")
@@ -233,7 +233,7 @@ def test_the_simulated_uplink_is_down_inside_its_outages(tmp_path: Path) -> None
 
 def test_a_check_url_must_be_http() -> None:
     with pytest.raises(ValidationError, match="uplink_check_url"):
-        Settings(predictor={"uplink_check_url": "ftp://cluster/readyz"})
+        Settings(inquisitor={"uplink_check_url": "ftp://cluster/readyz"})
 
 
 def test_the_replay_prices_batches_that_arrive_while_the_link_is_down(tmp_path: Path) -> None:

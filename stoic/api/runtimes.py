@@ -85,7 +85,7 @@ async def estimate(
         images=images,
         bytes=size,
         estimates={k: EstimateOut.of(v, plan.scores.get(k)) for k, v in estimates.items()},
-        objective=c.settings.requester.objective,
+        objective=c.settings.policy.objective,
         selector=plan.chosen,
         reason=plan.reason,
     )

@@ -220,7 +220,7 @@ class RuntimeOut(BaseModel):
 
 
 class UplinkOut(BaseModel):
-    """The uplink as the inquisitor's checks saw it (``predictor.uplink_check_url``)."""
+    """The uplink as the inquisitor's checks saw it (``inquisitor.uplink_check_url``)."""
 
     up: bool
     down_since: float | None = Field(description="when the first failed check of this outage ran")
@@ -238,7 +238,7 @@ class EstimateResponse(BaseModel):
     images: int
     bytes: int
     estimates: dict[str, EstimateOut] = Field(description="available runtimes only")
-    objective: str = Field(description="requester.objective: mean, expected or quantile")
+    objective: str = Field(description="policy.objective: mean, expected or quantile")
     selector: str = Field(description="the runtime the selector would choose")
     reason: str
 

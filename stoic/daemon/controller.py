@@ -43,9 +43,9 @@ and is re-queued at the next start. ``stoic serve`` runs :meth:`Controller.drain
 the listener is still open (the API answers 503 to new batches, ``/readyz`` 503, the
 rest as usual), then closes it; :meth:`Controller.stop` (from the lifespan) drains
 whatever is left and stops everything, releasing the lock last.
-The life cycle is :class:`ControllerState`: created → starting → running → draining →
-stopped. Backends take part through :class:`~stoic.backends.base.RuntimeBackend`'s own
-``start()`` / ``aclose()``.
+The life cycle is one :class:`ControllerState` (created → starting → running → draining →
+stopped), changed only by ``Controller._move`` along :data:`MOVES`. Backends take part
+through :class:`~stoic.backends.base.RuntimeBackend`'s own ``start()`` / ``aclose()``.
 """
 
 from __future__ import annotations
@@ -72,8 +72,7 @@ from stoic.extras import installed, require
 from stoic.ingest.ingestor import Ingestor
 from stoic.ingest.options import IngestLimits
 from stoic.logging import get_logger
-from stoic.predict.uplink import UplinkWatch
-from stoic.schedule.decide.policy import PolicyOptions
+from stoic.schedule.assembly import build_core, wants_inquisitor, warm_predictor
 from stoic.schedule.probe.availability import Availability, AvailabilityChange
 from stoic.settings import Settings
 from stoic.storage.objectstore import ObjectStore, make_object_store
@@ -81,17 +80,16 @@ from stoic.storage.package import model_key
 from stoic.store.store import BatchRecord, DefaultVersion, Store
 from stoic.values import (
     BatchState,
-    DeploymentSample,
     Estimate,
     Job,
     Mode,
     Plan,
-    ProcessingSample,
     Runtime,
 )
 
 if TYPE_CHECKING:
     from stoic.predict.predictor import Predictor
+    from stoic.schedule.assembly import Core
     from stoic.schedule.execute.requester import Requester
     from stoic.schedule.probe.inquisitor import Inquisitor
     from stoic.schedule.scheduler import Scheduler
@@ -104,11 +102,35 @@ one claim, a short database transaction) before cancelling it."""
 
 
 class ControllerState(StrEnum):
+    """The controller's life cycle, the one record of it: created → starting → running →
+    draining → stopped (:data:`MOVES`; :meth:`Controller._move` is the only writer)."""
+
     CREATED = "created"
     STARTING = "starting"
     RUNNING = "running"
-    DRAINING = "draining"
+    DRAINING = "draining"  # asked to stop: no batch is claimed or accepted, not ready
     STOPPED = "stopped"
+
+    @property
+    def stopping(self) -> bool:
+        """No new batch may start: the dispatcher and the supervised tasks return."""
+        return self in (ControllerState.DRAINING, ControllerState.STOPPED)
+
+
+MOVES: Mapping[ControllerState, frozenset[ControllerState]] = {
+    ControllerState.CREATED: frozenset(
+        {ControllerState.STARTING, ControllerState.DRAINING, ControllerState.STOPPED}
+    ),
+    # A start that fails stays STARTING until stop(); a stop asked for before or while
+    # starting (a signal) leaves it DRAINING once started: it claims nothing.
+    ControllerState.STARTING: frozenset(
+        {ControllerState.RUNNING, ControllerState.DRAINING, ControllerState.STOPPED}
+    ),
+    ControllerState.RUNNING: frozenset({ControllerState.DRAINING, ControllerState.STOPPED}),
+    ControllerState.DRAINING: frozenset({ControllerState.STOPPED}),
+    ControllerState.STOPPED: frozenset(),
+}
+"""The moves the life cycle allows; any other is ignored (a second stop, a late signal)."""
 
 
 def check_extras(settings: Settings, *, backends: bool = True) -> None:
@@ -182,7 +204,6 @@ class Controller:
         self.metrics = metrics or Metrics()
         self._injected_backends = dict(backends) if backends is not None else None
         self.state = ControllerState.CREATED
-        self._stop_requested = False
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._side = BackgroundTasks("controller")
         self.model_status = "unknown"
@@ -202,6 +223,7 @@ class Controller:
         self.objects: ObjectStore
         self.ingestor: Ingestor
         self.backends: dict[str, RuntimeBackend] = {}
+        self.core: Core
         self.predictor: Predictor
         self.availability: Availability
         self.requester: Requester
@@ -223,17 +245,26 @@ class Controller:
 
     @property
     def draining(self) -> bool:
-        return self._stop_requested
+        return self.state is ControllerState.DRAINING
+
+    def _move(self, to: ControllerState) -> bool:
+        """The one place the life cycle changes: to ``to`` if :data:`MOVES` allows it
+        from here (returns whether it moved). One assignment, so a signal handler or a
+        thread may call it."""
+        if to not in MOVES[self.state]:
+            return False
+        self.state = to
+        return True
 
     def request_stop(self) -> None:
-        """Signal-safe: only sets the flag and wakes the dispatcher."""
-        self._stop_requested = True
+        """Signal-safe: move to draining and wake the dispatcher."""
+        self._move(ControllerState.DRAINING)
         self.notify()
 
     def mark_draining(self) -> None:
-        """Only set the flag (safe in a signal handler): readiness turns false and the
-        API refuses new batches; :meth:`stop` does the rest."""
-        self._stop_requested = True
+        """Only move to draining (safe in a signal handler): readiness turns false and
+        the API refuses new batches; :meth:`drain` and :meth:`stop` do the rest."""
+        self._move(ControllerState.DRAINING)
 
     def notify(self) -> None:
         """A batch was queued: wake the dispatcher now rather than at its next poll."""
@@ -246,7 +277,7 @@ class Controller:
         touched nothing, when another daemon holds the directory."""
         check_extras(self.settings, backends=self._injected_backends is None)
         self.lock.acquire()
-        self.state = ControllerState.STARTING
+        self._move(ControllerState.STARTING)
         try:
             runtimes = self.settings.runtime_list()
             await self._open_store(runtimes)
@@ -257,7 +288,7 @@ class Controller:
         except BaseException:
             self.lock.release()
             raise
-        self.state = ControllerState.RUNNING
+        self._move(ControllerState.RUNNING)
         self.started_at = self.clock.now()
         log.info(
             "controller started",
@@ -272,10 +303,10 @@ class Controller:
         to finish, then cancel them (they are re-queued at the next start). Returns
         early, cancelling, when ``abandon()`` turns true (a second Ctrl-C). Idempotent;
         the daemon keeps answering requests meanwhile."""
-        if self.state is not ControllerState.RUNNING:
+        drained = "dispatcher" not in self._tasks  # the first drain takes it
+        if drained or self.state not in (ControllerState.RUNNING, ControllerState.DRAINING):
             return
         self.request_stop()
-        self.state = ControllerState.DRAINING
         grace = self.settings.controller.drain_grace_s
         log.info("draining", running=list(self.running), grace_s=grace)
         inquisitor = self._tasks.pop("inquisitor", None)
@@ -306,8 +337,8 @@ class Controller:
 
     async def stop(self) -> None:
         """Drain, then stop everything and release the data directory. Idempotent."""
-        if self.state in (ControllerState.STOPPED, ControllerState.CREATED):
-            self.state = ControllerState.STOPPED
+        if self.state is ControllerState.STOPPED or not hasattr(self, "store"):
+            self._move(ControllerState.STOPPED)
             self.lock.release()
             return
         await self.drain()
@@ -324,7 +355,7 @@ class Controller:
         if ingestor is not None:
             ingestor.close()
         self.store.close()
-        self.state = ControllerState.STOPPED
+        self._move(ControllerState.STOPPED)
         self.lock.release()
         log.info("controller stopped")
 
@@ -335,7 +366,7 @@ class Controller:
         await supervise(
             spec.name,
             spec.factory,
-            stopping=lambda: self._stop_requested,
+            stopping=lambda: self.state.stopping,
             initial_delay_s=c.task_restart_initial_s,
             max_delay_s=c.task_restart_max_s,
             on_crash=lambda name: self.metrics.task_restarts.labels(name).inc(),
@@ -402,53 +433,51 @@ class Controller:
             await backend.start()
 
     async def _build_scheduling(self, runtimes: list[Runtime]) -> None:
-        """Predictor (primed from the store), availability (restored and persisted),
-        recorder, requester, scheduler (its bootstrap counts seeded), inquisitor."""
-        from stoic.predict.predictor import Predictor
-        from stoic.schedule.execute.legs import LegRunner
-        from stoic.schedule.execute.requester import Requester
-        from stoic.schedule.probe.inquisitor import Inquisitor
-        from stoic.schedule.scheduler import Scheduler
-
+        """The core (:func:`~stoic.schedule.assembly.build_core`): the predictor (primed
+        from the store), availability (restored and persisted), the recorder, the
+        requester, the scheduler (its bootstrap counts seeded) and the inquisitor."""
         s = self.settings
-        self.predictor = Predictor(s)
+        now = self.clock.now()
+        down = [
+            AvailabilityChange(
+                row.name, False, row.unavailable_since or now, "unavailable before the restart"
+            )
+            for row in await asyncio.to_thread(self.store.runtimes)
+            if not row.available and row.name in self.runtime_names
+        ]
+        if wants_inquisitor(s):
+            self.probe_work = BatchProbeWork(self.objects, self.tmp_dir)
+        p = s.inquisitor
+        core = build_core(
+            s,
+            self.backends,
+            self.clock,
+            make_recorder=lambda predictor: DaemonRecorder(self.store, predictor, self.metrics),
+            runtimes=runtimes,
+            down=down,
+            on_availability=self._persist_availability,
+            probe_work=self.probe_work,
+            uplink_check=(
+                HttpUplinkCheck(p.uplink_check_url, p.uplink_check_timeout_s)
+                if p.uplink_check_url is not None
+                else None
+            ),
+        )
+        self.core = core
+        self.predictor, self.availability = core.predictor, core.availability
+        self.requester, self.scheduler = core.requester, core.scheduler
+        self.inquisitor = core.inquisitor
         await self._replay_samples()
-        self.availability = Availability(runtimes)
-        for row in await asyncio.to_thread(self.store.runtimes):
-            if not row.available and row.name in self.runtime_names:
-                self.availability.mark_unavailable(
-                    row.name,
-                    row.unavailable_since or self.clock.now(),
-                    "unavailable before the restart",
-                )
-        self.availability.add_listener(self._persist_availability)
         for name in self.runtime_names:
             self.metrics.runtime_available.labels(name).set(
                 1.0 if self.availability.is_available(name) else 0.0
             )
-        recorder = DaemonRecorder(self.store, self.predictor, self.metrics)
-        by_name = {r.name: r for r in runtimes}
-        legs = LegRunner(
-            self.backends, by_name, recorder, self.clock, s, availability=self.availability
-        )
-        self.requester = Requester(legs, self.predictor)
-        options = PolicyOptions.from_settings(s)
-        self.scheduler = Scheduler(self.predictor, self.requester, self.availability, s, options)
         await self.prime_version(self.app, self.app_version)
         self.metrics.watch_states(self._state_counts)
-        await asyncio.to_thread(self._warm_predictor)
-        if s.controller.inquisitor and any(not r.is_edge for r in runtimes):
-            self.probe_work = BatchProbeWork(self.objects, self.tmp_dir)
-            uplink = None
-            p = s.predictor
-            if p.uplink_check_url is not None:
-                watch = UplinkWatch(self.clock, p.inquisitor_period_s)
-                check = HttpUplinkCheck(p.uplink_check_url, p.uplink_check_timeout_s)
-                uplink = (check, watch)
-                self.predictor.uplink = watch
-                self.metrics.watch_uplink(watch)
-            self.inquisitor = Inquisitor(legs, self.availability, self.probe_work, uplink=uplink)
-            self.inquisitor.worth = self.scheduler.worth_probing
+        await asyncio.to_thread(warm_predictor, s, core, self.app, self.app_version)
+        if core.uplink is not None:
+            self.metrics.watch_uplink(core.uplink)
+        if core.inquisitor is not None:
             self.metrics.watch_probes(self._probe_cloud_s)
 
     def _probe_cloud_s(self) -> dict[str, float]:
@@ -464,7 +493,7 @@ class Controller:
             objects=self.objects,
             scheduler=self.scheduler,
             tmp_dir=self.tmp_dir,
-            stopping=lambda: self._stop_requested,
+            stopping=lambda: self.state.stopping,
             prepare=self._prepare,
             prime=self.prime_version,
             claimed=self.probe_work.offer if self.probe_work is not None else None,
@@ -527,21 +556,6 @@ class Controller:
                     app_version=app_version,
                     samples=n,
                 )
-
-    def _warm_predictor(self) -> None:
-        """Pay the predictor's lazy imports and first fits (RANSAC, calibration) now, on
-        a throw-away predictor, so no batch's decision time includes them."""
-        from stoic.predict.predictor import Predictor
-
-        scratch = Predictor(self.settings)
-        name = self.runtime_names[0]
-        for i in range(1, 2 * self.settings.predictor.processing_history + 2):
-            scratch.observe_processing(
-                ProcessingSample("warm-up", "0", name, i, i * 1000, 1.0 + 0.5 * i, float(i))
-            )
-            scratch.observe_deployment(DeploymentSample(name, float(i), 1.0 + (i % 3)))
-        scratch.estimate_all(10, 10_000, app="warm-up", app_version="0")
-        self.predictor.estimate_all(1, 212_000, app=self.app, app_version=self.app_version)
 
     def _persist_availability(self, change: AvailabilityChange) -> None:
         self.metrics.runtime_available.labels(change.runtime).set(1.0 if change.available else 0.0)

@@ -1,10 +1,10 @@
 """The daemon's uplink check: one HTTP request across the uplink per inquisitor tick.
 
-An :class:`~stoic.predict.uplink.UplinkCheck` for ``predictor.uplink_check_url`` (the
+An :class:`~stoic.predict.uplink.UplinkCheck` for ``inquisitor.uplink_check_url`` (the
 cluster API's ``/readyz``, the object store's endpoint: anything on the far side of the
 site's uplink). Any HTTP answer, an error status included, means the far side was
 reached, so the link is up; a connection error or no answer within
-``predictor.uplink_check_timeout_s`` means it is down. Each check opens a connection of
+``inquisitor.uplink_check_timeout_s`` means it is down. Each check opens a connection of
 its own: a pooled one could outlive the link and say nothing of it.
 
 An ``https`` URL whose certificate this host does not trust (a cluster API signed by

@@ -43,11 +43,11 @@ from stoic.values import (
 class Predictor:
     """Estimates of every configured runtime, learnt from observed samples."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, uplink: UplinkWatch | None = None) -> None:
         self.settings = settings
         p = settings.predictor
         self._runtimes: dict[str, RuntimeSettings] = {r.name: r for r in settings.runtimes}
-        self._quantile = settings.requester.objective_quantile
+        self._quantile = settings.policy.objective_quantile
         self._deployment: dict[str, DeploymentModel] = {
             r.name: DeploymentModel(
                 method=p.deployment_method,
@@ -63,9 +63,9 @@ class Predictor:
         self.bandwidth = BandwidthMonitor(
             history=p.bandwidth_history, default_bps=p.default_bandwidth_bps
         )
-        # The uplink's state as the inquisitor's checks saw it (set by whoever builds
-        # both; None: not checked, no wait predicted): stoic.predict.uplink.
-        self.uplink: UplinkWatch | None = None
+        # The uplink's state as the inquisitor's checks saw it (None: not checked, no
+        # wait predicted): stoic.predict.uplink.
+        self.uplink = uplink
 
     # Lookup ---------------------------------------------------------------------
 

@@ -1,9 +1,8 @@
 """The replay: the daemon's scheduling core driven by a workload in virtual time.
 
-"Two worlds, one code path" (docs/architecture.md): the replay builds the *daemon's* classes —
-:class:`~stoic.predict.predictor.Predictor`, :class:`~stoic.schedule.execute.requester.Requester`,
-:class:`~stoic.schedule.probe.inquisitor.Inquisitor`,
-:class:`~stoic.schedule.scheduler.Scheduler` (which calls
+"Two worlds, one code path" (docs/architecture.md): the replay builds the *daemon's*
+core with the daemon's :func:`~stoic.schedule.assembly.build_core` — the predictor, the
+requester, the inquisitor, the scheduler (which calls
 :func:`stoic.schedule.decide.policy.decide`) — and swaps in only the backends
 (:class:`~stoic.backends.simulated.SimulatedBackend`) and the clock (a ``looptime`` event
 loop, whose time jumps to the next timer, so a simulated day takes well under a second).
@@ -20,15 +19,17 @@ what the simulated backend serves for that batch's calls: the outcome the schedu
 gets *is* the truth of the runtime it chose (for the duplicator, the race of the two).
 
 Probes: ``full`` runs the inquisitor's own loop for the whole replay (1,440 probes per
-runtime per simulated day). ``window`` (the default beyond a week) is the shortcut for
-long replays: between batches, the probe ticks are walked with the inquisitor's own rules
-(a tick on the ``k·period`` grid, skipped while the previous probe of that runtime is
-still running), each probe's T_d is the same counter-keyed draw the backend would have
-made, and only the probes that can still be in the predictor's deployment window at the
-next batch (the last ``calibration_history + max_window``, its deque length) are fed to
-it, through the same recorder; the last finished probe sets availability. Because the
-model keeps only that deque and calibrates lazily at the next estimate, the predictor
-reaches the same state as with every probe fed (see docs/replay.md for the caveats).
+runtime per simulated day; :attr:`~stoic.schedule.assembly.Probing.LOOP`). ``window``
+(the default beyond a week; :attr:`~stoic.schedule.assembly.Probing.WARMUP`, the one way
+its core differs from the daemon's) is the shortcut for long replays: between batches,
+the probe ticks are walked with the inquisitor's own rules (a tick on the ``k·period``
+grid, skipped while the previous probe of that runtime is still running), each probe's
+T_d is the same counter-keyed draw the backend would have made, and only the probes that
+can still be in the predictor's deployment window at the next batch (the last
+``calibration_history + max_window``, its deque length) are fed to it, through the same
+recorder chain; the last finished probe sets availability. Because the model keeps only
+that deque and calibrates lazily at the next estimate, the predictor reaches the same
+state as with every probe fed (see docs/replay.md for the caveats).
 """
 
 from __future__ import annotations
@@ -55,21 +56,16 @@ from stoic.backends.simulated import (
 )
 from stoic.errors import BackendError, InputError
 from stoic.logging import get_logger
-from stoic.predict.predictor import Predictor
-from stoic.predict.uplink import UplinkWatch
 from stoic.replay.workload import DEFAULT_PROFILE, WORKLOAD_DIR, Batch, WorkloadProfile, generate
+from stoic.schedule.assembly import Core, Probing, build_core
 from stoic.schedule.decide.policy import AUTO, Objective, PolicyOptions
-from stoic.schedule.execute.legs import LegRunner, Placer
-from stoic.schedule.execute.recorder import PredictorRecorder
-from stoic.schedule.execute.requester import Requester
+from stoic.schedule.execute.legs import Placer
+from stoic.schedule.execute.recorder import PredictorRecorder, Recorder
 from stoic.schedule.probe.availability import Availability
-from stoic.schedule.probe.inquisitor import Inquisitor
-from stoic.schedule.scheduler import Scheduler
 from stoic.settings import Settings
 from stoic.values import (
     DeploymentSample,
     DeployOutcome,
-    Estimate,
     Job,
     Mode,
     Outcome,
@@ -111,7 +107,7 @@ class ModeSpec:
     mode: Mode
     cloud: str | None = None
     objective: Objective | None = None
-    min_gain_s: float | None = None  # share: its share.min_gain_s (None: the settings')
+    min_gain_s: float | None = None  # share: its policy.share_min_gain_s (None: the settings')
     informed: bool = False  # the oracle's policy on expected totals, not hindsight
 
 
@@ -125,7 +121,7 @@ def parse_mode(mode: str, gpu: str | None = None) -> ModeSpec:
         return ModeSpec(Mode.DUPLICATOR, mode.split("-", 1)[1])
     if mode == "informed":
         return ModeSpec(Mode.ORACLE, informed=True)
-    if mode.startswith("share:"):  # share:GAIN, share mode with share.min_gain_s = GAIN
+    if mode.startswith("share:"):  # share:GAIN, share mode with policy.share_min_gain_s = GAIN
         try:
             gain = float(mode.split(":", 1)[1])
         except ValueError:
@@ -189,6 +185,11 @@ class ReplayResult:
     wall_s: float
     timings: dict[str, float]
     sim_span_s: float
+    core: Core  # what ran the batches, as build_core wired it (tests compare it)
+    failed: list[ReplayedBatch] = field(default_factory=list)
+    """Batches that failed (``outcome.error``; no runtime left to run on), in order:
+    recorded as the daemon records them rather than ending the replay. The figures are
+    of :attr:`records`, the batches that ran."""
 
 
 @dataclass(frozen=True)
@@ -213,15 +214,15 @@ class _ProbeShortcut:
     def __init__(
         self,
         env: SimEnvironment,
-        predictor_recorder: PredictorRecorder,
+        recorder: Recorder,
         availability: Availability,
         settings: Settings,
         warmup_s: float,
     ) -> None:
         self.env = env
-        self.recorder = predictor_recorder
+        self.recorder = recorder
         self.availability = availability
-        self.period = settings.predictor.inquisitor_period_s
+        self.period = settings.inquisitor.period_s
         self.keep = settings.predictor.calibration_history + settings.predictor.max_window
         self.timeout = settings.predictor.deploy_timeout_s
         self.warmup_s = warmup_s
@@ -322,7 +323,7 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
         fallback=next((n for n, r in runtimes.items() if r.is_edge), None),
     )
     p = settings.predictor
-    period = p.inquisitor_period_s
+    period = settings.inquisitor.period_s
     warm_periods = (
         cfg.warmup_periods
         if cfg.warmup_periods is not None
@@ -350,44 +351,53 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
         probe_time=lambda keys: keys * period - origin - warmup_s,
     )
     backends: dict[str, RuntimeBackend] = dict.fromkeys(runtimes, backend)
-    predictor = Predictor(settings)
-    recorder = PredictorRecorder(predictor)
-    availability = Availability(runtimes.values())
-    legs = LegRunner(backends, runtimes, recorder, clock, settings, availability=availability)
-    requester = Requester(legs, predictor)
     app, version = settings.controller.app, settings.controller.app_version
-    work = _SimProbeWork(app, version, env.spec.uplink.bytes_per_image)
-    watch = UplinkWatch(clock, period)
-    predictor.uplink = watch
 
     async def uplink_check() -> bool:  # a request across the link at the tick
         return env.uplink_up(loop.time() - origin - warmup_s)
 
-    inquisitor = Inquisitor(legs, availability, work, uplink=(uplink_check, watch))
     given: dict[str, Mapping[str, float]] = {}  # the batch's totals the oracle is given
-    options = replace(
+    policy = replace(
         PolicyOptions.from_settings(settings),
         duplicator_runtime=cloud or settings.requester.duplicator_runtime,
         threshold_images=cfg.threshold_images,
-        objective=spec.objective or settings.requester.objective,
+        objective=spec.objective or settings.policy.objective,
         oracle=lambda job: given[job.batch_id],
     )
     if spec.min_gain_s is not None:
-        options = replace(options, share_min_gain_s=spec.min_gain_s)
-    scheduler = Scheduler(predictor, requester, availability, settings, options)
-    inquisitor.worth = scheduler.worth_probing
-    shortcut = _ProbeShortcut(env, recorder, availability, settings, warmup_s)
+        policy = replace(policy, share_min_gain_s=spec.min_gain_s)
+    core = build_core(
+        settings,
+        backends,
+        clock,
+        make_recorder=PredictorRecorder,
+        runtimes=runtimes.values(),
+        probe_work=_SimProbeWork(app, version, env.spec.uplink.bytes_per_image),
+        uplink_check=uplink_check,
+        policy=policy,
+        probing=Probing.LOOP if probes == "full" else Probing.WARMUP,
+    )
+    scheduler, inquisitor = core.scheduler, core.inquisitor
+    shortcut = _ProbeShortcut(env, core.recorder, core.availability, settings, warmup_s)
     timings = {"decide_s": 0.0, "probes_s": 0.0, "run_s": 0.0}
 
     # Warm-up: the inquisitor's own loop, as the daemon runs it before any batch.
-    inq_task = asyncio.create_task(inquisitor.run(), name="replay:inquisitor")
+    inq_task = asyncio.create_task(
+        inquisitor.run() if inquisitor is not None else asyncio.sleep(0),
+        name="replay:inquisitor",
+    )
     records: list[ReplayedBatch] = []
+    failed: list[ReplayedBatch] = []
+    planned: list[Plan] = []  # the plan of the batch in hand: a failed one keeps it
+
+    async def keep_plan(plan: Plan) -> None:
+        planned[:] = [plan]
+
     try:
         await asyncio.sleep(warmup_s)
         if probes == "window":
             inq_task.cancel()
             await asyncio.gather(inq_task, return_exceptions=True)
-            predictor.uplink = None  # no tick checks the uplink any more
             shortcut.start(math.floor(warmup_s / period + 1e-9) + 1)
         if settings.controller.bootstrap:
             reps = [
@@ -422,10 +432,11 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
                 totals = env.expected_totals(job, b.at_s) if spec.informed else truth.totals()
                 given.clear()
                 given[job.batch_id] = totals
-                plan, outcome = await scheduler.handle(job, mode=mode)
-            except BackendError as exc:  # an edge failure: nothing left to run on
+                plan, outcome = await scheduler.handle(job, mode=mode, on_plan=keep_plan)
+            except BackendError as exc:  # nothing left to run on: failed, as in the daemon
                 log.warning("batch failed", batch_id=job.batch_id, error=str(exc))
-                raise
+                failed.append(_failed(b, job, planned[0], exc, truth, started, clock.now()))
+                continue
             finally:
                 current_truth.reset(token2)
             timings["probes_s"] += t1 - t0
@@ -442,10 +453,10 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
         "mode": probes,
         "period_s": period,
         "warmup_s": warmup_s,
-        "inquisitor_probes": inquisitor.probes,
-        "inquisitor_skipped_ticks": inquisitor.skipped,
-        "processing_probes": inquisitor.processing_probes,
-        "processing_probe_cloud_s": dict(inquisitor.cloud_s),
+        "inquisitor_probes": inquisitor.probes if inquisitor else 0,
+        "inquisitor_skipped_ticks": inquisitor.skipped if inquisitor else 0,
+        "processing_probes": inquisitor.processing_probes if inquisitor else 0,
+        "processing_probe_cloud_s": dict(inquisitor.cloud_s) if inquisitor else {},
         "shortcut_probes_walked": shortcut.walked,
         "shortcut_probes_fed": shortcut.fed,
         "shortcut_window": shortcut.keep,
@@ -462,7 +473,20 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
         time.perf_counter() - t_wall,
         timings,
         loop.time() - origin,
+        core,
+        failed,
     )
+
+
+def _failed(
+    b: Batch, job: Job, plan: Plan, exc: BackendError, truth: BatchTruth, started: float, now: float
+) -> ReplayedBatch:
+    """A batch the requester could not run anywhere, recorded as the daemon's dispatcher
+    records it: ``failed``, with its error (an Outcome on no runtime)."""
+    outcome = Outcome(
+        job.batch_id, "", plan.mode, started_at=EPOCH_S + started, finished_at=now, error=str(exc)
+    )
+    return ReplayedBatch(b, plan, outcome, truth, started)
 
 
 def run_replay(
@@ -480,12 +504,3 @@ def run_replay(
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
-
-
-async def replay_async(cfg: ReplayConfig) -> ReplayResult:
-    """For callers already on a looptime loop (tests)."""
-    return await _replay(cfg, None)
-
-
-def estimates_of(plan: Plan) -> dict[str, Estimate]:
-    return dict(plan.estimates)

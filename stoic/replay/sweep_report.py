@@ -92,7 +92,7 @@ def write_sweep_report(result: SweepResult, out_dir: Path, *, command: str = "")
         doc["meta"]["pareto_plot"] = PARETO_PLOT
         text += (
             "\n## Latency against cloud time\n\n"
-            "Share mode at each `share:GAIN` swept (`share.min_gain_s`), the other modes "
+            "Share mode at each `share:GAIN` swept (`policy.share_min_gain_s`), the other modes "
             f"as points:\n\n![latency against cloud time]({PARETO_PLOT})\n"
         )
     (out_dir / "sweep.md").write_text(text)
@@ -240,7 +240,7 @@ PARETO_PLOT = "pareto.png"
 
 
 def _gain(mode: str) -> float | None:
-    """The ``share.min_gain_s`` of a ``share:GAIN`` mode (``share`` alone: None)."""
+    """The ``policy.share_min_gain_s`` of a ``share:GAIN`` mode (``share`` alone: None)."""
     if mode.startswith("share:"):
         try:
             return float(mode.split(":", 1)[1])
@@ -252,7 +252,7 @@ def _gain(mode: str) -> float | None:
 def _pareto(result: SweepResult, rows: list[dict[str, Any]], path: Path) -> bool:
     """Latency (% of MIN-LAT) against cloud seconds used, per environment: share mode
     at each ``share:GAIN`` swept (a line, in order of gain: the trade-off
-    ``share.min_gain_s`` sets) and every other mode as a point. Only drawn when the
+    ``policy.share_min_gain_s`` sets) and every other mode as a point. Only drawn when the
     sweep has at least two ``share:GAIN`` modes."""
     gains = sorted((g, m) for m in result.config.modes if (g := _gain(m)) is not None)
     if len(gains) < 2:

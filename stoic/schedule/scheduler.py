@@ -39,7 +39,6 @@ from stoic.schedule.execute.recorder import PredictorLike
 from stoic.schedule.execute.requester import Requester
 from stoic.schedule.probe.availability import Availability
 from stoic.schedule.share.session import ChunkSink
-from stoic.settings import Settings
 from stoic.values import (
     DeploymentSample,
     Estimate,
@@ -95,6 +94,14 @@ class ObservationCounter:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class SchedulerOptions:
+    """The scheduler's own knobs (``settings.policy``; built by
+    :func:`~stoic.schedule.assembly.build_core`)."""
+
+    bootstrap_tasks_per_runtime: int = 2  # representative tasks per runtime (paper §3.7)
+
+
 @dataclass(slots=True)
 class BootstrapReport:
     """What one bootstrap did: outcomes per runtime, and the runs that failed."""
@@ -117,7 +124,7 @@ class Scheduler:
         predictor: PredictorLike,
         requester: Requester,
         availability: Availability,
-        settings: Settings,
+        options: SchedulerOptions = SchedulerOptions(),
         policy_options: PolicyOptions = PolicyOptions(),
         *,
         observed: ObservationCounter | None = None,
@@ -125,10 +132,10 @@ class Scheduler:
         self.predictor = predictor
         self.requester = requester
         self.availability = availability
-        self.settings = settings
+        self.options = options
         self.policy_options = policy_options
+        # Counts what the leg runner's recorder chain hands it (build_core puts it there).
         self.observed = observed or ObservationCounter()
-        requester.add_recorder(self.observed)
         self.decisions = 0
         self.decision_s_total = 0.0
         self._bootstrap_locks: dict[tuple[str, str], asyncio.Lock] = {}
@@ -214,7 +221,7 @@ class Scheduler:
 
     @property
     def tasks_per_runtime(self) -> int:
-        return self.settings.controller.bootstrap_tasks_per_runtime
+        return self.options.bootstrap_tasks_per_runtime
 
     def missing(self, app: str, app_version: str) -> dict[str, int]:
         """Bootstrap runs still needed per *available* runtime (configured order).

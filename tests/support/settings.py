@@ -33,8 +33,8 @@ def checked_settings(tmp_path: Path, url: str) -> Settings:
     return make_settings(
         tmp_path,
         controller={"inquisitor": True},
-        predictor={
-            "inquisitor_period_s": 0.05,
+        inquisitor={
+            "period_s": 0.05,
             "uplink_check_url": url,
             "uplink_check_timeout_s": 0.5,
         },

@@ -51,8 +51,8 @@ AUTO = "auto"
 
 @dataclass(frozen=True, slots=True)
 class PolicyOptions:
-    """Knobs of the policies (``settings.requester``); the objective's default is ours,
-    the rest follow the paper."""
+    """Knobs of the policies (``settings.policy``, the duplicator's in
+    ``settings.requester``); the objective's default is ours, the rest follow the paper."""
 
     edge_runtime: str = "edge"
     duplicator_runtime: str = AUTO
@@ -73,10 +73,10 @@ class PolicyOptions:
         return cls(
             edge_runtime=edge_runtime or (edges[0] if edges else "edge"),
             duplicator_runtime=r.duplicator_runtime,
-            objective=r.objective,
+            objective=settings.policy.objective,
             edge_margin=r.duplicator_edge_margin,
-            share_min_gain_s=settings.share.min_gain_s,
-            share_max_clouds=settings.share.max_cloud_runtimes,
+            share_min_gain_s=settings.policy.share_min_gain_s,
+            share_max_clouds=settings.policy.share_max_cloud_runtimes,
         )
 
 

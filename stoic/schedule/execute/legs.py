@@ -24,8 +24,9 @@ measurement is taken, and handed to the
 :class:`LegRunner` is a concrete object built with exactly what the steps need
 (backends, runtimes, recorder, clock, settings, availability); the requester, its
 duplicator, the share session and the inquisitor hold the same one, as an httpx
-``Client`` holds its transport, so a recorder added to it (the scheduler's observation
-counter) reaches every measurement.
+``Client`` holds its transport, so its recorder (the whole chain, built by
+:func:`stoic.schedule.assembly.build_core`: the scheduler's observation counter among
+them) sees every measurement.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from stoic.errors import (
     RetriesExhausted,
 )
 from stoic.logging import get_logger
-from stoic.schedule.execute.recorder import MultiRecorder, Recorder
+from stoic.schedule.execute.recorder import Recorder
 from stoic.schedule.probe.availability import Availability
 from stoic.settings import Settings
 from stoic.values import (
@@ -158,13 +159,6 @@ class LegRunner:
         self.in_use: Counter[str] = Counter()
         for r in runtimes.values():
             _backend_for(backends, r)  # fail at start-up, not on the first batch
-
-    def add_recorder(self, recorder: Recorder) -> None:
-        """Also send every sample to ``recorder`` (the scheduler counts observations)."""
-        if isinstance(self.recorder, MultiRecorder):
-            self.recorder.add(recorder)
-        else:
-            self.recorder = MultiRecorder(self.recorder, recorder)
 
     def _backend(self, runtime: Runtime) -> RuntimeBackend:
         return _backend_for(self.backends, runtime)

@@ -42,7 +42,7 @@ from stoic.errors import BackendError, RuntimeUnavailable
 from stoic.logging import get_logger
 from stoic.schedule.execute.duplicator import Duplicator
 from stoic.schedule.execute.legs import Leg, LegRunner
-from stoic.schedule.execute.recorder import PredictorLike, Recorder
+from stoic.schedule.execute.recorder import PredictorLike
 from stoic.schedule.share.session import ChunkSink, Sharer
 from stoic.values import Job, Outcome, Plan, RacePlan, SharePlan, SinglePlan
 
@@ -61,10 +61,6 @@ class Requester:
         self.availability = legs.availability
         edges = [r.name for r in legs.runtimes.values() if r.is_edge]
         self.edge_runtime: str | None = edges[0] if edges else None
-
-    def add_recorder(self, recorder: Recorder) -> None:
-        """Also send every sample to ``recorder`` (the scheduler counts observations)."""
-        self.legs.add_recorder(recorder)
 
     async def run(
         self,

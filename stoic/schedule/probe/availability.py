@@ -38,12 +38,21 @@ Listener = Callable[[AvailabilityChange], None]
 
 
 class Availability:
-    """The availability of every configured runtime; all start available."""
+    """The availability of every configured runtime; all start available but those in
+    ``down`` (known before this start: the daemon's store), which no listener hears."""
 
-    def __init__(self, runtimes: Iterable[Runtime], *, listener: Listener | None = None) -> None:
+    def __init__(
+        self,
+        runtimes: Iterable[Runtime],
+        *,
+        down: Iterable[AvailabilityChange] = (),
+        listener: Listener | None = None,
+    ) -> None:
         self._runtimes = {r.name: r for r in runtimes}
         self._order = list(self._runtimes)
-        self._down: dict[str, AvailabilityChange] = {}
+        self._down: dict[str, AvailabilityChange] = {
+            c.runtime: c for c in down if not c.available and not self._check(c.runtime).is_edge
+        }
         self._listeners: list[Listener] = [listener] if listener else []
 
     def add_listener(self, listener: Listener) -> None:

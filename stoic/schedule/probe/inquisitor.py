@@ -1,6 +1,6 @@
 """The inquisitor: background deployment probes of the cloud runtimes (paper §3.1, §3.7).
 
-Every ``settings.predictor.inquisitor_period_s`` it deploys each cloud runtime, records
+Every ``inquisitor.period_s`` it deploys each cloud runtime, records
 how long the pod took to become ready, and tears it down without running anything. This
 gives the deployment predictor a time series before any batch needs a T_d estimate.
 
@@ -17,7 +17,7 @@ that tick rather than probed twice. The replay calls :meth:`Inquisitor.probe` or
 :meth:`Inquisitor.probe_all` at instants of its own choosing instead of :meth:`run`.
 
 **Processing probes** (ours, not the paper's; every
-``settings.predictor.processing_probe_period_s``, default an hour, 0 turns them off).
+``inquisitor.processing_probe_period_s``, default an hour, 0 turns them off).
 The selector learns a runtime's T_p only from the batches it sends there, so a runtime
 that had a slow spell is not chosen again and its line never learns that the spell ended
 (a bandit's trap), and a runtime that only ever ran small batches has a slope its
@@ -47,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from stoic.aio import cancel_and_wait
@@ -81,11 +82,22 @@ class ProbeWork(Protocol):
         ...
 
 
-class _ProcessingClock:
-    """A recorder that notes when each runtime's T_p was last measured."""
+@dataclass(frozen=True, slots=True)
+class InquisitorOptions:
+    """The inquisitor's knobs (``settings.inquisitor``; built by
+    :func:`~stoic.schedule.assembly.build_core`)."""
 
-    def __init__(self, last: dict[str, float]) -> None:
-        self.last = last
+    period_s: float = 60.0  # the probes' tick
+    processing_probe_period_s: float = 3600.0  # 0: no processing probes
+    processing_probe_images: tuple[int, ...] = (10, 100)  # probe sizes, in turn
+
+
+class ProcessingClock:
+    """A recorder that notes when each runtime's T_p was last measured (a batch's or a
+    probe's): it sits in the leg runner's recorder chain, and the inquisitor reads it."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, float] = {}
 
     async def deployment(self, sample: DeploymentSample) -> None:
         return None
@@ -107,6 +119,9 @@ class Inquisitor:
         work: ProbeWork | None = None,
         *,
         uplink: tuple[UplinkCheck, UplinkWatch] | None = None,
+        worth: Callable[[str], bool] = lambda _name: True,
+        measured: ProcessingClock | None = None,
+        options: InquisitorOptions = InquisitorOptions(),
     ) -> None:
         self.legs = legs  # the requester's: the same backends, recorder, clock, settings
         self.availability = availability
@@ -114,19 +129,20 @@ class Inquisitor:
         self.settings = legs.settings
         self.work = work
         self.uplink = uplink
+        self.options = options
         # Whether a runtime's T_p could still change a decision (the scheduler's
-        # Scheduler.worth_probing, set by whoever builds both); default: always.
-        self.worth: Callable[[str], bool] = lambda _name: True
+        # Scheduler.worth_probing); default: always.
+        self.worth = worth
         self.probes = 0  # probes started (metrics)
         self.skipped = 0  # ticks skipped because the previous probe still ran
         self.processing_probes = 0  # processing probes timed
         # runtime -> pod seconds held after ready (the processing probes' cloud cost)
         self.cloud_s: dict[str, float] = {}
         # runtime -> clock time of its newest T_p sample, a batch's or a probe's: a
-        # runtime that batches keep measuring needs no probe.
-        self._last_processing: dict[str, float] = {}
+        # runtime that batches keep measuring needs no probe. ``measured`` must be in
+        # legs' recorder chain to see the batches' (build_core puts it there).
+        self._last_processing = (measured or ProcessingClock()).last
         self._turn: dict[str, int] = {}  # runtime -> processing probes started
-        legs.add_recorder(_ProcessingClock(self._last_processing))
 
     def cloud_runtimes(self) -> list[Runtime]:
         return [r for r in self.runtimes.values() if not r.is_edge]
@@ -171,7 +187,7 @@ class Inquisitor:
         return sample
 
     def _processing_due(self, name: str) -> bool:
-        period = self.settings.predictor.processing_probe_period_s
+        period = self.options.processing_probe_period_s
         if self.work is None or period <= 0:
             return False
         last = self._last_processing.get(name)
@@ -184,7 +200,7 @@ class Inquisitor:
         assert self.work is not None
         name = runtime.name
         self._last_processing[name] = self.legs.clock.now()  # also when it fails
-        sizes = self.settings.predictor.processing_probe_images
+        sizes = self.options.processing_probe_images
         turn = self._turn.get(name, 0)
         self._turn[name] = turn + 1
         try:
@@ -254,7 +270,7 @@ class Inquisitor:
         Cancelling waits for the probes in flight to stop (their backends tear down).
         """
         loop = asyncio.get_running_loop()
-        period = self.settings.predictor.inquisitor_period_s
+        period = self.options.period_s
         start = loop.time()
         in_flight: dict[str, asyncio.Task[object]] = {}
         tick = 0

@@ -1,0 +1,186 @@
+"""The scheduling core, assembled once: :func:`build_core` for the daemon and the replay.
+
+Both worlds run the same core ("two worlds, one code path", docs/architecture.md); they
+differ in the backends, the clock, where samples go (the ``make_recorder`` they pass)
+and the probe work. Everything a part needs comes through its constructor, in this
+order, so no part is finished by setting attributes after it was built:
+
+1. the uplink watch (only with an uplink check and an inquisitor), then the
+   :class:`~stoic.predict.predictor.Predictor` that prices its wait;
+2. the :class:`~stoic.schedule.probe.availability.Availability` registry, with the
+   runtimes known to be down (the daemon restores them from its store);
+3. the recorder chain: the caller's recorder (made from the predictor), the
+   scheduler's :class:`~stoic.schedule.scheduler.ObservationCounter` (bootstrap
+   counts) and, with an inquisitor, its
+   :class:`~stoic.schedule.probe.inquisitor.ProcessingClock` (when each T_p was last
+   measured), in that order;
+4. the :class:`~stoic.schedule.execute.legs.LegRunner` on that chain, the
+   :class:`~stoic.schedule.execute.requester.Requester`, the
+   :class:`~stoic.schedule.scheduler.Scheduler` and the
+   :class:`~stoic.schedule.probe.inquisitor.Inquisitor` (asking the scheduler's
+   ``worth_probing``).
+
+The one difference between the worlds is :class:`Probing`, which says why.
+``tests/test_assembly.py`` compares a daemon core and a replay core part by part, and
+checks that no other production module constructs these classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from stoic.backends.base import RuntimeBackend
+from stoic.clock import Clock
+from stoic.predict.predictor import Predictor
+from stoic.predict.uplink import UplinkCheck, UplinkWatch
+from stoic.schedule.decide.policy import PolicyOptions
+from stoic.schedule.execute.legs import LegRunner
+from stoic.schedule.execute.recorder import MultiRecorder, Recorder
+from stoic.schedule.execute.requester import Requester
+from stoic.schedule.probe.availability import Availability, AvailabilityChange, Listener
+from stoic.schedule.probe.inquisitor import (
+    Inquisitor,
+    InquisitorOptions,
+    ProbeWork,
+    ProcessingClock,
+)
+from stoic.schedule.scheduler import ObservationCounter, Scheduler, SchedulerOptions
+from stoic.settings import Settings
+from stoic.values import DeploymentSample, ProcessingSample, Runtime
+
+
+class Probing(StrEnum):
+    """How long the inquisitor's own loop runs: the one way the worlds' cores differ.
+
+    ``loop``: for the core's whole life (the daemon; a replay with ``probes=full``).
+    ``warmup``: a replay longer than a week (``probes=window``) runs the loop only for
+    its warm-up, then walks the probe ticks between batches with the inquisitor's rules
+    (``stoic.replay.runner``, docs/replay.md), which check no uplink: the predictor is
+    built without the uplink watch, so it never prices a wait from a state no check
+    refreshes any more.
+    """
+
+    LOOP = "loop"
+    WARMUP = "warmup"
+
+
+@dataclass(frozen=True, slots=True)
+class Core:
+    """The parts of one scheduling core, as :func:`build_core` wired them."""
+
+    predictor: Predictor
+    availability: Availability
+    recorder: MultiRecorder  # the whole chain the leg runner hands every sample to
+    observed: ObservationCounter
+    legs: LegRunner
+    requester: Requester
+    scheduler: Scheduler
+    inquisitor: Inquisitor | None
+    uplink: UplinkWatch | None  # the watch the inquisitor's checks feed
+
+
+def inquisitor_options(settings: Settings) -> InquisitorOptions:
+    i = settings.inquisitor
+    return InquisitorOptions(
+        period_s=i.period_s,
+        processing_probe_period_s=i.processing_probe_period_s,
+        processing_probe_images=tuple(i.processing_probe_images),
+    )
+
+
+def scheduler_options(settings: Settings) -> SchedulerOptions:
+    return SchedulerOptions(bootstrap_tasks_per_runtime=settings.policy.bootstrap_tasks_per_runtime)
+
+
+def wants_inquisitor(settings: Settings) -> bool:
+    """Whether a core of these settings probes: the inquisitor is on and there is a
+    cloud runtime to probe."""
+    return settings.controller.inquisitor and any(not r.is_edge for r in settings.runtime_list())
+
+
+def build_core(
+    settings: Settings,
+    backends: Mapping[str, RuntimeBackend],
+    clock: Clock,
+    *,
+    make_recorder: Callable[[Predictor], Recorder],
+    runtimes: Iterable[Runtime] | None = None,
+    down: Iterable[AvailabilityChange] = (),
+    on_availability: Listener | None = None,
+    probe_work: ProbeWork | None = None,
+    uplink_check: UplinkCheck | None = None,
+    policy: PolicyOptions | None = None,
+    probing: Probing = Probing.LOOP,
+) -> Core:
+    """Build the core (module docstring).
+
+    ``make_recorder(predictor)`` is where samples go (the daemon: store, predictor and
+    metrics; the replay: the predictor); ``runtimes`` defaults to the settings';
+    ``down`` are runtimes already known to be unavailable (no listener hears them);
+    ``policy`` replaces :meth:`PolicyOptions.from_settings` (the replay's modes).
+    """
+    by_name = {r.name: r for r in (runtimes or settings.runtime_list())}
+    probes = wants_inquisitor(settings)
+    watch = (
+        UplinkWatch(clock, settings.inquisitor.period_s)
+        if probes and uplink_check is not None
+        else None
+    )
+    predictor = Predictor(settings, uplink=watch if probing is Probing.LOOP else None)
+    availability = Availability(by_name.values(), down=down, listener=on_availability)
+    observed = ObservationCounter()
+    measured = ProcessingClock() if probes else None
+    chain = MultiRecorder(
+        make_recorder(predictor), observed, *([measured] if measured is not None else [])
+    )
+    legs = LegRunner(backends, by_name, chain, clock, settings, availability=availability)
+    requester = Requester(legs, predictor)
+    scheduler = Scheduler(
+        predictor,
+        requester,
+        availability,
+        scheduler_options(settings),
+        policy or PolicyOptions.from_settings(settings),
+        observed=observed,
+    )
+    inquisitor = (
+        Inquisitor(
+            legs,
+            availability,
+            probe_work,
+            uplink=(uplink_check, watch) if uplink_check is not None and watch else None,
+            worth=scheduler.worth_probing,
+            measured=measured,
+            options=inquisitor_options(settings),
+        )
+        if probes
+        else None
+    )
+    return Core(
+        predictor=predictor,
+        availability=availability,
+        recorder=chain,
+        observed=observed,
+        legs=legs,
+        requester=requester,
+        scheduler=scheduler,
+        inquisitor=inquisitor,
+        uplink=watch,
+    )
+
+
+def warm_predictor(settings: Settings, core: Core, app: str, app_version: str) -> None:
+    """Pay the predictor's lazy imports and first fits (calibration, the processing
+    regression) on a throw-away predictor, then one estimate on the core's, so no
+    batch's decision time includes them."""
+    scratch = Predictor(settings)
+    name = core.predictor.runtimes[0]
+    for i in range(1, 2 * settings.predictor.processing_history + 2):
+        scratch.observe_processing(
+            ProcessingSample("warm-up", "0", name, i, i * 1000, 1.0 + 0.5 * i, float(i))
+        )
+        scratch.observe_deployment(DeploymentSample(name, float(i), 1.0 + (i % 3)))
+    scratch.estimate_all(10, 10_000, app="warm-up", app_version="0")
+    core.predictor.estimate_all(1, 212_000, app=app, app_version=app_version)
