@@ -127,18 +127,20 @@ def in_process_overhead(n: int = 10_000) -> list[float]:
 
     from stoic.backends.fake import FakeBackend
     from stoic.clock import ManualClock
-    from stoic.predict.predictor import Predictor
-    from stoic.schedule.assembly import scheduler_options
-    from stoic.schedule.execute.legs import LegRunner
+    from stoic.schedule.assembly import Core, build_core
     from stoic.schedule.execute.recorder import PredictorRecorder
-    from stoic.schedule.execute.requester import Requester
-    from stoic.schedule.probe.availability import Availability
-    from stoic.schedule.scheduler import Scheduler
     from stoic.settings import Settings
     from stoic.values import DeploymentSample, Job, Mode, ProcessingSample, TransferSample
 
     settings = Settings()
-    predictor = Predictor(settings)
+
+    async def build() -> Core:
+        return build_core(
+            settings, {"local": FakeBackend()}, ManualClock(), make_recorder=PredictorRecorder
+        )
+
+    core = asyncio.run(build())
+    predictor, scheduler = core.predictor, core.scheduler
     rng = np.random.default_rng(0)
     for rt in settings.runtimes:
         for t in range(settings.predictor.max_window):
@@ -160,18 +162,6 @@ def in_process_overhead(n: int = 10_000) -> list[float]:
             )
     for t in range(settings.predictor.bandwidth_history):
         predictor.observe_transfer(TransferSample(50_000_000, 5 + rng.random(), float(t), "gpu1"))
-    runtimes = {r.name: r for r in settings.runtime_list()}
-    availability = Availability(settings.runtime_list())
-
-    async def build() -> Scheduler:
-        legs = LegRunner(
-            {"local": FakeBackend()}, runtimes, PredictorRecorder(predictor),
-            ManualClock(), settings, availability=availability,
-        )  # fmt: skip
-        requester = Requester(legs, predictor)
-        return Scheduler(predictor, requester, availability, scheduler_options(settings))
-
-    scheduler = asyncio.run(build())
     out = []
     for i in range(n):
         k = int(rng.integers(1, 2450))

@@ -12,13 +12,8 @@ import time
 
 from stoic.backends.fake import FakeBackend, FakeSpec
 from stoic.clock import WallClock
-from stoic.predict.predictor import Predictor
-from stoic.schedule.assembly import scheduler_options
-from stoic.schedule.execute.legs import LegRunner
+from stoic.schedule.assembly import build_core
 from stoic.schedule.execute.recorder import PredictorRecorder
-from stoic.schedule.execute.requester import Requester
-from stoic.schedule.probe.availability import Availability
-from stoic.schedule.scheduler import Scheduler
 from stoic.settings import Settings
 from stoic.values import DeploymentSample, Job, Mode, ProcessingSample
 
@@ -28,7 +23,10 @@ N = 2000
 async def main() -> None:
     settings = Settings()
     runtimes = {r.name: r for r in settings.runtime_list()}
-    predictor = Predictor(settings)
+    zero = FakeSpec(per_image_s=0.0)
+    fake = FakeBackend(dict.fromkeys(runtimes, zero))
+    core = build_core(settings, {"local": fake}, WallClock(), make_recorder=PredictorRecorder)
+    predictor, scheduler = core.predictor, core.scheduler
     for i in range(40):  # some history so the models are fitted, not priors
         for name in runtimes:
             predictor.observe_processing(
@@ -36,19 +34,6 @@ async def main() -> None:
             )
             if name != "edge":
                 predictor.observe_deployment(DeploymentSample(name, i, 20.0 + i % 7))
-    zero = FakeSpec(per_image_s=0.0)
-    fake = FakeBackend(dict.fromkeys(runtimes, zero))
-    availability = Availability(runtimes.values())
-    legs = LegRunner(
-        {"local": fake},
-        runtimes,
-        PredictorRecorder(predictor),
-        WallClock(),
-        settings,
-        availability=availability,
-    )
-    requester = Requester(legs, predictor)
-    scheduler = Scheduler(predictor, requester, availability, scheduler_options(settings))
 
     decide = []
     for i in range(N):

@@ -164,3 +164,24 @@ def test_only_the_assembly_constructs_the_core() -> None:
     }
     assert offenders == {}
     assert constructed(ast.parse("Scheduler(p)\nx.LegRunner(a)")) == {"Scheduler", "LegRunner"}
+
+
+def test_the_options_defaults_are_the_settings_defaults() -> None:
+    """A part built without build_core (a test, a benchmark) behaves as a default daemon."""
+    from stoic.schedule.assembly import (
+        inquisitor_options,
+        leg_options,
+        scheduler_options,
+        share_options,
+    )
+    from stoic.schedule.execute.legs import LegOptions
+    from stoic.schedule.probe.inquisitor import InquisitorOptions
+    from stoic.schedule.scheduler import SchedulerOptions
+    from stoic.schedule.share.session import ShareOptions
+
+    s = Settings()
+    assert leg_options(s) == LegOptions()
+    assert share_options(s) == ShareOptions()
+    assert inquisitor_options(s) == InquisitorOptions()
+    assert scheduler_options(s) == SchedulerOptions()
+    assert leg_options(Settings(requester={"warmup": False})).warmup is False

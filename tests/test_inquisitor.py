@@ -3,79 +3,32 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
 
 import pytest
 
-from stoic.backends.base import Upload
 from stoic.backends.fake import DeployStep, FakeBackend, InvokeStep
-from stoic.clock import LoopClock
 from stoic.errors import ConfigError
-from stoic.schedule.assembly import inquisitor_options
-from stoic.schedule.execute.legs import LegRunner, Placer
-from stoic.schedule.execute.recorder import MultiRecorder
-from stoic.schedule.execute.requester import Requester
-from stoic.schedule.probe.availability import Availability, AvailabilityChange
-from stoic.schedule.probe.inquisitor import Inquisitor, ProcessingClock
+from stoic.schedule.probe.availability import AvailabilityChange
 from stoic.schedule.scheduler import Scheduler
-from stoic.settings import Settings
 from stoic.values import (
     DeploymentSample,
     DeployOutcome,
     Job,
     Mode,
     ProcessingSample,
-    Runtime,
     SinglePlan,
 )
-from tests.test_requester import EPOCH, SPECS, ListRecorder, TablePredictor, est
+from tests.support.core import (
+    EPOCH,
+    ListRecorder,
+    TablePredictor,
+    est,
+    leg_runner,
+    requester_of,
+)
+from tests.support.inquisitor import ListWork, Rig
 
 pytestmark = pytest.mark.looptime
-
-
-class ListWork:
-    """A :class:`ProbeWork` of ``n`` images: the package is already where runtimes read it."""
-
-    def __init__(self, available: bool = True) -> None:
-        self.available = available
-        self.asked: list[tuple[str, int]] = []
-
-    async def prepare(
-        self, runtime: Runtime, place: Placer, n_images: int
-    ) -> tuple[Job, Upload] | None:
-        self.asked.append((runtime.name, n_images))
-        if not self.available:
-            return None
-        return Job(f"probe-{n_images}", n_images, 1000 * n_images), Upload("probe", 0, 0.0)
-
-
-class Rig:
-    def __init__(
-        self,
-        work: ListWork | None = None,
-        worth: Callable[[str], bool] = lambda _name: True,
-        **overrides: Any,
-    ) -> None:
-        self.settings = Settings(**overrides)
-        self.runtimes = {r.name: r for r in self.settings.runtime_list()}
-        self.fake = FakeBackend(dict(SPECS))
-        self.recorder = ListRecorder()
-        self.changes: list[AvailabilityChange] = []
-        self.availability = Availability(self.runtimes.values(), listener=self.changes.append)
-        self.clock = LoopClock(EPOCH)
-        self.backends: dict[str, Any] = {"local": self.fake}
-        measured = ProcessingClock()  # in the chain, as build_core puts it
-        chain = MultiRecorder(self.recorder, measured)
-        self.legs = LegRunner(self.backends, self.runtimes, chain, self.clock, self.settings)
-        self.inquisitor = Inquisitor(
-            self.legs,
-            self.availability,
-            work,
-            worth=worth,
-            measured=measured,
-            options=inquisitor_options(self.settings),
-        )
 
 
 @pytest.fixture
@@ -94,15 +47,10 @@ async def test_probe_records_the_deployment_time_and_tears_down(rig: Rig) -> Non
 async def test_timeout_marks_unavailable_and_a_success_brings_it_back(rig: Rig) -> None:
     predictor = TablePredictor()
     predictor.table["gpu2"] = est("gpu2", 5, 20, 25)  # the fastest, when available
-    legs = LegRunner(
-        rig.backends,
-        rig.runtimes,
-        ListRecorder(),
-        rig.clock,
-        rig.settings,
-        availability=rig.availability,
+    legs = leg_runner(
+        rig.settings, rig.backends, rig.runtimes, ListRecorder(), rig.availability, rig.clock
     )
-    requester = Requester(legs, predictor)
+    requester = requester_of(rig.settings, legs, predictor)
     scheduler = Scheduler(predictor, requester, rig.availability)
     job = Job("b", n_images=400, n_bytes=1)
 
@@ -304,7 +252,7 @@ async def test_run_probes_the_edge_when_due_and_nothing_deploys_it() -> None:
 async def test_the_edge_is_not_probed_while_a_batch_runs_there() -> None:
     rig = Rig(ListWork(), inquisitor={"processing_probe_period_s": 90.0})
     job = Job("b", n_images=40, n_bytes=1)
-    requester = Requester(rig.legs, TablePredictor())
+    requester = requester_of(rig.settings, rig.legs, TablePredictor())
     batch = asyncio.create_task(  # the edge is busy for 100 s (40 images x 2.5 s)
         requester.run(job, SinglePlan("edge", mode=Mode.PINNED, reason="test"))
     )

@@ -12,13 +12,11 @@ from stoic.clock import LoopClock
 from stoic.errors import PredictorError
 from stoic.schedule.assembly import build_core, scheduler_options
 from stoic.schedule.decide.policy import PolicyOptions
-from stoic.schedule.execute.legs import LegRunner
 from stoic.schedule.execute.recorder import MultiRecorder, PredictorRecorder
-from stoic.schedule.execute.requester import Requester
 from stoic.schedule.scheduler import PROBE_LOOKBACK, ObservationCounter, Scheduler, contenders
 from stoic.settings import Settings
 from stoic.values import DeployOutcome, Job, Mode, RacePlan
-from tests.test_requester import EPOCH, JOB, World, est, make_world
+from tests.support.core import EPOCH, JOB, World, est, leg_runner, make_world, requester_of
 
 pytestmark = pytest.mark.looptime
 
@@ -31,12 +29,12 @@ def make_scheduler(
     observed = observed or ObservationCounter()
     legs = w.requester.legs
     chain = MultiRecorder(legs.recorder, observed)
-    counted = LegRunner(
-        legs.backends, legs.runtimes, chain, legs.clock, w.settings, availability=w.availability
+    counted = leg_runner(
+        w.settings, legs.backends, legs.runtimes, chain, w.availability, legs.clock
     )
     return Scheduler(
         w.predictor,
-        Requester(counted, w.predictor),
+        requester_of(w.settings, counted, w.predictor),
         w.availability,
         scheduler_options(w.settings),
         PolicyOptions(**options),

@@ -9,15 +9,12 @@ from typing import Any
 import pytest
 
 from stoic.backends.fake import DeployStep, FakeBackend, FakeSpec, InvokeStep
-from stoic.clock import LoopClock
 from stoic.errors import InvocationError
-from stoic.schedule.execute.legs import LegRunner
-from stoic.schedule.execute.requester import Requester
 from stoic.schedule.probe.availability import Availability
 from stoic.schedule.share.board import Chunk
 from stoic.settings import Settings
 from stoic.values import Component, Estimate, Job, Mode, SharePlan
-from tests.test_requester import EPOCH, ListRecorder, TablePredictor
+from tests.support.core import ListRecorder, TablePredictor, leg_runner, requester_of
 
 pytestmark = pytest.mark.looptime
 
@@ -58,15 +55,10 @@ class World:
         self.fake = FakeBackend(dict(SPECS))
         self.recorder = ListRecorder()
         self.availability = Availability(runtimes.values())
-        legs = LegRunner(
-            {"local": self.fake},
-            runtimes,
-            self.recorder,
-            LoopClock(EPOCH),
-            self.settings,
-            availability=self.availability,
+        legs = leg_runner(
+            self.settings, {"local": self.fake}, runtimes, self.recorder, self.availability
         )
-        self.requester = Requester(legs, TablePredictor())
+        self.requester = requester_of(self.settings, legs, TablePredictor())
         self.chunks: list[tuple[Chunk, str]] = []
 
     async def sink(self, chunk: Chunk, owner: str, results: Any) -> None:

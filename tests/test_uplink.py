@@ -24,8 +24,8 @@ from stoic.schedule.decide.policy import race_score, score
 from stoic.schedule.probe.inquisitor import Inquisitor
 from stoic.settings import Settings
 from stoic.values import Component, Estimate, Risk
+from tests.support.inquisitor import Rig
 from tests.support.uplink import far_side
-from tests.test_inquisitor import Rig
 
 
 class ManualClock:

@@ -36,7 +36,7 @@ from stoic.clock import Clock
 from stoic.predict.predictor import Predictor
 from stoic.predict.uplink import UplinkCheck, UplinkWatch
 from stoic.schedule.decide.policy import PolicyOptions
-from stoic.schedule.execute.legs import LegRunner
+from stoic.schedule.execute.legs import LegOptions, LegRunner
 from stoic.schedule.execute.recorder import MultiRecorder, Recorder
 from stoic.schedule.execute.requester import Requester
 from stoic.schedule.probe.availability import Availability, AvailabilityChange, Listener
@@ -47,6 +47,7 @@ from stoic.schedule.probe.inquisitor import (
     ProcessingClock,
 )
 from stoic.schedule.scheduler import ObservationCounter, Scheduler, SchedulerOptions
+from stoic.schedule.share.session import ShareOptions
 from stoic.settings import Settings
 from stoic.values import DeploymentSample, ProcessingSample, Runtime
 
@@ -87,6 +88,28 @@ def inquisitor_options(settings: Settings) -> InquisitorOptions:
         period_s=i.period_s,
         processing_probe_period_s=i.processing_probe_period_s,
         processing_probe_images=tuple(i.processing_probe_images),
+    )
+
+
+def leg_options(settings: Settings) -> LegOptions:
+    r = settings.requester
+    return LegOptions(
+        deploy_timeout_s=settings.predictor.deploy_timeout_s,
+        deploy_guard_grace_s=r.deploy_guard_grace_s,
+        retry_attempts=r.retry_attempts,
+        retry_initial_s=r.retry_initial_s,
+        retry_factor=r.retry_factor,
+        warmup=r.warmup,
+    )
+
+
+def share_options(settings: Settings) -> ShareOptions:
+    s = settings.share
+    return ShareOptions(
+        chunk_factor=s.chunk_factor,
+        min_chunk_s=s.min_chunk_s,
+        prefetch_chunks=s.prefetch_chunks,
+        max_hedges=s.max_hedges,
     )
 
 
@@ -135,8 +158,13 @@ def build_core(
     chain = MultiRecorder(
         make_recorder(predictor), observed, *([measured] if measured is not None else [])
     )
-    legs = LegRunner(backends, by_name, chain, clock, settings, availability=availability)
-    requester = Requester(legs, predictor)
+    legs = LegRunner(backends, by_name, chain, clock, leg_options(settings), availability)
+    requester = Requester(
+        legs,
+        predictor,
+        fallback_to_edge=settings.requester.fallback_to_edge,
+        share=share_options(settings),
+    )
     scheduler = Scheduler(
         predictor,
         requester,

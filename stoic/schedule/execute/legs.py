@@ -49,7 +49,6 @@ from stoic.errors import (
 from stoic.logging import get_logger
 from stoic.schedule.execute.recorder import Recorder
 from stoic.schedule.probe.availability import Availability
-from stoic.settings import Settings
 from stoic.values import (
     DeploymentSample,
     DeployOutcome,
@@ -136,6 +135,19 @@ class Leg:
         return self.torn_down_at - self.ready_at
 
 
+@dataclass(frozen=True, slots=True)
+class LegOptions:
+    """How a leg deploys and warms (``settings.requester``, ``predictor.deploy_timeout_s``;
+    built by :func:`~stoic.schedule.assembly.build_core`)."""
+
+    deploy_timeout_s: float = 600.0  # a deployment not ready by then is a timeout
+    deploy_guard_grace_s: float = 5.0  # extra wait for a backend that ignores the timeout
+    retry_attempts: int = 10  # deployments tried on DeployFailure, back-off between them
+    retry_initial_s: float = 0.1
+    retry_factor: float = 2.0
+    warmup: bool = True  # a one-image call on a cloud pod before the timed one
+
+
 class LegRunner:
     """The measured steps of a leg, and the runtimes and backends they run on."""
 
@@ -145,14 +157,14 @@ class LegRunner:
         runtimes: Mapping[str, Runtime],
         recorder: Recorder,
         clock: Clock,
-        settings: Settings,
+        options: LegOptions = LegOptions(),
         availability: Availability | None = None,
     ) -> None:
         self.backends = backends
         self.runtimes = runtimes
         self.recorder: Recorder = recorder
         self.clock = clock
-        self.settings = settings
+        self.options = options
         self.availability = availability
         # runtime -> legs deployed and not yet torn down: the inquisitor does not probe
         # the edge while a batch runs there (they would share its CPUs).
@@ -211,7 +223,7 @@ class LegRunner:
         """Deploy with exponential back-off on DeployFailure; DeployTimeout is final."""
         loop = asyncio.get_running_loop()
         rt = leg.runtime
-        req, timeout = self.settings.requester, self.settings.predictor.deploy_timeout_s
+        req, timeout = self.options, self.options.deploy_timeout_s
         backend = self._backend(rt)
         delay = req.retry_initial_s
         start = loop.time()
@@ -268,7 +280,7 @@ class LegRunner:
     async def warm(self, job: Job, leg: Leg) -> None:
         """One-image call to load the model on a cloud pod (paper §3.7); the edge keeps a
         warm standby, so it needs none."""
-        if leg.runtime.is_edge or not self.settings.requester.warmup:
+        if leg.runtime.is_edge or not self.options.warmup:
             return
         assert leg.deployment is not None and leg.upload is not None
         loop = asyncio.get_running_loop()
@@ -365,8 +377,7 @@ class LegRunner:
         exceptions. The sample is returned, not recorded: the prober records it
         (:meth:`record_deployment`) once the pod is torn down."""
         loop = asyncio.get_running_loop()
-        timeout = self.settings.predictor.deploy_timeout_s
-        grace = self.settings.requester.deploy_guard_grace_s
+        timeout, grace = self.options.deploy_timeout_s, self.options.deploy_guard_grace_s
         at, t = self.clock.now(), loop.time()
         try:
             deployment = await _deploy_guarded(self._backend(runtime), runtime, timeout, grace)
@@ -383,7 +394,7 @@ class LegRunner:
 
     async def standby(self, runtime: Runtime) -> Deployment:
         """The edge's warm standby, for a processing probe: no T_d to time."""
-        timeout = self.settings.predictor.deploy_timeout_s
+        timeout = self.options.deploy_timeout_s
         return await self._backend(runtime).deploy(runtime, timeout_s=timeout)
 
     async def time_processing(
@@ -392,7 +403,7 @@ class LegRunner:
         """A processing probe: warm the pod as :meth:`warm` would, then time the call and
         record it as a batch's T_p sample; returns its seconds."""
         backend = self._backend(runtime)
-        if self.settings.requester.warmup and not runtime.is_edge:
+        if self.options.warmup and not runtime.is_edge:
             await backend.invoke(deployment, job, upload, warmup=True)
         loop = asyncio.get_running_loop()
         t = loop.time()

@@ -43,7 +43,7 @@ from stoic.logging import get_logger
 from stoic.schedule.execute.duplicator import Duplicator
 from stoic.schedule.execute.legs import Leg, LegRunner
 from stoic.schedule.execute.recorder import PredictorLike
-from stoic.schedule.share.session import ChunkSink, Sharer
+from stoic.schedule.share.session import ChunkSink, ShareOptions, Sharer
 from stoic.values import Job, Outcome, Plan, RacePlan, SharePlan, SinglePlan
 
 log = get_logger(__name__)
@@ -52,11 +52,18 @@ log = get_logger(__name__)
 class Requester:
     """Executes plans: each executor returns the :class:`Outcome` it built."""
 
-    def __init__(self, legs: LegRunner, predictor: PredictorLike) -> None:
+    def __init__(
+        self,
+        legs: LegRunner,
+        predictor: PredictorLike,
+        *,
+        fallback_to_edge: bool = True,
+        share: ShareOptions = ShareOptions(),
+    ) -> None:
         self.legs = legs
         self.duplicator = Duplicator(legs, predictor)
-        self.sharer = Sharer(legs)
-        self.settings = legs.settings
+        self.sharer = Sharer(legs, share)
+        self.fallback_to_edge = fallback_to_edge  # settings.requester.fallback_to_edge
         self.clock = legs.clock
         self.availability = legs.availability
         edges = [r.name for r in legs.runtimes.values() if r.is_edge]
@@ -76,7 +83,7 @@ class Requester:
         mode only: ``done`` holds the images labelled before a restart (not labelled
         again), ``on_chunk`` sees each chunk's results as they land. Cancelling the
         task that runs it stops every sub-task and tears every deployment down first."""
-        allow = self.settings.requester.fallback_to_edge if fallback is None else fallback
+        allow = self.fallback_to_edge if fallback is None else fallback
         return await self._execute(job, plan, allow, done, on_chunk)
 
     async def _execute(

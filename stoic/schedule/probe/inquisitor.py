@@ -126,7 +126,6 @@ class Inquisitor:
         self.legs = legs  # the requester's: the same backends, recorder, clock, settings
         self.availability = availability
         self.runtimes = legs.runtimes
-        self.settings = legs.settings
         self.work = work
         self.uplink = uplink
         self.options = options

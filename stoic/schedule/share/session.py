@@ -71,11 +71,23 @@ class _Part(Pace):
     uploads: dict[Chunk, asyncio.Task[Upload]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class ShareOptions:
+    """How a share session cuts and hedges (``settings.share``; built by
+    :func:`~stoic.schedule.assembly.build_core`; docs/configuration.md says why each)."""
+
+    chunk_factor: float = 2.0  # a chunk takes 1/chunk_factor of the time the batch has left
+    min_chunk_s: float = 2.0  # smallest chunk, in seconds of its taker's processing
+    prefetch_chunks: int = 2  # chunks a cloud runtime keeps uploaded ahead of its work
+    max_hedges: int = 1  # straggler hedges per batch (a chunk labelled twice)
+
+
 class Sharer:
     """Runs share plans with the leg runner's backends and the predictor's rates."""
 
-    def __init__(self, legs: LegRunner) -> None:
+    def __init__(self, legs: LegRunner, options: ShareOptions = ShareOptions()) -> None:
         self.legs = legs
+        self.options = options
 
     async def run(
         self,
@@ -88,13 +100,15 @@ class Sharer:
     ) -> Outcome:
         """Label ``job`` with ``plan``'s participants; ``since`` is the batch's start
         (clock instant, loop time)."""
-        return await _Session(self.legs, job, plan, since, done or {}, on_chunk).run()
+        session = _Session(self.legs, self.options, job, plan, since, done or {}, on_chunk)
+        return await session.run()
 
 
 class _Session:
     def __init__(
         self,
         legs: LegRunner,
+        options: ShareOptions,
         job: Job,
         plan: SharePlan,
         since: tuple[float, float],
@@ -103,7 +117,7 @@ class _Session:
     ) -> None:
         self.legs, self.job, self.plan = legs, job, plan
         self.started_at, self.t0 = since
-        self.s = legs.settings.share
+        self.s = options
         self.done = done
         self.on_chunk = on_chunk
         self.board = ShareBoard(job.n_images, done=done, max_hedges=self.s.max_hedges)
