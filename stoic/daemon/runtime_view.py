@@ -15,7 +15,7 @@ registry is restored from the store at start and persisted on every change, so i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 from stoic.values import DeploymentSample, Runtime
@@ -40,15 +40,11 @@ class ProcessingFit:
     (docs/scheduling.md, "Risk")."""
 
     def as_dict(self) -> dict[str, float | int | str]:
-        """The ``processing`` object of ``GET /v1/runtimes`` (docs/api.md)."""
-        return {
-            "slope": self.slope,
-            "intercept": self.intercept,
-            "n_samples": self.n_samples,
-            "inliers": self.inliers,
-            "method": self.method,
-            "excess": self.excess,
-        }
+        """The ``processing`` object of ``GET /v1/runtimes`` (docs/api.md): every field
+        but the version, which the runtime's record names once."""
+        fields = asdict(self)
+        del fields["app_version"]
+        return fields
 
 
 @dataclass(frozen=True, slots=True)
