@@ -104,3 +104,26 @@ def test_the_error_tree_in_the_docstring_is_the_class_tree() -> None:
     assert set(drawn) | {"StoicError"} == set(classes)
     for name, parent in drawn.items():
         assert classes[parent] in classes[name].__bases__, f"{name} is not drawn under its base"
+
+
+def test_every_module_docs_architecture_names_exists() -> None:
+    """docs/architecture.md is the map of the code: each ``*.py`` it names is a file of
+    the repository (named from the root, from ``stoic/``, or within its package's row),
+    and each dotted ``stoic.*`` name is a module or an attribute of one."""
+    import importlib
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1]
+    doc = (root / "docs" / "architecture.md").read_text()
+    files = [
+        str(p.relative_to(root)) for d in ("stoic", "tests") for p in root.glob(f"{d}/**/*.py")
+    ]
+    named = set(re.findall(r"(?<![\w./])((?:[a-z_]+/)*[a-z_]+\.py)\b", doc))
+    assert "execute/legs.py" in named and "stoic/schedule/assembly.py" in named
+    missing = sorted(n for n in named if not any(f == n or f.endswith("/" + n) for f in files))
+    assert missing == [], f"docs/architecture.md names files that do not exist: {missing}"
+    for dotted in sorted(set(re.findall(r"\bstoic(?:\.[a-z_]+)+\b", doc))):
+        module, _, attr = dotted.rpartition(".")
+        parent = importlib.import_module(module)
+        if not hasattr(parent, "__path__") or importlib.util.find_spec(dotted) is None:
+            assert hasattr(parent, attr), dotted
