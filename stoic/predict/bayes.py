@@ -5,13 +5,8 @@ update rules, defaults and stopping rule, ``fit_intercept=True``) specialised to
 regressor, the batch size, and a RANSAC consensus search around it as in the paper's
 Algorithm 1.
 
-Why not call scikit-learn: on 10 samples ``BayesianRidge().fit`` costs about 1.1 ms and
-``RANSACRegressor`` about 10 ms, almost all of it input validation and estimator
-bookkeeping around a 1×1 linear system; this module does the same arithmetic in about
-0.03 ms and 0.2 ms (``benchmarks/bench_predictor.py``). The processing model refits
-after every measured batch, and the replay measures ~9,100 of them, so that cost was
-the larger part of a full-length replay. ``tests/test_predict_bayes.py`` checks every
-fitted quantity against scikit-learn's estimators on random data.
+Rule: scikit-learn is the reference, not a dependency (why, and how
+``tests/test_predict_bayes.py`` holds this module to it: docs/predictor.md, T_p).
 """
 
 from __future__ import annotations
