@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Literal
 
 import bottleneck as bn
@@ -179,17 +179,16 @@ def window_mae(
     preds = _PREDICTIONS[method](x, max_window, start)
     if preds.shape[1] == 0:
         return np.full(max_window, np.nan)
-    return _mae(preds, x[max(start, 1) :])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows stay NaN
+        return _mae(preds, x[max(start, 1) :])
 
 
 def _mae(preds: FloatArray, truth: FloatArray) -> FloatArray:
     """Mean over each row of ``|preds - truth|``. numpy's summation order follows the
     memory layout, so the model's cached median rows are laid out as
     :func:`median_window_predictions` lays them out (the transpose of C-ordered rows)."""
-    err = np.abs(preds - truth[None, :])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows stay NaN
-        mae: FloatArray = np.mean(err, axis=1)
+    mae: FloatArray = np.mean(np.abs(preds - truth[None, :]), axis=1)
     return mae
 
 
@@ -283,6 +282,24 @@ class DeploymentModel:
         self._since_calibration += 1
         self._stale = True
         return True
+
+    def observe_all(self, samples: Iterable[DeploymentSample]) -> int:
+        """:meth:`observe` each sample in order (one call for a replay's probes between
+        two batches); returns how many carried a T_d."""
+        timeout = self.deploy_timeout_s
+        kept = self._samples
+        values = self._values
+        n = 0
+        for sample in samples:
+            kept.append(sample)
+            value = sample_value(sample, timeout)
+            if value is not None:
+                values.append(float(value))
+                n += 1
+        self._total += n
+        self._since_calibration += n
+        self._stale = self._stale or n > 0
+        return n
 
     def _fresh(self) -> None:
         """Drop what the samples since the last call made stale."""
