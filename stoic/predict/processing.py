@@ -36,11 +36,13 @@ prediction for any ``n`` is then arithmetic, so a cached estimate costs microsec
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from stoic.predict.bayes import RidgeFit, bayesian_ridge, ransac
 from stoic.predict.deployment import MAD_TO_STD, PRIOR_RELATIVE_STD, FloatArray
@@ -89,9 +91,15 @@ def _scaled_prior(
     return 0.0, y_ref
 
 
+@functools.lru_cache(maxsize=64)
+def _pairs(n: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    i, j = np.triu_indices(n, k=1)
+    return i, j
+
+
 def theil_sen_residuals(x: FloatArray, y: FloatArray) -> FloatArray:
     """Absolute residuals of the Theil–Sen line (median of pairwise slopes)."""
-    i, j = np.triu_indices(x.size, k=1)
+    i, j = _pairs(x.size)
     dx = x[j] - x[i]
     ok = dx != 0
     slope = median((y[j] - y[i])[ok] / dx[ok]) if ok.any() else 0.0
@@ -239,6 +247,7 @@ class ProcessingModel:
         self.max_trials = max_trials
         self.seed = seed
         self._fit: LinearFit | None = None
+        self._excess: float | None = None
         self.fits = 0
 
     def observe(self, sample: ProcessingSample) -> None:
@@ -246,6 +255,7 @@ class ProcessingModel:
             predicted = self.fit.predict(float(sample.images)).mean
             if predicted > 0:
                 self._ratios.append(min(sample.duration_s / predicted, TAIL_RATIO_CAP))
+                self._excess = None
         self._samples.append(sample)
         self._fit = None
 
@@ -254,9 +264,11 @@ class ProcessingModel:
         """E[T_p] / line − 1 from the out-of-sample ratios, shrunk toward 0 by
         :data:`TAIL_PRIOR_SAMPLES` and floored at 0: a line that over-predicts is the
         short window's lag, not a tail (class docstring)."""
-        k = len(self._ratios)
-        mean = (sum(self._ratios) + TAIL_PRIOR_SAMPLES) / (k + TAIL_PRIOR_SAMPLES)
-        return max(mean - 1.0, 0.0)
+        if self._excess is None:
+            k = len(self._ratios)
+            mean = (sum(self._ratios) + TAIL_PRIOR_SAMPLES) / (k + TAIL_PRIOR_SAMPLES)
+            self._excess = max(mean - 1.0, 0.0)
+        return self._excess
 
     @property
     def n_samples(self) -> int:
