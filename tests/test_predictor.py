@@ -137,27 +137,3 @@ def test_estimate_carries_the_processing_tail_for_edge_and_cloud(predictor: Pred
     assert edge.processing_tail_s == pytest.approx(edge.risk.processing_excess * 120.0, rel=0.02)
     assert gpu1.risk.processing_excess == pytest.approx(0.0, abs=1e-6)
     assert edge.as_dict()["processing_excess"] == edge.risk.processing_excess
-
-
-def test_observing_deployments_in_one_call_is_observing_each() -> None:
-    import random
-
-    rng = random.Random(4)
-    outcomes = [DeployOutcome.OK] * 8 + [DeployOutcome.TIMEOUT, DeployOutcome.FAILURE]
-    one, many = Predictor(Settings()), Predictor(Settings())
-    for _ in range(12):
-        burst = [
-            DeploymentSample(
-                rng.choice(["gpu1", "gpu2", "tpu"]),
-                0.0,
-                rng.lognormvariate(3.0, 0.7),
-                rng.choice(outcomes),
-            )
-            for _ in range(rng.randrange(0, 60))
-        ]
-        kept = sum(one.observe_deployment(s) is True for s in burst)
-        assert many.observe_deployments(burst) == kept
-        for name in ("gpu1", "gpu2"):
-            assert one.estimate(name, 10, 10_000, **APP) == many.estimate(name, 10, 10_000, **APP)
-            assert one.recent_deployments(name, 300) == many.recent_deployments(name, 300)
-            assert one.deployment_window(name) == many.deployment_window(name)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 import bottleneck as bn
@@ -282,24 +282,6 @@ class DeploymentModel:
         self._since_calibration += 1
         self._stale = True
         return True
-
-    def observe_all(self, samples: Iterable[DeploymentSample]) -> int:
-        """:meth:`observe` each sample in order (one call for a replay's probes between
-        two batches); returns how many carried a T_d."""
-        timeout = self.deploy_timeout_s
-        kept = self._samples
-        values = self._values
-        n = 0
-        for sample in samples:
-            kept.append(sample)
-            value = sample_value(sample, timeout)
-            if value is not None:
-                values.append(float(value))
-                n += 1
-        self._total += n
-        self._since_calibration += n
-        self._stale = self._stale or n > 0
-        return n
 
     def _fresh(self) -> None:
         """Drop what the samples since the last call made stale."""

@@ -18,9 +18,8 @@ runtime is an error (:class:`~stoic.errors.PredictorError`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import replace
-from itertools import groupby
 
 from stoic.errors import PredictorError
 from stoic.predict.deployment import DeploymentModel
@@ -110,16 +109,6 @@ class Predictor:
         if model is None:
             return False
         return model.observe(sample)
-
-    def observe_deployments(self, samples: Sequence[DeploymentSample]) -> int:
-        """:meth:`observe_deployment` each sample in order, in one call (the replay's
-        probes between two batches); returns how many were kept as T_d samples."""
-        kept = 0
-        for runtime, group in groupby(samples, key=lambda s: s.runtime):
-            model = self._deployment.get(runtime)
-            if model is not None:
-                kept += model.observe_all(group)
-        return kept
 
     def observe_processing(self, sample: ProcessingSample) -> bool:
         if sample.runtime not in self._runtimes or sample.images < 0 or sample.duration_s < 0:
