@@ -274,9 +274,13 @@ class DeploymentModel:
     def observe(self, sample: DeploymentSample) -> bool:
         """Record a sample; False when it carries no T_d (a failure)."""
         self._samples.append(sample)
-        value = sample_value(sample, self.deploy_timeout_s)
-        if value is None:
+        # sample_value's rule, inlined: this runs for every probe of a replay.
+        outcome = sample.outcome
+        if outcome is DeployOutcome.FAILURE:
             return False
+        value = sample.duration_s
+        if outcome is DeployOutcome.TIMEOUT:
+            value = max(value, self.deploy_timeout_s)
         self._values.append(float(value))
         self._total += 1
         self._since_calibration += 1
