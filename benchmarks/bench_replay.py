@@ -4,7 +4,12 @@ trace length, about 9,100 batches), selector mode, with the audit, probe shortcu
     .venv/bin/python benchmarks/bench_replay.py [--days N] [--profile]
 
 Prints the wall time and where it went (estimate + decide, the rest of the batch path,
-the probe shortcut); ``--profile`` adds the top of a cProfile listing.
+the probe shortcut); ``--profile`` adds the top of a cProfile listing (which inflates the
+per-sample calls of the probe shortcut; a sampling profiler shows the shares better).
+
+On a shared machine the wall time follows the load: compare two versions at the same
+moment, one after the other, each with ``PYTHONPATH=<its tree>``. Figures:
+docs/evaluation/README.md, "Full-length benchmark".
 """
 
 from __future__ import annotations

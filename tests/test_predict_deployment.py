@@ -210,3 +210,21 @@ def test_risk_quantile_is_shifted_to_the_window_level_or_none_in_the_timeouts() 
     q = 0.9 / (1 - r.p_timeout)
     assert r.deployment_quantile_s == pytest.approx(level + np.quantile(ready, q) - 22.0)
     assert _model([30.0] * 10 + [600.0] * 15).risk(0.9).deployment_quantile_s is None
+
+
+def test_calibration_reusing_rows_is_window_mae_bit_for_bit() -> None:
+    rng = np.random.default_rng(11)
+    model = DeploymentModel(max_window=20, calibration_period=1, calibration_history=30)
+    fed: list[float] = []
+    for burst in [1, 3, 7, 0, 29, 31, 60, 2, 1, 0, 45, 5] * 3:
+        for v in rng.lognormal(3.0, 0.8, burst):
+            model.observe(_ok(float(v)))
+            fed.append(float(v))
+        model.calibrate()
+        x = np.array(fed[-50:])
+        if x.size >= 2:
+            scored = min(30, x.size - 1)
+            expected = window_mae(x, 20, "median", start=x.size - scored)
+            assert model.last_mae is not None
+            np.testing.assert_array_equal(model.last_mae, expected)
+            assert model.window == best_window(expected)

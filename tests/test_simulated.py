@@ -96,6 +96,19 @@ def test_probe_draws_are_keyed_by_number() -> None:
     assert np.array_equal(block[37:38], single, equal_nan=True)
 
 
+def test_probe_uniforms_asked_in_any_order_are_the_keyed_stream() -> None:
+    env = SimEnvironment(EnvSpec.load(DEFAULT_ENV), RUNTIMES, seed=5)
+    rng = np.random.default_rng(0)
+    for first, count in [(0, 3), (3, 10), (40, 1), (41, 200), (7, 5), (500, 64), (564, 1)]:
+        for name in ("gpu1", "gpu2"):
+            got = env.probe_uniforms(name, first, count)
+            bitgen = np.random.Philox(key=np.array([5, env._index[name]], np.uint64))
+            bitgen.advance(first)
+            fresh = np.random.Generator(bitgen).random((count, env.PROBE_UNIFORMS))
+            np.testing.assert_array_equal(got, fresh)
+        env.audit(int(rng.integers(100)), Job("b", 10, 1000, "a", "1"), 60.0)
+
+
 def test_processing_probes_are_keyed_by_number_and_draw_from_no_other_stream() -> None:
     env = SimEnvironment(EnvSpec.load(DEFAULT_ENV), RUNTIMES, seed=5)
     first = env.probe_processing("gpu1", 7, 100, 3600.0)

@@ -384,6 +384,8 @@ class SimEnvironment:
             d = spec.runtimes[name].deployment
             self._drift[name] = _drift(drift_rng, d.drift_timescale_h if d else 6.0)
         self._index = {name: i for i, name in enumerate(self.runtimes)}
+        # Per runtime: the probe stream and the number of the next probe it would draw.
+        self._probe_streams: dict[str, tuple[np.random.Philox, np.random.Generator, int]] = {}
 
     # Deterministic functions of time ---------------------------------------------
 
@@ -427,10 +429,21 @@ class SimEnvironment:
 
     def probe_uniforms(self, runtime: str, first: int, count: int) -> np.ndarray:
         """Uniforms of probes ``first .. first+count-1`` of ``runtime``: probe k is
-        Philox block k of the key (seed, runtime), whatever else was drawn."""
-        bitgen = np.random.Philox(key=np.array([self.seed, self._index[runtime]], np.uint64))
-        bitgen.advance(first)
-        return np.random.Generator(bitgen).random((count, self.PROBE_UNIFORMS))
+        Philox block k of the key (seed, runtime), whatever else was drawn.
+
+        A probe takes one block (four doubles), so a stream that drew probes up to
+        ``first`` is advanced to it rather than made again (probes are asked for in
+        order; an earlier one gets a fresh stream)."""
+        stream = self._probe_streams.get(runtime)
+        if stream is None or first < stream[2]:
+            key = np.array([self.seed, self._index[runtime]], np.uint64)
+            bitgen = np.random.Philox(key=key)
+            stream = (bitgen, np.random.Generator(bitgen), 0)
+        bitgen, gen, at = stream
+        bitgen.advance(first - at)
+        u = gen.random((count, self.PROBE_UNIFORMS))
+        self._probe_streams[runtime] = (bitgen, gen, first + count)
+        return u
 
     def probe_deployments(self, runtime: str, first: int, at_s: np.ndarray) -> np.ndarray:
         """T_d (NaN = timeout) of consecutive probes numbered from ``first`` at ``at_s``."""

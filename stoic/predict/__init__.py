@@ -6,7 +6,7 @@
 * :mod:`.predictor` — :class:`Predictor`, the combination the scheduler calls.
 
 The names below are imported lazily, so that ``stoic --help`` (which imports
-:mod:`.cli` from here) does not pay for numpy, scikit-learn and statsmodels.
+:mod:`.cli` from here) does not pay for numpy, bottleneck and statsmodels.
 """
 
 from __future__ import annotations

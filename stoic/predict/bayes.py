@@ -5,13 +5,8 @@ update rules, defaults and stopping rule, ``fit_intercept=True``) specialised to
 regressor, the batch size, and a RANSAC consensus search around it as in the paper's
 Algorithm 1.
 
-Why not call scikit-learn: on 10 samples ``BayesianRidge().fit`` costs about 1.1 ms and
-``RANSACRegressor`` about 10 ms, almost all of it input validation and estimator
-bookkeeping around a 1×1 linear system; this module does the same arithmetic in about
-0.03 ms and 0.2 ms (``benchmarks/bench_predictor.py``). The processing model refits
-after every measured batch, and the replay measures ~9,100 of them, so that cost was
-the larger part of a full-length replay. ``tests/test_predict_bayes.py`` checks every
-fitted quantity against scikit-learn's estimators on random data.
+Rule: scikit-learn is the reference, not a dependency (why, and how
+``tests/test_predict_bayes.py`` holds this module to it: docs/predictor.md, T_p).
 """
 
 from __future__ import annotations
@@ -54,10 +49,16 @@ class RidgeFit:
         return out
 
 
+def _mean(a: FloatArray) -> float:
+    """``float(a.mean())`` of a non-empty 1-D array: numpy's sum over the count, without
+    the wrapper (a fit takes several on ten values)."""
+    return float(np.add.reduce(a)) / a.size
+
+
 def bayesian_ridge(x: FloatArray, y: FloatArray) -> RidgeFit:
     """Fit as ``sklearn.linear_model.BayesianRidge().fit(x[:, None], y)`` does."""
     n = x.size
-    x_mean, y_mean = float(x.mean()), float(y.mean())
+    x_mean, y_mean = _mean(x), _mean(y)
     xc, yc = x - x_mean, y - y_mean
     eig = float(xc @ xc)  # the single squared singular value of the centred design
     xty = float(xc @ yc)
@@ -143,7 +144,7 @@ def ransac(
         count = int(mask.sum())
         if count < min_samples or count < best_count:
             continue
-        err = float(resid[mask].mean())
+        err = float(np.add.reduce(resid[mask])) / count if count else math.nan
         if count == best_count and err >= best_err:
             continue
         best_mask, best_count, best_err = mask, count, err

@@ -36,6 +36,7 @@ import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
 from stoic.extras import require
+from stoic.predict.order import sorted_median, sorted_quantile
 from stoic.values import Component, DeploymentSample, DeployOutcome, Risk
 
 Method = Literal["median", "mean", "autoreg"]
@@ -60,29 +61,32 @@ def _as_array(values: Sequence[float] | FloatArray) -> FloatArray:
     return np.asarray(values, dtype=np.float64).reshape(-1)
 
 
+def _median_rows(x: FloatArray, max_window: int, t: npt.NDArray[np.intp]) -> FloatArray:
+    """Row ``i``: the median predictions of ``x[t[i]]`` for ``w`` in ``1..max_window``.
+
+    The history of ``t`` newest first (``x[t-1], x[t-2], …``, NaN before ``x[0]``) has
+    the predictions of every window size as the medians of its prefixes, and
+    ``bottleneck.move_median`` (a double heap in C, NaN-aware) computes them for all
+    rows in one call: 10x faster than sorting every window with numpy.
+    """
+    n = x.size
+    newest_first = np.concatenate([x[::-1], np.full(max_window, np.nan)])
+    history = newest_first[(n - t)[:, None] + np.arange(max_window)]
+    rows: FloatArray = bn.move_median(history, window=max_window, min_count=1, axis=1)
+    return rows
+
+
 def median_window_predictions(
     values: Sequence[float] | FloatArray, max_window: int, start: int = 1
 ) -> FloatArray:
     """Predictions ``P[w-1, i]`` of ``x[start+i]`` by the median of the ``min(w, t)``
-    samples before it, for ``w`` in ``1..max_window``.
-
-    Row ``i`` of a strided view holds the history of ``t = start + i`` newest first
-    (``x[t-1], x[t-2], …``, NaN before ``x[0]``); the medians of all its prefixes are
-    the predictions of every window size, and ``bottleneck.move_median`` (a double heap
-    in C, NaN-aware) computes them for all rows in one call. That is 10x faster than
-    sorting every window with numpy (the first version), and the replay recalibrates
-    three runtimes before each of its ~9,100 batches.
-    """
+    samples before it, for ``w`` in ``1..max_window``."""
     x = _as_array(values)
     n = x.size
     start = max(start, 1)
     if n <= start:
         return np.full((max_window, max(n - start, 0)), np.nan)
-    newest_first = np.concatenate([x[::-1], np.full(max_window, np.nan)])
-    t = np.arange(start, n)
-    rows = sliding_window_view(newest_first, max_window)[n - t]
-    out: FloatArray = bn.move_median(rows, window=max_window, min_count=1, axis=1).T
-    return out
+    return _median_rows(x, max_window, np.arange(start, n)).T
 
 
 def mean_window_predictions(
@@ -175,10 +179,16 @@ def window_mae(
     preds = _PREDICTIONS[method](x, max_window, start)
     if preds.shape[1] == 0:
         return np.full(max_window, np.nan)
-    err = np.abs(preds - x[max(start, 1) :][None, :])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows stay NaN
-        mae: FloatArray = np.mean(err, axis=1)
+        return _mae(preds, x[max(start, 1) :])
+
+
+def _mae(preds: FloatArray, truth: FloatArray) -> FloatArray:
+    """Mean over each row of ``|preds - truth|``. numpy's summation order follows the
+    memory layout, so the model's cached median rows are laid out as
+    :func:`median_window_predictions` lays them out (the transpose of C-ordered rows)."""
+    mae: FloatArray = np.mean(np.abs(preds - truth[None, :]), axis=1)
     return mae
 
 
@@ -214,6 +224,12 @@ class DeploymentModel:
     thousands of times for nothing). Before the first calibration the window is
     ``max_window``, i.e. all samples there are.
 
+    A sample's median predictions depend only on the samples before it, which never
+    change, so the ``median`` method keeps those of the samples it scored last time
+    (by sample number) and computes only the new ones' at the next calibration. Every
+    other cache (the estimate, the risk, the values as an array) is dropped by the next
+    sample: ``observe`` only marks them stale, as it runs for every probe.
+
     Spread: the scaled MAD (1.4826 × median absolute deviation) of the window for
     ``median``, its standard deviation for ``mean``, the residual standard deviation of
     the fit for ``autoreg``; a window of one sample has spread 0.
@@ -239,12 +255,17 @@ class DeploymentModel:
         self.prior_s = prior_s
         self._values: deque[float] = deque(maxlen=calibration_history + max_window)
         self._samples: deque[DeploymentSample] = deque(maxlen=calibration_history + max_window)
+        self._total = 0  # values ever kept: the number of the next one
         self._since_calibration = 0
         self._window = max_window
+        self._stale = False
+        self._array: FloatArray | None = None
         self._cached: Component | None = None
         self._risk: dict[float, Risk] = {}
         self._ar_params: FloatArray | None = None
         self._ar_sigma = 0.0
+        self._rows: FloatArray | None = None  # median predictions, a row per sample
+        self._rows_from = 0  # the sample number of the first row
         self.calibrations = 0
         self.last_mae: FloatArray | None = None
 
@@ -253,15 +274,34 @@ class DeploymentModel:
     def observe(self, sample: DeploymentSample) -> bool:
         """Record a sample; False when it carries no T_d (a failure)."""
         self._samples.append(sample)
-        value = sample_value(sample, self.deploy_timeout_s)
-        if value is None:
+        # sample_value's rule, inlined: this runs for every probe of a replay.
+        outcome = sample.outcome
+        if outcome is DeployOutcome.FAILURE:
             return False
+        value = sample.duration_s
+        if outcome is DeployOutcome.TIMEOUT:
+            value = max(value, self.deploy_timeout_s)
         self._values.append(float(value))
+        self._total += 1
         self._since_calibration += 1
-        self._cached = None
-        self._risk.clear()
-        self._ar_params = None
+        self._stale = True
         return True
+
+    def _fresh(self) -> None:
+        """Drop what the samples since the last call made stale."""
+        if self._stale:
+            self._stale = False
+            self._array = None
+            self._cached = None
+            self._risk.clear()
+            self._ar_params = None
+
+    def _x(self) -> FloatArray:
+        """The values kept, oldest first, as an array."""
+        self._fresh()
+        if self._array is None:
+            self._array = np.fromiter(self._values, dtype=np.float64, count=len(self._values))
+        return self._array
 
     def recent(self, n: int) -> list[DeploymentSample]:
         """The last ``n`` samples (failures included), oldest first."""
@@ -283,14 +323,17 @@ class DeploymentModel:
 
     def calibrate(self) -> int:
         """Choose the window with the least MAE over the last ``calibration_history``."""
-        x = np.fromiter(self._values, dtype=np.float64, count=len(self._values))
+        x = self._x()
         n = x.size
         self._since_calibration = 0
         self.calibrations += 1
         if n < 2:
             return self._window
         scored = min(self.calibration_history, n - 1)
-        mae = window_mae(x, self.max_window, self.method, start=n - scored)
+        if self.method == "median":
+            mae = self._median_mae(x, n - scored)
+        else:
+            mae = window_mae(x, self.max_window, self.method, start=n - scored)
         self.last_mae = mae
         w = best_window(mae)
         if w:
@@ -300,11 +343,23 @@ class DeploymentModel:
         self._ar_params = None
         return self._window
 
+    def _median_mae(self, x: FloatArray, start: int) -> FloatArray:
+        """:func:`window_mae` of the median method from ``x[start]`` on, reusing the
+        rows of the samples the last calibration scored (class docstring)."""
+        first = self._total - x.size + start  # the sample number of x[start]
+        skip = first - self._rows_from
+        kept = 0 if self._rows is None or skip < 0 else max(len(self._rows) - skip, 0)
+        new = _median_rows(x, self.max_window, np.arange(start + kept, x.size))
+        rows = np.concatenate([self._rows[skip:], new]) if self._rows is not None and kept else new
+        self._rows, self._rows_from = rows, first
+        return _mae(rows.T, x[start:])
+
     # Prediction -----------------------------------------------------------------
 
     def estimate(self) -> Component:
         """The predicted T_d of the next deployment (mean, spread)."""
         self._maybe_calibrate()
+        self._fresh()
         if self._cached is None:
             self._cached = self._compute()
         return self._cached
@@ -326,21 +381,20 @@ class DeploymentModel:
         if cached is not None:
             return cached
         a, b = TIMEOUT_PRIOR
-        n = len(self._values)
-        x = np.fromiter(self._values, dtype=np.float64, count=n)
+        x = self._x()
+        n = x.size
         timed_out = x >= self.deploy_timeout_s
         p = (float(timed_out.sum()) + a) / (n + a + b)
         ready = x[~timed_out]
         if ready.size == 0:
             risk = Risk(p, self.deploy_timeout_s, 0.0, level if n == 0 else None)
         else:
-            med = float(np.median(ready))
+            ordered = np.sort(ready)
+            med = sorted_median(ordered)
             excess = max(float(ready.mean()) - med, 0.0) if self.method == "median" else 0.0
             q_ready = quantile / (1.0 - p) if p < 1.0 else math.inf
             q_value = (
-                None
-                if q_ready > 1.0
-                else max(level + float(np.quantile(ready, q_ready)) - med, 0.0)
+                None if q_ready > 1.0 else max(level + sorted_quantile(ordered, q_ready) - med, 0.0)
             )
             risk = Risk(p, self.deploy_timeout_s, excess, q_value)
         self._risk[quantile] = risk
@@ -351,18 +405,18 @@ class DeploymentModel:
         if n == 0:
             return Component(self.prior_s, PRIOR_RELATIVE_STD * self.prior_s)
         w = min(self._window, n)
-        recent = np.fromiter((self._values[i] for i in range(n - w, n)), dtype=np.float64, count=w)
+        recent = self._x()[n - w :]
         if self.method == "mean":
             return Component(float(recent.mean()), float(recent.std()))
         if self.method == "autoreg":
             ar = self._autoreg_component()
             if ar is not None:
                 return ar
-        med = float(np.median(recent))
-        return Component(med, MAD_TO_STD * float(np.median(np.abs(recent - med))))
+        med = sorted_median(np.sort(recent))
+        return Component(med, MAD_TO_STD * sorted_median(np.sort(np.abs(recent - med))))
 
     def _autoreg_component(self) -> Component | None:
-        x = np.fromiter(self._values, dtype=np.float64, count=len(self._values))
+        x = self._x()
         if self._ar_params is None:
             fit = _fit_autoreg(x, self._window)
             if fit is None:

@@ -17,11 +17,10 @@ What each amount of data gives (``fit_processing``):
 * All sizes equal, or a fitted slope < 0 (noise over a small range of sizes; a
   negative per-image cost is never real): the prior scaled through the medians, spread
   the scaled MAD of the times.
-* 3 or more: RANSAC around Bayesian ridge (:mod:`stoic.predict.bayes`: scikit-learn's
-  algorithms in numpy, checked against scikit-learn in the tests, 30-50x cheaper),
-  seeded with ``settings.predictor.seed``; the ridge refitted on the inliers gives the
-  predictive standard deviation. If there are no more
-  samples than ``min_samples``, or RANSAC finds no consensus, plain Bayesian ridge.
+* 3 or more: RANSAC around Bayesian ridge (:mod:`stoic.predict.bayes`), seeded with
+  ``settings.predictor.seed``; the ridge refitted on the inliers gives the predictive
+  standard deviation. If there are no more samples than ``min_samples``, or RANSAC
+  finds no consensus, plain Bayesian ridge.
   When every sample is within the threshold of a robust Theil–Sen line there is no
   outlier to remove: RANSAC is skipped and Bayesian ridge is fitted on all samples
   (method ``ransac-all-inliers``), which saves most of the refit's cost.
@@ -37,14 +36,17 @@ prediction for any ``n`` is then arithmetic, so a cached estimate costs microsec
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from stoic.predict.bayes import RidgeFit, bayesian_ridge, ransac
 from stoic.predict.deployment import MAD_TO_STD, PRIOR_RELATIVE_STD, FloatArray
+from stoic.predict.order import median
 from stoic.values import Component, ProcessingSample
 
 
@@ -89,21 +91,30 @@ def _scaled_prior(
     return 0.0, y_ref
 
 
+@functools.lru_cache(maxsize=64)
+def _pairs(n: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    i, j = np.triu_indices(n, k=1)
+    return i, j
+
+
 def theil_sen_residuals(x: FloatArray, y: FloatArray) -> FloatArray:
     """Absolute residuals of the Theil–Sen line (median of pairwise slopes)."""
-    i, j = np.triu_indices(x.size, k=1)
+    i, j = _pairs(x.size)
     dx = x[j] - x[i]
     ok = dx != 0
-    slope = float(np.median((y[j] - y[i])[ok] / dx[ok])) if ok.any() else 0.0
-    intercept = float(np.median(y - slope * x))
+    slope = median((y[j] - y[i])[ok] / dx[ok]) if ok.any() else 0.0
+    intercept = median(y - slope * x)
     resid: FloatArray = np.abs(y - slope * x - intercept)
     return resid
 
 
 def robust_threshold(x: FloatArray, y: FloatArray) -> float:
     """3.5 × scaled MAD of the residuals of a Theil–Sen line, floored (module docstring)."""
-    resid = theil_sen_residuals(x, y)
-    return max(3.5 * MAD_TO_STD * float(np.median(resid)), 0.01 * float(np.median(np.abs(y))), 1e-9)
+    return _threshold(theil_sen_residuals(x, y), y)
+
+
+def _threshold(resid: FloatArray, y: FloatArray) -> float:
+    return max(3.5 * MAD_TO_STD * median(resid), 0.01 * median(np.abs(y)), 1e-9)
 
 
 def _ridge_fit(x: FloatArray, fit: RidgeFit, method: str, n: int) -> LinearFit:
@@ -152,16 +163,10 @@ def fit_processing(
     )
     if fit is not None and fit.slope >= 0 and fit.slope * fit.slope > fit.slope_var:
         return fit
-    # Degenerate: one batch size only, or a slope the samples do not tell from zero (a
-    # negative one, or one within a posterior standard deviation of zero). Scale the
-    # prior instead. The second case is share mode's edge: its samples are first chunks
-    # of 1-20 images whose times vary 20-360 s (a 28 s fixed cost x regimes and
-    # congestion); Bayesian ridge shrank the slope to 0.0005 +- 0.067 s per image and
-    # put everything in a 97 s intercept, so a 156-image batch was predicted at 97 s
-    # on an edge that took 1,375 s (random-004).
-    y_med = float(np.median(y))
-    a, b = _scaled_prior(prior_slope, prior_intercept, float(np.median(x)), y_med)
-    spread = MAD_TO_STD * float(np.median(np.abs(y - y_med)))
+    # One batch size, or a slope not told from zero: scale the prior (docs/predictor.md, T_p).
+    y_med = median(y)
+    a, b = _scaled_prior(prior_slope, prior_intercept, median(x), y_med)
+    spread = MAD_TO_STD * median(np.abs(y - y_med))
     return LinearFit(a, b, "scaled-prior", n, n, noise_var=spread * spread)
 
 
@@ -174,8 +179,9 @@ def _ransac_ridge(
     seed: int,
 ) -> LinearFit:
     n = x.size
-    threshold = residual_threshold_s or robust_threshold(x, y)
-    if n > min_samples and np.any(theil_sen_residuals(x, y) > threshold):
+    resid = theil_sen_residuals(x, y)
+    threshold = residual_threshold_s or _threshold(resid, y)
+    if n > min_samples and np.any(resid > threshold):
         found = ransac(
             x,
             y,
@@ -216,8 +222,7 @@ class ProcessingModel:
     their mean ratio minus 1. RANSAC's line leaves congested runs out, rightly for the
     next run's best guess, but a batch placed on a runtime that is congested one run in
     ten pays that tail; the selector's ``expected`` objective prices it, as it prices a
-    deployment's. Ten samples say too little of a 1-in-10 rate (tried: one outlier in the
-    window added 10-30 % to a runtime's price until it left), hence the long view and
+    deployment's. Ten samples say too little of a 1-in-10 rate, hence the long view and
     the prior (docs/scheduling.md, "Risk").
     """
 
@@ -242,6 +247,7 @@ class ProcessingModel:
         self.max_trials = max_trials
         self.seed = seed
         self._fit: LinearFit | None = None
+        self._excess: float | None = None
         self.fits = 0
 
     def observe(self, sample: ProcessingSample) -> None:
@@ -249,6 +255,7 @@ class ProcessingModel:
             predicted = self.fit.predict(float(sample.images)).mean
             if predicted > 0:
                 self._ratios.append(min(sample.duration_s / predicted, TAIL_RATIO_CAP))
+                self._excess = None
         self._samples.append(sample)
         self._fit = None
 
@@ -257,9 +264,11 @@ class ProcessingModel:
         """E[T_p] / line − 1 from the out-of-sample ratios, shrunk toward 0 by
         :data:`TAIL_PRIOR_SAMPLES` and floored at 0: a line that over-predicts is the
         short window's lag, not a tail (class docstring)."""
-        k = len(self._ratios)
-        mean = (sum(self._ratios) + TAIL_PRIOR_SAMPLES) / (k + TAIL_PRIOR_SAMPLES)
-        return max(mean - 1.0, 0.0)
+        if self._excess is None:
+            k = len(self._ratios)
+            mean = (sum(self._ratios) + TAIL_PRIOR_SAMPLES) / (k + TAIL_PRIOR_SAMPLES)
+            self._excess = max(mean - 1.0, 0.0)
+        return self._excess
 
     @property
     def n_samples(self) -> int:

@@ -19,6 +19,7 @@ from collections import deque
 import numpy as np
 
 from stoic.predict.deployment import MAD_TO_STD
+from stoic.predict.order import median
 from stoic.values import ZERO, Component, TransferSample
 
 
@@ -51,8 +52,8 @@ class BandwidthMonitor:
             else:
                 b = np.fromiter(self._bps, dtype=np.float64, count=len(self._bps))
                 inv = 1.0 / b
-                spread = MAD_TO_STD * float(np.median(np.abs(inv - np.median(inv))))
-                self._cached = (float(np.median(b)), spread)
+                spread = MAD_TO_STD * median(np.abs(inv - median(inv)))
+                self._cached = (median(b), spread)
         return self._cached
 
     @property
