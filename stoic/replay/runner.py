@@ -56,11 +56,12 @@ from stoic.backends.simulated import (
 )
 from stoic.errors import BackendError, InputError
 from stoic.logging import get_logger
+from stoic.predict.predictor import Predictor
 from stoic.replay.workload import DEFAULT_PROFILE, WORKLOAD_DIR, Batch, WorkloadProfile, generate
 from stoic.schedule.assembly import Core, Probing, build_core
 from stoic.schedule.decide.policy import AUTO, Objective, PolicyOptions
 from stoic.schedule.execute.legs import Placer
-from stoic.schedule.execute.recorder import PredictorRecorder, Recorder
+from stoic.schedule.execute.recorder import PredictorRecorder
 from stoic.schedule.probe.availability import Availability
 from stoic.settings import Settings
 from stoic.values import (
@@ -208,19 +209,28 @@ class _SimProbeWork:
         return job, Upload("probe", n_bytes, 0.0)
 
 
+DRAW_AHEAD = 4096
+"""Probe ticks the replay's shortcut draws at once per runtime (about three days)."""
+
+
 class _ProbeShortcut:
-    """Walks probe ticks with the inquisitor's rules and feeds the last ones (window mode)."""
+    """Walks probe ticks with the inquisitor's rules and feeds the last ones (window mode).
+
+    The samples go straight to the predictor, the one part of the recorder chain that
+    reads deployment samples (the bootstrap counter and the processing clock count T_p
+    only): a replay over years feeds millions of them, and a coroutine per sample per
+    recorder was a third of its time."""
 
     def __init__(
         self,
         env: SimEnvironment,
-        recorder: Recorder,
+        predictor: Predictor,
         availability: Availability,
         settings: Settings,
         warmup_s: float,
     ) -> None:
         self.env = env
-        self.recorder = recorder
+        self.observe = predictor.observe_deployment
         self.availability = availability
         self.period = settings.inquisitor.period_s
         self.keep = settings.predictor.calibration_history + settings.predictor.max_window
@@ -231,6 +241,26 @@ class _ProbeShortcut:
         self.pending: dict[str, list[tuple[int, float]]] = {r.name: [] for r in self.clouds}
         self.walked = 0
         self.fed = 0
+        # Per runtime: the first tick drawn ahead, T_d of the ticks from it on, and the
+        # ticks each probe keeps the inquisitor busy.
+        self._drawn: dict[str, tuple[int, np.ndarray, list[int]]] = {}
+
+    def _deployments(self, name: str, first: int, last: int) -> tuple[np.ndarray, list[int]]:
+        """T_d of the probes on ticks ``first .. last`` and the step to the next probe
+        after each (a probe busy past the next tick makes the inquisitor skip ticks: the
+        next one starts at tick k + floor(duration / period) + 1), drawn ahead in blocks
+        of :data:`DRAW_AHEAD` ticks. Each probe's T_d depends only on its own tick (its
+        Philox block and its time), so a block drawn once serves the batches after it,
+        and numpy's cost per call is paid once a block rather than once a batch."""
+        start, values, steps = self._drawn.get(name, (first, np.empty(0), []))
+        if first < start or last >= start + values.size:
+            start = first
+            ticks = np.arange(first, max(last, first + DRAW_AHEAD - 1) + 1)
+            values = self.env.probe_deployments(name, first, ticks * self.period - self.warmup_s)
+            busy = np.where(np.isnan(values) | (values >= self.timeout), self.timeout, values)
+            steps = ((busy // self.period).astype(np.int64) + 1).tolist()
+            self._drawn[name] = (start, values, steps)
+        return values[first - start : last - start + 1], steps[first - start : last - start + 1]
 
     def start(self, first_tick: int) -> None:
         for r in self.clouds:
@@ -244,18 +274,13 @@ class _ProbeShortcut:
             k0 = self.next_tick[name]
             done = self.pending[name]
             if last_tick >= k0:
-                ticks = np.arange(k0, last_tick + 1)
-                d = self.env.probe_deployments(name, k0, ticks * self.period - self.warmup_s)
-                # probe_deployments draws consecutive keys; tick k is key k. A probe
-                # busy past the next tick makes the inquisitor skip ticks (its rule):
-                # the next probe starts at tick k + floor(duration / period) + 1.
-                busy = np.where(np.isnan(d) | (d >= self.timeout), self.timeout, d)
-                steps = (busy // self.period).astype(np.int64) + 1
-                step_of = steps.tolist()
-                k, n = 0, ticks.size
+                # probe_deployments draws consecutive keys; tick k is key k.
+                d, step_of = self._deployments(name, k0, last_tick)
+                k, n = 0, last_tick - k0 + 1
                 walked: list[int] = []
+                append = walked.append
                 while k < n:
-                    walked.append(k)
+                    append(k)
                     k += step_of[k]
                 self.walked += len(walked)
                 # Only the last ``keep`` probes can still influence the predictor.
@@ -276,13 +301,18 @@ class _ProbeShortcut:
             ready, self.pending[name] = done[:cut], done[cut:]
             if not ready:
                 continue
+            observe, period, warmup_s, timeout = (
+                self.observe,
+                self.period,
+                self.warmup_s,
+                self.timeout,
+            )
             for t, v in ready[-self.keep :]:
-                at = EPOCH_S + t * self.period - self.warmup_s
-                if math.isnan(v) or v >= self.timeout:
-                    sample = DeploymentSample(name, at, self.timeout, DeployOutcome.TIMEOUT)
+                at = EPOCH_S + t * period - warmup_s
+                if v < timeout:  # False for NaN: a probe that never became ready
+                    observe(DeploymentSample(name, at, v, DeployOutcome.OK))
                 else:
-                    sample = DeploymentSample(name, at, v, DeployOutcome.OK)
-                await self.recorder.deployment(sample)
+                    observe(DeploymentSample(name, at, timeout, DeployOutcome.TIMEOUT))
             self.fed += min(len(ready), self.keep)
             t, v = ready[-1]
             end = EPOCH_S + t * self.period + _dur(v, self.timeout) - self.warmup_s
@@ -378,7 +408,7 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
         probing=Probing.LOOP if probes == "full" else Probing.WARMUP,
     )
     scheduler, inquisitor = core.scheduler, core.inquisitor
-    shortcut = _ProbeShortcut(env, core.recorder, core.availability, settings, warmup_s)
+    shortcut = _ProbeShortcut(env, core.predictor, core.availability, settings, warmup_s)
     timings = {"decide_s": 0.0, "probes_s": 0.0, "run_s": 0.0}
 
     # Warm-up: the inquisitor's own loop, as the daemon runs it before any batch.
