@@ -74,9 +74,9 @@ def test_processing_is_per_app_version_and_cached(predictor: Predictor):
     for _ in range(50):
         predictor.estimate_all(400, 0, **APP)
     assert model.fits == fits
-    coef = predictor.processing_coefficients("gpu1", "classify", "1")
-    assert coef["slope"] == pytest.approx(0.5, rel=1e-3) and coef["n_samples"] == 4
-    assert coef["inliers"] == 4
+    coef = predictor.processing_model("gpu1", "classify", "1").fit
+    assert coef.slope == pytest.approx(0.5, rel=1e-3) and coef.n_samples == 4
+    assert coef.inliers == 4
     predictor.observe_processing(_proc("gpu1", 300, 150.0))
     predictor.estimate("gpu1", 400, 0, **APP)
     assert model.fits == fits + 1

@@ -187,14 +187,6 @@ class Predictor:
         r = self._runtime(runtime)
         return 0 if r.kind is RuntimeKind.EDGE else self._deployment[runtime].window
 
-    def processing_coefficients(
-        self, runtime: str, app: str, app_version: str
-    ) -> dict[str, object]:
-        """slope (s/image), intercept (s), n_samples, inliers, the fit's method, and the
-        processing tail (``excess``: E[T_p] over the line, minus 1)."""
-        model = self._processing_model(runtime, app, app_version)
-        return {**model.fit.as_dict(), "excess": model.excess}
-
     def recent_deployments(self, runtime: str, n: int) -> list[DeploymentSample]:
         """The last ``n`` deployment samples of ``runtime``, oldest first."""
         self._runtime(runtime)

@@ -5,8 +5,8 @@ The requester (and the inquisitor) hand every measured component (T_d, T_t, T_p)
 the predictor what it measured. What happens to a sample is not their business: the
 daemon stores it, feeds the predictor and updates metrics
 (:class:`stoic.daemon.recorder.DaemonRecorder`); the replay only feeds the predictor
-(:class:`PredictorRecorder`); the scheduler adds a counting recorder beside either
-(:class:`MultiRecorder`).
+(:class:`PredictorRecorder`); :func:`~stoic.schedule.assembly.build_core` chains the
+scheduler's and the inquisitor's counting recorders behind either (:class:`MultiRecorder`).
 
 :class:`PredictorLike` lives here too: it is the structural view of
 ``stoic.predict.predictor.Predictor`` that the scheduling core needs, both to record
