@@ -1,10 +1,12 @@
 """The HTTP server of ``stoic serve``: uvicorn, with bounds on what a connection may hold.
 
-uvicorn (0.54, h11) gives a keep-alive timeout (``timeout_keep_alive``) and nothing
-else that bounds an idle or slow connection: a connection that sends nothing, or half
-a request line, stays open for as long as the client likes, and thousands of them
-exhaust the process's file descriptors, after which health checks and authorised
-uploads time out and asyncio's accept loop logs an error every second.
+uvicorn (0.54–0.55 with h11; pinned to that range in pyproject.toml, because the guard
+below subclasses its internal h11 protocol) gives a keep-alive timeout
+(``timeout_keep_alive``) and nothing else that bounds an idle or slow connection: a
+connection that sends nothing, or half a request line, stays open for as long as the
+client likes, and thousands of them exhaust the process's file descriptors, after which
+health checks and authorised uploads time out and asyncio's accept loop logs an error
+every second.
 ``limit_concurrency`` does not help: it answers 503 to requests that *arrive*, and a
 half-sent header never arrives. So this module adds, in an
 :class:`~uvicorn.protocols.http.h11_impl.H11Protocol` subclass:
