@@ -22,7 +22,7 @@ measurement is taken, and handed to the
 * tear down, idempotently, never masking the result.
 
 :class:`LegRunner` is a concrete object built with exactly what the steps need
-(backends, runtimes, recorder, clock, settings, availability); the requester, its
+(backends, runtimes, recorder, clock, its LegOptions, availability); the requester, its
 duplicator, the share session and the inquisitor hold the same one, as an httpx
 ``Client`` holds its transport, so its recorder (the whole chain, built by
 :func:`stoic.schedule.assembly.build_core`: the scheduler's observation counter among

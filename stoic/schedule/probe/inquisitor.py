@@ -123,7 +123,7 @@ class Inquisitor:
         measured: ProcessingClock | None = None,
         options: InquisitorOptions = InquisitorOptions(),
     ) -> None:
-        self.legs = legs  # the requester's: the same backends, recorder, clock, settings
+        self.legs = legs  # the requester's: the same backends, recorder, clock, options
         self.availability = availability
         self.runtimes = legs.runtimes
         self.work = work
