@@ -228,3 +228,26 @@ def test_calibration_reusing_rows_is_window_mae_bit_for_bit() -> None:
             assert model.last_mae is not None
             np.testing.assert_array_equal(model.last_mae, expected)
             assert model.window == best_window(expected)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.one_of(st.floats(0.5, 900.0), st.just(float("nan"))), min_size=0, max_size=60),
+    st.integers(1, 4),
+)
+def test_bulk_probes_are_the_same_as_one_sample_each(durations, chunks) -> None:
+    one = DeploymentModel(max_window=8, calibration_period=3, calibration_history=10)
+    bulk = DeploymentModel(max_window=8, calibration_period=3, calibration_history=10)
+    at = [float(i) for i in range(len(durations))]
+    size = max(len(durations) // chunks, 1)
+    for lo in range(0, len(durations), size):
+        for t, d in zip(at[lo : lo + size], durations[lo : lo + size], strict=True):
+            ready = d < one.deploy_timeout_s  # NaN: never ready
+            outcome = DeployOutcome.OK if ready else DeployOutcome.TIMEOUT
+            one.observe(DeploymentSample("gpu1", t, d if ready else 600.0, outcome))
+        bulk.observe_probes("gpu1", at[lo : lo + size], durations[lo : lo + size])
+        assert bulk.estimate() == one.estimate()
+        assert bulk.window == one.window
+        assert bulk.risk(0.9) == one.risk(0.9)
+    assert bulk.recent(25) == one.recent(25)
+    assert all(s.runtime == "gpu1" for s in bulk.recent(25))

@@ -18,7 +18,7 @@ runtime is an error (:class:`~stoic.errors.PredictorError`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 from stoic.errors import PredictorError
@@ -109,6 +109,15 @@ class Predictor:
         if model is None:
             return False
         return model.observe(sample)
+
+    def observe_probes(
+        self, runtime: str, at: Sequence[float], duration_s: Sequence[float]
+    ) -> None:
+        """Record deployment probes of ``runtime`` in bulk (the replay's probe shortcut):
+        see :meth:`DeploymentModel.observe_probes`."""
+        model = self._deployment.get(runtime)
+        if model is not None:
+            model.observe_probes(runtime, at, duration_s)
 
     def observe_processing(self, sample: ProcessingSample) -> bool:
         if sample.runtime not in self._runtimes or sample.images < 0 or sample.duration_s < 0:

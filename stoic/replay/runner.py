@@ -65,8 +65,6 @@ from stoic.schedule.execute.recorder import PredictorRecorder
 from stoic.schedule.probe.availability import Availability
 from stoic.settings import Settings
 from stoic.values import (
-    DeploymentSample,
-    DeployOutcome,
     Job,
     Mode,
     Outcome,
@@ -230,7 +228,7 @@ class _ProbeShortcut:
         warmup_s: float,
     ) -> None:
         self.env = env
-        self.observe = predictor.observe_deployment
+        self.observe = predictor.observe_probes
         self.availability = availability
         self.period = settings.inquisitor.period_s
         self.keep = settings.predictor.calibration_history + settings.predictor.max_window
@@ -301,18 +299,12 @@ class _ProbeShortcut:
             ready, self.pending[name] = done[:cut], done[cut:]
             if not ready:
                 continue
-            observe, period, warmup_s, timeout = (
-                self.observe,
-                self.period,
-                self.warmup_s,
-                self.timeout,
+            fed = ready[-self.keep :]
+            self.observe(
+                name,
+                [EPOCH_S + t * self.period - self.warmup_s for t, _ in fed],
+                [v for _, v in fed],
             )
-            for t, v in ready[-self.keep :]:
-                at = EPOCH_S + t * period - warmup_s
-                if v < timeout:  # False for NaN: a probe that never became ready
-                    observe(DeploymentSample(name, at, v, DeployOutcome.OK))
-                else:
-                    observe(DeploymentSample(name, at, timeout, DeployOutcome.TIMEOUT))
             self.fed += min(len(ready), self.keep)
             t, v = ready[-1]
             end = EPOCH_S + t * self.period + _dur(v, self.timeout) - self.warmup_s
