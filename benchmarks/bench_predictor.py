@@ -39,7 +39,7 @@ def _stats(samples_s: list[float]) -> str:
 
 def main() -> None:
     rng = np.random.default_rng(0)
-    p = Predictor(Settings())
+    p = Predictor.from_settings(Settings())
     runtimes = list(PRIOR)
     t0 = time.perf_counter()
     for i in range(100_000):

@@ -258,7 +258,7 @@ async def test_a_restart_keeps_the_processing_tail(tmp_path: Path, fake: FakeBac
     ]
     with Store(settings.database_url) as store:
         store.add_samples(samples)
-    fresh = Predictor(settings)
+    fresh = Predictor.from_settings(settings)
     for ps in samples:
         fresh.observe_processing(ps)
     want = fresh.processing_model("edge", "classify", "1").excess

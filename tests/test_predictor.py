@@ -15,7 +15,7 @@ APP = {"app": "classify", "app_version": "1"}
 
 @pytest.fixture
 def predictor() -> Predictor:
-    return Predictor(Settings())
+    return Predictor.from_settings(Settings())
 
 
 def _proc(runtime: str, n: int, s: float) -> ProcessingSample:
@@ -113,7 +113,7 @@ def test_predictor_transfer_ignores_edge_uploads(predictor: Predictor):
 
 def test_estimates_are_deterministic():
     def run() -> list[float]:
-        p = Predictor(Settings())
+        p = Predictor.from_settings(Settings())
         for i in range(30):
             p.observe_deployment(DeploymentSample("gpu1", float(i), 20.0 + (i * 7) % 13))
             p.observe_processing(

@@ -187,9 +187,11 @@ async def test_a_crashing_uplink_check_is_logged_and_not_recorded(
 
 def test_the_predictor_adds_the_wait_to_cloud_transfer_only() -> None:
     clock = ManualClock()
-    before = Predictor(Settings()).estimate("gpu1", 100, 10_000_000, app="a", app_version="1")
+    before = Predictor.from_settings(Settings()).estimate(
+        "gpu1", 100, 10_000_000, app="a", app_version="1"
+    )
     watch = UplinkWatch(clock, 60.0)
-    predictor = Predictor(Settings(), uplink=watch)
+    predictor = Predictor.from_settings(Settings(), uplink=watch)
     watch.observe(False)
     clock.t += 240
     gpu1 = predictor.estimate("gpu1", 100, 10_000_000, app="a", app_version="1")

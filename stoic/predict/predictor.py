@@ -19,14 +19,14 @@ runtime is an error (:class:`~stoic.errors.PredictorError`).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from stoic.errors import PredictorError
 from stoic.predict.deployment import DeploymentModel
 from stoic.predict.processing import ProcessingModel
 from stoic.predict.transfer import BandwidthMonitor
 from stoic.predict.uplink import UplinkWatch
-from stoic.settings import RuntimeSettings, Settings
+from stoic.settings import PredictorSettings, RuntimeSettings, Settings
 from stoic.values import (
     NO_RISK,
     ZERO,
@@ -40,14 +40,28 @@ from stoic.values import (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class PredictorOptions:
+    """What the predictor reads of the settings: its own section, the runtimes (their
+    kinds and priors) and the objective's quantile (the risk it prices)."""
+
+    model: PredictorSettings
+    runtimes: tuple[RuntimeSettings, ...]
+    objective_quantile: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PredictorOptions:
+        return cls(settings.predictor, tuple(settings.runtimes), settings.policy.objective_quantile)
+
+
 class Predictor:
     """Estimates of every configured runtime, learnt from observed samples."""
 
-    def __init__(self, settings: Settings, *, uplink: UplinkWatch | None = None) -> None:
-        self.settings = settings
-        p = settings.predictor
-        self._runtimes: dict[str, RuntimeSettings] = {r.name: r for r in settings.runtimes}
-        self._quantile = settings.policy.objective_quantile
+    def __init__(self, options: PredictorOptions, *, uplink: UplinkWatch | None = None) -> None:
+        self.options = options
+        p = options.model
+        self._runtimes: dict[str, RuntimeSettings] = {r.name: r for r in options.runtimes}
+        self._quantile = options.objective_quantile
         self._deployment: dict[str, DeploymentModel] = {
             r.name: DeploymentModel(
                 method=p.deployment_method,
@@ -57,7 +71,7 @@ class Predictor:
                 deploy_timeout_s=p.deploy_timeout_s,
                 prior_s=0.0 if r.kind is RuntimeKind.EDGE else r.prior_deploy_s,
             )
-            for r in settings.runtimes
+            for r in options.runtimes
         }
         self._processing: dict[tuple[str, str, str], ProcessingModel] = {}
         self.bandwidth = BandwidthMonitor(
@@ -66,6 +80,10 @@ class Predictor:
         # The uplink's state as the inquisitor's checks saw it (None: not checked, no
         # wait predicted): stoic.predict.uplink.
         self.uplink = uplink
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, uplink: UplinkWatch | None = None) -> Predictor:
+        return cls(PredictorOptions.from_settings(settings), uplink=uplink)
 
     # Lookup ---------------------------------------------------------------------
 
@@ -86,7 +104,7 @@ class Predictor:
         model = self._processing.get(key)
         if model is None:
             r = self._runtime(runtime)
-            p = self.settings.predictor
+            p = self.options.model
             model = ProcessingModel(
                 history=p.processing_history,
                 prior_slope=r.prior_per_image_s,

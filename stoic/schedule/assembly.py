@@ -33,7 +33,7 @@ from enum import StrEnum
 
 from stoic.backends.base import RuntimeBackend
 from stoic.clock import Clock
-from stoic.predict.predictor import Predictor
+from stoic.predict.predictor import Predictor, PredictorOptions
 from stoic.predict.uplink import UplinkCheck, UplinkWatch
 from stoic.schedule.decide.policy import PolicyOptions
 from stoic.schedule.execute.legs import LegOptions, LegRunner
@@ -151,7 +151,9 @@ def build_core(
         if probes and uplink_check is not None
         else None
     )
-    predictor = Predictor(settings, uplink=watch if probing is Probing.LOOP else None)
+    predictor = Predictor(
+        PredictorOptions.from_settings(settings), uplink=watch if probing is Probing.LOOP else None
+    )
     availability = Availability(by_name.values(), down=down, listener=on_availability)
     observed = ObservationCounter()
     measured = ProcessingClock() if probes else None
@@ -203,7 +205,7 @@ def warm_predictor(settings: Settings, core: Core, app: str, app_version: str) -
     """Pay the predictor's lazy imports and first fits (calibration, the processing
     regression) on a throw-away predictor, then one estimate on the core's, so no
     batch's decision time includes them."""
-    scratch = Predictor(settings)
+    scratch = Predictor(PredictorOptions.from_settings(settings))
     name = core.predictor.runtimes[0]
     for i in range(1, 2 * settings.predictor.processing_history + 2):
         scratch.observe_processing(
