@@ -18,6 +18,7 @@ import jinja2
 import pytest
 from sqlalchemy import event
 
+from stoic.api.ui.render import RenderCache
 from stoic.clock import ManualClock
 from stoic.errors import StoreError
 from stoic.store.store import Store
@@ -128,11 +129,13 @@ async def test_pollers_share_one_render(
         assert (await daemon.client.get(f"/ui/fragments/{part}")).status_code == 200
     assert reads == dict.fromkeys(STORE_READS, 1)
 
-    await daemon.client.post("/v1/batches", files=files(("a.jpg", jpeg(1))))
+    r = await daemon.client.post("/v1/batches", files=files(("a.jpg", jpeg(1))))
+    batch_id = r.json()["id"]
+    assert batch_id not in (await daemon.client.get("/ui")).text  # still the shared render
     clock.advance(daemon.controller.settings.ui.render_cache_s)
     page = await daemon.client.get("/ui")
     assert reads["list_batches"] == 2 and renders["index.html"] == 2
-    assert "1 queued" in page.text or "1 done" in page.text or "1 running" in page.text
+    assert f'data-batch="{batch_id}"' in page.text
 
 
 async def test_a_failed_render_is_not_kept(daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -171,3 +174,36 @@ async def test_the_pages_database_reads_use_indexes(daemon: Daemon) -> None:
             plan = [row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params)]
             scans = [p for p in plan if "batches" in p and "INDEX" not in p]
             assert not scans, (sql, plan)
+
+
+async def test_the_render_cache_shares_expires_and_forgets() -> None:
+    clock = ManualClock()
+    cache = RenderCache(ttl_s=1.0, clock=clock, max_entries=2)
+    renders: Counter[str] = Counter()
+    gate = asyncio.Event()
+
+    def render(key: str, fail: bool = False) -> Callable[[], Any]:
+        async def go() -> str:
+            renders[key] += 1
+            await gate.wait()
+            if fail:
+                raise StoreError("gone")
+            return f"{key}{renders[key]}"
+
+        return go
+
+    waiting = [asyncio.create_task(cache.get("a", render("a"))) for _ in range(5)]
+    await asyncio.sleep(0)
+    gate.set()
+    assert await asyncio.gather(*waiting) == ["a1"] * 5  # one render for all five
+    clock.advance(0.9)
+    assert await cache.get("a", render("a")) == "a1"
+    clock.advance(0.1)
+    assert await cache.get("a", render("a")) == "a2"  # stale: rendered again
+
+    with pytest.raises(StoreError):
+        await cache.get("b", render("b", fail=True))
+    assert await cache.get("b", render("b")) == "b2"  # a failure is not kept
+
+    await cache.get("c", render("c"))
+    assert await cache.get("a", render("a")) == "a3"  # two entries at most: "a" went out

@@ -16,8 +16,9 @@ render took 160 ms of the loop, and twenty pollers brought accepted uploads from
   fails is not kept: the next request tries again.
 
 Keys hold everything the HTML depends on (the part, its limit, the path prefix the app
-is mounted under, the batch id). The cache keeps at most :data:`MAX_ENTRIES` of them,
-least recently rendered first out.
+is mounted under, the batch id). A stale render is dropped when the next one starts, and
+at most :data:`MAX_ENTRIES` are kept (least recently rendered first out), so the cache
+holds no more than what was rendered in the last ``ui.render_cache_s``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from stoic.clock import Clock
 
 T = TypeVar("T")
 
-MAX_ENTRIES = 256
+MAX_ENTRIES = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +70,10 @@ class RenderCache:
 
             task = asyncio.create_task(run(), name=f"stoic-ui-render {key!r}")
             task.add_done_callback(_retrieve)
+            for old in [k for k, x in self._entries.items() if not self._fresh(x, now)]:
+                del self._entries[old]
             e = _Entry(now, task)
             self._entries[key] = e
-            self._entries.move_to_end(key)
             while len(self._entries) > self._max:
                 self._entries.popitem(last=False)
         return await asyncio.shield(e.render)

@@ -240,6 +240,7 @@ def viewer(request: Request) -> Controller:
         if wait > 0:
             raise LoginThrottled(fragment, wait)
         if session.token_matches(token, offered):
+            ui.throttle.succeeded(_client(request))
             return c
         _refuse_wrong_token(request, now)
         raise LoginRequired(fragment)
