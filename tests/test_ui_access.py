@@ -73,6 +73,14 @@ async def test_logout_revokes_the_session(locked: Daemon) -> None:
         assert await with_cookie(locked, theirs) == 200
 
 
+async def test_a_new_login_replaces_the_session_it_came_with(locked: Daemon) -> None:
+    first = await login(locked.client)
+    second = await login(locked.client)
+    assert second != first
+    assert await with_cookie(locked, first) == 401
+    assert await with_cookie(locked, second) == 200
+
+
 async def test_a_session_idle_past_the_timeout_is_refused(
     locked: Daemon, clock: ManualClock
 ) -> None:

@@ -27,7 +27,7 @@ are throttled per client (:mod:`.throttle`).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -317,18 +317,23 @@ async def _part_job(c: Controller, part: str, limit: int) -> views.Job[dict[str,
     return lambda: {"usage": usage()}
 
 
-async def _rendered(
-    request: Request, key: tuple[Any, ...], template: str, job: Callable[[], Any]
-) -> str:
+ContextJob = Callable[[], Awaitable[views.Job[dict[str, Any]]]]
+"""Called on the loop when a render is due; what it returns makes the template's context
+in the worker thread."""
+
+
+async def _rendered(request: Request, key: tuple[Any, ...], template: str, job: ContextJob) -> str:
     """``template`` with the context ``job`` makes, rendered in the worker thread and
     shared for ``ui.render_cache_s`` under ``key`` (with the path prefix added)."""
     ui, base = _ui(request), _base(request)
 
-    async def render() -> str:
-        make = await job()
-        return await ui.renderer.run(lambda: ui.env.get_template(template).render(**base, **make()))
+    async def draw() -> str:
+        context = await job()
+        return await ui.renderer.run(
+            lambda: ui.env.get_template(template).render(**base, **context())
+        )
 
-    return await ui.cache.get((*key, base["root"]), render)
+    return await ui.cache.get((*key, base["root"]), draw)
 
 
 async def _part_html(request: Request, c: Controller, part: str, limit: int) -> str:
@@ -483,6 +488,9 @@ async def login(request: Request) -> Response:
         _refuse_wrong_token(request, now)
         return _login_page(request, 401, "wrong token")
     ui.throttle.succeeded(_client(request))
+    previous = request.cookies.get(session.COOKIE)
+    if previous is not None:
+        ui.sessions.revoke(previous)
     response = RedirectResponse(f"{_root(request)}/ui", status_code=303)
     session.set_session(
         response,

@@ -12,7 +12,8 @@ lives in the daemon's memory (:class:`Sessions`), which is what lets logout revo
 a cookie signed with the token (the first design) stayed valid after logout until it
 expired, and a copied cookie with it. A session ends when it was unused for
 ``ui.session_idle_s`` (the open page's refresh is use), ``ui.session_ttl_s`` after the
-login however active, at logout, and when the daemon restarts (everyone logs in
+login however active, at logout, when the same browser logs in again (a new id each
+login), and when the daemon restarts (everyone logs in
 again: nothing to persist, nothing to leak from the disk). Sessions are looked up by the
 SHA-256 of the id, so the lookup's timing tells nothing about the ids it holds.
 

@@ -1,8 +1,8 @@
 """What the operator page shows, read from a running controller.
 
 Each part of the page (status, batches, runtimes, usage) and a batch's page has a
-*job*: a coroutine run on the event loop takes what lives in memory there and returns
-a function that does the rest in a worker thread (:mod:`.render`):
+``*_job`` function: called on the event loop, it takes what lives in memory there and
+returns a :data:`Job` that does the rest in a worker thread (:mod:`.render`):
 
 * what the scheduler knows of the runtimes and the uplink comes from the read model
   that ``GET /v1/runtimes`` renders too (:mod:`stoic.daemon.runtime_view`), taken on
@@ -10,7 +10,7 @@ a function that does the rest in a worker thread (:mod:`.render`):
 * the database reads, in the thread, use the indexed queries of
   :class:`~stoic.store.store.Store` (``batch_counts``, ``list_batches``,
   ``recent_outcomes``, ``usage_since``: each one short read transaction, bounded by
-  ``ui.*`` limits; ``tests/test_ui.py`` checks their query plans);
+  ``ui.*`` limits; ``tests/test_ui_load.py`` checks their query plans);
 * charts are drawn in the thread too (a few hundred points at most) into SVG strings.
 
 So a fragment refresh reads only what its part needs, and nothing here runs long on
@@ -23,7 +23,7 @@ import json
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from markupsafe import Markup
@@ -84,28 +84,29 @@ async def status_job(c: Controller) -> Job[StatusView]:
     names = c.runtime_names
     available = sum(1 for n in names if c.availability.is_available(n)) if built(c) else 0
     store = c.store
-    fields: dict[str, Any] = {
-        "version": __version__,
-        "ready": ready.ready,
-        "checks": ready.checks,
-        "state": "draining" if c.draining else str(c.state),
-        "uptime_s": None if c.started_at is None else max(now - c.started_at, 0.0),
-        "mode": str(s.requester.default_mode),
-        "duplicator_runtime": s.requester.duplicator_runtime,
-        "running_here": len(c.running),
-        "max_concurrent": s.controller.max_concurrent_batches,
-        "runtimes_available": available,
-        "runtimes_total": len(names),
-        "now": now,
-        "uplink": uplink_state(c),
-    }
+    view = StatusView(
+        version=__version__,
+        ready=ready.ready,
+        checks=ready.checks,
+        state="draining" if c.draining else str(c.state),
+        uptime_s=None if c.started_at is None else max(now - c.started_at, 0.0),
+        mode=str(s.requester.default_mode),
+        duplicator_runtime=s.requester.duplicator_runtime,
+        counts={},
+        running_here=len(c.running),
+        max_concurrent=s.controller.max_concurrent_batches,
+        runtimes_available=available,
+        runtimes_total=len(names),
+        now=now,
+        uplink=uplink_state(c),
+    )
 
     def read() -> StatusView:
         try:
             counts = {state.value: n for state, n in store.batch_counts().items()}
         except StoicError:
-            counts = {}
-        return StatusView(counts=counts, **fields)
+            return view
+        return replace(view, counts=counts)
 
     return read
 
