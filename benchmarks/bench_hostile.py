@@ -1,7 +1,7 @@
 """Hostile and careless clients against a real ``stoic serve`` (issue 13).
 
     .venv/bin/python benchmarks/bench_hostile.py [--attack all|junk|png|slowloris|fields|
-        slowbody|hangup] [--nofile 1024] [--connections 3000] [--duration 20]
+        slowbody|hangup|pollers] [--nofile 1024] [--connections 3000] [--duration 20]
 
 Starts ``stoic serve`` on a loopback port with its default limits and a temporary data
 dir (the runtimes run the stand-in function server of the tests, ``tests/standin_function.py``,
@@ -20,7 +20,13 @@ attacked port):
 * **fields**: a 2 GB body of distinct form fields, and one of a single endless field
   value, each sent until the daemon answers;
 * **slowbody**: 50 uploads whose body is shorter than its ``Content-Length``;
-* **hangup**: 200 uploads that hang up mid-body.
+* **hangup**: 200 uploads that hang up mid-body;
+* **pollers** (:func:`page_pollers`): with ``--seed-batches`` (7,000) finished batches in
+  the store, ingest throughput (small uploads from 8 clients, back to back) without and
+  with ``--pollers`` (20) clients each fetching the operator page ``/ui`` every
+  ``--poll-period`` seconds (1), in alternating phases of ``--phase`` seconds (10), twice
+  each. It prints accepted uploads per second, the answers, the page's latency and the
+  daemon's CPU per phase, and what the pollers cost ingest (the issue's bound: 10 %).
 
 For each it prints the daemon's CPU seconds (``/proc/PID/stat``, utime + stime), its
 peak RSS above the baseline (``VmHWM`` after resetting it through
@@ -35,6 +41,7 @@ import argparse
 import contextlib
 import io
 import os
+import random
 import resource
 import socket
 import struct
@@ -45,12 +52,16 @@ import threading
 import time
 import zipfile
 import zlib
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
+from sqlalchemy.orm import Session
+
+from stoic.store.store import Store
+from stoic.store.tables import BatchTable
 
 REPO = Path(__file__).resolve().parents[1]
 STAND_IN = REPO / "tests" / "standin_function.py"
@@ -486,6 +497,137 @@ def attack_hangup(d: Daemon) -> Callable[[Counter[str]], str]:
     return run
 
 
+# The operator page under pollers -----------------------------------------------------------
+
+
+def seed_batches(d: Daemon, n: int) -> None:
+    """``n`` finished batches on the edge in the daemon's database, one every 5 s up to
+    now (so all of today's usage too), as a long-running site has them."""
+    now = time.time()
+    estimate = {"transfer_s": 0.0, "deployment_s": 0.0, "processing_s": 12.0, "total_s": 12.0}
+    rows = []
+    for i in range(n):
+        at = now - (n - i) * 5.0
+        rows.append(
+            BatchTable(
+                id=f"seed-{i:08d}", created_at=at, updated_at=at + 12, n_images=40,
+                n_bytes=8_000_000, app="classify", app_version="1", mode="selector",
+                package_key=f"batches/seed-{i:08d}/package.tar", state="done", attempts=1,
+                chosen_runtime="edge", decision_reason="edge: fastest predicted T_s",
+                estimates={"edge": estimate}, transfer_s=0.0, deployment_s=0.0,
+                processing_s=12.5, total_s=12.5, winner="edge", cloud_used_s=0.0,
+                cloud_wasted_s=0.0, results_key=None, skipped=[], started_at=at,
+                finished_at=at + 12.5,
+            )
+        )  # fmt: skip
+    url = f"sqlite:///{d.log.parent / 'data' / 'stoic.db'}"
+    with Store(url) as store, Session(store.engine) as s:
+        s.add_all(rows)
+        s.commit()
+
+
+@dataclass
+class Phase:
+    pollers: int
+    seconds: float
+    accepted: int = 0
+    answers: Counter[str] = field(default_factory=Counter)
+    page_s: list[float] = field(default_factory=list)
+    page_failures: int = 0
+    cpu_s: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.accepted / self.seconds
+
+
+def ingest_phase(d: Daemon, body: bytes, seconds: float, pollers: int, period_s: float) -> Phase:
+    """Uploads from 8 clients back to back for ``seconds`` while ``pollers`` clients fetch
+    ``/ui`` every ``period_s``; only answers that arrive within the phase count."""
+    phase = Phase(pollers, seconds)
+    lock = threading.Lock()
+    stop = threading.Event()
+    deadline = time.monotonic() + seconds
+
+    def upload() -> None:
+        while not stop.is_set():
+            status, _ = post_raw(d.port, body, CTYPE, timeout_s=60)
+            if time.monotonic() > deadline:
+                return
+            with lock:
+                phase.answers[str(status)] += 1
+                phase.accepted += status == 202
+
+    def poll(delay: float) -> None:
+        stop.wait(delay)
+        while not stop.is_set():
+            t = time.monotonic()
+            status, took = http_get(d.port, "/ui", timeout_s=60)
+            with lock:
+                if status == 200:
+                    phase.page_s.append(took)
+                else:
+                    phase.page_failures += 1
+            stop.wait(max(period_s - (time.monotonic() - t), 0.0))
+
+    threads = [threading.Thread(target=upload, daemon=True) for _ in range(8)]
+    threads += [
+        threading.Thread(target=poll, args=(i * period_s / max(pollers, 1),), daemon=True)
+        for i in range(pollers)
+    ]
+    cpu0 = d.cpu_s()
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    phase.cpu_s = d.cpu_s() - cpu0
+    stop.set()
+    for t in threads:
+        t.join()
+    return phase
+
+
+def page_pollers(d: Daemon, *, batches: int, pollers: int, period_s: float, phase_s: float) -> None:
+    """What ``pollers`` clients polling the operator page cost ingest (issue 26, item 7)."""
+    print(f"== operator page polled by {pollers} clients every {period_s:g} s, {batches} batches")
+    t = time.perf_counter()
+    seed_batches(d, batches)
+    print(f"   seeded {batches} finished batches in {time.perf_counter() - t:.1f} s")
+    rng = random.Random(7)
+    images = []
+    for i in range(4):
+        buf = io.BytesIO()
+        pixels = bytes(rng.getrandbits(8) for _ in range(96 * 72 * 3))
+        Image.frombytes("RGB", (96, 72), pixels).save(buf, "JPEG", quality=90)
+        images.append((f"cam-{i}.jpg", buf.getvalue()))
+    body = multipart([("files", name, data) for name, data in images])
+    status, took = http_get(d.port, "/ui", timeout_s=60)
+    print(f"   one page render: {status}, {took * 1000:.0f} ms")
+    rates: defaultdict[bool, list[float]] = defaultdict(list)
+    for polled in (False, True, False, True):
+        time.sleep(1.0)
+        phase = ingest_phase(d, body, phase_s, pollers if polled else 0, period_s)
+        rates[polled].append(phase.rate)
+        page = ""
+        if phase.page_s:
+            xs = sorted(phase.page_s)
+            page = (
+                f"; /ui {len(xs)} fetches, p50 {xs[len(xs) // 2] * 1000:.0f} ms, "
+                f"p99 {xs[min(len(xs) - 1, int(0.99 * len(xs)))] * 1000:.0f} ms, "
+                f"{phase.page_failures} failed"
+            )
+        print(
+            f"   {'with' if polled else 'without'} pollers: {phase.rate:.1f} accepted/s, "
+            f"answers {dict(phase.answers)}, daemon CPU {phase.cpu_s / phase_s:.2f} cores{page}"
+        )
+        sys.stdout.flush()
+    without = sum(rates[False]) / len(rates[False])
+    with_ = sum(rates[True]) / len(rates[True])
+    print(
+        f"   ingest {without:.1f} → {with_:.1f} accepted/s with the pollers: "
+        f"cost {100 * (1 - with_ / without):.1f} % (bound 10 %)"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -495,6 +637,10 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=3000)
     ap.add_argument("--duration", type=float, default=20.0, help="slowloris seconds")
     ap.add_argument("--api", action="append", default=[], metavar="KEY=N", help="an api.* setting")
+    ap.add_argument("--seed-batches", type=int, default=7_000, help="pollers: batches stored")
+    ap.add_argument("--pollers", type=int, default=20, help="pollers: page pollers")
+    ap.add_argument("--poll-period", type=float, default=1.0, help="pollers: seconds per poll")
+    ap.add_argument("--phase", type=float, default=10.0, help="pollers: seconds per phase")
     ap.add_argument(
         "--health-port",
         action="store_true",
@@ -504,7 +650,7 @@ def main() -> None:
     api = {k: int(v) for k, v in (kv.split("=", 1) for kv in args.api)}
     if args.health_port:
         api["health_port"] = free_port()
-    wanted = {"junk", "png", "slowloris", "fields", "slowbody", "hangup"}
+    wanted = {"junk", "png", "slowloris", "fields", "slowbody", "hangup", "pollers"}
     if args.attack != "all":
         wanted = set(args.attack.split(","))
     print(f"load average before: {os.getloadavg()}, {os.cpu_count()} CPUs")
@@ -533,6 +679,14 @@ def main() -> None:
             )
         for name, attack in plan:
             measure(d, name, attack).print()
+        if "pollers" in wanted:
+            page_pollers(
+                d,
+                batches=args.seed_batches,
+                pollers=args.pollers,
+                period_s=args.poll_period,
+                phase_s=args.phase,
+            )
         status, _ = http_get(d.port, "/readyz")
         print(f"after: /readyz {status}, RSS {d.status_kb('VmRSS') / 1024:.0f} MB")
     print(f"load average after: {os.getloadavg()}")

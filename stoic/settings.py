@@ -509,8 +509,9 @@ class LocalBackendSettings(_Section):
 
 
 class UiSettings(_Section):
-    """The operator page (``GET /ui``, :mod:`stoic.api.ui`): what it shows and how often
-    the browser refreshes it. It uses ``api.token`` like the API."""
+    """The operator page (``GET /ui``, :mod:`stoic.api.ui`): what it shows, how often the
+    browser refreshes it and how long a render is shared, and its login sessions (it
+    uses ``api.token`` like the API; sessions live in the daemon's memory)."""
 
     enabled: bool = Field(True, description="serve the operator page at /ui")
     refresh_s: float = Field(
@@ -523,9 +524,51 @@ class UiSettings(_Section):
     chart_deployments: int = Field(
         50, ge=5, le=1_000, description="newest deployment samples per runtime chart"
     )
-    session_ttl_s: float = Field(
-        7 * 86_400.0, gt=0, le=365 * 86_400, description="lifetime of a login cookie"
+    render_cache_s: float = Field(
+        1.0,
+        ge=0,
+        le=60,
+        description="a rendered part of the page is served to every poller this long before "
+        "it is rendered again (0 = each request renders; concurrent ones still share one)",
     )
+    session_ttl_s: float = Field(
+        7 * 86_400.0,
+        gt=0,
+        le=365 * 86_400,
+        description="longest life of a login session, however active",
+    )
+    session_idle_s: float = Field(
+        1_800.0,
+        gt=0,
+        le=365 * 86_400,
+        description="a login session unused this long ends (an open page refreshing is use)",
+    )
+    login_free_failures: int = Field(
+        3, ge=0, le=100, description="wrong tokens a client may offer before back-off starts"
+    )
+    login_backoff_s: float = Field(
+        1.0,
+        gt=0,
+        le=3_600,
+        description="the first back-off after the free failures; it doubles with each "
+        "further wrong token (429 with Retry-After meanwhile)",
+    )
+    login_backoff_max_s: float = Field(300.0, gt=0, le=86_400, description="the longest back-off")
+    login_failure_memory_s: float = Field(
+        3_600.0,
+        gt=0,
+        le=30 * 86_400,
+        description="a client's wrong tokens are forgotten this long after its last one",
+    )
+
+    @model_validator(mode="after")
+    def _check_backoff(self) -> UiSettings:
+        if self.login_backoff_max_s < self.login_backoff_s:
+            raise ValueError(
+                f"login_backoff_max_s ({self.login_backoff_max_s}) is below login_backoff_s "
+                f"({self.login_backoff_s})"
+            )
+        return self
 
 
 class FunctionSettings(_Section):

@@ -372,7 +372,13 @@ async def test_unavailable_runtime_is_not_estimated(daemon: Daemon) -> None:
 
 
 async def test_runtimes_show_the_uplink_as_the_checks_see_it(tmp_path: Path) -> None:
-    async with far_side() as link, start_daemon(checked_settings(tmp_path, link.url)) as d:
+    # The page's parts are rendered afresh for each request (no render_cache_s), so the
+    # fragment shows what the API just said.
+    fresh = {"ui": {"render_cache_s": 0.0}}
+    async with (
+        far_side() as link,
+        start_daemon(checked_settings(tmp_path, link.url, **fresh)) as d,
+    ):
 
         async def uplink_when(up: bool) -> dict[str, Any]:
             async with asyncio.timeout(10):

@@ -40,7 +40,7 @@ async def page_fits(d: Daemon, names: list[str]) -> dict[str, tuple[int, str]]:
 async def test_the_api_and_the_page_show_the_fit_of_the_current_default_version(
     tmp_path: Path,
 ) -> None:
-    settings = make_settings(tmp_path)
+    settings = make_settings(tmp_path, ui={"render_cache_s": 0.0})  # each request renders
     make_object_store(settings).put_bytes(model_key("classify", "2"), b"a model")
     async with start_daemon(settings) as d:
         r = await d.client.post("/v1/batches", files=files(("a.jpg", jpeg())))

@@ -416,34 +416,18 @@ async def test_login_sets_a_strict_http_only_cookie_that_is_not_the_token(locked
     assert (await c.get("/ui")).status_code == 401
 
 
-async def test_forged_or_expired_cookies_are_refused(locked: Daemon) -> None:
-    c = locked.client
-    now = time.time()
-    ttl = locked.controller.settings.ui.session_ttl_s
-    good = session.session_value(TOKEN, now)
+async def test_forged_cookies_are_refused(locked: Daemon) -> None:
+    """A session id the daemon did not hand out opens nothing (tests/test_ui_access.py
+    has logout, expiry and throttling)."""
     cases = {
-        "other token": session.session_value("other", now),
-        "expired": session.session_value(TOKEN, now - ttl - 10),
-        "from the future": session.session_value(TOKEN, now + 3600),
-        "tampered time": f"{int(now) + 1}.{good.split('.', 1)[1]}",
+        "made up": "A" * 43,
         "the token itself": TOKEN,
+        "empty": "",
         "garbage": "x.y",
     }
     for name, value in cases.items():
-        r = await c.get("/ui", headers={"Cookie": f"{session.COOKIE}={value}"})
+        r = await locked.client.get("/ui", headers={"Cookie": f"{session.COOKIE}={value}"})
         assert r.status_code == 401, name
-    r = await c.get("/ui", headers={"Cookie": f"{session.COOKIE}={good}"})
-    assert r.status_code == 200
-
-
-def test_session_values_are_checked_in_constant_time_helpers() -> None:
-    v = session.session_value("t", 1000.0)
-    assert session.valid_session("t", v, now=1000.0, ttl_s=60)
-    assert session.valid_session("t", v, now=1060.0, ttl_s=60)
-    assert not session.valid_session("t", v, now=1061.0, ttl_s=60)
-    assert not session.valid_session("u", v, now=1000.0, ttl_s=60)
-    assert not session.valid_session("t", "", now=1000.0, ttl_s=60)
-    assert not session.valid_session("t", "1" * 20 + ".ab", now=1000.0, ttl_s=60)
 
 
 # Charts and views ----------------------------------------------------------------------

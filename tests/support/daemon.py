@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
 
 from stoic.api.app import create_app
 from stoic.backends.fake import FakeBackend, FakeSpec
+from stoic.clock import Clock
 from stoic.daemon.controller import Controller
 from stoic.ingest.builder import TMP_PREFIX
 from stoic.settings import Settings
@@ -31,6 +33,14 @@ class Daemon:
     controller: Controller
     fake: FakeBackend
     data_dir: Path
+    app: FastAPI
+
+    def client_from(self, host: str) -> httpx.AsyncClient:
+        """Another client of the same app, as seen from ``host`` (close it after use)."""
+        return httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=self.app, client=(host, 123)),
+            base_url=str(self.client.base_url),
+        )
 
     def leftovers(self) -> tuple[list[str], int, list[str]]:
         """(package objects, batch rows, temporary files)."""
@@ -51,12 +61,15 @@ class Daemon:
 
 @contextlib.asynccontextmanager
 async def start_daemon(
-    settings: Settings, fake: FakeBackend | None = None, token: str | None = None
+    settings: Settings,
+    fake: FakeBackend | None = None,
+    token: str | None = None,
+    clock: Clock | None = None,
 ) -> AsyncIterator[Daemon]:
     """The daemon of ``settings`` on ``fake`` (instant by default); ``token`` is sent as
-    the client's bearer token."""
+    the client's bearer token; ``clock`` is the controller's (the wall clock if None)."""
     fake = fake or FakeBackend(default=FakeSpec(per_image_s=0.0))
-    ctl = Controller(settings, backends={"local": fake})
+    ctl = Controller(settings, backends={"local": fake}, clock=clock)
     app = create_app(settings, controller=ctl)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with (
@@ -65,4 +78,4 @@ async def start_daemon(
             transport=httpx.ASGITransport(app=app), base_url="http://stoic", headers=headers
         ) as client,
     ):
-        yield Daemon(client, ctl, fake, settings.data_dir)
+        yield Daemon(client, ctl, fake, settings.data_dir, app)

@@ -28,8 +28,9 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     return Settings(data_dir=tmp_path / "data", controller=controller, api=api, **overrides)
 
 
-def checked_settings(tmp_path: Path, url: str) -> Settings:
-    """A daemon's settings with the inquisitor on a fast tick, checking ``url``."""
+def checked_settings(tmp_path: Path, url: str, **overrides: Any) -> Settings:
+    """A daemon's settings with the inquisitor on a fast tick, checking ``url``
+    (``overrides`` as :func:`make_settings` takes them)."""
     return make_settings(
         tmp_path,
         controller={"inquisitor": True},
@@ -38,6 +39,7 @@ def checked_settings(tmp_path: Path, url: str) -> Settings:
             "uplink_check_url": url,
             "uplink_check_timeout_s": 0.5,
         },
+        **overrides,
     )
 
 

@@ -7,11 +7,14 @@ T_s, each runtime's availability, deployment samples and fits, the cloud seconds
 today, and an upload form.
 
 * :mod:`~stoic.api.ui.routes`: the routes (page, fragments, batch page, upload, login);
-* :mod:`~stoic.api.ui.views`: what the page shows, read from the controller (database
-  reads in one worker thread per request, in-memory reads on the loop);
+* :mod:`~stoic.api.ui.views`: what the page shows, read from the controller (in-memory
+  reads on the loop, database reads and charts in a worker thread);
+* :mod:`~stoic.api.ui.render`: renders off the loop, shared by every poller for
+  ``ui.render_cache_s``;
 * :mod:`~stoic.api.ui.charts`: the charts, drawn as inline SVG on the server (nothing
   is fetched from the internet: field stations are offline);
-* :mod:`~stoic.api.ui.session`: the login cookie (an HMAC of the API token);
+* :mod:`~stoic.api.ui.session`: the login sessions (server-side, behind a random id);
+* :mod:`~stoic.api.ui.throttle`: failed logins, throttled per client;
 * ``templates/`` (Jinja2, autoescaped) and ``static/`` (one stylesheet and ~40 lines of
   JavaScript that refresh the page's parts; the tables work without it).
 

@@ -7,7 +7,7 @@
                                            the page's background refresh
 ``GET /ui/batches/{id}``                   one batch: estimate table, per-image labels
 ``POST /ui/batches``                       the upload form (multipart, like ``/v1/batches``)
-``GET|POST /ui/login``, ``POST /ui/logout``  the login cookie (:mod:`.session`)
+``GET|POST /ui/login``, ``POST /ui/logout``  the login session (:mod:`.session`)
 ``GET /ui/static/...``                     the stylesheet and the refresh script
 =========================================  ===============================================
 
@@ -18,12 +18,17 @@ is complete without JavaScript; ``static/ui.js`` only re-fetches the parts marke
 ``data-refresh`` every ``ui.refresh_s`` seconds and swaps them in (polling, because a
 page open for days on a field-station laptop should hold no connection open; the
 fetch-and-swap is ~40 lines of our own rather than a vendored library, so there is no
-third-party code to track).
+third-party code to track). The page and its parts are rendered in a worker thread and
+shared by every request for ``ui.render_cache_s`` (:mod:`.render`): however many pages
+poll, the event loop that receives uploads is not the one that renders. Failed logins
+are throttled per client (:mod:`.throttle`).
 """
 
 from __future__ import annotations
 
-import time
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -32,14 +37,19 @@ from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, StrictUndefined
+from markupsafe import Markup
 
 from stoic import __version__
 from stoic.api.errors import status_for
 from stoic.api.ui import session, views
+from stoic.api.ui.render import RenderCache, Renderer
+from stoic.api.ui.session import Sessions
+from stoic.api.ui.throttle import Backoff, LoginThrottle, client_key
 from stoic.daemon.controller import Controller
 from stoic.errors import BatchNotFound, StoicError
 from stoic.ingest.options import API_MODES
 from stoic.logging import get_logger
+from stoic.settings import UiSettings
 
 log = get_logger("stoic.api.ui")
 
@@ -149,17 +159,55 @@ def make_environment() -> Environment:
 # Access --------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class PageServices:
+    """What the page keeps between requests (``app.state.ui``)."""
+
+    env: Environment
+    cache: RenderCache
+    renderer: Renderer
+    sessions: Sessions
+    throttle: LoginThrottle
+
+    @classmethod
+    def build(cls, ui: UiSettings, controller: Controller) -> PageServices:
+        return cls(
+            env=make_environment(),
+            cache=RenderCache(ttl_s=ui.render_cache_s, clock=controller.clock),
+            renderer=Renderer(),
+            sessions=Sessions(idle_s=ui.session_idle_s, lifetime_s=ui.session_ttl_s),
+            throttle=LoginThrottle(
+                Backoff(
+                    free_failures=ui.login_free_failures,
+                    first_s=ui.login_backoff_s,
+                    max_s=ui.login_backoff_max_s,
+                    memory_s=ui.login_failure_memory_s,
+                )
+            ),
+        )
+
+
 class LoginRequired(Exception):
-    """Raised by :func:`viewer` when a request carries neither the token nor a cookie."""
+    """Raised by :func:`viewer` when a request carries neither the token nor a live
+    session."""
 
     def __init__(self, fragment: bool) -> None:
         super().__init__("login required")
         self.fragment = fragment
 
 
-def _env(request: Request) -> Environment:
-    env: Environment = request.app.state.ui_env
-    return env
+class LoginThrottled(Exception):
+    """Raised when a client that offered too many wrong tokens tries again too soon."""
+
+    def __init__(self, fragment: bool, retry_after_s: float) -> None:
+        super().__init__("too many wrong tokens")
+        self.fragment = fragment
+        self.retry_after_s = retry_after_s
+
+
+def _ui(request: Request) -> PageServices:
+    ui: PageServices = request.app.state.ui
+    return ui
 
 
 def _controller(request: Request) -> Controller:
@@ -167,15 +215,39 @@ def _controller(request: Request) -> Controller:
     return c
 
 
+def _client(request: Request) -> str:
+    return client_key(request.client.host if request.client else None)
+
+
+def _refuse_wrong_token(request: Request, now: float) -> None:
+    """Count a wrong token from the request's client (logged with the wait it earned)."""
+    client = _client(request)
+    wait = _ui(request).throttle.failed(client, now)
+    log.warning("operator page: wrong token", client=client, wait_s=wait)
+
+
 def viewer(request: Request) -> Controller:
-    """The controller, once the request has shown the token (or a login cookie)."""
+    """The controller, once the request has shown the token (or a live session)."""
     c = _controller(request)
-    ok = session.authorized(
-        request, request.app.state.api_token, now=time.time(), ttl_s=c.settings.ui.session_ttl_s
-    )
-    if not ok:
-        raise LoginRequired(fragment=FRAGMENT_HEADER in request.headers)
-    return c
+    token: str | None = request.app.state.api_token
+    if token is None:
+        return c
+    fragment = FRAGMENT_HEADER in request.headers
+    ui, now = _ui(request), c.clock.now()
+    offered = session.offered_bearer(request)
+    if offered is not None:
+        wait = ui.throttle.retry_after_s(_client(request), now)
+        if wait > 0:
+            raise LoginThrottled(fragment, wait)
+        if session.token_matches(token, offered):
+            ui.throttle.succeeded(_client(request))
+            return c
+        _refuse_wrong_token(request, now)
+        raise LoginRequired(fragment)
+    cookie = request.cookies.get(session.COOKIE)
+    if cookie is not None and ui.sessions.use(cookie, now):
+        return c
+    raise LoginRequired(fragment)
 
 
 def _root(request: Request) -> str:
@@ -191,16 +263,24 @@ def render(
     headers: dict[str, str] | None = None,
     **context: Any,
 ) -> HTMLResponse:
-    c = _controller(request)
-    base = {
-        "root": _root(request),
-        "auth": request.app.state.api_token is not None,
-        "refresh_s": c.settings.ui.refresh_s,
-    }
-    html = _env(request).get_template(template).render(**base, **context)
+    base = _base(request)
+    html = _ui(request).env.get_template(template).render(**base, **context)
+    return _html(html, status_code, headers)
+
+
+def _html(html: str, status_code: int = 200, headers: dict[str, str] | None = None) -> HTMLResponse:
     return HTMLResponse(
         html, status_code=status_code, headers={**SECURITY_HEADERS, **(headers or {})}
     )
+
+
+def _base(request: Request) -> dict[str, Any]:
+    """What every page and fragment template needs besides its own context."""
+    return {
+        "root": _root(request),
+        "auth": request.app.state.api_token is not None,
+        "refresh_s": _controller(request).settings.ui.refresh_s,
+    }
 
 
 def _message(request: Request, status: int, title: str, message: str) -> HTMLResponse:
@@ -223,14 +303,43 @@ async def landing(request: Request) -> HTMLResponse:
     return render(request, "landing.html", ui=_controller(request).settings.ui.enabled)
 
 
-async def _part(c: Controller, part: str, limit: int) -> dict[str, Any]:
+async def _part_job(c: Controller, part: str, limit: int) -> views.Job[dict[str, Any]]:
     if part == "status":
-        return {"status": await views.status_view(c)}
+        status = await views.status_job(c)
+        return lambda: {"status": status()}
     if part == "batches":
-        return {"rows": await views.batch_rows(c, limit), "limit": limit}
+        rows = views.batches_job(c, limit)
+        return lambda: {"rows": rows(), "limit": limit}
     if part == "runtimes":
-        return {"runtimes": await views.runtime_views(c)}
-    return {"usage": await views.usage(c)}
+        runtimes = views.runtimes_job(c)
+        return lambda: {"runtimes": runtimes()}
+    usage = views.usage_job(c)
+    return lambda: {"usage": usage()}
+
+
+ContextJob = Callable[[], Awaitable[views.Job[dict[str, Any]]]]
+"""Called on the loop when a render is due; what it returns makes the template's context
+in the worker thread."""
+
+
+async def _rendered(request: Request, key: tuple[Any, ...], template: str, job: ContextJob) -> str:
+    """``template`` with the context ``job`` makes, rendered in the worker thread and
+    shared for ``ui.render_cache_s`` under ``key`` (with the path prefix added)."""
+    ui, base = _ui(request), _base(request)
+
+    async def draw() -> str:
+        context = await job()
+        return await ui.renderer.run(
+            lambda: ui.env.get_template(template).render(**base, **context())
+        )
+
+    return await ui.cache.get((*key, base["root"]), draw)
+
+
+async def _part_html(request: Request, c: Controller, part: str, limit: int) -> str:
+    return await _rendered(
+        request, ("part", part, limit), f"_{part}.html", lambda: _part_job(c, part, limit)
+    )
 
 
 def _limit(request: Request, limit: int | None) -> int:
@@ -241,14 +350,21 @@ def _limit(request: Request, limit: int | None) -> int:
 async def page(request: Request, batches: int | None = Query(None, ge=1, le=500)) -> HTMLResponse:
     c = viewer(request)
     limit = _limit(request, batches)
-    context: dict[str, Any] = {"limit": limit, "runtime_names": c.runtime_names}
+
+    async def job() -> views.Job[dict[str, Any]]:
+        parts = {p: Markup(await _part_html(request, c, p, limit)) for p in PARTS}
+        context = {
+            "parts": parts,
+            "limit": limit,
+            "runtime_names": list(c.runtime_names),
+            "default_mode": str(c.settings.requester.default_mode),
+        }
+        return lambda: context
+
     try:
-        for part in PARTS:
-            context.update(await _part(c, part, limit))
+        return _html(await _rendered(request, ("page", limit), "index.html", job))
     except StoicError as exc:
         return _failure(request, exc)
-    context["default_mode"] = str(c.settings.requester.default_mode)
-    return render(request, "index.html", **context)
 
 
 @router.get("/ui/fragments/{part}", response_class=HTMLResponse)
@@ -259,22 +375,25 @@ async def fragment(
     if part not in PARTS:
         return _message(request, 404, "Not found", f"no such part of the page: {part}")
     try:
-        context = await _part(c, part, _limit(request, batches))
+        return _html(await _part_html(request, c, part, _limit(request, batches)))
     except StoicError as exc:
         return _failure(request, exc)
-    return render(request, f"_{part}.html", **context)
 
 
 async def _batch(request: Request, batch_id: str, template: str) -> HTMLResponse:
     """A batch's page or its refreshed fragment: the same detail, two templates."""
     c = viewer(request)
+
+    async def job() -> views.Job[dict[str, Any]]:
+        detail = views.batch_detail_job(c, batch_id)
+        return lambda: {"detail": detail()}
+
     try:
-        detail = await views.batch_detail(c, batch_id)
+        return _html(await _rendered(request, ("batch", batch_id, template), template, job))
     except BatchNotFound:
         return _message(request, 404, "No such batch", f"there is no batch {batch_id}")
     except StoicError as exc:
         return _failure(request, exc)
-    return render(request, template, detail=detail)
 
 
 @router.get("/ui/batches/{batch_id}", response_class=HTMLResponse)
@@ -333,6 +452,25 @@ async def login_form(request: Request) -> Response:
     return _login_page(request, 200)
 
 
+def _throttled(request: Request, fragment: bool, retry_after_s: float) -> Response:
+    wait = max(1, math.ceil(retry_after_s))
+    headers = {"Retry-After": str(wait)}
+    if fragment:
+        return Response(
+            "too many wrong tokens",
+            status_code=429,
+            media_type="text/plain",
+            headers={**headers, **SECURITY_HEADERS},
+        )
+    return render(
+        request,
+        "login.html",
+        status_code=429,
+        error=f"too many wrong tokens from your address: try again in {wait} s",
+        headers=headers,
+    )
+
+
 @router.post("/ui/login", response_model=None)
 async def login(request: Request) -> Response:
     token: str | None = request.app.state.api_token
@@ -340,17 +478,26 @@ async def login(request: Request) -> Response:
         return RedirectResponse(f"{_root(request)}/ui", status_code=303)
     if not session.same_origin(request):
         return _message(request, 403, "Refused", "a form posted from another site")
+    ui, now = _ui(request), _controller(request).clock.now()
+    wait = ui.throttle.retry_after_s(_client(request), now)
+    if wait > 0:
+        return _throttled(request, False, wait)
     form = await request.form()
     offered = form.get("token")
     if not isinstance(offered, str) or not session.token_matches(token, offered):
-        log.warning(
-            "operator page login refused", client=request.client.host if request.client else None
-        )
+        _refuse_wrong_token(request, now)
         return _login_page(request, 401, "wrong token")
+    ui.throttle.succeeded(_client(request))
+    previous = request.cookies.get(session.COOKIE)
+    if previous is not None:
+        ui.sessions.revoke(previous)
     response = RedirectResponse(f"{_root(request)}/ui", status_code=303)
-    ttl = _controller(request).settings.ui.session_ttl_s
     session.set_session(
-        response, request, token, now=time.time(), ttl_s=ttl, path=f"{_root(request)}/ui"
+        response,
+        request,
+        ui.sessions.open(now),
+        lifetime_s=ui.sessions.lifetime_s,
+        path=f"{_root(request)}/ui",
     )
     return response
 
@@ -359,6 +506,9 @@ async def login(request: Request) -> Response:
 async def logout(request: Request) -> Response:
     if not session.same_origin(request):
         return _message(request, 403, "Refused", "a form posted from another site")
+    cookie = request.cookies.get(session.COOKIE)
+    if cookie is not None:
+        _ui(request).sessions.revoke(cookie)
     target = "/ui/login" if request.app.state.api_token is not None else "/ui"
     response = RedirectResponse(f"{_root(request)}{target}", status_code=303)
     session.clear_session(response, request, path=f"{_root(request)}/ui")
@@ -372,7 +522,8 @@ def install(app: FastAPI, *, enabled: bool = True) -> None:
     """Mount the landing page and (``enabled``: ``ui.enabled``) the operator page on
     ``app`` (its ``state.controller`` and ``state.api_token`` are set): the routes, the
     static files and the login-required handler."""
-    app.state.ui_env = make_environment()
+    c: Controller = app.state.controller
+    app.state.ui = PageServices.build(c.settings.ui, c)
     app.include_router(landing_router)
     if not enabled:
         return
@@ -388,6 +539,11 @@ def install(app: FastAPI, *, enabled: bool = True) -> None:
             )
         return _login_page(request, 401)
 
+    async def on_throttled(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, LoginThrottled)
+        return _throttled(request, exc.fragment, exc.retry_after_s)
+
     app.add_exception_handler(LoginRequired, on_login_required)
+    app.add_exception_handler(LoginThrottled, on_throttled)
     app.include_router(router)
     app.mount("/ui/static", StaticFiles(directory=STATIC_DIR), name="ui-static")

@@ -1,4 +1,4 @@
-"""Who may see the operator page: the API's bearer token, or a login cookie made from it.
+"""Who may see the operator page: the API's bearer token, or a login session.
 
 With no ``api.token`` the page is open, like the API. With one, a request is let in
 when it carries either
@@ -7,24 +7,33 @@ when it carries either
 * the login cookie ``stoic_ui`` that ``POST /ui/login`` sets after checking the token
   typed into the login form.
 
-The cookie never holds the token: its value is ``<issued-at>.<HMAC-SHA256(token,
-issued-at)>``, so a leaked cookie does not leak the API token, it expires after
-``ui.session_ttl_s`` (checked on the server, not only by the browser), and changing
-the token invalidates every cookie. It is ``HttpOnly`` (no script reads it),
-``SameSite=Strict`` (the browser does not send it with a request started by another
-site, which is what makes the upload and logout forms safe against cross-site request
-forgery without a CSRF token), ``Path=/ui`` (the JSON API never accepts it: it keeps
-bearer tokens only), and ``Secure`` when the request came over HTTPS. As a second line,
-:func:`same_origin` refuses a form ``POST`` whose ``Origin`` header names another site.
+The cookie holds a random session id (256 bits), never the token; the session itself
+lives in the daemon's memory (:class:`Sessions`), which is what lets logout revoke it:
+a cookie signed with the token (the first design) stayed valid after logout until it
+expired, and a copied cookie with it. A session ends when it was unused for
+``ui.session_idle_s`` (the open page's refresh is use), ``ui.session_ttl_s`` after the
+login however active, at logout, when the same browser logs in again (a new id each
+login), and when the daemon restarts (everyone logs in
+again: nothing to persist, nothing to leak from the disk). Sessions are looked up by the
+SHA-256 of the id, so the lookup's timing tells nothing about the ids it holds.
 
-All comparisons are constant-time. Nothing here writes the token into a URL or a page.
+The cookie is ``HttpOnly`` (no script reads it), ``SameSite=Strict`` (the browser does
+not send it with a request started by another site, which is what makes the upload
+and logout forms safe against cross-site request forgery without a CSRF token),
+``Path=/ui`` (the JSON API never accepts it: it keeps bearer tokens only), and
+``Secure`` when the request came over HTTPS. As a second line, :func:`same_origin`
+refuses a form ``POST`` whose ``Origin`` header names another site.
+
+All token comparisons are constant-time. Nothing here writes the token into a URL or a
+page.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
+from collections import OrderedDict
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
@@ -32,62 +41,91 @@ from starlette.responses import Response
 
 COOKIE = "stoic_ui"
 COOKIE_PATH = "/ui"
-_CONTEXT = b"stoic-ui-session-v1:"
+MAX_SESSIONS = 1_000
+"""Sessions held at once; a login beyond it ends the least recently used one. Only a
+holder of the token can open one, so this bounds memory, not an attack."""
 
 
-def _mac(token: str, issued: int) -> str:
-    return hmac.new(token.encode(), _CONTEXT + str(issued).encode(), hashlib.sha256).hexdigest()
+@dataclass(slots=True)
+class _Session:
+    opened_at: float
+    used_at: float
 
 
-def session_value(token: str, issued_at: float) -> str:
-    """The cookie value for a login at ``issued_at`` (epoch seconds)."""
-    issued = int(issued_at)
-    return f"{issued}.{_mac(token, issued)}"
+def _digest(session_id: str) -> bytes:
+    return hashlib.sha256(session_id.encode()).digest()
 
 
-def valid_session(token: str, value: str, *, now: float, ttl_s: float) -> bool:
-    """Whether ``value`` is a cookie made from ``token`` and younger than ``ttl_s``."""
-    issued_s, sep, mac = value.partition(".")
-    if not sep or not issued_s.isdigit() or len(issued_s) > 12:
-        return False
-    issued = int(issued_s)
-    if not -60 <= now - issued <= ttl_s:  # a minute of clock skew in the future
-        return False
-    return hmac.compare_digest(mac.encode(), _mac(token, issued).encode())
+class Sessions:
+    """The login sessions of one daemon, in memory, by the digest of their id.
+
+    Instants come from the caller (the controller's injected clock), so tests move time
+    by hand. Not thread-safe: used on the event loop only.
+    """
+
+    def __init__(self, *, idle_s: float, lifetime_s: float, capacity: int = MAX_SESSIONS) -> None:
+        self.idle_s = idle_s
+        self.lifetime_s = lifetime_s
+        self._capacity = capacity
+        self._held: OrderedDict[bytes, _Session] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def _expired(self, s: _Session, now: float) -> bool:
+        return not (0 <= now - s.used_at <= self.idle_s and now - s.opened_at <= self.lifetime_s)
+
+    def open(self, now: float) -> str:
+        """A new session's id (the cookie's value)."""
+        for key in [k for k, s in self._held.items() if self._expired(s, now)]:
+            del self._held[key]
+        while len(self._held) >= self._capacity:
+            self._held.popitem(last=False)
+        session_id = secrets.token_urlsafe(32)
+        self._held[_digest(session_id)] = _Session(now, now)
+        return session_id
+
+    def use(self, session_id: str, now: float) -> bool:
+        """Whether ``session_id`` is a live session; if so it counts as used at ``now``.
+        An expired one is ended."""
+        key = _digest(session_id)
+        s = self._held.get(key)
+        if s is None:
+            return False
+        if self._expired(s, now):
+            del self._held[key]
+            return False
+        s.used_at = now
+        self._held.move_to_end(key)
+        return True
+
+    def revoke(self, session_id: str) -> bool:
+        """End ``session_id``; False if there was no such session."""
+        return self._held.pop(_digest(session_id), None) is not None
 
 
 def token_matches(expected: str, offered: str) -> bool:
     return secrets.compare_digest(offered.encode(), expected.encode())
 
 
-def bearer_ok(request: Request, token: str) -> bool:
+def offered_bearer(request: Request) -> str | None:
+    """The token of an ``Authorization: Bearer`` header, or None without one."""
     scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and token_matches(token, credentials.strip())
-
-
-def authorized(request: Request, token: str | None, *, now: float, ttl_s: float) -> bool:
-    """Whether ``request`` may see the page (always, with no token configured)."""
-    if token is None:
-        return True
-    if bearer_ok(request, token):
-        return True
-    cookie = request.cookies.get(COOKIE)
-    return cookie is not None and valid_session(token, cookie, now=now, ttl_s=ttl_s)
+    return credentials.strip() if scheme.lower() == "bearer" else None
 
 
 def set_session(
     response: Response,
     request: Request,
-    token: str,
+    session_id: str,
     *,
-    now: float,
-    ttl_s: float,
+    lifetime_s: float,
     path: str = COOKIE_PATH,
 ) -> None:
     response.set_cookie(
         COOKIE,
-        session_value(token, now),
-        max_age=int(ttl_s),
+        session_id,
+        max_age=int(lifetime_s),
         path=path,
         httponly=True,
         samesite="strict",

@@ -1,28 +1,30 @@
 """What the operator page shows, read from a running controller.
 
-Reads are kept off the scheduling path:
+Each part of the page (status, batches, runtimes, usage) and a batch's page has a
+``*_job`` function: called on the event loop, it takes what lives in memory there and
+returns a :data:`Job` that does the rest in a worker thread (:mod:`.render`):
 
-* database reads go through :func:`asyncio.to_thread`, all those of one request in one
-  worker-thread hop, and use the indexed queries of :class:`~stoic.store.store.Store`
-  (``batch_counts``, ``list_batches``, ``recent_outcomes``, ``usage_since``: each one
-  short read transaction, bounded by ``ui.*`` limits);
 * what the scheduler knows of the runtimes and the uplink comes from the read model
   that ``GET /v1/runtimes`` renders too (:mod:`stoic.daemon.runtime_view`), taken on
   the event loop (the scheduler mutates it there, so a worker thread must not read it);
-* charts are drawn here (a few hundred points at most) into SVG strings.
+* the database reads, in the thread, use the indexed queries of
+  :class:`~stoic.store.store.Store` (``batch_counts``, ``list_batches``,
+  ``recent_outcomes``, ``usage_since``: each one short read transaction, bounded by
+  ``ui.*`` limits; ``tests/test_ui_load.py`` checks their query plans);
+* charts are drawn in the thread too (a few hundred points at most) into SVG strings.
 
-Each part of the page (status, batches, runtimes, usage) has its own builder, so a
-fragment refresh reads only what that part needs.
+So a fragment refresh reads only what its part needs, and nothing here runs long on
+the loop.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 from markupsafe import Markup
 
@@ -32,8 +34,13 @@ from stoic.api.ui.charts import Series, share_chart, time_chart
 from stoic.daemon.controller import Controller
 from stoic.daemon.runtime_view import RuntimeState, UplinkState, built, runtime_states, uplink_state
 from stoic.errors import ObjectNotFound, StoicError
-from stoic.store.store import BatchOutcome, BatchRecord, UsageRow
+from stoic.storage.objectstore import ObjectStore
+from stoic.store.store import BatchOutcome, BatchRecord, Store, UsageRow
 from stoic.values import BatchState, DeployOutcome, Mode
+
+T = TypeVar("T")
+Job = Callable[[], T]
+"""The part of a view's work that runs in a worker thread (database reads, charts)."""
 
 COMPONENTS = (
     ("transfer_s", "T_t"),
@@ -70,17 +77,14 @@ class StatusView:
     uplink: UplinkState | None = None  # None: no uplink checks configured
 
 
-async def status_view(c: Controller) -> StatusView:
+async def status_job(c: Controller) -> Job[StatusView]:
     ready = await readiness(c)
-    try:
-        counts = {s.value: n for s, n in (await asyncio.to_thread(c.store.batch_counts)).items()}
-    except StoicError:
-        counts = {}
     now = c.clock.now()
     s = c.settings
     names = c.runtime_names
     available = sum(1 for n in names if c.availability.is_available(n)) if built(c) else 0
-    return StatusView(
+    store = c.store
+    view = StatusView(
         version=__version__,
         ready=ready.ready,
         checks=ready.checks,
@@ -88,7 +92,7 @@ async def status_view(c: Controller) -> StatusView:
         uptime_s=None if c.started_at is None else max(now - c.started_at, 0.0),
         mode=str(s.requester.default_mode),
         duplicator_runtime=s.requester.duplicator_runtime,
-        counts=counts,
+        counts={},
         running_here=len(c.running),
         max_concurrent=s.controller.max_concurrent_batches,
         runtimes_available=available,
@@ -96,6 +100,15 @@ async def status_view(c: Controller) -> StatusView:
         now=now,
         uplink=uplink_state(c),
     )
+
+    def read() -> StatusView:
+        try:
+            counts = {state.value: n for state, n in store.batch_counts().items()}
+        except StoicError:
+            return view
+        return replace(view, counts=counts)
+
+    return read
 
 
 # Batches -----------------------------------------------------------------------------
@@ -134,9 +147,13 @@ def batch_row(b: BatchRecord, edge: str | None) -> BatchRow:
     return BatchRow(b, runtime, placement, predicted)
 
 
-async def batch_rows(c: Controller, limit: int) -> list[BatchRow]:
-    records = await asyncio.to_thread(c.store.list_batches, None, limit)
-    return [batch_row(b, c.edge) for b in records]
+def batches_job(c: Controller, limit: int) -> Job[list[BatchRow]]:
+    store, edge = c.store, c.edge
+
+    def read() -> list[BatchRow]:
+        return [batch_row(b, edge) for b in store.list_batches(None, limit)]
+
+    return read
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,10 +173,18 @@ class BatchDetail:
     labels: list[tuple[str, int]]
 
 
-async def batch_detail(c: Controller, batch_id: str) -> BatchDetail:
-    """One batch with its estimate table and per-image results (BatchNotFound if none)."""
-    b = await asyncio.to_thread(c.store.get_batch, batch_id)
-    row = batch_row(b, c.edge)
+def batch_detail_job(c: Controller, batch_id: str) -> Job[BatchDetail]:
+    """One batch with its estimate table and per-image results (the job raises
+    BatchNotFound if there is none)."""
+    store, objects, edge = c.store, c.objects, c.edge
+    return lambda: batch_detail(store, objects, edge, batch_id)
+
+
+def batch_detail(
+    store: Store, objects: ObjectStore, edge: str | None, batch_id: str
+) -> BatchDetail:
+    b = store.get_batch(batch_id)
+    row = batch_row(b, edge)
     lines = [
         EstimateLine(name, values, name == b.chosen_runtime, name == row.runtime)
         for name, values in sorted(b.estimates.items(), key=lambda kv: kv[1].get("total_s", 0))
@@ -168,7 +193,7 @@ async def batch_detail(c: Controller, batch_id: str) -> BatchDetail:
     note: str | None = None
     if b.state is BatchState.DONE and b.results_key:
         try:
-            raw = await asyncio.to_thread(c.objects.get_bytes, b.results_key)
+            raw = objects.get_bytes(b.results_key)
             results = [r for r in json.loads(raw).get("results", []) if isinstance(r, dict)]
         except ObjectNotFound:
             note = "the results document is gone from the object store"
@@ -261,12 +286,14 @@ def deploy_chart(state: RuntimeState) -> Markup | None:
     )
 
 
-async def runtime_views(c: Controller) -> list[RuntimeView]:
+def runtimes_job(c: Controller) -> Job[list[RuntimeView]]:
     """Every configured runtime (none before the controller has built its predictor)."""
     states = runtime_states(c, deployments=c.settings.ui.chart_deployments)
-    if not states:
-        return []
-    outcomes = await asyncio.to_thread(c.store.recent_outcomes, c.settings.ui.chart_batches)
+    store, n = c.store, c.settings.ui.chart_batches
+    return lambda: runtime_views(states, store.recent_outcomes(n) if states else [])
+
+
+def runtime_views(states: list[RuntimeState], outcomes: list[BatchOutcome]) -> list[RuntimeView]:
     out: list[RuntimeView] = []
     for state in states:
         mine = [o for o in outcomes if o.runtime == state.name]
@@ -328,7 +355,7 @@ def usage_view(rows: list[UsageRow], since: float, runtime_names: list[str]) -> 
     )
 
 
-async def usage(c: Controller) -> UsageView:
+def usage_job(c: Controller) -> Job[UsageView]:
     since = local_midnight(c.clock.now())
-    rows = await asyncio.to_thread(c.store.usage_since, since)
-    return usage_view(rows, since, c.runtime_names)
+    store, names = c.store, list(c.runtime_names)
+    return lambda: usage_view(store.usage_since(since), since, names)
