@@ -1,4 +1,4 @@
-"""The fluid lower bound of a batch shared across runtimes."""
+"""The fluid finish of a batch shared across runtimes (share's forecast, the bound's pieces)."""
 
 from __future__ import annotations
 

@@ -5,8 +5,8 @@ For every environment and seed, the batches and their truth are drawn exactly as
 sweep's replays draw them (same workload, same audit stream), and three figures are
 computed from the truth alone, as % of MIN-LAT (sums over the run):
 
-* **fluid** — the fluid lower bound of every batch (share mode's bound; no placement
-  of whole images beats it).
+* **fluid** — the fluid lower bound of every batch (:mod:`stoic.replay.bound`: no
+  schedule the replay can run beats it, share's and the duplicator's included).
 * **dup-informed** — a duplicator that knew the environment's spec and state
   (``SimEnvironment.expected_duplicates``: the cloud runtime whose race with the edge
   has the least expected latency) *and* made a perfect lagging decision: each batch
@@ -33,8 +33,8 @@ import numpy as np
 
 from stoic.backends.simulated import BatchTruth, load_env
 from stoic.errors import StoicError
+from stoic.replay.bound import fluid_lower_bound
 from stoic.replay.runner import ReplayConfig, build_workload
-from stoic.replay.scoring import fluid_of
 from stoic.settings import Settings
 from stoic.values import Job
 
@@ -65,7 +65,7 @@ def one(path: Path, seed: int, days: int) -> tuple[str, dict[str, float]]:
         expected = env.expected_duplicates(job, b.at_s)
         pick = min(clouds, key=lambda n: expected[n])
         sums["min_lat"] += min(truth.totals().values())
-        sums["fluid"] += fluid_of(truth)
+        sums["fluid"] += fluid_lower_bound(truth)
         sums["informed"] += _dup_total(truth, pick, edge_s)
         sums["hindsight"] += min(_dup_total(truth, n, edge_s) for n in clouds)
     return env.spec.name, {k: 100 * v / sums["min_lat"] for k, v in sums.items() if k != "min_lat"}

@@ -11,7 +11,8 @@ the plan (estimates and choice) and the outcome the requester measured:
   total is ``max(T_t, T_d) + warm-up + T_p``.
 * **aggregate latency** — the sum of measured totals, as % of MIN-LAT (the sum of each
   batch's least true total over *all* runtimes) and of the worst case (the sum of the
-  greatest).
+  greatest), and of the fluid lower bound (:mod:`stoic.replay.bound`: the sum of each
+  batch's least time under any schedule the replay can run, share's included).
 * **cloud time** (duplicator, Table 5) — saved: the cloud T_p × GPUs not spent because
   the edge was kept; wasted: the pod seconds × GPUs of a cloud leg that lost.
 * **PMAE** (Table 3) — MAE of the predicted T_d, T_p and T_s of each cloud runtime
@@ -26,9 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from stoic.backends.simulated import BatchTruth
+from stoic.replay.bound import fluid_lower_bound
 from stoic.replay.runner import ReplayedBatch, ReplayResult
-from stoic.schedule.share.fluid import Capacity, fluid_bound
 from stoic.values import Mode, RacePlan, SharePlan
 
 SIZE_BINS = ((1, 10), (11, 35), (36, 90), (91, 250), (251, 10**9))
@@ -76,7 +76,7 @@ def batch_row(rec: ReplayedBatch, mode: Mode) -> dict[str, Any]:
         "cloud_wasted_s": out.cloud_wasted_s,
         "cloud_by": {k: list(v) for k, v in out.cloud_by.items()},
         "decision_cpu_s": out.decision_s,
-        "fluid_s": fluid_of(rec.truth),
+        "fluid_s": fluid_lower_bound(rec.truth),
         "estimates": {n: e.as_dict() for n, e in rec.plan.estimates.items()},
         "truth": {
             n: {
@@ -117,22 +117,6 @@ def batch_row(rec: ReplayedBatch, mode: Mode) -> dict[str, Any]:
         chosen = plan.chosen
         row.update(chosen=chosen, success=totals[chosen] <= totals[best] * (1 + 1e-9) + 1e-9)
     return row
-
-
-def fluid_of(truth: BatchTruth) -> float:
-    """The batch's fluid lower bound (:mod:`stoic.schedule.share.fluid`) from its truth: each
-    runtime from when it could start labelling (a pod: deployed and warmed), its first
-    call's fixed cost and its seconds per image (a pod no faster than the uplink feeds
-    it); a deployment that timed out contributes nothing."""
-    n = truth.n_images
-    caps = []
-    for t in truth.runtimes.values():
-        if t.attempts and t.attempts[-1] is None:
-            continue
-        ready = (t.attempts[-1] or 0.0) + t.warmup_s if t.attempts else 0.0
-        upload = t.transfer_s / n if n and t.attempts else 0.0
-        caps.append(Capacity(ready, t.first_call_s, max(t.per_image_s, upload)))
-    return fluid_bound(n, caps)
 
 
 def _pmae(pred: list[float], true: list[float]) -> float | None:

@@ -1,21 +1,23 @@
-"""The fluid model of a shared batch: a lower bound in hindsight, a forecast in advance.
+"""The fluid model of a shared batch: share mode's forecast, and a piece of the bound.
 
-MIN-LAT (the paper's oracle) is the best *single* runtime per batch: the ceiling of
-every scheduler that puts a batch on one runtime. A scheduler that splits a batch across
-runtimes (share mode) can beat it, so it is also scored against the **fluid lower
-bound**: with hindsight of when each runtime could start labelling (``ready_s``: its
-deployment and warm-up; 0 at the edge), its fixed cost per call (``overhead_s``) and its
-time per image (``per_image_s``), the earliest moment ``T`` at which ``n`` images could all
-be done if work were perfectly divisible:
+A runtime that could start labelling at ``ready_s`` (its deployment; 0 at the edge),
+pays a fixed cost per call (``overhead_s``) and takes ``per_image_s`` per image; the
+earliest moment ``T`` at which such runtimes finish ``n`` images if work were perfectly
+divisible is the least ``T`` with
 
     Σ_i max(0, (T − ready_i − overhead_i) / per_image_i) ≥ n
 
-No real schedule reaches it (images are whole, chunks pay their call overhead, uploads
-take time), so a share-mode total at 100–125 % of it is close to the best possible.
+On *predicted* capacities this is share mode's forecast: the policy
+(:func:`stoic.schedule.decide.policy.decide`) adds a cloud runtime when it moves the
+predicted finish forward enough, and the session sizes its chunks by it
+(:mod:`stoic.schedule.share.forecast`). The forecast feeds each pod over its own
+uplink (a pod no faster than its images arrive), which is optimistic where pods share
+the link and pessimistic where a pod's images upload while it deploys: fine for
+ranking, not a bound.
 
-The same arithmetic on *predicted* capacities is share mode's forecast: the policy
-(:func:`stoic.schedule.decide.policy.decide`) adds a cloud runtime when it moves the predicted
-finish forward enough, and the replay scores against it with the truth.
+The replay's hindsight **lower bound** (:mod:`stoic.replay.bound`) is the later of two
+such finishes on the batch's truth: every runtime without the uplink, and the edge
+with the shared uplink as one more runtime.
 """
 
 from __future__ import annotations

@@ -1,0 +1,95 @@
+"""The fluid lower bound of a batch: no schedule the simulator can run finishes sooner.
+
+MIN-LAT bounds the schedulers that put a batch on one runtime. Share mode, the
+duplicator and a pipelined selector are not among them, so each batch is also scored
+against a bound that holds for *every* schedule of the replay: :func:`fluid_lower_bound`,
+computed from the batch's truth (what the simulator drew for it: each pod's deployment,
+each runtime's seconds per image and first call's fixed cost, the batch's transfer
+time). docs/scheduling.md ("The fluid lower bound") gives the same derivation in prose.
+
+**The relaxed problem.** Time runs from the batch's start (the requester's ``since``;
+the truth is drawn then). The ``n`` images are work that divides perfectly. Each runtime
+``i`` labels at ``1 / a_i`` images a second; it labels only after its start ``s_i``:
+
+* a *local* runtime (the edge: no deployment, no upload) from ``s_i = f_i``, its first
+  call's fixed cost;
+* a *pod* from ``s_i = d_i + f_i``, its deployment (the successful draw of this batch)
+  plus its first call's fixed cost; a pod whose deployment timed out labels nothing;
+* and a pod labels only images that have already crossed the uplink, which carries the
+  batch's images to all pods together at no more than one image per ``u = T_t / n``
+  seconds from the start.
+
+The bound is the least ``T`` at which ``n`` images can be labelled. Each step from a
+real schedule to this problem can only make it faster, so no real schedule beats it:
+
+1. *Uploads start at the start.* A real upload starts at or after it (the selector's
+   after the deployment, share's during it); data that arrives earlier never hurts.
+2. *One shared uplink, at the batch's rate.* Share's chunks cross
+   :class:`~stoic.backends.simulated.SharedUplink`, which moves at most ``n_bytes /
+   T_t`` bytes a second in total however many are in flight (outages are averaged into
+   that rate by the simulator); a whole-package upload delivers nothing before ``T_t``
+   after its own start, when the cap already admits all ``n`` images. Chunks are
+   priced pro rata (``Job.chunk``), and an image uploaded twice (a hedge, a stolen
+   reservation) only spends more of the link.
+3. *Divisible work, fixed cost paid once, up front.* A real call of ``k`` images starts
+   once its images are uploaded and the pod is ready, and takes ``f + a·k`` (the first
+   labelling call of a deployment, and every whole-batch call) or ``l + a·k`` (a later
+   chunk, ``l ≥ 0``): map its images onto the fluid pod's interval ``[start + fixed,
+   end]``, after the pod's ``d + f``, each after its upload. Later calls' overheads are
+   dropped; calls on one runtime run one at a time in every executor.
+4. *No warm-up call.* The selector and the duplicator warm a pod with a one-image call
+   (``model_load_s``) before the timed one; share does not (its first chunk loads the
+   model while it labels, paying ``f``), so the bound charges none, as share counts it.
+5. *Each image once.* An image labelled twice (a hedge) counts once; the runtimes
+   split the images as best suits them, in hindsight.
+6. *Deployments start at the start,* once per runtime and batch: every executor deploys
+   a runtime at most once per batch (a timeout is final, and the simulator never fails
+   a deployment, so nothing is retried); a later one is only later.
+
+**Its exact solution.** For a deadline ``T`` the local runtimes label ``E(T) = Σ max(0,
+(T − s_i) / a_i)``. The pods together label at rate ``C(t) = Σ_{s_i ≤ t} 1 / a_i`` once
+started, but by any time ``t`` no more than ``t / u`` images have reached them; the most
+they can have labelled by ``T`` is ``min_{0 ≤ τ ≤ T} (τ/u + ∫_τ^T C)`` (label at full
+rate, or as fast as the link feeds, whichever binds), and since ``∫_0^τ C`` is convex in
+``τ`` the minimum is at an end: ``P(T) = min(T/u, Q(T))``, ``Q(T) = Σ_pods max(0, (T −
+s_i) / a_i)``. Uploading in the order the pods will label (earliest need first) reaches
+it, so this is the relaxed problem's optimum, not a looser figure. ``E + min(T/u, Q) ≥
+n`` holds exactly when both ``E + Q ≥ n`` and ``E + T/u ≥ n`` hold, and both sides grow
+with ``T``, so the bound is the later of two fluid finishes
+(:func:`~stoic.schedule.share.fluid.fluid_bound`): every runtime without the uplink, and
+the local runtimes with the uplink itself as one more runtime (from 0, ``u`` per image).
+"""
+
+from __future__ import annotations
+
+import math
+
+from stoic.backends.simulated import BatchTruth, RuntimeTruth
+from stoic.schedule.share.fluid import Capacity, fluid_bound
+
+
+def _timed_out(t: RuntimeTruth) -> bool:
+    return bool(t.attempts) and t.attempts[-1] is None
+
+
+def fluid_lower_bound(truth: BatchTruth) -> float:
+    """The least time in which any schedule the replay can run labels ``truth``'s batch
+    (the module docstring derives it); ``inf`` if no runtime could label it."""
+    n = truth.n_images
+    if n <= 0:
+        return 0.0
+    local: list[Capacity] = []
+    pods: list[Capacity] = []
+    upload_s = math.inf  # T_t of the batch's package: one draw, the same for every pod
+    for t in truth.runtimes.values():
+        if not t.attempts:
+            local.append(Capacity(0.0, t.first_call_s, t.per_image_s))
+        elif not _timed_out(t):
+            ready = t.attempts[-1] or 0.0
+            pods.append(Capacity(ready, t.first_call_s, t.per_image_s))
+            upload_s = min(upload_s, t.transfer_s)
+    compute = fluid_bound(n, local + pods)
+    if not pods or not math.isfinite(compute):
+        return compute
+    uplink = Capacity(0.0, 0.0, upload_s / n)  # the link as one more runtime, from 0
+    return max(compute, fluid_bound(n, [*local, uplink]))

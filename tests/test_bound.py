@@ -1,0 +1,156 @@
+"""The fluid lower bound (stoic.replay.bound) is a bound: no schedule the replay runs beats it."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stoic.backends.simulated import BatchTruth, RuntimeTruth
+from stoic.replay.bound import fluid_lower_bound
+from stoic.replay.randenv import random_spec, random_yaml
+from stoic.replay.runner import MODES, ReplayConfig, run_replay
+
+ENVIRONMENTS = range(20)
+BATCHES = 24  # spread over a simulated day: small and large batches, outages, regimes
+TOLERANCE_S = 1e-4
+"""The loop clock keeps whole microseconds (looptime), so a measured latency can fall a
+few microseconds short of the same durations summed in floats."""
+
+
+def _edge(a: float, f: float) -> RuntimeTruth:
+    return RuntimeTruth("edge", 0.0, [], 0.0, 0.0, 0.0, per_image_s=a, first_call_s=f)
+
+
+def _pod(name: str, transfer: float, deploy: float | None, a: float, f: float) -> RuntimeTruth:
+    return RuntimeTruth(name, transfer, [deploy], 0.0, 7.0, 0.0, per_image_s=a, first_call_s=f)
+
+
+def _batch(n: int, *runtimes: RuntimeTruth) -> BatchTruth:
+    return BatchTruth(0, 0.0, {r.runtime: r for r in runtimes}, n_images=n)
+
+
+def test_a_pod_is_fed_while_it_deploys() -> None:
+    """The defect of the first bound: it uploaded a pod's images only once the pod was
+    ready (and warmed), while share uploads them during the deployment. Edge from 10 s
+    at 2 s/image, a pod ready at 100 s labelling from 105 s at 0.1 s/image, 100 images
+    crossing the link in 50 s: (T − 10)/2 + (T − 105)/0.1 = 100 at T = 110 s, the
+    pod's 50 images long uploaded (the old bound said 131.6 s)."""
+    truth = _batch(100, _edge(2.0, 10.0), _pod("gpu", 50.0, 100.0, 0.1, 5.0))
+    assert fluid_lower_bound(truth) == pytest.approx(110.0)
+
+
+def test_the_pods_share_one_uplink() -> None:
+    """Two fast pods ready at once are fed by one link (100 images in 100 s), not one
+    link each: (T − 0)/100 at the edge plus T through the link = 100 at T = 99.01 s
+    (the old bound credited each pod the whole link: 56.7 s)."""
+    pods = [_pod(n, 100.0, 0.0, 0.01, 0.0) for n in ("gpu1", "gpu2")]
+    truth = _batch(100, _edge(100.0, 0.0), *pods)
+    assert fluid_lower_bound(truth) == pytest.approx(100 / (1 + 1 / 100))
+
+
+def test_a_timed_out_pod_labels_nothing() -> None:
+    truth = _batch(10, _edge(1.0, 2.0), _pod("gpu", 0.0, None, 0.0, 0.0))
+    assert fluid_lower_bound(truth) == pytest.approx(12.0)
+    assert fluid_lower_bound(_batch(10, _pod("gpu", 1.0, None, 1.0, 0.0))) == math.inf
+    assert fluid_lower_bound(_batch(0, _edge(1.0, 2.0))) == 0.0
+
+
+def _capacity(truth: BatchTruth, t: float) -> float:
+    """Images the relaxed problem labels by ``t``: the local runtimes, plus the pods at
+    full rate or as fast as the link feeds them, whichever is less."""
+    local = pods = 0.0
+    link = math.inf
+    for r in truth.runtimes.values():
+        if r.attempts and r.attempts[-1] is None:
+            continue
+        start = (r.attempts[-1] if r.attempts else 0.0) or 0.0
+        done = max(0.0, t - start - r.first_call_s) / r.per_image_s
+        if r.attempts:
+            pods += done
+            link = t * truth.n_images / r.transfer_s
+        else:
+            local += done
+    return local + min(pods, link)
+
+
+pods = st.lists(
+    st.tuples(
+        st.floats(0.1, 500),  # T_t
+        st.none() | st.floats(0, 600),  # T_d, None = timed out
+        st.floats(0.01, 5),  # s/image
+        st.floats(0, 60),  # first call's fixed cost
+    ),
+    max_size=3,
+)
+
+
+@given(
+    n=st.integers(1, 2000),
+    edge=st.tuples(st.floats(0.05, 20), st.floats(0, 60)),
+    clouds=pods,
+)
+def test_the_bound_solves_the_relaxed_problem_and_is_below_every_single_runtime(
+    n: int, edge: tuple[float, float], clouds: list[tuple[float, float | None, float, float]]
+) -> None:
+    """The bound is the least ``T`` with capacity ``n`` (so the two fluid finishes it
+    takes the later of are the relaxed problem, exactly), and no more than any one
+    runtime's own time: the edge alone, or a pod uploading while it deploys."""
+    transfer = clouds[0][0] if clouds else 1.0  # one link, one draw per batch
+    runtimes = [_pod(f"c{i}", transfer, d, a, f) for i, (_, d, a, f) in enumerate(clouds)]
+    truth = _batch(n, _edge(*edge), *runtimes)
+    bound = fluid_lower_bound(truth)
+    assert _capacity(truth, bound * (1 + 1e-9) + 1e-9) >= n * (1 - 1e-9)
+    assert _capacity(truth, bound * (1 - 1e-6)) < n
+    singles = [edge[1] + edge[0] * n] + [
+        max(transfer, d) + f + a * n for _, d, a, f in clouds if d is not None
+    ]
+    assert bound <= min(singles) * (1 + 1e-9)
+
+
+WARMED = (3, 5)
+"""Random environments replayed once more with a warm-up call (``model_load_s``) on every
+pod: no shipped spec has one, and the selector and the duplicator pay it."""
+
+
+@pytest.fixture(scope="module")
+def environments(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Path, int]]:
+    folder = tmp_path_factory.mktemp("envs")
+    paths = []
+    for seed in ENVIRONMENTS:
+        path = folder / f"random-{seed:03d}.yaml"
+        path.write_text(random_yaml(seed))
+        paths.append((path, seed))
+    for seed in WARMED:
+        raw = random_spec(seed)
+        for name, runtime in raw["runtimes"].items():
+            if name != "edge":
+                runtime["processing"]["model_load_s"] = 5.0
+        path = folder / f"random-{seed:03d}-warmed.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        paths.append((path, seed))
+    return paths
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_no_batch_beats_its_bound(mode: str, environments: list[tuple[Path, int]]) -> None:
+    """Every mode of the replay, on 20 random environments (outages, regimes, timeouts,
+    unavailable windows, fallbacks) and two of them with a warm-up call: every batch
+    takes at least its fluid lower bound. The first bound failed this (share and the
+    duplicator beat it)."""
+    logging.getLogger("stoic").setLevel(logging.ERROR)
+    beaten = []
+    for path, seed in environments:
+        cfg = ReplayConfig(
+            env_path=path, mode=mode, seed=seed, batches=BATCHES, warmup_periods=10, probes="window"
+        )
+        for rec in run_replay(cfg).records:
+            bound = fluid_lower_bound(rec.truth)
+            if rec.outcome.total_s < bound - TOLERANCE_S:
+                beaten.append((path.stem, rec.batch.index, rec.outcome.total_s, bound))
+    assert not beaten
