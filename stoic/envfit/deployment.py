@@ -48,10 +48,14 @@ SLICES = 32
 EDGE_Z = 4.5
 _EDGES = np.concatenate(([-EDGE_Z], ndtri(np.arange(1, SLICES) / SLICES), [EDGE_Z]))
 
-#: Completed and timed-out attempts the likelihood is evaluated on at most: beyond, a
-#: fixed random subset (a week of one-minute probes is 10,000 per runtime; the
-#: estimates' spread at 3,000 is already well under the model's own error).
+#: Attempts the sample-by-sample likelihood (samples with time terms) is evaluated on
+#: at most: beyond, a fixed random subset (a week of one-minute probes is 10,000 per
+#: runtime; the estimates' spread at 3,000 is already well under the model's own error).
 MAX_FIT = 3_000
+#: Above this many completed deployments without time terms, the likelihood is that of
+#: their counts in BINS bins of equal count (:class:`Binned`).
+BIN_ABOVE = 400
+BINS = 200
 
 _SIGMA = (1e-3, 1.0)
 _RATE = (0.0, 0.6)
@@ -167,6 +171,42 @@ def log_likelihood(data: DeploymentData, p: Params) -> float:
     return float(np.log(np.maximum(dens, 1e-300)).sum() + np.log(np.maximum(cens, 1e-300)).sum())
 
 
+@dataclass(frozen=True, slots=True)
+class Binned:
+    """Completed deployments grouped into bins of equal count (the edges between them),
+    for samples without time terms: the likelihood of the counts costs the same at a
+    hundred samples or a hundred thousand, and loses little (the bins are fine)."""
+
+    edges: FloatArray
+    counts: FloatArray
+    censor: FloatArray
+
+    @classmethod
+    def of(cls, data: DeploymentData) -> Binned | None:
+        """Bins of ``data``, or None where it should be fitted sample by sample (few
+        samples, or time terms that differ between them)."""
+        if data.n_ok <= BIN_ABOVE or np.ptp(data.offset) > 0:
+            return None
+        x = np.sort(data.duration_s[~data.timed_out])
+        inner = np.unique(np.quantile(x, np.linspace(0, 1, BINS + 1)[1:-1]))
+        top = x[-1] * (1 + 1e-9) + 1e-9
+        edges = np.concatenate(([0.0], inner[(inner > 0) & (inner < top)], [top]))
+        counts, _ = np.histogram(x, bins=edges)
+        return cls(edges, counts.astype(np.float64), data.duration_s[data.timed_out])
+
+    def log_likelihood(self, p: Params) -> float:
+        zero = np.zeros(self.edges.size)
+        body, out = _cdfs(self.edges, zero, p)
+        r, tau = p.outlier_rate, p.timeout_rate
+        mass = (1 - tau) * np.diff((1 - r) * body + r * out)
+        ll = float((self.counts * np.log(np.maximum(mass, 1e-300))).sum())
+        if self.censor.size:
+            b_c, out_c = _cdfs(self.censor, np.zeros(self.censor.size), p)
+            surv = 1 - ((1 - r) * b_c + r * out_c)
+            ll += float(np.log(np.maximum(tau + (1 - tau) * surv, 1e-300)).sum())
+        return ll
+
+
 def _floor_cap(data: DeploymentData) -> float:
     """The highest floor the fit may take: just under the smallest completed deployment,
     by a thousandth of the distance to the median (see the module docstring)."""
@@ -234,8 +274,12 @@ def _optimise(data: DeploymentData, start: Params, free: Free) -> tuple[Params, 
     if not names:
         return start, log_likelihood(data, start)
 
+    binned = Binned.of(data)
+
     def nll(v: NDArray[np.float64]) -> float:
-        return -log_likelihood(data, unpack(v)) / max(data.n, 1)
+        p = unpack(v)
+        ll = binned.log_likelihood(p) if binned is not None else log_likelihood(data, p)
+        return -ll / max(data.n, 1)
 
     res = minimize(
         nll, np.array(x0), method="L-BFGS-B", bounds=bounds, options={"ftol": 1e-9, "gtol": 1e-6}
@@ -336,7 +380,7 @@ def fit_deployment(data: DeploymentData, prior: DeploymentSpec | None) -> Deploy
     )
     n_ok, n_to = data.n_ok, data.n - data.n_ok
     whole = data
-    if data.n > MAX_FIT:
+    if data.n > MAX_FIT and Binned.of(data) is None:
         keep = np.sort(np.random.default_rng(0).choice(data.n, MAX_FIT, replace=False))
         data = DeploymentData(
             data.duration_s[keep], data.timed_out[keep], data.offset[keep], data.resolution_s
