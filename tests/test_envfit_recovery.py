@@ -114,7 +114,9 @@ def test_deployment_parameters_are_recovered(name: str, raw: dict[str, Any], rt:
     v = {k: val.value for k, val in fit.values.items()}
     body = truth.median_s - truth.floor_s
     assert v["median_s"] == pytest.approx(truth.median_s, rel=0.06)
-    assert (v["median_s"] - v["floor_s"]) * v["sigma"] == pytest.approx(body * truth.sigma, rel=0.15)
+    assert (v["median_s"] - v["floor_s"]) * v["sigma"] == pytest.approx(
+        body * truth.sigma, rel=0.15
+    )
     assert abs(v["floor_s"] - truth.floor_s) <= 0.25 * body
     assert v["sigma"] == pytest.approx(truth.sigma, rel=0.30)
     excess = truth.outlier_scale_s * (2 ** (1 / truth.outlier_alpha) - 1)
@@ -125,9 +127,7 @@ def test_deployment_parameters_are_recovered(name: str, raw: dict[str, Any], rt:
         update={
             "runtimes": {
                 **spec.runtimes,
-                rt: spec.runtimes[rt].model_copy(
-                    update={"deployment": truth.model_copy(update=v)}
-                ),
+                rt: spec.runtimes[rt].model_copy(update={"deployment": truth.model_copy(update=v)}),
             }
         }
     )
@@ -190,9 +190,7 @@ def test_processing_line_is_recovered(seed: int) -> None:
     for rt, section in spec.runtimes.items():
         truth = section.processing
         sizes = rng.integers(1, 301, 150).astype(float)
-        y = np.array(
-            [env.processing_from_uniforms(rt, int(n), rng.random(3), 0.0) for n in sizes]
-        )
+        y = np.array([env.processing_from_uniforms(rt, int(n), rng.random(3), 0.0) for n in sizes])
         prior = ProcessingSpec(per_image_s=truth.per_image_s * 2, fixed_s=truth.fixed_s / 2)
         prior = prior.model_copy(
             update={
@@ -234,7 +232,9 @@ def test_uplink_is_recovered(seed: int) -> None:
     env = _env(spec, seed)
     rng = np.random.default_rng(seed)
     n_bytes = rng.integers(100_000, 50_000_000, 400).astype(float)
-    secs = np.array([env.transfer_s(b, 0.0, float(u)) for b, u in zip(n_bytes, rng.random(400))])
+    secs = np.array(
+        [env.transfer_s(b, 0.0, float(u)) for b, u in zip(n_bytes, rng.random(400), strict=True)]
+    )
     fit = fit_uplink(UplinkData(n_bytes, secs, np.zeros(400)))
     assert fit.bandwidth_mbps == pytest.approx(spec.uplink.bandwidth_mbps, rel=0.03)
     assert fit.sigma == pytest.approx(spec.uplink.sigma, rel=0.10)
@@ -259,7 +259,12 @@ def test_time_terms_are_recovered_from_a_week() -> None:
     rng = np.random.default_rng(2)
     at = np.arange(0.0, 7 * 86_400.0, 600.0)
     v = env.deployment_from_uniforms("gpu1", at, rng.random((at.size, 4)))
-    secs = np.array([env.transfer_s(1e6, float(a), float(u)) for a, u in zip(at, rng.random(at.size))])
+    secs = np.array(
+        [
+            env.transfer_s(1e6, float(a), float(u))
+            for a, u in zip(at, rng.random(at.size), strict=True)
+        ]
+    )
     m = Measurements(
         "synthetic",
         0.0,

@@ -111,8 +111,9 @@ def _plots(out: Path, fitted: list[Check], prior: dict[tuple[str, str, str], Che
             p = prior.get((c.component, c.runtime, c.label))
             if p is not None:
                 ax.plot(np.quantile(p.draws, q), data, "x", ms=3, alpha=0.6, label="prior")
-            lo = min(float(data.min()), float(np.quantile(c.draws, q[0])))
-            hi = max(float(data.max()), float(np.quantile(c.draws, q[-1])))
+            drawn = [np.quantile(c.draws, q)] + ([] if p is None else [np.quantile(p.draws, q)])
+            lo = min(float(data.min()), *(float(d.min()) for d in drawn))
+            hi = max(float(data.max()), *(float(d.max()) for d in drawn))
             ax.plot([lo, hi], [lo, hi], "k-", lw=0.6)
             if lo > 0 and hi / lo > 20:
                 ax.set_xscale("log")
