@@ -212,3 +212,19 @@ def test_an_empty_store_is_one_line_from_the_real_command(tmp_path: Path) -> Non
 def test_the_docs_carry_the_rule_for_keeping_a_prior() -> None:
     """docs/envfit.md has the generated table of minimum samples: keep it in step."""
     assert min_samples_markdown() in (REPO / "docs" / "envfit.md").read_text()
+
+
+def test_a_runtime_too_thin_to_fit_without_a_prior_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    csv = tmp_path / "c.csv"
+    csv.write_text(
+        "image_num,runtime,act_transfer,act_deploy,act_proc\n"
+        "10,tpu,0.5,20.0,30.0\n20,tpu,0.9,22.0,31.0\n"
+    )
+    code, _, err = _main(monkeypatch, capsys, "--csv", str(csv), "--out", str(tmp_path / "o.yaml"))
+    assert code == 2
+    assert err.strip() == (
+        "stoic: error: runtime tpu: 2 processing runs over too few batch sizes to fit its T_p "
+        "line, and no prior to keep (--prior)"
+    )

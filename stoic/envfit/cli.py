@@ -84,7 +84,7 @@ def fit(
     from stoic.backends.simulated import EnvSpec
     from stoic.envfit.csvsource import read_csv
     from stoic.envfit.fit import fit_spec
-    from stoic.envfit.gof import checks, summary_row
+    from stoic.envfit.gof import checks
     from stoic.envfit.report import write_report
     from stoic.envfit.specfile import period, render
     from stoic.envfit.storesource import read_store
@@ -157,9 +157,7 @@ def fit(
                 "prior": str(prior),
                 "counts": m.counts(),
             }
-            doc = write_report(report, result, fitted, before, meta)
-            rows = [summary_row(c, None) for c in fitted]
-            del doc
+            rows = write_report(report, result, fitted, before, meta)["checks"]
     text = render(result, m, command=command, prior=str(prior), ks=rows)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)

@@ -6,6 +6,7 @@ seconds, ``image_num`` and ``runtime`` (the layout of the STOIC authors' publish
 ``nautilus-2020-real/components.csv``); ``epoch`` (Unix seconds) and ``act_total`` are
 used when present, any other column is ignored. A runtime is a cloud runtime when the
 prior gives it a deployment section or any of its rows deployed for longer than zero.
+A duration of 0 (a cloud row that reused a ready pod) is not a sample of its component.
 
 Two readings of the layout, both stated in the fitted spec's header:
 
@@ -139,11 +140,18 @@ def read_csv(
     run: dict[str, list[tuple[float, float, float]]] = {}
     tot: dict[str, list[tuple[float, float, float]]] = {}
     uploads: dict[tuple[float, float], float] = {}
+    zero = {"act_deploy": 0, "act_proc": 0}
     for rt, epoch, n, transfer, deploy, proc, total in parsed:
         at = epoch - origin if math.isfinite(epoch) else math.nan
-        run.setdefault(rt, []).append((at, n, proc))
+        if proc > 0:
+            run.setdefault(rt, []).append((at, n, proc))
+        else:
+            zero["act_proc"] += 1
         if rt in cloud:
-            dep.setdefault(rt, []).append((at, deploy))
+            if deploy > 0:
+                dep.setdefault(rt, []).append((at, deploy))
+            else:
+                zero["act_deploy"] += 1
             if transfer > 0:
                 uploads.setdefault((n, transfer), at)
         if math.isfinite(total):
@@ -155,6 +163,11 @@ def read_csv(
         f"x the prior's bytes_per_image ({bytes_per_image:g}): the file has no sizes",
         "deployments: the file records no timeouts",
     ]
+    notes += [
+        f"{k}: {v} row(s) of 0 s left out of its fit (nothing to fit a duration to)"
+        for k, v in zero.items()
+        if v
+    ]
     extra_runs: dict[str, list[tuple[float, float, float]]] = {}
     totals_out: dict[str, list[Totals]] = {
         rt: [_totals(f"{components.name} act_total", v)] for rt, v in tot.items()
@@ -165,7 +178,8 @@ def read_csv(
             rt = _runtime(path, line, row)
             n = _number(path, line, row, "image_num")
             total = _number(path, line, row, "act_total")
-            by_rt.setdefault(rt, []).append((math.nan, n, total))
+            if total > 0:
+                by_rt.setdefault(rt, []).append((math.nan, n, total))
         for rt, v in by_rt.items():
             if rt in cloud:
                 totals_out.setdefault(rt, []).append(_totals(path.name, v))

@@ -30,7 +30,7 @@ held fixed in the likelihood, so the others are fitted *given* them.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import NDArray
@@ -313,24 +313,7 @@ def _starts(data: DeploymentData, prior: Params, free: Free) -> list[Params]:
     )
     if not free.rate:
         return [base]
-    scale0 = (
-        max(float(np.median(x)) if x.size else 1.0, 1.0) if free.tail else prior.outlier_scale_s
-    )
-    light = Params(*[*_fields(base)[:3], 0.02, scale0, base.outlier_alpha, base.timeout_rate])
-    heavy = Params(*[*_fields(base)[:3], 0.15, scale0, base.outlier_alpha, base.timeout_rate])
-    return [light, heavy]
-
-
-def _fields(p: Params) -> list[float]:
-    return [
-        p.floor_s,
-        p.median_s,
-        p.sigma,
-        p.outlier_rate,
-        p.outlier_scale_s,
-        p.outlier_alpha,
-        p.timeout_rate,
-    ]
+    return [replace(base, outlier_rate=0.02), replace(base, outlier_rate=0.15)]
 
 
 def outlier_posterior(data: DeploymentData, p: Params) -> FloatArray:
@@ -395,7 +378,9 @@ def fit_deployment(data: DeploymentData, prior: DeploymentSpec | None) -> Deploy
     share = outlier_share(whole, best) if free.rate else 0.0
     if free.rate and share >= needs("deployment.outlier_tail"):
         free = Free(free.body, True, True, free.timeout)
-        best, _ = _best(data, best, free)
+        scale = float(np.median(data.duration_s[~data.timed_out]))
+        starts = [best, replace(best, outlier_scale_s=scale, outlier_alpha=2.0)]
+        best = max((_optimise(data, p, free) for p in starts), key=lambda f: f[1])[0]
         share = outlier_share(whole, best)
     values = _values(best, free, n_ok, whole.n, share, prior is None)
     return DeploymentFit(values, best, n_ok, n_to, share, log_likelihood(whole, best))

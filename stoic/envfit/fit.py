@@ -21,12 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from stoic.backends.simulated import DeploymentSpec, EnvSpec, ProcessingSpec
+from stoic.backends.simulated import DeploymentSpec, EnvSpec, ProcessingSpec, UplinkSpec
 from stoic.envfit.deployment import DeploymentData, DeploymentFit, fit_deployment, outlier_posterior
-from stoic.envfit.measurements import Deployments, Measurements
+from stoic.envfit.measurements import Deployments, Measurements, Runs
 from stoic.envfit.params import Value, needs
 from stoic.envfit.processing import ProcessingData, fit_processing
-from stoic.envfit.timeterms import TimeFit, fit_time_terms, kept, support
+from stoic.envfit.timeterms import Support, TimeFit, fit_time_terms, kept, support
 from stoic.envfit.uplink import UplinkData, fit_uplink
 from stoic.errors import FitDataError
 
@@ -163,7 +163,13 @@ def _uplink(b: _Builder, m: Measurements, prior: EnvSpec) -> None:
             b.kept.append(f"uplink.{key}: prior (not fitted)")
 
 
-def _time_values(b: _Builder, path: str, tf: TimeFit | None, sup: Any, prior: Any) -> None:
+def _time_values(
+    b: _Builder,
+    path: str,
+    tf: TimeFit | None,
+    sup: Support,
+    prior: UplinkSpec | DeploymentSpec,
+) -> None:
     """Write the swing and drift values: fitted where ``sup`` allows, else the prior's."""
     if tf is not None and sup.diurnal:
         b.set(
@@ -184,7 +190,7 @@ def _time_values(b: _Builder, path: str, tf: TimeFit | None, sup: Any, prior: An
     )
 
 
-def _processing(b: _Builder, rt: str, runs: Any, prior: ProcessingSpec | None) -> None:
+def _processing(b: _Builder, rt: str, runs: Runs | None, prior: ProcessingSpec | None) -> None:
     base = f"runtimes.{rt}.processing"
     if runs is None or not runs.duration_s.size:
         if prior is None:
@@ -205,9 +211,8 @@ def _processing(b: _Builder, rt: str, runs: Any, prior: ProcessingSpec | None) -
     b.values[f"{base}.congestion_factor"] = Value(
         _r(lo.value), lo.fitted, lo.why + f" (hi {_r(hi.value)})"
     )
-    for key in ("regimes",):
-        if prior is not None and getattr(prior, key):
-            b.kept.append(f"{base}.{key}: prior (not fitted)")
+    if prior is not None and prior.regimes:
+        b.kept.append(f"{base}.regimes: prior (not fitted)")
 
 
 def _deployment(
@@ -256,7 +261,7 @@ def _deployment(
 
 
 def _deployment_terms(
-    data: DeploymentData, deps: Deployments, fit: DeploymentFit, sup: Any, prior: TimeFit
+    data: DeploymentData, deps: Deployments, fit: DeploymentFit, sup: Support, prior: TimeFit
 ) -> TimeFit:
     """Time terms from the log residuals of the completed deployments the static fit
     puts in the body (not the outliers), measured from the base (no prior swing)."""

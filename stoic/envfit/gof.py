@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from numpy.typing import NDArray
@@ -51,7 +52,7 @@ class Check:
     data: FloatArray
     draws: FloatArray
 
-    @property
+    @cached_property
     def ks(self) -> tuple[float, float]:
         res = ks_2samp(self.data, self.draws)
         return float(res.statistic), float(res.pvalue)

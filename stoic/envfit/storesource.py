@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from stoic.envfit.measurements import Deployments, Measurements, Runs, Uploads, origin_epoch
 from stoic.errors import FitDataError, InputError
@@ -33,7 +34,7 @@ STRETCH = 3
 def _check(url: str) -> None:
     try:
         parsed = make_url(url)
-    except Exception:
+    except ArgumentError:
         raise InputError(
             f"--store {url!r}: not a database URL (e.g. sqlite:///data/stoic.db)"
         ) from None
