@@ -372,7 +372,7 @@ def fit_deployment(data: DeploymentData, prior: DeploymentSpec | None) -> Deploy
         body=n_ok >= needs("deployment.body"),
         rate=n_ok >= needs("deployment.outlier_rate"),
         tail=False,
-        timeout=data.n >= needs("deployment.timeout_rate"),
+        timeout=whole.n >= needs("deployment.timeout_rate"),
     )
     best, _ = _best(data, p0, free)
     share = outlier_share(whole, best) if free.rate else 0.0
@@ -383,6 +383,10 @@ def fit_deployment(data: DeploymentData, prior: DeploymentSpec | None) -> Deploy
         best = max((_optimise(data, p, free) for p in starts), key=lambda f: f[1])[0]
         share = outlier_share(whole, best)
     values = _values(best, free, n_ok, whole.n, share, prior is None)
+    if not base.outlier_scale_s and not free.tail:
+        values["outlier_scale_s"] = Value.prior(
+            scale, "no prior scale (0 adds nothing): the median completed deployment"
+        )
     return DeploymentFit(values, best, n_ok, n_to, share, log_likelihood(whole, best))
 
 
