@@ -45,6 +45,9 @@ from stoic.replay.cli import env_app, replay_app, workload_app  # noqa: E402
 app.add_typer(replay_app, name="replay")
 app.add_typer(workload_app, name="workload")
 app.add_typer(env_app, name="env")
+from stoic.envfit.cli import fit as env_fit  # noqa: E402
+
+env_app.command("fit")(env_fit)
 from stoic.predict.cli import evaluate_app  # noqa: E402
 
 app.add_typer(evaluate_app, name="evaluate")

@@ -13,6 +13,7 @@ fix it without reading a traceback.
     │   ├── CsvFormatError          malformed CSV (file, line, column)
     │   ├── WorkloadError           bad workload/count file
     │   ├── EnvSpecError            bad simulated-environment spec
+    │   ├── FitDataError            measurements too few or unusable to fit a spec from
     │   └── IngestError             a rejected upload (HTTP status, code, file/field)
     │       ├── EmptyBatch          no image in the upload (400)
     │       ├── UnsafeArchivePath   archive member outside its root (400)
@@ -102,6 +103,11 @@ class WorkloadError(InputError):
 
 class EnvSpecError(InputError):
     """A simulated-environment spec is invalid; the message names the key."""
+
+
+class FitDataError(InputError):
+    """The measurements given to ``stoic env fit`` cannot make a spec (an empty store,
+    a runtime with too few samples and no prior); the message names the source."""
 
 
 class IngestError(InputError):

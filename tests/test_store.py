@@ -242,6 +242,22 @@ def test_transfer_samples(store: Store) -> None:
     assert store.add_samples([]) == 0
 
 
+def test_samples_between_every_runtime_in_a_half_open_period(store: Store) -> None:
+    dep = [
+        DeploymentSample("gpu1", 5.0, 30.0),
+        DeploymentSample("cpu", 1.0, 600.0, DeployOutcome.TIMEOUT),
+        DeploymentSample("gpu2", 9.0, 20.0),
+    ]
+    proc = [ProcessingSample("classify", "1", "edge", 3, 600_000, 9.0, 2.0)]
+    trans = [TransferSample(1_000, 0.1, 4.0, "gpu1"), TransferSample(2_000, 0.1, 8.0, "cpu")]
+    store.add_samples([*dep, *proc, *trans])
+    d, p, t = store.samples_between()
+    assert d == [dep[1], dep[0], dep[2]] and p == proc and t == trans
+    d, p, t = store.samples_between(2.0, 8.0)
+    assert (d, p, t) == ([dep[0]], proc, [trans[0]])
+    assert store.samples_between(until=1.0) == ([], [], [])
+
+
 # Batches -------------------------------------------------------------------------------
 
 

@@ -473,6 +473,39 @@ class Store:
             rows = list(s.scalars(q))
         return [TransferSample(r.n_bytes, r.seconds, r.at, r.runtime) for r in reversed(rows)]
 
+    def samples_between(
+        self, since: float | None = None, until: float | None = None
+    ) -> tuple[list[DeploymentSample], list[ProcessingSample], list[TransferSample]]:
+        """Every sample of every runtime taken in ``[since, until)`` (either bound
+        optional), oldest first: what ``stoic env fit --store`` fits a spec to."""
+        out: list[Any] = []
+        with self._session(write=False) as s:
+            for t, at in (
+                (DeploymentSampleTable, DeploymentSampleTable.started_at),
+                (ProcessingSampleTable, ProcessingSampleTable.at),
+                (TransferSampleTable, TransferSampleTable.at),
+            ):
+                q = select(t)
+                if since is not None:
+                    q = q.where(at >= since)
+                if until is not None:
+                    q = q.where(at < until)
+                out.append(list(s.scalars(q.order_by(at, t.id))))
+        deps, procs, trans = out
+        return (
+            [
+                DeploymentSample(r.runtime, r.started_at, r.duration_s, DeployOutcome(r.outcome))
+                for r in deps
+            ],
+            [
+                ProcessingSample(
+                    r.app, r.app_version, r.runtime, r.images, r.n_bytes, r.duration_s, r.at
+                )
+                for r in procs
+            ],
+            [TransferSample(r.n_bytes, r.seconds, r.at, r.runtime) for r in trans],
+        )
+
     def count_deployment_samples(self, runtime: str | None = None) -> int:
         t = DeploymentSampleTable
         q = select(func.count()).select_from(t)
