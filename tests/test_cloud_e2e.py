@@ -144,9 +144,10 @@ async def create(emulator: km.KubernetesEmulator, path: str, body: dict[str, Any
         assert resp.status < 300, await resp.text()
 
 
-async def wait_done(client: httpx.AsyncClient, batch_id: str) -> Any:
+async def wait_done(client: httpx.AsyncClient, batch_id: str, kubelet: Kubelet) -> Any:
     async with asyncio.timeout(420):
         while True:
+            kubelet.check()
             body = (await client.get(f"/v1/batches/{batch_id}")).json()
             if body["state"] in ("done", "failed"):
                 return body
@@ -181,7 +182,7 @@ async def test_a_batch_on_a_cloud_runtime_is_labelled_by_a_real_pod(
         r = await client.post("/v1/batches", files=files)
         assert r.status_code == 202, r.text
         batch_id = r.json()["id"]
-        batch = await wait_done(client, batch_id)
+        batch = await wait_done(client, batch_id, kubelet)
         assert batch["state"] == "done", f"{batch}\n{kubelet.logs()}"
         assert batch["decision"]["runtime"] == "cpu"
         results = {x["name"]: x for x in batch["results"]}

@@ -475,6 +475,9 @@ def test_function_pods_get_the_cloud_store_and_its_keys_by_reference(mode: str) 
     text = json.dumps(made)
     assert "AKCONTROLLER" not in text and "controller-s3cr3t" not in text
 
+    same = KubernetesSettings(mode=mode, store={"endpoint": "https://s3.example"})
+    env = {e["name"]: e for e in objs.container(same, rt)["env"]}
+    assert env["STOIC_OBJECTSTORE__S3_ENDPOINT"]["value"] == "https://s3.example"
     bare = KubernetesSettings(mode=mode, store={"credentials_secret": None})
     names = [e["name"] for e in objs.container(bare, rt)["env"]]
     assert "STOIC_OBJECTSTORE__KIND" in names

@@ -164,8 +164,8 @@ class KubernetesBackend:
 
     ``api_config`` is a loaded ``kubernetes.client.Configuration`` (see
     :meth:`from_settings`); ``cloud_store`` and ``edge_store`` are the object stores
-    that :meth:`upload` copies packages and models between; ``http_transport`` replaces httpx's
-    network transport (tests); ``name_factory`` names each deployment.
+    that :meth:`upload` copies packages and models between; ``http_transport`` replaces
+    httpx's network transport (tests); ``name_factory`` names each deployment.
     """
 
     def __init__(

@@ -64,10 +64,13 @@ def image_command(dockerfile: Path = FUNCTION_DOCKERFILE) -> list[str]:
 
 
 class Container(Protocol):
-    pid: int
     log: Path
 
     def exit_code(self) -> int | None: ...
+
+    def environ(self) -> dict[str, str] | None:
+        """The environment the container's process was started with, where it can be
+        read from outside (a local process: ``/proc/<pid>/environ``)."""
 
     def stop(self) -> None: ...
 
@@ -81,32 +84,49 @@ class ContainerRuntime(Protocol):
 
 
 @dataclass
-class _Child:
-    """A container as a child process (the process itself, or podman in the foreground)."""
+class _Process:
+    """A container that is a child process of the test (SIGTERM stops it)."""
 
     proc: subprocess.Popen[bytes]
     log: Path
-    stop_command: list[str] | None = None
-    env: dict[str, str] | None = None
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
 
     def exit_code(self) -> int | None:
         return self.proc.poll()
 
+    def environ(self) -> dict[str, str] | None:
+        try:
+            raw = Path(f"/proc/{self.proc.pid}/environ").read_bytes()
+        except OSError:
+            return None
+        pairs = [item.split(b"=", 1) for item in raw.split(b"\0") if item]
+        return {k.decode(): v.decode() for k, v in pairs}
+
+    def _end(self) -> None:
+        self.proc.terminate()
+
     def stop(self) -> None:
         if self.proc.poll() is None:
-            if self.stop_command:
-                subprocess.run(self.stop_command, env=self.env, capture_output=True, timeout=60)
-            else:
-                self.proc.terminate()
+            self._end()
         try:
             self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+@dataclass
+class _Podman(_Process):
+    """A container run by ``podman run`` in the foreground (a child process of the test)."""
+
+    name: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+
+    def environ(self) -> dict[str, str] | None:
+        return None  # podman's own environment, not the container's
+
+    def _end(self) -> None:
+        rm = ["podman", "rm", "-f", "-t", "0", self.name]
+        subprocess.run(rm, env=self.env, capture_output=True, timeout=60)
 
 
 class ProcessRuntime:
@@ -130,7 +150,7 @@ class ProcessRuntime:
             proc = subprocess.Popen(
                 argv, env=child_env, cwd=workdir, stdout=out, stderr=subprocess.STDOUT
             )
-        return _Child(proc, log)
+        return _Process(proc, log)
 
 
 class PodmanRuntime:
@@ -178,8 +198,7 @@ class PodmanRuntime:
         run_env = {**self.env, **env}
         with log.open("wb") as out:
             proc = subprocess.Popen(argv, env=run_env, stdout=out, stderr=subprocess.STDOUT)
-        stop = ["podman", "rm", "-f", "-t", "0", container]
-        return _Child(proc, log, stop, self.env)
+        return _Podman(proc, log, container, self.env)
 
 
 @dataclass
@@ -193,7 +212,7 @@ class Pod:
     ready: bool = False
     stopped: bool = False
     environ: dict[str, str] | None = None
-    """The process's own environment, read from /proc when it was Ready (processes)."""
+    """The container process's environment, read when it was Ready (local processes)."""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     routes: list[str] = field(default_factory=list)
     gone: asyncio.Event = field(default_factory=asyncio.Event)
@@ -201,16 +220,7 @@ class Pod:
 
 
 class SecretMissing(Exception):
-    pass
-
-
-def _proc_environ(pid: int) -> dict[str, str] | None:
-    try:
-        raw = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
-        return None
-    pairs = [item.split(b"=", 1) for item in raw.split(b"\0") if item]
-    return {k.decode(): v.decode() for k, v in pairs}
+    """A ``secretKeyRef`` names a Secret or key that does not exist."""
 
 
 class Kubelet:
@@ -256,6 +266,15 @@ class Kubelet:
             await self._stop(pod)
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._http.aclose()
+
+    def check(self) -> None:
+        """Raise what broke the stand-in itself (a watch that ended with an error), so
+        that a test fails with it instead of waiting for a batch that cannot finish."""
+        for task in self._tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise AssertionError(f"kubelet stand-in failed: {task.get_name()}") from (
+                    task.exception()
+                )
 
     def logs(self) -> str:
         """Every container's log, for a failing test's message."""
@@ -375,7 +394,7 @@ class Kubelet:
             await asyncio.sleep(self.probe_period_s)
         else:
             return
-        pod.environ = _proc_environ(pod.container.pid)
+        pod.environ = pod.container.environ()
         pod.ready = True
         ready = {
             "phase": "Running",
