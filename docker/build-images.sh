@@ -269,7 +269,7 @@ chown "$UID_IN_IMAGE:$UID_IN_IMAGE" "$SCRATCH/smoke-$run_id/data"
 refused=$(podman run --rm "${RESTRICTED[@]}" "localhost/stoic-controller:$TAG" stoic serve 2>&1) &&
     die "the controller image served on 0.0.0.0 without api.token"
 case "$refused" in
-*"listens beyond loopback"*) log "without a token the controller refuses: $refused" ;;
+*"listens beyond loopback"*) log "without a token the controller refuses: ${refused##*$'\n'}" ;;
 *) die "the controller image failed otherwise without a token: $refused" ;;
 esac
 podman run -d --name "$name" "${RESTRICTED[@]}" -p "127.0.0.1:$port:8000" \
