@@ -11,6 +11,7 @@ names the key path and the allowed range (see :func:`load_settings`).
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -280,6 +281,11 @@ class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65_535)
     token: SecretStr | None = Field(None, description="bearer token; none = no auth")
+    allow_anonymous: bool = Field(
+        False,
+        description="serve without a token on an address beyond loopback "
+        "(stoic serve refuses to otherwise)",
+    )
     max_batch_images: int = Field(5_000, ge=1)
     max_batch_bytes: int = Field(
         2 * 1024**3, ge=1, description="bytes of all files of a batch, rejected ones included"
@@ -337,6 +343,30 @@ class ApiSettings(_Section):
         return self
 
 
+def check_listener(api: ApiSettings) -> None:
+    """Refuse to serve the API beyond loopback without a token (``stoic serve`` calls it
+    before it binds): a controller on ``0.0.0.0`` with no ``api.token`` lets anyone who
+    can reach it submit batches and spend the cloud budget. ``api.allow_anonymous``
+    says that this is meant (a private network, a proxy that authenticates); it is then
+    logged. Raises :class:`ConfigError` (one line; ``stoic`` exits 2)."""
+    if api.token is not None and api.token.get_secret_value():
+        return
+    host = api.host.strip("[]")
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if loopback:
+        return
+    if api.allow_anonymous:
+        log.warning("serving beyond loopback without a token (api.allow_anonymous)", host=host)
+        return
+    raise ConfigError(
+        f"api.host = {api.host!r} listens beyond loopback and api.token is not set: "
+        "set api.token (STOIC_API__TOKEN), or api.allow_anonymous = true to serve without one"
+    )
+
+
 class ControllerSettings(_Section):
     drain_grace_s: float = Field(30.0, ge=0, le=3_600)
     app: str = "classify"
@@ -364,6 +394,33 @@ class ControllerSettings(_Section):
     )
     task_restart_max_s: float = Field(
         60.0, gt=0, le=3_600, description="longest back-off before restarting a crashed task"
+    )
+
+
+class CloudStoreSettings(_Section):
+    """The cloud object store (``[kubernetes.store]``): the S3 bucket that packages are
+    uploaded to for the cloud runtimes and that their function pods read packages and
+    models from. The controller reaches it at ``endpoint`` with its own keys; the pods
+    get ``pod_endpoint``, the bucket and the region as environment variables and their
+    keys by reference to a Secret, never literally in a manifest."""
+
+    endpoint: str | None = Field(
+        None, description="S3 endpoint as the controller reaches it; none = AWS for `region`"
+    )
+    pod_endpoint: str | None = Field(
+        None, description="the same store as function pods reach it; none = `endpoint`"
+    )
+    bucket: str = Field("stoic", min_length=3, max_length=63)
+    region: str = "us-east-1"
+    access_key: str | None = Field(
+        None, description="the controller's key; none = boto3's own search (env, role)"
+    )
+    secret_key: SecretStr | None = None
+    credentials_secret: str | None = Field(
+        "stoic-s3",
+        pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$",
+        description="Secret in `kubernetes.namespace` whose keys `access_key` and "
+        "`secret_key` the pods get (secretKeyRef); none = no keys (a pod role)",
     )
 
 
@@ -454,6 +511,7 @@ class KubernetesSettings(_Section):
         "{app}, {app_version}",
     )
     pod_grace_period_s: int = Field(5, ge=0, le=3_600, description="on teardown")
+    store: CloudStoreSettings = CloudStoreSettings()
 
     @model_validator(mode="after")
     def _check_bounds(self) -> KubernetesSettings:

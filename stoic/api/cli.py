@@ -29,7 +29,7 @@ def serve(
     from stoic.daemon.controller import Controller, check_extras
     from stoic.daemon.lock import DataDirLock
     from stoic.logging import configure_logging, get_logger
-    from stoic.settings import load_settings
+    from stoic.settings import check_listener, load_settings
 
     overrides: dict[str, Any] = {}
     api: dict[str, Any] = {}
@@ -43,6 +43,7 @@ def serve(
         overrides["data_dir"] = data_dir
     settings = load_settings(config, **overrides)
     check_extras(settings)  # a missing extra is one line here, not a failed lifespan
+    check_listener(settings.api)  # no open API beyond loopback by accident
     # Before anything else touches the data directory: one daemon per data dir.
     lock = DataDirLock(settings.data_dir)
     lock.acquire()

@@ -55,7 +55,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING
 
 from stoic.aio import BackgroundTasks, cancel_quietly, supervise
 from stoic.backends.base import RuntimeBackend
@@ -147,6 +147,7 @@ def check_extras(settings: Settings, *, backends: bool = True) -> None:
         cloud = [r.name for r in s.runtimes if r.backend == "kubernetes"]
         if cloud:
             require("kubernetes", f"runtimes {cloud} (backend 'kubernetes')")
+            require("s3", f"runtimes {cloud} (their pods read the S3 store kubernetes.store)")
     if s.objectstore.kind == "s3":
         require("s3", "objectstore.kind = 's3'")
     if s.database.url is not None and s.database.url.startswith("postgresql+psycopg"):
@@ -168,7 +169,7 @@ def build_backends(settings: Settings, objects: ObjectStore) -> dict[str, Runtim
         from stoic.backends.kubernetes import KubernetesBackend
 
         backends["kubernetes"] = KubernetesBackend.from_settings(
-            settings.kubernetes, cloud_store=cast(Any, objects), edge_store=objects
+            settings.kubernetes, edge_store=objects
         )
     if "simulated" in kinds:
         names = [r.name for r in settings.runtimes if r.backend == "simulated"]

@@ -284,20 +284,33 @@ class S3ObjectStore:
     @classmethod
     def from_settings(cls, settings: Settings) -> S3ObjectStore:
         require("s3", "objectstore.kind = 's3'")
+        s3 = settings.objectstore
+        secret = s3.s3_secret_key.get_secret_value() if s3.s3_secret_key else None
+        return cls.connect(s3.s3_endpoint, s3.s3_region, s3.s3_bucket, s3.s3_access_key, secret)
+
+    @classmethod
+    def connect(
+        cls,
+        endpoint: str | None,
+        region: str,
+        bucket: str,
+        access_key: str | None,
+        secret_key: str | None,
+    ) -> S3ObjectStore:
+        """A store on ``bucket`` at ``endpoint`` (None: AWS); no keys = boto3's own
+        search (environment, instance role). Touches no network."""
         import boto3
         from botocore.config import Config
 
-        s3 = settings.objectstore
-        secret = s3.s3_secret_key.get_secret_value() if s3.s3_secret_key else None
         client = boto3.client(
             "s3",
-            endpoint_url=s3.s3_endpoint,
-            region_name=s3.s3_region,
-            aws_access_key_id=s3.s3_access_key,
-            aws_secret_access_key=secret,
+            endpoint_url=endpoint,
+            region_name=region,
+            aws_access_key_id=access_key,
+            aws_secret_access_key=secret_key,
             config=Config(s3={"addressing_style": "path"}, retries={"mode": "standard"}),
         )
-        return cls(client, s3.s3_bucket)
+        return cls(client, bucket)
 
     def __repr__(self) -> str:
         return f"S3ObjectStore(bucket={self.bucket!r})"

@@ -11,5 +11,7 @@
 - :mod:`tests.support.uplink`: a loopback "far side" for the uplink check;
 - :mod:`tests.support.core`: the scheduling core's fakes (predictor, recorder, requester);
 - :mod:`tests.support.inquisitor`: an inquisitor on fakes (the rig);
-- :mod:`tests.support.pg`: a private PostgreSQL cluster.
+- :mod:`tests.support.pg`: a private PostgreSQL cluster;
+- :mod:`tests.support.s3`: a SeaweedFS S3 server on loopback;
+- :mod:`tests.support.kubelet`: a kubelet for the kmock emulator that runs real pods.
 """
