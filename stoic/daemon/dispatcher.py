@@ -12,19 +12,28 @@ Why it looks the way it does:
 * **Claiming is the database's job.** ``Store.claim_next_queued`` moves a batch from
   ``queued`` to ``running`` atomically and counts the attempt, so a crash leaves the
   batch ``running`` and the next start re-queues it (or fails it after
-  ``controller.max_attempts``). The loop only claims while fewer than
-  ``controller.max_concurrent_batches`` run; each batch is a task kept in
-  ``running: dict[batch_id, Task]``, which is what the controller's drain waits on
-  and cancels. A claim that returns after the stop flag was set is handed back
-  (``Store.release_claim``) instead of started: draining means no new batch starts.
+  ``controller.max_attempts`` runs that died without progress). The loop only claims
+  while fewer than ``controller.max_concurrent_batches`` run; each batch is a task
+  kept in ``running: dict[batch_id, Task]``, which is what the controller's drain
+  waits on and cancels. A claim that returns after the stop flag was set is handed
+  back (``Store.release_claim``) instead of started: draining means no new batch starts.
 * **Woken, not just polled.** The ingest calls :meth:`Dispatcher.notify` (through the
   controller) when it has queued a batch, and a finishing batch does too, so a free
   slot is filled at once; ``controller.poll_s`` only bounds how long a batch queued
   behind the dispatcher's back (another process, a re-queue) waits.
 * **A batch never takes the loop down.** :meth:`Dispatcher._run_batch` finishes a
-  failing batch as ``failed`` with its error and only lets cancellation through: a
-  cancelled batch stays ``running`` in the database and is re-queued at the next
-  start.
+  failing batch as ``failed`` with its error and only lets cancellation through. A
+  drain's cancellation is not the batch's fault: the batch is handed back to the queue
+  with its attempt not counted (a share batch keeps its stored chunks and resumes).
+* **A result is not lost to a failing store.** Once a batch has run, what it came to
+  (:class:`Done` or :class:`Failed`) stays in memory, and each write that records it
+  (the decision if it was refused earlier, the results document, the finish) is
+  retried with back-off until it lands (:mod:`stoic.daemon.retry`): a database locked
+  past its busy timeout or a full disk delays the batch, it does not strand it
+  ``running`` with no owner. Meanwhile it counts in ``stoic_batches_running`` and
+  ``stoic_batches_unrecorded``. A failed claim is retried the same way. The batch
+  tasks are watched: one that ends with an exception anyway is logged, not left for
+  asyncio to report as "never retrieved".
 * **The model is made sure of first.** The ``prepare`` hook (the controller's: train
   the demo model if none is stored) runs once before the first claim, so batches
   accepted meanwhile wait in the queue instead of failing.
@@ -45,33 +54,52 @@ import asyncio
 import contextlib
 import functools
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from stoic.clock import Clock
+from stoic.daemon import chunks
 from stoic.daemon.metrics import Metrics
 from stoic.daemon.probes import cut_head
-from stoic.errors import BatchStateError, StoicError
+from stoic.daemon.retry import Backoff, transient, until_written
+from stoic.errors import BatchNotFound, BatchStateError, StoicError
 from stoic.logging import get_logger
 from stoic.schedule.scheduler import Scheduler
 from stoic.schedule.share.board import Chunk
 from stoic.settings import Settings
 from stoic.storage.objectstore import ObjectStore
-from stoic.storage.package import (
-    chunk_results_key,
-    chunks_prefix,
-    parts_prefix,
-    results_key,
-)
+from stoic.storage.package import results_key
 from stoic.store.store import BatchRecord, Store
 from stoic.values import BatchState, Job, Mode, Outcome, Plan, SharePlan
 
 log = get_logger("stoic.controller")
 
+T = TypeVar("T")
+
 BOOTSTRAP_SIZES = (1, 10)
 """Images in the two representative bootstrap jobs (paper §3.7: "two representative
 tasks"): the fixed cost of a call, and a point ten images further up the line."""
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """A batch that ran to its end, held in memory until the store has it."""
+
+    plan: Plan
+    outcome: Outcome
+    decision_stored: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """A batch that failed (``plan``: None when it failed before one was made)."""
+
+    plan: Plan | None
+    error: str
+    decision_stored: bool
 
 
 class Dispatcher:
@@ -116,6 +144,7 @@ class Dispatcher:
         self.running: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._prepared = False
+        self._backoff = Backoff.from_settings(settings.controller)
 
     def notify(self) -> None:
         """A batch was queued (or a slot freed): look at the queue now rather than at
@@ -127,21 +156,32 @@ class Dispatcher:
     async def run(self) -> None:
         """Claim and start batches until the controller stops; returns when it does.
         Safe to call again after a crash (the supervisor does): ``prepare`` is not
-        repeated once it has succeeded."""
+        repeated once it has succeeded. A claim the store cannot take (locked, full)
+        is tried again after a back-off."""
         if not self._prepared:
             await self._prepare()
             self._prepared = True
         limit = self.settings.controller.max_concurrent_batches
+        delays: Iterator[float] | None = None
         while not self._stopping():
             self._wake.clear()
             while len(self.running) < limit and not self._stopping():
-                record = await self._claim()
+                try:
+                    record = await self._claim()
+                except StoicError as exc:
+                    if not transient(exc):
+                        raise
+                    delays = delays or self._backoff.delays()
+                    delay = next(delays)
+                    self._retrying("claim", exc, delay)
+                    await asyncio.sleep(delay)
+                    continue
+                delays = None
                 if record is None:
                     break
                 if self._stopping():
                     # The stop flag was set while the claim was in flight: hand it back.
-                    await asyncio.to_thread(self.store.release_claim, record.id, self.clock.now())
-                    log.info("claim handed back: the daemon is draining", batch_id=record.id)
+                    await self._release(record, "claim handed back: the daemon is draining")
                     break
                 task = asyncio.create_task(self._run_batch(record), name=f"batch:{record.id}")
                 self.running[record.id] = task
@@ -161,21 +201,85 @@ class Dispatcher:
         try:
             return await asyncio.shield(claim)
         except asyncio.CancelledError:
-            record = await claim
-            if record is not None:
-                await asyncio.to_thread(self.store.release_claim, record.id, self.clock.now())
+            with contextlib.suppress(StoicError):
+                record = await claim
+                if record is not None:
+                    await self._release(record, "claim handed back: the dispatcher was cancelled")
             raise
 
-    def _batch_done(self, batch_id: str, _task: asyncio.Task[None]) -> None:
+    async def _release(self, record: BatchRecord, event: str) -> None:
+        """Hand a claimed batch back to the queue, its attempt not counted. One try: a
+        store that refuses leaves it ``running``, and the next start re-queues it."""
+        try:
+            await asyncio.to_thread(self.store.release_claim, record.id, self.clock.now())
+        except (BatchStateError, BatchNotFound):
+            return  # finished after all (its last write landed as it was cancelled)
+        except StoicError as exc:
+            log.warning(
+                "could not hand the batch back; the next start re-queues it",
+                batch_id=record.id,
+                error=str(exc),
+            )
+            return
+        log.info(event, batch_id=record.id)
+
+    def _batch_done(self, batch_id: str, task: asyncio.Task[None]) -> None:
         self.running.pop(batch_id, None)
         self.metrics.batches_running.set(len(self.running))
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error(
+                "batch task crashed; the batch stays running until the next start",
+                batch_id=batch_id,
+                error=f"{type(exc).__name__}: {exc}",
+                exc_info=exc,
+            )
         self.notify()
+
+    def _retrying(self, write: str, exc: BaseException, delay: float, **keys: Any) -> None:
+        self.metrics.store_retries.labels(write).inc()
+        log.warning(
+            "store write failed; retrying",
+            write=write,
+            error=f"{type(exc).__name__}: {exc}",
+            retry_in_s=round(delay, 3),
+            **keys,
+        )
+
+    async def _write(self, write: str, record: BatchRecord, fn: Callable[[], T]) -> T:
+        """``fn`` in a thread, retried with back-off until the store takes it."""
+        return await until_written(
+            fn,
+            backoff=self._backoff,
+            on_retry=functools.partial(self._retrying, write, batch_id=record.id),
+        )
 
     # One batch -----------------------------------------------------------------------
 
     async def _run_batch(self, record: BatchRecord) -> None:
-        """Decide, run, store results and measurements, finish. Never raises (except
-        on cancellation): a failing batch is finished as ``failed`` with its error."""
+        """Run the batch, then record how it ended, however long the store takes to
+        accept it. Never raises but on cancellation (a drain), which hands the batch
+        back to the queue; a result that cannot be recorded at all (not a storage
+        failure: those are retried) finishes the batch as ``failed`` with that error."""
+        try:
+            ran = await self._work(record)
+            self.metrics.batches_unrecorded.inc()
+            try:
+                await self._record(record, ran)
+            except Exception as exc:
+                log.exception("recording the batch failed", batch_id=record.id)
+                await self._record(
+                    record, Failed(ran.plan, f"{type(exc).__name__}: {exc}", ran.decision_stored)
+                )
+            finally:
+                self.metrics.batches_unrecorded.dec()
+        except asyncio.CancelledError:
+            await self._release(record, "batch cancelled by the drain; handed back to the queue")
+            raise
+
+    async def _work(self, record: BatchRecord) -> Done | Failed:
+        """Decide and run: bootstrap if needed, plan, run the plan. The decision is
+        stored once when it is made; if the store refuses it then, it is stored with
+        the result."""
         s = self.settings
         job = record.job()
         mode, pinned = record.mode, record.pinned_runtime
@@ -187,20 +291,25 @@ class Dispatcher:
         if self._claimed is not None:
             self._claimed(record)
         plan: Plan | None = None
+        stored = False
 
         async def decided(p: Plan) -> None:
-            nonlocal plan
+            nonlocal plan, stored
             plan = p
             self.metrics.scheduling_overhead.observe(p.decision_s)
             self.metrics.decisions.labels(str(p.mode), p.chosen).inc()
-            await asyncio.to_thread(
-                self.store.record_decision,
-                record.id,
-                p.chosen,
-                p.reason,
-                dict(p.estimates),
-                at=self.clock.now(),
-            )
+            try:
+                await asyncio.to_thread(self._store_decision, record, p)
+            except StoicError as exc:
+                if not transient(exc):
+                    raise
+                log.warning(
+                    "decision not stored yet; it will be with the result",
+                    batch_id=record.id,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+            else:
+                stored = True
 
         try:
             if self._prime is not None:
@@ -210,79 +319,64 @@ class Dispatcher:
             done: dict[int, Any] = {}
             on_chunk = None
             if mode is Mode.SHARE:
-                done = await asyncio.to_thread(self._load_chunks, record)
-                on_chunk = functools.partial(self._store_chunk, record.id)
+                done = await asyncio.to_thread(chunks.load_chunks, self.objects, record)
+                on_chunk = functools.partial(self._store_chunk, record)
                 if done:
                     log.info("share: resuming", batch_id=record.id, labelled_before=len(done))
             plan, outcome = await self.scheduler.handle(
                 job, mode=mode, pinned=pinned, on_plan=decided, done=done, on_chunk=on_chunk
             )
         except asyncio.CancelledError:
-            log.warning(
-                "batch cancelled; it will be re-queued at the next start", batch_id=record.id
-            )
             raise
         except StoicError as exc:
-            await self._fail(record, plan, exc)
-            return
+            return Failed(plan, f"{type(exc).__name__}: {exc}", stored)
         except Exception as exc:
             log.exception("batch crashed", batch_id=record.id)
-            await self._fail(record, plan, exc)
-            return
-        await self._succeed(record, plan, outcome)
+            return Failed(plan, f"{type(exc).__name__}: {exc}", stored)
+        return Done(plan, outcome, stored)
 
-    # Share mode: results chunk by chunk -----------------------------------------------
+    def _store_decision(self, record: BatchRecord, plan: Plan) -> None:
+        self.store.record_decision(
+            record.id, plan.chosen, plan.reason, dict(plan.estimates), at=self.clock.now()
+        )
 
     async def _store_chunk(
-        self, batch_id: str, chunk: Chunk, runtime: str, results: Sequence[Any]
+        self, record: BatchRecord, chunk: Chunk, runtime: str, results: Sequence[Any]
     ) -> None:
         """One object per finished chunk (written atomically), so that after a crash
         only the images without one are labelled again."""
-        document = {
-            "start": chunk.start,
-            "stop": chunk.stop,
-            "runtime": runtime,
-            "results": [{**r, "runtime": runtime} for r in results],
-        }
-        key = chunk_results_key(batch_id, chunk.start, chunk.stop)
-        await asyncio.to_thread(self.objects.put_bytes, key, json.dumps(document).encode())
+        await asyncio.to_thread(chunks.store_chunk, self.objects, record, chunk, runtime, results)
 
-    def _load_chunks(self, record: BatchRecord) -> dict[int, Any]:
-        """The images a previous attempt labelled (index → result); an unreadable chunk
-        object counts as not labelled."""
-        done: dict[int, Any] = {}
-        for key in self.objects.list(chunks_prefix(record.id)):
-            try:
-                doc = json.loads(self.objects.get_bytes(key))
-                start, results = int(doc["start"]), list(doc["results"])
-            except (StoicError, ValueError, KeyError, TypeError):
-                log.warning("share: ignoring an unreadable chunk object", key=key)
-                continue
-            for i, r in enumerate(results):
-                if 0 <= start + i < record.n_images:
-                    done.setdefault(start + i, r)
-        return done
+    # Recording how it ended -------------------------------------------------------------
+
+    async def _record(self, record: BatchRecord, ran: Done | Failed) -> None:
+        """Store what the run came to, retrying each write until it lands. A batch the
+        store no longer has running (finished or re-queued elsewhere) is left as is."""
+        try:
+            if ran.plan is not None and not ran.decision_stored:
+                plan = ran.plan
+                await self._write(
+                    "decision", record, functools.partial(self._store_decision, record, plan)
+                )
+            match ran:
+                case Done():
+                    await self._succeed(record, ran.plan, ran.outcome)
+                case Failed():
+                    await self._fail(record, ran.plan, ran.error)
+        except (BatchStateError, BatchNotFound) as exc:
+            log.error(
+                "batch finished elsewhere; result not recorded", batch_id=record.id, error=str(exc)
+            )
 
     async def _succeed(self, record: BatchRecord, plan: Plan, outcome: Outcome) -> None:
         key = results_key(record.id)
-        document = {
-            "batch_id": record.id,
-            "runtime": outcome.winner or outcome.runtime,
-            "mode": str(plan.mode),
-            "n_images": record.n_images,
-            "results": outcome.results if outcome.results is not None else [],
-        }
-        if outcome.shares:
-            document["shares"] = outcome.shares
-            document["duplicate_images"] = outcome.duplicate_images
-        data = json.dumps(document).encode()
-        await asyncio.to_thread(self.objects.put_bytes, key, data)
-        if isinstance(plan, SharePlan):  # the results document holds them all now
-            await asyncio.to_thread(self.objects.delete_prefix, chunks_prefix(record.id))
-            await asyncio.to_thread(self.objects.delete_prefix, parts_prefix(record.package_key))
+        data = json.dumps(results_document(record, plan, outcome)).encode()
+        await self._write("results", record, functools.partial(self.objects.put_bytes, key, data))
         then = f"{plan.reason}; then: {outcome.reason}" if outcome.reason else None
-        try:
-            await asyncio.to_thread(
+        await self._write(
+            "finish",
+            record,
+            functools.partial(
                 self.store.finish_batch,
                 record.id,
                 state=BatchState.DONE,
@@ -297,12 +391,10 @@ class Dispatcher:
                 results_key=key,
                 error=outcome.error,
                 decision_reason=then,
-            )
-        except BatchStateError as exc:
-            log.error(
-                "batch finished elsewhere; result not recorded", batch_id=record.id, error=str(exc)
-            )
-            return
+            ),
+        )
+        if isinstance(plan, SharePlan):  # the results document holds them all now
+            await asyncio.to_thread(chunks.remove, self.objects, record)
         winner = outcome.winner or outcome.runtime
         estimate = plan.estimates.get(winner)
         self.metrics.observe_outcome(
@@ -323,21 +415,21 @@ class Dispatcher:
             decision_ms=round(outcome.decision_s * 1000, 3),
         )
 
-    async def _fail(self, record: BatchRecord, plan: Plan | None, exc: BaseException) -> None:
-        message = f"{type(exc).__name__}: {exc}"
-        try:
-            await asyncio.to_thread(
+    async def _fail(self, record: BatchRecord, plan: Plan | None, error: str) -> None:
+        await self._write(
+            "finish",
+            record,
+            functools.partial(
                 self.store.finish_batch,
                 record.id,
                 state=BatchState.FAILED,
                 finished_at=self.clock.now(),
-                error=message,
-            )
-        except StoicError as store_exc:
-            log.error("could not record a failed batch", batch_id=record.id, error=str(store_exc))
-            return
+                error=error,
+            ),
+        )
+        await asyncio.to_thread(chunks.remove, self.objects, record)  # nothing reads them now
         self.metrics.batches_finished.labels("failed", plan.chosen if plan else "none").inc()
-        log.warning("batch finished", batch_id=record.id, state="failed", error=message)
+        log.warning("batch finished", batch_id=record.id, state="failed", error=error)
 
     # Bootstrapping -------------------------------------------------------------------
 
@@ -379,3 +471,26 @@ class Dispatcher:
                 )
             )
         return jobs, keys
+
+
+def results_document(record: BatchRecord, plan: Plan, outcome: Outcome) -> dict[str, Any]:
+    """The batch's ``results.json``. In share mode, ``shares`` counts the images of
+    ``results`` per runtime that labelled them, earlier runs' included (a resumed batch
+    labelled only the rest this time), so it always adds up to the results."""
+    results = outcome.results if outcome.results is not None else []
+    document: dict[str, Any] = {
+        "batch_id": record.id,
+        "runtime": outcome.winner or outcome.runtime,
+        "mode": str(plan.mode),
+        "n_images": record.n_images,
+        "results": results,
+    }
+    if outcome.shares:
+        document["shares"] = dict(
+            Counter(
+                str(r.get("runtime") or "earlier") if isinstance(r, dict) else "earlier"
+                for r in results
+            )
+        )
+        document["duplicate_images"] = outcome.duplicate_images
+    return document
