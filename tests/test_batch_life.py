@@ -1,8 +1,9 @@
 """A batch's life against a failing store and through restarts, in-process.
 
-* A database locked past its busy timeout, or full, when a batch is claimed or
+* A database locked past its busy timeout, or a full disk, when a batch is claimed or
   finished: the write is retried with back-off, the batch reaches ``done`` once the
-  store takes it (no restart), and ``stoic_batches_running`` counts it meanwhile.
+  store takes it (no restart), and ``stoic_batches_running`` counts it meanwhile. A
+  share chunk that cannot be stored is skipped.
 * Attempts count only runs that failed without progress: a drain hands the batch back,
   a share run that stored chunks before a crash is not counted, and a batch that does
   fail leaves no chunk objects behind.
@@ -131,7 +132,7 @@ async def test_a_batch_that_finishes_while_the_database_is_locked_is_done_once_i
             assert (await asyncio.to_thread(ctl.store.get_batch, bid)).state is BatchState.RUNNING
             assert sample(ctl, "stoic_batches_running") == 1
             assert sample(ctl, "stoic_batches_unrecorded") == 1
-            assert sample(ctl, "stoic_store_retries_total", write="finish") >= 3
+            assert sample(ctl, "stoic_store_write_failures_total", write="finish") >= 3
         record = await wait_state(ctl, bid, BatchState.DONE, BatchState.FAILED)
         assert record.state is BatchState.DONE, record.error
         assert record.results_key == results_key(bid)
@@ -147,7 +148,7 @@ async def test_a_claim_refused_by_a_locked_database_is_retried(tmp_path: Path) -
         bid = put_batch(settings)  # queued behind the dispatcher's back
         with locked(settings):
             ctl.notify()
-            await until(lambda: sample(ctl, "stoic_store_retries_total", write="claim") >= 3)
+            await until(lambda: sample(ctl, "stoic_store_write_failures_total", write="claim") >= 3)
             assert (await asyncio.to_thread(ctl.store.get_batch, bid)).state is BatchState.QUEUED
         record = await wait_state(ctl, bid, BatchState.DONE, BatchState.FAILED)
         assert record.state is BatchState.DONE, record.error
@@ -259,3 +260,30 @@ async def test_a_failed_share_batch_leaves_no_chunk_objects(
     assert record.state is BatchState.FAILED
     assert any(k.startswith(chunks_prefix(bid)) for k in stored)  # stored before it failed ...
     assert objects.list(chunks_prefix(bid)) == []  # ... and went with the batch
+
+
+async def test_a_share_batch_whose_chunks_cannot_be_stored_still_finishes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chunk objects only save work after a crash: a full disk skips them, it does
+    not fail the batch."""
+    settings = make_settings(tmp_path, runtimes=[{"name": "edge", "kind": "edge"}])
+    bid = put_batch(settings, n_images=40, mode=Mode.SHARE)
+    objects = make_object_store(settings)
+    put = type(objects).put_bytes
+    refused: list[str] = []
+
+    def full(self: Any, key: str, data: bytes) -> None:
+        if key.startswith(chunks_prefix(bid)):
+            refused.append(key)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        put(self, key, data)
+
+    monkeypatch.setattr(type(objects), "put_bytes", full)
+    async with started(settings, FakeBackend(default=FakeSpec(per_image_s=0.001))) as ctl:
+        record = await wait_state(ctl, bid, BatchState.DONE, BatchState.FAILED)
+        failures = sample(ctl, "stoic_store_write_failures_total", write="chunk")
+    assert record.state is BatchState.DONE, record.error
+    assert len(refused) >= 2 and failures == len(refused)
+    document = json.loads(objects.get_bytes(results_key(bid)))
+    assert sorted(r["index"] for r in document["results"]) == list(range(40))

@@ -236,7 +236,7 @@ class Dispatcher:
         self.notify()
 
     def _retrying(self, write: str, exc: BaseException, delay: float, **keys: Any) -> None:
-        self.metrics.store_retries.labels(write).inc()
+        self.metrics.store_write_failures.labels(write).inc()
         log.warning(
             "store write failed; retrying",
             write=write,
@@ -326,8 +326,6 @@ class Dispatcher:
             plan, outcome = await self.scheduler.handle(
                 job, mode=mode, pinned=pinned, on_plan=decided, done=done, on_chunk=on_chunk
             )
-        except asyncio.CancelledError:
-            raise
         except StoicError as exc:
             return Failed(plan, f"{type(exc).__name__}: {exc}", stored)
         except Exception as exc:
@@ -344,8 +342,22 @@ class Dispatcher:
         self, record: BatchRecord, chunk: Chunk, runtime: str, results: Sequence[Any]
     ) -> None:
         """One object per finished chunk (written atomically), so that after a crash
-        only the images without one are labelled again."""
-        await asyncio.to_thread(chunks.store_chunk, self.objects, record, chunk, runtime, results)
+        only the images without one are labelled again. A store that refuses it (a full
+        disk) costs only that: the results are in the session, and the batch goes on."""
+        try:
+            await asyncio.to_thread(
+                chunks.store_chunk, self.objects, record, chunk, runtime, results
+            )
+        except Exception as exc:
+            if not transient(exc):
+                raise
+            self.metrics.store_write_failures.labels("chunk").inc()
+            log.warning(
+                "share: chunk not stored; a restart would label it again",
+                batch_id=record.id,
+                chunk=str(chunk),
+                error=f"{type(exc).__name__}: {exc}",
+            )
 
     # Recording how it ended -------------------------------------------------------------
 

@@ -150,10 +150,10 @@ class Metrics:
             "(a locked database, a full disk); they count as running too",
             registry=r,
         )
-        self.store_retries = Counter(
-            "stoic_store_retries_total",
-            "Failed writes of a batch's claim, decision, results or finish, each retried "
-            "with back-off",
+        self.store_write_failures = Counter(
+            "stoic_store_write_failures_total",
+            "Failed storage writes of a batch, by write: claim, decision, results and "
+            "finish are retried with back-off until they land; a share chunk is skipped",
             ["write"],
             registry=r,
         )
