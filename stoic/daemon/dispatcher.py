@@ -26,14 +26,15 @@ Why it looks the way it does:
   drain's cancellation is not the batch's fault: the batch is handed back to the queue
   with its attempt not counted (a share batch keeps its stored chunks and resumes).
 * **A result is not lost to a failing store.** Once a batch has run, what it came to
-  (:class:`Done` or :class:`Failed`) stays in memory, and each write that records it
-  (the decision if it was refused earlier, the results document, the finish) is
-  retried with back-off until it lands (:mod:`stoic.daemon.retry`): a database locked
-  past its busy timeout or a full disk delays the batch, it does not strand it
-  ``running`` with no owner. Meanwhile it counts in ``stoic_batches_running`` and
-  ``stoic_batches_unrecorded``. A failed claim is retried the same way. The batch
-  tasks are watched: one that ends with an exception anyway is logged, not left for
-  asyncio to report as "never retrieved".
+  (:class:`~stoic.daemon.finish.Done` or :class:`~stoic.daemon.finish.Failed`) stays in
+  memory and the :class:`~stoic.daemon.finish.Finisher` records it, retrying each write
+  with back-off until it lands: a database locked past its busy timeout or a full disk
+  delays the batch, it does not strand it ``running`` with no owner. Meanwhile the
+  batch's task lives on, so it counts in ``stoic_batches_running`` (and
+  ``stoic_batches_unrecorded``). A failed claim is retried the same way, in the loop;
+  a share chunk the store refuses is skipped (it only saves work after a crash). The
+  batch tasks are watched: one that ends with an exception anyway is logged, not left
+  for asyncio to report as "never retrieved".
 * **The model is made sure of first.** The ``prepare`` hook (the controller's: train
   the demo model if none is stored) runs once before the first claim, so batches
   accepted meanwhile wait in the queue instead of failing.
@@ -53,53 +54,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
-from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from stoic.clock import Clock
 from stoic.daemon import chunks
+from stoic.daemon.finish import Done, Failed, Finisher
 from stoic.daemon.metrics import Metrics
 from stoic.daemon.probes import cut_head
-from stoic.daemon.retry import Backoff, transient, until_written
+from stoic.daemon.retry import Backoff, transient
 from stoic.errors import BatchNotFound, BatchStateError, StoicError
 from stoic.logging import get_logger
 from stoic.schedule.scheduler import Scheduler
 from stoic.schedule.share.board import Chunk
 from stoic.settings import Settings
 from stoic.storage.objectstore import ObjectStore
-from stoic.storage.package import results_key
 from stoic.store.store import BatchRecord, Store
-from stoic.values import BatchState, Job, Mode, Outcome, Plan, SharePlan
+from stoic.values import Job, Mode, Plan
 
 log = get_logger("stoic.controller")
-
-T = TypeVar("T")
 
 BOOTSTRAP_SIZES = (1, 10)
 """Images in the two representative bootstrap jobs (paper §3.7: "two representative
 tasks"): the fixed cost of a call, and a point ten images further up the line."""
-
-
-@dataclass(frozen=True, slots=True)
-class Done:
-    """A batch that ran to its end, held in memory until the store has it."""
-
-    plan: Plan
-    outcome: Outcome
-    decision_stored: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Failed:
-    """A batch that failed (``plan``: None when it failed before one was made)."""
-
-    plan: Plan | None
-    error: str
-    decision_stored: bool
 
 
 class Dispatcher:
@@ -145,6 +123,9 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._prepared = False
         self._backoff = Backoff.from_settings(settings.controller)
+        self.finisher = Finisher(
+            store=store, objects=objects, metrics=metrics, clock=clock, backoff=self._backoff
+        )
 
     def notify(self) -> None:
         """A batch was queued (or a slot freed): look at the queue now rather than at
@@ -173,7 +154,7 @@ class Dispatcher:
                         raise
                     delays = delays or self._backoff.delays()
                     delay = next(delays)
-                    self._retrying("claim", exc, delay)
+                    self.finisher.failed_write("claim", exc, delay)
                     await asyncio.sleep(delay)
                     continue
                 delays = None
@@ -235,24 +216,6 @@ class Dispatcher:
             )
         self.notify()
 
-    def _retrying(self, write: str, exc: BaseException, delay: float, **keys: Any) -> None:
-        self.metrics.store_write_failures.labels(write).inc()
-        log.warning(
-            "store write failed; retrying",
-            write=write,
-            error=f"{type(exc).__name__}: {exc}",
-            retry_in_s=round(delay, 3),
-            **keys,
-        )
-
-    async def _write(self, write: str, record: BatchRecord, fn: Callable[[], T]) -> T:
-        """``fn`` in a thread, retried with back-off until the store takes it."""
-        return await until_written(
-            fn,
-            backoff=self._backoff,
-            on_retry=functools.partial(self._retrying, write, batch_id=record.id),
-        )
-
     # One batch -----------------------------------------------------------------------
 
     async def _run_batch(self, record: BatchRecord) -> None:
@@ -264,10 +227,10 @@ class Dispatcher:
             ran = await self._work(record)
             self.metrics.batches_unrecorded.inc()
             try:
-                await self._record(record, ran)
+                await self.finisher.finish(record, ran)
             except Exception as exc:
                 log.exception("recording the batch failed", batch_id=record.id)
-                await self._record(
+                await self.finisher.finish(
                     record, Failed(ran.plan, f"{type(exc).__name__}: {exc}", ran.decision_stored)
                 )
             finally:
@@ -299,7 +262,7 @@ class Dispatcher:
             self.metrics.scheduling_overhead.observe(p.decision_s)
             self.metrics.decisions.labels(str(p.mode), p.chosen).inc()
             try:
-                await asyncio.to_thread(self._store_decision, record, p)
+                await asyncio.to_thread(self.finisher.store_decision, record, p)
             except StoicError as exc:
                 if not transient(exc):
                     raise
@@ -333,11 +296,6 @@ class Dispatcher:
             return Failed(plan, f"{type(exc).__name__}: {exc}", stored)
         return Done(plan, outcome, stored)
 
-    def _store_decision(self, record: BatchRecord, plan: Plan) -> None:
-        self.store.record_decision(
-            record.id, plan.chosen, plan.reason, dict(plan.estimates), at=self.clock.now()
-        )
-
     async def _store_chunk(
         self, record: BatchRecord, chunk: Chunk, runtime: str, results: Sequence[Any]
     ) -> None:
@@ -358,90 +316,6 @@ class Dispatcher:
                 chunk=str(chunk),
                 error=f"{type(exc).__name__}: {exc}",
             )
-
-    # Recording how it ended -------------------------------------------------------------
-
-    async def _record(self, record: BatchRecord, ran: Done | Failed) -> None:
-        """Store what the run came to, retrying each write until it lands. A batch the
-        store no longer has running (finished or re-queued elsewhere) is left as is."""
-        try:
-            if ran.plan is not None and not ran.decision_stored:
-                plan = ran.plan
-                await self._write(
-                    "decision", record, functools.partial(self._store_decision, record, plan)
-                )
-            match ran:
-                case Done():
-                    await self._succeed(record, ran.plan, ran.outcome)
-                case Failed():
-                    await self._fail(record, ran.plan, ran.error)
-        except (BatchStateError, BatchNotFound) as exc:
-            log.error(
-                "batch finished elsewhere; result not recorded", batch_id=record.id, error=str(exc)
-            )
-
-    async def _succeed(self, record: BatchRecord, plan: Plan, outcome: Outcome) -> None:
-        key = results_key(record.id)
-        data = json.dumps(results_document(record, plan, outcome)).encode()
-        await self._write("results", record, functools.partial(self.objects.put_bytes, key, data))
-        then = f"{plan.reason}; then: {outcome.reason}" if outcome.reason else None
-        await self._write(
-            "finish",
-            record,
-            functools.partial(
-                self.store.finish_batch,
-                record.id,
-                state=BatchState.DONE,
-                finished_at=self.clock.now(),
-                transfer_s=outcome.transfer_s,
-                deployment_s=outcome.deployment_s,
-                processing_s=outcome.processing_s,
-                total_s=outcome.total_s,
-                winner=outcome.winner or outcome.runtime,
-                cloud_used_s=outcome.cloud_used_s,
-                cloud_wasted_s=outcome.cloud_wasted_s,
-                results_key=key,
-                error=outcome.error,
-                decision_reason=then,
-            ),
-        )
-        if isinstance(plan, SharePlan):  # the results document holds them all now
-            await asyncio.to_thread(chunks.remove, self.objects, record)
-        winner = outcome.winner or outcome.runtime
-        estimate = plan.estimates.get(winner)
-        self.metrics.observe_outcome(
-            outcome,
-            BatchState.DONE,
-            planned_runtime=plan.chosen,
-            predicted_total_s=estimate.total.mean if estimate is not None else None,
-        )
-        log.info(
-            "batch finished",
-            batch_id=record.id,
-            state="done",
-            runtime=winner,
-            total_s=round(outcome.total_s, 3),
-            transfer_s=round(outcome.transfer_s, 3),
-            deployment_s=round(outcome.deployment_s, 3),
-            processing_s=round(outcome.processing_s, 3),
-            decision_ms=round(outcome.decision_s * 1000, 3),
-        )
-
-    async def _fail(self, record: BatchRecord, plan: Plan | None, error: str) -> None:
-        await self._write(
-            "finish",
-            record,
-            functools.partial(
-                self.store.finish_batch,
-                record.id,
-                state=BatchState.FAILED,
-                finished_at=self.clock.now(),
-                error=error,
-            ),
-        )
-        await asyncio.to_thread(chunks.remove, self.objects, record)  # nothing reads them now
-        self.metrics.batches_finished.labels("failed", plan.chosen if plan else "none").inc()
-        log.warning("batch finished", batch_id=record.id, state="failed", error=error)
 
     # Bootstrapping -------------------------------------------------------------------
 
@@ -483,26 +357,3 @@ class Dispatcher:
                 )
             )
         return jobs, keys
-
-
-def results_document(record: BatchRecord, plan: Plan, outcome: Outcome) -> dict[str, Any]:
-    """The batch's ``results.json``. In share mode, ``shares`` counts the images of
-    ``results`` per runtime that labelled them, earlier runs' included (a resumed batch
-    labelled only the rest this time), so it always adds up to the results."""
-    results = outcome.results if outcome.results is not None else []
-    document: dict[str, Any] = {
-        "batch_id": record.id,
-        "runtime": outcome.winner or outcome.runtime,
-        "mode": str(plan.mode),
-        "n_images": record.n_images,
-        "results": results,
-    }
-    if outcome.shares:
-        document["shares"] = dict(
-            Counter(
-                str(r.get("runtime") or "earlier") if isinstance(r, dict) else "earlier"
-                for r in results
-            )
-        )
-        document["duplicate_images"] = outcome.duplicate_images
-    return document
