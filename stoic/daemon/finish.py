@@ -143,8 +143,6 @@ class Finisher:
                 decision_reason=then,
             ),
         )
-        if isinstance(plan, SharePlan):  # the results document holds them all now
-            await asyncio.to_thread(chunks.remove, self.objects, record)
         winner = outcome.winner or outcome.runtime
         estimate = plan.estimates.get(winner)
         self.metrics.observe_outcome(
@@ -164,6 +162,8 @@ class Finisher:
             processing_s=round(outcome.processing_s, 3),
             decision_ms=round(outcome.decision_s * 1000, 3),
         )
+        if isinstance(plan, SharePlan):  # the results document holds them all now
+            await asyncio.to_thread(chunks.remove, self.objects, record)
 
     async def _fail(self, record: BatchRecord, plan: Plan | None, error: str) -> None:
         await self.write(
@@ -177,9 +177,9 @@ class Finisher:
                 error=error,
             ),
         )
-        await asyncio.to_thread(chunks.remove, self.objects, record)  # nothing reads them now
         self.metrics.batches_finished.labels("failed", plan.chosen if plan else "none").inc()
         log.warning("batch finished", batch_id=record.id, state="failed", error=error)
+        await asyncio.to_thread(chunks.remove, self.objects, record)  # nothing reads them now
 
 
 def results_document(record: BatchRecord, plan: Plan, outcome: Outcome) -> dict[str, Any]:
