@@ -65,10 +65,15 @@ def load_chunks(objects: ObjectStore, record: BatchRecord) -> dict[int, Any]:
 
 
 def progressed(objects: ObjectStore, record: BatchRecord) -> bool:
-    """Whether the run that claimed ``record`` (at its ``started_at``) stored a chunk."""
+    """Whether the run that claimed ``record`` (at its ``started_at``) stored a chunk.
+    An object store that cannot be read shows no progress: the run counts."""
     if record.started_at is None:
         return False
-    return any(stored.claimed_at == record.started_at for stored in _stored(objects, record.id))
+    try:
+        return any(s.claimed_at == record.started_at for s in _stored(objects, record.id))
+    except (StoicError, OSError) as exc:
+        log.warning("share: chunk objects unreadable", batch_id=record.id, error=str(exc))
+        return False
 
 
 def remove(objects: ObjectStore, record: BatchRecord) -> None:
