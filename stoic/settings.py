@@ -107,6 +107,13 @@ def default_runtimes() -> list[RuntimeSettings]:
 
 class DatabaseSettings(_Section):
     url: str | None = Field(None, description="SQLAlchemy URL; default SQLite in data_dir")
+    busy_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=3_600,
+        description="SQLite: how long a write waits for a lock held by another connection "
+        "before it fails (the daemon then retries the batch's write with back-off)",
+    )
 
 
 class ObjectStoreSettings(_Section):
@@ -383,7 +390,11 @@ class ControllerSettings(_Section):
         1.0, gt=0, le=3_600, description="dispatcher's look at the queue without a wake-up"
     )
     max_attempts: int = Field(
-        3, ge=1, le=100, description="claims of one batch (crash restarts) before it fails"
+        3,
+        ge=1,
+        le=100,
+        description="runs of one batch the daemon died in without progress before it fails "
+        "(a drain, or a share run that stored new chunks, is not counted)",
     )
     inquisitor: bool = Field(True, description="run the background deployment probes")
     demo_model: bool = Field(
@@ -394,6 +405,16 @@ class ControllerSettings(_Section):
     )
     task_restart_max_s: float = Field(
         60.0, gt=0, le=3_600, description="longest back-off before restarting a crashed task"
+    )
+    store_retry_initial_s: float = Field(
+        0.5,
+        gt=0,
+        le=600,
+        description="first back-off before retrying a batch's failed database or object "
+        "store write (a locked database, a full disk); doubled up to store_retry_max_s",
+    )
+    store_retry_max_s: float = Field(
+        30.0, gt=0, le=3_600, description="longest back-off between retries of such a write"
     )
 
 

@@ -472,6 +472,31 @@ def test_requeue_running_for_crash_recovery(store: Store) -> None:
     assert store.requeue_running(121.0) == []
 
 
+def test_only_a_run_that_ended_without_progress_counts_as_an_attempt(store: Store) -> None:
+    b = new_batch(store, 1.0)
+    # A drain hands the batch back: decided afresh, and the run is not counted.
+    claim(store, 10.0)
+    store.record_decision(b.id, "gpu1", "fastest", {"gpu1": {"total_s": 9.0}})
+    back = store.release_claim(b.id, 11.0)
+    assert (back.state, back.attempts, back.started_at) == (BatchState.QUEUED, 0, None)
+    assert (back.chosen_runtime, back.decision_reason, back.estimates) == (None, None, {})
+    # Crashes after progress (a share run stored chunks): never counted, never given up.
+    for i in range(5):
+        assert claim(store, 20.0 + i).attempts == 1
+        assert [r.id for r in store.running_batches()] == [b.id]
+        assert store.requeue_running(30.0 + i, max_attempts=2, progressed={b.id}) == [b.id]
+        assert store.get_batch(b.id).attempts == 0
+    # Crashes without progress count: the second gives up (max_attempts = 2).
+    claim(store, 40.0)
+    assert store.requeue_running(41.0, max_attempts=2, progressed={"another"}) == [b.id]
+    claim(store, 42.0)
+    assert store.requeue_running(43.0, max_attempts=2) == []
+    failed = store.get_batch(b.id)
+    assert (failed.state, failed.attempts) == (BatchState.FAILED, 2)
+    assert "gave up after 2 attempt(s)" in (failed.error or "")
+    assert store.running_batches() == []
+
+
 def test_requeue_gives_up_after_max_attempts(store: Store) -> None:
     b = new_batch(store, 1.0)
     for i in range(3):

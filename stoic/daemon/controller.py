@@ -8,14 +8,16 @@ order (each a method of its own, so the order reads as a list):
 0. :func:`check_extras`: the optional extras the settings need are installed (else a
    one-line :class:`~stoic.errors.MissingExtra`; ``stoic serve`` checks it before the
    server starts);
-1. ``_open_store``: the database (``migrate`` to head first, then :class:`~stoic.store.Store`), and
-   re-queues batches a crash left ``running`` (a batch is never lost; one that was
-   running during ``controller.max_attempts`` crashes is failed instead, so a poison
-   batch cannot crash the daemon forever); the default application version
+1. ``_open_store``: the database (``migrate`` to head first, then :class:`~stoic.store.Store`
+   with ``database.busy_timeout_s``); the default application version
    (:meth:`Controller.set_default_version`, else ``controller.app_version``);
-2. ``_open_objects``: the object store and the ingestor; ``_start_backends``: the
-   runtime backends (``local`` by default; ``kubernetes`` per runtime; ``simulated``
-   belongs to the replay and is refused with a ConfigError), each ``start()``-ed;
+2. ``_open_objects``: the object store and the ingestor; ``_recover_batches``:
+   re-queues the batches a crash left ``running`` (a batch is never lost; a run cut
+   short counts as an attempt only when it made no progress, and a batch with
+   ``controller.max_attempts`` such runs is failed instead, so a poison batch cannot
+   crash the daemon forever); ``_start_backends``: the runtime backends (``local`` by
+   default; ``kubernetes`` per runtime; ``simulated`` belongs to the replay and is
+   refused with a ConfigError), each ``start()``-ed;
 3. ``_build_scheduling``: the predictor, fed with the recent samples of the store (so a
    restart keeps what was learnt), the availability registry (persisted to the store
    on every change), the recorder (every measurement goes to the predictor, the
@@ -38,11 +40,12 @@ counts) is loaded the first time the daemon meets it (:meth:`Controller.prime_ve
 so only a version never seen is bootstrapped.
 
 Stopping drains: no new batch is claimed, running ones get ``controller.drain_grace_s``
-to finish, then they are cancelled — a cancelled batch stays ``running`` in the database
-and is re-queued at the next start. ``stoic serve`` runs :meth:`Controller.drain` while
-the listener is still open (the API answers 503 to new batches, ``/readyz`` 503, the
-rest as usual), then closes it; :meth:`Controller.stop` (from the lifespan) drains
-whatever is left and stops everything, releasing the lock last.
+to finish, then they are cancelled — a cancelled batch is handed back to the queue, its
+attempt not counted (a drain is not the batch's fault), and runs at the next start.
+``stoic serve`` runs :meth:`Controller.drain` while the listener is still open (the API
+answers 503 to new batches, ``/readyz`` 503, the rest as usual), then closes it;
+:meth:`Controller.stop` (from the lifespan) drains whatever is left and stops
+everything, releasing the lock last.
 The life cycle is one :class:`ControllerState` (created → starting → running → draining →
 stopped), changed only by ``Controller._move`` along :data:`MOVES`. Backends take part
 through :class:`~stoic.backends.base.RuntimeBackend`'s own ``start()`` / ``aclose()``.
@@ -60,6 +63,7 @@ from typing import TYPE_CHECKING
 from stoic.aio import BackgroundTasks, cancel_quietly, supervise
 from stoic.backends.base import RuntimeBackend
 from stoic.clock import Clock, WallClock
+from stoic.daemon import chunks
 from stoic.daemon.demo_classifier import build_demo_model
 from stoic.daemon.dispatcher import Dispatcher
 from stoic.daemon.lock import DataDirLock
@@ -283,6 +287,7 @@ class Controller:
             runtimes = self.settings.runtime_list()
             await self._open_store(runtimes)
             await self._open_objects()
+            await self._recover_batches()
             await self._start_backends()
             await self._build_scheduling(runtimes)
             self._start_tasks(runtimes)
@@ -301,7 +306,7 @@ class Controller:
 
     async def drain(self, *, abandon: Callable[[], bool] = lambda: False) -> None:
         """Stop claiming batches and give the running ones ``controller.drain_grace_s``
-        to finish, then cancel them (they are re-queued at the next start). Returns
+        to finish, then cancel them (handed back to the queue, to run at the next start). Returns
         early, cancelling, when ``abandon()`` turns true (a second Ctrl-C). Idempotent;
         the daemon keeps answering requests meanwhile."""
         drained = "dispatcher" not in self._tasks  # the first drain takes it
@@ -329,7 +334,7 @@ class Controller:
         late = [t for t in self.running.values() if not t.done()]
         if late:
             log.warning(
-                "drain grace over; cancelling batches (re-queued at the next start)",
+                "drain grace over; cancelling batches (handed back to the queue)",
                 batches=[t.get_name() for t in late],
             )
             for t in late:
@@ -377,20 +382,14 @@ class Controller:
     # Build steps (start) ---------------------------------------------------------------
 
     async def _open_store(self, runtimes: list[Runtime]) -> None:
-        """Migrate to head, open the store, register the runtimes, re-queue the batches
-        a crash left running."""
+        """Migrate to head, open the store, register the runtimes."""
         from stoic.store.migrate import migrate
 
         s = self.settings
         await asyncio.to_thread(migrate, s.database_url)
-        self.store = Store(s.database_url)
+        self.store = Store(s.database_url, busy_timeout_s=s.database.busy_timeout_s)
         now = self.clock.now()
         await asyncio.to_thread(self.store.upsert_runtimes, runtimes, at=now)
-        requeued = await asyncio.to_thread(
-            self.store.requeue_running, now, max_attempts=s.controller.max_attempts
-        )
-        if requeued:
-            log.warning("re-queued batches left running by a previous run", batches=requeued)
         self.default_version = await asyncio.to_thread(self.store.default_version, self.app)
         if self.default_version is not None:
             self.app_version = self.default_version.version
@@ -424,6 +423,33 @@ class Controller:
         cleaned = await asyncio.to_thread(self.ingestor.clean_tmp)
         if cleaned:
             log.info("removed temporary ingest files of a previous run", files=cleaned)
+
+    async def _recover_batches(self) -> None:
+        """Re-queue the batches a previous run left ``running``. A share batch whose
+        cut-short run stored chunks made progress: that run is not counted. One that
+        gives up (``controller.max_attempts`` runs without progress) takes its chunk
+        objects along."""
+        store, objects = self.store, self.objects
+        left = await asyncio.to_thread(store.running_batches)
+        if not left:
+            return
+        progressed = [r.id for r in left if await asyncio.to_thread(chunks.progressed, objects, r)]
+        requeued = await asyncio.to_thread(
+            store.requeue_running,
+            self.clock.now(),
+            max_attempts=self.settings.controller.max_attempts,
+            progressed=progressed,
+        )
+        if requeued:
+            log.warning(
+                "re-queued batches left running by a previous run",
+                batches=requeued,
+                progressed=progressed,
+            )
+        for record in left:
+            if record.id not in requeued:
+                log.warning("batch given up after its attempts", batch_id=record.id)
+                await asyncio.to_thread(chunks.remove, objects, record)
 
     async def _start_backends(self) -> None:
         if self._injected_backends is not None:

@@ -17,7 +17,9 @@ What is measured, and why an operator wants it (``docs/operations.md`` lists the
 * deployment, processing and transfer seconds per runtime;
 * cloud seconds used and wasted (the duplicator's price);
 * scheduling overhead: seconds spent deciding (estimates + policy), excluding work;
-* ingest volume and rejections by error code; background task restarts.
+* ingest volume and rejections by error code; background task restarts;
+* batches whose result waits for a failing store, and the retried writes: a locked
+  database or a full disk shows here, not as a batch that silently stops.
 
 Names follow Prometheus' conventions: the ``stoic_`` prefix, the base unit last but
 for ``_total`` (``stoic_cloud_used_seconds_total``), no negative observation in a
@@ -141,6 +143,19 @@ class Metrics:
         )
         self.batches_running = Gauge(
             "stoic_batches_running", "Batches being processed by this daemon now", registry=r
+        )
+        self.batches_unrecorded = Gauge(
+            "stoic_batches_unrecorded",
+            "Batches that have run whose result waits in memory for the store to take it "
+            "(a locked database, a full disk); they count as running too",
+            registry=r,
+        )
+        self.store_write_failures = Counter(
+            "stoic_store_write_failures_total",
+            "Failed storage writes of a batch, by write: claim, decision, results and "
+            "finish are retried with back-off until they land; a share chunk is skipped",
+            ["write"],
+            registry=r,
         )
         self.decisions = Counter(
             "stoic_decisions_total",
