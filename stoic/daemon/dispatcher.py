@@ -34,6 +34,9 @@ Why it looks the way it does:
   first ten images), giving the T_p regression two points of its own. Every batch
   carries the version it was accepted with (``PUT /v1/models/default`` changes the
   version of the batches accepted after it), so a switch of version mid-queue is safe.
+* **The results document is self-contained.** Each image's result is joined with what
+  the ingest read of it (deployment, EXIF capture time and camera:
+  :mod:`stoic.ingest.metadata`), so the exports and the operator page read one object.
 
 The log events keep the logger name ``stoic.daemon.controller``: they are part of the
 operating interface (``docs/operations.md``) and of what tests and tooling filter on.
@@ -52,7 +55,8 @@ from typing import Any
 from stoic.clock import Clock
 from stoic.daemon.metrics import Metrics
 from stoic.daemon.probes import cut_head
-from stoic.errors import BatchStateError, StoicError
+from stoic.errors import BatchStateError, ObjectNotFound, StoicError
+from stoic.ingest.metadata import annotate, parse_document
 from stoic.logging import get_logger
 from stoic.schedule.scheduler import Scheduler
 from stoic.schedule.share.board import Chunk
@@ -61,6 +65,7 @@ from stoic.storage.objectstore import ObjectStore
 from stoic.storage.package import (
     chunk_results_key,
     chunks_prefix,
+    metadata_key,
     parts_prefix,
     results_key,
 )
@@ -263,14 +268,25 @@ class Dispatcher:
                     done.setdefault(start + i, r)
         return done
 
+    def _metadata(self, batch_id: str) -> dict[str, Any] | None:
+        """What the ingest read of the batch's images (None for a batch without it)."""
+        try:
+            return parse_document(self.objects.get_bytes(metadata_key(batch_id)))
+        except ObjectNotFound:
+            return None
+
     async def _succeed(self, record: BatchRecord, plan: Plan, outcome: Outcome) -> None:
         key = results_key(record.id)
+        metadata = await asyncio.to_thread(self._metadata, record.id)
         document = {
             "batch_id": record.id,
+            "app": record.app,
+            "app_version": record.app_version,
             "runtime": outcome.winner or outcome.runtime,
             "mode": str(plan.mode),
+            "deployment": metadata.get("deployment") if metadata is not None else None,
             "n_images": record.n_images,
-            "results": outcome.results if outcome.results is not None else [],
+            "results": annotate(outcome.results or [], metadata),
         }
         if outcome.shares:
             document["shares"] = outcome.shares
