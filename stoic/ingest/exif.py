@@ -80,7 +80,8 @@ def capture_time(original: Any, offset: Any) -> str | None:
 
 def read_meta(im: Image.Image) -> ImageMeta:
     """The metadata of an opened (not yet verified) image; :data:`NO_META` when it has
-    no EXIF or an EXIF block Pillow cannot parse."""
+    no EXIF or an EXIF block Pillow cannot parse (Pillow also warns about a corrupt
+    one, ``UserWarning: Corrupt EXIF data``, as it opens a JPEG)."""
     if im.format == "PNG" and "exif" not in im.info:
         # Pillow would decode the whole image looking for an eXIf chunk after the data.
         return NO_META

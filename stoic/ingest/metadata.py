@@ -5,7 +5,8 @@ The ingest learns each image's capture time and camera while it validates it
 package (image files, nothing else). So the ingest stores what it learnt beside the
 package (``batches/<id>/metadata.json``), and when the batch is done the daemon joins
 it into the results document, image by image, by name (the names in a package are
-unique; a function may answer in any order). Every result then carries the fields of
+unique; a function may answer in any order), or by package position for a result
+without a name. Every result then carries the fields of
 :data:`IMAGE_FIELDS`, null where unknown: a batch ingested before metadata was kept
 gets nulls too, so readers see one shape.
 
@@ -60,11 +61,21 @@ def parse_document(raw: bytes) -> dict[str, Any] | None:
 def annotate(
     results: Sequence[Mapping[str, Any]], document: Mapping[str, Any] | None
 ) -> list[dict[str, Any]]:
-    """Each result with the :data:`IMAGE_FIELDS` of its image (matched by name)."""
-    images = document.get("images", []) if document is not None else []
-    by_name = {i["name"]: i for i in images if isinstance(i, dict) and "name" in i}
+    """Each result with the :data:`IMAGE_FIELDS` of its image: matched by name, or, for
+    a result that has none, by ``index`` (its position in the package, whose order the
+    document keeps), which then also gives it its name."""
+    raw = document.get("images", []) if document is not None else []
+    images = [i for i in raw if isinstance(i, dict) and isinstance(i.get("name"), str)]
+    by_name = {i["name"]: i for i in images}
     out = []
     for r in results:
-        meta = by_name.get(r.get("name"), {})
+        name, index = r.get("name"), r.get("index")
+        if name is not None:
+            meta = by_name.get(name, {})
+        elif isinstance(index, int) and 0 <= index < len(images):
+            meta = images[index]
+            r = {"name": meta["name"], **r}
+        else:
+            meta = {}
         out.append({**r, **{k: meta.get(k) for k in IMAGE_FIELDS}})
     return out
