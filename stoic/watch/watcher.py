@@ -219,36 +219,44 @@ class Watcher:
         self.report(f"bad file, left in place: {path}: {reason}")
 
     def _send(self) -> None:
-        for batch in self.state.batches(BatchState.PLANNED):
-            changed = [f for f in batch.files if not _unchanged(f)]
-            if changed:
-                reason = "changed or removed after it was planned: " + ", ".join(
-                    str(f.path) for f in changed
-                )
-                self.state.abandon(batch.key, reason, self.now.now())
-                self.report(f"batch of {batch.folder} not sent: {reason}")
-                continue
-            try:
-                answer = self.daemon.submit(
-                    [(f.name, f.path) for f in batch.files],
-                    deployment=batch.deployment,
-                    key=batch.key,
-                )
-            except ServerError as exc:
-                if _retry(exc):
-                    self._note_unreachable(exc)
+        """Send every planned batch, those planned anew after a refusal included."""
+        tried: set[str] = set()
+        while todo := [b for b in self.state.batches(BatchState.PLANNED) if b.key not in tried]:
+            for batch in todo:
+                tried.add(batch.key)
+                if not self._send_one(batch):
                     return
-                self._refused(batch, exc)
-                continue
-            self._unreachable = False
-            self.state.sent(batch.key, answer.batch_id, answer.skipped, self.now.now())
-            by_name = {f.name: f.path for f in batch.files}
-            for name, reason in answer.skipped:
-                self.report(f"bad file, left in place: {by_name.get(name, name)}: {reason}")
-            self.report(
-                f"sent {len(batch.files) - len(answer.skipped)} image(s) of "
-                f"{batch.deployment} as batch {answer.batch_id}"
+
+    def _send_one(self, batch: Batch) -> bool:
+        """Send one batch; False when the daemon did not answer (try later)."""
+        changed = [f for f in batch.files if not _unchanged(f)]
+        if changed:
+            reason = "changed or removed after it was planned: " + ", ".join(
+                str(f.path) for f in changed
             )
+            self.state.abandon(batch.key, reason, self.now.now())
+            self.report(f"batch of {batch.folder} not sent: {reason}")
+            return True
+        try:
+            answer = self.daemon.submit(
+                [(f.name, f.path) for f in batch.files], deployment=batch.deployment, key=batch.key
+            )
+        except ServerError as exc:
+            if _retry(exc):
+                self._note_unreachable(exc)
+                return False
+            self._refused(batch, exc)
+            return True
+        self._unreachable = False
+        self.state.sent(batch.key, answer.batch_id, answer.skipped, self.now.now())
+        by_name = {f.name: f.path for f in batch.files}
+        for name, reason in answer.skipped:
+            self.report(f"bad file, left in place: {by_name.get(name, name)}: {reason}")
+        self.report(
+            f"sent {len(batch.files) - len(answer.skipped)} image(s) of "
+            f"{batch.deployment} as batch {answer.batch_id}"
+        )
+        return True
 
     def _note_unreachable(self, exc: ServerError) -> None:
         if not self._unreachable:
