@@ -309,7 +309,7 @@ def test_a_meta_file_is_yaml(tmp_path: Path) -> None:
 
 
 def test_a_malformed_results_document_names_the_image() -> None:
-    with pytest.raises(InputError, match="batch b1, a.jpg: the score of 'fox'"):
+    with pytest.raises(InputError, match=r"batch b1, a\.jpg: the score of 'fox'"):
         records(document(result("a.jpg", "fox", scores={"fox": "high"})))
     with pytest.raises(InputError, match="not a results document"):
         records({"results": []})

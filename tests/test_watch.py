@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +20,7 @@ import pytest
 
 from stoic.clock import ManualClock
 from stoic.errors import InputError, ServerError
+from stoic.watch.cli import FileEvents, is_image_event
 from stoic.watch.scan import deployment_label
 from stoic.watch.state import WatchState
 from stoic.watch.watcher import Submitted, Watcher, WatchOptions
@@ -333,3 +336,34 @@ def test_the_state_file_admits_one_watcher(tmp_path: Path) -> None:
 )  # fmt: skip
 def test_folder_names_become_deployment_labels(folder: str, label: str) -> None:
     assert deployment_label(folder) == label
+
+
+def test_only_image_files_are_events() -> None:
+    assert is_image_event(None, "/cards/cam01/IMG_0001.JPG")
+    for other in ("/cards/.stoic-watch.db-wal", "/cards/cam01/stoic-b.csv", "/cards/.tmp/a.jpg"):
+        assert not is_image_event(None, other)
+
+
+def test_file_events_wake_the_watcher_before_its_scan_period(tmp_path: Path) -> None:
+    pytest.importorskip("watchfiles", reason="the watch extra (watchfiles) is not installed")
+    stop = threading.Event()
+    events = FileEvents([tmp_path], period_s=120.0, stop=stop)
+    woke = threading.Event()
+
+    def copy_images() -> None:
+        for i in itertools.count():  # until seen: the watch starts with the first wait
+            if woke.wait(0.2):
+                return
+            (tmp_path / f"IMG_{i}.JPG").write_bytes(jpeg(i))
+
+    copier = threading.Thread(target=copy_images)
+    copier.start()
+    started = time.monotonic()
+    try:
+        events.wait()
+    finally:
+        woke.set()
+        copier.join()
+    assert time.monotonic() - started < 60  # an event, not the 120 s period
+    threading.Timer(0.2, stop.set).start()
+    events.wait()  # returns on stop

@@ -12,7 +12,6 @@ after the current step; ``kill -9`` at any moment loses nothing (the state file)
 
 from __future__ import annotations
 
-import importlib.util
 import signal
 import threading
 import time
@@ -22,8 +21,10 @@ from typing import Any, Protocol
 
 import typer
 
+from stoic import extras
 from stoic.client import connect, get_bytes, post_files, request, token_option, url_option
 from stoic.errors import InputError
+from stoic.storage.package import IMAGE_SUFFIXES
 from stoic.watch.state import WatchState
 from stoic.watch.watcher import RESULT_SUFFIXES, Submitted, Watcher, WatchOptions
 
@@ -67,15 +68,21 @@ class Timer:
         self.stop.wait(self.period_s)
 
 
+def is_image_event(_change: object, path: str) -> bool:
+    p = Path(path)
+    return p.suffix.lower() in IMAGE_SUFFIXES and not any(x.startswith(".") for x in p.parts)
+
+
 class FileEvents:
-    """``watchfiles``' events, with its timeout as the scan period."""
+    """``watchfiles``' events on image files (not the state file, not the results the
+    watcher writes), with its timeout as the scan period."""
 
     def __init__(self, roots: Sequence[Path], period_s: float, stop: threading.Event) -> None:
         import watchfiles
 
         self._events = watchfiles.watch(
             *roots,
-            watch_filter=None,
+            watch_filter=is_image_event,
             stop_event=stop,
             rust_timeout=max(1, int(period_s * 1000)),
             yield_on_timeout=True,
@@ -140,7 +147,7 @@ def watch(
         signal.signal(sig, lambda *_: stop.set())
     waker: Waker = (
         FileEvents(options.roots, scan_every, stop)
-        if not poll and importlib.util.find_spec("watchfiles") is not None
+        if not poll and extras.installed("watch")
         else Timer(scan_every, stop)
     )
     from stoic.clock import WallClock
