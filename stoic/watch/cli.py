@@ -17,16 +17,18 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import typer
 
-from stoic import extras
 from stoic.client import connect, get_bytes, post_files, request, token_option, url_option
 from stoic.errors import InputError
-from stoic.storage.package import IMAGE_SUFFIXES
-from stoic.watch.state import WatchState
-from stoic.watch.watcher import RESULT_SUFFIXES, Submitted, Watcher, WatchOptions
+
+if TYPE_CHECKING:
+    from stoic.watch.watcher import Submitted
+
+# The watcher's modules (and the settings they reach) are imported inside the command,
+# so that `stoic --help` stays fast.
 
 STATE_NAME = ".stoic-watch.db"
 
@@ -44,6 +46,8 @@ class HttpDaemon:
             {"skip_invalid": "true", "deployment": deployment},
             idempotency_key=key,
         )
+        from stoic.watch.watcher import Submitted
+
         skipped = tuple((str(s["file"]), str(s["reason"])) for s in body.get("skipped") or [])
         return Submitted(str(body["id"]), skipped)
 
@@ -69,6 +73,8 @@ class Timer:
 
 
 def is_image_event(_change: object, path: str) -> bool:
+    from stoic.storage.package import IMAGE_SUFFIXES
+
     p = Path(path)
     return p.suffix.lower() in IMAGE_SUFFIXES and not any(x.startswith(".") for x in p.parts)
 
@@ -128,6 +134,11 @@ def watch(
 ) -> None:
     """Send new images under DIR... to the daemon, batch by batch per deployment, and
     write their results beside them. Never sends a file twice, across restarts."""
+    from stoic import extras
+    from stoic.clock import WallClock
+    from stoic.watch.state import WatchState
+    from stoic.watch.watcher import RESULT_SUFFIXES, Watcher, WatchOptions
+
     for d in dirs:
         if not d.is_dir():
             raise InputError(f"{d}: not a folder")
@@ -150,7 +161,6 @@ def watch(
         if not poll and extras.installed("watch")
         else Timer(scan_every, stop)
     )
-    from stoic.clock import WallClock
 
     def report(message: str) -> None:
         typer.echo(f"stoic watch: {message}", err=True)
