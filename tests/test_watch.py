@@ -367,3 +367,20 @@ def test_file_events_wake_the_watcher_before_its_scan_period(tmp_path: Path) -> 
     assert time.monotonic() - started < 60  # an event, not the 120 s period
     threading.Timer(0.2, stop.set).start()
     events.wait()  # returns on stop
+
+
+def test_results_that_cannot_be_written_are_tried_again(
+    tmp_path: Path, make_rig: Callable[..., Rig]
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "cam01").write_text("a file where the folder should be")
+    rig = make_rig(every_s=0.0, stable_s=0.0, out=out)
+    rig.put("cam01/a.jpg", jpeg(1))
+    rig.at(0)
+    assert any("cannot write the results of batch batch-0" in r for r in rig.reports)
+    assert rig.state.counts() == {"sent": 1}
+    (out / "cam01").unlink()
+    rig.at(1)
+    assert (out / "cam01" / "stoic-batch-0.megadetector.json").exists()
+    assert rig.state.counts() == {"done": 1}

@@ -17,11 +17,13 @@ temporary files, macOS's ``._`` companions, the state file) are never looked at.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from stoic.ingest.options import DEPLOYMENT
 from stoic.storage.package import IMAGE_SUFFIXES
@@ -33,9 +35,24 @@ def deployment_label(folder_name: str) -> str:
     return label if DEPLOYMENT.fullmatch(label) else ("_" + label)[:64]
 
 
+class Entry(NamedTuple):
+    """An image file as one scan saw it: cheap to make, for the many files a scan sees
+    and the watcher has already decided on (pathlib costs ~50 µs a file)."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    root: Path
+    top: str | None
+    """The first folder under the root (the deployment's folder), None for a file
+    directly in the root."""
+    name: str
+    """The path under the deployment's folder, with ``/``."""
+
+
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """An image file seen under a watched folder."""
+    """An image file the watcher considers sending."""
 
     path: Path
     root: Path
@@ -46,8 +63,22 @@ class Candidate:
     size: int
     mtime_ns: int
 
+    @property
+    def key(self) -> str:
+        return str(self.path)
 
-def _walk(root: Path) -> Iterator[os.DirEntry[str]]:
+
+@functools.lru_cache(maxsize=4096)
+def _label(folder_name: str) -> str:
+    return deployment_label(folder_name)
+
+
+def candidate(e: Entry) -> Candidate:
+    folder = e.root / e.top if e.top is not None else e.root
+    return Candidate(Path(e.path), e.root, folder, _label(folder.name), e.name, e.size, e.mtime_ns)
+
+
+def _walk(root: str) -> Iterator[os.DirEntry[str]]:
     stack = [root]
     while stack:
         folder = stack.pop()
@@ -57,34 +88,34 @@ def _walk(root: Path) -> Iterator[os.DirEntry[str]]:
                     if e.name.startswith("."):
                         continue
                     if e.is_dir(follow_symlinks=False):
-                        stack.append(Path(e.path))
+                        stack.append(e.path)
                     elif e.is_file(follow_symlinks=False):
                         yield e
         except OSError:
             continue  # gone or unreadable meanwhile: the next scan sees it again
 
 
-def scan(roots: Sequence[Path], exclude: Sequence[Path] = ()) -> Iterator[Candidate]:
-    """Every image file under ``roots`` (not under ``exclude``), with its deployment."""
+def scan(roots: Sequence[Path], exclude: Sequence[Path] = ()) -> Iterator[Entry]:
+    """Every image file under ``roots`` (not under ``exclude``)."""
+    skip = tuple(str(x) + os.sep for x in exclude)
     for root in roots:
-        for e in _walk(root):
-            path = Path(e.path)
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
+        prefix = len(str(root)) + 1
+        for e in _walk(str(root)):
+            _, dot, suffix = e.name.rpartition(".")
+            if not dot or f".{suffix.lower()}" not in IMAGE_SUFFIXES:
                 continue
-            if any(path.is_relative_to(x) for x in exclude):
+            if skip and e.path.startswith(skip):
                 continue
             try:
                 st = e.stat(follow_symlinks=False)
             except OSError:
                 continue
-            rel = path.relative_to(root)
-            if len(rel.parts) > 1:
-                folder, name = root / rel.parts[0], Path(*rel.parts[1:]).as_posix()
+            rel = e.path[prefix:].replace(os.sep, "/")
+            top, sep, rest = rel.partition("/")
+            if sep:
+                yield Entry(e.path, st.st_size, st.st_mtime_ns, root, top, rest)
             else:
-                folder, name = root, rel.as_posix()
-            yield Candidate(
-                path, root, folder, deployment_label(folder.name), name, st.st_size, st.st_mtime_ns
-            )
+                yield Entry(e.path, st.st_size, st.st_mtime_ns, root, None, rel)
 
 
 class Stability:
@@ -94,17 +125,17 @@ class Stability:
 
     def __init__(self, stable_s: float) -> None:
         self.stable_s = stable_s
-        self._since: dict[Path, tuple[int, int, float]] = {}
+        self._since: dict[str, tuple[int, int, float]] = {}
 
-    def seen(self, c: Candidate, now: float) -> bool:
-        """Record this scan's view of ``c``; whether it is ready now."""
-        last = self._since.get(c.path)
-        if last is None or last[:2] != (c.size, c.mtime_ns):
-            self._since[c.path] = (c.size, c.mtime_ns, now)
+    def seen(self, e: Entry, now: float) -> bool:
+        """Record this scan's view of ``e``; whether it is ready now."""
+        last = self._since.get(e.path)
+        if last is None or last[:2] != (e.size, e.mtime_ns):
+            self._since[e.path] = (e.size, e.mtime_ns, now)
             return self.stable_s <= 0
         return now - last[2] >= self.stable_s
 
-    def forget(self, keep: set[Path]) -> None:
+    def forget(self, keep: set[str]) -> None:
         """Drop the files not seen in the last scan (gone, or decided on)."""
         for path in set(self._since) - keep:
             del self._since[path]

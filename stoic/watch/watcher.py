@@ -37,7 +37,7 @@ from typing import Protocol
 
 from stoic.clock import Clock
 from stoic.errors import ServerError
-from stoic.watch.scan import Candidate, Stability, scan
+from stoic.watch.scan import Candidate, Stability, candidate, scan
 from stoic.watch.state import Batch, BatchState, FileState, PlannedFile, WatchState
 
 RESULT_SUFFIXES = {"megadetector": ".megadetector.json", "csv": ".csv", "json": ".json"}
@@ -89,7 +89,7 @@ class _Group:
     root: Path
     folder: Path
     deployment: str
-    ready: dict[Path, tuple[Candidate, float]] = field(default_factory=dict)
+    ready: dict[str, tuple[Candidate, float]] = field(default_factory=dict)
 
 
 def _retry(exc: ServerError) -> bool:
@@ -131,6 +131,9 @@ class Watcher:
         self._groups: dict[Path, _Group] = {}
         self._waiting = 0
         self._unreachable = False
+        self._decided: dict[str, tuple[int, int]] = {}
+        """Files the state file has a decision on, as (size, mtime): a season's tree is
+        scanned every few seconds, and asking SQLite about each file each time costs."""
 
     # The steps ------------------------------------------------------------------------
 
@@ -153,19 +156,23 @@ class Watcher:
     def _scan(self) -> None:
         t = self.clock()
         exclude = [p for p in (self.options.move_done, self.options.out) if p is not None]
-        seen: set[Path] = set()
+        seen: set[str] = set()
         waiting = 0
-        for c in scan(self.options.roots, exclude):
-            if self.state.known(c.path, c.size, c.mtime_ns):
+        for e in scan(self.options.roots, exclude):
+            if self._decided.get(e.path) == (e.size, e.mtime_ns):
                 continue
-            seen.add(c.path)
+            if self.state.known(Path(e.path), e.size, e.mtime_ns):
+                self._decided[e.path] = (e.size, e.mtime_ns)
+                continue
+            seen.add(e.path)
+            c = candidate(e)
             group = self._groups.setdefault(c.folder, _Group(c.root, c.folder, c.deployment))
-            held = group.ready.get(c.path)
-            if held is not None and (held[0].size, held[0].mtime_ns) == (c.size, c.mtime_ns):
+            held = group.ready.get(e.path)
+            if held is not None and (held[0].size, held[0].mtime_ns) == (e.size, e.mtime_ns):
                 continue
-            group.ready.pop(c.path, None)
-            if self._stability.seen(c, t):
-                group.ready[c.path] = (c, t)
+            group.ready.pop(e.path, None)
+            if self._stability.seen(e, t):
+                group.ready[e.path] = (c, t)
             else:
                 waiting += 1
         self._stability.forget(seen)
@@ -185,7 +192,7 @@ class Watcher:
                 chosen = sorted(group.ready.values(), key=lambda item: item[0].name)
                 chosen = chosen[: self.options.max_images]
                 for c, _ in chosen:
-                    del group.ready[c.path]
+                    del group.ready[c.key]
                 self._plan_batch(group, [c for c, _ in chosen])
 
     def _plan_batch(self, group: _Group, candidates: Sequence[Candidate]) -> None:
@@ -268,6 +275,8 @@ class Watcher:
         batch, and plan the rest anew; else give the batch up."""
         culprit = next((f for f in batch.files if f.name == exc.file), None)
         rest = [f for f in batch.files if f is not culprit]
+        for f in batch.files:
+            self._decided.pop(str(f.path), None)
         if culprit is not None:
             self.state.unplan(batch.key)
             self._bad(culprit.path, culprit.name, culprit.size, culprit.mtime_ns, str(exc))
@@ -303,6 +312,8 @@ class Watcher:
                     return
                 state, error, results = "failed", str(exc), None
             if state == "done":
+                if results is None and self.options.results_format is not None:
+                    continue  # could not be written: tried again at the next tick
                 self._move(batch)
                 self.state.finished(batch.key, BatchState.DONE, self.now.now(), results=results)
                 self.report(
@@ -321,10 +332,14 @@ class Watcher:
         data = self.daemon.results(batch.batch_id, fmt)
         folder = self.options.out / batch.deployment if self.options.out else batch.folder
         path = folder / f"stoic-{batch.batch_id}{RESULT_SUFFIXES[fmt]}"
-        folder.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        except OSError as exc:
+            self.report(f"cannot write the results of batch {batch.batch_id} to {path}: {exc}")
+            return None
         return path
 
     def _move(self, batch: Batch) -> None:
@@ -339,8 +354,12 @@ class Watcher:
                 if dest.exists():
                     self.state.moved(f.path, dest)
                 continue
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(f.path, dest)
+            try:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(f.path, dest)
+            except OSError as exc:
+                self.report(f"cannot move {f.path} to {dest}: {exc}; left in place")
+                continue
             self.state.moved(f.path, dest)
 
 
