@@ -256,13 +256,28 @@ def test_a_batch_over_the_daemons_limits_is_split(rig: Rig) -> None:
     assert sum(rig.daemon.labelled().values()) == 5
 
 
-def test_a_wrong_token_stops_the_watcher(rig: Rig) -> None:
-    rig.daemon.refuse = lambda sent: ServerError("HTTP 401 unauthorized", status=401)
+@pytest.mark.parametrize(
+    "error",
+    [
+        ServerError("HTTP 401 unauthorized", status=401, code="unauthorized"),
+        ServerError("HTTP 404 not_found", status=404, code="not_found"),  # a wrong URL
+        ServerError(
+            "HTTP 422 invalid_field: unknown field 'deployment'", status=422, code="invalid_field"
+        ),
+    ],
+)
+def test_a_misconfigured_watcher_stops_and_sends_it_later(rig: Rig, error: ServerError) -> None:
+    rig.daemon.refuse = lambda sent: error
     rig.put("cam01/a.jpg", jpeg())
     rig.at(0)
-    with pytest.raises(ServerError, match="401"):
+    with pytest.raises(ServerError) as stopped:
         rig.at(10)
-    assert rig.state.counts() == {"planned": 1}  # sent again once the token is right
+    assert stopped.value is error
+    assert rig.state.counts() == {"planned": 1}
+    rig.daemon.refuse = None  # the configuration put right
+    rig.restart()
+    rig.at(11)
+    assert rig.daemon.labelled() == {("cam01", "a.jpg"): 1}
 
 
 def test_a_file_changed_after_it_was_planned_is_not_sent(rig: Rig) -> None:
@@ -384,3 +399,19 @@ def test_results_that_cannot_be_written_are_tried_again(
     rig.at(1)
     assert (out / "cam01" / "stoic-batch-0.megadetector.json").exists()
     assert rig.state.counts() == {"done": 1}
+
+
+def test_the_key_is_the_file_set_so_a_lost_state_file_resends_nothing_new(
+    tmp_path: Path, make_rig: Callable[..., Rig]
+) -> None:
+    daemon = FakeDaemon()
+    first = make_rig(daemon, every_s=0.0, stable_s=0.0)
+    for i in range(3):
+        first.put(f"cam01/{i}.jpg", jpeg(i))
+    first.at(0)
+    first.close()
+    (tmp_path / "state.db").unlink()  # the state file is lost
+    second = make_rig(daemon, every_s=0.0, stable_s=0.0)
+    second.at(1)
+    assert len(daemon.batches) == 1 and daemon.calls == 2
+    assert daemon.labelled() == {("cam01", f"{i}.jpg"): 1 for i in range(3)}

@@ -46,7 +46,8 @@ RESULT_SUFFIXES = {"megadetector": ".megadetector.json", "csv": ".csv", "json": 
 
 REFUSED = frozenset({400, 409, 413, 415, 422})
 """The answers with which the daemon refuses what was sent (and stores nothing). Any
-other 4xx (a wrong token, a wrong URL) is the watcher's configuration: it stops."""
+other 4xx (a wrong token, a wrong URL), or a refused form field (a daemon that does
+not know ``deployment``), is the watcher's configuration: it stops."""
 
 HASH_CHUNK = 1024 * 1024
 
@@ -96,7 +97,7 @@ def _retry(exc: ServerError) -> bool:
     """No answer, a 5xx (starting, draining, busy) or a timeout: send again later."""
     if exc.status is None or exc.status >= 500 or exc.status in (408, 429):
         return True
-    if exc.status in REFUSED:
+    if exc.status in REFUSED and exc.code != "invalid_field":
         return False
     raise exc
 
