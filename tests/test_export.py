@@ -356,3 +356,15 @@ def test_records_keep_what_the_formats_need() -> None:
     rec: ImageRecord = RECS[0]
     assert (rec.score, rec.classifier, rec.deployment) == (0.85, "classify v3", "cam01")
     assert rec.classified_at == ACCEPTED + 60
+
+
+def test_a_label_without_scores_is_kept() -> None:
+    [rec] = records(document(result("a.jpg", "fox", scores={})))
+    doc = megadetector_document([rec])
+    assert formats.megadetector_errors(doc) == []
+    [det] = doc["images"][0]["detections"]
+    assert det["conf"] == 1.0
+    assert [doc["classification_categories"][c] for c, _ in det["classifications"]] == ["fox"]
+    package = camtrap_package([rec], meta_from_mapping(SITE), created=ACCEPTED)
+    [obs] = rows(package.files, "observations")
+    assert (obs["scientificName"], obs["classificationProbability"]) == ("Vulpes vulpes", "")

@@ -245,7 +245,7 @@ def _observation_rows(m: _Media, meta: ExportMeta) -> list[dict[str, Any]]:
                 "observationComments": r.error,
             }
         ]
-    found: list[tuple[str, float, tuple[float, float, float, float] | None]]
+    found: list[tuple[str, float | None, tuple[float, float, float, float] | None]]
     if r.detections:
         found = [
             (d.label, d.conf, d.bbox)
@@ -262,7 +262,7 @@ def _observation_rows(m: _Media, meta: ExportMeta) -> list[dict[str, Any]]:
                 }
             ]
     elif r.label is not None:
-        found = [(r.label, r.score or 0.0, None)]
+        found = [(r.label, r.score, None)]
     else:
         return [
             {**base, "observationID": f"{m.media_id}-1", "observationType": Kind.UNCLASSIFIED.value}
@@ -276,7 +276,9 @@ def _observation_rows(m: _Media, meta: ExportMeta) -> list[dict[str, Any]]:
             "observationID": f"{m.media_id}-{k}",
             "observationType": info.kind.value,
             "scientificName": info.scientific_name if info.kind is Kind.ANIMAL else None,
-            "classificationProbability": round(min(max(conf, 0.0), 1.0), 6),
+            "classificationProbability": None
+            if conf is None
+            else round(min(max(conf, 0.0), 1.0), 6),
             "observationTags": f"label:{label}",
         }
         if bbox is not None and bbox[2] > 0 and bbox[3] > 0:

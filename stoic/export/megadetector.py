@@ -9,10 +9,10 @@ application, has no boxes, so each labelled image is reported as the format allo
 for it: one detection whose box is the whole frame (``[0, 0, 1, 1]``), in the
 category its label means (animal, person or vehicle: :mod:`stoic.export.labels`),
 with the classifier's confidence in the label as ``conf`` and every label's score as
-its ``classifications`` (highest first). A label that means an empty frame gives no
-detection (the format's "processed, nothing found"), an image that failed its
-``failure`` and null detections. A detector application's own boxes are reported as
-they are.
+its ``classifications`` (highest first; a label given without scores counts as
+certain). A label that means an empty frame gives no detection (the format's
+"processed, nothing found"), an image that failed its ``failure`` and null
+detections. A detector application's own boxes are reported as they are.
 """
 
 from __future__ import annotations
@@ -68,14 +68,16 @@ def _detections(r: ImageRecord, labels: LabelMap, ids: dict[str, str]) -> list[d
         return out
     if r.label is None or labels.of(r.label).kind is Kind.BLANK:
         return out
-    det = {
-        "category": _CATEGORY[labels.of(r.label).kind],
-        "conf": _conf(r.score or 0.0),
-        "bbox": list(FULL_FRAME),
-    }
-    if r.scores:
-        det["classifications"] = _classifications(r.scores, ids)
-    return [det]
+    # A label given without scores is the application's only word: taken as certain.
+    score = r.score if r.score is not None else 1.0
+    return [
+        {
+            "category": _CATEGORY[labels.of(r.label).kind],
+            "conf": _conf(score),
+            "bbox": list(FULL_FRAME),
+            "classifications": _classifications(r.scores or [(r.label, score)], ids),
+        }
+    ]
 
 
 def _utc(t: float) -> str:
@@ -90,6 +92,7 @@ def megadetector_document(
     labels = labels or LabelMap()
     names = sorted(
         {label for r in recs for label, _ in r.scores}
+        | {r.label for r in recs if r.label is not None and r.error is None}
         | {label for r in recs for d in r.detections for label, _ in d.classifications}
     )
     ids = {name: str(i) for i, name in enumerate(names)}
