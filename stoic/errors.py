@@ -322,4 +322,17 @@ class KubernetesApiError(BackendError):
 
 class ServerError(StoicError):
     """The daemon answered a client (``stoic submit``/``status``) with an error, or could
-    not be reached; its JSON error body is in the message."""
+    not be reached; its JSON error body is in the message. ``status`` is the HTTP status
+    (None: no answer), ``code`` and ``file`` the error body's, so a client can tell "this
+    file was refused" (4xx, nothing stored) from "try again" (no answer, 5xx)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        file: str | None = None,
+    ) -> None:
+        self.status, self.code, self.file = status, code, file
+        super().__init__(message)

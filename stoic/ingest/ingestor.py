@@ -5,8 +5,9 @@ byte is read; the body is fed through :class:`~stoic.ingest.multipart.MultipartS
 each finished file part goes to :class:`~stoic.ingest.builder.PackageBuilder` in the
 ingest's own bounded thread pool (``api.validation_workers`` threads), so validation
 never queues the database calls and health checks behind it on asyncio's default pool;
-at the end the tar is streamed to the object store with ``put_stream`` and the batch
-row is inserted, and only then does the API answer ``202``.
+at the end the tar is streamed to the object store with ``put_stream``, the images'
+metadata (EXIF, deployment: :mod:`stoic.ingest.metadata`) is stored beside it, and the
+batch row is inserted; only then does the API answer ``202``.
 
 Any failure removes the temporary files and the partial object and inserts no row: a
 rejected upload leaves nothing behind. When the request task is cancelled, or the
@@ -39,6 +40,7 @@ from typing import Any, TypeVar
 from stoic.clock import Clock
 from stoic.errors import BatchTooLarge, IdempotencyConflict, IngestError
 from stoic.ingest.builder import COPY_BYTES, TMP_PREFIX, PackageBuilder
+from stoic.ingest.metadata import metadata_document
 from stoic.ingest.multipart import MultipartStream
 from stoic.ingest.options import (
     OPTION_FIELDS,
@@ -48,7 +50,7 @@ from stoic.ingest.options import (
     parse_options,
 )
 from stoic.storage.objectstore import ObjectStore
-from stoic.storage.package import package_key
+from stoic.storage.package import metadata_key, package_key
 from stoic.store.store import BatchRecord, Store
 from stoic.values import Mode
 
@@ -57,13 +59,17 @@ T = TypeVar("T")
 
 def request_digest(options: IngestOptions, files: Sequence[tuple[str, int, str]]) -> str:
     """SHA-256 of what a request asks for: its options and each file's (name, size,
-    SHA-256), in order. Independent of the multipart boundary and of header order."""
-    canonical = {
+    SHA-256), in order. Independent of the multipart boundary and of header order.
+    ``deployment`` counts only when given, so requests without one digest as before
+    it existed."""
+    canonical: dict[str, Any] = {
         "mode": options.mode.value,
         "runtime": options.pinned_runtime,
         "skip_invalid": options.skip_invalid,
         "files": [list(f) for f in files],
     }
+    if options.deployment is not None:
+        canonical["deployment"] = options.deployment
     return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
 
 
@@ -229,7 +235,7 @@ class Ingestor:
         )
 
         stream: MultipartStream | None = None
-        key: str | None = None
+        keys: list[str] = []
         try:
             stream = self._stream(content_type, builder.spool)
             received = 0
@@ -258,15 +264,17 @@ class Ingestor:
             digest = request_digest(options, stream.files)
             n_bytes = await self._work(cancelled, builder.close)
             batch_id = str(uuid.uuid4())
-            key = package_key(batch_id)
-            await self._work(cancelled, self._upload, builder.path, key)
+            keys = [package_key(batch_id), metadata_key(batch_id)]
+            await self._work(cancelled, self._upload, builder.path, keys[0])
+            meta = metadata_document(options.deployment, builder.stats.meta)
+            await asyncio.to_thread(self.objects.put_bytes, keys[1], json.dumps(meta).encode())
             skipped = tuple(builder.stats.skipped)
             record = await asyncio.to_thread(
                 self.store.create_batch,
                 created_at=self.clock.now(),
                 n_images=builder.n_images,
                 n_bytes=n_bytes,
-                package_key=key,
+                package_key=keys[0],
                 app=self.app,
                 app_version=self.app_version,
                 mode=options.mode,
@@ -279,18 +287,19 @@ class Ingestor:
             if not record.is_new:
                 # Another request with the same key won the race; ours is redundant,
                 # or, if it asked for something else, a conflict.
-                await asyncio.to_thread(self.objects.delete, key)
-                key = None
+                for key in keys:
+                    await asyncio.to_thread(self.objects.delete, key)
+                keys = []
                 _check_same_request(record, digest)
             elif self.on_accepted is not None:
                 self.on_accepted(record)
-            key = None
+            keys = []
             return Accepted(record, record.skipped)
         finally:
             if stream is not None:
                 stream.close()
             await asyncio.to_thread(builder.discard)
-            if key is not None:
+            for key in keys:
                 with contextlib.suppress(Exception):
                     await asyncio.to_thread(self.objects.delete, key)
 

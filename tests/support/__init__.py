@@ -2,7 +2,8 @@
 (``tests/test_support.py`` holds them to it).
 
 - :mod:`tests.support.paths`: the repository, the shared folder, the stand-in function;
-- :mod:`tests.support.images`: images and archives to upload;
+- :mod:`tests.support.images`: images and archives to upload (with a camera's EXIF);
+- :mod:`tests.support.formats`: the camera-trap formats' own validators, offline;
 - :mod:`tests.support.function`: what a function call answers;
 - :mod:`tests.support.net`: free ports and waiting for a server to answer;
 - :mod:`tests.support.settings`: settings for an in-process daemon or a ``stoic serve``;
