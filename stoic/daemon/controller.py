@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -244,6 +245,9 @@ class Controller:
         disks = {disk_names.DATA: settings.data_dir}
         if settings.objectstore.kind == "dir":
             disks[disk_names.OBJECTS] = settings.objects_path
+        sqlite = re.match(r"sqlite(\+pysqlite)?:///(.+)", settings.database_url)
+        if sqlite is not None and sqlite.group(2) != ":memory:":
+            disks[disk_names.DATABASE] = Path(sqlite.group(2)).parent
         self.disks = DiskWatch(disks, settings.objectstore.min_free_bytes, disk_usage)
         self.lease: DaemonLease | None = None
         self._claimed = False
