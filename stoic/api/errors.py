@@ -140,7 +140,7 @@ def stoic_error_response(exc: StoicError, request: Request | None = None) -> JSO
         level = log.warning if isinstance(exc, RequestTimeout) else log.info
         client = request.client.host if request is not None and request.client else None
         level("upload abandoned", code=code, reason=str(exc), client=client)
-    elif status >= 500:
+    elif status >= 500 and not isinstance(exc, InsufficientStorage):  # the ingest logged it
         log.error("request failed", error=str(exc), error_type=type(exc).__name__)
     headers = _close_headers(request)
     if isinstance(exc, InsufficientStorage):
