@@ -21,7 +21,7 @@ from stoic.errors import ConfigError
 from stoic.settings import load_settings
 from tests.support.net import free_port
 from tests.support.paths import REPO
-from tests.support.processes import STOIC, daemon_env
+from tests.support.processes import STOIC, daemon_env, reap_standins
 from tests.support.settings import standin_config
 
 NO_EDGE = """
@@ -76,14 +76,20 @@ CASES = {
 
 
 def _serve(config: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*STOIC, "serve", "--config", str(config), "--port", str(free_port())],
-        cwd=REPO,
-        env=daemon_env(**env),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    """``stoic serve`` to its end; a daemon that starts anyway is killed at the timeout,
+    and the function processes it started with it."""
+    pids = config.parent / "pids"
+    try:
+        return subprocess.run(
+            [*STOIC, "serve", "--config", str(config), "--port", str(free_port())],
+            cwd=REPO,
+            env=daemon_env(STANDIN_PIDFILE=str(pids), **env),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        reap_standins(pids)
 
 
 @pytest.mark.slow
