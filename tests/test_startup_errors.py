@@ -119,6 +119,20 @@ def test_a_daemon_without_an_edge_runtime_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "data" / "stoic.db").exists()  # refused before the database
 
 
+@pytest.mark.slow
+def test_a_start_up_that_fails_after_the_checks_ends_in_one_error_line(tmp_path: Path) -> None:
+    """What fails once the server runs (here: a Kubernetes runtime without
+    credentials) still ends in one ``stoic: error:`` line and exit code 2, not in
+    uvicorn's traceback and exit code 3."""
+    extra = '[[runtimes]]\nname = "cpu"\nkind = "cpu"\nbackend = "kubernetes"\n'
+    config = standin_config(tmp_path, tmp_path / "data", '"--batch-delay", "0"', extra=extra)
+    result = _serve(config, {"KUBECONFIG": str(tmp_path / "no-such-kubeconfig")})
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("stoic: error: kubernetes.kubeconfig: cannot load"), last
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize(
     ("settings", "key"),
     [

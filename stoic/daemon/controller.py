@@ -184,13 +184,20 @@ def check_daemon(settings: Settings) -> None:
     but the daemon cannot run on; ``stoic serve`` calls it before the server starts.
 
     A daemon needs an edge runtime: the demo model, the bootstrap, a share batch's
-    edge leg and every fallback (``requester.fallback_to_edge``) run there.
+    edge leg and every fallback (``requester.fallback_to_edge``) run there; and no
+    runtime on the replay's ``simulated`` backend.
     """
     if not any(r.kind is RuntimeKind.EDGE for r in settings.runtimes):
         names = [r.name for r in settings.runtimes]
         raise ConfigError(
             f"runtimes: the daemon needs a runtime of kind 'edge' (configured: {names}); "
             'add [[runtimes]] name = "edge", kind = "edge"'
+        )
+    simulated = [r.name for r in settings.runtimes if r.backend == "simulated"]
+    if simulated:
+        raise ConfigError(
+            f"runtimes {simulated}: backend 'simulated' is for the replay (stoic replay), "
+            "not the daemon; use 'local' or 'kubernetes'"
         )
 
 
@@ -199,6 +206,7 @@ def build_backends(settings: Settings, objects: ObjectStore) -> dict[str, Runtim
     kinds = {r.backend for r in settings.runtimes}
     backends: dict[str, RuntimeBackend] = {}
     check_extras(settings)
+    check_daemon(settings)
     if "local" in kinds:
         from stoic.backends.local import LocalBackend
 
@@ -208,12 +216,6 @@ def build_backends(settings: Settings, objects: ObjectStore) -> dict[str, Runtim
 
         backends["kubernetes"] = KubernetesBackend.from_settings(
             settings.kubernetes, cloud_store=cast(Any, objects), edge_store=objects
-        )
-    if "simulated" in kinds:
-        names = [r.name for r in settings.runtimes if r.backend == "simulated"]
-        raise ConfigError(
-            f"runtimes {names}: backend 'simulated' is for the replay (stoic replay), "
-            "not the daemon; use 'local' or 'kubernetes'"
         )
     return backends
 
