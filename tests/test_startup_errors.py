@@ -47,6 +47,11 @@ CASES = {
         '[objectstore]\npath = "/proc/self"\n',
         "objectstore.path /proc/self: cannot write there",
     ),
+    "data dir in /proc": (
+        {"STOIC_DATA_DIR": "/proc/self"},
+        "",
+        "data_dir /proc/self: cannot create stoic.lock there",
+    ),
     "database url without a scheme": (
         {"STOIC_DATABASE__URL": "not a url"},
         "",

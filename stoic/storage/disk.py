@@ -129,9 +129,10 @@ class DiskWatch:
 
     def require_room(self, n_bytes: int | None) -> None:
         """Raise :class:`InsufficientStorage` naming the first disk that has less than
-        the floor plus ``n_bytes`` (an upload's size, when known) free."""
-        need = self.min_free_bytes + (n_bytes or 0)
+        the floor free, plus ``n_bytes`` (an upload's size, when known) on the disks
+        the package is written to (the database's gets a row)."""
         for d in self.states():
+            need = self.min_free_bytes + (0 if d.name == DATABASE else n_bytes or 0)
             if d.free_bytes is not None and d.free_bytes < need:
                 raise InsufficientStorage(
                     d.name,
