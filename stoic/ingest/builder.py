@@ -42,6 +42,7 @@ request-level orchestration that drives it lives in :mod:`stoic.ingest.ingestor`
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import stat
@@ -533,6 +534,8 @@ class PackageBuilder:
                         continue
                     self._add_member(filename, member.name, src)
         except (tarfile.TarError, EOFError, OSError) as exc:
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise  # our disk is full, not their archive broken: a 507 (the ingestor's)
             raise CorruptImage(
                 f"{filename}: not a readable tar archive: {exc}", file=filename
             ) from None

@@ -10,9 +10,11 @@ metadata (EXIF, deployment: :mod:`stoic.ingest.metadata`) is stored beside it, a
 batch row is inserted; only then does the API answer ``202``.
 
 Any failure removes the temporary files and the partial object and inserts no row: a
-rejected upload leaves nothing behind. When the request task is cancelled, or the
-caller sets ``cancelled`` (the client left), the thread stops at its next read and is
-waited for before the files are removed.
+rejected upload leaves nothing behind. A disk that is full, or would be left with less
+than ``objectstore.min_free_bytes`` (:class:`~stoic.storage.disk.DiskWatch`), gives a
+``507`` naming the disk (:class:`~stoic.errors.InsufficientStorage`), not a ``500``.
+When the request task is cancelled, or the caller sets ``cancelled`` (the client left),
+the thread stops at its next read and is waited for before the files are removed.
 
 ``Idempotency-Key``: a batch is stored with a digest of its request (the options and
 each file's name, size and SHA-256, in order; not the multipart boundary). A repeated
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import json
 import shutil
@@ -38,7 +41,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from stoic.clock import Clock
-from stoic.errors import BatchTooLarge, IdempotencyConflict, IngestError
+from stoic.errors import (
+    BatchTooLarge,
+    IdempotencyConflict,
+    IngestError,
+    InsufficientStorage,
+    StoicError,
+    StorageFull,
+    StoreError,
+)
 from stoic.ingest.builder import COPY_BYTES, TMP_PREFIX, PackageBuilder
 from stoic.ingest.metadata import metadata_document
 from stoic.ingest.multipart import MultipartStream
@@ -49,12 +60,17 @@ from stoic.ingest.options import (
     parse_bool,
     parse_options,
 )
+from stoic.logging import get_logger
+from stoic.storage import disk as disk_names
+from stoic.storage.disk import DiskWatch
 from stoic.storage.objectstore import ObjectStore
 from stoic.storage.package import metadata_key, package_key
 from stoic.store.store import BatchRecord, Store
 from stoic.values import Mode
 
 T = TypeVar("T")
+
+log = get_logger("stoic.ingest")
 
 
 def request_digest(options: IngestOptions, files: Sequence[tuple[str, int, str]]) -> str:
@@ -110,8 +126,10 @@ class Ingestor:
         on_accepted: Callable[[BatchRecord], None] | None = None,
         on_rejected: Callable[[IngestError], None] | None = None,
         workers: int = 2,
+        disks: DiskWatch | None = None,
     ) -> None:
         self.store, self.objects, self.tmp_dir, self.limits = store, objects, tmp_dir, limits
+        self.disks = disks
         self.runtimes, self.default_mode = runtimes, default_mode
         self.app, self.app_version, self.clock = app, app_version, clock
         self.on_accepted, self.on_rejected = on_accepted, on_rejected
@@ -168,15 +186,41 @@ class Ingestor:
         """
         cancelled = cancelled or threading.Event()
         try:
-            return await self._ingest(
-                content_type, content_length, body, query, idempotency_key, cancelled
-            )
+            try:
+                return await self._ingest(
+                    content_type, content_length, body, query, idempotency_key, cancelled
+                )
+            except (OSError, StoicError) as exc:
+                full = self._no_space(exc)
+                if full is None:
+                    raise
+                raise full from exc
         except IngestError as exc:
             if self.on_rejected is not None:
                 self.on_rejected(exc)
             raise
         finally:
             cancelled.set()
+
+    def _no_space(self, exc: BaseException) -> InsufficientStorage | None:
+        """The 507 for a write that found a disk full (the package under ``tmp_dir``,
+        the object, the database row), or None for any other failure. The disk is
+        noted for ``/readyz``; the log gets its path, the client its name."""
+        if isinstance(exc, InsufficientStorage):  # below the floor: nothing was written
+            log.warning("upload refused: a disk is below its floor", reason=str(exc))
+            return exc
+        if isinstance(exc, StorageFull):
+            disk, where = disk_names.OBJECTS, exc.root
+        elif isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            disk, where = disk_names.DATA, str(self.tmp_dir)
+        elif isinstance(exc, StoreError) and "database or disk is full" in str(exc):
+            disk, where = disk_names.DATABASE, None
+        else:
+            return None
+        if self.disks is not None:
+            self.disks.failed(disk)
+        log.warning("upload refused: a disk is full", disk=disk, path=where, reason=str(exc))
+        return InsufficientStorage(disk, "no space left on device")
 
     def _limit(self, content_length: int | None) -> int:
         limit = self.body_limit()
@@ -227,6 +271,8 @@ class Ingestor:
             if existing is not None:
                 return await self._repeat(existing, content_type, content_length, body, query)
         limit = self._limit(content_length)
+        if self.disks is not None:
+            await asyncio.to_thread(self.disks.require_room, content_length)
         builder = await self._work(
             cancelled,
             lambda: PackageBuilder(
@@ -291,8 +337,11 @@ class Ingestor:
                     await asyncio.to_thread(self.objects.delete, key)
                 keys = []
                 _check_same_request(record, digest)
-            elif self.on_accepted is not None:
-                self.on_accepted(record)
+            else:
+                if self.disks is not None:
+                    self.disks.written()
+                if self.on_accepted is not None:
+                    self.on_accepted(record)
             keys = []
             return Accepted(record, record.skipped)
         finally:

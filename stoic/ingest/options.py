@@ -18,11 +18,8 @@ from typing import Any
 
 from stoic.errors import InvalidField
 from stoic.settings import ApiSettings
+from stoic.values import API_MODES as API_MODES  # re-exported: the API offers these
 from stoic.values import Mode
-
-API_MODES = (Mode.SELECTOR, Mode.DUPLICATOR, Mode.SHARE)
-"""Modes a client may ask for; the replay's baselines are not offered over HTTP."""
-
 
 OPTION_FIELDS = frozenset({"mode", "runtime", "skip_invalid", "deployment"})
 """The only non-file form fields (and query parameters) an upload may carry."""
