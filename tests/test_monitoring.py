@@ -53,7 +53,7 @@ ALERTS = {
 
 def dashboard_queries() -> list[str]:
     doc = json.loads(DASHBOARD.read_text())
-    exprs = []
+    exprs: list[str] = []
 
     def walk(panels: list[dict[str, Any]]) -> None:
         for p in panels:
@@ -165,7 +165,7 @@ def test_every_alert_is_unit_tested_firing() -> None:
         assert rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]
         assert rule["annotations"]["summary"].startswith("stoic: "), rule["alert"]
     cases = yaml.safe_load(RULE_TESTS.read_text())
-    assert [RULES] == [(RULE_TESTS.parent / f).resolve() for f in cases["rule_files"]]
+    assert [(RULE_TESTS.parent / f).resolve() for f in cases["rule_files"]] == [RULES]
     fired = {
         check["alertname"]
         for case in cases["tests"]
