@@ -18,6 +18,7 @@ from stoic.backends.fake import FakeBackend, FakeSpec
 from stoic.daemon.controller import Controller
 from stoic.ingest.builder import TMP_PREFIX
 from stoic.settings import Settings
+from tests.support.settings import CLIENT_HOST
 
 
 def files(*items: tuple[str, bytes]) -> list[tuple[str, tuple[str, bytes, str]]]:
@@ -62,7 +63,9 @@ async def start_daemon(
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://stoic", headers=headers
+            transport=httpx.ASGITransport(app=app),
+            base_url=f"http://{CLIENT_HOST}",
+            headers=headers,
         ) as client,
     ):
         yield Daemon(client, ctl, fake, settings.data_dir)
