@@ -1,7 +1,8 @@
 """Hostile and careless clients against a real ``stoic serve`` (issue 13).
 
     .venv/bin/python benchmarks/bench_hostile.py [--attack all|junk|png|slowloris|fields|
-        slowbody|hangup|unauthenticated] [--nofile 1024] [--connections 3000] [--duration 20]
+        slowbody|hangup|keepalive|unauthenticated] [--nofile 1024] [--connections 3000]
+        [--duration 20] [--api KEY=N ...]
 
 Starts ``stoic serve`` on a loopback port with its default limits and a temporary data
 dir (the runtimes run the stand-in function server of the tests, ``tests/standin_function.py``,
@@ -21,6 +22,12 @@ attacked port):
   value, each sent until the daemon answers;
 * **slowbody**: 50 uploads whose body is shorter than its ``Content-Length``;
 * **hangup**: 200 uploads that hang up mid-body;
+* **keepalive** (issue 26): 1,000 uploads of five ~210 KB JPEGs from one httpx client
+  keeping 100 connections alive (a third or more are refused busy at the defaults);
+  the figure that matters is how many got no answer at all. ``--api`` shortens the
+  daemon's timeouts to make idle closes frequent (``--api header_timeout_s=2
+  --api body_timeout_s=2 --api max_concurrent_uploads=1 --api max_queued_uploads=8
+  --api upload_queue_timeout_s=1``);
 * **unauthenticated** (issue 26), on a second daemon that has an ``api.token`` and a
   temporary directory of its own: long bodies sent without the token, each until the
   daemon answers: 300 MB of JSON to ``PUT /v1/models/default`` (with a
@@ -38,6 +45,7 @@ machine's load average is printed too: the figures are only as quiet as the mach
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import io
 import itertools
@@ -58,6 +66,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
+import numpy as np
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -503,6 +513,58 @@ def attack_hangup(d: Daemon) -> Callable[[Counter[str]], str]:
     return run
 
 
+# Keep-alive under load (issue 26) --------------------------------------------------------
+
+
+def attack_keepalive(
+    d: Daemon, requests: int = 1000, concurrency: int = 100, images: int = 5
+) -> Callable[[Counter[str]], str]:
+    """``requests`` uploads of ``images`` noise JPEGs (~210 KB each) from one httpx
+    client keeping ``concurrency`` connections alive: what matters is how many got no
+    answer at all (a reset, or a close under a request the client had just sent)."""
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8)).save(buf, "JPEG")
+    jpeg = buf.getvalue()
+    upload = [("files", (f"{i}.jpg", jpeg, "image/jpeg")) for i in range(images)]
+
+    async def load(answers: Counter[str]) -> None:
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        url = f"http://127.0.0.1:{d.port}"
+        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
+            slots = asyncio.Semaphore(concurrency)
+
+            async def one() -> None:
+                async with slots:
+                    try:
+                        r = await client.post("/v1/batches", files=upload)
+                        answers[str(r.status_code)] += 1
+                    except httpx.TransportError as exc:
+                        answers[f"no answer ({type(exc).__name__})"] += 1
+
+            await asyncio.gather(*(one() for _ in range(requests)))
+
+    def dropped() -> dict[str, float]:
+        text = httpx.get(f"http://127.0.0.1:{d.port}/metrics", timeout=30).text
+        prefix = "stoic_http_connections_dropped_total{reason="
+        return {
+            line[len(prefix) :].split("}")[0].strip('"'): float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(prefix)
+        }
+
+    def run(answers: Counter[str]) -> str:
+        before = dropped()
+        asyncio.run(load(answers))
+        after = {k: v - before.get(k, 0.0) for k, v in dropped().items()}
+        return (
+            f"{requests} POSTs of {images} JPEGs over {concurrency} keep-alive connections; "
+            f"connections the daemon dropped: { ({k: int(v) for k, v in after.items() if v}) }"
+        )
+
+    return run
+
+
 # Bodies without the token (issue 26) --------------------------------------------------
 
 TOKEN = "bench-token"
@@ -598,7 +660,9 @@ def main() -> None:
     api: dict[str, int | str] = {k: int(v) for k, v in (kv.split("=", 1) for kv in args.api)}
     if args.health_port:
         api["health_port"] = free_port()
-    wanted = {"junk", "png", "slowloris", "fields", "slowbody", "hangup", "unauthenticated"}
+    wanted = {
+        "junk", "png", "slowloris", "fields", "slowbody", "hangup", "keepalive", "unauthenticated"
+    }  # fmt: skip
     if args.attack != "all":
         wanted = set(args.attack.split(","))
     print(f"load average before: {os.getloadavg()}, {os.cpu_count()} CPUs")
@@ -638,6 +702,8 @@ def attack_open_daemon(
             plan.append(("bodies shorter than Content-Length", attack_slowbody(d)))
         if "hangup" in wanted:
             plan.append(("hang-ups mid-upload", attack_hangup(d)))
+        if "keepalive" in wanted:
+            plan.append(("uploads at concurrency 100, keep-alive", attack_keepalive(d)))
         if "slowloris" in wanted:
             plan.append(
                 ("half-open connections", attack_slowloris(d, args.connections, args.duration))

@@ -287,6 +287,22 @@ def test_after_an_early_answer_and_the_rest_of_its_body_the_connection_is_kept_a
     assert "stoic_http_connections_dropped_total{" not in text
 
 
+def test_between_requests_a_kept_alive_connection_waits_for_the_client(
+    tmp_path: Path,
+) -> None:
+    """Issue 26, point 11: the header deadline used to run from the last answer, so the
+    server closed idle connections, racing the client's next request; now it runs from
+    the next request's first byte, and the client (its pool's idle limit) or
+    keep_alive_s (75 s) ends an idle connection."""
+    with serving(limits(tmp_path)) as d, d.connect() as s:
+        for _ in range(2):
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: stoic\r\n\r\n")
+            assert read_response(s).startswith(b"HTTP/1.1 200 OK\r\n")
+            time.sleep(1.0)  # idle past header_timeout_s (0.3 s)
+        s.sendall(b"GET /healthz HTTP/1.1\r\nX-Pad: ")  # a next request that stalls
+        assert read_all(s).startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+
+
 def test_a_client_still_sending_after_an_answer_that_closes_gets_the_answer(
     tmp_path: Path,
 ) -> None:

@@ -12,8 +12,12 @@ half-sent header never arrives. So this module adds, in an
 :class:`~uvicorn.protocols.http.h11_impl.H11Protocol` subclass:
 
 * a **header timeout** (``api.header_timeout_s``): a connection must complete each
-  request's headers within this time from its first byte (or from the connection
-  itself); otherwise it gets ``408 Request Timeout`` and is closed;
+  request's headers within this time from their first byte (a new connection: from
+  the connection itself); otherwise it gets ``408 Request Timeout`` and is closed. A
+  kept-alive connection between two requests has no header deadline: uvicorn's
+  keep-alive timeout (``api.keep_alive_s``, longer than clients' own, so that they
+  close idle connections and not the server, under a request just sent) or an
+  eviction ends it;
 * a **deadline on the rest of a refused body** (``api.body_timeout_s``): after an
   early answer (401, 413, 503) uvicorn reads and discards the rest of the body; a
   client that dribbles it is closed after that time. Once the rest is in, the
@@ -230,8 +234,8 @@ class GuardedH11Protocol(H11Protocol):
                 self._stop_waiting()
                 self._keep_alive()
             # (Part of) the next request's headers, or nothing yet: the header deadline
-            # keeps running from the first byte; it is not renewed by each byte.
-            self._await_headers()
+            # runs from the first byte; it is not renewed by each byte.
+            self._await_headers(started=bool(self.conn.trailing_data[0]))
         elif self.cycle is not None and not self.cycle.response_complete:
             self._discarding = False
             self._stop_waiting()  # headers complete: the app has the request
@@ -250,7 +254,7 @@ class GuardedH11Protocol(H11Protocol):
             self._discarding = True
             self._arm(self.guard.limits.body_timeout_s, "body_timeout")
         elif self.conn.their_state is h11.IDLE:
-            self._await_headers()
+            self._await_headers(started=bool(self.conn.trailing_data[0]))
 
     def linger(self) -> None:
         """Close the connection gracefully: send what is buffered and a FIN, then read
@@ -279,11 +283,13 @@ class GuardedH11Protocol(H11Protocol):
 
     # Deadlines -----------------------------------------------------------------------
 
-    def _await_headers(self) -> None:
-        """Mark the connection as waiting for request headers (evictable) and start
-        the header deadline unless it already runs."""
+    def _await_headers(self, started: bool = True) -> None:
+        """Mark the connection as waiting for request headers (evictable) and, once
+        they have ``started`` (a byte of them is in, or the connection is new), start
+        the header deadline unless it already runs. A kept-alive connection between
+        requests has none: ``api.keep_alive_s`` ends it, or an eviction."""
         self.guard.waiting[self] = None
-        if self._deadline is None:
+        if started and self._deadline is None:
             self._arm(self.guard.limits.header_timeout_s, "header_timeout")
 
     def _stop_waiting(self) -> None:
