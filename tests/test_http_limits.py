@@ -26,7 +26,7 @@ import pytest
 from pydantic import SecretStr
 
 from stoic.api.app import create_app
-from stoic.api.server import Server, build_server
+from stoic.api.server import LINGER_BYTES, Server, build_server
 from stoic.api.uploads import BodyReader
 from stoic.backends.fake import FakeBackend, FakeSpec, InvokeStep
 from stoic.daemon.controller import Controller
@@ -317,6 +317,20 @@ def test_a_client_still_sending_after_an_answer_that_closes_gets_the_answer(
         reply = read_all(s)
     assert reply.startswith(b"HTTP/1.1 413 Request Entity Too Large\r\n")
     assert b"connection: close" in reply.lower()
+
+
+def test_a_client_that_streams_on_after_the_answer_is_cut_off(tmp_path: Path) -> None:
+    """Lingering is bounded: a client streaming at loopback speed would otherwise cost
+    a third of a core for LINGER_S."""
+    with serving(limits(tmp_path, body_timeout_s=30)) as d, d.connect() as s:
+        s.sendall(post_head(10**12) + multipart_head())  # 413 at once; then it streams on
+        assert select.select([s], [], [], 30)[0]
+        sent = 0
+        with pytest.raises(OSError):  # reset once the daemon has dropped LINGER_BYTES
+            while sent < 1024**3:
+                s.sendall(b"\0" * 65536)
+                sent += 65536
+    assert sent < LINGER_BYTES + 32 * 1024**2  # what the daemon read, plus socket buffers
 
 
 def test_uploads_beyond_the_slots_and_the_queue_get_503_busy(tmp_path: Path) -> None:

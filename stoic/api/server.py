@@ -27,7 +27,8 @@ half-sent header never arrives. So this module adds, in an
   it meanwhile (issue 26: resets with no answer under load);
 * a **lingering close**: when the server ends a connection (an answer with
   ``Connection: close``, a drop), it sends its answer and a FIN, then reads and drops
-  whatever the client still sends for :data:`LINGER_S` or until the client closes.
+  whatever the client still sends, for :data:`LINGER_S` and :data:`LINGER_BYTES` at
+  most, or until the client closes.
   Closing with unread bytes makes the kernel answer them with a reset, and a client
   still writing its request body then loses the answer (an HTTP library that fails
   on the write never reads it);
@@ -108,8 +109,11 @@ MAX_LINGERING = 64
 :data:`FD_RESERVE`."""
 
 LINGER_S = 2.0
-"""How long a connection the server closes goes on reading (and dropping) what the
-client still sends (:meth:`GuardedH11Protocol.linger`)."""
+LINGER_BYTES = 16 * 1024 * 1024
+"""How long, and how much, a connection the server closes goes on reading (and
+dropping) of what the client still sends (:meth:`GuardedH11Protocol.linger`): enough
+for the rest of an ordinary body, not for a client that streams on at loopback speed
+(gigabytes in 2 s, a third of a core per connection)."""
 
 _408 = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 _503 = (
@@ -197,6 +201,7 @@ class GuardedH11Protocol(H11Protocol):
         self._dropped = False
         self._discarding = False
         self.lingering = False
+        self._lingered = 0
         self._socket: asyncio.Transport | None = None
 
     # Connection life -----------------------------------------------------------------
@@ -219,8 +224,11 @@ class GuardedH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self.lingering:
-            return  # read and dropped: see linger()
+        if self.lingering:  # read and dropped: see linger()
+            self._lingered += len(data)
+            if self._lingered > LINGER_BYTES and self._socket is not None:
+                self._socket.close()
+            return
         super().data_received(data)
         if self._dropped or self.lingering:
             return
@@ -258,10 +266,11 @@ class GuardedH11Protocol(H11Protocol):
 
     def linger(self) -> None:
         """Close the connection gracefully: send what is buffered and a FIN, then read
-        and drop whatever the client still sends, for :data:`LINGER_S` at most or
-        until it closes its side. Closing with unread bytes makes the kernel answer
-        them with a reset, and a client still sending its request body (an early 401,
-        413 or 503, a dropped connection) would lose the answer with it."""
+        and drop whatever the client still sends, for :data:`LINGER_S` and
+        :data:`LINGER_BYTES` at most, or until it closes its side. Closing with unread
+        bytes makes the kernel answer them with a reset, and a client still sending its
+        request body (an early 401, 413 or 503, a dropped connection) would lose the
+        answer with it."""
         sock = self._socket
         if sock is None or self.lingering or sock.is_closing():
             return
