@@ -105,7 +105,8 @@ def sweep_cell(
     if res.error:
         diffs.append(f"error: {res.error}")
     was = {"metrics": old["metrics"], "details": old["details"]}
-    _diff("", new, baseline.get(name) if baseline is not None else was, diffs)
+    # A metric or detail added since the baseline is no changed figure (strict=False).
+    _diff("", new, baseline.get(name) if baseline is not None else was, diffs, strict=False)
     return name, diffs, res.wall_s, new
 
 
