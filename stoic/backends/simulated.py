@@ -5,7 +5,11 @@ An environment spec (YAML, :class:`EnvSpec`, documented in ``docs/replay.md``) g
 each runtime a deployment-time process (floor + log-normal body, time-of-day variation,
 a slow drift, Lomax-tailed outliers, timeouts, unavailable periods), a processing time
 (``per_image_s * n + fixed_s`` with noise and congestion outliers, a model-load cost for
-warm-up calls) and the site's uplink (bandwidth process, bytes per image).
+warm-up calls, what later and shorter calls cost: share mode's chunks), the site's uplink
+(bandwidth process, bytes per image, outages: :mod:`stoic.backends.simlink`) and the
+cloud as a whole (a congestion factor its pods share within a batch). What is priced only
+when a spec asks, and why each default is what it is: docs/replay.md, "What the
+simulator prices".
 
 Two sources of draws, so that every mode of the replay sees the *same* world:
 

@@ -317,7 +317,7 @@ def _pareto(result: SweepResult, rows: list[dict[str, Any]], path: Path) -> bool
     gains = sorted((g, m) for m in modes if (g := _gain(m)) is not None)
     cols = min(3, len(envs))
     n_rows = math.ceil(len(envs) / cols)
-    fig, axes = plt.subplots(n_rows, cols, figsize=(4.6 * cols, 3.6 * n_rows), squeeze=False)
+    fig, axes = plt.subplots(n_rows, cols, figsize=(4.6 * cols, 3.6 * n_rows + 0.9), squeeze=False)
     cmap = plt.get_cmap("tab10")
     for i, env in enumerate(envs):
         ax = axes[i // cols][i % cols]
@@ -355,7 +355,8 @@ def _pareto(result: SweepResult, rows: list[dict[str, Any]], path: Path) -> bool
         "Mean latency against cloud pod hours (mean over seeds; line: the Pareto front)",
         fontsize=10,
     )
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    height = 3.6 * n_rows + 0.9  # inches: half an inch for the legend, 0.4 for the title
+    fig.tight_layout(rect=(0, 0.5 / height, 1, 1 - 0.4 / height))
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return True
