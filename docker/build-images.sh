@@ -265,7 +265,15 @@ name="stoic-smoke-controller-$run_id"
 CONTAINERS+=("$name")
 mkdir -p "$SCRATCH/smoke-$run_id/data"
 chown "$UID_IN_IMAGE:$UID_IN_IMAGE" "$SCRATCH/smoke-$run_id/data"
+# Without a token it must refuse to listen on 0.0.0.0 (exit 2, one line), at once.
+refused=$(podman run --rm "${RESTRICTED[@]}" "localhost/stoic-controller:$TAG" stoic serve 2>&1) &&
+    die "the controller image served on 0.0.0.0 without api.token"
+case "$refused" in
+*"listens beyond loopback"*) log "without a token the controller refuses: ${refused##*$'\n'}" ;;
+*) die "the controller image failed otherwise without a token: $refused" ;;
+esac
 podman run -d --name "$name" "${RESTRICTED[@]}" -p "127.0.0.1:$port:8000" \
+    -e STOIC_API__TOKEN=smoke-test-token \
     -v "$SCRATCH/smoke-$run_id/data:/data" "localhost/stoic-controller:$TAG" >/dev/null
 wait_http "http://127.0.0.1:$port/readyz" "$READY_LIMIT_S" "$name"
 curl -fsS "http://127.0.0.1:$port/readyz"

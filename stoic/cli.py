@@ -45,6 +45,9 @@ from stoic.replay.cli import env_app, replay_app, workload_app  # noqa: E402
 app.add_typer(replay_app, name="replay")
 app.add_typer(workload_app, name="workload")
 app.add_typer(env_app, name="env")
+from stoic.envfit.cli import fit as env_fit  # noqa: E402
+
+env_app.command("fit")(env_fit)
 from stoic.predict.cli import evaluate_app  # noqa: E402
 
 app.add_typer(evaluate_app, name="evaluate")
@@ -59,6 +62,9 @@ from stoic.client import register_model_commands  # noqa: E402
 register_server_commands(app)
 register_client_commands(app)
 register_model_commands(model_app)
+from stoic.watch.cli import register as register_watch_command  # noqa: E402
+
+register_watch_command(app)
 
 
 def main() -> None:

@@ -11,6 +11,8 @@ names the key path and the allowed range (see :func:`load_settings`).
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -34,7 +36,7 @@ from pydantic_settings import (
 
 from stoic.errors import ConfigError
 from stoic.logging import get_logger
-from stoic.values import Mode, Runtime, RuntimeKind
+from stoic.values import API_MODES, Mode, Runtime, RuntimeKind
 
 log = get_logger(__name__)
 
@@ -106,11 +108,53 @@ def default_runtimes() -> list[RuntimeSettings]:
 
 class DatabaseSettings(_Section):
     url: str | None = Field(None, description="SQLAlchemy URL; default SQLite in data_dir")
+    busy_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=3_600,
+        description="SQLite: how long a write waits for a lock held by another connection "
+        "before it fails (the daemon then retries the batch's write with back-off)",
+    )
+
+    lease_ttl_s: float = Field(
+        30.0,
+        ge=3,
+        le=3_600,
+        description="a daemon holds a lease on its database, renewed every third of this; "
+        "another daemon on the same database takes it over only once it is this old "
+        "(at once when its holder is gone from this host); docs/operations.md",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        scheme = re.match(r"([A-Za-z0-9+]+)://", v)
+        if scheme is None or scheme.group(1).lower() not in DATABASE_SCHEMES:
+            got = f"{scheme.group(1)!r}" if scheme else "no scheme://"
+            raise ValueError(
+                f"unsupported database URL ({got}); expected sqlite:///PATH or "
+                "postgresql+psycopg://USER:PASSWORD@HOST/DB"
+            )
+        return v
+
+
+DATABASE_SCHEMES = frozenset({"sqlite", "sqlite+pysqlite", "postgresql+psycopg"})
+"""The databases stoic runs on (``docs/store.md``); a URL is checked further when the
+daemon connects."""
 
 
 class ObjectStoreSettings(_Section):
     kind: Literal["dir", "s3"] = Field("dir", description="'s3' needs the s3 extra")
     path: Path | None = Field(None, description="root of the 'dir' store; default data_dir/objects")
+    min_free_bytes: int = Field(
+        64 * 1024**2,
+        ge=0,
+        description="free space kept on the disks of data_dir and of the 'dir' store: an "
+        "upload that would leave less is refused (507), and /readyz fails while a disk "
+        "has less (0: only once a write found the disk full); docs/operations.md",
+    )
     s3_endpoint: str | None = None
     s3_bucket: str = Field("stoic", min_length=3, max_length=63)
     s3_region: str = "us-east-1"
@@ -232,7 +276,9 @@ class RequesterSettings(_Section):
     retry_attempts: int = Field(10, ge=1, le=100)
     warmup: bool = True
     fallback_to_edge: bool = True
-    default_mode: Mode = Mode.SELECTOR
+    default_mode: Mode = Field(
+        Mode.SELECTOR, description="mode of a batch that names none: selector, duplicator or share"
+    )
     duplicator_runtime: str = Field(
         "auto",
         description="the duplicator's cloud runtime; auto: per batch, the one with the "
@@ -248,6 +294,17 @@ class RequesterSettings(_Section):
     deploy_guard_grace_s: float = Field(
         5.0, ge=0, le=600, description="extra wait past deploy_timeout_s for a hung backend"
     )
+
+    @field_validator("default_mode")
+    @classmethod
+    def _daemon_mode(cls, v: Mode) -> Mode:
+        if v not in API_MODES:
+            raise ValueError(
+                f"{v.value!r} cannot be the default mode (a batch names its runtime for "
+                "'pinned'; the other modes are the replay's); expected one of "
+                + ", ".join(m.value for m in API_MODES)
+            )
+        return v
 
 
 class ShareSettings(_Section):
@@ -280,6 +337,11 @@ class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65_535)
     token: SecretStr | None = Field(None, description="bearer token; none = no auth")
+    allow_anonymous: bool = Field(
+        False,
+        description="serve without a token on an address beyond loopback "
+        "(stoic serve refuses to otherwise)",
+    )
     max_batch_images: int = Field(5_000, ge=1)
     max_batch_bytes: int = Field(
         2 * 1024**3, ge=1, description="bytes of all files of a batch, rejected ones included"
@@ -328,13 +390,71 @@ class ApiSettings(_Section):
     body_timeout_s: float = Field(
         30.0, gt=0, le=3_600, description="longest silence within a request body before a 408"
     )
-    keep_alive_s: float = Field(5.0, gt=0, le=600, description="idle keep-alive connection")
+    keep_alive_s: float = Field(
+        75.0,
+        gt=0,
+        le=600,
+        description="idle keep-alive connection; longer than clients' and proxies' own "
+        "(httpx 5 s, many load balancers 60 s), so that the client closes it: a server "
+        "that does races the client's next request, which then gets no answer",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="names the daemon answers to (the Host header, port ignored) besides "
+        "localhost, `host` and any IP address; others get 400 (DNS rebinding); `*` = any",
+    )
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _check_allowed_hosts(cls, names: list[str]) -> list[str]:
+        out = [n.strip().lower().rstrip(".") for n in names]
+        for n in out:
+            if not n or (n != "*" and any(c in n for c in "/:@?#[]* ")):
+                raise ValueError(
+                    f"{n!r} is not a host name (no scheme, port or path; "
+                    "IP addresses are always allowed)"
+                )
+        return out
+
+    @field_validator("token")
+    @classmethod
+    def _check_token(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not v.get_secret_value().strip():
+            raise ValueError(
+                "an empty token would let anyone in; set a secret, or leave api.token "
+                "out (and STOIC_API__TOKEN unset) for no authentication"
+            )
+        return v
 
     @model_validator(mode="after")
     def _check_health_port(self) -> ApiSettings:
         if self.health_port is not None and self.health_port != 0 and self.health_port == self.port:
             raise ValueError(f"health_port must differ from port ({self.port})")
         return self
+
+
+def check_listener(api: ApiSettings) -> None:
+    """Refuse to serve the API beyond loopback without a token (``stoic serve`` calls it
+    before it binds): a controller on ``0.0.0.0`` with no ``api.token`` lets anyone who
+    can reach it submit batches and spend the cloud budget. ``api.allow_anonymous``
+    says that this is meant (a private network, a proxy that authenticates); it is then
+    logged. Raises :class:`ConfigError` (one line; ``stoic`` exits 2)."""
+    if api.token is not None and api.token.get_secret_value():
+        return
+    host = api.host.strip("[]")
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if loopback:
+        return
+    if api.allow_anonymous:
+        log.warning("serving beyond loopback without a token (api.allow_anonymous)", host=host)
+        return
+    raise ConfigError(
+        f"api.host = {api.host!r} listens beyond loopback and api.token is not set: "
+        "set api.token (STOIC_API__TOKEN), or api.allow_anonymous = true to serve without one"
+    )
 
 
 class ControllerSettings(_Section):
@@ -353,7 +473,11 @@ class ControllerSettings(_Section):
         1.0, gt=0, le=3_600, description="dispatcher's look at the queue without a wake-up"
     )
     max_attempts: int = Field(
-        3, ge=1, le=100, description="claims of one batch (crash restarts) before it fails"
+        3,
+        ge=1,
+        le=100,
+        description="runs of one batch the daemon died in without progress before it fails "
+        "(a drain, or a share run that stored new chunks, is not counted)",
     )
     inquisitor: bool = Field(True, description="run the background deployment probes")
     demo_model: bool = Field(
@@ -364,6 +488,43 @@ class ControllerSettings(_Section):
     )
     task_restart_max_s: float = Field(
         60.0, gt=0, le=3_600, description="longest back-off before restarting a crashed task"
+    )
+    store_retry_initial_s: float = Field(
+        0.5,
+        gt=0,
+        le=600,
+        description="first back-off before retrying a batch's failed database or object "
+        "store write (a locked database, a full disk); doubled up to store_retry_max_s",
+    )
+    store_retry_max_s: float = Field(
+        30.0, gt=0, le=3_600, description="longest back-off between retries of such a write"
+    )
+
+
+class CloudStoreSettings(_Section):
+    """The cloud object store (``[kubernetes.store]``): the S3 bucket that packages are
+    uploaded to for the cloud runtimes and that their function pods read packages and
+    models from. The controller reaches it at ``endpoint`` with its own keys; the pods
+    get ``pod_endpoint``, the bucket and the region as environment variables and their
+    keys by reference to a Secret, never literally in a manifest."""
+
+    endpoint: str | None = Field(
+        None, description="S3 endpoint as the controller reaches it; none = AWS for `region`"
+    )
+    pod_endpoint: str | None = Field(
+        None, description="the same store as function pods reach it; none = `endpoint`"
+    )
+    bucket: str = Field("stoic", min_length=3, max_length=63)
+    region: str = "us-east-1"
+    access_key: str | None = Field(
+        None, description="the controller's key; none = boto3's own search (env, role)"
+    )
+    secret_key: SecretStr | None = None
+    credentials_secret: str | None = Field(
+        "stoic-s3",
+        pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$",
+        description="Secret in `kubernetes.namespace` whose keys `access_key` and "
+        "`secret_key` the pods get (secretKeyRef); none = no keys (a pod role)",
     )
 
 
@@ -454,6 +615,7 @@ class KubernetesSettings(_Section):
         "{app}, {app_version}",
     )
     pod_grace_period_s: int = Field(5, ge=0, le=3_600, description="on teardown")
+    store: CloudStoreSettings = CloudStoreSettings()
 
     @model_validator(mode="after")
     def _check_bounds(self) -> KubernetesSettings:
@@ -783,13 +945,19 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return data
 
 
+SECRET_KEYS = frozenset(
+    {"api.token", "database.url", "objectstore.s3_access_key", "objectstore.s3_secret_key"}
+)
+"""Keys whose bad value is not echoed in an error (a URL carries its password)."""
+
+
 def format_validation_error(exc: ValidationError, source: str = "settings") -> str:
     """One line per bad key: ``predictor.max_window: Input should be >= 1 (got 0)``."""
     lines = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(root)"
         got = f" (got {err['input']!r})" if err["type"] != "missing" and "input" in err else ""
-        if isinstance(err.get("input"), dict):
+        if isinstance(err.get("input"), dict) or key in SECRET_KEYS:
             got = ""
         lines.append(f"{source}: {key}: {err['msg']}{got}")
     return "\n".join(lines)

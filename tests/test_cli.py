@@ -17,6 +17,7 @@ COMMANDS = [
     ["replay", "sweep"],
     ["env", "random"],
     ["env", "check"],
+    ["env", "fit"],
     ["workload", "sample"],
     ["model", "init"],
     ["model", "push"],

@@ -86,6 +86,12 @@ def test_require_and_needs(hide: set[str]) -> None:
             "kubernetes",
             "backend 'kubernetes'",
         ),
+        (
+            {"runtimes": [{"name": "cpu", "kind": "cpu", "backend": "kubernetes"}]},
+            "boto3",
+            "s3",
+            "S3 store kubernetes.store",
+        ),
         ({"objectstore": {"kind": "s3"}}, "boto3", "s3", "objectstore.kind = 's3'"),
         (
             {"database": {"url": "postgresql+psycopg://u@localhost/stoic"}},

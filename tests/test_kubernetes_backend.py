@@ -773,11 +773,11 @@ async def test_cancelling_invoke_abandons_the_request(make_backend: BackendFacto
 
 
 class FakeStore:
-    """The two object-store methods the backend uses, in memory."""
+    """The object-store methods the backend uses, in memory; ``puts`` counts writes."""
 
     def __init__(self, objects: dict[str, bytes] | None = None) -> None:
         self.objects = dict(objects or {})
-        self.closed: list[bool] = []
+        self.puts: list[str] = []
 
     def open_read(self, key: str) -> io.BytesIO:
         if key not in self.objects:
@@ -787,7 +787,16 @@ class FakeStore:
     def put_stream(self, key: str, fileobj: Any) -> int:
         data = fileobj.read()
         self.objects[key] = data
+        self.puts.append(key)
         return len(data)
+
+    def list(self, prefix: str = "") -> list[str]:
+        return sorted(k for k in self.objects if k.startswith(prefix))
+
+    def size(self, key: str) -> int:
+        if key not in self.objects:
+            raise ObjectNotFound(key, "fake")
+        return len(self.objects[key])
 
 
 async def test_upload_copies_the_package_to_the_cloud_store(make_backend: BackendFactory) -> None:
@@ -797,6 +806,35 @@ async def test_upload_copies_the_package_to_the_cloud_store(make_backend: Backen
     assert (up.ref, up.n_bytes) == ("packages/b1.tar", 12345)
     assert up.seconds >= 0
     assert cloud.objects == {"packages/b1.tar": b"x" * 12345}
+
+
+MODEL = "models/classify/1/model.keras"
+
+
+async def test_upload_brings_the_model_to_the_cloud_store_once(
+    make_backend: BackendFactory,
+) -> None:
+    """The pods read the model the request names from the cloud store: the first upload
+    copies it there with its class names, later ones do not, and a model replaced at the
+    edge (another size) is copied again."""
+    package = {"packages/b1.tar": b"p" * 10}
+    model = {MODEL: b"m" * 50, f"{MODEL}.classes.json": b'["a", "b"]'}
+    other = {"models/classify/2/model.keras": b"v2"}
+    edge, cloud = FakeStore({**package, **model, **other}), FakeStore()
+    backend = make_backend(stores=(edge, cloud))
+    await backend.upload(CPU, JOB)
+    assert cloud.objects == {**package, **model}
+    assert sorted(cloud.puts) == sorted([*package, *model])
+    await backend.upload(CPU, JOB)
+    assert cloud.puts.count(MODEL) == 1
+    edge.objects[MODEL] = b"M" * 60
+    await backend.upload(CPU, JOB)
+    assert cloud.objects[MODEL] == b"M" * 60 and cloud.puts.count(f"{MODEL}.classes.json") == 1
+
+    already = FakeStore(dict(model))  # a cloud store that has it: nothing is copied
+    backend = make_backend(stores=(FakeStore({**package, **model}), already))
+    await backend.upload(CPU, JOB)
+    assert already.puts == ["packages/b1.tar"]
 
 
 async def test_upload_of_a_missing_package_raises(make_backend: BackendFactory) -> None:

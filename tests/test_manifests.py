@@ -16,6 +16,7 @@ Standard (:func:`restricted_violations`), and function pods for requests and lim
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import subprocess
@@ -31,7 +32,7 @@ import yaml
 from stoic.backends import k8s_objects as objs
 from stoic.backends import knative
 from stoic.errors import ConfigError
-from stoic.settings import KubernetesSettings, load_settings
+from stoic.settings import KubernetesSettings, check_listener, load_settings
 from stoic.values import Runtime, RuntimeKind
 from tests.support.paths import REPO
 
@@ -42,7 +43,9 @@ RUNTIMES = [
     Runtime("gpu1", RuntimeKind.GPU, 1, "kubernetes"),
     Runtime("gpu2", RuntimeKind.GPU, 2, "kubernetes"),
 ]
-FILES = sorted(DEPLOY.rglob("*.yaml"))
+# Prometheus alert rules, not a Kubernetes object: tests/test_monitoring.py checks them.
+RULES = DEPLOY / "monitoring" / "alerts.yaml"
+FILES = sorted(p for p in DEPLOY.rglob("*.yaml") if p != RULES)
 CLOUD = {"key": "cloud", "operator": "Equal", "value": "yes", "effect": "NoSchedule"}
 
 
@@ -147,7 +150,7 @@ SERVICE_MONITOR_SCHEMA: dict[str, Any] = {
 def validate_any(doc: dict[str, Any], version: str, where: str) -> None:
     if doc["kind"] == "Kustomization":
         assert doc["apiVersion"] == "kustomize.config.k8s.io/v1beta1", where
-        assert set(doc) <= {"apiVersion", "kind", "resources", "images"}, where
+        assert set(doc) <= {"apiVersion", "kind", "resources", "images", "secretGenerator"}, where
     elif doc["apiVersion"].startswith("kubeless.io/"):
         validate_function(doc, version)
     elif doc["apiVersion"].startswith("serving.knative.dev/"):
@@ -167,6 +170,7 @@ def test_deploy_has_the_expected_files() -> None:
         "controller.yaml",
         "networkpolicy.yaml",
         "database-secret.example.yaml",
+        "s3-secret.example.yaml",
         "kubeless/kubeless-config.yaml",
         "functions/kustomization.yaml",
         "functions/function-cpu.yaml",
@@ -251,17 +255,25 @@ def test_kustomizations_list_existing_files() -> None:
             assert (kfile.parent / resource).is_file(), (kfile, resource)
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+needs_kubectl = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+
+
+def kustomize(directory: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["kubectl", "kustomize", str(directory)], capture_output=True, text=True, timeout=60
+    )
+
+
+@needs_kubectl
 @pytest.mark.parametrize("directory", ["", "functions", "deployments", "knative"])
-def test_kustomize_renders_valid_objects(directory: str) -> None:
-    out = subprocess.run(
-        ["kubectl", "kustomize", str(DEPLOY / directory)],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    ).stdout
-    rendered = [d for d in yaml.safe_load_all(out) if d]
+def test_kustomize_renders_valid_objects(directory: str, tmp_path: Path) -> None:
+    """Rendered from a copy of deploy/ with the API token file an operator makes."""
+    base = tmp_path / "deploy"
+    shutil.copytree(DEPLOY, base)
+    (base / "api-token.env").write_text("token=0123456789abcdef\n")
+    out = kustomize(base / directory)
+    assert out.returncode == 0, out.stderr
+    rendered = [d for d in yaml.safe_load_all(out.stdout) if d]
     for doc in rendered:
         validate_any(doc, "1.30.0", f"kustomize {directory}")
     kinds = sorted(d["kind"] for d in rendered)
@@ -277,14 +289,65 @@ def test_kustomize_renders_valid_objects(directory: str) -> None:
                 "Deployment",
                 "Service",
                 "NetworkPolicy",
+                "Secret",
             ]
         )
+        secret = next(d for d in rendered if d["kind"] == "Secret")
+        assert (secret["metadata"]["name"], secret["metadata"]["namespace"]) == (
+            "stoic-api-token",
+            "stoic",
+        )
+        assert base64.b64decode(secret["data"]["token"]) == b"0123456789abcdef"
     elif directory == "deployments":
         assert kinds == ["Deployment"] * 3 + ["Service"] * 3
     elif directory == "knative":
         assert kinds == ["Service"] * 3
     else:
         assert kinds == ["Function"] * 3
+
+
+@needs_kubectl
+def test_the_base_does_not_render_without_an_api_token(tmp_path: Path) -> None:
+    """No token file, no manifests: the base cannot be applied open by mistake."""
+    base = tmp_path / "deploy"
+    shutil.copytree(DEPLOY, base, ignore=shutil.ignore_patterns("api-token.env"))
+    out = kustomize(base)
+    assert out.returncode != 0 and "api-token.env" in out.stderr
+
+
+def test_the_api_token_is_a_generated_secret_the_controller_requires() -> None:
+    """The base generates stoic-api-token from a file git ignores, the controller reads
+    it as STOIC_API__TOKEN (not optional: no Secret, no pod), and the ServiceMonitor
+    sends it."""
+    kustomization = docs(DEPLOY / "kustomization.yaml")[0]
+    [generator] = kustomization["secretGenerator"]
+    assert generator["name"] == "stoic-api-token" and generator["envs"] == ["api-token.env"]
+    assert generator["options"]["disableNameSuffixHash"] is True
+    ignored = (REPO / ".gitignore").read_text().splitlines()
+    assert "deploy/api-token.env" in ignored
+    box = find("Deployment", "stoic-controller")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in box["env"]}
+    ref = env["STOIC_API__TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "stoic-api-token", "key": "token"}  # no optional: required
+    monitor = docs(DEPLOY / "monitoring" / "servicemonitor.yaml")[0]
+    auth = monitor["spec"]["endpoints"][0]["authorization"]
+    assert auth == {"type": "Bearer", "credentials": {"name": "stoic-api-token", "key": "token"}}
+
+
+def test_network_policy_admits_the_namespace_and_the_labelled_namespaces_only() -> None:
+    """Every ingress rule names its sources (a rule without ``from`` admits any), and the
+    sources are exactly the namespace's own pods and namespaces carrying the label."""
+    policy = find("NetworkPolicy", "stoic-controller")
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    rules = policy["spec"]["ingress"]
+    assert rules and all(rule.get("from") for rule in rules)
+    peers = [peer for rule in rules for peer in rule["from"]]
+    assert peers == [
+        {"podSelector": {}},
+        {"namespaceSelector": {"matchLabels": {"stoic.io/api-client": "true"}}},
+    ]
+    text = (DEPLOY / "networkpolicy.yaml").read_text()
+    assert "kubectl label namespace" in text and "stoic.io/api-client=true" in text
 
 
 def without_scan_notes(doc: dict[str, Any]) -> dict[str, Any]:
@@ -334,7 +397,12 @@ def test_kubeless_runtime_config_declares_the_runtimes_functions_use() -> None:
     assert used == set(declared)
 
 
-def test_controller_config_is_valid_settings(tmp_path: Path) -> None:
+def test_controller_config_is_valid_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ConfigMap's stoic.toml loads; with the variables the Deployment sets from its
+    Secrets, the controller has its token and its keys for the cloud store, and only
+    then does ``stoic serve`` agree to listen on 0.0.0.0."""
     toml = tmp_path / "stoic.toml"
     toml.write_text(find("ConfigMap", "stoic-config")["data"]["stoic.toml"])
     settings = load_settings(toml)
@@ -346,7 +414,76 @@ def test_controller_config_is_valid_settings(tmp_path: Path) -> None:
         ("gpu1", "kubernetes", 1),
         ("gpu2", "kubernetes", 2),
     ]
-    assert settings.api.host == "0.0.0.0"
+    assert settings.api.host == "0.0.0.0" and not settings.api.allow_anonymous
+    with pytest.raises(ConfigError, match=r"api\.token is not set"):
+        check_listener(settings.api)
+
+    box = find("Deployment", "stoic-controller")["spec"]["template"]["spec"]["containers"][0]
+    from_secrets = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in box["env"]}
+    values = {"token": "t0ken", objs.ACCESS_KEY: "AK", objs.SECRET_KEY: "SK"}
+    for name, ref in from_secrets.items():
+        monkeypatch.setenv(name, values[ref["key"]])
+    settings = load_settings(toml)
+    check_listener(settings.api)
+    store = settings.kubernetes.store
+    assert (store.bucket, store.credentials_secret) == ("stoic", "stoic-s3")
+    assert store.access_key == "AK" and store.secret_key is not None
+    assert store.secret_key.get_secret_value() == "SK"
+    secret = find("Secret", "stoic-s3")
+    assert {
+        from_secrets[f"STOIC_KUBERNETES__STORE__{k}"]["name"] for k in ("ACCESS_KEY", "SECRET_KEY")
+    } == {secret["metadata"]["name"]}
+    assert set(secret["stringData"]) == {objs.ACCESS_KEY, objs.SECRET_KEY}
+
+
+@pytest.mark.parametrize("mode", ["deployment", "knative", "kubeless"])
+def test_function_pods_get_the_cloud_store_and_its_keys_by_reference(mode: str) -> None:
+    """Every mode's function container points the function at the cloud store (S3: the
+    pods' endpoint, bucket, region) and takes the keys from the Secret by reference; the
+    controller's own keys appear nowhere in what it creates."""
+    store = {
+        "endpoint": "https://s3.edge.example",
+        "pod_endpoint": "http://s3.storage.svc:8333",
+        "bucket": "stoic-cloud",
+        "region": "eu-west-3",
+        "access_key": "AKCONTROLLER",
+        "secret_key": "controller-s3cr3t",
+        "credentials_secret": "site-s3",
+    }
+    settings = KubernetesSettings(mode=mode, store=store)
+    rt = RUNTIMES[1]
+    made = {
+        "deployment": lambda: objs.deployment(settings, rt, "f")["spec"]["template"],
+        "knative": lambda: knative.service(settings, rt, "f")["spec"]["template"],
+        "kubeless": lambda: objs.kubeless_function(settings, rt, "f")["spec"]["deployment"]["spec"][
+            "template"
+        ],
+    }[mode]()
+    env = {e["name"]: e for e in made["spec"]["containers"][0]["env"]}
+    assert {
+        k: env[k]["value"] for k in env if k.startswith("STOIC_OBJECTSTORE__") and "value" in env[k]
+    } == {
+        "STOIC_OBJECTSTORE__KIND": "s3",
+        "STOIC_OBJECTSTORE__S3_ENDPOINT": "http://s3.storage.svc:8333",
+        "STOIC_OBJECTSTORE__S3_BUCKET": "stoic-cloud",
+        "STOIC_OBJECTSTORE__S3_REGION": "eu-west-3",
+    }
+    assert env["STOIC_OBJECTSTORE__S3_ACCESS_KEY"]["valueFrom"] == {
+        "secretKeyRef": {"name": "site-s3", "key": "access_key"}
+    }
+    assert env["STOIC_OBJECTSTORE__S3_SECRET_KEY"]["valueFrom"] == {
+        "secretKeyRef": {"name": "site-s3", "key": "secret_key"}
+    }
+    text = json.dumps(made)
+    assert "AKCONTROLLER" not in text and "controller-s3cr3t" not in text
+
+    same = KubernetesSettings(mode=mode, store={"endpoint": "https://s3.example"})
+    env = {e["name"]: e for e in objs.container(same, rt)["env"]}
+    assert env["STOIC_OBJECTSTORE__S3_ENDPOINT"]["value"] == "https://s3.example"
+    bare = KubernetesSettings(mode=mode, store={"credentials_secret": None})
+    names = [e["name"] for e in objs.container(bare, rt)["env"]]
+    assert "STOIC_OBJECTSTORE__KIND" in names
+    assert not {"STOIC_OBJECTSTORE__S3_ENDPOINT", "STOIC_OBJECTSTORE__S3_ACCESS_KEY"} & set(names)
 
 
 def test_controller_objects_refer_to_each_other() -> None:

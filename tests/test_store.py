@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from sqlalchemy import text
 
 from stoic.errors import BatchNotFound, BatchStateError, RuntimeNotFound, StoreError
 from stoic.store import Store, current_revision, head_revision, migrate
+from stoic.store.lease import Lease, Leases, Taken
 from stoic.store.migrate import alembic_config
 from stoic.store.tables import Base
 from stoic.values import (
@@ -242,6 +244,22 @@ def test_transfer_samples(store: Store) -> None:
     assert store.add_samples([]) == 0
 
 
+def test_samples_between_every_runtime_in_a_half_open_period(store: Store) -> None:
+    dep = [
+        DeploymentSample("gpu1", 5.0, 30.0),
+        DeploymentSample("cpu", 1.0, 600.0, DeployOutcome.TIMEOUT),
+        DeploymentSample("gpu2", 9.0, 20.0),
+    ]
+    proc = [ProcessingSample("classify", "1", "edge", 3, 600_000, 9.0, 2.0)]
+    trans = [TransferSample(1_000, 0.1, 4.0, "gpu1"), TransferSample(2_000, 0.1, 8.0, "cpu")]
+    store.add_samples([*dep, *proc, *trans])
+    d, p, t = store.samples_between()
+    assert d == [dep[1], dep[0], dep[2]] and p == proc and t == trans
+    d, p, t = store.samples_between(2.0, 8.0)
+    assert (d, p, t) == ([dep[0]], proc, [trans[0]])
+    assert store.samples_between(until=1.0) == ([], [], [])
+
+
 # Batches -------------------------------------------------------------------------------
 
 
@@ -456,6 +474,31 @@ def test_requeue_running_for_crash_recovery(store: Store) -> None:
     assert store.requeue_running(121.0) == []
 
 
+def test_only_a_run_that_ended_without_progress_counts_as_an_attempt(store: Store) -> None:
+    b = new_batch(store, 1.0)
+    # A drain hands the batch back: decided afresh, and the run is not counted.
+    claim(store, 10.0)
+    store.record_decision(b.id, "gpu1", "fastest", {"gpu1": {"total_s": 9.0}})
+    back = store.release_claim(b.id, 11.0)
+    assert (back.state, back.attempts, back.started_at) == (BatchState.QUEUED, 0, None)
+    assert (back.chosen_runtime, back.decision_reason, back.estimates) == (None, None, {})
+    # Crashes after progress (a share run stored chunks): never counted, never given up.
+    for i in range(5):
+        assert claim(store, 20.0 + i).attempts == 1
+        assert [r.id for r in store.running_batches()] == [b.id]
+        assert store.requeue_running(30.0 + i, max_attempts=2, progressed={b.id}) == [b.id]
+        assert store.get_batch(b.id).attempts == 0
+    # Crashes without progress count: the second gives up (max_attempts = 2).
+    claim(store, 40.0)
+    assert store.requeue_running(41.0, max_attempts=2, progressed={"another"}) == [b.id]
+    claim(store, 42.0)
+    assert store.requeue_running(43.0, max_attempts=2) == []
+    failed = store.get_batch(b.id)
+    assert (failed.state, failed.attempts) == (BatchState.FAILED, 2)
+    assert "gave up after 2 attempt(s)" in (failed.error or "")
+    assert store.running_batches() == []
+
+
 def test_requeue_gives_up_after_max_attempts(store: Store) -> None:
     b = new_batch(store, 1.0)
     for i in range(3):
@@ -600,9 +643,49 @@ def test_upgrade_0001_to_head_keeps_batches(url: str) -> None:
                 )
             )
         migrate(s.engine)
-        assert current_revision(s.engine) == head_revision() == "0003"
+        assert current_revision(s.engine) == head_revision() == "0004"
         old = s.find_by_idempotency_key("k-old")
         assert old is not None and old.request_digest is None and old.n_images == 3
         assert claim(s, 2.0).id == "old"
     finally:
         s.close()
+
+
+# Leases (one daemon per database; stoic.daemon.lease) -----------------------------------
+
+
+def _holder(name: str, expires_at: float = 100.0) -> Lease:
+    return Lease("controller", name, "host", 1, f"/data/{name}", 0.0, 0.0, expires_at)
+
+
+def test_a_lease_is_taken_renewed_and_released_by_its_holder_only(store: Store) -> None:
+    leases = Leases(store)
+    assert leases.take(_holder("a"), stale=lambda _: False) == Taken(True, None)
+    assert leases.take(_holder("a"), stale=lambda _: False).won  # ours already
+    assert leases.take(_holder("b"), stale=lambda _: False) == Taken(False, _holder("a"))
+    assert leases.renew("controller", "a", renewed_at=5.0, expires_at=200.0)
+    assert not leases.renew("controller", "b", renewed_at=5.0, expires_at=200.0)
+    renewed = dataclasses.replace(_holder("a"), renewed_at=5.0, expires_at=200.0)
+    assert leases.take(_holder("b"), stale=lambda held: held == renewed) == Taken(True, renewed)
+    leases.release("controller", "a")  # not a's any more: a no-op
+    assert leases.get("controller") == _holder("b")
+    leases.release("controller", "b")
+    assert leases.get("controller") is None
+
+
+def test_two_daemons_taking_a_free_lease_at_once_one_wins(url: str) -> None:
+    migrate(url)
+    stores = [Store(url), Store(url)]
+    barrier = threading.Barrier(2)
+
+    def take(i: int) -> bool:
+        barrier.wait()
+        return Leases(stores[i]).take(_holder(f"d{i}"), stale=lambda _: False).won
+
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            won = list(pool.map(take, range(2)))
+        assert sorted(won) == [False, True]
+    finally:
+        for s in stores:
+            s.close()

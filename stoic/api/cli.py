@@ -29,7 +29,7 @@ def serve(
     from stoic.daemon.controller import Controller, check_extras
     from stoic.daemon.lock import DataDirLock
     from stoic.logging import configure_logging, get_logger
-    from stoic.settings import load_settings
+    from stoic.settings import check_listener, load_settings
 
     overrides: dict[str, Any] = {}
     api: dict[str, Any] = {}
@@ -43,6 +43,7 @@ def serve(
         overrides["data_dir"] = data_dir
     settings = load_settings(config, **overrides)
     check_extras(settings)  # a missing extra is one line here, not a failed lifespan
+    check_listener(settings.api)  # no open API beyond loopback by accident
     # Before anything else touches the data directory: one daemon per data dir.
     lock = DataDirLock(settings.data_dir)
     lock.acquire()
@@ -54,6 +55,10 @@ def serve(
             repeat_window_s=settings.log.repeat_window_s,
         )
         controller = Controller(settings, lock=lock)
+        # What may refuse to start (no edge runtime, an object store or database that
+        # cannot be used, a daemon holding them): one line and exit 2, before the
+        # server says a word.
+        controller.claim()
         app = create_app(settings, controller=controller)
         url = f"http://{settings.api.host}:{settings.api.port}"
         get_logger("stoic.serve").info(
@@ -64,6 +69,8 @@ def serve(
         server.run()
     finally:
         lock.release()
+    if server.start_error is not None:
+        raise server.start_error
     if not server.started:
         raise StoicError(f"the daemon did not start on {url}; see the log above")
 

@@ -162,10 +162,39 @@ def probes(settings: KubernetesSettings, *, knative: bool = False) -> Manifest:
     return out
 
 
+# The keys of the Secret ``kubernetes.store.credentials_secret`` (kubectl create secret
+# generic stoic-s3 --from-literal=access_key=... --from-literal=secret_key=...).
+ACCESS_KEY = "access_key"
+SECRET_KEY = "secret_key"
+
+
+def store_env(settings: KubernetesSettings) -> list[Manifest]:
+    """The environment that points the function's ``load_settings()`` at the cloud
+    object store (``kubernetes.store``): an S3 bucket, where the controller uploads each
+    package and the model that the request names. The keys come from a Secret by
+    reference, so no manifest (nor the controller's log of it) carries them."""
+    store = settings.store
+    env: list[Manifest] = [{"name": "STOIC_OBJECTSTORE__KIND", "value": "s3"}]
+    endpoint = store.pod_endpoint or store.endpoint
+    if endpoint:
+        env.append({"name": "STOIC_OBJECTSTORE__S3_ENDPOINT", "value": endpoint})
+    env += [
+        {"name": "STOIC_OBJECTSTORE__S3_BUCKET", "value": store.bucket},
+        {"name": "STOIC_OBJECTSTORE__S3_REGION", "value": store.region},
+    ]
+    if store.credentials_secret:
+        for var, key in (("S3_ACCESS_KEY", ACCESS_KEY), ("S3_SECRET_KEY", SECRET_KEY)):
+            ref = {"name": store.credentials_secret, "key": key}
+            env.append({"name": f"STOIC_OBJECTSTORE__{var}", "valueFrom": {"secretKeyRef": ref}})
+    return env
+
+
 def container(settings: KubernetesSettings, runtime: Runtime, *, knative: bool = False) -> Manifest:
-    """The function container: image, port, environment, resources, probes and the
-    restricted security context. Knative allows one port, named ``http1`` or ``h2c``
-    or unnamed."""
+    """The function container: image, port, environment (the object store's included,
+    :func:`store_env`), resources, probes and the restricted security context. Knative
+    allows one port, named ``http1`` or ``h2c`` or unnamed. ``FUNC_PORT`` is set as
+    well as ``STOIC_FUNCTION_PORT`` because the server reads it first and the images
+    set it to 8080: without it a non-default ``service_port`` never answered."""
     port = {
         "name": "http1" if knative else "http",
         "containerPort": settings.service_port,
@@ -177,8 +206,10 @@ def container(settings: KubernetesSettings, runtime: Runtime, *, knative: bool =
         "ports": [port],
         "env": [
             {"name": "STOIC_FUNCTION_HANDLER", "value": settings.handler},
+            {"name": "FUNC_PORT", "value": str(settings.service_port)},
             {"name": "STOIC_FUNCTION_PORT", "value": str(settings.service_port)},
             {"name": "STOIC_RUNTIME", "value": runtime.name},
+            *store_env(settings),
         ],
         "resources": resources(settings, runtime),
         **probes(settings, knative=knative),

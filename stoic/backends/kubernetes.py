@@ -32,6 +32,13 @@ Every API call runs in :func:`asyncio.to_thread`; every API error becomes
 :class:`stoic.errors.KubernetesApiError` naming the object. The function is invoked
 over HTTP (httpx) either through the API server's service proxy (controller outside
 the cluster, the usual case at the edge) or by in-cluster DNS.
+
+The pods read packages and models from the cloud object store, an S3 bucket
+(``kubernetes.store``): :meth:`KubernetesBackend.upload` copies the batch's package
+there from the edge store (that copy is T_t), and the model that the request names
+along with it the first time. Their containers get the bucket's address as
+environment variables and its keys by reference to a Secret
+(:func:`k8s_objects.store_env`).
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import IO, Any, Protocol, TypeVar, cast
+from typing import Any, BinaryIO, Protocol, TypeVar, cast
 
 import httpx
 import urllib3.exceptions
@@ -61,9 +68,11 @@ from stoic.errors import (
     DeployTimeout,
     InvocationError,
     KubernetesApiError,
+    ObjectNotFound,
 )
 from stoic.logging import get_logger
 from stoic.settings import KubernetesSettings
+from stoic.storage.objectstore import S3ObjectStore
 from stoic.storage.package import part_key, write_part
 from stoic.values import Job, Runtime
 
@@ -75,13 +84,19 @@ T = TypeVar("T")
 class PackageSource(Protocol):
     """The edge object store, as far as upload needs it (``stoic.storage.objectstore``)."""
 
-    def open_read(self, key: str) -> IO[bytes]: ...
+    def open_read(self, key: str) -> BinaryIO: ...
+
+    def list(self, prefix: str = "") -> list[str]: ...
+
+    def size(self, key: str) -> int: ...
 
 
 class PackageSink(Protocol):
     """The cloud object store (S3), as far as upload needs it (``stoic.storage.objectstore``)."""
 
-    def put_stream(self, key: str, fileobj: IO[bytes]) -> int: ...
+    def put_stream(self, key: str, fileobj: BinaryIO) -> int: ...
+
+    def size(self, key: str) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,8 +164,8 @@ class KubernetesBackend:
 
     ``api_config`` is a loaded ``kubernetes.client.Configuration`` (see
     :meth:`from_settings`); ``cloud_store`` and ``edge_store`` are the object stores
-    that :meth:`upload` copies packages between; ``http_transport`` replaces httpx's
-    network transport (tests); ``name_factory`` names each deployment.
+    that :meth:`upload` copies packages and models between; ``http_transport`` replaces
+    httpx's network transport (tests); ``name_factory`` names each deployment.
     """
 
     def __init__(
@@ -171,6 +186,7 @@ class KubernetesBackend:
         self._custom = client.CustomObjectsApi(self._api_client)
         self._cloud = cloud_store
         self._edge = edge_store
+        self._models: dict[str, int] = {}  # model objects known in the cloud store: size
         self._name_factory = name_factory
         self._http = self._make_http_client(http_transport)
         self._mode = self._make_mode()
@@ -178,13 +194,15 @@ class KubernetesBackend:
 
     @classmethod
     def from_settings(
-        cls,
-        settings: KubernetesSettings,
-        *,
-        cloud_store: PackageSink | None = None,
-        edge_store: PackageSource | None = None,
+        cls, settings: KubernetesSettings, *, edge_store: PackageSource | None = None
     ) -> KubernetesBackend:
-        """Load the cluster credentials (in-cluster service account or kubeconfig)."""
+        """Load the cluster credentials (in-cluster service account or kubeconfig) and
+        connect to the cloud object store (``kubernetes.store``), where packages go."""
+        store = settings.store
+        secret = store.secret_key.get_secret_value() if store.secret_key else None
+        cloud_store = S3ObjectStore.connect(
+            store.endpoint, store.region, store.bucket, store.access_key, secret
+        )
         cfg = client.Configuration()
         try:
             if settings.in_cluster:
@@ -202,8 +220,11 @@ class KubernetesBackend:
         return cls(settings, api_config=cfg, cloud_store=cloud_store, edge_store=edge_store)
 
     async def start(self) -> None:
-        """Called by the controller once at start-up: delete what a crashed controller
-        left behind (``kubernetes.cleanup_orphans_at_start``)."""
+        """Called by the controller once at start-up: make sure the cloud store's bucket
+        exists, and delete what a crashed controller left behind
+        (``kubernetes.cleanup_orphans_at_start``)."""
+        if isinstance(self._cloud, S3ObjectStore):
+            await asyncio.to_thread(self._cloud.ensure_bucket)
         if self._s.cleanup_orphans_at_start:
             await self.cleanup_orphans()
 
@@ -530,6 +551,7 @@ class KubernetesBackend:
             raise ConfigError("kubernetes backend: upload needs both an edge and a cloud store")
         edge, cloud, key = self._edge, self._cloud, job.package_key
         subset = job.subset
+        await asyncio.to_thread(self._ensure_model, edge, cloud, self.model_key(job))
 
         def copy() -> int:
             src = edge.open_read(key)
@@ -548,7 +570,7 @@ class KubernetesBackend:
                 finally:
                     src.close()
                 part.seek(0)
-                return cloud.put_stream(part_key(key, start, stop), part)
+                return cloud.put_stream(part_key(key, start, stop), cast(BinaryIO, part))
 
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -562,6 +584,29 @@ class KubernetesBackend:
             seconds=loop.time() - started,
             subset=subset,
         )
+
+    def _ensure_model(self, edge: PackageSource, cloud: PackageSink, key: str) -> None:
+        """Copy the model that ``key`` names, with its side files (every object whose key
+        starts with it: the class names), from the edge store to the cloud store where
+        it is missing or of another size: the pods read it there. A model the edge does
+        not have is left for the function to report (404, naming the key). Runs inside
+        the first upload of each model version, so that batch's T_t includes it."""
+        for k in edge.list(key):
+            size = edge.size(k)
+            if self._models.get(k) == size:
+                continue
+            try:
+                present = cloud.size(k) == size
+            except ObjectNotFound:
+                present = False
+            if not present:
+                src = edge.open_read(k)
+                try:
+                    cloud.put_stream(k, src)
+                finally:
+                    src.close()
+                log.info("model copied to the cloud store", key=k, bytes=size)
+            self._models[k] = size
 
     def model_key(self, job: Job) -> str:
         return self._s.model_key_template.format(app=job.app, app_version=job.app_version)

@@ -12,19 +12,29 @@ Why it looks the way it does:
 * **Claiming is the database's job.** ``Store.claim_next_queued`` moves a batch from
   ``queued`` to ``running`` atomically and counts the attempt, so a crash leaves the
   batch ``running`` and the next start re-queues it (or fails it after
-  ``controller.max_attempts``). The loop only claims while fewer than
-  ``controller.max_concurrent_batches`` run; each batch is a task kept in
-  ``running: dict[batch_id, Task]``, which is what the controller's drain waits on
-  and cancels. A claim that returns after the stop flag was set is handed back
-  (``Store.release_claim``) instead of started: draining means no new batch starts.
+  ``controller.max_attempts`` runs that died without progress). The loop only claims
+  while fewer than ``controller.max_concurrent_batches`` run; each batch is a task
+  kept in ``running: dict[batch_id, Task]``, which is what the controller's drain
+  waits on and cancels. A claim that returns after the stop flag was set is handed
+  back (``Store.release_claim``) instead of started: draining means no new batch starts.
 * **Woken, not just polled.** The ingest calls :meth:`Dispatcher.notify` (through the
   controller) when it has queued a batch, and a finishing batch does too, so a free
   slot is filled at once; ``controller.poll_s`` only bounds how long a batch queued
   behind the dispatcher's back (another process, a re-queue) waits.
 * **A batch never takes the loop down.** :meth:`Dispatcher._run_batch` finishes a
-  failing batch as ``failed`` with its error and only lets cancellation through: a
-  cancelled batch stays ``running`` in the database and is re-queued at the next
-  start.
+  failing batch as ``failed`` with its error and only lets cancellation through. A
+  drain's cancellation is not the batch's fault: the batch is handed back to the queue
+  with its attempt not counted (a share batch keeps its stored chunks and resumes).
+* **A result is not lost to a failing store.** Once a batch has run, what it came to
+  (:class:`~stoic.daemon.finish.Done` or :class:`~stoic.daemon.finish.Failed`) stays in
+  memory and the :class:`~stoic.daemon.finish.Finisher` records it, retrying each write
+  with back-off until it lands: a database locked past its busy timeout or a full disk
+  delays the batch, it does not strand it ``running`` with no owner. Meanwhile the
+  batch's task lives on, so it counts in ``stoic_batches_running`` (and
+  ``stoic_batches_unrecorded``). A failed claim is retried the same way, in the loop;
+  a share chunk the store refuses is skipped (it only saves work after a crash). The
+  batch tasks are watched: one that ends with an exception anyway is logged, not left
+  for asyncio to report as "never retrieved".
 * **The model is made sure of first.** The ``prepare`` hook (the controller's: train
   the demo model if none is stored) runs once before the first claim, so batches
   accepted meanwhile wait in the queue instead of failing.
@@ -44,28 +54,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from stoic.clock import Clock
+from stoic.daemon import chunks
+from stoic.daemon.finish import Done, Failed, Finisher
 from stoic.daemon.metrics import Metrics
 from stoic.daemon.probes import cut_head
-from stoic.errors import BatchStateError, StoicError
+from stoic.daemon.retry import Backoff, transient
+from stoic.errors import BatchNotFound, BatchStateError, StoicError
 from stoic.logging import get_logger
 from stoic.schedule.scheduler import Scheduler
 from stoic.schedule.share.board import Chunk
 from stoic.settings import Settings
 from stoic.storage.objectstore import ObjectStore
-from stoic.storage.package import (
-    chunk_results_key,
-    chunks_prefix,
-    parts_prefix,
-    results_key,
-)
 from stoic.store.store import BatchRecord, Store
-from stoic.values import BatchState, Job, Mode, Outcome, Plan, SharePlan
+from stoic.values import Job, Mode, Plan
 
 log = get_logger("stoic.controller")
 
@@ -116,6 +122,10 @@ class Dispatcher:
         self.running: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._prepared = False
+        self._backoff = Backoff.from_settings(settings.controller)
+        self.finisher = Finisher(
+            store=store, objects=objects, metrics=metrics, clock=clock, backoff=self._backoff
+        )
 
     def notify(self) -> None:
         """A batch was queued (or a slot freed): look at the queue now rather than at
@@ -127,21 +137,32 @@ class Dispatcher:
     async def run(self) -> None:
         """Claim and start batches until the controller stops; returns when it does.
         Safe to call again after a crash (the supervisor does): ``prepare`` is not
-        repeated once it has succeeded."""
+        repeated once it has succeeded. A claim the store cannot take (locked, full)
+        is tried again after a back-off."""
         if not self._prepared:
             await self._prepare()
             self._prepared = True
         limit = self.settings.controller.max_concurrent_batches
+        delays: Iterator[float] | None = None
         while not self._stopping():
             self._wake.clear()
             while len(self.running) < limit and not self._stopping():
-                record = await self._claim()
+                try:
+                    record = await self._claim()
+                except StoicError as exc:
+                    if not transient(exc):
+                        raise
+                    delays = delays or self._backoff.delays()
+                    delay = next(delays)
+                    self.finisher.failed_write("claim", exc, delay)
+                    await asyncio.sleep(delay)
+                    continue
+                delays = None
                 if record is None:
                     break
                 if self._stopping():
                     # The stop flag was set while the claim was in flight: hand it back.
-                    await asyncio.to_thread(self.store.release_claim, record.id, self.clock.now())
-                    log.info("claim handed back: the daemon is draining", batch_id=record.id)
+                    await self._release(record, "claim handed back: the daemon is draining")
                     break
                 task = asyncio.create_task(self._run_batch(record), name=f"batch:{record.id}")
                 self.running[record.id] = task
@@ -161,21 +182,67 @@ class Dispatcher:
         try:
             return await asyncio.shield(claim)
         except asyncio.CancelledError:
-            record = await claim
-            if record is not None:
-                await asyncio.to_thread(self.store.release_claim, record.id, self.clock.now())
+            with contextlib.suppress(StoicError):
+                record = await claim
+                if record is not None:
+                    await self._release(record, "claim handed back: the dispatcher was cancelled")
             raise
 
-    def _batch_done(self, batch_id: str, _task: asyncio.Task[None]) -> None:
+    async def _release(self, record: BatchRecord, event: str) -> None:
+        """Hand a claimed batch back to the queue, its attempt not counted. One try: a
+        store that refuses leaves it ``running``, and the next start re-queues it."""
+        try:
+            await asyncio.to_thread(self.store.release_claim, record.id, self.clock.now())
+        except (BatchStateError, BatchNotFound):
+            return  # finished after all (its last write landed as it was cancelled)
+        except StoicError as exc:
+            log.warning(
+                "could not hand the batch back; the next start re-queues it",
+                batch_id=record.id,
+                error=str(exc),
+            )
+            return
+        log.info(event, batch_id=record.id)
+
+    def _batch_done(self, batch_id: str, task: asyncio.Task[None]) -> None:
         self.running.pop(batch_id, None)
         self.metrics.batches_running.set(len(self.running))
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error(
+                "batch task crashed; the batch stays running until the next start",
+                batch_id=batch_id,
+                error=f"{type(exc).__name__}: {exc}",
+                exc_info=exc,
+            )
         self.notify()
 
     # One batch -----------------------------------------------------------------------
 
     async def _run_batch(self, record: BatchRecord) -> None:
-        """Decide, run, store results and measurements, finish. Never raises (except
-        on cancellation): a failing batch is finished as ``failed`` with its error."""
+        """Run the batch, then record how it ended, however long the store takes to
+        accept it. Never raises but on cancellation (a drain), which hands the batch
+        back to the queue; a result that cannot be recorded at all (not a storage
+        failure: those are retried) finishes the batch as ``failed`` with that error."""
+        try:
+            ran = await self._work(record)
+            self.metrics.batches_unrecorded.inc()
+            try:
+                await self.finisher.finish(record, ran)
+            except Exception as exc:
+                log.exception("recording the batch failed", batch_id=record.id)
+                await self.finisher.finish(
+                    record, Failed(ran.plan, f"{type(exc).__name__}: {exc}", ran.decision_stored)
+                )
+            finally:
+                self.metrics.batches_unrecorded.dec()
+        except asyncio.CancelledError:
+            await self._release(record, "batch cancelled by the drain; handed back to the queue")
+            raise
+
+    async def _work(self, record: BatchRecord) -> Done | Failed:
+        """Decide and run: bootstrap if needed, plan, run the plan. The decision is
+        stored once when it is made; if the store refuses it then, it is stored with
+        the result."""
         s = self.settings
         job = record.job()
         mode, pinned = record.mode, record.pinned_runtime
@@ -187,20 +254,25 @@ class Dispatcher:
         if self._claimed is not None:
             self._claimed(record)
         plan: Plan | None = None
+        stored = False
 
         async def decided(p: Plan) -> None:
-            nonlocal plan
+            nonlocal plan, stored
             plan = p
             self.metrics.scheduling_overhead.observe(p.decision_s)
             self.metrics.decisions.labels(str(p.mode), p.chosen).inc()
-            await asyncio.to_thread(
-                self.store.record_decision,
-                record.id,
-                p.chosen,
-                p.reason,
-                dict(p.estimates),
-                at=self.clock.now(),
-            )
+            try:
+                await asyncio.to_thread(self.finisher.store_decision, record, p)
+            except StoicError as exc:
+                if not transient(exc):
+                    raise
+                log.warning(
+                    "decision not stored yet; it will be with the result",
+                    batch_id=record.id,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+            else:
+                stored = True
 
         try:
             if self._prime is not None:
@@ -210,134 +282,40 @@ class Dispatcher:
             done: dict[int, Any] = {}
             on_chunk = None
             if mode is Mode.SHARE:
-                done = await asyncio.to_thread(self._load_chunks, record)
-                on_chunk = functools.partial(self._store_chunk, record.id)
+                done = await asyncio.to_thread(chunks.load_chunks, self.objects, record)
+                on_chunk = functools.partial(self._store_chunk, record)
                 if done:
                     log.info("share: resuming", batch_id=record.id, labelled_before=len(done))
             plan, outcome = await self.scheduler.handle(
                 job, mode=mode, pinned=pinned, on_plan=decided, done=done, on_chunk=on_chunk
             )
-        except asyncio.CancelledError:
-            log.warning(
-                "batch cancelled; it will be re-queued at the next start", batch_id=record.id
-            )
-            raise
         except StoicError as exc:
-            await self._fail(record, plan, exc)
-            return
+            return Failed(plan, f"{type(exc).__name__}: {exc}", stored)
         except Exception as exc:
             log.exception("batch crashed", batch_id=record.id)
-            await self._fail(record, plan, exc)
-            return
-        await self._succeed(record, plan, outcome)
-
-    # Share mode: results chunk by chunk -----------------------------------------------
+            return Failed(plan, f"{type(exc).__name__}: {exc}", stored)
+        return Done(plan, outcome, stored)
 
     async def _store_chunk(
-        self, batch_id: str, chunk: Chunk, runtime: str, results: Sequence[Any]
+        self, record: BatchRecord, chunk: Chunk, runtime: str, results: Sequence[Any]
     ) -> None:
         """One object per finished chunk (written atomically), so that after a crash
-        only the images without one are labelled again."""
-        document = {
-            "start": chunk.start,
-            "stop": chunk.stop,
-            "runtime": runtime,
-            "results": [{**r, "runtime": runtime} for r in results],
-        }
-        key = chunk_results_key(batch_id, chunk.start, chunk.stop)
-        await asyncio.to_thread(self.objects.put_bytes, key, json.dumps(document).encode())
-
-    def _load_chunks(self, record: BatchRecord) -> dict[int, Any]:
-        """The images a previous attempt labelled (index → result); an unreadable chunk
-        object counts as not labelled."""
-        done: dict[int, Any] = {}
-        for key in self.objects.list(chunks_prefix(record.id)):
-            try:
-                doc = json.loads(self.objects.get_bytes(key))
-                start, results = int(doc["start"]), list(doc["results"])
-            except (StoicError, ValueError, KeyError, TypeError):
-                log.warning("share: ignoring an unreadable chunk object", key=key)
-                continue
-            for i, r in enumerate(results):
-                if 0 <= start + i < record.n_images:
-                    done.setdefault(start + i, r)
-        return done
-
-    async def _succeed(self, record: BatchRecord, plan: Plan, outcome: Outcome) -> None:
-        key = results_key(record.id)
-        document = {
-            "batch_id": record.id,
-            "runtime": outcome.winner or outcome.runtime,
-            "mode": str(plan.mode),
-            "n_images": record.n_images,
-            "results": outcome.results if outcome.results is not None else [],
-        }
-        if outcome.shares:
-            document["shares"] = outcome.shares
-            document["duplicate_images"] = outcome.duplicate_images
-        data = json.dumps(document).encode()
-        await asyncio.to_thread(self.objects.put_bytes, key, data)
-        if isinstance(plan, SharePlan):  # the results document holds them all now
-            await asyncio.to_thread(self.objects.delete_prefix, chunks_prefix(record.id))
-            await asyncio.to_thread(self.objects.delete_prefix, parts_prefix(record.package_key))
-        then = f"{plan.reason}; then: {outcome.reason}" if outcome.reason else None
+        only the images without one are labelled again. A store that refuses it (a full
+        disk) costs only that: the results are in the session, and the batch goes on."""
         try:
             await asyncio.to_thread(
-                self.store.finish_batch,
-                record.id,
-                state=BatchState.DONE,
-                finished_at=self.clock.now(),
-                transfer_s=outcome.transfer_s,
-                deployment_s=outcome.deployment_s,
-                processing_s=outcome.processing_s,
-                total_s=outcome.total_s,
-                winner=outcome.winner or outcome.runtime,
-                cloud_used_s=outcome.cloud_used_s,
-                cloud_wasted_s=outcome.cloud_wasted_s,
-                results_key=key,
-                error=outcome.error,
-                decision_reason=then,
+                chunks.store_chunk, self.objects, record, chunk, runtime, results
             )
-        except BatchStateError as exc:
-            log.error(
-                "batch finished elsewhere; result not recorded", batch_id=record.id, error=str(exc)
+        except Exception as exc:
+            if not transient(exc):
+                raise
+            self.metrics.store_write_failures.labels("chunk").inc()
+            log.warning(
+                "share: chunk not stored; a restart would label it again",
+                batch_id=record.id,
+                chunk=str(chunk),
+                error=f"{type(exc).__name__}: {exc}",
             )
-            return
-        winner = outcome.winner or outcome.runtime
-        estimate = plan.estimates.get(winner)
-        self.metrics.observe_outcome(
-            outcome,
-            BatchState.DONE,
-            planned_runtime=plan.chosen,
-            predicted_total_s=estimate.total.mean if estimate is not None else None,
-        )
-        log.info(
-            "batch finished",
-            batch_id=record.id,
-            state="done",
-            runtime=winner,
-            total_s=round(outcome.total_s, 3),
-            transfer_s=round(outcome.transfer_s, 3),
-            deployment_s=round(outcome.deployment_s, 3),
-            processing_s=round(outcome.processing_s, 3),
-            decision_ms=round(outcome.decision_s * 1000, 3),
-        )
-
-    async def _fail(self, record: BatchRecord, plan: Plan | None, exc: BaseException) -> None:
-        message = f"{type(exc).__name__}: {exc}"
-        try:
-            await asyncio.to_thread(
-                self.store.finish_batch,
-                record.id,
-                state=BatchState.FAILED,
-                finished_at=self.clock.now(),
-                error=message,
-            )
-        except StoicError as store_exc:
-            log.error("could not record a failed batch", batch_id=record.id, error=str(store_exc))
-            return
-        self.metrics.batches_finished.labels("failed", plan.chosen if plan else "none").inc()
-        log.warning("batch finished", batch_id=record.id, state="failed", error=message)
 
     # Bootstrapping -------------------------------------------------------------------
 

@@ -27,7 +27,9 @@ replay_app = typer.Typer(
     help="Replay a workload against a simulated environment and score it (paper §4).",
     no_args_is_help=False,
 )
-env_app = typer.Typer(help="Simulated environment specs: draw random ones, check files.")
+env_app = typer.Typer(
+    help="Simulated environment specs: draw random ones, check files, fit one to measurements."
+)
 
 ENV_DEFAULT = Path(__file__).resolve().parent / "profiles" / "nautilus-2020.yaml"
 """The default environment spec, shipped inside the package (``workload/`` links to it)."""

@@ -353,6 +353,11 @@ def _repr_list(dumper: yaml.SafeDumper, data: list[Any]) -> yaml.Node:
 _Dumper.add_representer(list, _repr_list)
 
 
+def spec_yaml(raw: dict[str, Any]) -> str:
+    """A spec mapping as YAML, in the layout of every generated spec file."""
+    return yaml.dump(raw, Dumper=_Dumper, sort_keys=False, width=100, allow_unicode=True)
+
+
 def random_yaml(seed: int) -> str:
     """The YAML text of random environment ``seed``, with a header naming the seed
     and every range it was drawn from."""
@@ -365,5 +370,4 @@ def random_yaml(seed: int) -> str:
         "# gpu1 0.3272/28.16; gpu2 from gpu1's own draw).",
         *(f"#{line}" for line in ranges_comment()),
     ]
-    body = yaml.dump(raw, Dumper=_Dumper, sort_keys=False, width=100, allow_unicode=True)
-    return "\n".join(header) + "\n" + body
+    return "\n".join(header) + "\n" + spec_yaml(raw)

@@ -26,7 +26,7 @@ Why it looks like this:
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,6 +208,16 @@ def _batch(row: BatchTable, is_new: bool = False) -> BatchRecord:
         is_new=is_new,
         request_digest=row.request_digest,
     )
+
+
+def _requeue(row: BatchTable, now: float) -> None:
+    """Back to the queue, to be decided afresh (``attempts`` is the caller's)."""
+    row.state = BatchState.QUEUED.value
+    row.started_at = None
+    row.updated_at = now
+    row.chosen_runtime = None
+    row.decision_reason = None
+    row.estimates = None
 
 
 def _runtime(row: RuntimeTable) -> RuntimeRow:
@@ -473,6 +483,39 @@ class Store:
             rows = list(s.scalars(q))
         return [TransferSample(r.n_bytes, r.seconds, r.at, r.runtime) for r in reversed(rows)]
 
+    def samples_between(
+        self, since: float | None = None, until: float | None = None
+    ) -> tuple[list[DeploymentSample], list[ProcessingSample], list[TransferSample]]:
+        """Every sample of every runtime taken in ``[since, until)`` (either bound
+        optional), oldest first: what ``stoic env fit --store`` fits a spec to."""
+        out: list[Any] = []
+        with self._session(write=False) as s:
+            for t, at in (
+                (DeploymentSampleTable, DeploymentSampleTable.started_at),
+                (ProcessingSampleTable, ProcessingSampleTable.at),
+                (TransferSampleTable, TransferSampleTable.at),
+            ):
+                q = select(t)
+                if since is not None:
+                    q = q.where(at >= since)
+                if until is not None:
+                    q = q.where(at < until)
+                out.append(list(s.scalars(q.order_by(at, t.id))))
+        deps, procs, trans = out
+        return (
+            [
+                DeploymentSample(r.runtime, r.started_at, r.duration_s, DeployOutcome(r.outcome))
+                for r in deps
+            ],
+            [
+                ProcessingSample(
+                    r.app, r.app_version, r.runtime, r.images, r.n_bytes, r.duration_s, r.at
+                )
+                for r in procs
+            ],
+            [TransferSample(r.n_bytes, r.seconds, r.at, r.runtime) for r in trans],
+        )
+
     def count_deployment_samples(self, runtime: str | None = None) -> int:
         t = DeploymentSampleTable
         q = select(func.count()).select_from(t)
@@ -708,14 +751,13 @@ class Store:
             # without row locks); the queue shrank, so try the next one.
 
     def release_claim(self, batch_id: str, now: float) -> BatchRecord:
-        """Hand a claimed batch back to the queue without running it (the dispatcher's
-        claim raced with a stop): running → queued, and the attempt is not counted."""
+        """Hand a claimed batch back to the queue, its attempt not counted: a claim that
+        raced with a stop, or a batch a drain cancelled (not the batch's fault). Running
+        → queued, its decision cleared (it is decided afresh)."""
         with self._session(write=True) as s:
             row = self._locked(s, batch_id, "release its claim", (BatchState.RUNNING,))
-            row.state = BatchState.QUEUED.value
+            _requeue(row, now)
             row.attempts = max(0, row.attempts - 1)
-            row.started_at = None
-            row.updated_at = now
             return _batch(row)
 
     def _locked(
@@ -800,13 +842,29 @@ class Store:
                 row.decision_reason = decision_reason
             return _batch(row)
 
-    def requeue_running(self, now: float, *, max_attempts: int | None = None) -> list[str]:
+    def running_batches(self) -> list[BatchRecord]:
+        """Every running batch, oldest first (crash recovery looks at each before
+        :meth:`requeue_running`)."""
+        t = BatchTable
+        q = select(t).where(t.state == BatchState.RUNNING.value).order_by(t.created_at, t.id)
+        with self._session(write=False) as s:
+            return [_batch(r) for r in s.scalars(q)]
+
+    def requeue_running(
+        self,
+        now: float,
+        *,
+        max_attempts: int | None = None,
+        progressed: Collection[str] = (),
+    ) -> list[str]:
         """Crash recovery at start-up: running batches go back to queued.
 
         A batch that was running when the daemon stopped has no owner any more; its
-        decision is cleared (it will be decided afresh). With ``max_attempts``, a batch
-        already claimed that many times is marked failed instead, so one batch that
-        crashes the daemon cannot do so forever. Returns the ids requeued, oldest first.
+        decision is cleared (it will be decided afresh). The ids in ``progressed`` made
+        progress in the run that was cut short (share mode stored new chunks): that run
+        is not counted as an attempt. With ``max_attempts``, any other batch whose
+        counted attempts reached it is marked failed instead, so one batch that crashes
+        the daemon cannot do so forever. Returns the ids requeued, oldest first.
         """
         t = BatchTable
         requeued: list[str] = []
@@ -819,19 +877,17 @@ class Store:
             )
             for row in rows:
                 row.updated_at = now
-                if max_attempts is not None and row.attempts >= max_attempts:
+                if row.id in progressed:
+                    row.attempts = max(0, row.attempts - 1)
+                elif max_attempts is not None and row.attempts >= max_attempts:
                     row.state = BatchState.FAILED.value
                     row.finished_at = now
                     row.error = (
                         f"gave up after {row.attempts} attempt(s): the daemon stopped "
-                        "while the batch was running"
+                        "while the batch was running, each time without progress"
                     )
                     continue
-                row.state = BatchState.QUEUED.value
-                row.started_at = None
-                row.chosen_runtime = None
-                row.decision_reason = None
-                row.estimates = None
+                _requeue(row, now)
                 requeued.append(row.id)
         return requeued
 
