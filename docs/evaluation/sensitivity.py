@@ -6,8 +6,9 @@ scenario of :mod:`stoic.replay.sensitivity`, and writes ``sensitivity.md`` and
     .venv/bin/python docs/evaluation/sensitivity.py --seeds 5 --days 3 --jobs 2 \\
         --out docs/evaluation/sensitivity
 
-Default environments: nautilus-2020 and three that stress what the scenarios change
-(contended-cloud: a busy cluster; leo-satellite: outages; rural-lte: a slow link).
+Default environments: the real calibration (nautilus-2020-real), the paper's
+(nautilus-2020) and three that stress what the scenarios change (contended-cloud: a
+busy cluster; leo-satellite: outages; rural-lte: a slow link).
 """
 
 from __future__ import annotations
@@ -23,7 +24,13 @@ from stoic.replay.sweep_report import write_sweep_report
 
 ROOT = Path(__file__).resolve().parents[2]
 ENVS = ROOT / "workload" / "envs"
-DEFAULT_ENVS = ("nautilus-2020", "contended-cloud", "leo-satellite", "rural-lte")
+DEFAULT_ENVS = (
+    "nautilus-2020-real",
+    "nautilus-2020",
+    "contended-cloud",
+    "leo-satellite",
+    "rural-lte",
+)
 
 
 def main() -> int:
