@@ -26,7 +26,8 @@ order (each a method of its own, so the order reads as a list):
    logs a crash and restarts it with exponential back-off: the **dispatcher**
    (:class:`~stoic.daemon.dispatcher.Dispatcher`: claims queued batches, at most
    ``controller.max_concurrent_batches`` at once, each a task kept in
-   ``running: dict[batch_id, Task]``, and runs each end to end) and the
+   ``running: dict[batch_id, Task]``, and runs each end to end), the **retention**
+   sweep and disk usage measurements (:mod:`~stoic.daemon.retention`) and the
    **inquisitor**.
 
 Before the dispatcher takes its first batch, the demo model is trained (in a child
@@ -70,6 +71,7 @@ from stoic.daemon.lock import DataDirLock
 from stoic.daemon.metrics import Metrics
 from stoic.daemon.probes import BatchProbeWork
 from stoic.daemon.recorder import DaemonRecorder
+from stoic.daemon.retention import Retention
 from stoic.daemon.uplink import HttpUplinkCheck
 from stoic.errors import ConfigError, InputError, InvalidField, ModelNotFound
 from stoic.extras import installed, require
@@ -236,6 +238,7 @@ class Controller:
         self.inquisitor: Inquisitor | None = None
         self.probe_work: BatchProbeWork | None = None
         self.dispatcher: Dispatcher | None = None
+        self.retention: Retention | None = None
 
     # Life cycle ----------------------------------------------------------------------
 
@@ -511,7 +514,8 @@ class Controller:
         return dict(self.inquisitor.cloud_s) if self.inquisitor is not None else {}
 
     def _start_tasks(self, runtimes: list[Runtime]) -> None:
-        """The dispatcher and (with cloud runtimes) the inquisitor, each supervised."""
+        """The dispatcher, the retention sweep and (with cloud runtimes) the inquisitor,
+        each supervised."""
         self.dispatcher = Dispatcher(
             self.settings,
             clock=self.clock,
@@ -525,7 +529,18 @@ class Controller:
             prime=self.prime_version,
             claimed=self.probe_work.offer if self.probe_work is not None else None,
         )
-        specs = [TaskSpec("dispatcher", self.dispatcher.run)]
+        self.retention = Retention(
+            self.settings.retention,
+            data_dir=self.settings.data_dir,
+            store=self.store,
+            objects=self.objects,
+            clock=self.clock,
+            metrics=self.metrics,
+        )
+        specs = [
+            TaskSpec("dispatcher", self.dispatcher.run),
+            TaskSpec("retention", self.retention.run),
+        ]
         if self.inquisitor is not None:
             specs.append(TaskSpec("inquisitor", self.inquisitor.run))
         for spec in specs:
