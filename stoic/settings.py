@@ -429,7 +429,7 @@ class RetentionSettings(_Section):
         gt=0,
         le=36_500,
         description="a finished batch's package (the uploaded images) is deleted this many "
-        "days after its upload; a queued or running batch's never (\"forever\" or none: "
+        'days after its upload; a queued or running batch\'s never ("forever" or none: '
         "kept forever)",
     )
     results_days: float | None = Field(
@@ -437,7 +437,7 @@ class RetentionSettings(_Section):
         gt=0,
         le=36_500,
         description="a finished batch (its row, results and whatever is left of it) is "
-        "deleted this many days after it finished (\"forever\" or none: kept forever)",
+        'deleted this many days after it finished ("forever" or none: kept forever)',
     )
     sweep_period_s: float = Field(
         86_400.0, ge=60, le=30 * 86_400, description="the sweep's period (the first at start)"
