@@ -70,9 +70,10 @@ def search_path(
         places.append(ConfigFile(Path(named), "$STOIC_CONFIG"))
     places.append(ConfigFile(cwd / "stoic.toml", "./stoic.toml"))
     xdg = env.get("XDG_CONFIG_HOME", "")
-    home = Path(env.get("HOME") or Path.home())
-    user = Path(xdg) if os.path.isabs(xdg) else home / ".config"
-    places.append(ConfigFile(user / "stoic" / "stoic.toml", "$XDG_CONFIG_HOME"))
+    home = env.get("HOME") or os.path.expanduser("~")
+    user = Path(xdg) if os.path.isabs(xdg) else Path(home, ".config")
+    if user.is_absolute():  # a user with no home (a container's UID) has none
+        places.append(ConfigFile(user / "stoic" / "stoic.toml", "$XDG_CONFIG_HOME"))
     places.append(ConfigFile(system, "/etc/stoic"))
     return places
 

@@ -2,7 +2,8 @@
 
 Sources, strongest first: keyword arguments (tests, the CLI's flags), environment
 variables (``STOIC_`` prefix, ``__`` between levels: ``STOIC_PREDICTOR__MAX_WINDOW=50``),
-then a TOML or YAML file (``stoic serve --config FILE``), then the defaults below.
+then a TOML or YAML file (``stoic serve --config FILE``, else the first that
+:func:`stoic.configfile.find_config` finds), then the defaults below.
 Every duration is in seconds and says so in its name (``*_s``); sizes are in bytes.
 
 A bad value fails at start-up with :class:`stoic.errors.ConfigError`, whose message
@@ -773,15 +774,19 @@ def default_data_dir(env: Mapping[str, str]) -> Path:
     """Where the daemon keeps its state when ``data_dir`` is not set: the directory
     systemd made for the unit (``StateDirectory=``, passed as ``$STATE_DIRECTORY``; the
     first if it lists several), else the XDG state directory (``$XDG_STATE_HOME/stoic``,
-    ``~/.local/state/stoic`` when unset or not absolute, as the XDG spec says). Never the
+    ``~/.local/state/stoic`` when unset or not absolute, as the XDG spec says), else, for
+    a user with no home (a container's arbitrary UID), ``/var/lib/stoic``. Never the
     working directory: a daemon started from another directory must find its data."""
     state = env.get("STATE_DIRECTORY", "").split(":")[0]
     if state:
         return Path(state)
     xdg = env.get("XDG_STATE_HOME", "")
-    home = Path(env.get("HOME") or Path.home())
-    base = Path(xdg) if os.path.isabs(xdg) else home / ".local" / "state"
-    return base / "stoic"
+    if os.path.isabs(xdg):
+        return Path(xdg) / "stoic"
+    home = env.get("HOME") or os.path.expanduser("~")
+    if not os.path.isabs(home):
+        return Path("/var/lib/stoic")
+    return Path(home) / ".local" / "state" / "stoic"
 
 
 def _env(key: str) -> str:

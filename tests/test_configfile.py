@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from stoic.api import cli as server_cli
 from stoic.cli import app
-from stoic.configfile import MASK, ConfigFile, find_config, mask
+from stoic.configfile import MASK, ConfigFile, find_config, mask, search_path
 from stoic.errors import ConfigError
 from stoic.settings import Settings, default_data_dir, load_settings
 
@@ -96,6 +96,13 @@ def test_data_dir_defaults_to_the_state_directory_never_the_cwd(tmp_path: Path) 
     # systemd's StateDirectory= wins; with several, the first.
     env = {"HOME": home, "XDG_STATE_HOME": "/x", "STATE_DIRECTORY": "/var/lib/stoic:/var/lib/b"}
     assert default_data_dir(env) == Path("/var/lib/stoic")
+
+
+def test_a_user_with_no_home_gets_the_system_state_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os.path, "expanduser", lambda path: path)  # no HOME, no passwd entry
+    assert default_data_dir({}) == Path("/var/lib/stoic")
+    found_by = [p.found_by for p in search_path({}, Path("/w"))]
+    assert found_by == ["./stoic.toml", "/etc/stoic"]  # no user settings file to look for
 
 
 def test_settings_take_the_default_data_dir_from_the_environment(
