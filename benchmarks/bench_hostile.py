@@ -1,7 +1,7 @@
 """Hostile and careless clients against a real ``stoic serve`` (issue 13).
 
     .venv/bin/python benchmarks/bench_hostile.py [--attack all|junk|png|slowloris|fields|
-        slowbody|hangup|pollers] [--nofile 1024] [--connections 3000] [--duration 20]
+        slowbody|hangup|pollers|diskfull] [--nofile 1024] [--connections 3000] [--duration 20]
 
 Starts ``stoic serve`` on a loopback port with its default limits and a temporary data
 dir (the runtimes run the stand-in function server of the tests, ``tests/standin_function.py``,
@@ -27,6 +27,8 @@ attacked port):
   ``--poll-period`` seconds (1), in alternating phases of ``--phase`` seconds (10), twice
   each. It prints accepted uploads per second, the answers, the page's latency and the
   daemon's CPU per phase, and what the pollers cost ingest (the issue's bound: 10 %).
+* **diskfull**: a daemon of its own on a 20 MB tmpfs, filled by uploads until they are
+  refused, then freed (:func:`bench_disk_full`).
 
 For each it prints the daemon's CPU seconds (``/proc/PID/stat``, utime + stime), its
 peak RSS above the baseline (``VmHWM`` after resetting it through
@@ -628,6 +630,119 @@ def page_pollers(d: Daemon, *, batches: int, pollers: int, period_s: float, phas
     )
 
 
+# A full disk ----------------------------------------------------------------------------
+
+
+def bench_disk_full(size_mb: int = 20, ballast_mb: int = 10, floor_mb: int = 0) -> None:
+    """``stoic serve`` with its data directory on a ``size_mb`` MB tmpfs, of which a
+    ballast file takes ``ballast_mb`` (a mount namespace made with ``unshare -Urm``: no
+    root needed where user namespaces are allowed); ``objectstore.min_free_bytes`` is
+    ``floor_mb`` MB (0: no floor, the worst case). 1.4 MB uploads with ``Content-Length``
+    until one is refused (early: the disk has less than its length free), then 5 sent
+    chunked (no length: they run into the real ``ENOSPC``), then the ballast is removed.
+    Prints the answers and their latency, the daemon's CPU and log bytes, what
+    ``/readyz`` said, the empty ``objects/batches/<id>/`` directories and temporary files
+    left behind, and the seconds until ``/readyz`` and an upload succeed again once space
+    is freed."""
+    import httpx
+
+    probe = "d=$(mktemp -d) && mount -t tmpfs -o size=1m none $d && umount $d && rmdir $d"
+    if subprocess.run(["unshare", "-Urm", "sh", "-c", probe], capture_output=True).returncode:
+        print("== a full disk: skipped (no user and mount namespaces here)")
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="bench-diskfull-"))
+    data = tmp / "data"
+    data.mkdir()
+    config = tmp / "stoic.toml"
+    config.write_text(
+        f'data_dir = "{data}"\n'
+        "[controller]\ninquisitor = false\nbootstrap = false\ndemo_model = false\n"
+        "drain_grace_s = 0\n"
+        f"[objectstore]\nmin_free_bytes = {floor_mb * 1_000_000}\n"
+        f'[local]\ncommand = ["{sys.executable}", "{STAND_IN}", "--no-model-check", '
+        '"--batch-delay", "600"]\n'
+        '[[runtimes]]\nname = "edge"\nkind = "edge"\n'
+    )
+    port, log = free_port(), tmp / "daemon.log"
+    script = (
+        f"mount -t tmpfs -o size={size_mb}m none {data} && "
+        f"head -c {ballast_mb}M /dev/zero > {data}/ballast && "
+        f"exec {sys.executable} -m stoic.cli serve --config {config} --port {port}"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STOIC_")}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            ["unshare", "-Urm", "sh", "-c", script],
+            cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+    d = Daemon(proc, port, log, port)
+    inside = Path(f"/proc/{proc.pid}/root") / data.relative_to("/")
+    noise = os.urandom(700_000)
+    jpeg = io.BytesIO()
+    Image.new("RGB", (64, 48), (10, 90, 160)).save(jpeg, "JPEG")
+    request = httpx.Request(
+        "POST", "/", files=[("files", (f"{i}.jpg", jpeg.getvalue() + noise)) for i in (1, 2)]
+    )
+    body, ctype = request.read(), request.headers["Content-Type"]
+    try:
+        deadline = time.monotonic() + 120
+        while http_get(port, "/readyz")[0] != 200:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"daemon did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as c:
+
+            def post(*, chunked: bool) -> tuple[int, float]:
+                t = time.perf_counter()
+                content = iter([body]) if chunked else body
+                r = c.post("/v1/batches", content=content, headers={"Content-Type": ctype})
+                return r.status_code, time.perf_counter() - t
+
+            cpu0, log0 = d.cpu_s(), d.log_bytes()
+            answers: Counter[str] = Counter()
+            refused: list[float] = []
+            for _ in range(30):  # with Content-Length, until one is refused
+                status, seconds = post(chunked=False)
+                answers[str(status)] += 1
+                if status != 202:
+                    refused.append(seconds)
+                    break
+            for _ in range(5):  # no length to refuse early on: the writes find the disk full
+                status, seconds = post(chunked=True)
+                answers[f"{status} chunked"] += 1
+                if status != 202:
+                    refused.append(seconds)
+            ready = c.get("/readyz")
+            cpu, logged = d.cpu_s() - cpu0, d.log_bytes() - log0
+            batches = inside / "objects" / "batches"
+            empty = [b for b in batches.iterdir() if not any(b.iterdir())]
+            temps = list((inside / "tmp").glob(".tmp-*"))
+            (inside / "ballast").unlink()
+            t = time.perf_counter()
+            while c.get("/readyz").status_code != 200 and time.perf_counter() - t < 30:
+                time.sleep(0.05)
+            ready_again = time.perf_counter() - t
+            after = post(chunked=False)[0]
+        refused.sort()
+        print(f"== a full disk ({size_mb} MB tmpfs, floor {floor_mb} MB)")
+        print(f"   answers: {dict(answers)}")
+        print(
+            f"   refusals: median {refused[len(refused) // 2] * 1000:.0f} ms, max "
+            f"{refused[-1] * 1000:.0f} ms; daemon CPU {cpu:.2f} s, log +{logged / 1024:.1f} KB"
+        )
+        print(f"   /readyz when full: {ready.status_code} {ready.json()['checks']['disk']}")
+        print(f"   left behind: {len(empty)} empty batch directories, {len(temps)} temporary files")
+        print(f"   space freed: /readyz 200 after {ready_again:.2f} s; the next upload {after}")
+        sys.stdout.flush()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -650,7 +765,7 @@ def main() -> None:
     api = {k: int(v) for k, v in (kv.split("=", 1) for kv in args.api)}
     if args.health_port:
         api["health_port"] = free_port()
-    wanted = {"junk", "png", "slowloris", "fields", "slowbody", "hangup", "pollers"}
+    wanted = {"junk", "png", "slowloris", "fields", "slowbody", "hangup", "pollers", "diskfull"}
     if args.attack != "all":
         wanted = set(args.attack.split(","))
     print(f"load average before: {os.getloadavg()}, {os.cpu_count()} CPUs")
@@ -689,6 +804,8 @@ def main() -> None:
             )
         status, _ = http_get(d.port, "/readyz")
         print(f"after: /readyz {status}, RSS {d.status_kb('VmRSS') / 1024:.0f} MB")
+    if "diskfull" in wanted:
+        bench_disk_full()
     print(f"load average after: {os.getloadavg()}")
 
 

@@ -62,6 +62,9 @@ from stoic.client import register_model_commands  # noqa: E402
 register_server_commands(app)
 register_client_commands(app)
 register_model_commands(model_app)
+from stoic.watch.cli import register as register_watch_command  # noqa: E402
+
+register_watch_command(app)
 
 
 def main() -> None:

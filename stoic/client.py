@@ -1,43 +1,50 @@
-"""``stoic submit``, ``stoic status``, ``stoic model default``: thin HTTP clients of the
-daemon's REST API.
+"""``stoic submit``, ``stoic status``, ``stoic export``, ``stoic model default``: thin
+HTTP clients of the daemon's REST API.
 
 Usable from any machine: this module imports nothing of the server (no FastAPI, no
 controller), only httpx and rich, and those inside the commands so ``stoic --help``
 stays fast. Errors the daemon answers become :class:`~stoic.errors.ServerError`, one
-line with the error code and the file or field it names.
+line with the error code and the file or field it names. :func:`connect`,
+:func:`request` and :func:`post_files` are what ``stoic watch`` (:mod:`stoic.watch`)
+uses too.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from stoic.errors import InputError, ServerError
 
+if TYPE_CHECKING:
+    from stoic.export.records import ImageRecord
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
 
 
-def _url_option() -> Any:
+def url_option() -> Any:
     return typer.Option(
         None, "--url", envvar="STOIC_URL", help=f"daemon URL (default {DEFAULT_URL})"
     )
 
 
-def _token_option() -> Any:
+def token_option() -> Any:
     return typer.Option(None, "--token", envvar="STOIC_TOKEN", help="bearer token (api.token)")
 
 
 # submit --------------------------------------------------------------------------------
 
 
-class _LazyFile:
+class LazyFile:
     """A file httpx can stream into a multipart body without opening it early (a
     batch of thousands of files would exhaust file descriptors) and that reports
     every chunk read to a progress callback."""
@@ -97,7 +104,7 @@ def collect_files(paths: list[Path]) -> list[tuple[str, Path]]:
     return out
 
 
-def _client(url: str | None, token: str | None, timeout: float = 30.0) -> Any:
+def connect(url: str | None, token: str | None, timeout: float = 30.0) -> Any:
     import httpx
 
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -109,7 +116,9 @@ def _client(url: str | None, token: str | None, timeout: float = 30.0) -> Any:
     )
 
 
-def _check(response: Any) -> Any:
+def check(response: Any) -> Any:
+    """The JSON body of a successful answer (None if it is not JSON), else a
+    :class:`ServerError` carrying the status, error code and file."""
     try:
         body = response.json()
     except ValueError:
@@ -120,29 +129,72 @@ def _check(response: Any) -> Any:
             where = e.get("file") or e.get("field")
             raise ServerError(
                 f"HTTP {response.status_code} {e.get('code')}: {e.get('message')}"
-                + (f" [{where}]" if where else "")
+                + (f" [{where}]" if where else ""),
+                status=response.status_code,
+                code=e.get("code"),
+                file=e.get("file"),
             )
-        raise ServerError(f"HTTP {response.status_code}: {response.text[:300]}")
+        raise ServerError(
+            f"HTTP {response.status_code}: {response.text[:300]}", status=response.status_code
+        )
     return body
 
 
-def _request(method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+def request(method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``method(*args, **kwargs)`` (a client's get, post, ...) through :func:`check`; no
+    answer at all is a :class:`ServerError` with no status."""
     import httpx
 
     try:
-        return _check(method(*args, **kwargs))
+        return check(method(*args, **kwargs))
     except httpx.HTTPError as exc:
         raise ServerError(f"cannot reach the daemon: {exc}") from None
 
 
+def get_bytes(client: Any, path: str, **params: Any) -> bytes:
+    """The body of ``GET path`` (an export, not JSON), or a :class:`ServerError`."""
+    import httpx
+
+    try:
+        response = client.get(path, params=params)
+    except httpx.HTTPError as exc:
+        raise ServerError(f"cannot reach the daemon: {exc}") from None
+    if response.status_code >= 400:
+        check(response)
+    data: bytes = response.content
+    return data
+
+
+def post_files(
+    client: Any,
+    files: list[tuple[str, Path]],
+    data: dict[str, str],
+    *,
+    idempotency_key: str | None = None,
+    on_read: Callable[[int], None] = lambda _n: None,
+) -> dict[str, Any]:
+    """``POST /v1/batches`` of ``(name sent, path)`` files, streamed from disk."""
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    multipart = [
+        ("files", (name, LazyFile(path, on_read), mime_type(path))) for name, path in files
+    ]
+    body: dict[str, Any] = request(
+        client.post, "/v1/batches", files=multipart, data=data, headers=headers
+    )
+    return body
+
+
 def submit(
     paths: list[Path] = typer.Argument(..., help="images, directories or .zip/.tar(.gz) archives"),
-    url: str | None = _url_option(),
-    token: str | None = _token_option(),
+    url: str | None = url_option(),
+    token: str | None = token_option(),
     mode: str | None = typer.Option(None, "--mode", help="selector, duplicator or share"),
     runtime: str | None = typer.Option(None, "--runtime", help="pin a runtime"),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="drop invalid images"),
     idempotency_key: str | None = typer.Option(None, "--idempotency-key"),
+    deployment: str | None = typer.Option(
+        None, "--deployment", help="the camera deployment the images come from"
+    ),
     wait: bool = typer.Option(False, "--wait", help="wait for the result and print it"),
     poll_s: float = typer.Option(1.0, "--poll", min=0.05, help="seconds between polls"),
 ) -> None:
@@ -158,7 +210,8 @@ def submit(
         data["runtime"] = runtime
     if skip_invalid:
         data["skip_invalid"] = "true"
-    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    if deployment:
+        data["deployment"] = deployment
     with (
         Progress(
             "[progress.description]{task.description}",
@@ -168,17 +221,14 @@ def submit(
             console=_stderr_console(),
             transient=True,
         ) as progress,
-        _client(url, token) as client,
+        connect(url, token) as client,
     ):
         task = progress.add_task(f"uploading {len(files)} file(s)", total=total)
 
         def advance(n: int) -> None:
             progress.advance(task, n)
 
-        multipart = [
-            ("files", (name, _LazyFile(path, advance), _mime(path))) for name, path in files
-        ]
-        body = _request(client.post, "/v1/batches", files=multipart, data=data, headers=headers)
+        body = post_files(client, files, data, idempotency_key=idempotency_key, on_read=advance)
     skipped = body.get("skipped") or []
     typer.echo(body["id"])
     typer.echo(
@@ -198,16 +248,16 @@ def _stderr_console() -> Any:
     return Console(stderr=True)
 
 
-def _mime(path: Path) -> str:
+def mime_type(path: Path) -> str:
     import mimetypes
 
     return mimetypes.guess_type(path.name)[0] or "application/octet-stream"
 
 
 def _wait_and_print(url: str | None, token: str | None, batch_id: str, poll_s: float) -> None:
-    with _client(url, token) as client:
+    with connect(url, token) as client:
         while True:
-            b = _request(client.get, f"/v1/batches/{batch_id}")
+            b = request(client.get, f"/v1/batches/{batch_id}")
             if b["state"] in ("done", "failed"):
                 break
             time.sleep(poll_s)
@@ -245,21 +295,21 @@ def _print_batch(b: dict[str, Any], *, labels: bool) -> None:
 
 def status(
     batch: str | None = typer.Argument(None, help="a batch id (default: recent batches)"),
-    url: str | None = _url_option(),
-    token: str | None = _token_option(),
+    url: str | None = url_option(),
+    token: str | None = token_option(),
     as_json: bool = typer.Option(False, "--json", help="print the raw JSON"),
 ) -> None:
     """Show one batch (decision, timings, labels) or the recent batches and runtimes."""
-    with _client(url, token) as client:
+    with connect(url, token) as client:
         if batch is not None:
-            b = _request(client.get, f"/v1/batches/{batch}")
+            b = request(client.get, f"/v1/batches/{batch}")
             if as_json:
                 typer.echo(json.dumps(b, indent=2))
             else:
                 _print_batch(b, labels=True)
             return
-        batches = _request(client.get, "/v1/batches", params={"limit": 20})["batches"]
-        runtimes = _request(client.get, "/v1/runtimes")["runtimes"]
+        batches = request(client.get, "/v1/batches", params={"limit": 20})["batches"]
+        runtimes = request(client.get, "/v1/runtimes")["runtimes"]
     if as_json:
         typer.echo(json.dumps({"batches": batches, "runtimes": runtimes}, indent=2))
         return
@@ -280,6 +330,100 @@ def status(
         )
 
 
+# export --------------------------------------------------------------------------------
+
+EXPORT_FORMATS = ("megadetector", "camtrap-dp", "csv")
+MAX_LISTED = 1000
+"""The most batches ``GET /v1/batches`` lists at once (its ``limit``)."""
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
+_UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_since(value: str, now: float) -> float:
+    """``--since``: an ISO 8601 date or date-time (local time unless it has an offset),
+    or a duration back from ``now`` (``90m``, ``12h``, ``7d``); seconds since the epoch."""
+    if m := _DURATION.fullmatch(value.strip()):
+        return now - float(m[1]) * _UNIT_S[m[2]]
+    try:
+        return datetime.fromisoformat(value.strip()).timestamp()
+    except ValueError:
+        raise InputError(
+            f"--since {value!r}: give an ISO 8601 date or time (2024-05-01, "
+            "2024-05-01T06:00) or a duration (90m, 12h, 7d)"
+        ) from None
+
+
+def export_records(
+    client: Any, *, since: float | None, batch_ids: list[str], deployments: list[str]
+) -> list[ImageRecord]:
+    """The images of the done batches asked for, oldest batch first."""
+    from stoic.export.records import records
+
+    if not batch_ids:
+        listed = request(client.get, "/v1/batches", params={"state": "done", "limit": MAX_LISTED})
+        batches = listed["batches"]
+        if len(batches) == MAX_LISTED and (since is None or batches[-1]["created_at"] >= since):
+            raise InputError(
+                f"more than {MAX_LISTED} done batches to export: narrow --since or name --batch"
+            )
+        batch_ids = [
+            b["id"] for b in reversed(batches) if since is None or b["created_at"] >= since
+        ]
+    out = []
+    for batch_id in batch_ids:
+        document = request(client.get, f"/v1/batches/{batch_id}/results")
+        out += [r for r in records(document) if not deployments or r.deployment in deployments]
+    return out
+
+
+def export(
+    fmt: str = typer.Option(..., "--format", help="megadetector, camtrap-dp or csv"),
+    out: Path = typer.Option(
+        ..., "--out", help="a file (megadetector, csv) or a folder (camtrap-dp)"
+    ),
+    since: str | None = typer.Option(
+        None, "--since", help="batches accepted since: 2024-05-01, 2024-05-01T06:00, 12h, 7d"
+    ),
+    deployment: list[str] = typer.Option(
+        [], "--deployment", help="only this deployment's images (repeatable)"
+    ),
+    batch: list[str] = typer.Option([], "--batch", help="only this batch (repeatable)"),
+    meta: Path | None = typer.Option(
+        None, "--meta", help="the site's metadata, YAML or JSON (docs/camera-traps.md)"
+    ),
+    url: str | None = url_option(),
+    token: str | None = token_option(),
+) -> None:
+    """Write done batches' results in a camera-trap format: a MegaDetector batch output
+    file (Timelapse, AddaxAI), a Camtrap DP package (GBIF, Agouti) or a CSV."""
+    from stoic.clock import WallClock
+    from stoic.export.camtrap_dp import camtrap_package
+    from stoic.export.csvfile import csv_text
+    from stoic.export.megadetector import megadetector_document
+    from stoic.export.meta import ExportMeta, load_meta
+
+    if fmt not in EXPORT_FORMATS:
+        raise InputError(f"--format {fmt!r}: expected one of {', '.join(EXPORT_FORMATS)}")
+    clock = WallClock()
+    site = load_meta(meta) if meta is not None else ExportMeta()
+    start = parse_since(since, clock.now()) if since is not None else None
+    with connect(url, token) as client:
+        recs = export_records(client, since=start, batch_ids=batch, deployments=deployment)
+    if fmt == "megadetector":
+        document = megadetector_document(recs, site.labels)
+        out.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+    elif fmt == "csv":
+        out.write_text(csv_text(recs), encoding="utf-8")
+    else:
+        package = camtrap_package(recs, site, created=clock.now())
+        package.write(out)
+        for warning in package.warnings:
+            typer.echo(f"warning: {warning}", err=True)
+    batches = len({r.batch_id for r in recs})
+    typer.echo(f"{len(recs)} image(s) of {batches} batch(es) → {out}", err=True)
+
+
 # model default ----------------------------------------------------------------------------
 
 
@@ -288,8 +432,8 @@ def model_default(
         None, "--version", help="make this stored version the default (omit to show it)"
     ),
     app_name: str | None = typer.Option(None, "--app", help="application (default: the daemon's)"),
-    url: str | None = _url_option(),
-    token: str | None = _token_option(),
+    url: str | None = url_option(),
+    token: str | None = token_option(),
     as_json: bool = typer.Option(False, "--json", help="print the raw JSON"),
 ) -> None:
     """Show or set the application version (and so the model) new batches get.
@@ -297,12 +441,12 @@ def model_default(
     The version's model must be in the object store (stoic model push). Batches
     accepted afterwards record the new version; its first batch bootstraps it.
     """
-    with _client(url, token) as client:
+    with connect(url, token) as client:
         if version is None:
-            body = _request(client.get, "/v1/models/default")
+            body = request(client.get, "/v1/models/default")
         else:
             payload = {"version": version, **({"app": app_name} if app_name else {})}
-            body = _request(client.put, "/v1/models/default", json=payload)
+            body = request(client.put, "/v1/models/default", json=payload)
     if as_json:
         typer.echo(json.dumps(body, indent=2))
         return
@@ -323,9 +467,10 @@ def model_default(
 
 
 def register(app: typer.Typer) -> None:
-    """Mount ``submit`` and ``status`` on the root ``stoic`` command."""
+    """Mount ``submit``, ``status`` and ``export`` on the root ``stoic`` command."""
     app.command("submit")(submit)
     app.command("status")(status)
+    app.command("export")(export)
 
 
 def register_model_commands(model_app: typer.Typer) -> None:

@@ -9,6 +9,7 @@ fix it without reading a traceback.
     ├── ConfigError                 bad settings or spec file (names the key)
     │   └── MissingExtra            a feature needs an optional extra (names it)
     ├── DataDirInUse                another daemon holds the data directory (names its pid)
+    ├── LeaseHeld                   another daemon holds the database or the object store
     ├── InputError                  bad user input (names the file/field)
     │   ├── CsvFormatError          malformed CSV (file, line, column)
     │   ├── WorkloadError           bad workload/count file
@@ -23,6 +24,7 @@ fix it without reading a traceback.
     │       ├── TooManyInvalid      more invalid images than api.max_invalid_images (422)
     │       ├── InvalidField        a bad form field or parameter (422)
     │       ├── IdempotencyConflict a known Idempotency-Key with another request (409)
+    │       ├── InsufficientStorage a disk the upload needs is full (507, names the disk)
     │       └── RequestAborted      the client stalled or left mid-request
     │           ├── RequestTimeout  no byte of the body within api.body_timeout_s (408)
     │           └── ClientDisconnected  the client closed the connection (499)
@@ -32,6 +34,7 @@ fix it without reading a traceback.
     │   └── RuntimeNotFound         no runtime row with this name
     ├── ObjectStoreError
     │   ├── ObjectNotFound          missing key in the object store
+    │   ├── StorageFull             no space left under the store's root (names it)
     │   └── InvalidObjectKey        malformed key (absolute, ``..``); also an InputError
     ├── PredictorError
     ├── FunctionError               the serverless function failed
@@ -81,6 +84,19 @@ class DataDirInUse(StoicError):
         super().__init__(
             f"data dir {data_dir} is in use by another stoic daemon ({who}); "
             "stop that daemon first or pass another --data-dir"
+        )
+
+
+class LeaseHeld(StoicError):
+    """Another daemon holds the lease of the database or the marker of the object store
+    (:mod:`stoic.daemon.lease`): two daemons on one database would each run the
+    other's batches. The message names the holder (pid, host, data directory)."""
+
+    def __init__(self, what: str, holder: str) -> None:
+        self.what, self.holder = what, holder
+        super().__init__(
+            f"{what} is in use by another stoic daemon ({holder}); stop that daemon "
+            "first, or give this one its own database.url and objectstore.path"
         )
 
 
@@ -179,6 +195,24 @@ class IdempotencyConflict(IngestError):
     code = "idempotency_key_reused"
 
 
+class InsufficientStorage(IngestError):
+    """A disk the upload must be written to is full, or below its free-space floor
+    (``objectstore.min_free_bytes``). ``disk`` names which one ("object store",
+    "data directory", "database"); the message says so without its path, which the
+    daemon logs. Retry once space is freed (the answer carries ``Retry-After``)."""
+
+    status = 507
+    code = "insufficient_storage"
+    retry_after_s = 60
+
+    def __init__(self, disk: str, detail: str) -> None:
+        self.disk = disk
+        super().__init__(
+            f"not enough space on the disk of the {disk} ({detail}); the upload was not "
+            "stored: retry once space is freed"
+        )
+
+
 class RequestAborted(IngestError):
     """The client stalled or went away before its request was complete."""
 
@@ -243,6 +277,15 @@ class ObjectNotFound(ObjectStoreError):
     def __init__(self, key: str, where: str = "") -> None:
         self.key = key
         super().__init__(f"object not found: {key!r}" + (f" in {where}" if where else ""))
+
+
+class StorageFull(ObjectStoreError):
+    """A write found no space left (``ENOSPC``, or ``EDQUOT``: over a quota) under the
+    object store's root; ``root`` names it. Nothing of the object is left behind."""
+
+    def __init__(self, root: str, key: str, reason: str) -> None:
+        self.root, self.key = root, key
+        super().__init__(f"{root}: no space left to store {key!r} ({reason})")
 
 
 class InvalidObjectKey(ObjectStoreError, InputError):
@@ -322,4 +365,17 @@ class KubernetesApiError(BackendError):
 
 class ServerError(StoicError):
     """The daemon answered a client (``stoic submit``/``status``) with an error, or could
-    not be reached; its JSON error body is in the message."""
+    not be reached; its JSON error body is in the message. ``status`` is the HTTP status
+    (None: no answer), ``code`` and ``file`` the error body's, so a client can tell "this
+    file was refused" (4xx, nothing stored) from "try again" (no answer, 5xx)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        file: str | None = None,
+    ) -> None:
+        self.status, self.code, self.file = status, code, file
+        super().__init__(message)

@@ -31,6 +31,8 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "postgres": ("psycopg",),
     "analysis": ("statsmodels", "matplotlib"),
     "kubernetes": ("kubernetes",),
+    # file system events for `stoic watch` (without them it scans on a timer)
+    "watch": ("watchfiles",),
 }
 """The top-level modules each extra provides (``pyproject.toml`` lists the packages)."""
 

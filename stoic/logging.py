@@ -123,6 +123,12 @@ def configure_logging(
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     # httpx logs every request at INFO (the local backend polls /healthz): too chatty.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Alembic says which SQL dialect it drives at every start; only an upgrade is news.
+    logging.getLogger("alembic.runtime.migration").addFilter(_alembic_news)
+
+
+def _alembic_news(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(("Context impl", "Will assume"))
 
 
 # Attributes of a stdlib LogRecord: an ``extra`` key of the same name would raise.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -38,7 +39,7 @@ from pydantic_settings import (
 
 from stoic.errors import ConfigError
 from stoic.logging import get_logger
-from stoic.values import Mode, Runtime, RuntimeKind
+from stoic.values import API_MODES, Mode, Runtime, RuntimeKind
 
 log = get_logger(__name__)
 
@@ -118,10 +119,45 @@ class DatabaseSettings(_Section):
         "before it fails (the daemon then retries the batch's write with back-off)",
     )
 
+    lease_ttl_s: float = Field(
+        30.0,
+        ge=3,
+        le=3_600,
+        description="a daemon holds a lease on its database, renewed every third of this; "
+        "another daemon on the same database takes it over only once it is this old "
+        "(at once when its holder is gone from this host); docs/operations.md",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        scheme = re.match(r"([A-Za-z0-9+]+)://", v)
+        if scheme is None or scheme.group(1).lower() not in DATABASE_SCHEMES:
+            got = f"{scheme.group(1)!r}" if scheme else "no scheme://"
+            raise ValueError(
+                f"unsupported database URL ({got}); expected sqlite:///PATH or "
+                "postgresql+psycopg://USER:PASSWORD@HOST/DB"
+            )
+        return v
+
+
+DATABASE_SCHEMES = frozenset({"sqlite", "sqlite+pysqlite", "postgresql+psycopg"})
+"""The databases stoic runs on (``docs/store.md``); a URL is checked further when the
+daemon connects."""
+
 
 class ObjectStoreSettings(_Section):
     kind: Literal["dir", "s3"] = Field("dir", description="'s3' needs the s3 extra")
     path: Path | None = Field(None, description="root of the 'dir' store; default data_dir/objects")
+    min_free_bytes: int = Field(
+        64 * 1024**2,
+        ge=0,
+        description="free space kept on the disks of data_dir and of the 'dir' store: an "
+        "upload that would leave less is refused (507), and /readyz fails while a disk "
+        "has less (0: only once a write found the disk full); docs/operations.md",
+    )
     s3_endpoint: str | None = None
     s3_bucket: str = Field("stoic", min_length=3, max_length=63)
     s3_region: str = "us-east-1"
@@ -243,7 +279,9 @@ class RequesterSettings(_Section):
     retry_attempts: int = Field(10, ge=1, le=100)
     warmup: bool = True
     fallback_to_edge: bool = True
-    default_mode: Mode = Mode.SELECTOR
+    default_mode: Mode = Field(
+        Mode.SELECTOR, description="mode of a batch that names none: selector, duplicator or share"
+    )
     duplicator_runtime: str = Field(
         "auto",
         description="the duplicator's cloud runtime; auto: per batch, the one with the "
@@ -259,6 +297,17 @@ class RequesterSettings(_Section):
     deploy_guard_grace_s: float = Field(
         5.0, ge=0, le=600, description="extra wait past deploy_timeout_s for a hung backend"
     )
+
+    @field_validator("default_mode")
+    @classmethod
+    def _daemon_mode(cls, v: Mode) -> Mode:
+        if v not in API_MODES:
+            raise ValueError(
+                f"{v.value!r} cannot be the default mode (a batch names its runtime for "
+                "'pinned'; the other modes are the replay's); expected one of "
+                + ", ".join(m.value for m in API_MODES)
+            )
+        return v
 
 
 class ShareSettings(_Section):
@@ -345,6 +394,16 @@ class ApiSettings(_Section):
         30.0, gt=0, le=3_600, description="longest silence within a request body before a 408"
     )
     keep_alive_s: float = Field(5.0, gt=0, le=600, description="idle keep-alive connection")
+
+    @field_validator("token")
+    @classmethod
+    def _check_token(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not v.get_secret_value().strip():
+            raise ValueError(
+                "an empty token would let anyone in; set a secret, or leave api.token "
+                "out (and STOIC_API__TOKEN unset) for no authentication"
+            )
+        return v
 
     @model_validator(mode="after")
     def _check_health_port(self) -> ApiSettings:
@@ -927,13 +986,19 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return data
 
 
+SECRET_KEYS = frozenset(
+    {"api.token", "database.url", "objectstore.s3_access_key", "objectstore.s3_secret_key"}
+)
+"""Keys whose bad value is not echoed in an error (a URL carries its password)."""
+
+
 def format_validation_error(exc: ValidationError, source: str = "settings") -> str:
     """One line per bad key: ``predictor.max_window: Input should be >= 1 (got 0)``."""
     lines = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(root)"
         got = f" (got {err['input']!r})" if err["type"] != "missing" and "input" in err else ""
-        if isinstance(err.get("input"), dict):
+        if isinstance(err.get("input"), dict) or key in SECRET_KEYS:
             got = ""
         lines.append(f"{source}: {key}: {err['msg']}{got}")
     return "\n".join(lines)

@@ -168,6 +168,11 @@ class Mode(StrEnum):
     PINNED = "pinned"
 
 
+API_MODES = (Mode.SELECTOR, Mode.DUPLICATOR, Mode.SHARE)
+"""Modes a client may ask for, and the daemon's default may be; the replay's baselines
+are not offered over HTTP (``pinned`` is what a request naming a runtime gets)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Job:
     """What the scheduler knows of a batch when it decides: its size, not its content."""

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from stoic.clock import ManualClock
 from stoic.daemon.metrics import Metrics
@@ -18,7 +19,7 @@ from stoic.daemon.retention import DAY_S, Retention
 from stoic.errors import BatchNotFound, StoreError
 from stoic.settings import RetentionSettings, Settings
 from stoic.storage.objectstore import DirObjectStore, walk_usage
-from stoic.storage.package import package_key, results_key
+from stoic.storage.package import metadata_key, package_key, results_key
 from stoic.store.migrate import migrate
 from stoic.store.store import Store
 from stoic.values import BatchState
@@ -63,6 +64,7 @@ class Site:
             package_key=package_key(name),
         )
         self.objects.put_bytes(package_key(name), PACKAGE)
+        self.objects.put_bytes(metadata_key(name), b'{"images": []}')
         if state is BatchState.QUEUED:
             return name
         claimed = self.store.claim_next_queued(created)
@@ -83,6 +85,11 @@ class Site:
         return self.metrics.registry.get_sample_value(name, labels)
 
 
+def kept(name: str) -> list[str]:
+    """What a finished batch keeps when its package goes: results and image metadata."""
+    return sorted([metadata_key(name), results_key(name)])
+
+
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Site]:
     s = Site(tmp_path)
@@ -100,14 +107,14 @@ async def test_packages_older_than_n_days_go_results_stay(site: Site) -> None:
 
     assert (report.packages, report.batches) == (2, 0)
     for name in (done, failed):
-        assert site.keys(name) == [results_key(name)]  # package and sub-package gone
+        assert site.keys(name) == kept(name)  # package and sub-package gone
         assert site.store.get_batch(name).results_key == results_key(name)  # row kept
     assert package_key(young) in site.keys(young)
     assert site.gauge("stoic_retention_deleted_total", what="package") == 2
 
     site.clock.advance(2 * DAY_S)  # now the young one is 31 days old
     assert (await retention.sweep()).packages == 1
-    assert site.keys(young) == [results_key(young)]
+    assert site.keys(young) == kept(young)
     assert site.gauge("stoic_retention_last_sweep_timestamp_seconds") == site.clock.now()
 
 
@@ -117,7 +124,7 @@ async def test_a_queued_or_running_batch_keeps_its_package_however_old(site: Sit
     report = await site.retention(packages_days=1, results_days=1).sweep()
     assert (report.packages, report.batches) == (0, 0)
     for name in (queued, running):
-        assert site.keys(name) == [package_key(name)]
+        assert site.keys(name) == sorted([metadata_key(name), package_key(name)])
         assert site.store.get_batch(name).state in (BatchState.QUEUED, BatchState.RUNNING)
 
 
@@ -150,7 +157,7 @@ async def test_results_are_kept_unless_results_days_is_set(site: Site) -> None:
     ancient = site.batch("ancient", age_days=3650, state=BatchState.DONE)
     assert (await site.retention().sweep()).batches == 0  # the defaults
     assert site.store.get_batch(ancient).state is BatchState.DONE
-    assert site.keys(ancient) == [results_key(ancient)]
+    assert site.keys(ancient) == kept(ancient)
 
     recent = site.batch("recent", age_days=6, state=BatchState.DONE)
     failed = site.batch("failed", age_days=8, state=BatchState.FAILED)
@@ -164,7 +171,7 @@ async def test_results_are_kept_unless_results_days_is_set(site: Site) -> None:
         assert site.keys(name) == []
     assert site.store.get_batch(recent).state is BatchState.DONE
     assert package_key(recent) in site.keys(recent)
-    assert site.keys(queued) == [package_key(queued)]
+    assert package_key(queued) in site.keys(queued)
     assert site.gauge("stoic_retention_deleted_total", what="batch") == 2
 
 
@@ -178,9 +185,9 @@ async def test_usage_metrics_follow_the_disk(site: Site) -> None:
     objects = walk_usage(site.objects.root)
     assert objects.bytes == before.bytes - 2 * len(PACKAGE)  # the package and its part
     assert site.gauge("stoic_objectstore_bytes") == objects.bytes
-    assert site.gauge("stoic_objectstore_objects") == objects.objects == 1
+    assert site.gauge("stoic_objectstore_objects") == objects.objects == 2
     assert site.gauge("stoic_data_dir_bytes") == walk_usage(site.data_dir).bytes
-    assert site.keys(name) == [results_key(name)]
+    assert site.keys(name) == kept(name)
 
     (site.data_dir / "logs").mkdir()
     (site.data_dir / "logs" / "big.log").write_bytes(b"l" * 10_000)
@@ -248,17 +255,17 @@ async def test_the_daemon_runs_the_sweep_and_exports_its_usage(tmp_path: Path) -
     async with start_daemon(settings) as d:
         assert "retention" in d.controller._tasks
         deadline = time.monotonic() + 60
-        text = ""
+        values: dict[str, float] = {}
         while time.monotonic() < deadline:
             text = (await d.client.get("/metrics")).text
-            if "stoic_retention_last_sweep_timestamp_seconds 0.0" not in text:
+            values = {
+                sample.name: sample.value
+                for family in text_string_to_metric_families(text)
+                for sample in family.samples
+            }
+            if values["stoic_retention_last_sweep_timestamp_seconds"]:
                 break
             await asyncio.sleep(0.05)
-        values = {
-            line.split()[0]: float(line.split()[1])
-            for line in text.splitlines()
-            if line and not line.startswith("#")
-        }
         assert values["stoic_retention_last_sweep_timestamp_seconds"] > 0
         assert values["stoic_data_dir_bytes"] > 0  # the database at least
         assert "stoic_objectstore_bytes" in values

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from sqlalchemy import text
 
 from stoic.errors import BatchNotFound, BatchStateError, RuntimeNotFound, StoreError
 from stoic.store import Store, current_revision, head_revision, migrate
+from stoic.store.lease import Lease, Leases, Taken
 from stoic.store.migrate import alembic_config
 from stoic.store.tables import Base
 from stoic.values import (
@@ -641,9 +643,49 @@ def test_upgrade_0001_to_head_keeps_batches(url: str) -> None:
                 )
             )
         migrate(s.engine)
-        assert current_revision(s.engine) == head_revision() == "0003"
+        assert current_revision(s.engine) == head_revision() == "0004"
         old = s.find_by_idempotency_key("k-old")
         assert old is not None and old.request_digest is None and old.n_images == 3
         assert claim(s, 2.0).id == "old"
     finally:
         s.close()
+
+
+# Leases (one daemon per database; stoic.daemon.lease) -----------------------------------
+
+
+def _holder(name: str, expires_at: float = 100.0) -> Lease:
+    return Lease("controller", name, "host", 1, f"/data/{name}", 0.0, 0.0, expires_at)
+
+
+def test_a_lease_is_taken_renewed_and_released_by_its_holder_only(store: Store) -> None:
+    leases = Leases(store)
+    assert leases.take(_holder("a"), stale=lambda _: False) == Taken(True, None)
+    assert leases.take(_holder("a"), stale=lambda _: False).won  # ours already
+    assert leases.take(_holder("b"), stale=lambda _: False) == Taken(False, _holder("a"))
+    assert leases.renew("controller", "a", renewed_at=5.0, expires_at=200.0)
+    assert not leases.renew("controller", "b", renewed_at=5.0, expires_at=200.0)
+    renewed = dataclasses.replace(_holder("a"), renewed_at=5.0, expires_at=200.0)
+    assert leases.take(_holder("b"), stale=lambda held: held == renewed) == Taken(True, renewed)
+    leases.release("controller", "a")  # not a's any more: a no-op
+    assert leases.get("controller") == _holder("b")
+    leases.release("controller", "b")
+    assert leases.get("controller") is None
+
+
+def test_two_daemons_taking_a_free_lease_at_once_one_wins(url: str) -> None:
+    migrate(url)
+    stores = [Store(url), Store(url)]
+    barrier = threading.Barrier(2)
+
+    def take(i: int) -> bool:
+        barrier.wait()
+        return Leases(stores[i]).take(_holder(f"d{i}"), stale=lambda _: False).won
+
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            won = list(pool.map(take, range(2)))
+        assert sorted(won) == [False, True]
+    finally:
+        for s in stores:
+            s.close()

@@ -1,13 +1,15 @@
-"""``/v1/batches``: submit a batch (streamed ingest), read one, list them."""
+"""``/v1/batches``: submit a batch (streamed ingest), read one, list them, and a done
+batch's results in the formats camera-trap tools read (:mod:`stoic.export`)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from enum import StrEnum
 from typing import Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from stoic.api.auth import require_token
 from stoic.api.errors import ApiError
@@ -17,12 +19,19 @@ from stoic.api.schemas import (
     BatchOut,
     BatchSummary,
     ErrorBody,
+    ResultsDocument,
     skipped_list,
 )
 from stoic.api.uploads import BodyReader, UploadGate
 from stoic.daemon.controller import Controller
 from stoic.errors import ClientDisconnected, IngestError, ObjectNotFound, RequestAborted
+from stoic.export.camtrap_dp import camtrap_package
+from stoic.export.csvfile import csv_text
+from stoic.export.megadetector import megadetector_document
+from stoic.export.records import records
+from stoic.ingest.metadata import IMAGE_FIELDS
 from stoic.ingest.options import API_MODES
+from stoic.store.store import BatchRecord
 from stoic.values import BatchState
 
 router = APIRouter(prefix="/v1", tags=["batches"], dependencies=[Depends(require_token)])
@@ -58,6 +67,10 @@ _UPLOAD_SCHEMA = {
                         "mode": {"type": "string", "enum": [m.value for m in API_MODES]},
                         "runtime": {"type": "string", "description": "pin a runtime"},
                         "skip_invalid": {"type": "boolean", "default": False},
+                        "deployment": {
+                            "type": "string",
+                            "description": "the camera deployment the images come from",
+                        },
                     },
                     "required": ["files"],
                 }
@@ -163,3 +176,86 @@ async def list_batches(
     c: Controller = request.app.state.controller
     rows = await asyncio.to_thread(c.store.list_batches, state, limit)
     return BatchList(batches=[BatchSummary.of(b) for b in rows])
+
+
+class ResultsFormat(StrEnum):
+    JSON = "json"
+    MEGADETECTOR = "megadetector"
+    CAMTRAP_DP = "camtrap-dp"
+    CSV = "csv"
+
+
+def results_document(b: BatchRecord, stored: dict[str, Any]) -> dict[str, Any]:
+    """The stored results document with the batch's own fields (a document written
+    before they were kept gets them here, and nulls for the images' metadata)."""
+    results = [
+        {**dict.fromkeys(IMAGE_FIELDS), **r}
+        for r in stored.get("results", [])
+        if isinstance(r, dict)
+    ]
+    return {
+        "batch_id": b.id,
+        "app": b.app,
+        "app_version": b.app_version,
+        "runtime": stored.get("runtime") or b.winner,
+        "mode": stored.get("mode"),
+        "deployment": stored.get("deployment"),
+        "created_at": b.created_at,
+        "finished_at": b.finished_at,
+        "n_images": b.n_images,
+        "results": results,
+    }
+
+
+@router.get(
+    "/batches/{batch_id}/results",
+    response_model=ResultsDocument,
+    responses={
+        200: {
+            "description": "format=json: this document; megadetector: a MegaDetector batch "
+            "output file (format 1.6); csv: one row per image; camtrap-dp: a zip of a "
+            "Camtrap DP 1.0.2 package",
+            "content": {"text/csv": {}, "application/zip": {}},
+        },
+        404: {"model": ErrorBody},
+        409: {"model": ErrorBody, "description": "the batch is not done"},
+        401: {"model": ErrorBody},
+    },
+    summary="A done batch's results, as JSON or in the field's formats",
+)
+async def get_results(
+    batch_id: str,
+    request: Request,
+    fmt: ResultsFormat = Query(ResultsFormat.JSON, alias="format"),
+) -> Response:
+    c: Controller = request.app.state.controller
+    b = await asyncio.to_thread(c.store.get_batch, batch_id)
+    if b.state is not BatchState.DONE or not b.results_key:
+        raise ApiError(
+            409,
+            "not_done",
+            f"batch {b.id} is {b.state.value}; its results appear when it is done",
+        )
+    stored = json.loads(await asyncio.to_thread(c.objects.get_bytes, b.results_key))
+    document = results_document(b, stored)
+    if fmt is ResultsFormat.JSON:
+        return JSONResponse(document)
+    recs = records(document)
+    name = f"stoic-{b.id}"
+    if fmt is ResultsFormat.MEGADETECTOR:
+        return JSONResponse(
+            megadetector_document(recs),
+            headers={"Content-Disposition": f'attachment; filename="{name}.json"'},
+        )
+    if fmt is ResultsFormat.CSV:
+        return Response(
+            csv_text(recs),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
+        )
+    package = camtrap_package(recs, created=c.clock.now())
+    return Response(
+        package.zip_bytes(),
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{name}-camtrap-dp.zip"'},
+    )

@@ -103,6 +103,10 @@ def serve(
             repeat_window_s=settings.log.repeat_window_s,
         )
         controller = Controller(settings, lock=lock)
+        # What may refuse to start (no edge runtime, an object store or database that
+        # cannot be used, a daemon holding them): one line and exit 2, before the
+        # server says a word.
+        controller.claim()
         app = create_app(settings, controller=controller)
         url = f"http://{settings.api.host}:{settings.api.port}"
         get_logger("stoic.serve").info(
@@ -117,6 +121,8 @@ def serve(
         server.run()
     finally:
         lock.release()
+    if server.start_error is not None:
+        raise server.start_error
     if not server.started:
         raise StoicError(f"the daemon did not start on {url}; see the log above")
 

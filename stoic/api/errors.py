@@ -36,6 +36,7 @@ from stoic.errors import (
     ConfigError,
     IngestError,
     InputError,
+    InsufficientStorage,
     ModelNotFound,
     ObjectNotFound,
     ObjectStoreError,
@@ -139,12 +140,15 @@ def stoic_error_response(exc: StoicError, request: Request | None = None) -> JSO
         level = log.warning if isinstance(exc, RequestTimeout) else log.info
         client = request.client.host if request is not None and request.client else None
         level("upload abandoned", code=code, reason=str(exc), client=client)
-    elif status >= 500:
+    elif status >= 500 and not isinstance(exc, InsufficientStorage):  # the ingest logged it
         log.error("request failed", error=str(exc), error_type=type(exc).__name__)
+    headers = _close_headers(request)
+    if isinstance(exc, InsufficientStorage):
+        headers = {**(headers or {}), "Retry-After": str(exc.retry_after_s)}
     return JSONResponse(
         error_body(code, client_message(exc, status), file=file, field=field),
         status_code=status,
-        headers=_close_headers(request),
+        headers=headers,
     )
 
 

@@ -1,8 +1,9 @@
 """Liveness, readiness and metrics.
 
 ``/healthz`` answers while the process can serve HTTP at all (restart it if not);
-``/readyz`` only while it can do its job: the database answers, the controller runs
-and is not draining (take it out of rotation if not). Neither needs a token.
+``/readyz`` only while it can do its job: the database answers, no disk it writes to
+is full (below ``objectstore.min_free_bytes``, or its last write found no space), the
+controller runs and is not draining (take it out of rotation if not). Neither needs a token.
 ``/metrics`` needs the token when one is configured (see :mod:`stoic.api.auth`).
 """
 
@@ -51,6 +52,9 @@ async def readiness(c: Controller) -> Ready:
     else:
         checks["store"] = "not open"
         ok = False
+    full = [d for d in await asyncio.to_thread(c.disks.states) if d.full]
+    checks["disk"] = "; ".join(d.describe() for d in full) if full else "ok"
+    ok = ok and not full
     checks["controller"] = "draining" if c.draining else c.state
     ok = ok and c.state == "running" and not c.draining
     checks["model"] = c.model_status
@@ -59,7 +63,8 @@ async def readiness(c: Controller) -> Ready:
 
 @router.get("/readyz", response_model=Ready, responses={503: {"model": Ready}})
 async def readyz(request: Request) -> JSONResponse:
-    """200 when the store is reachable and the controller is running, else 503."""
+    """200 when the store is reachable, no disk is full and the controller is running,
+    else 503."""
     body = await readiness(request.app.state.controller)
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from stoic.storage.package import MAX_NAME_CHARS
 from stoic.store.store import BatchRecord
@@ -142,7 +142,9 @@ class BatchOut(BatchSummary):
     skipped: list[Skipped]
     results_key: str | None
     results: list[dict[str, Any]] | None = Field(
-        None, description="per-image results (name, label, scores, error) once done"
+        None,
+        description="per-image results once done: the fields of ImageResult (name, label, "
+        "scores, error, deployment, captured_at, camera_make, camera_model, camera_serial)",
     )
 
     @classmethod
@@ -189,6 +191,46 @@ def skipped_list(items: tuple[dict[str, Any], ...]) -> list[Skipped]:
 
 class BatchList(BaseModel):
     batches: list[BatchSummary]
+
+
+class ImageResult(BaseModel):
+    """One image of a done batch: the function's answer and what the ingest read of the
+    image. More fields may appear (share mode adds the ``runtime`` that labelled it; a
+    detector application its ``detections``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(description="the name it was sent under (relative path)")
+    index: int | None = Field(None, description="its position in the package")
+    label: str | None = Field(None, description="the label with the highest score")
+    scores: dict[str, float] = Field(default_factory=dict, description="per label, 0-1")
+    error: str | None = Field(None, description="why it could not be labelled")
+    deployment: str | None = Field(
+        None, description="the batch's deployment label, else the first folder of its name"
+    )
+    captured_at: str | None = Field(
+        None,
+        description="EXIF DateTimeOriginal as ISO 8601, with OffsetTimeOriginal when the "
+        "camera wrote one (2024-05-01T06:12:33+02:00)",
+    )
+    camera_make: str | None = Field(None, description="EXIF Make")
+    camera_model: str | None = Field(None, description="EXIF Model")
+    camera_serial: str | None = Field(None, description="EXIF BodySerialNumber")
+
+
+class ResultsDocument(BaseModel):
+    """``GET /v1/batches/{id}/results``: a done batch's results, self-contained."""
+
+    batch_id: str
+    app: str
+    app_version: str = Field(description="the model's version that labelled it")
+    runtime: str | None = Field(description="where it ran (the winner)")
+    mode: str | None
+    deployment: str | None = Field(description="the batch's deployment label, if it had one")
+    created_at: float = Field(description="when the daemon accepted it")
+    finished_at: float | None
+    n_images: int
+    results: list[ImageResult]
 
 
 class DeploymentSampleOut(BaseModel):

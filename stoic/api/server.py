@@ -72,6 +72,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from stoic.daemon.controller import Controller
+from stoic.errors import StoicError
 from stoic.logging import get_logger
 from stoic.settings import Settings
 
@@ -268,6 +269,7 @@ class Server(uvicorn.Server):
         self.controller = controller
         self.health_protocol = health_protocol
         self.health_port: int | None = None  # bound, once started (port 0 picks one)
+        self.start_error: StoicError | None = None  # why the controller did not start
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         # uvicorn re-raises the signal after its graceful shutdown, so the process would
@@ -277,6 +279,17 @@ class Server(uvicorn.Server):
         self.controller.mark_draining()
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        # The controller starts here, before the app's lifespan (which then finds it
+        # started): a start-up that fails for a reason of stoic's own (a database
+        # that does not answer, a daemon holding the lease) ends in one line and
+        # exit code 2 (``stoic serve``), not in uvicorn's traceback and exit code 3.
+        try:
+            await self.controller.start()
+        except StoicError as exc:
+            self.start_error = exc
+            await self.controller.stop()
+            self.should_exit = True
+            return
         await super().startup(sockets)
         if self.should_exit:
             return

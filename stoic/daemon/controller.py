@@ -1,34 +1,44 @@
 """The edge controller: the one place that assembles the daemon (the composition root).
 
-Nothing is created at import time. :meth:`Controller.start` first takes the data
-directory's lock (:class:`~stoic.daemon.lock.DataDirLock`: a second daemon on the same
-``data_dir`` fails here, before it touches anything), then runs named build steps, in
-order (each a method of its own, so the order reads as a list):
+Nothing is created at import time. :meth:`Controller.start` first runs
+:meth:`Controller.claim` (``stoic serve`` runs it before the server starts, so that a
+refusal is one line and exit code 2), whose steps may refuse to start and keep nothing
+when they do:
 
-0. :func:`check_extras`: the optional extras the settings need are installed (else a
-   one-line :class:`~stoic.errors.MissingExtra`; ``stoic serve`` checks it before the
-   server starts);
-1. ``_open_store``: the database (``migrate`` to head first, then :class:`~stoic.store.Store`
-   with ``database.busy_timeout_s``); the default application version
+0. :func:`check_extras` and :func:`check_daemon`: the optional extras the settings
+   need are installed, and there is an edge runtime (else one line naming it);
+1. the data directory's lock (:class:`~stoic.daemon.lock.DataDirLock`: a second daemon
+   on the same ``data_dir`` fails here, before it touches anything);
+2. ``_open_object_store``: the object store (a directory must be writable; a bucket is
+   made if missing); ``_open_database``: ``migrate`` to head, then
+   :class:`~stoic.store.Store` with ``database.busy_timeout_s``;
+3. ``_take_lease``: the database's lease and the object store's marker
+   (:class:`~stoic.daemon.lease.DaemonLease`: a second daemon on the same database or
+   object store, from another data directory, fails here, before it touches a batch).
+
+Then the build steps, in order (each a method of its own, so the order reads as a list):
+
+4. ``_recover``: registers the runtimes; the default application version
    (:meth:`Controller.set_default_version`, else ``controller.app_version``);
-2. ``_open_objects``: the object store and the ingestor; ``_recover_batches``:
-   re-queues the batches a crash left ``running`` (a batch is never lost; a run cut
-   short counts as an attempt only when it made no progress, and a batch with
+5. ``_open_objects``: the ingestor (with the :class:`~stoic.storage.disk.DiskWatch`
+   that refuses uploads when a disk is full); ``_recover_batches``: re-queues the
+   batches a crash left ``running`` (a batch is never lost; a run cut short counts as
+   an attempt only when it made no progress, and a batch with
    ``controller.max_attempts`` such runs is failed instead, so a poison batch cannot
    crash the daemon forever); ``_start_backends``: the runtime backends (``local`` by
    default; ``kubernetes`` per runtime; ``simulated`` belongs to the replay and is
    refused with a ConfigError), each ``start()``-ed;
-3. ``_build_scheduling``: the predictor, fed with the recent samples of the store (so a
+6. ``_build_scheduling``: the predictor, fed with the recent samples of the store (so a
    restart keeps what was learnt), the availability registry (persisted to the store
    on every change), the recorder (every measurement goes to the predictor, the
    metrics and the store), the requester, the scheduler and the inquisitor;
-4. ``_start_tasks``: the background tasks, each a named task under a supervisor that
+7. ``_start_tasks``: the background tasks, each a named task under a supervisor that
    logs a crash and restarts it with exponential back-off: the **dispatcher**
    (:class:`~stoic.daemon.dispatcher.Dispatcher`: claims queued batches, at most
    ``controller.max_concurrent_batches`` at once, each a task kept in
    ``running: dict[batch_id, Task]``, and runs each end to end), the **retention**
-   sweep and disk usage measurements (:mod:`~stoic.daemon.retention`) and the
-   **inquisitor**.
+   sweep and disk usage measurements (:mod:`~stoic.daemon.retention`), the
+   **inquisitor** and the **lease** heartbeat.
 
 Before the dispatcher takes its first batch, the demo model is trained (in a child
 process, ``stoic model init``: :mod:`stoic.daemon.demo_classifier`) if no model is
@@ -46,7 +56,7 @@ attempt not counted (a drain is not the batch's fault), and runs at the next sta
 ``stoic serve`` runs :meth:`Controller.drain` while the listener is still open (the API
 answers 503 to new batches, ``/readyz`` 503, the rest as usual), then closes it;
 :meth:`Controller.stop` (from the lifespan) drains whatever is left and stops
-everything, releasing the lock last.
+everything, releasing the lease, then the lock, last.
 The life cycle is one :class:`ControllerState` (created → starting → running → draining →
 stopped), changed only by ``Controller._move`` along :data:`MOVES`. Backends take part
 through :class:`~stoic.backends.base.RuntimeBackend`'s own ``start()`` / ``aclose()``.
@@ -55,6 +65,8 @@ through :class:`~stoic.backends.base.RuntimeBackend`'s own ``start()`` / ``aclos
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -67,6 +79,7 @@ from stoic.clock import Clock, WallClock
 from stoic.daemon import chunks
 from stoic.daemon.demo_classifier import build_demo_model
 from stoic.daemon.dispatcher import Dispatcher
+from stoic.daemon.lease import DaemonLease, describe
 from stoic.daemon.lock import DataDirLock
 from stoic.daemon.metrics import Metrics
 from stoic.daemon.probes import BatchProbeWork
@@ -81,8 +94,17 @@ from stoic.logging import get_logger
 from stoic.schedule.assembly import build_core, wants_inquisitor, warm_predictor
 from stoic.schedule.probe.availability import Availability, AvailabilityChange
 from stoic.settings import Settings
-from stoic.storage.objectstore import ObjectStore, make_object_store
+from stoic.storage import disk as disk_names
+from stoic.storage.disk import DiskWatch, free_bytes
+from stoic.storage.objectstore import (
+    DirObjectStore,
+    ObjectStore,
+    S3ObjectStore,
+    make_object_store,
+    objects_name,
+)
 from stoic.storage.package import model_key
+from stoic.store.lease import Lease
 from stoic.store.store import BatchRecord, DefaultVersion, Store
 from stoic.values import (
     BatchState,
@@ -91,6 +113,7 @@ from stoic.values import (
     Mode,
     Plan,
     Runtime,
+    RuntimeKind,
 )
 
 if TYPE_CHECKING:
@@ -162,11 +185,34 @@ def check_extras(settings: Settings, *, backends: bool = True) -> None:
         require("analysis", "predictor.deployment_method = 'autoreg'", "statsmodels")
 
 
+def check_daemon(settings: Settings) -> None:
+    """Raise :class:`~stoic.errors.ConfigError` (one line) for settings the replay takes
+    but the daemon cannot run on; ``stoic serve`` calls it before the server starts.
+
+    A daemon needs an edge runtime: the demo model, the bootstrap, a share batch's
+    edge leg and every fallback (``requester.fallback_to_edge``) run there; and no
+    runtime on the replay's ``simulated`` backend.
+    """
+    if not any(r.kind is RuntimeKind.EDGE for r in settings.runtimes):
+        names = [r.name for r in settings.runtimes]
+        raise ConfigError(
+            f"runtimes: the daemon needs a runtime of kind 'edge' (configured: {names}); "
+            'add [[runtimes]] name = "edge", kind = "edge"'
+        )
+    simulated = [r.name for r in settings.runtimes if r.backend == "simulated"]
+    if simulated:
+        raise ConfigError(
+            f"runtimes {simulated}: backend 'simulated' is for the replay (stoic replay), "
+            "not the daemon; use 'local' or 'kubernetes'"
+        )
+
+
 def build_backends(settings: Settings, objects: ObjectStore) -> dict[str, RuntimeBackend]:
     """One backend per backend kind the runtimes name (key: the kind)."""
     kinds = {r.backend for r in settings.runtimes}
     backends: dict[str, RuntimeBackend] = {}
     check_extras(settings)
+    check_daemon(settings)
     if "local" in kinds:
         from stoic.backends.local import LocalBackend
 
@@ -176,12 +222,6 @@ def build_backends(settings: Settings, objects: ObjectStore) -> dict[str, Runtim
 
         backends["kubernetes"] = KubernetesBackend.from_settings(
             settings.kubernetes, edge_store=objects
-        )
-    if "simulated" in kinds:
-        names = [r.name for r in settings.runtimes if r.backend == "simulated"]
-        raise ConfigError(
-            f"runtimes {names}: backend 'simulated' is for the replay (stoic replay), "
-            "not the daemon; use 'local' or 'kubernetes'"
         )
     return backends
 
@@ -204,9 +244,21 @@ class Controller:
         backends: Mapping[str, RuntimeBackend] | None = None,
         metrics: Metrics | None = None,
         lock: DataDirLock | None = None,
+        objects: ObjectStore | None = None,
+        disk_usage: Callable[[Path], int] = free_bytes,
     ) -> None:
         self.settings = settings
         self.lock = lock or DataDirLock(settings.data_dir)
+        self._injected_objects = objects
+        disks = {disk_names.DATA: settings.data_dir}
+        if settings.objectstore.kind == "dir":
+            disks[disk_names.OBJECTS] = settings.objects_path
+        sqlite = re.match(r"sqlite(\+pysqlite)?:///(.+)", settings.database_url)
+        if sqlite is not None and sqlite.group(2) != ":memory:":
+            disks[disk_names.DATABASE] = Path(sqlite.group(2)).parent
+        self.disks = DiskWatch(disks, settings.objectstore.min_free_bytes, disk_usage)
+        self.lease: DaemonLease | None = None
+        self._claimed = False
         self.clock: Clock = clock or WallClock()
         self.metrics = metrics or Metrics()
         self._injected_backends = dict(backends) if backends is not None else None
@@ -215,7 +267,7 @@ class Controller:
         self._side = BackgroundTasks("controller")
         self.model_status = "unknown"
         # The version new batches get: controller.app_version until one is set through
-        # PUT /v1/models/default (stored, read back at start: _open_store).
+        # PUT /v1/models/default (stored, read back at start: _recover).
         self.app = settings.controller.app
         self.app_version = settings.controller.app_version
         self.default_version: DefaultVersion | None = None
@@ -279,23 +331,60 @@ class Controller:
         if self.dispatcher is not None:
             self.dispatcher.notify()
 
-    async def start(self) -> None:
-        """Take the data directory's lock, build everything and start the background
-        tasks; returns at once after. Raises :class:`~stoic.errors.DataDirInUse`, having
-        touched nothing, when another daemon holds the directory."""
+    def claim(self) -> None:
+        """The start-up steps that may refuse to start, synchronously and before any
+        batch is touched: the settings the daemon needs, the data directory's lock,
+        the object store (writable), the database (migrated, answering) and its lease
+        with the object store's marker (:mod:`stoic.daemon.lease`).
+
+        Raises :class:`~stoic.errors.DataDirInUse` or
+        :class:`~stoic.errors.LeaseHeld` (another daemon), a
+        :class:`~stoic.errors.ConfigError` or :class:`~stoic.errors.StoreError`,
+        having kept nothing. ``stoic serve`` calls it before the server says a word,
+        so that a refusal is one line; :meth:`start` calls it if nobody has.
+        """
+        if self._claimed:
+            return
         check_extras(self.settings, backends=self._injected_backends is None)
+        check_daemon(self.settings)
         self.lock.acquire()
+        try:
+            self._open_object_store()
+            self._open_database()
+            self._take_lease()
+        except BaseException:
+            self._unclaim()
+            raise
+        self._claimed = True
+
+    def _unclaim(self) -> None:
+        if self.lease is not None:
+            with contextlib.suppress(Exception):
+                self.lease.release()
+        store: Store | None = getattr(self, "store", None)
+        if store is not None:
+            store.close()
+        self.lock.release()
+        self._claimed = False
+
+    async def start(self) -> None:
+        """:meth:`claim`, build everything and start the background tasks; returns at
+        once after. A second call (``stoic serve`` starts the controller before the
+        app's lifespan does) returns at once."""
+        if self.started_at is not None:
+            return
+        await asyncio.to_thread(self.claim)
         self._move(ControllerState.STARTING)
         try:
             runtimes = self.settings.runtime_list()
-            await self._open_store(runtimes)
+            await self._recover(runtimes)
             await self._open_objects()
             await self._recover_batches()
             await self._start_backends()
             await self._build_scheduling(runtimes)
             self._start_tasks(runtimes)
         except BaseException:
-            self.lock.release()
+            self._unclaim()
             raise
         self._move(ControllerState.RUNNING)
         self.started_at = self.clock.now()
@@ -363,6 +452,11 @@ class Controller:
         ingestor: Ingestor | None = getattr(self, "ingestor", None)
         if ingestor is not None:
             ingestor.close()
+        if self.lease is not None:
+            try:
+                await asyncio.to_thread(self.lease.release)
+            except Exception as exc:  # it expires by itself
+                log.warning("releasing the lease failed", error=str(exc))
         self.store.close()
         self._move(ControllerState.STOPPED)
         self.lock.release()
@@ -384,13 +478,16 @@ class Controller:
 
     # Build steps (start) ---------------------------------------------------------------
 
-    async def _open_store(self, runtimes: list[Runtime]) -> None:
-        """Migrate to head, open the store, register the runtimes."""
+    def _open_database(self) -> None:
+        """Migrate to head and open the store (``database.busy_timeout_s``)."""
         from stoic.store.migrate import migrate
 
         s = self.settings
-        await asyncio.to_thread(migrate, s.database_url)
+        migrate(s.database_url)
         self.store = Store(s.database_url, busy_timeout_s=s.database.busy_timeout_s)
+
+    async def _recover(self, runtimes: list[Runtime]) -> None:
+        """Register the runtimes, read the default application version."""
         now = self.clock.now()
         await asyncio.to_thread(self.store.upsert_runtimes, runtimes, at=now)
         self.default_version = await asyncio.to_thread(self.store.default_version, self.app)
@@ -403,12 +500,46 @@ class Controller:
                 since=self.default_version.updated_at,
             )
 
-    async def _open_objects(self) -> None:
-        """The object store and the ingestor; temporary files of a previous run go."""
+    def _open_object_store(self) -> None:
+        """The object store (injected, or from the settings), checked: a directory
+        must be writable, a bucket is created if missing."""
+        if self._injected_objects is not None:
+            self.objects = self._injected_objects
+            return
+        self.objects = make_object_store(self.settings)
+        if isinstance(self.objects, DirObjectStore):
+            self.objects.check_writable()
+        if isinstance(self.objects, S3ObjectStore):
+            self.objects.ensure_bucket()
+
+    def _take_lease(self) -> None:
+        """The database's lease and the object store's marker (:mod:`stoic.daemon.lease`),
+        before any batch is touched."""
         s = self.settings
-        self.objects = make_object_store(s)
-        if s.objectstore.kind == "s3":
-            await asyncio.to_thread(self.objects.ensure_bucket)  # type: ignore[attr-defined]
+        self.lease = DaemonLease(
+            self.store,
+            self.objects,
+            data_dir=s.data_dir,
+            database=self.store.engine.url.render_as_string(hide_password=True),
+            where=objects_name(s),
+            ttl_s=s.database.lease_ttl_s,
+            clock=self.clock,
+            on_lost=self._lease_lost,
+        )
+        self.lease.acquire()
+
+    def _lease_lost(self, holder: Lease | None) -> None:
+        who = describe(holder, self.clock.now()) if holder is not None else "nobody"
+        log.error(
+            "another daemon took this daemon's lease on the database over; stopping "
+            "(claiming no batch, /readyz 503): stop one of the two",
+            holder=who,
+        )
+        self.request_stop()
+
+    async def _open_objects(self) -> None:
+        """The ingestor; temporary files of a previous run go."""
+        s = self.settings
         self.ingestor = Ingestor(
             store=self.store,
             objects=self.objects,
@@ -422,6 +553,7 @@ class Controller:
             on_accepted=self._accepted,
             on_rejected=lambda exc: self.metrics.ingest_rejected.labels(exc.code).inc(),
             workers=s.api.validation_workers,
+            disks=self.disks,
         )
         cleaned = await asyncio.to_thread(self.ingestor.clean_tmp)
         if cleaned:
@@ -504,6 +636,7 @@ class Controller:
             )
         await self.prime_version(self.app, self.app_version)
         self.metrics.watch_states(self._state_counts)
+        self.metrics.watch_disks(self.disks.states)
         await asyncio.to_thread(warm_predictor, s, core, self.app, self.app_version)
         if core.uplink is not None:
             self.metrics.watch_uplink(core.uplink)
@@ -541,6 +674,8 @@ class Controller:
             TaskSpec("dispatcher", self.dispatcher.run),
             TaskSpec("retention", self.retention.run),
         ]
+        if self.lease is not None:  # renewed until stop(), through a drain
+            specs.append(TaskSpec("lease", self.lease.run))
         if self.inquisitor is not None:
             specs.append(TaskSpec("inquisitor", self.inquisitor.run))
         for spec in specs:

@@ -29,10 +29,11 @@ from stoic.clock import Clock
 from stoic.daemon import chunks
 from stoic.daemon.metrics import Metrics
 from stoic.daemon.retry import Backoff, until_written
-from stoic.errors import BatchNotFound, BatchStateError
+from stoic.errors import BatchNotFound, BatchStateError, ObjectNotFound
+from stoic.ingest.metadata import annotate, parse_document
 from stoic.logging import get_logger
 from stoic.storage.objectstore import ObjectStore
-from stoic.storage.package import results_key
+from stoic.storage.package import metadata_key, results_key
 from stoic.store.store import BatchRecord, Store
 from stoic.values import BatchState, Outcome, Plan, SharePlan
 
@@ -120,7 +121,8 @@ class Finisher:
 
     async def _succeed(self, record: BatchRecord, plan: Plan, outcome: Outcome) -> None:
         key = results_key(record.id)
-        data = json.dumps(results_document(record, plan, outcome)).encode()
+        metadata = await asyncio.to_thread(self._metadata, record.id)
+        data = json.dumps(results_document(record, plan, outcome, metadata)).encode()
         await self.write("results", record, functools.partial(self.objects.put_bytes, key, data))
         then = f"{plan.reason}; then: {outcome.reason}" if outcome.reason else None
         await self.write(
@@ -165,6 +167,13 @@ class Finisher:
         if isinstance(plan, SharePlan):  # the results document holds them all now
             await asyncio.to_thread(chunks.remove, self.objects, record)
 
+    def _metadata(self, batch_id: str) -> dict[str, Any] | None:
+        """What the ingest read of the batch's images (None for a batch without it)."""
+        try:
+            return parse_document(self.objects.get_bytes(metadata_key(batch_id)))
+        except ObjectNotFound:
+            return None
+
     async def _fail(self, record: BatchRecord, plan: Plan | None, error: str) -> None:
         await self.write(
             "finish",
@@ -182,15 +191,23 @@ class Finisher:
         await asyncio.to_thread(chunks.remove, self.objects, record)  # nothing reads them now
 
 
-def results_document(record: BatchRecord, plan: Plan, outcome: Outcome) -> dict[str, Any]:
-    """The batch's ``results.json``. In share mode, ``shares`` counts the images of
-    ``results`` per runtime that labelled them, earlier runs' included (a resumed batch
-    labelled only the rest this time), so it always adds up to the results."""
-    results = outcome.results if outcome.results is not None else []
+def results_document(
+    record: BatchRecord, plan: Plan, outcome: Outcome, metadata: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The batch's ``results.json``, self-contained: each image's result is joined with
+    what the ingest read of it (deployment, EXIF capture time and camera:
+    :mod:`stoic.ingest.metadata`), so the exports and the operator page read one object.
+    In share mode, ``shares`` counts the images of ``results`` per runtime that labelled
+    them, earlier runs' included (a resumed batch labelled only the rest this time), so
+    it always adds up to the results."""
+    results = annotate(outcome.results or [], metadata)
     document: dict[str, Any] = {
         "batch_id": record.id,
+        "app": record.app,
+        "app_version": record.app_version,
         "runtime": outcome.winner or outcome.runtime,
         "mode": str(plan.mode),
+        "deployment": metadata.get("deployment") if metadata is not None else None,
         "n_images": record.n_images,
         "results": results,
     }

@@ -26,7 +26,7 @@ import socket
 from pathlib import Path
 from types import TracebackType
 
-from stoic.errors import DataDirInUse
+from stoic.errors import ConfigError, DataDirInUse
 
 LOCK_NAME = "stoic.lock"
 
@@ -45,11 +45,17 @@ class DataDirLock:
         return self._fd is not None
 
     def acquire(self) -> None:
-        """Take the lock or raise :class:`DataDirInUse` naming the holder's pid."""
+        """Take the lock or raise :class:`DataDirInUse` naming the holder's pid
+        (:class:`~stoic.errors.ConfigError` where no file can be made: ``/proc/self``)."""
         if self._fd is not None:
             return
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise ConfigError(
+                f"data_dir {self.data_dir}: cannot create {LOCK_NAME} there ({exc.strerror or exc})"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

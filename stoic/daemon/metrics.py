@@ -20,6 +20,7 @@ What is measured, and why an operator wants it (``docs/operations.md`` lists the
 * ingest volume and rejections by error code; background task restarts;
 * batches whose result waits for a failing store, and the retried writes: a locked
   database or a full disk shows here, not as a batch that silently stops;
+* free space on the disks the daemon writes to, and whether each is full;
 * disk usage of the data directory and the object store, and what the retention
   sweep deleted (:mod:`stoic.daemon.retention`): an edge disk fills slowly, then all
   at once.
@@ -34,7 +35,7 @@ name only metrics that exist).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from prometheus_client import (
     CollectorRegistry,
@@ -48,6 +49,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from stoic.predict.uplink import UplinkWatch
+from stoic.storage.disk import DiskState
 from stoic.values import BatchState, DeploymentSample, Outcome, ProcessingSample, TransferSample
 
 _DURATION_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200)
@@ -115,6 +117,34 @@ class _StateCollector(Collector):
 
     def describe(self) -> Iterator[Metric]:
         yield GaugeMetricFamily("stoic_batches", "Batches in the store by state", labels=["state"])
+
+
+class _DiskCollector(Collector):
+    """``stoic_disk_free_bytes{disk}`` and ``stoic_disk_full{disk}`` from the daemon's
+    :class:`~stoic.storage.disk.DiskWatch`, read at scrape time."""
+
+    FREE = ("stoic_disk_free_bytes", "Free bytes on the disks the daemon writes to")
+    FULL = (
+        "stoic_disk_full",
+        "1 while a disk is below objectstore.min_free_bytes or its last write found no space",
+    )
+
+    def __init__(self, states: Callable[[], Sequence[DiskState]]) -> None:
+        self._states = states
+
+    def collect(self) -> Iterator[Metric]:
+        free = GaugeMetricFamily(*self.FREE, labels=["disk"])
+        full = GaugeMetricFamily(*self.FULL, labels=["disk"])
+        for d in self._states():
+            if d.free_bytes is not None:
+                free.add_metric([d.name], float(d.free_bytes))
+            full.add_metric([d.name], 1.0 * d.full)
+        yield free
+        yield full
+
+    def describe(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(*self.FREE, labels=["disk"])
+        yield GaugeMetricFamily(*self.FULL, labels=["disk"])
 
 
 class Metrics:
@@ -299,6 +329,10 @@ class Metrics:
         """Export ``stoic_probe_cloud_seconds_total{runtime}`` from ``held`` (the
         inquisitor's pod seconds per runtime, called at each scrape)."""
         self.registry.register(_ProbeCollector(held))
+
+    def watch_disks(self, states: Callable[[], Sequence[DiskState]]) -> None:
+        """Export ``stoic_disk_free_bytes{disk}`` and ``stoic_disk_full{disk}``."""
+        self.registry.register(_DiskCollector(states))
 
     def watch_uplink(self, watch: UplinkWatch) -> None:
         """Export the uplink's state (``stoic_uplink_up``, ``stoic_uplink_outages_total``)."""

@@ -6,8 +6,9 @@ a supervised task of the controller: at start, then every
 ``retention.sweep_period_s``, a day) deletes:
 
 * **packages** (``retention.packages_days``, default 30): the package of a finished
-  (done or failed) batch, with whatever else of it is not its result (share mode's
-  sub-packages, bootstrap cuts a crash left), that many days after its upload. Why 30:
+  (done or failed) batch, with whatever else of it is not its result or its image
+  metadata (share mode's sub-packages, bootstrap cuts a crash left), that many days
+  after its upload. Why 30:
   the Sedgwick camera traps (paper §3.5) average about 600 images a day, so a month of
   packages is about 4 GB, which fits a small edge disk beside the model and the
   database, while a month is long enough to look at, or run again, a batch whose
@@ -60,17 +61,19 @@ class SweepReport:
     batches: int
 
 
-def _is_result(rest: str) -> bool:
-    """``rest`` (a key below ``batches/<id>/``) is the batch's result, to be kept."""
-    return rest == "results.json" or rest.startswith("chunks/")
+def _kept(rest: str) -> bool:
+    """``rest`` (a key below ``batches/<id>/``) is kept with the results: the results,
+    share mode's chunk results, the ingest's image metadata (small, and joined into
+    the results)."""
+    return rest in ("results.json", "metadata.json") or rest.startswith("chunks/")
 
 
 def package_keys(keys: list[str]) -> dict[str, list[str]]:
-    """The keys under ``batches/`` that are not results, by batch id."""
+    """The keys under ``batches/`` that the package sweep deletes, by batch id."""
     out: dict[str, list[str]] = defaultdict(list)
     for key in keys:
         batch_id, _, rest = key.removeprefix(BATCHES).partition("/")
-        if rest and not _is_result(rest):
+        if rest and not _kept(rest):
             out[batch_id].append(key)
     return dict(out)
 

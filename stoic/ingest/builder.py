@@ -31,6 +31,10 @@ The work is bounded before it is done, because a small upload must not cost much
 * **cancellation**: every read checks the upload's ``cancelled`` event, so a client
   that leaves stops the work within one read.
 
+While an image's header is open, its EXIF (capture time, camera) is read too
+(:mod:`stoic.ingest.exif`: nothing decoded for it); the builder keeps it per image, in
+package order, for the batch's metadata document.
+
 This is the synchronous half of ingest (it runs in the validation pool's threads); the
 request-level orchestration that drives it lives in :mod:`stoic.ingest.ingestor`.
 """
@@ -38,6 +42,7 @@ request-level orchestration that drives it lives in :mod:`stoic.ingest.ingestor`
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import stat
@@ -64,6 +69,7 @@ from stoic.errors import (
     TooManyInvalid,
     UnsafeArchivePath,
 )
+from stoic.ingest.exif import ImageMeta, read_meta
 from stoic.ingest.options import IngestLimits
 from stoic.ingest.png import check_png_data
 from stoic.storage.package import PackageWriter
@@ -175,6 +181,14 @@ def _open(fmt: str, f: _Guarded, name: str) -> Image.Image:
     return factory(f, name)  # type: ignore[arg-type]
 
 
+@dataclass(frozen=True, slots=True)
+class ValidImage:
+    """What validating an image learnt: its format and its EXIF metadata."""
+
+    format: str
+    meta: ImageMeta
+
+
 def validate_image(
     name: str,
     f: BinaryIO,
@@ -183,8 +197,8 @@ def validate_image(
     *,
     charge_pixels: Callable[[int], None] | None = None,
     cancelled: threading.Event | None = None,
-) -> str:
-    """Check one image; return its format or raise an :class:`IngestError` naming it.
+) -> ValidImage:
+    """Check one image and read its EXIF, or raise an :class:`IngestError` naming it.
 
     The pixel count from the header is checked (``limits.max_image_pixels``, then
     ``charge_pixels`` for the batch's budget) before anything is decoded. ``verify()``
@@ -218,6 +232,7 @@ def validate_image(
                 )
             if charge_pixels is not None:
                 charge_pixels(pixels)
+            meta = read_meta(im)
             im.verify()
         if fmt == "PNG":
             # Its data stream, inflated piece by piece: never the decoded image.
@@ -238,7 +253,7 @@ def validate_image(
         raise CorruptImage(
             f"{name}: corrupt or truncated {fmt} image: {_pillow_message(exc)}", file=name
         ) from None
-    return fmt
+    return ValidImage(fmt, meta)
 
 
 def safe_member_name(name: str) -> str:
@@ -273,6 +288,8 @@ class _Stats:
     entries: int = 0
     skipped: list[dict[str, str]] = field(default_factory=list)
     first_error: IngestError | None = None
+    meta: list[tuple[str, ImageMeta]] = field(default_factory=list)
+    """(name in the package, EXIF metadata) of every image added, in package order."""
 
 
 class PackageBuilder:
@@ -383,7 +400,7 @@ class PackageBuilder:
     def add_image(self, name: str, f: BinaryIO, size: int) -> None:
         """Validate one image (its bytes already charged) and add it to the package."""
         try:
-            validate_image(
+            valid = validate_image(
                 name,
                 f,
                 size,
@@ -404,6 +421,7 @@ class PackageBuilder:
         f.seek(0)
         self._writer.add_stream(unique, f, size)
         self._names.add(unique)
+        self.stats.meta.append((unique, valid.meta))
         self.stats.images += 1
         self.stats.image_bytes += size
 
@@ -516,6 +534,8 @@ class PackageBuilder:
                         continue
                     self._add_member(filename, member.name, src)
         except (tarfile.TarError, EOFError, OSError) as exc:
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise  # our disk is full, not their archive broken: a 507 (the ingestor's)
             raise CorruptImage(
                 f"{filename}: not a readable tar archive: {exc}", file=filename
             ) from None

@@ -5,13 +5,16 @@ byte is read; the body is fed through :class:`~stoic.ingest.multipart.MultipartS
 each finished file part goes to :class:`~stoic.ingest.builder.PackageBuilder` in the
 ingest's own bounded thread pool (``api.validation_workers`` threads), so validation
 never queues the database calls and health checks behind it on asyncio's default pool;
-at the end the tar is streamed to the object store with ``put_stream`` and the batch
-row is inserted, and only then does the API answer ``202``.
+at the end the tar is streamed to the object store with ``put_stream``, the images'
+metadata (EXIF, deployment: :mod:`stoic.ingest.metadata`) is stored beside it, and the
+batch row is inserted; only then does the API answer ``202``.
 
 Any failure removes the temporary files and the partial object and inserts no row: a
-rejected upload leaves nothing behind. When the request task is cancelled, or the
-caller sets ``cancelled`` (the client left), the thread stops at its next read and is
-waited for before the files are removed.
+rejected upload leaves nothing behind. A disk that is full, or would be left with less
+than ``objectstore.min_free_bytes`` (:class:`~stoic.storage.disk.DiskWatch`), gives a
+``507`` naming the disk (:class:`~stoic.errors.InsufficientStorage`), not a ``500``.
+When the request task is cancelled, or the caller sets ``cancelled`` (the client left),
+the thread stops at its next read and is waited for before the files are removed.
 
 ``Idempotency-Key``: a batch is stored with a digest of its request (the options and
 each file's name, size and SHA-256, in order; not the multipart boundary). A repeated
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import json
 import shutil
@@ -37,8 +41,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from stoic.clock import Clock
-from stoic.errors import BatchTooLarge, IdempotencyConflict, IngestError
+from stoic.errors import (
+    BatchTooLarge,
+    IdempotencyConflict,
+    IngestError,
+    InsufficientStorage,
+    StoicError,
+    StorageFull,
+    StoreError,
+)
 from stoic.ingest.builder import COPY_BYTES, TMP_PREFIX, PackageBuilder
+from stoic.ingest.metadata import metadata_document
 from stoic.ingest.multipart import MultipartStream
 from stoic.ingest.options import (
     OPTION_FIELDS,
@@ -47,23 +60,32 @@ from stoic.ingest.options import (
     parse_bool,
     parse_options,
 )
+from stoic.logging import get_logger
+from stoic.storage import disk as disk_names
+from stoic.storage.disk import DiskWatch
 from stoic.storage.objectstore import ObjectStore
-from stoic.storage.package import package_key
+from stoic.storage.package import metadata_key, package_key
 from stoic.store.store import BatchRecord, Store
 from stoic.values import Mode
 
 T = TypeVar("T")
 
+log = get_logger("stoic.ingest")
+
 
 def request_digest(options: IngestOptions, files: Sequence[tuple[str, int, str]]) -> str:
     """SHA-256 of what a request asks for: its options and each file's (name, size,
-    SHA-256), in order. Independent of the multipart boundary and of header order."""
-    canonical = {
+    SHA-256), in order. Independent of the multipart boundary and of header order.
+    ``deployment`` counts only when given, so requests without one digest as before
+    it existed."""
+    canonical: dict[str, Any] = {
         "mode": options.mode.value,
         "runtime": options.pinned_runtime,
         "skip_invalid": options.skip_invalid,
         "files": [list(f) for f in files],
     }
+    if options.deployment is not None:
+        canonical["deployment"] = options.deployment
     return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
 
 
@@ -104,8 +126,10 @@ class Ingestor:
         on_accepted: Callable[[BatchRecord], None] | None = None,
         on_rejected: Callable[[IngestError], None] | None = None,
         workers: int = 2,
+        disks: DiskWatch | None = None,
     ) -> None:
         self.store, self.objects, self.tmp_dir, self.limits = store, objects, tmp_dir, limits
+        self.disks = disks
         self.runtimes, self.default_mode = runtimes, default_mode
         self.app, self.app_version, self.clock = app, app_version, clock
         self.on_accepted, self.on_rejected = on_accepted, on_rejected
@@ -162,15 +186,41 @@ class Ingestor:
         """
         cancelled = cancelled or threading.Event()
         try:
-            return await self._ingest(
-                content_type, content_length, body, query, idempotency_key, cancelled
-            )
+            try:
+                return await self._ingest(
+                    content_type, content_length, body, query, idempotency_key, cancelled
+                )
+            except (OSError, StoicError) as exc:
+                full = self._no_space(exc)
+                if full is None:
+                    raise
+                raise full from exc
         except IngestError as exc:
             if self.on_rejected is not None:
                 self.on_rejected(exc)
             raise
         finally:
             cancelled.set()
+
+    def _no_space(self, exc: BaseException) -> InsufficientStorage | None:
+        """The 507 for a write that found a disk full (the package under ``tmp_dir``,
+        the object, the database row), or None for any other failure. The disk is
+        noted for ``/readyz``; the log gets its path, the client its name."""
+        if isinstance(exc, InsufficientStorage):  # below the floor: nothing was written
+            log.warning("upload refused: a disk is below its floor", reason=str(exc))
+            return exc
+        if isinstance(exc, StorageFull):
+            disk, where = disk_names.OBJECTS, exc.root
+        elif isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            disk, where = disk_names.DATA, str(self.tmp_dir)
+        elif isinstance(exc, StoreError) and "database or disk is full" in str(exc):
+            disk, where = disk_names.DATABASE, None
+        else:
+            return None
+        if self.disks is not None:
+            self.disks.failed(disk)
+        log.warning("upload refused: a disk is full", disk=disk, path=where, reason=str(exc))
+        return InsufficientStorage(disk, "no space left on device")
 
     def _limit(self, content_length: int | None) -> int:
         limit = self.body_limit()
@@ -221,6 +271,8 @@ class Ingestor:
             if existing is not None:
                 return await self._repeat(existing, content_type, content_length, body, query)
         limit = self._limit(content_length)
+        if self.disks is not None:
+            await asyncio.to_thread(self.disks.require_room, content_length)
         builder = await self._work(
             cancelled,
             lambda: PackageBuilder(
@@ -229,7 +281,7 @@ class Ingestor:
         )
 
         stream: MultipartStream | None = None
-        key: str | None = None
+        keys: list[str] = []
         try:
             stream = self._stream(content_type, builder.spool)
             received = 0
@@ -258,15 +310,17 @@ class Ingestor:
             digest = request_digest(options, stream.files)
             n_bytes = await self._work(cancelled, builder.close)
             batch_id = str(uuid.uuid4())
-            key = package_key(batch_id)
-            await self._work(cancelled, self._upload, builder.path, key)
+            keys = [package_key(batch_id), metadata_key(batch_id)]
+            await self._work(cancelled, self._upload, builder.path, keys[0])
+            meta = metadata_document(options.deployment, builder.stats.meta)
+            await asyncio.to_thread(self.objects.put_bytes, keys[1], json.dumps(meta).encode())
             skipped = tuple(builder.stats.skipped)
             record = await asyncio.to_thread(
                 self.store.create_batch,
                 created_at=self.clock.now(),
                 n_images=builder.n_images,
                 n_bytes=n_bytes,
-                package_key=key,
+                package_key=keys[0],
                 app=self.app,
                 app_version=self.app_version,
                 mode=options.mode,
@@ -279,18 +333,22 @@ class Ingestor:
             if not record.is_new:
                 # Another request with the same key won the race; ours is redundant,
                 # or, if it asked for something else, a conflict.
-                await asyncio.to_thread(self.objects.delete, key)
-                key = None
+                for key in keys:
+                    await asyncio.to_thread(self.objects.delete, key)
+                keys = []
                 _check_same_request(record, digest)
-            elif self.on_accepted is not None:
-                self.on_accepted(record)
-            key = None
+            else:
+                if self.disks is not None:
+                    self.disks.written()
+                if self.on_accepted is not None:
+                    self.on_accepted(record)
+            keys = []
             return Accepted(record, record.skipped)
         finally:
             if stream is not None:
                 stream.close()
             await asyncio.to_thread(builder.discard)
-            if key is not None:
+            for key in keys:
                 with contextlib.suppress(Exception):
                     await asyncio.to_thread(self.objects.delete, key)
 

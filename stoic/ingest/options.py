@@ -2,7 +2,7 @@
 
 :class:`IngestLimits` are the server's limits on a batch (from ``api.*`` settings);
 :class:`IngestOptions` are the client's choices (``mode``, ``runtime``,
-``skip_invalid`` and the ``Idempotency-Key`` header), which may arrive as query
+``skip_invalid``, ``deployment`` and the ``Idempotency-Key`` header), which may arrive as query
 parameters or as form fields anywhere in the multipart body, even after the files.
 :func:`parse_options` validates them into a 422 :class:`~stoic.errors.InvalidField`
 naming the field at fault. Kept apart from the builder and the orchestration so both
@@ -11,20 +11,24 @@ can depend on it without depending on each other.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from stoic.errors import InvalidField
 from stoic.settings import ApiSettings
+from stoic.values import API_MODES as API_MODES  # re-exported: the API offers these
 from stoic.values import Mode
 
-API_MODES = (Mode.SELECTOR, Mode.DUPLICATOR, Mode.SHARE)
-"""Modes a client may ask for; the replay's baselines are not offered over HTTP."""
-
-
-OPTION_FIELDS = frozenset({"mode", "runtime", "skip_invalid"})
+OPTION_FIELDS = frozenset({"mode", "runtime", "skip_invalid", "deployment"})
 """The only non-file form fields (and query parameters) an upload may carry."""
+
+DEPLOYMENT = re.compile(r"^\w[\w .-]{0,63}$")
+"""A deployment label: a camera placement's name, as its folder is usually called
+(``cam01``, ``North ridge 2024``). Letters of any script, digits, ``_``, space,
+``.`` and ``-``; it starts with a letter, digit or ``_``, so a spreadsheet that opens an
+export never takes it for a formula."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +75,7 @@ class IngestOptions:
     pinned_runtime: str | None = None
     skip_invalid: bool = False
     idempotency_key: str | None = None
+    deployment: str | None = None
 
 
 def parse_bool(value: str, field_name: str) -> bool:
@@ -100,7 +105,8 @@ def parse_options(
     default_mode: Mode,
     idempotency_key: str | None,
 ) -> IngestOptions:
-    """Validate ``mode``, ``runtime`` and ``skip_invalid`` (422 naming the field)."""
+    """Validate ``mode``, ``runtime``, ``skip_invalid`` and ``deployment`` (422 naming
+    the field)."""
     for key in values:
         check_option_name(key)
     mode = default_mode
@@ -124,4 +130,11 @@ def parse_options(
     skip = parse_bool(values.get("skip_invalid", ""), "skip_invalid")
     if idempotency_key is not None and not 0 < len(idempotency_key) <= 255:
         raise InvalidField("Idempotency-Key must be 1-255 characters", field="Idempotency-Key")
-    return IngestOptions(mode, pinned, skip, idempotency_key)
+    deployment = values.get("deployment", "").strip() or None
+    if deployment is not None and not DEPLOYMENT.fullmatch(deployment):
+        raise InvalidField(
+            f"deployment: {deployment[:100]!r} is not a deployment label (1-64 letters, "
+            "digits, '_', ' ', '.' or '-', starting with a letter, digit or '_')",
+            field="deployment",
+        )
+    return IngestOptions(mode, pinned, skip, idempotency_key, deployment)

@@ -17,6 +17,10 @@ Why these choices:
   ``..`` segment. The same rule applies to both stores so that a key valid in tests is
   valid in production, and no key can escape the directory store's root. Violations
   raise :class:`~stoic.errors.InvalidObjectKey` (also an ``InputError``).
+* **A full disk is typed too.** A write that finds no space (``ENOSPC``, ``EDQUOT``)
+  raises :class:`~stoic.errors.StorageFull` naming the root, and leaves neither its
+  temporary file nor the directories it made for the object (an empty
+  ``batches/<id>/`` per refused upload would pile up).
 * **Typed misses.** A missing key raises :class:`~stoic.errors.ObjectNotFound` naming
   the key and the store, in both implementations. ``delete`` of a missing key is a
   no-op in both (S3 semantics; cleanup code can call it blindly).
@@ -24,6 +28,7 @@ Why these choices:
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import tempfile
@@ -33,7 +38,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, runtime_checkable
 
-from stoic.errors import InvalidObjectKey, ObjectNotFound, ObjectStoreError
+from stoic.errors import (
+    ConfigError,
+    InvalidObjectKey,
+    ObjectNotFound,
+    ObjectStoreError,
+    StorageFull,
+)
 from stoic.extras import require
 
 if TYPE_CHECKING:
@@ -46,6 +57,9 @@ MULTIPART_BYTES = 8 * 1024 * 1024
 """S3 multipart threshold and part size (S3's minimum part is 5 MiB)."""
 
 _TMP_PREFIX = ".tmp-"
+
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+"""A write that failed for want of space (a full disk, or over a quota)."""
 
 
 @runtime_checkable
@@ -152,7 +166,8 @@ class DirObjectStore:
     """Objects as files under ``root`` (created on demand)."""
 
     def __init__(self, root: Path | str) -> None:
-        self.root = Path(root).resolve()
+        self.given = Path(root)  # as configured, for messages (/proc/self, not /proc/42)
+        self.root = self.given.resolve()
 
     def __repr__(self) -> str:
         return f"DirObjectStore({str(self.root)!r})"
@@ -168,20 +183,44 @@ class DirObjectStore:
 
     def put_stream(self, key: str, fileobj: BinaryIO) -> int:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=path.parent)
-        n = 0
+        tmp: str | None = None
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=path.parent)
             with os.fdopen(fd, "wb") as out:
-                while chunk := fileobj.read(CHUNK_BYTES):
-                    out.write(chunk)
-                    n += len(chunk)
+                n = self._copy(fileobj, out)
             os.chmod(tmp, 0o644)  # mkstemp makes 0600; other users' pods read objects
             os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+        except BaseException as exc:
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+            self._prune(path.parent)  # the directories made for this object alone
+            if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
+                raise StorageFull(str(self.root), key, exc.strerror or str(exc)) from exc
             raise
         return n
+
+    def _copy(self, src: BinaryIO, out: BinaryIO) -> int:
+        """Copy ``src`` to the open temporary file ``out`` in chunks; bytes copied."""
+        n = 0
+        while chunk := src.read(CHUNK_BYTES):
+            out.write(chunk)
+            n += len(chunk)
+        return n
+
+    def check_writable(self) -> None:
+        """Create the root and write and remove a file in it, or raise
+        :class:`~stoic.errors.ConfigError` naming ``objectstore.path`` (start-up: a
+        root such as ``/proc/self`` is refused before the first upload finds out)."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=self.root)
+            os.close(fd)
+            os.unlink(tmp)
+        except OSError as exc:
+            raise ConfigError(
+                f"objectstore.path {self.given}: cannot write there ({exc.strerror or exc})"
+            ) from None
 
     def get_bytes(self, key: str) -> bytes:
         with self.open_read(key) as f:
@@ -484,6 +523,14 @@ def make_object_store(settings: Settings) -> ObjectStore:
     return DirObjectStore(settings.objects_path)
 
 
+def objects_name(settings: Settings) -> str:
+    """The store the settings describe, as a message names it (a path, ``s3://bucket``)."""
+    o = settings.objectstore
+    if o.kind == "s3":
+        return f"s3://{o.s3_bucket}" + (f" at {o.s3_endpoint}" if o.s3_endpoint else "")
+    return str(settings.objects_path.resolve())
+
+
 def copy_file(src: Path, store: ObjectStore, key: str) -> int:
     """Stream a local file into the store (convenience for CLIs and tests)."""
     with src.open("rb") as f:
@@ -510,6 +557,7 @@ __all__ = [
     "download_to",
     "iter_object",
     "make_object_store",
+    "objects_name",
     "validate_key",
     "validate_prefix",
     "walk_usage",

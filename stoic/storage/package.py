@@ -16,6 +16,8 @@ Key conventions (one place, so ingest, backends and function agree):
 
 * ``batches/<batch_id>/package.tar``  the package
 * ``batches/<batch_id>/results.json`` the function's results
+* ``batches/<batch_id>/metadata.json`` what the ingest read of each image (EXIF,
+  deployment)
 * ``models/<app>/<version>/model.keras`` a trained model (Keras format)
 """
 
@@ -91,6 +93,11 @@ def chunk_results_key(batch_id: str, start: int, stop: int) -> str:
 def results_key(batch_id: str) -> str:
     """``batches/<batch_id>/results.json``."""
     return f"batches/{_check_id('batch id', batch_id)}/results.json"
+
+
+def metadata_key(batch_id: str) -> str:
+    """``batches/<batch_id>/metadata.json``."""
+    return f"batches/{_check_id('batch id', batch_id)}/metadata.json"
 
 
 def batch_prefix(batch_id: str) -> str:
@@ -314,6 +321,7 @@ __all__ = [
     "check_member_name",
     "iter_package",
     "iter_package_range",
+    "metadata_key",
     "model_key",
     "package_key",
     "results_key",

@@ -20,9 +20,9 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from stoic.errors import StoreError
+from stoic.errors import ConfigError, StoreError
 from stoic.store.store import _IMMEDIATE, make_engine
 
 HERE = Path(__file__).resolve().parent
@@ -53,7 +53,7 @@ def migrate(target: str | Engine, revision: str = "head") -> None:
     Idempotent: a database already at head is left alone. Pass the engine of a
     ``Store("sqlite://")`` to migrate an in-memory database.
     """
-    engine = make_engine(target) if isinstance(target, str) else target
+    engine = _engine(target) if isinstance(target, str) else target
     try:
         with engine.connect() as conn:
             conn.execution_options(**{_IMMEDIATE: True})
@@ -65,10 +65,26 @@ def migrate(target: str | Engine, revision: str = "head") -> None:
                 command.upgrade(cfg, revision)
     except SQLAlchemyError as exc:
         url = engine.url.render_as_string(hide_password=True)
-        raise StoreError(f"database {url}: migration failed: {exc}") from exc
+        raise StoreError(f"database {url}: migration failed: {one_line(exc)}") from exc
     finally:
         if isinstance(target, str):
             engine.dispose()
+
+
+def _engine(url: str) -> Engine:
+    """:func:`make_engine`, with a URL it cannot use named as a setting."""
+    try:
+        return make_engine(url)
+    except (ArgumentError, ValueError) as exc:
+        raise ConfigError(f"database.url: not a usable URL ({one_line(exc)})") from None
+    except OSError as exc:  # the SQLite file's directory cannot be made
+        raise ConfigError(f"database.url: {exc.strerror or exc}: {exc.filename}") from None
+
+
+def one_line(exc: BaseException) -> str:
+    """A database error's message on one line, without SQLAlchemy's link and SQL."""
+    text = str(getattr(exc, "orig", None) or exc)
+    return " ".join(text.split("\n(Background on this error")[0].split())
 
 
 def current_revision(target: str | Engine) -> str | None:

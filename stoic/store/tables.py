@@ -183,3 +183,25 @@ class DefaultVersionTable(Base):
     app: Mapped[str] = mapped_column(NAME, primary_key=True)
     version: Mapped[str] = mapped_column(NAME)
     updated_at: Mapped[float] = mapped_column(Double)
+
+
+class LeaseTable(Base):
+    """Which daemon holds the database (``stoic.daemon.lease``): one row per lease.
+
+    Two daemons on one database would each re-queue and run the other's batches, so a
+    daemon takes the ``controller`` lease before it touches a batch, renews it while it
+    runs (``renewed_at``, ``expires_at``) and deletes it when it stops. ``holder`` is a
+    random id of one daemon's run; host, pid and data directory name it for the
+    operator, and let a daemon on the same host tell a dead holder from a live one.
+    """
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(36))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    data_dir: Mapped[str] = mapped_column(Text)
+    acquired_at: Mapped[float] = mapped_column(Double)
+    renewed_at: Mapped[float] = mapped_column(Double)
+    expires_at: Mapped[float] = mapped_column(Double)

@@ -11,7 +11,7 @@ import zlib
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import ExifTags, Image
 
 from stoic.function.classifier import draw_scene
 
@@ -25,6 +25,35 @@ def jpeg(seed: int = 0, size: tuple[int, int] = (64, 48)) -> bytes:
 def png(seed: int = 0) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (32, 32), (seed % 256, 0, 0)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def camera_image(
+    seed: int = 0,
+    *,
+    captured: str | None = "2024:05:01 06:12:33",
+    offset: str | None = None,
+    make: str | None = "RECONYX",
+    model: str | None = "HC600 HYPERFIRE",
+    serial: str | None = None,
+    fmt: str = "JPEG",
+) -> bytes:
+    """An image carrying a camera trap's EXIF, written by Pillow: DateTimeOriginal
+    (``YYYY:MM:DD HH:MM:SS``) with OffsetTimeOriginal, Make, Model, BodySerialNumber;
+    a None leaves the tag out."""
+    exif = Image.Exif()
+    sub = exif.get_ifd(ExifTags.IFD.Exif)
+    for tags, tag, value in (
+        (exif, ExifTags.Base.Make, make),
+        (exif, ExifTags.Base.Model, model),
+        (sub, ExifTags.Base.DateTimeOriginal, captured),
+        (sub, ExifTags.Base.OffsetTimeOriginal, offset),
+        (sub, ExifTags.Base.BodySerialNumber, serial),
+    ):
+        if value is not None:
+            tags[tag] = value
+    buf = io.BytesIO()
+    Image.new("RGB", (48, 36), ((seed * 53) % 256, 120, 60)).save(buf, fmt, exif=exif)
     return buf.getvalue()
 
 
