@@ -393,7 +393,31 @@ class ApiSettings(_Section):
     body_timeout_s: float = Field(
         30.0, gt=0, le=3_600, description="longest silence within a request body before a 408"
     )
-    keep_alive_s: float = Field(5.0, gt=0, le=600, description="idle keep-alive connection")
+    keep_alive_s: float = Field(
+        75.0,
+        gt=0,
+        le=600,
+        description="idle keep-alive connection; longer than clients' and proxies' own "
+        "(httpx 5 s, many load balancers 60 s), so that the client closes it: a server "
+        "that does races the client's next request, which then gets no answer",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="names the daemon answers to (the Host header, port ignored) besides "
+        "localhost, `host` and any IP address; others get 400 (DNS rebinding); `*` = any",
+    )
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _check_allowed_hosts(cls, names: list[str]) -> list[str]:
+        out = [n.strip().lower().rstrip(".") for n in names]
+        for n in out:
+            if not n or (n != "*" and any(c in n for c in "/:@?#[]* ")):
+                raise ValueError(
+                    f"{n!r} is not a host name (no scheme, port or path; "
+                    "IP addresses are always allowed)"
+                )
+        return out
 
     @field_validator("token")
     @classmethod

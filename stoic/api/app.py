@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from stoic import __version__
 from stoic.api import batches, health, models, runtimes
+from stoic.api.admission import Admission, Rules
 from stoic.api.errors import install_error_handlers
 from stoic.api.ui.routes import install as install_ui
 from stoic.api.uploads import UploadGate
@@ -68,4 +69,6 @@ def create_app(settings: Settings, *, controller: Controller | None = None) -> F
     app.include_router(models.router)
     app.include_router(health.router)
     install_ui(app, enabled=settings.ui.enabled)
+    docs = (app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
+    app.add_middleware(Admission, rules=Rules.of(api, [p for p in docs if p]))
     return app
