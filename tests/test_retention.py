@@ -24,6 +24,7 @@ from stoic.store.migrate import migrate
 from stoic.store.store import Store
 from stoic.values import BatchState
 from tests.support.daemon import start_daemon
+from tests.support.s3 import S3Server
 from tests.support.settings import make_settings
 
 NOW = 1_750_000_000.0
@@ -194,6 +195,21 @@ async def test_usage_metrics_follow_the_disk(site: Site) -> None:
     data = site.gauge("stoic_data_dir_bytes")
     await retention.measure(listing=False)
     assert site.gauge("stoic_data_dir_bytes") == (data or 0) + 10_000
+
+
+@pytest.mark.s3
+@pytest.mark.slow
+async def test_an_s3_store_is_listed_at_sweeps_only(site: Site, s3_server: S3Server) -> None:
+    site.objects = s3_server.store()  # type: ignore[assignment]
+    site.objects.delete_prefix("")
+    site.objects.put_bytes("models/classify/1/model.keras", b"m" * 700)
+    retention = site.retention()
+    await retention.measure(listing=False)
+    assert site.gauge("stoic_objectstore_bytes") == 0  # not listed between sweeps
+    assert site.gauge("stoic_data_dir_bytes") == walk_usage(site.data_dir).bytes
+    await retention.sweep()
+    assert site.gauge("stoic_objectstore_bytes") == 700
+    assert site.gauge("stoic_objectstore_objects") == 1
 
 
 class Recording(Retention):

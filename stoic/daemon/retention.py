@@ -42,7 +42,7 @@ from stoic.daemon.metrics import Metrics
 from stoic.daemon.retry import transient
 from stoic.logging import get_logger
 from stoic.settings import RetentionSettings
-from stoic.storage.objectstore import DirObjectStore, ObjectStore, Usage, walk_usage
+from stoic.storage.objectstore import DirObjectStore, ObjectStore, walk_usage
 from stoic.storage.package import batch_prefix
 from stoic.store.store import Store
 
@@ -174,9 +174,7 @@ class Retention:
         gauges; list the bucket of any other store too when ``listing``."""
         data = await asyncio.to_thread(walk_usage, self.data_dir)
         self.metrics.data_dir_bytes.set(data.bytes)
-        objects: Usage | None = None
-        if isinstance(self.objects, DirObjectStore) or listing:
+        if listing or isinstance(self.objects, DirObjectStore):
             objects = await asyncio.to_thread(self.objects.usage)
-        if objects is not None:
             self.metrics.objectstore_bytes.set(objects.bytes)
             self.metrics.objectstore_objects.set(objects.objects)
