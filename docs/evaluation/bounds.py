@@ -25,13 +25,18 @@ computed from the truth alone, as % of MIN-LAT (sums over the run):
 The informed *selector* is a replay mode (``stoic replay sweep --modes informed``) so
 that it runs through the requester's fallback; it is not repeated here.
 
+With ``--sweep`` (a ``sweep.json`` of the same worlds) the table also gives the modes
+measured there beside their bounds and references: share, the selector, the informed
+selector, the adaptive duplicator and the best fixed one.
+
     .venv/bin/python docs/evaluation/bounds.py workload/envs docs/evaluation/sweep/envs \\
-        --jobs 2 --out docs/evaluation/sweep/bounds.md
+        --jobs 2 --sweep docs/evaluation/sweep/sweep.json --out docs/evaluation/sweep/bounds.md
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import shlex
 import sys
@@ -84,6 +89,31 @@ def one(path: Path, seed: int, days: int) -> tuple[str, dict[str, float]]:
 
 COLUMNS = ("fluid", "race", "informed", "hindsight")
 HEADS = ("fluid (bound)", "race (bound)", "dup-informed (reference)", "dup-hindsight")
+MEASURED = ("share", "selector", "informed", "duplicator")
+FIXED = ("duplicator-cpu", "duplicator-gpu1", "duplicator-gpu2")
+
+
+def measured(path: Path) -> dict[str, list[str]]:
+    """Per environment, the sweep's % of MIN-LAT of :data:`MEASURED` and of the best
+    fixed duplicator (its runtime in brackets), as table cells."""
+    doc = json.loads(path.read_text())
+    means = {
+        (r["env"], r["mode"]): r["metrics"]["vs_min_lat"]["mean"]
+        for r in doc["table"]
+        if r["metrics"]["vs_min_lat"]["n"]
+    }
+    out: dict[str, list[str]] = {}
+    for env in dict.fromkeys(r["env"] for r in doc["table"]):
+        cells = [f"{100 * v:.1f}" if (v := means.get((env, m))) is not None else "–"
+                 for m in MEASURED]  # fmt: skip
+        fixed = [m for m in FIXED if (env, m) in means]
+        if fixed:
+            best = min(fixed, key=lambda m: means[(env, m)])
+            cells.append(f"{100 * means[(env, best)]:.1f} ({best.split('-', 1)[1]})")
+        else:
+            cells.append("–")
+        out[env] = cells
+    return out
 
 
 def main() -> None:
@@ -93,6 +123,7 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=3)
     ap.add_argument("--jobs", type=int, default=None)
     ap.add_argument("--out", type=Path, default=None, help="write the table here (Markdown)")
+    ap.add_argument("--sweep", type=Path, default=None, help="a sweep.json of the same worlds")
     args = ap.parse_args()
     try:
         files = [e.path for e in discover_envs(args.envs)]
@@ -107,6 +138,9 @@ def main() -> None:
     by_env: dict[str, list[dict[str, float]]] = {}
     for name, figures in results:
         by_env.setdefault(name, []).append(figures)
+    ours = measured(args.sweep) if args.sweep is not None else {}
+    extra = ("share", "selector", "informed", "duplicator (adaptive)", "best fixed duplicator")
+    heads = (*HEADS, *extra) if ours else HEADS
     command = "python docs/evaluation/bounds.py " + " ".join(map(shlex.quote, sys.argv[1:]))
     lines = [
         "# Bounds and references of the sweep's worlds",
@@ -114,18 +148,17 @@ def main() -> None:
         f"Made with `{command}` (seeds 0–{args.seeds - 1}, {args.days} days; % of MIN-LAT, "
         "means over seeds; docs/evaluation/bounds.py says how each is made). *fluid* and "
         "*race* are proven lower bounds (stoic/replay/bound.py); *dup-informed* is a "
-        "reference in expectation, not a bound.",
+        "reference in expectation, not a bound; the measured modes (if any) are the sweep's.",
         "",
-        "| environment | " + " | ".join(HEADS) + " |",
-        "|---|" + "---|" * len(HEADS),
+        "| environment | " + " | ".join(heads) + " |",
+        "|---|" + "---|" * len(heads),
     ]
     for name, rows in by_env.items():
         cells = [float(np.mean([r[k] for r in rows])) for k in COLUMNS]
-        lines.append(
-            f"| {name} | "
-            + " | ".join(f"{c:.1f}" if math.isfinite(c) else "–" for c in cells)
-            + " |"
-        )
+        figures = [f"{c:.1f}" if math.isfinite(c) else "–" for c in cells]
+        if ours:
+            figures += ours.get(name, ["–"] * len(extra))
+        lines.append(f"| {name} | " + " | ".join(figures) + " |")
     text = "\n".join(lines) + "\n"
     if args.out is not None:
         args.out.write_text(text)
