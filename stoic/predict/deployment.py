@@ -37,7 +37,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from stoic.extras import require
 from stoic.predict.order import sorted_median, sorted_quantile
-from stoic.predict.spread import ERROR_HISTORY, Z_LEVEL, conformal_quantile
+from stoic.predict.spread import Z_LEVEL, conformal_quantile
 from stoic.values import Component, DeploymentSample, DeployOutcome, Risk
 
 Method = Literal["median", "mean", "autoreg"]
@@ -231,11 +231,12 @@ class DeploymentModel:
 
     Spread: calibrated on the model's own one-step errors (:mod:`stoic.predict.spread`):
     the absolute errors, in seconds, of the predictions its method and window make of
-    the last :data:`~stoic.predict.spread.ERROR_HISTORY` values kept (each from the
-    values before it), so that the 90 % interval ``mean ± 1.645·std`` holds nine
-    deployments in ten, heavy tail and timeouts included. The window's own scatter (its
-    scaled MAD) said 0 for a window of equal values and one 100 s outlier. With one
-    value and no error yet: 25 % of it, as for the prior.
+    the last ``calibration_history`` values, each from the values before it (the errors
+    the calibration scores: the median's has them at hand), so that the 90 % interval
+    ``mean ± 1.645·std`` holds nine deployments in ten, heavy tail and timeouts
+    included. The window's own scatter (its scaled MAD) said 0 for a window of equal
+    values and one 100 s outlier. With one value and no error yet: 25 % of it, as for
+    the prior.
     """
 
     def __init__(
@@ -272,6 +273,8 @@ class DeploymentModel:
         self._ar_params: FloatArray | None = None
         self._rows: FloatArray | None = None  # median predictions, a row per sample
         self._rows_from = 0  # the sample number of the first row
+        # (values kept so far, the conformal quantile of the window's one-step errors)
+        self._spread: tuple[int, float] | None = None
         self.calibrations = 0
         self.last_mae: FloatArray | None = None
 
@@ -360,6 +363,12 @@ class DeploymentModel:
         w = best_window(mae)
         if w:
             self._window = w
+        self._spread = None
+        if self.method == "median" and self._rows is not None:
+            # The calibration's rows hold the window's predictions of the values it
+            # scored: their errors are the spread's, at no cost (``_error_quantile``).
+            errors = np.abs(x[n - scored :] - self._rows[:, self._window - 1])
+            self._spread = (self._total, conformal_quantile(errors))
         self._cached = None
         self._risk.clear()
         self._ar_params = None
@@ -438,8 +447,17 @@ class DeploymentModel:
             mean = float(x[n - w :].mean())
         else:
             mean = sorted_median(np.sort(x[n - w :]))
-        errors = np.abs(x[1:][-ERROR_HISTORY:] - self._one_step(x, w)[-ERROR_HISTORY:])
-        return Component(mean, conformal_quantile(errors.tolist()) / Z_LEVEL)
+        return Component(mean, self._error_quantile(x, w) / Z_LEVEL)
+
+    def _error_quantile(self, x: FloatArray, w: int) -> float:
+        """The conformal quantile of the absolute one-step errors of the last
+        ``calibration_history`` values (those a calibration scores), with the window
+        in use; a calibration since the last value has left it (``calibrate``)."""
+        if self._spread is None or self._spread[0] != self._total:
+            scored = min(self.calibration_history, x.size - 1)
+            errors = np.abs(x[-scored:] - self._one_step(x, w)[-scored:])
+            self._spread = (self._total, conformal_quantile(errors))
+        return self._spread[1]
 
     def _one_step(self, x: FloatArray, w: int) -> FloatArray:
         """The predictions of ``x[1:]`` this model makes now (its method and window, each

@@ -32,6 +32,9 @@ import math
 from collections import deque
 from statistics import NormalDist
 
+import numpy as np
+import numpy.typing as npt
+
 LEVEL = 0.9
 """The coverage the calibrated ``mean ± z·std`` interval is made to hold."""
 Z_LEVEL = NormalDist().inv_cdf(0.5 + LEVEL / 2)
@@ -41,14 +44,15 @@ ERROR_HISTORY = 100
 largest), short enough to follow a site that changes."""
 
 
-def conformal_quantile(errors: list[float], level: float = LEVEL) -> float:
-    """The ``⌈(k + 1)·level⌉``-th smallest of ``k`` errors (sorted in place), capped at
-    the largest; NaN without errors."""
-    k = len(errors)
+def conformal_quantile(errors: npt.ArrayLike, level: float = LEVEL) -> float:
+    """The ``⌈(k + 1)·level⌉``-th smallest of ``k`` errors, capped at the largest; NaN
+    without errors."""
+    a = np.asarray(errors, dtype=np.float64).reshape(-1)
+    k = a.size
     if k == 0:
         return math.nan
-    errors.sort()
-    return errors[min(math.ceil((k + 1) * level), k) - 1]
+    rank = min(math.ceil((k + 1) * level), k) - 1
+    return float(np.partition(a, rank)[rank])
 
 
 class ErrorWindow:
@@ -74,5 +78,7 @@ class ErrorWindow:
         if not self._errors:
             return fallback
         if self._q is None:
-            self._q = conformal_quantile(list(self._errors))
+            self._q = conformal_quantile(
+                np.fromiter(self._errors, dtype=np.float64, count=len(self._errors))
+            )
         return base * self._q / Z_LEVEL
