@@ -16,6 +16,7 @@ predicted T_t × their conformal quantile / z. Before the first error, the scale
 from __future__ import annotations
 
 import math
+import statistics
 from collections import deque
 
 import numpy as np
@@ -40,10 +41,17 @@ class BandwidthMonitor:
         bps = sample.bytes_per_s
         if sample.n_bytes <= 0 or not math.isfinite(bps) or bps <= 0:
             return False
-        self._errors.add(self._stats()[0] / bps, 1.0, 1.0)
+        self._errors.add(self._median_before() / bps, 1.0, 1.0)
         self._bps.append(bps)
         self._cached = None
         return True
+
+    def _median_before(self) -> float:
+        """The bandwidth an estimate would use now, without filling the cache that the
+        sample being observed empties (start-up replays observe thousands in a row)."""
+        if self._cached is not None:
+            return self._cached[0]
+        return statistics.median(self._bps) if self._bps else self.default_bps
 
     @property
     def n_samples(self) -> int:
