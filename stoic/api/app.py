@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from stoic import __version__
 from stoic.api import batches, health, models, runtimes
 from stoic.api.errors import install_error_handlers
+from stoic.api.ui.results import install as install_results
 from stoic.api.ui.routes import install as install_ui
 from stoic.api.uploads import UploadGate
 from stoic.daemon.controller import Controller
@@ -68,4 +69,6 @@ def create_app(settings: Settings, *, controller: Controller | None = None) -> F
     app.include_router(models.router)
     app.include_router(health.router)
     install_ui(app, enabled=settings.ui.enabled)
+    if settings.ui.enabled:
+        install_results(app)
     return app
