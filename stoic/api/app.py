@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from stoic import __version__
-from stoic.api import batches, health, models, runtimes
+from stoic.api import actions, batches, health, models, runtimes
 from stoic.api.errors import install_error_handlers
 from stoic.api.ui.routes import install as install_ui
 from stoic.api.uploads import UploadGate
@@ -64,6 +64,7 @@ def create_app(settings: Settings, *, controller: Controller | None = None) -> F
     app.state.api_token = token.get_secret_value() if token is not None else None
     install_error_handlers(app)
     app.include_router(batches.router)
+    app.include_router(actions.router)
     app.include_router(runtimes.router)
     app.include_router(models.router)
     app.include_router(health.router)

@@ -20,7 +20,9 @@ What is measured, and why an operator wants it (``docs/operations.md`` lists the
 * ingest volume and rejections by error code; background task restarts;
 * batches whose result waits for a failing store, and the retried writes: a locked
   database or a full disk shows here, not as a batch that silently stops.
-* free space on the disks the daemon writes to, and whether each is full.
+* free space on the disks the daemon writes to, and whether each is full;
+* the operator's actions, whether the daemon is drained, and which runtimes are in
+  service.
 
 Names follow Prometheus' conventions: the ``stoic_`` prefix, the base unit last but
 for ``_total`` (``stoic_cloud_used_seconds_total``), no negative observation in a
@@ -264,6 +266,23 @@ class Metrics:
             "stoic_runtime_available",
             "1 if the runtime may be scheduled",
             ["runtime"],
+            registry=r,
+        )
+        self.runtime_in_service = Gauge(
+            "stoic_runtime_in_service",
+            "0 while an operator has taken the runtime out of service, else 1",
+            ["runtime"],
+            registry=r,
+        )
+        self.drained = Gauge(
+            "stoic_dispatch_drained",
+            "1 while an operator has drained the daemon (no batch is claimed)",
+            registry=r,
+        )
+        self.operator_actions = Counter(
+            "stoic_operator_actions_total",
+            "Operator actions done: cancel, retry, drain, undrain, out_of_service, in_service",
+            ["action"],
             registry=r,
         )
         self.task_restarts = Counter(
