@@ -46,12 +46,14 @@ async def submit(d: Daemon, **data: str) -> str:
 
 async def until(condition: Callable[[], Any], what: str) -> None:
     """Wait (bounded) for a condition the event loop will make true."""
-    async with asyncio.timeout(20):
-        for _ in itertools.count():
-            if condition():
-                return
-            await asyncio.sleep(0.01)
-    raise AssertionError(what)
+    try:
+        async with asyncio.timeout(20):
+            for _ in itertools.count():
+                if condition():
+                    return
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None
 
 
 async def state_of(d: Daemon, batch_id: str) -> str:
