@@ -633,10 +633,9 @@ class Controller:
         self.inquisitor = core.inquisitor
         await self._replay_samples()
         restore_out_of_service(self.availability, rows)
+        away = self.availability.unavailable()
         for name in self.runtime_names:
-            self.metrics.runtime_available.labels(name).set(
-                1.0 if self.availability.is_available(name) else 0.0
-            )
+            self.metrics.runtime_available.labels(name).set(0.0 if name in away else 1.0)
             self.metrics.runtime_in_service.labels(name).set(
                 1.0 if self.availability.in_service(name) else 0.0
             )

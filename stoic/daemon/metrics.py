@@ -264,7 +264,7 @@ class Metrics:
         )
         self.runtime_available = Gauge(
             "stoic_runtime_available",
-            "1 if the runtime may be scheduled",
+            "1 unless the probes find the runtime unavailable (a deployment timed out)",
             ["runtime"],
             registry=r,
         )
