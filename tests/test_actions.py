@@ -15,9 +15,13 @@ from typing import Any
 
 import pytest
 
+from stoic.backends.base import Deployment
 from stoic.backends.fake import FakeBackend, FakeSpec, InvokeStep
+from stoic.schedule.execute.legs import Leg
 from stoic.schedule.probe.availability import Availability
+from stoic.settings import Settings
 from stoic.values import BatchState
+from tests.support.core import JOB, ListRecorder, leg_runner
 from tests.support.daemon import Daemon, files, start_daemon
 from tests.support.images import jpeg
 from tests.support.inquisitor import Rig
@@ -310,3 +314,29 @@ async def test_actions_need_the_token(tmp_path: Path) -> None:
             assert r.status_code == 401, (method, path)
         assert (await d.client.get("/v1/drain", headers=AUTH)).status_code == 200
         assert d.controller.availability.in_service("cpu")
+
+
+@pytest.mark.looptime
+async def test_a_second_cancel_does_not_stop_a_leg_half_torn_down() -> None:
+    """An operator's cancel, then a stop's drain cancelling the same batch while its
+    pod is being deleted: the deletion goes to its end (the pod is not left behind),
+    then the task ends cancelled."""
+
+    class SlowTeardown(FakeBackend):
+        async def teardown(self, deployment: Deployment) -> None:
+            await asyncio.sleep(5.0)
+            await super().teardown(deployment)
+
+    settings = Settings()
+    runtimes = {r.name: r for r in settings.runtime_list()}
+    fake = SlowTeardown(default=FakeSpec(deploy_s=1.0, per_image_s=100.0))
+    legs = leg_runner(settings, {"local": fake}, runtimes, ListRecorder())
+    leg = Leg(runtimes["gpu1"])
+    task = asyncio.create_task(legs.run_leg(JOB, leg))
+    await asyncio.sleep(10.0)  # deployed, uploaded, in the call
+    task.cancel()
+    await asyncio.sleep(1.0)  # tearing down
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert fake.live == {} and fake.times("teardown", "gpu1") == [15.0]

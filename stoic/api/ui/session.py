@@ -52,8 +52,10 @@ from starlette.responses import Response
 COOKIE = "stoic_ui"
 COOKIE_PATH = "/ui"
 MAX_SESSIONS = 1_000
-"""Sessions held at once; a login beyond it ends the least recently used one. Only a
-holder of the token can open one, so this bounds memory, not an attack."""
+"""Sessions held at once; a login beyond it ends the least recently used one. With a
+token only its holder can open one, so this bounds memory, not an attack; on an open
+daemon (no token) any visitor gets one, and the bound is what keeps them from piling
+up (an evicted visitor's next action asks for a reload)."""
 
 
 @dataclass(slots=True)
