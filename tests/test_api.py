@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import itertools
+import re
 import tarfile
 import zipfile
 from collections.abc import AsyncIterator
@@ -432,6 +433,19 @@ async def test_health_ready_metrics_openapi(daemon: Daemon) -> None:
     assert (await daemon.client.get("/docs")).status_code == 200
 
 
+async def assert_docs_load_offline(c: httpx.AsyncClient) -> None:
+    """``/docs`` and ``/redoc`` load every script, style and icon from the daemon itself
+    (an edge site may have no internet), and those load without a token too."""
+    for page in ("/docs", "/redoc"):
+        html = (await c.get(page)).text
+        sources = re.findall(r"""(?:src|href)\s*[=:]\s*['"]([^'"]+)['"]""", html)
+        assert sources, page
+        for source in sources:
+            assert source.startswith("/"), f"{page} loads {source}"
+            r = await c.get(source)
+            assert r.status_code == 200 and len(r.content) > 1000, source
+
+
 async def test_unknown_route_has_the_error_shape(daemon: Daemon) -> None:
     r = await daemon.client.get("/v2/nothing")
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
@@ -458,6 +472,7 @@ async def test_bearer_token(tmp_path: Path) -> None:
         assert (await c.get("/healthz")).status_code == 200
         assert (await c.get("/readyz")).status_code == 200
         assert (await c.get("/openapi.json")).status_code == 200
+        await assert_docs_load_offline(c)
         good = {"Authorization": "Bearer s3cret"}
         assert (await c.get("/v1/batches", headers=good)).status_code == 200
         assert (await c.get("/metrics", headers=good)).status_code == 200

@@ -148,7 +148,7 @@ async def small_disk_daemon(
     app = create_app(settings, controller=ctl)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://x") as c,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as c,
     ):
         yield c, disk
 

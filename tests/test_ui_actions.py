@@ -17,9 +17,9 @@ from stoic.api.ui import session
 from stoic.backends.fake import FakeBackend, FakeSpec, InvokeStep
 from stoic.values import BatchState
 from tests.support.daemon import Daemon, files, start_daemon
+from tests.support.html import Node, dom
 from tests.support.images import jpeg
 from tests.support.settings import make_settings
-from tests.test_ui import Node, dom
 
 TOKEN = "s3cret-token"
 ORIGIN = {"Origin": "http://stoic"}

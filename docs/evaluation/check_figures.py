@@ -84,7 +84,7 @@ def paper_run(mode: str, baseline: dict[str, Any] | None) -> tuple[str, list[str
     name = f"paper {mode}"
     diffs: list[str] = []
     if baseline is not None:
-        _diff("", new, baseline.get(name), diffs)
+        _diff("", new, baseline.get(name), diffs, strict=False)
     else:
         old = json.loads((EVAL / mode / "report.json").read_text())
         _diff("", new, {"summary": old["summary"], "batches": old["batches"]}, diffs, strict=False)
@@ -105,7 +105,8 @@ def sweep_cell(
     if res.error:
         diffs.append(f"error: {res.error}")
     was = {"metrics": old["metrics"], "details": old["details"]}
-    _diff("", new, baseline.get(name) if baseline is not None else was, diffs)
+    # A metric or detail added since the baseline is no changed figure (strict=False).
+    _diff("", new, baseline.get(name) if baseline is not None else was, diffs, strict=False)
     return name, diffs, res.wall_s, new
 
 

@@ -37,8 +37,9 @@ Then the build steps, in order (each a method of its own, so the order reads as 
    logs a crash and restarts it with exponential back-off: the **dispatcher**
    (:class:`~stoic.daemon.dispatcher.Dispatcher`: claims queued batches, at most
    ``controller.max_concurrent_batches`` at once, each a task kept in
-   ``running: dict[batch_id, Task]``, and runs each end to end), the **inquisitor**
-   and the **lease** heartbeat.
+   ``running: dict[batch_id, Task]``, and runs each end to end), the **retention**
+   sweep and disk usage measurements (:mod:`~stoic.daemon.retention`), the
+   **inquisitor** and the **lease** heartbeat.
 
 Before the dispatcher takes its first batch, the demo model is trained (in a child
 process, ``stoic model init``: :mod:`stoic.daemon.demo_classifier`) if no model is
@@ -85,6 +86,7 @@ from stoic.daemon.lock import DataDirLock
 from stoic.daemon.metrics import Metrics
 from stoic.daemon.probes import BatchProbeWork
 from stoic.daemon.recorder import DaemonRecorder
+from stoic.daemon.retention import Retention
 from stoic.daemon.uplink import HttpUplinkCheck
 from stoic.errors import ConfigError, InputError, InvalidField, ModelNotFound
 from stoic.extras import installed, require
@@ -290,6 +292,7 @@ class Controller:
         self.inquisitor: Inquisitor | None = None
         self.probe_work: BatchProbeWork | None = None
         self.dispatcher: Dispatcher | None = None
+        self.retention: Retention | None = None
 
     # Life cycle ----------------------------------------------------------------------
 
@@ -652,7 +655,8 @@ class Controller:
         return dict(self.inquisitor.cloud_s) if self.inquisitor is not None else {}
 
     def _start_tasks(self, runtimes: list[Runtime]) -> None:
-        """The dispatcher and (with cloud runtimes) the inquisitor, each supervised."""
+        """The dispatcher, the retention sweep and (with cloud runtimes) the inquisitor,
+        each supervised."""
         self.dispatcher = Dispatcher(
             self.settings,
             clock=self.clock,
@@ -666,7 +670,18 @@ class Controller:
             prime=self.prime_version,
             claimed=self.probe_work.offer if self.probe_work is not None else None,
         )
-        specs = [TaskSpec("dispatcher", self.dispatcher.run)]
+        self.retention = Retention(
+            self.settings.retention,
+            data_dir=self.settings.data_dir,
+            store=self.store,
+            objects=self.objects,
+            clock=self.clock,
+            metrics=self.metrics,
+        )
+        specs = [
+            TaskSpec("dispatcher", self.dispatcher.run),
+            TaskSpec("retention", self.retention.run),
+        ]
         if self.lease is not None:  # renewed until stop(), through a drain
             specs.append(TaskSpec("lease", self.lease.run))
         if self.inquisitor is not None:

@@ -33,10 +33,14 @@ app = typer.Typer(
 
 
 def _store(store_dir: Path | None, config: Path | None) -> tuple[ObjectStore, Settings]:
+    """The object store the daemon uses: the same settings file (``--config``, else the
+    first found: :func:`stoic.configfile.find_config`), unless ``--store-dir`` names one."""
+    from stoic.configfile import find_config
     from stoic.settings import load_settings
     from stoic.storage.objectstore import DirObjectStore, make_object_store
 
-    settings = load_settings(config)
+    found = find_config(config)
+    settings = load_settings(found.path if found else None)
     store: ObjectStore = DirObjectStore(store_dir) if store_dir else make_object_store(settings)
     return store, settings
 

@@ -174,8 +174,9 @@ def _observe(predictor: Predictor, b: MeasuredBatch, kind: RuntimeKind, n_bytes:
 
 def read_components_csv(path: Path) -> list[MeasuredBatch]:
     """The STOIC authors' ``components.csv`` format: ``epoch``, ``image_num``,
-    ``runtime``, ``act_transfer``, ``act_deploy``, ``act_proc``, ``act_total``, and
-    optionally ``pred_*`` of the same. Raises :class:`CsvFormatError` naming the line."""
+    ``runtime``, ``act_transfer``, ``act_deploy``, ``act_proc``, and optionally
+    ``pred_*`` of the same; a total is their sum (``act_total`` is not read: in that
+    file it omits the upload). Raises :class:`CsvFormatError` naming the line."""
     name = str(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -200,11 +201,14 @@ def read_components_csv(path: Path) -> list[MeasuredBatch]:
         actual = _seconds(name, line, row, "act")
         if "processing" not in actual:
             raise CsvFormatError(name, line, "act_proc", "empty")
-        if "total" not in actual:
-            actual["total"] = sum(actual.values())
-        out.append(
-            MeasuredBatch(at, row["runtime"], images, actual, _seconds(name, line, row, "pred"))
-        )
+        reference = _seconds(name, line, row, "pred")
+        # T_s is T_t + T_d + T_p, as the predictor predicts it: the authors' act_total
+        # leaves the upload out (act_deploy + act_proc on every row), their pred_total not.
+        for components in (actual, reference):
+            parts = [components[c] for c in CSV_COLUMNS if c in components]
+            if parts:
+                components["total"] = sum(parts)
+        out.append(MeasuredBatch(at, row["runtime"], images, actual, reference))
     if not out:
         raise CsvFormatError(name, 1, None, "no rows")
     return out
@@ -212,7 +216,7 @@ def read_components_csv(path: Path) -> list[MeasuredBatch]:
 
 def _seconds(name: str, line: int, row: dict[str, str], prefix: str) -> dict[str, float]:
     out: dict[str, float] = {}
-    for comp, col in {**CSV_COLUMNS, "total": "total"}.items():
+    for comp, col in CSV_COLUMNS.items():
         text = row.get(f"{prefix}_{col}", "")
         if not text:
             continue

@@ -75,6 +75,12 @@ _IMMEDIATE = "stoic_sqlite_immediate"
 
 DEFAULT_BUSY_TIMEOUT_S = 30.0
 
+_FINISHED = (BatchState.DONE.value, BatchState.FAILED.value, BatchState.CANCELLED.value)
+"""States nothing runs in again unless an operator retries the batch: retention's."""
+
+_IN_CHUNK = 500
+"""Ids per ``IN (...)`` list: well below SQLite's bound parameters per statement."""
+
 
 # Values handed out ---------------------------------------------------------------------
 
@@ -963,3 +969,39 @@ class Store:
                 (BatchState.QUEUED, BatchState.DONE, BatchState.FAILED, BatchState.CANCELLED),
             )
             s.delete(row)
+
+    # Retention (stoic.daemon.retention) ---------------------------------------------
+
+    def finished_created_before(self, batch_ids: Collection[str], before: float) -> list[str]:
+        """Those of ``batch_ids`` that are finished (done, failed or cancelled) and were created
+        before ``before``: whose package the retention sweep may delete. A queued or
+        running batch is never among them."""
+        t, ids = BatchTable, list(batch_ids)
+        out: list[str] = []
+        with self._session(write=False) as s:
+            for start in range(0, len(ids), _IN_CHUNK):
+                q = select(t.id).where(
+                    t.id.in_(ids[start : start + _IN_CHUNK]),
+                    t.state.in_(_FINISHED),
+                    t.created_at < before,
+                )
+                out.extend(s.scalars(q))
+        return sorted(out)
+
+    def finished_before(self, before: float) -> list[str]:
+        """Finished batches that finished before ``before`` (their last update, when a
+        failure recorded no finish), oldest first: those the retention sweep deletes."""
+        t = BatchTable
+        ended = func.coalesce(t.finished_at, t.updated_at)
+        q = select(t.id).where(t.state.in_(_FINISHED), ended < before).order_by(ended, t.id)
+        with self._session(write=False) as s:
+            return list(s.scalars(q))
+
+    def delete_finished_before(self, batch_id: str, before: float) -> bool:
+        """Delete the batch if it is still finished and finished before ``before``, in
+        one transaction (a batch retried meanwhile is kept); whether it was deleted."""
+        t = BatchTable
+        ended = func.coalesce(t.finished_at, t.updated_at)
+        q = delete(t).where(t.id == batch_id, t.state.in_(_FINISHED), ended < before)
+        with self._session(write=True) as s:
+            return s.connection().execute(q).rowcount == 1
