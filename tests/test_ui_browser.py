@@ -245,7 +245,7 @@ def test_operator_page_in_a_real_browser(
                 marks = svg.find_elements(By.CSS_SELECTOR, f'g[data-series="{name}"] circle')
                 assert marks and all(m.size["width"] > 0 for m in marks), name
 
-        row.find_element(By.CSS_SELECTOR, "a").click()
+        click(driver, f'tr[data-batch="{batch_id}"] a')  # the part may have refreshed since
         wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, "table.results"), 30, "results")
         cells = driver.find_elements(By.CSS_SELECTOR, "table.results tbody tr")
         shown = {
