@@ -67,6 +67,9 @@ register_model_commands(model_app)
 from stoic.watch.cli import register as register_watch_command  # noqa: E402
 
 register_watch_command(app)
+from stoic.operate import register as register_operator_commands  # noqa: E402
+
+register_operator_commands(app)
 
 
 def main() -> None:

@@ -1,8 +1,8 @@
 """The operator page in-process (httpx ASGITransport, fake backend, no TensorFlow).
 
-What a browser would see is parsed with the standard library's HTML parser into a small
-tree, so the assertions are about elements and their text, not about substrings of
-markup. ``tests/test_ui_browser.py`` loads the page in a real headless Chromium.
+What a browser would see is parsed into a small tree (:mod:`tests.support.html`), so
+the assertions are about elements and their text, not about substrings of markup.
+``tests/test_ui_browser.py`` loads the page in a real headless Chromium.
 """
 
 from __future__ import annotations
@@ -26,8 +26,6 @@ from tests.support.settings import make_settings
 
 TOKEN = "s3cret-token"
 XSS = "<script>window.stoicXss=1</script>.jpg"
-
-# A tiny DOM -------------------------------------------------------------------------
 
 # Fixtures ------------------------------------------------------------------------------
 

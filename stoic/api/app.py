@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from stoic import __version__
-from stoic.api import batches, health, models, runtimes
+from stoic.api import actions, batches, health, models, runtimes
 from stoic.api.admission import Admission, Rules
 from stoic.api.errors import install_error_handlers
 from stoic.api.ui.results import install as install_results
@@ -76,6 +76,7 @@ def create_app(settings: Settings, *, controller: Controller | None = None) -> F
     app.state.api_token = token.get_secret_value() if token is not None else None
     install_error_handlers(app)
     app.include_router(batches.router)
+    app.include_router(actions.router)
     app.include_router(runtimes.router)
     app.include_router(models.router)
     app.include_router(health.router)

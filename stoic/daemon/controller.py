@@ -30,8 +30,9 @@ Then the build steps, in order (each a method of its own, so the order reads as 
    refused with a ConfigError), each ``start()``-ed;
 6. ``_build_scheduling``: the predictor, fed with the recent samples of the store (so a
    restart keeps what was learnt), the availability registry (persisted to the store
-   on every change), the recorder (every measurement goes to the predictor, the
-   metrics and the store), the requester, the scheduler and the inquisitor;
+   on every change; the runtimes an operator took out of service stay out), the
+   recorder (every measurement goes to the predictor, the metrics and the store), the
+   requester, the scheduler and the inquisitor;
 7. ``_start_tasks``: the background tasks, each a named task under a supervisor that
    logs a crash and restarts it with exponential back-off: the **dispatcher**
    (:class:`~stoic.daemon.dispatcher.Dispatcher`: claims queued batches, at most
@@ -77,6 +78,7 @@ from stoic.aio import BackgroundTasks, cancel_quietly, supervise
 from stoic.backends.base import RuntimeBackend
 from stoic.clock import Clock, WallClock
 from stoic.daemon import chunks
+from stoic.daemon.actions import restore_out_of_service
 from stoic.daemon.demo_classifier import build_demo_model
 from stoic.daemon.dispatcher import Dispatcher
 from stoic.daemon.lease import DaemonLease, describe
@@ -600,12 +602,15 @@ class Controller:
         requester, the scheduler (its bootstrap counts seeded) and the inquisitor."""
         s = self.settings
         now = self.clock.now()
+        rows = [
+            r for r in await asyncio.to_thread(self.store.runtimes) if r.name in self.runtime_names
+        ]
         down = [
             AvailabilityChange(
                 row.name, False, row.unavailable_since or now, "unavailable before the restart"
             )
-            for row in await asyncio.to_thread(self.store.runtimes)
-            if not row.available and row.name in self.runtime_names
+            for row in rows
+            if not row.available
         ]
         if wants_inquisitor(s):
             self.probe_work = BatchProbeWork(self.objects, self.tmp_dir)
@@ -630,9 +635,12 @@ class Controller:
         self.requester, self.scheduler = core.requester, core.scheduler
         self.inquisitor = core.inquisitor
         await self._replay_samples()
+        restore_out_of_service(self.availability, rows)
+        away = self.availability.unavailable()
         for name in self.runtime_names:
-            self.metrics.runtime_available.labels(name).set(
-                1.0 if self.availability.is_available(name) else 0.0
+            self.metrics.runtime_available.labels(name).set(0.0 if name in away else 1.0)
+            self.metrics.runtime_in_service.labels(name).set(
+                1.0 if self.availability.in_service(name) else 0.0
             )
         await self.prime_version(self.app, self.app_version)
         self.metrics.watch_states(self._state_counts)

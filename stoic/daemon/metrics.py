@@ -23,7 +23,9 @@ What is measured, and why an operator wants it (``docs/operations.md`` lists the
 * free space on the disks the daemon writes to, and whether each is full;
 * disk usage of the data directory and the object store, and what the retention
   sweep deleted (:mod:`stoic.daemon.retention`): an edge disk fills slowly, then all
-  at once.
+  at once;
+* the operator's actions, whether the daemon is drained, and which runtimes are in
+  service.
 
 Names follow Prometheus' conventions: the ``stoic_`` prefix, the base unit last but
 for ``_total`` (``stoic_cloud_used_seconds_total``), no negative observation in a
@@ -265,8 +267,25 @@ class Metrics:
         )
         self.runtime_available = Gauge(
             "stoic_runtime_available",
-            "1 if the runtime may be scheduled",
+            "1 unless the probes find the runtime unavailable (a deployment timed out)",
             ["runtime"],
+            registry=r,
+        )
+        self.runtime_in_service = Gauge(
+            "stoic_runtime_in_service",
+            "0 while an operator has taken the runtime out of service, else 1",
+            ["runtime"],
+            registry=r,
+        )
+        self.drained = Gauge(
+            "stoic_dispatch_drained",
+            "1 while an operator has drained the daemon (no batch is claimed)",
+            registry=r,
+        )
+        self.operator_actions = Counter(
+            "stoic_operator_actions_total",
+            "Operator actions done: cancel, retry, drain, undrain, out_of_service, in_service",
+            ["action"],
             registry=r,
         )
         self.task_restarts = Counter(

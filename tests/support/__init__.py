@@ -9,6 +9,7 @@
 - :mod:`tests.support.net`: free ports and waiting for a server to answer;
 - :mod:`tests.support.settings`: settings for an in-process daemon or a ``stoic serve``;
 - :mod:`tests.support.daemon`: the daemon in-process behind an httpx client;
+- :mod:`tests.support.html`: a page's HTML parsed into a small tree of elements;
 - :mod:`tests.support.controller`: a queued batch for a controller, bounded waits;
 - :mod:`tests.support.processes`: ``stoic serve`` as a child process, and its clean-up;
 - :mod:`tests.support.uplink`: a loopback "far side" for the uplink check;

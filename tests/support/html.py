@@ -1,6 +1,6 @@
-"""A tiny DOM of an HTML page, parsed with the standard library's parser: what a browser
-would see, so that assertions are about elements and their text, not about substrings
-of markup (the same as ``tests/test_ui.py``'s own)."""
+"""The HTML a browser would get, parsed with the standard library's parser into a small
+tree, so tests assert about elements and their text rather than about substrings of
+markup (the operator page: tests/test_ui.py, tests/test_ui_actions.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ _VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "me
 
 @dataclass
 class Node:
+    """An element: its tag, attributes and children (elements and text)."""
+
     tag: str
     attrs: dict[str, str]
     children: list[Node | str] = field(default_factory=list)
@@ -69,6 +71,7 @@ class _Builder(HTMLParser):
 
 
 def dom(html: str) -> Node:
+    """``html`` parsed into a tree of :class:`Node`."""
     b = _Builder()
     b.feed(html)
     b.close()

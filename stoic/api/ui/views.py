@@ -31,7 +31,9 @@ from markupsafe import Markup
 from stoic import __version__
 from stoic.api.health import readiness
 from stoic.api.ui.charts import Series, share_chart, time_chart
+from stoic.daemon.actions import drain_state
 from stoic.daemon.controller import Controller
+from stoic.daemon.dispatcher import Drain
 from stoic.daemon.runtime_view import RuntimeState, UplinkState, built, runtime_states, uplink_state
 from stoic.errors import ObjectNotFound, StoicError
 from stoic.storage.objectstore import ObjectStore
@@ -75,6 +77,7 @@ class StatusView:
     runtimes_total: int
     now: float
     uplink: UplinkState | None = None  # None: no uplink checks configured
+    drained: Drain | None = None  # an operator's drain (stoic.daemon.actions)
 
 
 async def status_job(c: Controller) -> Job[StatusView]:
@@ -99,6 +102,7 @@ async def status_job(c: Controller) -> Job[StatusView]:
         runtimes_total=len(names),
         now=now,
         uplink=uplink_state(c),
+        drained=drain_state(c),
     )
 
     def read() -> StatusView:
@@ -129,7 +133,7 @@ class BatchRow:
 
     @property
     def finished(self) -> bool:
-        return self.record.state in (BatchState.DONE, BatchState.FAILED)
+        return self.record.state.final
 
 
 def batch_row(b: BatchRecord, edge: str | None) -> BatchRow:
