@@ -154,11 +154,11 @@ async def test_supervisor_restarts_a_crashed_task(tmp_path: Path, fake: FakeBack
 async def test_bootstrap_uses_sub_packages_of_the_first_batch(
     tmp_path: Path, fake: FakeBackend
 ) -> None:
-    settings = make_settings(tmp_path, controller={"bootstrap": True})
+    settings = make_settings(tmp_path, controller={"bootstrap": True, "bootstrap_scope": "all"})
     bid = put_batch(settings, n_images=12)
     async for ctl in running(settings, fake):
         await wait_state(ctl, bid, BatchState.DONE)
-        # Two representative runs per runtime, then the batch itself.
+        # Two representative runs per runtime (the paper's scope), then the batch itself.
         invokes = fake.ops("invoke")
         boot = [e for e in invokes if ":bootstrap:" in e.batch_id]
         assert len(boot) == 2 * 4
@@ -281,6 +281,7 @@ async def test_the_inquisitor_times_idle_runtimes_on_images_of_a_claimed_batch(
         tmp_path,
         controller={"inquisitor": True},
         inquisitor={"period_s": 0.05, "processing_probe_period_s": 0.2},
+        local={"probe_period_s": 0.05},  # the fake stands in for the local backend
     )
     bid = put_batch(settings, n_images=12)
     async for ctl in running(settings, fake):
