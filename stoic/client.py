@@ -281,7 +281,7 @@ class ProgressLine:
         if self._status is not None:
             self._status.update(line)
         elif text != self._last:
-            self.console.print(line)
+            self.console.print(line, soft_wrap=True)
         self._last = text
 
 
