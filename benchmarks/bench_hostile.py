@@ -1,7 +1,8 @@
 """Hostile and careless clients against a real ``stoic serve`` (issue 13).
 
     .venv/bin/python benchmarks/bench_hostile.py [--attack all|junk|png|slowloris|fields|
-        slowbody|hangup|pollers|diskfull] [--nofile 1024] [--connections 3000] [--duration 20]
+        slowbody|hangup|pollers|diskfull|keepalive|unauthenticated] [--nofile 1024]
+        [--connections 3000] [--duration 20] [--api KEY=N ...]
 
 Starts ``stoic serve`` on a loopback port with its default limits and a temporary data
 dir (the runtimes run the stand-in function server of the tests, ``tests/standin_function.py``,
@@ -29,6 +30,18 @@ attacked port):
   daemon's CPU per phase, and what the pollers cost ingest (the issue's bound: 10 %).
 * **diskfull**: a daemon of its own on a 20 MB tmpfs, filled by uploads until they are
   refused, then freed (:func:`bench_disk_full`).
+* **keepalive** (issue 26): 1,000 uploads of five ~210 KB JPEGs from one httpx client
+  keeping 100 connections alive (a third or more are refused busy at the defaults);
+  the figure that matters is how many got no answer at all. ``--api`` shortens the
+  daemon's timeouts to make idle closes frequent (``--api header_timeout_s=2
+  --api body_timeout_s=2 --api max_concurrent_uploads=1 --api max_queued_uploads=8
+  --api upload_queue_timeout_s=1``);
+* **unauthenticated** (issue 26), on a second daemon that has an ``api.token`` and a
+  temporary directory of its own: long bodies sent without the token, each until the
+  daemon answers: 300 MB of JSON to ``PUT /v1/models/default`` (with a
+  ``Content-Length``, then chunked), 2 GB of a file part to ``POST /ui/login``, 2 GB to
+  ``POST /v1/batches``. Besides the figures below it prints the bytes each sent before
+  its answer and the most the daemon held in its temporary directory meanwhile.
 
 For each it prints the daemon's CPU seconds (``/proc/PID/stat``, utime + stime), its
 peak RSS above the baseline (``VmHWM`` after resetting it through
@@ -40,8 +53,11 @@ machine's load average is printed too: the figures are only as quiet as the mach
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import io
+import itertools
+import json
 import os
 import random
 import resource
@@ -59,6 +75,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
+import numpy as np
 from PIL import Image
 from sqlalchemy.orm import Session
 
@@ -109,7 +127,9 @@ class Daemon:
 
 
 @contextlib.contextmanager
-def daemon(nofile: int, api: dict[str, int]) -> Iterator[Daemon]:
+def daemon(
+    nofile: int, api: dict[str, int | str], temp_dir: Path | None = None
+) -> Iterator[Daemon]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-hostile-"))
     config = tmp / "stoic.toml"
     config.write_text(
@@ -117,11 +137,13 @@ def daemon(nofile: int, api: dict[str, int]) -> Iterator[Daemon]:
         "[controller]\ninquisitor = false\nbootstrap = false\ndemo_model = false\n"
         f'[local]\ncommand = ["{sys.executable}", "{STAND_IN}", "--no-model-check"]\n'
         '[[runtimes]]\nname = "edge"\nkind = "edge"\n'
-        "[api]\n" + "".join(f"{k} = {v}\n" for k, v in api.items())
+        "[api]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in api.items())
     )
     port = free_port()
     log = tmp / "daemon.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("STOIC_")}
+    if temp_dir is not None:
+        env["TMPDIR"] = str(temp_dir)
 
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
@@ -132,7 +154,7 @@ def daemon(nofile: int, api: dict[str, int]) -> Iterator[Daemon]:
              "--port", str(port)],
             cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=limit,
         )  # fmt: skip
-    d = Daemon(proc, port, log, api.get("health_port", port))
+    d = Daemon(proc, port, log, int(api.get("health_port", port)))
     try:
         deadline = time.monotonic() + 120
         while http_get(port, "/readyz")[0] != 200:
@@ -154,7 +176,9 @@ def http_get(port: int, path: str, timeout_s: float = 5.0) -> tuple[int, float]:
     t = time.perf_counter()
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as s:
-            s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            s.sendall(
+                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
+            )
             data = b""
             while chunk := s.recv(65536):
                 data += chunk
@@ -264,16 +288,19 @@ def measure(d: Daemon, name: str, attack: Callable[[Counter[str]], str]) -> Resu
 
 
 def post_raw(port: int, body: bytes | Iterator[bytes], ctype: str, length: int | None = None,
-             query: str = "", timeout_s: float = 120) -> tuple[int, int]:  # fmt: skip
-    """POST /v1/batches on a raw socket; (status or 0, body bytes sent). A body given as
-    an iterator is sent until the daemon answers or closes."""
+             query: str = "", timeout_s: float = 120,
+             target: str = "POST /v1/batches") -> tuple[int, int]:  # fmt: skip
+    """POST /v1/batches (or ``target``) on a raw socket; (status or 0, body bytes sent).
+    A body given as an iterator is sent until the daemon answers or closes; with
+    ``length`` None, it is sent chunked (the iterator yields the chunks' framing)."""
     sent = 0
     with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as s:
         if isinstance(body, bytes):
             length = len(body)
+        framing = "Transfer-Encoding: chunked" if length is None else f"Content-Length: {length}"
         head = (
-            f"POST /v1/batches{query} HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\n"
-            f"Content-Length: {length}\r\n\r\n"
+            f"{target}{query} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {ctype}\r\n"
+            f"{framing}\r\n\r\n"
         ).encode()
         s.sendall(head)
         chunks = iter([body]) if isinstance(body, bytes) else body
@@ -432,7 +459,7 @@ def attack_slowloris(
             while len(socks) < connections and time.monotonic() < deadline:
                 try:
                     s = socket.create_connection(("127.0.0.1", d.port), timeout=2)
-                    s.sendall(b"GET /v1/batches HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                    s.sendall(b"GET /v1/batches HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
                     s.setblocking(False)
                     socks.append(s)
                     opened += 1
@@ -477,7 +504,7 @@ def attack_hangup(d: Daemon) -> Callable[[Counter[str]], str]:
     def one() -> tuple[int, int]:
         with socket.create_connection(("127.0.0.1", d.port), timeout=10) as s:
             s.sendall(
-                b"POST /v1/batches HTTP/1.1\r\nHost: x\r\n"
+                b"POST /v1/batches HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                 b"Content-Type: " + CTYPE.encode() + b"\r\nContent-Length: 1000000\r\n\r\n"
                 b'--b0und\r\nContent-Disposition: form-data; name="files"; filename="a.jpg"\r\n\r\n'
                 + b"\xff\xd8\xff"
@@ -743,6 +770,135 @@ def bench_disk_full(size_mb: int = 20, ballast_mb: int = 10, floor_mb: int = 0) 
             proc.wait()
 
 
+# Keep-alive under load (issue 26) --------------------------------------------------------
+
+
+def attack_keepalive(
+    d: Daemon, requests: int = 1000, concurrency: int = 100, images: int = 5
+) -> Callable[[Counter[str]], str]:
+    """``requests`` uploads of ``images`` noise JPEGs (~210 KB each) from one httpx
+    client keeping ``concurrency`` connections alive: what matters is how many got no
+    answer at all (a reset, or a close under a request the client had just sent)."""
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8)).save(buf, "JPEG")
+    jpeg = buf.getvalue()
+    upload = [("files", (f"{i}.jpg", jpeg, "image/jpeg")) for i in range(images)]
+
+    async def load(answers: Counter[str]) -> None:
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        url = f"http://127.0.0.1:{d.port}"
+        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
+            slots = asyncio.Semaphore(concurrency)
+
+            async def one() -> None:
+                async with slots:
+                    try:
+                        r = await client.post("/v1/batches", files=upload)
+                        answers[str(r.status_code)] += 1
+                    except httpx.TransportError as exc:
+                        answers[f"no answer ({type(exc).__name__})"] += 1
+
+            await asyncio.gather(*(one() for _ in range(requests)))
+
+    def dropped() -> dict[str, float]:
+        text = httpx.get(f"http://127.0.0.1:{d.port}/metrics", timeout=30).text
+        prefix = "stoic_http_connections_dropped_total{reason="
+        return {
+            line[len(prefix) :].split("}")[0].strip('"'): float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(prefix)
+        }
+
+    def run(answers: Counter[str]) -> str:
+        before = dropped()
+        asyncio.run(load(answers))
+        after = {k: v - before.get(k, 0.0) for k, v in dropped().items()}
+        return (
+            f"{requests} POSTs of {images} JPEGs over {concurrency} keep-alive connections; "
+            f"connections the daemon dropped: { ({k: int(v) for k, v in after.items() if v}) }"
+        )
+
+    return run
+
+
+# Bodies without the token (issue 26) --------------------------------------------------
+
+TOKEN = "bench-token"
+
+
+def temp_bytes(pid: int, temp: Path) -> int:
+    """Bytes in ``temp``: of the files ``pid`` holds open there (deleted ones, as
+    ``tempfile`` makes them, included) or of the files that lie there, whichever is more."""
+    held = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            if os.readlink(fd).startswith(str(temp)):
+                held += os.stat(fd).st_size
+    lying = sum(f.stat().st_size for f in temp.rglob("*") if f.is_file())
+    return max(held, lying)
+
+
+class TempWatch:
+    """The most :func:`temp_bytes` read, every 10 ms, in a thread."""
+
+    def __init__(self, pid: int, temp: Path) -> None:
+        self.pid, self.temp, self.peak = pid, temp, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.01):
+            with contextlib.suppress(OSError):
+                self.peak = max(self.peak, temp_bytes(self.pid, self.temp))
+
+    def __enter__(self) -> TempWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def attack_unauthenticated(d: Daemon, temp: Path) -> Callable[[Counter[str]], str]:
+    mb = 1024 * 1024
+    file_part = b'--b0und\r\nContent-Disposition: form-data; name="token"; filename="t.bin"\r\n\r\n'
+
+    def body(first: bytes, total: int, chunked: bool) -> Iterator[bytes]:
+        block = b"0" * (256 * 1024)
+        for data in itertools.chain([first], itertools.repeat(block, total // len(block))):
+            yield f"{len(data):x}\r\n".encode() + data + b"\r\n" if chunked else data
+        if chunked:
+            yield b"0\r\n\r\n"
+
+    cases = [
+        ("PUT /v1/models/default", "300 MB JSON", "application/json", 300 * mb, False),
+        ("PUT /v1/models/default", "300 MB JSON, chunked", "application/json", 300 * mb, True),
+        ("POST /ui/login", "2 GB file part", CTYPE, 2048 * mb, False),
+        ("POST /v1/batches", "2 GB file part", CTYPE, 2048 * mb, False),
+    ]
+
+    def run(answers: Counter[str]) -> str:
+        notes = []
+        with TempWatch(d.pid, temp) as watch:
+            for target, what, ctype, total, chunked in cases:
+                first = b'{"version": "' if ctype == "application/json" else file_part
+                status, sent = post_raw(
+                    d.port,
+                    body(first, total, chunked),
+                    ctype,
+                    length=None if chunked else total + len(first),
+                    target=target,
+                )
+                answers[str(status)] += 1
+                notes.append(f"{target} ({what}): {status} after {sent / 1e6:.2f} MB sent")
+        notes.append(f"temporary directory at most {watch.peak / 1e6:.1f} MB")
+        return "; ".join(notes)
+
+    return run
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -762,13 +918,35 @@ def main() -> None:
         help="give the daemon a health listener (api.health_port) and probe it there",
     )
     args = ap.parse_args()
-    api = {k: int(v) for k, v in (kv.split("=", 1) for kv in args.api)}
+    api: dict[str, int | str] = {k: int(v) for k, v in (kv.split("=", 1) for kv in args.api)}
     if args.health_port:
         api["health_port"] = free_port()
-    wanted = {"junk", "png", "slowloris", "fields", "slowbody", "hangup", "pollers", "diskfull"}
+    wanted = {
+        "junk", "png", "slowloris", "fields", "slowbody", "hangup", "pollers", "diskfull",
+        "keepalive", "unauthenticated",
+    }  # fmt: skip
     if args.attack != "all":
         wanted = set(args.attack.split(","))
     print(f"load average before: {os.getloadavg()}, {os.cpu_count()} CPUs")
+    if wanted - {"unauthenticated"}:
+        attack_open_daemon(args, api, wanted)
+    if "unauthenticated" in wanted:
+        temp = Path(tempfile.mkdtemp(prefix="bench-hostile-tmpdir-"))
+        with daemon(args.nofile, {**api, "token": TOKEN}, temp_dir=temp) as d:
+            print(f"daemon with a token: pid {d.pid}, RSS {d.status_kb('VmRSS') / 1024:.0f} MB")
+            attack = attack_unauthenticated(d, temp)
+            measure(d, "long bodies without the token", attack).print()
+            status, _ = http_get(d.port, "/readyz")
+            print(f"after: /readyz {status}, RSS {d.status_kb('VmRSS') / 1024:.0f} MB")
+    if "diskfull" in wanted:
+        bench_disk_full()
+    print(f"load average after: {os.getloadavg()}")
+
+
+def attack_open_daemon(
+    args: argparse.Namespace, api: dict[str, int | str], wanted: set[str]
+) -> None:
+    """The attacks on a daemon without a token (its default)."""
     with daemon(args.nofile, api) as d:
         print(f"daemon pid {d.pid}, RSS {d.status_kb('VmRSS') / 1024:.0f} MB, nofile {args.nofile}")
         print(f"probing /healthz on port {d.probe_port} (the API on {d.port})")
@@ -788,6 +966,8 @@ def main() -> None:
             plan.append(("bodies shorter than Content-Length", attack_slowbody(d)))
         if "hangup" in wanted:
             plan.append(("hang-ups mid-upload", attack_hangup(d)))
+        if "keepalive" in wanted:
+            plan.append(("uploads at concurrency 100, keep-alive", attack_keepalive(d)))
         if "slowloris" in wanted:
             plan.append(
                 ("half-open connections", attack_slowloris(d, args.connections, args.duration))
@@ -804,9 +984,6 @@ def main() -> None:
             )
         status, _ = http_get(d.port, "/readyz")
         print(f"after: /readyz {status}, RSS {d.status_kb('VmRSS') / 1024:.0f} MB")
-    if "diskfull" in wanted:
-        bench_disk_full()
-    print(f"load average after: {os.getloadavg()}")
 
 
 if __name__ == "__main__":

@@ -29,9 +29,27 @@ Every setting of stoic, generated from `stoic/settings.py` by
 Sources, strongest first: command-line flags (`stoic serve --host/--port/--data-dir`),
 environment variables (`STOIC_` prefix, `__` between levels, e.g.
 `STOIC_API__PORT=9000`; lists and tables as JSON, e.g.
-`STOIC_RUNTIMES='[{"name": "edge", "kind": "edge"}]'`), a TOML or YAML file
-(`stoic serve --config stoic.toml`), then the defaults below. A bad value stops the
-daemon at start-up with one line per bad key naming it and the allowed range.
+`STOIC_RUNTIMES='[{"name": "edge", "kind": "edge"}]'`), a TOML or YAML file, then the
+defaults below. A bad value stops the daemon at start-up with one line per bad key
+naming it and the allowed range.
+
+The settings file is the first of these that exists (`stoic serve`, `stoic model ...`,
+`stoic config show`; `stoic/configfile.py`):
+
+1. `--config FILE`;
+2. `$STOIC_CONFIG`;
+3. `./stoic.toml`;
+4. `$XDG_CONFIG_HOME/stoic/stoic.toml` (`~/.config/stoic/stoic.toml`);
+5. `/etc/stoic/stoic.toml` (the systemd unit's configuration directory).
+
+A file named by `--config` or `$STOIC_CONFIG` must exist. `stoic config show` (same
+flags as `stoic serve`) prints every effective setting and where it came from —
+`default`, `file PATH`, `env STOIC_...` or `flag --port` — with secrets masked
+(`--json` for a script).
+
+`data_dir` (the database, the objects, the logs) defaults to the directory systemd
+made for the unit (`StateDirectory=stoic`: `$STATE_DIRECTORY`, `/var/lib/stoic`), else
+to `$XDG_STATE_HOME/stoic` (`~/.local/state/stoic`); never the working directory.
 
 Some values need an optional extra (README, "Install"): runtimes with
 `backend = "local"` (the default; they run the TensorFlow function on this machine)
@@ -41,7 +59,7 @@ needs `kubernetes`; `objectstore.kind = "s3"` needs `s3`; a `postgresql+psycopg:
 `analysis`. `stoic serve` checks them before it starts and names what is missing
 (`pip install 'stoic[function]'`).
 
-Units: `*_s` seconds, `*_bytes`/`bytes` bytes, `*_bps` bytes per second, `*_mib`
+Units: `*_s` seconds, `*_days` days, `*_bytes`/`bytes` bytes, `*_bps` bytes per second, `*_mib`
 mebibytes, `*_millicores` thousandths of a CPU core; sizes of windows and histories are
 counts of samples.
 
@@ -74,6 +92,8 @@ backend = "kubernetes"
 def _unit(name: str) -> str:
     if name.endswith("_s"):
         return "s"
+    if name.endswith("_days"):
+        return "days"
     if name.endswith("_bps"):
         return "bytes/s"
     if name.endswith("bytes"):
@@ -101,6 +121,9 @@ def _type(annotation: Any) -> str:
 
 
 def _default(info: FieldInfo) -> str:
+    extra = info.json_schema_extra
+    if isinstance(extra, dict) and "doc_default" in extra:  # computed where it runs
+        return str(extra["doc_default"])
     if info.default_factory is not None:
         value = info.default_factory()  # type: ignore[call-arg]
     elif info.default is PydanticUndefined:

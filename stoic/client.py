@@ -307,11 +307,12 @@ def wait_for_batch(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> dict[str, Any]:
-    """Poll ``GET /v1/batches/{id}`` until it is done or failed, showing its progress."""
+    """Poll ``GET /v1/batches/{id}`` until it has ended (done, failed, cancelled),
+    showing its progress."""
     t0 = clock()
     while True:
         b: dict[str, Any] = request(client.get, f"/v1/batches/{batch_id}")
-        if b["state"] in ("done", "failed"):
+        if b["state"] in ("done", "failed", "cancelled"):
             return b
         line.show(progress_text(b), clock() - t0)
         sleep(poll_s)
@@ -321,8 +322,8 @@ def _wait_and_print(url: str | None, token: str | None, batch_id: str, poll_s: f
     with connect(url, token) as client, ProgressLine(_stderr_console()) as line:
         b = wait_for_batch(client, batch_id, poll_s, line)
     _print_batch(b, labels=True)
-    if b["state"] == "failed":
-        raise ServerError(f"batch {batch_id} failed: {b.get('error')}")
+    if b["state"] in ("failed", "cancelled"):
+        raise ServerError(f"batch {batch_id} {b['state']}: {b.get('error')}")
 
 
 def _print_batch(b: dict[str, Any], *, labels: bool) -> None:
@@ -379,7 +380,7 @@ def status(
         p = r["processing"]
         typer.echo(
             f"  {r['name']:>8} ({r['kind']}, {r['backend']}): "
-            f"{'available' if r['available'] else 'UNAVAILABLE'}; window {r['deployment_window']};"
+            f"{_availability(r)}; window {r['deployment_window']};"
             f" T_p ≈ {float(p.get('slope', 0)):.3f}·n + {float(p.get('intercept', 0)):.2f} s"
         )
     typer.echo("batches (newest first):")
@@ -389,6 +390,12 @@ def status(
             f"  {b['id']}  {b['state']:>7}  {b['n_images']:>5} img  "
             f"{b.get('winner') or b.get('runtime') or '-':>6}  {total}"
         )
+
+
+def _availability(r: dict[str, Any]) -> str:
+    if not r.get("in_service", True):
+        return "OUT OF SERVICE"
+    return "available" if r["available"] else "UNAVAILABLE"
 
 
 # export --------------------------------------------------------------------------------

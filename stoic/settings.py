@@ -2,7 +2,8 @@
 
 Sources, strongest first: keyword arguments (tests, the CLI's flags), environment
 variables (``STOIC_`` prefix, ``__`` between levels: ``STOIC_PREDICTOR__MAX_WINDOW=50``),
-then a TOML or YAML file (``stoic serve --config FILE``), then the defaults below.
+then a TOML or YAML file (``stoic serve --config FILE``, else the first that
+:func:`stoic.configfile.find_config` finds), then the defaults below.
 Every duration is in seconds and says so in its name (``*_s``); sizes are in bytes.
 
 A bad value fails at start-up with :class:`stoic.errors.ConfigError`, whose message
@@ -12,8 +13,10 @@ names the key path and the allowed range (see :func:`load_settings`).
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -390,7 +393,31 @@ class ApiSettings(_Section):
     body_timeout_s: float = Field(
         30.0, gt=0, le=3_600, description="longest silence within a request body before a 408"
     )
-    keep_alive_s: float = Field(5.0, gt=0, le=600, description="idle keep-alive connection")
+    keep_alive_s: float = Field(
+        75.0,
+        gt=0,
+        le=600,
+        description="idle keep-alive connection; longer than clients' and proxies' own "
+        "(httpx 5 s, many load balancers 60 s), so that the client closes it: a server "
+        "that does races the client's next request, which then gets no answer",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="names the daemon answers to (the Host header, port ignored) besides "
+        "localhost, `host` and any IP address; others get 400 (DNS rebinding); `*` = any",
+    )
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _check_allowed_hosts(cls, names: list[str]) -> list[str]:
+        out = [n.strip().lower().rstrip(".") for n in names]
+        for n in out:
+            if not n or (n != "*" and any(c in n for c in "/:@?#[]* ")):
+                raise ValueError(
+                    f"{n!r} is not a host name (no scheme, port or path; "
+                    "IP addresses are always allowed)"
+                )
+        return out
 
     @field_validator("token")
     @classmethod
@@ -482,6 +509,43 @@ class ControllerSettings(_Section):
     store_retry_max_s: float = Field(
         30.0, gt=0, le=3_600, description="longest back-off between retries of such a write"
     )
+
+
+class RetentionSettings(_Section):
+    """What the daily sweep (:mod:`stoic.daemon.retention`) deletes, and how often it
+    and the disk usage metrics run; docs/operations.md, "Retention"."""
+
+    packages_days: float | None = Field(
+        30.0,
+        gt=0,
+        le=36_500,
+        description="a finished batch's package (the uploaded images) is deleted this many "
+        'days after its upload; a queued or running batch\'s never ("forever" or none: '
+        "kept forever)",
+    )
+    results_days: float | None = Field(
+        None,
+        gt=0,
+        le=36_500,
+        description="a finished batch (its row, results and whatever is left of it) is "
+        'deleted this many days after it finished ("forever" or none: kept forever)',
+    )
+    sweep_period_s: float = Field(
+        86_400.0, ge=60, le=30 * 86_400, description="the sweep's period (the first at start)"
+    )
+    usage_period_s: float = Field(
+        300.0,
+        ge=10,
+        le=86_400,
+        description="how often the data directory and a directory object store are walked "
+        "for the disk usage metrics (an S3 store is listed at each sweep only)",
+    )
+
+    @field_validator("packages_days", "results_days", mode="before")
+    @classmethod
+    def _forever(cls, v: Any) -> Any:
+        """TOML has no null: ``"forever"`` says none."""
+        return None if v == "forever" else v
 
 
 class CloudStoreSettings(_Section):
@@ -812,6 +876,25 @@ MOVED: dict[tuple[str, str], tuple[str, str]] = {
 names, in a file or the environment, for one release with a warning."""
 
 
+def default_data_dir(env: Mapping[str, str]) -> Path:
+    """Where the daemon keeps its state when ``data_dir`` is not set: the directory
+    systemd made for the unit (``StateDirectory=``, passed as ``$STATE_DIRECTORY``; the
+    first if it lists several), else the XDG state directory (``$XDG_STATE_HOME/stoic``,
+    ``~/.local/state/stoic`` when unset or not absolute, as the XDG spec says), else, for
+    a user with no home (a container's arbitrary UID), ``/var/lib/stoic``. Never the
+    working directory: a daemon started from another directory must find its data."""
+    state = env.get("STATE_DIRECTORY", "").split(":")[0]
+    if state:
+        return Path(state)
+    xdg = env.get("XDG_STATE_HOME", "")
+    if os.path.isabs(xdg):
+        return Path(xdg) / "stoic"
+    home = env.get("HOME") or os.path.expanduser("~")
+    if not os.path.isabs(home):
+        return Path("/var/lib/stoic")
+    return Path(home) / ".local" / "state" / "stoic"
+
+
 def _env(key: str) -> str:
     return "STOIC_" + key.upper().replace(".", "__")
 
@@ -823,7 +906,12 @@ class Settings(BaseSettings):
         env_prefix="STOIC_", env_nested_delimiter="__", extra="forbid", frozen=True
     )
 
-    data_dir: Path = Path("stoic-data")
+    data_dir: Path = Field(
+        default_factory=lambda: default_data_dir(os.environ),
+        description="the daemon's state (database, objects, logs); default: systemd's "
+        "$STATE_DIRECTORY, else $XDG_STATE_HOME/stoic (~/.local/state/stoic)",
+        json_schema_extra={"doc_default": "$STATE_DIRECTORY or $XDG_STATE_HOME/stoic"},
+    )
     database: DatabaseSettings = DatabaseSettings()
     objectstore: ObjectStoreSettings = ObjectStoreSettings()
     runtimes: list[RuntimeSettings] = Field(default_factory=default_runtimes, min_length=1)
@@ -834,6 +922,7 @@ class Settings(BaseSettings):
     share: ShareSettings = ShareSettings()
     api: ApiSettings = ApiSettings()
     controller: ControllerSettings = ControllerSettings()
+    retention: RetentionSettings = RetentionSettings()
     ui: UiSettings = UiSettings()
     log: LogSettings = LogSettings()
     kubernetes: KubernetesSettings = KubernetesSettings()

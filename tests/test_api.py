@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import itertools
+import re
 import tarfile
 import zipfile
 from collections.abc import AsyncIterator
@@ -137,7 +138,8 @@ async def test_idempotency_key_returns_the_same_batch(daemon: Daemon) -> None:
     assert r1.json()["id"] == r2.json()["id"]
     assert r2.headers["location"] == r1.headers["location"]
     assert daemon.controller.store.count_batches() == 1
-    packages = [k for k in daemon.controller.objects.list("batches/") if k.endswith(".tar")]
+    objects = daemon.controller.objects.list("batches/")
+    packages = [k for k in objects if k.endswith("/package.tar")]
     assert len(packages) == 1
 
 
@@ -165,7 +167,8 @@ async def test_idempotency_key_reused_for_another_request_is_409(
     assert r1.json()["id"] in error["message"]
     # Nothing of the second request was kept; the first batch is intact.
     assert daemon.controller.store.count_batches() == 1
-    packages = [k for k in daemon.controller.objects.list("batches/") if k.endswith(".tar")]
+    objects = daemon.controller.objects.list("batches/")
+    packages = [k for k in objects if k.endswith("/package.tar")]
     assert len(packages) == 1
     assert not list((daemon.data_dir / "tmp").glob(f"{TMP_PREFIX}*"))
 
@@ -432,6 +435,19 @@ async def test_health_ready_metrics_openapi(daemon: Daemon) -> None:
     assert (await daemon.client.get("/docs")).status_code == 200
 
 
+async def assert_docs_load_offline(c: httpx.AsyncClient) -> None:
+    """``/docs`` and ``/redoc`` load every script, style and icon from the daemon itself
+    (an edge site may have no internet), and those load without a token too."""
+    for page in ("/docs", "/redoc"):
+        html = (await c.get(page)).text
+        sources = re.findall(r"""(?:src|href)\s*[=:]\s*['"]([^'"]+)['"]""", html)
+        assert sources, page
+        for source in sources:
+            assert source.startswith("/"), f"{page} loads {source}"
+            r = await c.get(source)
+            assert r.status_code == 200 and len(r.content) > 1000, source
+
+
 async def test_unknown_route_has_the_error_shape(daemon: Daemon) -> None:
     r = await daemon.client.get("/v2/nothing")
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
@@ -458,6 +474,7 @@ async def test_bearer_token(tmp_path: Path) -> None:
         assert (await c.get("/healthz")).status_code == 200
         assert (await c.get("/readyz")).status_code == 200
         assert (await c.get("/openapi.json")).status_code == 200
+        await assert_docs_load_offline(c)
         good = {"Authorization": "Bearer s3cret"}
         assert (await c.get("/v1/batches", headers=good)).status_code == 200
         assert (await c.get("/metrics", headers=good)).status_code == 200

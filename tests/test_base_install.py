@@ -106,7 +106,8 @@ def test_help_replay_evaluate_and_client(venv: Path, tmp_path: Path) -> None:
     notes = [line for line in out.stderr.splitlines() if line.strip()]
     assert notes == ["note: " + PLOTS_NOTE], out.stderr
     assert (sweep / "sweep.md").is_file() and (sweep / "sweep.json").is_file()
-    assert not (sweep / "vs_min_lat.png").exists()
+    assert not (sweep / "vs_min_lat.png").exists() and not (sweep / "pareto.png").exists()
+    assert "## Latency against cloud pod time" in (sweep / "sweep.md").read_text()
 
     out = run(venv, "stoic", "evaluate", "deployment", str(SAMPLE_CSV))
     assert out.returncode == 0, out.stderr

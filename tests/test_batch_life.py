@@ -38,8 +38,8 @@ from stoic.storage.objectstore import make_object_store
 from stoic.storage.package import chunks_prefix, results_key
 from stoic.store import Store
 from stoic.values import BatchState, Job, Mode
+from tests.support.controller import put_batch, until, wait_state
 from tests.support.settings import make_settings
-from tests.test_controller import put_batch, until, wait_state
 
 
 @dataclass(slots=True)

@@ -11,7 +11,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stoic.backends.simulated import BatchTruth, RuntimeTruth
+from stoic.backends.simulated import FUNCTION_FILL_PENALTY, BatchTruth, RuntimeTruth
 from stoic.replay.bound import fluid_lower_bound
 from stoic.replay.randenv import random_spec, random_yaml
 from stoic.replay.runner import MODES, ReplayConfig, run_replay
@@ -116,6 +116,28 @@ def test_the_bound_solves_the_relaxed_problem_and_is_below_every_single_runtime(
 WARMED = (3, 5)
 """Random environments replayed once more with a warm-up call (``model_load_s``) on every
 pod: no shipped spec has one, and the selector and the duplicator pay it."""
+PRICED = (3, 11)
+"""Random environments with slow uplinks (3–3.6 Mbit/s), replayed once more with
+everything the simulator can price switched on (issue 22 §4): outages that stall uploads
+and deployments (one more, 1.8 min in every 6, so that they bind), a cluster
+correlation, chunk fill, a 2 s call overhead on one pod and a model load on every call
+on the others."""
+
+
+def _priced(raw: dict) -> dict:
+    raw["uplink"]["outage_model"] = "stall"
+    raw["uplink"].setdefault("outages", []).append(
+        {"start_h": 0.1, "duration_h": 0.03, "every_h": 0.1}
+    )
+    raw["cloud"] = {"correlation": 0.5}
+    for name, runtime in raw["runtimes"].items():
+        p = runtime["processing"]
+        p["chunk_fill_penalty"] = FUNCTION_FILL_PENALTY
+        if name == "gpu1":
+            p["call_overhead_s"] = 2.0
+        elif name != "edge":
+            p["loads_model_per_call"] = True
+    return raw
 
 
 @pytest.fixture(scope="module")
@@ -134,15 +156,19 @@ def environments(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Path, i
         path = folder / f"random-{seed:03d}-warmed.yaml"
         path.write_text(yaml.safe_dump(raw))
         paths.append((path, seed))
+    for seed in PRICED:
+        path = folder / f"random-{seed:03d}-priced.yaml"
+        path.write_text(yaml.safe_dump(_priced(random_spec(seed))))
+        paths.append((path, seed))
     return paths
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_no_batch_beats_its_bound(mode: str, environments: list[tuple[Path, int]]) -> None:
     """Every mode of the replay, on 20 random environments (outages, regimes, timeouts,
-    unavailable windows, fallbacks) and two of them with a warm-up call: every batch
-    takes at least its fluid lower bound. The first bound failed this (share and the
-    duplicator beat it)."""
+    unavailable windows, fallbacks), two of them with a warm-up call and two with every
+    priced cost on (stalling outages among them): every batch takes at least its fluid
+    lower bound. The first bound failed this (share and the duplicator beat it)."""
     logging.getLogger("stoic").setLevel(logging.ERROR)
     beaten = []
     for path, seed in environments:

@@ -116,7 +116,10 @@ def cloud_settings(
     """One cloud runtime on Kubernetes in ``mode``, as a site's stoic.toml would say."""
     return make_settings(
         tmp_path,
-        runtimes=[{"name": "cpu", "kind": "cpu", "backend": "kubernetes"}],
+        runtimes=[
+            {"name": "edge", "kind": "edge", "backend": "local"},  # a daemon needs one
+            {"name": "cpu", "kind": "cpu", "backend": "kubernetes"},
+        ],
         predictor={"deploy_timeout_s": 240},
         kubernetes={
             "mode": mode,
@@ -176,10 +179,12 @@ async def test_a_batch_on_a_cloud_runtime_is_labelled_by_a_real_pod(
     async with (
         kubelet,
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://e") as client,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://localhost"
+        ) as client,
     ):
         files = [("files", (name, data, "image/jpeg")) for name, data in images]
-        r = await client.post("/v1/batches", files=files)
+        r = await client.post("/v1/batches", files=files, data={"runtime": "cpu"})
         assert r.status_code == 202, r.text
         batch_id = r.json()["id"]
         batch = await wait_done(client, batch_id, kubelet)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import select
 import socket
 import threading
 import time
@@ -25,7 +26,7 @@ import pytest
 from pydantic import SecretStr
 
 from stoic.api.app import create_app
-from stoic.api.server import Server, build_server
+from stoic.api.server import LINGER_BYTES, Server, build_server
 from stoic.api.uploads import BodyReader
 from stoic.backends.fake import FakeBackend, FakeSpec, InvokeStep
 from stoic.daemon.controller import Controller
@@ -245,6 +246,91 @@ def test_the_rest_of_a_refused_body_has_a_deadline(tmp_path: Path) -> None:
         assert reply.startswith(b"HTTP/1.1 401 Unauthorized\r\n")
     text = d.controller.metrics.render()[0].decode()
     assert 'stoic_http_connections_dropped_total{reason="body_timeout"} 1.0' in text
+
+
+def read_response(s: socket.socket) -> bytes:
+    """One answer on a kept-alive connection (its head and Content-Length body)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.lower().split(b"\r\n")
+        if line.startswith(b"content-length:")
+    )
+    while len(body) < length and (chunk := s.recv(65536)):
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
+def test_after_an_early_answer_and_the_rest_of_its_body_the_connection_is_kept_alive(
+    tmp_path: Path,
+) -> None:
+    """Issue 26, point 11: the deadline on the rest of a refused body used to stay armed
+    after the rest had come, and closed the connection later, under whatever request
+    the client had sent on it meanwhile (a reset, no answer)."""
+    settings = limits(tmp_path, token="s3cret", header_timeout_s=30, keep_alive_s=30)
+    with serving(settings) as d, d.connect() as s:
+        s.sendall(post_head(1_000) + multipart_head())  # no token: refused at once
+        answer = read_response(s)
+        assert answer.startswith(b"HTTP/1.1 401 Unauthorized\r\n")
+        assert b"connection: close" not in answer.lower()  # 1 kB is worth dropping
+        s.sendall(b"\0" * (1_000 - len(multipart_head())))
+        time.sleep(1.0)  # past body_timeout_s (0.3 s), well within keep_alive_s
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: stoic\r\n\r\n")
+        assert read_response(s).startswith(b"HTTP/1.1 200 OK\r\n")
+    text = d.controller.metrics.render()[0].decode()
+    assert "stoic_http_connections_dropped_total{" not in text
+
+
+def test_between_requests_a_kept_alive_connection_waits_for_the_client(
+    tmp_path: Path,
+) -> None:
+    """Issue 26, point 11: the header deadline used to run from the last answer, so the
+    server closed idle connections, racing the client's next request; now it runs from
+    the next request's first byte, and the client (its pool's idle limit) or
+    keep_alive_s (75 s) ends an idle connection."""
+    with serving(limits(tmp_path)) as d, d.connect() as s:
+        for _ in range(2):
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: stoic\r\n\r\n")
+            assert read_response(s).startswith(b"HTTP/1.1 200 OK\r\n")
+            time.sleep(1.0)  # idle past header_timeout_s (0.3 s)
+        s.sendall(b"GET /healthz HTTP/1.1\r\nX-Pad: ")  # a next request that stalls
+        assert read_all(s).startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+
+
+def test_a_client_still_sending_after_an_answer_that_closes_gets_the_answer(
+    tmp_path: Path,
+) -> None:
+    """The server lingers after its last answer: it reads and drops the rest instead of
+    closing with unread bytes, which would reset the client's next write."""
+    with serving(limits(tmp_path, body_timeout_s=30)) as d, d.connect() as s:
+        s.sendall(post_head(64 * 1024 * 1024) + multipart_head())  # over max_batch_bytes
+        assert select.select([s], [], [], 30)[0]  # answered before the body came
+        for _ in range(128):  # 8 MB more, after the answer: no reset
+            s.sendall(b"\0" * 65536)
+        s.shutdown(socket.SHUT_WR)
+        reply = read_all(s)
+    assert reply.startswith(b"HTTP/1.1 413 Request Entity Too Large\r\n")
+    assert b"connection: close" in reply.lower()
+
+
+def test_a_client_that_streams_on_after_the_answer_is_cut_off(tmp_path: Path) -> None:
+    """Lingering is bounded: a client streaming at loopback speed would otherwise cost
+    a third of a core for LINGER_S."""
+    with serving(limits(tmp_path, body_timeout_s=30)) as d, d.connect() as s:
+        s.sendall(post_head(10**12) + multipart_head())  # 413 at once; then it streams on
+        assert select.select([s], [], [], 30)[0]
+        sent = 0
+        with pytest.raises(OSError):  # reset once the daemon has dropped LINGER_BYTES
+            while sent < 1024**3:
+                s.sendall(b"\0" * 65536)
+                sent += 65536
+    assert sent < LINGER_BYTES + 32 * 1024**2  # what the daemon read, plus socket buffers
 
 
 def test_uploads_beyond_the_slots_and_the_queue_get_503_busy(tmp_path: Path) -> None:

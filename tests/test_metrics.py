@@ -1,5 +1,5 @@
-"""Metrics: Prometheus naming, one exposition format for the controller and the function
-server, and a Grafana dashboard whose queries name only metrics that exist.
+"""Metrics: Prometheus naming, and one exposition format for the controller and the
+function server (the dashboard and alert rules that read them: ``test_monitoring.py``).
 
 No TensorFlow: the controller runs with the fake backend, and the function server is
 started without its function (its ``/metrics`` route needs none).
@@ -8,9 +8,6 @@ started without its function (its ``/metrics`` route needs none).
 from __future__ import annotations
 
 import asyncio
-import json
-import re
-import threading
 from collections.abc import Iterator
 
 import httpx
@@ -19,13 +16,9 @@ from prometheus_client import Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
 from stoic.daemon.metrics import Metrics
-from stoic.function.server import FunctionServer
 from stoic.values import BatchState, Mode, Outcome
-from tests.support.daemon import Daemon, files
-from tests.support.images import jpeg
-from tests.support.paths import REPO
-
-DASHBOARD = REPO / "deploy" / "grafana" / "stoic-dashboard.json"
+from tests.support.daemon import Daemon
+from tests.support.metrics import function_server as serving_function
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 # What Prometheus 2.x sends by default.
@@ -38,108 +31,8 @@ PROMETHEUS_ACCEPT = (
 @pytest.fixture
 def function_server() -> Iterator[str]:
     """The function's HTTP server without a function: /metrics is served regardless."""
-    server = FunctionServer(("127.0.0.1", 0), function=lambda _data: {})
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.url
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
-
-
-def series_names(exposition: str) -> dict[str, str]:
-    """Every series name the exposition can answer (histograms: ``_bucket``, ``_sum``,
-    ``_count``; counters: ``_total``), mapped to its family's type. Families without
-    samples yet (labelled metrics never touched) count: their TYPE line is there."""
-    out: dict[str, str] = {}
-    for family in text_string_to_metric_families(exposition):
-        suffixes = {
-            "counter": ("_total", "_created"),
-            "histogram": ("_bucket", "_sum", "_count", "_created"),
-            "summary": ("", "_sum", "_count", "_created"),
-        }.get(family.type, ("",))
-        for suffix in suffixes:
-            out[family.name + suffix] = family.type
-    return out
-
-
-PROMQL_WORDS = {
-    "by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool",
-    "and", "or", "unless", "le",
-}  # fmt: skip
-
-
-def metric_names(expr: str) -> set[str]:
-    """The metric names a PromQL expression reads (not functions, labels or keywords)."""
-    e = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # label values
-    e = re.sub(r"\{[^}]*\}", "", e)  # label matchers
-    e = re.sub(r"\[[^\]]*\]", "", e)  # range selectors
-    e = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", e)
-    e = re.sub(r"\$\w+", "", e)  # Grafana variables
-    names = set()
-    for m in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", e):
-        if e[m.end() :].lstrip().startswith("("):
-            continue  # a function call
-        if m.group() not in PROMQL_WORDS:
-            names.add(m.group())
-    return names
-
-
-def dashboard_queries() -> list[str]:
-    doc = json.loads(DASHBOARD.read_text())
-    exprs = []
-
-    def walk(panels: list[dict]) -> None:
-        for p in panels:
-            exprs.extend(t["expr"] for t in p.get("targets", []))
-            walk(p.get("panels", []))
-
-    walk(doc["panels"])
-    return exprs
-
-
-def test_metric_names_are_read_from_promql() -> None:
-    expr = (
-        "histogram_quantile(0.95, sum by (le, runtime) (rate(stoic_deployment_seconds_bucket"
-        '{outcome="ok"}[$__rate_interval]))) / on (runtime) stoic_runtime_available * 60'
-    )
-    assert metric_names(expr) == {"stoic_deployment_seconds_bucket", "stoic_runtime_available"}
-
-
-async def test_dashboard_queries_name_only_existing_metrics(
-    daemon: Daemon, function_server: str
-) -> None:
-    r = await daemon.client.post("/v1/batches", files=files(("a.jpg", jpeg())))
-    await daemon.wait_done(r.json()["id"])
-    exposed = series_names((await daemon.client.get("/metrics")).text)
-    function = await asyncio.to_thread(httpx.get, f"{function_server}/metrics")
-    exposed |= series_names(function.text)
-
-    queries = dashboard_queries()
-    used = set().union(*(metric_names(q) for q in queries))
-    missing = {
-        name: [q for q in queries if name in metric_names(q)] for name in used - set(exposed)
-    }
-    assert not missing, f"dashboard queries name metrics that do not exist: {missing}"
-    # What the dashboard is for (issue 12): batches, decisions by runtime, predicted vs
-    # actual T_s, deployment times, cloud seconds used and wasted.
-    assert {
-        "stoic_batches",
-        "stoic_batches_finished_total",
-        "stoic_decisions_total",
-        "stoic_predicted_response_seconds_sum",
-        "stoic_response_seconds_sum",
-        "stoic_deployment_seconds_bucket",
-        "stoic_cloud_used_seconds_total",
-        "stoic_cloud_wasted_seconds_total",
-    } <= used
-    # Quantiles only over histogram buckets; rate() of counters and histogram series.
-    for q in queries:
-        for name in metric_names(q):
-            if name.endswith("_bucket"):
-                assert exposed[name] == "histogram", q
+    with serving_function() as url:
+        yield url
 
 
 def touched_metrics() -> Metrics:

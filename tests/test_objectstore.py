@@ -17,6 +17,7 @@ from stoic.settings import Settings
 from stoic.storage.objectstore import (
     DirObjectStore,
     ObjectStore,
+    Usage,
     iter_object,
     make_object_store,
 )
@@ -98,6 +99,16 @@ def test_list_delete_and_prefix(store: ObjectStore) -> None:
     store.delete("batches/12/package.tar")
     assert store.list("batches/") == []
     assert store.list("nothing/here/") == []
+
+
+def test_usage_counts_every_object_and_byte(store: ObjectStore) -> None:
+    """The disk usage metrics' figure: a walk of the directory, a listing of the bucket."""
+    assert store.usage() == Usage(0, 0)
+    store.put_bytes("batches/1/package.tar", b"x" * 1000)
+    store.put_bytes("models/app/1/model.keras", b"y" * 24)
+    assert store.usage() == Usage(2, 1024)
+    store.delete("batches/1/package.tar")
+    assert store.usage() == Usage(1, 24)
 
 
 def test_large_stream_is_multipart_and_exact(store: ObjectStore) -> None:

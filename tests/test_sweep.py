@@ -88,6 +88,11 @@ def test_small_sweep_in_workers_equals_in_process(envs: Path, tmp_path: Path) ->
     assert doc["meta"]["failed"] == 0
     md = (tmp_path / "rep" / "sweep.md").read_text()
     assert "| a-nautilus | selector |" in md and "% of MIN-LAT" in md
+    for key in ("mean_latency_s", "p95_vs_best", "vs_min_lat", "vs_class", "pod_s"):
+        assert all(c.metrics[key] is not None and c.metrics[key] > 0 for c in par.cells), key
+    assert "## Latency against cloud pod time" in md and "* a-nautilus: " in md
+    assert doc["meta"]["pareto_plot"] == "pareto.png"
+    assert (tmp_path / "rep" / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_bad_spec_is_reported_and_the_others_finish(envs: Path, tmp_path: Path) -> None:

@@ -230,6 +230,12 @@ async def get_results(
 ) -> Response:
     c: Controller = request.app.state.controller
     b = await asyncio.to_thread(c.store.get_batch, batch_id)
+    return await results_response(c, b, fmt)
+
+
+async def results_response(c: Controller, b: BatchRecord, fmt: ResultsFormat) -> Response:
+    """A batch's results in ``fmt`` (409 ``not_done`` before it is done): the API's
+    route and the operator page's download buttons, each behind its own login."""
     if b.state is not BatchState.DONE or not b.results_key:
         raise ApiError(
             409,

@@ -289,13 +289,31 @@ class DeploymentSampleOut(BaseModel):
     outcome: str
 
 
+class OutOfServiceOut(BaseModel):
+    """An operator took the runtime out of service (``PUT
+    /v1/runtimes/{name}/out-of-service``)."""
+
+    since: float
+    reason: str
+    by: str = Field(description="who: the credential and the client address")
+
+
 class RuntimeOut(BaseModel):
     name: str
     kind: str
     gpus: int
     backend: str
-    available: bool
-    unavailable_since: float | None
+    available: bool = Field(
+        description="whether the scheduler may place a batch here now: the probes find "
+        "it usable and it is in service"
+    )
+    unavailable_since: float | None = Field(
+        description="when the probes found it unavailable (a deployment timed out)"
+    )
+    in_service: bool = Field(True, description="false while an operator holds it out")
+    out_of_service: OutOfServiceOut | None = Field(
+        None, description="the operator's hold, while in_service is false"
+    )
     deployment_window: int = Field(description="calibrated sliding-window size (samples)")
     recent_deployments: list[DeploymentSampleOut]
     processing: dict[str, Any] = Field(

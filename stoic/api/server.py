@@ -12,11 +12,26 @@ half-sent header never arrives. So this module adds, in an
 :class:`~uvicorn.protocols.http.h11_impl.H11Protocol` subclass:
 
 * a **header timeout** (``api.header_timeout_s``): a connection must complete each
-  request's headers within this time from its first byte (or from the connection
-  itself); otherwise it gets ``408 Request Timeout`` and is closed;
+  request's headers within this time from their first byte (a new connection: from
+  the connection itself); otherwise it gets ``408 Request Timeout`` and is closed. A
+  kept-alive connection between two requests has no header deadline: uvicorn's
+  keep-alive timeout (``api.keep_alive_s``, longer than clients' own, so that they
+  close idle connections and not the server, under a request just sent) or an
+  eviction ends it;
 * a **deadline on the rest of a refused body** (``api.body_timeout_s``): after an
   early answer (401, 413, 503) uvicorn reads and discards the rest of the body; a
-  client that dribbles it is closed after that time;
+  client that dribbles it is closed after that time. Once the rest is in, the
+  connection is an idle keep-alive one like any other (uvicorn's keep-alive timer,
+  which the body's bytes cancelled, runs again); the deadline used to stay armed and
+  closed the connection later, whether or not the client had sent its next request on
+  it meanwhile (issue 26: resets with no answer under load);
+* a **lingering close**: when the server ends a connection (an answer with
+  ``Connection: close``, a drop), it sends its answer and a FIN, then reads and drops
+  whatever the client still sends, for :data:`LINGER_S` and :data:`LINGER_BYTES` at
+  most, or until the client closes.
+  Closing with unread bytes makes the kernel answer them with a reset, and a client
+  still writing its request body then loses the answer (an HTTP library that fails
+  on the write never reads it);
 * a **connection cap** (``api.max_connections``): over the cap, the connection that
   has waited longest for its request headers (an idle keep-alive or a slow client) is
   closed to make room; if every connection is busy with a request, the new one gets
@@ -65,7 +80,7 @@ import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import h11
 import uvicorn
@@ -88,6 +103,18 @@ ACCEPT_BATCH = 128
 FD_RESERVE = 256
 """Descriptors kept free of connections: the database, the object store, the tar and
 spool files of uploads, the function processes' pipes, the listener."""
+
+MAX_LINGERING = 64
+"""Connections that may linger at once (:meth:`GuardedH11Protocol.linger`), apart from
+``api.max_connections``; beyond, a close is immediate. They are part of
+:data:`FD_RESERVE`."""
+
+LINGER_S = 2.0
+LINGER_BYTES = 16 * 1024 * 1024
+"""How long, and how much, a connection the server closes goes on reading (and
+dropping) of what the client still sends (:meth:`GuardedH11Protocol.linger`): enough
+for the rest of an ordinary body, not for a client that streams on at loopback speed
+(gigabytes in 2 s, a third of a core per connection)."""
 
 _408 = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 _503 = (
@@ -114,6 +141,9 @@ class ConnectionGuard:
         self.limits = limits
         self.waiting: collections.OrderedDict[GuardedH11Protocol, None] = collections.OrderedDict()
         self.open = 0
+        self.lingering = 0
+        """Connections closing gracefully (:meth:`GuardedH11Protocol.linger`): apart
+        from ``open`` and the cap, at most :data:`MAX_LINGERING`."""
         self._on_drop = on_drop
 
     def dropped(self, reason: str, client: Any) -> None:
@@ -137,9 +167,32 @@ def _peer(client: Any) -> str | None:
     return None
 
 
+class LingeringTransport:
+    """The transport uvicorn's protocol is given: the socket's, except that ``close()``
+    lingers (:meth:`GuardedH11Protocol.linger`) and nothing more is written meanwhile."""
+
+    def __init__(self, transport: asyncio.Transport, owner: GuardedH11Protocol) -> None:
+        self._transport = transport
+        self._owner = owner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not self._owner.lingering:
+            self._transport.write(data)
+
+    def is_closing(self) -> bool:
+        return self._owner.lingering or self._transport.is_closing()
+
+    def close(self) -> None:
+        self._owner.linger()
+
+
 class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with a header timeout, a deadline on discarded bodies and
-    a connection cap; ``guard`` is set on the subclass :func:`protocol_class` makes."""
+    """uvicorn's h11 protocol with a header timeout, a deadline on discarded bodies,
+    a connection cap and lingering closes; ``guard`` is set on the subclass
+    :func:`protocol_class` makes."""
 
     guard: ConnectionGuard
 
@@ -147,11 +200,16 @@ class GuardedH11Protocol(H11Protocol):
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
         self._dropped = False
+        self._discarding = False
+        self.lingering = False
+        self._lingered = 0
+        self._socket: asyncio.Transport | None = None
 
     # Connection life -----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        self._socket = transport
+        super().connection_made(cast(asyncio.Transport, LingeringTransport(transport, self)))
         guard = self.guard
         guard.open += 1
         self._await_headers()
@@ -159,41 +217,89 @@ class GuardedH11Protocol(H11Protocol):
             self.drop("refused", _503)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.guard.open -= 1
+        if self.lingering:
+            self.guard.lingering -= 1
+        else:
+            self.guard.open -= 1
         self._stop_waiting()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering:  # read and dropped: see linger()
+            self._lingered += len(data)
+            if self._lingered > LINGER_BYTES and self._socket is not None:
+                self._socket.close()
+            return
         super().data_received(data)
-        if self._dropped:
+        if self._dropped or self.lingering:
             return
         state = self.conn.their_state
         if state is h11.IDLE:
+            if self._discarding:
+                # The rest of an answered body is in: from here the connection is
+                # an idle keep-alive one, as after any answer (uvicorn's keep-alive
+                # timer, which the body's bytes stopped, runs again).
+                self._discarding = False
+                self._stop_waiting()
+                self._keep_alive()
             # (Part of) the next request's headers, or nothing yet: the header deadline
-            # keeps running from the first byte; it is not renewed by each byte.
-            self._await_headers()
+            # runs from the first byte; it is not renewed by each byte.
+            self._await_headers(started=bool(self.conn.trailing_data[0]))
         elif self.cycle is not None and not self.cycle.response_complete:
+            self._discarding = False
             self._stop_waiting()  # headers complete: the app has the request
 
     def on_response_complete(self) -> None:
+        answered = self.cycle
         super().on_response_complete()
         if self.transport.is_closing():
             return
-        if self.conn.their_state is h11.SEND_BODY:
+        if self.cycle is not answered:
+            self._stop_waiting()  # a pipelined request has begun: the app has it
+        elif self.conn.their_state is h11.SEND_BODY:
             # Answered before the body was read (401, 413, 503): uvicorn discards
             # the rest; give the client body_timeout_s to finish sending it.
             self._stop_waiting()
+            self._discarding = True
             self._arm(self.guard.limits.body_timeout_s, "body_timeout")
         elif self.conn.their_state is h11.IDLE:
-            self._await_headers()
+            self._await_headers(started=bool(self.conn.trailing_data[0]))
+
+    def linger(self) -> None:
+        """Close the connection gracefully: send what is buffered and a FIN, then read
+        and drop whatever the client still sends, for :data:`LINGER_S` and
+        :data:`LINGER_BYTES` at most, or until it closes its side. Closing with unread
+        bytes makes the kernel answer them with a reset, and a client still sending its
+        request body (an early 401, 413 or 503, a dropped connection) would lose the
+        answer with it."""
+        sock = self._socket
+        if sock is None or self.lingering or sock.is_closing():
+            return
+        guard = self.guard
+        if guard.lingering < MAX_LINGERING and sock.can_write_eof():
+            try:
+                sock.write_eof()
+            except OSError:
+                pass  # the client is gone already (a reset): close at once
+            else:
+                self.lingering = True
+                self._stop_waiting()
+                guard.open -= 1  # its slot is free: a lingering connection is counted apart
+                guard.lingering += 1
+                sock.resume_reading()
+                self._deadline = self.loop.call_later(LINGER_S, sock.close)
+                return
+        sock.close()
 
     # Deadlines -----------------------------------------------------------------------
 
-    def _await_headers(self) -> None:
-        """Mark the connection as waiting for request headers (evictable) and start
-        the header deadline unless it already runs."""
+    def _await_headers(self, started: bool = True) -> None:
+        """Mark the connection as waiting for request headers (evictable) and, once
+        they have ``started`` (a byte of them is in, or the connection is new), start
+        the header deadline unless it already runs. A kept-alive connection between
+        requests has none: ``api.keep_alive_s`` ends it, or an eviction."""
         self.guard.waiting[self] = None
-        if self._deadline is None:
+        if started and self._deadline is None:
             self._arm(self.guard.limits.header_timeout_s, "header_timeout")
 
     def _stop_waiting(self) -> None:
@@ -207,10 +313,16 @@ class GuardedH11Protocol(H11Protocol):
             self._deadline.cancel()
         self._deadline = self.loop.call_later(delay_s, self.drop, reason, _408)
 
+    def _keep_alive(self) -> None:
+        self._unset_keepalive_if_required()
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler
+        )
+
     def drop(self, reason: str, response: bytes) -> None:
         """Close the connection with a last raw response (it has no request, or its
         request was answered already, so h11 has nothing to say)."""
-        if self._dropped:
+        if self._dropped or self.lingering:
             return
         self._dropped = True
         self._stop_waiting()

@@ -5,7 +5,11 @@ An environment spec (YAML, :class:`EnvSpec`, documented in ``docs/replay.md``) g
 each runtime a deployment-time process (floor + log-normal body, time-of-day variation,
 a slow drift, Lomax-tailed outliers, timeouts, unavailable periods), a processing time
 (``per_image_s * n + fixed_s`` with noise and congestion outliers, a model-load cost for
-warm-up calls) and the site's uplink (bandwidth process, bytes per image).
+warm-up calls, what later and shorter calls cost: share mode's chunks), the site's uplink
+(bandwidth process, bytes per image, outages: :mod:`stoic.backends.simlink`) and the
+cloud as a whole (a congestion factor its pods share within a batch). What is priced only
+when a spec asks, and why each default is what it is: docs/replay.md, "What the
+simulator prices".
 
 Two sources of draws, so that every mode of the replay sees the *same* world:
 
@@ -26,21 +30,21 @@ Nothing here is seen by the scheduler: it only sees its own measurements.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
-import heapq
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from scipy.special import ndtri
+from scipy.special import ndtr, ndtri
 
 from stoic.backends.base import Deployment, Invocation, RuntimeBackend, Upload
+from stoic.backends.simlink import Link
+from stoic.backends.simlink import SharedUplink as SharedUplink
 from stoic.errors import DeployTimeout, EnvSpecError
 from stoic.values import Job, Runtime
 
@@ -177,11 +181,27 @@ class DeploymentSpec(_Strict):
 #: ``per_image_s·n + fixed_s``, and the replay of the other modes is unchanged.
 CALL_OVERHEAD_SHARE = 0.004
 
+#: The chunk-size throughput loss of stoic's own function (docs/function.md, "Chunked
+#: calls"), as :attr:`ProcessingSpec.chunk_fill_penalty` and ``chunk_fill_images``: a
+#: call's first batch of images (64, the model batch the function measured at load) is
+#: decoded before the model starts and runs without overlap, at 1.17× the per-image time
+#: of a long call. Fitted on the HTTP figures: calls of 1, 10 and 50 images cost 0.50–0.52
+#: ms per image above a 3.7–4.0 ms overhead, a 1,000-image call 0.444 ms per image in all
+#: (2,247–2,251 img/s); a + b·k + b·p·min(k, 64) through both gives b = 0.436 ms and
+#: p = 0.17 (in process: 0.16). It predicts 20 × 50 images at 0.76 of one 1,000-image
+#: call (measured 0.74–0.77 over HTTP; in process 0.79 against 0.79–0.80).
+FUNCTION_FILL_PENALTY = 0.17
+FUNCTION_FILL_IMAGES = 64
+
 
 class ProcessingSpec(_Strict):
     """T_p = (per_image_s·n + fixed_s)·exp(σZ) [× congestion factor] for the first
     labelling call of a deployment; a later call on the same deployment (share mode's
-    chunks) pays ``call_overhead_s`` instead of ``fixed_s``."""
+    chunks) pays ``call_overhead_s`` instead of ``fixed_s`` (``fixed_s`` again if the
+    function loads its model on every call), and a call of ``k`` of the batch's ``n``
+    images labels at ``φ(n) / φ(k)`` of the whole call's speed, ``φ(k) = 1 + penalty ·
+    min(k, fill) / k`` (:data:`FUNCTION_FILL_PENALTY`); one whole-batch call costs the
+    same either way."""
 
     per_image_s: float = Field(ge=0)
     fixed_s: float = Field(ge=0)
@@ -191,6 +211,18 @@ class ProcessingSpec(_Strict):
         description="fixed cost of a later call on a warm instance; default fixed_s × "
         "CALL_OVERHEAD_SHARE (measured on stoic's function)",
     )
+    loads_model_per_call: bool = Field(
+        False,
+        description="the function loads its model on every call (STOIC's own): a later "
+        "call pays fixed_s again, not call_overhead_s",
+    )
+    chunk_fill_penalty: float = Field(
+        0.0,
+        ge=0,
+        description="extra per-image time of a call's first chunk_fill_images images "
+        "(no pipeline overlap yet); 0: a chunk labels as fast as the whole batch",
+    )
+    chunk_fill_images: int = Field(FUNCTION_FILL_IMAGES, ge=1)
     sigma: float = Field(0.0, ge=0)
     congestion_rate: float = Field(0.0, ge=0, le=1)
     congestion_factor: tuple[float, float] = (1.5, 3.0)
@@ -199,6 +231,8 @@ class ProcessingSpec(_Strict):
 
     @property
     def later_call_s(self) -> float:
+        if self.loads_model_per_call:
+            return self.fixed_s
         if self.call_overhead_s is not None:
             return self.call_overhead_s
         return self.fixed_s * CALL_OVERHEAD_SHARE
@@ -212,6 +246,14 @@ class ProcessingSpec(_Strict):
 
 
 class UplinkSpec(_Strict):
+    """The site's uplink. ``outage_model`` says what an outage does: ``averaged`` (the
+    default, as before) stalls a whole-package upload counted from the batch's arrival,
+    spreads that stall over the package's chunks (share mode moves them at the package's
+    average rate) and leaves deployments alone; ``stall`` stops every upload, a package
+    or a chunk, whenever it runs into an outage, and stalls deployments: one requested
+    while the link is down waits for it, and a pod ready during an outage is seen ready
+    when the link is back (the cluster's API is across the link)."""
+
     bandwidth_mbps: float = Field(gt=0)
     sigma: float = Field(0.0, ge=0)
     diurnal_amplitude: float = Field(0.0, ge=0, lt=1)
@@ -221,6 +263,7 @@ class UplinkSpec(_Strict):
     bytes_per_image: float = Field(212_000, gt=0)
     regimes: list[UplinkRegime] = Field(default_factory=list)
     outages: list[Outage] = Field(default_factory=list)
+    outage_model: Literal["averaged", "stall"] = "averaged"
 
 
 class RuntimeSpec(_Strict):
@@ -228,11 +271,24 @@ class RuntimeSpec(_Strict):
     processing: ProcessingSpec
 
 
+class CloudSpec(_Strict):
+    """The cloud cluster as a whole. ``correlation`` ρ couples the pods of one batch (a
+    busy cluster slows them together): each cloud runtime's draws for the batch — its
+    deployment's timeout, body, outlier and outlier size, its T_p noise and congestion —
+    mix one shared standard normal (weight √ρ) with their own (√(1 − ρ)) through a
+    Gaussian copula, so each runtime's distribution is unchanged and any two runtimes'
+    log-normal bodies have correlation ρ. Probes on the same inquisitor tick share a
+    factor too. 0: independent, as before (the same draws, bit for bit)."""
+
+    correlation: float = Field(0.0, ge=0, le=1)
+
+
 class EnvSpec(_Strict):
     name: str = "environment"
     description: str = ""
     deploy_timeout_s: float = Field(600.0, gt=0)
     uplink: UplinkSpec
+    cloud: CloudSpec = Field(default_factory=CloudSpec)
     runtimes: dict[str, RuntimeSpec] = Field(min_length=1)
 
     @classmethod
@@ -291,10 +347,23 @@ class RuntimeTruth:
     per_image_s: float = 0.0
     first_call_s: float = 0.0
     later_call_s: float = 0.0
+    # A call of fewer images than the batch's labels slower (ProcessingSpec's φ).
+    fill_penalty: float = 0.0
+    fill_images: int = 1
+    batch_images: int = 0
+    # The cluster's own deployment time (None: it timed out), before any outage stalls
+    # it: ``attempts`` holds what a deployment requested at the batch's start sees.
+    deploy_work_s: float | None = None
+
+    def _fill(self, k: int) -> float:
+        return 1 + self.fill_penalty * min(k, self.fill_images) / k
 
     def chunk_s(self, n_images: int, *, first: bool) -> float:
         """T_p of a call of ``n_images`` of this batch on a deployment."""
-        return self.per_image_s * n_images + (self.first_call_s if first else self.later_call_s)
+        work = self.per_image_s * n_images
+        if self.fill_penalty and 0 < n_images < self.batch_images:
+            work *= self._fill(n_images) / self._fill(self.batch_images)
+        return work + (self.first_call_s if first else self.later_call_s)
 
     @property
     def deployment_s(self) -> float:
@@ -316,6 +385,12 @@ class BatchTruth:
     n_images: int = 0
     n_bytes: int = 0
     uplink: SharedUplink | None = None  # concurrent uploads of this batch (share mode)
+    # With ``uplink.outage_model: stall`` (else None): the batch's start, its drawn
+    # bandwidth (bytes/s) and the link's outages, which every upload and deployment
+    # of the batch stalls through from whenever it runs.
+    start_s: float | None = None
+    bps: float | None = None
+    link: Link | None = None
 
     def totals(self) -> dict[str, float]:
         return {n: t.total_s for n, t in self.runtimes.items()}
@@ -332,23 +407,17 @@ fresh_draws: contextvars.ContextVar[bool] = contextvars.ContextVar(
 )
 
 
-def _windows(outage: Outage, from_s: float) -> Iterator[tuple[float, float]]:
-    """The (start, end) seconds of ``outage``'s windows that end after ``from_s``, in
-    order (an endless stream for a repeating outage)."""
-    if outage.every_h is None:
-        yield outage.start_h * HOUR_S, (outage.start_h + outage.duration_h) * HOUR_S
-        return
-    k = max(0, math.floor((from_s / HOUR_S - outage.start_h) / outage.every_h) - 1)
-    while True:
-        start = outage.start_h + k * outage.every_h
-        yield start * HOUR_S, (start + outage.duration_h) * HOUR_S
-        k += 1
-
-
 def _drift(rng: np.random.Generator, timescale_h: float) -> tuple[np.ndarray, np.ndarray]:
     periods = timescale_h * HOUR_S * np.array([1.0, 2.7, 7.3])
     phases = rng.random(3) * 2 * np.pi
     return periods, phases
+
+
+#: How the cluster's factor moves each uniform (CloudSpec): +1 where a larger uniform is
+#: slower (a deployment's body and outlier size; T_p's noise and congestion size), -1
+#: where a smaller one is (the timeout, outlier and congestion events fire below a rate).
+DEPLOY_SIGNS = np.array([-1.0, 1.0, -1.0, 1.0])
+PROCESS_SIGNS = np.array([1.0, -1.0, 1.0])
 
 
 class SimEnvironment:
@@ -386,6 +455,10 @@ class SimEnvironment:
         self._index = {name: i for i, name in enumerate(self.runtimes)}
         # Per runtime: the probe stream and the number of the next probe it would draw.
         self._probe_streams: dict[str, tuple[np.random.Philox, np.random.Generator, int]] = {}
+        self.link = Link(spec.uplink.outages)
+        #: Outages stall uploads wherever they run, and deployments (UplinkSpec).
+        self.stalls = spec.uplink.outage_model == "stall" and bool(self.link)
+        self.correlation = spec.cloud.correlation
 
     # Deterministic functions of time ---------------------------------------------
 
@@ -448,9 +521,43 @@ class SimEnvironment:
     def probe_deployments(self, runtime: str, first: int, at_s: np.ndarray) -> np.ndarray:
         """T_d (NaN = timeout) of consecutive probes numbered from ``first`` at ``at_s``."""
         at = np.asarray(at_s, dtype=np.float64).reshape(-1)
-        return self.deployment_from_uniforms(
-            runtime, at, self.probe_uniforms(runtime, first, at.size)
-        )
+        u = self.probe_uniforms(runtime, first, at.size)
+        if self.correlation > 0 and not self.runtimes[runtime].is_edge:
+            u = self._couple(u, self._tick_factor(first, at.size)[:, None], DEPLOY_SIGNS)
+        return self.observed(at, self.deployment_from_uniforms(runtime, at, u))
+
+    # The cluster's shared factor and the link's stalls ------------------------------
+
+    def _couple(self, u: np.ndarray, z: np.ndarray | float, signs: np.ndarray) -> np.ndarray:
+        """Uniforms ``u`` mixed with the shared standard normal ``z`` (CloudSpec): each
+        column's normal gets ``sign·√ρ·z + √(1 − ρ)·own``, still uniform in law."""
+        rho = self.correlation
+        own = ndtri(np.clip(u, 1e-12, 1 - 1e-12))
+        return np.asarray(ndtr(signs * math.sqrt(rho) * z + math.sqrt(1 - rho) * own))
+
+    def _tick_factor(self, first: int, count: int) -> np.ndarray:
+        """The cluster's standard normal factor on probe ticks ``first .. +count-1``:
+        Philox block k of the key (seed, 2³³), shared by every runtime's probe k."""
+        bitgen = np.random.Philox(key=np.array([self.seed, 2 << 32], np.uint64))
+        bitgen.advance(first)
+        u = np.random.Generator(bitgen).random((count, self.PROBE_UNIFORMS))[:, 0]
+        return np.asarray(ndtri(np.clip(u, 1e-12, 1 - 1e-12)))
+
+    def observed(self, at_s: np.ndarray, work_s: np.ndarray) -> np.ndarray:
+        """T_d as seen by whoever requested each deployment at ``at_s``, the cluster
+        needing ``work_s`` (NaN: timed out): the same unless outages stall deployments
+        (UplinkSpec.outage_model), when a stall past the timeout is a timeout."""
+        if not self.stalls:
+            return work_s
+        seen = self.link.ready(at_s, work_s) - at_s
+        return np.where(seen >= self.timeout_s, np.nan, seen)
+
+    def observed_one(self, at_s: float, work_s: float | None) -> float | None:
+        """:meth:`observed` of one deployment (None: timed out)."""
+        if work_s is None:
+            return None
+        v = float(self.observed(np.array([at_s]), np.array([work_s]))[0])
+        return None if math.isnan(v) else v
 
     def probe_processing(self, runtime: str, key: int, n: int, at_s: float) -> float:
         """T_p of the inquisitor's processing probe on tick ``key``: counter-keyed like
@@ -499,49 +606,43 @@ class SimEnvironment:
             factor *= float(_regime_values(1.0, p.regimes, "factor", np.array(at_s)))
         return np.asarray(factor)
 
-    def bandwidth_bps(self, at_s: float, u: float) -> float:
+    def uplink_state(self, at_s: float) -> tuple[float, float, float]:
+        """The uplink's deterministic state at ``at_s``: its nominal Mbit/s (regimes
+        included), its drift term and its diurnal dip. Computed once for many draws at
+        one instant (the informed references draw 512)."""
         up = self.spec.uplink
-        z = float(ndtri(min(max(u, 1e-12), 1 - 1e-12)))
-        factor = math.exp(up.sigma * z + up.drift_sigma * float(self.drift("uplink", at_s)))
+        drift = up.drift_sigma * float(self.drift("uplink", at_s))
         # The uplink is slowest at the busiest hour: the diurnal term dips there.
         dip = 2 - float(self.diurnal(at_s, up.diurnal_amplitude, up.peak_hour))
         nominal = up.bandwidth_mbps
         if up.regimes:
             nominal = float(_regime_values(nominal, up.regimes, "bandwidth_mbps", np.array(at_s)))
+        return nominal, drift, dip
+
+    def bandwidth_bps(
+        self, at_s: float, u: float, state: tuple[float, float, float] | None = None
+    ) -> float:
+        """The bandwidth (bytes/s) an upload starting at ``at_s`` gets, from a uniform."""
+        nominal, drift, dip = state or self.uplink_state(at_s)
+        z = float(ndtri(min(max(u, 1e-12), 1 - 1e-12)))
+        factor = math.exp(self.spec.uplink.sigma * z + drift)
         return nominal * 1e6 / 8 * factor * dip
 
-    def transfer_s(self, n_bytes: float, at_s: float, u: float) -> float:
+    def transfer_s(
+        self, n_bytes: float, at_s: float, u: float, state: tuple[float, float, float] | None = None
+    ) -> float:
         """T_t of an upload of ``n_bytes`` started at ``at_s``: the bytes at the rate
         drawn for its start (:meth:`bandwidth_bps`); an outage stalls it until the link
         is back, however far it had got."""
-        bps = self.bandwidth_bps(at_s, u)
-        outages = self.spec.uplink.outages
-        if not outages:
+        bps = self.bandwidth_bps(at_s, u, state)
+        if not self.link:
             return n_bytes / bps
-        t, left = at_s, float(n_bytes)
-        windows = heapq.merge(*(_windows(o, at_s) for o in outages))
-        for i, (start, end) in enumerate(windows):
-            if end <= t:
-                continue
-            if start > t:
-                if left <= bps * (start - t):
-                    break
-                left -= bps * (start - t)
-            t = max(t, end)
-            if i > 1_000_000:
-                raise EnvSpecError("uplink.outages: the link is never up long enough to upload")
-        return t + left / bps - at_s
+        return self.link.finish(at_s, n_bytes, bps) - at_s
 
     def uplink_up(self, at_s: float) -> bool:
         """Whether the uplink carries traffic at ``at_s`` (outside every outage): what a
         request across it (the inquisitor's uplink check) would find."""
-        for outage in self.spec.uplink.outages:
-            for start, end in _windows(outage, at_s):
-                if start > at_s:
-                    break
-                if at_s < end:
-                    return False
-        return True
+        return self.link.up(at_s)
 
     def warmup_s(self, runtime: str) -> float:
         return self.spec.runtimes[runtime].processing.model_load_s
@@ -549,7 +650,8 @@ class SimEnvironment:
     def fresh_deployment(self, runtime: str, at_s: float) -> float:
         """T_d (NaN = timeout) of a deployment outside batches and probes."""
         u = self._fresh_rng.random((1, self.PROBE_UNIFORMS))
-        return float(self.deployment_from_uniforms(runtime, np.array([at_s]), u)[0])
+        at = np.array([at_s])
+        return float(self.observed(at, self.deployment_from_uniforms(runtime, at, u))[0])
 
     def fresh_processing(self, runtime: str, n: int, at_s: float) -> float:
         """T_p of a call made outside any batch (the scheduler's bootstrap)."""
@@ -560,16 +662,21 @@ class SimEnvironment:
 
     # Audit --------------------------------------------------------------------------
 
-    def audit(self, index: int, job: Job, at_s: float) -> BatchTruth:
+    def audit(
+        self, index: int, job: Job, at_s: float, *, start_s: float | None = None
+    ) -> BatchTruth:
         """Draw the truth of a batch on every runtime at its arrival ``at_s``.
 
-        Consumes a fixed number of uniforms per runtime, so batch *i*'s truth depends on
-        nothing but the seed and the batches before it: every mode replays the same
-        world. A runtime's total is what the requester would see if it chose it: T_t +
-        T_d + warm-up + T_p; a timed-out deployment is not retried (the requester treats
-        a timeout as final) and the batch falls back to the edge: timeout + edge T_p.
+        Consumes a fixed number of uniforms per runtime (one more per batch with a
+        cluster correlation), so batch *i*'s truth depends on nothing but the seed and
+        the batches before it: every mode replays the same world. A runtime's total is
+        what the requester would see if it chose it: T_t + T_d + warm-up + T_p; a
+        timed-out deployment is not retried (the requester treats a timeout as final)
+        and the batch falls back to the edge: timeout + edge T_p. Where outages stall
+        (UplinkSpec.outage_model), T_d and the uploads are counted from the batch's
+        start ``start_s`` (default ``at_s``): the upload after the deployment, in order.
         """
-        return self._draw(self._audit_rng, index, job, at_s)
+        return self._draw(self._audit_rng, index, job, at_s, start_s)
 
     def expected_totals(self, job: Job, at_s: float, draws: int = 512) -> dict[str, float]:
         """Each runtime's *expected* total for ``job`` arriving at ``at_s``, over
@@ -612,9 +719,10 @@ class SimEnvironment:
         from the informed stream; ``overlap``: the upload runs during the deployment."""
         rng = self._informed_rng
         at = np.full(draws, at_s)
-        transfer = np.array(
-            [self.transfer_s(job.n_bytes, at_s, float(u)) for u in rng.random(draws)]
-        )
+        u_bw = rng.random(draws).tolist()
+        now = self.uplink_state(at_s)
+        transfer = np.array([self.transfer_s(job.n_bytes, at_s, u, now) for u in u_bw])
+        bps = [self.bandwidth_bps(at_s, u, now) for u in u_bw] if self.stalls else []
         ok: dict[str, np.ndarray] = {}
         for name, rt in self.runtimes.items():
             u_dep = rng.random((draws, self.PROBE_UNIFORMS))
@@ -627,88 +735,72 @@ class SimEnvironment:
                 ok[name] = tp
                 continue
             warm = self.warmup_s(name) if self.warmup else 0.0
-            dep = self.deployment_from_uniforms(name, at, u_dep)
-            ready = np.maximum(transfer, dep) if overlap else transfer + dep  # NaN stays NaN
+            dep = self.observed(at, self.deployment_from_uniforms(name, at, u_dep))
+            if self.stalls and not overlap:  # the upload starts when the pod is ready
+                ready = dep + np.array(
+                    [
+                        self.link.finish(at_s + d, job.n_bytes, b) - (at_s + d)
+                        if not math.isnan(d)
+                        else math.nan
+                        for d, b in zip(dep.tolist(), bps, strict=True)
+                    ]
+                )
+            else:
+                ready = np.maximum(transfer, dep) if overlap else transfer + dep  # NaN stays
             ok[name] = ready + warm + tp
         return ok
 
-    def _draw(self, rng: np.random.Generator, index: int, job: Job, at_s: float) -> BatchTruth:
+    def _draw(
+        self, rng: np.random.Generator, index: int, job: Job, at_s: float, start_s: float | None
+    ) -> BatchTruth:
         bw_u = float(rng.random())
         transfer = self.transfer_s(job.n_bytes, at_s, bw_u)
         truth = BatchTruth(index, at_s, n_images=job.n_images, n_bytes=job.n_bytes)
         at = np.array([at_s])
-        for name, rt in self.runtimes.items():
-            u_dep = rng.random((1, self.PROBE_UNIFORMS))
+        dice = [(n, rng.random((1, self.PROBE_UNIFORMS)), rng.random(3)) for n in self.runtimes]
+        if self.correlation > 0:  # the cluster's factor, drawn after the runtimes' own
+            z = float(ndtri(min(max(float(rng.random()), 1e-12), 1 - 1e-12)))
+            dice = [
+                (n, d, u)
+                if self.runtimes[n].is_edge
+                else (n, self._couple(d, z, DEPLOY_SIGNS), self._couple(u, z, PROCESS_SIGNS))
+                for n, d, u in dice
+            ]
+        start, bps = at_s if start_s is None else start_s, 0.0
+        if self.stalls:
+            bps = self.bandwidth_bps(at_s, bw_u)
+            transfer = self.link.finish(start, job.n_bytes, bps) - start
+            truth.start_s, truth.bps, truth.link = start, bps, self.link
+        for name, u_dep, u_p in dice:
+            rt = self.runtimes[name]
             p = self.spec.runtimes[name].processing
-            u_p = rng.random(3)
             tp = self.processing_from_uniforms(name, job.n_images, u_p, at_s)
             factor = self.processing_factor(name, u_p, at_s)
             calls = (p.per_image_s * factor, p.fixed_s * factor, p.later_call_s * factor)
+            fill = (p.chunk_fill_penalty, p.chunk_fill_images, job.n_images)
             if rt.is_edge:
-                truth.runtimes[name] = RuntimeTruth(name, 0.0, [], tp, 0.0, tp, 0, *calls)
+                truth.runtimes[name] = RuntimeTruth(name, 0.0, [], tp, 0.0, tp, 0, *calls, *fill)
                 continue
             v = float(self.deployment_from_uniforms(name, at, u_dep)[0])
-            dep = None if math.isnan(v) else v
+            work = None if math.isnan(v) else v
+            dep = self.observed_one(start, work) if self.stalls else work
             warm = self.warmup_s(name) if self.warmup else 0.0
-            total = transfer + dep + warm + tp if dep is not None else self.timeout_s
-            truth.runtimes[name] = RuntimeTruth(name, transfer, [dep], tp, warm, total, 0, *calls)
+            if dep is None:
+                total = self.timeout_s
+            elif self.stalls:  # deploy, then upload from when the pod is ready
+                up = self.link.finish(start + dep, job.n_bytes, bps) - (start + dep)
+                total = dep + up + warm + tp
+            else:
+                total = transfer + dep + warm + tp
+            truth.runtimes[name] = RuntimeTruth(
+                name, transfer, [dep], tp, warm, total, 0, *calls, *fill, deploy_work_s=work
+            )
         if self.fallback is not None:
             edge_tp = truth.runtimes[self.fallback].processing_s
             for t in truth.runtimes.values():
                 if t.attempts and t.attempts[-1] is None:
                     t.total_s += edge_tp
         return truth
-
-
-class SharedUplink:
-    """One batch's uplink, shared fairly by the uploads in flight (processor sharing):
-    each of ``k`` concurrent uploads moves at ``bps / k``; an upload's end or a new one's
-    start re-divides the link. Exact on the loop clock (looptime in the replay)."""
-
-    def __init__(self, bps: float) -> None:
-        self.bps = bps
-        self._left: dict[int, float] = {}
-        self._ids = 0
-        self._last = 0.0
-        self._changed = asyncio.Event()
-
-    def _advance(self, now: float) -> None:
-        if self._left:
-            moved = (now - self._last) * self.bps / len(self._left)
-            for k in self._left:
-                self._left[k] -= moved
-        self._last = now
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    async def transfer(self, n_bytes: float) -> float:
-        """Move ``n_bytes``; returns the seconds it took."""
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        if not math.isfinite(self.bps) or n_bytes <= 0:
-            return 0.0
-        self._advance(start)
-        self._ids += 1
-        me = self._ids
-        self._left[me] = float(n_bytes)
-        self._notify()
-        try:
-            # Done when less than a microsecond (the loop clock's resolution) is left:
-            # a shorter timer would not move the clock, and the loop would spin.
-            while self._left[me] / (self.bps / len(self._left)) > 1e-6:
-                rate = self.bps / len(self._left)
-                changed = self._changed
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._left[me] / rate):
-                        await changed.wait()
-                self._advance(loop.time())
-        finally:
-            self._advance(loop.time())
-            del self._left[me]
-            self._notify()
-        return loop.time() - start
 
 
 # Backend ------------------------------------------------------------------------------
@@ -751,6 +843,15 @@ class SimulatedBackend(RuntimeBackend):
         self._ahead: dict[str, tuple[int, list[float], list[float]]] = {}
         self.ahead_hits = 0
         self._called: set[int] = set()  # deployments that made a labelling chunk call
+        #: Pod seconds per (kind, runtime) — ``batch`` (a batch's legs) or ``learning``
+        #: (probes, the bootstrap) — from each deployment's request to its teardown; a
+        #: deployment that timed out to the timeout (not × GPUs: the scorer weighs them).
+        self.pod_s: dict[str, dict[str, float]] = {"batch": {}, "learning": {}}
+        self._pods: dict[int, tuple[str, str, float]] = {}  # id -> kind, runtime, since
+
+    def _bill(self, kind: str, runtime: str, seconds: float) -> None:
+        by = self.pod_s[kind]
+        by[runtime] = by.get(runtime, 0.0) + seconds
 
     def _probe(self, runtime: str, k: int, now: float) -> float:
         """T_d (NaN = timeout) of probe ``k`` run at ``now``."""
@@ -777,9 +878,12 @@ class SimulatedBackend(RuntimeBackend):
         if runtime.is_edge:
             return Deployment(runtime, 0.0, endpoint="sim://edge")
         truth = self._truth(runtime.name)
+        batch = current_truth.get()
         value: float | None
         if truth is not None and truth.served < len(truth.attempts):
             value = truth.attempts[truth.served]
+            if batch is not None and batch.link is not None:  # stalled from now, not start
+                value = self.env.observed_one(self.now_s(), truth.deploy_work_s)
             truth.served += 1
         elif fresh_draws.get():
             v = self.env.fresh_deployment(runtime.name, self.now_s())
@@ -788,12 +892,20 @@ class SimulatedBackend(RuntimeBackend):
             self.probes[runtime.name] += 1
             v = self._probe(runtime.name, self.probe_key(), self.now_s())
             value = None if math.isnan(v) else v
+        kind = "batch" if batch is not None else "learning"
         limit = min(timeout_s, self.env.timeout_s)
-        if value is None or value >= limit:
-            await asyncio.sleep(limit)
-            raise DeployTimeout(runtime.name, limit)
-        await asyncio.sleep(value)
-        return Deployment(runtime, value, endpoint=f"sim://{runtime.name}")
+        since = self.now_s()
+        try:
+            if value is None or value >= limit:
+                await asyncio.sleep(limit)
+                raise DeployTimeout(runtime.name, limit)
+            await asyncio.sleep(value)
+        except BaseException:  # a timeout, or cancelled while deploying
+            self._bill(kind, runtime.name, self.now_s() - since)
+            raise
+        dep = Deployment(runtime, value, endpoint=f"sim://{runtime.name}")
+        self._pods[id(dep)] = (kind, runtime.name, since)
+        return dep
 
     async def upload(self, runtime: Runtime, job: Job) -> Upload:
         self.calls["upload"] += 1
@@ -804,17 +916,24 @@ class SimulatedBackend(RuntimeBackend):
         truth = self._truth(runtime.name)
         if job.subset is not None and batch is not None and truth is not None:
             # A chunk: its bytes at the batch's uplink rate, shared with every other
-            # upload of the batch in flight (processor sharing, as a link does).
+            # upload of the batch in flight (processor sharing, as a link does), and
+            # stalled by outages where they stall (else at the package's average rate).
             if batch.uplink is None:
-                bps = batch.n_bytes / truth.transfer_s if truth.transfer_s > 0 else math.inf
-                batch.uplink = SharedUplink(bps)
+                if batch.link is not None and batch.bps is not None:
+                    offset = self.now_s() - asyncio.get_running_loop().time()
+                    batch.uplink = SharedUplink(batch.bps, batch.link, offset)
+                else:
+                    bps = batch.n_bytes / truth.transfer_s if truth.transfer_s > 0 else math.inf
+                    batch.uplink = SharedUplink(bps)
             seconds = await batch.uplink.transfer(job.n_bytes)
             return Upload(ref, job.n_bytes, seconds, subset=job.subset)
-        seconds = (
-            truth.transfer_s
-            if truth is not None
-            else self.env.fresh_transfer(job.n_bytes, self.now_s())
-        )
+        if truth is None:
+            seconds = self.env.fresh_transfer(job.n_bytes, self.now_s())
+        elif batch is not None and batch.link is not None and batch.bps is not None:
+            now = self.now_s()  # the package stalls through the outages from now
+            seconds = batch.link.finish(now, job.n_bytes, batch.bps) - now
+        else:
+            seconds = truth.transfer_s
         await asyncio.sleep(seconds)
         return Upload(ref, job.n_bytes, seconds)
 
@@ -850,6 +969,10 @@ class SimulatedBackend(RuntimeBackend):
     async def teardown(self, deployment: Deployment) -> None:
         self.calls["teardown"] += 1
         self._called.discard(id(deployment))
+        pod = self._pods.pop(id(deployment), None)
+        if pod is not None:
+            kind, name, since = pod
+            self._bill(kind, name, self.now_s() - since)
 
 
 def load_env(path: Path, runtimes: Iterable[Runtime], **kwargs: Any) -> SimEnvironment:

@@ -30,14 +30,16 @@ Then the build steps, in order (each a method of its own, so the order reads as 
    refused with a ConfigError), each ``start()``-ed;
 6. ``_build_scheduling``: the predictor, fed with the recent samples of the store (so a
    restart keeps what was learnt), the availability registry (persisted to the store
-   on every change), the recorder (every measurement goes to the predictor, the
-   metrics and the store), the requester, the scheduler and the inquisitor;
+   on every change; the runtimes an operator took out of service stay out), the
+   recorder (every measurement goes to the predictor, the metrics and the store), the
+   requester, the scheduler and the inquisitor;
 7. ``_start_tasks``: the background tasks, each a named task under a supervisor that
    logs a crash and restarts it with exponential back-off: the **dispatcher**
    (:class:`~stoic.daemon.dispatcher.Dispatcher`: claims queued batches, at most
    ``controller.max_concurrent_batches`` at once, each a task kept in
-   ``running: dict[batch_id, Task]``, and runs each end to end), the **inquisitor**
-   and the **lease** heartbeat.
+   ``running: dict[batch_id, Task]``, and runs each end to end), the **retention**
+   sweep and disk usage measurements (:mod:`~stoic.daemon.retention`), the
+   **inquisitor** and the **lease** heartbeat.
 
 Before the dispatcher takes its first batch, the demo model is trained (in a child
 process, ``stoic model init``: :mod:`stoic.daemon.demo_classifier`) if no model is
@@ -77,6 +79,7 @@ from stoic.backends.base import RuntimeBackend
 from stoic.clock import Clock, WallClock, local_midnight
 from stoic.daemon import chunks
 from stoic.daemon import progress as batch_progress
+from stoic.daemon.actions import restore_out_of_service
 from stoic.daemon.demo_classifier import build_demo_model
 from stoic.daemon.dispatcher import Dispatcher
 from stoic.daemon.lease import DaemonLease, describe
@@ -84,6 +87,7 @@ from stoic.daemon.lock import DataDirLock
 from stoic.daemon.metrics import CloudCause, Metrics
 from stoic.daemon.probes import BatchProbeWork
 from stoic.daemon.recorder import DaemonRecorder
+from stoic.daemon.retention import Retention
 from stoic.daemon.uplink import HttpUplinkCheck
 from stoic.errors import ConfigError, InputError, InvalidField, ModelNotFound
 from stoic.extras import installed, require
@@ -295,6 +299,7 @@ class Controller:
         self.inquisitor: Inquisitor | None = None
         self.probe_work: BatchProbeWork | None = None
         self.dispatcher: Dispatcher | None = None
+        self.retention: Retention | None = None
 
     # Life cycle ----------------------------------------------------------------------
 
@@ -604,12 +609,15 @@ class Controller:
         requester, the scheduler (its bootstrap counts seeded) and the inquisitor."""
         s = self.settings
         now = self.clock.now()
+        rows = [
+            r for r in await asyncio.to_thread(self.store.runtimes) if r.name in self.runtime_names
+        ]
         down = [
             AvailabilityChange(
                 row.name, False, row.unavailable_since or now, "unavailable before the restart"
             )
-            for row in await asyncio.to_thread(self.store.runtimes)
-            if not row.available and row.name in self.runtime_names
+            for row in rows
+            if not row.available
         ]
         if wants_inquisitor(s):
             self.probe_work = BatchProbeWork(self.objects, self.tmp_dir)
@@ -645,9 +653,12 @@ class Controller:
         self.requester, self.scheduler = core.requester, core.scheduler
         self.inquisitor = core.inquisitor
         await self._replay_samples()
+        restore_out_of_service(self.availability, rows)
+        away = self.availability.unavailable()
         for name in self.runtime_names:
-            self.metrics.runtime_available.labels(name).set(
-                1.0 if self.availability.is_available(name) else 0.0
+            self.metrics.runtime_available.labels(name).set(0.0 if name in away else 1.0)
+            self.metrics.runtime_in_service.labels(name).set(
+                1.0 if self.availability.in_service(name) else 0.0
             )
         await self.prime_version(self.app, self.app_version)
         self.metrics.watch_states(self._state_counts)
@@ -662,7 +673,8 @@ class Controller:
         return dict(self.inquisitor.cloud_s) if self.inquisitor is not None else {}
 
     def _start_tasks(self, runtimes: list[Runtime]) -> None:
-        """The dispatcher and (with cloud runtimes) the inquisitor, each supervised."""
+        """The dispatcher, the retention sweep and (with cloud runtimes) the inquisitor,
+        each supervised."""
         self.dispatcher = Dispatcher(
             self.settings,
             clock=self.clock,
@@ -677,7 +689,18 @@ class Controller:
             claimed=self.probe_work.offer if self.probe_work is not None else None,
             held=self.cloud_held,
         )
-        specs = [TaskSpec("dispatcher", self.dispatcher.run)]
+        self.retention = Retention(
+            self.settings.retention,
+            data_dir=self.settings.data_dir,
+            store=self.store,
+            objects=self.objects,
+            clock=self.clock,
+            metrics=self.metrics,
+        )
+        specs = [
+            TaskSpec("dispatcher", self.dispatcher.run),
+            TaskSpec("retention", self.retention.run),
+        ]
         if self.lease is not None:  # renewed until stop(), through a drain
             specs.append(TaskSpec("lease", self.lease.run))
         if self.inquisitor is not None:

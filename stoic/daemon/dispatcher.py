@@ -38,6 +38,15 @@ Why it looks the way it does:
 * **The model is made sure of first.** The ``prepare`` hook (the controller's: train
   the demo model if none is stored) runs once before the first claim, so batches
   accepted meanwhile wait in the queue instead of failing.
+* **An operator can hold the queue and cancel a batch.** :meth:`Dispatcher.drain`
+  stops claiming (running batches go on; :meth:`Dispatcher.undrain` resumes), and
+  :meth:`Dispatcher.cancel` ends a queued or running batch as ``cancelled``: the store
+  first (so nothing re-queues it, whatever happens next), then the batch's task is
+  cancelled, which tears down its legs as a drain's cancellation does, and is waited
+  for. Both take the claim lock, held from a claim until its batch is registered in
+  ``running``, so a batch being claimed is never missed: once either returns, the
+  batch is either in ``running`` or not claimed at all. A batch whose result is being
+  recorded is past cancelling (409).
 * **Bootstrapping (paper §3.7) is cut from the batch itself.** A new application
   version has no processing samples, so before its first batch is planned the
   scheduler's bootstrap runs on sub-packages of that batch (its first image and its
@@ -62,6 +71,7 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +83,7 @@ from stoic.daemon.metrics import CloudCause, Metrics
 from stoic.daemon.probes import cut_head
 from stoic.daemon.progress import Progress
 from stoic.daemon.retry import Backoff, transient
-from stoic.errors import BatchNotFound, BatchStateError, StoicError
+from stoic.errors import ActionRefused, BatchNotFound, BatchStateError, StoicError
 from stoic.logging import get_logger
 from stoic.schedule.scheduler import BootstrapRun, Scheduler
 from stoic.schedule.share.board import Chunk
@@ -87,6 +97,20 @@ log = get_logger("stoic.controller")
 BOOTSTRAP_SIZES = (1, 10)
 """Images in the two representative bootstrap jobs (paper §3.7: "two representative
 tasks"): the fixed cost of a call, and a point ten images further up the line."""
+
+
+CANCEL_WAIT_S = 30.0
+"""How long :meth:`Dispatcher.cancel` waits for a cancelled batch's legs to stop (pods
+deleted, processes killed) before it answers; the batch is ``cancelled`` in the store
+before the wait, and the tear-down goes on after it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Drain:
+    """An operator's hold on the queue: since when, and who asked."""
+
+    since: float
+    by: str
 
 
 class Dispatcher:
@@ -133,6 +157,10 @@ class Dispatcher:
         self._held = held
         self.running: dict[str, asyncio.Task[None]] = {}
         self.progress: dict[str, Progress] = {}  # batch id -> what it is doing now
+        self.drained: Drain | None = None
+        self._claiming = asyncio.Lock()  # a claim, until its batch is in ``running``
+        self._finishing: set[str] = set()  # batches whose result is being recorded
+        self._cancelled: set[str] = set()  # batches an operator cancelled, still unwinding
         self._wake = asyncio.Event()
         self._prepared = False
         self._backoff = Backoff.from_settings(settings.controller)
@@ -159,9 +187,17 @@ class Dispatcher:
         delays: Iterator[float] | None = None
         while not self._stopping():
             self._wake.clear()
-            while len(self.running) < limit and not self._stopping():
+            while len(self.running) < limit and not self._stopping() and self.drained is None:
                 try:
-                    record = await self._claim()
+                    async with self._claiming:
+                        record = await self._claim()
+                        if record is None:
+                            break
+                        if self._stopping():
+                            # The stop flag was set while the claim was in flight.
+                            await self._release(record, "claim handed back: the daemon is draining")
+                            break
+                        self._start(record)
                 except StoicError as exc:
                     if not transient(exc):
                         raise
@@ -171,19 +207,15 @@ class Dispatcher:
                     await asyncio.sleep(delay)
                     continue
                 delays = None
-                if record is None:
-                    break
-                if self._stopping():
-                    # The stop flag was set while the claim was in flight: hand it back.
-                    await self._release(record, "claim handed back: the daemon is draining")
-                    break
-                task = asyncio.create_task(self._run_batch(record), name=f"batch:{record.id}")
-                self.running[record.id] = task
-                self.metrics.batches_running.set(len(self.running))
-                task.add_done_callback(functools.partial(self._batch_done, record.id))
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.settings.controller.poll_s):
                     await self._wake.wait()
+
+    def _start(self, record: BatchRecord) -> None:
+        task = asyncio.create_task(self._run_batch(record), name=f"batch:{record.id}")
+        self.running[record.id] = task
+        self.metrics.batches_running.set(len(self.running))
+        task.add_done_callback(functools.partial(self._batch_done, record.id))
 
     async def _claim(self) -> BatchRecord | None:
         """Claim the next queued batch. If this task is cancelled while the claim runs
@@ -230,6 +262,46 @@ class Dispatcher:
             )
         self.notify()
 
+    # Operator actions ----------------------------------------------------------------
+
+    async def drain(self, by: str) -> Drain:
+        """Claim no more batches until :meth:`undrain`; those running go on. Returns
+        once no claim is in flight (the first drain's instant and author are kept)."""
+        async with self._claiming:
+            if self.drained is None:
+                self.drained = Drain(self.clock.now(), by)
+        return self.drained
+
+    def undrain(self) -> None:
+        """Claim batches again."""
+        self.drained = None
+        self.notify()
+
+    async def cancel(self, batch_id: str, note: str) -> BatchRecord:
+        """End a queued or running batch as ``cancelled`` (``note``: who asked), then
+        cancel its task here, if it has one, and wait (up to :data:`CANCEL_WAIT_S`) for
+        its legs to be torn down. A running batch with no task here (its task crashed)
+        is only marked. Raises :class:`~stoic.errors.BatchStateError` for a batch in
+        another state, :class:`~stoic.errors.ActionRefused` for one whose result is
+        being recorded."""
+        async with self._claiming:
+            task = self.running.get(batch_id)
+            if task is not None and batch_id in self._finishing:
+                raise ActionRefused(
+                    f"batch {batch_id!r} has finished running; its result is being recorded"
+                )
+            record = await asyncio.to_thread(
+                self.store.cancel_batch, batch_id, self.clock.now(), note
+            )
+            if task is not None:
+                self._cancelled.add(batch_id)
+                task.cancel()
+        if task is None:
+            await self.finisher.cancelled(record)
+        else:
+            await asyncio.wait([task], timeout=CANCEL_WAIT_S)
+        return record
+
     # One batch -----------------------------------------------------------------------
 
     async def _run_batch(self, record: BatchRecord) -> None:
@@ -240,6 +312,7 @@ class Dispatcher:
         try:
             ran = await self._work(record)
             self.progress[record.id] = progress_of.recording(self.clock.now())
+            self._finishing.add(record.id)
             self.metrics.batches_unrecorded.inc()
             try:
                 await self.finisher.finish(record, ran)
@@ -251,8 +324,16 @@ class Dispatcher:
             finally:
                 self.metrics.batches_unrecorded.dec()
         except asyncio.CancelledError:
-            await self._release(record, "batch cancelled by the drain; handed back to the queue")
+            if record.id in self._cancelled:
+                await self.finisher.cancelled(record)
+            else:
+                await self._release(
+                    record, "batch cancelled by the drain; handed back to the queue"
+                )
             raise
+        finally:
+            self._finishing.discard(record.id)
+            self._cancelled.discard(record.id)
 
     async def _work(self, record: BatchRecord) -> Done | Failed:
         """Decide and run: bootstrap if needed, plan, run the plan. The decision is

@@ -21,8 +21,13 @@ What is measured, and why an operator wants it (``docs/operations.md`` lists the
 * scheduling overhead: seconds spent deciding (estimates + policy), excluding work;
 * ingest volume and rejections by error code; background task restarts;
 * batches whose result waits for a failing store, and the retried writes: a locked
-  database or a full disk shows here, not as a batch that silently stops.
-* free space on the disks the daemon writes to, and whether each is full.
+  database or a full disk shows here, not as a batch that silently stops;
+* free space on the disks the daemon writes to, and whether each is full;
+* disk usage of the data directory and the object store, and what the retention
+  sweep deleted (:mod:`stoic.daemon.retention`): an edge disk fills slowly, then all
+  at once;
+* the operator's actions, whether the daemon is drained, and which runtimes are in
+  service.
 
 Names follow Prometheus' conventions: the ``stoic_`` prefix, the base unit last but
 for ``_total`` (``stoic_cloud_used_seconds_total``), no negative observation in a
@@ -276,8 +281,25 @@ class Metrics:
         )
         self.runtime_available = Gauge(
             "stoic_runtime_available",
-            "1 if the runtime may be scheduled",
+            "1 unless the probes find the runtime unavailable (a deployment timed out)",
             ["runtime"],
+            registry=r,
+        )
+        self.runtime_in_service = Gauge(
+            "stoic_runtime_in_service",
+            "0 while an operator has taken the runtime out of service, else 1",
+            ["runtime"],
+            registry=r,
+        )
+        self.drained = Gauge(
+            "stoic_dispatch_drained",
+            "1 while an operator has drained the daemon (no batch is claimed)",
+            registry=r,
+        )
+        self.operator_actions = Counter(
+            "stoic_operator_actions_total",
+            "Operator actions done: cancel, retry, drain, undrain, out_of_service, in_service",
+            ["action"],
             registry=r,
         )
         self.task_restarts = Counter(
@@ -294,6 +316,33 @@ class Metrics:
         self.uploads_refused = Counter(
             "stoic_uploads_refused_total",
             "Uploads answered 503 because every upload slot and the queue were taken",
+            registry=r,
+        )
+        self.data_dir_bytes = Gauge(
+            "stoic_data_dir_bytes",
+            "Bytes of the files under data_dir (a directory object store inside it "
+            "included), walked every retention.usage_period_s",
+            registry=r,
+        )
+        self.objectstore_bytes = Gauge(
+            "stoic_objectstore_bytes",
+            "Bytes in the object store: a directory store walked every "
+            "retention.usage_period_s, an S3 bucket listed at each retention sweep",
+            registry=r,
+        )
+        self.objectstore_objects = Gauge(
+            "stoic_objectstore_objects", "Objects in the object store (as its bytes)", registry=r
+        )
+        self.retention_deleted = Counter(
+            "stoic_retention_deleted_total",
+            "What the retention sweep deleted: a finished batch's package (package) or a "
+            "whole finished batch, its results included (batch)",
+            ["what"],
+            registry=r,
+        )
+        self.retention_last_sweep = Gauge(
+            "stoic_retention_last_sweep_timestamp_seconds",
+            "When the last retention sweep finished (Unix time; 0: none yet)",
             registry=r,
         )
         self.connections_dropped = Counter(

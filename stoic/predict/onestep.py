@@ -27,6 +27,7 @@ from statistics import NormalDist
 
 from stoic.errors import CsvFormatError, InputError
 from stoic.predict.predictor import Predictor
+from stoic.predict.spread import Z_LEVEL
 from stoic.values import (
     Component,
     DeploymentSample,
@@ -120,7 +121,7 @@ def replay(
         n_bytes = b.images * bytes_per_image
         est = predictor.estimate(b.runtime, b.images, n_bytes, app=APP, app_version=APP_VERSION)
         edge = kind is RuntimeKind.EDGE
-        steps.append(Step(b, _components(est), seen.get(b.runtime, 0) >= skip, edge))
+        steps.append(Step(b, components(est), seen.get(b.runtime, 0) >= skip, edge))
         seen[b.runtime] = seen.get(b.runtime, 0) + 1
         _observe(predictor, b, kind, n_bytes)
     return steps
@@ -149,7 +150,7 @@ def _kind(predictor: Predictor, runtime: str) -> RuntimeKind:
     raise InputError(f"unknown runtime {runtime!r}; configured: {predictor.runtimes}")
 
 
-def _components(est: Estimate) -> dict[str, Component]:
+def components(est: Estimate) -> dict[str, Component]:
     return {
         "transfer": est.transfer,
         "deployment": est.deployment,
@@ -172,10 +173,55 @@ def _observe(predictor: Predictor, b: MeasuredBatch, kind: RuntimeKind, n_bytes:
         )
 
 
+def plot_steps(steps: Sequence[Step], path: Path) -> None:
+    """Predicted (with its 90 % interval) against actual over time, a row per runtime
+    and a column per component (matplotlib: the analysis extra)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runtimes = sorted({s.batch.runtime for s in steps})
+    fig, axes = plt.subplots(
+        len(runtimes), len(COMPONENTS), figsize=(14, 2.4 * len(runtimes)), squeeze=False
+    )
+    for i, rt in enumerate(runtimes):
+        mine = [s for s in steps if s.batch.runtime == rt]
+        for j, c in enumerate(COMPONENTS):
+            ax = axes[i][j]
+            if mine[0].edge and c not in EDGE_COMPONENTS:
+                ax.axis("off")  # no T_t or T_d on the edge
+                continue
+            k = list(range(len(mine)))
+            mean = [s.predicted[c].mean for s in mine]
+            half = [Z_LEVEL * s.predicted[c].std for s in mine]
+            ax.fill_between(
+                k,
+                [m - h for m, h in zip(mean, half, strict=True)],
+                [m + h for m, h in zip(mean, half, strict=True)],
+                alpha=0.2,
+                label="90 % interval",
+            )
+            ax.plot(k, mean, lw=1.2, label="predicted")
+            ax.plot(
+                k, [s.batch.actual.get(c, float("nan")) for s in mine], "o", ms=3, label="actual"
+            )
+            ax.set_title(f"{rt}: {c}", fontsize=9)
+            ax.set_xlabel("batch (time order)")
+            ax.set_ylabel("s")
+            ax.grid(alpha=0.3)
+    axes[0][COMPONENTS.index("processing")].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def read_components_csv(path: Path) -> list[MeasuredBatch]:
     """The STOIC authors' ``components.csv`` format: ``epoch``, ``image_num``,
-    ``runtime``, ``act_transfer``, ``act_deploy``, ``act_proc``, ``act_total``, and
-    optionally ``pred_*`` of the same. Raises :class:`CsvFormatError` naming the line."""
+    ``runtime``, ``act_transfer``, ``act_deploy``, ``act_proc``, and optionally
+    ``pred_*`` of the same; a total is their sum (``act_total`` is not read: in that
+    file it omits the upload). Raises :class:`CsvFormatError` naming the line."""
     name = str(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -200,11 +246,14 @@ def read_components_csv(path: Path) -> list[MeasuredBatch]:
         actual = _seconds(name, line, row, "act")
         if "processing" not in actual:
             raise CsvFormatError(name, line, "act_proc", "empty")
-        if "total" not in actual:
-            actual["total"] = sum(actual.values())
-        out.append(
-            MeasuredBatch(at, row["runtime"], images, actual, _seconds(name, line, row, "pred"))
-        )
+        reference = _seconds(name, line, row, "pred")
+        # T_s is T_t + T_d + T_p, as the predictor predicts it: the authors' act_total
+        # leaves the upload out (act_deploy + act_proc on every row), their pred_total not.
+        for components in (actual, reference):
+            parts = [components[c] for c in CSV_COLUMNS if c in components]
+            if parts:
+                components["total"] = sum(parts)
+        out.append(MeasuredBatch(at, row["runtime"], images, actual, reference))
     if not out:
         raise CsvFormatError(name, 1, None, "no rows")
     return out
@@ -212,7 +261,7 @@ def read_components_csv(path: Path) -> list[MeasuredBatch]:
 
 def _seconds(name: str, line: int, row: dict[str, str], prefix: str) -> dict[str, float]:
     out: dict[str, float] = {}
-    for comp, col in {**CSV_COLUMNS, "total": "total"}.items():
+    for comp, col in CSV_COLUMNS.items():
         text = row.get(f"{prefix}_{col}", "")
         if not text:
             continue

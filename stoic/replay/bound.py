@@ -30,7 +30,10 @@ real schedule to this problem can only make it faster, so no real schedule beats
    that rate by the simulator); a whole-package upload delivers nothing before ``T_t``
    after its own start, when the cap already admits all ``n`` images. Chunks are
    priced pro rata (``Job.chunk``), and an image uploaded twice (a hedge, a stolen
-   reservation) only spends more of the link.
+   reservation) only spends more of the link. Where outages stall uploads
+   (``uplink.outage_model: stall``) the cap is the link's cumulative capacity from the
+   batch's start instead: the batch's drawn rate times the seconds the link was up
+   (every upload, a package or a chunk, moves only then, at that rate in total).
 3. *Divisible work, fixed cost paid once, up front.* A real call of ``k`` images starts
    once its images are uploaded and the pod is ready, and takes ``f + a·k`` (the first
    labelling call of a deployment, and every whole-batch call) or ``l + a·k`` (a later
@@ -44,7 +47,9 @@ real schedule to this problem can only make it faster, so no real schedule beats
    split the images as best suits them, in hindsight.
 6. *Deployments start at the start,* once per runtime and batch: every executor deploys
    a runtime at most once per batch (a timeout is final, and the simulator never fails
-   a deployment, so nothing is retried); a later one is only later.
+   a deployment, so nothing is retried); a later one is only later (also where outages
+   stall deployments: the instant a pod is seen ready never decreases with the
+   instant it was requested).
 
 **Its exact solution.** For a deadline ``T`` the local runtimes label ``E(T) = Σ max(0,
 (T − s_i) / a_i)``. The pods together label at rate ``C(t) = Σ_{s_i ≤ t} 1 / a_i`` once
@@ -58,14 +63,26 @@ n`` holds exactly when both ``E + Q ≥ n`` and ``E + T/u ≥ n`` hold, and both
 with ``T``, so the bound is the later of two fluid finishes
 (:func:`~stoic.schedule.share.fluid.fluid_bound`): every runtime without the uplink, and
 the local runtimes with the uplink itself as one more runtime (from 0, ``u`` per image).
+
+**With stalling outages** the link has delivered ``A(τ)`` images by ``τ``, piecewise
+linear (flat in an outage), and the pods can have labelled at most ``min_τ (A(τ) + Q(T)
+− Q(τ))`` by ``T``. ``A − Q`` falls wherever the link is down or the pods outrun it and
+rises only at the link's rate, so its minimum over ``[0, T]`` is at ``0``, ``T`` or an
+outage's end: the bound checks those and finds the least feasible ``T`` by bisection
+(feasibility only grows with ``T``), returning the last infeasible ``T``, so it errs
+low by less than a nanosecond.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from stoic.backends.simulated import BatchTruth, RuntimeTruth
 from stoic.schedule.share.fluid import Capacity, fluid_bound
+
+BISECTIONS = 200
+"""Enough halvings to pin any bound to a float's resolution."""
 
 
 def _timed_out(t: RuntimeTruth) -> bool:
@@ -91,5 +108,54 @@ def fluid_lower_bound(truth: BatchTruth) -> float:
     compute = fluid_bound(n, local + pods)
     if not pods or not math.isfinite(compute):
         return compute
+    if truth.link is not None:
+        return _stalled(truth, local, pods, compute)
     uplink = Capacity(0.0, 0.0, upload_s / n)  # the link as one more runtime, from 0
     return max(compute, fluid_bound(n, [*local, uplink]))
+
+
+def _labelled(caps: Sequence[Capacity], since: float, until: float) -> float:
+    """Images the runtimes ``caps`` label from ``since`` to ``until``, at full rate."""
+    out = 0.0
+    for c in caps:
+        begin = max(since, c.start_s)
+        if until > begin:
+            out += (until - begin) / c.per_image_s if c.per_image_s > 0 else math.inf
+    return out
+
+
+def _stalled(
+    truth: BatchTruth, local: list[Capacity], pods: list[Capacity], compute: float
+) -> float:
+    """The bound where outages stall uploads (module docstring): the least ``T`` at which
+    the local runtimes and the pods, fed by the link's capacity from the batch's start,
+    can label the batch; ``compute`` (no link at all) is a lower bound of it."""
+    link, bps, n = truth.link, truth.bps, truth.n_images
+    start = truth.start_s if truth.start_s is not None else truth.at_s
+    assert link is not None and bps is not None
+    if truth.n_bytes <= 0 or not math.isfinite(bps):
+        return compute
+
+    def crossed(tau: float) -> float:  # images the link has carried by ``tau``
+        return bps * link.uptime(start, start + tau) * n / truth.n_bytes
+
+    def feasible(t: float) -> bool:
+        taus = [0.0, t, *(e - start for e in link.ends_between(start, start + t))]
+        fed = min(crossed(tau) + _labelled(pods, tau, t) for tau in taus)
+        return _labelled(local, 0.0, t) + fed >= n
+
+    lo = compute
+    if feasible(lo):
+        return lo
+    hi = lo + max(lo, 1.0)
+    while not feasible(hi):
+        lo, hi = hi, hi + 2 * (hi - lo)
+    for _ in range(BISECTIONS):
+        mid = (lo + hi) / 2
+        if not lo < mid < hi:
+            break
+        if feasible(mid):
+            hi = mid
+        else:
+            lo = mid
+    return lo

@@ -189,6 +189,10 @@ class ReplayResult:
     """Batches that failed (``outcome.error``; no runtime left to run on), in order:
     recorded as the daemon records them rather than ending the replay. The figures are
     of :attr:`records`, the batches that ran."""
+    pod_s: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Cloud pod seconds (not × GPUs) per kind and runtime, from each deployment's
+    request to its teardown: ``batch`` (the batches' legs) and ``learning`` (deployment
+    and processing probes, the bootstrap; the probe shortcut's walked probes included)."""
 
 
 @dataclass(frozen=True)
@@ -239,6 +243,7 @@ class _ProbeShortcut:
         self.pending: dict[str, list[tuple[int, float]]] = {r.name: [] for r in self.clouds}
         self.walked = 0
         self.fed = 0
+        self.pod_s: dict[str, float] = {}  # runtime -> the walked probes' pod seconds
         # Per runtime: the first tick drawn ahead, T_d of the ticks from it on, and the
         # ticks each probe keeps the inquisitor busy.
         self._drawn: dict[str, tuple[int, np.ndarray, list[int]]] = {}
@@ -281,6 +286,8 @@ class _ProbeShortcut:
                     append(k)
                     k += step_of[k]
                 self.walked += len(walked)
+                held = np.fmin(np.nan_to_num(d[walked], nan=self.timeout), self.timeout)
+                self.pod_s[name] = self.pod_s.get(name, 0.0) + float(held.sum())
                 # Only the last ``keep`` probes can still influence the predictor.
                 tail = walked[-(self.keep + 1) :]
                 done.extend(zip((k0 + i for i in tail), d[tail].tolist(), strict=True))
@@ -446,10 +453,10 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
                 app,
                 version,
             )
-            truth = env.audit(b.index, job, b.at_s)
+            started = loop.time() - origin - warmup_s
+            truth = env.audit(b.index, job, b.at_s, start_s=started)
             token2 = current_truth.set(truth)
             try:
-                started = loop.time() - origin - warmup_s
                 # In hindsight (MIN-LAT) or, for the ``informed`` mode, in expectation.
                 totals = env.expected_totals(job, b.at_s) if spec.informed else truth.totals()
                 given.clear()
@@ -483,6 +490,9 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
         "shortcut_probes_fed": shortcut.fed,
         "shortcut_window": shortcut.keep,
     }
+    pod_s = {kind: dict(by) for kind, by in backend.pod_s.items()}
+    for name, seconds in shortcut.pod_s.items():
+        pod_s["learning"][name] = pod_s["learning"].get(name, 0.0) + seconds
     return ReplayResult(
         cfg,
         mode,
@@ -497,6 +507,7 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
         loop.time() - origin,
         core,
         failed,
+        pod_s,
     )
 
 

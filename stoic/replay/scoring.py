@@ -17,17 +17,28 @@ the plan (estimates and choice) and the outcome the requester measured:
   the edge was kept; wasted: the pod seconds × GPUs of a cloud leg that lost.
 * **PMAE** (Table 3) — MAE of the predicted T_d, T_p and T_s of each cloud runtime
   against its truth, divided by the mean truth, in the first and second half of the run.
+
+And the figures every report leads with (:func:`headline`; docs/replay.md, "Figures"):
+mean latency (s); the 95th percentile over batches of latency ÷ the batch's hindsight
+best single runtime (its MIN-LAT: a sum hides a few bad batches behind many large
+ones); % of MIN-LAT (the paper's); % of the mode's in-class reference
+(:mod:`stoic.replay.reference`: the fluid bound for share, the hindsight race for a
+fixed duplicator, the informed selector for every single-runtime mode); and cloud pod
+seconds × GPUs, probes and the bootstrap included, from each deployment's request to
+its teardown (:attr:`~stoic.replay.runner.ReplayResult.pod_s`).
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from stoic.replay.bound import fluid_lower_bound
+from stoic.replay.reference import reference
 from stoic.replay.runner import ReplayedBatch, ReplayResult
 from stoic.values import Mode, RacePlan, SharePlan
 
@@ -154,9 +165,47 @@ def pmae_table(rows: list[dict[str, Any]], runtimes: list[str]) -> dict[str, Any
     return out
 
 
+P95 = 95.0
+
+
+def headline(rows: list[dict[str, Any]], pod_s: Mapping[str, float]) -> dict[str, Any]:
+    """The figures a report leads with, from its rows (``latency_s``, ``min_lat_s``,
+    ``class_ref_s`` per batch) and its pod seconds × GPUs per kind (``batch``,
+    ``learning``). A ratio whose denominator is not a positive finite number is None."""
+    n = len(rows)
+    lat = math.fsum(r["latency_s"] for r in rows)
+    ref = math.fsum(r["class_ref_s"] for r in rows)
+    per_batch = [
+        r["latency_s"] / r["min_lat_s"]
+        for r in rows
+        if r["min_lat_s"] > 0 and math.isfinite(r["min_lat_s"])
+    ]
+    batch, learning = pod_s.get("batch", 0.0), pod_s.get("learning", 0.0)
+    return {
+        "mean_latency_s": lat / n if n else None,
+        "p95_vs_best": float(np.percentile(per_batch, P95)) if per_batch else None,
+        "vs_class": lat / ref if ref > 0 and math.isfinite(ref) else None,
+        "pod_s": batch + learning,
+        "pod_s_batches": batch,
+        "pod_s_learning": learning,
+    }
+
+
+def pod_seconds(result: ReplayResult) -> dict[str, float]:
+    """The replay's pod seconds × GPUs (a CPU pod counts 1) per kind."""
+    gpus = {r.name: max(r.gpus, 1) for r in result.env.runtimes.values()}
+    return {
+        kind: math.fsum(s * gpus.get(name, 1) for name, s in by.items())
+        for kind, by in result.pod_s.items()
+    }
+
+
 def score(result: ReplayResult) -> dict[str, Any]:
     """Every figure of the report (the JSON's ``summary``) plus the per-batch rows."""
     rows = [batch_row(r, result.mode) for r in result.records]
+    ref = reference(result)
+    for row, seconds in zip(rows, ref.per_batch, strict=True):
+        row["class_ref_s"] = seconds
     n = len(rows)
     lat = float(sum(r["latency_s"] for r in rows))
     min_lat = float(sum(r["min_lat_s"] for r in rows))
@@ -171,6 +220,8 @@ def score(result: ReplayResult) -> dict[str, Any]:
         b["batches"] += 1
         b["wrong"] += not r["success"]
     summary: dict[str, Any] = {
+        **headline(rows, pod_seconds(result)),
+        "class_ref": {"name": ref.name, "bound": ref.bound},
         "batches": n,
         "success": succ,
         "success_rate": succ / n if n else None,

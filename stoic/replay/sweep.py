@@ -125,9 +125,37 @@ def _vs_fluid(_: ReplayResult, scored: dict[str, Any]) -> float | None:
     return None if v is None else float(v)
 
 
+def _mean_latency(_: ReplayResult, scored: dict[str, Any]) -> float | None:
+    """Mean latency of a batch (s): what a user of the site waits, on average."""
+    v = scored["summary"]["mean_latency_s"]
+    return None if v is None else float(v)
+
+
+def _p95_vs_best(_: ReplayResult, scored: dict[str, Any]) -> float | None:
+    """95th percentile over batches of latency ÷ the batch's hindsight best runtime."""
+    v = scored["summary"]["p95_vs_best"]
+    return None if v is None else float(v)
+
+
+def _vs_class(_: ReplayResult, scored: dict[str, Any]) -> float | None:
+    """Aggregate latency ÷ the mode's in-class reference (stoic.replay.reference)."""
+    v = scored["summary"]["vs_class"]
+    return None if v is None else float(v)
+
+
+def _pod_s(_: ReplayResult, scored: dict[str, Any]) -> float:
+    """Cloud pod seconds × GPUs from each deployment's request to its teardown: the
+    batches' legs, the deployment and processing probes and the bootstrap."""
+    return float(scored["summary"]["pod_s"])
+
+
 METRICS: list[Metric] = [
-    Metric("success_rate", "success", "ratio", _success, lower_is_better=False),
+    Metric("mean_latency_s", "mean latency", "s", _mean_latency),
+    Metric("p95_vs_best", "p95 of latency ÷ best", "ratio", _p95_vs_best),
     Metric("vs_min_lat", "% of MIN-LAT", "ratio", _vs_min_lat),
+    Metric("vs_class", "% of in-class ref.", "ratio", _vs_class),
+    Metric("pod_s", "pod-s (×GPUs, probes incl.)", "s", _pod_s),
+    Metric("success_rate", "success", "ratio", _success, lower_is_better=False),
     Metric("vs_worst", "% of worst", "ratio", _vs_worst),
     Metric("vs_fluid", "% of fluid bound", "ratio", _vs_fluid),
     Metric("cloud_used_s", "cloud s used (×GPUs)", "s", _cloud_used),
@@ -209,6 +237,9 @@ def run_cell(cell: Cell) -> CellResult:
             "latency_s": s["latency_s"],
             "min_lat_s": s["min_lat_s"],
             "worst_s": s["worst_s"],
+            "class_ref": s["class_ref"]["name"],
+            "pod_s_batches": s["pod_s_batches"],
+            "pod_s_learning": s["pod_s_learning"],
             **excess(scored["batches"]),
         }
         return CellResult(cell, values, details, None, time.perf_counter() - t0)

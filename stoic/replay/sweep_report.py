@@ -1,14 +1,16 @@
-"""The sweep's report: ``sweep.json``, ``sweep.md`` and a plot of % of MIN-LAT.
+"""The sweep's report: ``sweep.json``, ``sweep.md`` and two plots.
 
 ``sweep.json`` holds the configuration, the metric definitions, every cell (its
 figures, a few details such as choice counts and wrong choices by batch size, or its
 error) and the table of aggregates. ``sweep.md`` shows the table (mean ± sample standard
 deviation over seeds), a pivot of % of MIN-LAT per environment and mode with the best
-non-reference mode of each environment in bold, and every error. ``vs_min_lat.png``:
-grouped bars per environment, one per mode, error bars ± one standard deviation.
-Columns come from :data:`stoic.replay.sweep.METRICS`, so a new metric needs no change
-here. matplotlib is imported in the plot function only, with the Agg backend; without
-the ``analysis`` extra the tables are written and ``meta.plots`` says why there is no plot.
+non-reference mode of each environment in bold, each environment's Pareto front of mean
+latency against cloud pod seconds, and every error. ``vs_min_lat.png``: grouped bars per
+environment, one per mode, error bars ± one standard deviation; ``pareto.png``: mean
+latency against pod hours, a point per mode, the front joined. Columns come from
+:data:`stoic.replay.sweep.METRICS`, so a new metric needs no change here. matplotlib is
+imported in the plot functions only, with the Agg backend; without the ``analysis``
+extra the tables are written and ``meta.plots`` says in one line why there is no plot.
 """
 
 from __future__ import annotations
@@ -85,18 +87,38 @@ def write_sweep_report(result: SweepResult, out_dir: Path, *, command: str = "")
     can_plot = installed("analysis", "matplotlib")
     if not can_plot:
         doc["meta"]["plots"] = PLOTS_SKIPPED
-    (out_dir / "sweep.json").write_text(json.dumps(doc, indent=1, default=_jsonable) + "\n")
     plotted = can_plot and _plot(result, rows, out_dir / PLOT)
     text = _markdown(result, rows, command, plotted)
-    if can_plot and _pareto(result, rows, out_dir / PARETO_PLOT):
+    pareto = can_plot and _pareto(result, rows, out_dir / PARETO_PLOT)
+    if pareto:
         doc["meta"]["pareto_plot"] = PARETO_PLOT
-        text += (
-            "\n## Latency against cloud time\n\n"
-            "Share mode at each `share:GAIN` swept (`policy.share_min_gain_s`), the other modes "
-            f"as points:\n\n![latency against cloud time]({PARETO_PLOT})\n"
-        )
+    text += _pareto_section(result, rows, pareto)
+    (out_dir / "sweep.json").write_text(json.dumps(doc, indent=1, default=_jsonable) + "\n")
     (out_dir / "sweep.md").write_text(text)
     return doc
+
+
+def _pareto_section(result: SweepResult, rows: list[dict[str, Any]], plotted: bool) -> str:
+    """The modes on each environment's latency–cost Pareto front, and the plot."""
+    modes = [m for m in result.config.modes if m not in REFERENCE_MODES]
+    L = [
+        "## Latency against cloud pod time",
+        "",
+        "The modes no other mode (references aside) beats on both mean latency and cloud "
+        "pod seconds × GPUs, probes included, in order of cost:",
+        "",
+    ]
+    for e in result.config.envs:
+        pts = _points(rows, e.name, modes)
+        front = pareto_front(pts)
+        L.append(
+            f"* {e.name}: "
+            + (", ".join(f"{m} ({pts[m][1]:,.0f} s, {pts[m][0]:,.1f} h)" for m in front) or "–")
+        )
+    if plotted:
+        L += ["", f"![mean latency against cloud pod hours]({PARETO_PLOT})"]
+    L.append("")
+    return "\n".join(L)
 
 
 def _jsonable(x: Any) -> Any:
@@ -249,58 +271,92 @@ def _gain(mode: str) -> float | None:
     return None
 
 
+def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
+    """The modes no other mode beats on both cost and latency (lower is better on
+    both), in order of cost: the front a site chooses along."""
+    front = [
+        m
+        for m, (x, y) in points.items()
+        if not any(
+            (x2 <= x and y2 <= y) and (x2 < x or y2 < y)
+            for m2, (x2, y2) in points.items()
+            if m2 != m
+        )
+    ]
+    return sorted(front, key=lambda m: points[m])
+
+
+def _points(
+    rows: list[dict[str, Any]], env: str, modes: list[str]
+) -> dict[str, tuple[float, float]]:
+    """Each mode's (pod hours, mean latency) in ``env``, means over seeds."""
+    by = {(r["env"], r["mode"]): r["metrics"] for r in rows}
+    out = {}
+    for mode in modes:
+        m = by[(env, mode)]
+        if m["pod_s"]["n"] and m["mean_latency_s"]["n"]:
+            out[mode] = (m["pod_s"]["mean"] / 3600, m["mean_latency_s"]["mean"])
+    return out
+
+
 def _pareto(result: SweepResult, rows: list[dict[str, Any]], path: Path) -> bool:
-    """Latency (% of MIN-LAT) against cloud seconds used, per environment: share mode
-    at each ``share:GAIN`` swept (a line, in order of gain: the trade-off
-    ``policy.share_min_gain_s`` sets) and every other mode as a point. Only drawn when the
-    sweep has at least two ``share:GAIN`` modes."""
-    gains = sorted((g, m) for m in result.config.modes if (g := _gain(m)) is not None)
-    if len(gains) < 2:
+    """Mean latency against cloud pod hours (probes included), per environment: every
+    mode a point, the Pareto front of the modes that need no ground truth joined by a
+    line, the references (oracle, informed) hollow, and share at each ``share:GAIN``
+    swept joined in order of gain (the trade-off ``policy.share_min_gain_s`` sets)."""
+    modes = list(result.config.modes)
+    envs = [e.name for e in result.config.envs]
+    points = {env: _points(rows, env, modes) for env in envs}
+    if not any(points.values()):
         return False
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    by = {(r["env"], r["mode"]): r["metrics"] for r in rows}
-    envs = [e.name for e in result.config.envs]
-    others = [m for m in result.config.modes if _gain(m) is None and m != "oracle"]
+    gains = sorted((g, m) for m in modes if (g := _gain(m)) is not None)
     cols = min(3, len(envs))
     n_rows = math.ceil(len(envs) / cols)
-    fig, axes = plt.subplots(n_rows, cols, figsize=(4.6 * cols, 3.4 * n_rows), squeeze=False)
+    fig, axes = plt.subplots(n_rows, cols, figsize=(4.6 * cols, 3.6 * n_rows + 0.9), squeeze=False)
     cmap = plt.get_cmap("tab10")
     for i, env in enumerate(envs):
         ax = axes[i // cols][i % cols]
-        xs, ys = [], []
-        for g, mode in gains:
-            m = by[(env, mode)]
-            if m["cloud_used_s"]["n"] and m["vs_min_lat"]["n"]:
-                x, y = m["cloud_used_s"]["mean"] / 3600, 100 * m["vs_min_lat"]["mean"]
-                xs.append(x)
-                ys.append(y)
-                ax.annotate(f"{g:g}", (x, y), fontsize=6, xytext=(2, 2), textcoords="offset points")
-        ax.plot(xs, ys, "o-", color="black", lw=1, ms=3, label="share (min_gain_s)")
-        for j, mode in enumerate(others):
-            m = by[(env, mode)]
-            if m["cloud_used_s"]["n"] and m["vs_min_lat"]["n"]:
-                ax.plot(
-                    m["cloud_used_s"]["mean"] / 3600,
-                    100 * m["vs_min_lat"]["mean"],
-                    "s",
-                    color=cmap(j % 10),
-                    ms=5,
-                    label=mode,
-                )
-        ax.axhline(100, color="grey", lw=0.6, ls="--")
+        pts = points[env]
+        candidates = {m: p for m, p in pts.items() if m not in REFERENCE_MODES}
+        front = pareto_front(candidates)
+        if len(front) > 1:
+            ax.plot(*zip(*(pts[m] for m in front), strict=True), "-", color="grey", lw=0.8)
+        if len(gains) > 1:
+            line = [pts[m] for _, m in gains if m in pts]
+            if line:
+                ax.plot(*zip(*line, strict=True), ":", color="black", lw=0.8)
+        for j, mode in enumerate(modes):
+            if mode not in pts:
+                continue
+            ref = mode in REFERENCE_MODES
+            ax.plot(
+                *pts[mode],
+                "o",
+                ms=5,
+                mfc="none" if ref else cmap(j % 10),
+                mec=cmap(j % 10),
+                label=mode if i == 0 else None,
+            )
+            if mode in front:
+                ax.annotate(mode, pts[mode], fontsize=6, xytext=(3, 2), textcoords="offset points")
         ax.set_title(env, fontsize=9)
-        ax.set_xlabel("cloud hours used (× GPUs)", fontsize=8)
-        ax.set_ylabel("% of MIN-LAT", fontsize=8)
+        ax.set_xlabel("cloud pod hours (× GPUs, probes included)", fontsize=8)
+        ax.set_ylabel("mean latency (s)", fontsize=8)
         ax.tick_params(labelsize=7)
     for k in range(len(envs), n_rows * cols):
         axes[k // cols][k % cols].axis("off")
-    axes[0][0].legend(fontsize=6, loc="best")
-    fig.suptitle("Latency against cloud time (mean over seeds)", fontsize=10)
-    fig.tight_layout()
+    fig.legend(fontsize=7, loc="lower center", ncol=min(len(modes), 8), frameon=False)
+    fig.suptitle(
+        "Mean latency against cloud pod hours (mean over seeds; line: the Pareto front)",
+        fontsize=10,
+    )
+    height = 3.6 * n_rows + 0.9  # inches: half an inch for the legend, 0.4 for the title
+    fig.tight_layout(rect=(0, 0.5 / height, 1, 1 - 0.4 / height))
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return True

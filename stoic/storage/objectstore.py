@@ -34,6 +34,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, runtime_checkable
 
@@ -98,6 +99,33 @@ class ObjectStore(Protocol):
     def size(self, key: str) -> int:
         """Size in bytes; raises ObjectNotFound."""
         ...
+
+    def usage(self) -> Usage:
+        """Objects and bytes in the whole store (a walk, or a listing: not cheap)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What a store or a directory holds: regular files (objects) and their bytes."""
+
+    objects: int
+    bytes: int
+
+
+def walk_usage(root: Path) -> Usage:
+    """Files and bytes under ``root`` (links not followed; 0 if it does not exist). A
+    file removed during the walk is skipped: the figure is a snapshot, not a lock."""
+    objects = n_bytes = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except FileNotFoundError:
+                continue
+            objects += 1
+            n_bytes += st.st_size
+    return Usage(objects, n_bytes)
 
 
 def validate_key(key: str) -> str:
@@ -253,6 +281,9 @@ class DirObjectStore:
         if not path.is_file():
             raise self._missing(key)
         return path.stat().st_size
+
+    def usage(self) -> Usage:
+        return walk_usage(self.root)
 
 
 # S3 store -----------------------------------------------------------------------------
@@ -466,6 +497,20 @@ class S3ObjectStore:
             raise self._error(key, exc) from exc
         return int(head["ContentLength"])
 
+    def usage(self) -> Usage:
+        """One listing of the bucket (a request per 1,000 objects), sizes summed."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        objects = n_bytes = 0
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket):
+                for obj in page.get("Contents", []):
+                    objects += 1
+                    n_bytes += int(obj["Size"])
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error("", exc) from exc
+        return Usage(objects, n_bytes)
+
 
 def make_object_store(settings: Settings) -> ObjectStore:
     """The store the settings describe (``objectstore.kind``: ``dir`` or ``s3``).
@@ -507,6 +552,7 @@ __all__ = [
     "DirObjectStore",
     "ObjectStore",
     "S3ObjectStore",
+    "Usage",
     "copy_file",
     "download_to",
     "iter_object",
@@ -514,4 +560,5 @@ __all__ = [
     "objects_name",
     "validate_key",
     "validate_prefix",
+    "walk_usage",
 ]

@@ -56,7 +56,8 @@ class Base(DeclarativeBase):
 
 
 class RuntimeTable(Base):
-    """One configured runtime and whether the inquisitor currently finds it usable."""
+    """One configured runtime: whether the inquisitor currently finds it usable, and
+    whether an operator has taken it out of service."""
 
     __tablename__ = "runtimes"
 
@@ -68,6 +69,12 @@ class RuntimeTable(Base):
     # When it last went from available to unavailable; None while available.
     unavailable_since: Mapped[float | None] = mapped_column(Double)
     updated_at: Mapped[float | None] = mapped_column(Double)
+    # When an operator took it out of service (None: in service), why and who: the
+    # scheduler places nothing on it and the inquisitor leaves it alone until an
+    # operator puts it back; kept apart from ``available``, which the probes own.
+    out_of_service_since: Mapped[float | None] = mapped_column(Double)
+    out_of_service_reason: Mapped[str | None] = mapped_column(Text)
+    out_of_service_by: Mapped[str | None] = mapped_column(String(255))
 
 
 class DeploymentSampleTable(Base):
@@ -120,13 +127,16 @@ class TransferSampleTable(Base):
 class BatchTable(Base):
     """One submitted batch, from ingest to its measured outcome.
 
-    ``state`` moves queued → running → done | failed (see ``docs/store.md``); the
-    measured columns are filled by ``Store.finish_batch`` only.
+    ``state`` moves queued → running → done | failed, and an operator may cancel a
+    queued or running batch or re-queue a failed or cancelled one (see
+    ``docs/store.md``); the measured columns are filled by ``Store.finish_batch`` only.
     """
 
     __tablename__ = "batches"
     __table_args__ = (
-        CheckConstraint("state IN ('queued', 'running', 'done', 'failed')", name="state"),
+        CheckConstraint(
+            "state IN ('queued', 'running', 'done', 'failed', 'cancelled')", name="state"
+        ),
         CheckConstraint("attempts >= 0", name="attempts"),
         # The dispatcher takes the oldest queued batch; listings filter by state.
         Index(None, "state", "created_at"),

@@ -20,6 +20,7 @@ from stoic.clock import Clock
 from stoic.daemon.controller import Controller
 from stoic.ingest.builder import TMP_PREFIX
 from stoic.settings import Settings
+from tests.support.settings import CLIENT_HOST
 
 
 def files(*items: tuple[str, bytes]) -> list[tuple[str, tuple[str, bytes, str]]]:
@@ -75,7 +76,9 @@ async def start_daemon(
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://stoic", headers=headers
+            transport=httpx.ASGITransport(app=app),
+            base_url=f"http://{CLIENT_HOST}",
+            headers=headers,
         ) as client,
     ):
         yield Daemon(client, ctl, fake, settings.data_dir, app)

@@ -17,13 +17,17 @@ from tests.support.paths import STAND_IN
 
 LIMITS = {"max_batch_images": 8, "max_batch_bytes": 400_000, "max_image_bytes": 60_000}
 
+CLIENT_HOST = "stoic"
+"""The host name the in-process clients ask for (``http://stoic``): an allowed host."""
+
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     """An in-process daemon's settings under ``tmp_path``, with small upload limits
-    (:data:`LIMITS`); ``controller`` and ``api`` overrides are merged, others replace."""
+    (:data:`LIMITS`) and :data:`CLIENT_HOST` allowed; ``controller`` and ``api``
+    overrides are merged, others replace."""
     controller = {"inquisitor": False, "demo_model": False, "bootstrap": False}
     controller.update(overrides.pop("controller", {}))
-    api = dict(LIMITS)
+    api: dict[str, Any] = {**LIMITS, "allowed_hosts": [CLIENT_HOST]}
     api.update(overrides.pop("api", {}))
     return Settings(data_dir=tmp_path / "data", controller=controller, api=api, **overrides)
 

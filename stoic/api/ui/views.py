@@ -32,7 +32,9 @@ from stoic import __version__
 from stoic.api.health import readiness
 from stoic.api.ui.charts import Series, share_chart, time_chart
 from stoic.clock import local_midnight
+from stoic.daemon.actions import drain_state
 from stoic.daemon.controller import Controller
+from stoic.daemon.dispatcher import Drain
 from stoic.daemon.metrics import CloudCause
 from stoic.daemon.progress import Board, Progress
 from stoic.daemon.runtime_view import RuntimeState, UplinkState, built, runtime_states, uplink_state
@@ -72,6 +74,7 @@ class StatusView:
     runtimes_total: int
     now: float
     uplink: UplinkState | None = None  # None: no uplink checks configured
+    drained: Drain | None = None  # an operator's drain (stoic.daemon.actions)
 
 
 async def status_job(c: Controller) -> Job[StatusView]:
@@ -96,6 +99,7 @@ async def status_job(c: Controller) -> Job[StatusView]:
         runtimes_total=len(names),
         now=now,
         uplink=uplink_state(c),
+        drained=drain_state(c),
     )
 
     def read() -> StatusView:
@@ -128,7 +132,7 @@ class BatchRow:
 
     @property
     def finished(self) -> bool:
-        return self.record.state in (BatchState.DONE, BatchState.FAILED)
+        return self.record.state.final
 
     @property
     def end_to_end_s(self) -> float | None:

@@ -13,7 +13,9 @@ leaves availability alone (the requester retries those with back-off).
 Probes of different runtimes run **concurrently**, each started on the period's grid
 (``start + k·period``, so the schedule does not drift); a runtime whose previous probe
 is still running (a probe can last up to the 600 s timeout, ten periods) is skipped for
-that tick rather than probed twice. The replay calls :meth:`Inquisitor.probe` or
+that tick rather than probed twice. A runtime an operator has taken out of service
+(:meth:`Availability.take_out_of_service`) is not probed until it is put back. The
+replay calls :meth:`Inquisitor.probe` or
 :meth:`Inquisitor.probe_all` at instants of its own choosing instead of :meth:`run`.
 
 **Processing probes** (ours, not the paper's; every
@@ -170,7 +172,12 @@ class Inquisitor:
         self._turn: dict[str, int] = {}  # runtime -> processing probes started
 
     def cloud_runtimes(self) -> list[Runtime]:
-        return [r for r in self.runtimes.values() if not r.is_edge]
+        """The cloud runtimes to probe: those an operator has not taken out of service."""
+        return [
+            r
+            for r in self.runtimes.values()
+            if not r.is_edge and self.availability.in_service(r.name)
+        ]
 
     async def probe(self, name: str) -> DeploymentSample:
         """Deploy ``name``, measure readiness, record the sample, tear down.

@@ -1,0 +1,112 @@
+"""Each mode's in-class reference: what its own action space could do on the same draws.
+
+MIN-LAT (the least single-runtime total of each batch, in hindsight) is the paper's
+yardstick, but it is no bound for the modes that use more than one runtime per batch,
+and it asks of a selector what no selector can know. A mode is therefore also scored
+against the best of *its own class*, computed from the batch's truth (the same draws
+every mode replays):
+
+=================================  ==============================================  =====
+mode                               in-class reference, per batch                   bound
+=================================  ==============================================  =====
+share (and share:GAIN)             the fluid lower bound (:mod:`stoic.replay.bound`)  yes
+duplicator-RUNTIME (fixed cloud)   the race of the edge and that cloud leg, kept   yes
+                                   or cancelled in hindsight: min(edge total,
+                                   max(T_t, T_d) + warm-up + T_p of the cloud)
+duplicator (auto)                  the same race with the cloud leg an informed    no
+                                   scheduler would pick (least expected race,
+                                   ``SimEnvironment.expected_duplicates``)
+every single-runtime mode:         the informed selector: the true total of the    no
+selector*, threshold, edge-only,   runtime of least *expected* total under the
+gpu1-only, oracle, informed        spec and its present state
+                                   (``SimEnvironment.expected_totals``)
+=================================  ==============================================  =====
+
+A *bound* no batch of the mode beats (the property tests hold the fluid bound to it);
+the informed references are the best a scheduler of the class can *expect*, knowing the
+environment but not the batch's dice: a lucky scheduler beats them on some batches, and
+the hindsight ``oracle`` on most. The informed references replay the ``informed``
+mode's stream (a fresh environment of the same spec and seed, asked batch by batch in
+order), so the informed selector's reference is the informed mode's own picks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from stoic.backends.simulated import BatchTruth, SimEnvironment
+from stoic.replay.bound import fluid_lower_bound
+from stoic.replay.runner import ReplayResult
+from stoic.schedule.decide.policy import AUTO
+from stoic.values import Job, Mode
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """A mode's in-class reference: its name, whether it bounds every batch of the
+    mode, and its seconds for each batch of ``ReplayResult.records``, in order."""
+
+    name: str
+    bound: bool
+    per_batch: list[float]
+
+
+def race_s(truth: BatchTruth, edge: str, cloud: str) -> float:
+    """The duplicator's race on ``cloud`` decided in hindsight: the edge's total or the
+    cloud leg's (uploading while it deploys), whichever is less; a timed-out deployment
+    leaves the edge's."""
+    e = truth.runtimes[edge].total_s
+    t = truth.runtimes.get(cloud)
+    if t is None or not t.attempts or t.attempts[-1] is None:
+        return e
+    return min(e, max(t.transfer_s, t.attempts[-1]) + t.warmup_s + t.processing_s)
+
+
+def _fresh(env: SimEnvironment) -> SimEnvironment:
+    """An environment whose informed stream starts where the replay's did."""
+    return SimEnvironment(
+        env.spec, env.runtimes.values(), seed=env.seed, fallback=env.fallback, warmup=env.warmup
+    )
+
+
+def _informed(result: ReplayResult, *, race: bool) -> list[float]:
+    """The informed pick's seconds for each recorded batch: asked of every batch, the
+    failed ones too, in order, as the ``informed`` mode asks."""
+    env = _fresh(result.env)
+    edge = env.fallback
+    out: dict[int, float] = {}
+    for rec in sorted([*result.records, *result.failed], key=lambda r: r.batch.index):
+        t = rec.truth
+        job = Job(f"b{rec.batch.index:06d}", t.n_images, t.n_bytes)
+        if race and edge is not None:
+            expected = env.expected_duplicates(job, rec.batch.at_s)
+            pick = min(expected, key=lambda n: expected[n], default=edge)
+            out[rec.batch.index] = race_s(t, edge, pick)
+        else:
+            expected = env.expected_totals(job, rec.batch.at_s)
+            pick = min(expected, key=lambda n: expected[n])
+            out[rec.batch.index] = t.runtimes[pick].total_s
+    return [out[rec.batch.index] for rec in result.records]
+
+
+def reference(result: ReplayResult) -> Reference:
+    """The in-class reference of ``result``'s mode (the module docstring's table)."""
+    if result.mode is Mode.SHARE:
+        fluid = [fluid_lower_bound(r.truth) for r in result.records]
+        return Reference("fluid lower bound", True, fluid)
+    edge = result.env.fallback
+    if result.mode is Mode.DUPLICATOR and edge is not None:
+        cloud = result.cloud
+        if cloud is None or cloud == AUTO:
+            return Reference("informed duplicator", False, _informed(result, race=True))
+        races = [race_s(r.truth, edge, cloud) for r in result.records]
+        return Reference(f"race with {cloud} in hindsight", True, races)
+    return Reference("informed selector", False, _informed(result, race=False))
+
+
+def ratio(latency_s: float, ref_s: float) -> float | None:
+    """``latency_s / ref_s`` where both are finite and ``ref_s`` positive, else None."""
+    if ref_s > 0 and math.isfinite(ref_s) and math.isfinite(latency_s):
+        return latency_s / ref_s
+    return None
