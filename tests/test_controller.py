@@ -238,8 +238,16 @@ async def test_the_inquisitor_times_idle_runtimes_on_images_of_a_claimed_batch(
         inquisitor={"period_s": 0.05, "processing_probe_period_s": 0.2},
         local={"probe_period_s": 0.05},  # the fake stands in for the local backend
     )
-    bid = put_batch(settings, n_images=12)
     async for ctl in running(settings, fake):
+        # The first deployment probes come a period after the start; once they have
+        # measured T_d, every cloud runtime could win the batch and is worth timing.
+        await until(
+            lambda ctl=ctl: all(
+                ctl.store.count_deployment_samples(r) for r in ("cpu", "gpu1", "gpu2")
+            )
+        )
+        bid = await asyncio.to_thread(put_batch, settings, 12)
+        ctl.notify()
         await wait_state(ctl, bid, BatchState.DONE)
 
         def probed(runtime: str, ctl: Controller = ctl) -> set[int]:
