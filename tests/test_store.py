@@ -645,7 +645,7 @@ def test_upgrade_0001_to_head_keeps_batches(url: str) -> None:
                 )
             )
         migrate(s.engine)
-        assert current_revision(s.engine) == head_revision() == "0005"
+        assert current_revision(s.engine) == head_revision() == "0006"
         old = s.find_by_idempotency_key("k-old")
         assert old is not None and old.request_digest is None and old.n_images == 3
         assert claim(s, 2.0).id == "old"

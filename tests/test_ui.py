@@ -17,7 +17,7 @@ import pytest
 from stoic.api.app import create_app
 from stoic.api.ui import charts, session, views
 from stoic.backends.fake import FakeBackend, FakeSpec
-from stoic.store.store import UsageRow
+from stoic.store.store import CloudUsage, UsageRow
 from stoic.values import BatchState
 from tests.support.daemon import Daemon, files, start_daemon
 from tests.support.html import dom
@@ -418,13 +418,23 @@ def test_usage_view_counts_results_and_cloud_seconds() -> None:
         UsageRow("edge", "edge", BatchState.DONE, 2, 0.0, 0.0),
         UsageRow("cpu", None, BatchState.FAILED, 1, 0.0, 0.0),
     ]
-    u = views.usage_view(rows, 0.0, ["edge", "cpu", "gpu1"])
-    assert (u.batches, u.failed, u.cloud_used_s, u.cloud_wasted_s) == (7, 1, 130.0, 40.0)
-    assert u.per_runtime == [
-        ("edge", 3, 0.0, 0.0),
-        ("cpu", 0, 0.0, 0.0),
-        ("gpu1", 3, 130.0, 40.0),
+    outside = [  # the store's day rows: bootstrap runs and probes
+        CloudUsage("gpu1", "bootstrap", 12.0),
+        CloudUsage("gpu1", "probe", 3.0),
+        CloudUsage("gpu2", "probe", 5.0),
     ]
+    u = views.usage_view(rows, 0.0, ["edge", "cpu", "gpu1"], outside)
+    assert (u.batches, u.failed, u.cloud_used_s, u.cloud_wasted_s) == (7, 1, 150.0, 40.0)
+    assert u.by_cause == {"batch": 130.0, "bootstrap": 12.0, "probe": 8.0}
+    assert [
+        (r.name, r.results, r.batch_s, r.bootstrap_s, r.probe_s, r.wasted_s) for r in u.per_runtime
+    ] == [
+        ("edge", 3, 0.0, 0.0, 0.0, 0.0),
+        ("cpu", 0, 0.0, 0.0, 0.0, 0.0),
+        ("gpu1", 3, 130.0, 12.0, 3.0, 40.0),
+        ("gpu2", 0, 0.0, 0.0, 5.0, 0.0),  # probed only: still on the page
+    ]
+    assert u.per_runtime[2].used_s == 145.0
     shares = {g.attrs["data-series"] for g in dom(str(u.share_chart)).find_all("g")}
     assert shares == {"edge", "gpu1", "failed"}
 

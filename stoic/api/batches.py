@@ -152,7 +152,7 @@ async def submit_batch(
     "/batches/{batch_id}",
     response_model=BatchOut,
     responses={404: {"model": ErrorBody}, 401: {"model": ErrorBody}},
-    summary="One batch: state, decision, measured times, per-image results",
+    summary="One batch: state, what it is doing now, decision, measured times, results",
 )
 async def get_batch(batch_id: str, request: Request) -> BatchOut:
     c: Controller = request.app.state.controller
@@ -164,7 +164,7 @@ async def get_batch(batch_id: str, request: Request) -> BatchOut:
             results = list(json.loads(raw).get("results", []))
         except ObjectNotFound:
             results = None
-    return BatchOut.full(b, results)
+    return BatchOut.full(b, results, c.progress().of(b))
 
 
 @router.get("/batches", response_model=BatchList, summary="Newest batches first")

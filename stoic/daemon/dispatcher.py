@@ -53,6 +53,13 @@ Why it looks the way it does:
   first ten images), giving the T_p regression two points of its own. Every batch
   carries the version it was accepted with (``PUT /v1/models/default`` changes the
   version of the batches accepted after it), so a switch of version mid-queue is safe.
+  With ``controller.bootstrap_scope = "contenders"`` (the default) only the edge and
+  the runtimes that could win the batch at hand are bootstrapped (docs/scheduling.md);
+  the pod seconds the runs hold count as cloud time used (``held``, cause bootstrap).
+* **A batch says what it is doing.** :attr:`Dispatcher.progress` holds a
+  :class:`~stoic.daemon.progress.Progress` per batch it works on (bootstrap run n of
+  m, where it runs, storing the result), read by the API, the page and ``submit
+  --wait``; it goes when the batch's task ends.
 
 The log events keep the logger name ``stoic.daemon.controller``: they are part of the
 operating interface (``docs/operations.md``) and of what tests and tooling filter on.
@@ -70,13 +77,15 @@ from typing import Any
 
 from stoic.clock import Clock
 from stoic.daemon import chunks
+from stoic.daemon import progress as progress_of
 from stoic.daemon.finish import Done, Failed, Finisher
-from stoic.daemon.metrics import Metrics
+from stoic.daemon.metrics import CloudCause, Metrics
 from stoic.daemon.probes import cut_head
+from stoic.daemon.progress import Progress
 from stoic.daemon.retry import Backoff, transient
 from stoic.errors import ActionRefused, BatchNotFound, BatchStateError, StoicError
 from stoic.logging import get_logger
-from stoic.schedule.scheduler import Scheduler
+from stoic.schedule.scheduler import BootstrapRun, Scheduler
 from stoic.schedule.share.board import Chunk
 from stoic.settings import Settings
 from stoic.storage.objectstore import ObjectStore
@@ -114,7 +123,8 @@ class Dispatcher:
     batch (the controller's: load what the store knows of that application version,
     so that only a version it has never seen is bootstrapped); ``claimed(record)``
     when a batch is claimed (the controller's: its images may serve the inquisitor's
-    processing probes, :mod:`stoic.daemon.probes`).
+    processing probes, :mod:`stoic.daemon.probes`); ``held(runtime, cause, seconds)``
+    when a bootstrap run held a cloud runtime (the controller's: metrics and store).
     """
 
     def __init__(
@@ -131,6 +141,7 @@ class Dispatcher:
         prepare: Callable[[], Awaitable[None]],
         prime: Callable[[str, str], Awaitable[None]] | None = None,
         claimed: Callable[[BatchRecord], None] | None = None,
+        held: Callable[[str, CloudCause, float], None] | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -143,7 +154,9 @@ class Dispatcher:
         self._prepare = prepare
         self._prime = prime
         self._claimed = claimed
+        self._held = held
         self.running: dict[str, asyncio.Task[None]] = {}
+        self.progress: dict[str, Progress] = {}  # batch id -> what it is doing now
         self.drained: Drain | None = None
         self._claiming = asyncio.Lock()  # a claim, until its batch is in ``running``
         self._finishing: set[str] = set()  # batches whose result is being recorded
@@ -238,6 +251,7 @@ class Dispatcher:
 
     def _batch_done(self, batch_id: str, task: asyncio.Task[None]) -> None:
         self.running.pop(batch_id, None)
+        self.progress.pop(batch_id, None)
         self.metrics.batches_running.set(len(self.running))
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error(
@@ -297,6 +311,7 @@ class Dispatcher:
         failure: those are retried) finishes the batch as ``failed`` with that error."""
         try:
             ran = await self._work(record)
+            self.progress[record.id] = progress_of.recording(self.clock.now())
             self._finishing.add(record.id)
             self.metrics.batches_unrecorded.inc()
             try:
@@ -340,6 +355,7 @@ class Dispatcher:
         async def decided(p: Plan) -> None:
             nonlocal plan, stored
             plan = p
+            self.progress[record.id] = progress_of.processing(p, self.clock.now())
             self.metrics.scheduling_overhead.observe(p.decision_s)
             self.metrics.decisions.labels(str(p.mode), p.chosen).inc()
             try:
@@ -358,8 +374,11 @@ class Dispatcher:
         try:
             if self._prime is not None:
                 await self._prime(job.app, job.app_version)
-            if s.controller.bootstrap and self.scheduler.needs_bootstrap(job.app, job.app_version):
-                await self._bootstrap(record)
+            scope = job if s.controller.bootstrap_scope == "contenders" else None
+            if s.controller.bootstrap and self.scheduler.needs_bootstrap(
+                job.app, job.app_version, contenders_of=scope
+            ):
+                await self._bootstrap(record, scope)
             done: dict[int, Any] = {}
             on_chunk = None
             if mode is Mode.SHARE:
@@ -400,11 +419,30 @@ class Dispatcher:
 
     # Bootstrapping -------------------------------------------------------------------
 
-    async def _bootstrap(self, record: BatchRecord) -> None:
-        """Run the scheduler's bootstrap with sub-packages of ``record``'s package."""
+    async def _bootstrap(self, record: BatchRecord, contenders_of: Job | None) -> None:
+        """Run the scheduler's bootstrap with sub-packages of ``record``'s package
+        (only the runtimes that could win ``contenders_of``, when given), telling
+        :attr:`progress` of each run and ``held`` of the pod seconds each one held."""
+
+        def on_run(run: BootstrapRun) -> None:
+            if run.outcome is None:
+                self.progress[record.id] = progress_of.bootstrapping(
+                    record.app,
+                    record.app_version,
+                    run.runtime,
+                    run.run,
+                    run.runs,
+                    run.n_images,
+                    self.clock.now(),
+                )
+            elif self._held is not None:
+                self._held(run.runtime, CloudCause.BOOTSTRAP, run.outcome.cloud_used_s)
+
         jobs, keys = await asyncio.to_thread(self._representative_jobs, record)
         try:
-            report = await self.scheduler.bootstrap(record.app, record.app_version, jobs)
+            report = await self.scheduler.bootstrap(
+                record.app, record.app_version, jobs, contenders_of=contenders_of, on_run=on_run
+            )
             log.info(
                 "bootstrap done",
                 app=record.app,

@@ -51,6 +51,7 @@ from stoic.errors import (
 )
 from stoic.store.tables import (
     BatchTable,
+    CloudUsageTable,
     DefaultVersionTable,
     DeploymentSampleTable,
     ProcessingSampleTable,
@@ -186,6 +187,16 @@ class UsageRow:
     batches: int
     cloud_used_s: float
     cloud_wasted_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class CloudUsage:
+    """Cloud seconds one runtime held on one day for a cause outside batches
+    (``bootstrap`` or ``probe``)."""
+
+    runtime: str
+    cause: str
+    seconds: float
 
 
 def _batch(row: BatchTable, is_new: bool = False) -> BatchRecord:
@@ -749,6 +760,33 @@ class Store:
                 )
                 for chosen, winner, state, n, used, wasted in s.execute(q)
             ]
+
+    def add_cloud_usage(self, day: float, runtime: str, cause: str, seconds: float) -> None:
+        """Add ``seconds`` to what ``runtime`` held for ``cause`` (``bootstrap``,
+        ``probe``) on the day that began at ``day`` (a local midnight)."""
+        for attempt in (1, 2):
+            try:
+                with self._session(write=True) as s:
+                    key = (day, runtime, cause)
+                    row = s.get(CloudUsageTable, key, with_for_update=True)
+                    if row is None:
+                        s.add(
+                            CloudUsageTable(day=day, runtime=runtime, cause=cause, seconds=seconds)
+                        )
+                    else:
+                        row.seconds += seconds
+                return
+            except StoreError as exc:
+                # Two first writes of one key raced: the second adds to the first's row.
+                if attempt == 2 or not isinstance(exc.__cause__, IntegrityError):
+                    raise
+
+    def cloud_usage_on(self, day: float) -> list[CloudUsage]:
+        """The day's cloud seconds outside batches, per runtime and cause."""
+        t = CloudUsageTable
+        q = select(t.runtime, t.cause, t.seconds).where(t.day == day).order_by(t.runtime, t.cause)
+        with self._session(write=False) as s:
+            return [CloudUsage(r, c, float(sec)) for r, c, sec in s.execute(q)]
 
     def claim_next_queued(self, now: float) -> BatchRecord | None:
         """Atomically move the oldest queued batch to running and return it.

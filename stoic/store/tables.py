@@ -215,3 +215,22 @@ class LeaseTable(Base):
     acquired_at: Mapped[float] = mapped_column(Double)
     renewed_at: Mapped[float] = mapped_column(Double)
     expires_at: Mapped[float] = mapped_column(Double)
+
+
+class CloudUsageTable(Base):
+    """Cloud seconds held outside a batch's own run, per local day, runtime and cause.
+
+    A batch's pod time is on its row (``batches.cloud_used_s``); a bootstrap run's and
+    the inquisitor's probes' belong to no batch, so they are added up here, one row per
+    (day, runtime, cause), so that a year of probes a minute stays a few thousand rows.
+    ``day`` is the instant of the local midnight that began the day (the operator
+    page's "Today"). Pod seconds are counted from ready to torn down, as a batch's.
+    """
+
+    __tablename__ = "cloud_usage"
+    __table_args__ = (CheckConstraint("cause IN ('bootstrap', 'probe')", name="cause"),)
+
+    day: Mapped[float] = mapped_column(Double, primary_key=True)
+    runtime: Mapped[str] = mapped_column(NAME, primary_key=True)
+    cause: Mapped[str] = mapped_column(String(16), primary_key=True)
+    seconds: Mapped[float] = mapped_column(Double)
