@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stoic.backends.simulated import EnvSpec, SimEnvironment
+from stoic.backends.simulated import EnvSpec, RuntimeTruth, SimEnvironment
 from stoic.cli import main
 from stoic.envfit.csvsource import read_csv
 from stoic.envfit.gof import runtimes_of
+from stoic.envfit.gof import total as gof_total
 from stoic.envfit.params import min_samples_markdown
 from stoic.replay.runner import ReplayConfig, run_replay
 from stoic.store import Store, migrate
@@ -125,8 +126,37 @@ def test_csv_reading_counts_a_shared_upload_once_and_edge_totals_as_processing(
     assert set(m.deployments) == {"cpu", "gpu1"}
     assert m.runs["edge"].duration_s.tolist() == [25.0, 14.0]
     assert m.runs["gpu1"].duration_s.tolist() == [20.0, 22.0]
-    assert [t.label for t in m.totals["gpu1"]] == ["t.csv"]
     assert m.origin_epoch == 0.0 and m.deployments["cpu"].at_s.tolist() == [1100.0]
+
+
+def test_measured_totals_are_compared_with_what_they_measured(tmp_path: Path) -> None:
+    """A components row's T_s is the sum of its components, T_t + T_d + T_p, as the
+    spec's is: the authors' act_total leaves the upload out (here 45.0 and 46.0 where
+    the sum is 45.5 and 47.1), and a row that reused a pod has no comparable T_s. A
+    totals file's cloud figures have no upload, so the spec's draws leave it out too:
+    T_d + warm-up + T_p (a timed-out deployment's fallback as it is)."""
+    csv = tmp_path / "c.csv"
+    csv.write_text(
+        "epoch,image_num,runtime,act_transfer,act_deploy,act_proc,act_total\n"
+        "1000,10,edge,0,0,25.0,25.0\n"
+        "1200,10,gpu1,0.5,25.0,20.0,45.0\n"
+        "1300,20,gpu1,1.1,24.0,22.0,46.0\n"
+        "1400,20,gpu1,1.1,0,21.0,21.0\n"
+    )
+    totals = tmp_path / "t.csv"
+    totals.write_text("image_num,runtime,act_total\n5,edge,14.0\n5,gpu1,50.0\n")
+    m = read_csv(csv, [totals], cloud_prior=set(), bytes_per_image=200_000, utc_offset_h=0)
+    ours, theirs = m.totals["gpu1"]
+    assert ours.label == "c.csv T_t + T_d + T_p" and ours.upload
+    assert ours.total_s.tolist() == pytest.approx([45.5, 47.1])
+    assert theirs.label == "t.csv (no upload)" and not theirs.upload
+    assert m.totals["edge"][0].total_s.tolist() == [25.0]
+
+    ready = RuntimeTruth("gpu1", 3.0, [20.0], 30.0, 2.0, 55.0)
+    assert gof_total(ready, upload=True) == 55.0
+    assert gof_total(ready, upload=False) == 52.0
+    timed_out = RuntimeTruth("gpu1", 3.0, [None], 30.0, 2.0, 640.0)
+    assert gof_total(timed_out, upload=False) == 640.0
 
 
 @pytest.mark.parametrize(

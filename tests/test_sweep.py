@@ -16,14 +16,20 @@ from stoic.errors import InputError
 from stoic.replay import sweep as sweep_mod
 from stoic.replay.runner import DEFAULT_ENV
 from stoic.replay.sweep import (
+    DEFAULT_ENVS,
+    Cell,
+    CellResult,
+    EnvEntry,
     Metric,
     SweepConfig,
+    SweepResult,
     aggregate,
     discover_envs,
+    learning_gaps,
     run_sweep,
     table,
 )
-from stoic.replay.sweep_report import write_sweep_report
+from stoic.replay.sweep_report import load_sweep, write_sweep_report
 from tests.support.paths import REPO
 
 TINY = dict(days=1, batches=3, warmup_periods=5)
@@ -171,6 +177,80 @@ def test_discover_envs(envs: Path) -> None:
     empty.mkdir()
     with pytest.raises(InputError, match=r"no \*\.yaml"):
         discover_envs([empty])
+
+
+def test_the_real_calibration_leads_the_sweep(tmp_path: Path) -> None:
+    """The default environment of the sweep is the real calibration: listed first
+    wherever it is among the specs, the rest sorted; and the default --envs is the
+    repository's family."""
+    for name in ("a-site", "nautilus-2020", "nautilus-2020-real", "z-site"):
+        shutil.copy(DEFAULT_ENV, tmp_path / f"{name}.yaml")
+    names = [e.name for e in discover_envs([tmp_path])]
+    assert names == ["nautilus-2020-real", "a-site", "nautilus-2020", "z-site"]
+    family = discover_envs([REPO / p for p in DEFAULT_ENVS])
+    assert family[0].name == "nautilus-2020-real" and len(family) >= 10
+
+
+def _synthetic(cells: list[tuple[str, int, float, float | None]]) -> SweepResult:
+    """A sweep result from (mode, seed, latency s, vs_class) on one environment whose
+    MIN-LAT is 1,000 s per cell; the class reference named as the replay names it."""
+    env = EnvEntry("site", Path("site.yaml"))
+    refs = {"selector": "informed selector", "informed": "informed selector",
+            "share": "fluid lower bound", "duplicator": "informed duplicator"}  # fmt: skip
+    modes = tuple(dict.fromkeys(m for m, *_ in cells))
+    seeds = tuple(sorted({s for _, s, *_ in cells}))
+    cfg = SweepConfig(envs=[env], modes=modes, seeds=seeds, days=1)
+    out = []
+    for mode, seed, lat, vs_class in cells:
+        metrics = {m.key: None for m in sweep_mod.METRICS}
+        metrics.update(vs_min_lat=lat / 1000, vs_class=vs_class, mean_latency_s=lat, pod_s=0.0)
+        details = {"latency_s": lat, "min_lat_s": 1000.0, "class_ref": refs[mode]}
+        out.append(CellResult(Cell("site", env.path, mode, seed, 1), metrics, details))
+    return SweepResult(cfg, out, {}, 1, 1.0)
+
+
+def test_learning_gaps_are_paired_by_seed_with_their_standard_error(tmp_path: Path) -> None:
+    """The selector's gap is taken against the informed mode of the same seed (0.05,
+    0.07, 0.03, 0.05 of MIN-LAT: mean 5.0 points, sd 1.63, SE 0.82; 3 seeds put the SE
+    under a point), share's against its class bound (900 s at 110 % of the fluid bound:
+    8.2 points), and the adaptive duplicator's against its informed reference where no
+    `informed` cell exists for it to pair with. References get no gap."""
+    res = _synthetic(
+        [("selector", s, lat, 1.0) for s, lat in enumerate((1100.0, 1120.0, 1080.0, 1100.0))]
+        + [("informed", s, 1050.0, 1.0) for s in range(4)]
+        + [("share", s, 900.0, 1.1) for s in range(4)]
+        + [("duplicator", 0, 1010.0, 1.01)]
+    )
+    gaps = {g.mode: g for g in learning_gaps(res)}
+    assert set(gaps) == {"selector", "share", "duplicator"}
+    sel = gaps["selector"]
+    assert sel.per_seed == pytest.approx((0.05, 0.07, 0.03, 0.05))
+    assert sel.mean == pytest.approx(0.05) and sel.reference == "informed (mode)"
+    assert sel.se == pytest.approx((0.0008 / 3) ** 0.5 / 2)
+    assert sel.seeds_for_target == 3 and not sel.bound
+    share = gaps["share"]
+    assert share.bound and share.mean == pytest.approx((900 - 900 / 1.1) / 1000)
+    assert share.seeds_for_target == 2  # no spread: two seeds, the least that measures one
+    dup = gaps["duplicator"]
+    assert dup.n == 1 and dup.se is None and dup.reference == "informed duplicator"
+    doc = write_sweep_report(res, tmp_path)
+    md = (tmp_path / "sweep.md").read_text()
+    assert "## Gap to the reference of each action space" in md
+    assert "| site | +5.0 ± 0.8 (3) | +8.2 ± 0.0 (2) † | +1.0 |" in md
+    sel_json = next(g for g in doc["learning_gaps"] if g["mode"] == "selector")
+    assert sel_json["se"] == pytest.approx(sel.se) and sel_json["seeds_for_se_below_target"] == 3
+
+
+def test_a_sweep_report_is_written_again_from_its_json(tmp_path: Path) -> None:
+    """load_sweep gives back the result a sweep.json was written from: the report
+    written from it is the same, so a change to the report needs no replay."""
+    res = _synthetic([("selector", s, 1100.0 + 10 * s, 1.0) for s in range(3)]
+                     + [("informed", s, 1050.0, 1.0) for s in range(3)])  # fmt: skip
+    write_sweep_report(res, tmp_path / "a", command="stoic replay sweep")
+    again = load_sweep(tmp_path / "a" / "sweep.json")
+    write_sweep_report(again, tmp_path / "b", command="stoic replay sweep")
+    for name in ("sweep.md", "sweep.json"):
+        assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text()
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:

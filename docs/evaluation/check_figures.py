@@ -5,8 +5,10 @@
 A refactor of the scheduling core must not change a figure. This script is how that is
 checked rather than hoped: it replays
 
-* the paper's 24-hour, 162-batch run in the six modes of docs/evaluation/<mode>/
-  (``summary`` and every per-batch row of each ``report.json``), and
+* the paper's 24-hour, 162-batch run in the six modes of docs/evaluation/<mode>/ (on
+  the real calibration, nautilus-2020-real) and docs/evaluation/paper-spec/<mode>/ (on
+  the paper's, nautilus-2020): ``summary`` and every per-batch row of each
+  ``report.json``, and
 * cells of the 19-environment sweep (``docs/evaluation/sweep/sweep.json``): every mode
   of the sweep on the chosen environments and seeds,
 
@@ -42,7 +44,19 @@ PAPER_MODES = (
     "duplicator-gpu2",
     "share",
 )
-DEFAULT_ENVS = ("nautilus-2020", "congested-processing", "random-001", "random-003", "random-004")
+#: The folders of the paper runs and the spec each was replayed on.
+PAPER_RUNS = {
+    "": ROOT / "workload" / "envs" / "nautilus-2020-real.yaml",
+    "paper-spec": ROOT / "workload" / "nautilus-2020.yaml",
+}
+DEFAULT_ENVS = (
+    "nautilus-2020-real",
+    "nautilus-2020",
+    "congested-processing",
+    "random-001",
+    "random-003",
+    "random-004",
+)
 
 
 def _roundtrip(x: Any) -> Any:
@@ -93,24 +107,22 @@ def _diff(path: str, new: Any, old: Any, out: list[str], *, strict: bool = True)
 
 
 def paper_run(
-    mode: str, baseline: dict[str, Any] | None, spreads: bool = True
+    folder: str, mode: str, baseline: dict[str, Any] | None, spreads: bool = True
 ) -> tuple[str, list[str], float, Any]:
     from stoic.replay.runner import ReplayConfig, run_replay
     from stoic.replay.scoring import score
 
     logging.getLogger("stoic").setLevel(logging.ERROR)
     t = time.perf_counter()
-    cfg = ReplayConfig(
-        env_path=ROOT / "workload" / "nautilus-2020.yaml", batches=162, mode=mode, seed=0
-    )
+    cfg = ReplayConfig(env_path=PAPER_RUNS[folder], batches=162, mode=mode, seed=0)
     new = _roundtrip(score(run_replay(cfg)))
     new = {"summary": new["summary"], "batches": new["batches"]}
-    name = f"paper {mode}"
+    name = f"paper {folder + '/' if folder else ''}{mode}"
     diffs: list[str] = []
     if baseline is not None:
         was = baseline.get(name)
     else:
-        old = json.loads((EVAL / mode / "report.json").read_text())
+        old = json.loads((EVAL / folder / mode / "report.json").read_text())
         was = {"summary": old["summary"], "batches": old["batches"]}
     if not spreads:
         new, was = _without_spreads(new), _without_spreads(was)
@@ -178,7 +190,11 @@ def main() -> int:
         futures = (
             []
             if args.no_paper
-            else [pool.submit(paper_run, m, baseline, spreads) for m in PAPER_MODES]
+            else [
+                pool.submit(paper_run, f, m, baseline, spreads)
+                for f in PAPER_RUNS
+                for m in PAPER_MODES
+            ]
         )
         futures += [
             pool.submit(sweep_cell, c, sweep["meta"]["envs"][c["env"]], baseline, spreads)

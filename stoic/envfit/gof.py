@@ -10,7 +10,8 @@ draws its own drift phases):
 * T_p per runtime; T_t of the uploads;
 * T_s per runtime where the source measured totals, drawn by the replay's own audit
   (``SimEnvironment.audit``: transfer, deployment, warm-up, processing, and a timeout's
-  fallback to the edge).
+  fallback to the edge); against totals measured without their upload (``Totals.upload``:
+  the STOIC authors' ``act_total``), the audit's T_d + warm-up + T_p.
 
 Each comparison gives the two-sample Kolmogorov–Smirnov distance and p-value
 (``scipy.stats.ks_2samp``) and a QQ plot. The same draws of the prior spec give the
@@ -27,7 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.stats import ks_2samp
 
-from stoic.backends.simulated import EnvSpec, SimEnvironment
+from stoic.backends.simulated import EnvSpec, RuntimeTruth, SimEnvironment
 from stoic.envfit.measurements import Measurements
 from stoic.values import Job, Runtime, RuntimeKind
 
@@ -121,7 +122,9 @@ class _Draws:
         ]
         return np.array(out)
 
-    def totals(self, rt: str, at_s: FloatArray, n_images: FloatArray) -> FloatArray:
+    def totals(
+        self, rt: str, at_s: FloatArray, n_images: FloatArray, *, upload: bool = True
+    ) -> FloatArray:
         idx = self._points(at_s.size)
         reps = max(1, TOTAL_DRAWS // (idx.size * SEEDS))
         at = self._at(at_s[idx])
@@ -130,8 +133,19 @@ class _Draws:
         for env in self.envs:
             for i, (t, n) in enumerate(zip(at, n_images[idx], strict=True)):
                 job = Job(f"gof-{i}", int(n), round(n * bpi))
-                out += [env.audit(i, job, float(t)).runtimes[rt].total_s for _ in range(reps)]
+                out += [
+                    total(env.audit(i, job, float(t)).runtimes[rt], upload=upload)
+                    for _ in range(reps)
+                ]
         return np.array(out)
+
+
+def total(t: RuntimeTruth, *, upload: bool) -> float:
+    """A runtime's T_s, or without its upload T_d + warm-up + T_p (a timed-out
+    deployment's fallback has no upload either way)."""
+    if upload or not t.attempts or t.attempts[-1] is None:
+        return t.total_s
+    return t.attempts[-1] + t.warmup_s + t.processing_s
 
 
 def checks(spec: EnvSpec, m: Measurements) -> list[Check]:
@@ -155,7 +169,8 @@ def checks(spec: EnvSpec, m: Measurements) -> list[Check]:
         if rt not in spec.runtimes:
             continue
         for t in sets:
-            out.append(Check("T_s", rt, t.label, t.total_s, d.totals(rt, t.at_s, t.n_images)))
+            drawn = d.totals(rt, t.at_s, t.n_images, upload=t.upload)
+            out.append(Check("T_s", rt, t.label, t.total_s, drawn))
     return out
 
 

@@ -54,12 +54,16 @@ class Uploads:
 
 @dataclass(frozen=True, eq=False, slots=True)
 class Totals:
-    """Measured end-to-end T_s of batches run on one runtime (for the report only)."""
+    """Measured end-to-end T_s of batches run on one runtime (for the report only).
+    ``upload``: whether the figures include the batch's upload (T_t); the STOIC
+    authors' measured totals do not (their requester logs a transfer of 0), so those
+    are compared with the spec's T_d + warm-up + T_p."""
 
     label: str
     at_s: FloatArray
     n_images: FloatArray
     total_s: FloatArray
+    upload: bool = True
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,4 +1,5 @@
-"""The fluid lower bound of a batch: no schedule the simulator can run finishes sooner.
+"""Lower bounds of a batch: the fluid bound (no schedule the simulator can run finishes
+sooner) and the race bound (no schedule that races whole-batch legs finishes sooner).
 
 MIN-LAT bounds the schedulers that put a batch on one runtime. Share mode, the
 duplicator and a pipelined selector are not among them, so each batch is also scored
@@ -71,6 +72,42 @@ rises only at the link's rate, so its minimum over ``[0, T]`` is at ``0``, ``T``
 outage's end: the bound checks those and finds the least feasible ``T`` by bisection
 (feasibility only grows with ``T``), returning the last infeasible ``T``, so it errs
 low by less than a nanosecond.
+
+**The race bound** (:func:`race_lower_bound`) is the floor of one action space: the
+schedules that *race* legs, each leg labelling the whole batch on one runtime, the
+batch done when the first leg finishes: a selector (one leg), the duplicator (the edge
+and one cloud leg) and a race of two cloud legs against each other and, if it likes,
+the edge (no mode of the replay runs one yet; the next issue's actions may). It is the
+least over runtimes of a *leg bound*:
+
+* the edge (a local runtime): ``f + a·n``, its whole-batch call, exactly its T_p;
+* a pod: ``max(U, d + f + a·n)``, with ``d`` its deployment drawn for the batch (a
+  timed-out one: no finish), ``f + a·n`` its whole-batch call and ``U`` the time the
+  uplink takes to carry the whole batch from the batch's start (the batch's T_t, or
+  with stalling outages the link's time to move ``n_bytes`` at the batch's rate).
+
+*Proof.* Take any racing schedule and its winning leg on runtime ``i``. The batch takes
+that leg's finish. A local leg labels ``n`` images in calls that each cost at least
+``a`` an image and the first a fixed ``f`` (a later chunk's overhead and a partial
+call's fill loss only add: ``RuntimeTruth.chunk_s``), so it finishes no sooner than
+``f + a·n``. A pod leg computes only after its pod is ready, at ``d`` or later
+(steps 6 of the fluid bound: one deployment per runtime and batch, requested no
+earlier than the start, and seen ready no earlier for a later request), and its calls
+take ``f + a·n`` at least as above: it finishes no sooner than ``d + f + a·n``. It
+labels only images that have crossed the uplink, and the last of them crosses no
+sooner than ``U`` (step 2: however the uploads are chunked or shared with the other
+leg, the link moves the batch's bytes at no more than its rate; crediting each leg
+the whole link only lowers the figure): it finishes no sooner than ``U``. A warm-up
+call adds time; none is charged. So the winning leg finishes no sooner than its leg
+bound, and the race no sooner than the least leg bound over all runtimes, whichever
+pair it raced. A fallback after a timeout is a later leg (the edge from the timeout
+on), which finishes no sooner than the edge's own bound.
+
+It sits between the two other figures of a batch: no lower than the fluid bound (one
+leg's schedule is a schedule of the fluid problem: the relaxed problem can do anything
+a race does) and no higher than the hindsight best single runtime (the batch's
+MIN-LAT term, ``T_t + T_d + warm-up + T_p`` for a pod: ``max ≤ sum``). The gap between
+it and the fluid bound is what splitting the batch (share) can gain over any race.
 """
 
 from __future__ import annotations
@@ -159,3 +196,31 @@ def _stalled(
         else:
             lo = mid
     return lo
+
+
+def _upload_s(truth: BatchTruth) -> float:
+    """The least time the uplink takes to carry the whole batch from its start: the
+    batch's T_t (one draw for every pod), or with stalling outages the link's own."""
+    pods = [t for t in truth.runtimes.values() if t.attempts]
+    if truth.link is not None and truth.bps is not None and math.isfinite(truth.bps):
+        start = truth.start_s if truth.start_s is not None else truth.at_s
+        return truth.link.finish(start, truth.n_bytes, truth.bps) - start
+    return min((t.transfer_s for t in pods), default=math.inf)
+
+
+def race_lower_bound(truth: BatchTruth) -> float:
+    """The least time in which any schedule that races whole-batch legs (the module
+    docstring: a selector, the duplicator, a race of two cloud legs) labels
+    ``truth``'s batch; ``inf`` if no runtime could label it."""
+    n = truth.n_images
+    if n <= 0:
+        return 0.0
+    upload = _upload_s(truth)
+    legs = [math.inf]
+    for t in truth.runtimes.values():
+        whole = t.chunk_s(n, first=True)
+        if not t.attempts:
+            legs.append(whole)
+        elif not _timed_out(t):
+            legs.append(max(upload, (t.attempts[-1] or 0.0) + whole))
+    return min(legs)

@@ -136,7 +136,10 @@ def replay(
 @replay_app.command("sweep")
 def sweep(
     envs: list[Path] = typer.Option(
-        ..., "--envs", help="spec files or directories of *.yaml (repeat the option)"
+        [],
+        "--envs",
+        help="spec files or directories of *.yaml (repeat the option; default: "
+        "workload/envs, the real calibration nautilus-2020-real first)",
     ),
     modes: list[str] = typer.Option(
         [], "--modes", help="modes, comma-separated or repeated (default: the six of the docs)"
@@ -169,6 +172,7 @@ def sweep(
 
     from stoic.replay.randenv import random_yaml
     from stoic.replay.sweep import (
+        DEFAULT_ENVS,
         DEFAULT_MODES,
         CellResult,
         EnvEntry,
@@ -184,7 +188,7 @@ def sweep(
     check_modes(mode_list)
     if probes not in ("auto", "full", "window"):
         raise InputError(f"--probes: expected auto, full or window, got {probes!r}")
-    entries = discover_envs(envs)
+    entries = discover_envs(envs or DEFAULT_ENVS)
     if random_envs:
         env_dir = report / "envs"
         env_dir.mkdir(parents=True, exist_ok=True)

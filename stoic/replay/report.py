@@ -64,7 +64,17 @@ def _headline(s: dict[str, Any]) -> list[str]:
         f"seconds run from each deployment's request to its teardown: batches "
         f"{s['pod_s_batches']:,.0f} s, probes and bootstrap {s['pod_s_learning']:,.0f} s.",
         "",
+        f"Lower bounds of these batches (stoic.replay.bound), as % of MIN-LAT: the fluid "
+        f"bound (any schedule) {_pct(_over(s['fluid_s'], s['min_lat_s']))}, the race bound "
+        f"(any race of whole-batch legs, two cloud legs included) "
+        f"{_pct(_over(s['race_s'], s['min_lat_s']))}; this run is at "
+        f"{_pct(s['vs_fluid'])} and {_pct(s['vs_race'])} of them.",
+        "",
     ]
+
+
+def _over(x: float, y: float) -> float | None:
+    return x / y if y > 0 and math.isfinite(x) and math.isfinite(y) else None
 
 
 def mode_name(result: ReplayResult) -> str:

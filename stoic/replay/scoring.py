@@ -12,7 +12,9 @@ the plan (estimates and choice) and the outcome the requester measured:
 * **aggregate latency** — the sum of measured totals, as % of MIN-LAT (the sum of each
   batch's least true total over *all* runtimes) and of the worst case (the sum of the
   greatest), and of the fluid lower bound (:mod:`stoic.replay.bound`: the sum of each
-  batch's least time under any schedule the replay can run, share's included).
+  batch's least time under any schedule the replay can run, share's included), and of
+  the race bound (the sum of each batch's least time under any schedule that races
+  whole-batch legs: a selector, the duplicator, a race of two cloud legs).
 * **cloud time** (duplicator, Table 5) — saved: the cloud T_p × GPUs not spent because
   the edge was kept; wasted: the pod seconds × GPUs of a cloud leg that lost.
 * **PMAE** (Table 3) — MAE of the predicted T_d, T_p and T_s of each cloud runtime
@@ -37,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from stoic.replay.bound import fluid_lower_bound
+from stoic.replay.bound import fluid_lower_bound, race_lower_bound
 from stoic.replay.reference import reference
 from stoic.replay.runner import ReplayedBatch, ReplayResult
 from stoic.values import Mode, RacePlan, SharePlan
@@ -88,6 +90,7 @@ def batch_row(rec: ReplayedBatch, mode: Mode) -> dict[str, Any]:
         "cloud_by": {k: list(v) for k, v in out.cloud_by.items()},
         "decision_cpu_s": out.decision_s,
         "fluid_s": fluid_lower_bound(rec.truth),
+        "race_s": race_lower_bound(rec.truth),
         "estimates": {n: e.as_dict() for n, e in rec.plan.estimates.items()},
         "truth": {
             n: {
@@ -210,6 +213,7 @@ def score(result: ReplayResult) -> dict[str, Any]:
     lat = float(sum(r["latency_s"] for r in rows))
     min_lat = float(sum(r["min_lat_s"] for r in rows))
     fluid = float(sum(r["fluid_s"] for r in rows))
+    race = float(sum(r["race_s"] for r in rows))
     worst = float(sum(r["worst_s"] for r in rows))
     succ = sum(bool(r["success"]) for r in rows)
     gpus = {r.name: max(r.gpus, 1) for r in result.env.runtimes.values()}
@@ -231,6 +235,8 @@ def score(result: ReplayResult) -> dict[str, Any]:
         "vs_min_lat": lat / min_lat if min_lat else None,
         "fluid_s": fluid,
         "vs_fluid": lat / fluid if fluid else None,
+        "race_s": race,
+        "vs_race": lat / race if race else None,
         "vs_worst": lat / worst if worst else None,
         "choices": dict(Counter(r["chosen"] for r in rows)),
         "ran_on": dict(Counter(r["ran_on"] for r in rows)),

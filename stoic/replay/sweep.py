@@ -54,6 +54,13 @@ DEFAULT_MODES = (
 )
 #: Modes that need the ground truth; they are references, not candidates for "best".
 REFERENCE_MODES = frozenset({"oracle", "informed"})
+#: The environments swept when none is named: the repository's family of specs.
+DEFAULT_ENVS = (Path("workload/envs"),)
+#: The sweep's lead environment, listed first wherever it is among the specs: the
+#: calibration fitted to the STOIC authors' real runs (docs/envfit.md), which the sweep
+#: and the evaluation docs default to; ``nautilus-2020`` stays the reproduction of the
+#: paper's published figures.
+LEAD_ENV = "nautilus-2020-real"
 
 
 # Metrics ------------------------------------------------------------------------------
@@ -290,8 +297,9 @@ class EnvEntry:
 
 
 def discover_envs(paths: Iterable[Path]) -> list[EnvEntry]:
-    """Spec files from files and directories (``*.yaml``/``*.yml``, sorted), named by
-    file stem (or by path where two stems clash). Raises InputError if none is found."""
+    """Spec files from files and directories (``*.yaml``/``*.yml``, sorted, with
+    :data:`LEAD_ENV` first), named by file stem (or by path where two stems clash).
+    Raises InputError if none is found."""
     files: list[Path] = []
     for p in paths:
         if p.is_dir():
@@ -312,7 +320,7 @@ def discover_envs(paths: Iterable[Path]) -> list[EnvEntry]:
     for f in unique:
         name = f.stem if stems.count(f.stem) == 1 else str(f)
         out.append(EnvEntry(name, f))
-    return out
+    return sorted(out, key=lambda e: e.path.stem != LEAD_ENV)
 
 
 def check_env(path: Path) -> str | None:
@@ -461,3 +469,102 @@ def table(result: SweepResult) -> list[dict[str, Any]]:
                 row["metrics"][m.key] = aggregate(vals)
             rows.append(row)
     return rows
+
+
+# Learning gaps --------------------------------------------------------------------------
+
+#: Points of MIN-LAT: the standard error a learning gap is steered by stays below one.
+TARGET_SE = 0.01
+
+
+@dataclass(frozen=True)
+class Gap:
+    """A mode's gap to the reference of its own action space in one environment: per
+    seed (ours − the reference) ÷ MIN-LAT, a ratio (0.01 is one point of MIN-LAT)."""
+
+    env: str
+    mode: str
+    reference: str
+    bound: bool  # the reference is a proven bound (else an informed reference)
+    per_seed: tuple[float, ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.per_seed)
+
+    @property
+    def mean(self) -> float:
+        return math.fsum(self.per_seed) / self.n
+
+    @property
+    def sd(self) -> float | None:
+        """The sample standard deviation (n − 1); None for fewer than two seeds."""
+        agg = aggregate(self.per_seed)
+        return float(agg["std"]) if self.n > 1 and agg["std"] is not None else None
+
+    @property
+    def se(self) -> float | None:
+        """The standard error of the mean over seeds, sd / √n."""
+        return None if self.sd is None else self.sd / math.sqrt(self.n)
+
+    @property
+    def seeds_for_target(self) -> int | None:
+        """Seeds at which this spread would put the standard error under
+        :data:`TARGET_SE` (at least two: one seed has no spread to measure)."""
+        if self.sd is None:
+            return None
+        return max(2, math.floor((self.sd / TARGET_SE) ** 2) + 1)
+
+
+def learning_gaps(result: SweepResult) -> list[Gap]:
+    """Each (environment, mode)'s gap to the reference of its action space, paired
+    seed by seed (the same worlds, so the spread is the gap's own, not the worlds').
+
+    A single-runtime mode (its in-class reference is the informed selector) is set
+    against the ``informed`` mode of the same environment and seed where the sweep
+    ran it: the same requester, timeouts and fallbacks included. Every other mode,
+    and a single-runtime one where ``informed`` is missing, against its in-class
+    reference (the cell's ``vs_class``): the informed duplicator for the adaptive
+    duplicator, the hindsight race for a fixed one, the fluid bound for share.
+    References themselves (:data:`REFERENCE_MODES`) have none."""
+    ok = {(c.cell.env, c.cell.mode, c.cell.seed): c for c in result.cells if c.ok}
+    out: list[Gap] = []
+    for e in result.config.envs:
+        for mode in result.config.modes:
+            if mode in REFERENCE_MODES:
+                continue
+            per_seed: list[float] = []
+            names: set[str] = set()
+            bound = True
+            for seed in result.config.seeds:
+                c = ok.get((e.name, mode, seed))
+                if c is None:
+                    continue
+                row = _gap(c, ok.get((e.name, "informed", seed)))
+                if row is None:
+                    continue
+                name, is_bound, value = row
+                per_seed.append(value)
+                names.add(name)
+                bound = bound and is_bound
+            if per_seed:
+                out.append(Gap(e.name, mode, " / ".join(sorted(names)), bound, tuple(per_seed)))
+    return out
+
+
+def _gap(c: CellResult, informed: CellResult | None) -> tuple[str, bool, float] | None:
+    """(reference, is a bound, gap) of one cell; None where its figures are missing."""
+    from stoic.replay.reference import INFORMED_REFERENCES, INFORMED_SELECTOR
+
+    d, m = c.details, c.metrics
+    lat, min_lat, name = d.get("latency_s"), d.get("min_lat_s"), d.get("class_ref")
+    if lat is None or not min_lat or name is None:
+        return None
+    if name == INFORMED_SELECTOR and informed is not None and informed.ok:
+        ref = informed.details.get("latency_s")
+        if ref is not None:
+            return "informed (mode)", False, (lat - ref) / min_lat
+    vs_class = m.get("vs_class")
+    if not vs_class:
+        return None
+    return str(name), name not in INFORMED_REFERENCES, (lat - lat / vs_class) / min_lat

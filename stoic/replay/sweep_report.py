@@ -22,7 +22,20 @@ from typing import Any
 
 from stoic.extras import installed
 from stoic.replay.report import PLOTS_SKIPPED
-from stoic.replay.sweep import METRICS, REFERENCE_MODES, Metric, SweepResult, table
+from stoic.replay.sweep import (
+    METRICS,
+    REFERENCE_MODES,
+    TARGET_SE,
+    Cell,
+    CellResult,
+    EnvEntry,
+    Gap,
+    Metric,
+    SweepConfig,
+    SweepResult,
+    learning_gaps,
+    table,
+)
 
 PLOT = "vs_min_lat.png"
 #: The plot's y axis stops here (% of MIN-LAT); taller bars are labelled with their value.
@@ -49,6 +62,7 @@ def write_sweep_report(result: SweepResult, out_dir: Path, *, command: str = "")
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = result.config
     rows = table(result)
+    gaps = learning_gaps(result)
     doc: dict[str, Any] = {
         "meta": {
             "command": command,
@@ -71,6 +85,7 @@ def write_sweep_report(result: SweepResult, out_dir: Path, *, command: str = "")
         ],
         "env_errors": result.env_errors,
         "table": rows,
+        "learning_gaps": [_gap_json(g) for g in gaps],
         "cells": [
             {
                 "env": c.cell.env,
@@ -88,7 +103,7 @@ def write_sweep_report(result: SweepResult, out_dir: Path, *, command: str = "")
     if not can_plot:
         doc["meta"]["plots"] = PLOTS_SKIPPED
     plotted = can_plot and _plot(result, rows, out_dir / PLOT)
-    text = _markdown(result, rows, command, plotted)
+    text = _markdown(result, rows, command, plotted) + _gap_section(result, gaps)
     pareto = can_plot and _pareto(result, rows, out_dir / PARETO_PLOT)
     if pareto:
         doc["meta"]["pareto_plot"] = PARETO_PLOT
@@ -96,6 +111,91 @@ def write_sweep_report(result: SweepResult, out_dir: Path, *, command: str = "")
     (out_dir / "sweep.json").write_text(json.dumps(doc, indent=1, default=_jsonable) + "\n")
     (out_dir / "sweep.md").write_text(text)
     return doc
+
+
+def _gap_json(g: Gap) -> dict[str, Any]:
+    return {
+        "env": g.env,
+        "mode": g.mode,
+        "reference": g.reference,
+        "bound": g.bound,
+        "per_seed": list(g.per_seed),
+        "n": g.n,
+        "mean": g.mean,
+        "sd": g.sd,
+        "se": g.se,
+        "seeds_for_se_below_target": g.seeds_for_target,
+    }
+
+
+def gap_cell(g: Gap) -> str:
+    """``mean ± SE (seeds for SE < 1 point)``, in points of MIN-LAT; † marks a gap to a
+    proven bound rather than to an informed reference."""
+    se = "" if g.se is None else f" ± {100 * g.se:.1f}"
+    k = "" if g.seeds_for_target is None else f" ({g.seeds_for_target})"
+    return f"{100 * g.mean:+.1f}{se}{k}{'' if not g.bound else ' †'}"
+
+
+def _gap_section(result: SweepResult, gaps: list[Gap]) -> str:
+    """The gap of each mode to the reference of its own action space, mean ± SE."""
+    if not gaps:
+        return ""
+    modes = list(dict.fromkeys(g.mode for g in gaps))
+    by = {(g.env, g.mode): g for g in gaps}
+    refs: dict[str, set[str]] = {}
+    for gap in gaps:
+        refs.setdefault(gap.mode, set()).update(gap.reference.split(" / "))
+    L = [
+        "## Gap to the reference of each action space",
+        "",
+        "Ours − the reference of the mode's own action space, per seed (the same worlds), "
+        "in points of MIN-LAT: the mean ± its standard error over seeds (sample sd ÷ √n), "
+        f"and in brackets the seeds at which that spread puts the standard error under "
+        f"{100 * TARGET_SE:.0f} point. For the single-runtime modes against the `informed` "
+        "mode (the paper's selector knowing the environment, through the same requester): "
+        "the *learning gap*. † a gap to a proven lower bound instead (the hindsight race "
+        "of a fixed duplicator, the fluid bound for share), part of which no scheduler "
+        "can close.",
+        "",
+        "| environment | " + " | ".join(modes) + " |",
+        "|---|" + "---|" * len(modes),
+    ]
+    for e in result.config.envs:
+        cells = [gap_cell(g) if (g := by.get((e.name, m))) else "–" for m in modes]
+        L.append(f"| {e.name} | " + " | ".join(cells) + " |")
+    L += ["", "References: " + "; ".join(f"{m}: {', '.join(sorted(refs[m]))}" for m in modes)]
+    L.append("")
+    return "\n".join(L) + "\n"
+
+
+def load_sweep(path: Path) -> SweepResult:
+    """A sweep's result from its ``sweep.json``, to write the report again (after a
+    change to the report's code) without replaying a cell."""
+    doc = json.loads(path.read_text())
+    meta = doc["meta"]
+    envs = [EnvEntry(name, Path(p)) for name, p in meta["envs"].items()]
+    cfg = SweepConfig(
+        envs=envs,
+        modes=tuple(meta["modes"]),
+        seeds=tuple(meta["seeds"]),
+        days=meta["days"],
+        batches=meta["batches_per_day"],
+        hours=meta["hours"],
+        probes=meta["probes"],
+        jobs=meta["jobs"],
+    )
+    paths = {e.name: e.path for e in envs}
+    cells = [
+        CellResult(
+            Cell(c["env"], paths[c["env"]], c["mode"], c["seed"], cfg.days, cfg.batches, cfg.hours),
+            dict(c["metrics"]),
+            dict(c["details"]),
+            c["error"],
+            float(c["wall_s"]),
+        )
+        for c in doc["cells"]
+    ]
+    return SweepResult(cfg, cells, dict(doc["env_errors"]), meta["jobs"], float(meta["wall_s"]))
 
 
 def _pareto_section(result: SweepResult, rows: list[dict[str, Any]], plotted: bool) -> str:
