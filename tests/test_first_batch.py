@@ -323,7 +323,8 @@ async def test_bootstrap_runs_and_probes_count_as_cloud_time_by_cause(tmp_path: 
         )
         assert causes["probe"] == pytest.approx(used[("gpu1", "probe")], abs=1e-3)
         total = float(usage.find("dd").attrs["data-cloud-used"])
-        assert total == pytest.approx(sum(causes.values()), abs=1e-3)
+        # Each figure is shown to 1 ms, so the shown parts may miss the shown total by 1.5 ms.
+        assert total == pytest.approx(sum(causes.values()), abs=2e-3)
         gpu1 = usage.find("tr", data_runtime="gpu1").find_all("td")
         assert [c.text() for c in gpu1[2:5]] == [
             "0.0 s",
