@@ -7,7 +7,9 @@ disciplines, and each copy drifted a little when they lived beside their first u
 
 * **cancellation waits.** :func:`cancel_and_wait` cancels and then awaits every task,
   so "cancelled" means the work stopped (a killed process, a deleted pod), and every
-  exception is retrieved so asyncio never reports one as "never retrieved";
+  exception is retrieved so asyncio never reports one as "never retrieved"; clean-up
+  that must not stop half-way (deleting a pod) runs :func:`to_the_end` even when its
+  caller is cancelled again meanwhile;
 * **background work is owned.** :class:`BackgroundTasks` keeps a strong reference to
   fire-and-forget tasks (asyncio keeps only weak ones), logs the ones that fail, and
   can be drained at shutdown;
@@ -20,11 +22,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from stoic.logging import get_logger
 
 log = get_logger(__name__)
+
+T = TypeVar("T")
 
 
 def succeeded(task: asyncio.Task[Any]) -> bool:
@@ -42,6 +46,27 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
     for t in pending:  # retrieve exceptions so none is reported as "never retrieved"
         if not t.cancelled():
             t.exception()
+
+
+async def to_the_end(aw: Awaitable[T]) -> T:
+    """Await ``aw`` to its end even if the caller is cancelled meanwhile, then let the
+    cancellation through (its result or error is then dropped). For clean-up: an
+    operator's cancel and a stop's drain may both cancel a batch, the second while the
+    first's tear-down is deleting its pod."""
+    task = asyncio.ensure_future(aw)
+    interrupted = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            interrupted = interrupted or not task.cancelled()  # ours, not the task's
+        except Exception:
+            break
+    if interrupted:
+        if not task.cancelled():
+            task.exception()
+        raise asyncio.CancelledError
+    return task.result()
 
 
 async def cancel_quietly(task: asyncio.Task[Any]) -> None:

@@ -49,7 +49,9 @@ from stoic.envfit.cli import fit as env_fit  # noqa: E402
 
 env_app.command("fit")(env_fit)
 from stoic.predict.cli import evaluate_app  # noqa: E402
+from stoic.replay.evaluate import evaluate_predictor  # noqa: E402
 
+evaluate_app.command("predictor")(evaluate_predictor)
 app.add_typer(evaluate_app, name="evaluate")
 from stoic.function.cli import app as model_app  # noqa: E402
 
@@ -65,6 +67,9 @@ register_model_commands(model_app)
 from stoic.watch.cli import register as register_watch_command  # noqa: E402
 
 register_watch_command(app)
+from stoic.operate import register as register_operator_commands  # noqa: E402
+
+register_operator_commands(app)
 
 
 def main() -> None:

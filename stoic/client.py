@@ -254,16 +254,76 @@ def mime_type(path: Path) -> str:
     return mimetypes.guess_type(path.name)[0] or "application/octet-stream"
 
 
+class ProgressLine:
+    """``submit --wait``'s line of what the batch is doing (the daemon's ``progress``:
+    waiting for the demo model, bootstrap run n of m, where it runs): on a terminal a
+    spinner that rewrites itself, elsewhere (a log, a pipe) one line per change."""
+
+    def __init__(self, console: Any) -> None:
+        self.console = console
+        self._status: Any = None
+        self._last: str | None = None
+
+    def __enter__(self) -> ProgressLine:
+        if self.console.is_terminal:
+            self._status = self.console.status("")
+            self._status.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._status is not None:
+            self._status.stop()
+
+    def show(self, text: str, elapsed_s: float) -> None:
+        from rich.text import Text
+
+        line = Text(f"{text} ({_elapsed(elapsed_s)})")
+        if self._status is not None:
+            self._status.update(line)
+        elif text != self._last:
+            self.console.print(line, soft_wrap=True)
+        self._last = text
+
+
+def _elapsed(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m} min {s} s" if m else f"{s} s"
+
+
+def progress_text(batch: dict[str, Any]) -> str:
+    """What a batch is doing, in one line: its progress message, else its state."""
+    p = batch.get("progress")
+    if isinstance(p, dict) and p.get("message"):
+        return f"{batch['state']}: {p['message']}"
+    return str(batch["state"])
+
+
+def wait_for_batch(
+    client: Any,
+    batch_id: str,
+    poll_s: float,
+    line: ProgressLine,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, Any]:
+    """Poll ``GET /v1/batches/{id}`` until it has ended (done, failed, cancelled),
+    showing its progress."""
+    t0 = clock()
+    while True:
+        b: dict[str, Any] = request(client.get, f"/v1/batches/{batch_id}")
+        if b["state"] in ("done", "failed", "cancelled"):
+            return b
+        line.show(progress_text(b), clock() - t0)
+        sleep(poll_s)
+
+
 def _wait_and_print(url: str | None, token: str | None, batch_id: str, poll_s: float) -> None:
-    with connect(url, token) as client:
-        while True:
-            b = request(client.get, f"/v1/batches/{batch_id}")
-            if b["state"] in ("done", "failed"):
-                break
-            time.sleep(poll_s)
+    with connect(url, token) as client, ProgressLine(_stderr_console()) as line:
+        b = wait_for_batch(client, batch_id, poll_s, line)
     _print_batch(b, labels=True)
-    if b["state"] == "failed":
-        raise ServerError(f"batch {batch_id} failed: {b.get('error')}")
+    if b["state"] in ("failed", "cancelled"):
+        raise ServerError(f"batch {batch_id} {b['state']}: {b.get('error')}")
 
 
 def _print_batch(b: dict[str, Any], *, labels: bool) -> None:
@@ -282,6 +342,8 @@ def _print_batch(b: dict[str, Any], *, labels: bool) -> None:
             f"  measured on {m['winner']}: T_s {m['total_s']:.2f} s (T_t {m['transfer_s']:.2f},"
             f" T_d {m['deployment_s']:.2f}, T_p {m['processing_s']:.2f})"
         )
+    if m and m.get("end_to_end_s") is not None:
+        typer.echo(f"  end to end (accepted to result): {m['end_to_end_s']:.2f} s")
     if b.get("error"):
         typer.echo(f"  error: {b['error']}")
     if labels:
@@ -318,7 +380,7 @@ def status(
         p = r["processing"]
         typer.echo(
             f"  {r['name']:>8} ({r['kind']}, {r['backend']}): "
-            f"{'available' if r['available'] else 'UNAVAILABLE'}; window {r['deployment_window']};"
+            f"{_availability(r)}; window {r['deployment_window']};"
             f" T_p ≈ {float(p.get('slope', 0)):.3f}·n + {float(p.get('intercept', 0)):.2f} s"
         )
     typer.echo("batches (newest first):")
@@ -328,6 +390,12 @@ def status(
             f"  {b['id']}  {b['state']:>7}  {b['n_images']:>5} img  "
             f"{b.get('winner') or b.get('runtime') or '-':>6}  {total}"
         )
+
+
+def _availability(r: dict[str, Any]) -> str:
+    if not r.get("in_service", True):
+        return "OUT OF SERVICE"
+    return "available" if r["available"] else "UNAVAILABLE"
 
 
 # export --------------------------------------------------------------------------------

@@ -13,6 +13,13 @@ import time
 from typing import Protocol
 
 
+def local_midnight(now: float) -> float:
+    """The instant of the last local midnight at or before ``now``: where "today"
+    begins for the operator page and the daily cloud-usage rows."""
+    lt = time.localtime(now)
+    return time.mktime((lt.tm_year, lt.tm_mon, lt.tm_mday, 0, 0, 0, 0, 0, -1))
+
+
 class Clock(Protocol):
     """Returns the current instant in seconds since the Unix epoch."""
 

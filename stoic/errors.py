@@ -10,6 +10,7 @@ fix it without reading a traceback.
     │   └── MissingExtra            a feature needs an optional extra (names it)
     ├── DataDirInUse                another daemon holds the data directory (names its pid)
     ├── LeaseHeld                   another daemon holds the database or the object store
+    ├── ActionRefused               an operator action the daemon's state does not allow
     ├── InputError                  bad user input (names the file/field)
     │   ├── CsvFormatError          malformed CSV (file, line, column)
     │   ├── WorkloadError           bad workload/count file
@@ -34,6 +35,7 @@ fix it without reading a traceback.
     │   └── RuntimeNotFound         no runtime row with this name
     ├── ObjectStoreError
     │   ├── ObjectNotFound          missing key in the object store
+    │   │   └── PackageGone         a batch's package is no longer stored (cannot retry)
     │   ├── StorageFull             no space left under the store's root (names it)
     │   └── InvalidObjectKey        malformed key (absolute, ``..``); also an InputError
     ├── PredictorError
@@ -98,6 +100,11 @@ class LeaseHeld(StoicError):
             f"{what} is in use by another stoic daemon ({holder}); stop that daemon "
             "first, or give this one its own database.url and objectstore.path"
         )
+
+
+class ActionRefused(StoicError):
+    """An operator action that the daemon's state does not allow (taking the edge out of
+    service, cancelling a batch whose result is being recorded); says why."""
 
 
 class InputError(StoicError):
@@ -277,6 +284,20 @@ class ObjectNotFound(ObjectStoreError):
     def __init__(self, key: str, where: str = "") -> None:
         self.key = key
         super().__init__(f"object not found: {key!r}" + (f" in {where}" if where else ""))
+
+
+class PackageGone(ObjectNotFound):
+    """A batch's package is no longer in the object store (retention deleted it), so the
+    batch cannot run again; the images must be submitted anew."""
+
+    def __init__(self, batch_id: str, key: str) -> None:
+        self.batch_id = batch_id
+        ObjectStoreError.__init__(
+            self,
+            f"batch {batch_id!r} cannot be retried: its package {key!r} is no longer "
+            "stored; submit its images again",
+        )
+        self.key = key
 
 
 class StorageFull(ObjectStoreError):

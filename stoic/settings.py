@@ -469,6 +469,13 @@ class ControllerSettings(_Section):
         "(stoic model default), which is stored and wins",
     )
     bootstrap: bool = True
+    bootstrap_scope: Literal["contenders", "all"] = Field(
+        "contenders",
+        description="which runtimes a new application version's first batch bootstraps: "
+        "the edge and those that could win that batch with no processing time at all "
+        "(contenders; the others when a batch they could win comes), or every runtime "
+        "(all: the paper's); docs/scheduling.md",
+    )
     max_concurrent_batches: int = Field(
         1, ge=1, le=64, description="batches processed at once (the edge is one machine)"
     )
@@ -701,6 +708,22 @@ class LocalBackendSettings(_Section):
     )
     standby: bool = Field(True, description="keep a warm standby process for the edge")
     standby_timeout_s: float = Field(600.0, gt=0, le=86_400, description="standby start limit")
+    standby_idle_s: float | None = Field(
+        300.0,
+        gt=0,
+        le=7 * 86_400,
+        description="stop the edge standby after this long unused (it holds TensorFlow and "
+        "the model, about 0.4-0.7 GB); the next edge run starts it again and waits for it. "
+        "None: keep it running (the paper's standby pod); docs/operations.md",
+    )
+    probe_period_s: float = Field(
+        3600.0,
+        gt=0,
+        le=7 * 86_400,
+        description="how often the inquisitor deploys each cloud runtime of this backend "
+        "(a process on this machine) to time its start, in place of inquisitor.period_s; "
+        "the first probe comes one period after the start; docs/operations.md",
+    )
     model_key: str | None = Field(
         None,
         description="one model object key for every version (then stoic model default "

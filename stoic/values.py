@@ -293,12 +293,19 @@ class TransferSample:
 
 
 class BatchState(StrEnum):
-    """queued → running → done | failed."""
+    """queued → running → done | failed; queued | running → cancelled (an operator's
+    cancel); failed | cancelled → queued (an operator's retry)."""
 
     QUEUED = "queued"
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        """Nothing more happens to the batch unless an operator retries it."""
+        return self in (BatchState.DONE, BatchState.FAILED, BatchState.CANCELLED)
 
 
 @dataclass(frozen=True, slots=True)

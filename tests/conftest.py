@@ -31,17 +31,19 @@ async def no_leftover_tasks() -> AsyncIterator[None]:
         pytest.fail(f"test left {len(left)} task(s) running: {[t.get_name() for t in left]}")
 
 
+STOIC_LOG_LEVEL = logging.getLogger("stoic").level
+"""The ``stoic`` loggers' level before any test ran."""
+
+
 @pytest.fixture(autouse=True)
 def stoic_log_level() -> Iterator[None]:
     """The replay's CLI silences the ``stoic`` loggers below ERROR for its process (its
-    progress bar is the output); a test that runs it in-process must not leave later
-    tests without their log records."""
-    logger = logging.getLogger("stoic")
-    level = logger.level
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
+    progress bar is the output); a test that runs it in-process, or a module fixture that
+    replays, must not leave later tests without their log records. So every test ends
+    with the level the session started with (not the one it found: a module-scoped
+    fixture sets it before this fixture looks)."""
+    yield
+    logging.getLogger("stoic").setLevel(STOIC_LOG_LEVEL)
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
     python tests/standin_function.py --port N [--start-delay S] [--fail-startup MSG]
         [--crash MSG] [--invoke-delay S] [--batch-delay S] [--image-delay S]
-        [--no-model-check]
+        [--label-from-name] [--no-model-check]
 
 The real function server, ``python -m stoic.function.server``, imports TensorFlow and
 loads a Keras model: seconds to start, and TensorFlow must be installed. Tests of the
@@ -20,8 +20,9 @@ only, starts in a blink, and speaks the HTTP contract documented in
   store (``STOIC_OBJECTSTORE__PATH``) and answers ``{"results": [...], "timings":
   {...}, "workers": [...], "n_images": n, "n_failed": 0}``, one result per member of
   ``start:stop`` (names sorted, ``index`` the position among them, label
-  ``"standin"``), only the first with ``warmup``; 404 ``{"error": ..., "key": ...}``
-  for a missing model or package, 400 for a malformed request or a range beyond the
+  ``"standin"``, or with ``--label-from-name`` the name's stem up to its first
+  ``-``), only the first with ``warmup``; 404 ``{"error": ..., "key": ...}`` for a
+  missing model or package, 400 for a malformed request or a range beyond the
   package;
 * ``GET /env`` (stand-in only): the environment variables the local backend sets.
 
@@ -47,7 +48,7 @@ import tarfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 ENV_KEYS = (
@@ -85,6 +86,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=0.0,
         help="seconds per image of every non-warm-up call (a chunk costs its size)",
+    )
+    ap.add_argument(
+        "--label-from-name",
+        action="store_true",
+        help="label each image with its file name's stem up to the first '-' (score 0.75)",
     )
     ap.add_argument(
         "--no-model-check",
@@ -154,15 +160,20 @@ def make_handler(
                 if os.environ.get("STANDIN_CALLLOG"):
                     with open(os.environ["STANDIN_CALLLOG"], "a") as f:
                         f.write(f"{os.getpid()} {package} {start} {start + len(names)}\n")
+            labels = [
+                PurePosixPath(n).stem.split("-")[0] if args.label_from_name else "standin"
+                for n in names
+            ]
+            score = 0.75 if args.label_from_name else 1.0
             results = [
                 {
                     "name": n,
                     "index": start + i,
-                    "label": "standin",
-                    "scores": {"standin": 1.0},
+                    "label": label,
+                    "scores": {label: score},
                     "error": None,
                 }
-                for i, n in enumerate(names)
+                for i, (n, label) in enumerate(zip(names, labels, strict=True))
             ]
             total = time.monotonic() - t0
             timings = {

@@ -138,7 +138,8 @@ async def test_idempotency_key_returns_the_same_batch(daemon: Daemon) -> None:
     assert r1.json()["id"] == r2.json()["id"]
     assert r2.headers["location"] == r1.headers["location"]
     assert daemon.controller.store.count_batches() == 1
-    packages = [k for k in daemon.controller.objects.list("batches/") if k.endswith(".tar")]
+    objects = daemon.controller.objects.list("batches/")
+    packages = [k for k in objects if k.endswith("/package.tar")]
     assert len(packages) == 1
 
 
@@ -166,7 +167,8 @@ async def test_idempotency_key_reused_for_another_request_is_409(
     assert r1.json()["id"] in error["message"]
     # Nothing of the second request was kept; the first batch is intact.
     assert daemon.controller.store.count_batches() == 1
-    packages = [k for k in daemon.controller.objects.list("batches/") if k.endswith(".tar")]
+    objects = daemon.controller.objects.list("batches/")
+    packages = [k for k in objects if k.endswith("/package.tar")]
     assert len(packages) == 1
     assert not list((daemon.data_dir / "tmp").glob(f"{TMP_PREFIX}*"))
 

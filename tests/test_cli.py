@@ -25,6 +25,11 @@ COMMANDS = [
     ["serve"],
     ["submit"],
     ["status"],
+    ["batch", "cancel"],
+    ["batch", "retry"],
+    ["drain"],
+    ["runtime", "disable"],
+    ["runtime", "enable"],
 ]
 
 

@@ -109,11 +109,11 @@ async def test_supervisor_restarts_a_crashed_task(tmp_path: Path, fake: FakeBack
 async def test_bootstrap_uses_sub_packages_of_the_first_batch(
     tmp_path: Path, fake: FakeBackend
 ) -> None:
-    settings = make_settings(tmp_path, controller={"bootstrap": True})
+    settings = make_settings(tmp_path, controller={"bootstrap": True, "bootstrap_scope": "all"})
     bid = put_batch(settings, n_images=12)
     async for ctl in running(settings, fake):
         await wait_state(ctl, bid, BatchState.DONE)
-        # Two representative runs per runtime, then the batch itself.
+        # Two representative runs per runtime (the paper's scope), then the batch itself.
         invokes = fake.ops("invoke")
         boot = [e for e in invokes if ":bootstrap:" in e.batch_id]
         assert len(boot) == 2 * 4
@@ -236,9 +236,18 @@ async def test_the_inquisitor_times_idle_runtimes_on_images_of_a_claimed_batch(
         tmp_path,
         controller={"inquisitor": True},
         inquisitor={"period_s": 0.05, "processing_probe_period_s": 0.2},
+        local={"probe_period_s": 0.05},  # the fake stands in for the local backend
     )
-    bid = put_batch(settings, n_images=12)
     async for ctl in running(settings, fake):
+        # The first deployment probes come a period after the start; once they have
+        # measured T_d, every cloud runtime could win the batch and is worth timing.
+        await until(
+            lambda ctl=ctl: all(
+                ctl.store.count_deployment_samples(r) for r in ("cpu", "gpu1", "gpu2")
+            )
+        )
+        bid = await asyncio.to_thread(put_batch, settings, 12)
+        ctl.notify()
         await wait_state(ctl, bid, BatchState.DONE)
 
         def probed(runtime: str, ctl: Controller = ctl) -> set[int]:

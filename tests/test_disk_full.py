@@ -189,6 +189,7 @@ async def test_uploads_past_a_full_disk_get_507_and_succeed_once_space_is_freed(
             | {f"batches/{b}" for b in accepted}
             | {f"batches/{b}/package.tar" for b in accepted}
             | {f"batches/{b}/metadata.json" for b in accepted}
+            | {f"batches/{b}/thumbnails.tar" for b in accepted}
         )
         assert leftovers(disk.root) == expected
         listed = (await c.get("/v1/batches")).json()["batches"]

@@ -35,6 +35,7 @@ def test_daemon_end_to_end(tmp_path: Path) -> None:
         """
 [controller]
 inquisitor = false
+bootstrap_scope = "all"  # the paper's: cpu too, a real process deployed and torn down
 
 [[runtimes]]
 name = "edge"

@@ -42,6 +42,7 @@ processing_probe_period_s = 0
 
 [local]
 command = ["{sys.executable}", "{STAND_IN}", "--no-model-check", "--image-delay", "0.01"]
+probe_period_s = 0.3  # the stand-ins' probes every tick, not hourly: the fit needs samples
 
 [[runtimes]]
 name = "edge"

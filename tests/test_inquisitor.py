@@ -116,6 +116,19 @@ async def test_run_probes_on_the_period_grid(rig: Rig) -> None:
     assert len(rig.recorder.deployments) == 3 * 3 + 1  # cpu's 4th (10 s) finished at 190
 
 
+async def test_a_runtime_with_a_period_of_its_own_is_probed_on_it_from_one_period_in() -> None:
+    # The daemon's local stand-ins: every local.probe_period_s (rounded to whole ticks),
+    # the first a period after the start, not at once.
+    rig = Rig(deploy_periods=(("cpu", 170.0),))
+    task = asyncio.create_task(rig.inquisitor.run())
+    await asyncio.sleep(400)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert rig.fake.times("deploy", "cpu") == [180.0, 360.0]
+    assert rig.fake.times("deploy", "gpu1") == [0.0, 60.0, 120.0, 180.0, 240.0, 300.0, 360.0]
+
+
 async def test_run_skips_a_runtime_whose_probe_is_still_running() -> None:
     rig = Rig(inquisitor={"period_s": 60.0}, predictor={"deploy_timeout_s": 100.0})
     rig.fake.script_deploys("gpu2", DeployStep(float("inf")), 5)
@@ -247,6 +260,34 @@ async def test_run_probes_the_edge_when_due_and_nothing_deploys_it() -> None:
     assert rig.fake.times("invoke-cancelled", "edge") == [200.0] and rig.fake.running == {}
     assert rig.fake.ops("warmup", "edge") == []  # the edge keeps a warm standby
     assert rig.inquisitor.cloud_s.get("edge") is None  # no pod time on the edge
+
+
+async def test_no_images_to_probe_with_wakes_no_edge_standby() -> None:
+    # A daemon that has accepted no batch yet: the edge's probe asks for images first
+    # and takes no standby (on the local backend, a TensorFlow process) for nothing.
+    work = ListWork(available=False)
+    rig = Rig(work, inquisitor={"processing_probe_period_s": 90.0})
+    task = asyncio.create_task(rig.inquisitor.run())
+    await asyncio.sleep(130)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert ("edge", 10) in work.asked
+    assert rig.fake.ops("deploy", "edge") == []
+
+
+async def test_pod_seconds_a_probe_holds_are_told() -> None:
+    held: list[tuple[str, float]] = []
+    rig = Rig(
+        ListWork(),
+        inquisitor={"processing_probe_period_s": 600.0},
+        on_held=lambda r, s: held.append((r, s)),
+    )
+    await rig.inquisitor.probe("gpu1")  # warm-up 2 s, 10 images x 0.75 s: 9.5 s after ready
+    await rig.inquisitor.probe("cpu")  # warm-up 1 s, 10 images x 1.75 s
+    await rig.inquisitor.probe("gpu1")  # not due: ready and torn down at once
+    assert held == [("gpu1", 9.5), ("cpu", 18.5), ("gpu1", 0.0)]
+    assert rig.inquisitor.cloud_s == {"gpu1": 9.5, "cpu": 18.5}
 
 
 async def test_the_edge_is_not_probed_while_a_batch_runs_there() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import itertools
 import os
 import signal
 import sys
@@ -258,6 +259,27 @@ async def test_edge_standby_is_reused_and_survives_teardown(backend_factory: Fac
     await backend.aclose()  # idempotent
     with pytest.raises(DeployFailure, match="closed"):
         await backend.deploy(EDGE, timeout_s=30)
+
+
+async def test_an_idle_standby_is_stopped_and_started_again_when_needed(
+    backend_factory: Factory,
+) -> None:
+    opts = LocalBackendSettings(ready_poll_s=0.02, terminate_grace_s=2.0, standby_idle_s=0.2)
+    backend = backend_factory(edge=EDGE, options=opts)
+    await backend.start()
+    held = await backend.deploy(EDGE, timeout_s=30)
+    pid = held.info["pid"]
+    await asyncio.sleep(0.6)  # in use for longer than standby_idle_s: kept
+    assert backend.standby_pid(EDGE) == pid and not gone(pid)
+    await backend.teardown(held)
+    async with asyncio.timeout(30):  # unused for standby_idle_s: stopped, and reaped
+        for _ in itertools.count():
+            if gone(pid):
+                break
+            await asyncio.sleep(0.05)
+    assert backend.standby_pid(EDGE) is None and backend.live_pids() == []
+    again = await backend.deploy(EDGE, timeout_s=30)  # the next edge run starts one
+    assert again.info["standby"] and again.info["pid"] != pid and not gone(again.info["pid"])
 
 
 async def test_dead_standby_is_restarted(backend_factory: Factory) -> None:

@@ -65,3 +65,17 @@ def test_the_daemon_handler_folds_a_burst_into_a_few_lines() -> None:
     dropped = [line for line in lines if line["event"] == "connection dropped"]
     assert len(dropped) == 5
     assert dropped[-1]["client"] == "127.0.0.1:4"
+
+
+def test_audit_records_always_pass() -> None:
+    """An operator's actions are an audit trail: the repeat filter never drops one."""
+    f = RepeatFilter(3, 60.0, clock=lambda: 0.0)
+    audited = []
+    for _ in range(20):
+        r = record("operator action", name="stoic.operator")
+        r.audit = True  # what log.info(..., audit=True) sets
+        audited.append(f.filter(r))
+    assert audited == [True] * 20
+    assert [f.filter(record("operator action", name="stoic.operator")) for _ in range(5)] == [
+        True, True, True, False, False
+    ]  # fmt: skip

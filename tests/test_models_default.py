@@ -57,7 +57,7 @@ async def test_default_is_the_settings_until_set(tmp_path: Path) -> None:
 async def test_set_default_changes_the_version_of_new_batches_and_bootstraps_it(
     tmp_path: Path,
 ) -> None:
-    settings = make_settings(tmp_path, controller={"bootstrap": True})
+    settings = make_settings(tmp_path, controller={"bootstrap": True, "bootstrap_scope": "all"})
     fake = FakeBackend(default=FakeSpec(per_image_s=0.0))
     async with start_daemon(settings, fake) as d:
         first = await d.wait_done(await submit(d))

@@ -63,6 +63,14 @@ def test_the_real_runs_match_the_audit_figures() -> None:
     assert fig["processing"]["mae_s"] == pytest.approx(6.01, abs=0.01)
     assert fig["total"]["mae_s"] == pytest.approx(10.25, abs=0.01)
     assert fig["total"]["reference_mae_s"] == pytest.approx(22.88, abs=0.01)
+    # Calibrated spreads (stoic/predict/spread.py): 68 %, 44 % and 56 % before.
+    for component, covered in (
+        ("deployment", 27 / 31),
+        ("processing", 43 / 48),
+        ("total", 43 / 48),
+    ):
+        assert fig[component]["coverage_90"] == pytest.approx(covered)
+        assert 0.85 <= fig[component]["coverage_90"] <= 0.95
 
 
 def test_plot_and_table(tmp_path: Path) -> None:

@@ -119,6 +119,22 @@ async def test_packages_older_than_n_days_go_results_stay(site: Site) -> None:
     assert site.gauge("stoic_retention_last_sweep_timestamp_seconds") == site.clock.now()
 
 
+async def test_a_cancelled_batch_is_swept_like_a_failed_one(site: Site) -> None:
+    site.store.create_batch(
+        batch_id="cancelled", created_at=NOW - 40 * DAY_S, n_images=1, n_bytes=1,
+        package_key=package_key("cancelled"),
+    )  # fmt: skip
+    site.objects.put_bytes(package_key("cancelled"), PACKAGE)
+    site.store.cancel_batch("cancelled", NOW - 40 * DAY_S, "cancelled by token")
+    report = await site.retention(packages_days=30).sweep()
+    assert (report.packages, report.batches) == (1, 0)
+    assert site.keys("cancelled") == []
+    assert site.store.get_batch("cancelled").state is BatchState.CANCELLED
+    assert (await site.retention(packages_days=30, results_days=35).sweep()).batches == 1
+    with pytest.raises(BatchNotFound):
+        site.store.get_batch("cancelled")
+
+
 async def test_a_queued_or_running_batch_keeps_its_package_however_old(site: Site) -> None:
     running = site.batch("running", age_days=300, state=BatchState.RUNNING)
     queued = site.batch("queued", age_days=400, state=BatchState.QUEUED)

@@ -13,7 +13,13 @@ from stoic.errors import PredictorError
 from stoic.schedule.assembly import build_core, scheduler_options
 from stoic.schedule.decide.policy import PolicyOptions
 from stoic.schedule.execute.recorder import MultiRecorder, PredictorRecorder
-from stoic.schedule.scheduler import PROBE_LOOKBACK, ObservationCounter, Scheduler, contenders
+from stoic.schedule.scheduler import (
+    PROBE_LOOKBACK,
+    BootstrapRun,
+    ObservationCounter,
+    Scheduler,
+    contenders,
+)
 from stoic.settings import Settings
 from stoic.values import DeployOutcome, Job, Mode, RacePlan
 from tests.support.core import EPOCH, JOB, World, est, leg_runner, make_world, requester_of
@@ -242,3 +248,75 @@ async def test_real_predictor_learns_from_bootstrap_and_batches() -> None:
     # Auto: the pod that finishes first (gpu2: 40 + 0.2·400 + 20 = 140 s; gpu1 165 s).
     assert isinstance(plan, RacePlan) and plan.chosen == out.winner == "gpu2" and out.kept_cloud
     assert out.choice_correct is True and fake.live == {}
+
+
+async def test_a_scope_of_contenders_bootstraps_the_edge_then_what_could_win() -> None:
+    """``contenders_of`` (the daemon's default scope): the edge first, then only the
+    runtimes whose predicted T_t + T_d beat the best predicted total of the batch at
+    hand; the others wait for a batch they could win."""
+    fake = FakeBackend(
+        {
+            "edge": FakeSpec(per_image_s=2.0, fixed_s=10.0),
+            "cpu": FakeSpec(deploy_s=12, upload_s=1, per_image_s=1.5, fixed_s=15.0),
+            "gpu1": FakeSpec(deploy_s=20, upload_s=1, per_image_s=0.3, fixed_s=25.0),
+            "gpu2": FakeSpec(deploy_s=40, upload_s=1, per_image_s=0.2, fixed_s=20.0),
+        }
+    )
+    core = build_core(
+        Settings(), {"local": fake}, LoopClock(EPOCH), make_recorder=PredictorRecorder
+    )
+    scheduler = core.scheduler
+    runs: list[tuple[str, int, int, int, bool]] = []
+
+    def on_run(run: BootstrapRun) -> None:
+        runs.append((run.runtime, run.run, run.runs, run.n_images, run.outcome is not None))
+
+    # One image: the edge's own line says 12 s; cpu's prior T_d (10 s) could beat it,
+    # gpu1's (30 s) and gpu2's (45 s) could not.
+    small = Job("small", 1, 212_000)
+    assert scheduler.missing("classify", "1", contenders_of=small) == {
+        "edge": 2,
+        "cpu": 2,
+    }
+    report = await scheduler.bootstrap(
+        "classify", "1", REPRESENTATIVE, contenders_of=small, on_run=on_run
+    )
+    assert sorted(report.outcomes) == ["cpu", "edge"]
+    assert runs == [
+        ("edge", 1, 4, 10, False),
+        ("edge", 1, 4, 10, True),
+        ("edge", 2, 4, 50, False),
+        ("edge", 2, 4, 50, True),
+        ("cpu", 3, 4, 10, False),
+        ("cpu", 3, 4, 10, True),
+        ("cpu", 4, 4, 50, False),
+        ("cpu", 4, 4, 50, True),
+    ]
+    assert scheduler.missing("classify", "1") == {"gpu1": 2, "gpu2": 2}
+    assert not scheduler.needs_bootstrap("classify", "1", contenders_of=small)
+    # 40 images: the edge's 90 s is beaten by gpu1's and gpu2's T_t + T_d.
+    big = Job("big", 40, 40 * 212_000)
+    again = await scheduler.bootstrap("classify", "1", REPRESENTATIVE, contenders_of=big)
+    assert sorted(again.outcomes) == ["gpu1", "gpu2"]
+    assert not scheduler.needs_bootstrap("classify", "1")
+
+
+async def test_a_runtime_that_stops_being_a_contender_is_skipped(world: World) -> None:
+    # The table's cpu could win 40 images until the edge's own line came in.
+    scheduler = make_scheduler(world)
+    world.predictor.table["gpu1"] = est("gpu1", 5, 300, 30)
+    world.predictor.table["gpu2"] = est("gpu2", 5, 300, 25)
+    assert scheduler.missing("classify", "1", contenders_of=JOB) == {"edge": 2, "cpu": 2}
+    seen: list[tuple[str, int, int]] = []
+
+    def on_run(run: BootstrapRun) -> None:
+        if run.outcome is None:
+            seen.append((run.runtime, run.run, run.runs))
+            if run.runtime == "edge":  # the edge's line: 10 s, below cpu's T_t + T_d
+                world.predictor.table["edge"] = est("edge", 0, 0, 10)
+
+    report = await scheduler.bootstrap(
+        "classify", "1", REPRESENTATIVE, contenders_of=JOB, on_run=on_run
+    )
+    assert list(report.outcomes) == ["edge"]
+    assert seen == [("edge", 1, 4), ("edge", 2, 4)]

@@ -18,6 +18,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from stoic.errors import BatchNotFound, BatchStateError, RuntimeNotFound, StoreError
 from stoic.store import Store, current_revision, head_revision, migrate
@@ -564,6 +565,7 @@ def test_batch_counts_every_state_in_one_query(store: Store) -> None:
         BatchState.RUNNING: 1,
         BatchState.DONE: 1,
         BatchState.FAILED: 0,
+        BatchState.CANCELLED: 0,
     }
 
 
@@ -643,7 +645,7 @@ def test_upgrade_0001_to_head_keeps_batches(url: str) -> None:
                 )
             )
         migrate(s.engine)
-        assert current_revision(s.engine) == head_revision() == "0004"
+        assert current_revision(s.engine) == head_revision() == "0006"
         old = s.find_by_idempotency_key("k-old")
         assert old is not None and old.request_digest is None and old.n_images == 3
         assert claim(s, 2.0).id == "old"
@@ -689,3 +691,100 @@ def test_two_daemons_taking_a_free_lease_at_once_one_wins(url: str) -> None:
     finally:
         for s in stores:
             s.close()
+
+
+# Operator actions ----------------------------------------------------------------------
+
+
+def test_cancel_ends_a_queued_or_running_batch_and_recovery_leaves_it(store: Store) -> None:
+    queued = new_batch(store, 1.0)
+    running = new_batch(store, 2.0)
+    done = new_batch(store, 3.0)
+    store.claim_next_queued(4.0)  # queued: the oldest
+    assert claim(store, 4.0).id == running.id
+    assert claim(store, 4.0).id == done.id
+    store.finish_batch(done.id, state=BatchState.DONE, finished_at=5.0)
+
+    a = store.cancel_batch(queued.id, 6.0, "cancelled by token", allowed=(BatchState.RUNNING,))
+    assert (a.state, a.finished_at, a.error) == (BatchState.CANCELLED, 6.0, "cancelled by token")
+    b = store.cancel_batch(running.id, 6.0, "cancelled by session 1a2b3c4d")
+    assert b.state is BatchState.CANCELLED
+    with pytest.raises(BatchStateError, match="is 'done'; cannot cancel"):
+        store.cancel_batch(done.id, 6.0, "x")
+    with pytest.raises(BatchStateError, match="is 'cancelled'; cannot cancel"):
+        store.cancel_batch(running.id, 7.0, "again")
+    with pytest.raises(BatchStateError):  # a cancelled batch's task cannot finish it
+        store.finish_batch(running.id, state=BatchState.DONE, finished_at=8.0)
+    # Crash recovery re-queues running batches only: a cancelled one stays cancelled.
+    assert store.requeue_running(9.0) == []
+    assert store.get_batch(running.id).state is BatchState.CANCELLED
+    assert store.batch_counts()[BatchState.CANCELLED] == 2
+    assert store.claim_next_queued(10.0) is None
+
+
+def test_retry_requeues_a_failed_or_cancelled_batch_as_new(store: Store) -> None:
+    failed = new_batch(store, 1.0)
+    claim(store, 2.0)
+    store.record_decision(failed.id, "gpu1", "selector", {"gpu1": {"total_s": 3.0}})
+    store.finish_batch(
+        failed.id, state=BatchState.FAILED, finished_at=3.0, error="boom", cloud_used_s=4.0
+    )
+    again = store.retry_batch(failed.id, 5.0)
+    assert again.state is BatchState.QUEUED and again.attempts == 0
+    assert (again.error, again.finished_at, again.started_at) == (None, None, None)
+    assert (again.chosen_runtime, again.estimates, again.cloud_used_s) == (None, {}, None)
+    assert again.updated_at == 5.0 and again.created_at == 1.0
+    assert claim(store, 6.0).attempts == 1
+    with pytest.raises(BatchStateError, match="cannot retry"):
+        store.retry_batch(failed.id, 7.0)  # running
+    store.cancel_batch(failed.id, 8.0, "cancelled by token")
+    assert store.retry_batch(failed.id, 9.0).state is BatchState.QUEUED
+    with pytest.raises(BatchStateError, match="is 'queued'; cannot retry"):
+        store.retry_batch(failed.id, 10.0)
+    with pytest.raises(BatchNotFound):
+        store.retry_batch("nope", 1.0)
+
+
+def test_out_of_service_is_kept_with_why_and_who(store: Store) -> None:
+    store.upsert_runtimes([Runtime("gpu1", RuntimeKind.GPU, 1)], at=1.0)
+    row = store.set_out_of_service("gpu1", True, 2.0, reason="driver update", by="token")
+    assert (row.out_of_service_since, row.out_of_service_reason, row.out_of_service_by) == (
+        2.0,
+        "driver update",
+        "token",
+    )
+    again = store.set_out_of_service("gpu1", True, 3.0, reason="still", by="session 1a2b3c4d")
+    assert again.out_of_service_since == 2.0 and again.out_of_service_reason == "still"
+    # The probes' availability is another column: neither touches the other.
+    store.set_availability("gpu1", False, 4.0)
+    assert store.runtimes()[0].out_of_service_since == 2.0
+    back = store.set_out_of_service("gpu1", False, 5.0)
+    assert (back.out_of_service_since, back.out_of_service_by, back.available) == (
+        None,
+        None,
+        False,
+    )
+    with pytest.raises(RuntimeNotFound):
+        store.set_out_of_service("tpu", True, 1.0)
+
+
+def test_a_database_of_the_previous_revision_takes_cancelled_batches(url: str) -> None:
+    """Revision 0005 widens the state's CHECK constraint in place (SQLite copies the
+    table): rows written before it stay, and a batch can then be cancelled."""
+    migrate(url, "0004")
+    with Store(url) as s:
+        old = new_batch(s, 1.0)
+        with s.engine.begin() as conn:  # the Store of this revision knows newer columns
+            conn.execute(
+                text(
+                    "INSERT INTO runtimes (name, kind, gpus, backend, available) "
+                    "VALUES ('cpu', 'cpu', 0, 'local', true)"
+                )
+            )
+    migrate(url)
+    with Store(url) as s:
+        assert s.cancel_batch(old.id, 2.0, "cancelled by token").state is BatchState.CANCELLED
+        assert s.set_out_of_service("cpu", True, 3.0).out_of_service_since == 3.0
+        assert s.list_batches(BatchState.CANCELLED)[0].n_images == 10
+        with s.engine.begin() as conn, pytest.raises(IntegrityError):
+            conn.execute(text("UPDATE batches SET state = 'lost'"))

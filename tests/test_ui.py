@@ -1,16 +1,14 @@
 """The operator page in-process (httpx ASGITransport, fake backend, no TensorFlow).
 
-What a browser would see is parsed with the standard library's HTML parser into a small
-tree, so the assertions are about elements and their text, not about substrings of
-markup. ``tests/test_ui_browser.py`` loads the page in a real headless Chromium.
+What a browser would see is parsed into a small tree (:mod:`tests.support.html`), so
+the assertions are about elements and their text, not about substrings of markup.
+``tests/test_ui_browser.py`` loads the page in a real headless Chromium.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from pathlib import Path
 
 import httpx
@@ -19,84 +17,15 @@ import pytest
 from stoic.api.app import create_app
 from stoic.api.ui import charts, session, views
 from stoic.backends.fake import FakeBackend, FakeSpec
-from stoic.store.store import UsageRow
+from stoic.store.store import CloudUsage, UsageRow
 from stoic.values import BatchState
 from tests.support.daemon import Daemon, files, start_daemon
+from tests.support.html import dom
 from tests.support.images import jpeg, zip_of
 from tests.support.settings import make_settings
 
 TOKEN = "s3cret-token"
 XSS = "<script>window.stoicXss=1</script>.jpg"
-
-# A tiny DOM -------------------------------------------------------------------------
-
-_VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source"}
-
-
-@dataclass
-class Node:
-    tag: str
-    attrs: dict[str, str]
-    children: list[Node | str] = field(default_factory=list)
-
-    def text(self) -> str:
-        return "".join(c if isinstance(c, str) else c.text() for c in self.children)
-
-    def iter(self):
-        yield self
-        for c in self.children:
-            if isinstance(c, Node):
-                yield from c.iter()
-
-    def find_all(self, tag: str | None = None, **attrs: str) -> list[Node]:
-        def match(n: Node) -> bool:
-            if tag is not None and n.tag != tag:
-                return False
-            for k, v in attrs.items():
-                key = k.rstrip("_").replace("_", "-")
-                if key == "class":
-                    if v not in n.attrs.get("class", "").split():
-                        return False
-                elif n.attrs.get(key) != v:
-                    return False
-            return True
-
-        return [n for n in self.iter() if match(n)]
-
-    def find(self, tag: str | None = None, **attrs: str) -> Node:
-        found = self.find_all(tag, **attrs)
-        assert found, f"no <{tag} {attrs}>"
-        return found[0]
-
-
-class _Builder(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.root = Node("#root", {})
-        self.stack = [self.root]
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        node = Node(tag, {k: v or "" for k, v in attrs})
-        self.stack[-1].children.append(node)
-        if tag not in _VOID:
-            self.stack.append(node)
-
-    def handle_endtag(self, tag: str) -> None:
-        for i in range(len(self.stack) - 1, 0, -1):
-            if self.stack[i].tag == tag:
-                del self.stack[i:]
-                return
-
-    def handle_data(self, data: str) -> None:
-        self.stack[-1].children.append(data)
-
-
-def dom(html: str) -> Node:
-    b = _Builder()
-    b.feed(html)
-    b.close()
-    return b.root
-
 
 # Fixtures ------------------------------------------------------------------------------
 
@@ -489,13 +418,23 @@ def test_usage_view_counts_results_and_cloud_seconds() -> None:
         UsageRow("edge", "edge", BatchState.DONE, 2, 0.0, 0.0),
         UsageRow("cpu", None, BatchState.FAILED, 1, 0.0, 0.0),
     ]
-    u = views.usage_view(rows, 0.0, ["edge", "cpu", "gpu1"])
-    assert (u.batches, u.failed, u.cloud_used_s, u.cloud_wasted_s) == (7, 1, 130.0, 40.0)
-    assert u.per_runtime == [
-        ("edge", 3, 0.0, 0.0),
-        ("cpu", 0, 0.0, 0.0),
-        ("gpu1", 3, 130.0, 40.0),
+    outside = [  # the store's day rows: bootstrap runs and probes
+        CloudUsage("gpu1", "bootstrap", 12.0),
+        CloudUsage("gpu1", "probe", 3.0),
+        CloudUsage("gpu2", "probe", 5.0),
     ]
+    u = views.usage_view(rows, 0.0, ["edge", "cpu", "gpu1"], outside)
+    assert (u.batches, u.failed, u.cloud_used_s, u.cloud_wasted_s) == (7, 1, 150.0, 40.0)
+    assert u.by_cause == {"batch": 130.0, "bootstrap": 12.0, "probe": 8.0}
+    assert [
+        (r.name, r.results, r.batch_s, r.bootstrap_s, r.probe_s, r.wasted_s) for r in u.per_runtime
+    ] == [
+        ("edge", 3, 0.0, 0.0, 0.0, 0.0),
+        ("cpu", 0, 0.0, 0.0, 0.0, 0.0),
+        ("gpu1", 3, 130.0, 12.0, 3.0, 40.0),
+        ("gpu2", 0, 0.0, 0.0, 5.0, 0.0),  # probed only: still on the page
+    ]
+    assert u.per_runtime[2].used_s == 145.0
     shares = {g.attrs["data-series"] for g in dom(str(u.share_chart)).find_all("g")}
     assert shares == {"edge", "gpu1", "failed"}
 

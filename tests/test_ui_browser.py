@@ -13,6 +13,10 @@ TensorFlow; a small demo model is trained first with ``stoic model init``), with
    (the fetch-and-swap script) until the batch is done;
 5. logs no console error (CSP violations, failed requests, script errors).
 
+Then, against a second daemon on the stand-in function, the operator's buttons: drain and
+resume, a runtime out of service and back, cancel a running batch, retry a failed one
+(each checked through the API too; the forms' CSRF refusals are in tests/test_ui_actions.py).
+
 Skipped only where no Chromium or chromedriver is installed; ``.ci/run`` installs them
 and sets ``CI_REQUIRE_BROWSER=1``, which turns the skip into a failure.
 """
@@ -34,7 +38,7 @@ import pytest
 from stoic.function.classifier import CLASSES
 from tests.support.images import scene_jpeg
 from tests.support.net import free_port, wait_for
-from tests.support.paths import REPO
+from tests.support.paths import REPO, STAND_IN
 from tests.support.processes import daemon_env, serve, stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -241,7 +245,7 @@ def test_operator_page_in_a_real_browser(
                 marks = svg.find_elements(By.CSS_SELECTOR, f'g[data-series="{name}"] circle')
                 assert marks and all(m.size["width"] > 0 for m in marks), name
 
-        row.find_element(By.CSS_SELECTOR, "a").click()
+        click(driver, f'tr[data-batch="{batch_id}"] a')  # the part may have refreshed since
         wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, "table.results"), 30, "results")
         cells = driver.find_elements(By.CSS_SELECTOR, "table.results tbody tr")
         shown = {
@@ -311,3 +315,217 @@ def assert_no_injection(driver: Any) -> None:
     assert scripts == ["/ui/static/ui.js"]
     assert driver.execute_script("return document.querySelectorAll('main img').length") == 0
     assert driver.execute_script("return typeof window.stoicXss") == "undefined"
+
+
+# The operator's actions, clicked -------------------------------------------------------
+#
+# A second daemon, on the stand-in function (no TensorFlow: a call takes IMAGE_DELAY_S
+# per image, so a batch runs long enough to be cancelled), with the token. No model is
+# stored at first, so the first batch fails (the stand-in checks the model's key); the
+# fixture then stores one and later batches run.
+
+IMAGE_DELAY_S = 10.0
+
+
+@pytest.fixture(scope="module")
+def ops_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """``stoic serve`` on the stand-in; yields (url, the id of a failed batch)."""
+    tmp = tmp_path_factory.mktemp("ui-actions")
+    data = tmp / "data"
+    config = tmp / "stoic.toml"
+    config.write_text(
+        f"""
+data_dir = "{data}"
+
+[api]
+token = "{TOKEN}"
+
+[controller]
+inquisitor = false
+bootstrap = false
+demo_model = false
+
+[ui]
+refresh_s = 1
+render_cache_s = 0
+
+[local]
+command = ["{sys.executable}", "{STAND_IN}", "--image-delay", "{IMAGE_DELAY_S}"]
+
+[[runtimes]]
+name = "edge"
+kind = "edge"
+
+[[runtimes]]
+name = "cpu"
+kind = "cpu"
+prior_deploy_s = 100.0
+"""
+    )
+    port = free_port()
+    log = tmp / "daemon.log"
+    proc = serve(config, port, log, daemon_env())
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with api_client(url) as api:
+            wait_for(api, "/readyz", 120, log, proc)
+            failed = submit_images(api, 1)
+            body = wait_until(lambda: finished(api, failed), 120, "the first batch to fail")
+            assert body["state"] == "failed", body
+            model = data / "objects" / "models" / "classify" / "1" / "model.keras"
+            model.parent.mkdir(parents=True, exist_ok=True)
+            model.write_bytes(b"a model the stand-in only looks for")
+        yield url, failed
+    finally:
+        stop(proc)
+
+
+def api_client(url: str) -> httpx.Client:
+    return httpx.Client(
+        base_url=url, timeout=60, trust_env=False, headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+
+
+def submit_images(api: httpx.Client, n: int) -> str:
+    images = [(f"cam1/{i}.jpg", scene_jpeg("bird", i)) for i in range(n)]
+    r = api.post("/v1/batches", files=[("files", (k, v, "image/jpeg")) for k, v in images])
+    assert r.status_code == 202, r.text
+    return str(r.json()["id"])
+
+
+def finished(api: httpx.Client, batch_id: str) -> dict[str, Any] | None:
+    b: dict[str, Any] = api.get(f"/v1/batches/{batch_id}").json()
+    return b if b["state"] in ("done", "failed", "cancelled") else None
+
+
+@pytest.fixture(scope="module")
+def operator(
+    ops_served: tuple[str, str],
+    browser_paths: tuple[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Any]:
+    """Chromium, logged in to the stand-in daemon's page."""
+    from selenium.webdriver.common.by import By
+
+    url, _ = ops_served
+    profile = tmp_path_factory.mktemp("chrome-actions")
+    driver = start_chrome(*browser_paths, profile)
+    try:
+        driver.get(f"{url}/ui/login")
+        driver.find_element(By.CSS_SELECTOR, "form.login input[name=token]").send_keys(TOKEN)
+        driver.find_element(By.CSS_SELECTOR, "form.login button").click()
+        wait_until(lambda: driver.find_elements(By.ID, "batches"), 30, "the page after login")
+        yield driver
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == []  # no CSP violation, failed request or script error
+    finally:
+        driver.quit()
+
+
+def click(driver: Any, selector: str) -> None:
+    """Click the element; found again if the page's refresh swapped it meanwhile."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    def clicked() -> bool:
+        try:
+            driver.find_element(By.CSS_SELECTOR, selector).click()
+        except StaleElementReferenceException:
+            return False
+        return True
+
+    wait_until(clicked, 30, f"a click on {selector}")
+
+
+def shown(driver: Any, selector: str) -> str:
+    """The element's text ("" if there is none), read at once (a refresh may swap it)."""
+    text = driver.execute_script(
+        "const e = document.querySelector(arguments[0]); return e ? e.innerText : '';", selector
+    )
+    return str(text).strip()
+
+
+def test_drain_and_resume_by_button(ops_served: tuple[str, str], operator: Any) -> None:
+    url, _ = ops_served
+    operator.get(f"{url}/ui")
+    click(operator, 'button[data-action="drain"]')
+    wait_until(
+        lambda: shown(operator, 'dd[data-drained="true"]').startswith("drained since"),
+        30,
+        "the page to say it is drained",
+    )
+    with api_client(url) as api:
+        drained = api.get("/v1/drain").json()
+        assert drained["drained"] and drained["by"].startswith("session ")
+        waiting = submit_images(api, 1)
+        assert api.get(f"/v1/batches/{waiting}").json()["state"] == "queued"
+        click(operator, 'button[data-action="undrain"]')
+        wait_until(lambda: shown(operator, 'dd[data-drained="false"]'), 30, "resumed")
+        assert not api.get("/v1/drain").json()["drained"]
+        body = wait_until(lambda: finished(api, waiting), 120, "the held batch to run")
+        assert body["state"] == "done", body
+
+
+def test_a_runtime_out_of_service_and_back_by_button(
+    ops_served: tuple[str, str], operator: Any
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    url, _ = ops_served
+    operator.get(f"{url}/ui")
+    card = 'article[data-runtime="cpu"]'
+    operator.find_element(By.CSS_SELECTOR, f"{card} input[name=reason]").send_keys("fan failed")
+    click(operator, f'{card} button[data-action="out-of-service"]')
+    wait_until(
+        lambda: operator.find_elements(By.CSS_SELECTOR, f'{card}[data-in-service="false"]'),
+        30,
+        "the card to show it out of service",
+    )
+    assert "fan failed" in shown(operator, f"{card} .avail")
+    with api_client(url) as api:
+        cpu = next(r for r in api.get("/v1/runtimes").json()["runtimes"] if r["name"] == "cpu")
+        assert cpu["in_service"] is False and cpu["out_of_service"]["reason"] == "fan failed"
+        assert "cpu" not in api.get("/v1/estimate", params={"images": 5}).json()["estimates"]
+        click(operator, f'{card} button[data-action="in-service"]')
+        wait_until(
+            lambda: operator.find_elements(By.CSS_SELECTOR, f'{card}[data-in-service="true"]'),
+            30,
+            "the card back in service",
+        )
+        assert "cpu" in api.get("/v1/estimate", params={"images": 5}).json()["estimates"]
+
+
+def test_cancel_a_running_batch_by_button(ops_served: tuple[str, str], operator: Any) -> None:
+    url, _ = ops_served
+    with api_client(url) as api:
+        batch_id = submit_images(api, 8)  # 80 s of calls: it is still running when clicked
+        wait_until(
+            lambda: api.get(f"/v1/batches/{batch_id}").json()["state"] == "running",
+            60,
+            "the batch to run",
+        )
+        operator.get(f"{url}/ui/batches/{batch_id}")
+        click(operator, 'button[data-action="cancel"]')
+        wait_until(lambda: shown(operator, "#batch h2 .badge") == "cancelled", 30, "cancelled")
+        assert "cancelled by session" in shown(operator, "#batch p.error")
+        body = api.get(f"/v1/batches/{batch_id}").json()
+        assert body["state"] == "cancelled" and body["results"] is None
+        # The edge is free at once (its call was killed): the next batch runs now.
+        after = submit_images(api, 1)
+        body = wait_until(lambda: finished(api, after), 60, "the next batch")
+        assert body["state"] == "done", body
+
+
+def test_retry_a_failed_batch_by_button(ops_served: tuple[str, str], operator: Any) -> None:
+    url, failed = ops_served
+    operator.get(f"{url}/ui/batches/{failed}")
+    assert shown(operator, "#batch h2 .badge") == "failed"
+    click(operator, 'button[data-action="retry"]')
+    wait_until(
+        lambda: shown(operator, "#batch h2 .badge") == "done",
+        120,
+        "the retried batch's page to refresh to done",
+    )
+    with api_client(url) as api:
+        body = api.get(f"/v1/batches/{failed}").json()
+    assert body["state"] == "done" and body["error"] is None and len(body["results"]) == 1

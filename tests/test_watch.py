@@ -415,3 +415,15 @@ def test_the_key_is_the_file_set_so_a_lost_state_file_resends_nothing_new(
     second.at(1)
     assert len(daemon.batches) == 1 and daemon.calls == 2
     assert daemon.labelled() == {("cam01", f"{i}.jpg"): 1 for i in range(3)}
+
+
+def test_a_batch_an_operator_cancelled_ends_the_wait(make_rig: Callable[..., Rig]) -> None:
+    rig = make_rig(FakeDaemon(finish=False), every_s=0.0, stable_s=0.0)
+    rig.put("cam01/a.jpg", jpeg(1))
+    rig.at(0)
+    assert not rig.watcher.idle()
+    rig.daemon.batches["batch-0"]["state"] = "cancelled"
+    rig.at(1)
+    assert rig.watcher.idle()  # not polled forever
+    assert rig.reports[-1].startswith("batch batch-0 failed in the daemon")
+    assert (rig.cards / "cam01" / "a.jpg").exists()  # its images stay to be seen to

@@ -15,6 +15,11 @@ checked rather than hoped: it replays
 and compares what comes out with the committed JSON after the same JSON round trip, so a
 float matches only if it is the same float. Wall times are not figures and are skipped.
 It prints one line per replay and a closing count, and exits 1 on any difference.
+
+``--ignore-spreads`` leaves the predictor's spreads out of the comparison (the per-batch
+``*_std_s`` estimates and the ``± x s`` of a selector's reason): a change to how the
+spreads are calibrated changes those and, if nothing that decides reads them, nothing
+else, which is what the check then shows.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -59,6 +65,22 @@ def _roundtrip(x: Any) -> Any:
 
 TIMINGS = ("decision_cpu_s", "wall_s")
 """Keys that hold the machine's timings, not figures: never compared."""
+SPREAD = re.compile(r"± [0-9.]+ s")
+
+
+def _without_spreads(x: Any) -> Any:
+    """``x`` less the predictor's spreads (``--ignore-spreads``): every ``*_std_s`` key,
+    and the ``± x s`` of a reason. Nothing that decides reads a spread, so a change to
+    the spreads alone changes these and no other figure."""
+    if isinstance(x, dict):
+        return {
+            k: SPREAD.sub("± s", v) if k == "reason" and isinstance(v, str) else _without_spreads(v)
+            for k, v in x.items()
+            if not str(k).endswith("_std_s")
+        }
+    if isinstance(x, list):
+        return [_without_spreads(v) for v in x]
+    return x
 
 
 def _diff(path: str, new: Any, old: Any, out: list[str], *, strict: bool = True) -> None:
@@ -85,7 +107,7 @@ def _diff(path: str, new: Any, old: Any, out: list[str], *, strict: bool = True)
 
 
 def paper_run(
-    folder: str, mode: str, baseline: dict[str, Any] | None
+    folder: str, mode: str, baseline: dict[str, Any] | None, spreads: bool = True
 ) -> tuple[str, list[str], float, Any]:
     from stoic.replay.runner import ReplayConfig, run_replay
     from stoic.replay.scoring import score
@@ -98,15 +120,19 @@ def paper_run(
     name = f"paper {folder + '/' if folder else ''}{mode}"
     diffs: list[str] = []
     if baseline is not None:
-        _diff("", new, baseline.get(name), diffs, strict=False)
+        was = baseline.get(name)
     else:
         old = json.loads((EVAL / folder / mode / "report.json").read_text())
-        _diff("", new, {"summary": old["summary"], "batches": old["batches"]}, diffs, strict=False)
+        was = {"summary": old["summary"], "batches": old["batches"]}
+    if not spreads:
+        new, was = _without_spreads(new), _without_spreads(was)
+    # A metric or detail added since the baseline is no changed figure (strict=False).
+    _diff("", new, was, diffs, strict=False)
     return name, diffs, time.perf_counter() - t, new
 
 
 def sweep_cell(
-    old: dict[str, Any], env_path: str, baseline: dict[str, Any] | None
+    old: dict[str, Any], env_path: str, baseline: dict[str, Any] | None, spreads: bool = True
 ) -> tuple[str, list[str], float, Any]:
     from stoic.replay.sweep import Cell, run_cell
 
@@ -119,8 +145,11 @@ def sweep_cell(
     if res.error:
         diffs.append(f"error: {res.error}")
     was = {"metrics": old["metrics"], "details": old["details"]}
+    was = baseline.get(name) if baseline is not None else was
+    if not spreads:
+        new, was = _without_spreads(new), _without_spreads(was)
     # A metric or detail added since the baseline is no changed figure (strict=False).
-    _diff("", new, baseline.get(name) if baseline is not None else was, diffs, strict=False)
+    _diff("", new, was, diffs, strict=False)
     return name, diffs, res.wall_s, new
 
 
@@ -135,7 +164,13 @@ def main() -> int:
     ap.add_argument(
         "--against", type=Path, help="compare with a file --save wrote, not with docs/evaluation"
     )
+    ap.add_argument(
+        "--ignore-spreads",
+        action="store_true",
+        help="do not compare the predictor's spreads (*_std_s, the '± x s' of a reason)",
+    )
     args = ap.parse_args()
+    spreads = not args.ignore_spreads
     baseline = json.loads(args.against.read_text()) if args.against else None
     sweep = json.loads((EVAL / "sweep" / "sweep.json").read_text())
     envs = set(args.envs.split(",")) if args.envs else set()
@@ -155,10 +190,15 @@ def main() -> int:
         futures = (
             []
             if args.no_paper
-            else [pool.submit(paper_run, f, m, baseline) for f in PAPER_RUNS for m in PAPER_MODES]
+            else [
+                pool.submit(paper_run, f, m, baseline, spreads)
+                for f in PAPER_RUNS
+                for m in PAPER_MODES
+            ]
         )
         futures += [
-            pool.submit(sweep_cell, c, sweep["meta"]["envs"][c["env"]], baseline) for c in cells
+            pool.submit(sweep_cell, c, sweep["meta"]["envs"][c["env"]], baseline, spreads)
+            for c in cells
         ]
         saved: dict[str, Any] = {}
         for f in futures:

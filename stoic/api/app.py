@@ -15,9 +15,10 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from stoic import __version__
-from stoic.api import batches, health, models, runtimes
+from stoic.api import actions, batches, health, models, runtimes
 from stoic.api.admission import Admission, Rules
 from stoic.api.errors import install_error_handlers
+from stoic.api.ui.results import install as install_results
 from stoic.api.ui.routes import install as install_ui
 from stoic.api.uploads import UploadGate
 from stoic.daemon.controller import Controller
@@ -75,10 +76,13 @@ def create_app(settings: Settings, *, controller: Controller | None = None) -> F
     app.state.api_token = token.get_secret_value() if token is not None else None
     install_error_handlers(app)
     app.include_router(batches.router)
+    app.include_router(actions.router)
     app.include_router(runtimes.router)
     app.include_router(models.router)
     app.include_router(health.router)
     install_ui(app, enabled=settings.ui.enabled)
+    if settings.ui.enabled:
+        install_results(app)
     docs = (app.openapi_url, "/docs", "/redoc", app.swagger_ui_oauth2_redirect_url)
     assets = [f"{DOCS_ASSETS}/{name}" for name in DOCS_ASSET_FILES]
     app.add_middleware(Admission, rules=Rules.of(api, [*(p for p in docs if p), *assets]))

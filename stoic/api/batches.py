@@ -152,7 +152,7 @@ async def submit_batch(
     "/batches/{batch_id}",
     response_model=BatchOut,
     responses={404: {"model": ErrorBody}, 401: {"model": ErrorBody}},
-    summary="One batch: state, decision, measured times, per-image results",
+    summary="One batch: state, what it is doing now, decision, measured times, results",
 )
 async def get_batch(batch_id: str, request: Request) -> BatchOut:
     c: Controller = request.app.state.controller
@@ -164,7 +164,7 @@ async def get_batch(batch_id: str, request: Request) -> BatchOut:
             results = list(json.loads(raw).get("results", []))
         except ObjectNotFound:
             results = None
-    return BatchOut.full(b, results)
+    return BatchOut.full(b, results, c.progress().of(b))
 
 
 @router.get("/batches", response_model=BatchList, summary="Newest batches first")
@@ -230,6 +230,12 @@ async def get_results(
 ) -> Response:
     c: Controller = request.app.state.controller
     b = await asyncio.to_thread(c.store.get_batch, batch_id)
+    return await results_response(c, b, fmt)
+
+
+async def results_response(c: Controller, b: BatchRecord, fmt: ResultsFormat) -> Response:
+    """A batch's results in ``fmt`` (409 ``not_done`` before it is done): the API's
+    route and the operator page's download buttons, each behind its own login."""
     if b.state is not BatchState.DONE or not b.results_key:
         raise ApiError(
             409,

@@ -29,6 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from stoic.errors import (
+    ActionRefused,
     BackendError,
     BatchNotFound,
     BatchStateError,
@@ -40,6 +41,7 @@ from stoic.errors import (
     ModelNotFound,
     ObjectNotFound,
     ObjectStoreError,
+    PackageGone,
     PredictorError,
     RequestAborted,
     RequestTimeout,
@@ -83,11 +85,13 @@ def error_body(
 
 # Most specific first: the first class an exception is an instance of wins.
 _STATUS: tuple[tuple[type[StoicError], int, str], ...] = (
+    (PackageGone, 410, "package_gone"),
     (BatchNotFound, 404, "batch_not_found"),
     (RuntimeNotFound, 404, "runtime_not_found"),
     (ObjectNotFound, 404, "object_not_found"),
     (ModelNotFound, 404, "model_not_found"),
     (BatchStateError, 409, "conflict"),
+    (ActionRefused, 409, "refused"),
     (InputError, 400, "bad_input"),
     (RuntimeUnavailable, 503, "runtime_unavailable"),
     (BackendError, 502, "backend_error"),

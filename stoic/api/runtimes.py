@@ -9,6 +9,7 @@ from stoic.api.schemas import (
     DeploymentSampleOut,
     EstimateOut,
     EstimateResponse,
+    OutOfServiceOut,
     RuntimeList,
     RuntimeOut,
     UplinkOut,
@@ -34,7 +35,7 @@ async def runtimes(request: Request) -> RuntimeList:
     c: Controller = request.app.state.controller
     watch = uplink_state(c, outages=RECENT_OUTAGES)
     return RuntimeList(
-        runtimes=[_runtime(r) for r in runtime_states(c, deployments=RECENT_DEPLOYMENTS)],
+        runtimes=[runtime_out(r) for r in runtime_states(c, deployments=RECENT_DEPLOYMENTS)],
         uplink=(
             None
             if watch is None
@@ -49,7 +50,7 @@ async def runtimes(request: Request) -> RuntimeList:
     )
 
 
-def _runtime(r: RuntimeState) -> RuntimeOut:
+def runtime_out(r: RuntimeState) -> RuntimeOut:
     return RuntimeOut(
         name=r.name,
         kind=r.runtime.kind.value,
@@ -65,6 +66,16 @@ def _runtime(r: RuntimeState) -> RuntimeOut:
         processing=r.processing.as_dict(),
         worth_probing=r.worth_probing,
         probe_cloud_s=r.probe_cloud_s,
+        in_service=r.in_service,
+        out_of_service=(
+            None
+            if r.out_of_service is None
+            else OutOfServiceOut(
+                since=r.out_of_service.since,
+                reason=r.out_of_service.reason,
+                by=r.out_of_service.by,
+            )
+        ),
     )
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from stoic.daemon.progress import Progress
 from stoic.storage.package import MAX_NAME_CHARS
 from stoic.store.store import BatchRecord
 from stoic.values import Estimate
@@ -90,10 +91,49 @@ class Measured(BaseModel):
     transfer_s: float | None
     deployment_s: float | None
     processing_s: float | None
-    total_s: float | None
+    total_s: float | None = Field(
+        description="T_s: from the run's start to its result (what the predictor predicts)"
+    )
+    end_to_end_s: float | None = Field(
+        None,
+        description="from acceptance to result (finished_at - created_at): T_s plus the "
+        "time queued, waiting for the model and bootstrapping",
+    )
     winner: str | None
     cloud_used_s: float | None
     cloud_wasted_s: float | None
+
+
+class ProgressOut(BaseModel):
+    """What a queued or running batch is doing now (none: nothing to add to its state)."""
+
+    phase: str = Field(
+        description="waiting (for the demo model, first start), bootstrap (a new "
+        "application version's representative runs), processing, recording"
+    )
+    message: str = Field(
+        description="one line, e.g. 'bootstrapping classify 1 before its "
+        "first batch: run 2 of 2, 5 images on edge'"
+    )
+    since: float = Field(description="when this phase began")
+    runtime: str | None = None
+    run: int | None = Field(None, description="bootstrap: the run in progress, from 1")
+    runs: int | None = Field(None, description="bootstrap: the runs planned so far")
+    images: int | None = Field(None, description="bootstrap: images of the run in progress")
+
+    @classmethod
+    def of(cls, p: Progress | None) -> ProgressOut | None:
+        if p is None:
+            return None
+        return cls(
+            phase=p.phase.value,
+            message=p.message,
+            since=p.since,
+            runtime=p.runtime,
+            run=p.run,
+            runs=p.runs,
+            images=p.images,
+        )
 
 
 class BatchSummary(BaseModel):
@@ -137,6 +177,9 @@ class BatchSummary(BaseModel):
 
 
 class BatchOut(BatchSummary):
+    progress: ProgressOut | None = Field(
+        None, description="what it is doing now, while queued or running"
+    )
     decision: Decision | None
     measured: Measured | None
     skipped: list[Skipped]
@@ -148,7 +191,12 @@ class BatchOut(BatchSummary):
     )
 
     @classmethod
-    def full(cls, b: BatchRecord, results: list[dict[str, Any]] | None) -> BatchOut:
+    def full(
+        cls,
+        b: BatchRecord,
+        results: list[dict[str, Any]] | None,
+        progress: Progress | None = None,
+    ) -> BatchOut:
         decision = None
         if b.chosen_runtime is not None:
             decision = Decision(
@@ -163,12 +211,14 @@ class BatchOut(BatchSummary):
                 deployment_s=b.deployment_s,
                 processing_s=b.processing_s,
                 total_s=b.total_s,
+                end_to_end_s=b.finished_at - b.created_at,
                 winner=b.winner,
                 cloud_used_s=b.cloud_used_s,
                 cloud_wasted_s=b.cloud_wasted_s,
             )
         return cls(
             **BatchSummary.of(b).model_dump(),
+            progress=ProgressOut.of(progress),
             decision=decision,
             measured=measured,
             skipped=[Skipped(**_skip(s)) for s in b.skipped],
@@ -239,13 +289,31 @@ class DeploymentSampleOut(BaseModel):
     outcome: str
 
 
+class OutOfServiceOut(BaseModel):
+    """An operator took the runtime out of service (``PUT
+    /v1/runtimes/{name}/out-of-service``)."""
+
+    since: float
+    reason: str
+    by: str = Field(description="who: the credential and the client address")
+
+
 class RuntimeOut(BaseModel):
     name: str
     kind: str
     gpus: int
     backend: str
-    available: bool
-    unavailable_since: float | None
+    available: bool = Field(
+        description="whether the scheduler may place a batch here now: the probes find "
+        "it usable and it is in service"
+    )
+    unavailable_since: float | None = Field(
+        description="when the probes found it unavailable (a deployment timed out)"
+    )
+    in_service: bool = Field(True, description="false while an operator holds it out")
+    out_of_service: OutOfServiceOut | None = Field(
+        None, description="the operator's hold, while in_service is false"
+    )
     deployment_window: int = Field(description="calibrated sliding-window size (samples)")
     recent_deployments: list[DeploymentSampleOut]
     processing: dict[str, Any] = Field(

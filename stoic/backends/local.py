@@ -17,7 +17,11 @@ Why the details are the way they are:
 * **The edge keeps a standby** (paper §3.7: "STOIC creates a standby pod to serve the
   incoming request"). :meth:`LocalBackend.start` launches it ahead of time;
   ``deploy(edge)`` hands it out at once (T_d ≈ 0), tearing the edge deployment down
-  leaves it running, and a dead standby is restarted. Only :meth:`close` stops it.
+  leaves it running, and a dead standby is restarted. Unused for
+  ``local.standby_idle_s`` (default five minutes) it is stopped, since it holds
+  TensorFlow and the model (0.4–0.7 GB) on a machine that may have little more; the
+  next edge deployment starts it again and waits for it. ``None`` keeps it until
+  :meth:`close`.
 * **Upload is a no-op.** All local processes read the daemon's own object store (the
   same directory, or the same S3 endpoint), so the package is already where they
   look; the Kubernetes backend does the real upload to a cloud store.
@@ -167,6 +171,7 @@ class _Proc:
     log: Path
     endpoint: str
     standby: bool = False
+    users: int = 0  # edge deployments handed out and not torn down (the standby)
     ready_s: float = 0.0
     stopped: bool = False
     stopping: asyncio.Future[None] | None = field(default=None, repr=False)
@@ -231,6 +236,7 @@ class LocalBackend:
         self._client: httpx.AsyncClient | None = None
         self._procs: dict[int, _Proc] = {}
         self._standby: dict[str, asyncio.Task[_Proc]] = {}
+        self._idle: dict[str, asyncio.TimerHandle] = {}  # runtime -> the standby's stop
         self._background = BackgroundTasks("local backend")
         self._seq = itertools.count()
         self._closed = False
@@ -269,6 +275,9 @@ class LocalBackend:
         """Stop everything: standby launches, the standby, every deployment; close the
         HTTP client. Idempotent."""
         self._closed = True
+        for handle in self._idle.values():
+            handle.cancel()
+        self._idle.clear()
         launches = list(self._standby.values())
         self._standby.clear()
         for t in launches:
@@ -369,7 +378,11 @@ class LocalBackend:
         """Stop the deployment's process (SIGTERM, SIGKILL after the grace) and reap
         it. The edge standby is left running. Idempotent."""
         p = deployment.handle
-        if not isinstance(p, _Proc) or p.standby:
+        if not isinstance(p, _Proc):
+            return
+        if p.standby:
+            p.users = max(p.users - 1, 0)
+            self._arm_idle(p)
             return
         await self._stop(p)
 
@@ -511,10 +524,45 @@ class LocalBackend:
             self._launch(runtime, self._opts.standby_timeout_s, standby=True),
             name=f"local-standby-{runtime.name}",
         )
-        # A failure is reported to the deploy() that awaits it; mark it retrieved.
-        t.add_done_callback(lambda task: None if task.cancelled() else task.exception())
+        t.add_done_callback(self._launched)
         self._standby[runtime.name] = t
         return t
+
+    def _launched(self, task: asyncio.Task[_Proc]) -> None:
+        # A failure is reported to the deploy() that awaits it (marked retrieved here).
+        if not task.cancelled() and task.exception() is None:
+            self._arm_idle(task.result())
+
+    def _arm_idle(self, p: _Proc) -> None:
+        """(Re)start the idle countdown of standby ``p`` once nothing uses it."""
+        idle_s = self._opts.standby_idle_s
+        if idle_s is None or p.users or self._closed:
+            return
+        self._disarm_idle(p.runtime)
+        loop = asyncio.get_running_loop()
+        self._idle[p.runtime.name] = loop.call_later(idle_s, self._idle_out, p)
+
+    def _disarm_idle(self, runtime: Runtime) -> None:
+        handle = self._idle.pop(runtime.name, None)
+        if handle is not None:
+            handle.cancel()
+
+    def _idle_out(self, p: _Proc) -> None:
+        """Stop the standby ``p`` if it is still the standby and nothing uses it."""
+        name = p.runtime.name
+        self._idle.pop(name, None)
+        t = self._standby.get(name)
+        current = t is not None and t.done() and not t.cancelled() and t.exception() is None
+        if not current or t is None or t.result() is not p or p.users or self._closed:
+            return
+        del self._standby[name]
+        log.info(
+            "edge standby stopped after being idle; the next edge run starts it again",
+            runtime=name,
+            pid=p.pid,
+            idle_s=self._opts.standby_idle_s,
+        )
+        self._background.spawn(self._stop(p), name=f"local-standby-idle-{name}")
 
     async def _deploy_standby(self, runtime: Runtime, timeout_s: float) -> Deployment:
         loop = asyncio.get_running_loop()
@@ -525,8 +573,17 @@ class LocalBackend:
             async with asyncio.timeout(timeout_s):
                 for _ in range(2):
                     p = await asyncio.shield(self._ensure_standby(runtime))
-                    if p.alive and await self._answers(p):
+                    p.users += 1  # not stopped for idleness from here on
+                    self._disarm_idle(runtime)
+                    try:
+                        answers = p.alive and await self._answers(p)
+                    except BaseException:
+                        p.users -= 1
+                        self._arm_idle(p)
+                        raise
+                    if answers:
                         return self._deployment(p, loop.time() - t0)
+                    p.users -= 1
                     # Died since it was last used (maybe so recently that the child
                     # watcher has not told us yet): reap it; the loop launches anew.
                     await self._stop(p, grace_s=0.0, keep_log=True)

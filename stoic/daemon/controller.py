@@ -30,8 +30,9 @@ Then the build steps, in order (each a method of its own, so the order reads as 
    refused with a ConfigError), each ``start()``-ed;
 6. ``_build_scheduling``: the predictor, fed with the recent samples of the store (so a
    restart keeps what was learnt), the availability registry (persisted to the store
-   on every change), the recorder (every measurement goes to the predictor, the
-   metrics and the store), the requester, the scheduler and the inquisitor;
+   on every change; the runtimes an operator took out of service stay out), the
+   recorder (every measurement goes to the predictor, the metrics and the store), the
+   requester, the scheduler and the inquisitor;
 7. ``_start_tasks``: the background tasks, each a named task under a supervisor that
    logs a crash and restarts it with exponential back-off: the **dispatcher**
    (:class:`~stoic.daemon.dispatcher.Dispatcher`: claims queued batches, at most
@@ -68,20 +69,22 @@ import asyncio
 import contextlib
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from stoic.aio import BackgroundTasks, cancel_quietly, supervise
 from stoic.backends.base import RuntimeBackend
-from stoic.clock import Clock, WallClock
+from stoic.clock import Clock, WallClock, local_midnight
 from stoic.daemon import chunks
+from stoic.daemon import progress as batch_progress
+from stoic.daemon.actions import restore_out_of_service
 from stoic.daemon.demo_classifier import build_demo_model
 from stoic.daemon.dispatcher import Dispatcher
 from stoic.daemon.lease import DaemonLease, describe
 from stoic.daemon.lock import DataDirLock
-from stoic.daemon.metrics import Metrics
+from stoic.daemon.metrics import CloudCause, Metrics
 from stoic.daemon.probes import BatchProbeWork
 from stoic.daemon.recorder import DaemonRecorder
 from stoic.daemon.retention import Retention
@@ -91,7 +94,12 @@ from stoic.extras import installed, require
 from stoic.ingest.ingestor import Ingestor
 from stoic.ingest.options import IngestLimits
 from stoic.logging import get_logger
-from stoic.schedule.assembly import build_core, wants_inquisitor, warm_predictor
+from stoic.schedule.assembly import (
+    build_core,
+    inquisitor_options,
+    wants_inquisitor,
+    warm_predictor,
+)
 from stoic.schedule.probe.availability import Availability, AvailabilityChange
 from stoic.settings import Settings
 from stoic.storage import disk as disk_names
@@ -266,6 +274,7 @@ class Controller:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._side = BackgroundTasks("controller")
         self.model_status = "unknown"
+        self.model_building_since: float | None = None
         # The version new batches get: controller.app_version until one is set through
         # PUT /v1/models/default (stored, read back at start: _recover).
         self.app = settings.controller.app
@@ -600,16 +609,26 @@ class Controller:
         requester, the scheduler (its bootstrap counts seeded) and the inquisitor."""
         s = self.settings
         now = self.clock.now()
+        rows = [
+            r for r in await asyncio.to_thread(self.store.runtimes) if r.name in self.runtime_names
+        ]
         down = [
             AvailabilityChange(
                 row.name, False, row.unavailable_since or now, "unavailable before the restart"
             )
-            for row in await asyncio.to_thread(self.store.runtimes)
-            if not row.available and row.name in self.runtime_names
+            for row in rows
+            if not row.available
         ]
         if wants_inquisitor(s):
             self.probe_work = BatchProbeWork(self.objects, self.tmp_dir)
         p = s.inquisitor
+        # A cloud runtime on the local backend is a process on this machine: its start
+        # is probed every local.probe_period_s, not every tick (docs/operations.md).
+        stand_ins = [r.name for r in runtimes if r.backend == "local" and not r.is_edge]
+        probe_options = replace(
+            inquisitor_options(s),
+            deploy_periods=tuple((name, s.local.probe_period_s) for name in stand_ins),
+        )
         core = build_core(
             s,
             self.backends,
@@ -624,15 +643,22 @@ class Controller:
                 if p.uplink_check_url is not None
                 else None
             ),
+            probe_options=probe_options,
+            on_probe_held=lambda runtime, seconds: self.cloud_held(
+                runtime, CloudCause.PROBE, seconds
+            ),
         )
         self.core = core
         self.predictor, self.availability = core.predictor, core.availability
         self.requester, self.scheduler = core.requester, core.scheduler
         self.inquisitor = core.inquisitor
         await self._replay_samples()
+        restore_out_of_service(self.availability, rows)
+        away = self.availability.unavailable()
         for name in self.runtime_names:
-            self.metrics.runtime_available.labels(name).set(
-                1.0 if self.availability.is_available(name) else 0.0
+            self.metrics.runtime_available.labels(name).set(0.0 if name in away else 1.0)
+            self.metrics.runtime_in_service.labels(name).set(
+                1.0 if self.availability.in_service(name) else 0.0
             )
         await self.prime_version(self.app, self.app_version)
         self.metrics.watch_states(self._state_counts)
@@ -661,6 +687,7 @@ class Controller:
             prepare=self._prepare,
             prime=self.prime_version,
             claimed=self.probe_work.offer if self.probe_work is not None else None,
+            held=self.cloud_held,
         )
         self.retention = Retention(
             self.settings.retention,
@@ -734,6 +761,28 @@ class Controller:
                     samples=n,
                 )
 
+    def cloud_held(self, runtime: str, cause: CloudCause, seconds: float) -> None:
+        """Count cloud seconds held outside a batch's own run (a bootstrap run, a
+        probe): in ``stoic_cloud_used_seconds_total`` at once, and in the store's row of
+        the day (the operator page's "Today"), written in the background."""
+        if seconds <= 0:
+            return
+        self.metrics.cloud_held(runtime, cause, seconds)
+        day = local_midnight(self.clock.now())
+        self._side.spawn(
+            asyncio.to_thread(self.store.add_cloud_usage, day, runtime, cause.value, seconds),
+            name=f"cloud-usage:{runtime}",
+        )
+
+    def progress(self) -> batch_progress.Board:
+        """What the batches are doing now (:mod:`stoic.daemon.progress`), copied."""
+        running = dict(self.dispatcher.progress) if self.dispatcher is not None else {}
+        waiting = None
+        if self.model_status == "building":
+            since = self.model_building_since or self.clock.now()
+            waiting = batch_progress.waiting_for_model(since)
+        return batch_progress.Board(running, waiting)
+
     def _persist_availability(self, change: AvailabilityChange) -> None:
         self.metrics.runtime_available.labels(change.runtime).set(1.0 if change.available else 0.0)
         self._side.spawn(
@@ -774,6 +823,7 @@ class Controller:
             )
             return
         self.model_status = "building"
+        self.model_building_since = self.clock.now()
         log.info("no model stored; training the demo model (stoic model init)", model=key)
         await build_demo_model(s, app_version=version)
         self.model_status = "present"

@@ -38,12 +38,28 @@ Why it looks the way it does:
 * **The model is made sure of first.** The ``prepare`` hook (the controller's: train
   the demo model if none is stored) runs once before the first claim, so batches
   accepted meanwhile wait in the queue instead of failing.
+* **An operator can hold the queue and cancel a batch.** :meth:`Dispatcher.drain`
+  stops claiming (running batches go on; :meth:`Dispatcher.undrain` resumes), and
+  :meth:`Dispatcher.cancel` ends a queued or running batch as ``cancelled``: the store
+  first (so nothing re-queues it, whatever happens next), then the batch's task is
+  cancelled, which tears down its legs as a drain's cancellation does, and is waited
+  for. Both take the claim lock, held from a claim until its batch is registered in
+  ``running``, so a batch being claimed is never missed: once either returns, the
+  batch is either in ``running`` or not claimed at all. A batch whose result is being
+  recorded is past cancelling (409).
 * **Bootstrapping (paper §3.7) is cut from the batch itself.** A new application
   version has no processing samples, so before its first batch is planned the
   scheduler's bootstrap runs on sub-packages of that batch (its first image and its
   first ten images), giving the T_p regression two points of its own. Every batch
   carries the version it was accepted with (``PUT /v1/models/default`` changes the
   version of the batches accepted after it), so a switch of version mid-queue is safe.
+  With ``controller.bootstrap_scope = "contenders"`` (the default) only the edge and
+  the runtimes that could win the batch at hand are bootstrapped (docs/scheduling.md);
+  the pod seconds the runs hold count as cloud time used (``held``, cause bootstrap).
+* **A batch says what it is doing.** :attr:`Dispatcher.progress` holds a
+  :class:`~stoic.daemon.progress.Progress` per batch it works on (bootstrap run n of
+  m, where it runs, storing the result), read by the API, the page and ``submit
+  --wait``; it goes when the batch's task ends.
 
 The log events keep the logger name ``stoic.daemon.controller``: they are part of the
 operating interface (``docs/operations.md``) and of what tests and tooling filter on.
@@ -55,18 +71,21 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from stoic.clock import Clock
 from stoic.daemon import chunks
+from stoic.daemon import progress as progress_of
 from stoic.daemon.finish import Done, Failed, Finisher
-from stoic.daemon.metrics import Metrics
+from stoic.daemon.metrics import CloudCause, Metrics
 from stoic.daemon.probes import cut_head
+from stoic.daemon.progress import Progress
 from stoic.daemon.retry import Backoff, transient
-from stoic.errors import BatchNotFound, BatchStateError, StoicError
+from stoic.errors import ActionRefused, BatchNotFound, BatchStateError, StoicError
 from stoic.logging import get_logger
-from stoic.schedule.scheduler import Scheduler
+from stoic.schedule.scheduler import BootstrapRun, Scheduler
 from stoic.schedule.share.board import Chunk
 from stoic.settings import Settings
 from stoic.storage.objectstore import ObjectStore
@@ -80,6 +99,20 @@ BOOTSTRAP_SIZES = (1, 10)
 tasks"): the fixed cost of a call, and a point ten images further up the line."""
 
 
+CANCEL_WAIT_S = 30.0
+"""How long :meth:`Dispatcher.cancel` waits for a cancelled batch's legs to stop (pods
+deleted, processes killed) before it answers; the batch is ``cancelled`` in the store
+before the wait, and the tear-down goes on after it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Drain:
+    """An operator's hold on the queue: since when, and who asked."""
+
+    since: float
+    by: str
+
+
 class Dispatcher:
     """Claims queued batches (at most ``controller.max_concurrent_batches`` at once)
     and runs each: bootstrap if needed, plan, record the decision, run the plan,
@@ -90,7 +123,8 @@ class Dispatcher:
     batch (the controller's: load what the store knows of that application version,
     so that only a version it has never seen is bootstrapped); ``claimed(record)``
     when a batch is claimed (the controller's: its images may serve the inquisitor's
-    processing probes, :mod:`stoic.daemon.probes`).
+    processing probes, :mod:`stoic.daemon.probes`); ``held(runtime, cause, seconds)``
+    when a bootstrap run held a cloud runtime (the controller's: metrics and store).
     """
 
     def __init__(
@@ -107,6 +141,7 @@ class Dispatcher:
         prepare: Callable[[], Awaitable[None]],
         prime: Callable[[str, str], Awaitable[None]] | None = None,
         claimed: Callable[[BatchRecord], None] | None = None,
+        held: Callable[[str, CloudCause, float], None] | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -119,7 +154,13 @@ class Dispatcher:
         self._prepare = prepare
         self._prime = prime
         self._claimed = claimed
+        self._held = held
         self.running: dict[str, asyncio.Task[None]] = {}
+        self.progress: dict[str, Progress] = {}  # batch id -> what it is doing now
+        self.drained: Drain | None = None
+        self._claiming = asyncio.Lock()  # a claim, until its batch is in ``running``
+        self._finishing: set[str] = set()  # batches whose result is being recorded
+        self._cancelled: set[str] = set()  # batches an operator cancelled, still unwinding
         self._wake = asyncio.Event()
         self._prepared = False
         self._backoff = Backoff.from_settings(settings.controller)
@@ -146,9 +187,17 @@ class Dispatcher:
         delays: Iterator[float] | None = None
         while not self._stopping():
             self._wake.clear()
-            while len(self.running) < limit and not self._stopping():
+            while len(self.running) < limit and not self._stopping() and self.drained is None:
                 try:
-                    record = await self._claim()
+                    async with self._claiming:
+                        record = await self._claim()
+                        if record is None:
+                            break
+                        if self._stopping():
+                            # The stop flag was set while the claim was in flight.
+                            await self._release(record, "claim handed back: the daemon is draining")
+                            break
+                        self._start(record)
                 except StoicError as exc:
                     if not transient(exc):
                         raise
@@ -158,19 +207,15 @@ class Dispatcher:
                     await asyncio.sleep(delay)
                     continue
                 delays = None
-                if record is None:
-                    break
-                if self._stopping():
-                    # The stop flag was set while the claim was in flight: hand it back.
-                    await self._release(record, "claim handed back: the daemon is draining")
-                    break
-                task = asyncio.create_task(self._run_batch(record), name=f"batch:{record.id}")
-                self.running[record.id] = task
-                self.metrics.batches_running.set(len(self.running))
-                task.add_done_callback(functools.partial(self._batch_done, record.id))
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.settings.controller.poll_s):
                     await self._wake.wait()
+
+    def _start(self, record: BatchRecord) -> None:
+        task = asyncio.create_task(self._run_batch(record), name=f"batch:{record.id}")
+        self.running[record.id] = task
+        self.metrics.batches_running.set(len(self.running))
+        task.add_done_callback(functools.partial(self._batch_done, record.id))
 
     async def _claim(self) -> BatchRecord | None:
         """Claim the next queued batch. If this task is cancelled while the claim runs
@@ -206,6 +251,7 @@ class Dispatcher:
 
     def _batch_done(self, batch_id: str, task: asyncio.Task[None]) -> None:
         self.running.pop(batch_id, None)
+        self.progress.pop(batch_id, None)
         self.metrics.batches_running.set(len(self.running))
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error(
@@ -216,6 +262,46 @@ class Dispatcher:
             )
         self.notify()
 
+    # Operator actions ----------------------------------------------------------------
+
+    async def drain(self, by: str) -> Drain:
+        """Claim no more batches until :meth:`undrain`; those running go on. Returns
+        once no claim is in flight (the first drain's instant and author are kept)."""
+        async with self._claiming:
+            if self.drained is None:
+                self.drained = Drain(self.clock.now(), by)
+        return self.drained
+
+    def undrain(self) -> None:
+        """Claim batches again."""
+        self.drained = None
+        self.notify()
+
+    async def cancel(self, batch_id: str, note: str) -> BatchRecord:
+        """End a queued or running batch as ``cancelled`` (``note``: who asked), then
+        cancel its task here, if it has one, and wait (up to :data:`CANCEL_WAIT_S`) for
+        its legs to be torn down. A running batch with no task here (its task crashed)
+        is only marked. Raises :class:`~stoic.errors.BatchStateError` for a batch in
+        another state, :class:`~stoic.errors.ActionRefused` for one whose result is
+        being recorded."""
+        async with self._claiming:
+            task = self.running.get(batch_id)
+            if task is not None and batch_id in self._finishing:
+                raise ActionRefused(
+                    f"batch {batch_id!r} has finished running; its result is being recorded"
+                )
+            record = await asyncio.to_thread(
+                self.store.cancel_batch, batch_id, self.clock.now(), note
+            )
+            if task is not None:
+                self._cancelled.add(batch_id)
+                task.cancel()
+        if task is None:
+            await self.finisher.cancelled(record)
+        else:
+            await asyncio.wait([task], timeout=CANCEL_WAIT_S)
+        return record
+
     # One batch -----------------------------------------------------------------------
 
     async def _run_batch(self, record: BatchRecord) -> None:
@@ -225,6 +311,8 @@ class Dispatcher:
         failure: those are retried) finishes the batch as ``failed`` with that error."""
         try:
             ran = await self._work(record)
+            self.progress[record.id] = progress_of.recording(self.clock.now())
+            self._finishing.add(record.id)
             self.metrics.batches_unrecorded.inc()
             try:
                 await self.finisher.finish(record, ran)
@@ -236,8 +324,16 @@ class Dispatcher:
             finally:
                 self.metrics.batches_unrecorded.dec()
         except asyncio.CancelledError:
-            await self._release(record, "batch cancelled by the drain; handed back to the queue")
+            if record.id in self._cancelled:
+                await self.finisher.cancelled(record)
+            else:
+                await self._release(
+                    record, "batch cancelled by the drain; handed back to the queue"
+                )
             raise
+        finally:
+            self._finishing.discard(record.id)
+            self._cancelled.discard(record.id)
 
     async def _work(self, record: BatchRecord) -> Done | Failed:
         """Decide and run: bootstrap if needed, plan, run the plan. The decision is
@@ -259,6 +355,7 @@ class Dispatcher:
         async def decided(p: Plan) -> None:
             nonlocal plan, stored
             plan = p
+            self.progress[record.id] = progress_of.processing(p, self.clock.now())
             self.metrics.scheduling_overhead.observe(p.decision_s)
             self.metrics.decisions.labels(str(p.mode), p.chosen).inc()
             try:
@@ -277,8 +374,11 @@ class Dispatcher:
         try:
             if self._prime is not None:
                 await self._prime(job.app, job.app_version)
-            if s.controller.bootstrap and self.scheduler.needs_bootstrap(job.app, job.app_version):
-                await self._bootstrap(record)
+            scope = job if s.controller.bootstrap_scope == "contenders" else None
+            if s.controller.bootstrap and self.scheduler.needs_bootstrap(
+                job.app, job.app_version, contenders_of=scope
+            ):
+                await self._bootstrap(record, scope)
             done: dict[int, Any] = {}
             on_chunk = None
             if mode is Mode.SHARE:
@@ -319,11 +419,30 @@ class Dispatcher:
 
     # Bootstrapping -------------------------------------------------------------------
 
-    async def _bootstrap(self, record: BatchRecord) -> None:
-        """Run the scheduler's bootstrap with sub-packages of ``record``'s package."""
+    async def _bootstrap(self, record: BatchRecord, contenders_of: Job | None) -> None:
+        """Run the scheduler's bootstrap with sub-packages of ``record``'s package
+        (only the runtimes that could win ``contenders_of``, when given), telling
+        :attr:`progress` of each run and ``held`` of the pod seconds each one held."""
+
+        def on_run(run: BootstrapRun) -> None:
+            if run.outcome is None:
+                self.progress[record.id] = progress_of.bootstrapping(
+                    record.app,
+                    record.app_version,
+                    run.runtime,
+                    run.run,
+                    run.runs,
+                    run.n_images,
+                    self.clock.now(),
+                )
+            elif self._held is not None:
+                self._held(run.runtime, CloudCause.BOOTSTRAP, run.outcome.cloud_used_s)
+
         jobs, keys = await asyncio.to_thread(self._representative_jobs, record)
         try:
-            report = await self.scheduler.bootstrap(record.app, record.app_version, jobs)
+            report = await self.scheduler.bootstrap(
+                record.app, record.app_version, jobs, contenders_of=contenders_of, on_run=on_run
+            )
             log.info(
                 "bootstrap done",
                 app=record.app,

@@ -3,7 +3,8 @@
 Once a batch has run, what it came to (:class:`Done` or :class:`Failed`) is worth
 minutes of pod time, and the only copy is in memory. :class:`Finisher` writes it out:
 the decision if the store refused it when it was made, the results document, the
-finish (``running`` → ``done`` | ``failed``), then the share chunk objects go, the
+finish (``running`` → ``done`` | ``failed``; a batch an operator cancelled is only
+counted), then the share chunk objects go, the
 metrics count it and one "batch finished" line says so. Each write is retried with
 back-off (:mod:`stoic.daemon.retry`) until it lands, so a database locked past its
 busy timeout or a full disk delays the batch rather than stranding it ``running``
@@ -189,6 +190,14 @@ class Finisher:
         self.metrics.batches_finished.labels("failed", plan.chosen if plan else "none").inc()
         log.warning("batch finished", batch_id=record.id, state="failed", error=error)
         await asyncio.to_thread(chunks.remove, self.objects, record)  # nothing reads them now
+
+    async def cancelled(self, record: BatchRecord) -> None:
+        """An operator cancelled the batch (the store says so already) and its task has
+        unwound: count it, and its share chunk objects go (nothing reads them again; a
+        retry labels the batch afresh)."""
+        self.metrics.batches_finished.labels("cancelled", "none").inc()
+        log.info("batch finished", batch_id=record.id, state="cancelled")
+        await asyncio.to_thread(chunks.remove, self.objects, record)
 
 
 def results_document(

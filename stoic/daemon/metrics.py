@@ -15,7 +15,9 @@ What is measured, and why an operator wants it (``docs/operations.md`` lists the
   from below and its ``_sum`` counts up: negative observations break both
   (``rate(_sum)`` could fall). The bias is ``predicted − measured`` of their means;
 * deployment, processing and transfer seconds per runtime;
-* cloud seconds used and wasted (the duplicator's price);
+* cloud seconds used, by cause: a batch's own run, the bootstrap runs of a new
+  application version, the inquisitor's probes (each counted from ready to torn down),
+  and wasted (the duplicator's price);
 * scheduling overhead: seconds spent deciding (estimates + policy), excluding work;
 * ingest volume and rejections by error code; background task restarts;
 * batches whose result waits for a failing store, and the retried writes: a locked
@@ -23,7 +25,9 @@ What is measured, and why an operator wants it (``docs/operations.md`` lists the
 * free space on the disks the daemon writes to, and whether each is full;
 * disk usage of the data directory and the object store, and what the retention
   sweep deleted (:mod:`stoic.daemon.retention`): an edge disk fills slowly, then all
-  at once.
+  at once;
+* the operator's actions, whether the daemon is drained, and which runtimes are in
+  service.
 
 Names follow Prometheus' conventions: the ``stoic_`` prefix, the base unit last but
 for ``_total`` (``stoic_cloud_used_seconds_total``), no negative observation in a
@@ -36,6 +40,7 @@ name only metrics that exist).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from enum import StrEnum
 
 from prometheus_client import (
     CollectorRegistry,
@@ -51,6 +56,15 @@ from prometheus_client.registry import Collector
 from stoic.predict.uplink import UplinkWatch
 from stoic.storage.disk import DiskState
 from stoic.values import BatchState, DeploymentSample, Outcome, ProcessingSample, TransferSample
+
+
+class CloudCause(StrEnum):
+    """Why a cloud runtime was held (``stoic_cloud_used_seconds_total{cause}``)."""
+
+    BATCH = "batch"
+    BOOTSTRAP = "bootstrap"
+    PROBE = "probe"
+
 
 _DURATION_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200)
 _ERROR_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
@@ -247,8 +261,10 @@ class Metrics:
         )
         self.cloud_used = Counter(
             "stoic_cloud_used_seconds_total",
-            "Seconds cloud runtimes were held for batches",
-            ["runtime"],
+            "Seconds cloud runtimes were held from ready to torn down, by cause: batch "
+            "(a batch's own run), bootstrap (a new application version's bootstrap runs), "
+            "probe (the inquisitor's deployment and processing probes)",
+            ["runtime", "cause"],
             registry=r,
         )
         self.cloud_wasted = Counter(
@@ -265,8 +281,25 @@ class Metrics:
         )
         self.runtime_available = Gauge(
             "stoic_runtime_available",
-            "1 if the runtime may be scheduled",
+            "1 unless the probes find the runtime unavailable (a deployment timed out)",
             ["runtime"],
+            registry=r,
+        )
+        self.runtime_in_service = Gauge(
+            "stoic_runtime_in_service",
+            "0 while an operator has taken the runtime out of service, else 1",
+            ["runtime"],
+            registry=r,
+        )
+        self.drained = Gauge(
+            "stoic_dispatch_drained",
+            "1 while an operator has drained the daemon (no batch is claimed)",
+            registry=r,
+        )
+        self.operator_actions = Counter(
+            "stoic_operator_actions_total",
+            "Operator actions done: cancel, retry, drain, undrain, out_of_service, in_service",
+            ["action"],
             registry=r,
         )
         self.task_restarts = Counter(
@@ -370,9 +403,14 @@ class Metrics:
         if outcome.fell_back:
             self.fallbacks.labels(planned_runtime).inc()
         if outcome.cloud_used_s:
-            self.cloud_used.labels(planned_runtime).inc(outcome.cloud_used_s)
+            self.cloud_held(planned_runtime, CloudCause.BATCH, outcome.cloud_used_s)
         if outcome.cloud_wasted_s:
             self.cloud_wasted.labels(planned_runtime).inc(outcome.cloud_wasted_s)
+
+    def cloud_held(self, runtime: str, cause: CloudCause, seconds: float) -> None:
+        """Count ``seconds`` of cloud time ``runtime`` was held for ``cause``."""
+        if seconds > 0:
+            self.cloud_used.labels(runtime, cause.value).inc(seconds)
 
     def render(self, accept: str | None = None) -> tuple[bytes, str]:
         """The exposition and its content type, in the format ``accept`` (the scrape's

@@ -6,7 +6,7 @@ a supervised task of the controller: at start, then every
 ``retention.sweep_period_s``, a day) deletes:
 
 * **packages** (``retention.packages_days``, default 30): the package of a finished
-  (done or failed) batch, with whatever else of it is not its result or its image
+  (done, failed or cancelled) batch, with whatever else of it is not its result or its image
   metadata (share mode's sub-packages, bootstrap cuts a crash left), that many days
   after its upload. Why 30:
   the Sedgwick camera traps (paper §3.5) average about 600 images a day, so a month of

@@ -48,13 +48,24 @@ class ProcessingFit:
 
 
 @dataclass(frozen=True, slots=True)
+class OutOfService:
+    """An operator took the runtime out of service: since when, why, who."""
+
+    since: float
+    reason: str
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
 class RuntimeState:
     """One configured runtime as the scheduler sees it now."""
 
     runtime: Runtime
     available: bool
+    """Whether the scheduler may place a batch here now: the probes find it usable and
+    it is in service."""
     unavailable_since: float | None
-    """When it went unavailable (None while available)."""
+    """When the probes found it unavailable (None while they find it usable)."""
     unavailable_reason: str
     deployment_window: int
     """The calibrated sliding-window size (0 for the edge, which never deploys)."""
@@ -69,6 +80,12 @@ class RuntimeState:
     "Processing probes")."""
     probe_cloud_s: float
     """Pod seconds its processing probes held after ready, since the daemon started."""
+    out_of_service: OutOfService | None = None
+    """An operator's hold (None: in service; :mod:`stoic.daemon.actions`)."""
+
+    @property
+    def in_service(self) -> bool:
+        return self.out_of_service is None
 
     @property
     def name(self) -> str:
@@ -108,7 +125,11 @@ def runtime_states(c: Controller, *, deployments: int) -> list[RuntimeState]:
         return []
     p = c.predictor
     away = c.availability.unavailable()
-    held = c.inquisitor.cloud_s if c.inquisitor is not None else {}
+    held = {
+        name: OutOfService(h.at, h.reason, h.by)
+        for name, h in c.availability.out_of_service().items()
+    }
+    pod_s = c.inquisitor.cloud_s if c.inquisitor is not None else {}
     out: list[RuntimeState] = []
     for rt in c.settings.runtime_list():
         change = away.get(rt.name)
@@ -117,7 +138,7 @@ def runtime_states(c: Controller, *, deployments: int) -> list[RuntimeState]:
         out.append(
             RuntimeState(
                 runtime=rt,
-                available=change is None,
+                available=change is None and rt.name not in held,
                 unavailable_since=None if change is None else change.at,
                 unavailable_reason="" if change is None else change.reason,
                 deployment_window=p.deployment_window(rt.name),
@@ -135,7 +156,8 @@ def runtime_states(c: Controller, *, deployments: int) -> list[RuntimeState]:
                     excess=model.excess,
                 ),
                 worth_probing=c.scheduler.worth_probing(rt.name),
-                probe_cloud_s=held.get(rt.name, 0.0),
+                probe_cloud_s=pod_s.get(rt.name, 0.0),
+                out_of_service=held.get(rt.name),
             )
         )
     return out

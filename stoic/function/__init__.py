@@ -5,6 +5,10 @@
 * :mod:`stoic.function.server`: the same function behind kubeless' HTTP routes
   (``python -m stoic.function.server``).
 * :mod:`stoic.function.classifier`: the CNN, training with up-sampling, the offline demo data.
+* :mod:`stoic.function.contract`: a model's label map and preprocessing, checked at push.
+* :mod:`stoic.function.modelfile`: Keras files (safe mode on) and SavedModels.
+* :mod:`stoic.function.folder`: training on a folder of ``<label>/<image>`` files.
+* :mod:`stoic.function.push`: a model trained anywhere, checked and stored as a version.
 * :mod:`stoic.function.pipeline`: a call's read, decode and classify stages, overlapped
   and bounded.
 * :mod:`stoic.function.workers`: one worker per device draining a shared source, with

@@ -19,10 +19,12 @@ TensorFlow is imported inside functions, so importing this module is cheap.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +33,16 @@ import numpy as np
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
 from stoic.errors import InputError
+from stoic.function.contract import (
+    Declared,
+    Preprocessing,
+    beside,
+    classes_key,
+    preprocessing_key,
+    resolve,
+    stored_preprocessing,
+)
+from stoic.function.modelfile import fetched, load_path
 
 if TYPE_CHECKING:
     import keras
@@ -42,11 +54,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 CLASSES: tuple[str, ...] = ("bird", "fox", "rodent", "human", "empty")
 INPUT_SIZE = 64
 DEMO_SCENE = (128, 96)  # width, height of generated scenes (4:3 like a camera trap)
-
-
-def classes_key(model_key: str) -> str:
-    """Sidecar key holding the model's class names (JSON list), beside the model."""
-    return model_key + ".classes.json"
 
 
 # Preprocessing ------------------------------------------------------------------------
@@ -94,47 +101,73 @@ def build_model(n_classes: int = len(CLASSES), size: int = INPUT_SIZE) -> keras.
     return keras.Model(inputs, outputs, name="stoic_cnn")
 
 
-def input_size(model: keras.Model) -> int:
-    """The square input size the model expects."""
-    shape = model.input_shape
-    return int(shape[1]) if shape[1] is not None else INPUT_SIZE
-
-
-def save_model(model: keras.Model, store: ObjectStore, key: str, classes: Sequence[str]) -> int:
-    """Save in Keras format (``.keras``) under ``key`` plus the class-name sidecar."""
-    import json
-
+def save_model(
+    model: keras.Model,
+    store: ObjectStore,
+    key: str,
+    classes: Sequence[str],
+    preprocessing: Preprocessing | None = None,
+) -> int:
+    """Save in Keras format (``.keras``) under ``key`` with its contract beside it (the
+    class names and the preprocessing, :mod:`stoic.function.contract`; by default what
+    the model shows, as the CNN of :func:`build_model` does by rescaling itself)."""
     if not key.endswith(".keras"):
         raise InputError(f"model key {key!r} must end in '.keras' (Keras format)")
+    prep = preprocessing or resolve(model, list(classes), Declared(), key)
     with tempfile.TemporaryDirectory(prefix="stoic-model-") as tmp:
         path = Path(tmp) / "model.keras"
         model.save(path)
         with path.open("rb") as f:
             n = store.put_stream(key, f)
     store.put_bytes(classes_key(key), json.dumps(list(classes)).encode())
+    store.put_bytes(preprocessing_key(key), prep.to_json())
     return n
+
+
+def save_model_file(
+    model: keras.Model, path: Path, classes: Sequence[str], preprocessing: Preprocessing
+) -> None:
+    """Save to a local ``.keras`` file with its contract in the side files that ``stoic
+    model push`` reads (``FILE.keras.classes.json``, ``FILE.keras.preprocessing.json``)."""
+    if path.suffix != ".keras":
+        raise InputError(f"{path}: a Keras model file must end in '.keras'")
+    model.save(path)
+    beside(path, ".classes.json").write_text(json.dumps(list(classes)) + "\n")
+    beside(path, ".preprocessing.json").write_bytes(preprocessing.to_json() + b"\n")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredModel:
+    """A model read from the store, with its contract."""
+
+    model: Any
+    classes: list[str]
+    preprocessing: Preprocessing
+
+
+@contextlib.contextmanager
+def open_model(store: ObjectStore, key: str) -> Iterator[StoredModel]:
+    """The model under ``key`` (a Keras file or a SavedModel) with its class names and
+    preprocessing; its files are kept until exit (a SavedModel's replicas load from
+    them). Raises ObjectNotFound for the model key, InputError for a broken contract."""
+    with fetched(store, key) as path:
+        model = load_path(path)
+        n_out = int(model.output_shape[-1])
+        if store.exists(classes_key(key)):
+            classes = [str(c) for c in json.loads(store.get_bytes(classes_key(key)))]
+        else:
+            classes = list(CLASSES[:n_out])
+        if len(classes) != n_out:
+            raise InputError(f"{classes_key(key)}: {len(classes)} class names for {n_out} outputs")
+        pkey = preprocessing_key(key)
+        raw = store.get_bytes(pkey) if store.exists(pkey) else None
+        yield StoredModel(model, classes, stored_preprocessing(raw, pkey, model))
 
 
 def load_model(store: ObjectStore, key: str) -> tuple[keras.Model, list[str]]:
     """Load a model and its class names; raises ObjectNotFound for the model key."""
-    import json
-
-    import keras
-
-    with tempfile.TemporaryDirectory(prefix="stoic-model-") as tmp:
-        path = Path(tmp) / "model.keras"
-        with store.open_read(key) as src, path.open("wb") as dst:
-            while chunk := src.read(1024 * 1024):
-                dst.write(chunk)
-        model = keras.saving.load_model(path, compile=False)
-    n_out = int(model.output_shape[-1])
-    if store.exists(classes_key(key)):
-        classes = [str(c) for c in json.loads(store.get_bytes(classes_key(key)))]
-    else:
-        classes = list(CLASSES[:n_out])
-    if len(classes) != n_out:
-        raise InputError(f"{classes_key(key)}: {len(classes)} class names for {n_out} outputs")
-    return model, classes
+    with open_model(store, key) as stored:
+        return stored.model, stored.classes
 
 
 # Training -----------------------------------------------------------------------------
@@ -201,8 +234,10 @@ def train_model(
     val_fraction: float = 0.2,
     learning_rate: float | None = None,
     seed: int = 0,
+    preprocessing: Preprocessing | None = None,
 ) -> TrainResult:
-    """Train (or fine-tune ``base``) on uint8 images ``x`` with string ``labels``.
+    """Train (or fine-tune ``base``) on uint8 images ``x`` with string ``labels``,
+    scaled as ``preprocessing`` says (default raw pixels: the CNN rescales itself).
 
     Holds out a stratified validation split *before* up-sampling, so validation
     accuracy is measured on images the model never saw, at their natural frequencies.
@@ -231,9 +266,10 @@ def train_model(
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
-    val = (x[val_idx].astype("float32"), y[val_idx]) if len(val_idx) else None
+    prep = preprocessing or Preprocessing(int(x.shape[1]))
+    val = (prep.apply(x[val_idx]), y[val_idx]) if len(val_idx) else None
     fit = model.fit(
-        x_train.astype("float32"),
+        prep.apply(x_train),
         y_train,
         epochs=epochs,
         batch_size=batch_size,
@@ -244,6 +280,19 @@ def train_model(
     history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
     val_acc = history.get("val_accuracy", [float("nan")])[-1]
     return TrainResult(model, names, history, val_acc, len(x_train), len(val_idx))
+
+
+def transfer(base: keras.Model, n_classes: int) -> keras.Model:
+    """``base`` with a new softmax head of ``n_classes`` on the features its own head
+    read, and those features frozen (transfer learning: with a few hundred labelled
+    images a site can train a head, not a network)."""
+    import keras
+
+    head = base.layers[-1]
+    for layer in base.layers[:-1]:
+        layer.trainable = False
+    outputs = keras.layers.Dense(n_classes, activation="softmax", name="site_scores")(head.input)
+    return keras.Model(base.inputs, outputs, name=f"{base.name}_transfer")
 
 
 def _class_order(labels: set[str]) -> list[str]:

@@ -2,9 +2,11 @@
 
 ``stoic model init`` trains the offline **demo** model on generated scenes (seconds on
 a laptop CPU) and stores it at ``models/<app>/<version>/model.keras`` so that a fresh
-machine can run the whole pipeline. ``stoic model train`` trains or fine-tunes on real
-labelled images already in the store (``<prefix>/<label>/<file>``). ``stoic model push``
-installs a model trained elsewhere as a new application version
+machine can run the whole pipeline. ``stoic model train`` trains on a site's labelled
+images: a local folder of ``<label>/<image>`` files into a ``.keras`` file ready to push
+(:mod:`stoic.function.folder`), or images already in the store (``<prefix>/<label>/
+<file>``). ``stoic model push`` installs a model (trained here or exported from another
+tool, ``.keras`` or SavedModel) as a new application version
 (:mod:`stoic.function.push`); ``stoic model default`` (a REST client, mounted here from
 :mod:`stoic.client`) makes a version the one new batches use.
 
@@ -83,33 +85,83 @@ def init(
 
 @app.command("train")
 def train(
-    images: str = typer.Argument(..., help="object-store prefix laid out <prefix>/<label>/<file>"),
-    output: str = typer.Option(..., "--output", help="object key of the new model (.keras)"),
-    base_model: str | None = typer.Option(None, "--base-model", help="model key to fine-tune"),
+    images: str = typer.Argument(
+        ...,
+        help="a local folder of <label>/<image> files (with --out), or an object-store "
+        "prefix laid out <prefix>/<label>/<file> (with --output)",
+    ),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help="write the model here (FILE.keras, its labels and preprocessing "
+        "beside it), ready for stoic model push",
+    ),
+    output: str | None = typer.Option(
+        None, "--output", help="object key of the new model (.keras), trained in the store"
+    ),
+    base_model: str | None = typer.Option(
+        None,
+        "--base-model",
+        "--base",
+        help="a model to start from: FILE.keras with --out "
+        "(other labels: new head on its frozen features), a model key with --output",
+    ),
     epochs: int = typer.Option(5, "--epochs", min=1),
+    input_size: int = typer.Option(
+        64, "--input-size", min=8, help="square input size of a new model (pixels)"
+    ),
+    batch_size: int = typer.Option(16, "--batch-size", min=1),
+    val_fraction: float = typer.Option(0.2, "--val-fraction", min=0.0, max=0.9),
+    seed: int = typer.Option(0, "--seed"),
     store_dir: Path | None = typer.Option(None, "--store-dir"),
     config: Path | None = typer.Option(None, "--config"),
 ) -> None:
-    """Train (or fine-tune) on labelled images in the object store (the 'train' action)."""
+    """Train a classifier on labelled images: a local folder (--out) or the store (--output)."""
     require("function", "stoic model train")
+    from stoic.errors import InputError
+
+    if (out is None) == (output is None):
+        raise InputError("give where the model goes once: --out FILE.keras or --output KEY")
+    if out is not None:
+        from stoic.function.folder import train_folder
+
+        trained = train_folder(
+            Path(images),
+            out,
+            base=Path(base_model) if base_model else None,
+            input_size=input_size,
+            epochs=epochs,
+            batch_size=batch_size,
+            val_fraction=val_fraction,
+            seed=seed,
+        )
+        for line in trained.skipped:
+            typer.echo(f"skipped {line}", err=True)
+        typer.echo(json.dumps(trained.summary() | {"skipped": len(trained.skipped)}))
+        return
     from stoic.function.handler import Function
 
     store, _ = _store(store_dir, config)
-    out = Function(store)(
+    result = Function(store)(
         {
             "action": "train",
             "images": images,
             "output": output,
             "base_model": base_model,
             "epochs": epochs,
+            "batch_size": batch_size,
+            "val_fraction": val_fraction,
+            "seed": seed,
         }
     )
-    typer.echo(json.dumps({k: out[k] for k in ("model", "val_accuracy", "n_train", "n_val")}))
+    typer.echo(json.dumps({k: result[k] for k in ("model", "val_accuracy", "n_train", "n_val")}))
 
 
 @app.command("push")
 def push(
-    file: Path = typer.Argument(..., help="the model, in Keras format (FILE.keras)"),
+    file: Path = typer.Argument(
+        ..., help="the model: a Keras file (FILE.keras) or a SavedModel directory"
+    ),
     app_name: str | None = typer.Option(None, "--app", help="application (default: settings)"),
     version: str = typer.Option(..., "--version", help="the new application version"),
     classes: str | None = typer.Option(
@@ -117,6 +169,15 @@ def push(
     ),
     classes_file: Path | None = typer.Option(
         None, "--classes-file", help="the labels: a JSON list, or one per line"
+    ),
+    scaling: str | None = typer.Option(
+        None,
+        "--scaling",
+        help="the pixel range the model expects: 0..255 (it rescales "
+        "itself), 0..1 or -1..1 (default: FILE.preprocessing.json, else what its layers show)",
+    ),
+    input_size: int | None = typer.Option(
+        None, "--input-size", min=1, help="its square input size, where its shape leaves it open"
     ),
     replace: bool = typer.Option(
         False, "--replace", help="overwrite a model already stored for this version"
@@ -126,21 +187,27 @@ def push(
 ) -> None:
     """Check a model trained elsewhere against its labels and store it as a new version.
 
-    Without --classes/--classes-file the labels are read from FILE.keras.classes.json.
-    Nothing is stored if the file does not load or its output does not match the labels.
+    Without --classes/--classes-file the labels are read from FILE.classes.json, and the
+    preprocessing from FILE.preprocessing.json where there is one. Nothing is stored if
+    the model does not load or does not match its labels and preprocessing.
     Then make the version the default: stoic model default --version V.
     """
     require("function", "stoic model push")
-    from stoic.function.push import push_model, read_classes
+    from stoic.function.push import push_model, read_classes, read_declaration
 
     labels = read_classes(classes, classes_file, file)
+    declared = read_declaration(scaling, input_size, file)
     store, settings = _store(store_dir, config)
     app_id = app_name or settings.controller.app
-    pushed = push_model(store, file, app=app_id, version=version, classes=labels, replace=replace)
+    pushed = push_model(
+        store, file, app=app_id, version=version, classes=labels, declared=declared,
+        replace=replace,
+    )  # fmt: skip
+    size = pushed.preprocessing.input_size
     typer.echo(
         f"{'replaced' if pushed.replaced else 'stored'} {pushed.key} ({pushed.n_bytes} bytes, "
-        f"{pushed.input_size}x{pushed.input_size} input, labels {list(pushed.classes)}) "
-        f"in {store!r}"
+        f"{size}x{size} input, pixels {pushed.preprocessing.scaling}, labels "
+        f"{list(pushed.classes)}) in {store!r}"
     )
     typer.echo(
         f"new batches use it once it is the default: stoic model default --app {app_id} "

@@ -50,6 +50,7 @@ from stoic.storage.objectstore import ObjectStore, make_object_store, validate_k
 from stoic.storage.package import PackageIndex
 
 if TYPE_CHECKING:
+    from stoic.function.contract import Preprocessing
     from stoic.function.workers import DeviceModels
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -129,7 +130,7 @@ class LoadedModel:
     key: str
     model: Any
     classes: list[str]
-    size: int
+    preprocessing: Preprocessing
     devices: DeviceModels
     load_s: dict[str, float] = field(default_factory=dict)
     """Seconds per step of loading it: read, replicate, trace, tune_batch, gc."""
@@ -225,16 +226,18 @@ class Function:
             t = now
 
         try:
-            model, classes = cnn.load_model(self.store, key)
+            with cnn.open_model(self.store, key) as stored:
+                step("read_s")
+                prep = stored.preprocessing
+                names = (
+                    workers.check_devices(cfg.devices) if cfg.devices else workers.visible_devices()
+                )
+                devices = workers.replicate(stored.model, names, prep.input_size, prep.affine)
+                step("replicate_s")
         except ObjectNotFound:
             raise ModelNotFound(key) from None
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, InputError) as exc:
             raise FunctionError(f"model {key!r} cannot be loaded: {exc}") from exc
-        step("read_s")
-        size = cnn.input_size(model)
-        names = workers.check_devices(cfg.devices) if cfg.devices else workers.visible_devices()
-        devices = workers.replicate(model, names, size)
-        step("replicate_s")
         workers.warm(devices)
         step("trace_s")
         for dev, call in devices.calls.items():
@@ -243,7 +246,7 @@ class Function:
                 continue
             devices.batch_sizes[dev], devices.tuning[dev] = workers.tune_batch_size(
                 call,
-                size,
+                prep.input_size,
                 cfg.batch_candidates,
                 budget_s=cfg.tune_budget_s,
                 tolerance=cfg.batch_tolerance,
@@ -253,7 +256,7 @@ class Function:
             gc.collect()
             gc.freeze()
         step("gc_s")
-        return LoadedModel(key, model, classes, size, devices, steps)
+        return LoadedModel(key, stored.model, stored.classes, prep, devices, steps)
 
     def drop_models(self) -> None:
         """Forget every cached model (the next call pays model loading again)."""
@@ -334,15 +337,16 @@ class Function:
             raise ObjectNotFound(prefix, f"{self.store!r} (no <prefix>/<label>/<file> images)")
         base = None
         classes: list[str] | None = None
+        prep = None
         size = cnn.INPUT_SIZE
         if req.base_model:
+            from stoic.function.modelfile import trainable_copy
+
             loaded, _ = self.get_model(req.base_model)
             # Fine-tune a copy: the cached model keeps serving unchanged.
-            import keras
-
-            base = keras.models.clone_model(loaded.model)
-            base.set_weights(loaded.model.get_weights())
-            classes, size = loaded.classes, loaded.size
+            base = trainable_copy(loaded.model, req.base_model)
+            classes, prep = loaded.classes, loaded.preprocessing
+            size = prep.input_size
         images, labels, skipped = [], [], []
         for key in keys:
             label = key[len(prefix) :].split("/", 1)[0]
@@ -363,8 +367,9 @@ class Function:
             batch_size=req.batch_size,
             val_fraction=req.val_fraction,
             seed=req.seed,
+            preprocessing=prep,
         )
-        cnn.save_model(result.model, self.store, req.output, result.classes)
+        cnn.save_model(result.model, self.store, req.output, result.classes, prep)
         return {
             "model": req.output,
             "history": result.history,

@@ -1,12 +1,13 @@
-"""Bring your own model: check a Keras file against its label set, store it for a version.
+"""Bring your own model: check a model against its contract, store it for a version.
 
-A site with a classifier of its own (trained on its own camera-trap photographs, say a
-species classifier) installs it as a **new application version**:
-``stoic model push FILE.keras --app A --version V --classes a,b,c``, then makes that
-version the default (``stoic model default``, ``PUT /v1/models/default``). New batches
-record the new version, so the scheduler bootstraps it (paper §3.7: processing times are
-learnt per application version, and a different network has different ones) and the
-function loads the new model by its key.
+A site with a classifier of its own (trained on its own camera-trap photographs with
+``stoic model train``, or exported from another tool as a ``.keras`` file or a
+SavedModel directory) installs it as a **new application version**:
+``stoic model push MODEL --app A --version V [--classes a,b,c] [--scaling S]``, then
+makes that version the default (``stoic model default``, ``PUT /v1/models/default``).
+New batches record the new version, so the scheduler bootstraps it (paper §3.7:
+processing times are learnt per application version, and a different network has
+different ones) and the function loads the new model by its key.
 
 Why a new version rather than overwriting the current model: the function keeps loaded
 models in memory by key (a warm pod serves the next batch without loading), so a model
@@ -14,18 +15,18 @@ replaced under the same key would keep being served by every warm process; and t
 predictor's processing regression of the old version would describe a different
 network. ``--replace`` exists for fixing a push that has not been made the default yet.
 
-What is checked, before anything is stored (a refused model leaves nothing behind):
+What is checked, before anything is stored (a refused model leaves nothing behind), is
+the model's contract (:mod:`stoic.function.contract`): it loads (:mod:`stoic.function.
+modelfile`; Keras' safe mode on); one RGB input, square or of a declared size; one
+score per label; its scaling shown by its layers and the declaration agreeing, or
+declared where the layers do not show it; and a forward pass on a blank image gives
+``K`` finite numbers. A mismatch found here is one line naming the file; found at run
+time it would be a wrong label on every image.
 
-* the file loads with Keras (``.keras`` format, the one :func:`~stoic.function.
-  classifier.save_model` writes);
-* one image input of shape ``(H, W, 3)``, square (the function resizes every image to
-  ``H × H``);
-* the output is one score per class of the label set (``(None, K)`` with ``K`` the
-  number of labels), and a forward pass on a blank image gives ``K`` finite numbers.
-
-The labels are stored beside the model as its class-name sidecar
-(:func:`~stoic.function.classifier.classes_key`), the same place the demo model and
-``stoic model train`` keep theirs, so the function answers with the site's labels.
+The labels and the preprocessing are stored beside the model
+(:func:`~stoic.function.contract.classes_key`, :func:`~stoic.function.contract.
+preprocessing_key`), where the demo model and ``stoic model train`` keep theirs, so the
+function answers with the site's labels and feeds the model what it expects.
 """
 
 from __future__ import annotations
@@ -40,7 +41,17 @@ import numpy as np
 
 from stoic.errors import InputError, StoicError
 from stoic.extras import require
-from stoic.function.classifier import INPUT_SIZE, classes_key
+from stoic.function import contract
+from stoic.function.contract import (
+    Declared,
+    Preprocessing,
+    beside,
+    classes_key,
+    parse_declaration,
+    preprocessing_key,
+    resolve,
+)
+from stoic.function.modelfile import load_path, store_path
 from stoic.storage.objectstore import ObjectStore
 from stoic.storage.package import model_key
 
@@ -51,7 +62,7 @@ class PushedModel:
 
     key: str
     classes: tuple[str, ...]
-    input_size: int
+    preprocessing: Preprocessing
     n_bytes: int
     replaced: bool
 
@@ -67,7 +78,7 @@ def read_classes(spec: str | None, classes_file: Path | None, model_file: Path) 
     else:
         path = classes_file
         if path is None:
-            sidecar = model_file.with_name(model_file.name + ".classes.json")
+            sidecar = beside(model_file, ".classes.json")
             if not sidecar.is_file():
                 raise InputError(
                     f"{model_file}: no label set; give --classes a,b,c or --classes-file "
@@ -105,43 +116,42 @@ def check_classes(labels: Sequence[str], source: str = "the label set") -> list[
     return out
 
 
-def validate_model_file(path: Path, classes: Sequence[str]) -> int:
-    """Load ``path`` with Keras and check it against ``classes``; return its input size.
+def read_declaration(scaling: str | None, input_size: int | None, model_file: Path) -> Declared:
+    """The model's declared preprocessing: ``FILE.preprocessing.json`` beside the model
+    (where there is one) and the ``--scaling`` / ``--input-size`` flags; a field given
+    twice with two values is an InputError, not a silent choice."""
+    side = beside(model_file, ".preprocessing.json")
+    try:
+        found = parse_declaration(side.read_bytes(), str(side)) if side.is_file() else Declared()
+    except OSError as exc:
+        raise InputError(f"{side}: cannot read it: {exc.strerror}") from None
+    flags = Declared(input_size, None, contract.scaling(scaling, "--scaling"))
+    merged: dict[str, object] = dict(found.given())
+    for name, value in flags.given().items():
+        if merged.get(name, value) != value:
+            raise InputError(
+                f"{side} says {name} {merged[name]!r} but --{name.replace('_', '-')} says "
+                f"{value!r}; give it once"
+            )
+        merged[name] = value
+    return Declared(**merged)  # type: ignore[arg-type]
+
+
+def validate_model_file(
+    path: Path, classes: Sequence[str], declared: Declared = Declared()
+) -> Preprocessing:
+    """Load ``path`` (a ``.keras`` file or a SavedModel directory) and check it against
+    ``classes`` and ``declared``; return the preprocessing the function will apply.
 
     Raises :class:`InputError` naming the file and what does not fit.
     """
-    require("function", "checking a Keras model (stoic model push)")
-    import keras
-
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    if path.suffix != ".keras":
-        raise InputError(f"{path}: expected a Keras model file ending in '.keras' (model.save)")
+    require("function", "checking a model (stoic model push)")
+    model = load_path(path)
+    prep = resolve(model, list(classes), declared, str(path))
+    size, k = prep.input_size, len(classes)
     try:
-        model = keras.saving.load_model(path, compile=False)
-    except Exception as exc:  # Keras raises ValueError, OSError, zipfile errors, ...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path}: Keras cannot load it: {first}") from None
-    inputs = model.inputs
-    if len(inputs) != 1:
-        raise InputError(f"{path}: the model has {len(inputs)} inputs; the function feeds one")
-    shape = tuple(model.input_shape)
-    if len(shape) != 4 or shape[3] != 3:
-        raise InputError(
-            f"{path}: input shape {shape}; the function feeds RGB images (None, H, W, 3)"
-        )
-    if shape[1] is not None and shape[2] is not None and shape[1] != shape[2]:
-        raise InputError(f"{path}: input shape {shape} is not square; the function feeds H × H")
-    size = int(shape[1] or shape[2] or INPUT_SIZE)
-    out_shape = tuple(model.output_shape) if not isinstance(model.output_shape, list) else ()
-    k = len(classes)
-    if len(out_shape) != 2 or out_shape[1] != k:
-        raise InputError(
-            f"{path}: output shape {model.output_shape} does not match the label set: "
-            f"expected (None, {k}), one score per label of {list(classes)}"
-        )
-    try:
-        scores = np.asarray(model(np.zeros((1, size, size, 3), dtype="float32"), training=False))
+        blank = prep.apply(np.zeros((1, size, size, 3), dtype=np.uint8))
+        scores = np.asarray(model(blank, training=False))
     except Exception as exc:
         raise InputError(f"{path}: the model fails on a {size}×{size} image: {exc}") from None
     if scores.shape != (1, k) or not np.all(np.isfinite(scores)):
@@ -149,7 +159,7 @@ def validate_model_file(path: Path, classes: Sequence[str]) -> int:
             f"{path}: a forward pass gave {scores.shape} scores (finite: "
             f"{bool(np.all(np.isfinite(scores)))}); expected {k} finite scores"
         )
-    return size
+    return prep
 
 
 def push_model(
@@ -159,13 +169,15 @@ def push_model(
     app: str,
     version: str,
     classes: Sequence[str],
+    declared: Declared = Declared(),
     replace: bool = False,
 ) -> PushedModel:
-    """Validate ``path`` against ``classes`` and store it as ``app`` version ``version``.
+    """Validate ``path`` against ``classes`` and ``declared`` and store it as ``app``
+    version ``version``, with its contract beside it.
 
-    Nothing is stored unless every check passes. The labels go first and the model
-    last, so a model key that exists always has its labels (the daemon refuses to make
-    a version without a model the default).
+    Nothing is stored unless every check passes. The side files go first and the model
+    last, so a model key that exists always has its contract (the daemon refuses to
+    make a version without a model the default).
     """
     labels = tuple(check_classes(classes))
     key = model_key(app, version)
@@ -175,15 +187,19 @@ def push_model(
             f"app {app!r} version {version!r} already has a model ({key}); push it as a "
             "new version (processing times are learnt per version), or pass --replace"
         )
-    size = validate_model_file(path, labels)
-    sidecar = classes_key(key)
-    store.put_bytes(sidecar, json.dumps(list(labels)).encode())
+    prep = validate_model_file(path, labels, declared)
+    sides = {
+        classes_key(key): json.dumps(list(labels)).encode(),
+        preprocessing_key(key): prep.to_json(),
+    }
+    for side, data in sides.items():
+        store.put_bytes(side, data)
     try:
-        with path.open("rb") as f:
-            n = store.put_stream(key, f)
+        n = store_path(store, key, path)
     except BaseException:
         if not exists:
-            with contextlib.suppress(StoicError):
-                store.delete(sidecar)
+            for side in sides:
+                with contextlib.suppress(StoicError):
+                    store.delete(side)
         raise
-    return PushedModel(key, labels, size, n, exists)
+    return PushedModel(key, labels, prep, n, exists)

@@ -120,8 +120,11 @@ def check_devices(devices: Sequence[str]) -> list[str]:
     return list(devices)
 
 
-def replicate(model: Any, devices: Sequence[str], size: int) -> DeviceModels:
-    """One copy of ``model`` whose variables live on each device, and its compiled call.
+def replicate(
+    model: Any, devices: Sequence[str], size: int, affine: tuple[float, float] = (1.0, 0.0)
+) -> DeviceModels:
+    """One copy of ``model`` whose variables live on each device, and its compiled call
+    (``affine``: the input is ``pixels * scale + offset``, the model's declared scaling).
 
     With one device the model itself is used. With several, a clone per device avoids
     copying the weights from the first device to the others on every call.
@@ -138,19 +141,27 @@ def replicate(model: Any, devices: Sequence[str], size: int) -> DeviceModels:
                 replica = keras.models.clone_model(model)
                 replica.set_weights(model.get_weights())
         out.replicas[dev] = replica
-        out.calls[dev] = compile_call(replica, dev, size)
+        out.calls[dev] = compile_call(replica, dev, size, affine)
     return out
 
 
-def compile_call(model: Any, device: str, size: int) -> Call:
-    """``model(cast(x), training=False)`` as a ``tf.function`` pinned to ``device``."""
+def compile_call(
+    model: Any, device: str, size: int, affine: tuple[float, float] = (1.0, 0.0)
+) -> Call:
+    """``model(cast(x * scale + offset), training=False)`` as a ``tf.function`` pinned
+    to ``device`` (raw pixels, ``affine`` = (1, 0), are cast straight to the model's
+    dtype, as before models declared their scaling)."""
     import tensorflow as tf
 
     dtype = tf.as_dtype(getattr(model.inputs[0], "dtype", None) or "float32")
+    scale, offset = affine
 
     def call(x: Any) -> Any:
         with tf.device(device):
-            return model(tf.cast(x, dtype), training=False)
+            if (scale, offset) == (1.0, 0.0):
+                return model(tf.cast(x, dtype), training=False)
+            scaled = tf.cast(x, tf.float32) * scale + offset
+            return model(tf.cast(scaled, dtype), training=False)
 
     spec = tf.TensorSpec([None, size, size, 3], tf.uint8)
     compiled: Call = tf.function(call, input_signature=[spec])

@@ -33,7 +33,9 @@ The work is bounded before it is done, because a small upload must not cost much
 
 While an image's header is open, its EXIF (capture time, camera) is read too
 (:mod:`stoic.ingest.exif`: nothing decoded for it); the builder keeps it per image, in
-package order, for the batch's metadata document.
+package order, for the batch's metadata document. The reduced-scale decode also gives
+the image's thumbnail (:mod:`stoic.ingest.thumbnail`), which the builder appends to a
+second, small tar under the image's member name, for the operator page.
 
 This is the synchronous half of ingest (it runs in the validation pool's threads); the
 request-level orchestration that drives it lives in :mod:`stoic.ingest.ingestor`.
@@ -55,7 +57,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import IO, BinaryIO
+from typing import IO, BinaryIO, cast
 
 from PIL import Image, UnidentifiedImageError
 
@@ -72,6 +74,7 @@ from stoic.errors import (
 from stoic.ingest.exif import ImageMeta, read_meta
 from stoic.ingest.options import IngestLimits
 from stoic.ingest.png import check_png_data
+from stoic.ingest.thumbnail import DRAFT, thumbnail
 from stoic.storage.package import PackageWriter
 
 SPOOL_BYTES = 1024 * 1024
@@ -183,10 +186,12 @@ def _open(fmt: str, f: _Guarded, name: str) -> Image.Image:
 
 @dataclass(frozen=True, slots=True)
 class ValidImage:
-    """What validating an image learnt: its format and its EXIF metadata."""
+    """What validating an image learnt: its format, its EXIF metadata and its
+    thumbnail (None where none could be made)."""
 
     format: str
     meta: ImageMeta
+    thumbnail: bytes | None = None
 
 
 def validate_image(
@@ -237,10 +242,12 @@ def validate_image(
         if fmt == "PNG":
             # Its data stream, inflated piece by piece: never the decoded image.
             check_png_data(f, cancelled)
+            thumb = None
         else:
             with _open(fmt, guarded, name) as im:
-                im.draft("RGB", (1, 1))
+                im.draft("RGB", DRAFT)
                 im.load()
+                thumb = _thumbnail(im)
     except (
         OSError,
         SyntaxError,
@@ -253,7 +260,14 @@ def validate_image(
         raise CorruptImage(
             f"{name}: corrupt or truncated {fmt} image: {_pillow_message(exc)}", file=name
         ) from None
-    return ValidImage(fmt, meta)
+    return ValidImage(fmt, meta, thumb)
+
+
+def _thumbnail(im: Image.Image) -> bytes | None:
+    try:
+        return thumbnail(im)
+    except (OSError, ValueError):
+        return None
 
 
 def safe_member_name(name: str) -> str:
@@ -322,6 +336,9 @@ class PackageBuilder:
         self._names: set[str] = set()
         self._tmp_dir = tmp_dir
         self.stats = _Stats()
+        self.thumbnails = self.spool()
+        """A tar of the images' thumbnails, under their member names (small: spooled)."""
+        self._thumbs = PackageWriter(cast(BinaryIO, self.thumbnails))
 
     @property
     def n_images(self) -> int:
@@ -421,6 +438,8 @@ class PackageBuilder:
         f.seek(0)
         self._writer.add_stream(unique, f, size)
         self._names.add(unique)
+        if valid.thumbnail is not None:
+            self._thumbs.add_bytes(unique, valid.thumbnail)
         self.stats.meta.append((unique, valid.meta))
         self.stats.images += 1
         self.stats.image_bytes += size
@@ -554,9 +573,12 @@ class PackageBuilder:
             raise EmptyBatch("the batch holds no image: choose at least one image")
 
     def close(self) -> int:
-        """Write the tar end marker; return the package size in bytes."""
+        """Write the tar end markers; return the package size in bytes (the thumbnails
+        are rewound, ready to store)."""
         self._writer.close()
         self._file.close()
+        self._thumbs.close()
+        self.thumbnails.seek(0)
         return self.path.stat().st_size
 
     def discard(self) -> None:
@@ -566,4 +588,7 @@ class PackageBuilder:
             self._writer.close()
         with contextlib.suppress(Exception):
             self._file.close()
+        with contextlib.suppress(Exception):
+            self._thumbs.close()
+        self.thumbnails.close()
         self.path.unlink(missing_ok=True)

@@ -64,7 +64,7 @@ from stoic.logging import get_logger
 from stoic.storage import disk as disk_names
 from stoic.storage.disk import DiskWatch
 from stoic.storage.objectstore import ObjectStore
-from stoic.storage.package import metadata_key, package_key
+from stoic.storage.package import metadata_key, package_key, thumbnails_key
 from stoic.store.store import BatchRecord, Store
 from stoic.values import Mode
 
@@ -310,10 +310,11 @@ class Ingestor:
             digest = request_digest(options, stream.files)
             n_bytes = await self._work(cancelled, builder.close)
             batch_id = str(uuid.uuid4())
-            keys = [package_key(batch_id), metadata_key(batch_id)]
+            keys = [package_key(batch_id), metadata_key(batch_id), thumbnails_key(batch_id)]
             await self._work(cancelled, self._upload, builder.path, keys[0])
             meta = metadata_document(options.deployment, builder.stats.meta)
             await asyncio.to_thread(self.objects.put_bytes, keys[1], json.dumps(meta).encode())
+            await self._work(cancelled, self.objects.put_stream, keys[2], builder.thumbnails)
             skipped = tuple(builder.stats.skipped)
             record = await asyncio.to_thread(
                 self.store.create_batch,

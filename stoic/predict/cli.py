@@ -21,7 +21,6 @@ from stoic.extras import installed, require
 
 if TYPE_CHECKING:
     from stoic.predict.deployment import FloatArray, Method
-    from stoic.predict.onestep import Step
 
 evaluate_app = typer.Typer(
     help="Offline analyses of the predictor (paper section 3.4).", no_args_is_help=True
@@ -123,112 +122,6 @@ def deployment(
         console.print(detail)
     if plot is not None:
         console.print(f"plot written to {plot}")
-
-
-@evaluate_app.command("predictor")
-def predictor(
-    csv_file: Path = typer.Option(
-        ...,
-        "--csv",
-        help="Measured batches in time order: epoch, image_num, runtime, act_transfer, "
-        "act_deploy, act_proc, act_total, optional pred_* (the STOIC authors' format).",
-    ),
-    skip: int = typer.Option(3, "--skip", min=0, help="Batches per runtime observed, not scored."),
-    config: Path | None = typer.Option(
-        None, "--config", help="Settings file (runtimes, predictor.*)."
-    ),
-    plot: Path | None = typer.Option(
-        None, "--plot", help="Write predicted against actual over time (PNG; analysis extra)."
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
-) -> None:
-    """One step ahead through the daemon's own predictor: ask, then observe, each batch;
-    MAE and interval coverage per runtime and component (docs/predictor.md)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from stoic.predict.onestep import COMPONENTS, read_components_csv, replay, score
-    from stoic.predict.predictor import Predictor
-    from stoic.settings import load_settings
-
-    if plot is not None:
-        require("analysis", "stoic evaluate predictor --plot", "matplotlib")
-    batches = read_components_csv(csv_file)
-    steps = replay(Predictor.from_settings(load_settings(config)), batches, skip=skip)
-    figures = score(steps)
-    if plot is not None:
-        _plot_steps(steps, plot)
-    if as_json:
-        typer.echo(json.dumps({"file": str(csv_file), "skip": skip, "runtimes": figures}, indent=2))
-        return
-    table = Table(title=f"One step ahead: {csv_file.name} (first {skip} per runtime not scored)")
-    for col in ("Runtime", "Component", "n", "MAE (s)", "theirs (s)", "50 % cover", "90 % cover"):
-        table.add_column(col, justify="left" if col in ("Runtime", "Component") else "right")
-    for rt, per in figures.items():
-        for c in COMPONENTS:
-            f = per[c]
-            if not f["n"]:
-                continue
-            table.add_row(
-                rt,
-                c,
-                str(f["n"]),
-                _fmt(f["mae_s"], "{:.2f}"),
-                _fmt(f["reference_mae_s"], "{:.2f}"),
-                _fmt(f["coverage_50"], "{:.0%}"),
-                _fmt(f["coverage_90"], "{:.0%}"),
-            )
-    Console().print(table)
-    if plot is not None:
-        Console().print(f"plot written to {plot}")
-
-
-def _fmt(v: float | int | None, pattern: str) -> str:
-    return "-" if v is None else pattern.format(v)
-
-
-def _plot_steps(steps: list[Step], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from stoic.predict.onestep import COMPONENTS, EDGE_COMPONENTS
-
-    runtimes = sorted({s.batch.runtime for s in steps})
-    fig, axes = plt.subplots(
-        len(runtimes), len(COMPONENTS), figsize=(14, 2.4 * len(runtimes)), squeeze=False
-    )
-    for i, rt in enumerate(runtimes):
-        mine = [s for s in steps if s.batch.runtime == rt]
-        for j, c in enumerate(COMPONENTS):
-            ax = axes[i][j]
-            if mine[0].edge and c not in EDGE_COMPONENTS:
-                ax.axis("off")  # no T_t or T_d on the edge
-                continue
-            k = list(range(len(mine)))
-            mean = [s.predicted[c].mean for s in mine]
-            half = [1.645 * s.predicted[c].std for s in mine]
-            ax.fill_between(
-                k,
-                [m - h for m, h in zip(mean, half, strict=True)],
-                [m + h for m, h in zip(mean, half, strict=True)],
-                alpha=0.2,
-                label="90 % interval",
-            )
-            ax.plot(k, mean, lw=1.2, label="predicted")
-            ax.plot(
-                k, [s.batch.actual.get(c, float("nan")) for s in mine], "o", ms=3, label="actual"
-            )
-            ax.set_title(f"{rt}: {c}", fontsize=9)
-            ax.set_xlabel("batch (time order)")
-            ax.set_ylabel("s")
-            ax.grid(alpha=0.3)
-    axes[0][COMPONENTS.index("processing")].legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def _methods(chosen: list[str] | None) -> tuple[Method, ...]:

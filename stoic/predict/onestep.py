@@ -27,6 +27,7 @@ from statistics import NormalDist
 
 from stoic.errors import CsvFormatError, InputError
 from stoic.predict.predictor import Predictor
+from stoic.predict.spread import Z_LEVEL
 from stoic.values import (
     Component,
     DeploymentSample,
@@ -120,7 +121,7 @@ def replay(
         n_bytes = b.images * bytes_per_image
         est = predictor.estimate(b.runtime, b.images, n_bytes, app=APP, app_version=APP_VERSION)
         edge = kind is RuntimeKind.EDGE
-        steps.append(Step(b, _components(est), seen.get(b.runtime, 0) >= skip, edge))
+        steps.append(Step(b, components(est), seen.get(b.runtime, 0) >= skip, edge))
         seen[b.runtime] = seen.get(b.runtime, 0) + 1
         _observe(predictor, b, kind, n_bytes)
     return steps
@@ -149,7 +150,7 @@ def _kind(predictor: Predictor, runtime: str) -> RuntimeKind:
     raise InputError(f"unknown runtime {runtime!r}; configured: {predictor.runtimes}")
 
 
-def _components(est: Estimate) -> dict[str, Component]:
+def components(est: Estimate) -> dict[str, Component]:
     return {
         "transfer": est.transfer,
         "deployment": est.deployment,
@@ -170,6 +171,50 @@ def _observe(predictor: Predictor, b: MeasuredBatch, kind: RuntimeKind, n_bytes:
         predictor.observe_processing(
             ProcessingSample(APP, APP_VERSION, b.runtime, b.images, n_bytes, a["processing"], b.at)
         )
+
+
+def plot_steps(steps: Sequence[Step], path: Path) -> None:
+    """Predicted (with its 90 % interval) against actual over time, a row per runtime
+    and a column per component (matplotlib: the analysis extra)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runtimes = sorted({s.batch.runtime for s in steps})
+    fig, axes = plt.subplots(
+        len(runtimes), len(COMPONENTS), figsize=(14, 2.4 * len(runtimes)), squeeze=False
+    )
+    for i, rt in enumerate(runtimes):
+        mine = [s for s in steps if s.batch.runtime == rt]
+        for j, c in enumerate(COMPONENTS):
+            ax = axes[i][j]
+            if mine[0].edge and c not in EDGE_COMPONENTS:
+                ax.axis("off")  # no T_t or T_d on the edge
+                continue
+            k = list(range(len(mine)))
+            mean = [s.predicted[c].mean for s in mine]
+            half = [Z_LEVEL * s.predicted[c].std for s in mine]
+            ax.fill_between(
+                k,
+                [m - h for m, h in zip(mean, half, strict=True)],
+                [m + h for m, h in zip(mean, half, strict=True)],
+                alpha=0.2,
+                label="90 % interval",
+            )
+            ax.plot(k, mean, lw=1.2, label="predicted")
+            ax.plot(
+                k, [s.batch.actual.get(c, float("nan")) for s in mine], "o", ms=3, label="actual"
+            )
+            ax.set_title(f"{rt}: {c}", fontsize=9)
+            ax.set_xlabel("batch (time order)")
+            ax.set_ylabel("s")
+            ax.grid(alpha=0.3)
+    axes[0][COMPONENTS.index("processing")].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def read_components_csv(path: Path) -> list[MeasuredBatch]:

@@ -32,6 +32,12 @@ batch sizes, so with sizes from 1 to 1000 it would accept almost any outlier.
 
 Predicted means are floored at 0. A fit is a few numbers (:class:`LinearFit`); the
 prediction for any ``n`` is then arithmetic, so a cached estimate costs microseconds.
+
+The spreads above are the line's; what :meth:`ProcessingModel.estimate` reports is
+calibrated by the model's own one-step errors (:mod:`stoic.predict.spread`): each new
+sample's distance from the line fitted before it, in units of that line's spread plus
+5 % of its mean. RANSAC's ridge measures the scatter of the inliers it kept, so alone it
+claimed a 90 % interval that held 44 % of the real batches.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ import numpy.typing as npt
 from stoic.predict.bayes import RidgeFit, bayesian_ridge, ransac
 from stoic.predict.deployment import MAD_TO_STD, PRIOR_RELATIVE_STD, FloatArray
 from stoic.predict.order import median
+from stoic.predict.spread import ErrorWindow
 from stoic.values import Component, ProcessingSample
 
 
@@ -211,6 +218,16 @@ TAIL_MIN_SAMPLES = 3
 the runtime's congestion, so no ratio is kept."""
 
 
+ERROR_BASE_MEAN_SHARE = 0.05
+"""The part of the mean added to the line's spread in the base a one-step error is
+measured in: a line through two points, equal times or a ridge on a few samples can have
+a spread near 0, and one error divided by it would widen every later interval."""
+
+
+def _error_base(line: Component) -> float:
+    return line.std + ERROR_BASE_MEAN_SHARE * line.mean
+
+
 class ProcessingModel:
     """The recent samples of one (app, app_version, runtime) and their cached fit.
 
@@ -240,6 +257,7 @@ class ProcessingModel:
     ) -> None:
         self._samples: deque[ProcessingSample] = deque(maxlen=history)
         self._ratios: deque[float] = deque(maxlen=tail_history)
+        self._errors = ErrorWindow()
         self.prior_slope = prior_slope
         self.prior_intercept = prior_intercept
         self.min_samples = min_samples
@@ -251,11 +269,11 @@ class ProcessingModel:
         self.fits = 0
 
     def observe(self, sample: ProcessingSample) -> None:
-        if len(self._samples) >= TAIL_MIN_SAMPLES:
-            predicted = self.fit.predict(float(sample.images)).mean
-            if predicted > 0:
-                self._ratios.append(min(sample.duration_s / predicted, TAIL_RATIO_CAP))
-                self._excess = None
+        before = self.fit.predict(float(sample.images))
+        self._errors.add(sample.duration_s, before.mean, _error_base(before))
+        if len(self._samples) >= TAIL_MIN_SAMPLES and before.mean > 0:
+            self._ratios.append(min(sample.duration_s / before.mean, TAIL_RATIO_CAP))
+            self._excess = None
         self._samples.append(sample)
         self._fit = None
 
@@ -296,4 +314,7 @@ class ProcessingModel:
         return self._fit
 
     def estimate(self, n_images: int) -> Component:
-        return self.fit.predict(float(n_images))
+        """The line's T_p of ``n_images``, its spread calibrated by the model's one-step
+        errors (:mod:`stoic.predict.spread`; the line's own before the first)."""
+        line = self.fit.predict(float(n_images))
+        return Component(line.mean, self._errors.std(_error_base(line), line.std))

@@ -6,20 +6,24 @@ which one stalled upload does not drag down. Before any measurement it assumes
 ``default_bandwidth_bps``. The edge runtime is on the site itself: its T_t is 0, and
 uploads tagged with an edge runtime do not feed the uplink's monitor.
 
-Spread: T_t is computed for every retained bandwidth (``n_bytes / b_i``) and the spread
-is the scaled MAD of those times (= ``n_bytes`` × scaled MAD of ``1 / b_i``), 0 before
-two measurements exist.
+Spread: calibrated from the monitor's own one-step errors (:mod:`stoic.predict.spread`):
+each upload's time relative to the time predicted before it, ``|median_before / b − 1|``,
+over the last :data:`~stoic.predict.spread.ERROR_HISTORY` uploads, so the spread is the
+predicted T_t × their conformal quantile / z. Before the first error, the scaled MAD of
+``n_bytes / b_i`` over the retained bandwidths (0 before two measurements exist).
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections import deque
 
 import numpy as np
 
 from stoic.predict.deployment import MAD_TO_STD
 from stoic.predict.order import median
+from stoic.predict.spread import ErrorWindow
 from stoic.values import ZERO, Component, TransferSample
 
 
@@ -30,15 +34,24 @@ class BandwidthMonitor:
         self.default_bps = default_bps
         self._bps: deque[float] = deque(maxlen=history)
         self._cached: tuple[float, float] | None = None
+        self._errors = ErrorWindow()
 
     def observe(self, sample: TransferSample) -> bool:
         """Record an upload; False (ignored) when it has no usable bandwidth."""
         bps = sample.bytes_per_s
         if sample.n_bytes <= 0 or not math.isfinite(bps) or bps <= 0:
             return False
+        self._errors.add(self._median_before() / bps, 1.0, 1.0)
         self._bps.append(bps)
         self._cached = None
         return True
+
+    def _median_before(self) -> float:
+        """The bandwidth an estimate would use now, without filling the cache that the
+        sample being observed empties (start-up replays observe thousands in a row)."""
+        if self._cached is not None:
+            return self._cached[0]
+        return statistics.median(self._bps) if self._bps else self.default_bps
 
     @property
     def n_samples(self) -> int:
@@ -65,4 +78,5 @@ class BandwidthMonitor:
         if edge or n_bytes <= 0:
             return ZERO
         bps, spread = self._stats()
-        return Component(n_bytes / bps, n_bytes * spread)
+        mean = n_bytes / bps
+        return Component(mean, self._errors.std(mean, n_bytes * spread))

@@ -136,13 +136,17 @@ def build_core(
     uplink_check: UplinkCheck | None = None,
     policy: PolicyOptions | None = None,
     probing: Probing = Probing.LOOP,
+    probe_options: InquisitorOptions | None = None,
+    on_probe_held: Callable[[str, float], None] | None = None,
 ) -> Core:
     """Build the core (module docstring).
 
     ``make_recorder(predictor)`` is where samples go (the daemon: store, predictor and
     metrics; the replay: the predictor); ``runtimes`` defaults to the settings';
     ``down`` are runtimes already known to be unavailable (no listener hears them);
-    ``policy`` replaces :meth:`PolicyOptions.from_settings` (the replay's modes).
+    ``policy`` replaces :meth:`PolicyOptions.from_settings` (the replay's modes),
+    ``probe_options`` :func:`inquisitor_options` (the daemon's: its local stand-ins'
+    own probe period); ``on_probe_held`` hears the pod seconds each probe holds.
     """
     by_name = {r.name: r for r in (runtimes or settings.runtime_list())}
     probes = wants_inquisitor(settings)
@@ -183,7 +187,8 @@ def build_core(
             uplink=(uplink_check, watch) if uplink_check is not None and watch else None,
             worth=scheduler.worth_probing,
             measured=measured,
-            options=inquisitor_options(settings),
+            options=probe_options or inquisitor_options(settings),
+            on_held=on_probe_held,
         )
         if probes
         else None

@@ -20,7 +20,13 @@ It owns nothing but the wiring and two concerns of its own:
   representative tasks on every runtime so that the processing regression has points
   of its own instead of priors. :class:`ObservationCounter` counts processing samples
   per (app, version, runtime) as they are recorded; the daemon seeds it from the store
-  at start-up so a restart does not bootstrap again.
+  at start-up so a restart does not bootstrap again. The daemon may ask for less
+  (``controller.bootstrap_scope = "contenders"``, ``contenders_of=job``): the edge
+  first, then only the runtimes that could win the batch at hand with no processing
+  time at all (:func:`contenders`, the argument of :meth:`Scheduler.worth_probing`):
+  a fitted line cannot change a decision that the runtime's transfer and deployment
+  alone already lose. Such a runtime stays missing, and a later batch it could win
+  bootstraps it.
 """
 
 from __future__ import annotations
@@ -100,6 +106,19 @@ class SchedulerOptions:
     :func:`~stoic.schedule.assembly.build_core`)."""
 
     bootstrap_tasks_per_runtime: int = 2  # representative tasks per runtime (paper §3.7)
+
+
+@dataclass(frozen=True, slots=True)
+class BootstrapRun:
+    """One bootstrap run, told to ``on_run`` as it starts (``outcome`` None) and again
+    when it has run: the ``run``-th of ``runs`` planned so far (a scope of contenders
+    may plan fewer as the edge's own line prices the others)."""
+
+    runtime: str
+    run: int
+    runs: int
+    n_images: int
+    outcome: Outcome | None = None
 
 
 @dataclass(slots=True)
@@ -223,11 +242,15 @@ class Scheduler:
     def tasks_per_runtime(self) -> int:
         return self.options.bootstrap_tasks_per_runtime
 
-    def missing(self, app: str, app_version: str) -> dict[str, int]:
+    def missing(
+        self, app: str, app_version: str, *, contenders_of: Job | None = None
+    ) -> dict[str, int]:
         """Bootstrap runs still needed per *available* runtime (configured order).
 
         An unavailable runtime cannot be bootstrapped now; when it comes back it is
-        missing again, and the next call bootstraps just that one.
+        missing again, and the next call bootstraps just that one. With
+        ``contenders_of``, only the edge and the runtimes that could win that job with
+        no processing time at all, on the estimates of now.
         """
         need = self.tasks_per_runtime
         out = {}
@@ -235,13 +258,30 @@ class Scheduler:
             have = self.observed.count(app, app_version, name)
             if have < need:
                 out[name] = need - have
+        if contenders_of is not None and out:
+            could = contenders(
+                self.estimate(replace(contenders_of, app=app, app_version=app_version))
+            )
+            out = {n: k for n, k in out.items() if n in could or self._is_edge(n)}
         return out
 
-    def needs_bootstrap(self, app: str, app_version: str) -> bool:
-        return bool(self.missing(app, app_version))
+    def _is_edge(self, name: str) -> bool:
+        runtime = self.requester.legs.runtimes.get(name)
+        return runtime is not None and runtime.is_edge
+
+    def needs_bootstrap(
+        self, app: str, app_version: str, *, contenders_of: Job | None = None
+    ) -> bool:
+        return bool(self.missing(app, app_version, contenders_of=contenders_of))
 
     async def bootstrap(
-        self, app: str, app_version: str, representative_jobs: Sequence[Job]
+        self,
+        app: str,
+        app_version: str,
+        representative_jobs: Sequence[Job],
+        *,
+        contenders_of: Job | None = None,
+        on_run: Callable[[BootstrapRun], None] | None = None,
     ) -> BootstrapReport:
         """Run the missing representative tasks, runtime after runtime.
 
@@ -251,20 +291,43 @@ class Scheduler:
         runtime's); a failed run is logged and reported, and the runtime stays
         "missing" so the next batch of this version tries again. Concurrent callers for
         the same version wait for one another, so it runs once.
+
+        ``contenders_of`` (the daemon's batch at hand): the edge first, then each other
+        runtime only if it is still a contender when its turn comes (:meth:`missing`).
+        ``on_run`` hears of each run as it starts and when it has run
+        (:class:`BootstrapRun`).
         """
         if not representative_jobs:
             raise PredictorError(f"bootstrap of {app} {app_version}: no representative jobs")
         lock = self._bootstrap_locks.setdefault((app, app_version), asyncio.Lock())
         report = BootstrapReport(app, app_version)
         async with lock:
-            missing = self.missing(app, app_version)
+            missing = self.missing(app, app_version, contenders_of=contenders_of)
+            order = list(missing)
+            if contenders_of is not None:
+                order.sort(key=lambda n: not self._is_edge(n))  # its line prices the rest
             log.info(
                 "bootstrapping",
                 app=app,
                 app_version=app_version,
                 missing=missing,
             )
-            for runtime, n in missing.items():
+            runs = 0
+            for turn, runtime in enumerate(order):
+                if contenders_of is not None and turn > 0:
+                    now_missing = self.missing(app, app_version, contenders_of=contenders_of)
+                    if runtime not in now_missing:
+                        log.info(
+                            "bootstrap skipped: the runtime could not win this batch",
+                            runtime=runtime,
+                            app=app,
+                            app_version=app_version,
+                        )
+                        continue
+                    planned = runs + sum(now_missing[n] for n in order[turn:] if n in now_missing)
+                else:
+                    planned = runs + sum(missing[n] for n in order[turn:])
+                n = missing[runtime]
                 done = self.tasks_per_runtime - n
                 for i in range(done, self.tasks_per_runtime):
                     base = representative_jobs[i % len(representative_jobs)]
@@ -274,6 +337,10 @@ class Scheduler:
                         app=app,
                         app_version=app_version,
                     )
+                    runs += 1
+                    run = BootstrapRun(runtime, runs, planned, job.n_images)
+                    if on_run is not None:
+                        on_run(run)
                     why = f"bootstrap {app} {app_version} on {runtime}"
                     plan = SinglePlan(runtime, mode=Mode.PINNED, reason=why)
                     try:
@@ -288,4 +355,6 @@ class Scheduler:
                         report.failures.setdefault(runtime, []).append(str(exc))
                         break  # the runtime is in trouble; do not hammer it
                     report.outcomes.setdefault(runtime, []).append(outcome)
+                    if on_run is not None:
+                        on_run(replace(run, outcome=outcome))
         return report

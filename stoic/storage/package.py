@@ -18,7 +18,10 @@ Key conventions (one place, so ingest, backends and function agree):
 * ``batches/<batch_id>/results.json`` the function's results
 * ``batches/<batch_id>/metadata.json`` what the ingest read of each image (EXIF,
   deployment)
-* ``models/<app>/<version>/model.keras`` a trained model (Keras format)
+* ``batches/<batch_id>/thumbnails.tar`` the operator page's thumbnails, one small JPEG
+  per image under the image's own member name
+* ``models/<app>/<version>/model.keras`` a trained model (a Keras file, or a tar of a
+  SavedModel directory: :mod:`stoic.function.modelfile`), its contract beside it
 """
 
 from __future__ import annotations
@@ -98,6 +101,11 @@ def results_key(batch_id: str) -> str:
 def metadata_key(batch_id: str) -> str:
     """``batches/<batch_id>/metadata.json``."""
     return f"batches/{_check_id('batch id', batch_id)}/metadata.json"
+
+
+def thumbnails_key(batch_id: str) -> str:
+    """``batches/<batch_id>/thumbnails.tar``."""
+    return f"batches/{_check_id('batch id', batch_id)}/thumbnails.tar"
 
 
 def batch_prefix(batch_id: str) -> str:
@@ -325,5 +333,6 @@ __all__ = [
     "model_key",
     "package_key",
     "results_key",
+    "thumbnails_key",
     "write_package",
 ]

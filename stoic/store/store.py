@@ -12,9 +12,12 @@ Why it looks like this:
   ``RuntimeRow``, the sample classes of ``stoic.values``), never ORM objects, so no caller
   can touch a detached session or lazy-load from another thread.
 * **The state machine lives here.** queued → running → done | failed, plus running →
-  queued for crash recovery. Each transition reads the row under a lock and raises
-  :class:`~stoic.errors.BatchStateError` when the current state does not allow it, so a
-  batch can never be claimed or finished twice, whoever asks.
+  queued for crash recovery, and the operator's moves: queued | running → cancelled
+  (:meth:`Store.cancel_batch`; a cancelled batch is never re-queued by recovery) and
+  failed | cancelled → queued (:meth:`Store.retry_batch`). Each transition reads the
+  row under a lock and raises :class:`~stoic.errors.BatchStateError` when the current
+  state does not allow it, so a batch can never be claimed or finished twice, whoever
+  asks.
 * **Two claimers, one batch each.** On PostgreSQL ``claim_next_queued`` selects with
   ``FOR UPDATE SKIP LOCKED`` (a second claimer skips the locked row instead of waiting)
   and then updates with ``WHERE state = 'queued'``. On SQLite every writing transaction
@@ -48,6 +51,7 @@ from stoic.errors import (
 )
 from stoic.store.tables import (
     BatchTable,
+    CloudUsageTable,
     DefaultVersionTable,
     DeploymentSampleTable,
     ProcessingSampleTable,
@@ -72,7 +76,8 @@ _IMMEDIATE = "stoic_sqlite_immediate"
 
 DEFAULT_BUSY_TIMEOUT_S = 30.0
 
-_FINISHED = (BatchState.DONE.value, BatchState.FAILED.value)
+_FINISHED = (BatchState.DONE.value, BatchState.FAILED.value, BatchState.CANCELLED.value)
+"""States nothing runs in again unless an operator retries the batch: retention's."""
 
 _IN_CHUNK = 500
 """Ids per ``IN (...)`` list: well below SQLite's bound parameters per statement."""
@@ -83,7 +88,8 @@ _IN_CHUNK = 500
 
 @dataclass(frozen=True, slots=True)
 class RuntimeRow:
-    """A runtime as stored, with its availability as last seen by the inquisitor."""
+    """A runtime as stored, with its availability as last seen by the inquisitor and
+    whether an operator took it out of service (``out_of_service_since`` not None)."""
 
     name: str
     kind: RuntimeKind
@@ -92,6 +98,9 @@ class RuntimeRow:
     available: bool
     unavailable_since: float | None
     updated_at: float | None
+    out_of_service_since: float | None = None
+    out_of_service_reason: str | None = None
+    out_of_service_by: str | None = None
 
     @property
     def runtime(self) -> Runtime:
@@ -180,6 +189,16 @@ class UsageRow:
     cloud_wasted_s: float
 
 
+@dataclass(frozen=True, slots=True)
+class CloudUsage:
+    """Cloud seconds one runtime held on one day for a cause outside batches
+    (``bootstrap`` or ``probe``)."""
+
+    runtime: str
+    cause: str
+    seconds: float
+
+
 def _batch(row: BatchTable, is_new: bool = False) -> BatchRecord:
     return BatchRecord(
         id=row.id,
@@ -234,6 +253,9 @@ def _runtime(row: RuntimeTable) -> RuntimeRow:
         available=row.available,
         unavailable_since=row.unavailable_since,
         updated_at=row.updated_at,
+        out_of_service_since=row.out_of_service_since,
+        out_of_service_reason=row.out_of_service_reason,
+        out_of_service_by=row.out_of_service_by,
     )
 
 
@@ -387,6 +409,26 @@ class Store:
             elif row.available or row.unavailable_since is None:
                 row.unavailable_since = at
             row.available = available
+            row.updated_at = at
+            return _runtime(row)
+
+    def set_out_of_service(
+        self, name: str, out: bool, at: float, *, reason: str = "", by: str = ""
+    ) -> RuntimeRow:
+        """Take a runtime out of service (``out``) or put it back, as an operator asked;
+        ``at``, ``reason`` and ``by`` are kept while it is out (cleared when it is back).
+        Taking out one already out keeps the first instant."""
+        with self._session(write=True) as s:
+            row = s.get(RuntimeTable, name, with_for_update=True)
+            if row is None:
+                raise RuntimeNotFound(name)
+            if not out:
+                row.out_of_service_since = None
+                row.out_of_service_reason = row.out_of_service_by = None
+            else:
+                if row.out_of_service_since is None:
+                    row.out_of_service_since = at
+                row.out_of_service_reason, row.out_of_service_by = reason, by
             row.updated_at = at
             return _runtime(row)
 
@@ -719,6 +761,33 @@ class Store:
                 for chosen, winner, state, n, used, wasted in s.execute(q)
             ]
 
+    def add_cloud_usage(self, day: float, runtime: str, cause: str, seconds: float) -> None:
+        """Add ``seconds`` to what ``runtime`` held for ``cause`` (``bootstrap``,
+        ``probe``) on the day that began at ``day`` (a local midnight)."""
+        for attempt in (1, 2):
+            try:
+                with self._session(write=True) as s:
+                    key = (day, runtime, cause)
+                    row = s.get(CloudUsageTable, key, with_for_update=True)
+                    if row is None:
+                        s.add(
+                            CloudUsageTable(day=day, runtime=runtime, cause=cause, seconds=seconds)
+                        )
+                    else:
+                        row.seconds += seconds
+                return
+            except StoreError as exc:
+                # Two first writes of one key raced: the second adds to the first's row.
+                if attempt == 2 or not isinstance(exc.__cause__, IntegrityError):
+                    raise
+
+    def cloud_usage_on(self, day: float) -> list[CloudUsage]:
+        """The day's cloud seconds outside batches, per runtime and cause."""
+        t = CloudUsageTable
+        q = select(t.runtime, t.cause, t.seconds).where(t.day == day).order_by(t.runtime, t.cause)
+        with self._session(write=False) as s:
+            return [CloudUsage(r, c, float(sec)) for r, c, sec in s.execute(q)]
+
     def claim_next_queued(self, now: float) -> BatchRecord | None:
         """Atomically move the oldest queued batch to running and return it.
 
@@ -896,19 +965,53 @@ class Store:
                 requeued.append(row.id)
         return requeued
 
+    def cancel_batch(
+        self,
+        batch_id: str,
+        at: float,
+        note: str,
+        *,
+        allowed: tuple[BatchState, ...] = (BatchState.QUEUED, BatchState.RUNNING),
+    ) -> BatchRecord:
+        """An operator's cancel: a batch in one of the ``allowed`` states ends
+        ``cancelled`` at ``at``, ``note`` (who cancelled it) as its error. Crash
+        recovery never re-queues it; only :meth:`retry_batch` does."""
+        with self._session(write=True) as s:
+            row = self._locked(s, batch_id, "cancel", allowed)
+            row.state = BatchState.CANCELLED.value
+            row.finished_at = row.updated_at = at
+            row.error = note
+            return _batch(row)
+
+    def retry_batch(self, batch_id: str, at: float) -> BatchRecord:
+        """An operator's retry: a failed or cancelled batch goes back to the queue as if
+        it had just been accepted (attempts, decision, measured times, error and results
+        cleared); its package must still be stored (the caller checks)."""
+        with self._session(write=True) as s:
+            row = self._locked(s, batch_id, "retry", (BatchState.FAILED, BatchState.CANCELLED))
+            _requeue(row, at)
+            row.attempts = 0
+            row.finished_at = row.error = row.results_key = row.winner = None
+            row.transfer_s = row.deployment_s = row.processing_s = row.total_s = None
+            row.cloud_used_s = row.cloud_wasted_s = None
+            return _batch(row)
+
     def delete_batch(self, batch_id: str) -> None:
         """Remove a batch (rollback of a failed ingest, retention). A running batch has
         an owner and is refused with :class:`~stoic.errors.BatchStateError`."""
         with self._session(write=True) as s:
             row = self._locked(
-                s, batch_id, "delete", (BatchState.QUEUED, BatchState.DONE, BatchState.FAILED)
+                s,
+                batch_id,
+                "delete",
+                (BatchState.QUEUED, BatchState.DONE, BatchState.FAILED, BatchState.CANCELLED),
             )
             s.delete(row)
 
     # Retention (stoic.daemon.retention) ---------------------------------------------
 
     def finished_created_before(self, batch_ids: Collection[str], before: float) -> list[str]:
-        """Those of ``batch_ids`` that are finished (done or failed) and were created
+        """Those of ``batch_ids`` that are finished (done, failed or cancelled) and were created
         before ``before``: whose package the retention sweep may delete. A queued or
         running batch is never among them."""
         t, ids = BatchTable, list(batch_ids)

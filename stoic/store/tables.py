@@ -56,7 +56,8 @@ class Base(DeclarativeBase):
 
 
 class RuntimeTable(Base):
-    """One configured runtime and whether the inquisitor currently finds it usable."""
+    """One configured runtime: whether the inquisitor currently finds it usable, and
+    whether an operator has taken it out of service."""
 
     __tablename__ = "runtimes"
 
@@ -68,6 +69,12 @@ class RuntimeTable(Base):
     # When it last went from available to unavailable; None while available.
     unavailable_since: Mapped[float | None] = mapped_column(Double)
     updated_at: Mapped[float | None] = mapped_column(Double)
+    # When an operator took it out of service (None: in service), why and who: the
+    # scheduler places nothing on it and the inquisitor leaves it alone until an
+    # operator puts it back; kept apart from ``available``, which the probes own.
+    out_of_service_since: Mapped[float | None] = mapped_column(Double)
+    out_of_service_reason: Mapped[str | None] = mapped_column(Text)
+    out_of_service_by: Mapped[str | None] = mapped_column(String(255))
 
 
 class DeploymentSampleTable(Base):
@@ -120,13 +127,16 @@ class TransferSampleTable(Base):
 class BatchTable(Base):
     """One submitted batch, from ingest to its measured outcome.
 
-    ``state`` moves queued → running → done | failed (see ``docs/store.md``); the
-    measured columns are filled by ``Store.finish_batch`` only.
+    ``state`` moves queued → running → done | failed, and an operator may cancel a
+    queued or running batch or re-queue a failed or cancelled one (see
+    ``docs/store.md``); the measured columns are filled by ``Store.finish_batch`` only.
     """
 
     __tablename__ = "batches"
     __table_args__ = (
-        CheckConstraint("state IN ('queued', 'running', 'done', 'failed')", name="state"),
+        CheckConstraint(
+            "state IN ('queued', 'running', 'done', 'failed', 'cancelled')", name="state"
+        ),
         CheckConstraint("attempts >= 0", name="attempts"),
         # The dispatcher takes the oldest queued batch; listings filter by state.
         Index(None, "state", "created_at"),
@@ -205,3 +215,22 @@ class LeaseTable(Base):
     acquired_at: Mapped[float] = mapped_column(Double)
     renewed_at: Mapped[float] = mapped_column(Double)
     expires_at: Mapped[float] = mapped_column(Double)
+
+
+class CloudUsageTable(Base):
+    """Cloud seconds held outside a batch's own run, per local day, runtime and cause.
+
+    A batch's pod time is on its row (``batches.cloud_used_s``); a bootstrap run's and
+    the inquisitor's probes' belong to no batch, so they are added up here, one row per
+    (day, runtime, cause), so that a year of probes a minute stays a few thousand rows.
+    ``day`` is the instant of the local midnight that began the day (the operator
+    page's "Today"). Pod seconds are counted from ready to torn down, as a batch's.
+    """
+
+    __tablename__ = "cloud_usage"
+    __table_args__ = (CheckConstraint("cause IN ('bootstrap', 'probe')", name="cause"),)
+
+    day: Mapped[float] = mapped_column(Double, primary_key=True)
+    runtime: Mapped[str] = mapped_column(NAME, primary_key=True)
+    cause: Mapped[str] = mapped_column(String(16), primary_key=True)
+    seconds: Mapped[float] = mapped_column(Double)

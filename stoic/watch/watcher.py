@@ -303,7 +303,7 @@ class Watcher:
                 state, error = self.daemon.batch_state(batch.batch_id)
                 if state == "done":
                     results = self._write_results(batch)
-                elif state == "failed":
+                elif state in ("failed", "cancelled"):
                     results = None
                 else:
                     continue

@@ -5,9 +5,11 @@
 - :mod:`tests.support.images`: images and archives to upload (with a camera's EXIF);
 - :mod:`tests.support.formats`: the camera-trap formats' own validators, offline;
 - :mod:`tests.support.function`: what a function call answers;
+- :mod:`tests.support.html`: a tiny DOM of a page, to assert on elements and text;
 - :mod:`tests.support.net`: free ports and waiting for a server to answer;
 - :mod:`tests.support.settings`: settings for an in-process daemon or a ``stoic serve``;
 - :mod:`tests.support.daemon`: the daemon in-process behind an httpx client;
+- :mod:`tests.support.html`: a page's HTML parsed into a small tree of elements;
 - :mod:`tests.support.controller`: a queued batch for a controller, bounded waits;
 - :mod:`tests.support.processes`: ``stoic serve`` as a child process, and its clean-up;
 - :mod:`tests.support.uplink`: a loopback "far side" for the uplink check;

@@ -11,7 +11,7 @@ import zlib
 from typing import Any
 
 import numpy as np
-from PIL import ExifTags, Image
+from PIL import ExifTags, Image, ImageDraw
 
 from stoic.function.classifier import draw_scene
 
@@ -61,6 +61,30 @@ def scene_jpeg(label: str, seed: int) -> bytes:
     """A scene the demo model can label (for the tests that run the real function)."""
     buf = io.BytesIO()
     draw_scene(label, np.random.default_rng(seed)).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+SITE_LABELS = ("coyote", "empty", "heron")
+"""A site's own classes for training tests: visibly distinct, learnt in a few epochs."""
+_SITE_COLOURS = {"coyote": (205, 120, 40), "heron": (235, 235, 240)}
+
+
+def site_scene(label: str, seed: int, size: tuple[int, int] = (48, 36)) -> bytes:
+    """A JPEG of class ``label`` of :data:`SITE_LABELS`: a noisy grass background with
+    a wide orange body (coyote), a tall white one (heron) or nothing (empty)."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    ground = tuple(int(v) for v in rng.integers((40, 70, 20), (90, 120, 60)))
+    img = Image.new("RGB", size, ground)
+    if label in _SITE_COLOURS:
+        bw, bh = int(rng.integers(14, 22)), int(rng.integers(10, 16))
+        if label == "heron":
+            bw, bh = bh // 2, bw
+        x0, y0 = int(rng.integers(0, w - bw)), int(rng.integers(0, h - bh))
+        ImageDraw.Draw(img).ellipse((x0, y0, x0 + bw, y0 + bh), fill=_SITE_COLOURS[label])
+    noisy = np.asarray(img, dtype=np.float32) + rng.normal(0, 8, (h, w, 3))
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=90)
     return buf.getvalue()
 
 

@@ -4,6 +4,7 @@ package is already where every runtime reads it."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from stoic.backends.base import Upload
@@ -40,6 +41,9 @@ class Rig:
         self,
         work: ListWork | None = None,
         worth: Callable[[str], bool] = lambda _name: True,
+        *,
+        deploy_periods: tuple[tuple[str, float], ...] = (),
+        on_held: Callable[[str, float], None] | None = None,
         **overrides: Any,
     ) -> None:
         self.settings = Settings(**overrides)
@@ -59,5 +63,6 @@ class Rig:
             work,
             worth=worth,
             measured=measured,
-            options=inquisitor_options(self.settings),
+            options=replace(inquisitor_options(self.settings), deploy_periods=deploy_periods),
+            on_held=on_held,
         )

@@ -7,6 +7,7 @@ T_s, each runtime's availability, deployment samples and fits, the cloud seconds
 today, and an upload form.
 
 * :mod:`~stoic.api.ui.routes`: the routes (page, fragments, batch page, upload, login);
+* :mod:`~stoic.api.ui.results`: a batch's results view (thumbnails, filters, downloads);
 * :mod:`~stoic.api.ui.views`: what the page shows, read from the controller (in-memory
   reads on the loop, database reads and charts in a worker thread);
 * :mod:`~stoic.api.ui.render`: renders off the loop, shared by every poller for

@@ -78,6 +78,11 @@ class RenderCache:
                 self._entries.popitem(last=False)
         return await asyncio.shield(e.render)
 
+    def clear(self) -> None:
+        """Forget every render: an operator's action changed what the page shows, and
+        the page they are sent back to must show it."""
+        self._entries.clear()
+
 
 def _retrieve(task: asyncio.Task[str]) -> None:
     """Mark a failed render's error as seen: its waiters (if any are left) raise it."""

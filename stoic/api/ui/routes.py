@@ -7,6 +7,10 @@
                                            the page's background refresh
 ``GET /ui/batches/{id}``                   one batch: estimate table, per-image labels
 ``POST /ui/batches``                       the upload form (multipart, like ``/v1/batches``)
+``POST /ui/batches/{id}/cancel|retry``     an operator's action on a batch
+``POST /ui/drain``                         drain (``drain=on``) or resume (``drain=off``)
+``POST /ui/runtimes/{name}/service``       out of service (``in_service=false``, ``reason``)
+                                           or back (``in_service=true``)
 ``GET|POST /ui/login``, ``POST /ui/logout``  the login session (:mod:`.session`)
 ``GET /ui/static/...``                     the stylesheet and the refresh script
 =========================================  ===============================================
@@ -22,6 +26,13 @@ third-party code to track). The page and its parts are rendered in a worker thre
 shared by every request for ``ui.render_cache_s`` (:mod:`.render`): however many pages
 poll, the event loop that receives uploads is not the one that renders. Failed logins
 are throttled per client (:mod:`.throttle`).
+
+The operator's actions (:mod:`stoic.daemon.actions`) are forms that carry the session's
+CSRF token in a hidden field (:mod:`.session`); the shared renders hold a placeholder
+(:data:`CSRF_MARK`) that each response replaces with its own session's token. An action
+is refused (403) without the right token or from another site, is logged with who did
+it by :mod:`stoic.daemon.actions`, and sends the browser back to the page it changed,
+rendered afresh.
 """
 
 from __future__ import annotations
@@ -40,13 +51,15 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
 from stoic import __version__
-from stoic.api.errors import status_for
+from stoic.api.errors import client_message, status_for
 from stoic.api.ui import session, views
 from stoic.api.ui.render import RenderCache, Renderer
 from stoic.api.ui.session import Sessions
 from stoic.api.ui.throttle import Backoff, LoginThrottle, client_key
+from stoic.daemon import actions
+from stoic.daemon.actions import Actor
 from stoic.daemon.controller import Controller
-from stoic.errors import BatchNotFound, StoicError
+from stoic.errors import BatchNotFound, InvalidField, StoicError
 from stoic.ingest.options import API_MODES
 from stoic.logging import get_logger
 from stoic.settings import UiSettings
@@ -68,6 +81,12 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
+
+CSRF_FIELD = "csrf"
+CSRF_MARK = "<stoic-csrf/>"
+"""Stands for the session's CSRF token in rendered HTML (a render is shared by every
+poller, the token is not): :func:`_send` puts the token in. Text from users cannot
+contain it: autoescaping turns ``<`` into ``&lt;``."""
 
 router = APIRouter(include_in_schema=False)
 landing_router = APIRouter(include_in_schema=False)
@@ -152,6 +171,7 @@ def make_environment() -> Environment:
         components=views.COMPONENTS,
         top_score=views.top_score,
         modes=[m.value for m in API_MODES],
+        csrf_field=Markup(f'<input type="hidden" name="{CSRF_FIELD}" value="{CSRF_MARK}">'),
     )
     return env
 
@@ -274,6 +294,35 @@ def _html(html: str, status_code: int = 200, headers: dict[str, str] | None = No
     )
 
 
+def _csrf(request: Request) -> tuple[str, str | None]:
+    """The CSRF token the request's forms get, and the id of a session opened for it
+    (None if none was): a visitor of a page without ``api.token`` gets an anonymous
+    session to hold one; a script showing the bearer token needs none."""
+    ui, now = _ui(request), _controller(request).clock.now()
+    cookie = request.cookies.get(session.COOKIE)
+    if cookie is not None and ui.sessions.use(cookie, now):
+        return ui.sessions.csrf(cookie) or "", None
+    if request.app.state.api_token is not None:
+        return "", None
+    opened = ui.sessions.open(now)
+    return ui.sessions.csrf(opened) or "", opened
+
+
+def _send(request: Request, html: str) -> HTMLResponse:
+    """A rendered page or part, its forms given the request's CSRF token."""
+    token, opened = _csrf(request)
+    response = _html(html.replace(CSRF_MARK, token))
+    if opened is not None:
+        session.set_session(
+            response,
+            request,
+            opened,
+            lifetime_s=_ui(request).sessions.lifetime_s,
+            path=f"{_root(request)}/ui",
+        )
+    return response
+
+
 def _base(request: Request) -> dict[str, Any]:
     """What every page and fragment template needs besides its own context."""
     return {
@@ -362,7 +411,7 @@ async def page(request: Request, batches: int | None = Query(None, ge=1, le=500)
         return lambda: context
 
     try:
-        return _html(await _rendered(request, ("page", limit), "index.html", job))
+        return _send(request, await _rendered(request, ("page", limit), "index.html", job))
     except StoicError as exc:
         return _failure(request, exc)
 
@@ -375,7 +424,7 @@ async def fragment(
     if part not in PARTS:
         return _message(request, 404, "Not found", f"no such part of the page: {part}")
     try:
-        return _html(await _part_html(request, c, part, _limit(request, batches)))
+        return _send(request, await _part_html(request, c, part, _limit(request, batches)))
     except StoicError as exc:
         return _failure(request, exc)
 
@@ -389,7 +438,9 @@ async def _batch(request: Request, batch_id: str, template: str) -> HTMLResponse
         return lambda: {"detail": detail()}
 
     try:
-        return _html(await _rendered(request, ("batch", batch_id, template), template, job))
+        return _send(
+            request, await _rendered(request, ("batch", batch_id, template), template, job)
+        )
     except BatchNotFound:
         return _message(request, 404, "No such batch", f"there is no batch {batch_id}")
     except StoicError as exc:
@@ -430,6 +481,107 @@ async def upload(request: Request) -> Response:
         status, code = status_for(exc)
         return _message(request, status, f"Upload refused ({code})", str(exc))
     return RedirectResponse(f"{_root(request)}/ui/batches/{accepted.batch.id}", status_code=303)
+
+
+# Operator actions ----------------------------------------------------------------------
+
+
+def _actor(request: Request, form: Any) -> Actor | None:
+    """Who posted an action form: the bearer token's holder, or a live session whose
+    CSRF token the form carries; None when it is neither (refused)."""
+    client = request.client.host if request.client else None
+    if request.app.state.api_token is not None and session.offered_bearer(request):
+        return Actor("token", client)  # viewer() checked it
+    ui = _ui(request)
+    cookie = request.cookies.get(session.COOKIE)
+    if cookie is None or not ui.sessions.use(cookie, _controller(request).clock.now()):
+        return None
+    expected, offered = ui.sessions.csrf(cookie), form.get(CSRF_FIELD)
+    if expected is None or not isinstance(offered, str):
+        return None
+    if not session.token_matches(expected, offered):
+        return None
+    return Actor(f"session {ui.sessions.handle(cookie)}", client)
+
+
+Action = Callable[[Controller, Actor, Any], Awaitable[str]]
+"""Does an operator's action for the page (controller, who, the form) and returns the
+path to send the browser to."""
+
+
+async def _act(request: Request, action: Action) -> Response:
+    c = viewer(request)
+    if not session.same_origin(request):
+        return _message(request, 403, "Refused", "a form posted from another site")
+    form = await request.form()
+    actor = _actor(request, form)
+    if actor is None:
+        log.warning("operator page: action refused, CSRF token missing or wrong",
+                    path=request.url.path, client=_client(request))  # fmt: skip
+        return _message(
+            request,
+            403,
+            "Refused",
+            "the form's security token is missing or out of date: reload the page and try again",
+        )
+    try:
+        target = await action(c, actor, form)
+    except StoicError as exc:
+        status, code = status_for(exc)
+        return _message(request, status, f"Refused ({code})", client_message(exc, status))
+    _ui(request).cache.clear()
+    return RedirectResponse(f"{_root(request)}{target}", status_code=303)
+
+
+@router.post("/ui/batches/{batch_id}/cancel", response_model=None)
+async def cancel_batch(request: Request, batch_id: str) -> Response:
+    async def cancel(c: Controller, actor: Actor, _form: Any) -> str:
+        await actions.cancel_batch(c, batch_id, actor)
+        return f"/ui/batches/{batch_id}"
+
+    return await _act(request, cancel)
+
+
+@router.post("/ui/batches/{batch_id}/retry", response_model=None)
+async def retry_batch(request: Request, batch_id: str) -> Response:
+    async def retry(c: Controller, actor: Actor, _form: Any) -> str:
+        await actions.retry_batch(c, batch_id, actor)
+        return f"/ui/batches/{batch_id}"
+
+    return await _act(request, retry)
+
+
+def _choice(form: Any, field: str, yes: str, no: str) -> bool:
+    value = form.get(field)
+    if value not in (yes, no):
+        raise InvalidField(f"{field}: expected {yes!r} or {no!r}", field=field)
+    return bool(value == yes)
+
+
+@router.post("/ui/drain", response_model=None)
+async def drain(request: Request) -> Response:
+    async def act(c: Controller, actor: Actor, form: Any) -> str:
+        if _choice(form, "drain", "on", "off"):
+            await actions.drain(c, actor)
+        else:
+            actions.undrain(c, actor)
+        return "/ui#status"
+
+    return await _act(request, act)
+
+
+@router.post("/ui/runtimes/{name}/service", response_model=None)
+async def runtime_service(request: Request, name: str) -> Response:
+    async def act(c: Controller, actor: Actor, form: Any) -> str:
+        if _choice(form, "in_service", "true", "false"):
+            await actions.return_to_service(c, name, actor)
+        else:
+            reason = form.get("reason")
+            reason = reason.strip()[:500] if isinstance(reason, str) else ""
+            await actions.take_out_of_service(c, name, actor, reason)
+        return "/ui#runtimes"
+
+    return await _act(request, act)
 
 
 # Login ---------------------------------------------------------------------------------

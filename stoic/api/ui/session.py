@@ -24,6 +24,16 @@ and logout forms safe against cross-site request forgery without a CSRF token),
 ``Secure`` when the request came over HTTPS. As a second line, :func:`same_origin`
 refuses a form ``POST`` whose ``Origin`` header names another site.
 
+Each session also holds a random **CSRF token** (:meth:`Sessions.csrf`): the operator's
+action forms (cancel, retry, drain, out of service) carry it in a hidden field and the
+daemon refuses a form whose field does not match the session's, on top of
+``SameSite=Strict`` and the ``Origin`` check. On a daemon without ``api.token`` the page
+has no login, so a visitor gets an anonymous session (the same cookie) just to hold that
+token: an open page's actions still cannot be forged from another site. A request
+authenticated by its ``Authorization`` header needs no CSRF token (a browser never adds
+that header on its own). Logs name a session by :meth:`Sessions.handle`, a short hash
+of its id, never the id.
+
 All token comparisons are constant-time. Nothing here writes the token into a URL or a
 page.
 """
@@ -42,14 +52,17 @@ from starlette.responses import Response
 COOKIE = "stoic_ui"
 COOKIE_PATH = "/ui"
 MAX_SESSIONS = 1_000
-"""Sessions held at once; a login beyond it ends the least recently used one. Only a
-holder of the token can open one, so this bounds memory, not an attack."""
+"""Sessions held at once; a login beyond it ends the least recently used one. With a
+token only its holder can open one, so this bounds memory, not an attack; on an open
+daemon (no token) any visitor gets one, and the bound is what keeps them from piling
+up (an evicted visitor's next action asks for a reload)."""
 
 
 @dataclass(slots=True)
 class _Session:
     opened_at: float
     used_at: float
+    csrf: str
 
 
 def _digest(session_id: str) -> bytes:
@@ -82,7 +95,7 @@ class Sessions:
         while len(self._held) >= self._capacity:
             self._held.popitem(last=False)
         session_id = secrets.token_urlsafe(32)
-        self._held[_digest(session_id)] = _Session(now, now)
+        self._held[_digest(session_id)] = _Session(now, now, secrets.token_urlsafe(32))
         return session_id
 
     def use(self, session_id: str, now: float) -> bool:
@@ -98,6 +111,17 @@ class Sessions:
         s.used_at = now
         self._held.move_to_end(key)
         return True
+
+    def csrf(self, session_id: str) -> str | None:
+        """The CSRF token of a held session (None: no such session). Does not count as
+        use: call :meth:`use` first to check that it is live."""
+        s = self._held.get(_digest(session_id))
+        return None if s is None else s.csrf
+
+    @staticmethod
+    def handle(session_id: str) -> str:
+        """A short name of a session for the logs: 8 hex digits of its id's hash."""
+        return _digest(session_id).hex()[:8]
 
     def revoke(self, session_id: str) -> bool:
         """End ``session_id``; False if there was no such session."""

@@ -31,11 +31,16 @@ from markupsafe import Markup
 from stoic import __version__
 from stoic.api.health import readiness
 from stoic.api.ui.charts import Series, share_chart, time_chart
+from stoic.clock import local_midnight
+from stoic.daemon.actions import drain_state
 from stoic.daemon.controller import Controller
+from stoic.daemon.dispatcher import Drain
+from stoic.daemon.metrics import CloudCause
+from stoic.daemon.progress import Board, Progress
 from stoic.daemon.runtime_view import RuntimeState, UplinkState, built, runtime_states, uplink_state
 from stoic.errors import ObjectNotFound, StoicError
 from stoic.storage.objectstore import ObjectStore
-from stoic.store.store import BatchOutcome, BatchRecord, Store, UsageRow
+from stoic.store.store import BatchOutcome, BatchRecord, CloudUsage, Store, UsageRow
 from stoic.values import BatchState, DeployOutcome, Mode
 
 T = TypeVar("T")
@@ -48,12 +53,6 @@ COMPONENTS = (
     ("processing_s", "T_p"),
     ("total_s", "T_s"),
 )
-
-
-def local_midnight(now: float) -> float:
-    """The instant of the last local midnight at or before ``now``."""
-    lt = time.localtime(now)
-    return time.mktime((lt.tm_year, lt.tm_mon, lt.tm_mday, 0, 0, 0, 0, 0, -1))
 
 
 # Status ------------------------------------------------------------------------------
@@ -75,6 +74,7 @@ class StatusView:
     runtimes_total: int
     now: float
     uplink: UplinkState | None = None  # None: no uplink checks configured
+    drained: Drain | None = None  # an operator's drain (stoic.daemon.actions)
 
 
 async def status_job(c: Controller) -> Job[StatusView]:
@@ -99,6 +99,7 @@ async def status_job(c: Controller) -> Job[StatusView]:
         runtimes_total=len(names),
         now=now,
         uplink=uplink_state(c),
+        drained=drain_state(c),
     )
 
     def read() -> StatusView:
@@ -126,13 +127,21 @@ class BatchRow:
     ``edge ∥ gpu1 → edge`` (the duplicator raced them; the edge's result was kept)."""
     predicted: dict[str, float] | None
     """The estimate of ``runtime`` at decision time (``Estimate.as_dict()``)."""
+    progress: Progress | None = None
+    """What it is doing now (queued or running), as the dispatcher tells it."""
 
     @property
     def finished(self) -> bool:
-        return self.record.state in (BatchState.DONE, BatchState.FAILED)
+        return self.record.state.final
+
+    @property
+    def end_to_end_s(self) -> float | None:
+        """From acceptance to result: T_s plus queueing, model and bootstrap."""
+        b = self.record
+        return None if b.finished_at is None else b.finished_at - b.created_at
 
 
-def batch_row(b: BatchRecord, edge: str | None) -> BatchRow:
+def batch_row(b: BatchRecord, edge: str | None, board: Board | None = None) -> BatchRow:
     chosen, winner = b.chosen_runtime, b.winner
     runtime = winner or chosen
     if chosen is None:
@@ -144,14 +153,14 @@ def batch_row(b: BatchRecord, edge: str | None) -> BatchRow:
     else:
         placement = chosen
     predicted = b.estimates.get(runtime) if runtime is not None else None
-    return BatchRow(b, runtime, placement, predicted)
+    return BatchRow(b, runtime, placement, predicted, board.of(b) if board else None)
 
 
 def batches_job(c: Controller, limit: int) -> Job[list[BatchRow]]:
-    store, edge = c.store, c.edge
+    store, edge, board = c.store, c.edge, c.progress()
 
     def read() -> list[BatchRow]:
-        return [batch_row(b, edge) for b in store.list_batches(None, limit)]
+        return [batch_row(b, edge, board) for b in store.list_batches(None, limit)]
 
     return read
 
@@ -176,15 +185,15 @@ class BatchDetail:
 def batch_detail_job(c: Controller, batch_id: str) -> Job[BatchDetail]:
     """One batch with its estimate table and per-image results (the job raises
     BatchNotFound if there is none)."""
-    store, objects, edge = c.store, c.objects, c.edge
-    return lambda: batch_detail(store, objects, edge, batch_id)
+    store, objects, edge, board = c.store, c.objects, c.edge, c.progress()
+    return lambda: batch_detail(store, objects, edge, batch_id, board)
 
 
 def batch_detail(
-    store: Store, objects: ObjectStore, edge: str | None, batch_id: str
+    store: Store, objects: ObjectStore, edge: str | None, batch_id: str, board: Board | None = None
 ) -> BatchDetail:
     b = store.get_batch(batch_id)
-    row = batch_row(b, edge)
+    row = batch_row(b, edge, board)
     lines = [
         EstimateLine(name, values, name == b.chosen_runtime, name == row.runtime)
         for name, values in sorted(b.estimates.items(), key=lambda kv: kv[1].get("total_s", 0))
@@ -314,22 +323,50 @@ def runtime_views(states: list[RuntimeState], outcomes: list[BatchOutcome]) -> l
 
 
 @dataclass(frozen=True, slots=True)
+class RuntimeUsage:
+    """One runtime's line of "Today": the results it produced and the cloud seconds it
+    was held, by cause (a batch's own run, bootstrap runs, probes) and wasted."""
+
+    name: str
+    results: int
+    batch_s: float
+    bootstrap_s: float
+    probe_s: float
+    wasted_s: float
+
+    @property
+    def used_s(self) -> float:
+        return self.batch_s + self.bootstrap_s + self.probe_s
+
+
+@dataclass(frozen=True, slots=True)
 class UsageView:
     since: float
     batches: int
     failed: int
     cloud_used_s: float
+    """Every cause: batches, bootstrap runs and probes."""
     cloud_wasted_s: float
-    per_runtime: list[tuple[str, int, float, float]]
-    """(runtime, batches whose result came from it, cloud seconds used and wasted while
-    it was the planned runtime)."""
+    by_cause: dict[str, float]
+    """Cloud seconds per cause (batch, bootstrap, probe)."""
+    per_runtime: list[RuntimeUsage]
+    """Batch seconds are counted against the runtime the decision planned (in the
+    duplicator, the cloud pod that was raced)."""
     share_chart: Markup
 
 
-def usage_view(rows: list[UsageRow], since: float, runtime_names: list[str]) -> UsageView:
+def usage_view(
+    rows: list[UsageRow],
+    since: float,
+    runtime_names: list[str],
+    outside: list[CloudUsage] | None = None,
+) -> UsageView:
+    """ "Today" from the batches finished since ``since`` and the cloud seconds held
+    outside batches (``outside``: the store's day rows of bootstrap runs and probes)."""
     results: Counter[str] = Counter()
     used: defaultdict[str, float] = defaultdict(float)
     wasted: defaultdict[str, float] = defaultdict(float)
+    other: defaultdict[tuple[str, str], float] = defaultdict(float)
     failed = 0
     for r in rows:
         if r.state is BatchState.FAILED:
@@ -339,17 +376,36 @@ def usage_view(rows: list[UsageRow], since: float, runtime_names: list[str]) -> 
         planned = r.chosen_runtime or "?"
         used[planned] += r.cloud_used_s
         wasted[planned] += r.cloud_wasted_s
-    names = list(runtime_names) + sorted((set(results) | set(used)) - set(runtime_names) - {"?"})
-    per = [(n, results[n], used[n], wasted[n]) for n in names]
+    for u in outside or []:
+        other[(u.runtime, u.cause)] += u.seconds
+    seen = set(results) | set(used) | {name for name, _ in other}
+    names = list(runtime_names) + sorted(seen - set(runtime_names) - {"?"})
+    per = [
+        RuntimeUsage(
+            n,
+            results[n],
+            used[n],
+            other[(n, CloudCause.BOOTSTRAP.value)],
+            other[(n, CloudCause.PROBE.value)],
+            wasted[n],
+        )
+        for n in names
+    ]
     shares = [(n, results[n]) for n in names if results[n]]
     if failed:
         shares.append(("failed", failed))
+    by_cause = {
+        CloudCause.BATCH.value: sum(used.values()),
+        CloudCause.BOOTSTRAP.value: sum(u.bootstrap_s for u in per),
+        CloudCause.PROBE.value: sum(u.probe_s for u in per),
+    }
     return UsageView(
         since=since,
         batches=sum(results.values()) + failed,
         failed=failed,
-        cloud_used_s=sum(used.values()),
+        cloud_used_s=sum(by_cause.values()),
         cloud_wasted_s=sum(wasted.values()),
+        by_cause=by_cause,
         per_runtime=per,
         share_chart=share_chart("batches per runtime today", shares),
     )
@@ -358,4 +414,4 @@ def usage_view(rows: list[UsageRow], since: float, runtime_names: list[str]) -> 
 def usage_job(c: Controller) -> Job[UsageView]:
     since = local_midnight(c.clock.now())
     store, names = c.store, list(c.runtime_names)
-    return lambda: usage_view(store.usage_since(since), since, names)
+    return lambda: usage_view(store.usage_since(since), since, names, store.cloud_usage_on(since))

@@ -19,7 +19,8 @@ measurement is taken, and handed to the
 * upload the package (T_t, recorded for cloud runtimes);
 * warm a cloud pod with a one-image call (paper §3.7);
 * invoke (T_p, always recorded);
-* tear down, idempotently, never masking the result.
+* tear down, idempotently, never masking the result, to its end even when cancelled
+  twice.
 
 :class:`LegRunner` is a concrete object built with exactly what the steps need
 (backends, runtimes, recorder, clock, its LegOptions, availability); the requester, its
@@ -37,6 +38,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from stoic.aio import to_the_end
 from stoic.backends.base import Deployment, Invocation, RuntimeBackend, Upload
 from stoic.clock import Clock
 from stoic.errors import (
@@ -313,13 +315,15 @@ class LegRunner:
         )
 
     async def teardown(self, leg: Leg) -> None:
-        """Idempotent; a failing teardown is logged, never allowed to mask the result."""
+        """Idempotent; a failing teardown is logged, never allowed to mask the result.
+        Runs to its end even if the batch is cancelled again meanwhile (an operator's
+        cancel, then a stop's drain), so no pod is left half torn down."""
         if leg.deployment is None or leg.torn_down_at is not None:
             return
         leg.torn_down_at = asyncio.get_running_loop().time()
         self.in_use[leg.runtime.name] -= 1
         try:
-            await self._backend(leg.runtime).teardown(leg.deployment)
+            await to_the_end(self._backend(leg.runtime).teardown(leg.deployment))
         except Exception:
             log.exception("teardown failed", runtime=leg.runtime.name)
 

@@ -10,6 +10,13 @@ The registry is a plain in-memory object shared by the inquisitor (writer), the 
 called synchronously on every *change* so that the daemon can persist it (it schedules
 the database write itself); a listener that raises is logged and ignored, because losing
 a status row must not stop scheduling.
+
+An operator may also take a runtime **out of service** (and put it back): it is then not
+available whatever the probes find, and the inquisitor does not probe it. Kept apart
+from the probes' view, because a successful probe must not put back a runtime that an
+operator took away; the daemon persists it itself (the operator's action writes the
+store first), so listeners do not hear it. The edge cannot be taken out of service:
+everything falls back to it.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from stoic.errors import ConfigError
+from stoic.errors import ActionRefused, ConfigError
 from stoic.logging import get_logger
 from stoic.values import Runtime
 
@@ -32,6 +39,8 @@ class AvailabilityChange:
     available: bool
     at: float
     reason: str = ""
+    by: str = ""
+    """Who made it (an operator's change only)."""
 
 
 Listener = Callable[[AvailabilityChange], None]
@@ -54,6 +63,7 @@ class Availability:
             c.runtime: c for c in down if not c.available and not self._check(c.runtime).is_edge
         }
         self._listeners: list[Listener] = [listener] if listener else []
+        self._held: dict[str, AvailabilityChange] = {}
 
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -66,14 +76,45 @@ class Availability:
 
     def is_available(self, name: str) -> bool:
         self._check(name)
-        return name not in self._down
+        return name not in self._down and name not in self._held
 
     def available(self) -> set[str]:
-        return {n for n in self._order if n not in self._down}
+        return set(self.available_in_order())
 
     def available_in_order(self) -> list[str]:
         """Available runtimes in configured order (the policy breaks ties by order)."""
-        return [n for n in self._order if n not in self._down]
+        return [n for n in self._order if n not in self._down and n not in self._held]
+
+    def in_service(self, name: str) -> bool:
+        """Whether no operator has taken ``name`` out of service."""
+        self._check(name)
+        return name not in self._held
+
+    def out_of_service(self) -> dict[str, AvailabilityChange]:
+        """Runtimes an operator took out of service, with the change that did it."""
+        return dict(self._held)
+
+    def take_out_of_service(self, name: str, at: float, reason: str = "", by: str = "") -> bool:
+        """An operator's hold on ``name``; returns whether it changed anything. The edge
+        is refused with :class:`~stoic.errors.ActionRefused`."""
+        if self._check(name).is_edge:
+            raise ActionRefused(
+                f"runtime {name!r} is the edge: every batch falls back to it, so it cannot "
+                "be taken out of service (drain the daemon instead)"
+            )
+        if name in self._held:
+            return False
+        self._held[name] = AvailabilityChange(name, False, at, reason, by)
+        log.warning("runtime out of service", runtime=name, at=at, reason=reason, by=by)
+        return True
+
+    def return_to_service(self, name: str, at: float, by: str = "") -> bool:
+        """Lift an operator's hold on ``name``; returns whether it changed anything."""
+        self._check(name)
+        if self._held.pop(name, None) is None:
+            return False
+        log.info("runtime back in service", runtime=name, at=at, by=by)
+        return True
 
     def unavailable(self) -> dict[str, AvailabilityChange]:
         """Unavailable runtimes with the change that made them so."""

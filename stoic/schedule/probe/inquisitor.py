@@ -13,7 +13,9 @@ leaves availability alone (the requester retries those with back-off).
 Probes of different runtimes run **concurrently**, each started on the period's grid
 (``start + k·period``, so the schedule does not drift); a runtime whose previous probe
 is still running (a probe can last up to the 600 s timeout, ten periods) is skipped for
-that tick rather than probed twice. The replay calls :meth:`Inquisitor.probe` or
+that tick rather than probed twice. A runtime an operator has taken out of service
+(:meth:`Availability.take_out_of_service`) is not probed until it is put back. The
+replay calls :meth:`Inquisitor.probe` or
 :meth:`Inquisitor.probe_all` at instants of its own choosing instead of :meth:`run`.
 
 **Processing probes** (ours, not the paper's; every
@@ -35,6 +37,19 @@ processing time at all). On the edge there is no pod to deploy: the edge is prob
 the inquisitor's tick when it is due and no batch is running there (a probe would share
 its CPUs with the batch; one that starts while a probe runs still does, for the probe's
 remainder).
+
+**Deployment probes of their own period** (ours): ``InquisitorOptions.deploy_periods``
+gives a runtime a period of its own, a whole number of ticks, first probed one such
+period after the start rather than at once. The daemon sets it for cloud runtimes on
+its local backend (``local.probe_period_s``): there a probe starts a TensorFlow process
+on the edge's own machine, whose start-up time changes only with that machine's load,
+so a probe a minute would cost a third of a core and a gigabyte of memory to learn
+nothing new (docs/operations.md, "An idle daemon"). The replay never sets it.
+
+An edge processing probe asks its :class:`ProbeWork` for images before it takes the
+edge's standby, so a daemon that has no batch to probe with wakes no standby.
+Pod seconds a probe holds are told to ``on_held(runtime, seconds)`` as they are
+counted in :attr:`Inquisitor.cloud_s` (the daemon counts them as cloud time used).
 
 **Uplink checks** (ours): with ``uplink`` given, every tick also asks the
 :class:`~stoic.predict.uplink.UplinkCheck` whether the uplink is up and records the
@@ -90,6 +105,17 @@ class InquisitorOptions:
     period_s: float = 60.0  # the probes' tick
     processing_probe_period_s: float = 3600.0  # 0: no processing probes
     processing_probe_images: tuple[int, ...] = (10, 100)  # probe sizes, in turn
+    # (runtime, seconds): a deployment-probe period of its own, rounded to whole ticks,
+    # the first one a period after the start (the daemon's local stand-ins)
+    deploy_periods: tuple[tuple[str, float], ...] = ()
+
+    def ticks_between_probes(self, name: str) -> int | None:
+        """Ticks between deployment probes of ``name`` when it has a period of its
+        own, else None (every tick, from the first)."""
+        for runtime, seconds in self.deploy_periods:
+            if runtime == name:
+                return max(1, round(seconds / self.period_s))
+        return None
 
 
 class ProcessingClock:
@@ -122,6 +148,7 @@ class Inquisitor:
         worth: Callable[[str], bool] = lambda _name: True,
         measured: ProcessingClock | None = None,
         options: InquisitorOptions = InquisitorOptions(),
+        on_held: Callable[[str, float], None] | None = None,
     ) -> None:
         self.legs = legs  # the requester's: the same backends, recorder, clock, options
         self.availability = availability
@@ -137,6 +164,7 @@ class Inquisitor:
         self.processing_probes = 0  # processing probes timed
         # runtime -> pod seconds held after ready (the processing probes' cloud cost)
         self.cloud_s: dict[str, float] = {}
+        self.on_held = on_held
         # runtime -> clock time of its newest T_p sample, a batch's or a probe's: a
         # runtime that batches keep measuring needs no probe. ``measured`` must be in
         # legs' recorder chain to see the batches' (build_core puts it there).
@@ -144,7 +172,12 @@ class Inquisitor:
         self._turn: dict[str, int] = {}  # runtime -> processing probes started
 
     def cloud_runtimes(self) -> list[Runtime]:
-        return [r for r in self.runtimes.values() if not r.is_edge]
+        """The cloud runtimes to probe: those an operator has not taken out of service."""
+        return [
+            r
+            for r in self.runtimes.values()
+            if not r.is_edge and self.availability.in_service(r.name)
+        ]
 
     async def probe(self, name: str) -> DeploymentSample:
         """Deploy ``name``, measure readiness, record the sample, tear down.
@@ -173,7 +206,10 @@ class Inquisitor:
                 if self._processing_due(name):
                     await self._time_processing(runtime, probe.deployment)
             finally:
-                self.cloud_s[name] = self.cloud_s.get(name, 0.0) + loop.time() - ready
+                now = loop.time()
+                self.cloud_s[name] = self.cloud_s.get(name, 0.0) + now - ready
+                if self.on_held is not None:
+                    self.on_held(name, now - ready)
                 await self.legs.release(runtime, probe.deployment)
             self.availability.mark_available(name, self.legs.clock.now(), "probe succeeded")
         log.info(
@@ -196,6 +232,14 @@ class Inquisitor:
     async def _time_processing(self, runtime: Runtime, deployment: Deployment) -> None:
         """Warm the pod and time the function on a probe batch (the measurer records
         T_p). A backend error is logged (the next period tries again), never raised."""
+        got = await self._probe_job(runtime)
+        if got is not None:
+            await self._time_on(runtime, deployment, *got)
+
+    async def _probe_job(self, runtime: Runtime) -> tuple[Job, Upload] | None:
+        """The probe batch of this turn, placed where ``runtime`` reads it (None: no
+        images yet, or placing them failed). Counts as a probe's measurement, so a
+        runtime is not asked again before its period is over."""
         assert self.work is not None
         name = runtime.name
         self._last_processing[name] = self.legs.clock.now()  # also when it fails
@@ -203,12 +247,18 @@ class Inquisitor:
         turn = self._turn.get(name, 0)
         self._turn[name] = turn + 1
         try:
-            got = await self.work.prepare(
+            return await self.work.prepare(
                 runtime, functools.partial(self.legs.place, runtime), sizes[turn % len(sizes)]
             )
-            if got is None:
-                return
-            job, upload = got
+        except BackendError as exc:
+            log.warning("processing probe failed", runtime=name, error=str(exc))
+            return None
+
+    async def _time_on(
+        self, runtime: Runtime, deployment: Deployment, job: Job, upload: Upload
+    ) -> None:
+        name = runtime.name
+        try:
             seconds = await self.legs.time_processing(runtime, deployment, job, upload)
         except BackendError as exc:
             log.warning("processing probe failed", runtime=name, error=str(exc))
@@ -244,10 +294,13 @@ class Inquisitor:
 
     async def probe_edge_processing(self, runtime: Runtime) -> None:
         """A processing probe on the edge: no deployment to time, nothing to tear down
-        but the backend's handle."""
+        but the backend's handle; the standby is taken only once there are images."""
+        got = await self._probe_job(runtime)
+        if got is None:
+            return
         deployment = await self.legs.standby(runtime)
         try:
-            await self._time_processing(runtime, deployment)
+            await self._time_on(runtime, deployment, *got)
         finally:
             await self.legs.release(runtime, deployment)
 
@@ -282,6 +335,9 @@ class Inquisitor:
                         self.check_uplink(), name="inquisitor:uplink"
                     )
                 for runtime in self.cloud_runtimes():
+                    every = self.options.ticks_between_probes(runtime.name)
+                    if every is not None and (tick == 0 or tick % every):
+                        continue
                     previous = in_flight.get(runtime.name)
                     if previous is not None and not previous.done():
                         self.skipped += 1
