@@ -232,9 +232,9 @@ def _runtime(row: RuntimeTable) -> RuntimeRow:
 
 
 def record_of(cls: type[R], row: object, **converted: Any) -> R:
-    """A frozen record of ``cls`` from a table row: each field is the row's column of
-    the same name, as stored, but those ``converted`` (enums, copies of JSON values,
-    fields the table has no column for)."""
+    """A frozen record of ``cls`` from a table row (or any object): each field is the
+    row's column (attribute) of the same name, as stored, but those ``converted``
+    (enums, copies of JSON values, fields the row has no column for)."""
     names = (f.name for f in dataclasses.fields(cls))
     stored = {name: getattr(row, name) for name in names if name not in converted}
     return cls(**stored, **converted)
