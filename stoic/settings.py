@@ -77,35 +77,19 @@ def default_runtimes() -> list[RuntimeSettings]:
     "The paper's published figures")."""
     return [
         RuntimeSettings(
-            name="edge",
-            kind=RuntimeKind.EDGE,
-            prior_deploy_s=0.0,
-            prior_per_image_s=2.3955,
-            prior_fixed_s=13.60,
-        ),
-        RuntimeSettings(
-            name="cpu",
-            kind=RuntimeKind.CPU,
-            prior_deploy_s=10.0,
-            prior_per_image_s=1.3338,
-            prior_fixed_s=14.91,
-        ),
-        RuntimeSettings(
-            name="gpu1",
-            kind=RuntimeKind.GPU,
-            gpus=1,
-            prior_deploy_s=30.0,
-            prior_per_image_s=0.3272,
-            prior_fixed_s=28.16,
-        ),
-        RuntimeSettings(
-            name="gpu2",
-            kind=RuntimeKind.GPU,
-            gpus=2,
-            prior_deploy_s=45.0,
-            prior_per_image_s=0.1993,
-            prior_fixed_s=21.27,
-        ),
+            name=name,
+            kind=kind,
+            gpus=gpus,
+            prior_deploy_s=deploy_s,
+            prior_per_image_s=per_image_s,
+            prior_fixed_s=fixed_s,
+        )
+        for name, kind, gpus, deploy_s, per_image_s, fixed_s in (
+            ("edge", RuntimeKind.EDGE, 0, 0.0, 2.3955, 13.60),
+            ("cpu", RuntimeKind.CPU, 0, 10.0, 1.3338, 14.91),
+            ("gpu1", RuntimeKind.GPU, 1, 30.0, 0.3272, 28.16),
+            ("gpu2", RuntimeKind.GPU, 2, 45.0, 0.1993, 21.27),
+        )
     ]
 
 

@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 
 class RuntimeKind(StrEnum):
@@ -351,3 +351,15 @@ class Outcome:
     """Share: (used, wasted) pod seconds per cloud runtime (× GPUs is the report's)."""
     duplicate_images: int = 0
     """Share: images labelled twice (the straggler hedge)."""
+
+
+T = TypeVar("T")
+
+
+def runtime_named(runtimes: Mapping[str, T], name: str, error: type[Exception]) -> T:
+    """``runtimes[name]``; an unknown name raises ``error`` (the caller's kind: a bad
+    setting, a question the predictor cannot answer) naming the configured ones."""
+    try:
+        return runtimes[name]
+    except KeyError:
+        raise error(f"unknown runtime {name!r}; configured: {list(runtimes)}") from None

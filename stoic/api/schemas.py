@@ -6,7 +6,7 @@ Units are in the names: ``*_s`` seconds, ``*_bytes``/``n_bytes`` bytes, instants
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -14,6 +14,15 @@ from stoic.daemon.progress import Progress
 from stoic.storage.package import MAX_NAME_CHARS
 from stoic.store.store import BatchRecord
 from stoic.values import Estimate
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def read(model: type[M], source: object, **converted: Any) -> M:
+    """A body of ``model`` whose fields are ``source``'s attributes of the same names,
+    but those ``converted`` (enums as their values, renamed or derived fields)."""
+    names = (name for name in model.model_fields if name not in converted)
+    return model(**{name: getattr(source, name) for name in names}, **converted)
 
 
 class ErrorDetail(BaseModel):
@@ -125,15 +134,7 @@ class ProgressOut(BaseModel):
     def of(cls, p: Progress | None) -> ProgressOut | None:
         if p is None:
             return None
-        return cls(
-            phase=p.phase.value,
-            message=p.message,
-            since=p.since,
-            runtime=p.runtime,
-            run=p.run,
-            runs=p.runs,
-            images=p.images,
-        )
+        return read(cls, p, phase=p.phase.value)
 
 
 class BatchSummary(BaseModel):
@@ -156,23 +157,8 @@ class BatchSummary(BaseModel):
 
     @classmethod
     def of(cls, b: BatchRecord) -> BatchSummary:
-        return cls(
-            id=b.id,
-            state=b.state.value,
-            created_at=b.created_at,
-            started_at=b.started_at,
-            finished_at=b.finished_at,
-            n_images=b.n_images,
-            n_bytes=b.n_bytes,
-            app=b.app,
-            app_version=b.app_version,
-            mode=b.mode.value,
-            pinned_runtime=b.pinned_runtime,
-            attempts=b.attempts,
-            runtime=b.chosen_runtime,
-            winner=b.winner,
-            total_s=b.total_s,
-            error=b.error,
+        return read(
+            BatchSummary, b, state=b.state.value, mode=b.mode.value, runtime=b.chosen_runtime
         )
 
 
@@ -206,16 +192,7 @@ class BatchOut(BatchSummary):
             )
         measured = None
         if b.finished_at is not None:
-            measured = Measured(
-                transfer_s=b.transfer_s,
-                deployment_s=b.deployment_s,
-                processing_s=b.processing_s,
-                total_s=b.total_s,
-                end_to_end_s=b.finished_at - b.created_at,
-                winner=b.winner,
-                cloud_used_s=b.cloud_used_s,
-                cloud_wasted_s=b.cloud_wasted_s,
-            )
+            measured = read(Measured, b, end_to_end_s=b.finished_at - b.created_at)
         return cls(
             **BatchSummary.of(b).model_dump(),
             progress=ProgressOut.of(progress),

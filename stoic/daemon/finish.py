@@ -126,25 +126,19 @@ class Finisher:
         data = json.dumps(results_document(record, plan, outcome, metadata)).encode()
         await self.write("results", record, functools.partial(self.objects.put_bytes, key, data))
         then = f"{plan.reason}; then: {outcome.reason}" if outcome.reason else None
-        await self.write(
-            "finish",
+        await self._finish_row(
             record,
-            functools.partial(
-                self.store.finish_batch,
-                record.id,
-                state=BatchState.DONE,
-                finished_at=self.clock.now(),
-                transfer_s=outcome.transfer_s,
-                deployment_s=outcome.deployment_s,
-                processing_s=outcome.processing_s,
-                total_s=outcome.total_s,
-                winner=outcome.winner or outcome.runtime,
-                cloud_used_s=outcome.cloud_used_s,
-                cloud_wasted_s=outcome.cloud_wasted_s,
-                results_key=key,
-                error=outcome.error,
-                decision_reason=then,
-            ),
+            BatchState.DONE,
+            transfer_s=outcome.transfer_s,
+            deployment_s=outcome.deployment_s,
+            processing_s=outcome.processing_s,
+            total_s=outcome.total_s,
+            winner=outcome.winner or outcome.runtime,
+            cloud_used_s=outcome.cloud_used_s,
+            cloud_wasted_s=outcome.cloud_wasted_s,
+            results_key=key,
+            error=outcome.error,
+            decision_reason=then,
         )
         winner = outcome.winner or outcome.runtime
         estimate = plan.estimates.get(winner)
@@ -168,6 +162,21 @@ class Finisher:
         if isinstance(plan, SharePlan):  # the results document holds them all now
             await asyncio.to_thread(chunks.remove, self.objects, record)
 
+    async def _finish_row(self, record: BatchRecord, state: BatchState, **fields: Any) -> None:
+        """The batch's row moves to its final ``state`` with ``fields``
+        (:meth:`~stoic.store.store.Store.finish_batch`), finished now."""
+        await self.write(
+            "finish",
+            record,
+            functools.partial(
+                self.store.finish_batch,
+                record.id,
+                state=state,
+                finished_at=self.clock.now(),
+                **fields,
+            ),
+        )
+
     def _metadata(self, batch_id: str) -> dict[str, Any] | None:
         """What the ingest read of the batch's images (None for a batch without it)."""
         try:
@@ -176,17 +185,7 @@ class Finisher:
             return None
 
     async def _fail(self, record: BatchRecord, plan: Plan | None, error: str) -> None:
-        await self.write(
-            "finish",
-            record,
-            functools.partial(
-                self.store.finish_batch,
-                record.id,
-                state=BatchState.FAILED,
-                finished_at=self.clock.now(),
-                error=error,
-            ),
-        )
+        await self._finish_row(record, BatchState.FAILED, error=error)
         self.metrics.batches_finished.labels("failed", plan.chosen if plan else "none").inc()
         log.warning("batch finished", batch_id=record.id, state="failed", error=error)
         await asyncio.to_thread(chunks.remove, self.objects, record)  # nothing reads them now

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 
 from stoic.clock import Clock
@@ -78,25 +78,17 @@ def package_keys(keys: list[str]) -> dict[str, list[str]]:
     return dict(out)
 
 
+@dataclass(eq=False)
 class Retention:
     """The sweep and the disk usage measurements of one daemon."""
 
-    def __init__(
-        self,
-        settings: RetentionSettings,
-        *,
-        data_dir: Path,
-        store: Store,
-        objects: ObjectStore,
-        clock: Clock,
-        metrics: Metrics,
-    ) -> None:
-        self.settings = settings
-        self.data_dir = data_dir
-        self.store = store
-        self.objects = objects
-        self.clock = clock
-        self.metrics = metrics
+    settings: RetentionSettings
+    _: KW_ONLY
+    data_dir: Path
+    store: Store
+    objects: ObjectStore
+    clock: Clock
+    metrics: Metrics
 
     async def run(self) -> None:
         """Sweep now and every ``sweep_period_s``; measure the local disk usage every

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
+from stoic.store.store import record_of
 from stoic.values import DeploymentSample, Runtime
 
 if TYPE_CHECKING:
@@ -134,7 +135,6 @@ def runtime_states(c: Controller, *, deployments: int) -> list[RuntimeState]:
     for rt in c.settings.runtime_list():
         change = away.get(rt.name)
         model = p.processing_model(rt.name, c.app, c.app_version)
-        fit = model.fit
         out.append(
             RuntimeState(
                 runtime=rt,
@@ -146,14 +146,8 @@ def runtime_states(c: Controller, *, deployments: int) -> list[RuntimeState]:
                     None if rt.is_edge else p.deployment_model(rt.name).estimate().mean
                 ),
                 recent_deployments=tuple(p.recent_deployments(rt.name, deployments)),
-                processing=ProcessingFit(
-                    app_version=c.app_version,
-                    slope=fit.slope,
-                    intercept=fit.intercept,
-                    n_samples=fit.n_samples,
-                    inliers=fit.inliers,
-                    method=fit.method,
-                    excess=model.excess,
+                processing=record_of(
+                    ProcessingFit, model.fit, app_version=c.app_version, excess=model.excess
                 ),
                 worth_probing=c.scheduler.worth_probing(rt.name),
                 probe_cloud_s=pod_s.get(rt.name, 0.0),

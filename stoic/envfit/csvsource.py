@@ -30,13 +30,13 @@ others are compared with the fitted spec's T_d + warm-up + T_p in the report.
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from stoic.datafiles import csv_rows
 from stoic.envfit.measurements import Deployments, Measurements, Runs, Totals, Uploads
 from stoic.errors import CsvFormatError
 
@@ -50,15 +50,7 @@ Row = dict[str, str]
 def _read(path: Path, required: Sequence[str]) -> list[tuple[int, Row]]:
     """(line number, row) of every non-blank row, after checking the header."""
     name = str(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise CsvFormatError(name, 0, None, "no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CsvFormatError(name, 0, None, f"cannot read: {exc}") from None
-    lines = text.splitlines()
-    reader = csv.reader(lines)
-    numbered = [(i + 1, row) for i, row in enumerate(reader) if any(c.strip() for c in row)]
+    numbered = csv_rows(path)
     if not numbered:
         raise CsvFormatError(
             name, 1, None, f"empty file: expected a header with {', '.join(required)}"

@@ -34,8 +34,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
-
+from stoic.datafiles import read_yaml
 from stoic.errors import InputError
 from stoic.export.labels import LabelMap
 
@@ -158,12 +157,7 @@ def meta_from_mapping(raw: Mapping[str, Any], where: str = "meta") -> ExportMeta
 
 def load_meta(path: Path) -> ExportMeta:
     """Read a meta file (YAML or JSON)."""
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not YAML or JSON: {exc}") from None
+    raw = read_yaml(path, InputError, syntax="not YAML or JSON")
     if raw is None:
         return ExportMeta()
     if not isinstance(raw, Mapping):

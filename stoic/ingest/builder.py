@@ -366,19 +366,11 @@ class PackageBuilder:
 
     def _charge_bytes(self, n: int) -> None:
         self.stats.bytes_seen += n
-        if self.stats.bytes_seen > self.limits.max_batch_bytes:
-            raise BatchTooLarge(
-                f"batch is over {self.limits.max_batch_bytes} bytes (api.max_batch_bytes; "
-                "rejected files count too)"
-            )
+        _within(self.stats.bytes_seen, self.limits.max_batch_bytes, "bytes", "files")
 
     def _charge_pixels(self, n: int) -> None:
         self.stats.pixels += n
-        if self.stats.pixels > self.limits.max_batch_pixels:
-            raise BatchTooLarge(
-                f"batch is over {self.limits.max_batch_pixels} pixels (api.max_batch_pixels; "
-                "rejected images count too)"
-            )
+        _within(self.stats.pixels, self.limits.max_batch_pixels, "pixels", "images")
 
     def _charge_entry(self) -> None:
         self.stats.entries += 1
@@ -592,3 +584,12 @@ class PackageBuilder:
             self._thumbs.close()
         self.thumbnails.close()
         self.path.unlink(missing_ok=True)
+
+
+def _within(total: int, limit: int, unit: str, rejected: str) -> None:
+    """A batch's running total of ``unit`` stays within ``api.max_batch_<unit>``, rejected
+    files counted too (they were read all the same)."""
+    if total > limit:
+        raise BatchTooLarge(
+            f"batch is over {limit} {unit} (api.max_batch_{unit}; rejected {rejected} count too)"
+        )

@@ -34,7 +34,7 @@ import json
 import shutil
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,11 +185,111 @@ class Ingestor:
         this coroutine is cancelled or fails, so no worker thread outlives the request.
         """
         cancelled = cancelled or threading.Event()
+        with self._reported(cancelled):
+            # Options given as query parameters are checked before any byte is read.
+            early = parse_options(
+                query,
+                runtimes=self.runtimes,
+                default_mode=self.default_mode,
+                idempotency_key=idempotency_key,
+            )
+            if idempotency_key:
+                existing = await asyncio.to_thread(
+                    self.store.find_by_idempotency_key, idempotency_key
+                )
+                if existing is not None:
+                    return await self._repeat(existing, content_type, content_length, body, query)
+            limit = self._limit(content_length)
+            if self.disks is not None:
+                await asyncio.to_thread(self.disks.require_room, content_length)
+            builder = await self._work(
+                cancelled,
+                lambda: PackageBuilder(
+                    self.tmp_dir, self.limits, cancelled=cancelled, skip_invalid=early.skip_invalid
+                ),
+            )
+
+            stream: MultipartStream | None = None
+            keys: list[str] = []
+            try:
+                stream = self._stream(content_type, builder.spool)
+                received = 0
+                async for chunk in body:
+                    received += len(chunk)
+                    if received > limit:
+                        raise BatchTooLarge(f"request body is over the limit of {limit} bytes")
+                    for part in stream.feed(chunk):
+                        assert part.file is not None
+                        # skip_invalid applies to the files after it (query or field).
+                        skip = {**query, **part.fields_before}.get("skip_invalid", "")
+                        builder.skip_invalid = parse_bool(skip, "skip_invalid")
+                        try:
+                            await self._work(
+                                cancelled,
+                                builder.add_upload,
+                                part.filename or part.name,
+                                part.file,
+                                part.size,
+                            )
+                        finally:
+                            part.file.close()
+                stream.finish()
+                options = self._options(query, stream, idempotency_key)
+                builder.check(options.skip_invalid)
+                digest = request_digest(options, stream.files)
+                n_bytes = await self._work(cancelled, builder.close)
+                batch_id = str(uuid.uuid4())
+                keys = [package_key(batch_id), metadata_key(batch_id), thumbnails_key(batch_id)]
+                await self._work(cancelled, self._upload, builder.path, keys[0])
+                meta = metadata_document(options.deployment, builder.stats.meta)
+                await asyncio.to_thread(self.objects.put_bytes, keys[1], json.dumps(meta).encode())
+                await self._work(cancelled, self.objects.put_stream, keys[2], builder.thumbnails)
+                skipped = tuple(builder.stats.skipped)
+                record = await asyncio.to_thread(
+                    self.store.create_batch,
+                    created_at=self.clock.now(),
+                    n_images=builder.n_images,
+                    n_bytes=n_bytes,
+                    package_key=keys[0],
+                    app=self.app,
+                    app_version=self.app_version,
+                    mode=options.mode,
+                    pinned_runtime=options.pinned_runtime,
+                    idempotency_key=options.idempotency_key,
+                    skipped=skipped,
+                    batch_id=batch_id,
+                    request_digest=digest,
+                )
+                if not record.is_new:
+                    # Another request with the same key won the race; ours is redundant,
+                    # or, if it asked for something else, a conflict.
+                    for key in keys:
+                        await asyncio.to_thread(self.objects.delete, key)
+                    keys = []
+                    _check_same_request(record, digest)
+                else:
+                    if self.disks is not None:
+                        self.disks.written()
+                    if self.on_accepted is not None:
+                        self.on_accepted(record)
+                keys = []
+                return Accepted(record, record.skipped)
+            finally:
+                if stream is not None:
+                    stream.close()
+                await asyncio.to_thread(builder.discard)
+                for key in keys:
+                    with contextlib.suppress(Exception):
+                        await asyncio.to_thread(self.objects.delete, key)
+
+    @contextlib.contextmanager
+    def _reported(self, cancelled: threading.Event) -> Iterator[None]:
+        """A full disk becomes the 507, a rejection is reported to ``on_rejected``, and
+        ``cancelled`` is set however the upload ends (the client left, the task was
+        cancelled, it failed or it was stored)."""
         try:
             try:
-                return await self._ingest(
-                    content_type, content_length, body, query, idempotency_key, cancelled
-                )
+                yield
             except (OSError, StoicError) as exc:
                 full = self._no_space(exc)
                 if full is None:
@@ -249,109 +349,6 @@ class Ingestor:
             default_mode=self.default_mode,
             idempotency_key=key,
         )
-
-    async def _ingest(
-        self,
-        content_type: str,
-        content_length: int | None,
-        body: AsyncIterator[bytes],
-        query: Mapping[str, str],
-        idempotency_key: str | None,
-        cancelled: threading.Event,
-    ) -> Accepted:
-        # Options given as query parameters are checked before any byte is read.
-        early = parse_options(
-            query,
-            runtimes=self.runtimes,
-            default_mode=self.default_mode,
-            idempotency_key=idempotency_key,
-        )
-        if idempotency_key:
-            existing = await asyncio.to_thread(self.store.find_by_idempotency_key, idempotency_key)
-            if existing is not None:
-                return await self._repeat(existing, content_type, content_length, body, query)
-        limit = self._limit(content_length)
-        if self.disks is not None:
-            await asyncio.to_thread(self.disks.require_room, content_length)
-        builder = await self._work(
-            cancelled,
-            lambda: PackageBuilder(
-                self.tmp_dir, self.limits, cancelled=cancelled, skip_invalid=early.skip_invalid
-            ),
-        )
-
-        stream: MultipartStream | None = None
-        keys: list[str] = []
-        try:
-            stream = self._stream(content_type, builder.spool)
-            received = 0
-            async for chunk in body:
-                received += len(chunk)
-                if received > limit:
-                    raise BatchTooLarge(f"request body is over the limit of {limit} bytes")
-                for part in stream.feed(chunk):
-                    assert part.file is not None
-                    # skip_invalid applies to the files after it (query or field).
-                    skip = {**query, **part.fields_before}.get("skip_invalid", "")
-                    builder.skip_invalid = parse_bool(skip, "skip_invalid")
-                    try:
-                        await self._work(
-                            cancelled,
-                            builder.add_upload,
-                            part.filename or part.name,
-                            part.file,
-                            part.size,
-                        )
-                    finally:
-                        part.file.close()
-            stream.finish()
-            options = self._options(query, stream, idempotency_key)
-            builder.check(options.skip_invalid)
-            digest = request_digest(options, stream.files)
-            n_bytes = await self._work(cancelled, builder.close)
-            batch_id = str(uuid.uuid4())
-            keys = [package_key(batch_id), metadata_key(batch_id), thumbnails_key(batch_id)]
-            await self._work(cancelled, self._upload, builder.path, keys[0])
-            meta = metadata_document(options.deployment, builder.stats.meta)
-            await asyncio.to_thread(self.objects.put_bytes, keys[1], json.dumps(meta).encode())
-            await self._work(cancelled, self.objects.put_stream, keys[2], builder.thumbnails)
-            skipped = tuple(builder.stats.skipped)
-            record = await asyncio.to_thread(
-                self.store.create_batch,
-                created_at=self.clock.now(),
-                n_images=builder.n_images,
-                n_bytes=n_bytes,
-                package_key=keys[0],
-                app=self.app,
-                app_version=self.app_version,
-                mode=options.mode,
-                pinned_runtime=options.pinned_runtime,
-                idempotency_key=options.idempotency_key,
-                skipped=skipped,
-                batch_id=batch_id,
-                request_digest=digest,
-            )
-            if not record.is_new:
-                # Another request with the same key won the race; ours is redundant,
-                # or, if it asked for something else, a conflict.
-                for key in keys:
-                    await asyncio.to_thread(self.objects.delete, key)
-                keys = []
-                _check_same_request(record, digest)
-            else:
-                if self.disks is not None:
-                    self.disks.written()
-                if self.on_accepted is not None:
-                    self.on_accepted(record)
-            keys = []
-            return Accepted(record, record.skipped)
-        finally:
-            if stream is not None:
-                stream.close()
-            await asyncio.to_thread(builder.discard)
-            for key in keys:
-                with contextlib.suppress(Exception):
-                    await asyncio.to_thread(self.objects.delete, key)
 
     async def _repeat(
         self,

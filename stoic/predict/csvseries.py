@@ -9,12 +9,12 @@ its non-empty cells in file order. Anything else malformed raises
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
 import numpy as np
 
+from stoic.datafiles import csv_rows
 from stoic.errors import CsvFormatError
 from stoic.predict.deployment import FloatArray
 
@@ -30,15 +30,7 @@ def _is_number(text: str) -> bool:
 def read_deployment_csv(path: Path) -> dict[str, FloatArray]:
     """Series per runtime column, in header order."""
     name = str(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise CsvFormatError(name, 0, None, "no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CsvFormatError(name, 0, None, f"cannot read: {exc}") from None
-    rows = list(csv.reader(text.splitlines()))
-    # Skip blank lines but remember real line numbers (1-based).
-    numbered = [(i + 1, row) for i, row in enumerate(rows) if any(c.strip() for c in row)]
+    numbered = csv_rows(path)
     if not numbered:
         raise CsvFormatError(
             name, 1, None, "empty file: expected a header such as 'epoch,cpu,gpu1'"

@@ -151,12 +151,7 @@ def _kind(predictor: Predictor, runtime: str) -> RuntimeKind:
 
 
 def components(est: Estimate) -> dict[str, Component]:
-    return {
-        "transfer": est.transfer,
-        "deployment": est.deployment,
-        "processing": est.processing,
-        "total": est.total,
-    }
+    return {c: getattr(est, c) for c in COMPONENTS}
 
 
 def _observe(predictor: Predictor, b: MeasuredBatch, kind: RuntimeKind, n_bytes: int) -> None:

@@ -37,6 +37,7 @@ from stoic.values import (
     Risk,
     RuntimeKind,
     TransferSample,
+    runtime_named,
 )
 
 
@@ -92,12 +93,7 @@ class Predictor:
         return list(self._runtimes)
 
     def _runtime(self, name: str) -> RuntimeSettings:
-        try:
-            return self._runtimes[name]
-        except KeyError:
-            raise PredictorError(
-                f"unknown runtime {name!r}; configured: {list(self._runtimes)}"
-            ) from None
+        return runtime_named(self._runtimes, name, PredictorError)
 
     def _processing_model(self, runtime: str, app: str, app_version: str) -> ProcessingModel:
         key = (app, app_version, runtime)

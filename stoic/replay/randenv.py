@@ -165,11 +165,7 @@ def random_spec(seed: int) -> dict[str, Any]:
     d = _Draw(seed)
     uplink: dict[str, Any] = {
         "bandwidth_mbps": _r(d("uplink.bandwidth_mbps")),
-        "sigma": _r(d("uplink.sigma")),
-        "diurnal_amplitude": _r(d("uplink.diurnal_amplitude")),
-        "peak_hour": d.hour(),
-        "drift_sigma": _r(d("uplink.drift_sigma")),
-        "drift_timescale_h": _r(d("uplink.drift_timescale_h")),
+        **_noise(d, "uplink"),
         "bytes_per_image": round(d("uplink.bytes_per_image")),
     }
     if d.chance("uplink.outages"):
@@ -225,6 +221,18 @@ def random_spec(seed: int) -> dict[str, Any]:
     return raw
 
 
+def _noise(d: _Draw, part: str) -> dict[str, Any]:
+    """The lognormal spread and the time terms (diurnal cycle, drift) that the uplink
+    and every deployment share, drawn in the spec's key order."""
+    return {
+        "sigma": _r(d(f"{part}.sigma")),
+        "diurnal_amplitude": _r(d(f"{part}.diurnal_amplitude")),
+        "peak_hour": d.hour(),
+        "drift_sigma": _r(d(f"{part}.drift_sigma")),
+        "drift_timescale_h": _r(d(f"{part}.drift_timescale_h")),
+    }
+
+
 def _one_off_window(d: _Draw) -> dict[str, Any]:
     return {"start_h": _r(d("regime.start_h")), "duration_h": _r(d("regime.duration_h"))}
 
@@ -259,11 +267,7 @@ def _deployment(d: _Draw, floor: float, median: float) -> dict[str, Any]:
     out: dict[str, Any] = {
         "floor_s": floor_r,
         "median_s": median_r,
-        "sigma": _r(d("cloud.sigma")),
-        "diurnal_amplitude": _r(d("cloud.diurnal_amplitude")),
-        "peak_hour": d.hour(),
-        "drift_sigma": _r(d("cloud.drift_sigma")),
-        "drift_timescale_h": _r(d("cloud.drift_timescale_h")),
+        **_noise(d, "cloud"),
         "outlier_rate": _r(d("cloud.outlier_rate")),
         "outlier_scale_s": _r(d("cloud.outlier_scale_s")),
         "outlier_alpha": _r(d("cloud.outlier_alpha")),

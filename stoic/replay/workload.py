@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from scipy.special import ndtr
 
+from stoic.datafiles import read_yaml
 from stoic.errors import WorkloadError
 
 HOUR_S = 3600.0
@@ -221,12 +221,7 @@ class WorkloadProfile:
 
     @classmethod
     def load(cls, path: Path = DEFAULT_PROFILE) -> WorkloadProfile:
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise WorkloadError(f"{path}: cannot read profile: {exc.strerror or exc}") from None
-        except yaml.YAMLError as exc:
-            raise WorkloadError(f"{path}: not valid YAML: {exc}") from None
+        raw = read_yaml(path, WorkloadError, " profile")
         try:
             spec = ProfileFile.model_validate(raw)
         except ValidationError as exc:

@@ -35,7 +35,7 @@ import asyncio
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import KW_ONLY, dataclass, field, replace
 from typing import Any
 
 from stoic.errors import BackendError, PredictorError
@@ -135,30 +135,25 @@ class BootstrapReport:
         return sum(len(v) for v in self.outcomes.values())
 
 
+@dataclass(eq=False)
 class Scheduler:
-    """Estimates → policy → requester, plus bootstrapping of new application versions."""
+    """Estimates → policy → requester, plus bootstrapping of new application versions.
+    ``observed`` counts what the leg runner's recorder chain hands it (build_core puts
+    it there)."""
 
-    def __init__(
-        self,
-        predictor: PredictorLike,
-        requester: Requester,
-        availability: Availability,
-        options: SchedulerOptions = SchedulerOptions(),
-        policy_options: PolicyOptions = PolicyOptions(),
-        *,
-        observed: ObservationCounter | None = None,
-    ) -> None:
-        self.predictor = predictor
-        self.requester = requester
-        self.availability = availability
-        self.options = options
-        self.policy_options = policy_options
-        # Counts what the leg runner's recorder chain hands it (build_core puts it there).
-        self.observed = observed or ObservationCounter()
-        self.decisions = 0
-        self.decision_s_total = 0.0
-        self._bootstrap_locks: dict[tuple[str, str], asyncio.Lock] = {}
-        self._contenders: deque[frozenset[str]] = deque(maxlen=PROBE_LOOKBACK)
+    predictor: PredictorLike
+    requester: Requester
+    availability: Availability
+    options: SchedulerOptions = SchedulerOptions()
+    policy_options: PolicyOptions = field(default_factory=PolicyOptions)
+    _: KW_ONLY
+    observed: ObservationCounter = field(default_factory=ObservationCounter)
+    decisions: int = field(default=0, init=False)
+    decision_s_total: float = field(default=0.0, init=False)
+    _bootstrap_locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict, init=False)
+    _contenders: deque[frozenset[str]] = field(
+        default_factory=lambda: deque(maxlen=PROBE_LOOKBACK), init=False
+    )
 
     # The per-batch path ----------------------------------------------------------------
 

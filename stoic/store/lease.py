@@ -16,7 +16,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from stoic.errors import StoreError
-from stoic.store.store import Store
+from stoic.store.store import Store, record_of
 from stoic.store.tables import LeaseTable
 
 
@@ -44,16 +44,7 @@ class Taken:
 
 
 def _lease(row: LeaseTable) -> Lease:
-    return Lease(
-        name=row.name,
-        holder=row.holder,
-        host=row.host,
-        pid=row.pid,
-        data_dir=row.data_dir,
-        acquired_at=row.acquired_at,
-        renewed_at=row.renewed_at,
-        expires_at=row.expires_at,
-    )
+    return record_of(Lease, row)
 
 
 class Leases:

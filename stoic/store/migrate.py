@@ -13,6 +13,8 @@ waits and then finds the schema at head. On SQLite the migration runs in a
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
@@ -53,22 +55,37 @@ def migrate(target: str | Engine, revision: str = "head") -> None:
     Idempotent: a database already at head is left alone. Pass the engine of a
     ``Store("sqlite://")`` to migrate an in-memory database.
     """
-    engine = _engine(target) if isinstance(target, str) else target
+    with _connected(target, _engine, _migration_failed) as engine, engine.connect() as conn:
+        conn.execution_options(**{_IMMEDIATE: True})
+        with conn.begin():
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_ID})
+            cfg = alembic_config()
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+
+
+@contextmanager
+def _connected(
+    target: str | Engine,
+    make: Callable[[str], Engine],
+    describe: Callable[[SQLAlchemyError], str],
+) -> Iterator[Engine]:
+    """The engine of ``target``: one made for a URL is disposed of on the way out, and a
+    database error becomes a :class:`StoreError` naming the URL without its password."""
+    engine = make(target) if isinstance(target, str) else target
     try:
-        with engine.connect() as conn:
-            conn.execution_options(**{_IMMEDIATE: True})
-            with conn.begin():
-                if conn.dialect.name == "postgresql":
-                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_ID})
-                cfg = alembic_config()
-                cfg.attributes["connection"] = conn
-                command.upgrade(cfg, revision)
+        yield engine
     except SQLAlchemyError as exc:
         url = engine.url.render_as_string(hide_password=True)
-        raise StoreError(f"database {url}: migration failed: {one_line(exc)}") from exc
+        raise StoreError(f"database {url}: {describe(exc)}") from exc
     finally:
         if isinstance(target, str):
             engine.dispose()
+
+
+def _migration_failed(exc: SQLAlchemyError) -> str:
+    return f"migration failed: {one_line(exc)}"
 
 
 def _engine(url: str) -> Engine:
@@ -89,13 +106,5 @@ def one_line(exc: BaseException) -> str:
 
 def current_revision(target: str | Engine) -> str | None:
     """The revision the database is at (None for an empty database)."""
-    engine = make_engine(target) if isinstance(target, str) else target
-    try:
-        with engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
-    except SQLAlchemyError as exc:
-        url = engine.url.render_as_string(hide_password=True)
-        raise StoreError(f"database {url}: {exc}") from exc
-    finally:
-        if isinstance(target, str):
-            engine.dispose()
+    with _connected(target, make_engine, str) as engine, engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()

@@ -28,12 +28,13 @@ Why it looks like this:
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, delete, event, func, select, update
 from sqlalchemy.engine import Connection, make_url
@@ -71,6 +72,9 @@ from stoic.values import (
     TransferSample,
 )
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 _IMMEDIATE = "stoic_sqlite_immediate"
 """Execution option: on SQLite, open the transaction with BEGIN IMMEDIATE (a writer)."""
 
@@ -81,6 +85,8 @@ _FINISHED = (BatchState.DONE.value, BatchState.FAILED.value, BatchState.CANCELLE
 
 _IN_CHUNK = 500
 """Ids per ``IN (...)`` list: well below SQLite's bound parameters per statement."""
+
+R = TypeVar("R", bound="DataclassInstance")
 
 
 # Values handed out ---------------------------------------------------------------------
@@ -200,37 +206,14 @@ class CloudUsage:
 
 
 def _batch(row: BatchTable, is_new: bool = False) -> BatchRecord:
-    return BatchRecord(
-        id=row.id,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        idempotency_key=row.idempotency_key,
-        n_images=row.n_images,
-        n_bytes=row.n_bytes,
-        app=row.app,
-        app_version=row.app_version,
+    return record_of(
+        BatchRecord,
+        row,
         mode=Mode(row.mode),
-        pinned_runtime=row.pinned_runtime,
-        package_key=row.package_key,
         state=BatchState(row.state),
-        attempts=row.attempts,
-        chosen_runtime=row.chosen_runtime,
-        decision_reason=row.decision_reason,
         estimates={k: dict(v) for k, v in (row.estimates or {}).items()},
-        transfer_s=row.transfer_s,
-        deployment_s=row.deployment_s,
-        processing_s=row.processing_s,
-        total_s=row.total_s,
-        winner=row.winner,
-        cloud_used_s=row.cloud_used_s,
-        cloud_wasted_s=row.cloud_wasted_s,
-        results_key=row.results_key,
-        error=row.error,
         skipped=tuple(dict(s) for s in (row.skipped or [])),
-        started_at=row.started_at,
-        finished_at=row.finished_at,
         is_new=is_new,
-        request_digest=row.request_digest,
     )
 
 
@@ -245,18 +228,16 @@ def _requeue(row: BatchTable, now: float) -> None:
 
 
 def _runtime(row: RuntimeTable) -> RuntimeRow:
-    return RuntimeRow(
-        name=row.name,
-        kind=RuntimeKind(row.kind),
-        gpus=row.gpus,
-        backend=row.backend,
-        available=row.available,
-        unavailable_since=row.unavailable_since,
-        updated_at=row.updated_at,
-        out_of_service_since=row.out_of_service_since,
-        out_of_service_reason=row.out_of_service_reason,
-        out_of_service_by=row.out_of_service_by,
-    )
+    return record_of(RuntimeRow, row, kind=RuntimeKind(row.kind))
+
+
+def record_of(cls: type[R], row: object, **converted: Any) -> R:
+    """A frozen record of ``cls`` from a table row (or any object): each field is the
+    row's column (attribute) of the same name, as stored, but those ``converted``
+    (enums, copies of JSON values, fields the row has no column for)."""
+    names = (f.name for f in dataclasses.fields(cls))
+    stored = {name: getattr(row, name) for name in names if name not in converted}
+    return cls(**stored, **converted)
 
 
 # Engine --------------------------------------------------------------------------------
@@ -466,23 +447,9 @@ class Store:
                     )
                 )
             elif isinstance(x, ProcessingSample):
-                rows.append(
-                    ProcessingSampleTable(
-                        app=x.app,
-                        app_version=x.app_version,
-                        runtime=x.runtime,
-                        images=x.images,
-                        n_bytes=x.n_bytes,
-                        duration_s=x.duration_s,
-                        at=x.at,
-                    )
-                )
+                rows.append(ProcessingSampleTable(**dataclasses.asdict(x)))
             else:
-                rows.append(
-                    TransferSampleTable(
-                        n_bytes=x.n_bytes, seconds=x.seconds, at=x.at, runtime=x.runtime
-                    )
-                )
+                rows.append(TransferSampleTable(**dataclasses.asdict(x)))
         if rows:
             with self._session(write=True) as s:
                 s.add_all(rows)

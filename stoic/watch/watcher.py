@@ -31,7 +31,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -109,32 +109,27 @@ def batch_key(folder: Path, files: Sequence[PlannedFile]) -> str:
     return f"stoic-watch-{digest[:48]}"
 
 
+@dataclass(eq=False)
 class Watcher:
     """Folders → batches → daemon → results; one step of each per :meth:`tick`."""
 
-    def __init__(
-        self,
-        options: WatchOptions,
-        state: WatchState,
-        daemon: DaemonApi,
-        *,
-        clock: Callable[[], float],
-        now: Clock,
-        report: Callable[[str], None],
-    ) -> None:
-        self.options = options
-        self.state = state
-        self.daemon = daemon
-        self.clock = clock
-        self.now = now
-        self.report = report
-        self._stability = Stability(options.stable_s)
-        self._groups: dict[Path, _Group] = {}
-        self._waiting = 0
-        self._unreachable = False
-        self._decided: dict[str, tuple[int, int]] = {}
-        """Files the state file has a decision on, as (size, mtime): a season's tree is
-        scanned every few seconds, and asking SQLite about each file each time costs."""
+    options: WatchOptions
+    state: WatchState
+    daemon: DaemonApi
+    _: KW_ONLY
+    clock: Callable[[], float]
+    now: Clock
+    report: Callable[[str], None]
+    _stability: Stability = field(init=False)
+    _groups: dict[Path, _Group] = field(default_factory=dict, init=False)
+    _waiting: int = field(default=0, init=False)
+    _unreachable: bool = field(default=False, init=False)
+    _decided: dict[str, tuple[int, int]] = field(default_factory=dict, init=False)
+    """Files the state file has a decision on, as (size, mtime): a season's tree is
+    scanned every few seconds, and asking SQLite about each file each time costs."""
+
+    def __post_init__(self) -> None:
+        self._stability = Stability(self.options.stable_s)
 
     # The steps ------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from stoic.errors import ActionRefused, ConfigError
 from stoic.logging import get_logger
-from stoic.values import Runtime
+from stoic.values import Runtime, runtime_named
 
 log = get_logger(__name__)
 
@@ -69,10 +69,7 @@ class Availability:
         self._listeners.append(listener)
 
     def _check(self, name: str) -> Runtime:
-        try:
-            return self._runtimes[name]
-        except KeyError:
-            raise ConfigError(f"unknown runtime {name!r}; configured: {self._order}") from None
+        return runtime_named(self._runtimes, name, ConfigError)
 
     def is_available(self, name: str) -> bool:
         self._check(name)

@@ -78,6 +78,7 @@ from stoic.values import (
     ProcessingSample,
     Runtime,
     TransferSample,
+    runtime_named,
 )
 
 log = get_logger(__name__)
@@ -185,10 +186,7 @@ class Inquisitor:
         Backend errors become samples (timeout or failure), never exceptions; anything
         else (a bug) propagates, and :meth:`run` logs it and carries on.
         """
-        try:
-            runtime = self.runtimes[name]
-        except KeyError:
-            raise ConfigError(f"unknown runtime {name!r}; have {list(self.runtimes)}") from None
+        runtime = runtime_named(self.runtimes, name, ConfigError)
         if runtime.is_edge:
             raise ConfigError(f"runtime {name!r} is the edge; only cloud runtimes are probed")
         loop = asyncio.get_running_loop()
