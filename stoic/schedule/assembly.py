@@ -36,11 +36,12 @@ from stoic.backends.base import RuntimeBackend
 from stoic.clock import Clock
 from stoic.predict.predictor import Predictor, PredictorOptions
 from stoic.predict.uplink import UplinkCheck, UplinkWatch
-from stoic.schedule.decide.keepalive import KeepAliveOptions
 from stoic.schedule.decide.policy import PolicyOptions
+from stoic.schedule.execute.keepalive import KeepAliveOptions
 from stoic.schedule.execute.legs import LegOptions, LegRunner, release_on
 from stoic.schedule.execute.recorder import MultiRecorder, Recorder
 from stoic.schedule.execute.requester import Requester
+from stoic.schedule.execute.warm import WarmPool
 from stoic.schedule.probe.availability import Availability, AvailabilityChange, Listener
 from stoic.schedule.probe.inquisitor import (
     Inquisitor,
@@ -49,7 +50,6 @@ from stoic.schedule.probe.inquisitor import (
     ProcessingClock,
 )
 from stoic.schedule.scheduler import ObservationCounter, Scheduler, SchedulerOptions
-from stoic.schedule.execute.warm import WarmPool
 from stoic.schedule.share.session import ShareOptions
 from stoic.settings import Settings
 from stoic.values import DeploymentSample, ProcessingSample, Runtime

@@ -46,6 +46,7 @@ from stoic.schedule.execute.requester import Requester
 from stoic.schedule.probe.availability import Availability
 from stoic.schedule.share.session import ChunkSink
 from stoic.values import (
+    ZERO,
     DeploymentSample,
     Estimate,
     Job,
@@ -55,7 +56,6 @@ from stoic.values import (
     ProcessingSample,
     RacePlan,
     SinglePlan,
-    ZERO,
     TransferSample,
 )
 

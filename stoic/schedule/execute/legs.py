@@ -333,7 +333,11 @@ class LegRunner:
             return
         leg.torn_down_at = asyncio.get_running_loop().time()
         self.in_use[leg.runtime.name] -= 1
-        if leg.finished and self.warm_pods is not None and self.warm_pods.park(leg.runtime, leg.deployment):
+        if (
+            leg.finished
+            and self.warm_pods is not None
+            and self.warm_pods.park(leg.runtime, leg.deployment)
+        ):
             return
         try:
             await to_the_end(self._backend(leg.runtime).teardown(leg.deployment))

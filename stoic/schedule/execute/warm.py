@@ -2,7 +2,7 @@
 
 The paper tears a pod down after every batch, so every cloud batch pays T_d. The
 :class:`WarmPool` holds a finished leg's deployment instead of tearing it down, for a
-keep-alive chosen when the batch ends by :func:`~stoic.schedule.decide.keepalive.keep_alive_s`
+keep-alive chosen when the batch ends by :func:`~stoic.schedule.execute.keepalive.keep_alive_s`
 from the arrivals it has seen and the runtime's cold T_d (docs/scheduling.md, "Warm
 pods"). A batch that finds a warm pod takes it (:meth:`take`: no T_d, nothing recorded
 as a deployment sample, since none happened), and the scheduler prices that runtime's
@@ -23,7 +23,7 @@ Pod seconds idled in the pool are counted apart from the batches' (``held_s``, a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,12 +31,12 @@ from stoic.aio import BackgroundTasks, to_the_end
 from stoic.backends.base import Deployment
 from stoic.clock import Clock
 from stoic.logging import get_logger
-from stoic.schedule.decide.keepalive import ArrivalModel, KeepAliveOptions, keep_alive_s
+from stoic.schedule.execute.keepalive import ArrivalModel, KeepAliveOptions, keep_alive_s
 from stoic.values import Runtime
 
 log = get_logger(__name__)
 
-Release = Callable[[Runtime, Deployment], Awaitable[None]]
+Release = Callable[[Runtime, Deployment], Coroutine[Any, Any, None]]
 """Tears a deployment down on its backend (the leg runner's :meth:`release`)."""
 
 
@@ -134,7 +134,9 @@ class WarmPool:
         loop = asyncio.get_running_loop()
         now = self.clock.now()
         info = dict(deployment.info)
-        entry = _Entry(runtime, deployment, loop.time(), WarmPod(runtime.name, now, now + keep, keep, info))
+        entry = _Entry(
+            runtime, deployment, loop.time(), WarmPod(runtime.name, now, now + keep, keep, info)
+        )
         entry.timer = loop.call_later(keep, self._expire, entry)
         entries.append(entry)
         self.kept += 1
@@ -163,7 +165,8 @@ class WarmPool:
         self.expired += 1
         log.info("warm pod torn down", runtime=entry.runtime.name, keep_alive_s=entry.pod.keep_s)
         self._background.spawn(
-            self.release(entry.runtime, entry.deployment), name=f"warm-teardown:{entry.runtime.name}"
+            self.release(entry.runtime, entry.deployment),
+            name=f"warm-teardown:{entry.runtime.name}",
         )
 
     async def aclose(self) -> None:
@@ -173,7 +176,5 @@ class WarmPool:
         self._entries.clear()
         for e in entries:
             self._leave(e)
-        await to_the_end(
-            asyncio.gather(*(self.release(e.runtime, e.deployment) for e in entries))
-        )
+        await to_the_end(asyncio.gather(*(self.release(e.runtime, e.deployment) for e in entries)))
         await self._background.wait()
