@@ -336,6 +336,13 @@ class KeepAliveSettings(_Section):
         "most (a Gaussian kernel of this standard deviation)",
     )
     max_per_runtime: int = Field(1, ge=1, le=64, description="warm pods kept per runtime")
+    fixed_s: float | None = Field(
+        None,
+        ge=0,
+        le=86_400,
+        description="keep every pod this long instead (Knative's fixed scale-to-zero grace "
+        "period, not predicted); unset: the predicted keep-alive",
+    )
 
 
 class ShareSettings(_Section):

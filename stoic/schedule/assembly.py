@@ -126,6 +126,7 @@ def keepalive_options(settings: Settings) -> KeepAliveOptions:
         history=k.history,
         hour_bandwidth_h=k.hour_bandwidth_h,
         max_per_runtime=k.max_per_runtime,
+        fixed_s=k.fixed_s,
     )
 
 

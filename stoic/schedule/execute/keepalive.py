@@ -52,6 +52,7 @@ class KeepAliveOptions:
     history: int = 200  # inter-arrival gaps remembered
     hour_bandwidth_h: float = 2.0  # the time-of-day kernel's standard deviation
     max_per_runtime: int = 1  # warm pods kept per runtime
+    fixed_s: float | None = None  # Knative's way: this grace period for every pod, unpredicted
 
 
 def hour_of_day(at: float) -> float:

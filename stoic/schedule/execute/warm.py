@@ -99,6 +99,8 @@ class WarmPool:
     def choose(self, runtime: Runtime) -> float:
         """The keep-alive of a pod of ``runtime`` finishing a batch now (seconds)."""
         o = self.options
+        if o.fixed_s is not None:
+            return o.fixed_s
         if len(self.arrivals.gaps) < o.min_gaps:
             return 0.0
         residuals, weights = self.arrivals.residuals(self.clock.now())
