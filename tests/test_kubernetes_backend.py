@@ -40,6 +40,7 @@ from stoic.backends import k8s_objects as objs
 from stoic.backends import knative
 from stoic.backends.base import Deployment, RuntimeBackend, Upload
 from stoic.backends.kubernetes import FunctionHandle, KubernetesBackend
+from stoic.clock import WallClock
 from stoic.errors import (
     ConfigError,
     DeployFailure,
@@ -48,12 +49,12 @@ from stoic.errors import (
     KubernetesApiError,
     ObjectNotFound,
 )
-from stoic.clock import WallClock
 from stoic.schedule.execute.keepalive import KeepAliveOptions
 from stoic.schedule.execute.legs import release_on
 from stoic.schedule.execute.warm import WarmPool
 from stoic.settings import KubernetesSettings
 from stoic.values import Job, Runtime, RuntimeKind
+from tests.support.controller import until
 from tests.support.paths import REPO
 
 NS = "stoic-test"
@@ -631,9 +632,7 @@ async def test_a_warm_pod_goes_when_its_keep_alive_ends_or_at_the_next_start(
     short = pool(0.05)
     assert short.park(GPU1, await deploy_with_kubelet(kmock, backend, GPU1, delay_s=0.05))
     assert live(kmock) != []
-    async with asyncio.timeout(30):
-        while live(kmock) or short.expired == 0:
-            await asyncio.sleep(0.02)
+    await until(lambda: short.expired == 1 and live(kmock) == [])
     # The daemon dies with one warm (its pool never closed): the next start deletes it.
     long = pool(3600.0)
     assert long.park(GPU1, await deploy_with_kubelet(kmock, backend, GPU1, delay_s=0.05))

@@ -16,7 +16,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stoic.clock import LoopClock
 from stoic.schedule.execute.keepalive import (
     DAY_S,
     HOUR_S,
