@@ -117,17 +117,8 @@ def share_options(settings: Settings) -> ShareOptions:
 
 
 def keepalive_options(settings: Settings) -> KeepAliveOptions:
-    k = settings.keepalive
-    return KeepAliveOptions(
-        enabled=k.enabled,
-        price_s_per_pod_s=k.price_s_per_pod_s,
-        max_s=k.max_s,
-        min_gaps=k.min_gaps,
-        history=k.history,
-        hour_bandwidth_h=k.hour_bandwidth_h,
-        max_per_runtime=k.max_per_runtime,
-        fixed_s=k.fixed_s,
-    )
+    """The settings' ``keepalive`` section, field for field."""
+    return KeepAliveOptions(**settings.keepalive.model_dump())
 
 
 def cold_deploy_s(predictor: Predictor) -> Callable[[str], float]:
