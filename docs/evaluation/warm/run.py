@@ -1,12 +1,15 @@
 """Warm pods on vs off in the replay: the figures of docs/scheduling.md, "Warm pods".
 
     PYTHONPATH=. nice -n 10 .venv/bin/python docs/evaluation/warm/run.py [--seeds 3] [--days 3]
+        [--price 0.02] [--fixed SECONDS] [--only-on] [--out warm.json]
 
 Replays the selector and the adaptive duplicator (``duplicator``, auto) with
 ``keepalive.enabled`` off and on, on nautilus-2020-real, random-002, random-004 and
 ``bursty`` (nautilus-2020-real with the workload of ``bursty.yaml``), seeds 0..N-1, N
-days of 162 batches each, one process. Writes ``warm.json`` beside this file and prints
-the Markdown table (means over seeds).
+days of 162 batches each, one process. ``--price`` is ``keepalive.price_s_per_pod_s``,
+``--fixed`` replaces the predicted keep-alive by a fixed one (``keepalive.fixed_s``,
+Knative's way), ``--only-on`` skips the replays with warm pods off. Writes ``--out``
+(default ``warm.json`` beside this file) and prints the Markdown table (means over seeds).
 """
 
 from __future__ import annotations
@@ -34,9 +37,12 @@ ENVS: dict[str, tuple[Path, Path | None]] = {
 MODES = ("selector", "duplicator")
 
 
-def one(env: str, mode: str, seed: int, days: int, warm: bool, price: float) -> dict[str, Any]:
+def one(
+    env: str, mode: str, seed: int, days: int, warm: bool, price: float, fixed: float | None
+) -> dict[str, Any]:
     path, profile = ENVS[env]
-    settings = Settings(keepalive={"enabled": warm, "price_s_per_pod_s": price})
+    keep = {"enabled": warm, "price_s_per_pod_s": price, "fixed_s": fixed}
+    settings = Settings(keepalive=keep)
     extra = {"profile": profile} if profile is not None else {}
     cfg = ReplayConfig(env_path=path, mode=mode, days=days, seed=seed, settings=settings, **extra)
     result = run_replay(cfg)
@@ -88,6 +94,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--days", type=int, default=3)
     ap.add_argument("--price", type=float, default=Settings().keepalive.price_s_per_pod_s)
+    ap.add_argument("--fixed", type=float, default=None)
+    ap.add_argument("--only-on", action="store_true")
     ap.add_argument("--out", type=Path, default=HERE / "warm.json")
     args = ap.parse_args()
     logging.getLogger("stoic").setLevel(logging.ERROR)
@@ -96,8 +104,8 @@ def main() -> None:
     for env in ENVS:
         for mode in MODES:
             for seed in range(args.seeds):
-                for warm in (False, True):
-                    rows.append(one(env, mode, seed, args.days, warm, args.price))
+                for warm in (True,) if args.only_on else (False, True):
+                    rows.append(one(env, mode, seed, args.days, warm, args.price, args.fixed))
                     print(f"{env} {mode} seed {seed} warm={warm} done", flush=True)
     meta = {
         "seeds": args.seeds,
