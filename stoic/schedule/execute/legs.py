@@ -20,7 +20,11 @@ measurement is taken, and handed to the
 * warm a cloud pod with a one-image call (paper §3.7);
 * invoke (T_p, always recorded);
 * tear down, idempotently, never masking the result, to its end even when cancelled
-  twice.
+  twice;
+* with warm pods (``warm_pods``, :mod:`stoic.schedule.execute.warm`): deploy takes a
+  warm pod of the runtime when one is kept (no T_d, no sample: nothing was deployed),
+  and teardown hands a leg whose call returned to the pool, which keeps it if the
+  keep-alive rule says so.
 
 :class:`LegRunner` is a concrete object built with exactly what the steps need
 (backends, runtimes, recorder, clock, its LegOptions, availability); the requester, its
