@@ -1,7 +1,7 @@
 """Warm pods on vs off in the replay: the figures of docs/scheduling.md, "Warm pods".
 
     PYTHONPATH=. nice -n 10 .venv/bin/python docs/evaluation/warm/run.py [--seeds 3] [--days 3]
-        [--price 0.02] [--fixed SECONDS] [--only-on] [--out warm.json]
+        [--price 0.02] [--fixed SECONDS] [--only-on] [--envs a,b] [--modes m,n] [--out warm.json]
 
 Replays the selector and the adaptive duplicator (``duplicator``, auto) with
 ``keepalive.enabled`` off and on, on nautilus-2020-real, random-002, random-004 and
@@ -96,13 +96,15 @@ def main() -> None:
     ap.add_argument("--price", type=float, default=Settings().keepalive.price_s_per_pod_s)
     ap.add_argument("--fixed", type=float, default=None)
     ap.add_argument("--only-on", action="store_true")
+    ap.add_argument("--envs", default=",".join(ENVS))
+    ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--out", type=Path, default=HERE / "warm.json")
     args = ap.parse_args()
     logging.getLogger("stoic").setLevel(logging.ERROR)
     rows = []
     t0 = time.perf_counter()
-    for env in ENVS:
-        for mode in MODES:
+    for env in args.envs.split(","):
+        for mode in args.modes.split(","):
             for seed in range(args.seeds):
                 for warm in (True,) if args.only_on else (False, True):
                     rows.append(one(env, mode, seed, args.days, warm, args.price, args.fixed))
