@@ -113,6 +113,7 @@ def main() -> None:
         "seeds": args.seeds,
         "days": args.days,
         "price_s_per_pod_s": args.price,
+        "fixed_s": args.fixed,
         "wall_s": time.perf_counter() - t0,
     }
     args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
