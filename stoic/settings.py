@@ -294,6 +294,41 @@ class RequesterSettings(_Section):
         return v
 
 
+class KeepAliveSettings(_Section):
+    """Warm pods (docs/scheduling.md, "Warm pods"): after a batch a cloud pod stays up
+    for a keep-alive predicted from the arrivals seen and the runtime's cold T_d, so the
+    next batch can take it with no deployment. Off by default (the paper's behaviour)."""
+
+    enabled: bool = Field(False, description="keep cloud pods warm between batches")
+    price_s_per_pod_s: float = Field(
+        0.02,
+        ge=0,
+        description="seconds of latency one idle pod second is worth paying (x GPUs, a CPU "
+        "pod counts one): a pod is kept while the chance of the next batch, times the T_d "
+        "it saves, pays for its seconds",
+    )
+    max_s: float = Field(3_600.0, ge=0, le=86_400, description="the longest keep-alive")
+    min_gaps: int = Field(
+        5, ge=1, le=10_000, description="inter-arrival gaps seen before any pod is kept"
+    )
+    history: int = Field(200, ge=1, le=100_000, description="inter-arrival gaps remembered")
+    hour_bandwidth_h: float = Field(
+        2.0,
+        gt=0,
+        le=24,
+        description="hours: gaps that began near the last arrival's hour of day weigh "
+        "most (a Gaussian kernel of this standard deviation)",
+    )
+    max_per_runtime: int = Field(1, ge=1, le=64, description="warm pods kept per runtime")
+    fixed_s: float | None = Field(
+        None,
+        ge=0,
+        le=86_400,
+        description="keep every pod this long instead (Knative's fixed scale-to-zero grace "
+        "period, not predicted); unset: the predicted keep-alive",
+    )
+
+
 class ShareSettings(_Section):
     """Share mode: how a shared batch is cut and run (docs/scheduling.md); which cloud
     runtimes take part is the policy's (``policy.share_*``)."""
@@ -903,6 +938,7 @@ class Settings(BaseSettings):
     inquisitor: InquisitorSettings = InquisitorSettings()
     policy: PolicySettings = PolicySettings()
     requester: RequesterSettings = RequesterSettings()
+    keepalive: KeepAliveSettings = KeepAliveSettings()
     share: ShareSettings = ShareSettings()
     api: ApiSettings = ApiSettings()
     controller: ControllerSettings = ControllerSettings()

@@ -40,6 +40,7 @@ from stoic.backends import k8s_objects as objs
 from stoic.backends import knative
 from stoic.backends.base import Deployment, RuntimeBackend, Upload
 from stoic.backends.kubernetes import FunctionHandle, KubernetesBackend
+from stoic.clock import WallClock
 from stoic.errors import (
     ConfigError,
     DeployFailure,
@@ -48,8 +49,12 @@ from stoic.errors import (
     KubernetesApiError,
     ObjectNotFound,
 )
+from stoic.schedule.execute.keepalive import KeepAliveOptions
+from stoic.schedule.execute.legs import release_on
+from stoic.schedule.execute.warm import WarmPool
 from stoic.settings import KubernetesSettings
 from stoic.values import Job, Runtime, RuntimeKind
+from tests.support.controller import until
 from tests.support.paths import REPO
 
 NS = "stoic-test"
@@ -606,6 +611,33 @@ async def test_start_cleans_orphans_as_the_controller_calls_it(
     await deploy_with_kubelet(kmock, crashed, GPU1, delay_s=0.05)
     assert live(kmock) != []
     await make_backend(mode=mode).start()  # the controller calls start() on every backend
+    assert live(kmock) == []
+
+
+@pytest.mark.parametrize("mode", ["deployment", "knative"])
+async def test_a_warm_pod_goes_when_its_keep_alive_ends_or_at_the_next_start(
+    kmock: km.KubernetesEmulator, make_backend: BackendFactory, mode: str
+) -> None:
+    backend = make_backend(mode=mode)
+
+    def pool(keep_s: float) -> WarmPool:
+        return WarmPool(
+            KeepAliveOptions(enabled=True, fixed_s=keep_s),
+            clock=WallClock(),
+            cold_s=lambda _: 30.0,
+            release=lambda rt, dep: release_on({rt.name: backend}, rt, dep),
+        )
+
+    # Its keep-alive runs out: the pool deletes its objects.
+    short = pool(0.05)
+    assert short.park(GPU1, await deploy_with_kubelet(kmock, backend, GPU1, delay_s=0.05))
+    assert live(kmock) != []
+    await until(lambda: short.expired == 1 and live(kmock) == [])
+    # The daemon dies with one warm (its pool never closed): the next start deletes it.
+    long = pool(3600.0)
+    assert long.park(GPU1, await deploy_with_kubelet(kmock, backend, GPU1, delay_s=0.05))
+    assert long.warm() == {"gpu1"} and live(kmock) != []
+    await make_backend(mode=mode).start()
     assert live(kmock) == []
 
 

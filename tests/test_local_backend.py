@@ -19,6 +19,7 @@ import signal
 import sys
 import tarfile
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,16 @@ import pytest
 
 from stoic.backends.base import Deployment, RuntimeBackend, Upload
 from stoic.backends.local import LocalBackend
+from stoic.clock import WallClock
 from stoic.errors import DeployFailure, DeployTimeout, InvocationError
+from stoic.schedule.execute.keepalive import KeepAliveOptions
+from stoic.schedule.execute.legs import Leg, LegRunner, release_on
+from stoic.schedule.execute.warm import WarmPool
 from stoic.settings import LocalBackendSettings, load_settings
 from stoic.storage.package import model_key, package_key
 from stoic.values import Job, Runtime, RuntimeKind
+from tests.support.controller import until
+from tests.support.core import ListRecorder
 from tests.support.function import TIMINGS
 from tests.support.paths import STAND_IN
 
@@ -240,6 +247,35 @@ async def test_cancelling_invoke_kills_the_process(backend_factory: Factory, tmp
         await cancel_a_call(backend, d, job, arrived)
         assert backend.live_pids() == []
         await backend.teardown(d)  # still fine after the kill
+
+
+async def test_a_warm_pod_is_reused_then_stopped_when_its_keep_alive_ends(
+    backend_factory: Factory, tmp_path: Path
+) -> None:
+    job = make_store(tmp_path / "data")
+    backend = backend_factory()
+    pool = WarmPool(
+        KeepAliveOptions(enabled=True, fixed_s=3600.0),
+        clock=WallClock(),
+        cold_s=lambda _: 30.0,
+        release=lambda rt, dep: release_on({rt.name: backend}, rt, dep),
+    )
+    recorder = ListRecorder()
+    legs = LegRunner({"cpu": backend}, {"cpu": CPU}, recorder, WallClock(), warm_pods=pool)
+    first, second = Leg(CPU), Leg(CPU)
+    await legs.run_leg(job, first)
+    assert first.deployment is not None and pool.warm() == {"cpu"}
+    pid = first.deployment.info["pid"]
+    assert backend.live_pids() == [pid]
+    await legs.run_leg(job, second)
+    assert second.warm and second.deployment is first.deployment  # the same process
+    assert len(recorder.deployments) == 1 and len(recorder.processings) == 2
+    pool.options = replace(pool.options, fixed_s=0.05)  # kept again, now briefly
+    third = Leg(CPU)
+    await legs.run_leg(job, third)
+    assert third.deployment is first.deployment and pool.warm() == {"cpu"}
+    await until(lambda: pool.expired == 1 and backend.live_pids() == [])
+    await until(lambda: gone(pid))
 
 
 async def test_edge_standby_is_reused_and_survives_teardown(backend_factory: Factory):

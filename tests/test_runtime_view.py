@@ -7,10 +7,12 @@ import re
 from pathlib import Path
 
 from stoic.api.ui.routes import fmt_when
+from stoic.clock import local_midnight
 from stoic.daemon.controller import Controller
 from stoic.daemon.runtime_view import built, runtime_states, uplink_state
 from stoic.storage.objectstore import make_object_store
 from stoic.storage.package import model_key
+from stoic.store import Store
 from tests.support.daemon import Daemon, files, start_daemon
 from tests.support.images import jpeg
 from tests.support.settings import make_settings
@@ -84,6 +86,31 @@ async def test_the_page_shows_the_processing_probes_the_api_shows(tmp_path: Path
             assert worth and worth[1] == str(api[name]["worth_probing"]).lower()
             assert f"{api[name]['probe_cloud_s']:.1f} s pod time" in card
         assert "probe" not in html.split('data-runtime="edge"', 1)[1].split("</article>")[0]
+
+
+async def test_a_warm_pod_shows_in_both_and_its_seconds_are_cloud_usage_warm(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(
+        tmp_path, keepalive={"enabled": True, "fixed_s": 600.0}, ui={"render_cache_s": 0.0}
+    )
+    async with start_daemon(settings) as d:
+        r = await d.client.post(
+            "/v1/batches", files=files(("a.jpg", jpeg())), data={"runtime": "gpu1"}
+        )
+        assert (await d.wait_done(r.json()["id"]))["state"] == "done"
+        api = {r["name"]: r for r in (await d.client.get("/v1/runtimes")).json()["runtimes"]}
+        (pod,) = api["gpu1"]["warm_pods"]
+        assert pod["keep_alive_s"] == 600.0 and pod["until"] == pod["since"] + 600.0
+        assert all(api[n]["warm_pods"] == [] for n in ("edge", "cpu", "gpu2"))
+        html = (await d.client.get("/ui/fragments/runtimes")).text
+        card = html.split('data-runtime="gpu1"', 1)[1].split("</article>", 1)[0]
+        assert 'data-warm-pods="1"' in card and f"kept until {fmt_when(pod['until'])}" in card
+        assert d.fake.live != {}
+    assert d.fake.live == {}  # torn down at stop, its idle seconds counted as "warm"
+    with Store(settings.database_url) as store:
+        causes = {u.cause for u in store.cloud_usage_on(local_midnight(pod["since"]))}
+    assert causes == {"warm"}
 
 
 async def test_nothing_is_shown_before_the_controller_is_built(tmp_path: Path) -> None:

@@ -120,6 +120,19 @@ def test_downgrade_to_base_and_back(url: str) -> None:
         s.close()
 
 
+def test_warm_pod_seconds_are_a_cause_of_cloud_usage_from_0007(url: str) -> None:
+    migrate(url, "0006")
+    with Store(url) as s:
+        with pytest.raises(StoreError):
+            s.add_cloud_usage(0.0, "gpu1", "warm", 1.0)  # 0006's CHECK knows no "warm"
+        migrate(s.engine)
+        s.add_cloud_usage(0.0, "gpu1", "warm", 12.5)
+        s.add_cloud_usage(0.0, "gpu1", "warm", 7.5)
+        assert [(u.runtime, u.cause, u.seconds) for u in s.cloud_usage_on(0.0)] == [
+            ("gpu1", "warm", 20.0)
+        ]
+
+
 def test_in_memory_sqlite_migrates_through_the_engine() -> None:
     with Store("sqlite://") as s:
         migrate(s.engine)
@@ -645,7 +658,7 @@ def test_upgrade_0001_to_head_keeps_batches(url: str) -> None:
                 )
             )
         migrate(s.engine)
-        assert current_revision(s.engine) == head_revision() == "0006"
+        assert current_revision(s.engine) == head_revision() == "0007"
         old = s.find_by_idempotency_key("k-old")
         assert old is not None and old.request_digest is None and old.n_images == 3
         assert claim(s, 2.0).id == "old"

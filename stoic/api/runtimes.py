@@ -13,6 +13,7 @@ from stoic.api.schemas import (
     RuntimeList,
     RuntimeOut,
     UplinkOut,
+    WarmPodOut,
 )
 from stoic.daemon.controller import Controller
 from stoic.daemon.runtime_view import RuntimeState, runtime_states, uplink_state
@@ -66,6 +67,7 @@ def runtime_out(r: RuntimeState) -> RuntimeOut:
         processing=r.processing.as_dict(),
         worth_probing=r.worth_probing,
         probe_cloud_s=r.probe_cloud_s,
+        warm_pods=[WarmPodOut(since=w.since, until=w.until, keep_alive_s=w.keep_s) for w in r.warm],
         in_service=r.in_service,
         out_of_service=(
             None

@@ -275,6 +275,14 @@ class OutOfServiceOut(BaseModel):
     by: str = Field(description="who: the credential and the client address")
 
 
+class WarmPodOut(BaseModel):
+    """A pod kept warm after a batch (``keepalive.enabled``; docs/scheduling.md)."""
+
+    since: float = Field(description="when its batch finished and it was kept")
+    until: float = Field(description="when it is torn down unless a batch takes it first")
+    keep_alive_s: float = Field(description="the keep-alive chosen for it")
+
+
 class RuntimeOut(BaseModel):
     name: str
     kind: str
@@ -303,6 +311,10 @@ class RuntimeOut(BaseModel):
     )
     probe_cloud_s: float = Field(
         0.0, description="pod seconds its processing probes held after ready, since start"
+    )
+    warm_pods: list[WarmPodOut] = Field(
+        default_factory=list,
+        description="pods kept warm after a batch; the next batch takes one with no T_d",
     )
 
 

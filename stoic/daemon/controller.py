@@ -452,6 +452,9 @@ class Controller:
         for t in list(self._tasks.values()):
             await cancel_quietly(t)
         self._tasks.clear()
+        core: Core | None = getattr(self, "core", None)
+        if core is not None and core.legs.warm_pods is not None:
+            await core.legs.warm_pods.aclose()  # their seconds are counted before the wait
         await self._side.wait()
         for backend in self.backends.values():
             try:
@@ -646,6 +649,9 @@ class Controller:
             probe_options=probe_options,
             on_probe_held=lambda runtime, seconds: self.cloud_held(
                 runtime, CloudCause.PROBE, seconds
+            ),
+            on_warm_held=lambda runtime, seconds: self.cloud_held(
+                runtime, CloudCause.WARM, seconds
             ),
         )
         self.core = core

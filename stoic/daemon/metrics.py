@@ -64,6 +64,7 @@ class CloudCause(StrEnum):
     BATCH = "batch"
     BOOTSTRAP = "bootstrap"
     PROBE = "probe"
+    WARM = "warm"  # a pod kept warm between batches (keepalive.enabled)
 
 
 _DURATION_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200)
@@ -263,7 +264,8 @@ class Metrics:
             "stoic_cloud_used_seconds_total",
             "Seconds cloud runtimes were held from ready to torn down, by cause: batch "
             "(a batch's own run), bootstrap (a new application version's bootstrap runs), "
-            "probe (the inquisitor's deployment and processing probes)",
+            "probe (the inquisitor's deployment and processing probes), warm (a pod kept "
+            "warm between batches)",
             ["runtime", "cause"],
             registry=r,
         )

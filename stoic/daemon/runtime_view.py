@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
+from stoic.schedule.execute.warm import WarmPod
 from stoic.store.store import record_of
 from stoic.values import DeploymentSample, Runtime
 
@@ -83,6 +84,8 @@ class RuntimeState:
     """Pod seconds its processing probes held after ready, since the daemon started."""
     out_of_service: OutOfService | None = None
     """An operator's hold (None: in service; :mod:`stoic.daemon.actions`)."""
+    warm: tuple[WarmPod, ...] = ()
+    """Its pods kept warm after a batch (``keepalive.enabled``), oldest first."""
 
     @property
     def in_service(self) -> bool:
@@ -131,6 +134,8 @@ def runtime_states(c: Controller, *, deployments: int) -> list[RuntimeState]:
         for name, h in c.availability.out_of_service().items()
     }
     pod_s = c.inquisitor.cloud_s if c.inquisitor is not None else {}
+    pool = c.scheduler.requester.legs.warm_pods
+    warm = pool.pods() if pool is not None else []
     out: list[RuntimeState] = []
     for rt in c.settings.runtime_list():
         change = away.get(rt.name)
@@ -152,6 +157,7 @@ def runtime_states(c: Controller, *, deployments: int) -> list[RuntimeState]:
                 worth_probing=c.scheduler.worth_probing(rt.name),
                 probe_cloud_s=pod_s.get(rt.name, 0.0),
                 out_of_service=held.get(rt.name),
+                warm=tuple(w for w in warm if w.runtime == rt.name),
             )
         )
     return out

@@ -191,8 +191,9 @@ class ReplayResult:
     of :attr:`records`, the batches that ran."""
     pod_s: dict[str, dict[str, float]] = field(default_factory=dict)
     """Cloud pod seconds (not × GPUs) per kind and runtime, from each deployment's
-    request to its teardown: ``batch`` (the batches' legs) and ``learning`` (deployment
-    and processing probes, the bootstrap; the probe shortcut's walked probes included)."""
+    request to its teardown: ``batch`` (the batches' legs), ``learning`` (deployment
+    and processing probes, the bootstrap; the probe shortcut's walked probes included)
+    and, with ``keepalive.enabled``, ``warm`` (pods idling between batches)."""
 
 
 @dataclass(frozen=True)
@@ -478,6 +479,8 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
         if not inq_task.done():
             inq_task.cancel()
         await asyncio.gather(inq_task, return_exceptions=True)
+        if core.legs.warm_pods is not None:
+            await core.legs.warm_pods.aclose()
     stats = {
         "mode": probes,
         "period_s": period,
@@ -493,6 +496,10 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
     pod_s = {kind: dict(by) for kind, by in backend.pod_s.items()}
     for name, seconds in shortcut.pod_s.items():
         pod_s["learning"][name] = pod_s["learning"].get(name, 0.0) + seconds
+    if core.legs.warm_pods is not None:  # the backend billed a kept pod's idle time to its batch
+        pod_s["warm"] = dict(core.legs.warm_pods.held_s)
+        for name, seconds in core.legs.warm_pods.held_s.items():
+            pod_s["batch"][name] -= seconds
     return ReplayResult(
         cfg,
         mode,

@@ -184,7 +184,7 @@ def headline(rows: list[dict[str, Any]], pod_s: Mapping[str, float]) -> dict[str
         if r["min_lat_s"] > 0 and math.isfinite(r["min_lat_s"])
     ]
     batch, learning = pod_s.get("batch", 0.0), pod_s.get("learning", 0.0)
-    return {
+    out = {
         "mean_latency_s": lat / n if n else None,
         "p95_vs_best": float(np.percentile(per_batch, P95)) if per_batch else None,
         "vs_class": lat / ref if ref > 0 and math.isfinite(ref) else None,
@@ -192,6 +192,10 @@ def headline(rows: list[dict[str, Any]], pod_s: Mapping[str, float]) -> dict[str
         "pod_s_batches": batch,
         "pod_s_learning": learning,
     }
+    if "warm" in pod_s:  # warm pods (keepalive.enabled): their idle seconds count too
+        out["pod_s"] = batch + learning + pod_s["warm"]
+        out["pod_s_warm"] = pod_s["warm"]
+    return out
 
 
 def pod_seconds(result: ReplayResult) -> dict[str, float]:

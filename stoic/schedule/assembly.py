@@ -30,15 +30,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
 
 from stoic.backends.base import RuntimeBackend
 from stoic.clock import Clock
 from stoic.predict.predictor import Predictor, PredictorOptions
 from stoic.predict.uplink import UplinkCheck, UplinkWatch
 from stoic.schedule.decide.policy import PolicyOptions
-from stoic.schedule.execute.legs import LegOptions, LegRunner
+from stoic.schedule.execute.keepalive import KeepAliveOptions
+from stoic.schedule.execute.legs import LegOptions, LegRunner, release_on
 from stoic.schedule.execute.recorder import MultiRecorder, Recorder
 from stoic.schedule.execute.requester import Requester
+from stoic.schedule.execute.warm import WarmPool
 from stoic.schedule.probe.availability import Availability, AvailabilityChange, Listener
 from stoic.schedule.probe.inquisitor import (
     Inquisitor,
@@ -113,6 +116,24 @@ def share_options(settings: Settings) -> ShareOptions:
     )
 
 
+def keepalive_options(settings: Settings) -> KeepAliveOptions:
+    """The settings' ``keepalive`` section, field for field."""
+    return KeepAliveOptions(**settings.keepalive.model_dump())
+
+
+def cold_deploy_s(predictor: Predictor) -> Callable[[str], float]:
+    """What a cold deployment of a runtime costs, as the predictor expects it: the
+    median window, the tail above it, and a timeout's seconds at its probability."""
+
+    def cold(runtime: str) -> float:
+        model = predictor.deployment_model(runtime)
+        risk = model.risk()
+        ready = model.estimate().mean + risk.deployment_excess_s
+        return (1.0 - risk.p_timeout) * ready + risk.p_timeout * risk.timeout_s
+
+    return cold
+
+
 def scheduler_options(settings: Settings) -> SchedulerOptions:
     return SchedulerOptions(bootstrap_tasks_per_runtime=settings.policy.bootstrap_tasks_per_runtime)
 
@@ -138,6 +159,7 @@ def build_core(
     probing: Probing = Probing.LOOP,
     probe_options: InquisitorOptions | None = None,
     on_probe_held: Callable[[str, float], None] | None = None,
+    on_warm_held: Callable[[str, float], None] | None = None,
 ) -> Core:
     """Build the core (module docstring).
 
@@ -146,7 +168,8 @@ def build_core(
     ``down`` are runtimes already known to be unavailable (no listener hears them);
     ``policy`` replaces :meth:`PolicyOptions.from_settings` (the replay's modes),
     ``probe_options`` :func:`inquisitor_options` (the daemon's: its local stand-ins'
-    own probe period); ``on_probe_held`` hears the pod seconds each probe holds.
+    own probe period); ``on_probe_held`` hears the pod seconds each probe holds,
+    ``on_warm_held`` those each warm pod idled (``settings.keepalive``).
     """
     by_name = {r.name: r for r in (runtimes or settings.runtime_list())}
     probes = wants_inquisitor(settings)
@@ -164,7 +187,21 @@ def build_core(
     chain = MultiRecorder(
         make_recorder(predictor), observed, *([measured] if measured is not None else [])
     )
-    legs = LegRunner(backends, by_name, chain, clock, leg_options(settings), availability)
+    keep = keepalive_options(settings)
+    warm = (
+        WarmPool(
+            keep,
+            clock=clock,
+            cold_s=cold_deploy_s(predictor),
+            release=partial(release_on, backends),
+            on_held=on_warm_held,
+        )
+        if keep.enabled
+        else None
+    )
+    legs = LegRunner(
+        backends, by_name, chain, clock, leg_options(settings), availability, warm_pods=warm
+    )
     requester = Requester(
         legs,
         predictor,

@@ -46,6 +46,7 @@ from stoic.schedule.execute.requester import Requester
 from stoic.schedule.probe.availability import Availability
 from stoic.schedule.share.session import ChunkSink
 from stoic.values import (
+    ZERO,
     DeploymentSample,
     Estimate,
     Job,
@@ -74,6 +75,12 @@ def contenders(estimates: Mapping[str, Estimate]) -> frozenset[str]:
     return frozenset(
         name for name, e in estimates.items() if e.transfer.mean + e.deployment.mean < best
     )
+
+
+def warm_estimate(e: Estimate) -> Estimate:
+    """``e`` on a warm pod: T_d is 0, and no deployment can time out or run long."""
+    risk = replace(e.risk, p_timeout=0.0, deployment_excess_s=0.0, deployment_quantile_s=0.0)
+    return replace(e, deployment=ZERO, risk=risk)
 
 
 class ObservationCounter:
@@ -158,14 +165,20 @@ class Scheduler:
     # The per-batch path ----------------------------------------------------------------
 
     def estimate(self, job: Job) -> dict[str, Estimate]:
-        """The predictor's estimates of every *available* runtime for ``job``."""
-        return self.predictor.estimate_all(
+        """The predictor's estimates of every *available* runtime for ``job``; a
+        runtime with a warm pod (``settings.keepalive``) has no T_d to pay, nor its risk."""
+        estimates = self.predictor.estimate_all(
             job.n_images,
             job.n_bytes,
             app=job.app,
             app_version=job.app_version,
             runtimes=self.availability.available_in_order(),
         )
+        pool = self.requester.legs.warm_pods
+        if pool is not None:
+            for name in pool.warm() & estimates.keys():
+                estimates[name] = warm_estimate(estimates[name])
+        return estimates
 
     def preview(
         self,
@@ -225,6 +238,9 @@ class Scheduler:
         """Schedule and run one batch: plan, tell ``on_plan`` (the daemon records the
         decision and counts it), run the plan (share mode: ``done``/``on_chunk``, see
         :meth:`Requester.run`). Errors of the requester propagate (typed)."""
+        pool = self.requester.legs.warm_pods
+        if pool is not None:
+            pool.arrived(self.requester.clock.now())
         plan = self.plan(job, mode=mode, pinned=pinned)
         if on_plan is not None:
             await on_plan(plan)

@@ -730,7 +730,7 @@ class Store:
 
     def add_cloud_usage(self, day: float, runtime: str, cause: str, seconds: float) -> None:
         """Add ``seconds`` to what ``runtime`` held for ``cause`` (``bootstrap``,
-        ``probe``) on the day that began at ``day`` (a local midnight)."""
+        ``probe``, ``warm``) on the day that began at ``day`` (a local midnight)."""
         for attempt in (1, 2):
             try:
                 with self._session(write=True) as s:

@@ -223,12 +223,13 @@ class CloudUsageTable(Base):
     A batch's pod time is on its row (``batches.cloud_used_s``); a bootstrap run's and
     the inquisitor's probes' belong to no batch, so they are added up here, one row per
     (day, runtime, cause), so that a year of probes a minute stays a few thousand rows.
+    Cause ``warm``: the seconds a pod idled warm between batches (``keepalive``).
     ``day`` is the instant of the local midnight that began the day (the operator
     page's "Today"). Pod seconds are counted from ready to torn down, as a batch's.
     """
 
     __tablename__ = "cloud_usage"
-    __table_args__ = (CheckConstraint("cause IN ('bootstrap', 'probe')", name="cause"),)
+    __table_args__ = (CheckConstraint("cause IN ('bootstrap', 'probe', 'warm')", name="cause"),)
 
     day: Mapped[float] = mapped_column(Double, primary_key=True)
     runtime: Mapped[str] = mapped_column(NAME, primary_key=True)

@@ -20,7 +20,11 @@ measurement is taken, and handed to the
 * warm a cloud pod with a one-image call (paper §3.7);
 * invoke (T_p, always recorded);
 * tear down, idempotently, never masking the result, to its end even when cancelled
-  twice.
+  twice;
+* with warm pods (``warm_pods``, :mod:`stoic.schedule.execute.warm`): deploy takes a
+  warm pod of the runtime when one is kept (no T_d, no sample: nothing was deployed),
+  and teardown hands a leg whose call returned to the pool, which keeps it if the
+  keep-alive rule says so.
 
 :class:`LegRunner` is a concrete object built with exactly what the steps need
 (backends, runtimes, recorder, clock, its LegOptions, availability); the requester, its
@@ -50,6 +54,7 @@ from stoic.errors import (
 )
 from stoic.logging import get_logger
 from stoic.schedule.execute.recorder import Recorder
+from stoic.schedule.execute.warm import WarmPool
 from stoic.schedule.probe.availability import Availability
 from stoic.values import (
     DeploymentSample,
@@ -129,6 +134,8 @@ class Leg:
     invoke_started: float | None = None
     done_at: float | None = None
     torn_down_at: float | None = None
+    warm: bool = False  # its pod was a warm one, taken from the pool: no T_d
+    finished: bool = False  # the batch's call returned: the pod may be kept warm
 
     @property
     def cloud_used_s(self) -> float:
@@ -161,6 +168,7 @@ class LegRunner:
         clock: Clock,
         options: LegOptions = LegOptions(),
         availability: Availability | None = None,
+        warm_pods: WarmPool | None = None,
     ) -> None:
         self.backends = backends
         self.runtimes = runtimes
@@ -173,6 +181,7 @@ class LegRunner:
         self.in_use: Counter[str] = Counter()
         for r in runtimes.values():
             _backend_for(backends, r)  # fail at start-up, not on the first batch
+        self.warm_pods = warm_pods  # warm pods (execute/warm.py): None keeps none
 
     def _backend(self, runtime: Runtime) -> RuntimeBackend:
         return _backend_for(self.backends, runtime)
@@ -227,6 +236,11 @@ class LegRunner:
         rt = leg.runtime
         req, timeout = self.options, self.options.deploy_timeout_s
         backend = self._backend(rt)
+        if self.warm_pods is not None and (dep := self.warm_pods.take(rt)) is not None:
+            leg.deployment, leg.warm = dep, True
+            self.in_use[rt.name] += 1
+            leg.ready_at = loop.time()
+            return  # no deployment happened: no T_d to record
         delay = req.retry_initial_s
         start = loop.time()
         last: BaseException | None = None
@@ -298,6 +312,7 @@ class LegRunner:
         leg.invoke_started = t = loop.time()
         leg.invocation = await backend.invoke(leg.deployment, job, leg.upload)
         leg.done_at = loop.time()
+        leg.finished = True
         leg.processing_s = leg.done_at - t
         await self._record_processing(job, leg.runtime.name, leg.processing_s)
 
@@ -322,6 +337,12 @@ class LegRunner:
             return
         leg.torn_down_at = asyncio.get_running_loop().time()
         self.in_use[leg.runtime.name] -= 1
+        if (
+            leg.finished
+            and self.warm_pods is not None
+            and self.warm_pods.park(leg.runtime, leg.deployment)
+        ):
+            return
         try:
             await to_the_end(self._backend(leg.runtime).teardown(leg.deployment))
         except Exception:
@@ -418,7 +439,15 @@ class LegRunner:
 
     async def release(self, runtime: Runtime, deployment: Deployment) -> None:
         """Tear down a probe's deployment; a failing teardown is logged, never raised."""
-        try:
-            await self._backend(runtime).teardown(deployment)
-        except Exception:
-            log.exception("probe teardown failed", runtime=runtime.name)
+        await release_on(self.backends, runtime, deployment)
+
+
+async def release_on(
+    backends: Mapping[str, RuntimeBackend], runtime: Runtime, deployment: Deployment
+) -> None:
+    """Tear ``deployment`` down on ``runtime``'s backend (a probe's, a warm pod whose
+    keep-alive ran out); a failing teardown is logged, never raised."""
+    try:
+        await _backend_for(backends, runtime).teardown(deployment)
+    except Exception:
+        log.exception("teardown failed", runtime=runtime.name)
