@@ -1,0 +1,155 @@
+"""Two-mode deployment times: a log-normal mixture fitted by EM, kept only where it wins.
+
+A shared cluster without pre-pulled images deploys a pod in two ways: on a node that
+holds the function's image (a cache hit, tens of seconds) or on one that must pull it
+first (a miss, minutes). From the site each deployment is a draw from a two-mode
+mixture. A median window then sits in the larger mode, or flips between the two when
+their weights are close (a median of 100 draws of a 55/45 mixture lands in the wrong
+mode about one time in eight), and its estimate jumps by the pull time; a mean lies
+between the modes where no deployment falls. What the expected objective prices is
+E[T_d], which only the mixture gives steadily.
+
+The fit is in log seconds (each mode log-normal, as the simulator and the real Nautilus
+fits have it: ``stoic/envfit/deployment.py``), by expectation-maximisation from a split
+at the median, and it is *kept* only where the samples show two modes:
+
+* the Bayesian information criterion prefers two components to one;
+* the smaller weight is at least :data:`MIN_WEIGHT` (one outlier is the tail's
+  business, :class:`~stoic.values.Risk`, not a mode);
+* the modes are apart by more than :data:`MIN_SEPARATION` times their pooled log
+  standard deviation (Ashman's D > 2: the density has two peaks, not one skewed one);
+* the modes *alternate*: the slower mode's share of the older half of the samples and
+  of the newer half differ by at most :data:`MAX_SHARE_SHIFT`. Two modes that follow
+  each other are a regime (a cluster that became busy), which the window follows
+  within half its length; mixing them would price the old regime for as long as it
+  stays in the samples.
+
+Otherwise :func:`fit_two_modes` returns None and the deployment model keeps its window.
+scikit-learn's ``GaussianMixture`` does the same EM, but it is a test dependency only,
+costs ~1 ms of validation per fit, and a replay refits after every tenth probe.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+MIN_WEIGHT = 0.15
+"""The smaller mode's least weight: a tenth of the deployments, not a few outliers."""
+MIN_SEPARATION = 2.0
+"""Ashman's D: |μ₁ − μ₂| over √((σ₁² + σ₂²)/2) above 2 makes the density bimodal."""
+MAX_SHARE_SHIFT = 0.35
+"""The most the slower mode's share may move between the older and the newer half:
+for a 40 % mode in 60 samples the shift has a standard deviation of 0.13, a step
+regime in the middle shifts it by 1."""
+MIN_SAMPLES = 20
+"""Fewer samples than this say too little about two modes (and a weight of 0.1)."""
+_MIN_SIGMA = 0.02
+_ITERATIONS = 60
+_TOLERANCE = 1e-8
+
+
+@dataclass(frozen=True, slots=True)
+class TwoModes:
+    """A two-component log-normal mixture: ``weights`` sum to 1; ``mu`` and ``sigma`` are
+    each mode's log-seconds mean and standard deviation, the faster mode first."""
+
+    weights: tuple[float, float]
+    mu: tuple[float, float]
+    sigma: tuple[float, float]
+
+    @property
+    def modes_s(self) -> tuple[float, float]:
+        """Each mode's median in seconds (``exp(μ)``)."""
+        return (math.exp(self.mu[0]), math.exp(self.mu[1]))
+
+    @property
+    def mean_s(self) -> float:
+        """E[T_d] of the mixture: Σ w·exp(μ + σ²/2)."""
+        return sum(
+            w * math.exp(m + s * s / 2) for w, m, s in zip(self.weights, self.mu, self.sigma)
+        )
+
+    def cdf(self, x_s: float) -> float:
+        if x_s <= 0:
+            return 0.0
+        z = math.log(x_s)
+        return sum(
+            w * 0.5 * math.erfc(-(z - m) / (s * math.sqrt(2)))
+            for w, m, s in zip(self.weights, self.mu, self.sigma)
+        )
+
+    def quantile_s(self, q: float) -> float:
+        """The ``q`` quantile in seconds (bisection on log seconds: the cdf is monotone)."""
+        lo = min(m - 8 * s for m, s in zip(self.mu, self.sigma))
+        hi = max(m + 8 * s for m, s in zip(self.mu, self.sigma))
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            if self.cdf(math.exp(mid)) < q:
+                lo = mid
+            else:
+                hi = mid
+        return math.exp((lo + hi) / 2)
+
+
+def _log_normal_pdf(z: npt.NDArray[np.float64], mu: float, sigma: float) -> npt.NDArray[np.float64]:
+    out: npt.NDArray[np.float64] = np.exp(-0.5 * ((z - mu) / sigma) ** 2) / (
+        sigma * math.sqrt(2 * math.pi)
+    )
+    return out
+
+
+def fit_two_modes(values_s: npt.ArrayLike) -> TwoModes | None:
+    """The two-mode mixture of positive ``values_s`` (seconds, oldest first), or None
+    where the samples show one mode or a regime (module docstring). Deterministic: EM starts from the split at the
+    median, so the same samples give the same fit."""
+    x = np.asarray(values_s, dtype=np.float64).reshape(-1)
+    x = x[np.isfinite(x) & (x > 0)]
+    n = x.size
+    if n < MIN_SAMPLES:
+        return None
+    z = np.log(x)
+    one_sigma = max(float(z.std()), _MIN_SIGMA)
+    one_ll = float(np.sum(np.log(_log_normal_pdf(z, float(z.mean()), one_sigma))))
+    ordered = np.sort(z)
+    low, high = ordered[: n // 2], ordered[n // 2 :]
+    w = np.array([0.5, 0.5])
+    mu = np.array([low.mean(), high.mean()])
+    sd = np.array([max(float(low.std()), _MIN_SIGMA), max(float(high.std()), _MIN_SIGMA)])
+    ll = -math.inf
+    for _ in range(_ITERATIONS):
+        dens = np.stack([w[k] * _log_normal_pdf(z, mu[k], sd[k]) for k in range(2)])
+        total = np.maximum(dens.sum(axis=0), 1e-300)
+        new_ll = float(np.sum(np.log(total)))
+        resp = dens / total
+        nk = resp.sum(axis=1)
+        if np.any(nk < 1.0):
+            return None
+        w = nk / n
+        mu = (resp @ z) / nk
+        sd = np.sqrt(np.maximum((resp * (z[None, :] - mu[:, None]) ** 2).sum(axis=1) / nk, 0))
+        sd = np.maximum(sd, _MIN_SIGMA)
+        if new_ll - ll < _TOLERANCE * max(abs(new_ll), 1.0):
+            ll = new_ll
+            break
+        ll = new_ll
+    # BIC: one log-normal has 2 parameters, the mixture 5.
+    if -2 * ll + 5 * math.log(n) >= -2 * one_ll + 2 * math.log(n):
+        return None
+    if float(w.min()) < MIN_WEIGHT:
+        return None
+    if abs(mu[1] - mu[0]) <= MIN_SEPARATION * math.sqrt((sd[0] ** 2 + sd[1] ** 2) / 2):
+        return None
+    slow = resp[int(np.argmax(mu))] > 0.5
+    half = n // 2
+    if abs(float(slow[:half].mean()) - float(slow[half:].mean())) > MAX_SHARE_SHIFT:
+        return None
+    order = np.argsort(mu)
+    return TwoModes(
+        weights=(float(w[order[0]]), float(w[order[1]])),
+        mu=(float(mu[order[0]]), float(mu[order[1]])),
+        sigma=(float(sd[order[0]]), float(sd[order[1]])),
+    )
