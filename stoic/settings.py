@@ -56,7 +56,13 @@ class RuntimeSettings(_Section):
     kind: RuntimeKind
     gpus: int = Field(0, ge=0, le=16)
     backend: Literal["local", "kubernetes", "simulated"] = "local"
-    prior_deploy_s: float = Field(30.0, ge=0, description="T_d assumed with no samples")
+    prior_deploy_s: float = Field(
+        30.0,
+        ge=0,
+        description="T_d assumed with no samples; the defaults below are the paper's readings, "
+        "the STOIC authors' measured Nautilus deployments had medians cpu 20.3 s, gpu1 24.5 s, "
+        "gpu2 21.5 s (12-15 each, ../shared/data/nautilus-2020-real): set the site's own",
+    )
     prior_per_image_s: float = Field(1.0, ge=0, description="T_p slope assumed with no samples")
     prior_fixed_s: float = Field(15.0, ge=0, description="T_p intercept assumed with no samples")
 
