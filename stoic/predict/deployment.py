@@ -244,9 +244,12 @@ class DeploymentModel:
 
     * ``mixture_history > 0``: each calibration also fits a two-mode log-normal mixture
       (:mod:`stoic.predict.mixture`) to the last ``mixture_history`` ready values; while
-      it holds, the estimate is its mean E[T_d] (the window's median sits in one mode or
-      flips between them), the spread is calibrated on the errors of that mean, and the
-      risk's tail and quantile are the mixture's.
+      they show two modes, the estimate is E[T_d], their mean (the window's median sits
+      in one mode or flips between them), the spread is calibrated on the errors of that
+      mean, and the risk has no tail beyond it and their quantile. The mean of the
+      samples rather than the mixture's Σ w·exp(μ + σ²/2): a log-normal mode stretched
+      over a Lomax tail (nautilus-2020-real's gpu2) overstates it; the mixture decides
+      *whether*, the samples *how much*.
     * ``cold_ratio``: a deployment that is the runtime's first, or its first after
       ``cold_idle_s`` without one, and exceeds ``cold_ratio`` times the estimate (the
       prior before any value) is a *cold start*, an image pulled after a new version or
@@ -281,6 +284,7 @@ class DeploymentModel:
         self.cold_starts = 0
         self._last_at: float | None = None
         self.modes: TwoModes | None = None
+        self._mixed: FloatArray | None = None  # the sorted ready values the modes came from
         self._values: deque[float] = deque(maxlen=calibration_history + max_window)
         # A sample's fields rather than a sample: a replay feeds millions of probes in
         # bulk (observe_probes) and only the REST API reads a few back.
@@ -407,7 +411,9 @@ class DeploymentModel:
         self._spread = None
         if self.mixture_history:
             recent = x[-self.mixture_history :]
-            self.modes = fit_two_modes(recent[recent < self.deploy_timeout_s])
+            ready = recent[recent < self.deploy_timeout_s]
+            self.modes = fit_two_modes(ready)
+            self._mixed = None if self.modes is None else np.sort(ready)
         if self.modes is None and self.method == "median" and self._rows is not None:
             # The calibration's rows hold the window's predictions of the values it
             # scored: their errors are the spread's, at no cost (``_error_quantile``).
@@ -465,9 +471,9 @@ class DeploymentModel:
             risk = Risk(p, self.deploy_timeout_s, 0.0, level if n == 0 else None)
         else:
             q_ready = quantile / (1.0 - p) if p < 1.0 else math.inf
-            modes = self.modes
-            if modes is not None:  # the mixture's mean is E[T_d]: no tail beyond it
-                q_mix = None if q_ready >= 1.0 else modes.quantile_s(q_ready)
+            mixed = self._mixed
+            if mixed is not None:  # the estimate is E[T_d]: no tail beyond it
+                q_mix = None if q_ready > 1.0 else sorted_quantile(mixed, q_ready)
                 risk = Risk(p, self.deploy_timeout_s, 0.0, q_mix)
             else:
                 ordered = np.sort(ready)
@@ -491,8 +497,8 @@ class DeploymentModel:
             return Component(v, PRIOR_RELATIVE_STD * v)
         x = self._x()
         w = min(self._window, n)
-        if self.modes is not None:
-            return Component(self.modes.mean_s, self._error_quantile(x, w) / Z_LEVEL)
+        if self._mixed is not None:
+            return Component(float(self._mixed.mean()), self._error_quantile(x, w) / Z_LEVEL)
         ar = self._autoreg_next() if self.method == "autoreg" else None
         if ar is not None:
             mean = ar
@@ -509,8 +515,8 @@ class DeploymentModel:
         value has left it (``calibrate``)."""
         if self._spread is None or self._spread[0] != self._total:
             scored = min(self.calibration_history, x.size - 1)
-            if self.modes is not None:
-                errors = np.abs(x[-scored:] - self.modes.mean_s)
+            if self._mixed is not None:
+                errors = np.abs(x[-scored:] - float(self._mixed.mean()))
             else:
                 errors = np.abs(x[-scored:] - self._one_step(x, w)[-scored:])
             self._spread = (self._total, conformal_quantile(errors))

@@ -18,6 +18,11 @@ at the median, and it is *kept* only where the samples show two modes:
   business, :class:`~stoic.values.Risk`, not a mode);
 * the modes are apart by more than :data:`MIN_SEPARATION` times their pooled log
   standard deviation (Ashman's D > 2: the density has two peaks, not one skewed one);
+* each mode is a peak, not a tail: its log standard deviation is at most
+  :data:`MAX_MODE_SIGMA`. An image pull varies like the rest of a deployment (the same
+  network, the same nodes); a floor with a heavy tail above it (the real Nautilus CPU
+  and GPU2 deployments: 20-30 % of them spread from 30 to 120 s) fits a second
+  "mode" over a decade of seconds, which the risk's tail prices already;
 * the modes *alternate*: the slower mode's share of the older half of the samples and
   of the newer half differ by at most :data:`MAX_SHARE_SHIFT`. Two modes that follow
   each other are a regime (a cluster that became busy), which the window follows
@@ -41,6 +46,8 @@ MIN_WEIGHT = 0.15
 """The smaller mode's least weight: a tenth of the deployments, not a few outliers."""
 MIN_SEPARATION = 2.0
 """Ashman's D: |μ₁ − μ₂| over √((σ₁² + σ₂²)/2) above 2 makes the density bimodal."""
+MAX_MODE_SIGMA = 0.5
+"""The widest a mode may be in log seconds (a factor of 1.65 per standard deviation)."""
 MAX_SHARE_SHIFT = 0.35
 """The most the slower mode's share may move between the older and the newer half:
 for a 40 % mode in 60 samples the shift has a standard deviation of 0.13, a step
@@ -142,6 +149,8 @@ def fit_two_modes(values_s: npt.ArrayLike) -> TwoModes | None:
     if float(w.min()) < MIN_WEIGHT:
         return None
     if abs(mu[1] - mu[0]) <= MIN_SEPARATION * math.sqrt((sd[0] ** 2 + sd[1] ** 2) / 2):
+        return None
+    if float(sd.max()) > MAX_MODE_SIGMA:
         return None
     slow = resp[int(np.argmax(mu))] > 0.5
     half = n // 2
