@@ -48,7 +48,6 @@ def test_weights_and_modes_are_recovered_from_200_samples(seed: int, miss: float
     assert m.weights[1] == pytest.approx(drawn, abs=0.05)
     assert m.modes_s[0] == pytest.approx(HIT_S, rel=0.15)
     assert m.modes_s[1] == pytest.approx(HIT_S + PULL_S, rel=0.15)
-    assert m.quantile_s(m.cdf(50.0)) == pytest.approx(50.0, rel=1e-6)
 
 
 @settings(max_examples=60, deadline=None)
@@ -78,7 +77,9 @@ def test_a_floor_with_a_heavy_tail_is_rarely_a_second_mode() -> None:
 
 def test_two_modes_that_follow_each_other_are_a_regime() -> None:
     rng = np.random.default_rng(5)
-    step = np.concatenate([40 * np.exp(0.2 * rng.standard_normal(30)), 120 * np.exp(0.2 * rng.standard_normal(30))])
+    step = np.concatenate(
+        [40 * np.exp(0.2 * rng.standard_normal(30)), 120 * np.exp(0.2 * rng.standard_normal(30))]
+    )
     assert fit_two_modes(step) is None
     assert fit_two_modes(rng.permutation(step)) is not None
 

@@ -363,12 +363,14 @@ def test_cache_misses_add_the_pull_at_their_rate_and_change_no_other_draw() -> N
     assert set(np.round(d, 6)) == {40.0, 190.0}  # no noise: a hit, or a hit and a pull
     assert (d > 100).mean() == pytest.approx(0.4, abs=0.03)
     plain = SimEnvironment(EnvSpec.parse(_flat()), RUNTIMES, seed=3)
-    assert np.array_equal(plain.probe_deployments("cpu", 0, at), env.probe_deployments("cpu", 0, at))
+    assert np.array_equal(
+        plain.probe_deployments("cpu", 0, at), env.probe_deployments("cpu", 0, at)
+    )
 
 
 def test_cache_miss_and_outlier_rates_share_one_draw() -> None:
     raw = _flat()
     dep = raw["runtimes"]["gpu1"]["deployment"]
     dep.update(outlier_rate=0.7, outlier_scale_s=10.0, cache_miss={"rate": 0.4, "pull_s": 1.0})
-    with pytest.raises(EnvSpecError, match="cache_miss.rate"):
+    with pytest.raises(EnvSpecError, match=r"cache_miss\.rate"):
         EnvSpec.parse(raw)
