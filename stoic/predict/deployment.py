@@ -254,7 +254,10 @@ class DeploymentModel:
       ``cold_idle_s`` without one, and exceeds ``cold_ratio`` times the estimate (the
       prior before any value) is a *cold start*, an image pulled after a new version or
       evicted over an idle spell: recorded (``recent``, ``cold_starts``) but kept out of
-      the values, so one 605 s pull does not become the next prediction.
+      the values, so one 605 s pull does not become the next prediction. Probes fed in
+      bulk (``observe_probes``: the replay's shortcut, one a minute, never idle) are not
+      tested. The estimate does not yet *predict* a cold start after an idle spell: it
+      is asked without the time of the batch.
     """
 
     def __init__(
