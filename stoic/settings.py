@@ -56,7 +56,13 @@ class RuntimeSettings(_Section):
     kind: RuntimeKind
     gpus: int = Field(0, ge=0, le=16)
     backend: Literal["local", "kubernetes", "simulated"] = "local"
-    prior_deploy_s: float = Field(30.0, ge=0, description="T_d assumed with no samples")
+    prior_deploy_s: float = Field(
+        30.0,
+        ge=0,
+        description="T_d assumed with no samples; the defaults below are the paper's readings, "
+        "the STOIC authors' measured Nautilus deployments had medians cpu 20.3 s, gpu1 24.5 s, "
+        "gpu2 21.5 s (12-15 each, ../shared/data/nautilus-2020-real): set the site's own",
+    )
     prior_per_image_s: float = Field(1.0, ge=0, description="T_p slope assumed with no samples")
     prior_fixed_s: float = Field(15.0, ge=0, description="T_p intercept assumed with no samples")
 
@@ -172,6 +178,29 @@ class PredictorSettings(_Section):
     deploy_timeout_s: float = Field(600.0, gt=0, le=86_400)
     deployment_method: Literal["median", "mean", "autoreg"] = Field(
         "median", description="'autoreg' needs the analysis extra"
+    )
+    deployment_mixture_history: int = Field(
+        0,
+        ge=0,
+        le=10_000,
+        description="recent ready T_d values a two-mode log-normal mixture (cache hits and "
+        "image pulls) is fitted to at each recalibration; where they show two alternating "
+        "modes the T_d estimate is the mixture's mean (0: no mixture, the window alone); "
+        "docs/predictor.md",
+    )
+    deployment_cold_ratio: float | None = Field(
+        None,
+        gt=1,
+        description="a runtime's first deployment, or its first after deployment_cold_idle_s "
+        "without one, that takes more than this many times the current T_d estimate (the "
+        "prior before any) is a cold start (an image pull): recorded, kept out of the window "
+        "(None: every deployment joins it); docs/predictor.md",
+    )
+    deployment_cold_idle_s: float = Field(
+        3600.0,
+        gt=0,
+        description="seconds without a deployment of a runtime after which its next one may "
+        "be a cold start (deployment_cold_ratio)",
     )
     default_bandwidth_bps: float = Field(
         70.8e6 / 8, gt=0, description="uplink before any measurement"

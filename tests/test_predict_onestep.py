@@ -128,3 +128,30 @@ def test_an_unknown_runtime_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "tpu9" in proc.stderr
+
+
+def test_a_cold_first_deployment_is_a_what_if_and_the_cold_ratio_keeps_it_out(
+    tmp_path: Path,
+) -> None:
+    """``--cold-first``: each cloud runtime's first T_d is replaced (its total moves by
+    as much); one prior sample then predicts the pull today, the prior with a cold ratio."""
+    batches = read_components_csv(_steady(tmp_path / "s.csv"))
+    today = replay(Predictor.from_settings(Settings()), batches, skip=1, cold_first_s=605.0)
+    first = today[0].batch
+    assert first.actual["deployment"] == 605.0
+    assert first.actual["total"] == pytest.approx(batches[0].actual["total"] + 575.0)
+    assert today[1].batch.runtime == "edge" and today[1].batch.actual["deployment"] == 0.0
+    assert today[2].predicted["deployment"].mean == 605.0
+    cold = Settings(predictor={"deployment_cold_ratio": 3.0})
+    steps = replay(Predictor.from_settings(cold), batches, skip=1, cold_first_s=605.0)
+    assert steps[2].predicted["deployment"].mean == cold.runtime("gpu1").prior_deploy_s
+    assert score(steps)["gpu1"]["deployment"]["mae_s"] == 0.0
+    assert score(today)["gpu1"]["deployment"]["mae_s"] > 50.0
+
+
+def test_cold_first_is_for_measured_batches_only() -> None:
+    result = runner.invoke(
+        app, ["evaluate", "predictor", "--env", "workload/envs", "--cold-first", "605"]
+    )
+    assert isinstance(result.exception, InputError)
+    assert "--cold-first: only with --csv" in str(result.exception)

@@ -352,3 +352,25 @@ def test_vectorised_processing_factors_equal_the_scalar_ones(env_name: str) -> N
         for at in (3 * 3600.0, 23 * 3600.0):
             one = [env.processing_factor(name, row, at) for row in u]
             assert env.processing_factors(name, u, at) == pytest.approx(one, rel=1e-12)
+
+
+def test_cache_misses_add_the_pull_at_their_rate_and_change_no_other_draw() -> None:
+    raw = _flat()
+    raw["runtimes"]["gpu1"]["deployment"]["cache_miss"] = {"rate": 0.4, "pull_s": 150.0}
+    env = SimEnvironment(EnvSpec.parse(raw), RUNTIMES, seed=3)
+    at = np.arange(5_000) * 60.0
+    d = env.probe_deployments("gpu1", 0, at)
+    assert set(np.round(d, 6)) == {40.0, 190.0}  # no noise: a hit, or a hit and a pull
+    assert (d > 100).mean() == pytest.approx(0.4, abs=0.03)
+    plain = SimEnvironment(EnvSpec.parse(_flat()), RUNTIMES, seed=3)
+    assert np.array_equal(
+        plain.probe_deployments("cpu", 0, at), env.probe_deployments("cpu", 0, at)
+    )
+
+
+def test_cache_miss_and_outlier_rates_share_one_draw() -> None:
+    raw = _flat()
+    dep = raw["runtimes"]["gpu1"]["deployment"]
+    dep.update(outlier_rate=0.7, outlier_scale_s=10.0, cache_miss={"rate": 0.4, "pull_s": 1.0})
+    with pytest.raises(EnvSpecError, match=r"cache_miss\.rate"):
+        EnvSpec.parse(raw)

@@ -143,9 +143,21 @@ def _regime_values(
     return out
 
 
+class CacheMiss(_Strict):
+    """A deployment whose node does not hold the function's image pulls it first: with
+    probability ``rate`` T_d gains ``pull_s`` times the draw's own noise (drift, diurnal
+    and σZ, as a pull over the same cluster network), so T_d has two modes, a cache hit
+    and a miss. The draw that decides it is the outlier's, from its other end, so a
+    deployment is never both (``rate + outlier_rate <= 1``)."""
+
+    rate: float = Field(gt=0, le=1)
+    pull_s: float = Field(gt=0)
+
+
 class DeploymentSpec(_Strict):
-    """T_d = floor + (median - floor)·exp(σZ + drift(t))·diurnal(t) [+ Lomax outlier];
-    a draw at or above the timeout, a timeout draw, or an unavailable period → timeout."""
+    """T_d = floor + (median - floor)·exp(σZ + drift(t))·diurnal(t) [+ Lomax outlier]
+    [+ an image pull on a cache miss]; a draw at or above the timeout, a timeout draw,
+    or an unavailable period → timeout."""
 
     floor_s: float = Field(ge=0)
     median_s: float = Field(gt=0)
@@ -158,6 +170,7 @@ class DeploymentSpec(_Strict):
     outlier_scale_s: float = Field(0.0, ge=0)
     outlier_alpha: float = Field(2.0, gt=0)
     timeout_rate: float = Field(0.0, ge=0, le=1)
+    cache_miss: CacheMiss | None = None
     unavailable: list[Period] = Field(default_factory=list)
     regimes: list[DeploymentRegime] = Field(default_factory=list)
 
@@ -165,6 +178,8 @@ class DeploymentSpec(_Strict):
     def _check(self) -> DeploymentSpec:
         if self.median_s < self.floor_s:
             raise ValueError("median_s must be >= floor_s")
+        if self.cache_miss is not None and self.cache_miss.rate + self.outlier_rate > 1:
+            raise ValueError("cache_miss.rate + outlier_rate must be <= 1")
         for i, r in enumerate(self.regimes):
             if r.median_s < self.floor_s:
                 raise ValueError(f"regimes.{i}.median_s must be >= floor_s")
@@ -492,6 +507,9 @@ class SimEnvironment:
         value = d.floor_s + (median - d.floor_s) * body
         lomax = d.outlier_scale_s * ((1 - u[:, 3]) ** (-1 / d.outlier_alpha) - 1)
         value = value + np.where(u[:, 2] < d.outlier_rate, lomax, 0.0)
+        if d.cache_miss is not None:
+            pull = d.cache_miss.pull_s * body
+            value = value + np.where(u[:, 2] >= 1 - d.cache_miss.rate, pull, 0.0)
         down = np.zeros(at.shape, dtype=bool)
         for p in d.unavailable:
             down |= p.covers(at)

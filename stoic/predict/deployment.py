@@ -36,6 +36,7 @@ import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
 from stoic.extras import require
+from stoic.predict.mixture import TwoModes, fit_two_modes
 from stoic.predict.order import sorted_median, sorted_quantile
 from stoic.predict.spread import Z_LEVEL, conformal_quantile
 from stoic.values import Component, DeploymentSample, DeployOutcome, Risk
@@ -237,6 +238,26 @@ class DeploymentModel:
     included. The window's own scatter (its scaled MAD) said 0 for a window of equal
     values and one 100 s outlier. With one value and no error yet: 25 % of it, as for
     the prior.
+
+    Two options, both off by default (docs/predictor.md, "Deployment time: mixtures,
+    cold starts and model selection"):
+
+    * ``mixture_history > 0``: each calibration also fits a two-mode log-normal mixture
+      (:mod:`stoic.predict.mixture`) to the last ``mixture_history`` ready values; while
+      they show two modes, the estimate is E[T_d], their mean (the window's median sits
+      in one mode or flips between them), the spread is calibrated on the errors of that
+      mean, and the risk has no tail beyond it and their quantile. The mean of the
+      samples rather than the mixture's Σ w·exp(μ + σ²/2): a log-normal mode stretched
+      over a Lomax tail (nautilus-2020-real's gpu2) overstates it; the mixture decides
+      *whether*, the samples *how much*.
+    * ``cold_ratio``: a deployment that is the runtime's first, or its first after
+      ``cold_idle_s`` without one, and exceeds ``cold_ratio`` times the estimate (the
+      prior before any value) is a *cold start*, an image pulled after a new version or
+      evicted over an idle spell: recorded (``recent``, ``cold_starts``) but kept out of
+      the values, so one 605 s pull does not become the next prediction. Probes fed in
+      bulk (``observe_probes``: the replay's shortcut, one a minute, never idle) are not
+      tested. The estimate does not yet *predict* a cold start after an idle spell: it
+      is asked without the time of the batch.
     """
 
     def __init__(
@@ -248,6 +269,9 @@ class DeploymentModel:
         calibration_history: int = 100,
         deploy_timeout_s: float = 600.0,
         prior_s: float = 30.0,
+        mixture_history: int = 0,
+        cold_ratio: float | None = None,
+        cold_idle_s: float = 3600.0,
     ) -> None:
         if method == "autoreg":
             require("analysis", "predictor.deployment_method = 'autoreg'", "statsmodels")
@@ -257,6 +281,13 @@ class DeploymentModel:
         self.calibration_history = calibration_history
         self.deploy_timeout_s = deploy_timeout_s
         self.prior_s = prior_s
+        self.mixture_history = mixture_history
+        self.cold_ratio = cold_ratio
+        self.cold_idle_s = cold_idle_s
+        self.cold_starts = 0
+        self._last_at: float | None = None
+        self.modes: TwoModes | None = None
+        self._mixed: FloatArray | None = None  # the sorted ready values the modes came from
         self._values: deque[float] = deque(maxlen=calibration_history + max_window)
         # A sample's fields rather than a sample: a replay feeds millions of probes in
         # bulk (observe_probes) and only the REST API reads a few back.
@@ -286,6 +317,9 @@ class DeploymentModel:
         self._samples.append((sample.runtime, sample.at, sample.duration_s, outcome))
         if outcome is DeployOutcome.FAILURE:
             return False
+        if self._cold(sample):
+            self.cold_starts += 1
+            return True
         value = sample.duration_s
         if outcome is DeployOutcome.TIMEOUT:
             value = max(value, self.deploy_timeout_s)
@@ -307,10 +341,24 @@ class DeploymentModel:
         ok, late = DeployOutcome.OK, DeployOutcome.TIMEOUT
         outcomes = [ok if v < timeout else late for v in duration_s]
         self._samples.extend(zip([runtime] * len(values), at, values, outcomes, strict=True))
+        if len(at):
+            self._last_at = at[-1]
         self._values.extend(values)
         self._total += len(values)
         self._since_calibration += len(values)
         self._stale = self._stale or bool(values)
+
+    def _cold(self, sample: DeploymentSample) -> bool:
+        """Whether a ready ``sample`` is a cold start to keep out (class docstring)."""
+        last, self._last_at = self._last_at, sample.at
+        if self.cold_ratio is None or sample.outcome is not DeployOutcome.OK:
+            return False
+        if last is not None and sample.at - last < self.cold_idle_s:
+            return False
+        n = len(self._values)
+        # The window's level as it stands: calibrating here would move the window.
+        level = sorted_median(np.sort(self._x()[-min(self._window, n) :])) if n else self.prior_s
+        return sample.duration_s > self.cold_ratio * level
 
     def _fresh(self) -> None:
         """Drop what the samples since the last call made stale."""
@@ -364,7 +412,12 @@ class DeploymentModel:
         if w:
             self._window = w
         self._spread = None
-        if self.method == "median" and self._rows is not None:
+        if self.mixture_history:
+            recent = x[-self.mixture_history :]
+            ready = recent[recent < self.deploy_timeout_s]
+            self.modes = fit_two_modes(ready)
+            self._mixed = None if self.modes is None else np.sort(ready)
+        if self.modes is None and self.method == "median" and self._rows is not None:
             # The calibration's rows hold the window's predictions of the values it
             # scored: their errors are the spread's, at no cost (``_error_quantile``).
             errors = np.abs(x[n - scored :] - self._rows[:, self._window - 1])
@@ -420,14 +473,21 @@ class DeploymentModel:
         if ready.size == 0:
             risk = Risk(p, self.deploy_timeout_s, 0.0, level if n == 0 else None)
         else:
-            ordered = np.sort(ready)
-            med = sorted_median(ordered)
-            excess = max(float(ready.mean()) - med, 0.0) if self.method == "median" else 0.0
             q_ready = quantile / (1.0 - p) if p < 1.0 else math.inf
-            q_value = (
-                None if q_ready > 1.0 else max(level + sorted_quantile(ordered, q_ready) - med, 0.0)
-            )
-            risk = Risk(p, self.deploy_timeout_s, excess, q_value)
+            mixed = self._mixed
+            if mixed is not None:  # the estimate is E[T_d]: no tail beyond it
+                q_mix = None if q_ready > 1.0 else sorted_quantile(mixed, q_ready)
+                risk = Risk(p, self.deploy_timeout_s, 0.0, q_mix)
+            else:
+                ordered = np.sort(ready)
+                med = sorted_median(ordered)
+                excess = max(float(ready.mean()) - med, 0.0) if self.method == "median" else 0.0
+                q_value = (
+                    None
+                    if q_ready > 1.0
+                    else max(level + sorted_quantile(ordered, q_ready) - med, 0.0)
+                )
+                risk = Risk(p, self.deploy_timeout_s, excess, q_value)
         self._risk[quantile] = risk
         return risk
 
@@ -440,6 +500,8 @@ class DeploymentModel:
             return Component(v, PRIOR_RELATIVE_STD * v)
         x = self._x()
         w = min(self._window, n)
+        if self._mixed is not None:
+            return Component(float(self._mixed.mean()), self._error_quantile(x, w) / Z_LEVEL)
         ar = self._autoreg_next() if self.method == "autoreg" else None
         if ar is not None:
             mean = ar
@@ -452,10 +514,14 @@ class DeploymentModel:
     def _error_quantile(self, x: FloatArray, w: int) -> float:
         """The conformal quantile of the absolute one-step errors of the last
         ``calibration_history`` values (those a calibration scores), with the window
-        in use; a calibration since the last value has left it (``calibrate``)."""
+        in use, or of the mixture's mean while one holds; a calibration since the last
+        value has left it (``calibrate``)."""
         if self._spread is None or self._spread[0] != self._total:
             scored = min(self.calibration_history, x.size - 1)
-            errors = np.abs(x[-scored:] - self._one_step(x, w)[-scored:])
+            if self._mixed is not None:
+                errors = np.abs(x[-scored:] - float(self._mixed.mean()))
+            else:
+                errors = np.abs(x[-scored:] - self._one_step(x, w)[-scored:])
             self._spread = (self._total, conformal_quantile(errors))
         return self._spread[1]
 

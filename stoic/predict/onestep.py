@@ -21,7 +21,7 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from statistics import NormalDist
 
@@ -111,13 +111,18 @@ def replay(
     *,
     skip: int = 3,
     bytes_per_image: int = BYTES_PER_IMAGE,
+    cold_first_s: float | None = None,
 ) -> list[Step]:
     """Ask, then observe, each batch in order; the first ``skip`` of each runtime are
-    observed but not scored (the predictor has nothing to go on yet)."""
+    observed but not scored (the predictor has nothing to go on yet): its *prior
+    samples*. ``cold_first_s`` replaces the measured T_d of each cloud runtime's first
+    batch (a what-if: that deployment pulled the image, a cold start)."""
     seen: dict[str, int] = {}
     steps: list[Step] = []
     for b in sorted(batches, key=lambda b: b.at):
         kind = _kind(predictor, b.runtime)
+        if cold_first_s is not None and b.runtime not in seen and kind is not RuntimeKind.EDGE:
+            b = _with_deployment(b, cold_first_s)
         n_bytes = b.images * bytes_per_image
         est = predictor.estimate(b.runtime, b.images, n_bytes, app=APP, app_version=APP_VERSION)
         edge = kind is RuntimeKind.EDGE
@@ -125,6 +130,16 @@ def replay(
         seen[b.runtime] = seen.get(b.runtime, 0) + 1
         _observe(predictor, b, kind, n_bytes)
     return steps
+
+
+def _with_deployment(b: MeasuredBatch, seconds: float) -> MeasuredBatch:
+    """``b`` with a T_d of ``seconds``, its total moved by as much."""
+    actual = dict(b.actual)
+    shift = seconds - actual.get("deployment", 0.0)
+    actual["deployment"] = seconds
+    if "total" in actual:
+        actual["total"] += shift
+    return replace(b, actual=actual)
 
 
 def score(steps: Sequence[Step]) -> dict[str, dict[str, dict[str, float | int | None]]]:

@@ -71,6 +71,9 @@ class Predictor:
                 calibration_history=p.calibration_history,
                 deploy_timeout_s=p.deploy_timeout_s,
                 prior_s=0.0 if r.kind is RuntimeKind.EDGE else r.prior_deploy_s,
+                mixture_history=p.deployment_mixture_history,
+                cold_ratio=p.deployment_cold_ratio,
+                cold_idle_s=p.deployment_cold_idle_s,
             )
             for r in options.runtimes
         }

@@ -36,7 +36,16 @@ def evaluate_predictor(
     ),
     days: int = typer.Option(3, "--days", min=1, help="--env: days of 162 batches."),
     seed: int = typer.Option(0, "--seed", help="--env: the replay's seed."),
-    skip: int = typer.Option(3, "--skip", min=0, help="Batches per runtime observed, not scored."),
+    skip: int = typer.Option(
+        3, "--skip", min=0, help="Batches per runtime observed, not scored (prior samples)."
+    ),
+    cold_first: float | None = typer.Option(
+        None,
+        "--cold-first",
+        min=0,
+        help="--csv: each cloud runtime's first deployment took this many seconds instead "
+        "(a what-if cold start, an image pull).",
+    ),
     config: Path | None = typer.Option(
         None, "--config", help="Settings file (runtimes, predictor.*)."
     ),
@@ -55,17 +64,26 @@ def evaluate_predictor(
 
     if (csv_file is None) == (not envs):
         raise InputError("stoic evaluate predictor: give one of --csv FILE and --env SPEC")
+    if cold_first is not None and csv_file is None:
+        raise InputError("--cold-first: only with --csv")
     if plot is not None:
         require("analysis", "stoic evaluate predictor --plot", "matplotlib")
     settings = load_settings(config)
     if csv_file is not None:
         batches = read_components_csv(csv_file)
-        steps = replay(Predictor.from_settings(settings), batches, skip=skip)
+        steps = replay(
+            Predictor.from_settings(settings), batches, skip=skip, cold_first_s=cold_first
+        )
         figures = score(steps)
         if plot is not None:
             plot_steps(steps, plot)
         if as_json:
-            doc = {"file": str(csv_file), "skip": skip, "runtimes": figures}
+            doc = {
+                "file": str(csv_file),
+                "skip": skip,
+                "cold_first_s": cold_first,
+                "runtimes": figures,
+            }
             typer.echo(json.dumps(doc, indent=2))
         else:
             _runtime_table(figures, f"{csv_file.name} (first {skip} per runtime not scored)")
