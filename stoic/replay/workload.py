@@ -28,9 +28,9 @@ from typing import Annotated, Literal
 import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from scipy.special import ndtr
 
 from stoic.errors import WorkloadError
+from stoic.normal import ndtr
 
 HOUR_S = 3600.0
 DAY_S = 86_400.0
