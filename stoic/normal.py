@@ -174,9 +174,28 @@ def _libm(fn: Callable[[float], float], x: np.ndarray) -> np.ndarray:
     return np.fromiter(map(fn, x.tolist()), np.float64, x.size)
 
 
+def _each(fn: Callable[[float], float], x: np.ndarray) -> np.ndarray:
+    """``fn`` of each element of ``x``, in ``x``'s shape."""
+    return _libm(fn, x.ravel()).reshape(x.shape)
+
+
+_FEW = 48
+"""Below this many elements, one by one in Python is quicker than NumPy's calls (a few
+dozen, each costing a microsecond or more whatever the size): the simulator asks for
+one to four values per batch and runtime."""
+
+
 def ndtr(a: np.ndarray) -> np.ndarray:
-    """The standard normal CDF of each element: ``scipy.special.ndtr``, bit for bit."""
+    """The standard normal CDF of each element: ``scipy.special.ndtr``, bit for bit.
+    Like SciPy's, it warns of nothing (NaN in, NaN out)."""
     a = np.asarray(a, dtype=np.float64)
+    if a.size < _FEW:
+        return _each(_ndtr_one, a)
+    with np.errstate(all="ignore"):  # a signalling NaN; -x² overflowing to -inf, as in C
+        return _ndtr(a)
+
+
+def _ndtr(a: np.ndarray) -> np.ndarray:
     x = a * _SQRT1_2
     z = np.abs(x)
     y = np.full(a.shape, np.nan)
@@ -186,18 +205,36 @@ def ndtr(a: np.ndarray) -> np.ndarray:
     y[inner] = 0.5 + 0.5 * (xi * _polevl(zi, _ERF_T) / _p1evl(zi, _ERF_U))
     outer = z >= 1.0  # erfc(|x|)/2, reflected for x > 0; 0 where exp(-x²) underflows
     zo = z[outer]
-    with np.errstate(over="ignore"):  # -inf beyond 1e154, as in C: then 0
-        minus = -zo * zo
+    minus = -zo * zo
     erfc = np.zeros(zo.shape)
     live = minus >= -_MAXLOG
     zl = zo[live]
-    near = zl < 8.0
-    p = np.where(near, _polevl(zl, _ERFC_P), _polevl(zl, _ERFC_R))
-    q = np.where(near, _p1evl(zl, _ERFC_Q), _p1evl(zl, _ERFC_S))
+    p, q = np.asarray(_polevl(zl, _ERFC_P)), np.asarray(_p1evl(zl, _ERFC_Q))
+    far = zl >= 8.0
+    if far.any():
+        p[far], q[far] = _polevl(zl[far], _ERFC_R), _p1evl(zl[far], _ERFC_S)
     erfc[live] = (_libm(math.exp, minus[live]) * p) / q
     half = 0.5 * erfc
     y[outer] = np.where(x[outer] > 0, 1.0 - half, half)
     return y
+
+
+def _ndtr_one(a: float) -> float:
+    """:func:`_ndtr` of one value."""
+    if math.isnan(a):
+        return math.nan
+    x = a * _SQRT1_2
+    z = abs(x)
+    if z < 1.0:
+        zi = x * x
+        return 0.5 + 0.5 * float(x * _polevl(zi, _ERF_T) / _p1evl(zi, _ERF_U))
+    minus = -z * z
+    erfc = 0.0
+    if minus >= -_MAXLOG:
+        p, q = (_ERFC_P, _ERFC_Q) if z < 8.0 else (_ERFC_R, _ERFC_S)
+        erfc = float((math.exp(minus) * _polevl(z, p)) / _p1evl(z, q))
+    half = 0.5 * erfc
+    return 1.0 - half if x > 0 else half
 
 
 def _ndtri_central(y: _Num) -> _Num:
@@ -212,12 +249,11 @@ def _ndtri_tail(y: np.ndarray) -> np.ndarray:
     x = np.sqrt(-2.0 * _libm(math.log, y))
     x0 = x - _libm(math.log, x) / x
     z = 1.0 / x
-    near = x < 8.0
-    x1 = np.where(
-        near,
-        z * _polevl(z, _NDTRI_P1) / _p1evl(z, _NDTRI_Q1),
-        z * _polevl(z, _NDTRI_P2) / _p1evl(z, _NDTRI_Q2),
-    )
+    x1 = np.asarray(z * _polevl(z, _NDTRI_P1) / _p1evl(z, _NDTRI_Q1))
+    far = x >= 8.0  # y < exp(-32): none in the simulator's draws, clipped at 1e-12
+    if far.any():
+        zf = z[far]
+        x1[far] = zf * _polevl(zf, _NDTRI_P2) / _p1evl(zf, _NDTRI_Q2)
     out: np.ndarray = x0 - x1
     return out
 
@@ -237,10 +273,17 @@ def ndtri(y: float) -> float: ...
 def ndtri(y: np.ndarray) -> np.ndarray: ...
 def ndtri(y: _Num) -> _Num:
     """The standard normal quantile of each element (-inf at 0, inf at 1, NaN outside
-    [0, 1]): ``scipy.special.ndtri``, bit for bit. A float gives a float, without NumPy."""
+    [0, 1]): ``scipy.special.ndtri``, bit for bit. A float gives a float."""
     if isinstance(y, float | int):
         return _ndtri_one(float(y))
     y0 = np.asarray(y, dtype=np.float64)
+    if y0.size < _FEW:
+        return _each(_ndtri_one, y0)
+    with np.errstate(all="ignore"):  # a signalling NaN
+        return _ndtri(y0)
+
+
+def _ndtri(y0: np.ndarray) -> np.ndarray:
     flip = y0 > _EXP_M2_UPPER
     yy = np.where(flip, 1.0 - y0, y0)
     out = np.empty(y0.shape)
@@ -256,6 +299,7 @@ def ndtri(y: _Num) -> _Num:
 
 
 def _ndtri_one(y0: float) -> float:
+    """:func:`_ndtri` of one value."""
     if y0 == 0.0:
         return -math.inf
     if y0 == 1.0:
