@@ -9,10 +9,12 @@ install needs it (``stoic env fit`` does: the ``fit`` extra). The standard libra
 rounds differently, which would change every committed replay figure.
 
 So this is a port of the Cephes algorithms SciPy uses (``xsf/cephes/ndtr.h`` and
-``ndtri.h`` of scipy/xsf, the same code as Cephes 2.2's ``ndtr.c`` and ``ndtri.c``; SciPy
-1.11 to 1.17 were checked): the same coefficients, the same Horner order and the same
-branch points, so every result equals SciPy's on float64 bit for bit
-(``tests/test_normal.py`` checks it over the whole range with hypothesis).
+``ndtri.h`` of scipy/xsf, Cephes 2.2's ``ndtr.c`` and ``ndtri.c``): the same
+coefficients, the same Horner order and the same branch points, so every result equals
+SciPy's on float64 bit for bit (``tests/test_normal.py`` checks it over the whole range
+with hypothesis, against SciPy 1.17.1 here). It is the code of SciPy 1.15 onwards:
+before (scipy#20695), ``ndtr`` took ``erfc`` from ``|x| >= 1`` rather than ``sqrt 2``,
+which can round differently there; the committed replay figures were made with 1.17.
 
 One detail is needed for that: ``exp`` and ``log`` come from the C library through
 :mod:`math`, as in SciPy's compiled code, not from NumPy, whose own SIMD ``exp`` and
