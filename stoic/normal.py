@@ -5,8 +5,9 @@ size distribution (``stoic.replay.workload``) need ``ndtr`` and ``ndtri``, vecto
 over blocks of thousands of draws. ``scipy.special`` has them, but SciPy is about
 143 MB of a base install that should fit an edge box, and nothing else in the base
 install needs it (``stoic env fit`` does: the ``fit`` extra). The standard library's
-``statistics.NormalDist`` is scalar (about 8 times slower on a block of 4,096) and
-rounds differently, which would change every committed replay figure.
+``statistics.NormalDist`` is another algorithm (Wichura's AS241): its quantiles differ
+from SciPy's in the last places for 70 % of uniforms, which would change every
+committed replay figure.
 
 So this is a port of the Cephes algorithms SciPy uses (``xsf/cephes/ndtr.h`` and
 ``ndtri.h`` of scipy/xsf, Cephes 2.2's ``ndtr.c`` and ``ndtri.c``): the same
@@ -22,6 +23,10 @@ One detail is needed for that: ``exp`` and ``log`` come from the C library throu
 machine ``np.exp`` on ``erfc``'s arguments in 4.5 % of them, ``np.log`` in about 0.03 %).
 Only the tails need them (``|x| >= sqrt 2`` for ``ndtr``, ``y`` outside
 [0.135, 0.865] for ``ndtri``); the rest is NumPy arithmetic, which rounds as C does.
+
+The price is speed: NumPy's calls and the one-by-one ``log`` make a block of 4,096
+quantiles about 8 times slower than SciPy's compiled loop (``benchmarks/bench_normal.py``;
+the full replay's cost: docs/evaluation/README.md, "Full-length benchmark").
 """
 
 from __future__ import annotations
