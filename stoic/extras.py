@@ -5,7 +5,7 @@ runtimes whose function runs elsewhere, ``stoic replay``, ``submit``/``status``,
 ``stoic evaluate deployment``). Everything only some users need is an *extra* in
 ``pyproject.toml``: TensorFlow for the function (≈ 1.3 GB), boto3 for S3, psycopg for
 PostgreSQL, statsmodels and matplotlib for the AutoReg analysis and the plots, the
-Kubernetes client for the Kubernetes backend.
+Kubernetes client for the Kubernetes backend, SciPy for ``stoic env fit``.
 
 Code that needs an extra imports it *inside* the function that needs it, after
 :func:`require` (cheap: :func:`importlib.util.find_spec` looks for the module without
@@ -33,6 +33,8 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "kubernetes": ("kubernetes",),
     # file system events for `stoic watch` (without them it scans on a timer)
     "watch": ("watchfiles",),
+    # `stoic env fit` (the replay's normal CDF and quantile are stoic/normal.py)
+    "fit": ("scipy",),
 }
 """The top-level modules each extra provides (``pyproject.toml`` lists the packages)."""
 

@@ -28,7 +28,7 @@ from tests.support.processes import daemon_env, serve, stop
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 SAMPLE_CSV = REPO / "benchmarks" / "data" / "deployment_sample.csv"
-EXTRA_MODULES = ("tensorflow", "keras", "statsmodels", "matplotlib", "boto3", "kubernetes")
+EXTRA_MODULES = ("tensorflow", "keras", "statsmodels", "matplotlib", "boto3", "kubernetes", "scipy")
 PLOTS_NOTE = "Plots not drawn: matplotlib is not installed (pip install 'stoic[analysis]')."
 
 
@@ -53,8 +53,14 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
         env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
     )
     assert pip.returncode == 0, pip.stderr[-4000:]
-    print(f"base venv built in {time.monotonic() - t0:.1f} s")
+    print(f"base venv built in {time.monotonic() - t0:.1f} s, {site_packages_mb(env_dir):.0f} MB")
     return env_dir
+
+
+def site_packages_mb(env_dir: Path) -> float:
+    """The size of what the install put in the venv (pip and setuptools included)."""
+    files = (env_dir / "lib").glob("python*/site-packages/**/*")
+    return sum(f.stat().st_size for f in files if f.is_file() and not f.is_symlink()) / 1e6
 
 
 def run(venv: Path, *args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
@@ -125,6 +131,7 @@ def test_help_replay_evaluate_and_client(venv: Path, tmp_path: Path) -> None:
          "analysis"),
         (["stoic", "evaluate", "deployment", str(SAMPLE_CSV), "--plot", "x.png"], {},
          "analysis"),
+        (["stoic", "env", "fit", "--csv", str(SAMPLE_CSV), "--out", "fitted.yaml"], {}, "fit"),
         (["stoic", "serve"], {}, "function"),
         (["stoic", "serve"],
          {"STOIC_RUNTIMES": '[{"name": "cpu", "kind": "cpu", "backend": "kubernetes"}]'},

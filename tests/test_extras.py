@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import builtins
 import importlib.util
+import json
+import subprocess
+import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +25,30 @@ from stoic.daemon.controller import check_extras
 from stoic.errors import ConfigError, MissingExtra
 from stoic.settings import Settings
 from tests.support.paths import REPO
+from tests.support.processes import daemon_env
+
+# A fresh interpreter in which SciPy cannot be imported, as in the base install: a
+# meta path finder ahead of the others refuses it (the base venv itself is
+# tests/test_base_install.py's, slower to build).
+WITHOUT_SCIPY = """
+import importlib.abc, sys
+class NoScipy(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] == "scipy":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, NoScipy())
+"""
+
+
+def without_scipy(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", WITHOUT_SCIPY + code],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=cwd,
+        env=daemon_env(),
+    )
 
 
 @pytest.fixture
@@ -50,7 +77,16 @@ def test_every_extra_is_declared_and_all_has_them() -> None:
     assert set(extras.EXTRAS) <= set(optional)
     assert optional["all"] == [f"stoic[{','.join(extras.EXTRAS)}]"]
     base = " ".join(project["dependencies"]).lower()
-    for heavy in ("tensorflow", "statsmodels", "matplotlib", "boto3", "kubernetes", "psycopg"):
+    heavy_ones = (
+        "tensorflow",
+        "statsmodels",
+        "matplotlib",
+        "boto3",
+        "kubernetes",
+        "psycopg",
+        "scipy",
+    )
+    for heavy in heavy_ones:
         assert heavy not in base, f"{heavy} is in the base install"
     assert "looptime" in base  # the replay is part of the base install
 
@@ -138,3 +174,55 @@ def test_cli_commands_name_the_extra(hide: set[str], tmp_path: Path) -> None:
     default = CliRunner().invoke(app, [*evaluate, "--json"])
     assert default.exit_code == 0, default.output
     assert "AutoReg left out" in default.output
+    hide.add("scipy")
+    fit = CliRunner().invoke(app, ["env", "fit", "--csv", str(sample), "--out", "x.yaml"])
+    assert isinstance(fit.exception, MissingExtra), fit.output
+    assert str(fit.exception) == (
+        "stoic env fit needs the 'fit' extra (no module 'scipy'): pip install 'stoic[fit]'"
+    )
+
+
+@pytest.mark.slow
+def test_only_the_fitting_modules_need_scipy(tmp_path: Path) -> None:
+    """Every module imports without SciPy but stoic env fit's own (stoic.envfit, less
+    the command that says which extra it needs), and the replay runs."""
+    walk = without_scipy(
+        "import importlib, json, pkgutil, stoic\n"
+        "failed = {}\n"
+        "for m in pkgutil.walk_packages(stoic.__path__, 'stoic.'):\n"
+        "    try:\n"
+        "        importlib.import_module(m.name)\n"
+        "    except ImportError as e:\n"
+        "        failed[m.name] = e.name\n"
+        "print(json.dumps(failed))\n",
+        tmp_path,
+    )
+    assert walk.returncode == 0, walk.stderr
+    failed = json.loads(walk.stdout)
+    assert failed and set(failed.values()) == {"scipy"}
+    assert all(m.startswith("stoic.envfit.") and m != "stoic.envfit.cli" for m in failed)
+    replay = without_scipy(
+        "from stoic.cli import main\n"
+        "sys.argv = ['stoic', 'replay', '--batches', '20', '--report', 'r', '--no-progress']\n"
+        "main()\n",
+        tmp_path,
+    )
+    assert replay.returncode == 0, replay.stderr
+    assert replay.stdout.startswith("20 batches: success"), replay.stdout
+    assert (tmp_path / "r" / "report.json").is_file()
+
+
+def test_env_fit_without_scipy_is_one_line(tmp_path: Path) -> None:
+    sample = REPO / "benchmarks" / "data" / "deployment_sample.csv"
+    out = without_scipy(
+        "from stoic.cli import main\n"
+        f"sys.argv = ['stoic', 'env', 'fit', '--csv', {str(sample)!r}, '--out', 'x.yaml']\n"
+        "main()\n",
+        tmp_path,
+    )
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    assert out.stderr.strip().splitlines() == [
+        "stoic: error: stoic env fit needs the 'fit' extra (no module 'scipy'): "
+        "pip install 'stoic[fit]'"
+    ]
+    assert not (tmp_path / "x.yaml").exists()

@@ -40,12 +40,12 @@ from typing import Any, Literal
 import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from scipy.special import ndtr, ndtri
 
 from stoic.backends.base import Deployment, Invocation, RuntimeBackend, Upload
 from stoic.backends.simlink import Link
 from stoic.backends.simlink import SharedUplink as SharedUplink
 from stoic.errors import DeployTimeout, EnvSpecError
+from stoic.normal import ndtr, ndtri
 from stoic.values import Job, Runtime
 
 HOUR_S = 3600.0

@@ -2,9 +2,11 @@
 
 Mounted on the ``stoic env`` group by ``stoic.cli`` (this package reads the daemon's
 store, which the replay's own modules may not import). Heavy modules (scipy, the
-store, matplotlib) are imported inside the command so ``stoic --help`` stays fast;
-bad input raises a :class:`~stoic.errors.StoicError` that ``stoic.cli.main`` prints as
-one line (exit code 2).
+store, matplotlib) are imported inside the command, so ``stoic --help`` stays fast and
+the base install, which has no SciPy, runs every other command: without the ``fit``
+extra this one stops with one line naming it. Bad input raises a
+:class:`~stoic.errors.StoicError` that ``stoic.cli.main`` prints as one line (exit
+code 2).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 import typer
 
 from stoic.errors import InputError
+from stoic.extras import require
 from stoic.replay.cli import ENV_DEFAULT
 
 PRIOR_DEFAULT = ENV_DEFAULT
@@ -79,6 +82,7 @@ def fit(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Fit an environment spec to measurements (a CSV or a daemon's store): docs/envfit.md."""
+    require("fit", "stoic env fit")
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from stoic.backends.simulated import EnvSpec

@@ -27,10 +27,10 @@ from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from scipy.special import ndtr
 
 from stoic.datafiles import read_yaml
 from stoic.errors import WorkloadError
+from stoic.normal import ndtr
 
 HOUR_S = 3600.0
 DAY_S = 86_400.0
