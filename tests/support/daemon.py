@@ -1,6 +1,7 @@
 """The daemon in-process: the controller on the fake backend and the app behind an httpx
 client (ASGI transport, no socket), started and stopped through the app's lifespan as
-``stoic serve`` does."""
+``stoic serve`` does; or the same app under uvicorn on a loopback port
+(:func:`http_daemon`), for the command line, which speaks real HTTP."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import uvicorn
 from fastapi import FastAPI
 
 from stoic.api.app import create_app
@@ -20,12 +22,18 @@ from stoic.clock import Clock
 from stoic.daemon.controller import Controller
 from stoic.ingest.builder import TMP_PREFIX
 from stoic.settings import Settings
+from tests.support.net import free_port
 from tests.support.settings import CLIENT_HOST
 
 
 def files(*items: tuple[str, bytes]) -> list[tuple[str, tuple[str, bytes, str]]]:
     """The ``files`` fields of a multipart upload, one per (name, bytes)."""
     return [("files", (name, data, "application/octet-stream")) for name, data in items]
+
+
+def instant() -> FakeBackend:
+    """A fake backend on which every call takes no time."""
+    return FakeBackend(default=FakeSpec(per_image_s=0.0))
 
 
 @dataclass
@@ -69,7 +77,7 @@ async def start_daemon(
 ) -> AsyncIterator[Daemon]:
     """The daemon of ``settings`` on ``fake`` (instant by default); ``token`` is sent as
     the client's bearer token; ``clock`` is the controller's (the wall clock if None)."""
-    fake = fake or FakeBackend(default=FakeSpec(per_image_s=0.0))
+    fake = fake or instant()
     ctl = Controller(settings, backends={"local": fake}, clock=clock)
     app = create_app(settings, controller=ctl)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -82,3 +90,31 @@ async def start_daemon(
         ) as client,
     ):
         yield Daemon(client, ctl, fake, settings.data_dir, app)
+
+
+@contextlib.asynccontextmanager
+async def http_daemon(
+    settings: Settings, fake: FakeBackend | None = None
+) -> AsyncIterator[tuple[str, Controller]]:
+    """The daemon of ``settings`` on ``fake`` (instant by default) under uvicorn on a
+    loopback port, in this event loop; yields (its URL, its controller)."""
+    ctl = Controller(settings, backends={"local": fake or instant()})
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings, controller=ctl),
+            host="127.0.0.1",
+            port=port,
+            log_config=None,
+            lifespan="on",
+        )
+    )
+    task = asyncio.create_task(server.serve(), name="uvicorn")
+    try:
+        async with asyncio.timeout(30):
+            while not server.started:  # noqa: ASYNC110 (uvicorn has no started event)
+                await asyncio.sleep(0.02)
+        yield f"http://127.0.0.1:{port}", ctl
+    finally:
+        server.should_exit = True
+        await task
