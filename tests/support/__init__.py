@@ -8,7 +8,10 @@
 - :mod:`tests.support.html`: a tiny DOM of a page, to assert on elements and text;
 - :mod:`tests.support.net`: free ports and waiting for a server to answer;
 - :mod:`tests.support.settings`: settings for an in-process daemon or a ``stoic serve``;
-- :mod:`tests.support.daemon`: the daemon in-process behind an httpx client;
+- :mod:`tests.support.daemon`: the daemon in-process behind an httpx client, or under
+  uvicorn on a loopback port;
+- :mod:`tests.support.client`: a ``stoic serve`` child's batches, submitted and waited for;
+- :mod:`tests.support.browser`: Chromium driven by Selenium, or a skip where it is absent;
 - :mod:`tests.support.html`: a page's HTML parsed into a small tree of elements;
 - :mod:`tests.support.controller`: a queued batch for a controller, bounded waits;
 - :mod:`tests.support.processes`: ``stoic serve`` as a child process, and its clean-up;
