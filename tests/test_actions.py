@@ -7,7 +7,6 @@ and tests/test_ui_browser.py, the commands in tests/test_actions_cli.py."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +20,7 @@ from stoic.schedule.execute.legs import Leg
 from stoic.schedule.probe.availability import Availability
 from stoic.settings import Settings
 from stoic.values import BatchState
+from tests.support.controller import until
 from tests.support.core import JOB, ListRecorder, leg_runner
 from tests.support.daemon import Daemon, files, start_daemon
 from tests.support.images import jpeg
@@ -46,18 +46,6 @@ async def submit(d: Daemon, **data: str) -> str:
     r = await d.client.post("/v1/batches", files=files(("a.jpg", jpeg(1))), data=data)
     assert r.status_code == 202, r.text
     return str(r.json()["id"])
-
-
-async def until(condition: Callable[[], Any], what: str) -> None:
-    """Wait (bounded) for a condition the event loop will make true."""
-    try:
-        async with asyncio.timeout(20):
-            for _ in itertools.count():
-                if condition():
-                    return
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
 
 
 async def state_of(d: Daemon, batch_id: str) -> str:

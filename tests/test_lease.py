@@ -10,7 +10,6 @@ batch. A stale lease (expired, or its holder gone from this host) is taken over.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import re
 import socket
@@ -25,15 +24,17 @@ import pytest
 from stoic.backends.fake import FakeBackend, FakeSpec
 from stoic.clock import ManualClock
 from stoic.daemon.controller import Controller
-from stoic.daemon.lease import LEASE_NAME, MARKER_KEY, DaemonLease
+from stoic.daemon.lease import LEASE_NAME, MARKER_KEY, DaemonLease, pid_alive
 from stoic.errors import LeaseHeld
 from stoic.settings import Settings
 from stoic.storage.objectstore import DirObjectStore
 from stoic.store import Store, migrate
 from stoic.store.lease import Lease, Leases
 from stoic.values import BatchState
+from tests.support.client import submit, wait_state
+from tests.support.controller import until
 from tests.support.images import jpeg
-from tests.support.net import free_port, tail
+from tests.support.net import free_port
 from tests.support.paths import REPO
 from tests.support.processes import STOIC, Serving, stop
 from tests.support.settings import make_settings, standin_config
@@ -51,15 +52,6 @@ def shared(tmp_path: Path, name: str, *, db: str = "shared") -> Settings:
     )
 
 
-async def until(condition: Callable[[], bool]) -> None:
-    """Wait (bounded) for a condition the event loop will make true."""
-    async with asyncio.timeout(30):
-        for _ in itertools.count():
-            if condition():
-                return
-            await asyncio.sleep(0.02)
-
-
 def slow() -> dict[str, FakeBackend]:
     return {"local": FakeBackend(default=FakeSpec(per_image_s=3600))}
 
@@ -73,7 +65,7 @@ async def test_a_second_daemon_on_the_same_database_is_refused_before_touching_a
         store = first.store
         bid = store.create_batch(created_at=1.0, n_images=1, n_bytes=1, package_key="k").id
         first.notify()
-        await until(lambda: store.get_batch(bid).state is BatchState.RUNNING)
+        await until(lambda: store.get_batch(bid).state is BatchState.RUNNING, timeout_s=30)
         second = Controller(shared(tmp_path, "b"), backends=slow())
         with pytest.raises(LeaseHeld) as info:
             await second.start()
@@ -117,6 +109,29 @@ def _lease(holder: str, *, host: str, pid: int, data_dir: str, expires_at: float
     return Lease(LEASE_NAME, holder, host, pid, data_dir, 0.0, expires_at - 30, expires_at)
 
 
+def daemon_lease(
+    store: Store,
+    tmp_path: Path,
+    clock: ManualClock,
+    *,
+    on_lost: Callable[[Lease | None], None] = lambda _holder: None,
+    alive: Callable[[int], bool] = pid_alive,
+) -> DaemonLease:
+    """The lease of a daemon on ``store`` (its database at ``tmp_path / "stoic.db"``) with
+    its data in ``tmp_path / "data"`` and its marker in ``tmp_path / "objects"``; 30 s TTL."""
+    return DaemonLease(
+        store,
+        DirObjectStore(tmp_path / "objects"),
+        data_dir=tmp_path / "data",
+        database=f"sqlite:///{tmp_path / 'stoic.db'}",
+        where="objects",
+        ttl_s=30,
+        clock=clock,
+        on_lost=on_lost,
+        alive=alive,
+    )
+
+
 @pytest.mark.parametrize(
     ("host", "pid_alive", "data_dir", "expires_in_s", "taken"),
     [
@@ -144,17 +159,7 @@ def test_a_stale_lease_is_taken_over_and_a_live_one_is_not(
             expires_at=clock.now() + expires_in_s,
         )
         assert Leases(store).take(held, stale=lambda _: False).won
-        lease = DaemonLease(
-            store,
-            DirObjectStore(tmp_path / "objects"),
-            data_dir=tmp_path / "data",
-            database=url,
-            where="objects",
-            ttl_s=30,
-            clock=clock,
-            on_lost=lambda _holder: None,
-            alive=lambda pid: pid_alive,
-        )
+        lease = daemon_lease(store, tmp_path, clock, alive=lambda pid: pid_alive)
         if taken:
             lease.acquire()
             now = Leases(store).get(LEASE_NAME)
@@ -173,16 +178,7 @@ async def test_the_heartbeat_renews_the_lease_and_stops_when_it_was_taken_over(
     migrate(url)
     clock, lost = ManualClock(1_000.0), asyncio.Event()
     with Store(url) as store:
-        lease = DaemonLease(
-            store,
-            DirObjectStore(tmp_path / "objects"),
-            data_dir=tmp_path / "data",
-            database=url,
-            where="objects",
-            ttl_s=30,
-            clock=clock,
-            on_lost=lambda _holder: lost.set(),
-        )
+        lease = daemon_lease(store, tmp_path, clock, on_lost=lambda _holder: lost.set())
         lease.acquire()
         beats = asyncio.create_task(lease.run())
         clock.advance(25)
@@ -204,7 +200,7 @@ async def test_a_daemon_whose_lease_was_taken_over_stops_claiming(tmp_path: Path
     try:
         other = _lease("other", host="edge2", pid=1, data_dir="/x", expires_at=time.time() + 60)
         assert Leases(ctl.store).take(other, stale=lambda _: True).won
-        await until(lambda: ctl.draining)  # the next beat, a second away
+        await until(lambda: ctl.draining, timeout_s=30)  # the next beat, a second away
     finally:
         await ctl.stop()
     with Store(ctl.settings.database_url) as store:
@@ -223,13 +219,8 @@ def test_two_stoic_serve_on_one_database_and_object_store(tmp_path: Path) -> Non
     with Serving(tmp_path, configs[0]) as serving:
         first = serving.start()
         with httpx.Client(base_url=serving.url, trust_env=False, timeout=30) as client:
-            r = client.post("/v1/batches", files=[("files", ("a.jpg", jpeg(1), "image/jpeg"))])
-            assert r.status_code == 202, r.text
-            bid = r.json()["id"]
-            deadline = time.monotonic() + 60
-            while client.get(f"/v1/batches/{bid}").json()["state"] != "running":
-                assert time.monotonic() < deadline, tail(serving.log)
-                time.sleep(0.05)
+            bid = submit(client, [("a.jpg", jpeg(1))])
+            wait_state(client, bid, "running", log=serving.log)
 
             result = subprocess.run(
                 [*STOIC, "serve", "--config", str(configs[1]), "--port", str(free_port())],

@@ -51,10 +51,16 @@ async def wait_state(ctl: Controller, batch_id: str, *states: BatchState) -> Any
             await asyncio.sleep(0.01)
 
 
-async def until(condition: Callable[[], bool]) -> None:
-    """Wait (bounded) for a condition the event loop will make true."""
-    async with asyncio.timeout(10):
-        for _ in itertools.count():
-            if condition():
-                return
-            await asyncio.sleep(0.01)
+async def until(
+    condition: Callable[[], object], what: str = "a condition", timeout_s: float = 20
+) -> None:
+    """Wait (bounded) for a condition the event loop will make true; fails naming
+    ``what`` after ``timeout_s``."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            for _ in itertools.count():
+                if condition():
+                    return
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout_s} s waiting for {what}") from None
