@@ -32,7 +32,7 @@ from stoic.store import Store, migrate
 from stoic.store.lease import Lease, Leases
 from stoic.values import BatchState
 from tests.support.client import submit, wait_state
-from tests.support.controller import until
+from tests.support.controller import started, until
 from tests.support.images import jpeg
 from tests.support.net import free_port
 from tests.support.paths import REPO
@@ -52,21 +52,19 @@ def shared(tmp_path: Path, name: str, *, db: str = "shared") -> Settings:
     )
 
 
-def slow() -> dict[str, FakeBackend]:
-    return {"local": FakeBackend(default=FakeSpec(per_image_s=3600))}
+def slow() -> FakeBackend:
+    return FakeBackend(default=FakeSpec(per_image_s=3600))
 
 
 async def test_a_second_daemon_on_the_same_database_is_refused_before_touching_a_batch(
     tmp_path: Path,
 ) -> None:
-    first = Controller(shared(tmp_path, "a"), backends=slow())
-    await first.start()
-    try:
+    async with started(shared(tmp_path, "a"), slow()) as first:
         store = first.store
         bid = store.create_batch(created_at=1.0, n_images=1, n_bytes=1, package_key="k").id
         first.notify()
         await until(lambda: store.get_batch(bid).state is BatchState.RUNNING, timeout_s=30)
-        second = Controller(shared(tmp_path, "b"), backends=slow())
+        second = Controller(shared(tmp_path, "b"), backends={"local": slow()})
         with pytest.raises(LeaseHeld) as info:
             await second.start()
         assert str(info.value).startswith(
@@ -77,12 +75,10 @@ async def test_a_second_daemon_on_the_same_database_is_refused_before_touching_a
         assert not second.lock.held
         batch = store.get_batch(bid)
         assert batch.state is BatchState.RUNNING and batch.attempts == 1  # not re-queued
-    finally:
-        await first.stop()
     # Stopped, the first gave the lease and the marker back: the second starts.
     with Store(shared(tmp_path, "b").database_url) as store:
         assert Leases(store).get(LEASE_NAME) is None
-    second = Controller(shared(tmp_path, "b"), backends=slow())
+    second = Controller(shared(tmp_path, "b"), backends={"local": slow()})
     await second.start()
     await second.stop()
 
@@ -90,18 +86,14 @@ async def test_a_second_daemon_on_the_same_database_is_refused_before_touching_a
 async def test_a_second_daemon_on_another_database_but_the_same_objects_is_refused(
     tmp_path: Path,
 ) -> None:
-    first = Controller(shared(tmp_path, "a"), backends=slow())
-    await first.start()
-    try:
+    async with started(shared(tmp_path, "a"), slow()) as first:
         assert first.objects.exists(MARKER_KEY)
         other = shared(tmp_path, "b", db="other")
-        second = Controller(other, backends=slow())
+        second = Controller(other, backends={"local": slow()})
         with pytest.raises(LeaseHeld, match=r"^object store .*/shared/objects is in use .*pid"):
             await second.start()
         with Store(other.database_url) as store:
             assert Leases(store).get(LEASE_NAME) is None  # its own lease given back
-    finally:
-        await first.stop()
     assert not first.objects.exists(MARKER_KEY)
 
 
@@ -195,14 +187,10 @@ async def test_the_heartbeat_renews_the_lease_and_stops_when_it_was_taken_over(
 
 
 async def test_a_daemon_whose_lease_was_taken_over_stops_claiming(tmp_path: Path) -> None:
-    ctl = Controller(make_settings(tmp_path, database={"lease_ttl_s": 3}), backends=slow())
-    await ctl.start()
-    try:
+    async with started(make_settings(tmp_path, database={"lease_ttl_s": 3}), slow()) as ctl:
         other = _lease("other", host="edge2", pid=1, data_dir="/x", expires_at=time.time() + 60)
         assert Leases(ctl.store).take(other, stale=lambda _: True).won
         await until(lambda: ctl.draining, timeout_s=30)  # the next beat, a second away
-    finally:
-        await ctl.stop()
     with Store(ctl.settings.database_url) as store:
         assert Leases(store).get(LEASE_NAME) == other  # not ours: left alone
 
