@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import uvicorn
 from fastapi import FastAPI
 
@@ -60,12 +61,27 @@ class Daemon:
         return objects, rows, temps
 
     async def wait_done(self, batch_id: str) -> dict[str, Any]:
+        """The batch's body once it is done or failed."""
+        return await self.wait_state(batch_id, "done", "failed")
+
+    async def wait_state(self, batch_id: str, *states: str) -> dict[str, Any]:
+        """The batch's body once its state is one of ``states`` (bounded)."""
         async with asyncio.timeout(20):
             while True:
                 body: dict[str, Any] = (await self.client.get(f"/v1/batches/{batch_id}")).json()
-                if body["state"] in ("done", "failed"):
+                if body["state"] in states:
                     return body
                 await asyncio.sleep(0.01)
+
+
+def operator_actions(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    """The operator's actions the daemon logged (``stoic.operator``), each with who did
+    it from where, and on what (None where the action has no batch or runtime)."""
+    return [
+        {k: getattr(r, k, None) for k in ("action", "by", "client", "batch_id", "runtime")}
+        for r in caplog.records
+        if r.name == "stoic.operator" and r.getMessage() == "operator action"
+    ]
 
 
 @contextlib.asynccontextmanager
