@@ -14,7 +14,8 @@
 - :mod:`tests.support.client`: a ``stoic serve`` child's batches, submitted and waited for;
 - :mod:`tests.support.browser`: Chromium driven by Selenium, or a skip where it is absent;
 - :mod:`tests.support.html`: a page's HTML parsed into a small tree of elements;
-- :mod:`tests.support.controller`: a queued batch for a controller, bounded waits;
+- :mod:`tests.support.controller`: a controller started around a block, a queued batch
+  for it, bounded waits;
 - :mod:`tests.support.processes`: ``stoic serve`` as a child process, and its clean-up;
   a command's one-line refusal;
 - :mod:`tests.support.uplink`: a loopback "far side" for the uplink check;
