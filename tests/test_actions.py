@@ -7,11 +7,9 @@ and tests/test_ui_browser.py, the commands in tests/test_actions_cli.py."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -21,18 +19,15 @@ from stoic.schedule.execute.legs import Leg
 from stoic.schedule.probe.availability import Availability
 from stoic.settings import Settings
 from stoic.values import BatchState
+from tests.support.controller import until
 from tests.support.core import JOB, ListRecorder, leg_runner
-from tests.support.daemon import Daemon, files, start_daemon
+from tests.support.daemon import Daemon, files, instant, operator_actions, start_daemon
 from tests.support.images import jpeg
 from tests.support.inquisitor import Rig
 from tests.support.settings import make_settings
 
 TOKEN = "ops-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def instant() -> FakeBackend:
-    return FakeBackend(default=FakeSpec(per_image_s=0.0))
 
 
 def hang(fake: FakeBackend, runtime: str) -> Callable[[], bool]:
@@ -48,50 +43,26 @@ async def submit(d: Daemon, **data: str) -> str:
     return str(r.json()["id"])
 
 
-async def until(condition: Callable[[], Any], what: str) -> None:
-    """Wait (bounded) for a condition the event loop will make true."""
-    try:
-        async with asyncio.timeout(20):
-            for _ in itertools.count():
-                if condition():
-                    return
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
-
-
 async def state_of(d: Daemon, batch_id: str) -> str:
     return str((await d.client.get(f"/v1/batches/{batch_id}")).json()["state"])
 
 
-async def wait_state(d: Daemon, batch_id: str, *states: str) -> dict[str, Any]:
-    async with asyncio.timeout(20):
-        while True:
-            body: dict[str, Any] = (await d.client.get(f"/v1/batches/{batch_id}")).json()
-            if body["state"] in states:
-                return body
-            await asyncio.sleep(0.01)
-
-
-def actions_logged(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
-    return [
-        {k: getattr(r, k, None) for k in ("action", "by", "client", "batch_id", "runtime")}
-        for r in caplog.records
-        if r.name == "stoic.operator" and r.getMessage() == "operator action"
-    ]
+@pytest.fixture
+def operated(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> Settings:
+    """A daemon's settings with the operator's token; the operator's log captured."""
+    caplog.set_level(logging.INFO, "stoic.operator")
+    return make_settings(tmp_path, api={"token": TOKEN})
 
 
 # Cancel -------------------------------------------------------------------------------
 
 
 async def test_cancelling_a_running_batch_stops_its_legs_and_it_is_never_rerun(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    operated: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, "stoic.operator")
-    settings = make_settings(tmp_path, api={"token": TOKEN})
     fake = instant()
     calling = hang(fake, "gpu1")
-    async with start_daemon(settings, fake, token=TOKEN) as d:
+    async with start_daemon(operated, fake, token=TOKEN) as d:
         batch_id = await submit(d, runtime="gpu1")  # deploys a pod, then hangs in the call
         await until(calling, "the call on gpu1")
         assert fake.live  # the pod is up
@@ -109,12 +80,12 @@ async def test_cancelling_a_running_batch_stops_its_legs_and_it_is_never_rerun(
         metrics = (await d.client.get("/metrics")).text
         assert 'stoic_batches{state="cancelled"} 1.0' in metrics
         assert 'stoic_operator_actions_total{action="cancel"} 1.0' in metrics
-    assert actions_logged(caplog) == [
+    assert operator_actions(caplog) == [
         {"action": "cancel", "by": "token", "client": "127.0.0.1", "batch_id": batch_id,
          "runtime": None}
     ]  # fmt: skip
     # A restart finds it cancelled: crash recovery does not re-queue it.
-    async with start_daemon(settings, instant(), token=TOKEN) as d:
+    async with start_daemon(operated, instant(), token=TOKEN) as d:
         assert await state_of(d, batch_id) == "cancelled"
         assert d.controller.store.count_batches(BatchState.QUEUED) == 0
 
@@ -161,7 +132,7 @@ async def test_a_failed_batch_retried_runs_again_from_its_package(tmp_path: Path
         assert r.status_code == 202, r.text
         assert r.headers["location"] == f"/v1/batches/{batch_id}"
         assert r.json()["state"] == "queued" and r.json()["error"] is None
-        done = await wait_state(d, batch_id, "done", "failed")
+        done = await d.wait_state(batch_id, "done", "failed")
         assert done["state"] == "done" and done["attempts"] == 1 and len(done["results"]) == 1
         again = await d.client.post(f"/v1/batches/{batch_id}/retry")
         assert again.status_code == 409 and "cannot retry" in again.json()["error"]["message"]
@@ -175,7 +146,7 @@ async def test_a_cancelled_batch_can_be_retried(tmp_path: Path) -> None:
         await until(calling, "the call")
         await d.client.post(f"/v1/batches/{batch_id}/cancel")
         assert (await d.client.post(f"/v1/batches/{batch_id}/retry")).status_code == 202
-        assert (await wait_state(d, batch_id, "done", "failed"))["state"] == "done"
+        assert (await d.wait_state(batch_id, "done", "failed"))["state"] == "done"
 
 
 async def test_a_batch_whose_package_is_gone_cannot_be_retried(tmp_path: Path) -> None:
@@ -212,7 +183,7 @@ async def test_drain_lets_running_batches_finish_and_claims_nothing_until_undrai
         assert r.json()["drained"] and r.json()["running"] == 1
         assert r.json()["by"] == "anonymous from 127.0.0.1"
         waiting = await submit(d)  # still accepted
-        assert (await wait_state(d, running, "done", "failed"))["state"] == "done"
+        assert (await d.wait_state(running, "done", "failed"))["state"] == "done"
         # Its end woke the dispatcher, which claims nothing while drained.
         await asyncio.sleep(0.1)
         assert await state_of(d, waiting) == "queued"
@@ -220,19 +191,17 @@ async def test_drain_lets_running_batches_finish_and_claims_nothing_until_undrai
         assert "stoic_dispatch_drained 1.0" in (await d.client.get("/metrics")).text
         r = await d.client.delete("/v1/drain")
         assert r.status_code == 200 and r.json()["drained"] is False
-        assert (await wait_state(d, waiting, "done", "failed"))["state"] == "done"
+        assert (await d.wait_state(waiting, "done", "failed"))["state"] == "done"
 
 
 # Runtimes out of service -----------------------------------------------------------------
 
 
 async def test_a_runtime_out_of_service_gets_no_batch_and_stays_out_after_a_restart(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    operated: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, "stoic.operator")
-    settings = make_settings(tmp_path, api={"token": TOKEN})
     fake = instant()
-    async with start_daemon(settings, fake, token=TOKEN) as d:
+    async with start_daemon(operated, fake, token=TOKEN) as d:
         r = await d.client.put("/v1/runtimes/gpu1/out-of-service", json={"reason": "new driver"})
         assert r.status_code == 200, r.text
         out = r.json()
@@ -249,7 +218,7 @@ async def test_a_runtime_out_of_service_gets_no_batch_and_stays_out_after_a_rest
         assert fake.ops("deploy", "gpu1") == []
         metrics = (await d.client.get("/metrics")).text
         assert 'stoic_runtime_in_service{runtime="gpu1"} 0.0' in metrics
-    async with start_daemon(settings, instant(), token=TOKEN) as d:
+    async with start_daemon(operated, instant(), token=TOKEN) as d:
         rts = {r["name"]: r for r in (await d.client.get("/v1/runtimes")).json()["runtimes"]}
         assert rts["gpu1"]["in_service"] is False
         assert rts["gpu1"]["out_of_service"]["reason"] == "new driver"
@@ -258,7 +227,7 @@ async def test_a_runtime_out_of_service_gets_no_batch_and_stays_out_after_a_rest
         assert r.status_code == 200 and r.json()["in_service"] and r.json()["available"]
         estimate = (await d.client.get("/v1/estimate", params={"images": 5})).json()
         assert "gpu1" in estimate["estimates"]
-    assert [(a["action"], a["runtime"]) for a in actions_logged(caplog)] == [
+    assert [(a["action"], a["runtime"]) for a in operator_actions(caplog)] == [
         ("out_of_service", "gpu1"),
         ("in_service", "gpu1"),
     ]

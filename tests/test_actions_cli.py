@@ -5,50 +5,20 @@ with a token: each prints one line, and a refusal is one line naming the cause."
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 from typer.testing import CliRunner
 
-from stoic.api.app import create_app
 from stoic.backends.fake import FakeBackend, FakeSpec, InvokeStep
 from stoic.cli import app as cli_app
-from stoic.daemon.controller import Controller
 from stoic.values import BatchState
+from tests.support.daemon import http_daemon
 from tests.support.images import jpeg
-from tests.support.net import free_port
 from tests.support.settings import make_settings
 
 TOKEN = "tok"
-
-
-@contextlib.asynccontextmanager
-async def http_daemon(settings: Any, fake: FakeBackend) -> AsyncIterator[tuple[str, Controller]]:
-    """The app under uvicorn on a loopback port, in this event loop."""
-    ctl = Controller(settings, backends={"local": fake})
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, controller=ctl),
-            host="127.0.0.1",
-            port=port,
-            log_config=None,
-            lifespan="on",
-        )
-    )
-    task = asyncio.create_task(server.serve(), name="uvicorn")
-    try:
-        async with asyncio.timeout(30):
-            while not server.started:  # noqa: ASYNC110 (uvicorn has no started event)
-                await asyncio.sleep(0.02)
-        yield f"http://127.0.0.1:{port}", ctl
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def stoic(url: str, *args: str) -> Any:

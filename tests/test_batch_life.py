@@ -20,7 +20,7 @@ import dataclasses
 import errno
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from stoic.storage.objectstore import make_object_store
 from stoic.storage.package import chunks_prefix, results_key
 from stoic.store import Store
 from stoic.values import BatchState, Job, Mode
-from tests.support.controller import put_batch, until, wait_state
+from tests.support.controller import put_batch, started, until, wait_state
 from tests.support.settings import make_settings
 
 
@@ -65,16 +65,6 @@ def outage_settings(tmp_path: Path, **controller: Any) -> Settings:
         database={"busy_timeout_s": 0.05},
         controller={"store_retry_initial_s": 0.01, "store_retry_max_s": 0.05, **controller},
     )
-
-
-@contextlib.asynccontextmanager
-async def started(settings: Settings, backend: FakeBackend) -> AsyncIterator[Controller]:
-    ctl = Controller(settings, backends={"local": backend})
-    await ctl.start()
-    try:
-        yield ctl
-    finally:
-        await ctl.stop()
 
 
 def sample(ctl: Controller, name: str, **labels: str) -> float:

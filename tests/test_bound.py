@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -80,64 +81,81 @@ def _capacity(truth: BatchTruth, t: float) -> float:
     return local + min(pods, link)
 
 
-pods = st.lists(
-    st.tuples(
-        st.floats(0.1, 500),  # T_t
-        st.none() | st.floats(0, 600),  # T_d, None = timed out
-        st.floats(0.01, 5),  # s/image
-        st.floats(0, 60),  # first call's fixed cost
-    ),
-    max_size=3,
-)
+Pod = tuple[float, float | None, float, float]
+"""A drawn pod: (T_t, T_d or None where it timed out, s/image, first call's fixed cost)."""
 
 
-@given(
+@dataclass(frozen=True)
+class Drawn:
+    """A batch of ``n`` images drawn for the properties: the edge's (s/image, fixed
+    cost) and up to three pods on one link (the first pod's T_t is the link's draw for
+    the batch; 1 s where there is no pod)."""
+
+    n: int
+    edge: tuple[float, float]
+    clouds: list[Pod]
+
+    @property
+    def transfer(self) -> float:
+        return self.clouds[0][0] if self.clouds else 1.0
+
+    @property
+    def truth(self) -> BatchTruth:
+        pods = [_pod(f"c{i}", self.transfer, *p[1:]) for i, p in enumerate(self.clouds)]
+        return _batch(self.n, _edge(*self.edge), *pods)
+
+    def alone(self) -> list[float]:
+        """Each runtime's own time: the edge alone, or a ready pod uploading while it
+        deploys."""
+        return [self.edge[1] + self.edge[0] * self.n] + [
+            max(self.transfer, d) + f + a * self.n for _, d, a, f in self.clouds if d is not None
+        ]
+
+
+batches = st.builds(
+    Drawn,
     n=st.integers(1, 2000),
     edge=st.tuples(st.floats(0.05, 20), st.floats(0, 60)),
-    clouds=pods,
+    clouds=st.lists(
+        st.tuples(
+            st.floats(0.1, 500),  # T_t
+            st.none() | st.floats(0, 600),  # T_d, None = timed out
+            st.floats(0.01, 5),  # s/image
+            st.floats(0, 60),  # first call's fixed cost
+        ),
+        max_size=3,
+    ),
 )
+
+
+@given(batches)
 def test_the_bound_solves_the_relaxed_problem_and_is_below_every_single_runtime(
-    n: int, edge: tuple[float, float], clouds: list[tuple[float, float | None, float, float]]
+    drawn: Drawn,
 ) -> None:
     """The bound is the least ``T`` with capacity ``n`` (so the two fluid finishes it
     takes the later of are the relaxed problem, exactly), and no more than any one
     runtime's own time: the edge alone, or a pod uploading while it deploys."""
-    transfer = clouds[0][0] if clouds else 1.0  # one link, one draw per batch
-    runtimes = [_pod(f"c{i}", transfer, d, a, f) for i, (_, d, a, f) in enumerate(clouds)]
-    truth = _batch(n, _edge(*edge), *runtimes)
+    truth, n = drawn.truth, drawn.n
     bound = fluid_lower_bound(truth)
     assert _capacity(truth, bound * (1 + 1e-9) + 1e-9) >= n * (1 - 1e-9)
     assert _capacity(truth, bound * (1 - 1e-6)) < n
-    singles = [edge[1] + edge[0] * n] + [
-        max(transfer, d) + f + a * n for _, d, a, f in clouds if d is not None
-    ]
-    assert bound <= min(singles) * (1 + 1e-9)
+    assert bound <= min(drawn.alone()) * (1 + 1e-9)
 
 
-@given(
-    n=st.integers(1, 2000),
-    edge=st.tuples(st.floats(0.05, 20), st.floats(0, 60)),
-    clouds=pods,
-)
-def test_the_race_bound_sits_between_the_fluid_bound_and_every_race(
-    n: int, edge: tuple[float, float], clouds: list[tuple[float, float | None, float, float]]
-) -> None:
+@given(batches)
+def test_the_race_bound_sits_between_the_fluid_bound_and_every_race(drawn: Drawn) -> None:
     """No lower than the fluid bound (a race is a schedule of the relaxed problem), and
     no higher than any race in hindsight: the edge alone, one pod uploading while it
     deploys (the duplicator's cloud leg without its warm-up), or any two pods raced
     (the least of their legs), each of them no higher than that runtime's sequential
     total, the batch's MIN-LAT term."""
-    transfer = clouds[0][0] if clouds else 1.0
-    runtimes = [_pod(f"c{i}", transfer, d, a, f) for i, (_, d, a, f) in enumerate(clouds)]
-    truth = _batch(n, _edge(*edge), *runtimes)
+    truth, n, edge = drawn.truth, drawn.n, drawn.edge
     bound = race_lower_bound(truth)
     assert bound >= fluid_lower_bound(truth) * (1 - 1e-9) - 1e-9
-    legs = [edge[1] + edge[0] * n] + [
-        max(transfer, d) + f + a * n for _, d, a, f in clouds if d is not None
-    ]
+    legs = drawn.alone()
     pairs = [min(x, y) for i, x in enumerate(legs[1:]) for y in legs[i + 2 :]]
     sequential = [edge[1] + edge[0] * n] + [
-        transfer + d + f + a * n for _, d, a, f in clouds if d is not None
+        drawn.transfer + d + f + a * n for _, d, a, f in drawn.clouds if d is not None
     ]
     assert all(bound <= x * (1 + 1e-9) for x in [*legs, *pairs, *sequential])
 

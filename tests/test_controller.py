@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from stoic.settings import Settings
 from stoic.storage.objectstore import make_object_store
 from stoic.store import Store, migrate
 from stoic.values import BatchState, DeploymentSample, ProcessingSample, TransferSample
-from tests.support.controller import put_batch, until, wait_state
+from tests.support.controller import put_batch, started, until, wait_state
 from tests.support.settings import checked_settings, make_settings
 from tests.support.uplink import far_side
 
@@ -29,15 +29,6 @@ from tests.support.uplink import far_side
 @pytest.fixture
 def fake() -> FakeBackend:
     return FakeBackend(default=FakeSpec(per_image_s=0.0))
-
-
-async def running(settings: Settings, fake: FakeBackend) -> AsyncIterator[Controller]:
-    ctl = Controller(settings, backends={"local": fake})
-    await ctl.start()
-    try:
-        yield ctl
-    finally:
-        await ctl.stop()
 
 
 async def test_start_requeues_batches_left_running(tmp_path: Path, fake: FakeBackend) -> None:
@@ -50,7 +41,7 @@ async def test_start_requeues_batches_left_running(tmp_path: Path, fake: FakeBac
         store.requeue_running(3.0)
         store.claim_next_queued(4.0)  # crashed: attempt 2 (oldest first)
         store.claim_next_queued(4.0)  # poison: attempt 2, running when the daemon "died"
-    async for ctl in running(settings, fake):
+    async with started(settings, fake) as ctl:
         a = await wait_state(ctl, crashed, BatchState.DONE, BatchState.FAILED)
         b = await wait_state(ctl, poison, BatchState.DONE, BatchState.FAILED)
     # Both had been claimed max_attempts times: failed rather than retried forever.
@@ -61,7 +52,7 @@ async def test_start_requeues_batches_left_running(tmp_path: Path, fake: FakeBac
     bid = put_batch(settings)
     with Store(settings.database_url) as store:
         store.claim_next_queued(2.0)
-    async for ctl in running(settings, fake):
+    async with started(settings, fake) as ctl:
         record = await wait_state(ctl, bid, BatchState.DONE)
     assert record.attempts == 2 and record.results_key is not None
 
@@ -85,7 +76,7 @@ async def test_drain_cancels_after_grace_and_the_batch_is_rerun(tmp_path: Path) 
     # batch's fault, so its attempt is not counted.
     assert (back.state, back.attempts, back.chosen_runtime) == (BatchState.QUEUED, 0, None)
 
-    async for ctl2 in running(settings, FakeBackend(default=FakeSpec(per_image_s=0.0))):
+    async with started(settings, FakeBackend(default=FakeSpec(per_image_s=0.0))) as ctl2:
         record = await wait_state(ctl2, bid, BatchState.DONE)
     assert record.attempts == 1
 
@@ -99,7 +90,7 @@ async def test_supervisor_restarts_a_crashed_task(tmp_path: Path, fake: FakeBack
         if len(calls) < 3:
             raise RuntimeError("boom")
 
-    async for ctl in running(settings, fake):
+    async with started(settings, fake) as ctl:
         await ctl._supervise(TaskSpec("flaky", flaky))
         assert len(calls) == 3
         text = ctl.metrics.render()[0].decode()
@@ -111,7 +102,7 @@ async def test_bootstrap_uses_sub_packages_of_the_first_batch(
 ) -> None:
     settings = make_settings(tmp_path, controller={"bootstrap": True, "bootstrap_scope": "all"})
     bid = put_batch(settings, n_images=12)
-    async for ctl in running(settings, fake):
+    async with started(settings, fake) as ctl:
         await wait_state(ctl, bid, BatchState.DONE)
         # Two representative runs per runtime (the paper's scope), then the batch itself.
         invokes = fake.ops("invoke")
@@ -135,7 +126,7 @@ async def test_failed_batch_records_its_error(tmp_path: Path) -> None:
     failing = FakeBackend(default=FakeSpec(per_image_s=0.0))
     failing.script_invokes("edge", InvokeStep(0.0, fail=True))
     bid = put_batch(settings)
-    async for ctl in running(settings, failing):
+    async with started(settings, failing) as ctl:
         record = await wait_state(ctl, bid, BatchState.FAILED)
         assert "InvocationError" in (record.error or "")
         assert 'stoic_batches_finished_total{runtime="edge",state="failed"} 1.0' in (
@@ -147,7 +138,7 @@ async def test_failed_batch_records_its_error(tmp_path: Path) -> None:
 async def test_results_document(tmp_path: Path, fake: FakeBackend) -> None:
     settings = make_settings(tmp_path)
     bid = put_batch(settings, n_images=3)
-    async for ctl in running(settings, fake):
+    async with started(settings, fake) as ctl:
         record = await wait_state(ctl, bid, BatchState.DONE)
         doc = json.loads(ctl.objects.get_bytes(record.results_key))
     assert doc["batch_id"] == bid and doc["runtime"] == "edge" and len(doc["results"]) == 3
@@ -193,7 +184,7 @@ async def test_predictor_is_primed_from_the_store(tmp_path: Path, fake: FakeBack
         )
         store.upsert_runtimes(settings.runtime_list(), at=0.0)
         store.set_availability("gpu2", False, 7.0)
-    async for ctl in running(settings, fake):
+    async with started(settings, fake) as ctl:
         assert [d.duration_s for d in ctl.predictor.recent_deployments("gpu1", 10)] == [
             40.0, 41.0, 42.0, 43.0, 44.0,
         ]  # fmt: skip
@@ -221,7 +212,7 @@ async def test_a_restart_keeps_the_processing_tail(tmp_path: Path, fake: FakeBac
         fresh.observe_processing(ps)
     want = fresh.processing_model("edge", "classify", "1").excess
     assert want > 0.1  # one run in five at x3, shrunk
-    async for ctl in running(settings, fake):
+    async with started(settings, fake) as ctl:
         await ctl.prime_version("classify", "1")
         got = ctl.predictor.estimate("edge", 10, 0, app="classify", app_version="1")
         assert got.risk.processing_excess == pytest.approx(want)
@@ -238,7 +229,7 @@ async def test_the_inquisitor_times_idle_runtimes_on_images_of_a_claimed_batch(
         inquisitor={"period_s": 0.05, "processing_probe_period_s": 0.2},
         local={"probe_period_s": 0.05},  # the fake stands in for the local backend
     )
-    async for ctl in running(settings, fake):
+    async with started(settings, fake) as ctl:
         # The first deployment probes come a period after the start; once they have
         # measured T_d, every cloud runtime could win the batch and is worth timing.
         await until(
@@ -269,19 +260,18 @@ async def test_the_daemon_checks_its_uplink_and_prices_an_outage(
 ) -> None:
     """With ``inquisitor.uplink_check_url``, the inquisitor requests it every tick; while
     it goes unanswered the metric says so and cloud T_t includes the expected wait."""
-    async with far_side() as link:
-        async for ctl in running(checked_settings(tmp_path, link.url), fake):
+    async with far_side() as link, started(checked_settings(tmp_path, link.url), fake) as ctl:
 
-            def scrape(ctl: Controller = ctl) -> str:
-                return ctl.metrics.render()[0].decode()
+        def scrape(ctl: Controller = ctl) -> str:
+            return ctl.metrics.render()[0].decode()
 
-            await until(lambda: "stoic_uplink_up 1.0" in scrape())
-            assert ctl.estimate(10, 1_000_000)[0]["gpu1"].uplink_wait_s == 0.0
-            await link.stop()  # the link goes down
-            await until(lambda: "stoic_uplink_up 0.0" in scrape())
-            assert "stoic_uplink_outages_total 1.0" in scrape()
-            gpu1 = ctl.estimate(10, 1_000_000)[0]["gpu1"]
-            assert gpu1.uplink_wait_s > 0.0 and gpu1.transfer.mean >= gpu1.uplink_wait_s
+        await until(lambda: "stoic_uplink_up 1.0" in scrape())
+        assert ctl.estimate(10, 1_000_000)[0]["gpu1"].uplink_wait_s == 0.0
+        await link.stop()  # the link goes down
+        await until(lambda: "stoic_uplink_up 0.0" in scrape())
+        assert "stoic_uplink_outages_total 1.0" in scrape()
+        gpu1 = ctl.estimate(10, 1_000_000)[0]["gpu1"]
+        assert gpu1.uplink_wait_s > 0.0 and gpu1.transfer.mean >= gpu1.uplink_wait_s
 
 
 def test_simulated_backend_is_refused_in_the_daemon(tmp_path: Path) -> None:
@@ -317,44 +307,57 @@ def test_configuration_doc_is_in_sync() -> None:
     assert (root / "docs" / "configuration.md").read_text() == module.render()
 
 
-async def test_a_claim_that_returns_after_the_stop_flag_is_handed_back(
-    tmp_path: Path, fake: FakeBackend, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def queued(tmp_path: Path, fake: FakeBackend) -> tuple[Controller, str]:
+    """A controller on ``fake``, not started, and the id of the one batch queued for it."""
     settings = make_settings(tmp_path)
     bid = put_batch(settings)
-    ctl = Controller(settings, backends={"local": fake})
-    original = Store.claim_next_queued
+    return Controller(settings, backends={"local": fake}), bid
 
-    def claim_then_stop(self: Store, now: float) -> Any:
-        record = original(self, now)
+
+def wrap_claims(
+    monkeypatch: pytest.MonkeyPatch, wrapper: Callable[[Callable[[], Any]], Any]
+) -> None:
+    """Every ``Store.claim_next_queued`` runs as ``wrapper(claim)``, ``claim`` being the
+    real claim of that call: the wrapper decides what happens around it."""
+    original = Store.claim_next_queued
+    monkeypatch.setattr(
+        Store, "claim_next_queued", lambda self, now: wrapper(lambda: original(self, now))
+    )
+
+
+async def test_a_claim_that_returns_after_the_stop_flag_is_handed_back(
+    queued: tuple[Controller, str], fake: FakeBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctl, bid = queued
+
+    def claim_then_stop(claim: Callable[[], Any]) -> Any:
+        record = claim()
         ctl.mark_draining()  # SIGTERM arrives while the claim is in flight
         return record
 
-    monkeypatch.setattr(Store, "claim_next_queued", claim_then_stop)
+    wrap_claims(monkeypatch, claim_then_stop)
     await ctl.start()
     await until(lambda: ctl.draining)
     await ctl.stop()
-    with Store(settings.database_url) as store:
+    with Store(ctl.settings.database_url) as store:
         record = store.get_batch(bid)
     assert (record.state, record.attempts, record.started_at) == (BatchState.QUEUED, 0, None)
     assert not fake.ops("invoke")
 
 
 async def test_a_claim_in_flight_when_the_dispatcher_is_cancelled_is_handed_back(
-    tmp_path: Path, fake: FakeBackend, monkeypatch: pytest.MonkeyPatch
+    queued: tuple[Controller, str], fake: FakeBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = make_settings(tmp_path)
-    bid = put_batch(settings)
-    ctl = Controller(settings, backends={"local": fake})
-    original = Store.claim_next_queued
+    ctl, bid = queued
     entered, gate = threading.Event(), threading.Event()
 
-    def slow_claim(self: Store, now: float) -> Any:
+    def slow_claim(claim: Callable[[], Any]) -> Any:
         entered.set()
         gate.wait(30)
-        return original(self, now)
+        return claim()
 
-    monkeypatch.setattr(Store, "claim_next_queued", slow_claim)
+    wrap_claims(monkeypatch, slow_claim)
     monkeypatch.setattr(controller_module, "DISPATCHER_EXIT_S", 0.01)
     await ctl.start()
     assert await asyncio.to_thread(entered.wait, 10)
@@ -363,7 +366,7 @@ async def test_a_claim_in_flight_when_the_dispatcher_is_cancelled_is_handed_back
     await asyncio.sleep(0.1)  # the drain has cancelled the dispatcher mid-claim
     gate.set()
     await stopping
-    with Store(settings.database_url) as store:
+    with Store(ctl.settings.database_url) as store:
         record = store.get_batch(bid)
     assert (record.state, record.attempts) == (BatchState.QUEUED, 0)
     assert not fake.ops("invoke")
@@ -398,7 +401,7 @@ async def test_share_mode_labels_each_image_once_and_resumes_from_stored_chunks(
         json.dumps({"start": 0, "stop": 10, "runtime": "edge", "results": earlier}).encode(),
     )
     objects.put_bytes(chunk_results_key(done_before, 10, 20), b"{truncated by a crash")
-    async for ctl in running(settings, fake):
+    async with started(settings, fake) as ctl:
         record = await wait_state(ctl, done_before, BatchState.DONE, BatchState.FAILED)
     assert record.state is BatchState.DONE, record.error
     doc = json.loads(objects.get_bytes(results_key(done_before)))

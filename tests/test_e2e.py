@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -19,6 +18,7 @@ import pytest
 from stoic.function.classifier import CLASSES
 from stoic.store import Store
 from stoic.values import BatchState
+from tests.support.client import wait_state
 from tests.support.images import scene_jpeg
 from tests.support.net import free_port, tail, wait_for
 from tests.support.paths import REPO
@@ -73,12 +73,7 @@ prior_fixed_s = 14.91
             batch_id = r.json()["id"]
             assert r.headers["location"] == f"/v1/batches/{batch_id}"
 
-            deadline = time.monotonic() + 600
-            while True:
-                b = client.get(f"/v1/batches/{batch_id}").json()
-                if b["state"] in ("done", "failed") or time.monotonic() > deadline:
-                    break
-                time.sleep(1)
+            b = wait_state(client, batch_id, timeout_s=600, poll_s=1, log=log)
             assert b["state"] == "done", f"{b}\n{tail(log)}"
             assert b["decision"]["runtime"] in ("edge", "cpu")
             assert set(b["decision"]["estimates"]) == {"edge", "cpu"}

@@ -18,6 +18,7 @@ from stoic.cli import main
 from stoic.envfit.csvsource import read_csv
 from stoic.envfit.gof import runtimes_of
 from stoic.envfit.gof import total as gof_total
+from stoic.envfit.measurements import Measurements
 from stoic.envfit.params import min_samples_markdown
 from stoic.replay.runner import ReplayConfig, run_replay
 from stoic.store import Store, migrate
@@ -106,20 +107,27 @@ def test_csv_to_a_spec_that_loads_and_replays_with_its_report(
     assert len(r.records) == 4
 
 
+def read_with_totals(tmp_path: Path, components: str) -> Measurements:
+    """``components`` read as ``c.csv`` with a totals file ``t.csv`` (the edge 14 s and
+    gpu1 50 s for 5 images), 200 kB per image, no cloud prior, UTC."""
+    csv = tmp_path / "c.csv"
+    csv.write_text(components)
+    totals = tmp_path / "t.csv"
+    totals.write_text("image_num,runtime,act_total\n5,edge,14.0\n5,gpu1,50.0\n")
+    return read_csv(csv, [totals], cloud_prior=set(), bytes_per_image=200_000, utc_offset_h=0)
+
+
 def test_csv_reading_counts_a_shared_upload_once_and_edge_totals_as_processing(
     tmp_path: Path,
 ) -> None:
-    csv = tmp_path / "c.csv"
-    csv.write_text(
+    m = read_with_totals(
+        tmp_path,
         "epoch,image_num,runtime,act_transfer,act_deploy,act_proc\n"
         "1000,10,edge,0,0,25.0\n"
         "1100,10,cpu,0.5,20.0,30.0\n"
         "1200,10,gpu1,0.5,25.0,20.0\n"
-        "1300,20,gpu1,1.1,24.0,22.0\n"
+        "1300,20,gpu1,1.1,24.0,22.0\n",
     )
-    totals = tmp_path / "t.csv"
-    totals.write_text("image_num,runtime,act_total\n5,edge,14.0\n5,gpu1,50.0\n")
-    m = read_csv(csv, [totals], cloud_prior=set(), bytes_per_image=200_000, utc_offset_h=0)
     assert m.uploads is not None
     assert sorted(m.uploads.seconds.tolist()) == [0.5, 1.1]
     assert m.uploads.n_bytes.tolist() == [2_000_000, 4_000_000]
@@ -135,17 +143,14 @@ def test_measured_totals_are_compared_with_what_they_measured(tmp_path: Path) ->
     the sum is 45.5 and 47.1), and a row that reused a pod has no comparable T_s. A
     totals file's cloud figures have no upload, so the spec's draws leave it out too:
     T_d + warm-up + T_p (a timed-out deployment's fallback as it is)."""
-    csv = tmp_path / "c.csv"
-    csv.write_text(
+    m = read_with_totals(
+        tmp_path,
         "epoch,image_num,runtime,act_transfer,act_deploy,act_proc,act_total\n"
         "1000,10,edge,0,0,25.0,25.0\n"
         "1200,10,gpu1,0.5,25.0,20.0,45.0\n"
         "1300,20,gpu1,1.1,24.0,22.0,46.0\n"
-        "1400,20,gpu1,1.1,0,21.0,21.0\n"
+        "1400,20,gpu1,1.1,0,21.0,21.0\n",
     )
-    totals = tmp_path / "t.csv"
-    totals.write_text("image_num,runtime,act_total\n5,edge,14.0\n5,gpu1,50.0\n")
-    m = read_csv(csv, [totals], cloud_prior=set(), bytes_per_image=200_000, utc_offset_h=0)
     ours, theirs = m.totals["gpu1"]
     assert ours.label == "c.csv T_t + T_d + T_p" and ours.upload
     assert ours.total_s.tolist() == pytest.approx([45.5, 47.1])

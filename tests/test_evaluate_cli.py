@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,8 @@ from typer.testing import CliRunner
 from stoic.cli import app
 from stoic.errors import CsvFormatError
 from stoic.predict.csvseries import read_deployment_csv
+from tests.support.csvfiles import assert_refused
+from tests.support.processes import cli_error_line
 
 runner = CliRunner()
 
@@ -75,11 +75,7 @@ def test_table_and_plot(tmp_path: Path):
 )
 def test_malformed_csv(tmp_path: Path, text, line, column, problem):
     p = tmp_path / "bad.csv"
-    p.write_text(text)
-    with pytest.raises(CsvFormatError) as err:
-        read_deployment_csv(p)
-    assert (err.value.line, err.value.column) == (line, column)
-    assert problem in err.value.problem
+    assert_refused(read_deployment_csv, p, text, line, column, problem)
     result = runner.invoke(app, ["evaluate", "deployment", str(p)])
     assert result.exit_code != 0
     assert isinstance(result.exception, CsvFormatError)
@@ -88,20 +84,5 @@ def test_malformed_csv(tmp_path: Path, text, line, column, problem):
 def test_main_exits_2_with_one_line_and_no_traceback(tmp_path: Path):
     p = tmp_path / "bad.csv"
     p.write_text("epoch,cpu\n1,10\n2,abc\n")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from stoic.cli import main; main()",
-            "evaluate",
-            "deployment",
-            str(p),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 2
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and f"{p}:3, column 'cpu': not a number" in lines[0]
+    line = cli_error_line("evaluate", "deployment", str(p))
+    assert f"{p}:3, column 'cpu': not a number" in line

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-import itertools
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from stoic.clock import ManualClock, local_midnight
 from stoic.daemon.controller import Controller
 from stoic.daemon.progress import Board, Phase
 from stoic.values import BatchState, Job
+from tests.support.controller import until
 from tests.support.daemon import Daemon, files, start_daemon
 from tests.support.html import dom
 from tests.support.images import jpeg
@@ -53,15 +52,6 @@ class Gated(FakeBackend):
             finally:
                 self.waiting.remove(job.batch_id)
         return await FakeBackend.invoke(self, deployment, job, upload, warmup=warmup)
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Wait (bounded) for a condition the event loop will make true."""
-    async with asyncio.timeout(20):
-        for _ in itertools.count():
-            if condition():
-                return
-            await asyncio.sleep(0.01)
 
 
 @dataclass(frozen=True)

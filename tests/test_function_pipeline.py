@@ -24,7 +24,7 @@ from PIL import Image
 
 from stoic.errors import FunctionError, InputError
 from stoic.function.classifier import decode_image
-from stoic.function.pipeline import HandOff, run_pipeline, usable_cpus
+from stoic.function.pipeline import HandOff, PipelineResult, run_pipeline, usable_cpus
 from stoic.function.workers import ArraySource, DeviceModels, classify, run_workers
 from stoic.storage.package import PackageIndex, PackageWriter, iter_package_range
 
@@ -85,6 +85,16 @@ def _grey(n: int) -> list[tuple[str, bytes]]:
 
 def _expected_mean(i: int) -> float:
     return (i * 2 % 256) / 255.0
+
+
+def _grey_on_one_device(
+    pool: ThreadPoolExecutor, n: int, batch: int, call: Any = _mean_call, **options: Any
+) -> PipelineResult:
+    """``run_pipeline`` of ``n`` grey images on one device of batch size ``batch``
+    running ``call`` (``options``: the pipeline's own)."""
+    return run_pipeline(
+        _package(_grey(n)), _models(["CPU:0"], batch, call), pool, decode_image, **options
+    )
 
 
 @pytest.mark.parametrize(("batch", "chunk"), [(1, 1), (4, 3), (7, 16), (64, 5)])
@@ -157,26 +167,13 @@ def test_images_in_flight_stay_bounded(pool) -> None:
         time.sleep(0.002)
         return _mean_call(x)
 
-    out = run_pipeline(
-        _package(_grey(200)),
-        _models(["CPU:0"], 4, slow),
-        pool,
-        decode_image,
-        decode_threads=3,
-        decode_chunk=2,
-        max_inflight_images=10,
+    out = _grey_on_one_device(
+        pool, 200, 4, slow, decode_threads=3, decode_chunk=2, max_inflight_images=10
     )
     assert len(out.rows) == 200
     assert 4 <= out.peak_inflight <= 10
     # A capacity below one batch is raised to a batch plus a chunk (else no batch forms).
-    small = run_pipeline(
-        _package(_grey(40)),
-        _models(["CPU:0"], 8),
-        pool,
-        decode_image,
-        decode_chunk=3,
-        max_inflight_images=2,
-    )
+    small = _grey_on_one_device(pool, 40, 8, decode_chunk=3, max_inflight_images=2)
     assert len(small.rows) == 40 and small.peak_inflight <= 8 + 3
 
 
@@ -216,14 +213,7 @@ def test_failing_device_aborts_the_call_without_leaving_work(pool) -> None:
 
     t0 = time.perf_counter()
     with pytest.raises(FunctionError, match=r"CPU:0: RuntimeError: device lost"):
-        run_pipeline(
-            _package(_grey(300)),
-            _models(["CPU:0"], 4, broken),
-            pool,
-            decode_image,
-            decode_chunk=2,
-            max_inflight_images=8,
-        )
+        _grey_on_one_device(pool, 300, 4, broken, decode_chunk=2, max_inflight_images=8)
     assert time.perf_counter() - t0 < 60
     assert not [t for t in threading.enumerate() if t.name == "stoic-reader"]
     assert pool.submit(lambda: 1).result(timeout=5) == 1  # the pool is free

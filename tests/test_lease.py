@@ -10,7 +10,6 @@ batch. A stale lease (expired, or its holder gone from this host) is taken over.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import re
 import socket
@@ -25,15 +24,17 @@ import pytest
 from stoic.backends.fake import FakeBackend, FakeSpec
 from stoic.clock import ManualClock
 from stoic.daemon.controller import Controller
-from stoic.daemon.lease import LEASE_NAME, MARKER_KEY, DaemonLease
+from stoic.daemon.lease import LEASE_NAME, MARKER_KEY, DaemonLease, pid_alive
 from stoic.errors import LeaseHeld
 from stoic.settings import Settings
 from stoic.storage.objectstore import DirObjectStore
 from stoic.store import Store, migrate
 from stoic.store.lease import Lease, Leases
 from stoic.values import BatchState
+from tests.support.client import submit, wait_state
+from tests.support.controller import started, until
 from tests.support.images import jpeg
-from tests.support.net import free_port, tail
+from tests.support.net import free_port
 from tests.support.paths import REPO
 from tests.support.processes import STOIC, Serving, stop
 from tests.support.settings import make_settings, standin_config
@@ -51,30 +52,19 @@ def shared(tmp_path: Path, name: str, *, db: str = "shared") -> Settings:
     )
 
 
-async def until(condition: Callable[[], bool]) -> None:
-    """Wait (bounded) for a condition the event loop will make true."""
-    async with asyncio.timeout(30):
-        for _ in itertools.count():
-            if condition():
-                return
-            await asyncio.sleep(0.02)
-
-
-def slow() -> dict[str, FakeBackend]:
-    return {"local": FakeBackend(default=FakeSpec(per_image_s=3600))}
+def slow() -> FakeBackend:
+    return FakeBackend(default=FakeSpec(per_image_s=3600))
 
 
 async def test_a_second_daemon_on_the_same_database_is_refused_before_touching_a_batch(
     tmp_path: Path,
 ) -> None:
-    first = Controller(shared(tmp_path, "a"), backends=slow())
-    await first.start()
-    try:
+    async with started(shared(tmp_path, "a"), slow()) as first:
         store = first.store
         bid = store.create_batch(created_at=1.0, n_images=1, n_bytes=1, package_key="k").id
         first.notify()
-        await until(lambda: store.get_batch(bid).state is BatchState.RUNNING)
-        second = Controller(shared(tmp_path, "b"), backends=slow())
+        await until(lambda: store.get_batch(bid).state is BatchState.RUNNING, timeout_s=30)
+        second = Controller(shared(tmp_path, "b"), backends={"local": slow()})
         with pytest.raises(LeaseHeld) as info:
             await second.start()
         assert str(info.value).startswith(
@@ -85,12 +75,10 @@ async def test_a_second_daemon_on_the_same_database_is_refused_before_touching_a
         assert not second.lock.held
         batch = store.get_batch(bid)
         assert batch.state is BatchState.RUNNING and batch.attempts == 1  # not re-queued
-    finally:
-        await first.stop()
     # Stopped, the first gave the lease and the marker back: the second starts.
     with Store(shared(tmp_path, "b").database_url) as store:
         assert Leases(store).get(LEASE_NAME) is None
-    second = Controller(shared(tmp_path, "b"), backends=slow())
+    second = Controller(shared(tmp_path, "b"), backends={"local": slow()})
     await second.start()
     await second.stop()
 
@@ -98,23 +86,42 @@ async def test_a_second_daemon_on_the_same_database_is_refused_before_touching_a
 async def test_a_second_daemon_on_another_database_but_the_same_objects_is_refused(
     tmp_path: Path,
 ) -> None:
-    first = Controller(shared(tmp_path, "a"), backends=slow())
-    await first.start()
-    try:
+    async with started(shared(tmp_path, "a"), slow()) as first:
         assert first.objects.exists(MARKER_KEY)
         other = shared(tmp_path, "b", db="other")
-        second = Controller(other, backends=slow())
+        second = Controller(other, backends={"local": slow()})
         with pytest.raises(LeaseHeld, match=r"^object store .*/shared/objects is in use .*pid"):
             await second.start()
         with Store(other.database_url) as store:
             assert Leases(store).get(LEASE_NAME) is None  # its own lease given back
-    finally:
-        await first.stop()
     assert not first.objects.exists(MARKER_KEY)
 
 
 def _lease(holder: str, *, host: str, pid: int, data_dir: str, expires_at: float) -> Lease:
     return Lease(LEASE_NAME, holder, host, pid, data_dir, 0.0, expires_at - 30, expires_at)
+
+
+def daemon_lease(
+    store: Store,
+    tmp_path: Path,
+    clock: ManualClock,
+    *,
+    on_lost: Callable[[Lease | None], None] = lambda _holder: None,
+    alive: Callable[[int], bool] = pid_alive,
+) -> DaemonLease:
+    """The lease of a daemon on ``store`` (its database at ``tmp_path / "stoic.db"``) with
+    its data in ``tmp_path / "data"`` and its marker in ``tmp_path / "objects"``; 30 s TTL."""
+    return DaemonLease(
+        store,
+        DirObjectStore(tmp_path / "objects"),
+        data_dir=tmp_path / "data",
+        database=f"sqlite:///{tmp_path / 'stoic.db'}",
+        where="objects",
+        ttl_s=30,
+        clock=clock,
+        on_lost=on_lost,
+        alive=alive,
+    )
 
 
 @pytest.mark.parametrize(
@@ -144,17 +151,7 @@ def test_a_stale_lease_is_taken_over_and_a_live_one_is_not(
             expires_at=clock.now() + expires_in_s,
         )
         assert Leases(store).take(held, stale=lambda _: False).won
-        lease = DaemonLease(
-            store,
-            DirObjectStore(tmp_path / "objects"),
-            data_dir=tmp_path / "data",
-            database=url,
-            where="objects",
-            ttl_s=30,
-            clock=clock,
-            on_lost=lambda _holder: None,
-            alive=lambda pid: pid_alive,
-        )
+        lease = daemon_lease(store, tmp_path, clock, alive=lambda pid: pid_alive)
         if taken:
             lease.acquire()
             now = Leases(store).get(LEASE_NAME)
@@ -173,16 +170,7 @@ async def test_the_heartbeat_renews_the_lease_and_stops_when_it_was_taken_over(
     migrate(url)
     clock, lost = ManualClock(1_000.0), asyncio.Event()
     with Store(url) as store:
-        lease = DaemonLease(
-            store,
-            DirObjectStore(tmp_path / "objects"),
-            data_dir=tmp_path / "data",
-            database=url,
-            where="objects",
-            ttl_s=30,
-            clock=clock,
-            on_lost=lambda _holder: lost.set(),
-        )
+        lease = daemon_lease(store, tmp_path, clock, on_lost=lambda _holder: lost.set())
         lease.acquire()
         beats = asyncio.create_task(lease.run())
         clock.advance(25)
@@ -199,14 +187,10 @@ async def test_the_heartbeat_renews_the_lease_and_stops_when_it_was_taken_over(
 
 
 async def test_a_daemon_whose_lease_was_taken_over_stops_claiming(tmp_path: Path) -> None:
-    ctl = Controller(make_settings(tmp_path, database={"lease_ttl_s": 3}), backends=slow())
-    await ctl.start()
-    try:
+    async with started(make_settings(tmp_path, database={"lease_ttl_s": 3}), slow()) as ctl:
         other = _lease("other", host="edge2", pid=1, data_dir="/x", expires_at=time.time() + 60)
         assert Leases(ctl.store).take(other, stale=lambda _: True).won
-        await until(lambda: ctl.draining)  # the next beat, a second away
-    finally:
-        await ctl.stop()
+        await until(lambda: ctl.draining, timeout_s=30)  # the next beat, a second away
     with Store(ctl.settings.database_url) as store:
         assert Leases(store).get(LEASE_NAME) == other  # not ours: left alone
 
@@ -223,13 +207,8 @@ def test_two_stoic_serve_on_one_database_and_object_store(tmp_path: Path) -> Non
     with Serving(tmp_path, configs[0]) as serving:
         first = serving.start()
         with httpx.Client(base_url=serving.url, trust_env=False, timeout=30) as client:
-            r = client.post("/v1/batches", files=[("files", ("a.jpg", jpeg(1), "image/jpeg"))])
-            assert r.status_code == 202, r.text
-            bid = r.json()["id"]
-            deadline = time.monotonic() + 60
-            while client.get(f"/v1/batches/{bid}").json()["state"] != "running":
-                assert time.monotonic() < deadline, tail(serving.log)
-                time.sleep(0.05)
+            bid = submit(client, [("a.jpg", jpeg(1))])
+            wait_state(client, bid, "running", log=serving.log)
 
             result = subprocess.run(
                 [*STOIC, "serve", "--config", str(configs[1]), "--port", str(free_port())],

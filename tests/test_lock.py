@@ -25,8 +25,9 @@ from stoic.errors import DataDirInUse
 from stoic.ingest.builder import TMP_PREFIX
 from stoic.store import Store, migrate
 from stoic.values import BatchState
+from tests.support.client import submit, wait_state
 from tests.support.images import jpeg
-from tests.support.net import free_port, tail
+from tests.support.net import free_port
 from tests.support.paths import REPO
 from tests.support.processes import STOIC, Serving, stop
 from tests.support.settings import make_settings, standin_config
@@ -111,13 +112,8 @@ def test_two_stoic_serve_on_one_data_dir(tmp_path: Path) -> None:
     with Serving(tmp_path, config) as serving:
         first = serving.start()
         with httpx.Client(base_url=serving.url, trust_env=False, timeout=30) as client:
-            r = client.post("/v1/batches", files=[("files", ("a.jpg", jpeg(1), "image/jpeg"))])
-            assert r.status_code == 202, r.text
-            bid = r.json()["id"]
-            deadline = time.monotonic() + 60
-            while client.get(f"/v1/batches/{bid}").json()["state"] != "running":
-                assert time.monotonic() < deadline, tail(serving.log)
-                time.sleep(0.05)
+            bid = submit(client, [("a.jpg", jpeg(1))])
+            wait_state(client, bid, "running", log=serving.log)
         tmp = data / "tmp" / f"{TMP_PREFIX}in-flight.tar"
         tmp.write_bytes(b"an upload in progress")
 

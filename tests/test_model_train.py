@@ -16,7 +16,6 @@ import json
 import os
 import subprocess
 import tarfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from typer.testing import CliRunner
 from stoic.errors import InputError
 from stoic.storage.objectstore import DirObjectStore
 from stoic.storage.package import PackageWriter, package_key
+from tests.support.client import submit, wait_state
 from tests.support.images import SITE_LABELS, site_scene
 from tests.support.net import free_port, tail, wait_for
 from tests.support.paths import REPO
@@ -154,17 +154,8 @@ kind = "edge"
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
             wait_for(client, "/readyz", 120, log, proc)
-            r = client.post(
-                "/v1/batches",
-                files=[("files", (name, jpg, "image/jpeg")) for _, name, jpg in images],
-            )
-            assert r.status_code == 202, r.text
-            deadline = time.monotonic() + 400
-            while True:
-                batch = client.get(f"/v1/batches/{r.json()['id']}").json()
-                if batch["state"] in ("done", "failed") or time.monotonic() > deadline:
-                    break
-                time.sleep(0.5)
+            batch_id = submit(client, [(name, jpg) for _, name, jpg in images])
+            batch = wait_state(client, batch_id, timeout_s=400, poll_s=0.5, log=log)
     finally:
         assert stop(proc) == 0, tail(log)
     assert batch["state"] == "done", f"{batch}\n{tail(log)}"

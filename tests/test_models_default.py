@@ -6,24 +6,18 @@ tests/test_model_push.py)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from typer.testing import CliRunner
 
-from stoic.api.app import create_app
 from stoic.backends.fake import FakeBackend, FakeSpec, InvokeStep
 from stoic.cli import app as cli_app
-from stoic.daemon.controller import Controller
 from stoic.storage.objectstore import make_object_store
 from stoic.storage.package import model_key
 from stoic.store import Store
-from tests.support.daemon import Daemon, files, start_daemon
+from tests.support.daemon import Daemon, files, http_daemon, start_daemon
 from tests.support.images import jpeg
-from tests.support.net import free_port
 from tests.support.settings import make_settings
 
 
@@ -162,31 +156,6 @@ async def test_needs_the_token(tmp_path: Path) -> None:
 
 
 # The command line, against a real HTTP server --------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def http_daemon(settings) -> AsyncIterator[tuple[str, Controller]]:
-    """The app under uvicorn on a loopback port, in this event loop."""
-    ctl = Controller(settings, backends={"local": FakeBackend(default=FakeSpec())})
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, controller=ctl),
-            host="127.0.0.1",
-            port=port,
-            log_config=None,
-            lifespan="on",
-        )
-    )
-    task = asyncio.create_task(server.serve(), name="uvicorn")
-    try:
-        async with asyncio.timeout(30):
-            while not server.started:  # noqa: ASYNC110 (uvicorn has no started event)
-                await asyncio.sleep(0.02)
-        yield f"http://127.0.0.1:{port}", ctl
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def test_model_default_command(tmp_path: Path) -> None:

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from stoic.cli import app
-from stoic.errors import CsvFormatError, InputError
+from stoic.errors import InputError
 from stoic.predict.onestep import MeasuredBatch, read_components_csv, replay, score
 from stoic.predict.predictor import Predictor
 from stoic.settings import Settings
+from tests.support.csvfiles import assert_refused
 from tests.support.paths import SHARED
+from tests.support.processes import cli_error_line
 
 REAL = SHARED / "data" / "nautilus-2020-real" / "components.csv"
 HEADER = "epoch,image_num,runtime,act_transfer,act_deploy,act_proc,act_total,pred_proc"
@@ -95,12 +95,7 @@ def test_plot_and_table(tmp_path: Path) -> None:
 def test_bad_csv_is_named(
     tmp_path: Path, text: str, line: int, column: str | None, problem: str
 ) -> None:
-    p = tmp_path / "bad.csv"
-    p.write_text(text)
-    with pytest.raises(CsvFormatError) as err:
-        read_components_csv(p)
-    assert (err.value.line, err.value.column) == (line, column)
-    assert problem in err.value.problem
+    assert_refused(read_components_csv, tmp_path / "bad.csv", text, line, column, problem)
 
 
 def test_an_unknown_runtime_is_one_line_and_exit_2(tmp_path: Path) -> None:
@@ -111,23 +106,7 @@ def test_an_unknown_runtime_is_one_line_and_exit_2(tmp_path: Path) -> None:
             Predictor.from_settings(Settings()),
             [MeasuredBatch(1.0, "tpu9", 4, {"processing": 3.0})],
         )
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from stoic.cli import main; main()",
-            "evaluate",
-            "predictor",
-            "--csv",
-            str(p),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 2
-    assert "Traceback" not in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1 and "tpu9" in proc.stderr
+    assert "tpu9" in cli_error_line("evaluate", "predictor", "--csv", str(p))
 
 
 def test_a_cold_first_deployment_is_a_what_if_and_the_cold_ratio_keeps_it_out(

@@ -10,7 +10,7 @@ import pytest
 from stoic.backends.fake import DeployStep, FakeBackend, FakeSpec
 from stoic.clock import LoopClock
 from stoic.errors import PredictorError
-from stoic.schedule.assembly import build_core, scheduler_options
+from stoic.schedule.assembly import Core, build_core, scheduler_options
 from stoic.schedule.decide.policy import PolicyOptions
 from stoic.schedule.execute.recorder import MultiRecorder, PredictorRecorder
 from stoic.schedule.scheduler import (
@@ -221,7 +221,9 @@ async def test_bootstrap_needs_representative_jobs(world: World) -> None:
 # With the real predictor --------------------------------------------------------------
 
 
-async def test_real_predictor_learns_from_bootstrap_and_batches() -> None:
+def real_core() -> tuple[FakeBackend, Core]:
+    """A core as the daemon builds it, with the real predictor, on the edge and three
+    pods, each with its own line: T_p = per_image_s · n + fixed_s."""
     fake = FakeBackend(
         {
             "edge": FakeSpec(per_image_s=2.0, fixed_s=10.0),
@@ -233,6 +235,11 @@ async def test_real_predictor_learns_from_bootstrap_and_batches() -> None:
     core = build_core(
         Settings(), {"local": fake}, LoopClock(EPOCH), make_recorder=PredictorRecorder
     )
+    return fake, core
+
+
+async def test_real_predictor_learns_from_bootstrap_and_batches() -> None:
+    fake, core = real_core()
     predictor, scheduler = core.predictor, core.scheduler
     report = await scheduler.bootstrap("classify", "1", REPRESENTATIVE)
     assert report.runs == 8 and not scheduler.needs_bootstrap("classify", "1")
@@ -254,17 +261,7 @@ async def test_a_scope_of_contenders_bootstraps_the_edge_then_what_could_win() -
     """``contenders_of`` (the daemon's default scope): the edge first, then only the
     runtimes whose predicted T_t + T_d beat the best predicted total of the batch at
     hand; the others wait for a batch they could win."""
-    fake = FakeBackend(
-        {
-            "edge": FakeSpec(per_image_s=2.0, fixed_s=10.0),
-            "cpu": FakeSpec(deploy_s=12, upload_s=1, per_image_s=1.5, fixed_s=15.0),
-            "gpu1": FakeSpec(deploy_s=20, upload_s=1, per_image_s=0.3, fixed_s=25.0),
-            "gpu2": FakeSpec(deploy_s=40, upload_s=1, per_image_s=0.2, fixed_s=20.0),
-        }
-    )
-    core = build_core(
-        Settings(), {"local": fake}, LoopClock(EPOCH), make_recorder=PredictorRecorder
-    )
+    _, core = real_core()
     scheduler = core.scheduler
     runs: list[tuple[str, int, int, int, bool]] = []
 

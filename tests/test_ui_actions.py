@@ -5,18 +5,16 @@ bearer token needs none. tests/test_ui_browser.py clicks the same buttons in Chr
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from stoic.api.ui import session
 from stoic.backends.fake import FakeBackend, FakeSpec, InvokeStep
-from stoic.values import BatchState
-from tests.support.daemon import Daemon, files, start_daemon
+from tests.support.controller import until
+from tests.support.daemon import Daemon, files, operator_actions, start_daemon
 from tests.support.html import Node, dom
 from tests.support.images import jpeg
 from tests.support.settings import make_settings
@@ -50,20 +48,6 @@ async def press(client: httpx.AsyncClient, page_path: str, action: str, **extra:
     return await client.post(action, data=data, headers=ORIGIN)
 
 
-async def wait_state(d: Daemon, batch_id: str, *states: BatchState) -> None:
-    async with asyncio.timeout(20):
-        while d.controller.store.get_batch(batch_id).state not in states:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
-
-
-def logged(caplog: pytest.LogCaptureFixture) -> list[tuple[Any, Any]]:
-    return [
-        (r.action, r.by)  # type: ignore[attr-defined]
-        for r in caplog.records
-        if r.name == "stoic.operator" and r.getMessage() == "operator action"
-    ]
-
-
 async def test_drain_and_resume_from_the_page(
     open_daemon: Daemon, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -82,7 +66,7 @@ async def test_drain_and_resume_from_the_page(
     cookie = c.cookies.get(session.COOKIE)
     assert cookie and cookie not in caplog.text
     handle = session.Sessions.handle(cookie)
-    assert logged(caplog) == [
+    assert [(a["action"], a["by"]) for a in operator_actions(caplog)] == [
         ("drain", f"session {handle}"),
         ("undrain", f"session {handle}"),
     ]
@@ -112,9 +96,7 @@ async def test_cancel_then_retry_a_batch_from_its_page(tmp_path: Path) -> None:
     async with start_daemon(make_settings(tmp_path), fake) as d:
         r = await d.client.post("/v1/batches", files=files(("a.jpg", jpeg(1))))
         batch_id = r.json()["id"]
-        async with asyncio.timeout(20):
-            while not fake.ops("invoke", "edge"):  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
+        await until(lambda: fake.ops("invoke", "edge"), "the call on the edge")
         page = f"/ui/batches/{batch_id}"
         r = await press(d.client, page, f"{page}/cancel")
         assert (r.status_code, r.headers["location"]) == (303, page)
@@ -125,7 +107,7 @@ async def test_cancel_then_retry_a_batch_from_its_page(tmp_path: Path) -> None:
         assert not shown.find_all("form", action=f"{page}/cancel")
         r = await press(d.client, page, f"{page}/retry")
         assert r.status_code == 303
-        await wait_state(d, batch_id, BatchState.DONE)
+        assert (await d.wait_state(batch_id, "done"))["state"] == "done"
 
 
 async def test_an_action_without_the_sessions_csrf_token_is_refused(open_daemon: Daemon) -> None:

@@ -17,17 +17,14 @@ Then, against a second daemon on the stand-in function, the operator's buttons: 
 resume, a runtime out of service and back, cancel a running batch, retry a failed one
 (each checked through the API too; the forms' CSRF refusals are in tests/test_ui_actions.py).
 
-Skipped only where no Chromium or chromedriver is installed; ``.ci/run`` installs them
-and sets ``CI_REQUIRE_BROWSER=1``, which turns the skip into a failure.
+Skipped only where no Chromium or chromedriver is installed (:mod:`tests.support.browser`;
+``CI_REQUIRE_BROWSER=1`` turns the skip into a failure).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,68 +33,57 @@ import httpx
 import pytest
 
 from stoic.function.classifier import CLASSES
+from tests.support.browser import console_errors, require_browser, start_chrome, wait_until
+from tests.support.client import submit
 from tests.support.images import scene_jpeg
 from tests.support.net import free_port, wait_for
 from tests.support.paths import REPO, STAND_IN
 from tests.support.processes import daemon_env, serve, stop
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900), pytest.mark.usefixtures("browser")]
 
 TOKEN = "field-station-token"
 XSS_API = "<script>window.stoicXss=1</script>.jpg"
 XSS_FORM = "<img src=x onerror=window.stoicXss=2><script>window.stoicXss=3<script>.jpg"
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-CHROME_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-    "--window-size=1400,1800",
-)
-
-
-def browser_missing() -> str | None:
-    if CHROMIUM is None:
-        return "no chromium binary (apt-get install chromium chromium-driver)"
-    if CHROMEDRIVER is None:
-        return "no chromedriver (apt-get install chromium-driver)"
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return "selenium is not installed (pip install -e '.[dev]')"
-    return None
-
 
 @pytest.fixture(scope="module")
-def browser_paths() -> tuple[str, str]:
-    reason = browser_missing()
-    if reason is not None:
-        if os.environ.get("CI_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"CI_REQUIRE_BROWSER=1 but {reason}")
-        pytest.skip(reason)
-    assert CHROMIUM is not None and CHROMEDRIVER is not None
-    return CHROMIUM, CHROMEDRIVER
+def browser() -> None:
+    """Skips (or fails) every test here where no browser is installed, before any
+    daemon starts (``pytestmark`` asks for it first)."""
+    require_browser()
 
 
-def start_chrome(chromium: str, chromedriver: str, profile: Path) -> Any:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+def write_config(tmp: Path, prior_deploy_s: float, extra: str = "") -> Path:
+    """A settings file with the token, no background work, the page refreshing every
+    second (no render cache) and two runtimes, the edge and a CPU pod whose prior T_d
+    is ``prior_deploy_s``; ``extra`` is appended (more sections)."""
+    config = tmp / "stoic.toml"
+    config.write_text(
+        f"""
+[api]
+token = "{TOKEN}"
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in CHROME_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={profile}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    service = Service(executable_path=chromedriver, log_output=str(profile / "driver.log"))
-    return webdriver.Chrome(options=options, service=service)
+[controller]
+inquisitor = false
+bootstrap = false
+demo_model = false
+
+[ui]
+refresh_s = 1
+render_cache_s = 0
+
+[[runtimes]]
+name = "edge"
+kind = "edge"
+
+[[runtimes]]
+name = "cpu"
+kind = "cpu"
+prior_deploy_s = {prior_deploy_s}
+{extra}"""
+    )
+    return config
 
 
 @pytest.fixture(scope="module")
@@ -112,30 +98,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
          str(data / "objects"), "--per-class", "12", "--epochs", "2"],
         cwd=REPO, env=env, check=True, capture_output=True, timeout=600,
     )  # fmt: skip
-    config = tmp / "stoic.toml"
-    config.write_text(
-        f"""
-[api]
-token = "{TOKEN}"
-
-[controller]
-inquisitor = false
-bootstrap = false
-demo_model = false
-
-[ui]
-refresh_s = 1
-
-[[runtimes]]
-name = "edge"
-kind = "edge"
-
-[[runtimes]]
-name = "cpu"
-kind = "cpu"
-prior_deploy_s = 10.0
-"""
-    )
+    config = write_config(tmp, prior_deploy_s=10.0)
     port = free_port()
     log = tmp / "daemon.log"
     proc = serve(config, port, log, env, "--data-dir", str(data))
@@ -154,21 +117,7 @@ prior_deploy_s = 10.0
         stop(proc)
 
 
-def wait_until(predicate, timeout_s: float, what: str, context=None) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            extra = f"\n{context()}" if context is not None else ""
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}{extra}")
-        time.sleep(0.25)
-
-
-def test_operator_page_in_a_real_browser(
-    served: tuple[str, Path], browser_paths: tuple[str, str]
-) -> None:
+def test_operator_page_in_a_real_browser(served: tuple[str, Path]) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
@@ -206,10 +155,9 @@ def test_operator_page_in_a_real_browser(
         assert anonymous.get(path).status_code == 401, path
     assert anonymous.post("/ui/batches", files={"files": ("a.jpg", b"x")}).status_code == 401
 
-    chromium, chromedriver = browser_paths
     profile = tmp / "chrome-profile"
     profile.mkdir()
-    driver = start_chrome(chromium, chromedriver, profile)
+    driver = start_chrome(profile)
     try:
         # 1. The login form, then the page.
         driver.get(f"{url}/ui")
@@ -224,7 +172,7 @@ def test_operator_page_in_a_real_browser(
             lambda: driver.page_source,
         )
         # The console so far: only the refused first request (401 before the login).
-        before = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        before = console_errors(driver)
         assert len(before) == 1 and f"{url}/ui " in before[0] and "401" in before[0], before
         cookie = driver.get_cookie("stoic_ui")
         assert cookie is not None and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
@@ -299,8 +247,7 @@ def test_operator_page_in_a_real_browser(
         )
 
         # 5. No console errors: no CSP violation, no failed request, no script error.
-        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-        assert errors == []
+        assert console_errors(driver) == []
     finally:
         driver.quit()
         api.close()
@@ -332,39 +279,12 @@ def ops_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
     """``stoic serve`` on the stand-in; yields (url, the id of a failed batch)."""
     tmp = tmp_path_factory.mktemp("ui-actions")
     data = tmp / "data"
-    config = tmp / "stoic.toml"
-    config.write_text(
-        f"""
-data_dir = "{data}"
-
-[api]
-token = "{TOKEN}"
-
-[controller]
-inquisitor = false
-bootstrap = false
-demo_model = false
-
-[ui]
-refresh_s = 1
-render_cache_s = 0
-
-[local]
-command = ["{sys.executable}", "{STAND_IN}", "--image-delay", "{IMAGE_DELAY_S}"]
-
-[[runtimes]]
-name = "edge"
-kind = "edge"
-
-[[runtimes]]
-name = "cpu"
-kind = "cpu"
-prior_deploy_s = 100.0
-"""
-    )
+    standin = f'"{sys.executable}", "{STAND_IN}", "--image-delay", "{IMAGE_DELAY_S}"'
+    local = f"[local]\ncommand = [{standin}]\n"
+    config = write_config(tmp, prior_deploy_s=100.0, extra=local)
     port = free_port()
     log = tmp / "daemon.log"
-    proc = serve(config, port, log, daemon_env())
+    proc = serve(config, port, log, daemon_env(), "--data-dir", str(data))
     url = f"http://127.0.0.1:{port}"
     try:
         with api_client(url) as api:
@@ -387,10 +307,7 @@ def api_client(url: str) -> httpx.Client:
 
 
 def submit_images(api: httpx.Client, n: int) -> str:
-    images = [(f"cam1/{i}.jpg", scene_jpeg("bird", i)) for i in range(n)]
-    r = api.post("/v1/batches", files=[("files", (k, v, "image/jpeg")) for k, v in images])
-    assert r.status_code == 202, r.text
-    return str(r.json()["id"])
+    return submit(api, [(f"cam1/{i}.jpg", scene_jpeg("bird", i)) for i in range(n)])
 
 
 def finished(api: httpx.Client, batch_id: str) -> dict[str, Any] | None:
@@ -401,7 +318,6 @@ def finished(api: httpx.Client, batch_id: str) -> dict[str, Any] | None:
 @pytest.fixture(scope="module")
 def operator(
     ops_served: tuple[str, str],
-    browser_paths: tuple[str, str],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Any]:
     """Chromium, logged in to the stand-in daemon's page."""
@@ -409,15 +325,14 @@ def operator(
 
     url, _ = ops_served
     profile = tmp_path_factory.mktemp("chrome-actions")
-    driver = start_chrome(*browser_paths, profile)
+    driver = start_chrome(profile)
     try:
         driver.get(f"{url}/ui/login")
         driver.find_element(By.CSS_SELECTOR, "form.login input[name=token]").send_keys(TOKEN)
         driver.find_element(By.CSS_SELECTOR, "form.login button").click()
         wait_until(lambda: driver.find_elements(By.ID, "batches"), 30, "the page after login")
         yield driver
-        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-        assert errors == []  # no CSP violation, failed request or script error
+        assert console_errors(driver) == []
     finally:
         driver.quit()
 

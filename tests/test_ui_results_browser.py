@@ -9,21 +9,20 @@ thumbnails are drawn, that the hostile name and label are text (an alert would s
 driver), that the filters narrow the cards, that the download buttons answer with the
 page's session, and that the console holds no error.
 
-Skipped where no Chromium or chromedriver is installed, like ``tests/test_ui_browser.py``
-(``CI_REQUIRE_BROWSER=1`` turns the skip into a failure).
+Skipped where no Chromium or chromedriver is installed (:mod:`tests.support.browser`;
+``CI_REQUIRE_BROWSER=1`` turns the skip into a failure).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.support.browser import console_errors, require_browser, start_chrome
+from tests.support.client import submit, wait_state
 from tests.support.images import camera_image
 from tests.support.processes import Serving
 from tests.support.settings import standin_config
@@ -38,51 +37,6 @@ FILES = {
     "cam2/coyote-2.jpg": camera_image(3),
     "cam2/heron-3.jpg": camera_image(4, captured=None),
 }
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-CHROME_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-    "--window-size=1400,1800",
-)
-
-
-def browser() -> tuple[str, str]:
-    reason = None
-    if CHROMIUM is None or CHROMEDRIVER is None:
-        reason = "no chromium or chromedriver (apt-get install chromium chromium-driver)"
-    else:
-        try:
-            import selenium  # noqa: F401
-        except ImportError:
-            reason = "selenium is not installed (pip install -e '.[dev]')"
-    if reason is not None:
-        if os.environ.get("CI_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"CI_REQUIRE_BROWSER=1 but {reason}")
-        pytest.skip(reason)
-    assert CHROMIUM is not None and CHROMEDRIVER is not None
-    return CHROMIUM, CHROMEDRIVER
-
-
-def start_chrome(profile: Path) -> Any:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    chromium, chromedriver = browser()
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in CHROME_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={profile}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    service = Service(executable_path=chromedriver, log_output=str(profile / "driver.log"))
-    return webdriver.Chrome(options=options, service=service)
 
 
 def click_and_load(driver: Any, element: Any) -> None:
@@ -99,7 +53,7 @@ def test_results_view_in_a_real_browser(tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
-    browser()
+    require_browser()
     config = standin_config(
         tmp_path, tmp_path / "data", '"--label-from-name"', extra=f'\n[api]\ntoken = "{TOKEN}"\n'
     )
@@ -108,17 +62,8 @@ def test_results_view_in_a_real_browser(tmp_path: Path) -> None:
         with httpx.Client(
             base_url=daemon.url, timeout=30, headers={"Authorization": f"Bearer {TOKEN}"}
         ) as api:
-            r = api.post(
-                "/v1/batches",
-                files=[("files", (n, data, "image/jpeg")) for n, data in FILES.items()],
-            )
-            assert r.status_code == 202, r.text
-            batch_id = r.json()["id"]
-            for _ in range(600):
-                body = api.get(f"/v1/batches/{batch_id}").json()
-                if body["state"] in ("done", "failed"):
-                    break
-                time.sleep(0.1)
+            batch_id = submit(api, FILES.items())
+            body = wait_state(api, batch_id, timeout_s=60, log=daemon.log)
             assert body["state"] == "done", body
 
         profile = tmp_path / "chrome"
@@ -182,7 +127,6 @@ def test_results_view_in_a_real_browser(tmp_path: Path) -> None:
             assert by_format["camtrap-dp"][:2] == [200, "application/zip"]
             assert all(batch_id in a[2] and "attachment" in a[2] for a in by_format.values())
 
-            errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-            assert errors == []
+            assert console_errors(driver) == []
         finally:
             driver.quit()

@@ -1,15 +1,18 @@
-"""A controller's batches without HTTP: a queued batch put as the ingest leaves it, and
-bounded waits for what the event loop will make true."""
+"""A controller's batches without HTTP: a controller started and stopped around a
+block, a queued batch put as the ingest leaves it, and bounded waits for what the event
+loop will make true."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import itertools
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from stoic.backends.fake import FakeBackend
 from stoic.daemon.controller import Controller
 from stoic.settings import Settings
 from stoic.storage.objectstore import make_object_store
@@ -17,6 +20,17 @@ from stoic.storage.package import PackageWriter, package_key
 from stoic.store import Store, migrate
 from stoic.values import BatchState
 from tests.support.images import jpeg
+
+
+@contextlib.asynccontextmanager
+async def started(settings: Settings, backend: FakeBackend) -> AsyncIterator[Controller]:
+    """The controller of ``settings`` on ``backend``, started; stopped on the way out."""
+    ctl = Controller(settings, backends={"local": backend})
+    await ctl.start()
+    try:
+        yield ctl
+    finally:
+        await ctl.stop()
 
 
 def put_batch(settings: Settings, n_images: int = 2, **kwargs: Any) -> str:
@@ -51,10 +65,16 @@ async def wait_state(ctl: Controller, batch_id: str, *states: BatchState) -> Any
             await asyncio.sleep(0.01)
 
 
-async def until(condition: Callable[[], bool]) -> None:
-    """Wait (bounded) for a condition the event loop will make true."""
-    async with asyncio.timeout(10):
-        for _ in itertools.count():
-            if condition():
-                return
-            await asyncio.sleep(0.01)
+async def until(
+    condition: Callable[[], object], what: str = "a condition", timeout_s: float = 20
+) -> None:
+    """Wait (bounded) for a condition the event loop will make true; fails naming
+    ``what`` after ``timeout_s``."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            for _ in itertools.count():
+                if condition():
+                    return
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout_s} s waiting for {what}") from None

@@ -1,4 +1,5 @@
-"""``stoic serve`` as a child process, and cleaning up after it.
+"""``stoic serve`` as a child process, and cleaning up after it; a command's refusal as
+a user meets it (:func:`cli_error_line`).
 
 A test that kills the daemon with ``-9`` orphans the function processes it started; the
 stand-in function writes its pid to ``STANDIN_PIDFILE`` so the test can reap exactly
@@ -21,6 +22,23 @@ from tests.support.net import free_port, wait_healthy
 from tests.support.paths import REPO
 
 STOIC = (sys.executable, "-m", "stoic.cli")
+
+
+def cli_error_line(*args: str) -> str:
+    """The one line ``stoic *args`` writes to stderr when it refuses its input, run in a
+    child through :func:`stoic.cli.main` as the ``stoic`` script runs it; the exit code
+    must be 2 and there must be no traceback."""
+    proc = subprocess.run(
+        [sys.executable, "-c", "from stoic.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
 
 
 def daemon_env(**extra: str) -> dict[str, str]:
