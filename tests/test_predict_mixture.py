@@ -4,6 +4,8 @@ regimes followed, a cold outlier kept out of the window."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -50,17 +52,19 @@ def test_weights_and_modes_are_recovered_from_200_samples(seed: int, miss: float
     assert m.modes_s[1] == pytest.approx(HIT_S + PULL_S, rel=0.15)
 
 
-@settings(max_examples=60, deadline=None)
-@given(
-    st.integers(0, 2**32 - 1),
-    st.sampled_from([60, 100, 200]),
-    st.floats(0.1, 0.5),
-    st.floats(0.0, 0.08),
-)
-def test_congestion_outliers_are_no_second_mode(
-    seed: int, n: int, sigma: float, rate: float
-) -> None:
-    assert fit_two_modes(_congested(np.random.default_rng(seed), n, sigma, rate)) is None
+def test_congestion_outliers_are_rarely_a_second_mode() -> None:
+    """Congestion outliers on one mode are no second mode in at least 99.5 % of 1,920
+    fixed sequences (60-200 samples, σ 0.1-0.5, outlier rates 0-8 %; 2 fire when
+    measured). A rate, not a property: hypothesis found a sequence (n 60, σ 0.25, rate
+    6.25 %) whose Lomax draws happen to form a peak a likelihood test cannot tell from
+    a cache miss."""
+    grid = itertools.product([60, 100, 200], [0.1, 0.25, 0.4, 0.5], [0.0, 0.03, 0.0625, 0.08])
+    fired = sum(
+        fit_two_modes(_congested(np.random.default_rng(1000 * i + s), n, sigma, rate)) is not None
+        for i, (n, sigma, rate) in enumerate(grid)
+        for s in range(40)
+    )
+    assert fired <= 0.005 * 1920
 
 
 def test_a_floor_with_a_heavy_tail_is_rarely_a_second_mode() -> None:
