@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import BayesianRidge
 
-from stoic.predict.processing import ProcessingModel, fit_processing
+from stoic.predict.processing import ProcessingModel, RansacOptions, fit_processing
 from stoic.values import ProcessingSample
 
 PRIOR: dict[str, Any] = {"prior_slope": 0.3272, "prior_intercept": 28.16}
@@ -78,7 +78,7 @@ def test_ransac_ignores_an_outlier_that_plain_ridge_does_not():
     x, y = _line(10, rng)
     y_out = y.copy()
     y_out[3] *= 10.0
-    fit = fit_processing(x, y_out, **PRIOR, seed=0)
+    fit = fit_processing(x, y_out, **PRIOR, ransac=RansacOptions(seed=0))
     assert fit.method == "ransac" and fit.inliers in (8, 9)
     clean = BayesianRidge().fit(x[:, None], y).predict(np.array([[300.0]]))[0]
     plain = BayesianRidge().fit(x[:, None], y_out).predict(np.array([[300.0]]))[0]
@@ -90,7 +90,7 @@ def test_ransac_ignores_an_outlier_that_plain_ridge_does_not():
 def test_std_matches_bayesian_ridge_return_std():
     rng = np.random.default_rng(2)
     x, y = _line(10, rng, noise=3.0)
-    fit = fit_processing(x, y, **PRIOR, residual_threshold_s=1e6)
+    fit = fit_processing(x, y, **PRIOR, ransac=RansacOptions(residual_threshold_s=1e6))
     assert fit.inliers == 10
     mean, std = BayesianRidge().fit(x[:, None], y).predict(np.array([[250.0]]), return_std=True)
     c = fit.predict(250)
@@ -101,8 +101,8 @@ def test_seeded_fits_are_reproducible():
     rng = np.random.default_rng(4)
     x, y = _line(10, rng, noise=8.0)
     y[[1, 6]] *= 5
-    a = fit_processing(x, y, **PRIOR, seed=7)
-    b = fit_processing(x, y, **PRIOR, seed=7)
+    a = fit_processing(x, y, **PRIOR, ransac=RansacOptions(seed=7))
+    b = fit_processing(x, y, **PRIOR, ransac=RansacOptions(seed=7))
     assert a == b
 
 

@@ -257,11 +257,13 @@ def kubeless_function(settings: KubernetesSettings, runtime: Runtime, name: str)
     ``runtime`` names the custom runtime declared in ``deploy/kubeless/``."""
     labels = labels_for(settings, runtime, name)
     flavour = "gpu" if runtime.gpus else "cpu"
-    return {
-        "apiVersion": f"{KUBELESS_GROUP}/{KUBELESS_VERSION}",
-        "kind": "Function",
-        "metadata": {"name": name, "namespace": settings.namespace, "labels": labels},
-        "spec": {
+    return top_object(
+        f"{KUBELESS_GROUP}/{KUBELESS_VERSION}",
+        "Function",
+        settings,
+        name,
+        labels,
+        {
             "handler": settings.handler,
             "runtime": f"{settings.kubeless_runtime_id}{flavour}",
             "function": "",
@@ -286,43 +288,48 @@ def kubeless_function(settings: KubernetesSettings, runtime: Runtime, name: str)
                 ],
             },
         },
+    )
+
+
+def top_object(
+    api_version: str,
+    kind: str,
+    settings: KubernetesSettings,
+    name: str,
+    labels: dict[str, str],
+    spec: Manifest,
+) -> Manifest:
+    """An object of ours in the namespace, as every mode writes it: named, labelled
+    (so that clean-up finds it by :func:`owner_labels`), and its ``spec``."""
+    return {
+        "apiVersion": api_version,
+        "kind": kind,
+        "metadata": {"name": name, "namespace": settings.namespace, "labels": labels},
+        "spec": spec,
     }
 
 
 def deployment(settings: KubernetesSettings, runtime: Runtime, name: str) -> Manifest:
     """``deployment`` mode: what kubeless would have made, made directly."""
-    labels = labels_for(settings, runtime, name)
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": settings.namespace, "labels": labels},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {FUNCTION: name}},
-            "template": pod_template(settings, runtime, name),
-        },
+    spec = {
+        "replicas": 1,
+        "selector": {"matchLabels": {FUNCTION: name}},
+        "template": pod_template(settings, runtime, name),
     }
+    return top_object(
+        "apps/v1", "Deployment", settings, name, labels_for(settings, runtime, name), spec
+    )
 
 
 def service(settings: KubernetesSettings, runtime: Runtime, name: str) -> Manifest:
-    labels = labels_for(settings, runtime, name)
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name, "namespace": settings.namespace, "labels": labels},
-        "spec": {
-            "type": "ClusterIP",
-            "selector": {FUNCTION: name},
-            "ports": [
-                {
-                    "name": "http",
-                    "port": settings.service_port,
-                    "targetPort": settings.service_port,
-                    "protocol": "TCP",
-                }
-            ],
-        },
+    port = {
+        "name": "http",
+        "port": settings.service_port,
+        "targetPort": settings.service_port,
+        "protocol": "TCP",
     }
+    spec = {"type": "ClusterIP", "selector": {FUNCTION: name}, "ports": [port]}
+    return top_object("v1", "Service", settings, name, labels_for(settings, runtime, name), spec)
 
 
 def pod_ready(pod: Manifest) -> bool:
@@ -359,45 +366,61 @@ def pod_failure(pod: Manifest) -> str | None:
 # (pkg/apis/kubeless/v1beta1/function.go: FunctionSpec). kubernetes-validate has no
 # schema for this CRD and kubeless's own CRD declares none, so the tests validate the
 # Functions in deploy/ and the ones built above against this.
-_STR_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
-FUNCTION_SCHEMA: Manifest = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "type": "object",
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "additionalProperties": False,
-    "properties": {
-        "apiVersion": {"const": f"{KUBELESS_GROUP}/{KUBELESS_VERSION}"},
-        "kind": {"const": "Function"},
-        "metadata": {
-            "type": "object",
-            "required": ["name"],
-            "properties": {
-                "name": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"},
-                "namespace": {"type": "string"},
-                "labels": _STR_MAP,
-                "annotations": _STR_MAP,
-            },
-        },
-        "spec": {
-            "type": "object",
-            "required": ["handler", "runtime", "deployment"],
-            "additionalProperties": False,
-            "properties": {
-                "handler": {"type": "string", "minLength": 1},
-                "function": {"type": "string"},
-                "function-content-type": {
-                    "enum": ["text", "base64", "url", "zip", "text+base64", "zip+base64"]
+STR_MAP: Manifest = {"type": "object", "additionalProperties": {"type": "string"}}
+
+
+def object_schema(
+    api_version: str, kind: str, *, name_pattern: str, labels: Manifest, spec: Manifest
+) -> Manifest:
+    """The JSON schema of an object that :func:`top_object` writes: ``apiVersion`` and
+    ``kind`` fixed, the metadata it may carry, and the kind's own ``spec``."""
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "additionalProperties": False,
+        "properties": {
+            "apiVersion": {"const": api_version},
+            "kind": {"const": kind},
+            "metadata": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {
+                    "name": {"type": "string", "pattern": name_pattern},
+                    "namespace": {"type": "string"},
+                    "labels": labels,
+                    "annotations": STR_MAP,
                 },
-                "checksum": {"type": "string"},
-                "runtime": {"type": "string", "minLength": 1},
-                "timeout": {"type": "string", "pattern": r"^[0-9]+$"},
-                "deps": {"type": "string"},
-                # Merged by kubeless into its Deployment: validated as apps/v1 pieces
-                # separately (see tests/test_manifests.py).
-                "deployment": {"type": "object"},
-                "service": {"type": "object"},
-                "horizontalPodAutoscaler": {"type": "object"},
             },
+            "spec": spec,
+        },
+    }
+
+
+FUNCTION_SCHEMA = object_schema(
+    f"{KUBELESS_GROUP}/{KUBELESS_VERSION}",
+    "Function",
+    name_pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+    labels=STR_MAP,
+    spec={
+        "type": "object",
+        "required": ["handler", "runtime", "deployment"],
+        "additionalProperties": False,
+        "properties": {
+            "handler": {"type": "string", "minLength": 1},
+            "function": {"type": "string"},
+            "function-content-type": {
+                "enum": ["text", "base64", "url", "zip", "text+base64", "zip+base64"]
+            },
+            "checksum": {"type": "string"},
+            "runtime": {"type": "string", "minLength": 1},
+            "timeout": {"type": "string", "pattern": r"^[0-9]+$"},
+            "deps": {"type": "string"},
+            # Merged by kubeless into its Deployment: validated as apps/v1 pieces
+            # separately (see tests/test_manifests.py).
+            "deployment": {"type": "object"},
+            "service": {"type": "object"},
+            "horizontalPodAutoscaler": {"type": "object"},
         },
     },
-}
+)

@@ -62,11 +62,13 @@ def service(settings: KubernetesSettings, runtime: Runtime, name: str) -> Manife
     spec = objs.pod_spec(settings, runtime, knative=True)
     spec["containerConcurrency"] = settings.knative_container_concurrency
     spec["timeoutSeconds"] = settings.knative_timeout_s
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "Service",
-        "metadata": {"name": name, "namespace": settings.namespace, "labels": meta_labels},
-        "spec": {
+    return objs.top_object(
+        f"{GROUP}/{VERSION}",
+        "Service",
+        settings,
+        name,
+        meta_labels,
+        {
             "template": {
                 "metadata": {
                     "labels": dict(labels),
@@ -78,7 +80,7 @@ def service(settings: KubernetesSettings, runtime: Runtime, name: str) -> Manife
                 "spec": spec,
             }
         },
-    }
+    )
 
 
 def _ready_condition(svc: Manifest) -> Manifest | None:
@@ -147,7 +149,7 @@ def endpoint(settings: KubernetesSettings, api_host: str, svc: Manifest) -> str:
 # a Kubernetes PodSpec with kubernetes-validate (see tests/test_manifests.py), as the
 # kubeless Function's template is.
 
-_STR_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+_STR_MAP = objs.STR_MAP
 _NAME = r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
 _COUNT = {"type": "string", "pattern": r"^[0-9]+$"}
 
@@ -271,85 +273,68 @@ _VOLUME = {
         "projected": {"type": "object"},
     },
 }
-SERVICE_SCHEMA: Manifest = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "type": "object",
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "additionalProperties": False,
-    "properties": {
-        "apiVersion": {"const": f"{GROUP}/{VERSION}"},
-        "kind": {"const": "Service"},
-        "metadata": {
-            "type": "object",
-            "required": ["name"],
-            "properties": {
-                "name": {"type": "string", "pattern": _NAME},
-                "namespace": {"type": "string"},
-                "labels": {
-                    **_STR_MAP,
-                    "properties": {VISIBILITY: {"const": "cluster-local"}},
-                },
-                "annotations": _STR_MAP,
-            },
-        },
-        "spec": {
-            "type": "object",
-            "required": ["template"],
-            "additionalProperties": False,
-            "properties": {
-                "template": {
-                    "type": "object",
-                    "required": ["spec"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "metadata": {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "properties": {
-                                "name": {"type": "string"},
-                                "labels": _STR_MAP,
-                                "annotations": {
-                                    **_STR_MAP,
-                                    "properties": {MIN_SCALE: _COUNT, MAX_SCALE: _COUNT},
-                                },
-                            },
-                        },
-                        "spec": {
-                            "type": "object",
-                            "required": ["containers"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "containers": {
-                                    "type": "array",
-                                    "minItems": 1,
-                                    "items": _CONTAINER,
-                                },
-                                "volumes": {"type": "array", "items": _VOLUME},
-                                "serviceAccountName": {"type": "string"},
-                                "imagePullSecrets": {"type": "array"},
-                                "enableServiceLinks": {"type": "boolean"},
-                                # Knative only lets this be set to false.
-                                "automountServiceAccountToken": {"const": False},
-                                # Behind kubernetes.podspec-nodeselector / -tolerations.
-                                "nodeSelector": _STR_MAP,
-                                "tolerations": {"type": "array", "items": {"type": "object"}},
-                                "containerConcurrency": {
-                                    "type": "integer",
-                                    "minimum": 0,
-                                    "maximum": 1000,
-                                },
-                                "timeoutSeconds": {"type": "integer", "minimum": 0},
-                                "responseStartTimeoutSeconds": {"type": "integer", "minimum": 0},
-                                "idleTimeoutSeconds": {"type": "integer", "minimum": 0},
+SERVICE_SCHEMA = objs.object_schema(
+    f"{GROUP}/{VERSION}",
+    "Service",
+    name_pattern=_NAME,
+    labels={**_STR_MAP, "properties": {VISIBILITY: {"const": "cluster-local"}}},
+    spec={
+        "type": "object",
+        "required": ["template"],
+        "additionalProperties": False,
+        "properties": {
+            "template": {
+                "type": "object",
+                "required": ["spec"],
+                "additionalProperties": False,
+                "properties": {
+                    "metadata": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "name": {"type": "string"},
+                            "labels": _STR_MAP,
+                            "annotations": {
+                                **_STR_MAP,
+                                "properties": {MIN_SCALE: _COUNT, MAX_SCALE: _COUNT},
                             },
                         },
                     },
+                    "spec": {
+                        "type": "object",
+                        "required": ["containers"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "containers": {
+                                "type": "array",
+                                "minItems": 1,
+                                "items": _CONTAINER,
+                            },
+                            "volumes": {"type": "array", "items": _VOLUME},
+                            "serviceAccountName": {"type": "string"},
+                            "imagePullSecrets": {"type": "array"},
+                            "enableServiceLinks": {"type": "boolean"},
+                            # Knative only lets this be set to false.
+                            "automountServiceAccountToken": {"const": False},
+                            # Behind kubernetes.podspec-nodeselector / -tolerations.
+                            "nodeSelector": _STR_MAP,
+                            "tolerations": {"type": "array", "items": {"type": "object"}},
+                            "containerConcurrency": {
+                                "type": "integer",
+                                "minimum": 0,
+                                "maximum": 1000,
+                            },
+                            "timeoutSeconds": {"type": "integer", "minimum": 0},
+                            "responseStartTimeoutSeconds": {"type": "integer", "minimum": 0},
+                            "idleTimeoutSeconds": {"type": "integer", "minimum": 0},
+                        },
+                    },
                 },
-                "traffic": {"type": "array"},
             },
+            "traffic": {"type": "array"},
         },
     },
-}
+)
 
 # RevisionSpec fields that are not PodSpec fields.
 REVISION_ONLY_FIELDS = (

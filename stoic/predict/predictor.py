@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 
 from stoic.errors import PredictorError
 from stoic.predict.deployment import DeploymentModel
-from stoic.predict.processing import ProcessingModel
+from stoic.predict.processing import ProcessingModel, RansacOptions
 from stoic.predict.transfer import BandwidthMonitor
 from stoic.predict.uplink import UplinkWatch
 from stoic.settings import PredictorSettings, RuntimeSettings, Settings
@@ -108,10 +108,12 @@ class Predictor:
                 history=p.processing_history,
                 prior_slope=r.prior_per_image_s,
                 prior_intercept=r.prior_fixed_s,
-                min_samples=p.ransac_min_samples,
-                residual_threshold_s=p.ransac_residual_threshold_s,
-                max_trials=p.ransac_max_trials,
-                seed=p.seed,
+                ransac=RansacOptions(
+                    min_samples=p.ransac_min_samples,
+                    residual_threshold_s=p.ransac_residual_threshold_s,
+                    max_trials=p.ransac_max_trials,
+                    seed=p.seed,
+                ),
                 tail_history=p.processing_tail_history,
             )
             self._processing[key] = model

@@ -137,16 +137,28 @@ def _ridge_fit(x: FloatArray, fit: RidgeFit, method: str, n: int) -> LinearFit:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class RansacOptions:
+    """How a line of 3 or more samples is fitted (``predictor.ransac_*`` and
+    ``predictor.seed``): RANSAC's least consensus, its residual threshold (None: from
+    the Theil–Sen residuals, as the module docstring says), its tries and its seed."""
+
+    min_samples: int = 2
+    residual_threshold_s: float | None = None
+    max_trials: int = 100
+    seed: int = 0
+
+
+RANSAC_DEFAULTS = RansacOptions()
+
+
 def fit_processing(
     images: FloatArray,
     seconds: FloatArray,
     *,
     prior_slope: float,
     prior_intercept: float,
-    min_samples: int = 2,
-    residual_threshold_s: float | None = None,
-    max_trials: int = 100,
-    seed: int = 0,
+    ransac: RansacOptions = RANSAC_DEFAULTS,
 ) -> LinearFit:
     """Fit T_p = slope·images + intercept as described in the module docstring."""
     x = np.asarray(images, dtype=np.float64)
@@ -163,11 +175,7 @@ def fit_processing(
             return LinearFit(
                 slope, float(y[0] - slope * x[0]), "line", 2, 2, rel_std=PRIOR_RELATIVE_STD
             )
-    fit = (
-        None
-        if np.all(x == x[0]) or n == 2
-        else _ransac_ridge(x, y, min_samples, residual_threshold_s, max_trials, seed)
-    )
+    fit = None if np.all(x == x[0]) or n == 2 else _ransac_ridge(x, y, ransac)
     if fit is not None and fit.slope >= 0 and fit.slope * fit.slope > fit.slope_var:
         return fit
     # One batch size, or a slope not told from zero: scale the prior (docs/predictor.md, T_p).
@@ -177,25 +185,19 @@ def fit_processing(
     return LinearFit(a, b, "scaled-prior", n, n, noise_var=spread * spread)
 
 
-def _ransac_ridge(
-    x: FloatArray,
-    y: FloatArray,
-    min_samples: int,
-    residual_threshold_s: float | None,
-    max_trials: int,
-    seed: int,
-) -> LinearFit:
+def _ransac_ridge(x: FloatArray, y: FloatArray, options: RansacOptions) -> LinearFit:
     n = x.size
+    min_samples = options.min_samples
     resid = theil_sen_residuals(x, y)
-    threshold = residual_threshold_s or _threshold(resid, y)
+    threshold = options.residual_threshold_s or _threshold(resid, y)
     if n > min_samples and np.any(resid > threshold):
         found = ransac(
             x,
             y,
             min_samples=min_samples,
             residual_threshold=threshold,
-            max_trials=max_trials,
-            rng=np.random.default_rng(seed),
+            max_trials=options.max_trials,
+            rng=np.random.default_rng(options.seed),
         )
         if found is not None:
             return _ridge_fit(x[found.inliers], found.ridge, "ransac", n)
@@ -249,10 +251,7 @@ class ProcessingModel:
         history: int,
         prior_slope: float,
         prior_intercept: float,
-        min_samples: int = 2,
-        residual_threshold_s: float | None = None,
-        max_trials: int = 100,
-        seed: int = 0,
+        ransac: RansacOptions = RANSAC_DEFAULTS,
         tail_history: int = 100,
     ) -> None:
         self._samples: deque[ProcessingSample] = deque(maxlen=history)
@@ -260,10 +259,7 @@ class ProcessingModel:
         self._errors = ErrorWindow()
         self.prior_slope = prior_slope
         self.prior_intercept = prior_intercept
-        self.min_samples = min_samples
-        self.residual_threshold_s = residual_threshold_s
-        self.max_trials = max_trials
-        self.seed = seed
+        self.ransac = ransac
         self._fit: LinearFit | None = None
         self._excess: float | None = None
         self.fits = 0
@@ -306,10 +302,7 @@ class ProcessingModel:
                 np.array([s.duration_s for s in self._samples], dtype=np.float64),
                 prior_slope=self.prior_slope,
                 prior_intercept=self.prior_intercept,
-                min_samples=self.min_samples,
-                residual_threshold_s=self.residual_threshold_s,
-                max_trials=self.max_trials,
-                seed=self.seed,
+                ransac=self.ransac,
             )
         return self._fit
 

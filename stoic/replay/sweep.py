@@ -79,19 +79,14 @@ class Metric:
     lower_is_better: bool = True
 
 
-def _success(_: ReplayResult, scored: dict[str, Any]) -> float | None:
-    v = scored["summary"]["success_rate"]
-    return None if v is None else float(v)
+def _summary(key: str) -> Callable[[ReplayResult, dict[str, Any]], float | None]:
+    """The figure the scoring's summary holds under ``key`` (None where it is not defined)."""
 
+    def compute(_: ReplayResult, scored: dict[str, Any]) -> float | None:
+        v = scored["summary"][key]
+        return None if v is None else float(v)
 
-def _vs_min_lat(_: ReplayResult, scored: dict[str, Any]) -> float | None:
-    v = scored["summary"]["vs_min_lat"]
-    return None if v is None else float(v)
-
-
-def _vs_worst(_: ReplayResult, scored: dict[str, Any]) -> float | None:
-    v = scored["summary"]["vs_worst"]
-    return None if v is None else float(v)
+    return compute
 
 
 def _gpus(result: ReplayResult, runtime: str) -> int:
@@ -127,29 +122,6 @@ def _probe_cloud(result: ReplayResult, _: dict[str, Any]) -> float:
     return float(sum(v * _gpus(result, k) for k, v in held.items()))
 
 
-def _vs_fluid(_: ReplayResult, scored: dict[str, Any]) -> float | None:
-    v = scored["summary"].get("vs_fluid")
-    return None if v is None else float(v)
-
-
-def _mean_latency(_: ReplayResult, scored: dict[str, Any]) -> float | None:
-    """Mean latency of a batch (s): what a user of the site waits, on average."""
-    v = scored["summary"]["mean_latency_s"]
-    return None if v is None else float(v)
-
-
-def _p95_vs_best(_: ReplayResult, scored: dict[str, Any]) -> float | None:
-    """95th percentile over batches of latency ÷ the batch's hindsight best runtime."""
-    v = scored["summary"]["p95_vs_best"]
-    return None if v is None else float(v)
-
-
-def _vs_class(_: ReplayResult, scored: dict[str, Any]) -> float | None:
-    """Aggregate latency ÷ the mode's in-class reference (stoic.replay.reference)."""
-    v = scored["summary"]["vs_class"]
-    return None if v is None else float(v)
-
-
 def _pod_s(_: ReplayResult, scored: dict[str, Any]) -> float:
     """Cloud pod seconds × GPUs from each deployment's request to its teardown: the
     batches' legs, the deployment and processing probes and the bootstrap."""
@@ -157,14 +129,17 @@ def _pod_s(_: ReplayResult, scored: dict[str, Any]) -> float:
 
 
 METRICS: list[Metric] = [
-    Metric("mean_latency_s", "mean latency", "s", _mean_latency),
-    Metric("p95_vs_best", "p95 of latency ÷ best", "ratio", _p95_vs_best),
-    Metric("vs_min_lat", "% of MIN-LAT", "ratio", _vs_min_lat),
-    Metric("vs_class", "% of in-class ref.", "ratio", _vs_class),
+    # What a user of the site waits for a batch, on average.
+    Metric("mean_latency_s", "mean latency", "s", _summary("mean_latency_s")),
+    # The 95th percentile over batches of latency ÷ the batch's hindsight best runtime.
+    Metric("p95_vs_best", "p95 of latency ÷ best", "ratio", _summary("p95_vs_best")),
+    Metric("vs_min_lat", "% of MIN-LAT", "ratio", _summary("vs_min_lat")),
+    # Aggregate latency ÷ the mode's in-class reference (stoic.replay.reference).
+    Metric("vs_class", "% of in-class ref.", "ratio", _summary("vs_class")),
     Metric("pod_s", "pod-s (×GPUs, probes incl.)", "s", _pod_s),
-    Metric("success_rate", "success", "ratio", _success, lower_is_better=False),
-    Metric("vs_worst", "% of worst", "ratio", _vs_worst),
-    Metric("vs_fluid", "% of fluid bound", "ratio", _vs_fluid),
+    Metric("success_rate", "success", "ratio", _summary("success_rate"), lower_is_better=False),
+    Metric("vs_worst", "% of worst", "ratio", _summary("vs_worst")),
+    Metric("vs_fluid", "% of fluid bound", "ratio", _summary("vs_fluid")),
     Metric("cloud_used_s", "cloud s used (×GPUs)", "s", _cloud_used),
     Metric("cloud_wasted_s", "cloud s wasted (×GPUs)", "s", _cloud_wasted),
     Metric("probe_cloud_s", "probe cloud s (×GPUs)", "s", _probe_cloud),

@@ -16,7 +16,8 @@ the predictor's fitting code, and a test can hand it a table of estimates instea
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
 
 from stoic.logging import get_logger
 from stoic.values import (
@@ -28,6 +29,8 @@ from stoic.values import (
 )
 
 log = get_logger(__name__)
+
+_Sample = TypeVar("_Sample", DeploymentSample, ProcessingSample, TransferSample)
 
 
 class PredictorLike(Protocol):
@@ -101,22 +104,20 @@ class MultiRecorder:
         self._transfer = tuple(r.transfer for r in recorders)
 
     async def deployment(self, sample: DeploymentSample) -> None:
-        for record in self._deployment:
-            try:
-                await record(sample)
-            except Exception:
-                log.exception("recorder failed", sample="deployment")
+        await _fan_out(self._deployment, sample, "deployment")
 
     async def processing(self, sample: ProcessingSample) -> None:
-        for record in self._processing:
-            try:
-                await record(sample)
-            except Exception:
-                log.exception("recorder failed", sample="processing")
+        await _fan_out(self._processing, sample, "processing")
 
     async def transfer(self, sample: TransferSample) -> None:
-        for record in self._transfer:
-            try:
-                await record(sample)
-            except Exception:
-                log.exception("recorder failed", sample="transfer")
+        await _fan_out(self._transfer, sample, "transfer")
+
+
+async def _fan_out(
+    records: tuple[Callable[[_Sample], Awaitable[None]], ...], sample: _Sample, kind: str
+) -> None:
+    for record in records:
+        try:
+            await record(sample)
+        except Exception:
+            log.exception("recorder failed", sample=kind)
