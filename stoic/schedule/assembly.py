@@ -35,6 +35,7 @@ from stoic.backends.base import RuntimeBackend
 from stoic.clock import Clock
 from stoic.predict.predictor import Predictor, PredictorOptions
 from stoic.predict.uplink import UplinkCheck, UplinkWatch
+from stoic.schedule.decide.budget import BudgetOptions, CloudBudget, utc_day
 from stoic.schedule.decide.policy import PolicyOptions
 from stoic.schedule.execute.legs import LegOptions, LegRunner
 from stoic.schedule.execute.recorder import MultiRecorder, Recorder
@@ -80,6 +81,7 @@ class Core:
     scheduler: Scheduler
     inquisitor: Inquisitor | None
     uplink: UplinkWatch | None  # the watch the inquisitor's checks feed
+    budget: CloudBudget  # what the cloud cost today, and its price (the leg runner's meter)
 
 
 def inquisitor_options(settings: Settings) -> InquisitorOptions:
@@ -114,7 +116,17 @@ def share_options(settings: Settings) -> ShareOptions:
 
 
 def scheduler_options(settings: Settings) -> SchedulerOptions:
-    return SchedulerOptions(bootstrap_tasks_per_runtime=settings.policy.bootstrap_tasks_per_runtime)
+    i = settings.inquisitor
+    return SchedulerOptions(
+        bootstrap_tasks_per_runtime=settings.policy.bootstrap_tasks_per_runtime,
+        probe_pricing=i.probe_pricing,
+        probe_price_s_per_pod_s=i.probe_price_s_per_pod_s,
+    )
+
+
+def budget_options(settings: Settings) -> BudgetOptions:
+    r = settings.requester
+    return BudgetOptions(r.cloud_budget_pod_s_per_day, r.cloud_price_step)
 
 
 def wants_inquisitor(settings: Settings) -> bool:
@@ -138,6 +150,7 @@ def build_core(
     probing: Probing = Probing.LOOP,
     probe_options: InquisitorOptions | None = None,
     on_probe_held: Callable[[str, float], None] | None = None,
+    day_start: Callable[[float], float] = utc_day,
 ) -> Core:
     """Build the core (module docstring).
 
@@ -146,7 +159,8 @@ def build_core(
     ``down`` are runtimes already known to be unavailable (no listener hears them);
     ``policy`` replaces :meth:`PolicyOptions.from_settings` (the replay's modes),
     ``probe_options`` :func:`inquisitor_options` (the daemon's: its local stand-ins'
-    own probe period); ``on_probe_held`` hears the pod seconds each probe holds.
+    own probe period); ``on_probe_held`` hears the pod seconds each probe holds;
+    ``day_start`` says when the cloud budget's day begins (the daemon's local midnight).
     """
     by_name = {r.name: r for r in (runtimes or settings.runtime_list())}
     probes = wants_inquisitor(settings)
@@ -164,7 +178,11 @@ def build_core(
     chain = MultiRecorder(
         make_recorder(predictor), observed, *([measured] if measured is not None else [])
     )
-    legs = LegRunner(backends, by_name, chain, clock, leg_options(settings), availability)
+    gpus = {name: r.gpus for name, r in by_name.items()}
+    budget = CloudBudget(budget_options(settings), gpus, clock.now, day_start)
+    legs = LegRunner(
+        backends, by_name, chain, clock, leg_options(settings), availability, budget.charge
+    )
     requester = Requester(
         legs,
         predictor,
@@ -178,6 +196,7 @@ def build_core(
         scheduler_options(settings),
         policy or PolicyOptions.from_settings(settings),
         observed=observed,
+        budget=budget,
     )
     inquisitor = (
         Inquisitor(
@@ -186,6 +205,7 @@ def build_core(
             probe_work,
             uplink=(uplink_check, watch) if uplink_check is not None and watch else None,
             worth=scheduler.worth_probing,
+            deploy_worth=scheduler.worth_deploy_probe,
             measured=measured,
             options=probe_options or inquisitor_options(settings),
             on_held=on_probe_held,
@@ -203,6 +223,7 @@ def build_core(
         scheduler=scheduler,
         inquisitor=inquisitor,
         uplink=watch,
+        budget=budget,
     )
 
 
