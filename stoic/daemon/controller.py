@@ -647,6 +647,7 @@ class Controller:
             on_probe_held=lambda runtime, seconds: self.cloud_held(
                 runtime, CloudCause.PROBE, seconds
             ),
+            day_start=local_midnight,
         )
         self.core = core
         self.predictor, self.availability = core.predictor, core.availability
@@ -662,6 +663,7 @@ class Controller:
             )
         await self.prime_version(self.app, self.app_version)
         self.metrics.watch_states(self._state_counts)
+        self.metrics.watch_budget(core.budget)
         self.metrics.watch_disks(self.disks.states)
         await asyncio.to_thread(warm_predictor, s, core, self.app, self.app_version)
         if core.uplink is not None:

@@ -19,11 +19,13 @@ constraint, adjusted online by projected subgradient steps (the pacing rule of b
 online allocation, e.g. Balseiro, Lu and Mirrokni's dual mirror descent): at each
 decision,
 
-    λ ← max(0, λ + η · (spent since the last step − B · elapsed / day) / B)
+    λ ← max(0, λ + η · (spent since the last step − what accrued meanwhile) / B)
 
-so a day that spends faster than the budget accrues raises the price and one that
-spends slower lowers it, down to 0 (the budget does not bind: decisions are those of
-no budget). λ carries over to the next day; what was spent does not. When the day's
+where what is left of the day's budget accrues evenly over what is left of the day
+(so a morning that spent little leaves the afternoon more). Spending faster than that
+raises the price, spending slower lowers it, down to 0 (the budget does not bind:
+decisions are those of no budget); once the budget is spent nothing accrues, and the
+price holds. λ carries over to the next day; what was spent does not. When the day's
 budget is spent, or left below what a cloud leg would hold, the edge takes the work and
 no probe runs (:attr:`Price.remaining_pod_s`).
 
@@ -134,6 +136,10 @@ class CloudBudget:
             self.spent_today = 0.0
             self._spent_at_step = 0.0
 
+    def _day_end(self) -> float:
+        assert self._day is not None
+        return self.day_start(self._day + DAY_S + 1.0)
+
     def charge(self, runtime: str, seconds: float) -> None:
         """``runtime`` held a pod for ``seconds`` (× its GPUs counts against the budget)."""
         if seconds <= 0:
@@ -150,7 +156,9 @@ class CloudBudget:
         if limit is None:
             return FREE
         now = self.now()
-        accrued = limit * max(0.0, now - self._stepped_at) / DAY_S
+        left_s = max(self._day_end() - self._stepped_at, 1.0)
+        left = max(0.0, limit - self._spent_at_step)
+        accrued = left * min(1.0, max(0.0, now - self._stepped_at) / left_s)
         over = (self.spent_today - self._spent_at_step) - accrued
         if limit > 0:
             self.per_pod_s = max(0.0, self.per_pod_s + self.options.price_step * over / limit)
