@@ -162,12 +162,13 @@ def test_share_adds_no_leg_whose_gain_the_price_eats() -> None:
     assert isinstance(dear, SharePlan) and dear.clouds == ()
 
 
-def test_probe_value_is_the_expected_improvement() -> None:
-    assert probe_value(10.0, 4.0, 0.0) == 6.0
-    assert probe_value(4.0, 10.0, 0.0) == 0.0
-    # Zero gap: σ·φ(0) = σ / √(2π).
+def test_probe_value_is_the_chance_to_win_times_the_gain() -> None:
+    assert probe_value(10.0, 4.0, 0.0) == 6.0  # certain to win, by 6 s
+    assert probe_value(4.0, 10.0, 0.0) == 0.0  # certain to lose
+    # At the threshold: σ·φ(0) = σ / √(2π).
     assert probe_value(5.0, 5.0, 2.0) == pytest.approx(2.0 / math.sqrt(2 * math.pi))
     assert probe_value(0.0, 10.0, 2.0) < 1e-5 < probe_value(0.0, 10.0, 5.0)
+    assert 10.0 < probe_value(10.0, 0.0, 5.0) < 10.05  # about its margin, plus a little
 
 
 # The budget running out, in a replay ------------------------------------------------------

@@ -174,15 +174,20 @@ class CloudBudget:
 
 def probe_value(threshold_s: float, mean_s: float, std_s: float) -> float:
     """What learning one component of a runtime's T_s is worth to one batch, in seconds:
-    the runtime wins the batch when the component comes out below ``threshold_s`` (the
-    best other runtime's total minus the runtime's other components), and then saves
-    ``threshold_s`` minus the component. With the predictor's belief N(mean, std), that
-    is P(it wins) × the gain where it does, the expected improvement
-    ``(t − μ)·Φ(z) + σ·φ(z)``, ``z = (t − μ)/σ`` (``max(0, t − μ)`` for σ = 0)."""
-    gap = threshold_s - mean_s
+    the chance that the runtime wins a likely batch times the gain where it does. It
+    wins when the component comes out below ``threshold_s`` (the best other runtime's
+    total minus the runtime's other components) and then saves ``threshold_s`` minus
+    the component; with the predictor's belief N(mean, std) that is the expected
+    improvement ``d·Φ(d/σ) + σ·φ(d/σ)``, ``d = t − μ`` (``max(0, d)`` for σ = 0).
+
+    The runtime believed to win keeps a value (its margin): probing it keeps its T_d
+    window fresh, and a two-sided value of information (only the chance that the
+    decision flips; 0 for the winner when σ is small) probed too little and cost 1.5 to
+    2 s of mean latency on two of three replays measured (docs/scheduling.md)."""
+    d = threshold_s - mean_s
     if not std_s > 0:
-        return max(0.0, gap)
-    z = gap / std_s
+        return max(0.0, d)
+    z = d / std_s
     cdf = 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
     pdf = math.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
-    return max(0.0, gap * cdf + std_s * pdf)
+    return max(0.0, d * cdf + std_s * pdf)
