@@ -111,6 +111,17 @@ class ModeSpec:
     budget: float | None = None  # MODE@B: requester.cloud_budget_pod_s_per_day = B
 
 
+def parse_budget(text: str, what: str) -> float:
+    """A cloud budget, pod-seconds × GPUs a day (>= 0, finite); InputError naming ``what``."""
+    try:
+        budget = float(text)
+    except ValueError:
+        budget = -1.0
+    if not (budget >= 0 and math.isfinite(budget)):
+        raise InputError(f"{what} (pod-seconds a day >= 0), got {text!r}")
+    return budget
+
+
 def parse_mode(mode: str, gpu: str | None = None) -> ModeSpec:
     """``duplicator-gpu2`` (or ``duplicator`` with ``--gpu gpu2``) → DUPLICATOR on gpu2;
     ``duplicator`` alone → DUPLICATOR on ``auto``; ``selector-mean`` → SELECTOR with the
@@ -118,12 +129,7 @@ def parse_mode(mode: str, gpu: str | None = None) -> ModeSpec:
     day (the sweep's ``--budgets``)."""
     if "@" in mode:
         base, _, amount = mode.rpartition("@")
-        try:
-            budget = float(amount)
-        except ValueError:
-            budget = -1.0
-        if not (budget >= 0 and math.isfinite(budget)):
-            raise InputError(f"--mode: {mode!r}: expected MODE@BUDGET (pod-seconds a day >= 0)")
+        budget = parse_budget(amount, f"--mode: {mode!r}: expected MODE@BUDGET")
         return replace(parse_mode(base, gpu), budget=budget)
     if mode == "duplicator":
         return ModeSpec(Mode.DUPLICATOR, gpu or AUTO)

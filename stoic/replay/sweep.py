@@ -398,20 +398,16 @@ def default_jobs() -> int:
 def with_budgets(modes: Iterable[str], budgets: Iterable[str]) -> list[str]:
     """The sweep's budget axis: each mode at each budget, ``MODE@B`` (pod-seconds × GPUs
     a day), or the mode alone for ``none`` (no budget)."""
+    from stoic.replay.runner import parse_budget
+
     out = []
     for mode in modes:
         for b in budgets:
             b = b.strip().lower()
             if b in ("none", "unlimited"):
                 out.append(mode)
-                continue
-            try:
-                value = float(b)
-            except ValueError:
-                value = -1.0
-            if not (value >= 0 and math.isfinite(value)):
-                raise InputError(f"--budgets: expected pod-seconds a day >= 0 or none, got {b!r}")
-            out.append(f"{mode}@{value:g}")
+            else:
+                out.append(f"{mode}@{parse_budget(b, '--budgets: expected none or a budget'):g}")
     return list(dict.fromkeys(out))
 
 
