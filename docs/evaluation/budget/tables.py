@@ -29,6 +29,17 @@ DAYS = 3
 MODES = ("selector", "duplicator", "share")
 
 
+def merged(paths: list[Path]) -> SweepResult | None:
+    """The sweeps at ``paths`` that exist, as one result (their cells together)."""
+    found = [load_sweep(p) for p in paths if p.exists()]
+    if not found:
+        return None
+    first = found[0]
+    modes = [m for r in found for m in r.config.modes]
+    cfg = replace(first.config, modes=list(dict.fromkeys(modes)))
+    return SweepResult(cfg, [c for r in found for c in r.cells], {}, 1, 0.0)
+
+
 def restrict(result: SweepResult, modes: tuple[str, ...]) -> SweepResult:
     """``result`` cut to :data:`ENVS`, :data:`SEEDS` and ``modes``."""
     cells = [
@@ -67,17 +78,18 @@ def gaps(result: SweepResult) -> dict[tuple[str, str], float]:
 
 def budget_table(off: SweepResult) -> list[str]:
     out = [
-        "| environment | budget a day | GPU1 duplicator: latency, pod-s a day | best mode at "
-        "the budget, probe pricing off | its pod-s a day | best mode at the budget, probe "
-        "pricing on | its pod-s a day |",
-        "|---|---|---|---|---|---|---|",
+        "| environment | budget a day | GPU1 duplicator: latency | share, no budget: latency, "
+        "pod-s a day | at the budget, probe pricing off: latency | pod-s a day | at the "
+        "budget, probe pricing on: latency | pod-s a day |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for env, b in budgets(off).items():
         row = [
             env,
             f"{b:,.0f}",
-            f"{per(off, env, 'duplicator-gpu1', 'mean_latency_s'):.1f} s, "
-            f"{per(off, env, 'duplicator-gpu1', 'pod_s') / DAYS:,.0f}",
+            f"{per(off, env, 'duplicator-gpu1', 'mean_latency_s'):.1f} s",
+            f"{per(off, env, 'share', 'mean_latency_s'):.1f} s, "
+            f"{per(off, env, 'share', 'pod_s') / DAYS:,.0f}",
         ]
         for kind in ("budget", "budget-priced"):
             path = HERE / f"{kind}-{env}" / "sweep.json"
@@ -87,7 +99,10 @@ def budget_table(off: SweepResult) -> list[str]:
             res = load_sweep(path)
             lat = {m: per(res, env, m, "mean_latency_s") for m in res.config.modes}
             best = min(lat, key=lambda m: lat[m])
-            row += [f"{best}: {lat[best]:.1f} s", f"{per(res, env, best, 'pod_s') / DAYS:,.0f}"]
+            row += [
+                f"{best.split('@')[0]}: {lat[best]:.1f} s",
+                f"{per(res, env, best, 'pod_s') / DAYS:,.0f}",
+            ]
         out.append("| " + " | ".join(row) + " |")
     return out
 
@@ -104,6 +119,8 @@ def probe_table(off: SweepResult, on: SweepResult) -> list[str]:
         for mode in MODES:
             cols: list[dict[str, Any]] = []
             for res, g in ((off, g_off), (on, g_on)):
+                if not any(c.cell.env == env and c.cell.mode == mode for c in res.cells):
+                    break
                 cols.append(
                     {
                         "probe": per(res, env, mode, "probe_cloud_s")
@@ -114,6 +131,8 @@ def probe_table(off: SweepResult, on: SweepResult) -> list[str]:
                         "gap": g.get((env, mode)),
                     }
                 )
+            if len(cols) < 2:
+                continue
             a, b = cols
 
             def gap(x: float | None) -> str:
@@ -133,7 +152,8 @@ def main(argv: list[str]) -> None:
         for env, b in budgets(off).items():
             print(f"{env} {b:.0f}")
         return
-    on = restrict(load_sweep(HERE / "probe-pricing" / "sweep.json"), off.config.modes)
+    found = merged([HERE / f"probe-pricing-{k}" / "sweep.json" for k in ("selector", "race")])
+    on = restrict(found, off.config.modes) if found is not None else None
     lines = [
         "# The cloud budget's figures",
         "",
@@ -145,8 +165,9 @@ def main(argv: list[str]) -> None:
         "",
         "## A budget equal to the GPU1 duplicator's pod-seconds",
         "",
-        "Pod-seconds × GPUs a day, probes included (the GPU1 duplicator's without a budget; "
-        "the best of selector, duplicator and share at the budget).",
+        "Pod-seconds × GPUs a day, probes included. The budget is the GPU1 duplicator's "
+        "(without a budget); the mode at the budget is share, the best mode without a "
+        "budget in all five (the best of the modes run where more were run).",
         "",
         *budget_table(off),
         "",
@@ -158,7 +179,7 @@ def main(argv: list[str]) -> None:
         "gap: against the reference of the mode's action space (the informed mode run "
         "with the same probe pricing, the informed duplicator, the fluid bound).",
         "",
-        *probe_table(off, on),
+        *(probe_table(off, on) if on is not None else ["(not run)"]),
         "",
     ]
     print("\n".join(lines))
