@@ -226,7 +226,7 @@ class InquisitorSettings(_Section):
         "docs/scheduling.md",
     )
     probe_price_s_per_pod_s: float = Field(
-        0.05,
+        0.01,
         ge=0,
         description="probe pricing: the least price of a probe's pod-second x GPUs, in "
         "seconds of latency (the cloud budget's price where it is higher)",

@@ -134,7 +134,7 @@ class SchedulerOptions:
 
     bootstrap_tasks_per_runtime: int = 2  # representative tasks per runtime (paper §3.7)
     probe_pricing: bool = False  # inquisitor.probe_pricing: probes earn their cost
-    probe_price_s_per_pod_s: float = 0.05  # the probes' least price (no budget, or λ below)
+    probe_price_s_per_pod_s: float = 0.01  # the probes' least price (no budget, or λ below)
 
 
 @dataclass(frozen=True, slots=True)

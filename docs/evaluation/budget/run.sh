@@ -5,7 +5,9 @@
 # the GPU1 duplicator's mean pod-seconds x GPUs a day over seeds 0-2 in each
 # environment, from docs/evaluation/sweep/sweep.json
 # (PYTHONPATH=. python docs/evaluation/budget/tables.py --budgets).
+# FROM=2 sh run.sh starts at step 2.
 set -e
+FROM=${FROM:-1}
 S="stoic replay sweep --seeds 3 --days 3 --jobs 1 --no-progress"
 E=docs/evaluation/sweep/envs
 OUT=docs/evaluation/budget
@@ -17,13 +19,17 @@ PAIRS="nautilus-2020-real:workload/envs/nautilus-2020-real.yaml:183428
        random-004:$E/random-004.yaml:217247
        random-007:$E/random-007.yaml:253003"
 # 1. Share (the best mode without a budget in all five) at the GPU1 duplicator's budget.
-for pair in $PAIRS; do
-  name=${pair%%:*}; rest=${pair#*:}; spec=${rest%%:*}; budget=${rest#*:}
-  $S --envs $spec --modes share --budgets $budget --report $OUT/budget-$name
-done
+if [ "$FROM" -le 1 ]; then
+  for pair in $PAIRS; do
+    name=${pair%%:*}; rest=${pair#*:}; spec=${rest%%:*}; budget=${rest#*:}
+    $S --envs $spec --modes share --budgets $budget --report $OUT/budget-$name
+  done
+fi
 # 2. Probe pricing on, no budget (off: the same cells of docs/evaluation/sweep).
-$S $ALL --modes selector,informed --probe-pricing --report $OUT/probe-pricing-selector
-$S $ALL --modes duplicator,share --probe-pricing --report $OUT/probe-pricing-race
+if [ "$FROM" -le 2 ]; then
+  $S $ALL --modes selector,informed --probe-pricing --report $OUT/probe-pricing-selector
+  $S $ALL --modes duplicator,share --probe-pricing --report $OUT/probe-pricing-race
+fi
 # 3. The budget with probe pricing on.
 for pair in $PAIRS; do
   name=${pair%%:*}; rest=${pair#*:}; spec=${rest%%:*}; budget=${rest#*:}
