@@ -31,8 +31,15 @@ if [ "$FROM" -le 2 ]; then
   $S $ALL --modes duplicator,share --probe-pricing --report $OUT/probe-pricing-race
 fi
 # 3. The budget with probe pricing on.
-for pair in $PAIRS; do
-  name=${pair%%:*}; rest=${pair#*:}; spec=${rest%%:*}; budget=${rest#*:}
-  $S --envs $spec --modes share --budgets $budget --probe-pricing \
-     --report $OUT/budget-priced-$name
-done
+if [ "$FROM" -le 3 ]; then
+  for pair in $PAIRS; do
+    name=${pair%%:*}; rest=${pair#*:}; spec=${rest%%:*}; budget=${rest#*:}
+    $S --envs $spec --modes share --budgets $budget --probe-pricing \
+       --report $OUT/budget-priced-$name
+  done
+fi
+# 4. A front on the real calibration: selector and share at four budgets, probes priced.
+if [ "$FROM" -le 4 ]; then
+  $S --envs workload/envs/nautilus-2020-real.yaml --modes selector,share \
+     --budgets 20000,40000,80000,none --probe-pricing --report $OUT/front-nautilus-2020-real
+fi
