@@ -3,6 +3,7 @@ decisions of every mode at a price, probe pricing, the gauges, and the sweep's a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import random
@@ -12,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from stoic.clock import local_midnight
 from stoic.daemon.metrics import Metrics
 from stoic.errors import InputError
 from stoic.replay.runner import ReplayConfig, parse_mode, run_replay, with_budget
@@ -28,7 +30,9 @@ from stoic.schedule.decide.budget import (
 from stoic.schedule.decide.policy import PolicyOptions, decide
 from stoic.settings import Settings
 from stoic.values import Component, Estimate, Job, Mode, RacePlan, SharePlan
+from tests.support.daemon import start_daemon
 from tests.support.paths import REPO
+from tests.support.settings import make_settings
 
 B = 10_000.0
 
@@ -245,6 +249,22 @@ def test_the_budget_gauges() -> None:
     unlimited.watch_budget(CloudBudget(BudgetOptions(None), {}, clock.now))
     text = unlimited.render()[0].decode()
     assert math.isinf(_gauge(text, "stoic_cloud_budget_remaining_pod_seconds"))
+
+
+async def test_a_restart_keeps_what_the_store_recorded_today(tmp_path: Path) -> None:
+    """The daemon's budget starts a restart with the day's cloud seconds the store holds
+    (a probe's 300 s on GPU2, × 2 GPUs), not with nothing spent."""
+    settings = make_settings(tmp_path, requester={"cloud_budget_pod_s_per_day": 1000.0})
+    async with start_daemon(settings) as first:
+        ctl = first.controller
+        assert ctl.core.budget.spent_today == 0.0
+        day = local_midnight(ctl.clock.now())
+        await asyncio.to_thread(ctl.store.add_cloud_usage, day, "gpu2", "probe", 300.0)
+    async with start_daemon(settings) as second:
+        budget = second.controller.core.budget
+        assert budget.spent_today == 600.0 and budget.remaining == 400.0
+        text = (await second.client.get("/metrics")).text
+        assert _gauge(text, "stoic_cloud_budget_remaining_pod_seconds") == 400.0
 
 
 # The sweep's budget axis -----------------------------------------------------------------
