@@ -231,6 +231,19 @@ class InquisitorSettings(_Section):
         min_length=1,
         description="probe batch sizes, taken in turn (two sizes identify the slope)",
     )
+    probe_pricing: bool = Field(
+        False,
+        description="probes earn their cost: a probe runs only when the chance that its "
+        "runtime wins a likely batch times the gain exceeds its pod time's price, and a "
+        "deployment probe at most once per runtime between two decisions; "
+        "docs/scheduling.md",
+    )
+    probe_price_s_per_pod_s: float = Field(
+        0.01,
+        ge=0,
+        description="probe pricing: the least price of a probe's pod-second x GPUs, in "
+        "seconds of latency (the cloud budget's price where it is higher)",
+    )
     uplink_check_url: str | None = Field(
         None,
         description="an http(s) URL across the uplink (the cluster API's /readyz, the "
@@ -309,6 +322,20 @@ class RequesterSettings(_Section):
     )
     deploy_guard_grace_s: float = Field(
         5.0, ge=0, le=600, description="extra wait past deploy_timeout_s for a hung backend"
+    )
+    cloud_budget_pod_s_per_day: float | None = Field(
+        None,
+        ge=0,
+        description="cloud pod-seconds x GPUs a day may spend, batches, probes and warm "
+        "pods alike; a price per pod-second paces it, and once spent the edge takes the "
+        "work (None: unlimited); docs/scheduling.md, 'The cloud budget'",
+    )
+    cloud_price_step: float = Field(
+        20.0,
+        gt=0,
+        le=1_000,
+        description="how fast the cloud budget's price moves: latency seconds per "
+        "pod-second added when a whole day's budget is spent beyond what has accrued",
     )
 
     @field_validator("default_mode")

@@ -33,6 +33,7 @@ PARTS = (
     "observed",
     "legs",
     "requester",
+    "budget",
     "scheduler",
     "inquisitor",
     "uplink",
@@ -78,6 +79,9 @@ def graph(core: Core) -> dict[str, Any]:
             "inquisitor.legs": inq.legs is core.legs,
             "inquisitor.availability": inq.availability is core.availability,
             "inquisitor.worth": inq.worth == core.scheduler.worth_probing,
+            "inquisitor.deploy_worth": inq.deploy_worth == core.scheduler.worth_deploy_probe,
+            "legs.meter": core.legs.meter == core.budget.charge,
+            "scheduler.budget": core.scheduler.budget is core.budget,
             "inquisitor.measured": inq._last_processing is getattr(chain[-1], "last", None),
         },
         "uplink": {

@@ -21,7 +21,8 @@ from stoic.schedule.scheduler import (
     contenders,
 )
 from stoic.settings import Settings
-from stoic.values import DeployOutcome, Job, Mode, RacePlan
+from stoic.values import Component as C
+from stoic.values import DeployOutcome, Estimate, Job, Mode, RacePlan
 from tests.support.core import EPOCH, JOB, World, est, leg_runner, make_world, requester_of
 
 pytestmark = pytest.mark.looptime
@@ -80,6 +81,30 @@ async def test_worth_probing_looks_back_on_the_last_plans(world: World) -> None:
     assert scheduler.worth_probing("gpu2")  # still within the look-back
     scheduler.plan(JOB, mode=Mode.SELECTOR)
     assert not scheduler.worth_probing("gpu2")
+
+
+async def test_probe_pricing_probes_what_could_change_a_decision() -> None:
+    """With probe pricing: a deployment probe at most once per runtime between two
+    decisions, and only where learning its T_d is worth the probe's pod time × GPUs at
+    inquisitor.probe_price_s_per_pod_s (0.01); a processing probe likewise for T_p."""
+    world = make_world(inquisitor={"probe_pricing": True})
+    scheduler = make_scheduler(world)
+    assert scheduler.worth_deploy_probe("gpu2") and scheduler.worth_deploy_probe("gpu2")
+    # Totals: edge 100, cpu 85, gpu1 65 (best), gpu2 75 with an uncertain T_d: below
+    # 35 s it wins, by 35 - T_d. E[max(0, 35 - T_d)] for T_d ~ N(45, 30) is 7.6 s,
+    # above the probe's 0.01 x 45 s x 2 GPUs = 0.9 s.
+    world.predictor.table["gpu2"] = Estimate("gpu2", C(5), C(45, 30), C(25, 5))
+    scheduler.plan(JOB, mode=Mode.SELECTOR)
+    assert scheduler.probe_value("gpu2", 1) == pytest.approx(7.63, abs=0.01)
+    assert scheduler.worth_deploy_probe("gpu2")
+    assert not scheduler.worth_deploy_probe("gpu2")  # once before the next decision
+    assert not scheduler.worth_probing("gpu2")  # T_p: 0.04 s, against 0.5 s
+    world.predictor.table["gpu2"] = est("gpu2", 5, 400, 300)  # hopeless
+    for _ in range(PROBE_LOOKBACK):
+        scheduler.plan(JOB, mode=Mode.SELECTOR)
+    assert scheduler.probe_value("gpu2", 0) == scheduler.probe_value("gpu2", 1) == 0.0
+    assert not scheduler.worth_deploy_probe("gpu2")
+    assert scheduler.worth_deploy_probe("gpu1")  # the best: it wins by 10-20 s
 
 
 def world_table() -> dict[str, Any]:

@@ -653,8 +653,10 @@ class Controller:
             on_warm_held=lambda runtime, seconds: self.cloud_held(
                 runtime, CloudCause.WARM, seconds
             ),
+            day_start=local_midnight,
         )
         self.core = core
+        await self._restore_budget()
         self.predictor, self.availability = core.predictor, core.availability
         self.requester, self.scheduler = core.requester, core.scheduler
         self.inquisitor = core.inquisitor
@@ -668,12 +670,28 @@ class Controller:
             )
         await self.prime_version(self.app, self.app_version)
         self.metrics.watch_states(self._state_counts)
+        self.metrics.watch_budget(core.budget)
         self.metrics.watch_disks(self.disks.states)
         await asyncio.to_thread(warm_predictor, s, core, self.app, self.app_version)
         if core.uplink is not None:
             self.metrics.watch_uplink(core.uplink)
         if core.inquisitor is not None:
             self.metrics.watch_probes(self._probe_cloud_s)
+
+    async def _restore_budget(self) -> None:
+        """Charge the cloud budget with what the store recorded today before a restart:
+        the batches' cloud seconds (by planned runtime) and the bootstrap's and probes'.
+        The store counts from ready, the budget from the deployment's request, so this
+        is a lower bound of what was spent."""
+        if self.core.budget.limit is None:
+            return
+        day = local_midnight(self.clock.now())
+        batches = await asyncio.to_thread(self.store.usage_since, day)
+        other = await asyncio.to_thread(self.store.cloud_usage_on, day)
+        for row in batches:
+            self.core.budget.charge(row.chosen_runtime or "", row.cloud_used_s)
+        for usage in other:
+            self.core.budget.charge(usage.runtime, usage.seconds)
 
     def _probe_cloud_s(self) -> dict[str, float]:
         return dict(self.inquisitor.cloud_s) if self.inquisitor is not None else {}

@@ -18,6 +18,9 @@ What is measured, and why an operator wants it (``docs/operations.md`` lists the
 * cloud seconds used, by cause: a batch's own run, the bootstrap runs of a new
   application version, the inquisitor's probes (each counted from ready to torn down),
   and wasted (the duplicator's price);
+* the cloud budget (``requester.cloud_budget_pod_s_per_day``): the budget, what today
+  spent, what is left (``stoic_cloud_budget_remaining_pod_seconds``, +Inf without a
+  budget; the "budget exhausted" alert reads it) and the price λ the decisions pay;
 * scheduling overhead: seconds spent deciding (estimates + policy), excluding work;
 * ingest volume and rejections by error code; background task restarts;
 * batches whose result waits for a failing store, and the retried writes: a locked
@@ -39,8 +42,10 @@ name only metrics that exist).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
@@ -56,6 +61,9 @@ from prometheus_client.registry import Collector
 from stoic.predict.uplink import UplinkWatch
 from stoic.storage.disk import DiskState
 from stoic.values import BatchState, DeploymentSample, Outcome, ProcessingSample, TransferSample
+
+if TYPE_CHECKING:
+    from stoic.schedule.decide.budget import CloudBudget
 
 
 class CloudCause(StrEnum):
@@ -90,6 +98,39 @@ class _ProbeCollector(Collector):
 
     def describe(self) -> Iterator[Metric]:
         yield CounterMetricFamily(self.NAME, self.HELP, labels=["runtime"])
+
+
+class _BudgetCollector(Collector):
+    """The cloud budget's gauges, read from the core's
+    :class:`~stoic.schedule.decide.budget.CloudBudget` at scrape time."""
+
+    GAUGES = (
+        ("stoic_cloud_budget_pod_seconds", "The day's cloud budget, pod-seconds x GPUs"),
+        ("stoic_cloud_spent_today_pod_seconds", "Cloud pod-seconds x GPUs spent today"),
+        (
+            "stoic_cloud_budget_remaining_pod_seconds",
+            "Cloud pod-seconds x GPUs left of today's budget (+Inf without a budget)",
+        ),
+        (
+            "stoic_cloud_price_seconds_per_pod_second",
+            "The price each decision pays per cloud pod-second x GPUs, in latency seconds",
+        ),
+    )
+
+    def __init__(self, budget: CloudBudget) -> None:
+        self._budget = budget
+
+    def collect(self) -> Iterator[Metric]:
+        b = self._budget
+        remaining = b.remaining
+        limit = math.inf if b.limit is None else b.limit
+        values = (limit, b.spent_today, remaining, b.per_pod_s)
+        for (name, doc), value in zip(self.GAUGES, values, strict=True):
+            yield GaugeMetricFamily(name, doc, value)
+
+    def describe(self) -> Iterator[Metric]:
+        for name, doc in self.GAUGES:
+            yield GaugeMetricFamily(name, doc)
 
 
 class _UplinkCollector(Collector):
@@ -364,6 +405,10 @@ class Metrics:
         """Export ``stoic_probe_cloud_seconds_total{runtime}`` from ``held`` (the
         inquisitor's pod seconds per runtime, called at each scrape)."""
         self.registry.register(_ProbeCollector(held))
+
+    def watch_budget(self, budget: CloudBudget) -> None:
+        """Export the cloud budget's gauges (:class:`_BudgetCollector`)."""
+        self.registry.register(_BudgetCollector(budget))
 
     def watch_disks(self, states: Callable[[], Sequence[DiskState]]) -> None:
         """Export ``stoic_disk_free_bytes{disk}`` and ``stoic_disk_full{disk}``."""

@@ -161,6 +161,15 @@ def sweep(
         None, "--warmup-periods", min=0, help="inquisitor periods before the first batch"
     ),
     probes: str = typer.Option("auto", "--probes", help="auto, full or window"),
+    budgets: list[str] = typer.Option(
+        [],
+        "--budgets",
+        help="cloud budgets, pod-seconds x GPUs a day (none: unlimited), comma-separated: "
+        "each mode at each, as MODE@BUDGET",
+    ),
+    probe_pricing: bool = typer.Option(
+        False, "--probe-pricing", help="every cell with inquisitor.probe_pricing on"
+    ),
     report: Path = typer.Option(..., "--report", help="directory for the report"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
@@ -180,11 +189,15 @@ def sweep(
         check_modes,
         discover_envs,
         run_sweep,
+        with_budgets,
     )
     from stoic.replay.sweep_report import write_sweep_report
 
     mode_list = [m.strip() for chunk in modes for m in chunk.split(",") if m.strip()]
     mode_list = list(dict.fromkeys(mode_list)) or list(DEFAULT_MODES)
+    budget_list = [b for chunk in budgets for b in chunk.split(",") if b.strip()]
+    if budget_list:
+        mode_list = with_budgets(mode_list, budget_list)
     check_modes(mode_list)
     if probes not in ("auto", "full", "window"):
         raise InputError(f"--probes: expected auto, full or window, got {probes!r}")
@@ -205,6 +218,7 @@ def sweep(
         warmup_periods=warmup_periods,
         probes=probes,
         jobs=jobs,
+        probe_pricing=probe_pricing,
     )
     logging.getLogger("stoic").setLevel(logging.ERROR)
     n = len(entries) * len(mode_list) * seeds

@@ -108,12 +108,29 @@ class ModeSpec:
     objective: Objective | None = None
     min_gain_s: float | None = None  # share: its policy.share_min_gain_s (None: the settings')
     informed: bool = False  # the oracle's policy on expected totals, not hindsight
+    budget: float | None = None  # MODE@B: requester.cloud_budget_pod_s_per_day = B
+
+
+def parse_budget(text: str, what: str) -> float:
+    """A cloud budget, pod-seconds × GPUs a day (>= 0, finite); InputError naming ``what``."""
+    try:
+        budget = float(text)
+    except ValueError:
+        budget = -1.0
+    if not (budget >= 0 and math.isfinite(budget)):
+        raise InputError(f"{what} (pod-seconds a day >= 0), got {text!r}")
+    return budget
 
 
 def parse_mode(mode: str, gpu: str | None = None) -> ModeSpec:
     """``duplicator-gpu2`` (or ``duplicator`` with ``--gpu gpu2``) → DUPLICATOR on gpu2;
     ``duplicator`` alone → DUPLICATOR on ``auto``; ``selector-mean`` → SELECTOR with the
-    paper's objective."""
+    paper's objective; ``MODE@B`` → MODE with a cloud budget of B pod-seconds × GPUs a
+    day (the sweep's ``--budgets``)."""
+    if "@" in mode:
+        base, _, amount = mode.rpartition("@")
+        budget = parse_budget(amount, f"--mode: {mode!r}: expected MODE@BUDGET")
+        return replace(parse_mode(base, gpu), budget=budget)
     if mode == "duplicator":
         return ModeSpec(Mode.DUPLICATOR, gpu or AUTO)
     if mode.startswith("duplicator-"):
@@ -336,10 +353,18 @@ def build_workload(cfg: ReplayConfig) -> tuple[WorkloadProfile, list[Batch]]:
     return profile, generate(profile, hours=hours, batches=batches, days=cfg.days, seed=cfg.seed)
 
 
+def with_budget(settings: Settings, budget: float | None) -> Settings:
+    """``settings`` with ``requester.cloud_budget_pod_s_per_day = budget``."""
+    r = settings.requester.model_copy(update={"cloud_budget_pod_s_per_day": budget})
+    return settings.model_copy(update={"requester": r})
+
+
 async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None) -> ReplayResult:
     t_wall = time.perf_counter()
     settings = cfg.settings
     spec = parse_mode(cfg.mode, cfg.gpu)
+    if spec.budget is not None:
+        settings = with_budget(settings, spec.budget)
     mode, cloud = spec.mode, spec.cloud
     runtimes = {r.name: r for r in settings.runtime_list()}
     if cloud is not None and cloud != AUTO and cloud not in runtimes:
@@ -492,6 +517,9 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
         "shortcut_probes_walked": shortcut.walked,
         "shortcut_probes_fed": shortcut.fed,
         "shortcut_window": shortcut.keep,
+        "cloud_budget_pod_s_per_day": core.budget.limit,
+        "cloud_spent_pod_s": core.budget.spent_total,
+        "cloud_price_s_per_pod_s": core.budget.per_pod_s,
     }
     pod_s = {kind: dict(by) for kind, by in backend.pod_s.items()}
     for name, seconds in shortcut.pod_s.items():

@@ -169,6 +169,7 @@ class Cell:
     hours: int | None = None
     warmup_periods: int | None = None
     probes: str = "auto"
+    probe_pricing: bool = False  # inquisitor.probe_pricing
 
 
 @dataclass
@@ -192,10 +193,16 @@ def run_cell(cell: Cell) -> CellResult:
     """
     from stoic.replay.runner import ReplayConfig, run_replay
     from stoic.replay.scoring import score
+    from stoic.settings import Settings
 
     t0 = time.perf_counter()
     try:
+        settings = Settings()
+        if cell.probe_pricing:
+            i = settings.inquisitor.model_copy(update={"probe_pricing": True})
+            settings = settings.model_copy(update={"inquisitor": i})
         cfg = ReplayConfig(
+            settings=settings,
             env_path=cell.env_path,
             mode=cell.mode,
             days=cell.days,
@@ -321,6 +328,7 @@ class SweepConfig:
     warmup_periods: int | None = None
     probes: str = "auto"
     jobs: int | None = None  # None: every core this process may use
+    probe_pricing: bool = False
 
     def cells(self) -> list[Cell]:
         return [
@@ -334,6 +342,7 @@ class SweepConfig:
                 self.hours,
                 self.warmup_periods,
                 self.probes,
+                self.probe_pricing,
             )
             for e in self.envs
             for mode in self.modes
@@ -359,6 +368,22 @@ def default_jobs() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+def with_budgets(modes: Iterable[str], budgets: Iterable[str]) -> list[str]:
+    """The sweep's budget axis: each mode at each budget, ``MODE@B`` (pod-seconds × GPUs
+    a day), or the mode alone for ``none`` (no budget)."""
+    from stoic.replay.runner import parse_budget
+
+    out = []
+    for mode in modes:
+        for b in budgets:
+            b = b.strip().lower()
+            if b in ("none", "unlimited"):
+                out.append(mode)
+            else:
+                out.append(f"{mode}@{parse_budget(b, '--budgets: expected none or a budget'):g}")
+    return list(dict.fromkeys(out))
 
 
 def check_modes(modes: Iterable[str]) -> None:

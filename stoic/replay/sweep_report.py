@@ -99,6 +99,8 @@ def write_sweep_report(result: SweepResult, out_dir: Path, *, command: str = "")
             for c in result.cells
         ],
     }
+    if cfg.probe_pricing:
+        doc["meta"]["probe_pricing"] = True
     can_plot = installed("analysis", "matplotlib")
     if not can_plot:
         doc["meta"]["plots"] = PLOTS_SKIPPED
@@ -183,6 +185,7 @@ def load_sweep(path: Path) -> SweepResult:
         hours=meta["hours"],
         probes=meta["probes"],
         jobs=meta["jobs"],
+        probe_pricing=meta.get("probe_pricing", False),
     )
     paths = {e.name: e.path for e in envs}
     cells = [
@@ -371,6 +374,20 @@ def _gain(mode: str) -> float | None:
     return None
 
 
+def budget_lines(modes: list[str]) -> dict[str, list[str]]:
+    """Each mode swept at budgets (``MODE@B``), its labels in order of budget, the
+    mode without a budget last where it was swept: the trade-off the budget sets."""
+    out: dict[str, list[tuple[float, str]]] = {}
+    for m in modes:
+        base, at, amount = m.rpartition("@")
+        if at:
+            out.setdefault(base, []).append((float(amount), m))
+    return {
+        base: [m for _, m in sorted(line)] + ([base] if base in modes else [])
+        for base, line in out.items()
+    }
+
+
 def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
     """The modes no other mode beats on both cost and latency (lower is better on
     both), in order of cost: the front a site chooses along."""
@@ -403,7 +420,8 @@ def _pareto(result: SweepResult, rows: list[dict[str, Any]], path: Path) -> bool
     """Mean latency against cloud pod hours (probes included), per environment: every
     mode a point, the Pareto front of the modes that need no ground truth joined by a
     line, the references (oracle, informed) hollow, and share at each ``share:GAIN``
-    swept joined in order of gain (the trade-off ``policy.share_min_gain_s`` sets)."""
+    swept joined in order of gain (the trade-off ``policy.share_min_gain_s`` sets), and
+    each mode swept at cloud budgets joined in order of budget (:func:`budget_lines`)."""
     modes = list(result.config.modes)
     envs = [e.name for e in result.config.envs]
     points = {env: _points(rows, env, modes) for env in envs}
@@ -430,6 +448,10 @@ def _pareto(result: SweepResult, rows: list[dict[str, Any]], path: Path) -> bool
             line = [pts[m] for _, m in gains if m in pts]
             if line:
                 ax.plot(*zip(*line, strict=True), ":", color="black", lw=0.8)
+        for labels in budget_lines(modes).values():
+            path_pts = [pts[m] for m in labels if m in pts]
+            if len(path_pts) > 1:
+                ax.plot(*zip(*path_pts, strict=True), "--", color="tab:blue", lw=0.7)
         for j, mode in enumerate(modes):
             if mode not in pts:
                 continue

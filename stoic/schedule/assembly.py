@@ -36,6 +36,7 @@ from stoic.backends.base import RuntimeBackend
 from stoic.clock import Clock
 from stoic.predict.predictor import Predictor, PredictorOptions
 from stoic.predict.uplink import UplinkCheck, UplinkWatch
+from stoic.schedule.decide.budget import BudgetOptions, CloudBudget, utc_day
 from stoic.schedule.decide.policy import PolicyOptions
 from stoic.schedule.execute.keepalive import KeepAliveOptions
 from stoic.schedule.execute.legs import LegOptions, LegRunner, release_on
@@ -83,6 +84,7 @@ class Core:
     scheduler: Scheduler
     inquisitor: Inquisitor | None
     uplink: UplinkWatch | None  # the watch the inquisitor's checks feed
+    budget: CloudBudget  # what the cloud cost today, and its price (the leg runner's meter)
 
 
 def inquisitor_options(settings: Settings) -> InquisitorOptions:
@@ -135,7 +137,17 @@ def cold_deploy_s(predictor: Predictor) -> Callable[[str], float]:
 
 
 def scheduler_options(settings: Settings) -> SchedulerOptions:
-    return SchedulerOptions(bootstrap_tasks_per_runtime=settings.policy.bootstrap_tasks_per_runtime)
+    i = settings.inquisitor
+    return SchedulerOptions(
+        bootstrap_tasks_per_runtime=settings.policy.bootstrap_tasks_per_runtime,
+        probe_pricing=i.probe_pricing,
+        probe_price_s_per_pod_s=i.probe_price_s_per_pod_s,
+    )
+
+
+def budget_options(settings: Settings) -> BudgetOptions:
+    r = settings.requester
+    return BudgetOptions(r.cloud_budget_pod_s_per_day, r.cloud_price_step)
 
 
 def wants_inquisitor(settings: Settings) -> bool:
@@ -160,6 +172,7 @@ def build_core(
     probe_options: InquisitorOptions | None = None,
     on_probe_held: Callable[[str, float], None] | None = None,
     on_warm_held: Callable[[str, float], None] | None = None,
+    day_start: Callable[[float], float] = utc_day,
 ) -> Core:
     """Build the core (module docstring).
 
@@ -169,7 +182,9 @@ def build_core(
     ``policy`` replaces :meth:`PolicyOptions.from_settings` (the replay's modes),
     ``probe_options`` :func:`inquisitor_options` (the daemon's: its local stand-ins'
     own probe period); ``on_probe_held`` hears the pod seconds each probe holds,
-    ``on_warm_held`` those each warm pod idled (``settings.keepalive``).
+    ``on_warm_held`` those each warm pod idled (``settings.keepalive``; the cloud
+    budget is charged them too); ``day_start`` says when the cloud budget's day begins
+    (the daemon's local midnight).
     """
     by_name = {r.name: r for r in (runtimes or settings.runtime_list())}
     probes = wants_inquisitor(settings)
@@ -187,6 +202,8 @@ def build_core(
     chain = MultiRecorder(
         make_recorder(predictor), observed, *([measured] if measured is not None else [])
     )
+    gpus = {name: r.gpus for name, r in by_name.items()}
+    budget = CloudBudget(budget_options(settings), gpus, clock.now, day_start)
     keep = keepalive_options(settings)
     warm = (
         WarmPool(
@@ -194,13 +211,20 @@ def build_core(
             clock=clock,
             cold_s=cold_deploy_s(predictor),
             release=partial(release_on, backends),
-            on_held=on_warm_held,
+            on_held=partial(_warm_held, budget, on_warm_held),
         )
         if keep.enabled
         else None
     )
     legs = LegRunner(
-        backends, by_name, chain, clock, leg_options(settings), availability, warm_pods=warm
+        backends,
+        by_name,
+        chain,
+        clock,
+        leg_options(settings),
+        availability,
+        budget.charge,
+        warm_pods=warm,
     )
     requester = Requester(
         legs,
@@ -215,6 +239,7 @@ def build_core(
         scheduler_options(settings),
         policy or PolicyOptions.from_settings(settings),
         observed=observed,
+        budget=budget,
     )
     inquisitor = (
         Inquisitor(
@@ -223,6 +248,7 @@ def build_core(
             probe_work,
             uplink=(uplink_check, watch) if uplink_check is not None and watch else None,
             worth=scheduler.worth_probing,
+            deploy_worth=scheduler.worth_deploy_probe,
             measured=measured,
             options=probe_options or inquisitor_options(settings),
             on_held=on_probe_held,
@@ -240,6 +266,7 @@ def build_core(
         scheduler=scheduler,
         inquisitor=inquisitor,
         uplink=watch,
+        budget=budget,
     )
 
 
@@ -256,3 +283,13 @@ def warm_predictor(settings: Settings, core: Core, app: str, app_version: str) -
         scratch.observe_deployment(DeploymentSample(name, float(i), 1.0 + (i % 3)))
     scratch.estimate_all(10, 10_000, app="warm-up", app_version="0")
     core.predictor.estimate_all(1, 212_000, app=app, app_version=app_version)
+
+
+def _warm_held(
+    budget: CloudBudget, then: Callable[[str, float], None] | None, runtime: str, seconds: float
+) -> None:
+    """A warm pod's idle seconds: against the cloud budget, then to ``then`` (the
+    daemon's cloud usage, cause ``warm``)."""
+    budget.charge(runtime, seconds)
+    if then is not None:
+        then(runtime, seconds)

@@ -16,6 +16,13 @@ It owns nothing but the wiring and two concerns of its own:
   exceeded the best predicted total of each of the last :data:`PROBE_LOOKBACK` batches
   could not have won any of them however fast it processes, so timing its processing
   buys nothing and costs pod time.
+* **the cloud budget** (:mod:`stoic.schedule.decide.budget`): each decision takes the
+  budget's price (one online step of it) and hands it to the policy; a preview only
+  quotes it. With a budget, no probe runs once the day's budget is spent; with
+  ``inquisitor.probe_pricing`` a probe runs only when its value (:meth:`probe_value`)
+  exceeds its price, and a deployment probe at most once per runtime between two
+  decisions: what it teaches is used at the next decision, and a second probe before
+  that adds little the window does not hold.
 * **bootstrapping** (paper §3.7): when an application version is first seen, run two
   representative tasks on every runtime so that the processing regression has points
   of its own instead of priors. :class:`ObservationCounter` counts processing samples
@@ -40,6 +47,7 @@ from typing import Any
 
 from stoic.errors import BackendError, PredictorError
 from stoic.logging import get_logger
+from stoic.schedule.decide.budget import FREE, CloudBudget, Price, probe_value
 from stoic.schedule.decide.policy import PolicyOptions, decide
 from stoic.schedule.execute.recorder import PredictorLike
 from stoic.schedule.execute.requester import Requester
@@ -64,6 +72,25 @@ log = get_logger(__name__)
 PROBE_LOOKBACK = 24
 """Batches :meth:`Scheduler.worth_probing` looks back on (a day of the paper's hourly
 camera-trap batches)."""
+
+
+def probe_values(estimates: Mapping[str, Estimate]) -> dict[str, tuple[float, float]]:
+    """Per runtime, what learning its T_p and its T_d would be worth to this batch
+    (:func:`~stoic.schedule.decide.budget.probe_value`): each against the best other
+    runtime's predicted total, the runtime's other components at their means."""
+    out: dict[str, tuple[float, float]] = {}
+    totals = {n: e.total.mean for n, e in estimates.items()}
+    for name, e in estimates.items():
+        others = [t for n, t in totals.items() if n != name]
+        if not others:
+            continue
+        best = min(others)
+        t, d, p = e.transfer.mean, e.deployment, e.processing
+        out[name] = (
+            probe_value(best - t - d.mean, p.mean, p.std),
+            probe_value(best - t - p.mean, d.mean, d.std),
+        )
+    return out
 
 
 def contenders(estimates: Mapping[str, Estimate]) -> frozenset[str]:
@@ -113,6 +140,8 @@ class SchedulerOptions:
     :func:`~stoic.schedule.assembly.build_core`)."""
 
     bootstrap_tasks_per_runtime: int = 2  # representative tasks per runtime (paper §3.7)
+    probe_pricing: bool = False  # inquisitor.probe_pricing: probes earn their cost
+    probe_price_s_per_pod_s: float = 0.01  # the probes' least price (no budget, or λ below)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,12 +184,21 @@ class Scheduler:
     policy_options: PolicyOptions = field(default_factory=PolicyOptions)
     _: KW_ONLY
     observed: ObservationCounter = field(default_factory=ObservationCounter)
+    budget: CloudBudget | None = None
     decisions: int = field(default=0, init=False)
     decision_s_total: float = field(default=0.0, init=False)
     _bootstrap_locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict, init=False)
     _contenders: deque[frozenset[str]] = field(
         default_factory=lambda: deque(maxlen=PROBE_LOOKBACK), init=False
     )
+    # Per decision: what learning each runtime's (T_p, T_d) was worth (probe_values);
+    # and the pod-seconds of its probes by the newest estimates (T_d, T_p).
+    _values: deque[dict[str, tuple[float, float]]] = field(
+        default_factory=lambda: deque(maxlen=PROBE_LOOKBACK), init=False
+    )
+    _probe_pod_s: dict[str, tuple[float, float]] = field(default_factory=dict, init=False)
+    # deployment probes since the last decision
+    _deploy_probed: set[str] = field(default_factory=set, init=False)
 
     # The per-batch path ----------------------------------------------------------------
 
@@ -186,12 +224,16 @@ class Scheduler:
         *,
         mode: Mode = Mode.SELECTOR,
         pinned: str | None = None,
+        price: Price | None = None,
     ) -> Plan:
         """Estimate the available runtimes and decide, timed (``Plan.decision_s``), but
-        commit to nothing: ``GET /v1/estimate`` asks this."""
+        commit to nothing: ``GET /v1/estimate`` asks this (at the budget's price of now,
+        unstepped)."""
         t = time.perf_counter()
+        if price is None:
+            price = self.budget.quote() if self.budget is not None else FREE
         estimates = self.estimate(job)
-        plan = decide(mode, job, estimates, options=self.policy_options, pinned=pinned)
+        plan = decide(mode, job, estimates, options=self.policy_options, pinned=pinned, price=price)
         return replace(plan, decision_s=time.perf_counter() - t)
 
     def plan(
@@ -202,8 +244,15 @@ class Scheduler:
         pinned: str | None = None,
     ) -> Plan:
         """The decision for a batch about to run: :meth:`preview`, counted and logged."""
-        plan = self.preview(job, mode=mode, pinned=pinned)
+        price = self.budget.price() if self.budget is not None else FREE
+        plan = self.preview(job, mode=mode, pinned=pinned, price=price)
         self._contenders.append(contenders(plan.estimates))
+        if self.options.probe_pricing:
+            self._values.append(probe_values(plan.estimates))
+        for name, e in plan.estimates.items():
+            d = e.deployment.mean + e.risk.deployment_excess_s
+            self._probe_pod_s[name] = (d, e.processing.mean)
+        self._deploy_probed.clear()
         self.decisions += 1
         self.decision_s_total += plan.decision_s
         log.info(
@@ -222,8 +271,48 @@ class Scheduler:
     def worth_probing(self, runtime: str) -> bool:
         """Whether timing ``runtime``'s processing could change a decision: it was a
         :func:`contenders` member for one of the last :data:`PROBE_LOOKBACK` batches,
-        or no batch has been planned yet."""
+        or no batch has been planned yet; with a budget, only while some is left; with
+        probe pricing, only where its value exceeds its price."""
+        if self.budget is not None and self.budget.remaining <= 0:
+            return False
+        if self.options.probe_pricing and self._values:
+            return self._earns(runtime, 0, self._probe_pod_s.get(runtime, (0.0, 0.0))[1])
         return not self._contenders or any(runtime in c for c in self._contenders)
+
+    def worth_deploy_probe(self, runtime: str) -> bool:
+        """Whether the inquisitor's deployment probe of ``runtime`` may run now (it asks
+        at each tick; a yes counts as a probe): always, unless a budget is spent or, with
+        probe pricing, the runtime was probed since the last decision or its value is
+        below its price. A runtime missing from the last decision (unavailable) is
+        probed once between decisions, so a probe can find it back."""
+        if self.budget is not None and self.budget.remaining <= 0:
+            return False
+        if not self.options.probe_pricing or not self._values:
+            return True
+        if runtime in self._deploy_probed:
+            return False
+        if runtime in self._values[-1] and not self._earns(
+            runtime, 1, self._probe_pod_s[runtime][0]
+        ):
+            return False
+        self._deploy_probed.add(runtime)
+        return True
+
+    def probe_value(self, runtime: str, which: int) -> float:
+        """Seconds of latency a probe of ``runtime``'s T_p (``which`` 0) or T_d (1)
+        could buy a likely batch: the mean over the recent decisions of what it was
+        worth to each (:func:`probe_values`; 0 where the runtime was not offered)."""
+        seen = [v[runtime][which] for v in self._values if runtime in v]
+        return sum(seen) / len(self._values) if seen else 0.0
+
+    def _earns(self, runtime: str, which: int, pod_s: float) -> bool:
+        """Whether a probe of ``runtime`` holding ``pod_s`` is worth its price: the
+        budget's λ, at least ``probe_price_s_per_pod_s``, per pod-second × GPUs."""
+        lam = self.budget.quote().per_pod_s if self.budget is not None else 0.0
+        per = max(lam, self.options.probe_price_s_per_pod_s)
+        r = self.requester.legs.runtimes.get(runtime)
+        gpus = max(r.gpus, 1) if r is not None else 1
+        return self.probe_value(runtime, which) > per * pod_s * gpus
 
     async def handle(
         self,

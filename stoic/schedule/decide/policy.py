@@ -17,6 +17,14 @@ worlds, one code path"), so a table of estimates is all a test needs.
   the one whose pod would finish the batch first (upload and deployment overlap in this
   mode, so ``max(T_t, T_d) + T_p``, risk priced in), and none at all when the edge is
   predicted to finish first by ``edge_margin``: no pod, no cloud time.
+* **the cloud budget** (:mod:`stoic.schedule.decide.budget`): with a budget, a
+  :class:`~stoic.schedule.decide.budget.Price` enters every decision. A cloud runtime
+  whose run would hold more pod-seconds × GPUs than are left today is not offered (the
+  edge takes the work); the selector minimises its objective + λ·pod-seconds, the
+  duplicator deploys a leg only where the latency it expects to save exceeds λ times
+  the pod time it expects to hold, share adds a leg only where its gain, less that
+  price, still reaches ``share_min_gain_s``. Without a budget (:data:`FREE`) none of
+  this runs.
 * baselines for the replay: **edge-only**, **gpu1-only**, **threshold** (a fixed
   batch-size cut-over to a GPU runtime), **oracle** (MIN-LAT: needs the ground truth, so
   only the replay can use it), and **pinned** (the user names the runtime).
@@ -30,6 +38,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from stoic.errors import PredictorError
+from stoic.schedule.decide.budget import FREE, Price
 from stoic.schedule.share.fluid import fluid_bound
 from stoic.schedule.share.forecast import expected_finish, share_capacity
 from stoic.settings import Settings
@@ -134,6 +143,38 @@ def race_score(
     return (1.0 - r.p_timeout) * (ready + e.processing.mean) + r.p_timeout * edge_total
 
 
+def single_pod_s(e: Estimate) -> float:
+    """Pod-seconds (not × GPUs) a run of the batch alone on ``e``'s runtime expects to
+    hold, from its deployment's request to its teardown: T_d (its tail included), T_t,
+    T_p; a timed-out deployment holds the pod for the timeout."""
+    r = e.risk
+    ran = e.deployment.mean + r.deployment_excess_s + e.transfer.mean + e.processing.mean
+    return (1.0 - r.p_timeout) * ran + r.p_timeout * r.timeout_s
+
+
+def race_pod_s(
+    estimates: Mapping[str, Estimate], cloud: str, objective: Objective, edge: str
+) -> float:
+    """Pod-seconds the duplicator's ``cloud`` leg expects to hold: to the end of the
+    batch where its pod is predicted to beat the edge (:func:`race_score`), else to
+    its ready (the edge keeps the batch and the pod is torn down)."""
+    e = estimates[cloud]
+    r = e.risk
+    edge_total = estimates[edge].total.mean if edge in estimates else math.inf
+    ready = e.deployment.mean + r.deployment_excess_s
+    finish = race_score(estimates, cloud, objective, edge)
+    held = max(e.transfer.mean - e.uplink_wait_s, ready) + e.processing.mean
+    return (1.0 - r.p_timeout) * (held if finish < edge_total else ready) + (
+        r.p_timeout * r.timeout_s
+    )
+
+
+def affordable(estimates: Mapping[str, Estimate], edge: str, price: Price) -> dict[str, Estimate]:
+    """The runtimes a decision may use under ``price``: the edge, and each cloud runtime
+    whose run alone (:func:`single_pod_s`) fits in what is left of today's budget."""
+    return {n: e for n, e in estimates.items() if n == edge or price.affordable(n, single_pod_s(e))}
+
+
 def select_min(
     estimates: Mapping[str, Estimate], edge: str = "edge", objective: Objective = "mean"
 ) -> str:
@@ -151,9 +192,13 @@ def decide(
     *,
     options: PolicyOptions = PolicyOptions(),
     pinned: str | None = None,
+    price: Price = FREE,
 ) -> Plan:
-    """Choose where ``job`` runs. ``estimates`` holds the *available* runtimes only."""
+    """Choose where ``job`` runs. ``estimates`` holds the *available* runtimes only;
+    ``price`` is the cloud budget's (the module docstring)."""
     edge = options.edge_runtime
+    if price.binds and edge in estimates:
+        estimates = affordable(estimates, edge, price)
     has_edge = edge in estimates
     objective = options.objective
 
@@ -175,6 +220,8 @@ def decide(
         return plan(best, f"{wanted} and {edge} unavailable; fastest remaining is {best}")
 
     match mode:
+        case Mode.SELECTOR if price.binds:
+            return _priced_selector(estimates, options, price, plan)
         case Mode.SELECTOR:
             scores = {n: score(estimates, n, objective, edge) for n in estimates}
             best = select_min(estimates, edge, objective)
@@ -187,15 +234,24 @@ def decide(
                 scores=scores,
             )
         case Mode.SHARE:
-            return _share(job, estimates, options, plan)
+            return _share(job, estimates, options, plan, price)
         case Mode.DUPLICATOR if options.duplicator_runtime == AUTO:
-            return _auto_duplicator(job, estimates, options, plan)
+            return _auto_duplicator(job, estimates, options, plan, price)
         case Mode.DUPLICATOR:
             cloud = options.duplicator_runtime
             if cloud not in estimates:
                 return fallback(cloud)
             if not has_edge:
                 return plan(cloud, f"duplicator: {edge} unavailable; running {cloud} alone")
+            if price.per_pod_s > 0:
+                gain = estimates[edge].total.mean - race_score(estimates, cloud, objective, edge)
+                cost = price.cost(cloud, race_pod_s(estimates, cloud, objective, edge))
+                if gain <= cost:
+                    return plan(
+                        edge,
+                        f"duplicator: {cloud} would save {gain:.1f} s for {cost:.1f} s of "
+                        f"cloud price; {edge} alone",
+                    )
             return plan(
                 cloud,
                 f"duplicator: start {edge} now, deploy {cloud}, decide when its pod is ready",
@@ -235,11 +291,37 @@ def decide(
     raise PredictorError(f"unknown mode {mode!r}")  # pragma: no cover - exhaustive match
 
 
+def _priced_selector(
+    estimates: Mapping[str, Estimate],
+    options: PolicyOptions,
+    price: Price,
+    plan: Callable[..., Plan],
+) -> Plan:
+    """The selector under a budget: the smallest objective + λ·pod-seconds × GPUs."""
+    edge, objective = options.edge_runtime, options.objective
+    if not estimates:
+        raise PredictorError("no runtime is available to estimate")
+    scores = {
+        n: score(estimates, n, objective, edge)
+        + (0.0 if n == edge else price.cost(n, single_pod_s(e)))
+        for n, e in estimates.items()
+    }
+    order = _order(estimates, edge)
+    best = min(order, key=lambda n: (scores[n], order.index(n)))
+    return plan(
+        best,
+        f"selector: {best} has the smallest {objective} T_s + cloud price "
+        f"({scores[best]:.1f} s at {price.per_pod_s:.3f} s per pod-second)",
+        scores=scores,
+    )
+
+
 def _auto_duplicator(
     job: Job,
     estimates: Mapping[str, Estimate],
     options: PolicyOptions,
     plan: Callable[..., Plan],
+    price: Price = FREE,
 ) -> Plan:
     """The duplicator with its cloud runtime chosen per batch (see the module doc)."""
     edge, objective = options.edge_runtime, options.objective
@@ -254,10 +336,21 @@ def _auto_duplicator(
         return plan(edge, f"duplicator: no cloud runtime available; {edge} alone")
     scores = {c: race_score(estimates, c, objective, edge) for c in clouds}
     scores[edge] = edge_total
-    best = min(clouds, key=lambda c: (scores[c], clouds.index(c)))
+    costs = {
+        c: price.cost(c, race_pod_s(estimates, c, objective, edge)) if price.per_pod_s > 0 else 0.0
+        for c in clouds
+    }
+    best = min(clouds, key=lambda c: (scores[c] + costs[c], clouds.index(c)))
     # No pod only if the edge wins by the margin without extrapolating (docs/scheduling.md).
     seen = estimates[edge].processing_seen
     known = seen is None or job.n_images <= seen
+    if edge_total - scores[best] <= costs[best] and costs[best] > 0:
+        return plan(
+            edge,
+            f"duplicator: best pod {best} would save {edge_total - scores[best]:.1f} s for "
+            f"{costs[best]:.1f} s of cloud price: no pod deployed",
+            scores=scores,
+        )
     if known and edge_total <= (1.0 - options.edge_margin) * scores[best]:
         return plan(
             edge,
@@ -279,6 +372,7 @@ def _share(
     estimates: Mapping[str, Estimate],
     options: PolicyOptions,
     plan: Callable[..., Plan],
+    price: Price = FREE,
 ) -> Plan:
     """Share mode: the edge starts at once; add the cloud runtimes, greedily by gain,
     whose predicted contribution (with their timeout risk) finishes the batch at least
@@ -302,6 +396,8 @@ def _share(
     scores = {"alone": finish}
     while candidates and len(chosen) - (edge in chosen) < options.share_max_clouds:
         gains = {c: finish - expected([*chosen, c]) for c in candidates}
+        if price.per_pod_s > 0:  # a leg holds its pod to the end of the batch
+            gains = {c: g - price.cost(c, finish - g) for c, g in gains.items()}
         best = max(candidates, key=lambda c: (gains[c], -candidates.index(c)))
         scores[best] = gains[best]
         if gains[best] < options.share_min_gain_s:

@@ -25,6 +25,8 @@ measurement is taken, and handed to the
   warm pod of the runtime when one is kept (no T_d, no sample: nothing was deployed),
   and teardown hands a leg whose call returned to the pool, which keeps it if the
   keep-alive rule says so.
+* tell the ``meter`` (the cloud budget's :meth:`~stoic.schedule.decide.budget.CloudBudget.charge`)
+  each cloud pod's seconds, from its deployment's request to its teardown, probes' too.
 
 :class:`LegRunner` is a concrete object built with exactly what the steps need
 (backends, runtimes, recorder, clock, its LegOptions, availability); the requester, its
@@ -69,6 +71,9 @@ from stoic.values import (
 
 log = get_logger(__name__)
 
+
+Meter = Callable[[str, float], None]
+"""Told ``(runtime, seconds)`` of cloud pod time held (the cloud budget's ``charge``)."""
 
 Placer = Callable[[Job], Awaitable[Upload]]
 """Places a job's package where one runtime reads it, unmeasured (a probe's images)."""
@@ -131,6 +136,7 @@ class Leg:
     warmup_s: float = 0.0
     processing_s: float = 0.0
     ready_at: float | None = None
+    requested_at: float | None = None  # the successful deployment's request
     invoke_started: float | None = None
     done_at: float | None = None
     torn_down_at: float | None = None
@@ -168,9 +174,12 @@ class LegRunner:
         clock: Clock,
         options: LegOptions = LegOptions(),
         availability: Availability | None = None,
+        meter: Meter | None = None,
         warm_pods: WarmPool | None = None,
     ) -> None:
         self.backends = backends
+        self.meter = meter
+        self._probe_since: dict[int, float] = {}  # id(probe deployment) -> its request
         self.runtimes = runtimes
         self.recorder: Recorder = recorder
         self.clock = clock
@@ -239,7 +248,7 @@ class LegRunner:
         if self.warm_pods is not None and (dep := self.warm_pods.take(rt)) is not None:
             leg.deployment, leg.warm = dep, True
             self.in_use[rt.name] += 1
-            leg.ready_at = loop.time()
+            leg.ready_at = leg.requested_at = loop.time()
             return  # no deployment happened: no T_d to record
         delay = req.retry_initial_s
         start = loop.time()
@@ -248,12 +257,17 @@ class LegRunner:
             at, t = self.clock.now(), loop.time()
             try:
                 dep = await _deploy_guarded(backend, rt, timeout, req.deploy_guard_grace_s)
+            except asyncio.CancelledError:  # a race's loser: its pod was held till now
+                self._charge(rt, loop.time() - t)
+                raise
             except DeployTimeout as exc:
+                self._charge(rt, loop.time() - t)
                 await self._record_deploy(rt, at, timeout, DeployOutcome.TIMEOUT)
                 if self.availability is not None:
                     self.availability.mark_unavailable(rt.name, self.clock.now(), str(exc))
                 raise
             except DeployFailure as exc:
+                self._charge(rt, loop.time() - t)
                 last = exc
                 await self._record_deploy(rt, at, loop.time() - t, DeployOutcome.FAILURE)
                 if attempt == req.retry_attempts:
@@ -271,6 +285,7 @@ class LegRunner:
             leg.deployment = dep
             self.in_use[rt.name] += 1
             leg.ready_at = loop.time()
+            leg.requested_at = t
             leg.deploy_s = leg.ready_at - start
             await self._record_deploy(rt, at, leg.ready_at - t, DeployOutcome.OK)
             return
@@ -337,6 +352,8 @@ class LegRunner:
             return
         leg.torn_down_at = asyncio.get_running_loop().time()
         self.in_use[leg.runtime.name] -= 1
+        if leg.requested_at is not None:
+            self._charge(leg.runtime, leg.torn_down_at - leg.requested_at)
         if (
             leg.finished
             and self.warm_pods is not None
@@ -347,6 +364,10 @@ class LegRunner:
             await to_the_end(self._backend(leg.runtime).teardown(leg.deployment))
         except Exception:
             log.exception("teardown failed", runtime=leg.runtime.name)
+
+    def _charge(self, runtime: Runtime, seconds: float) -> None:
+        if self.meter is not None and not runtime.is_edge:
+            self.meter(runtime.name, seconds)
 
     # Share mode's chunks (stoic.schedule.share.session) --------------------------------
 
@@ -407,11 +428,14 @@ class LegRunner:
         try:
             deployment = await _deploy_guarded(self._backend(runtime), runtime, timeout, grace)
         except DeployTimeout as exc:
+            self._charge(runtime, loop.time() - t)
             return Probe(DeploymentSample(runtime.name, at, timeout, DeployOutcome.TIMEOUT), exc)
         except BackendError as exc:
             duration = loop.time() - t
+            self._charge(runtime, duration)
             return Probe(DeploymentSample(runtime.name, at, duration, DeployOutcome.FAILURE), exc)
         sample = DeploymentSample(runtime.name, at, loop.time() - t, DeployOutcome.OK)
+        self._probe_since[id(deployment)] = t
         return Probe(sample, None, deployment)
 
     async def record_deployment(self, sample: DeploymentSample) -> None:
@@ -439,6 +463,9 @@ class LegRunner:
 
     async def release(self, runtime: Runtime, deployment: Deployment) -> None:
         """Tear down a probe's deployment; a failing teardown is logged, never raised."""
+        since = self._probe_since.pop(id(deployment), None)
+        if since is not None:
+            self._charge(runtime, asyncio.get_running_loop().time() - since)
         await release_on(self.backends, runtime, deployment)
 
 

@@ -51,6 +51,12 @@ edge's standby, so a daemon that has no batch to probe with wakes no standby.
 Pod seconds a probe holds are told to ``on_held(runtime, seconds)`` as they are
 counted in :attr:`Inquisitor.cloud_s` (the daemon counts them as cloud time used).
 
+**What a probe costs** (ours): ``deploy_worth`` (the scheduler's
+``worth_deploy_probe``) may hold a deployment probe back, as ``worth`` holds back a
+processing probe: when the day's cloud budget is spent, or, with probe pricing, when
+what the probe would teach is worth less than its pod time (docs/scheduling.md, "The
+cloud budget").
+
 **Uplink checks** (ours): with ``uplink`` given, every tick also asks the
 :class:`~stoic.predict.uplink.UplinkCheck` whether the uplink is up and records the
 answer in the :class:`~stoic.predict.uplink.UplinkWatch` the predictor reads, so a batch
@@ -147,6 +153,7 @@ class Inquisitor:
         *,
         uplink: tuple[UplinkCheck, UplinkWatch] | None = None,
         worth: Callable[[str], bool] = lambda _name: True,
+        deploy_worth: Callable[[str], bool] = lambda _name: True,
         measured: ProcessingClock | None = None,
         options: InquisitorOptions = InquisitorOptions(),
         on_held: Callable[[str, float], None] | None = None,
@@ -160,6 +167,9 @@ class Inquisitor:
         # Whether a runtime's T_p could still change a decision (the scheduler's
         # Scheduler.worth_probing); default: always.
         self.worth = worth
+        # Whether a deployment probe may run now (the scheduler's worth_deploy_probe:
+        # the cloud budget and probe pricing); default: always.
+        self.deploy_worth = deploy_worth
         self.probes = 0  # probes started (metrics)
         self.skipped = 0  # ticks skipped because the previous probe still ran
         self.processing_probes = 0  # processing probes timed
@@ -340,6 +350,8 @@ class Inquisitor:
                     if previous is not None and not previous.done():
                         self.skipped += 1
                         log.info("previous probe still running", runtime=runtime.name)
+                        continue
+                    if not self.deploy_worth(runtime.name):
                         continue
                     in_flight[runtime.name] = asyncio.create_task(
                         self._guarded(runtime.name), name=f"inquisitor:{runtime.name}"
