@@ -405,7 +405,9 @@ class DeploymentModel:
           design (0 for the ``mean`` and ``autoreg`` methods, which estimate a mean);
         * ``deployment_quantile_s``: the ``quantile`` of T_d, timeouts included: None
           when it lies in the timeouts, else the ready deployments' quantile shifted by
-          the window's estimate (the long view gives the shape, the window the level).
+          the window's estimate (the long view gives the shape, the window the level);
+        * ``ready_s``: the ready deployments, shifted the same way (the deadline's
+          distribution; their mean is the window's estimate plus ``deployment_excess_s``).
         """
         level = self.estimate().mean
         cached = self._risk.get(quantile)
@@ -427,7 +429,9 @@ class DeploymentModel:
             q_value = (
                 None if q_ready > 1.0 else max(level + sorted_quantile(ordered, q_ready) - med, 0.0)
             )
-            risk = Risk(p, self.deploy_timeout_s, excess, q_value)
+            centre = med if self.method == "median" else float(ready.mean())
+            shifted = np.maximum(ordered + (level - centre), 0.0)
+            risk = Risk(p, self.deploy_timeout_s, excess, q_value, ready_s=tuple(shifted.tolist()))
         self._risk[quantile] = risk
         return risk
 

@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from stoic.errors import PredictorError
+from stoic.schedule.decide.deadline import cloud_choice, race_deadline
 from stoic.schedule.share.fluid import fluid_bound
 from stoic.schedule.share.forecast import expected_finish, share_capacity
 from stoic.settings import Settings
@@ -65,6 +66,12 @@ class PolicyOptions:
     oracle: Callable[[Job], Mapping[str, float]] | None = None
     """The oracle's ground truth: actual total seconds per runtime of a job (the replay
     supplies it; MIN-LAT cannot run without)."""
+    oracle_deadlines: Callable[[Job], Mapping[str, float]] | None = None
+    """The informed oracle's deploy deadlines per cloud runtime (the replay's
+    ``informed+deadline``: the deadlines of least expected total under the spec)."""
+    deploy_deadline: bool = False
+    deadline_min_gain_s: float = 1.0
+    pipelined_upload: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings, *, edge_runtime: str | None = None) -> PolicyOptions:
@@ -77,6 +84,9 @@ class PolicyOptions:
             edge_margin=r.duplicator_edge_margin,
             share_min_gain_s=settings.policy.share_min_gain_s,
             share_max_clouds=settings.policy.share_max_cloud_runtimes,
+            deploy_deadline=settings.policy.deploy_deadline,
+            deadline_min_gain_s=settings.policy.deploy_deadline_min_gain_s,
+            pipelined_upload=settings.policy.pipelined_upload,
         )
 
 
@@ -175,7 +185,9 @@ def decide(
         return plan(best, f"{wanted} and {edge} unavailable; fastest remaining is {best}")
 
     match mode:
-        case Mode.SELECTOR:
+        case Mode.SELECTOR if options.deploy_deadline or options.pipelined_upload:
+            return _selector_actions(estimates, options)
+        case Mode.SELECTOR | Mode.SELECTOR_PAPER:
             scores = {n: score(estimates, n, objective, edge) for n in estimates}
             best = select_min(estimates, edge, objective)
             t = estimates[best].total
@@ -196,11 +208,12 @@ def decide(
                 return fallback(cloud)
             if not has_edge:
                 return plan(cloud, f"duplicator: {edge} unavailable; running {cloud} alone")
-            return plan(
+            race = plan(
                 cloud,
                 f"duplicator: start {edge} now, deploy {cloud}, decide when its pod is ready",
                 speculative=True,
             )
+            return _with_race_deadline(race, estimates, options)
         case Mode.EDGE_ONLY:
             return plan(edge, "edge-only baseline") if has_edge else fallback(edge)
         case Mode.GPU1_ONLY:
@@ -225,7 +238,18 @@ def decide(
                 raise PredictorError("the oracle has no ground truth for any available runtime")
             best = min(known, key=lambda n: known[n])
             # In hindsight (MIN-LAT), or in expectation (``informed``): the replay says which.
-            return plan(best, f"oracle: {best} has the least given total ({known[best]:.1f} s)")
+            reason = f"oracle: {best} has the least given total ({known[best]:.1f} s)"
+            if options.oracle_deadlines is None and not options.pipelined_upload:
+                return plan(best, reason)
+            given = options.oracle_deadlines(job) if options.oracle_deadlines else {}
+            return SinglePlan(
+                best,
+                mode=mode,
+                reason=reason,
+                estimates=dict(estimates),
+                deadlines=dict(given),
+                pipelined=options.pipelined_upload,
+            )
         case Mode.PINNED:
             if pinned is None:
                 raise PredictorError("pinned mode needs a runtime")
@@ -265,12 +289,68 @@ def _auto_duplicator(
             f"{scores[best]:.1f} s): no pod deployed",
             scores=scores,
         )
-    return plan(
+    race = plan(
         best,
         f"duplicator: start {edge} now ({edge_total:.1f} s), deploy {best} (would finish in "
         f"{scores[best]:.1f} s), decide when its pod is ready",
         speculative=True,
         scores=scores,
+    )
+    return _with_race_deadline(race, estimates, options)
+
+
+def _with_race_deadline(
+    race: Plan, estimates: Mapping[str, Estimate], options: PolicyOptions
+) -> Plan:
+    """The race's cloud leg with its deploy deadline (:func:`race_deadline`), if asked."""
+    edge = options.edge_runtime
+    if not (options.deploy_deadline and isinstance(race, RacePlan) and edge in estimates):
+        return race
+    cloud = estimates[race.cloud]
+    d = race_deadline(estimates[edge].total.mean, cloud, cloud.risk.timeout_s or math.inf)
+    if d is None:
+        return race
+    return replace(race, deadlines={race.cloud: d}, reason=f"{race.reason}; deadline {d:.0f} s")
+
+
+def _selector_actions(estimates: Mapping[str, Estimate], options: PolicyOptions) -> Plan:
+    """The selector with the deploy deadline and/or the pipelined upload
+    (:mod:`stoic.schedule.decide.deadline`): each cloud runtime scored by its expected
+    total with its best deadline, the edge by its expected total; least wins (ties as
+    :func:`select_min`)."""
+    if not estimates:
+        raise PredictorError("no runtime is available to estimate")
+    edge = options.edge_runtime
+    scores: dict[str, float] = {}
+    deadlines: dict[str, float] = {}
+    for name, e in estimates.items():
+        if name == edge:
+            scores[name] = score(estimates, name, "expected", edge)
+            continue
+        choice = cloud_choice(
+            e,
+            _fallback_s(estimates, name, edge),
+            deadline=options.deploy_deadline,
+            pipelined=options.pipelined_upload,
+            min_gain_s=options.deadline_min_gain_s,
+        )
+        scores[name] = choice.expected_s
+        if choice.deadline_s is not None:
+            deadlines[name] = choice.deadline_s
+    order = _order(estimates, edge)
+    best = min(order, key=lambda n: (scores[n], order.index(n)))
+    how = " pipelined," if options.pipelined_upload and best != edge else ""
+    until = f" deadline {deadlines[best]:.0f} s," if best in deadlines else ""
+    t = estimates[best].total
+    return SinglePlan(
+        best,
+        mode=Mode.SELECTOR,
+        reason=f"selector: {best} has the smallest expected T_s ({scores[best]:.1f} s;{how}"
+        f"{until} T_s {t.mean:.1f} ± {t.std:.1f} s)",
+        estimates=dict(estimates),
+        scores=scores,
+        deadlines=deadlines,
+        pipelined=options.pipelined_upload,
     )
 
 

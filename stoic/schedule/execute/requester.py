@@ -145,12 +145,12 @@ class Requester:
         reason, error = "", None
         while True:
             runtime = self.legs.runtime(name)
-            leg = Leg(runtime)
+            leg = Leg(runtime, deadline_s=plan.deadlines.get(name))
             tried.append(name)
             try:
                 if not self._available(runtime.name):
                     raise RuntimeUnavailable(runtime.name, "marked unavailable")
-                await self.legs.run_leg(job, leg)
+                await self.legs.run_leg(job, leg, pipelined=plan.pipelined)
                 used += leg.cloud_used_s  # the winner's own pod time
                 return self.legs.outcome(
                     job,
