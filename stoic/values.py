@@ -217,6 +217,15 @@ class PlanBase:
     pipelined: bool = False
     """A single cloud leg uploads while its pod deploys (the duplicator's always do)."""
 
+    def estimates_as_dicts(self) -> dict[str, dict[str, float]]:
+        """Each runtime's estimate as stored with the decision, its deploy deadline in
+        (``deadline_s``) where the plan set one."""
+        out = {name: e.as_dict() for name, e in self.estimates.items()}
+        for name, d in self.deadlines.items():
+            if name in out:
+                out[name]["deadline_s"] = d
+        return out
+
 
 @dataclass(frozen=True, slots=True)
 class SinglePlan(PlanBase):
