@@ -11,7 +11,9 @@ for a pod that may never come. Two cheaper choices are open at decision time:
   rate) the expected total is piecewise linear and increasing in ``D`` between samples
   and drops at each, so its least over ``[0, timeout]`` lies at a sample or at the
   timeout (no deadline): :func:`choose_deadline` tries exactly those. The timeout is a
-  candidate, so the choice is never worse *in expectation* than no deadline.
+  candidate, so the choice is never worse *in expectation* than no deadline. (A
+  deadline below the fastest sample only ever falls back: that is not choosing the
+  runtime, which the selector weighs by itself.)
 * **A pipelined upload**: the package uploads while the pod deploys, so a pod ready at
   ``d`` finishes at ``max(T_t, d) + T_p`` rather than ``T_t + d + T_p`` (the
   duplicator has always done this): ``overlap = T_t``, ``after = T_p``.
