@@ -54,7 +54,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from stoic.backends.simulated import BatchTruth, SimEnvironment
+from stoic.backends.simulated import BatchTruth, RuntimeTruth, SimEnvironment
 from stoic.replay.bound import fluid_lower_bound
 from stoic.replay.runner import ReplayResult, parse_mode
 from stoic.schedule.decide.policy import AUTO
@@ -161,7 +161,13 @@ def _with_actions(
         return t.total_s
     dep, limit = t.attempts[-1], deadlines.get(ranked[0], timeout_s)
     if (dep is None or dep >= limit) and len(ranked) >= 2:
-        return limit + truth.runtimes[ranked[1]].total_s
+        return limit + _ready_total(truth.runtimes[ranked[1]], pipelined)
+    return _ready_total(t, pipelined)
+
+
+def _ready_total(t: RuntimeTruth, pipelined: bool) -> float:
+    """A runtime's true total, its upload overlapping its deployment if ``pipelined``."""
+    dep = t.attempts[-1] if t.attempts else None
     if dep is None or not pipelined:
         return t.total_s
     return max(t.transfer_s, dep) + t.warmup_s + t.processing_s
