@@ -17,6 +17,12 @@ worlds, one code path"), so a table of estimates is all a test needs.
   the one whose pod would finish the batch first (upload and deployment overlap in this
   mode, so ``max(T_t, T_d) + T_p``, risk priced in), and none at all when the edge is
   predicted to finish first by ``edge_margin``: no pod, no cloud time.
+* **deploy deadline** and **pipelined upload** (``policy.deploy_deadline``,
+  ``policy.pipelined_upload``, off by default; ``selector-paper`` never): the selector
+  scores each cloud runtime by its least expected total over its deadlines, its upload
+  overlapping its deployment if asked (:mod:`stoic.schedule.decide.deadline`), and the
+  plan carries the deadlines; the duplicator's cloud leg gets the deadline past which
+  its pod could no longer beat the edge.
 * baselines for the replay: **edge-only**, **gpu1-only**, **threshold** (a fixed
   batch-size cut-over to a GPU runtime), **oracle** (MIN-LAT: needs the ground truth, so
   only the replay can use it), and **pinned** (the user names the runtime).

@@ -4,8 +4,10 @@ It is the one place where a batch meets real (or simulated) runtimes, and it is 
 same code in the daemon and the replay: only the backends and the clock differ.
 
 * **Single runtime** (a :class:`~stoic.values.SinglePlan`): deploy the chosen
-  runtime with retry and back-off, upload the package (T_t), warm a cloud pod with a
-  one-image call, invoke (T_p), tear down in ``finally``. A cloud runtime that is
+  runtime with retry and back-off, upload the package (T_t; during the deployment if
+  the plan is ``pipelined``), warm a cloud pod with a one-image call, invoke (T_p), tear
+  down in ``finally``. A deployment past the plan's deploy deadline for its runtime is
+  abandoned (:class:`~stoic.errors.DeployAbandoned`) and falls back like a failure. A cloud runtime that is
   unavailable or fails falls back (``settings.requester.fallback_to_edge``) to the
   runtime predicted soonest among the others still available: the edge, unless a cloud
   runtime beats it.
