@@ -118,6 +118,16 @@ def test_a_pipelined_upload_overlaps_the_deployment() -> None:
     assert pipelined.expected_s == 60.0  # max(50, 30) + 10
 
 
+def test_no_deadline_on_too_few_deployments() -> None:
+    # Nine fast deployments and a timeout rate of 10 %: too little to give up on a
+    # tenth that is slower, however much a deadline would promise.
+    few = Estimate("gpu1", Component(5), Component(10), Component(30), Risk(0.1, TIMEOUT))
+    few = replace(few, risk=replace(few.risk, ready_s=(10.0,) * 9))
+    assert cloud_choice(few, 100.0, deadline=True, pipelined=False).deadline_s is None
+    more = replace(few, risk=replace(few.risk, ready_s=(10.0,) * 10))
+    assert cloud_choice(more, 100.0, deadline=True, pipelined=False).deadline_s == 10.0
+
+
 def test_the_race_gives_up_when_the_pod_could_no_longer_beat_the_edge() -> None:
     cloud = est("gpu1", 5, 30, 30)
     assert race_deadline(100.0, cloud, TIMEOUT) == 70.0

@@ -21,6 +21,9 @@ for a pod that may never come. Two cheaper choices are open at decision time:
 A deadline that buys less than ``min_gain_s`` in expectation is not set: the empirical
 distribution has no mass past its largest sample, and a deadline just above it would
 abandon a deployment a little slower than any seen for a gain of a few milliseconds.
+Nor is one set on fewer than :data:`MIN_SAMPLES` ready deployments: a runtime known
+only by its prior, or by a handful of deployments, would be given up on at the first
+one slower than those, and a deadline records no sample to learn better from.
 
 Pure functions of numbers, as the rest of ``decide/``: a table is all a test needs.
 """
@@ -33,6 +36,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from stoic.values import Estimate
+
+#: Ready deployments a deadline is chosen on, at least (module docstring).
+MIN_SAMPLES = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +139,7 @@ def cloud_choice(
     overlap, after = (transfer, processing) if pipelined else (0.0, transfer + processing)
     ready = r.ready_s or (estimate.deployment.mean + r.deployment_excess_s,)
     dist = Deployments(ready, r.p_timeout, r.timeout_s or math.inf)
-    if not deadline:
+    if not deadline or len(r.ready_s) < MIN_SAMPLES:
         e = expected_at(
             dist, dist.timeout_s, overlap_s=overlap, after_s=after, fallback_s=fallback_s
         )

@@ -7,10 +7,10 @@ same code in the daemon and the replay: only the backends and the clock differ.
   runtime with retry and back-off, upload the package (T_t; during the deployment if
   the plan is ``pipelined``), warm a cloud pod with a one-image call, invoke (T_p), tear
   down in ``finally``. A deployment past the plan's deploy deadline for its runtime is
-  abandoned (:class:`~stoic.errors.DeployAbandoned`) and falls back like a failure. A cloud runtime that is
-  unavailable or fails falls back (``settings.requester.fallback_to_edge``) to the
-  runtime predicted soonest among the others still available: the edge, unless a cloud
-  runtime beats it.
+  abandoned (:class:`~stoic.errors.DeployAbandoned`) and falls back like a failure. A
+  cloud runtime that is unavailable or fails falls back
+  (``settings.requester.fallback_to_edge``) to the runtime predicted soonest among the
+  others still available: the edge, unless a cloud runtime beats it.
 * **Duplicator** (a :class:`~stoic.values.RacePlan`): the edge races a cloud runtime
   that is re-predicted at pod-ready; see :mod:`stoic.schedule.execute.duplicator`. A
   cloud runtime marked down since the decision leaves the edge alone.
