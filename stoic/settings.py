@@ -296,7 +296,9 @@ class RequesterSettings(_Section):
     warmup: bool = True
     fallback_to_edge: bool = True
     default_mode: Mode = Field(
-        Mode.SELECTOR, description="mode of a batch that names none: selector, duplicator or share"
+        Mode.SELECTOR,
+        description="mode of a batch that names none: selector, selector-paper (without "
+        "the deploy deadline and the pipelined upload), duplicator or share",
     )
     duplicator_runtime: str = Field(
         "auto",
