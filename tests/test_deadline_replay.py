@@ -14,7 +14,7 @@ from stoic.replay.reference import reference
 from stoic.replay.runner import ReplayConfig, ReplayResult, run_replay
 from stoic.replay.sweep import informed_of, is_reference
 from stoic.schedule.decide.deadline import cloud_choice
-from stoic.schedule.decide.policy import _fallback_s
+from stoic.schedule.decide.policy import score
 from stoic.values import Mode
 from tests.support.paths import REPO
 
@@ -40,7 +40,8 @@ def test_a_pipelined_selector_predicts_and_runs_the_overlap() -> None:
         for name, e in plan.estimates.items():
             if name == "edge":
                 continue
-            fallback = _fallback_s(plan.estimates, name, "edge")
+            others = [score(plan.estimates, m, "expected") for m in plan.estimates if m != name]
+            fallback = min(others)
             sequential = cloud_choice(e, fallback, deadline=False, pipelined=False)
             assert plan.scores[name] <= sequential.expected_s + 1e-9  # max(T_t, T_d) ≤ T_t + T_d
         t = rec.truth.runtimes[out.runtime]

@@ -327,15 +327,20 @@ def _selector_actions(estimates: Mapping[str, Estimate], options: PolicyOptions)
     if not estimates:
         raise PredictorError("no runtime is available to estimate")
     edge = options.edge_runtime
+    # Where an abandoned deployment falls back, priced as the selector prices it (its
+    # tail and timeouts in): at its bare mean, a runtime abandoned at once would pass
+    # for its fallback with the fallback's risk left out.
+    base = {n: score(estimates, n, "expected", edge) for n in estimates}
     scores: dict[str, float] = {}
     deadlines: dict[str, float] = {}
     for name, e in estimates.items():
         if name == edge:
-            scores[name] = score(estimates, name, "expected", edge)
+            scores[name] = base[name]
             continue
+        others = [base[m] for m in estimates if m != name]
         choice = cloud_choice(
             e,
-            _fallback_s(estimates, name, edge),
+            min(others) if others else base[name],
             deadline=options.deploy_deadline,
             pipelined=options.pipelined_upload,
             min_gain_s=options.deadline_min_gain_s,
