@@ -156,6 +156,25 @@ def test_the_selector_plans_a_deadline_and_a_pipelined_upload() -> None:
     assert plan.estimates_as_dicts()["gpu1"]["deadline_s"] == 10.0
 
 
+def test_an_abandoned_deployment_falls_back_at_the_fallbacks_expected_total() -> None:
+    # gpu2 looks fast on its bare mean (50 s) but half its deployments take 520 s: its
+    # expected total is 300 s. gpu1 is slow (ready in 20 s one time in twenty, else 300 s).
+    # Abandoned at 20 s, gpu1 falls back to gpu2 priced at its mean, 50 s, would "cost"
+    # 0.05·55 + 0.95·(20 + 50) = 69 s and pass for a cheap gpu2; at gpu2's expected
+    # total its fallback is the edge, 100 s (116.75 s): gpu2 with its own deadline wins,
+    # 0.5·(20 + 30) + 0.5·(20 + 100) = 85 s.
+    gpu2_risk = Risk(0.0, TIMEOUT, 250.0, ready_s=(20.0,) * 10 + (520.0,) * 10)
+    gpu1_risk = Risk(0.0, TIMEOUT, 0.0, ready_s=(20.0,) + (300.0,) * 19)
+    table = {
+        "edge": TABLE["edge"],
+        "gpu1": Estimate("gpu1", Component(5), Component(300), Component(30), gpu1_risk),
+        "gpu2": Estimate("gpu2", Component(5), Component(20), Component(25), gpu2_risk),
+    }
+    plan = decide(Mode.SELECTOR, JOB, table, options=replace(ACTIONS, pipelined_upload=False))
+    assert plan.chosen == "gpu2" and plan.deadlines["gpu2"] == 20.0
+    assert plan.scores["gpu1"] == pytest.approx(0.05 * 55 + 0.95 * 120)
+
+
 def test_selector_paper_keeps_the_papers_actions_whatever_the_options() -> None:
     table = _bimodal_table()
     paper = decide(Mode.SELECTOR_PAPER, JOB, table, options=ACTIONS)
