@@ -316,7 +316,7 @@ def _with_race_deadline(
     d = race_deadline(estimates[edge].total.mean, cloud, cloud.risk.timeout_s or math.inf)
     if d is None:
         return race
-    return replace(race, deadlines={race.cloud: d}, reason=f"{race.reason}; deadline {d:.0f} s")
+    return replace(race, deadlines={race.cloud: d}, reason=f"{race.reason}; deadline {d:.3g} s")
 
 
 def _selector_actions(estimates: Mapping[str, Estimate], options: PolicyOptions) -> Plan:
@@ -351,7 +351,7 @@ def _selector_actions(estimates: Mapping[str, Estimate], options: PolicyOptions)
     order = _order(estimates, edge)
     best = min(order, key=lambda n: (scores[n], order.index(n)))
     how = " pipelined," if options.pipelined_upload and best != edge else ""
-    until = f" deadline {deadlines[best]:.0f} s," if best in deadlines else ""
+    until = f" deadline {deadlines[best]:.3g} s," if best in deadlines else ""
     t = estimates[best].total
     return SinglePlan(
         best,
