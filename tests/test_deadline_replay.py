@@ -12,6 +12,7 @@ import pytest
 
 from stoic.replay.reference import reference
 from stoic.replay.runner import ReplayConfig, ReplayResult, run_replay
+from stoic.replay.scoring import score as score_replay
 from stoic.replay.sweep import informed_of, is_reference
 from stoic.schedule.decide.deadline import cloud_choice
 from stoic.schedule.decide.policy import score
@@ -73,6 +74,11 @@ def test_a_deadline_in_the_replay_abandons_the_deployment_and_falls_back() -> No
             ran = rec.truth.runtimes[out.runtime]
             assert out.total_s == pytest.approx(deadline + ran.total_s)
     assert abandoned > 0
+    # The report counts them (and the paper's selector has no such figure).
+    acted = score_replay(r)["summary"]["actions"]
+    assert acted["abandoned"] == abandoned and acted["pipelined"] == 0
+    assert acted["batches_with_deadline"] >= abandoned
+    assert "actions" not in score_replay(replay("selector"))["summary"]
 
 
 def test_the_informed_reference_of_the_actions_is_what_its_mode_runs() -> None:
