@@ -188,7 +188,9 @@ def submit(
     paths: list[Path] = typer.Argument(..., help="images, directories or .zip/.tar(.gz) archives"),
     url: str | None = url_option(),
     token: str | None = token_option(),
-    mode: str | None = typer.Option(None, "--mode", help="selector, duplicator or share"),
+    mode: str | None = typer.Option(
+        None, "--mode", help="selector, selector-paper, duplicator or share"
+    ),
     runtime: str | None = typer.Option(None, "--runtime", help="pin a runtime"),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="drop invalid images"),
     idempotency_key: str | None = typer.Option(None, "--idempotency-key"),

@@ -44,6 +44,7 @@ fix it without reading a traceback.
     ├── BackendError                a runtime backend failed (names the runtime)
     │   ├── DeployError
     │   │   ├── DeployTimeout       not ready within the deployment timeout
+    │   │   ├── DeployAbandoned     not ready by the batch's deploy deadline; torn down
     │   │   ├── DeployFailure       deployment refused or crashed
     │   │   └── RetriesExhausted    back-off gave up after N attempts
     │   ├── InvocationError         the function call failed
@@ -354,6 +355,16 @@ class DeployTimeout(DeployError):
     def __init__(self, runtime: str, timeout_s: float) -> None:
         self.timeout_s = timeout_s
         super().__init__(runtime, f"deployment not ready after {timeout_s:g} s")
+
+
+class DeployAbandoned(DeployError):
+    """The batch gave up on the deployment at its deploy deadline (``deadline_s``, from
+    the start of the deployment) and the backend tore it down: the batch falls back. Not
+    a timeout: the runtime stays available."""
+
+    def __init__(self, runtime: str, deadline_s: float) -> None:
+        self.deadline_s = deadline_s
+        super().__init__(runtime, f"deployment abandoned at its deadline of {deadline_s:g} s")
 
 
 class DeployFailure(DeployError):

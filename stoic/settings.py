@@ -295,6 +295,22 @@ class PolicySettings(_Section):
     share_max_cloud_runtimes: int = Field(
         3, ge=0, le=16, description="share mode: cloud runtimes deployed for one batch at most"
     )
+    deploy_deadline: bool = Field(
+        False,
+        description="choose a deploy deadline per cloud leg at decision time (the one of "
+        "least expected total over the predictor's deployment distribution); past it the "
+        "deployment is abandoned and the batch falls back; off: wait to the timeout "
+        "(the paper's); docs/scheduling.md",
+    )
+    deploy_deadline_min_gain_s: float = Field(
+        1.0, ge=0, description="set a deploy deadline only if it saves this much in expectation"
+    )
+    pipelined_upload: bool = Field(
+        False,
+        description="the selector's cloud leg uploads while its pod deploys: "
+        "max(T_t, T_d) + T_p (the duplicator's always do); off: deploy, then upload "
+        "(the paper's); docs/scheduling.md",
+    )
 
 
 class RequesterSettings(_Section):
@@ -306,7 +322,9 @@ class RequesterSettings(_Section):
     warmup: bool = True
     fallback_to_edge: bool = True
     default_mode: Mode = Field(
-        Mode.SELECTOR, description="mode of a batch that names none: selector, duplicator or share"
+        Mode.SELECTOR,
+        description="mode of a batch that names none: selector, selector-paper (without "
+        "the deploy deadline and the pipelined upload), duplicator or share",
     )
     duplicator_runtime: str = Field(
         "auto",

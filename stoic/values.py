@@ -75,6 +75,10 @@ class Risk:
     """E[T_p] over the fitted line, minus 1: what congestion adds on average. RANSAC
     leaves congested runs out of the line, rightly for the *next* run's best guess, but
     a batch pays them at their rate (:attr:`ProcessingModel.excess`). Edge too."""
+    ready_s: tuple[float, ...] = ()
+    """T_d of the deployments kept that became ready, ascending, shifted to the
+    window's level (the long view gives the shape, the window the level): the
+    distribution a deploy deadline is chosen on (:mod:`stoic.schedule.decide.deadline`)."""
 
 
 NO_RISK = Risk()
@@ -154,11 +158,14 @@ class Estimate:
 
 
 class Mode(StrEnum):
-    """Scheduling policies. ``selector`` and ``duplicator`` are the paper's; ``share``
-    splits a batch across the edge and cloud runtimes (the paper's future work); the
-    rest are baselines used by the replay (``oracle`` is MIN-LAT and needs ground truth)."""
+    """Scheduling policies. ``selector`` and ``duplicator`` are the paper's
+    (``selector-paper``: the selector without the deploy deadline and the pipelined
+    upload, whatever the settings say, for comparison); ``share`` splits a batch across
+    the edge and cloud runtimes (the paper's future work); the rest are baselines used
+    by the replay (``oracle`` is MIN-LAT and needs ground truth)."""
 
     SELECTOR = "selector"
+    SELECTOR_PAPER = "selector-paper"
     DUPLICATOR = "duplicator"
     SHARE = "share"
     EDGE_ONLY = "edge-only"
@@ -168,7 +175,7 @@ class Mode(StrEnum):
     PINNED = "pinned"
 
 
-API_MODES = (Mode.SELECTOR, Mode.DUPLICATOR, Mode.SHARE)
+API_MODES = (Mode.SELECTOR, Mode.SELECTOR_PAPER, Mode.DUPLICATOR, Mode.SHARE)
 """Modes a client may ask for, and the daemon's default may be; the replay's baselines
 are not offered over HTTP (``pinned`` is what a request naming a runtime gets)."""
 
@@ -204,6 +211,20 @@ class PlanBase:
     estimates: Mapping[str, Estimate] = field(default_factory=dict)
     decision_s: float = 0.0
     scores: Mapping[str, float] = field(default_factory=dict)
+    deadlines: Mapping[str, float] = field(default_factory=dict)
+    """Per cloud runtime, the deploy deadline: seconds from the start of its deployment
+    after which it is abandoned and the batch falls back (absent: the timeout)."""
+    pipelined: bool = False
+    """A single cloud leg uploads while its pod deploys (the duplicator's always do)."""
+
+    def estimates_as_dicts(self) -> dict[str, dict[str, float]]:
+        """Each runtime's estimate as stored with the decision, its deploy deadline in
+        (``deadline_s``) where the plan set one."""
+        out = {name: e.as_dict() for name, e in self.estimates.items()}
+        for name, d in self.deadlines.items():
+            if name in out:
+                out[name]["deadline_s"] = d
+        return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from PIL import Image
 from stoic.api.uploads import READ_AHEAD_BYTES
 from stoic.errors import StoreError
 from stoic.ingest.builder import TMP_PREFIX
-from stoic.values import BatchState
+from stoic.values import BatchState, DeploymentSample
 from tests.support.daemon import Daemon, files, start_daemon
 from tests.support.images import jpeg, png, tar_of, with_png_size, zip_of
 from tests.support.settings import LIMITS, checked_settings, make_settings
@@ -361,6 +361,22 @@ async def test_runtimes_and_estimate(daemon: Daemon) -> None:
         assert e[n]["objective_s"] == pytest.approx(expected)
     bad = await daemon.client.get("/v1/estimate", params={"images": 0})
     assert bad.status_code == 422 and bad.json()["error"]["field"] == "images"
+
+
+async def test_the_estimate_shows_the_deploy_deadline_and_the_pipelined_upload(
+    tmp_path: Path,
+) -> None:
+    policy = {"deploy_deadline": True, "pipelined_upload": True}
+    async with start_daemon(make_settings(tmp_path, policy=policy)) as d:
+        # gpu1 ready in 5 s or in 500 s, half and half: worth giving up on at 5 s.
+        for k, seconds in enumerate([5.0, 500.0] * 20):
+            d.controller.predictor.observe_deployment(DeploymentSample("gpu1", k, seconds))
+        est = (await d.client.get("/v1/estimate", params={"images": 300})).json()
+    assert est["pipelined"] is True
+    e = est["estimates"]
+    assert e["gpu1"]["deadline_s"] == pytest.approx(5.0, abs=1.0)
+    assert e["edge"]["deadline_s"] is None
+    assert (est["selector"] == "gpu1") == ("deadline" in est["reason"])
 
 
 async def test_unavailable_runtime_is_not_estimated(daemon: Daemon) -> None:

@@ -126,6 +126,7 @@ async def test_page_shows_batches_runtimes_and_usage(daemon: Daemon) -> None:
     mode = form.find("select", name="mode")
     assert [o.attrs["value"] for o in mode.find_all("option")] == [
         "selector",
+        "selector-paper",
         "duplicator",
         "share",
     ]

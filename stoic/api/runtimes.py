@@ -97,8 +97,12 @@ async def estimate(
     return EstimateResponse(
         images=images,
         bytes=size,
-        estimates={k: EstimateOut.of(v, plan.scores.get(k)) for k, v in estimates.items()},
+        estimates={
+            k: EstimateOut.of(v, plan.scores.get(k), plan.deadlines.get(k))
+            for k, v in estimates.items()
+        },
         objective=c.settings.policy.objective,
         selector=plan.chosen,
+        pipelined=plan.pipelined,
         reason=plan.reason,
     )

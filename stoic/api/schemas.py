@@ -66,11 +66,23 @@ class EstimateOut(BaseModel):
         description="what the selector compared: total_s (objective mean), E[T_s] with "
         "the tail and the timeout-then-edge risk (expected), or T_s at a T_d quantile",
     )
+    deadline_s: float | None = Field(
+        None,
+        description="the deploy deadline the selector would give this runtime: seconds "
+        "from the start of its deployment after which it is abandoned and the batch falls "
+        "back (policy.deploy_deadline; null: the deployment timeout)",
+    )
 
     @classmethod
-    def of(cls, e: Estimate | dict[str, float], objective_s: float | None = None) -> EstimateOut:
+    def of(
+        cls,
+        e: Estimate | dict[str, float],
+        objective_s: float | None = None,
+        deadline_s: float | None = None,
+    ) -> EstimateOut:
         out = cls(**(e.as_dict() if isinstance(e, Estimate) else e))
-        return out if objective_s is None else out.model_copy(update={"objective_s": objective_s})
+        update = {"objective_s": objective_s, "deadline_s": deadline_s}
+        return out.model_copy(update={k: v for k, v in update.items() if v is not None})
 
 
 class Skipped(BaseModel):
@@ -339,6 +351,10 @@ class EstimateResponse(BaseModel):
     estimates: dict[str, EstimateOut] = Field(description="available runtimes only")
     objective: str = Field(description="policy.objective: mean, expected or quantile")
     selector: str = Field(description="the runtime the selector would choose")
+    pipelined: bool = Field(
+        False,
+        description="its cloud leg would upload while the pod deploys (policy.pipelined_upload)",
+    )
     reason: str
 
 

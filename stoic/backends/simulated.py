@@ -743,9 +743,45 @@ class SimEnvironment:
         edge = ok.pop(self.fallback)
         return {n: float(np.fmin(edge, v).mean()) for n, v in ok.items()}
 
-    def _dice(self, job: Job, at_s: float, draws: int, *, overlap: bool) -> dict[str, np.ndarray]:
+    def expected_with_actions(
+        self, job: Job, at_s: float, *, deadline: bool, pipelined: bool, draws: int = 512
+    ) -> tuple[dict[str, float], dict[str, float]]:
+        """:meth:`expected_totals` with the selector's two actions beyond the paper's
+        (:mod:`stoic.schedule.decide.deadline`): ``pipelined``, the upload runs during
+        the deployment; ``deadline``, each cloud runtime abandons its deployment at the
+        deadline of least expected total over the draws (then the fallback, as after a
+        timeout). Returns the expected totals and those deadlines (none where waiting to
+        the timeout is best): the replay's ``informed+deadline+pipelined``, the informed
+        reference of that action space."""
+        deps: dict[str, np.ndarray] = {}
+        ok = self._dice(job, at_s, draws, overlap=pipelined, deployments=deps)
+        edge = float(ok[self.fallback].mean()) if self.fallback is not None else math.nan
+        first = {
+            n: float(np.where(np.isnan(v), self.timeout_s + edge, v).mean()) for n, v in ok.items()
+        }
+        out: dict[str, float] = {}
+        deadlines: dict[str, float] = {}
+        for name, v in ok.items():
+            after = min((e for n, e in first.items() if n != name), default=edge)
+            out[name] = float(np.where(np.isnan(v), self.timeout_s + after, v).mean())
+            if deadline and name in deps:
+                d, e = _best_deadline(deps[name], v, after, self.timeout_s)
+                if d is not None and e < out[name]:
+                    out[name], deadlines[name] = e, d
+        return out, deadlines
+
+    def _dice(
+        self,
+        job: Job,
+        at_s: float,
+        draws: int,
+        *,
+        overlap: bool,
+        deployments: dict[str, np.ndarray] | None = None,
+    ) -> dict[str, np.ndarray]:
         """``draws`` fresh draws of ``job``'s total on every runtime (NaN: timed out),
-        from the informed stream; ``overlap``: the upload runs during the deployment."""
+        from the informed stream; ``overlap``: the upload runs during the deployment.
+        ``deployments`` receives each cloud runtime's T_d draws (NaN: timed out)."""
         rng = self._informed_rng
         at = np.full(draws, at_s)
         u_bw = rng.random(draws).tolist()
@@ -771,6 +807,8 @@ class SimEnvironment:
                 continue
             warm = self.warmup_s(name) if self.warmup else 0.0
             dep = self.observed(at, self.deployment_from_uniforms(name, at, u_dep))
+            if deployments is not None:
+                deployments[name] = dep
             if self.stalls and not overlap:  # the upload starts when the pod is ready
                 ready = dep + np.array(
                     [
@@ -836,6 +874,25 @@ class SimEnvironment:
                 if t.attempts and t.attempts[-1] is None:
                     t.total_s += edge_tp
         return truth
+
+
+def _best_deadline(
+    dep: np.ndarray, total: np.ndarray, after_s: float, timeout_s: float
+) -> tuple[float | None, float]:
+    """The deploy deadline of least mean total over draws (``dep``: T_d, NaN timed out;
+    ``total``: the draw's total when ready; a draw not ready by the deadline costs the
+    deadline plus ``after_s``) among the draws' own T_d, and its mean total."""
+    n = dep.size
+    ready = ~np.isnan(dep) & (dep < timeout_s)
+    if n == 0 or not ready.any():
+        return None, math.inf
+    order = np.argsort(np.where(ready, dep, np.inf), kind="stable")
+    d = dep[order][: int(ready.sum())]
+    done = np.cumsum(total[order][: d.size])
+    j = np.searchsorted(d, d, side="right")  # draws ready by each candidate (ties in)
+    means = (done[j - 1] + (n - j) * (d + after_s)) / n
+    k = int(np.argmin(means))
+    return float(d[k]), float(means[k])
 
 
 # Backend ------------------------------------------------------------------------------

@@ -98,7 +98,7 @@ class Finisher:
     def store_decision(self, record: BatchRecord, plan: Plan) -> None:
         """The policy's choice for a running batch (blocking: call it in a thread)."""
         self.store.record_decision(
-            record.id, plan.chosen, plan.reason, dict(plan.estimates), at=self.clock.now()
+            record.id, plan.chosen, plan.reason, plan.estimates_as_dicts(), at=self.clock.now()
         )
 
     async def finish(self, record: BatchRecord, ran: Done | Failed) -> None:

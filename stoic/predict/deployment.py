@@ -458,7 +458,9 @@ class DeploymentModel:
           design (0 for the ``mean`` and ``autoreg`` methods, which estimate a mean);
         * ``deployment_quantile_s``: the ``quantile`` of T_d, timeouts included: None
           when it lies in the timeouts, else the ready deployments' quantile shifted by
-          the window's estimate (the long view gives the shape, the window the level).
+          the window's estimate (the long view gives the shape, the window the level);
+        * ``ready_s``: the ready deployments, shifted the same way (the deadline's
+          distribution; their mean is the window's estimate plus ``deployment_excess_s``).
         """
         level = self.estimate().mean
         cached = self._risk.get(quantile)
@@ -477,7 +479,7 @@ class DeploymentModel:
             mixed = self._mixed
             if mixed is not None:  # the estimate is E[T_d]: no tail beyond it
                 q_mix = None if q_ready > 1.0 else sorted_quantile(mixed, q_ready)
-                risk = Risk(p, self.deploy_timeout_s, 0.0, q_mix)
+                risk = Risk(p, self.deploy_timeout_s, 0.0, q_mix, ready_s=tuple(mixed.tolist()))
             else:
                 ordered = np.sort(ready)
                 med = sorted_median(ordered)
@@ -487,7 +489,11 @@ class DeploymentModel:
                     if q_ready > 1.0
                     else max(level + sorted_quantile(ordered, q_ready) - med, 0.0)
                 )
-                risk = Risk(p, self.deploy_timeout_s, excess, q_value)
+                centre = med if self.method == "median" else float(ready.mean())
+                shifted = np.maximum(ordered + (level - centre), 0.0)
+                risk = Risk(
+                    p, self.deploy_timeout_s, excess, q_value, ready_s=tuple(shifted.tolist())
+                )
         self._risk[quantile] = risk
         return risk
 

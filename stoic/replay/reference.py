@@ -22,6 +22,10 @@ gpu1-only, oracle, informed        spec and its present state
                                    (``SimEnvironment.expected_totals``); a timeout
                                    then costs the next runtime's, as the
                                    requester falls back
+selector+deadline, +pipelined      the informed selector of that action space: the  no
+(and informed+…)                   runtime and deploy deadline of least expected
+                                   total, the upload pipelined if asked
+                                   (``SimEnvironment.expected_with_actions``)
 a race of two cloud legs (and,     the race bound (:func:`~stoic.replay.bound.     yes
 if it likes, the edge): no mode    race_lower_bound`): the least over runtimes of
 of the replay races two yet        each leg's floor, max(upload, T_d + T_p) for a
@@ -50,9 +54,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from stoic.backends.simulated import BatchTruth, SimEnvironment
+from stoic.backends.simulated import BatchTruth, RuntimeTruth, SimEnvironment
 from stoic.replay.bound import fluid_lower_bound
-from stoic.replay.runner import ReplayResult
+from stoic.replay.runner import ReplayResult, parse_mode
 from stoic.schedule.decide.policy import AUTO
 from stoic.values import Job, Mode
 
@@ -90,11 +94,25 @@ def _fresh(env: SimEnvironment) -> SimEnvironment:
     )
 
 
+def _actions(result: ReplayResult) -> tuple[bool, bool] | None:
+    """The selector's actions beyond the paper's a single-runtime result ran with
+    (deploy deadline, pipelined upload), as the runner resolves them; None: neither."""
+    spec = parse_mode(result.config.mode, result.config.gpu)
+    if not (spec.mode is Mode.SELECTOR or spec.informed):
+        return None
+    policy = result.config.settings.policy
+    deadline = policy.deploy_deadline if spec.deadline is None else spec.deadline
+    pipelined = policy.pipelined_upload if spec.pipelined is None else spec.pipelined
+    return (deadline, pipelined) if deadline or pipelined else None
+
+
 def _informed(result: ReplayResult, *, race: bool) -> list[float]:
     """The informed pick's seconds for each recorded batch: asked of every batch, the
-    failed ones too, in order, as the ``informed`` mode asks."""
+    failed ones too, in order, as the ``informed`` mode asks (with the result's
+    actions, as ``informed+deadline+pipelined`` asks)."""
     env = _fresh(result.env)
     edge = env.fallback
+    acts = None if race else _actions(result)
     out: dict[int, float] = {}
     for rec in sorted([*result.records, *result.failed], key=lambda r: r.batch.index):
         t = rec.truth
@@ -103,6 +121,12 @@ def _informed(result: ReplayResult, *, race: bool) -> list[float]:
             expected = env.expected_duplicates(job, rec.batch.at_s)
             pick = min(expected, key=lambda n: expected[n], default=edge)
             out[rec.batch.index] = race_s(t, edge, pick)
+        elif acts is not None:
+            deadline, pipelined = acts
+            expected, deadlines = env.expected_with_actions(
+                job, rec.batch.at_s, deadline=deadline, pipelined=pipelined
+            )
+            out[rec.batch.index] = _with_actions(t, expected, deadlines, pipelined, env.timeout_s)
         else:
             expected = env.expected_totals(job, rec.batch.at_s)
             out[rec.batch.index] = _with_fallback(t, expected, env.timeout_s)
@@ -119,6 +143,34 @@ def _with_fallback(truth: BatchTruth, expected: dict[str, float], timeout_s: flo
     if not (t.attempts and t.attempts[-1] is None) or len(ranked) < 2:
         return t.total_s
     return timeout_s + truth.runtimes[ranked[1]].total_s
+
+
+def _with_actions(
+    truth: BatchTruth,
+    expected: dict[str, float],
+    deadlines: dict[str, float],
+    pipelined: bool,
+    timeout_s: float,
+) -> float:
+    """:func:`_with_fallback` with the actions: a deployment not ready by its deadline
+    is abandoned then (the deadline, then the next runtime's true total); a pipelined
+    cloud leg is ready at max(upload, T_d), then warms and processes."""
+    ranked = sorted(expected, key=lambda n: expected[n])
+    t = truth.runtimes[ranked[0]]
+    if not t.attempts:
+        return t.total_s
+    dep, limit = t.attempts[-1], deadlines.get(ranked[0], timeout_s)
+    if (dep is None or dep >= limit) and len(ranked) >= 2:
+        return limit + _ready_total(truth.runtimes[ranked[1]], pipelined)
+    return _ready_total(t, pipelined)
+
+
+def _ready_total(t: RuntimeTruth, pipelined: bool) -> float:
+    """A runtime's true total, its upload overlapping its deployment if ``pipelined``."""
+    dep = t.attempts[-1] if t.attempts else None
+    if dep is None or not pipelined:
+        return t.total_s
+    return max(t.transfer_s, dep) + t.warmup_s + t.processing_s
 
 
 def reference(result: ReplayResult) -> Reference:

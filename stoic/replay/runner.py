@@ -94,7 +94,11 @@ MODES = (
     "threshold",
     "oracle",
     "informed",
+    "selector-paper",
 )
+#: Suffixes that switch the selector's actions beyond the paper's on (``selector+deadline``,
+#: ``informed+deadline+pipelined``): ``policy.deploy_deadline``, ``policy.pipelined_upload``.
+ACTIONS = ("deadline", "pipelined")
 OBJECTIVES = ("mean", "expected", "quantile")
 
 
@@ -109,6 +113,8 @@ class ModeSpec:
     min_gain_s: float | None = None  # share: its policy.share_min_gain_s (None: the settings')
     informed: bool = False  # the oracle's policy on expected totals, not hindsight
     budget: float | None = None  # MODE@B: requester.cloud_budget_pod_s_per_day = B
+    deadline: bool | None = None  # policy.deploy_deadline (None: the settings')
+    pipelined: bool | None = None  # policy.pipelined_upload (None: the settings')
 
 
 def parse_budget(text: str, what: str) -> float:
@@ -125,12 +131,29 @@ def parse_budget(text: str, what: str) -> float:
 def parse_mode(mode: str, gpu: str | None = None) -> ModeSpec:
     """``duplicator-gpu2`` (or ``duplicator`` with ``--gpu gpu2``) → DUPLICATOR on gpu2;
     ``duplicator`` alone → DUPLICATOR on ``auto``; ``selector-mean`` → SELECTOR with the
-    paper's objective; ``MODE@B`` → MODE with a cloud budget of B pod-seconds × GPUs a
-    day (the sweep's ``--budgets``)."""
+    paper's objective; a ``+deadline`` / ``+pipelined`` suffix (:data:`ACTIONS`) names
+    the actions beyond the paper's exactly (the rest off, whatever the settings say);
+    ``MODE@B`` → MODE with a cloud budget of B pod-seconds × GPUs a day (the sweep's
+    ``--budgets``)."""
     if "@" in mode:
         base, _, amount = mode.rpartition("@")
         budget = parse_budget(amount, f"--mode: {mode!r}: expected MODE@BUDGET")
         return replace(parse_mode(base, gpu), budget=budget)
+    base, *actions = mode.split("+")
+    unknown = [a for a in actions if a not in ACTIONS]
+    if unknown:
+        raise InputError(
+            f"--mode: unknown action {unknown[0]!r} in {mode!r}; choose from {', '.join(ACTIONS)}"
+        )
+    spec = _parse_base(base, gpu)
+    if not actions:
+        return spec
+    return replace(spec, deadline="deadline" in actions, pipelined="pipelined" in actions)
+
+
+def _parse_base(mode: str, gpu: str | None) -> ModeSpec:
+    if mode == Mode.SELECTOR_PAPER:
+        return ModeSpec(Mode.SELECTOR_PAPER)
     if mode == "duplicator":
         return ModeSpec(Mode.DUPLICATOR, gpu or AUTO)
     if mode.startswith("duplicator-"):
@@ -412,13 +435,23 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
         return env.uplink_up(loop.time() - origin - warmup_s)
 
     given: dict[str, Mapping[str, float]] = {}  # the batch's totals the oracle is given
+    deadlines: dict[str, Mapping[str, float]] = {}  # and, informed, its deploy deadlines
+    deadline = settings.policy.deploy_deadline if spec.deadline is None else spec.deadline
+    pipelined = settings.policy.pipelined_upload if spec.pipelined is None else spec.pipelined
+    if mode is Mode.ORACLE and not spec.informed:  # MIN-LAT: the paper's actions, in hindsight
+        deadline = pipelined = False
     policy = replace(
         PolicyOptions.from_settings(settings),
         duplicator_runtime=cloud or settings.requester.duplicator_runtime,
         threshold_images=cfg.threshold_images,
         objective=spec.objective or settings.policy.objective,
         oracle=lambda job: given[job.batch_id],
+        deploy_deadline=deadline,
+        pipelined_upload=pipelined,
     )
+    actions = spec.informed and (deadline or pipelined)
+    if actions:
+        policy = replace(policy, oracle_deadlines=lambda job: deadlines[job.batch_id])
     if spec.min_gain_s is not None:
         policy = replace(policy, share_min_gain_s=spec.min_gain_s)
     core = build_core(
@@ -484,7 +517,13 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
             token2 = current_truth.set(truth)
             try:
                 # In hindsight (MIN-LAT) or, for the ``informed`` mode, in expectation.
-                totals = env.expected_totals(job, b.at_s) if spec.informed else truth.totals()
+                deadlines.clear()
+                if actions:
+                    totals, deadlines[job.batch_id] = env.expected_with_actions(
+                        job, b.at_s, deadline=deadline, pipelined=pipelined
+                    )
+                else:
+                    totals = env.expected_totals(job, b.at_s) if spec.informed else truth.totals()
                 given.clear()
                 given[job.batch_id] = totals
                 plan, outcome = await scheduler.handle(job, mode=mode, on_plan=keep_plan)

@@ -61,6 +61,33 @@ def _dup_cloud_total(rec: ReplayedBatch, cloud: str) -> float:
     return max(t.transfer_s, t.attempts[-1]) + t.warmup_s + t.processing_s
 
 
+def _actions(rec: ReplayedBatch) -> dict[str, Any]:
+    """The plan's deploy deadline of the runtime it chose, whether the deployment was
+    abandoned at it (the truth's T_d was not ready by then) and whether its cloud leg
+    uploaded while it deployed."""
+    plan = rec.plan
+    deadline = plan.deadlines.get(plan.chosen)
+    t = rec.truth.runtimes.get(plan.chosen)
+    dep = t.attempts[-1] if t is not None and t.attempts else math.nan
+    abandoned = deadline is not None and (dep is None or dep >= deadline)
+    cloud = t is not None and bool(t.attempts)
+    return {"deadline_s": deadline, "abandoned": abandoned, "pipelined": plan.pipelined and cloud}
+
+
+def _actions_summary(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """How often the actions were taken (None: never, the paper's selector)."""
+    acted = [r["actions"] for r in rows if "actions" in r]
+    if not acted:
+        return None
+    with_deadline = [a["deadline_s"] for a in acted if a["deadline_s"] is not None]
+    return {
+        "batches_with_deadline": len(with_deadline),
+        "mean_deadline_s": sum(with_deadline) / len(with_deadline) if with_deadline else None,
+        "abandoned": sum(bool(a["abandoned"]) for a in acted),
+        "pipelined": sum(bool(a["pipelined"]) for a in acted),
+    }
+
+
 def batch_row(rec: ReplayedBatch, mode: Mode) -> dict[str, Any]:
     """One batch, flattened for the JSON report."""
     totals = rec.truth.totals()
@@ -107,6 +134,8 @@ def batch_row(rec: ReplayedBatch, mode: Mode) -> dict[str, Any]:
         "worst_s": max(totals.values()),
     }
     plan = rec.plan
+    if plan.deadlines or plan.pipelined:  # the actions beyond the paper's, where taken
+        row["actions"] = _actions(rec)
     if mode is Mode.DUPLICATOR and isinstance(plan, RacePlan):
         cloud, edge = plan.cloud, plan.edge  # the cloud fixed, or chosen for this batch (auto)
         e_total, c_total = totals[edge], _dup_cloud_total(rec, cloud)
@@ -250,6 +279,9 @@ def score(result: ReplayResult) -> dict[str, Any]:
         "pmae": pmae_table(rows, clouds),
         "decision_cpu_s_mean": (sum(r["decision_cpu_s"] for r in rows) / n) if n else None,
     }
+    acted = _actions_summary(rows)
+    if acted is not None:
+        summary["actions"] = acted
     if result.mode is Mode.DUPLICATOR and result.cloud is not None:
         saved = wasted = used = 0.0
         per_choice: dict[str, float] = {}

@@ -54,6 +54,20 @@ DEFAULT_MODES = (
 )
 #: Modes that need the ground truth; they are references, not candidates for "best".
 REFERENCE_MODES = frozenset({"oracle", "informed"})
+
+
+def is_reference(mode: str) -> bool:
+    """A reference mode, with or without actions (``informed+deadline``)."""
+    return mode.split("+", 1)[0] in REFERENCE_MODES
+
+
+def informed_of(mode: str) -> str:
+    """The informed mode of ``mode``'s action space: ``selector+deadline`` →
+    ``informed+deadline``; any other single-runtime mode → ``informed``."""
+    _, plus, actions = mode.partition("+")
+    return f"informed{plus}{actions}"
+
+
 #: The environments swept when none is named: the repository's family of specs.
 DEFAULT_ENVS = (Path("workload/envs"),)
 #: The sweep's lead environment, listed first wherever it is among the specs: the
@@ -521,17 +535,18 @@ def learning_gaps(result: SweepResult) -> list[Gap]:
     seed by seed (the same worlds, so the spread is the gap's own, not the worlds').
 
     A single-runtime mode (its in-class reference is the informed selector) is set
-    against the ``informed`` mode of the same environment and seed where the sweep
-    ran it: the same requester, timeouts and fallbacks included. Every other mode,
-    and a single-runtime one where ``informed`` is missing, against its in-class
-    reference (the cell's ``vs_class``): the informed duplicator for the adaptive
-    duplicator, the hindsight race for a fixed one, the fluid bound for share.
+    against the ``informed`` mode of its action space (:func:`informed_of`) of the same
+    environment and seed where the sweep ran it: the same requester, timeouts and
+    fallbacks included. Every other mode, and a single-runtime one where ``informed``
+    is missing, against its in-class reference (the cell's ``vs_class``): the informed
+    duplicator for the adaptive duplicator, the hindsight race for a fixed one, the
+    fluid bound for share.
     References themselves (:data:`REFERENCE_MODES`) have none."""
     ok = {(c.cell.env, c.cell.mode, c.cell.seed): c for c in result.cells if c.ok}
     out: list[Gap] = []
     for e in result.config.envs:
         for mode in result.config.modes:
-            if mode in REFERENCE_MODES:
+            if is_reference(mode):
                 continue
             per_seed: list[float] = []
             names: set[str] = set()
@@ -540,7 +555,7 @@ def learning_gaps(result: SweepResult) -> list[Gap]:
                 c = ok.get((e.name, mode, seed))
                 if c is None:
                     continue
-                row = _gap(c, ok.get((e.name, "informed", seed)))
+                row = _gap(c, ok.get((e.name, informed_of(mode), seed)))
                 if row is None:
                     continue
                 name, is_bound, value = row

@@ -33,6 +33,7 @@ from stoic.replay.sweep import (
     Metric,
     SweepConfig,
     SweepResult,
+    is_reference,
     learning_gaps,
     table,
 )
@@ -203,7 +204,7 @@ def load_sweep(path: Path) -> SweepResult:
 
 def _pareto_section(result: SweepResult, rows: list[dict[str, Any]], plotted: bool) -> str:
     """The modes on each environment's latency–cost Pareto front, and the plot."""
-    modes = [m for m in result.config.modes if m not in REFERENCE_MODES]
+    modes = [m for m in result.config.modes if not is_reference(m)]
     L = [
         "## Latency against cloud pod time",
         "",
@@ -260,7 +261,7 @@ def _markdown(result: SweepResult, rows: list[dict[str, Any]], command: str, plo
     by = {(r["env"], r["mode"]): r for r in rows}
     for e in cfg.envs:
         means = {mode: by[(e.name, mode)]["metrics"]["vs_min_lat"]["mean"] for mode in cfg.modes}
-        cands = [m for m, v in means.items() if v is not None and m not in REFERENCE_MODES]
+        cands = [m for m, v in means.items() if v is not None and not is_reference(m)]
         best = min(cands, key=lambda m: means[m]) if cands else None
         cells = []
         for mode in cfg.modes:
@@ -440,7 +441,7 @@ def _pareto(result: SweepResult, rows: list[dict[str, Any]], path: Path) -> bool
     for i, env in enumerate(envs):
         ax = axes[i // cols][i % cols]
         pts = points[env]
-        candidates = {m: p for m, p in pts.items() if m not in REFERENCE_MODES}
+        candidates = {m: p for m, p in pts.items() if not is_reference(m)}
         front = pareto_front(candidates)
         if len(front) > 1:
             ax.plot(*zip(*(pts[m] for m in front), strict=True), "-", color="grey", lw=0.8)
@@ -455,7 +456,7 @@ def _pareto(result: SweepResult, rows: list[dict[str, Any]], path: Path) -> bool
         for j, mode in enumerate(modes):
             if mode not in pts:
                 continue
-            ref = mode in REFERENCE_MODES
+            ref = is_reference(mode)
             ax.plot(
                 *pts[mode],
                 "o",

@@ -25,6 +25,13 @@ worlds, one code path"), so a table of estimates is all a test needs.
   the pod time it expects to hold, share adds a leg only where its gain, less that
   price, still reaches ``share_min_gain_s``. Without a budget (:data:`FREE`) none of
   this runs.
+* **deploy deadline** and **pipelined upload** (``policy.deploy_deadline``,
+  ``policy.pipelined_upload``, off by default; ``selector-paper`` never): the selector
+  scores each cloud runtime by its least expected total over its deadlines, its upload
+  overlapping its deployment if asked (:mod:`stoic.schedule.decide.deadline`), and the
+  plan carries the deadlines; the duplicator's cloud leg gets the deadline past which
+  its pod could no longer beat the edge. While a budget's price binds, the selector
+  prices pod-seconds without these two actions (their priced form is still to come).
 * baselines for the replay: **edge-only**, **gpu1-only**, **threshold** (a fixed
   batch-size cut-over to a GPU runtime), **oracle** (MIN-LAT: needs the ground truth, so
   only the replay can use it), and **pinned** (the user names the runtime).
@@ -34,11 +41,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from stoic.errors import PredictorError
 from stoic.schedule.decide.budget import FREE, Price
+from stoic.schedule.decide.deadline import cloud_choice, race_deadline
 from stoic.schedule.share.fluid import fluid_bound
 from stoic.schedule.share.forecast import expected_finish, share_capacity
 from stoic.settings import Settings
@@ -74,6 +82,12 @@ class PolicyOptions:
     oracle: Callable[[Job], Mapping[str, float]] | None = None
     """The oracle's ground truth: actual total seconds per runtime of a job (the replay
     supplies it; MIN-LAT cannot run without)."""
+    oracle_deadlines: Callable[[Job], Mapping[str, float]] | None = None
+    """The informed oracle's deploy deadlines per cloud runtime (the replay's
+    ``informed+deadline``: the deadlines of least expected total under the spec)."""
+    deploy_deadline: bool = False
+    deadline_min_gain_s: float = 1.0
+    pipelined_upload: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings, *, edge_runtime: str | None = None) -> PolicyOptions:
@@ -86,6 +100,9 @@ class PolicyOptions:
             edge_margin=r.duplicator_edge_margin,
             share_min_gain_s=settings.policy.share_min_gain_s,
             share_max_clouds=settings.policy.share_max_cloud_runtimes,
+            deploy_deadline=settings.policy.deploy_deadline,
+            deadline_min_gain_s=settings.policy.deploy_deadline_min_gain_s,
+            pipelined_upload=settings.policy.pipelined_upload,
         )
 
 
@@ -222,7 +239,9 @@ def decide(
     match mode:
         case Mode.SELECTOR if price.binds:
             return _priced_selector(estimates, options, price, plan)
-        case Mode.SELECTOR:
+        case Mode.SELECTOR if options.deploy_deadline or options.pipelined_upload:
+            return _selector_actions(estimates, options)
+        case Mode.SELECTOR | Mode.SELECTOR_PAPER:
             scores = {n: score(estimates, n, objective, edge) for n in estimates}
             best = select_min(estimates, edge, objective)
             t = estimates[best].total
@@ -252,11 +271,12 @@ def decide(
                         f"duplicator: {cloud} would save {gain:.1f} s for {cost:.1f} s of "
                         f"cloud price; {edge} alone",
                     )
-            return plan(
+            race = plan(
                 cloud,
                 f"duplicator: start {edge} now, deploy {cloud}, decide when its pod is ready",
                 speculative=True,
             )
+            return _with_race_deadline(race, estimates, options)
         case Mode.EDGE_ONLY:
             return plan(edge, "edge-only baseline") if has_edge else fallback(edge)
         case Mode.GPU1_ONLY:
@@ -281,7 +301,18 @@ def decide(
                 raise PredictorError("the oracle has no ground truth for any available runtime")
             best = min(known, key=lambda n: known[n])
             # In hindsight (MIN-LAT), or in expectation (``informed``): the replay says which.
-            return plan(best, f"oracle: {best} has the least given total ({known[best]:.1f} s)")
+            reason = f"oracle: {best} has the least given total ({known[best]:.1f} s)"
+            if options.oracle_deadlines is None and not options.pipelined_upload:
+                return plan(best, reason)
+            given = options.oracle_deadlines(job) if options.oracle_deadlines else {}
+            return SinglePlan(
+                best,
+                mode=mode,
+                reason=reason,
+                estimates=dict(estimates),
+                deadlines=dict(given),
+                pipelined=options.pipelined_upload,
+            )
         case Mode.PINNED:
             if pinned is None:
                 raise PredictorError("pinned mode needs a runtime")
@@ -358,12 +389,73 @@ def _auto_duplicator(
             f"{scores[best]:.1f} s): no pod deployed",
             scores=scores,
         )
-    return plan(
+    race = plan(
         best,
         f"duplicator: start {edge} now ({edge_total:.1f} s), deploy {best} (would finish in "
         f"{scores[best]:.1f} s), decide when its pod is ready",
         speculative=True,
         scores=scores,
+    )
+    return _with_race_deadline(race, estimates, options)
+
+
+def _with_race_deadline(
+    race: Plan, estimates: Mapping[str, Estimate], options: PolicyOptions
+) -> Plan:
+    """The race's cloud leg with its deploy deadline (:func:`race_deadline`), if asked."""
+    edge = options.edge_runtime
+    if not (options.deploy_deadline and isinstance(race, RacePlan) and edge in estimates):
+        return race
+    cloud = estimates[race.cloud]
+    d = race_deadline(estimates[edge].total.mean, cloud, cloud.risk.timeout_s or math.inf)
+    if d is None:
+        return race
+    return replace(race, deadlines={race.cloud: d}, reason=f"{race.reason}; deadline {d:.3g} s")
+
+
+def _selector_actions(estimates: Mapping[str, Estimate], options: PolicyOptions) -> Plan:
+    """The selector with the deploy deadline and/or the pipelined upload
+    (:mod:`stoic.schedule.decide.deadline`): each cloud runtime scored by its expected
+    total with its best deadline, the edge by its expected total; least wins (ties as
+    :func:`select_min`)."""
+    if not estimates:
+        raise PredictorError("no runtime is available to estimate")
+    edge = options.edge_runtime
+    # Where an abandoned deployment falls back, priced as the selector prices it (its
+    # tail and timeouts in): at its bare mean, a runtime abandoned at once would pass
+    # for its fallback with the fallback's risk left out.
+    base = {n: score(estimates, n, "expected", edge) for n in estimates}
+    scores: dict[str, float] = {}
+    deadlines: dict[str, float] = {}
+    for name, e in estimates.items():
+        if name == edge:
+            scores[name] = base[name]
+            continue
+        others = [base[m] for m in estimates if m != name]
+        choice = cloud_choice(
+            e,
+            min(others) if others else base[name],
+            deadline=options.deploy_deadline,
+            pipelined=options.pipelined_upload,
+            min_gain_s=options.deadline_min_gain_s,
+        )
+        scores[name] = choice.expected_s
+        if choice.deadline_s is not None:
+            deadlines[name] = choice.deadline_s
+    order = _order(estimates, edge)
+    best = min(order, key=lambda n: (scores[n], order.index(n)))
+    how = " pipelined," if options.pipelined_upload and best != edge else ""
+    until = f" deadline {deadlines[best]:.3g} s," if best in deadlines else ""
+    t = estimates[best].total
+    return SinglePlan(
+        best,
+        mode=Mode.SELECTOR,
+        reason=f"selector: {best} has the smallest expected T_s ({scores[best]:.1f} s;{how}"
+        f"{until} T_s {t.mean:.1f} ± {t.std:.1f} s)",
+        estimates=dict(estimates),
+        scores=scores,
+        deadlines=deadlines,
+        pipelined=options.pipelined_upload,
     )
 
 

@@ -50,17 +50,13 @@ class Duplicator:
 
     async def _cloud_prepare(self, job: Job, leg: Leg) -> None:
         """Upload and deploy in parallel, then warm: afterwards only T_p remains."""
-        upload = asyncio.create_task(self.legs.upload(job, leg), name=f"{job.batch_id}:upload")
-        try:
-            await self.legs.deploy(job, leg)
-            await upload
-            await self.legs.warm(job, leg)
-        finally:
-            await cancel_and_wait([upload])
+        await self.legs.deploy_uploading(job, leg)
+        await self.legs.warm(job, leg)
 
     async def run(self, job: Job, plan: RacePlan, since: tuple[float, float]) -> Outcome:
         loop = asyncio.get_running_loop()
-        edge, cloud = Leg(self.legs.runtime(plan.edge)), Leg(self.legs.runtime(plan.cloud))
+        edge = Leg(self.legs.runtime(plan.edge))
+        cloud = Leg(self.legs.runtime(plan.cloud), deadline_s=plan.deadlines.get(plan.cloud))
         bid, cname = job.batch_id, cloud.runtime.name
         edge_task = asyncio.create_task(self._edge_part(job, edge), name=f"{bid}:edge")
         prep = asyncio.create_task(self._cloud_prepare(job, cloud), name=f"{bid}:prepare")

@@ -14,7 +14,13 @@ measurement is taken, and handed to the
 
 * deploy with retry and exponential back-off on :class:`DeployFailure` (0.1 s, ×2, 10
   attempts, then :class:`RetriesExhausted`); a :class:`DeployTimeout` is not retried and
-  marks the runtime unavailable. T_d of the edge is zero by definition, so it is not
+  marks the runtime unavailable. A leg with a deploy deadline
+  (:mod:`stoic.schedule.decide.deadline`) asks the backend for no more than what is left
+  of it, and past it raises :class:`DeployAbandoned` (the backend has torn the
+  deployment down; the runtime stays available). Such a leg records no T_d: a deadline
+  censors the sample, and recording only the deployments ready by it would teach the
+  predictor a faster cloud than there is (the inquisitor's probes, which wait to the
+  timeout, carry the distribution). T_d of the edge is zero by definition, so it is not
   recorded;
 * upload the package (T_t, recorded for cloud runtimes);
 * warm a cloud pod with a one-image call (paper §3.7);
@@ -44,12 +50,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from stoic.aio import to_the_end
+from stoic.aio import cancel_and_wait, to_the_end
 from stoic.backends.base import Deployment, Invocation, RuntimeBackend, Upload
 from stoic.clock import Clock
 from stoic.errors import (
     BackendError,
     ConfigError,
+    DeployAbandoned,
     DeployFailure,
     DeployTimeout,
     RetriesExhausted,
@@ -142,6 +149,8 @@ class Leg:
     torn_down_at: float | None = None
     warm: bool = False  # its pod was a warm one, taken from the pool: no T_d
     finished: bool = False  # the batch's call returned: the pod may be kept warm
+    deadline_s: float | None = None
+    """Abandon the deployment this long after it starts (the plan's deploy deadline)."""
 
     @property
     def cloud_used_s(self) -> float:
@@ -203,15 +212,29 @@ class LegRunner:
                 f"unknown runtime {name!r}; configured: {list(self.runtimes)}"
             ) from None
 
-    async def run_leg(self, job: Job, leg: Leg) -> None:
-        """deploy → upload → warm → invoke on one runtime; teardown whatever happens."""
+    async def run_leg(self, job: Job, leg: Leg, *, pipelined: bool = False) -> None:
+        """deploy → upload → warm → invoke on one runtime (``pipelined``: a cloud leg
+        uploads while it deploys); teardown whatever happens."""
         try:
-            await self.deploy(job, leg)
-            await self.upload(job, leg)
+            if pipelined and not leg.runtime.is_edge:
+                await self.deploy_uploading(job, leg)
+            else:
+                await self.deploy(job, leg)
+                await self.upload(job, leg)
             await self.warm(job, leg)
             await self.invoke(job, leg)
         finally:
             await self.teardown(leg)
+
+    async def deploy_uploading(self, job: Job, leg: Leg) -> None:
+        """Upload while the pod deploys (the duplicator's cloud leg, a pipelined
+        selector's): ready when both are done; a failed deployment cancels the upload."""
+        upload = asyncio.create_task(self.upload(job, leg), name=f"{job.batch_id}:upload")
+        try:
+            await self.deploy(job, leg)
+            await upload
+        finally:
+            await cancel_and_wait([upload])
 
     def outcome(
         self, job: Job, mode: Mode, leg: Leg, since: tuple[float, float], **rest: Any
@@ -253,15 +276,28 @@ class LegRunner:
         delay = req.retry_initial_s
         start = loop.time()
         last: BaseException | None = None
+        deadline = leg.deadline_s if leg.deadline_s is not None and not rt.is_edge else None
         for attempt in range(1, req.retry_attempts + 1):
             at, t = self.clock.now(), loop.time()
+            limit = timeout if deadline is None else min(timeout, deadline - (t - start))
             try:
-                dep = await _deploy_guarded(backend, rt, timeout, req.deploy_guard_grace_s)
+                if limit <= 0.0:
+                    raise DeployTimeout(rt.name, 0.0)
+                dep = await _deploy_guarded(backend, rt, limit, req.deploy_guard_grace_s)
             except asyncio.CancelledError:  # a race's loser: its pod was held till now
                 self._charge(rt, loop.time() - t)
                 raise
             except DeployTimeout as exc:
                 self._charge(rt, loop.time() - t)
+                if deadline is not None and limit < timeout:
+                    assert leg.deadline_s is not None
+                    log.info(
+                        "deployment abandoned at its deadline",
+                        batch_id=job.batch_id,
+                        runtime=rt.name,
+                        deadline_s=leg.deadline_s,
+                    )
+                    raise DeployAbandoned(rt.name, leg.deadline_s) from None
                 await self._record_deploy(rt, at, timeout, DeployOutcome.TIMEOUT)
                 if self.availability is not None:
                     self.availability.mark_unavailable(rt.name, self.clock.now(), str(exc))
@@ -287,7 +323,9 @@ class LegRunner:
             leg.ready_at = loop.time()
             leg.requested_at = t
             leg.deploy_s = leg.ready_at - start
-            await self._record_deploy(rt, at, leg.ready_at - t, DeployOutcome.OK)
+            if deadline is None or deadline >= timeout:
+                # A deadline censors: only the fast deployments would be recorded.
+                await self._record_deploy(rt, at, leg.ready_at - t, DeployOutcome.OK)
             return
         raise RetriesExhausted(rt.name, req.retry_attempts, last)
 

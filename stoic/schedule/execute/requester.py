@@ -4,11 +4,13 @@ It is the one place where a batch meets real (or simulated) runtimes, and it is 
 same code in the daemon and the replay: only the backends and the clock differ.
 
 * **Single runtime** (a :class:`~stoic.values.SinglePlan`): deploy the chosen
-  runtime with retry and back-off, upload the package (T_t), warm a cloud pod with a
-  one-image call, invoke (T_p), tear down in ``finally``. A cloud runtime that is
-  unavailable or fails falls back (``settings.requester.fallback_to_edge``) to the
-  runtime predicted soonest among the others still available: the edge, unless a cloud
-  runtime beats it.
+  runtime with retry and back-off, upload the package (T_t; during the deployment if
+  the plan is ``pipelined``), warm a cloud pod with a one-image call, invoke (T_p), tear
+  down in ``finally``. A deployment past the plan's deploy deadline for its runtime is
+  abandoned (:class:`~stoic.errors.DeployAbandoned`) and falls back like a failure. A
+  cloud runtime that is unavailable or fails falls back
+  (``settings.requester.fallback_to_edge``) to the runtime predicted soonest among the
+  others still available: the edge, unless a cloud runtime beats it.
 * **Duplicator** (a :class:`~stoic.values.RacePlan`): the edge races a cloud runtime
   that is re-predicted at pod-ready; see :mod:`stoic.schedule.execute.duplicator`. A
   cloud runtime marked down since the decision leaves the edge alone.
@@ -145,12 +147,12 @@ class Requester:
         reason, error = "", None
         while True:
             runtime = self.legs.runtime(name)
-            leg = Leg(runtime)
+            leg = Leg(runtime, deadline_s=plan.deadlines.get(name))
             tried.append(name)
             try:
                 if not self._available(runtime.name):
                     raise RuntimeUnavailable(runtime.name, "marked unavailable")
-                await self.legs.run_leg(job, leg)
+                await self.legs.run_leg(job, leg, pipelined=plan.pipelined)
                 used += leg.cloud_used_s  # the winner's own pod time
                 return self.legs.outcome(
                     job,

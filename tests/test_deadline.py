@@ -1,0 +1,251 @@
+"""Deploy deadlines and pipelined uploads (stoic.schedule.decide.deadline): the choice on
+known distributions, the policy's plans, and the requester executing them on the fake
+backend and virtual time (every duration exact)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stoic.errors import DeployAbandoned
+from stoic.schedule.decide.deadline import (
+    Deployments,
+    choose_deadline,
+    cloud_choice,
+    expected_at,
+    race_deadline,
+)
+from stoic.schedule.decide.policy import PolicyOptions, decide
+from stoic.values import (
+    Component,
+    DeploymentSample,
+    DeployOutcome,
+    Estimate,
+    Job,
+    Mode,
+    RacePlan,
+    Risk,
+    SinglePlan,
+    TransferSample,
+)
+from tests.support.core import EPOCH, JOB, TABLE, World, est, make_world
+
+TIMEOUT = 600.0
+BIMODAL = Deployments([10.0] * 50 + [500.0] * 50, 0.0, TIMEOUT)
+
+
+# The choice on known distributions ------------------------------------------------------
+
+
+def test_a_bimodal_deployment_is_abandoned_after_its_fast_mode() -> None:
+    # Ready at 10 s half the time (total 30 s), at 500 s otherwise: waiting costs
+    # 0.5·30 + 0.5·520 = 275 s; abandoning at 10 s costs 0.5·30 + 0.5·(10 + 60) = 50 s.
+    choice = choose_deadline(BIMODAL, overlap_s=0, after_s=20, fallback_s=60)
+    assert choice.deadline_s == 10.0
+    assert choice.expected_s == pytest.approx(50.0)
+    assert expected_at(BIMODAL, TIMEOUT, overlap_s=0, after_s=20, fallback_s=60) == 275.0
+
+
+def test_no_deadline_where_the_fallback_is_slower_than_the_tail() -> None:
+    # The fallback takes 2,000 s: waiting for the slow mode beats giving up on it.
+    choice = choose_deadline(BIMODAL, overlap_s=0, after_s=20, fallback_s=2_000)
+    assert choice.deadline_s is None
+    assert choice.expected_s == pytest.approx(275.0)
+
+
+def test_a_deadline_that_buys_less_than_the_minimum_gain_is_not_set() -> None:
+    # A tight distribution with a rare timeout: a deadline at the slowest sample saves
+    # p·(600 − 31) ≈ 0.3 s in expectation, under the 1 s asked for.
+    tight = Deployments([30.0, 30.5, 31.0], 0.0005, TIMEOUT)
+    assert choose_deadline(tight, overlap_s=0, after_s=20, fallback_s=60).deadline_s == 31.0
+    kept = choose_deadline(tight, overlap_s=0, after_s=20, fallback_s=60, min_gain_s=1.0)
+    assert kept.deadline_s is None
+    assert kept.expected_s == pytest.approx(
+        expected_at(tight, TIMEOUT, overlap_s=0, after_s=20, fallback_s=60)
+    )
+
+
+deployments = st.builds(
+    Deployments,
+    st.lists(st.floats(0.0, 700.0), min_size=1, max_size=40),
+    st.floats(0.0, 0.6),
+    st.just(TIMEOUT),
+)
+seconds = st.floats(0.0, 300.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(deployments, seconds, seconds, seconds, st.floats(0.0, 5.0))
+def test_the_deadline_is_never_worse_in_expectation_than_none(
+    dist: Deployments, overlap: float, after: float, fallback: float, min_gain: float
+) -> None:
+    kw: dict[str, Any] = {"overlap_s": overlap, "after_s": after, "fallback_s": fallback}
+    choice = choose_deadline(dist, min_gain_s=min_gain, **kw)
+    none = expected_at(dist, TIMEOUT, **kw)
+    assert choice.expected_s <= none + 1e-9
+    # What it says it expects is what its deadline gives.
+    d = TIMEOUT if choice.deadline_s is None else choice.deadline_s
+    assert choice.expected_s == pytest.approx(expected_at(dist, d, **kw), rel=1e-9, abs=1e-9)
+
+
+@settings(max_examples=100, deadline=None)
+@given(deployments, seconds, seconds, seconds, st.floats(0.0, TIMEOUT))
+def test_no_deadline_in_between_beats_the_chosen_one(
+    dist: Deployments, overlap: float, after: float, fallback: float, other: float
+) -> None:
+    # Below the fastest sample a deadline only ever falls back: not choosing the runtime
+    # at all, which the selector weighs by itself.
+    other = max(other, min(dist.ready_s))
+    kw: dict[str, Any] = {"overlap_s": overlap, "after_s": after, "fallback_s": fallback}
+    choice = choose_deadline(dist, **kw)
+    assert choice.expected_s <= expected_at(dist, other, **kw) + 1e-9
+
+
+def _cloud(transfer: float, ready: tuple[float, ...], processing: float) -> Estimate:
+    risk = Risk(0.0, TIMEOUT, ready_s=ready)
+    return Estimate("gpu1", Component(transfer), Component(ready[0]), Component(processing), risk)
+
+
+def test_a_pipelined_upload_overlaps_the_deployment() -> None:
+    e = _cloud(50.0, (30.0,), 10.0)
+    sequential = cloud_choice(e, 500.0, deadline=False, pipelined=False)
+    pipelined = cloud_choice(e, 500.0, deadline=False, pipelined=True)
+    assert sequential.expected_s == 90.0  # 50 + 30 + 10
+    assert pipelined.expected_s == 60.0  # max(50, 30) + 10
+
+
+def test_no_deadline_on_too_few_deployments() -> None:
+    # Nine fast deployments and a timeout rate of 10 %: too little to give up on a
+    # tenth that is slower, however much a deadline would promise.
+    few = Estimate("gpu1", Component(5), Component(10), Component(30), Risk(0.1, TIMEOUT))
+    few = replace(few, risk=replace(few.risk, ready_s=(10.0,) * 9))
+    assert cloud_choice(few, 100.0, deadline=True, pipelined=False).deadline_s is None
+    more = replace(few, risk=replace(few.risk, ready_s=(10.0,) * 10))
+    assert cloud_choice(more, 100.0, deadline=True, pipelined=False).deadline_s == 10.0
+
+
+def test_the_race_gives_up_when_the_pod_could_no_longer_beat_the_edge() -> None:
+    cloud = est("gpu1", 5, 30, 30)
+    assert race_deadline(100.0, cloud, TIMEOUT) == 70.0
+    assert race_deadline(1_000.0, cloud, TIMEOUT) is None
+
+
+# The policy -------------------------------------------------------------------------------
+
+ACTIONS = PolicyOptions(deploy_deadline=True, pipelined_upload=True)
+
+
+def _bimodal_table() -> dict[str, Estimate]:
+    """gpu1 ready in 10 s or 500 s, its transfer 5 s; the edge takes 100 s."""
+    risk = Risk(0.0, TIMEOUT, 245.0, ready_s=(10.0,) * 50 + (500.0,) * 50)
+    gpu1 = Estimate("gpu1", Component(5), Component(10), Component(30), risk)
+    return {"edge": TABLE["edge"], "gpu1": gpu1}
+
+
+def test_the_selector_plans_a_deadline_and_a_pipelined_upload() -> None:
+    plan = decide(Mode.SELECTOR, JOB, _bimodal_table(), options=ACTIONS)
+    assert isinstance(plan, SinglePlan) and plan.runtime == "gpu1"
+    assert plan.deadlines == {"gpu1": 10.0} and plan.pipelined
+    # 0.5·(max(5, 10) + 30) + 0.5·(10 + 100): the edge's 100 s after the deadline.
+    assert plan.scores["gpu1"] == pytest.approx(75.0)
+    assert "deadline 10 s" in plan.reason
+    assert plan.estimates_as_dicts()["gpu1"]["deadline_s"] == 10.0
+
+
+def test_an_abandoned_deployment_falls_back_at_the_fallbacks_expected_total() -> None:
+    # gpu2 looks fast on its bare mean (50 s) but half its deployments take 520 s: its
+    # expected total is 300 s. gpu1 is slow (ready in 20 s one time in twenty, else 300 s).
+    # Abandoned at 20 s, gpu1 falls back to gpu2 priced at its mean, 50 s, would "cost"
+    # 0.05·55 + 0.95·(20 + 50) = 69 s and pass for a cheap gpu2; at gpu2's expected
+    # total its fallback is the edge, 100 s (116.75 s): gpu2 with its own deadline wins,
+    # 0.5·(20 + 30) + 0.5·(20 + 100) = 85 s.
+    gpu2_risk = Risk(0.0, TIMEOUT, 250.0, ready_s=(20.0,) * 10 + (520.0,) * 10)
+    gpu1_risk = Risk(0.0, TIMEOUT, 0.0, ready_s=(20.0,) + (300.0,) * 19)
+    table = {
+        "edge": TABLE["edge"],
+        "gpu1": Estimate("gpu1", Component(5), Component(300), Component(30), gpu1_risk),
+        "gpu2": Estimate("gpu2", Component(5), Component(20), Component(25), gpu2_risk),
+    }
+    plan = decide(Mode.SELECTOR, JOB, table, options=replace(ACTIONS, pipelined_upload=False))
+    assert plan.chosen == "gpu2" and plan.deadlines["gpu2"] == 20.0
+    assert plan.scores["gpu1"] == pytest.approx(0.05 * 55 + 0.95 * 120)
+
+
+def test_selector_paper_keeps_the_papers_actions_whatever_the_options() -> None:
+    table = _bimodal_table()
+    paper = decide(Mode.SELECTOR_PAPER, JOB, table, options=ACTIONS)
+    today = decide(Mode.SELECTOR, JOB, table)
+    assert not paper.deadlines and not paper.pipelined
+    assert (paper.chosen, paper.scores, paper.reason) == (today.chosen, today.scores, today.reason)
+    assert paper.chosen == "edge"  # gpu1 without a deadline: 45 s + 245 s of tail
+
+
+def test_the_duplicators_cloud_leg_gets_the_race_deadline() -> None:
+    options = replace(ACTIONS, duplicator_runtime="gpu1")
+    plan = decide(Mode.DUPLICATOR, Job("b", 40, 1), dict(TABLE), options=options)
+    assert isinstance(plan, RacePlan) and plan.deadlines == {"gpu1": 70.0}  # 100 − 30
+
+
+# The requester on the fake backend (virtual time) ------------------------------------------
+
+pytestmark = pytest.mark.looptime
+
+
+def _plan(runtime: str, **actions: Any) -> SinglePlan:
+    return SinglePlan(runtime, mode=Mode.SELECTOR, reason="test", estimates=dict(TABLE), **actions)
+
+
+@pytest.fixture
+def world() -> World:
+    return make_world()
+
+
+async def test_a_deadline_abandons_the_deployment_and_falls_back(
+    world: World, looptime: Any
+) -> None:
+    # gpu1 takes 30 s to deploy; its deadline is 12 s: abandoned then, the batch falls back
+    # to gpu2 (75 s predicted, before the edge's 100 s) and runs there from 12 s.
+    out = await world.requester.run(JOB, _plan("gpu1", deadlines={"gpu1": 12.0}))
+    assert (out.runtime, out.fell_back) == ("gpu2", True)
+    assert DeployAbandoned.__name__ in out.reason
+    assert out.total_s == 12 + 45 + 5 + 2 + 25 and looptime == out.total_s
+    assert world.fake.times("deploy", "gpu1") == [0.0]
+    assert world.fake.live == {}  # nothing left deployed
+    assert world.availability.is_available("gpu1")  # a deadline is not a timeout
+    # No gpu1 sample: a deadline censors, only fast deployments would be learnt.
+    assert [s.runtime for s in world.recorder.deployments] == ["gpu2"]
+
+
+async def test_a_deployment_ready_by_its_deadline_runs_there(world: World) -> None:
+    out = await world.requester.run(JOB, _plan("gpu1", deadlines={"gpu1": 40.0}))
+    assert (out.runtime, out.fell_back, out.total_s) == ("gpu1", False, 67)
+    assert world.recorder.deployments == []  # censored all the same
+
+
+async def test_a_pipelined_leg_uploads_while_its_pod_deploys(world: World, looptime: Any) -> None:
+    out = await world.requester.run(JOB, _plan("gpu1", pipelined=True))
+    # max(deploy 30, upload 5) + warm 2 + invoke 30 (sequential: 67)
+    assert (out.deployment_s, out.transfer_s, out.total_s) == (30, 5, 62) and looptime == 62
+    assert world.recorder.transfers == [TransferSample(JOB.n_bytes, 5.0, EPOCH, "gpu1")]
+    assert world.recorder.deployments == [DeploymentSample("gpu1", EPOCH, 30.0, DeployOutcome.OK)]
+    assert world.fake.live == {}
+
+
+async def test_the_duplicator_abandons_a_pod_that_can_no_longer_win(world: World) -> None:
+    # gpu2 deploys in 45 s; past its 20 s deadline the edge (100 s) keeps the batch alone.
+    race = RacePlan(
+        "gpu2",
+        "edge",
+        mode=Mode.DUPLICATOR,
+        reason="t",
+        estimates=dict(TABLE),
+        deadlines={"gpu2": 20.0},
+    )
+    out = await world.requester.run(JOB, race)
+    assert out.runtime == "edge" and "abandoned at its deadline of 20 s" in out.reason
+    assert out.total_s == 100 and out.cloud_used_s == 0 and world.fake.live == {}
+    assert world.fake.times("teardown", "gpu2") == []  # never ready: the backend cleaned up

@@ -1,0 +1,87 @@
+"""A deploy deadline firing for real: on the local backend (a function process made slow
+to start on purpose, abandoned at its deadline, the process killed, the batch run on the
+edge, through the requester the daemon's dispatcher runs), and in the daemon (the
+selector choosing the deadline from the deployments it learnt, the fallback, the
+deadline in the stored decision and on the operator page)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from stoic.backends.fake import FakeBackend, FakeSpec
+from stoic.backends.local import LocalBackend
+from stoic.schedule.probe.availability import Availability
+from stoic.settings import LocalBackendSettings, Settings
+from stoic.values import DeploymentSample, Mode, SinglePlan
+from tests.support.core import JOB, TABLE, ListRecorder, TablePredictor, leg_runner, requester_of
+from tests.support.daemon import files, start_daemon
+from tests.support.html import dom
+from tests.support.images import jpeg
+from tests.support.paths import STAND_IN
+from tests.support.settings import make_settings
+
+
+async def test_a_deadline_abandons_a_slow_local_deployment(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    slow = LocalBackend(
+        data_dir=tmp_path / "data",
+        objects_path=tmp_path / "data" / "objects",
+        options=LocalBackendSettings(ready_poll_s=0.02, terminate_grace_s=2.0),
+        command=[sys.executable, str(STAND_IN), "--start-delay", "600"],
+        env={"STANDIN_PIDFILE": str(pids)},
+    )
+    settings = Settings()
+    runtimes = {r.name: r for r in settings.runtime_list()}
+    recorder, availability = ListRecorder(), Availability(runtimes.values())
+    edge = FakeBackend({"edge": FakeSpec(per_image_s=0.0)})
+    legs = leg_runner(settings, {"cpu": slow, "local": edge}, runtimes, recorder, availability)
+    requester = requester_of(settings, legs, TablePredictor())
+    plan = SinglePlan(
+        "cpu",
+        mode=Mode.SELECTOR,
+        reason="test",
+        estimates={"edge": TABLE["edge"], "cpu": TABLE["cpu"]},
+        deadlines={"cpu": 0.5},
+    )
+    try:
+        out = await requester.run(JOB, plan)
+        (pid,) = map(int, pids.read_text().split())
+        assert slow.live_pids() == []
+        with pytest.raises(ProcessLookupError):  # killed and reaped at the deadline
+            os.kill(pid, 0)
+    finally:
+        await slow.aclose()
+    assert (out.runtime, out.fell_back) == ("edge", True)
+    assert "DeployAbandoned" in out.reason and "deadline of 0.5 s" in out.reason
+    assert availability.is_available("cpu")  # not a timeout: the runtime stays up
+    assert recorder.deployments == []
+
+
+async def test_a_deadline_fires_in_the_daemon_and_the_page_shows_it(tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path, policy={"deploy_deadline": True}, api={"max_batch_images": 40}
+    )
+    async with start_daemon(settings) as d:
+        # gpu1 ready in 0.2 s or in 500 s, half and half: given up on after 0.2 s.
+        for k, seconds in enumerate([0.2, 500.0] * 20):
+            d.controller.predictor.observe_deployment(DeploymentSample("gpu1", k, seconds))
+        d.fake.script_deploys("gpu1", 30.0)  # this one is slow
+        images = [(f"{i}.jpg", jpeg(i)) for i in range(40)]
+        r = await d.client.post("/v1/batches", files=files(*images))
+        batch_id = r.json()["id"]
+        body = await d.wait_done(batch_id)
+        page = dom((await d.client.get(f"/ui/batches/{batch_id}")).text)
+    decision = body["decision"]
+    assert decision["runtime"] == "gpu1"
+    deadline = decision["estimates"]["gpu1"]["deadline_s"]
+    assert deadline == pytest.approx(0.2, abs=0.1)
+    # Abandoned at the deadline, the batch fell back to the runtime predicted soonest.
+    assert body["state"] == "done" and body["winner"] == "gpu2"
+    assert "DeployAbandoned" in decision["reason"] and "abandoned" in body["error"]
+    rows = page.find("table", class_="estimates").find("tbody").find_all("tr")
+    gpu1 = next(tr for tr in rows if tr.find("td").text() == "gpu1")
+    assert f"deploy deadline {deadline:.3g} s" in gpu1.text()
