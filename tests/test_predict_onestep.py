@@ -15,7 +15,7 @@ from stoic.errors import CsvFormatError, InputError
 from stoic.predict.onestep import MeasuredBatch, read_components_csv, replay, score
 from stoic.predict.predictor import Predictor
 from stoic.settings import Settings
-from tests.support.paths import SHARED
+from tests.support.paths import REPO, SHARED
 
 REAL = SHARED / "data" / "nautilus-2020-real" / "components.csv"
 HEADER = "epoch,image_num,runtime,act_transfer,act_deploy,act_proc,act_total,pred_proc"
@@ -128,3 +128,19 @@ def test_an_unknown_runtime_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "tpu9" in proc.stderr
+
+
+@pytest.mark.skipif(not REAL.exists(), reason=f"{REAL} (the shared real data) is not here")
+def test_the_real_runs_with_the_regime_settings() -> None:
+    """docs/predictor.md, "Regimes": the day-old lines left out (processing_max_age_s),
+    T_p 6.01 → 4.37 s and T_s 10.25 → 8.90 s, the 90 % intervals still within 85–95 %."""
+    config = REPO / "docs" / "evaluation" / "predictor" / "regimes.toml"
+    result = runner.invoke(
+        app, ["evaluate", "predictor", "--csv", str(REAL), "--config", str(config), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    fig = json.loads(result.output)["runtimes"]["all"]
+    assert fig["processing"]["mae_s"] == pytest.approx(4.37, abs=0.01)
+    assert fig["total"]["mae_s"] == pytest.approx(8.90, abs=0.01)
+    for component in ("processing", "total"):
+        assert 0.85 <= fig[component]["coverage_90"] <= 0.95

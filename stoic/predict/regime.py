@@ -15,9 +15,9 @@ of the *run length*: how many of the latest log-ratios belong to the current seg
 each segment having its own unknown mean and variance (a Normal–Gamma prior, so a
 segment's predictive is a Student-t), a new segment starting before any sample with
 probability ``hazard``. It raises an alarm when the posterior puts more than
-``threshold`` on a segment of at least ``min_run`` and fewer than all the samples
-watched: the last ``min_run`` or more ratios agree with each other and not with those
-before them. Then :class:`~stoic.predict.processing.ProcessingModel` fits its line on
+``threshold`` on a segment of at least ``min_run`` and at most :data:`RECENT` ratios
+with at least ``min_run`` before it: the last ``min_run`` or more ratios agree with each
+other and not with those before them. Then :class:`~stoic.predict.processing.ProcessingModel` fits its line on
 that segment's samples only, drops their ratios from the congestion tail, and the
 detector starts afresh (its ratios are now taken over the new line).
 
@@ -117,8 +117,9 @@ class ChangeDetector:
         return self._alarm()
 
     def _alarm(self) -> int:
-        # Segments of min_run .. RECENT ratios, and fewer than all of them.
-        lo, hi = self.min_run - 1, min(self.n - 2, RECENT - 1)
+        # Segments of min_run .. RECENT ratios, with min_run or more before them: one
+        # early outlier is no old regime to have changed from.
+        lo, hi = self.min_run - 1, min(self.n - self.min_run, RECENT) - 1
         if hi < lo:
             return 0
         recent = np.exp(self._logp[lo : hi + 1])
