@@ -17,9 +17,10 @@ segment's predictive is a Student-t), a new segment starting before any sample w
 probability ``hazard``. It raises an alarm when the posterior puts more than
 ``threshold`` on a segment of at least ``min_run`` and at most :data:`RECENT` ratios
 with at least ``min_run`` before it: the last ``min_run`` or more ratios agree with each
-other and not with those before them. Then :class:`~stoic.predict.processing.ProcessingModel` fits its line on
-that segment's samples only, drops their ratios from the congestion tail, and the
-detector starts afresh (its ratios are now taken over the new line).
+other and not with those before them. Then
+:class:`~stoic.predict.processing.ProcessingModel` fits its line on that segment's
+samples only, drops their ratios from the congestion tail, and the detector starts
+afresh (its ratios are now taken over the new line).
 
 Why this does not fire on congestion: every ratio may, with probability
 :data:`OUTLIER_SHARE`, be an outlier from a flat density over ±log 5 instead of its
