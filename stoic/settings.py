@@ -206,6 +206,39 @@ class PredictorSettings(_Section):
         70.8e6 / 8, gt=0, description="uplink before any measurement"
     )
     bandwidth_history: int = Field(10, ge=1, le=10_000)
+    processing_max_age_s: float | None = Field(
+        None,
+        gt=0,
+        description="T_p samples older than this before a runtime's newest are not "
+        "fitted: a line learnt in an earlier session (days ago, another node) is no "
+        "guide to today's; None: the last processing_history samples, however old; "
+        "docs/predictor.md, 'Regimes'",
+    )
+    processing_change_detection: bool = Field(
+        False,
+        description="watch each T_p model's out-of-sample ratios for a regime change "
+        "(Bayesian online change-point detection) and, on an alarm, fit the line on the "
+        "new regime's samples only; docs/predictor.md, 'Regimes'",
+    )
+    processing_change_hazard: float = Field(
+        0.002,
+        gt=0,
+        lt=1,
+        description="prior probability per T_p sample that a new regime starts with it",
+    )
+    processing_change_threshold: float = Field(
+        0.9,
+        gt=0,
+        lt=1,
+        description="posterior probability of a recent regime change that raises an alarm",
+    )
+    processing_change_min_run: int = Field(
+        3,
+        ge=2,
+        le=10,
+        description="samples of a new regime before it can raise an alarm (one slow run "
+        "is congestion, not a regime)",
+    )
     ransac_min_samples: int = Field(2, ge=2)
     ransac_residual_threshold_s: float | None = Field(None, gt=0)
     ransac_max_trials: int = Field(100, ge=1, le=100_000)

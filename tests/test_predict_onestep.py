@@ -14,7 +14,7 @@ from stoic.predict.onestep import MeasuredBatch, read_components_csv, replay, sc
 from stoic.predict.predictor import Predictor
 from stoic.settings import Settings
 from tests.support.csvfiles import assert_refused
-from tests.support.paths import SHARED
+from tests.support.paths import REPO, SHARED
 from tests.support.processes import cli_error_line
 
 REAL = SHARED / "data" / "nautilus-2020-real" / "components.csv"
@@ -134,3 +134,19 @@ def test_cold_first_is_for_measured_batches_only() -> None:
     )
     assert isinstance(result.exception, InputError)
     assert "--cold-first: only with --csv" in str(result.exception)
+
+
+@pytest.mark.skipif(not REAL.exists(), reason=f"{REAL} (the shared real data) is not here")
+def test_the_real_runs_with_the_regime_settings() -> None:
+    """docs/predictor.md, "Regimes": the day-old lines left out (processing_max_age_s),
+    T_p 6.01 → 4.37 s and T_s 10.25 → 8.90 s, the 90 % intervals still within 85–95 %."""
+    config = REPO / "docs" / "evaluation" / "predictor" / "regimes.toml"
+    result = runner.invoke(
+        app, ["evaluate", "predictor", "--csv", str(REAL), "--config", str(config), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    fig = json.loads(result.output)["runtimes"]["all"]
+    assert fig["processing"]["mae_s"] == pytest.approx(4.37, abs=0.01)
+    assert fig["total"]["mae_s"] == pytest.approx(8.90, abs=0.01)
+    for component in ("processing", "total"):
+        assert 0.85 <= fig[component]["coverage_90"] <= 0.95

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from stoic.errors import PredictorError
 from stoic.predict.deployment import DeploymentModel
 from stoic.predict.processing import ProcessingModel, RansacOptions
+from stoic.predict.regime import ChangeDetector
 from stoic.predict.transfer import BandwidthMonitor
 from stoic.predict.uplink import UplinkWatch
 from stoic.settings import PredictorSettings, RuntimeSettings, Settings
@@ -115,6 +116,16 @@ class Predictor:
                     seed=p.seed,
                 ),
                 tail_history=p.processing_tail_history,
+                max_age_s=p.processing_max_age_s,
+                detector=(
+                    ChangeDetector(
+                        hazard=p.processing_change_hazard,
+                        min_run=p.processing_change_min_run,
+                        threshold=p.processing_change_threshold,
+                    )
+                    if p.processing_change_detection
+                    else None
+                ),
             )
             self._processing[key] = model
         return model

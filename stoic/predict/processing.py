@@ -53,6 +53,7 @@ import numpy.typing as npt
 from stoic.predict.bayes import RidgeFit, bayesian_ridge, ransac
 from stoic.predict.deployment import MAD_TO_STD, PRIOR_RELATIVE_STD, FloatArray
 from stoic.predict.order import median
+from stoic.predict.regime import ChangeDetector
 from stoic.predict.spread import ErrorWindow
 from stoic.values import Component, ProcessingSample
 
@@ -230,6 +231,13 @@ def _error_base(line: Component) -> float:
     return line.std + ERROR_BASE_MEAN_SHARE * line.mean
 
 
+def _within(images: int, samples: list[ProcessingSample]) -> bool:
+    """Whether a batch of ``images`` lies within the sizes of ``samples``: a ratio
+    measured beyond them judges the line's extrapolation (a misfit intercept under
+    small batches), not the runtime, and is no evidence of a regime."""
+    return min(s.images for s in samples) <= images <= max(s.images for s in samples)
+
+
 class ProcessingModel:
     """The recent samples of one (app, app_version, runtime) and their cached fit.
 
@@ -253,6 +261,8 @@ class ProcessingModel:
         prior_intercept: float,
         ransac: RansacOptions = RANSAC_DEFAULTS,
         tail_history: int = 100,
+        max_age_s: float | None = None,
+        detector: ChangeDetector | None = None,
     ) -> None:
         self._samples: deque[ProcessingSample] = deque(maxlen=history)
         self._ratios: deque[float] = deque(maxlen=tail_history)
@@ -260,6 +270,8 @@ class ProcessingModel:
         self.prior_slope = prior_slope
         self.prior_intercept = prior_intercept
         self.ransac = ransac
+        self.max_age_s = max_age_s
+        self.detector = detector
         self._fit: LinearFit | None = None
         self._excess: float | None = None
         self.fits = 0
@@ -267,11 +279,35 @@ class ProcessingModel:
     def observe(self, sample: ProcessingSample) -> None:
         before = self.fit.predict(float(sample.images))
         self._errors.add(sample.duration_s, before.mean, _error_base(before))
-        if len(self._samples) >= TAIL_MIN_SAMPLES and before.mean > 0:
-            self._ratios.append(min(sample.duration_s / before.mean, TAIL_RATIO_CAP))
+        run = 0
+        fitted = self._fitted()
+        if len(fitted) >= TAIL_MIN_SAMPLES and before.mean > 0:
+            ratio = sample.duration_s / before.mean
+            self._ratios.append(min(ratio, TAIL_RATIO_CAP))
             self._excess = None
+            if self.detector is not None and _within(sample.images, fitted):
+                run = self.detector.update(ratio)
         self._samples.append(sample)
         self._fit = None
+        if run:
+            self._new_regime(run)
+
+    def _new_regime(self, run: int) -> None:
+        """Keep the last ``run`` samples, the new regime's (:mod:`stoic.predict.regime`),
+        and take their ratios out of the congestion tail: they measured the change."""
+        while len(self._samples) > run:
+            self._samples.popleft()
+        for _ in range(min(run, len(self._ratios))):
+            self._ratios.pop()
+        self._excess = None
+
+    def _fitted(self) -> list[ProcessingSample]:
+        """The samples the line is fitted on: the window, less those older than
+        ``max_age_s`` before the newest (docs/predictor.md, "Regimes")."""
+        if self.max_age_s is None or not self._samples:
+            return list(self._samples)
+        oldest = self._samples[-1].at - self.max_age_s
+        return [s for s in self._samples if s.at >= oldest]
 
     @property
     def excess(self) -> float:
@@ -297,9 +333,10 @@ class ProcessingModel:
     def fit(self) -> LinearFit:
         if self._fit is None:
             self.fits += 1
+            samples = self._fitted()
             self._fit = fit_processing(
-                np.array([s.images for s in self._samples], dtype=np.float64),
-                np.array([s.duration_s for s in self._samples], dtype=np.float64),
+                np.array([s.images for s in samples], dtype=np.float64),
+                np.array([s.duration_s for s in samples], dtype=np.float64),
                 prior_slope=self.prior_slope,
                 prior_intercept=self.prior_intercept,
                 ransac=self.ransac,
