@@ -42,7 +42,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.special import gammaln
 
 from stoic.predict.deployment import FloatArray
 
@@ -155,14 +154,20 @@ def _posterior(z: float, params: FloatArray, weight: FloatArray) -> FloatArray:
     )
 
 
+def _gammaln(x: FloatArray) -> FloatArray:
+    """``log Γ`` of each element, by :func:`math.lgamma` (SciPy stays out of the base
+    install; the arrays are one value per run length, a few hundred at most)."""
+    return np.array([math.lgamma(v) for v in x.tolist()], dtype=np.float64)
+
+
 def _student_t_logpdf(z: float, params: FloatArray) -> FloatArray:
     """Log predictive density of ``z`` under each column's Normal-Gamma posterior."""
     mu, kappa, alpha, beta = params
     df = 2.0 * alpha
     scale2 = beta * (kappa + 1.0) / (alpha * kappa)
     out: FloatArray = (
-        gammaln((df + 1.0) / 2.0)
-        - gammaln(df / 2.0)
+        _gammaln((df + 1.0) / 2.0)
+        - _gammaln(df / 2.0)
         - 0.5 * np.log(df * math.pi * scale2)
         - (df + 1.0) / 2.0 * np.log1p((z - mu) ** 2 / (df * scale2))
     )
