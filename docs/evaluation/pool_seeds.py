@@ -22,7 +22,8 @@ from stoic.replay.sweep_report import gap_cell
 
 
 def pooled(paths: list[Path]) -> list[Gap]:
-    """The gaps of every (environment, mode) of the *last* sweep, with the seeds of all."""
+    """The gaps of every (environment, mode) that a sweep after the first ran (all of the
+    first's when it is alone), with the seeds of every sweep."""
     seeds: dict[tuple[str, str], list[float]] = {}
     meta: dict[tuple[str, str], tuple[str, bool]] = {}
     for path in paths:
@@ -30,8 +31,10 @@ def pooled(paths: list[Path]) -> list[Gap]:
             key = (g["env"], g["mode"])
             seeds.setdefault(key, []).extend(g["per_seed"])
             meta[key] = (g["reference"], g["bound"])
-    last = json.loads(paths[-1].read_text())["learning_gaps"]
-    keys = [(g["env"], g["mode"]) for g in last]
+    later = [
+        g for path in paths[1:] or paths for g in json.loads(path.read_text())["learning_gaps"]
+    ]
+    keys = list(dict.fromkeys((g["env"], g["mode"]) for g in later))
     return [Gap(e, m, meta[(e, m)][0], meta[(e, m)][1], tuple(seeds[(e, m)])) for e, m in keys]
 
 
@@ -42,10 +45,10 @@ def main() -> None:
     modes = list(dict.fromkeys(g.mode for g in gaps))
     envs = list(dict.fromkeys(g.env for g in gaps))
     by = {(g.env, g.mode): g for g in gaps}
-    print("| environment | seeds | " + " | ".join(modes) + " |")
+    print("| environment | seeds (" + " / ".join(modes) + ") | " + " | ".join(modes) + " |")
     print("|---|---|" + "---|" * len(modes))
     for e in envs:
-        n = max(by[(e, m)].n for m in modes if (e, m) in by)
+        n = " / ".join(str(by[(e, m)].n) if (e, m) in by else "–" for m in modes)
         cells = [gap_cell(by[(e, m)]) if (e, m) in by else "–" for m in modes]
         print(f"| {e} | {n} | " + " | ".join(cells) + " |")
 
