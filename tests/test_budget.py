@@ -176,7 +176,8 @@ def test_the_duplicator_deploys_only_where_the_gain_beats_the_price() -> None:
 
 
 def test_share_adds_no_leg_whose_gain_the_price_eats() -> None:
-    assert decide(Mode.SHARE, JOB, ESTIMATES).clouds  # type: ignore[attr-defined]
+    cheap = decide(Mode.SHARE, JOB, ESTIMATES)
+    assert isinstance(cheap, SharePlan) and cheap.clouds
     dear = decide(Mode.SHARE, JOB, ESTIMATES, price=Price(5.0, 1e6, GPUS))
     assert isinstance(dear, SharePlan) and dear.clouds == ()
 
