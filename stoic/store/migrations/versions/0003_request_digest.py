@@ -5,23 +5,15 @@ held, so a client bug could silently drop a batch. The digest (SHA-256 hex of th
 options and of each file's name, size and SHA-256) lets the ingest tell a true replay
 (200, the stored batch) from a reuse of the key for another request (409). Rows stored
 before this revision have no digest and keep the old behaviour.
-
-Revision ID: 0003
-Revises: 0002
-Create Date: 2026-12-02
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0003"
 down_revision: str | None = "0002"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:

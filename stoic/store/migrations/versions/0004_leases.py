@@ -4,23 +4,15 @@ Two daemons with different data directories but one ``database.url`` each re-que
 and ran the other's batches. The daemon now holds a row here (holder id, host, pid,
 data directory, renewal and expiry instants) while it runs; see
 ``stoic/daemon/lease.py``.
-
-Revision ID: 0004
-Revises: 0003
-Create Date: 2026-12-07
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0004"
 down_revision: str | None = "0003"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:

@@ -6,10 +6,6 @@ scheduler places nothing on it, the inquisitor does not probe it) until it is pu
 The state's CHECK constraint gains ``cancelled``; the runtime rows keep when, why and by
 whom one was taken out of service, so a restart keeps it out. See
 ``stoic/daemon/actions.py``.
-
-Revision ID: 0005
-Revises: 0004
-Create Date: 2026-12-12
 """
 
 from __future__ import annotations
@@ -21,8 +17,6 @@ from alembic import op
 
 revision: str = "0005"
 down_revision: str | None = "0004"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 STATES = ("queued", "running", "done", "failed")
 

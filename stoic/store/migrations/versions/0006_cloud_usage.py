@@ -2,23 +2,15 @@
 
 Their pod time was counted nowhere (issue 25, "cloud cost complete"); one row per
 local day, runtime and cause keeps them for the operator page's "Today".
-
-Revision ID: 0006
-Revises: 0005
-Create Date: 2026-12-07
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0006"
 down_revision: str | None = "0005"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:

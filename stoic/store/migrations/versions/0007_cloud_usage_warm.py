@@ -3,10 +3,6 @@
 With ``keepalive.enabled`` a pod stays up after its batch (docs/scheduling.md, "Warm
 pods"); the seconds it idles belong to no batch, so they are added to the day's row of
 cause ``warm``. The CHECK constraint of ``cloud_usage.cause`` admits it.
-
-Revision ID: 0007
-Revises: 0006
-Create Date: 2026-12-07
 """
 
 from __future__ import annotations
@@ -17,8 +13,6 @@ from alembic import op
 
 revision: str = "0007"
 down_revision: str | None = "0006"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 
 def _causes(causes: Sequence[str]) -> str:
