@@ -159,7 +159,7 @@ def report(steps: Sequence[Step], target_s: float = 8.5) -> list[str]:
         "| runtime | batches | Σ|T_s error| | exact T_t | exact T_d | exact T_p |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for rt in sorted({r.step.batch.runtime for r in rows}) + ["all"]:
+    for rt in [*sorted({r.step.batch.runtime for r in rows}), "all"]:
         mine = [r for r in rows if rt in ("all", r.step.batch.runtime)]
         sums = [ts_mae(mine, exact) * len(mine) for exact in ((), *((c,) for c in PARTS))]
         lines.append(f"| {rt} | {len(mine)} | " + " | ".join(f"{v:.1f} s" for v in sums) + " |")
