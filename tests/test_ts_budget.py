@@ -98,3 +98,22 @@ def test_the_report_names_the_target_and_every_runtime() -> None:
     assert lines[0].startswith("18 scored batches")
     assert any(line.startswith("| gpu1 | 9 |") for line in lines)
     assert any(line.startswith("| edge | 9 |") for line in lines)
+
+
+def test_the_days_line_knows_each_day_and_leaves_the_batch_out_when_asked() -> None:
+    day = 86_400.0
+    batches = [
+        MeasuredBatch(d * day + 100 * i, "edge", n, {"processing": slope * n + 3})
+        for d, slope in ((1, 1.5), (4, 2.5))
+        for i, n in enumerate((10, 40, 25, 70, 55))
+    ]
+    steps = replay(Predictor.from_settings(Settings()), batches)
+    rows = tb.scored_steps(steps)
+    for leave_out in (True, False):
+        assert tb.tp_mae(rows, tb.day_line(steps, leave_out=leave_out)) < 1e-9
+    # With a batch off the day's line, only the line that holds it moves toward it.
+    off = [*batches[:-1], MeasuredBatch(batches[-1].at, "edge", 55, {"processing": 200.0})]
+    steps = replay(Predictor.from_settings(Settings()), off)
+    last = steps[-1]
+    assert tb.day_line(steps, leave_out=True)(last) == pytest.approx(2.5 * 55 + 3)
+    assert tb.day_line(steps, leave_out=False)(last) > 2.5 * 55 + 3 + 1

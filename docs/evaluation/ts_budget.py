@@ -12,9 +12,10 @@ error of T_s = T_t + T_d + T_p on the scored batches:
   the samples of the last day only, each runtime's earlier first-after-idle
   deployments for its next first-after-idle one), each scored in T_s with the
   predictor's own T_t and T_p beside it;
-* bounds that no causal predictor can beat, each a hindsight choice: each runtime's
-  best fixed window, an exact T_d on the first deployment after an idle spell, an
-  exact T_d on the single largest deployment.
+* bounds, each a hindsight choice or a look at later batches: each runtime's best
+  fixed window, an exact T_d on the first deployment after an idle spell, an exact T_d
+  on the single largest deployment; T_p by the least-squares line of the runtime's
+  batches of that day (with the batch itself, or without it).
 
 Every figure is a mean over the scored batches (edge batches have T_p only), as
 ``stoic evaluate predictor`` reports them.
@@ -47,6 +48,8 @@ WINDOWS = (1, 2, 3, 5, 10, 100)
 History = list[tuple[float, float]]  # (at, T_d) of a runtime's earlier deployments
 TdRule = Callable[[Step, History], float]
 """(the step, its runtime's deployments before it) -> the T_d to score."""
+TpRule = Callable[[Step], float]
+"""The step -> the T_p to score."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,23 +73,60 @@ def scored_steps(steps: Sequence[Step]) -> list[Scored]:
     return out
 
 
-def errors(s: Step, td: float | None = None) -> dict[str, float]:
-    """Actual minus predicted, per part (T_d by ``td`` where given), an edge step's
-    T_p only."""
+def errors(s: Step, td: float | None = None, tp: float | None = None) -> dict[str, float]:
+    """Actual minus predicted, per part (T_d by ``td``, T_p by ``tp`` where given), an
+    edge step's T_p only."""
     parts = ("processing",) if s.edge else PARTS
     out = {c: s.batch.actual[c] - s.predicted[c].mean for c in parts}
     if td is not None and not s.edge:
         out["deployment"] = s.batch.actual["deployment"] - td
+    if tp is not None:
+        out["processing"] = s.batch.actual["processing"] - tp
     return out
 
 
-def ts_mae(rows: Sequence[Scored], exact: Sequence[str] = (), td: TdRule | None = None) -> float:
-    """T_s's MAE with the parts in ``exact`` predicted exactly and T_d by ``td``."""
+def ts_mae(
+    rows: Sequence[Scored],
+    exact: Sequence[str] = (),
+    td: TdRule | None = None,
+    tp: TpRule | None = None,
+) -> float:
+    """T_s's MAE with the parts in ``exact`` predicted exactly, T_d by ``td`` and T_p by
+    ``tp``."""
     total = 0.0
     for r in rows:
-        e = errors(r.step, None if td is None or r.step.edge else td(r.step, r.history))
+        d = None if td is None or r.step.edge else td(r.step, r.history)
+        e = errors(r.step, d, None if tp is None else tp(r.step))
         total += abs(sum(v for c, v in e.items() if c not in exact))
     return total / len(rows) if rows else float("nan")
+
+
+def tp_mae(rows: Sequence[Scored], tp: TpRule) -> float:
+    return float(np.mean([abs(r.step.batch.actual["processing"] - tp(r.step)) for r in rows]))
+
+
+def day_line(steps: Sequence[Step], *, leave_out: bool) -> TpRule:
+    """T_p by the least-squares line of the runtime's batches of the same day (UTC),
+    the batch itself among them or ``leave_out``: both know the day's later batches,
+    so their figures are bounds on what a line of the session could know."""
+
+    def rule(s: Step) -> float:
+        day = s.batch.at // DAY_S
+        same = [
+            o.batch
+            for o in steps
+            if o.batch.runtime == s.batch.runtime
+            and o.batch.at // DAY_S == day
+            and not (leave_out and o is s)
+        ]
+        x = np.array([b.images for b in same], dtype=np.float64)
+        y = np.array([b.actual["processing"] for b in same])
+        if np.unique(x).size < 2:
+            return float(y.mean())
+        slope, intercept = np.polyfit(x, y, 1)
+        return float(slope * s.batch.images + intercept)
+
+    return rule
 
 
 def td_mae(rows: Sequence[Scored], td: TdRule) -> float:
@@ -209,6 +249,17 @@ def report(steps: Sequence[Step], target_s: float = 8.5) -> list[str]:
     lines += ["", "| T_d by | T_d MAE | T_s MAE |", "|---|---:|---:|"]
     for name, rule in rules + bounds:
         lines.append(f"| {name} | {td_mae(rows, rule):.2f} s | {ts_mae(rows, td=rule):.2f} s |")
+    lines += ["", "| T_p by | T_p MAE | T_s MAE |", "|---|---:|---:|"]
+    lines.append(
+        f"| the predictor's | {tp_mae(rows, lambda s: s.predicted['processing'].mean):.2f}"
+        f" s | {ts_mae(rows):.2f} s |"
+    )
+    for name, leave_out in (("the other", True), ("all the", False)):
+        tp = day_line(steps, leave_out=leave_out)
+        lines.append(
+            f"| bound: the line of {name} batches of its runtime's day | "
+            f"{tp_mae(rows, tp):.2f} s | {ts_mae(rows, tp=tp):.2f} s |"
+        )
     return lines
 
 
