@@ -3,30 +3,15 @@ sequences whose answer is known."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from types import ModuleType
-
 import pytest
 
 from stoic.predict.onestep import MeasuredBatch, Step, replay, score
 from stoic.predict.predictor import Predictor
 from stoic.settings import Settings
 from tests.support.paths import REPO
+from tests.support.scripts import load_script
 
-SCRIPT = REPO / "docs" / "evaluation" / "ts_budget.py"
-
-
-def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("ts_budget", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up while defined
-    spec.loader.exec_module(module)
-    return module
-
-
-tb = _script()
+tb = load_script(REPO / "docs" / "evaluation" / "ts_budget.py")
 
 
 def _batch(at: float, runtime: str, images: int, td: float) -> MeasuredBatch:
