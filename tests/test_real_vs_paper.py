@@ -6,15 +6,14 @@ into the project), so the test skips where they are absent.
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from types import ModuleType
 from typing import Any
 
 import pytest
 
 from tests.support.paths import REPO, SHARED
+from tests.support.scripts import load_script
 
 DATA = SHARED / "data" / "nautilus-2020-real"
 SCRIPT = REPO / "docs" / "evaluation" / "real_vs_paper.py"
@@ -25,18 +24,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("real_vs_paper", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up while defined
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def run() -> tuple[ModuleType, dict[str, Any]]:
-    rvp = _script()
+    rvp = load_script(SCRIPT)
     return rvp, rvp.compare(1, 1, modes=("selector", "share"), data=DATA)
 
 

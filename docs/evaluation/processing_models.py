@@ -15,7 +15,9 @@ the candidates the issue names, each fed the same measured sequence in time orde
   :data:`HGB_MIN_SAMPLES` (today's line before);
 * ``online-choice``: per runtime, the prediction of whichever of ransac-ridge,
   rlm-huber and shrink-to-prior 0.1 had the least mean absolute one-step error over
-  its last :data:`CHOICE_WINDOW` batches.
+  its last :data:`CHOICE_WINDOW` batches;
+* ``…, max age 24 h``: rlm-huber, shrink-to-prior 0.1 and the online choice on the
+  last day's samples, as ransac-ridge's.
 
 T_s is scored too where the sequence has T_t and T_d (the predictor's own, unchanged):
 its error is T_p's plus theirs, so a better T_p can score a worse T_s where the errors
@@ -24,7 +26,7 @@ default predictor's; only the T_p models differ).
 
     PYTHONPATH=. .venv/bin/python docs/evaluation/processing_models.py \\
         --csv ../shared/data/nautilus-2020-real/components.csv \\
-        --env workload/envs/edge-afternoon-spell.yaml --days 3
+        --env workload/envs/edge-afternoon-spell.yaml --days 3 [--without-hgb]
 
 Needs the dev dependencies (statsmodels, scikit-learn): an evaluation, not the daemon.
 """
@@ -62,10 +64,16 @@ def ransac_ridge(samples: Sequence[Sample], n: float, _: float, a: float, b: flo
     return fit_processing(x, y, prior_slope=a, prior_intercept=b).predict(n).mean
 
 
-def max_age(samples: Sequence[Sample], n: float, now: float, a: float, b: float) -> float:
-    w = samples[-WINDOW:]
-    newest = w[-1][0] if w else now
-    return ransac_ridge([s for s in w if s[0] >= newest - DAY_S], n, now, a, b)
+def last_day(model: Model) -> Model:
+    """``model`` on the samples of the last day before the newest only
+    (``predictor.processing_max_age_s``)."""
+
+    def aged(samples: Sequence[Sample], n: float, now: float, a: float, b: float) -> float:
+        w = samples[-WINDOW:]
+        newest = w[-1][0] if w else now
+        return model([s for s in w if s[0] >= newest - DAY_S], n, now, a, b)
+
+    return aged
 
 
 def rlm_huber(samples: Sequence[Sample], n: float, now: float, a: float, b: float) -> float:
@@ -133,21 +141,29 @@ class OnlineChoice:
             self.errors.setdefault((rt, k), deque(maxlen=CHOICE_WINDOW)).append(abs(actual - p))
 
 
-def score(steps: Sequence[Step], settings: Settings) -> dict[str, tuple[float, float | None, int]]:
-    """Per model: (T_p MAE, T_s MAE or None, scored batches)."""
+def score(
+    steps: Sequence[Step], settings: Settings, *, hgb: bool = True
+) -> dict[str, tuple[float, float | None, int]]:
+    """Per model: (T_p MAE, T_s MAE or None, scored batches); ``hgb=False`` leaves the
+    gradient-boosted model out (refitted on every sample, it is slow on a replay)."""
     priors = {r.name: (r.prior_per_image_s, r.prior_fixed_s) for r in settings.runtimes}
     models: dict[str, Model] = {
         "ransac-ridge (today's)": ransac_ridge,
-        "ransac-ridge, max age 24 h": max_age,
+        "ransac-ridge, max age 24 h": last_day(ransac_ridge),
         "rlm-huber": rlm_huber,
+        "rlm-huber, max age 24 h": last_day(rlm_huber),
         "shrink-to-prior 0.1": shrink_to_prior(0.1),
+        "shrink-to-prior 0.1, max age 24 h": last_day(shrink_to_prior(0.1)),
         "shrink-to-prior 1": shrink_to_prior(1.0),
-        "hgb-quantile (>= 20 samples)": hgb_quantile,
     }
-    chooser = OnlineChoice(
-        {"ransac": ransac_ridge, "rlm": rlm_huber, "shrink": shrink_to_prior(0.1)}
-    )
-    names = [*models, "online-choice"]
+    if hgb:
+        models["hgb-quantile (>= 20 samples)"] = hgb_quantile
+    trio = {"ransac": ransac_ridge, "rlm": rlm_huber, "shrink": shrink_to_prior(0.1)}
+    choosers = {
+        "online-choice": OnlineChoice(trio),
+        "online-choice, max age 24 h": OnlineChoice({k: last_day(m) for k, m in trio.items()}),
+    }
+    names = [*models, *choosers]
     tp_err: dict[str, list[float]] = {k: [] for k in names}
     ts_err: dict[str, list[float]] = {k: [] for k in names}
     history: dict[str, list[Sample]] = {}
@@ -159,8 +175,9 @@ def score(steps: Sequence[Step], settings: Settings) -> dict[str, tuple[float, f
         seen = history.setdefault(rt, [])
         a0, b0 = priors[rt]
         pred = {k: m(seen, n, now, a0, b0) for k, m in models.items()}
-        pred["online-choice"], cands = chooser.predict(rt, seen, n, now, a0, b0)
-        chooser.observe(rt, cands, y)
+        for k, chooser in choosers.items():
+            pred[k], cands = chooser.predict(rt, seen, n, now, a0, b0)
+            chooser.observe(rt, cands, y)
         if st.scored:
             rest = st.predicted["total"].mean - st.predicted["processing"].mean
             for k in names:
@@ -190,17 +207,19 @@ def main() -> None:
     ap.add_argument("--env", type=Path, action="append", default=[], help="spec to replay")
     ap.add_argument("--days", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--without-hgb", action="store_true", help="leave the slow HGB model out")
     args = ap.parse_args()
+    hgb = not args.without_hgb
     logging.getLogger("stoic").setLevel(logging.ERROR)
     settings = Settings()
     if args.csv:
         steps = replay(Predictor.from_settings(settings), read_components_csv(args.csv))
-        _print(f"{args.csv.name}, first 3 per runtime not scored", score(steps, settings))
+        _print(f"{args.csv.name}, first 3 per runtime not scored", score(steps, settings, hgb=hgb))
     from stoic.replay.onestep import env_steps
 
     for env in args.env:
         steps = env_steps(env, days=args.days, seed=args.seed, settings=settings)
-        _print(f"{env.stem}, {args.days} days, seed {args.seed}", score(steps, settings))
+        _print(f"{env.stem}, {args.days} days, seed {args.seed}", score(steps, settings, hgb=hgb))
 
 
 if __name__ == "__main__":
