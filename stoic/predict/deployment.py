@@ -194,10 +194,14 @@ def _mae(preds: FloatArray, truth: FloatArray) -> FloatArray:
 
 def best_window(mae: FloatArray) -> int:
     """The window (1-based) with the least MAE; ties go to the smaller window; 0 when
-    no window could be scored."""
-    if mae.size == 0 or np.all(np.isnan(mae)):
+    no window could be scored.
+
+    ``np.nanargmin`` without its checks and copies (it too reads NaN as +inf and takes
+    the first least): the live model asks once per calibration, every replayed batch."""
+    unscored = np.isnan(mae)
+    if mae.size == 0 or unscored.all():
         return 0
-    return int(np.nanargmin(mae)) + 1
+    return int(np.argmin(np.where(unscored, np.inf, mae))) + 1
 
 
 # Live predictor ------------------------------------------------------------------

@@ -285,26 +285,32 @@ class _ProbeShortcut:
         self.walked = 0
         self.fed = 0
         self.pod_s: dict[str, float] = {}  # runtime -> the walked probes' pod seconds
-        # Per runtime: the first tick drawn ahead, T_d of the ticks from it on, and the
-        # ticks each probe keeps the inquisitor busy.
-        self._drawn: dict[str, tuple[int, np.ndarray, list[int]]] = {}
+        # Per runtime: the first tick drawn ahead, T_d of the ticks from it on, the
+        # seconds each probe holds its pod, and the ticks each keeps the inquisitor busy.
+        self._drawn: dict[str, tuple[int, np.ndarray, np.ndarray, list[int]]] = {}
 
-    def _deployments(self, name: str, first: int, last: int) -> tuple[np.ndarray, list[int]]:
-        """T_d of the probes on ticks ``first .. last`` and the step to the next probe
+    def _deployments(
+        self, name: str, first: int, last: int
+    ) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """T_d of the probes on ticks ``first .. last`` (NaN: never ready), the seconds
+        each holds its pod (the timeout when it times out) and the step to the next probe
         after each (a probe busy past the next tick makes the inquisitor skip ticks: the
         next one starts at tick k + floor(duration / period) + 1), drawn ahead in blocks
         of :data:`DRAW_AHEAD` ticks. Each probe's T_d depends only on its own tick (its
         Philox block and its time), so a block drawn once serves the batches after it,
         and numpy's cost per call is paid once a block rather than once a batch."""
-        start, values, steps = self._drawn.get(name, (first, np.empty(0), []))
+        start, values, busy, steps = self._drawn.get(
+            name, (first, np.empty(0), np.empty(0), [])
+        )
         if first < start or last >= start + values.size:
             start = first
             ticks = np.arange(first, max(last, first + DRAW_AHEAD - 1) + 1)
             values = self.env.probe_deployments(name, first, ticks * self.period - self.warmup_s)
             busy = np.where(np.isnan(values) | (values >= self.timeout), self.timeout, values)
             steps = ((busy // self.period).astype(np.int64) + 1).tolist()
-            self._drawn[name] = (start, values, steps)
-        return values[first - start : last - start + 1], steps[first - start : last - start + 1]
+            self._drawn[name] = (start, values, busy, steps)
+        span = slice(first - start, last - start + 1)
+        return values[span], busy[span], steps[span]
 
     def start(self, first_tick: int) -> None:
         for r in self.clouds:
@@ -319,7 +325,7 @@ class _ProbeShortcut:
             done = self.pending[name]
             if last_tick >= k0:
                 # probe_deployments draws consecutive keys; tick k is key k.
-                d, step_of = self._deployments(name, k0, last_tick)
+                d, held, step_of = self._deployments(name, k0, last_tick)
                 k, n = 0, last_tick - k0 + 1
                 walked: list[int] = []
                 append = walked.append
@@ -327,11 +333,11 @@ class _ProbeShortcut:
                     append(k)
                     k += step_of[k]
                 self.walked += len(walked)
-                held = np.fmin(np.nan_to_num(d[walked], nan=self.timeout), self.timeout)
-                self.pod_s[name] = self.pod_s.get(name, 0.0) + float(held.sum())
+                at = np.array(walked)
+                self.pod_s[name] = self.pod_s.get(name, 0.0) + float(held[at].sum())
                 # Only the last ``keep`` probes can still influence the predictor.
-                tail = walked[-(self.keep + 1) :]
-                done.extend(zip((k0 + i for i in tail), d[tail].tolist(), strict=True))
+                tail = at[-(self.keep + 1) :]
+                done.extend(zip((tail + k0).tolist(), d[tail].tolist(), strict=True))
                 self.next_tick[name] = k0 + k
             # Only the last ``keep`` finished probes can influence the predictor.
             if len(done) > self.keep + 1:
