@@ -149,9 +149,14 @@ def _to_stdlib(logger: Any, method: str, event_dict: Any) -> Any:
 
 
 def get_logger(name: str) -> Any:
-    """The logger library code uses: keyword fields, emitted as stdlib records."""
+    """The logger library code uses: keyword fields, emitted as stdlib records.
+
+    Cached on first use: everything it is made of is given here, so nothing a later
+    ``structlog.configure`` sets would change it, and an uncached proxy builds a new
+    bound logger at every call (a replay logs a few lines per batch)."""
     return structlog.wrap_logger(
         logging.getLogger(name),
         processors=[structlog.stdlib.filter_by_level, _to_stdlib],
         wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
     )

@@ -102,6 +102,12 @@ class Estimate:
     uplink_wait_s: float = 0.0
     """Seconds of ``transfer`` that are the wait for an uplink that is down now
     (:class:`~stoic.predict.uplink.UplinkWatch`): no byte moves before it ends."""
+    total: Component = field(init=False, repr=False, compare=False)
+    """T_s = T_t + T_d + T_p (independent: the variances add). Summed once, when the
+    estimate is made: the policy reads it a few dozen times a batch."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "total", self.transfer + self.deployment + self.processing)
 
     def per_image_s(self, n_images: int) -> float:
         """Seconds per image: the fitted slope, else T_p spread over the batch."""
@@ -112,10 +118,6 @@ class Estimate:
     def fixed_s(self) -> float:
         """The fixed cost of a call: the fitted intercept, else 0."""
         return self.processing_line[1] if self.processing_line is not None else 0.0
-
-    @property
-    def total(self) -> Component:
-        return self.transfer + self.deployment + self.processing
 
     @property
     def processing_tail_s(self) -> float:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from stoic.predict.deployment import (
     DeploymentModel,
@@ -124,6 +125,15 @@ def test_best_window_picks_least_mae_and_smallest_on_ties():
     assert best_window(np.array([3.0, 1.0, 1.0, 2.0])) == 2
     assert best_window(np.array([np.nan, 2.0])) == 2
     assert best_window(np.array([np.nan])) == 0
+
+
+@given(
+    arrays(np.float64, st.integers(1, 120), elements=st.one_of(st.just(np.nan), st.floats(0, 1e3)))
+)
+def test_best_window_is_nanargmin(mae: np.ndarray) -> None:
+    """``best_window`` skips ``np.nanargmin``'s checks, not its answer."""
+    expected = 0 if np.all(np.isnan(mae)) else int(np.nanargmin(mae)) + 1
+    assert best_window(mae) == expected
 
 
 def test_timeout_counts_as_at_least_the_timeout_and_failure_is_no_sample():

@@ -185,19 +185,26 @@ def window_mae(
 
 
 def _mae(preds: FloatArray, truth: FloatArray) -> FloatArray:
-    """Mean over each row of ``|preds - truth|``. numpy's summation order follows the
-    memory layout, so the model's cached median rows are laid out as
-    :func:`median_window_predictions` lays them out (the transpose of C-ordered rows)."""
-    mae: FloatArray = np.mean(np.abs(preds - truth[None, :]), axis=1)
+    """Mean over each row of ``|preds - truth|``: the row's sum over its length, which
+    is what ``np.mean`` computes, less its per-call checks (the live model asks at
+    every calibration). numpy's summation order follows the memory layout, so the
+    model's cached median rows are laid out as :func:`median_window_predictions` lays
+    them out (the transpose of C-ordered rows)."""
+    errors = np.abs(preds - truth[None, :])
+    mae: FloatArray = np.add.reduce(errors, axis=1) / errors.shape[1]
     return mae
 
 
 def best_window(mae: FloatArray) -> int:
     """The window (1-based) with the least MAE; ties go to the smaller window; 0 when
-    no window could be scored."""
-    if mae.size == 0 or np.all(np.isnan(mae)):
+    no window could be scored.
+
+    ``np.nanargmin`` without its checks and copies (it too reads NaN as +inf and takes
+    the first least): the live model asks once per calibration, every replayed batch."""
+    unscored = np.isnan(mae)
+    if mae.size == 0 or unscored.all():
         return 0
-    return int(np.nanargmin(mae)) + 1
+    return int(np.argmin(np.where(unscored, np.inf, mae))) + 1
 
 
 # Live predictor ------------------------------------------------------------------
@@ -483,13 +490,14 @@ class DeploymentModel:
             else:
                 ordered = np.sort(ready)
                 med = sorted_median(ordered)
-                excess = max(float(ready.mean()) - med, 0.0) if self.method == "median" else 0.0
+                mean = float(ready.sum()) / ready.size  # ready.mean(), less its checks
+                excess = max(mean - med, 0.0) if self.method == "median" else 0.0
                 q_value = (
                     None
                     if q_ready > 1.0
                     else max(level + sorted_quantile(ordered, q_ready) - med, 0.0)
                 )
-                centre = med if self.method == "median" else float(ready.mean())
+                centre = med if self.method == "median" else mean
                 shifted = np.maximum(ordered + (level - centre), 0.0)
                 risk = Risk(
                     p, self.deploy_timeout_s, excess, q_value, ready_s=tuple(shifted.tolist())

@@ -256,6 +256,46 @@ DRAW_AHEAD = 4096
 """Probe ticks the replay's shortcut draws at once per runtime (about three days)."""
 
 
+def probe_walk(steps: np.ndarray) -> tuple[np.ndarray, int]:
+    """The ticks the inquisitor probes on, from tick 0, when the probe of tick ``k`` keeps
+    it busy ``steps[k]`` ticks (at least 1: the next probe is on tick k + steps[k]), in
+    ascending order, and the first tick it probes on after ``steps``'s last.
+
+    Probes shorter than the period follow one another tick by tick, so the walk is runs
+    of consecutive ticks, each ending on a probe that skips ticks (or on the last tick);
+    Python steps from one such probe to the next and numpy lays the runs out: the loop
+    turns a quarter as often as a tick-by-tick walk."""
+    size = steps.size
+    # run_end[k]: the first tick from k on whose probe skips ticks, else the last.
+    skips = np.where(steps > 1, np.arange(size), size - 1)
+    run_end = np.minimum.accumulate(skips[::-1])[::-1].tolist()
+    step_of = steps.tolist()
+    ends: list[int] = []
+    k = 0
+    while k < size:
+        j = run_end[k]
+        ends.append(j)
+        k = j + step_of[j]
+    to = np.array(ends, dtype=np.int64)
+    since = np.concatenate([[0], to[:-1] + steps[to[:-1]]])
+    n = to - since + 1
+    walk = np.arange(n.sum()) + np.repeat(since - (np.cumsum(n) - n), n)
+    return walk, k
+
+
+@dataclass(frozen=True)
+class _Block:
+    """Probes drawn ahead for one runtime (:meth:`_ProbeShortcut._draw`), ticks counted
+    from ``start``: T_d (NaN: never ready), the seconds each holds its pod, the ticks
+    the inquisitor's walk probes on (ascending) and the first it probes on after."""
+
+    start: int
+    values: np.ndarray
+    busy: np.ndarray
+    walk: np.ndarray
+    beyond: int
+
+
 class _ProbeShortcut:
     """Walks probe ticks with the inquisitor's rules and feeds the last ones (window mode).
 
@@ -285,26 +325,32 @@ class _ProbeShortcut:
         self.walked = 0
         self.fed = 0
         self.pod_s: dict[str, float] = {}  # runtime -> the walked probes' pod seconds
-        # Per runtime: the first tick drawn ahead, T_d of the ticks from it on, and the
-        # ticks each probe keeps the inquisitor busy.
-        self._drawn: dict[str, tuple[int, np.ndarray, list[int]]] = {}
+        # Per runtime, the block drawn ahead: its first tick, T_d of its ticks, the
+        # seconds each probe holds its pod, the ticks the inquisitor probes on (from the
+        # first) and the first it probes on after the block (_Block).
+        self._drawn: dict[str, _Block] = {}
 
-    def _deployments(self, name: str, first: int, last: int) -> tuple[np.ndarray, list[int]]:
-        """T_d of the probes on ticks ``first .. last`` and the step to the next probe
-        after each (a probe busy past the next tick makes the inquisitor skip ticks: the
-        next one starts at tick k + floor(duration / period) + 1), drawn ahead in blocks
-        of :data:`DRAW_AHEAD` ticks. Each probe's T_d depends only on its own tick (its
+    def _draw(self, name: str, first: int, last: int) -> _Block:
+        """The probes of ticks ``first .. last`` at least, drawn ahead in blocks of
+        :data:`DRAW_AHEAD` ticks. Each probe's T_d depends only on its own tick (its
         Philox block and its time), so a block drawn once serves the batches after it,
-        and numpy's cost per call is paid once a block rather than once a batch."""
-        start, values, steps = self._drawn.get(name, (first, np.empty(0), []))
-        if first < start or last >= start + values.size:
-            start = first
-            ticks = np.arange(first, max(last, first + DRAW_AHEAD - 1) + 1)
-            values = self.env.probe_deployments(name, first, ticks * self.period - self.warmup_s)
-            busy = np.where(np.isnan(values) | (values >= self.timeout), self.timeout, values)
-            steps = ((busy // self.period).astype(np.int64) + 1).tolist()
-            self._drawn[name] = (start, values, steps)
-        return values[first - start : last - start + 1], steps[first - start : last - start + 1]
+        and numpy's cost per call is paid once a block rather than once a batch.
+
+        A probe busy past the next tick makes the inquisitor skip ticks: the next one
+        starts at tick k + floor(duration / period) + 1. The walk (:func:`probe_walk`) is
+        made once a block, from its first tick; a batch's walk resumes where the last
+        one stopped, so the ticks it asks for are a stretch of the block's."""
+        block = self._drawn.get(name)
+        if block is not None and block.start <= first and last < block.start + block.values.size:
+            return block
+        ticks = np.arange(first, max(last, first + DRAW_AHEAD - 1) + 1)
+        values = self.env.probe_deployments(name, first, ticks * self.period - self.warmup_s)
+        busy = np.where(np.isnan(values) | (values >= self.timeout), self.timeout, values)
+        steps = (busy // self.period).astype(np.int64) + 1
+        walk, beyond = probe_walk(steps)
+        block = _Block(first, values, busy, walk, beyond)
+        self._drawn[name] = block
+        return block
 
     def start(self, first_tick: int) -> None:
         for r in self.clouds:
@@ -319,20 +365,19 @@ class _ProbeShortcut:
             done = self.pending[name]
             if last_tick >= k0:
                 # probe_deployments draws consecutive keys; tick k is key k.
-                d, step_of = self._deployments(name, k0, last_tick)
-                k, n = 0, last_tick - k0 + 1
-                walked: list[int] = []
-                append = walked.append
-                while k < n:
-                    append(k)
-                    k += step_of[k]
-                self.walked += len(walked)
-                held = np.fmin(np.nan_to_num(d[walked], nan=self.timeout), self.timeout)
-                self.pod_s[name] = self.pod_s.get(name, 0.0) + float(held.sum())
+                block = self._draw(name, k0, last_tick)
+                walk = block.walk
+                lo = int(walk.searchsorted(k0 - block.start))
+                hi = int(walk.searchsorted(last_tick - block.start, side="right"))
+                at = walk[lo:hi]
+                self.walked += at.size
+                self.pod_s[name] = self.pod_s.get(name, 0.0) + float(block.busy[at].sum())
                 # Only the last ``keep`` probes can still influence the predictor.
-                tail = walked[-(self.keep + 1) :]
-                done.extend(zip((k0 + i for i in tail), d[tail].tolist(), strict=True))
-                self.next_tick[name] = k0 + k
+                tail = at[-(self.keep + 1) :]
+                ticks = (tail + block.start).tolist()
+                done.extend(zip(ticks, block.values[tail].tolist(), strict=True))
+                after = int(walk[hi]) if hi < walk.size else block.beyond
+                self.next_tick[name] = block.start + after
             # Only the last ``keep`` finished probes can influence the predictor.
             if len(done) > self.keep + 1:
                 del done[: len(done) - self.keep - 1]
