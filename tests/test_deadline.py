@@ -205,6 +205,27 @@ def test_a_price_moves_the_selectors_deadline_earlier() -> None:
     assert priced.chosen == "gpu1" and priced.deadlines == {"gpu1": 10.0}
 
 
+def test_a_priced_race_counts_the_pod_seconds_its_deadline_saves() -> None:
+    # gpu1 ready in 10 s nine times in ten, else in 500 s (excess 49 s over the median):
+    # the race finishes in 89 s against the edge's 100 s, an 11 s gain. Without its
+    # deadline the leg is priced for 89 pod-seconds; with one at 70 s (100 − 30) a slow
+    # pod is released then: 0.9 · 40 + 0.1 · 70 = 43. At 0.2 s per pod-second only the
+    # race with a deadline pays.
+    risk = Risk(0.0, TIMEOUT, 49.0, ready_s=(10.0,) * 18 + (500.0,) * 2)
+    table = {
+        "edge": TABLE["edge"],
+        "gpu1": Estimate("gpu1", Component(5), Component(10), Component(30), risk),
+    }
+    options = replace(ACTIONS, duplicator_runtime="gpu1")
+    price = Price(0.2, 1e6)
+    plan = decide(Mode.DUPLICATOR, Job("b", 40, 1), table, options=options, price=price)
+    assert isinstance(plan, RacePlan) and plan.deadlines == {"gpu1": 70.0}
+    bare = replace(options, deploy_deadline=False)
+    assert (
+        decide(Mode.DUPLICATOR, Job("b", 40, 1), table, options=bare, price=price).chosen == "edge"
+    )
+
+
 def test_an_abandoned_deployment_falls_back_at_the_fallbacks_expected_total() -> None:
     # gpu2 looks fast on its bare mean (50 s) but half its deployments take 520 s: its
     # expected total is 300 s. gpu1 is slow (ready in 20 s one time in twenty, else 300 s).

@@ -49,7 +49,7 @@ from typing import Literal
 
 from stoic.errors import PredictorError
 from stoic.schedule.decide.budget import FREE, Price
-from stoic.schedule.decide.deadline import cloud_choice, race_deadline
+from stoic.schedule.decide.deadline import Deployments, cloud_choice, pod_s_at, race_deadline
 from stoic.schedule.share.fluid import fluid_bound
 from stoic.schedule.share.forecast import expected_finish, share_capacity
 from stoic.settings import Settings
@@ -173,14 +173,25 @@ def single_pod_s(e: Estimate) -> float:
 
 
 def race_pod_s(
-    estimates: Mapping[str, Estimate], cloud: str, objective: Objective, edge: str
+    estimates: Mapping[str, Estimate],
+    cloud: str,
+    objective: Objective,
+    edge: str,
+    deadline: bool = False,
 ) -> float:
     """Pod-seconds the duplicator's ``cloud`` leg expects to hold: to the end of the
     batch where its pod is predicted to beat the edge (:func:`race_score`), else to
-    its ready (the edge keeps the batch and the pod is torn down)."""
+    its ready (the edge keeps the batch and the pod is torn down). With its deploy
+    deadline (:func:`race_deadline`, ``deadline``) and ready samples to go on: a pod
+    ready by the deadline to the end of the batch, any other to the deadline."""
     e = estimates[cloud]
     r = e.risk
     edge_total = estimates[edge].total.mean if edge in estimates else math.inf
+    until = race_deadline(edge_total, e, r.timeout_s or math.inf) if deadline else None
+    if until is not None and r.ready_s:
+        dist = Deployments(r.ready_s, r.p_timeout, r.timeout_s or math.inf)
+        transfer = e.transfer.mean - e.uplink_wait_s
+        return pod_s_at(dist, until, overlap_s=transfer, after_s=e.processing.mean)
     ready = e.deployment.mean + r.deployment_excess_s
     finish = race_score(estimates, cloud, objective, edge)
     held = max(e.transfer.mean - e.uplink_wait_s, ready) + e.processing.mean
@@ -269,7 +280,8 @@ def decide(
                 return plan(cloud, f"duplicator: {edge} unavailable; running {cloud} alone")
             if price.per_pod_s > 0:
                 gain = estimates[edge].total.mean - race_score(estimates, cloud, objective, edge)
-                cost = price.cost(cloud, race_pod_s(estimates, cloud, objective, edge))
+                held = race_pod_s(estimates, cloud, objective, edge, options.deploy_deadline)
+                cost = price.cost(cloud, held)
                 if gain <= cost:
                     return plan(
                         edge,
@@ -348,7 +360,9 @@ def _auto_duplicator(
     scores = {c: race_score(estimates, c, objective, edge) for c in clouds}
     scores[edge] = edge_total
     costs = {
-        c: price.cost(c, race_pod_s(estimates, c, objective, edge)) if price.per_pod_s > 0 else 0.0
+        c: price.cost(c, race_pod_s(estimates, c, objective, edge, options.deploy_deadline))
+        if price.per_pod_s > 0
+        else 0.0
         for c in clouds
     }
     best = min(clouds, key=lambda c: (scores[c] + costs[c], clouds.index(c)))
