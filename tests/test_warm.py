@@ -17,6 +17,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from stoic.backends.fake import FakeBackend
+from stoic.clock import LoopClock
+from stoic.schedule.assembly import build_core
 from stoic.schedule.decide.budget import Price
 from stoic.schedule.execute.keepalive import (
     DAY_S,
@@ -26,10 +29,12 @@ from stoic.schedule.execute.keepalive import (
     keep_alive_s,
 )
 from stoic.schedule.execute.legs import release_on
+from stoic.schedule.execute.recorder import PredictorRecorder
 from stoic.schedule.execute.warm import WarmPool
 from stoic.schedule.scheduler import Scheduler
+from stoic.settings import Settings
 from stoic.values import Job, Mode, SinglePlan
-from tests.support.core import EPOCH, JOB, TABLE, World, make_world
+from tests.support.core import EPOCH, JOB, SPECS, TABLE, World, make_world
 
 waits = st.lists(st.floats(0.1, 5_000.0), min_size=1, max_size=30)
 
@@ -175,6 +180,23 @@ async def test_a_warm_keep_pays_the_budgets_price_within_what_is_left() -> None:
     assert pool.choose(runtimes["gpu2"]) == 0.0  # 100 s × 2 GPUs > 160 left
     pool.options = replace(pool.options, fixed_s=500.0)
     assert pool.choose(runtimes["gpu2"]) == 80.0
+
+
+async def test_the_core_prices_its_warm_pods_at_the_budgets_quote() -> None:
+    settings = Settings(
+        keepalive={"enabled": True, "fixed_s": 1_000.0},
+        requester={"cloud_budget_pod_s_per_day": 500.0},
+    )
+    core = build_core(
+        settings,
+        {"local": FakeBackend(dict(SPECS))},
+        LoopClock(EPOCH),
+        make_recorder=PredictorRecorder,
+    )
+    pool = core.legs.warm_pods
+    assert pool is not None
+    core.budget.charge("gpu1", 200.0)
+    assert pool.choose(core.legs.runtimes["gpu2"]) == 150.0  # 300 left, two GPUs
 
 
 @pytest.mark.looptime
