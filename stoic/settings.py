@@ -412,7 +412,7 @@ class KeepAliveSettings(_Section):
         ge=0,
         description="seconds of latency one idle pod second is worth paying (x GPUs, a CPU "
         "pod counts one): a pod is kept while the chance of the next batch, times the T_d "
-        "it saves, pays for its seconds",
+        "it saves, pays for its seconds; a cloud budget's price where that is higher",
     )
     max_s: float = Field(3_600.0, ge=0, le=86_400, description="the longest keep-alive")
     min_gaps: int = Field(

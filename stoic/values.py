@@ -249,6 +249,10 @@ class RacePlan(PlanBase):
 
     cloud: str
     edge: str
+    pod_price: float = 0.0
+    """The cloud budget's price of a pod-second of ``cloud`` (× its GPUs) in latency
+    seconds when the plan was made: the lagging decision weighs the pod time it would
+    hold (0: no budget)."""
 
     @property
     def chosen(self) -> str:

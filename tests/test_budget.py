@@ -28,9 +28,11 @@ from stoic.schedule.decide.budget import (
     Price,
     probe_value,
 )
-from stoic.schedule.decide.policy import PolicyOptions, decide
+from stoic.schedule.decide.policy import PolicyOptions, decide, keep_cloud
 from stoic.settings import Settings
 from stoic.values import Component, Estimate, Job, Mode, RacePlan, SharePlan
+from tests.support.core import JOB as CORE_JOB
+from tests.support.core import TABLE, make_world
 from tests.support.daemon import start_daemon
 from tests.support.paths import REPO
 from tests.support.settings import make_settings
@@ -180,6 +182,34 @@ def test_share_adds_no_leg_whose_gain_the_price_eats() -> None:
     assert isinstance(cheap, SharePlan) and cheap.clouds
     dear = decide(Mode.SHARE, JOB, ESTIMATES, price=Price(5.0, 1e6, GPUS))
     assert isinstance(dear, SharePlan) and dear.clouds == ()
+
+
+def test_the_race_plan_carries_the_price_of_its_pod() -> None:
+    gpu2 = PolicyOptions(duplicator_runtime="gpu2")
+    assert decide(Mode.DUPLICATOR, JOB, ESTIMATES, options=gpu2).pod_price == 0.0
+    plan = decide(Mode.DUPLICATOR, JOB, ESTIMATES, options=gpu2, price=Price(0.01, 1e6, GPUS))
+    assert isinstance(plan, RacePlan) and plan.pod_price == 0.02  # × gpu2's two GPUs
+
+
+def test_keep_cloud_weighs_the_pod_seconds_it_would_hold() -> None:
+    assert keep_cloud(Component(50.0), Component(40.0))
+    assert keep_cloud(Component(50.0), Component(40.0), pod_price=0.2)  # 40 + 8 < 50
+    assert not keep_cloud(Component(50.0), Component(40.0), pod_price=0.5)  # 40 + 20
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize(("pod_price", "winner"), [(0.0, "gpu1"), (1.5, "edge")])
+async def test_at_pod_ready_the_race_pays_the_plans_price(pod_price: float, winner: str) -> None:
+    # The fake world: gpu1's pod is ready at 32 s, the edge then 68 s from done, gpu1's
+    # T_p 30 s. Free, the pod is kept (done at 62 s); at 1.5 s per pod-second its 30 s
+    # more cost 45 s of latency: the edge keeps the batch and the pod goes at once.
+    world = make_world()
+    plan = RacePlan(
+        "gpu1", "edge", pod_price=pod_price, mode=Mode.DUPLICATOR, reason="test", estimates=TABLE
+    )
+    out = await world.requester.run(CORE_JOB, plan)
+    assert (out.runtime, out.kept_cloud) == (winner, pod_price == 0.0)
+    assert world.fake.times("teardown", "gpu1") == ([62.0] if pod_price == 0.0 else [32.0])
 
 
 def test_probe_value_is_the_chance_to_win_times_the_gain() -> None:

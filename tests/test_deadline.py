@@ -12,11 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stoic.errors import DeployAbandoned
+from stoic.schedule.decide.budget import Price
 from stoic.schedule.decide.deadline import (
+    DeadlineChoice,
     Deployments,
     choose_deadline,
     cloud_choice,
     expected_at,
+    pod_s_at,
     race_deadline,
 )
 from stoic.schedule.decide.policy import PolicyOptions, decide
@@ -93,16 +96,34 @@ def test_the_deadline_is_never_worse_in_expectation_than_none(
 
 
 @settings(max_examples=100, deadline=None)
-@given(deployments, seconds, seconds, seconds, st.floats(0.0, TIMEOUT))
+@given(deployments, seconds, seconds, seconds, st.floats(0.0, TIMEOUT), st.floats(0.0, 2.0))
 def test_no_deadline_in_between_beats_the_chosen_one(
-    dist: Deployments, overlap: float, after: float, fallback: float, other: float
+    dist: Deployments, overlap: float, after: float, fallback: float, other: float, price: float
 ) -> None:
     # Below the fastest sample a deadline only ever falls back: not choosing the runtime
-    # at all, which the selector weighs by itself.
+    # at all, which the selector weighs by itself. At a price, the objective is the
+    # expected total plus the price of the pod-seconds held, and the choice says both.
     other = max(other, min(dist.ready_s))
     kw: dict[str, Any] = {"overlap_s": overlap, "after_s": after, "fallback_s": fallback}
-    choice = choose_deadline(dist, **kw)
-    assert choice.expected_s <= expected_at(dist, other, **kw) + 1e-9
+    pod: dict[str, Any] = {"overlap_s": overlap, "after_s": after}
+
+    def objective(d: float) -> float:
+        return expected_at(dist, d, **kw) + price * pod_s_at(dist, d, **pod)
+
+    choice = choose_deadline(dist, pod_price=price, **kw)
+    chosen = TIMEOUT if choice.deadline_s is None else choice.deadline_s
+    assert choice.pod_s == pytest.approx(pod_s_at(dist, chosen, **pod), rel=1e-9, abs=1e-9)
+    assert choice.expected_s + price * choice.pod_s <= objective(other) + 1e-6
+
+
+def test_a_price_on_pod_seconds_gives_up_on_a_slow_deployment_sooner() -> None:
+    # Ready in 10 s or 100 s, then 30 s of upload and processing; the fallback takes
+    # 140 s. Waiting expects 85 s (and holds the pod 85 s), giving up at 10 s 95 s (25
+    # s held): no deadline for free, one at a price above 1/6 s per pod-second.
+    dist = Deployments([10.0] * 50 + [100.0] * 50, 0.0, TIMEOUT)
+    kw: dict[str, Any] = {"overlap_s": 0, "after_s": 30, "fallback_s": 140}
+    assert choose_deadline(dist, **kw) == DeadlineChoice(None, 85.0, 85.0)
+    assert choose_deadline(dist, pod_price=0.5, **kw) == DeadlineChoice(10.0, 95.0, 25.0)
 
 
 def _cloud(transfer: float, ready: tuple[float, ...], processing: float) -> Estimate:
@@ -154,6 +175,55 @@ def test_the_selector_plans_a_deadline_and_a_pipelined_upload() -> None:
     assert plan.scores["gpu1"] == pytest.approx(75.0)
     assert "deadline 10 s" in plan.reason
     assert plan.estimates_as_dicts()["gpu1"]["deadline_s"] == 10.0
+
+
+def test_a_binding_price_keeps_the_deadline_and_the_pipelined_upload() -> None:
+    # gpu1 at its deadline: 75 s expected, and 0.5·40 + 0.5·10 = 25 pod-seconds held. At
+    # 0.1 s per pod-second it still beats the edge (100 s) by its actions, which the
+    # price enters rather than turns off; at 2 s the edge takes the batch.
+    table = _bimodal_table()
+    priced = decide(Mode.SELECTOR, JOB, table, options=ACTIONS, price=Price(0.1, 1e6))
+    assert isinstance(priced, SinglePlan) and priced.runtime == "gpu1"
+    assert priced.deadlines == {"gpu1": 10.0} and priced.pipelined
+    assert priced.scores["gpu1"] == pytest.approx(75.0 + 0.1 * 25.0)
+    assert "deadline 10 s" in priced.reason and "cloud price" in priced.reason
+    dear = decide(Mode.SELECTOR, JOB, table, options=ACTIONS, price=Price(2.0, 1e6))
+    assert dear.chosen == "edge"
+
+
+def test_a_price_moves_the_selectors_deadline_earlier() -> None:
+    # gpu1 ready in 10 s or 100 s (of 20 samples); the edge takes 140 s. Free, waiting
+    # for the slow mode pays; at 0.5 s per pod-second giving up at 10 s does.
+    risk = Risk(0.0, TIMEOUT, 45.0, ready_s=(10.0,) * 10 + (100.0,) * 10)
+    table = {
+        "edge": est("edge", 0, 0, 140),
+        "gpu1": Estimate("gpu1", Component(5), Component(10), Component(25), risk),
+    }
+    options = replace(ACTIONS, pipelined_upload=False)
+    assert decide(Mode.SELECTOR, JOB, table, options=options).deadlines == {}
+    priced = decide(Mode.SELECTOR, JOB, table, options=options, price=Price(0.5, 1e6))
+    assert priced.chosen == "gpu1" and priced.deadlines == {"gpu1": 10.0}
+
+
+def test_a_priced_race_counts_the_pod_seconds_its_deadline_saves() -> None:
+    # gpu1 ready in 10 s nine times in ten, else in 500 s (excess 49 s over the median):
+    # the race finishes in 89 s against the edge's 100 s, an 11 s gain. Without its
+    # deadline the leg is priced for 89 pod-seconds; with one at 70 s (100 − 30) a slow
+    # pod is released then: 0.9 · 40 + 0.1 · 70 = 43. At 0.2 s per pod-second only the
+    # race with a deadline pays.
+    risk = Risk(0.0, TIMEOUT, 49.0, ready_s=(10.0,) * 18 + (500.0,) * 2)
+    table = {
+        "edge": TABLE["edge"],
+        "gpu1": Estimate("gpu1", Component(5), Component(10), Component(30), risk),
+    }
+    options = replace(ACTIONS, duplicator_runtime="gpu1")
+    price = Price(0.2, 1e6)
+    plan = decide(Mode.DUPLICATOR, Job("b", 40, 1), table, options=options, price=price)
+    assert isinstance(plan, RacePlan) and plan.deadlines == {"gpu1": 70.0}
+    bare = replace(options, deploy_deadline=False)
+    assert (
+        decide(Mode.DUPLICATOR, Job("b", 40, 1), table, options=bare, price=price).chosen == "edge"
+    )
 
 
 def test_an_abandoned_deployment_falls_back_at_the_fallbacks_expected_total() -> None:

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import math
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from stoic.backends.fake import FakeBackend
+from stoic.clock import LoopClock
+from stoic.schedule.assembly import build_core
+from stoic.schedule.decide.budget import Price
 from stoic.schedule.execute.keepalive import (
     DAY_S,
     HOUR_S,
@@ -24,10 +29,12 @@ from stoic.schedule.execute.keepalive import (
     keep_alive_s,
 )
 from stoic.schedule.execute.legs import release_on
+from stoic.schedule.execute.recorder import PredictorRecorder
 from stoic.schedule.execute.warm import WarmPool
 from stoic.schedule.scheduler import Scheduler
+from stoic.settings import Settings
 from stoic.values import Job, Mode, SinglePlan
-from tests.support.core import EPOCH, JOB, TABLE, World, make_world
+from tests.support.core import EPOCH, JOB, SPECS, TABLE, World, make_world
 
 waits = st.lists(st.floats(0.1, 5_000.0), min_size=1, max_size=30)
 
@@ -153,6 +160,43 @@ async def test_the_scheduler_prices_a_warm_runtime_with_no_deployment() -> None:
     assert plan.chosen == "gpu1" and out.deployment_s == 0
     await pool.aclose()
     assert world.fake.live == {}
+
+
+@pytest.mark.looptime
+async def test_a_warm_keep_pays_the_budgets_price_within_what_is_left() -> None:
+    # A batch every 100 s: keeping a gpu1 pod (cold start 30 s) to the next one saves
+    # 30 s for 100 idle pod-seconds. Worth it at the setting's 0.02 s per pod-second, not
+    # at a budget's 0.5; and no keep outlives what is left of the budget (× GPUs).
+    world, pool = pooled_world()
+    runtimes = world.requester.legs.runtimes
+    now = world.requester.legs.clock.now()
+    for i in range(6):
+        pool.arrived(now - 500.0 + 100.0 * i)
+    assert pool.choose(runtimes["gpu1"]) == 100.0
+    pool.price = lambda: Price(0.5, math.inf)
+    assert pool.choose(runtimes["gpu1"]) == 0.0
+    pool.price = lambda: Price(0.0, 160.0)
+    assert pool.choose(runtimes["gpu1"]) == 100.0
+    assert pool.choose(runtimes["gpu2"]) == 0.0  # 100 s × 2 GPUs > 160 left
+    pool.options = replace(pool.options, fixed_s=500.0)
+    assert pool.choose(runtimes["gpu2"]) == 80.0
+
+
+async def test_the_core_prices_its_warm_pods_at_the_budgets_quote() -> None:
+    settings = Settings(
+        keepalive={"enabled": True, "fixed_s": 1_000.0},
+        requester={"cloud_budget_pod_s_per_day": 500.0},
+    )
+    core = build_core(
+        settings,
+        {"local": FakeBackend(dict(SPECS))},
+        LoopClock(EPOCH),
+        make_recorder=PredictorRecorder,
+    )
+    pool = core.legs.warm_pods
+    assert pool is not None
+    core.budget.charge("gpu1", 200.0)
+    assert pool.choose(core.legs.runtimes["gpu2"]) == 150.0  # 300 left, two GPUs
 
 
 @pytest.mark.looptime

@@ -212,6 +212,7 @@ def build_core(
             cold_s=cold_deploy_s(predictor),
             release=partial(release_on, backends),
             on_held=partial(_warm_held, budget, on_warm_held),
+            price=budget.quote,
         )
         if keep.enabled
         else None

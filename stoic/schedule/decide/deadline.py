@@ -18,6 +18,15 @@ for a pod that may never come. Two cheaper choices are open at decision time:
   ``d`` finishes at ``max(T_t, d) + T_p`` rather than ``T_t + d + T_p`` (the
   duplicator has always done this): ``overlap = T_t``, ``after = T_p``.
 
+**At a price** (the cloud budget's λ, :mod:`stoic.schedule.decide.budget`) the choice
+minimises the expected total plus ``pod_price`` times the pod-seconds the leg expects to
+hold, from its deployment's request to its teardown: a pod ready at ``d <= D`` is held
+to the end of the batch, ``max(overlap, d) + after`` (the same as its total), one
+abandoned at ``D`` for ``D``, a timed-out one for the timeout. That is the total's own
+form with a fallback of 0, so the priced objective is piecewise linear and increasing
+between samples too, and the same candidates hold its least: a price makes a deadline
+earlier (an abandoned pod is released), never turns it off.
+
 A deadline that buys less than ``min_gain_s`` in expectation is not set: the empirical
 distribution has no mass past its largest sample, and a deadline just above it would
 abandon a deployment a little slower than any seen for a gain of a few milliseconds.
@@ -43,13 +52,15 @@ MIN_SAMPLES = 10
 
 @dataclass(frozen=True, slots=True)
 class DeadlineChoice:
-    """A cloud leg's deadline and the expected total it gives.
+    """A cloud leg's deadline, the expected total it gives and the pod-seconds it
+    expects to hold (not × GPUs).
 
     ``deadline_s`` counts from the start of the deployment; None: no deadline (the
     deployment timeout bounds the wait, as in the paper)."""
 
     deadline_s: float | None
     expected_s: float
+    pod_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +95,12 @@ def _mix(p_timeout: float, ready_part: float, missed: float) -> float:
     return (1.0 - p_timeout) * ready_part + p_timeout * missed
 
 
+def pod_s_at(dist: Deployments, deadline_s: float, *, overlap_s: float, after_s: float) -> float:
+    """E[pod-seconds held] with the deployment abandoned at ``deadline_s`` (module
+    docstring): :func:`expected_at` with nothing after a miss."""
+    return expected_at(dist, deadline_s, overlap_s=overlap_s, after_s=after_s, fallback_s=0.0)
+
+
 def choose_deadline(
     dist: Deployments,
     *,
@@ -91,34 +108,39 @@ def choose_deadline(
     after_s: float,
     fallback_s: float,
     min_gain_s: float = 0.0,
+    pod_price: float = 0.0,
 ) -> DeadlineChoice:
-    """The deadline of least expected total (module docstring); None where none beats
-    no deadline by ``min_gain_s``."""
+    """The deadline of least expected total + ``pod_price`` · pod-seconds (module
+    docstring); None where none beats no deadline by ``min_gain_s``."""
     timeout, p = dist.timeout_s, dist.p_timeout
     ready = sorted(r for r in dist.ready_s if math.isfinite(r))
     n = len(ready)
     if n == 0:
-        return DeadlineChoice(None, timeout + fallback_s)
+        return DeadlineChoice(None, timeout + fallback_s, timeout)
     done = [0.0]
     for r in ready:
         done.append(done[-1] + max(overlap_s, r) + after_s)
 
-    def expected(d: float) -> float:
+    def expected(d: float, fallback: float = fallback_s) -> float:
         j = bisect.bisect_right(ready, d)
-        part = (done[j] + (n - j) * (d + fallback_s)) / n if j < n else done[n] / n
-        return _mix(p, part, d + fallback_s)
+        part = (done[j] + (n - j) * (d + fallback)) / n if j < n else done[n] / n
+        return _mix(p, part, d + fallback)
 
-    none = expected(timeout)
+    def objective(d: float) -> float:
+        total = expected(d)
+        return total + pod_price * expected(d, 0.0) if pod_price > 0 else total
+
+    none = objective(timeout)
     best_d, best = timeout, none
     for d in ready:
         if d >= timeout:
             break
-        e = expected(d)
+        e = objective(d)
         if e < best:
             best_d, best = d, e
     if best_d >= timeout or none - best < min_gain_s:
-        return DeadlineChoice(None, none)
-    return DeadlineChoice(best_d, best)
+        return DeadlineChoice(None, expected(timeout), expected(timeout, 0.0))
+    return DeadlineChoice(best_d, expected(best_d), expected(best_d, 0.0))
 
 
 def cloud_choice(
@@ -128,11 +150,13 @@ def cloud_choice(
     deadline: bool,
     pipelined: bool,
     min_gain_s: float = 0.0,
+    pod_price: float = 0.0,
 ) -> DeadlineChoice:
-    """A cloud runtime's deadline and expected total in the selector: its deployment
-    distribution from the estimate's :class:`~stoic.values.Risk` (the ready samples;
-    the window's estimate alone where there are none), its upload overlapped with the
-    deployment if ``pipelined``, and the processing tail priced as ``expected`` does."""
+    """A cloud runtime's deadline, expected total and pod-seconds in the selector: its
+    deployment distribution from the estimate's :class:`~stoic.values.Risk` (the ready
+    samples; the window's estimate alone where there are none), its upload overlapped
+    with the deployment if ``pipelined``, the processing tail priced as ``expected``
+    does, and its pod-seconds at ``pod_price`` (latency seconds per pod-second, × GPUs)."""
     r = estimate.risk
     transfer, processing = estimate.transfer.mean, estimate.processing.mean
     processing += estimate.processing_tail_s
@@ -143,9 +167,16 @@ def cloud_choice(
         e = expected_at(
             dist, dist.timeout_s, overlap_s=overlap, after_s=after, fallback_s=fallback_s
         )
-        return DeadlineChoice(None, e)
+        return DeadlineChoice(
+            None, e, pod_s_at(dist, dist.timeout_s, overlap_s=overlap, after_s=after)
+        )
     return choose_deadline(
-        dist, overlap_s=overlap, after_s=after, fallback_s=fallback_s, min_gain_s=min_gain_s
+        dist,
+        overlap_s=overlap,
+        after_s=after,
+        fallback_s=fallback_s,
+        min_gain_s=min_gain_s,
+        pod_price=pod_price,
     )
 
 

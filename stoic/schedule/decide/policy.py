@@ -30,8 +30,11 @@ worlds, one code path"), so a table of estimates is all a test needs.
   scores each cloud runtime by its least expected total over its deadlines, its upload
   overlapping its deployment if asked (:mod:`stoic.schedule.decide.deadline`), and the
   plan carries the deadlines; the duplicator's cloud leg gets the deadline past which
-  its pod could no longer beat the edge. While a budget's price binds, the selector
-  prices pod-seconds without these two actions (their priced form is still to come).
+  its pod could no longer beat the edge. The selector is one path whatever the price:
+  with a budget each cloud runtime's least expected total *plus* the price of the
+  pod-seconds it expects to hold is taken over its deadlines (a price moves a
+  deadline, never turns an action off); :func:`keep_cloud`, the duplicator's decision
+  at pod ready, weighs the pod-seconds it would hold at the price the plan carries.
 * baselines for the replay: **edge-only**, **gpu1-only**, **threshold** (a fixed
   batch-size cut-over to a GPU runtime), **oracle** (MIN-LAT: needs the ground truth, so
   only the replay can use it), and **pinned** (the user names the runtime).
@@ -46,7 +49,7 @@ from typing import Literal
 
 from stoic.errors import PredictorError
 from stoic.schedule.decide.budget import FREE, Price
-from stoic.schedule.decide.deadline import cloud_choice, race_deadline
+from stoic.schedule.decide.deadline import Deployments, cloud_choice, pod_s_at, race_deadline
 from stoic.schedule.share.fluid import fluid_bound
 from stoic.schedule.share.forecast import expected_finish, share_capacity
 from stoic.settings import Settings
@@ -170,14 +173,25 @@ def single_pod_s(e: Estimate) -> float:
 
 
 def race_pod_s(
-    estimates: Mapping[str, Estimate], cloud: str, objective: Objective, edge: str
+    estimates: Mapping[str, Estimate],
+    cloud: str,
+    objective: Objective,
+    edge: str,
+    deadline: bool = False,
 ) -> float:
     """Pod-seconds the duplicator's ``cloud`` leg expects to hold: to the end of the
     batch where its pod is predicted to beat the edge (:func:`race_score`), else to
-    its ready (the edge keeps the batch and the pod is torn down)."""
+    its ready (the edge keeps the batch and the pod is torn down). With its deploy
+    deadline (:func:`race_deadline`, ``deadline``) and ready samples to go on: a pod
+    ready by the deadline to the end of the batch, any other to the deadline."""
     e = estimates[cloud]
     r = e.risk
     edge_total = estimates[edge].total.mean if edge in estimates else math.inf
+    until = race_deadline(edge_total, e, r.timeout_s or math.inf) if deadline else None
+    if until is not None and r.ready_s:
+        dist = Deployments(r.ready_s, r.p_timeout, r.timeout_s or math.inf)
+        transfer = e.transfer.mean - e.uplink_wait_s
+        return pod_s_at(dist, until, overlap_s=transfer, after_s=e.processing.mean)
     ready = e.deployment.mean + r.deployment_excess_s
     finish = race_score(estimates, cloud, objective, edge)
     held = max(e.transfer.mean - e.uplink_wait_s, ready) + e.processing.mean
@@ -227,7 +241,15 @@ def decide(
     ) -> Plan:
         given, seen = dict(estimates), dict(scores or {})
         if speculative:
-            return RacePlan(runtime, edge, mode=mode, reason=reason, estimates=given, scores=seen)
+            return RacePlan(
+                runtime,
+                edge,
+                pod_price=price.cost(runtime, 1.0),
+                mode=mode,
+                reason=reason,
+                estimates=given,
+                scores=seen,
+            )
         return SinglePlan(runtime, mode=mode, reason=reason, estimates=given, scores=seen)
 
     def fallback(wanted: str) -> Plan:
@@ -237,20 +259,14 @@ def decide(
         return plan(best, f"{wanted} and {edge} unavailable; fastest remaining is {best}")
 
     match mode:
-        case Mode.SELECTOR if price.binds:
-            return _priced_selector(estimates, options, price, plan)
-        case Mode.SELECTOR if options.deploy_deadline or options.pipelined_upload:
-            return _selector_actions(estimates, options)
-        case Mode.SELECTOR | Mode.SELECTOR_PAPER:
-            scores = {n: score(estimates, n, objective, edge) for n in estimates}
-            best = select_min(estimates, edge, objective)
-            t = estimates[best].total
-            what = "predicted T_s" if objective == "mean" else f"{objective} T_s"
-            return plan(
-                best,
-                f"selector: {best} has the smallest {what} ({scores[best]:.1f} s; "
-                f"T_s {t.mean:.1f} ± {t.std:.1f} s)",
-                scores=scores,
+        case Mode.SELECTOR:
+            return _selector(estimates, options, price)
+        case Mode.SELECTOR_PAPER:
+            return _selector(
+                estimates,
+                replace(options, deploy_deadline=False, pipelined_upload=False),
+                FREE,
+                mode,
             )
         case Mode.SHARE:
             return _share(job, estimates, options, plan, price)
@@ -264,7 +280,8 @@ def decide(
                 return plan(cloud, f"duplicator: {edge} unavailable; running {cloud} alone")
             if price.per_pod_s > 0:
                 gain = estimates[edge].total.mean - race_score(estimates, cloud, objective, edge)
-                cost = price.cost(cloud, race_pod_s(estimates, cloud, objective, edge))
+                held = race_pod_s(estimates, cloud, objective, edge, options.deploy_deadline)
+                cost = price.cost(cloud, held)
                 if gain <= cost:
                     return plan(
                         edge,
@@ -322,31 +339,6 @@ def decide(
     raise PredictorError(f"unknown mode {mode!r}")  # pragma: no cover - exhaustive match
 
 
-def _priced_selector(
-    estimates: Mapping[str, Estimate],
-    options: PolicyOptions,
-    price: Price,
-    plan: Callable[..., Plan],
-) -> Plan:
-    """The selector under a budget: the smallest objective + λ·pod-seconds × GPUs."""
-    edge, objective = options.edge_runtime, options.objective
-    if not estimates:
-        raise PredictorError("no runtime is available to estimate")
-    scores = {
-        n: score(estimates, n, objective, edge)
-        + (0.0 if n == edge else price.cost(n, single_pod_s(e)))
-        for n, e in estimates.items()
-    }
-    order = _order(estimates, edge)
-    best = min(order, key=lambda n: (scores[n], order.index(n)))
-    return plan(
-        best,
-        f"selector: {best} has the smallest {objective} T_s + cloud price "
-        f"({scores[best]:.1f} s at {price.per_pod_s:.3f} s per pod-second)",
-        scores=scores,
-    )
-
-
 def _auto_duplicator(
     job: Job,
     estimates: Mapping[str, Estimate],
@@ -368,7 +360,9 @@ def _auto_duplicator(
     scores = {c: race_score(estimates, c, objective, edge) for c in clouds}
     scores[edge] = edge_total
     costs = {
-        c: price.cost(c, race_pod_s(estimates, c, objective, edge)) if price.per_pod_s > 0 else 0.0
+        c: price.cost(c, race_pod_s(estimates, c, objective, edge, options.deploy_deadline))
+        if price.per_pod_s > 0
+        else 0.0
         for c in clouds
     }
     best = min(clouds, key=lambda c: (scores[c] + costs[c], clouds.index(c)))
@@ -413,45 +407,76 @@ def _with_race_deadline(
     return replace(race, deadlines={race.cloud: d}, reason=f"{race.reason}; deadline {d:.3g} s")
 
 
-def _selector_actions(estimates: Mapping[str, Estimate], options: PolicyOptions) -> Plan:
-    """The selector with the deploy deadline and/or the pipelined upload
-    (:mod:`stoic.schedule.decide.deadline`): each cloud runtime scored by its expected
-    total with its best deadline, the edge by its expected total; least wins (ties as
-    :func:`select_min`)."""
+def _selector(
+    estimates: Mapping[str, Estimate],
+    options: PolicyOptions,
+    price: Price,
+    mode: Mode = Mode.SELECTOR,
+) -> Plan:
+    """The selector, one path for every action and price: each runtime scored by its
+    objective plus the price of the pod-seconds × GPUs it expects to hold (0 on the
+    edge; :data:`FREE`: nothing); least wins (ties as :func:`select_min`).
+
+    With the deploy deadline and/or the pipelined upload on, each cloud runtime's
+    objective is its least expected total + price over its deadlines
+    (:func:`~stoic.schedule.decide.deadline.cloud_choice`), its upload overlapping its
+    deployment if asked, and the plan carries the deadlines: a price moves a deadline or
+    the choice, it never turns an action off."""
     if not estimates:
         raise PredictorError("no runtime is available to estimate")
-    edge = options.edge_runtime
-    # Where an abandoned deployment falls back, priced as the selector prices it (its
-    # tail and timeouts in): at its bare mean, a runtime abandoned at once would pass
-    # for its fallback with the fallback's risk left out.
-    base = {n: score(estimates, n, "expected", edge) for n in estimates}
+    edge, objective = options.edge_runtime, options.objective
+    actions = options.deploy_deadline or options.pipelined_upload
+    priced = price.per_pod_s > 0
+
+    def cost(name: str, pod_s: float) -> float:
+        return price.cost(name, pod_s) if priced and name != edge else 0.0
+
     scores: dict[str, float] = {}
     deadlines: dict[str, float] = {}
-    for name, e in estimates.items():
-        if name == edge:
-            scores[name] = base[name]
-            continue
-        others = [base[m] for m in estimates if m != name]
-        choice = cloud_choice(
-            e,
-            min(others) if others else base[name],
-            deadline=options.deploy_deadline,
-            pipelined=options.pipelined_upload,
-            min_gain_s=options.deadline_min_gain_s,
-        )
-        scores[name] = choice.expected_s
-        if choice.deadline_s is not None:
-            deadlines[name] = choice.deadline_s
+    if not actions:
+        for name, e in estimates.items():
+            scores[name] = score(estimates, name, objective, edge) + cost(name, single_pod_s(e))
+    else:
+        # Where an abandoned deployment falls back, priced as the selector prices it (its
+        # tail, timeouts and pod time in): at its bare mean, a runtime abandoned at once
+        # would pass for its fallback with the fallback's risk left out.
+        base = {
+            n: score(estimates, n, "expected", edge) + cost(n, single_pod_s(e))
+            for n, e in estimates.items()
+        }
+        for name, e in estimates.items():
+            if name == edge:
+                scores[name] = base[name]
+                continue
+            others = [base[m] for m in estimates if m != name]
+            choice = cloud_choice(
+                e,
+                min(others) if others else base[name],
+                deadline=options.deploy_deadline,
+                pipelined=options.pipelined_upload,
+                min_gain_s=options.deadline_min_gain_s,
+                pod_price=cost(name, 1.0),
+            )
+            scores[name] = choice.expected_s + cost(name, choice.pod_s)
+            if choice.deadline_s is not None:
+                deadlines[name] = choice.deadline_s
     order = _order(estimates, edge)
     best = min(order, key=lambda n: (scores[n], order.index(n)))
-    how = " pipelined," if options.pipelined_upload and best != edge else ""
-    until = f" deadline {deadlines[best]:.3g} s," if best in deadlines else ""
     t = estimates[best].total
+    if actions:
+        how = " pipelined," if options.pipelined_upload and best != edge else ""
+        until = f" deadline {deadlines[best]:.3g} s," if best in deadlines else ""
+        what, detail = "expected T_s", f"{how}{until}"
+    else:
+        what = "predicted T_s" if objective == "mean" else f"{objective} T_s"
+        detail = ""
+    if priced:
+        what += f" + cloud price at {price.per_pod_s:.3f} s per pod-second"
     return SinglePlan(
         best,
-        mode=Mode.SELECTOR,
-        reason=f"selector: {best} has the smallest expected T_s ({scores[best]:.1f} s;{how}"
-        f"{until} T_s {t.mean:.1f} ± {t.std:.1f} s)",
+        mode=mode,
+        reason=f"selector: {best} has the smallest {what} ({scores[best]:.1f} s;{detail} "
+        f"T_s {t.mean:.1f} ± {t.std:.1f} s)",
         estimates=dict(estimates),
         scores=scores,
         deadlines=deadlines,
@@ -511,8 +536,15 @@ def _share(
     )
 
 
-def keep_cloud(edge_remaining: Component, cloud_processing: Component) -> bool:
+def keep_cloud(
+    edge_remaining: Component, cloud_processing: Component, pod_price: float = 0.0
+) -> bool:
     """The duplicator's lagging decision (paper §3.7): when the cloud pod is ready, keep
     it (and cancel the edge) only if its predicted T_p beats the edge's predicted
-    remaining time. On a tie the edge keeps the batch: it costs no shared cloud time."""
-    return cloud_processing.mean < edge_remaining.mean
+    remaining time. On a tie the edge keeps the batch: it costs no shared cloud time.
+
+    At a price (``pod_price``: latency seconds per pod-second of this pod, × GPUs; the
+    plan's :attr:`~stoic.values.RacePlan.pod_price`) keeping the pod holds it T_p more,
+    while the edge costs nothing: keep it only if T_p plus that price still wins."""
+    p = cloud_processing.mean
+    return p + pod_price * p < edge_remaining.mean if pod_price > 0 else p < edge_remaining.mean

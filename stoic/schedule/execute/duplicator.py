@@ -80,7 +80,7 @@ class Duplicator:
                 winner = edge
             else:
                 winner, invoke, kept_cloud, reason = await self._lagging_decision(
-                    job, edge, cloud, edge_task
+                    job, edge, cloud, edge_task, plan.pod_price
                 )
                 cloud_task = invoke or prep
         finally:
@@ -117,9 +117,15 @@ class Duplicator:
         return out
 
     async def _lagging_decision(
-        self, job: Job, edge: Leg, cloud: Leg, edge_task: asyncio.Task[None]
+        self,
+        job: Job,
+        edge: Leg,
+        cloud: Leg,
+        edge_task: asyncio.Task[None],
+        pod_price: float,
     ) -> tuple[Leg, asyncio.Task[None] | None, bool, str]:
-        """The cloud is ready and the edge still running: re-predict and keep one.
+        """The cloud is ready and the edge still running: re-predict and keep one (at
+        the plan's price of a pod-second, :func:`keep_cloud`).
 
         Returns the winner, the cloud's invocation task if the race started one (it is
         finished or cancelled by then: this method owns it), the decision and why."""
@@ -132,7 +138,7 @@ class Duplicator:
         cloud_p = self.predictor.estimate(
             cloud.runtime.name, job.n_images, job.n_bytes, app=job.app, app_version=job.app_version
         ).processing
-        kept = keep_cloud(remaining, cloud_p)
+        kept = keep_cloud(remaining, cloud_p, pod_price)
         log.info(
             "duplicator decision at pod ready",
             batch_id=job.batch_id,

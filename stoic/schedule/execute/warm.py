@@ -18,14 +18,21 @@ torn down across a restart, never adopted.
 
 Pod seconds idled in the pool are counted apart from the batches' (``held_s``, and
 ``on_held`` as each pod leaves: the daemon's cloud usage, cause ``warm``).
+
+Under a cloud budget a kept pod pays the budget's price like every other decision: the
+keep-alive rule prices an idle pod-second at the budget's λ where that is above
+``keepalive.price_s_per_pod_s`` (the probes' rule), so a keep whose idle pod-seconds
+cost more than the deployment it expects to save is refused; and no pod is kept longer
+than what is left of the day's budget would pay for (a fixed keep-alive included).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from stoic.aio import BackgroundTasks, to_the_end
 from stoic.backends.base import Deployment
@@ -38,6 +45,17 @@ log = get_logger(__name__)
 
 Release = Callable[[Runtime, Deployment], Coroutine[Any, Any, None]]
 """Tears a deployment down on its backend (the leg runner's :meth:`release`)."""
+
+
+class PriceLike(Protocol):
+    """What the pool reads of the cloud budget's price
+    (:class:`~stoic.schedule.decide.budget.Price`, which executing may not import)."""
+
+    @property
+    def per_pod_s(self) -> float: ...
+
+    @property
+    def remaining_pod_s(self) -> float: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,12 +89,14 @@ class WarmPool:
         cold_s: Callable[[str], float],
         release: Release,
         on_held: Callable[[str, float], None] | None = None,
+        price: Callable[[], PriceLike] | None = None,
     ) -> None:
         self.options = options
         self.clock = clock
         self.cold_s = cold_s  # the expected T_d of a cold deployment of a runtime
         self.release = release
         self.on_held = on_held
+        self.price = price  # the cloud budget's price now (its quote); None: no budget
         self.arrivals = ArrivalModel(options.history, options.hour_bandwidth_h)
         self.held_s: dict[str, float] = {}  # runtime -> pod seconds idled warm
         self.kept = self.reused = self.expired = 0
@@ -97,10 +117,17 @@ class WarmPool:
         return sorted((e.pod for es in self._entries.values() for e in es), key=lambda p: p.since)
 
     def choose(self, runtime: Runtime) -> float:
-        """The keep-alive of a pod of ``runtime`` finishing a batch now (seconds)."""
+        """The keep-alive of a pod of ``runtime`` finishing a batch now (seconds), at
+        the budget's price and within what is left of it (module docstring)."""
         o = self.options
+        gpus = max(runtime.gpus, 1)
+        lam, left = (0.0, math.inf)
+        if self.price is not None:
+            price = self.price()
+            lam, left = price.per_pod_s, price.remaining_pod_s
+        longest = max(min(o.max_s, left / gpus), 0.0)
         if o.fixed_s is not None:
-            return o.fixed_s
+            return min(o.fixed_s, longest)
         if len(self.arrivals.gaps) < o.min_gaps:
             return 0.0
         residuals, weights = self.arrivals.residuals(self.clock.now())
@@ -108,8 +135,8 @@ class WarmPool:
             residuals,
             weights,
             saved_s=self.cold_s(runtime.name),
-            price=o.price_s_per_pod_s * max(runtime.gpus, 1),
-            max_s=o.max_s,
+            price=max(o.price_s_per_pod_s, lam) * gpus,
+            max_s=longest,
         )
 
     def take(self, runtime: Runtime) -> Deployment | None:
