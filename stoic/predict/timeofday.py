@@ -17,11 +17,16 @@ local time), fits a multiplicative factor per hour of the day from the days *bef
 2. the log of each sample's ratio to that line, centred per day (minus the median of
    the day's hourly medians), so a runtime that got faster or slower from one day to the
    next leaves no trace: the term says how an hour differs from the rest *of its day*;
-3. per hour, the median of the centred log-ratios of every past day (one congested run
-   moves a median of many little), used only where at least ``min_days`` days measured
-   that hour, shrunk toward 0 by :data:`SHRINK_DAYS` pseudo-days at factor 1, and set
-   to exactly 0 where it is within ``log(1 + min_effect)`` of it: on a site without a
-   daily pattern every factor is 1 and every prediction is the line's, bit for bit.
+3. per hour, the median over the past days of each day's median there (one congested
+   run moves a day's median little, one odd day the median of several not at all),
+   shrunk toward 0 by :data:`SHRINK_DAYS` pseudo-days at factor 1. It counts only where
+   at least ``min_days`` days measured that hour, each of at least ``min_days`` of them
+   by ``log(1 + min_effect)`` or more on the same side, and the shrunk median is that
+   far from 0 too; every other hour's factor is exactly 1. A daily pattern is one seen
+   on several days: a permanent step splits one day in two (its morning looks fast,
+   its afternoon slow) and the days after it are level again, and congestion rarely
+   hits the same hour on two days. On a site without a daily pattern every factor is 1
+   and every prediction is the line's, bit for bit.
 
 :class:`~stoic.predict.processing.ProcessingModel` then fits its line on each sample
 divided by its hour's factor and multiplies the line's prediction by the factor of the
@@ -44,10 +49,11 @@ from stoic.predict.order import median
 DAY_S = 86_400.0
 HOUR_S = 3_600.0
 HOURS = 24
-SHRINK_DAYS = 1.0
+SHRINK_DAYS = 0.5
 """Pseudo-days at factor 1 behind each hour's factor: with ``d`` days measured, the
-log-factor is ``d / (d + 1)`` of their median, so two days of a ×2.5 spell give ×1.84
-and five ×2.15."""
+log-factor is ``d / (d + 0.5)`` of their median, so two days of a ×2.5 spell give ×2.08
+and five ×2.30. (With 1, five days gave ×2.15, and the line, fitted on the spell's
+samples divided by it, still came out of each spell 16 % high.)"""
 LINE_SAMPLES = 400
 """Samples (the newest) the reference line is fitted on: a Theil–Sen line costs their
 pairs, 80,000 here, once a day."""
@@ -130,20 +136,22 @@ class DailyProfile:
         return log
 
     def _factors(self, ratios: FloatArray, days: IntArray, hours: IntArray) -> FloatArray:
-        centred = np.empty_like(ratios)
-        for d in np.unique(days):
+        cells = np.full((np.unique(days).size, HOURS), np.nan)
+        for row, d in enumerate(np.unique(days)):
             on = days == d
-            hourly = [median(ratios[on & (hours == h)]) for h in np.unique(hours[on])]
-            centred[on] = ratios[on] - median(np.array(hourly))
+            for h in np.unique(hours[on]):
+                cells[row, h] = median(ratios[on & (hours == h)])
+            cells[row] -= median(cells[row][~np.isnan(cells[row])])
         log = np.zeros(HOURS)
         dead = math.log1p(self.options.min_effect)
         for h in range(HOURS):
-            at = hours == h
-            seen = np.unique(days[at]).size
-            if seen < self.options.min_days:
+            seen = cells[:, h][~np.isnan(cells[:, h])]
+            if seen.size < self.options.min_days:
                 continue
-            g = median(centred[at]) * seen / (seen + SHRINK_DAYS)
-            log[h] = 0.0 if abs(g) < dead else g
+            g = median(seen) * seen.size / (seen.size + SHRINK_DAYS)
+            agree = int(np.count_nonzero(seen * math.copysign(1.0, g) >= dead))
+            if abs(g) >= dead and agree >= self.options.min_days:
+                log[h] = g
         return log
 
 
