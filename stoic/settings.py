@@ -249,8 +249,8 @@ class PredictorSettings(_Section):
         2,
         ge=1,
         le=60,
-        description="past days that must have measured an hour before its time-of-day "
-        "factor is used",
+        description="past days that must each show an hour's time-of-day effect (by "
+        "processing_time_of_day_min_effect or more) before its factor is used",
     )
     processing_time_of_day_min_effect: float = Field(
         0.2,
