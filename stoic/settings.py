@@ -248,7 +248,6 @@ class PredictorSettings(_Section):
     processing_time_of_day_min_days: int = Field(
         2,
         ge=1,
-        le=60,
         description="past days that must each show an hour's time-of-day effect (by "
         "processing_time_of_day_min_effect or more) before its factor is used",
     )

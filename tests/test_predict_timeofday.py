@@ -11,7 +11,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from stoic.predict.predictor import Predictor
+from stoic.predict.predictor import Predictor, PredictorOptions
 from stoic.predict.processing import ProcessingModel
 from stoic.predict.timeofday import DAY_S, SHRINK_DAYS, DailyProfile
 from stoic.settings import Settings
@@ -129,11 +129,10 @@ def test_the_predictor_reads_its_clock_only_with_the_setting() -> None:
     def never() -> float:
         raise AssertionError("clock read")
 
-    off = Predictor.from_settings(Settings(), clock=never)
+    off = Predictor(PredictorOptions.from_settings(Settings()), clock=never)
     now = [T0]
-    on = Predictor.from_settings(
-        Settings(predictor={"processing_time_of_day": True}), clock=lambda: now[0]
-    )
+    on_settings = Settings(predictor={"processing_time_of_day": True})
+    on = Predictor(PredictorOptions.from_settings(on_settings), clock=lambda: now[0])
     for s in _samples(1, 5, _spell):
         off.observe_processing(s)
         on.observe_processing(s)

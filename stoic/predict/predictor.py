@@ -97,14 +97,8 @@ class Predictor:
         self._now = clock if p.processing_time_of_day else None
 
     @classmethod
-    def from_settings(
-        cls,
-        settings: Settings,
-        *,
-        uplink: UplinkWatch | None = None,
-        clock: Callable[[], float] | None = None,
-    ) -> Predictor:
-        return cls(PredictorOptions.from_settings(settings), uplink=uplink, clock=clock)
+    def from_settings(cls, settings: Settings, *, uplink: UplinkWatch | None = None) -> Predictor:
+        return cls(PredictorOptions.from_settings(settings), uplink=uplink)
 
     # Lookup ---------------------------------------------------------------------
 
