@@ -124,7 +124,7 @@ def test_no_daily_pattern_leaves_every_prediction_as_the_lines(
 
 def test_the_predictor_reads_its_clock_only_with_the_setting() -> None:
     """Off (the default), the clock is never read; on, the estimate is for the clock's
-    hour."""
+    hour; on without a clock (the one-step evaluation of a CSV), no hour, no term."""
 
     def never() -> float:
         raise AssertionError("clock read")
@@ -144,3 +144,6 @@ def test_the_predictor_reads_its_clock_only_with_the_setting() -> None:
     assert afternoon.processing.mean > 2 * evening.processing.mean
     assert afternoon.per_image_s(100) > 2 * evening.per_image_s(100)
     assert off.estimate("edge", 100, 0, **kw).processing.mean > 0
+    assert off.processing_model("edge", "app", "1").daily is None
+    no_clock = Predictor(PredictorOptions.from_settings(on_settings))
+    assert no_clock.processing_model("edge", "app", "1").daily is None

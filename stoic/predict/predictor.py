@@ -93,7 +93,8 @@ class Predictor:
         # wait predicted): stoic.predict.uplink.
         self.uplink = uplink
         # The instant a T_p estimate is for (epoch seconds), read only with
-        # predictor.processing_time_of_day: stoic.predict.timeofday.
+        # predictor.processing_time_of_day: stoic.predict.timeofday. Without a clock
+        # there is no hour to price, so no term either.
         self._now = clock if p.processing_time_of_day else None
 
     @classmethod
@@ -143,7 +144,7 @@ class Predictor:
                             min_effect=p.processing_time_of_day_min_effect,
                         )
                     )
-                    if p.processing_time_of_day
+                    if self._now is not None
                     else None
                 ),
             )
