@@ -122,6 +122,21 @@ def test_no_daily_pattern_leaves_every_prediction_as_the_lines(
     assert with_term.excess == without.excess
 
 
+def test_a_congested_probe_at_one_hour_on_two_days_is_no_regime() -> None:
+    """A runtime measured only by its hourly probe (one sample a day at each hour),
+    congested ×2.5 at 18:00 on both past days (random-004's cloud, where one run in
+    seven is): that hour alone is no daily regime, every factor stays 1."""
+    rng = np.random.default_rng(0)
+    profile = DailyProfile()
+    for k in range(48):
+        at = T0 + k * 3600.0
+        n = 10 if k % 2 else 100
+        slow = 2.5 if k % 24 == 18 else 1.0
+        profile.add(at, n, (PER_IMAGE_S * n + FIXED_S) * slow * math.exp(rng.normal(0, 0.03)))
+    profile.refresh(T0 + 2 * DAY_S)
+    assert profile.factors == [1.0] * 24
+
+
 def test_the_predictor_reads_its_clock_only_with_the_setting() -> None:
     """Off (the default), the clock is never read; on, the estimate is for the clock's
     hour; on without a clock (the one-step evaluation of a CSV), no hour, no term."""
