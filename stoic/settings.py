@@ -239,6 +239,23 @@ class PredictorSettings(_Section):
         description="samples of a new regime before it can raise an alarm (one slow run "
         "is congestion, not a regime)",
     )
+    processing_time_of_day: bool = Field(
+        False,
+        description="learn a factor of T_p per hour of the day (UTC) from each runtime's "
+        "past days and apply it to the line's prediction for the hour asked; "
+        "docs/predictor.md, 'Regimes'",
+    )
+    processing_time_of_day_min_days: int = Field(
+        2,
+        ge=1,
+        description="past days that must each show an hour's time-of-day effect (by "
+        "processing_time_of_day_min_effect or more) before its factor is used",
+    )
+    processing_time_of_day_min_effect: float = Field(
+        0.2,
+        ge=0,
+        description="time-of-day factors within [1/(1+x), 1+x] count as 1 (no effect)",
+    )
     ransac_min_samples: int = Field(2, ge=2)
     ransac_residual_threshold_s: float | None = Field(None, gt=0)
     ransac_max_trials: int = Field(100, ge=1, le=100_000)

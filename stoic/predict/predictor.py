@@ -18,13 +18,14 @@ runtime is an error (:class:`~stoic.errors.PredictorError`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from stoic.errors import PredictorError
 from stoic.predict.deployment import DeploymentModel
 from stoic.predict.processing import ProcessingModel, RansacOptions
 from stoic.predict.regime import ChangeDetector
+from stoic.predict.timeofday import DailyOptions, DailyProfile
 from stoic.predict.transfer import BandwidthMonitor
 from stoic.predict.uplink import UplinkWatch
 from stoic.settings import PredictorSettings, RuntimeSettings, Settings
@@ -59,7 +60,13 @@ class PredictorOptions:
 class Predictor:
     """Estimates of every configured runtime, learnt from observed samples."""
 
-    def __init__(self, options: PredictorOptions, *, uplink: UplinkWatch | None = None) -> None:
+    def __init__(
+        self,
+        options: PredictorOptions,
+        *,
+        uplink: UplinkWatch | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         self.options = options
         p = options.model
         self._runtimes: dict[str, RuntimeSettings] = {r.name: r for r in options.runtimes}
@@ -85,6 +92,10 @@ class Predictor:
         # The uplink's state as the inquisitor's checks saw it (None: not checked, no
         # wait predicted): stoic.predict.uplink.
         self.uplink = uplink
+        # The instant a T_p estimate is for (epoch seconds), read only with
+        # predictor.processing_time_of_day: stoic.predict.timeofday. Without a clock
+        # there is no hour to price, so no term either.
+        self._now = clock if p.processing_time_of_day else None
 
     @classmethod
     def from_settings(cls, settings: Settings, *, uplink: UplinkWatch | None = None) -> Predictor:
@@ -124,6 +135,16 @@ class Predictor:
                         threshold=p.processing_change_threshold,
                     )
                     if p.processing_change_detection
+                    else None
+                ),
+                daily=(
+                    DailyProfile(
+                        DailyOptions(
+                            min_days=p.processing_time_of_day_min_days,
+                            min_effect=p.processing_time_of_day_min_effect,
+                        )
+                    )
+                    if self._now is not None
                     else None
                 ),
             )
@@ -173,6 +194,8 @@ class Predictor:
         r = self._runtime(runtime)
         edge = r.kind is RuntimeKind.EDGE
         processing = self._processing_model(runtime, app, app_version)
+        now = None if self._now is None else self._now()
+        f = processing.factor(now)
         fit = processing.fit
         transfer = self.bandwidth.estimate(n_bytes, edge=edge)
         wait = 0.0 if edge or self.uplink is None else self.uplink.wait_s()
@@ -182,9 +205,9 @@ class Predictor:
             runtime=runtime,
             transfer=transfer,
             deployment=ZERO if edge else self._deployment[runtime].estimate(),
-            processing=processing.estimate(n_images),
+            processing=processing.estimate(n_images, now),
             risk=self._risk(runtime, edge, processing.excess),
-            processing_line=(max(fit.slope, 0.0), max(fit.intercept, 0.0)),
+            processing_line=(max(fit.slope, 0.0) * f, max(fit.intercept, 0.0) * f),
             processing_seen=processing.largest,
             uplink_wait_s=wait,
         )
@@ -216,7 +239,8 @@ class Predictor:
         """Predicted T_p still to run after ``elapsed_s`` seconds of processing (the
         duplicator's comparison): the mean minus the elapsed time, floored at 0; the
         spread is that of the whole T_p (running longer tells us little about it)."""
-        tp = self._processing_model(runtime, app, app_version).estimate(n_images)
+        now = None if self._now is None else self._now()
+        tp = self._processing_model(runtime, app, app_version).estimate(n_images, now)
         return Component(max(tp.mean - max(elapsed_s, 0.0), 0.0), tp.std)
 
     # Introspection (REST API) ---------------------------------------------------

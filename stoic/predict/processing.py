@@ -55,6 +55,7 @@ from stoic.predict.deployment import MAD_TO_STD, PRIOR_RELATIVE_STD, FloatArray
 from stoic.predict.order import median
 from stoic.predict.regime import ChangeDetector
 from stoic.predict.spread import ErrorWindow
+from stoic.predict.timeofday import DailyProfile
 from stoic.values import Component, ProcessingSample
 
 
@@ -263,6 +264,7 @@ class ProcessingModel:
         tail_history: int = 100,
         max_age_s: float | None = None,
         detector: ChangeDetector | None = None,
+        daily: DailyProfile | None = None,
     ) -> None:
         self._samples: deque[ProcessingSample] = deque(maxlen=history)
         self._ratios: deque[float] = deque(maxlen=tail_history)
@@ -272,12 +274,14 @@ class ProcessingModel:
         self.ransac = ransac
         self.max_age_s = max_age_s
         self.detector = detector
+        self.daily = daily
+        self._daily_version = 0
         self._fit: LinearFit | None = None
         self._excess: float | None = None
         self.fits = 0
 
     def observe(self, sample: ProcessingSample) -> None:
-        before = self.fit.predict(float(sample.images))
+        before = self._predict(sample.images, sample.at)
         self._errors.add(sample.duration_s, before.mean, _error_base(before))
         run = 0
         fitted = self._fitted()
@@ -288,6 +292,8 @@ class ProcessingModel:
             if self.detector is not None and _within(sample.images, fitted):
                 run = self.detector.update(ratio)
         self._samples.append(sample)
+        if self.daily is not None:
+            self.daily.add(sample.at, sample.images, sample.duration_s)
         self._fit = None
         if run:
             self._new_regime(run)
@@ -329,6 +335,29 @@ class ProcessingModel:
         """The largest batch among the samples (0 without samples)."""
         return max((s.images for s in self._samples), default=0)
 
+    def factor(self, at: float | None) -> float:
+        """The time-of-day factor of ``at`` (:mod:`stoic.predict.timeofday`; 1 without
+        a profile or a time). The line is refitted when a new day changes the factors."""
+        if self.daily is None or at is None:
+            return 1.0
+        self.daily.refresh(at)
+        if self.daily.version != self._daily_version:
+            self._daily_version = self.daily.version
+            self._fit = None
+        return self.daily.factor(at)
+
+    def _predict(self, n_images: int, at: float | None) -> Component:
+        f = self.factor(at)
+        line = self.fit.predict(float(n_images))
+        return line if f == 1.0 else Component(line.mean * f, line.std * f)
+
+    def _durations(self, samples: list[ProcessingSample]) -> list[float]:
+        """The samples' T_p, each divided by its hour's factor where a profile has one."""
+        daily = self.daily
+        if daily is None:
+            return [s.duration_s for s in samples]
+        return [s.duration_s / daily.factor(s.at) for s in samples]
+
     @property
     def fit(self) -> LinearFit:
         if self._fit is None:
@@ -336,15 +365,16 @@ class ProcessingModel:
             samples = self._fitted()
             self._fit = fit_processing(
                 np.array([s.images for s in samples], dtype=np.float64),
-                np.array([s.duration_s for s in samples], dtype=np.float64),
+                np.array(self._durations(samples), dtype=np.float64),
                 prior_slope=self.prior_slope,
                 prior_intercept=self.prior_intercept,
                 ransac=self.ransac,
             )
         return self._fit
 
-    def estimate(self, n_images: int) -> Component:
-        """The line's T_p of ``n_images``, its spread calibrated by the model's one-step
-        errors (:mod:`stoic.predict.spread`; the line's own before the first)."""
-        line = self.fit.predict(float(n_images))
+    def estimate(self, n_images: int, at: float | None = None) -> Component:
+        """The line's T_p of ``n_images`` (times the time-of-day factor of ``at``), its
+        spread calibrated by the model's one-step errors (:mod:`stoic.predict.spread`; the
+        line's own before the first)."""
+        line = self._predict(n_images, at)
         return Component(line.mean, self._errors.std(_error_base(line), line.std))

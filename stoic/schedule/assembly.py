@@ -194,7 +194,9 @@ def build_core(
         else None
     )
     predictor = Predictor(
-        PredictorOptions.from_settings(settings), uplink=watch if probing is Probing.LOOP else None
+        PredictorOptions.from_settings(settings),
+        uplink=watch if probing is Probing.LOOP else None,
+        clock=clock.now,
     )
     availability = Availability(by_name.values(), down=down, listener=on_availability)
     observed = ObservationCounter()
