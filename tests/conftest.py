@@ -2,20 +2,32 @@
 
 ``no_leftover_tasks`` fails any async test that leaves asyncio tasks running: a
 cancelled loser that is not really cancelled is a bug, not noise.
+
+Hypothesis explores new examples on every developer's run; in CI (``.ci/run`` sets
+``HYPOTHESIS_PROFILE=ci``) it draws the same examples every time (``derandomize``), so
+that a counterexample is found on a developer's machine, where it can be kept as an
+``@example`` or shown to be a rate, not in the gate of an unrelated change. Twice a
+property that was really a statistical rate (a detector's false alarms, a mixture fit)
+failed CI by chance; both are rates over fixed seeds now.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from tests.support.daemon import Daemon, start_daemon
 from tests.support.s3 import S3Server, seaweedfs, weed_binary
 from tests.support.settings import make_settings
+
+hypothesis_settings.register_profile("ci", derandomize=True, database=None)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture(autouse=True)
