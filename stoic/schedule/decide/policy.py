@@ -431,19 +431,19 @@ def _selector(
     def cost(name: str, pod_s: float) -> float:
         return price.cost(name, pod_s) if priced and name != edge else 0.0
 
+    def run_cost(name: str) -> float:  # a run alone, no deadline (unpriced: nothing to sum)
+        return cost(name, single_pod_s(estimates[name])) if priced else 0.0
+
     scores: dict[str, float] = {}
     deadlines: dict[str, float] = {}
     if not actions:
-        for name, e in estimates.items():
-            scores[name] = score(estimates, name, objective, edge) + cost(name, single_pod_s(e))
+        for name in estimates:
+            scores[name] = score(estimates, name, objective, edge) + run_cost(name)
     else:
         # Where an abandoned deployment falls back, priced as the selector prices it (its
         # tail, timeouts and pod time in): at its bare mean, a runtime abandoned at once
         # would pass for its fallback with the fallback's risk left out.
-        base = {
-            n: score(estimates, n, "expected", edge) + cost(n, single_pod_s(e))
-            for n, e in estimates.items()
-        }
+        base = {n: score(estimates, n, "expected", edge) + run_cost(n) for n in estimates}
         for name, e in estimates.items():
             if name == edge:
                 scores[name] = base[name]
@@ -547,4 +547,4 @@ def keep_cloud(
     plan's :attr:`~stoic.values.RacePlan.pod_price`) keeping the pod holds it T_p more,
     while the edge costs nothing: keep it only if T_p plus that price still wins."""
     p = cloud_processing.mean
-    return p + pod_price * p < edge_remaining.mean if pod_price > 0 else p < edge_remaining.mean
+    return p + pod_price * p < edge_remaining.mean
