@@ -212,6 +212,19 @@ async def test_at_pod_ready_the_race_pays_the_plans_price(pod_price: float, winn
     assert world.fake.times("teardown", "gpu1") == ([62.0] if pod_price == 0.0 else [32.0])
 
 
+@pytest.mark.looptime
+async def test_at_pod_ready_the_race_pays_the_price_of_that_moment() -> None:
+    # The plan was made free; by pod ready (32 s) the day's spending raised the price to
+    # 1.5 s per pod-second: gpu1's 30 s more cost 45 s, so the edge keeps the batch.
+    world = make_world()
+    now = Price(1.5, 1e6, {"gpu1": 1})
+    world.requester.duplicator.price = lambda: now
+    plan = RacePlan("gpu1", "edge", mode=Mode.DUPLICATOR, reason="test", estimates=TABLE)
+    out = await world.requester.run(CORE_JOB, plan)
+    assert (out.runtime, out.kept_cloud) == ("edge", False)
+    assert world.fake.times("teardown", "gpu1") == [32.0]
+
+
 def test_probe_value_is_the_chance_to_win_times_the_gain() -> None:
     assert probe_value(10.0, 4.0, 0.0) == 6.0  # certain to win, by 6 s
     assert probe_value(4.0, 10.0, 0.0) == 0.0  # certain to lose

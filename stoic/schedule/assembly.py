@@ -234,6 +234,7 @@ def build_core(
         predictor,
         fallback_to_edge=settings.requester.fallback_to_edge,
         share=share_options(settings),
+        price=budget.quote,
     )
     scheduler = Scheduler(
         predictor,

@@ -3,7 +3,8 @@
 For a :class:`~stoic.values.RacePlan` the edge starts at once while the cloud runtime
 uploads and deploys in parallel; when the cloud is ready (deployed, warmed, uploaded) the
 requester re-predicts: the edge's predicted *remaining* processing against the cloud's
-predicted T_p (:func:`stoic.schedule.decide.policy.keep_cloud`). The predicted loser is
+predicted T_p (:func:`stoic.schedule.decide.policy.keep_cloud`), at the cloud budget's
+price of that moment (a busy day may have raised it since the plan was made). The predicted loser is
 dropped (the pod torn down at once) or raced (whichever finishes first wins; the other is
 cancelled for real: the backend kills the work before the cancellation returns). If
 either side fails before the decision, the other is all there is.
@@ -22,23 +23,32 @@ measured steps, shared with the requester) and the predictor it re-predicts with
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from stoic.aio import cancel_and_wait, succeeded
 from stoic.logging import get_logger
 from stoic.schedule.decide.policy import keep_cloud
 from stoic.schedule.execute.legs import Leg, LegRunner
 from stoic.schedule.execute.recorder import PredictorLike
+from stoic.schedule.execute.warm import PriceLike
 from stoic.values import Job, Outcome, RacePlan
 
 log = get_logger(__name__)
 
 
 class Duplicator:
-    """Runs a speculative-edge plan with ``legs``' steps and ``predictor``'s estimates."""
+    """Runs a speculative-edge plan with ``legs``' steps and ``predictor``'s estimates;
+    ``price`` quotes the cloud budget's price now (None: the plan's price)."""
 
-    def __init__(self, legs: LegRunner, predictor: PredictorLike) -> None:
+    def __init__(
+        self,
+        legs: LegRunner,
+        predictor: PredictorLike,
+        price: Callable[[], PriceLike] | None = None,
+    ) -> None:
         self.legs = legs
         self.predictor = predictor
+        self.price = price
 
     async def _edge_part(self, job: Job, leg: Leg) -> None:
         try:
@@ -125,7 +135,7 @@ class Duplicator:
         pod_price: float,
     ) -> tuple[Leg, asyncio.Task[None] | None, bool, str]:
         """The cloud is ready and the edge still running: re-predict and keep one (at
-        the plan's price of a pod-second, :func:`keep_cloud`).
+        the price of a pod-second now, else the plan's, :func:`keep_cloud`).
 
         Returns the winner, the cloud's invocation task if the race started one (it is
         finished or cancelled by then: this method owns it), the decision and why."""
@@ -138,6 +148,8 @@ class Duplicator:
         cloud_p = self.predictor.estimate(
             cloud.runtime.name, job.n_images, job.n_bytes, app=job.app, app_version=job.app_version
         ).processing
+        if self.price is not None:
+            pod_price = self.price().cost(cloud.runtime.name, 1.0)
         kept = keep_cloud(remaining, cloud_p, pod_price)
         log.info(
             "duplicator decision at pod ready",

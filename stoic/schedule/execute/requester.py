@@ -23,7 +23,7 @@ It holds the parts it is built from, one concept each, rather than inheriting fr
 * ``legs``: a :class:`~stoic.schedule.execute.legs.LegRunner`, the measured steps (deploy with
   back-off, upload, warm, invoke, teardown) on the configured backends;
 * ``duplicator``: a :class:`~stoic.schedule.execute.duplicator.Duplicator` built on the same
-  leg runner and the predictor, for the speculative-edge race.
+  leg runner, the predictor and the cloud budget's quote, for the speculative-edge race.
 
 Measurements go to the leg runner's :class:`~stoic.schedule.execute.recorder.Recorder`.
 
@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from stoic.errors import BackendError, RuntimeUnavailable
@@ -45,6 +45,7 @@ from stoic.logging import get_logger
 from stoic.schedule.execute.duplicator import Duplicator
 from stoic.schedule.execute.legs import Leg, LegRunner
 from stoic.schedule.execute.recorder import PredictorLike
+from stoic.schedule.execute.warm import PriceLike
 from stoic.schedule.share.session import ChunkSink, ShareOptions, Sharer
 from stoic.values import Job, Outcome, Plan, RacePlan, SharePlan, SinglePlan
 
@@ -61,9 +62,10 @@ class Requester:
         *,
         fallback_to_edge: bool = True,
         share: ShareOptions = ShareOptions(),
+        price: Callable[[], PriceLike] | None = None,
     ) -> None:
         self.legs = legs
-        self.duplicator = Duplicator(legs, predictor)
+        self.duplicator = Duplicator(legs, predictor, price)
         self.sharer = Sharer(legs, share)
         self.fallback_to_edge = fallback_to_edge  # settings.requester.fallback_to_edge
         self.clock = legs.clock

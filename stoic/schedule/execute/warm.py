@@ -57,6 +57,8 @@ class PriceLike(Protocol):
     @property
     def remaining_pod_s(self) -> float: ...
 
+    def cost(self, runtime: str, pod_s: float) -> float: ...
+
 
 @dataclass(frozen=True, slots=True)
 class WarmPod:
