@@ -293,8 +293,8 @@ async def test_a_deadline_abandons_the_deployment_and_falls_back(
 async def test_the_fallback_leg_waits_for_its_pod_as_its_price_assumed(world: World) -> None:
     # The deadline of gpu1 priced its fallback at gpu2's total with no deadline of its own.
     # gpu2's own deadline (20 s) was priced as a first choice, whose fallback could be
-    # gpu1: on the fallback leg, gpu1 is gone, and abandoning gpu2 too sent the batch to
-    # the edge (12 + 20 + 100 = 132 s; on random-000 such chains cost 500-3,000 s).
+    # gpu1: on the fallback leg gpu1 is gone, and abandoning gpu2 too sent the batch on
+    # to a third runtime (on random-000 such chains ended on a slow edge).
     plan = _plan("gpu1", deadlines={"gpu1": 12.0, "gpu2": 20.0})
     out = await world.requester.run(JOB, plan)
     assert (out.runtime, out.fell_back) == ("gpu2", True)

@@ -69,8 +69,9 @@ def test_a_deadline_in_the_replay_abandons_the_deployment_and_falls_back() -> No
             assert (out.runtime, out.fell_back) == (plan.chosen, False)
             continue
         abandoned += 1
-        assert out.fell_back and "DeployAbandoned" in out.reason
-        if out.reason.count("failed") == 1:  # one fallback (another may abandon in turn)
+        # Only the planned leg has a deadline: the fallback waits for its pod.
+        assert out.fell_back and out.reason.count("DeployAbandoned") == 1
+        if out.reason.count("failed") == 1:  # one fallback (it may time out in turn)
             ran = rec.truth.runtimes[out.runtime]
             assert out.total_s == pytest.approx(deadline + ran.total_s)
     assert abandoned > 0
