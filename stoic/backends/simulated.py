@@ -763,8 +763,9 @@ class SimEnvironment:
 
         ``available``: the runtimes the requester may fall back to (default: all). The
         requester skips those marked unavailable, so a fallback priced at one of them
-        is one the batch never gets: on random-000, a deployment abandoned at 12 s for
-        a gpu1 the tracker had marked down ran on the edge, 1,991 s instead of 219."""
+        is one the batch never gets: on random-000, a deployment abandoned at 12 s on
+        the strength of a gpu1 the tracker had marked down (219 s expected) ran on the
+        edge, 1,991 s."""
         deps: dict[str, np.ndarray] = {}
         ok = self._dice(job, at_s, draws, overlap=pipelined, deployments=deps)
         edge = float(ok[self.fallback].mean()) if self.fallback is not None else math.nan
