@@ -290,6 +290,18 @@ async def test_a_deadline_abandons_the_deployment_and_falls_back(
     assert [s.runtime for s in world.recorder.deployments] == ["gpu2"]
 
 
+async def test_the_fallback_leg_waits_for_its_pod_as_its_price_assumed(world: World) -> None:
+    # The deadline of gpu1 priced its fallback at gpu2's total with no deadline of its own.
+    # gpu2's own deadline (20 s) was priced as a first choice, whose fallback could be
+    # gpu1: on the fallback leg gpu1 is gone, and abandoning gpu2 too sent the batch on
+    # to a third runtime (on random-000 such chains ended on a slow edge).
+    plan = _plan("gpu1", deadlines={"gpu1": 12.0, "gpu2": 20.0})
+    out = await world.requester.run(JOB, plan)
+    assert (out.runtime, out.fell_back) == ("gpu2", True)
+    assert out.total_s == 12 + 45 + 5 + 2 + 25
+    assert out.reason.count(DeployAbandoned.__name__) == 1
+
+
 async def test_a_deployment_ready_by_its_deadline_runs_there(world: World) -> None:
     out = await world.requester.run(JOB, _plan("gpu1", deadlines={"gpu1": 40.0}))
     assert (out.runtime, out.fell_back, out.total_s) == ("gpu1", False, 67)

@@ -7,19 +7,22 @@ from __future__ import annotations
 import logging
 import math
 from functools import cache
+from typing import Any
 
 import pytest
 
+from stoic.backends.simulated import SimEnvironment
 from stoic.replay.reference import reference
 from stoic.replay.runner import ReplayConfig, ReplayResult, run_replay
 from stoic.replay.scoring import score as score_replay
 from stoic.replay.sweep import informed_of, is_reference
 from stoic.schedule.decide.deadline import cloud_choice
 from stoic.schedule.decide.policy import score
-from stoic.values import Mode
+from stoic.values import Job, Mode
 from tests.support.paths import REPO
 
 HEAVY = REPO / "workload" / "envs" / "heavy-tail.yaml"
+RANDOM_000 = REPO / "docs" / "evaluation" / "sweep" / "envs" / "random-000.yaml"
 
 
 @pytest.fixture(autouse=True)
@@ -69,8 +72,9 @@ def test_a_deadline_in_the_replay_abandons_the_deployment_and_falls_back() -> No
             assert (out.runtime, out.fell_back) == (plan.chosen, False)
             continue
         abandoned += 1
-        assert out.fell_back and "DeployAbandoned" in out.reason
-        if out.reason.count("failed") == 1:  # one fallback (another may abandon in turn)
+        # Only the planned leg has a deadline: the fallback waits for its pod.
+        assert out.fell_back and out.reason.count("DeployAbandoned") == 1
+        if out.reason.count("failed") == 1:  # one fallback (it may time out in turn)
             ran = rec.truth.runtimes[out.runtime]
             assert out.total_s == pytest.approx(deadline + ran.total_s)
     assert abandoned > 0
@@ -93,6 +97,26 @@ def test_the_informed_reference_of_the_actions_is_what_its_mode_runs() -> None:
     assert len(kept) > len(ref) / 2
     assert [s for s, _ in kept] == pytest.approx([ran for _, ran in kept])
     assert all(math.isfinite(s) for s in ref)
+
+
+def test_the_informed_reference_prices_the_fallbacks_the_requester_may_take(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An abandoned deployment falls back only to a runtime not marked unavailable: the
+    # runtimes the policy was offered, which the expectation is given the same instant.
+    offered: dict[str, set[str]] = {}
+    expect = SimEnvironment.expected_with_actions
+
+    def spy(env: SimEnvironment, job: Job, at_s: float, **kw: Any) -> Any:
+        offered[job.batch_id] = set(kw["available"])
+        return expect(env, job, at_s, **kw)
+
+    monkeypatch.setattr(SimEnvironment, "expected_with_actions", spy)
+    r = run_replay(ReplayConfig(env_path=RANDOM_000, mode="informed+deadline", batches=40))
+    assert [offered[rec.outcome.batch_id] for rec in r.records] == [
+        set(rec.plan.estimates) for rec in r.records
+    ]
+    assert any(len(s) < len(r.env.runtimes) for s in offered.values())
 
 
 def test_the_sweep_pairs_each_mode_with_the_informed_mode_of_its_actions() -> None:

@@ -335,6 +335,31 @@ def test_expected_totals_are_the_spec_s_means_and_leave_the_world_alone() -> Non
     assert a.totals() == b.totals()
 
 
+def test_an_abandoned_deployment_is_priced_at_a_fallback_the_requester_may_take() -> None:
+    # cpu is ready in 40 s half the time, else 440 s; gpu1 always takes 61 s in all; the
+    # edge 510 s. Abandoned at 40 s, cpu falls back to gpu1: 0.5·61 + 0.5·(40 + 61) = 81 s.
+    # With gpu1 marked unavailable the requester would run the edge instead: abandoning
+    # costs 0.5·61 + 0.5·(40 + 510) and waiting for the pod (0.5·61 + 0.5·461) is better.
+    raw = _flat()
+    raw["runtimes"]["cpu"]["deployment"]["cache_miss"] = {"rate": 0.5, "pull_s": 400.0}
+    raw["runtimes"]["edge"]["processing"]["per_image_s"] = 50.0
+    raw["runtimes"]["gpu2"]["deployment"]["timeout_rate"] = 1.0
+    spec, job = EnvSpec.parse(raw), Job("b", 10, 1_000_000)
+
+    def expect(available: set[str] | None) -> tuple[dict[str, float], dict[str, float]]:
+        env = SimEnvironment(spec, RUNTIMES, seed=3)
+        return env.expected_with_actions(
+            job, 0.0, deadline=True, pipelined=False, available=available, draws=512
+        )
+
+    totals, deadlines = expect(None)
+    assert deadlines == {"cpu": pytest.approx(40.0)}
+    assert totals["cpu"] == pytest.approx(81.0, abs=6.0)
+    totals, deadlines = expect({"edge", "cpu"})
+    assert deadlines == {}
+    assert totals["cpu"] == pytest.approx(261.0, abs=30.0)
+
+
 def test_expected_totals_converge_on_a_noisy_spec() -> None:
     env = SimEnvironment(EnvSpec.load(DEFAULT_ENV), RUNTIMES, seed=5)
     job = Job("b", 120, 120 * 212_000)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -744,7 +744,14 @@ class SimEnvironment:
         return {n: float(np.fmin(edge, v).mean()) for n, v in ok.items()}
 
     def expected_with_actions(
-        self, job: Job, at_s: float, *, deadline: bool, pipelined: bool, draws: int = 512
+        self,
+        job: Job,
+        at_s: float,
+        *,
+        deadline: bool,
+        pipelined: bool,
+        available: Collection[str] | None = None,
+        draws: int = 512,
     ) -> tuple[dict[str, float], dict[str, float]]:
         """:meth:`expected_totals` with the selector's two actions beyond the paper's
         (:mod:`stoic.schedule.decide.deadline`): ``pipelined``, the upload runs during
@@ -752,17 +759,24 @@ class SimEnvironment:
         deadline of least expected total over the draws (then the fallback, as after a
         timeout). Returns the expected totals and those deadlines (none where waiting to
         the timeout is best): the replay's ``informed+deadline+pipelined``, the informed
-        reference of that action space."""
+        reference of that action space.
+
+        ``available``: the runtimes the requester may fall back to (default: all). The
+        requester skips those marked unavailable, so a fallback priced at one of them
+        is one the batch never gets: on random-000, a deployment abandoned at 12 s on
+        the strength of a gpu1 the tracker had marked down (219 s expected) ran on the
+        edge, 1,991 s."""
         deps: dict[str, np.ndarray] = {}
         ok = self._dice(job, at_s, draws, overlap=pipelined, deployments=deps)
         edge = float(ok[self.fallback].mean()) if self.fallback is not None else math.nan
         first = {
             n: float(np.where(np.isnan(v), self.timeout_s + edge, v).mean()) for n, v in ok.items()
         }
+        usable = set(ok if available is None else available)
         out: dict[str, float] = {}
         deadlines: dict[str, float] = {}
         for name, v in ok.items():
-            after = min((e for n, e in first.items() if n != name), default=edge)
+            after = min((e for n, e in first.items() if n != name and n in usable), default=edge)
             out[name] = float(np.where(np.isnan(v), self.timeout_s + after, v).mean())
             if deadline and name in deps:
                 d, e = _best_deadline(deps[name], v, after, self.timeout_s)

@@ -565,7 +565,11 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
                 deadlines.clear()
                 if actions:
                     totals, deadlines[job.batch_id] = env.expected_with_actions(
-                        job, b.at_s, deadline=deadline, pipelined=pipelined
+                        job,
+                        b.at_s,
+                        deadline=deadline,
+                        pipelined=pipelined,
+                        available=core.availability.available(),
                     )
                 else:
                     totals = env.expected_totals(job, b.at_s) if spec.informed else truth.totals()

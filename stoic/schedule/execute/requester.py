@@ -7,7 +7,9 @@ same code in the daemon and the replay: only the backends and the clock differ.
   runtime with retry and back-off, upload the package (T_t; during the deployment if
   the plan is ``pipelined``), warm a cloud pod with a one-image call, invoke (T_p), tear
   down in ``finally``. A deployment past the plan's deploy deadline for its runtime is
-  abandoned (:class:`~stoic.errors.DeployAbandoned`) and falls back like a failure. A
+  abandoned (:class:`~stoic.errors.DeployAbandoned`) and falls back like a failure; only
+  the planned runtime's leg has one, a fallback leg waits to the timeout (both the
+  selector's and the informed reference's deadlines price the fallback so). A
   cloud runtime that is unavailable or fails falls back
   (``settings.requester.fallback_to_edge``) to the runtime predicted soonest among the
   others still available: the edge, unless a cloud runtime beats it.
@@ -149,7 +151,9 @@ class Requester:
         reason, error = "", None
         while True:
             runtime = self.legs.runtime(name)
-            leg = Leg(runtime, deadline_s=plan.deadlines.get(name))
+            # A fallback leg waits to the timeout: the deadline that sent the batch here
+            # priced it so (docs/scheduling.md, "Deploy deadlines").
+            leg = Leg(runtime, deadline_s=None if tried else plan.deadlines.get(name))
             tried.append(name)
             try:
                 if not self._available(runtime.name):
