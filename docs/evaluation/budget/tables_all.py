@@ -3,12 +3,16 @@ budget over every environment"), from the sweeps ``run-all.sh`` writes under ``a
 
     PYTHONPATH=. python docs/evaluation/budget/tables_all.py --budgets   # what run-all.sh uses
     PYTHONPATH=. python docs/evaluation/budget/tables_all.py             # the table
+    ... tables_all.py --priced [--budgets]   # the same with inquisitor.probe_pricing on
 
 The budget of an environment is the GPU1 duplicator's mean pod-seconds × GPUs a day
 (probes included) over seeds 0–2, 3 days, without a budget: the committed sweep's cells
 (docs/evaluation/sweep) where it has the environment, else ``all/ENV/gpu1``, a sweep of
 that mode alone. The modes at the budget run in ``all/ENV`` (3 seeds × 3 days); the
-best of them is the one of least mean latency.
+best of them is the one of least mean latency. With ``--priced`` every sweep runs with
+``inquisitor.probe_pricing`` on, the GPU1 duplicator's included (``all/ENV/priced``):
+with it off, probes and the bootstrap, which every mode pays alike, are some 90 % of B,
+so B leaves the batches about what they would spend anyway.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]
 ALL = HERE / "all"
 SWEEP = HERE.parent / "sweep" / "sweep.json"
+ACTIONS = HERE.parent / "actions-all"
 RANDOM = Path("docs/evaluation/sweep/envs")
 WORKLOAD = Path("workload/envs")
 #: The order run-all.sh runs them in: the environments no budget figure had measured
@@ -67,102 +72,149 @@ def spec(env: str) -> Path:
 
 
 def per(result: SweepResult, env: str, mode: str, key: str) -> float | None:
-    """The mean over :data:`SEEDS` of a cell metric of ``env`` and ``mode``; None if the
-    result lacks any of those seeds."""
+    """The mean over :data:`SEEDS` of a cell metric (or, failing that, detail) of
+    ``env`` and ``mode``; None if the result lacks any of those seeds."""
     vals = {
-        c.cell.seed: float(c.metrics[key])
+        c.cell.seed: float(c.metrics[key] if key in c.metrics else c.details[key])
         for c in result.cells
         if c.ok and c.cell.env == env and c.cell.mode == mode and c.cell.seed in SEEDS
     }
     return mean(vals.values()) if set(vals) == set(SEEDS) else None
 
 
-def reference(env: str, committed: SweepResult) -> SweepResult | None:
+def folder(env: str, priced: bool) -> Path:
+    """Where run-all.sh writes ``env``'s sweeps at the budget: ``all/ENV``, or with
+    probe pricing on (both the budget's GPU1 duplicator and the modes) ``all/ENV/priced``."""
+    return ALL / env / "priced" if priced else ALL / env
+
+
+def reference(env: str, committed: SweepResult, priced: bool) -> SweepResult | None:
     """The sweep holding the GPU1 duplicator's cells of ``env`` (without a budget)."""
-    if per(committed, env, REFERENCE, "pod_s") is not None:
+    if not priced and per(committed, env, REFERENCE, "pod_s") is not None:
         return committed
-    path = ALL / env / "gpu1" / "sweep.json"
+    path = folder(env, priced) / "gpu1" / "sweep.json"
     return load_sweep(path) if path.exists() else None
 
 
-def budget(env: str, committed: SweepResult) -> float | None:
-    ref = reference(env, committed)
+def unbudgeted_share(env: str, committed: SweepResult, priced: bool) -> SweepResult | None:
+    """The sweep holding share's cells of ``env`` without a budget, seeds 0–2: the
+    committed sweep or else docs/evaluation/actions-all (the same replays); None with
+    probe pricing on (not run)."""
+    if priced:
+        return None
+    found = [committed]
+    path = ACTIONS / env / "sweep.json"
+    if path.exists():
+        found.append(load_sweep(path))
+    return next((r for r in found if per(r, env, "share", "pod_s") is not None), None)
+
+
+def figures(result: SweepResult | None, env: str, mode: str) -> tuple[float, ...] | None:
+    """(mean latency, pod-s a day, batch pod-s a day) of ``mode`` in ``env``."""
+    if result is None:
+        return None
+    keys = ("mean_latency_s", "pod_s", "pod_s_batches")
+    vals = [per(result, env, mode, k) for k in keys]
+    if any(v is None for v in vals):
+        return None
+    lat, pod_s, batches = (float(v or 0) for v in vals)
+    return lat, pod_s / DAYS, batches / DAYS
+
+
+def budget(env: str, committed: SweepResult, priced: bool) -> float | None:
+    ref = reference(env, committed, priced)
     pod_s = per(ref, env, REFERENCE, "pod_s") if ref is not None else None
     return None if pod_s is None else pod_s / DAYS
 
 
-def at_budget(env: str, b: float) -> dict[str, tuple[float, float]]:
-    """Each mode of ``all/ENV`` at the budget: (mean latency, pod-s a day)."""
-    path = ALL / env / "sweep.json"
+def at_budget(env: str, priced: bool) -> dict[str, tuple[float, ...]]:
+    """Each mode at the budget: :func:`figures`."""
+    path = folder(env, priced) / "sweep.json"
     if not path.exists():
         return {}
     res = load_sweep(path)
-    out: dict[str, tuple[float, float]] = {}
     names = {m.rpartition("@")[0]: m for m in res.config.modes if "@" in m}
-    for mode in MODES:
-        if mode not in names:
-            continue
-        name = names[mode]
-        lat, pod_s = per(res, env, name, "mean_latency_s"), per(res, env, name, "pod_s")
-        if lat is not None and pod_s is not None:
-            out[mode] = (lat, pod_s / DAYS)
-    return out
+    found = {m: figures(res, env, names[m]) for m in MODES if m in names}
+    return {m: f for m, f in found.items() if f is not None}
 
 
-def table(committed: SweepResult) -> tuple[list[str], int, int]:
-    """The table's lines, the environments where the best mode beats the GPU1
-    duplicator, and the environments measured."""
+def table(committed: SweepResult, priced: bool) -> tuple[list[str], list[str], dict[str, int], int]:
+    """The latency table's lines, the batch pod-seconds table's, the environments where
+    each mode (and ``best``) beats the GPU1 duplicator, and the environments measured."""
     out = [
-        "| environment | budget B (pod-s a day) | GPU1 duplicator: latency | share@B: latency, "
-        "pod-s a day (÷ B) | selector+deadline+pipelined@B: latency, pod-s a day (÷ B) | "
-        "best at B | best ÷ GPU1 duplicator |",
-        "|---|---|---|---|---|---|---|",
+        "| environment | budget B (pod-s a day) | GPU1 duplicator: latency | share, no budget: "
+        "latency, pod-s a day (÷ B) | share@B: latency, pod-s a day (÷ B) | "
+        "selector+deadline+pipelined@B: latency, pod-s a day (÷ B) | best at B | "
+        "best ÷ GPU1 duplicator |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    wins = measured = 0
+    spend = [
+        "| environment | GPU1 duplicator (÷ B) | share, no budget (÷ GPU1 duplicator's) | "
+        "share@B | selector+deadline+pipelined@B |",
+        "|---|---|---|---|---|",
+    ]
+    wins = dict.fromkeys((*MODES, "best"), 0)
+    measured = 0
     for env in ENVS:
-        b = budget(env, committed)
-        ref = reference(env, committed)
+        b = budget(env, committed, priced)
+        ref = reference(env, committed, priced)
         if b is None or ref is None:
-            out.append(f"| {env} | – | – | – | – | not run | – |")
+            out.append(f"| {env} | – | – | – | – | – | not run | – |")
             continue
-        gpu1 = per(ref, env, REFERENCE, "mean_latency_s")
+        gpu1 = figures(ref, env, REFERENCE)
         assert gpu1 is not None
-        modes = at_budget(env, b)
+        modes = at_budget(env, priced)
+        free = figures(unbudgeted_share(env, committed, priced), env, "share")
         cols = [
-            f"{modes[m][0]:.1f} s, {modes[m][1]:,.0f} ({modes[m][1] / b:.3f})"
-            if m in modes
-            else "–"
-            for m in MODES
+            "–" if x is None else f"{x[0]:.1f} s, {x[1]:,.0f} ({x[1] / b:.3f})"
+            for x in (free, *(modes.get(m) for m in MODES))
         ]
+        spend.append(
+            f"| {env} | {gpu1[2]:,.0f} ({gpu1[2] / b:.1%}) | "
+            + " | ".join(
+                "–" if x is None else f"{x[2]:,.0f} ({x[2] / gpu1[2]:.2f}×)"
+                for x in (free, *(modes.get(m) for m in MODES))
+            )
+            + " |"
+        )
         if not modes:
-            out.append(f"| {env} | {b:,.0f} | {gpu1:.1f} s | {' | '.join(cols)} | not run | – |")
+            out.append(f"| {env} | {b:,.0f} | {gpu1[0]:.1f} s | {' | '.join(cols)} | not run | – |")
             continue
         best = min(modes, key=lambda m: modes[m][0])
-        ratio = modes[best][0] / gpu1
+        ratio = modes[best][0] / gpu1[0]
         measured += 1
-        wins += ratio < 1
+        wins["best"] += ratio < 1
+        for m, f in modes.items():
+            wins[m] += f[0] < gpu1[0]
         mark = "" if ratio < 1 else " **(no)**"
         out.append(
-            f"| {env} | {b:,.0f} | {gpu1:.1f} s | {' | '.join(cols)} | {best} | "
+            f"| {env} | {b:,.0f} | {gpu1[0]:.1f} s | {' | '.join(cols)} | {best} | "
             f"{100 * ratio:.1f} %{mark} |"
         )
-    return out, wins, measured
+    return out, spend, wins, measured
 
 
 def main(argv: list[str]) -> None:
     committed = load_sweep(SWEEP)
+    priced = "--priced" in argv
     if "--budgets" in argv:
         for env in ENVS:
-            b = budget(env, committed)
+            b = budget(env, committed, priced)
             print(f"{env} {spec(env)} {'-' if b is None else f'{b:.0f}'}")
         return
-    lines, wins, measured = table(committed)
+    lines, spend, wins, measured = table(committed, priced)
     print("\n".join(lines))
     print()
+    each = ", ".join(f"{m}@B on {wins[m]}" for m in MODES)
     print(
-        f"The best mode at B below the GPU1 duplicator's mean latency: {wins} of {measured} "
-        f"environments measured ({len(ENVS)} in all)."
+        f"The best mode at B below the GPU1 duplicator's mean latency: {wins['best']} of "
+        f"{measured} environments measured ({len(ENVS)} in all); {each}."
     )
+    print()
+    print("Batch pod-s a day (the batches' pod-seconds × GPUs from request, probes and")
+    print("bootstrap left out):")
+    print()
+    print("\n".join(spend))
 
 
 if __name__ == "__main__":
