@@ -5,8 +5,10 @@
 # what it finished), in tables_all.py's order (those no budget figure had measured
 # first). Budget B: the GPU1 duplicator's mean pod-seconds x GPUs a day over seeds 0-2,
 # from docs/evaluation/sweep/sweep.json where it has the environment, else from step 1.
-# Then: PYTHONPATH=. python docs/evaluation/budget/tables_all.py
-# FROM=2 sh run-all.sh starts at step 2; ONLY="env ..." runs step 2 on those alone.
+# Steps 3-4: the same with inquisitor.probe_pricing on everywhere, the budget's GPU1
+# duplicator included (all/ENV/priced). Then:
+#   PYTHONPATH=. python docs/evaluation/budget/tables_all.py [--priced]
+# FROM=2 sh run-all.sh starts at step 2; ONLY="env ..." runs steps 2 and 4 on those alone.
 set -e
 FROM=${FROM:-1}
 STOIC=${STOIC:-.venv/bin/stoic}
@@ -28,5 +30,19 @@ if [ "$FROM" -le 2 ]; then
     if [ -n "${ONLY:-}" ] && ! echo " $ONLY " | grep -q " $name "; then continue; fi
     $S --envs "$spec" --modes share,selector+deadline+pipelined --budgets "$budget" \
       --report "$OUT/$name"
+  done
+fi
+# 3. The GPU1 duplicator with probe pricing on, no budget, everywhere.
+if [ "$FROM" -le 3 ]; then
+  PYTHONPATH=. $T --priced --budgets | while read -r name spec budget; do
+    $S --envs "$spec" --modes duplicator-gpu1 --probe-pricing --report "$OUT/$name/priced/gpu1"
+  done
+fi
+# 4. Share and the selector at that budget, probe pricing on.
+if [ "$FROM" -le 4 ]; then
+  PYTHONPATH=. $T --priced --budgets | while read -r name spec budget; do
+    if [ -n "${ONLY:-}" ] && ! echo " $ONLY " | grep -q " $name "; then continue; fi
+    $S --envs "$spec" --modes share,selector+deadline+pipelined --budgets "$budget" \
+      --probe-pricing --report "$OUT/$name/priced"
   done
 fi
