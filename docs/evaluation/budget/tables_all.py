@@ -2,8 +2,8 @@
 budget over every environment"), from the sweeps ``run-all.sh`` writes under ``all/``.
 
     PYTHONPATH=. python docs/evaluation/budget/tables_all.py --budgets   # what run-all.sh uses
-    PYTHONPATH=. python docs/evaluation/budget/tables_all.py             # the table
-    ... tables_all.py --priced [--budgets]   # the same with inquisitor.probe_pricing on
+    PYTHONPATH=. python docs/evaluation/budget/tables_all.py > docs/evaluation/budget/all/README.md
+    PYTHONPATH=. python docs/evaluation/budget/tables_all.py --priced >> (the same)
 
 The budget of an environment is the GPU1 duplicator's mean pod-seconds × GPUs a day
 (probes included) over seeds 0–2, 3 days, without a budget: the committed sweep's cells
@@ -203,6 +203,21 @@ def main(argv: list[str]) -> None:
             print(f"{env} {spec(env)} {'-' if b is None else f'{b:.0f}'}")
         return
     lines, spend, wins, measured = table(committed, priced)
+    title = (
+        "Probe pricing on (`--probe-pricing`), the budget's GPU1 duplicator included"
+        if priced
+        else "Probe pricing off (the default)"
+    )
+    if not priced:
+        print(
+            "# The cloud budget over every environment\n\n"
+            "Made by `sh docs/evaluation/budget/run-all.sh` and "
+            "`docs/evaluation/budget/tables_all.py` (its docstring has the commands); "
+            "3 seeds × 3 days, one worker. B: the GPU1 duplicator's mean pod-seconds × GPUs "
+            'a day, probes included, without a budget. docs/evaluation/README.md, "The '
+            'cloud budget over every environment", reads the figures.\n'
+        )
+    print(f"## {title}\n")
     print("\n".join(lines))
     print()
     each = ", ".join(f"{m}@B on {wins[m]}" for m in MODES)
