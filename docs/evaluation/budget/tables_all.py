@@ -74,11 +74,12 @@ def spec(env: str) -> Path:
 def per(result: SweepResult, env: str, mode: str, key: str) -> float | None:
     """The mean over :data:`SEEDS` of a cell metric (or, failing that, detail) of
     ``env`` and ``mode``; None if the result lacks any of those seeds."""
-    vals = {
-        c.cell.seed: float(c.metrics[key] if key in c.metrics else c.details[key])
-        for c in result.cells
-        if c.ok and c.cell.env == env and c.cell.mode == mode and c.cell.seed in SEEDS
-    }
+    vals: dict[int, float] = {}
+    for c in result.cells:
+        if c.ok and c.cell.env == env and c.cell.mode == mode and c.cell.seed in SEEDS:
+            value = c.metrics[key] if key in c.metrics else c.details[key]
+            if value is not None:
+                vals[c.cell.seed] = float(value)
     return mean(vals.values()) if set(vals) == set(SEEDS) else None
 
 
