@@ -329,6 +329,12 @@ async def test_a_restart_keeps_what_the_store_recorded_today(tmp_path: Path) -> 
 # The sweep's budget axis -----------------------------------------------------------------
 
 
+def test_sweep_budgets_name_the_budget_exactly() -> None:
+    modes = with_budgets(["share"], ["1234567", "183428.4"])
+    assert modes == ["share@1234567", "share@183428.4"]
+    assert [parse_mode(m).budget for m in modes] == [1234567.0, 183428.4]
+
+
 def test_sweep_budgets_write_the_front(tmp_path: Path) -> None:
     modes = with_budgets(["selector", "share"], ["none", "2000", "1e4"])
     assert modes == [

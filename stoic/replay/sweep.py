@@ -386,7 +386,9 @@ def default_jobs() -> int:
 
 def with_budgets(modes: Iterable[str], budgets: Iterable[str]) -> list[str]:
     """The sweep's budget axis: each mode at each budget, ``MODE@B`` (pod-seconds × GPUs
-    a day), or the mode alone for ``none`` (no budget)."""
+    a day), or the mode alone for ``none`` (no budget). B keeps 15 significant digits, so
+    a budget typed in decimal comes back from the mode's name as typed (``g``'s six made
+    1234567 into 1.23457e+06)."""
     from stoic.replay.runner import parse_budget
 
     out = []
@@ -396,7 +398,8 @@ def with_budgets(modes: Iterable[str], budgets: Iterable[str]) -> list[str]:
             if b in ("none", "unlimited"):
                 out.append(mode)
             else:
-                out.append(f"{mode}@{parse_budget(b, '--budgets: expected none or a budget'):g}")
+                amount = parse_budget(b, "--budgets: expected none or a budget")
+                out.append(f"{mode}@{amount:.15g}")
     return list(dict.fromkeys(out))
 
 
