@@ -294,6 +294,15 @@ class InquisitorSettings(_Section):
         description="probe pricing: the least price of a probe's pod-second x GPUs, in "
         "seconds of latency (the cloud budget's price where it is higher)",
     )
+    probe_share: float | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description="the probe ledger: a cloud runtime's processing probe starts only "
+        "while the processing probes' pod-seconds x GPUs so far are at most this share "
+        "of the batches' (0.25: a quarter), each runtime's first one excepted "
+        "(None: no ledger); docs/scheduling.md",
+    )
     uplink_check_url: str | None = Field(
         None,
         description="an http(s) URL across the uplink (the cluster API's /readyz, the "
