@@ -298,10 +298,10 @@ class InquisitorSettings(_Section):
         None,
         ge=0,
         le=100,
-        description="the probe ledger: a cloud runtime's processing probe starts only "
-        "while the processing probes' pod-seconds x GPUs so far are at most this share "
-        "of the batches' (0.25: a quarter), each runtime's first one excepted "
-        "(None: no ledger); docs/scheduling.md",
+        description="the probe ledger: the processing probes may hold at most this share "
+        "of the batches' pod-seconds x GPUs (0.25: a quarter), each cloud runtime an "
+        "equal part, each runtime's first probe excepted (None: no ledger); "
+        "docs/scheduling.md",
     )
     uplink_check_url: str | None = Field(
         None,

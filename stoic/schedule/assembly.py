@@ -240,7 +240,8 @@ def build_core(
         share=share_options(settings),
     )
     share = settings.inquisitor.probe_share
-    ledger = ProbeLedger(share, gpus) if probes and share is not None else None
+    clouds = [name for name, r in by_name.items() if not r.is_edge]
+    ledger = ProbeLedger(share, gpus, clouds) if probes and share is not None else None
     scheduler = Scheduler(
         predictor,
         requester,

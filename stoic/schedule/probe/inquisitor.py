@@ -59,9 +59,9 @@ cloud budget").
 
 **The probe ledger** (ours; ``inquisitor.probe_share``, off by default): with a
 :class:`~stoic.schedule.probe.ledger.ProbeLedger`, a cloud runtime's processing probe
-starts only while the probes' pod-seconds so far are at most that share of the
-batches' (the scheduler tells the ledger each batch's), each runtime's first one
-excepted; a runtime it holds back stays due and asks again on its next deployment
+starts only while that runtime's probes' pod-seconds so far are below its equal part
+of that share of the batches' (the scheduler tells the ledger each batch's), its first
+one excepted; a runtime it holds back stays due and asks again on its next deployment
 probe.
 
 **Uplink checks** (ours): with ``uplink`` given, every tick also asks the

@@ -12,46 +12,53 @@ construction rather than by calibration:
   does (``cloud_used_s`` of each batch's outcome; share mode's ``cloud_by``), and the
   processing probes' pod-seconds × GPUs held after ready (the inquisitor's
   ``cloud_s``, the report's "probe cloud s");
-* a cloud runtime's processing probe is admitted only while the probes' pod-seconds so
-  far are at most ``share`` × the batches', and while no other admitted probe is still
-  running (its seconds are not counted until it ends);
+* each of the site's ``n`` cloud runtimes has an equal part of the line: its processing
+  probe is admitted only while its own probes' pod-seconds so far are below
+  ``share`` / ``n`` × the batches', and while its last admitted probe has ended (its
+  seconds are counted when it ends). An equal part rather than one pool: with one pool
+  the runtime that deploys fastest (the CPU pod, whose probes are the dearest) took
+  the credit first and the GPUs' lines were probed least;
 * **the allowance**: each cloud runtime's first processing probe is admitted whatever
-  the ledger says. A site whose batches all stay on the edge then still has one probe
-  point per cloud line beside its bootstrap, and the allowance does not grow with time
-  (an allowance per day would let the ratio grow without bound where batches hold
-  little cloud time). It is counted in the ledger like any other probe.
+  the ledger says, and is not charged to its part. A site whose batches all stay on the
+  edge then still has one probe point per cloud line beside its bootstrap, and the
+  allowance does not grow with time (an allowance per day would let the ratio grow
+  without bound where batches hold little cloud time).
 
 So at any time the probes' pod-seconds are at most ``share`` × the batches' plus the
-first probe of each runtime plus the one probe admitted last (it may run past the line)
-plus what deployment probes held after ready without a processing probe (nothing in
-the replay, the moment of a teardown in the daemon): :meth:`ProbeLedger.bound`. The edge's probes hold no pod and are not the ledger's.
+first probe of each runtime plus, per runtime, the one probe admitted last (it may run
+past the line) plus what deployment probes held after ready without a processing probe
+(nothing in the replay, the moment of a teardown in the daemon): :meth:`ProbeLedger.bound`.
+The edge's probes hold no pod and are not the ledger's.
 
 The ledger starts empty with the core (a daemon restart grants the first probes again).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from stoic.values import Outcome, Plan
 
 
 class ProbeLedger:
     """Pod-seconds × GPUs of the batches and of the processing probes, and whether a
-    processing probe of a cloud runtime may start now."""
+    processing probe of a cloud runtime may start now: each of the ``clouds`` may hold
+    an equal part of ``share`` × the batches'."""
 
-    def __init__(self, share: float, gpus: Mapping[str, int]) -> None:
+    def __init__(self, share: float, gpus: Mapping[str, int], clouds: Collection[str]) -> None:
         self.share = share
         self.gpus = dict(gpus)
+        self.part = share / max(len(clouds), 1)  # each cloud runtime's part of the batches'
         self.batch_pod_s = 0.0
         self.probe_pod_s = 0.0
+        self.spent: dict[str, float] = {}  # runtime -> its probes' pod-seconds × GPUs
         self.first_pod_s = 0.0  # the first probes' (the allowance)
-        self.largest_pod_s = 0.0  # the largest probe admitted on the ledger
+        self.largest: dict[str, float] = {}  # runtime -> its largest probe on the ledger
         self.idle_pod_s = 0.0  # held after ready with no processing probe admitted
         self.denied = 0
         self._probed: set[str] = set()
         self._first: set[str] = set()  # runtimes whose admitted probe is their first
-        self._open = 0  # admitted probes still running
+        self._open: set[str] = set()  # runtimes whose admitted probe still runs
 
     def weight(self, runtime: str) -> int:
         """Pod-seconds count × GPUs; a CPU pod counts once."""
@@ -71,10 +78,10 @@ class ProbeLedger:
         if runtime not in self._probed:
             self._probed.add(runtime)
             self._first.add(runtime)
-        elif self._open or self.probe_pod_s > self.share * self.batch_pod_s:
+        elif runtime in self._open or self.spent.get(runtime, 0.0) >= self.part * self.batch_pod_s:
             self.denied += 1
             return False
-        self._open += 1
+        self._open.add(runtime)
         return True
 
     def held(self, runtime: str, seconds: float, *, admitted: bool) -> None:
@@ -86,18 +93,19 @@ class ProbeLedger:
         if not admitted:
             self.idle_pod_s += pod_s
             return
-        self._open -= 1
+        self._open.discard(runtime)
         if runtime in self._first:
             self._first.discard(runtime)
             self.first_pod_s += pod_s
         else:
-            self.largest_pod_s = max(self.largest_pod_s, pod_s)
+            self.spent[runtime] = self.spent.get(runtime, 0.0) + pod_s
+            self.largest[runtime] = max(self.largest.get(runtime, 0.0), pod_s)
 
     def bound(self) -> float:
         """What the probes' pod-seconds × GPUs can be at most now: ``share`` × the
-        batches', the first probes', the largest probe admitted on the ledger (the last
-        one admitted may have run past the line) and the pods held with no processing
-        probe (a deployment probe's teardown; counted as the report counts them)."""
-        return (
-            self.share * self.batch_pod_s + self.first_pod_s + self.largest_pod_s + self.idle_pod_s
-        )
+        batches', the first probes', each runtime's largest probe admitted on the ledger
+        (the last one admitted may have run past its line) and the pods held with no
+        processing probe (a deployment probe's teardown; counted as the report counts
+        them)."""
+        over = sum(self.largest.values())
+        return self.share * self.batch_pod_s + self.first_pod_s + over + self.idle_pod_s
