@@ -62,14 +62,13 @@ class Books:
 
     batches: float = 0.0
     probes: float = 0.0
-    first: float = 0.0
-    spent: dict[str, float] = field(default_factory=dict)  # on the ledger, per runtime
+    spent: dict[str, float] = field(default_factory=dict)  # per runtime
     largest: dict[str, float] = field(default_factory=dict)
     idle: float = 0.0
     seen: set[str] = field(default_factory=set)
 
     def bound(self, share: float) -> float:
-        return share * self.batches + self.first + sum(self.largest.values()) + self.idle
+        return share * self.batches + sum(self.largest.values()) + self.idle
 
 
 @given(st.sampled_from([0.0, 0.1, 0.25, 1.0]), st.lists(rounds, max_size=30))
@@ -79,18 +78,15 @@ def test_the_probes_never_hold_more_than_their_share_and_the_allowance(
     ledger = ProbeLedger(share, GPUS, CLOUDS)
     books = Books()
     now = 0.0
-    running: list[tuple[float, str, float, bool]] = []  # end, runtime, pod-s, first
+    running: list[tuple[float, str, float]] = []  # end, runtime, pod-s
 
     def finish(until: float) -> None:
-        for end, name, pod_s, first in sorted(r for r in running if r[0] <= until):
-            running.remove((end, name, pod_s, first))
+        for end, name, pod_s in sorted(r for r in running if r[0] <= until):
+            running.remove((end, name, pod_s))
             ledger.held(name, pod_s / max(GPUS[name], 1), admitted=True)
             books.probes += pod_s
-            if first:
-                books.first += pod_s
-            else:
-                books.spent[name] = books.spent.get(name, 0.0) + pod_s
-                books.largest[name] = max(books.largest.get(name, 0.0), pod_s)
+            books.spent[name] = books.spent.get(name, 0.0) + pod_s
+            books.largest[name] = max(books.largest.get(name, 0.0), pod_s)
 
     for kind, name, s in steps(plan):
         w = max(GPUS[name], 1)
@@ -99,12 +95,13 @@ def test_the_probes_never_hold_more_than_their_share_and_the_allowance(
             books.batches += s * w
         elif kind == "probe":
             first = name not in books.seen
-            paid = books.spent.get(name, 0.0) < share / len(CLOUDS) * books.batches
+            owed = books.spent.get(name, 0.0) + books.largest.get(name, 0.0)
+            paid = owed < share / len(CLOUDS) * books.batches  # room for its largest probe
             alone = all(r[1] != name for r in running)
             if ledger.admit(name):
                 assert first or (paid and alone)  # on the ledger: its part paid for, alone
                 books.seen.add(name)
-                running.append((now + s, name, s * w, first))
+                running.append((now + s, name, s * w))
             else:
                 assert not (first or (paid and alone))
         elif kind == "idle":
@@ -138,12 +135,12 @@ async def test_the_inquisitor_probes_processing_only_while_the_ledger_allows() -
     await asyncio.sleep(600)
     await rig.inquisitor.probe("gpu1")  # due, but no batch has paid for it
     assert len(rig.recorder.processings) == 1 and ledger.denied == 1
-    ledger.batch(single("gpu1"), Outcome("b", "gpu1", Mode.SELECTOR, cloud_used_s=38.0))
-    await rig.inquisitor.probe("gpu1")  # 0 < 0.25 / 3 x 38: still due, now paid for
+    ledger.batch(single("gpu1"), Outcome("b", "gpu1", Mode.SELECTOR, cloud_used_s=240.0))
+    await rig.inquisitor.probe("gpu1")  # 9.5 + 9.5 < 0.25 / 3 x 240: due, now paid for
     assert [s.images for s in rig.recorder.processings] == [10, 100]
     assert ledger.probe_pod_s == sum(rig.inquisitor.cloud_s.values()) == 9.5 + 77.0
     await asyncio.sleep(600)
-    await rig.inquisitor.probe("gpu1")  # 77 s on the ledger >= 3.2: no more
+    await rig.inquisitor.probe("gpu1")  # 86.5 + 77 s owed >= 20: no more
     assert len(rig.recorder.processings) == 2 and ledger.denied == 2
 
 

@@ -12,23 +12,28 @@ construction rather than by calibration:
   does (``cloud_used_s`` of each batch's outcome; share mode's ``cloud_by``), and the
   processing probes' pod-seconds × GPUs held after ready (the inquisitor's
   ``cloud_s``, the report's "probe cloud s");
-* each of the site's ``n`` cloud runtimes has an equal part of the line: its processing
-  probe is admitted only while its own probes' pod-seconds so far are below
-  ``share`` / ``n`` × the batches', and while its last admitted probe has ended (its
-  seconds are counted when it ends). An equal part rather than one pool: with one pool
-  the runtime that deploys fastest (the CPU pod, whose probes are the dearest) took
-  the credit first and the GPUs' lines were probed least;
+* each of the site's ``n`` cloud runtimes has an equal part of the line,
+  ``share`` / ``n`` × the batches'. Its processing probe is admitted only while its own
+  probes' pod-seconds so far plus its largest probe so far (what the next one may hold)
+  stay below its part, and while its last admitted probe has ended (its seconds are
+  counted when it ends). An equal part rather than one pool: with one pool the runtime
+  that deploys fastest (the CPU pod, whose probes are the dearest) took the credit
+  first and the GPUs' lines were probed least. Holding back the largest probe so far
+  keeps the line from being crossed by a probe of the usual size, so the measured
+  share stays at ``share`` rather than one probe per runtime above it;
 * **the allowance**: each cloud runtime's first processing probe is admitted whatever
-  the ledger says, and is not charged to its part. A site whose batches all stay on the
-  edge then still has one probe point per cloud line beside its bootstrap, and the
-  allowance does not grow with time (an allowance per day would let the ratio grow
-  without bound where batches hold little cloud time).
+  the ledger says, and charged to its part like any other. A site whose batches all
+  stay on the edge then still has one probe point per cloud line beside its bootstrap
+  (the replay's: during the warm-up, before any batch), and the allowance does not
+  grow with time (an allowance per day would let the ratio grow without bound where
+  batches hold little cloud time).
 
-So at any time the probes' pod-seconds are at most ``share`` × the batches' plus the
-first probe of each runtime plus, per runtime, the one probe admitted last (it may run
-past the line) plus what deployment probes held after ready without a processing probe
-(nothing in the replay, the moment of a teardown in the daemon): :meth:`ProbeLedger.bound`.
-The edge's probes hold no pod and are not the ledger's.
+So at any time a runtime's probes hold at most its part plus its largest probe (the
+first one, or one larger than any before it, may cross the line), and all probes at
+most ``share`` × the batches' plus each runtime's largest probe plus what deployment
+probes held after ready without a processing probe (nothing in the replay, the moment
+of a teardown in the daemon): :meth:`ProbeLedger.bound`. The edge's probes hold no pod
+and are not the ledger's.
 
 The ledger starts empty with the core (a daemon restart grants the first probes again).
 """
@@ -52,12 +57,9 @@ class ProbeLedger:
         self.batch_pod_s = 0.0
         self.probe_pod_s = 0.0
         self.spent: dict[str, float] = {}  # runtime -> its probes' pod-seconds × GPUs
-        self.first_pod_s = 0.0  # the first probes' (the allowance)
-        self.largest: dict[str, float] = {}  # runtime -> its largest probe on the ledger
+        self.largest: dict[str, float] = {}  # runtime -> its largest probe's
         self.idle_pod_s = 0.0  # held after ready with no processing probe admitted
         self.denied = 0
-        self._probed: set[str] = set()
-        self._first: set[str] = set()  # runtimes whose admitted probe is their first
         self._open: set[str] = set()  # runtimes whose admitted probe still runs
 
     def weight(self, runtime: str) -> int:
@@ -75,12 +77,13 @@ class ProbeLedger:
     def admit(self, runtime: str) -> bool:
         """Whether a processing probe of ``runtime`` may start now; a yes must be
         followed by :meth:`held` with ``admitted=True`` when the probe's pod is done."""
-        if runtime not in self._probed:
-            self._probed.add(runtime)
-            self._first.add(runtime)
-        elif runtime in self._open or self.spent.get(runtime, 0.0) >= self.part * self.batch_pod_s:
-            self.denied += 1
-            return False
+        if runtime in self.spent:
+            owed = self.spent[runtime] + self.largest[runtime]
+            if runtime in self._open or owed >= self.part * self.batch_pod_s:
+                self.denied += 1
+                return False
+        self.spent.setdefault(runtime, 0.0)
+        self.largest.setdefault(runtime, 0.0)
         self._open.add(runtime)
         return True
 
@@ -94,18 +97,13 @@ class ProbeLedger:
             self.idle_pod_s += pod_s
             return
         self._open.discard(runtime)
-        if runtime in self._first:
-            self._first.discard(runtime)
-            self.first_pod_s += pod_s
-        else:
-            self.spent[runtime] = self.spent.get(runtime, 0.0) + pod_s
-            self.largest[runtime] = max(self.largest.get(runtime, 0.0), pod_s)
+        self.spent[runtime] += pod_s
+        self.largest[runtime] = max(self.largest[runtime], pod_s)
 
     def bound(self) -> float:
         """What the probes' pod-seconds × GPUs can be at most now: ``share`` × the
-        batches', the first probes', each runtime's largest probe admitted on the ledger
-        (the last one admitted may have run past its line) and the pods held with no
-        processing probe (a deployment probe's teardown; counted as the report counts
-        them)."""
+        batches', each runtime's largest probe (its first, or one larger than any
+        before it, may cross its line) and the pods held with no processing probe (a
+        deployment probe's teardown; counted as the report counts them)."""
         over = sum(self.largest.values())
-        return self.share * self.batch_pod_s + self.first_pod_s + over + self.idle_pod_s
+        return self.share * self.batch_pod_s + over + self.idle_pod_s
