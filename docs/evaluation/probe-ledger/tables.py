@@ -88,8 +88,8 @@ def main() -> None:
         ok = ratio_a <= TARGET_RATIO and mean(growth) <= TARGET_GROWTH / 100
         met += ok
         rows.append(
-            f"| {env} | {len(seeds)} | {100 * ratio_b:.0f} % | {100 * ratio_a:.0f} % | "
-            f"{all_b:.1f} | {all_a:.1f} | {_pm(gap_b)} | {_pm(gap_a)} | {_pm(growth)} | "
+            f"| {env} | {len(seeds)} | {100 * ratio_b:.1f} % | {100 * ratio_a:.1f} % | "
+            f"{all_b:.1f}× | {all_a:.1f}× | {_pm(gap_b)} | {_pm(gap_a)} | {_pm(growth)} | "
             f"{'yes' if ok else 'no'} |"
         )
     print(
