@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import runpy
 import sys
 from pathlib import Path
 from statistics import mean, stdev
@@ -34,6 +35,8 @@ SELECTOR = "selector+deadline+pipelined"
 INFORMED = "informed+deadline+pipelined"
 COMMITTED = Path(__file__).resolve().parents[1] / "actions-all"
 TARGET_RATIO, TARGET_GROWTH = 0.25, 0.5
+# The committed table's order of environments (its tables.py: a script, not a module).
+_order = runpy.run_path(str(COMMITTED / "tables.py"))["_order"]
 
 
 def _cells(path: Path, mode: str) -> dict[int, dict[str, Any]]:
@@ -57,11 +60,6 @@ def _gap(cell: dict[str, Any], informed: dict[str, Any]) -> float:
 def _pm(values: list[float]) -> str:
     se = stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
     return f"{100 * mean(values):+.1f} ± {100 * se:.1f}"
-
-
-def _order(path: Path) -> tuple[bool, bool, str]:
-    name = path.parent.name
-    return (name != "nautilus-2020-real", name.startswith("random-"), name)
 
 
 def main() -> None:
