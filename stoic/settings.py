@@ -294,6 +294,15 @@ class InquisitorSettings(_Section):
         description="probe pricing: the least price of a probe's pod-second x GPUs, in "
         "seconds of latency (the cloud budget's price where it is higher)",
     )
+    probe_share: float | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description="the probe ledger: the processing probes may hold at most this share "
+        "of the batches' pod-seconds x GPUs (0.25: a quarter), each cloud runtime an "
+        "equal part, each runtime's first probe excepted (None: no ledger); "
+        "docs/scheduling.md",
+    )
     uplink_check_url: str | None = Field(
         None,
         description="an http(s) URL across the uplink (the cluster API's /readyz, the "

@@ -82,6 +82,7 @@ def graph(core: Core) -> dict[str, Any]:
             "inquisitor.deploy_worth": inq.deploy_worth == core.scheduler.worth_deploy_probe,
             "legs.meter": core.legs.meter == core.budget.charge,
             "scheduler.budget": core.scheduler.budget is core.budget,
+            "inquisitor.ledger": inq.ledger is core.scheduler.ledger,
             "inquisitor.measured": inq._last_processing is getattr(chain[-1], "last", None),
         },
         "uplink": {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -251,6 +252,16 @@ def test_a_sweep_report_is_written_again_from_its_json(tmp_path: Path) -> None:
     write_sweep_report(again, tmp_path / "b", command="stoic replay sweep")
     for name in ("sweep.md", "sweep.json"):
         assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text()
+
+
+def test_the_probe_share_reaches_every_cell_and_survives_the_report(tmp_path: Path) -> None:
+    res = _synthetic([("selector", 0, 1100.0, 1.0), ("informed", 0, 1050.0, 1.0)])
+    res.config = dataclasses.replace(res.config, probe_share=0.25)
+    assert {c.probe_share for c in res.config.cells()} == {0.25}
+    write_sweep_report(res, tmp_path, command="stoic replay sweep --probe-share 0.25")
+    assert json.loads((tmp_path / "sweep.json").read_text())["meta"]["probe_share"] == 0.25
+    assert load_sweep(tmp_path / "sweep.json").config.probe_share == 0.25
+    assert SweepConfig(envs=[]).probe_share is None  # the default: no ledger
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -170,6 +170,12 @@ def sweep(
     probe_pricing: bool = typer.Option(
         False, "--probe-pricing", help="every cell with inquisitor.probe_pricing on"
     ),
+    probe_share: float | None = typer.Option(
+        None,
+        "--probe-share",
+        min=0,
+        help="every cell with inquisitor.probe_share set (the probe ledger)",
+    ),
     report: Path = typer.Option(..., "--report", help="directory for the report"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
@@ -219,6 +225,7 @@ def sweep(
         probes=probes,
         jobs=jobs,
         probe_pricing=probe_pricing,
+        probe_share=probe_share,
     )
     logging.getLogger("stoic").setLevel(logging.ERROR)
     n = len(entries) * len(mode_list) * seeds

@@ -184,6 +184,7 @@ class Cell:
     warmup_periods: int | None = None
     probes: str = "auto"
     probe_pricing: bool = False  # inquisitor.probe_pricing
+    probe_share: float | None = None  # inquisitor.probe_share
 
 
 @dataclass
@@ -212,8 +213,13 @@ def run_cell(cell: Cell) -> CellResult:
     t0 = time.perf_counter()
     try:
         settings = Settings()
+        probing: dict[str, Any] = {}
         if cell.probe_pricing:
-            i = settings.inquisitor.model_copy(update={"probe_pricing": True})
+            probing["probe_pricing"] = True
+        if cell.probe_share is not None:
+            probing["probe_share"] = cell.probe_share
+        if probing:
+            i = settings.inquisitor.model_copy(update=probing)
             settings = settings.model_copy(update={"inquisitor": i})
         cfg = ReplayConfig(
             settings=settings,
@@ -343,6 +349,7 @@ class SweepConfig:
     probes: str = "auto"
     jobs: int | None = None  # None: every core this process may use
     probe_pricing: bool = False
+    probe_share: float | None = None
 
     def cells(self) -> list[Cell]:
         return [
@@ -357,6 +364,7 @@ class SweepConfig:
                 self.warmup_periods,
                 self.probes,
                 self.probe_pricing,
+                self.probe_share,
             )
             for e in self.envs
             for mode in self.modes

@@ -102,6 +102,8 @@ def write_sweep_report(result: SweepResult, out_dir: Path, *, command: str = "")
     }
     if cfg.probe_pricing:
         doc["meta"]["probe_pricing"] = True
+    if cfg.probe_share is not None:
+        doc["meta"]["probe_share"] = cfg.probe_share
     can_plot = installed("analysis", "matplotlib")
     if not can_plot:
         doc["meta"]["plots"] = PLOTS_SKIPPED
@@ -187,6 +189,7 @@ def load_sweep(path: Path) -> SweepResult:
         probes=meta["probes"],
         jobs=meta["jobs"],
         probe_pricing=meta.get("probe_pricing", False),
+        probe_share=meta.get("probe_share"),
     )
     paths = {e.name: e.path for e in envs}
     cells = [

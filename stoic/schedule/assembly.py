@@ -18,7 +18,10 @@ order, so no part is finished by setting attributes after it was built:
    :class:`~stoic.schedule.execute.requester.Requester`, the
    :class:`~stoic.schedule.scheduler.Scheduler` and the
    :class:`~stoic.schedule.probe.inquisitor.Inquisitor` (asking the scheduler's
-   ``worth_probing``).
+   ``worth_probing``), both given the
+   :class:`~stoic.schedule.probe.ledger.ProbeLedger` when ``inquisitor.probe_share`` is
+   set (the scheduler tells it the batches, the inquisitor asks it before a processing
+   probe).
 
 The one difference between the worlds is :class:`Probing`, which says why.
 ``tests/test_assembly.py`` compares a daemon core and a replay core part by part, and
@@ -50,6 +53,7 @@ from stoic.schedule.probe.inquisitor import (
     ProbeWork,
     ProcessingClock,
 )
+from stoic.schedule.probe.ledger import ProbeLedger
 from stoic.schedule.scheduler import ObservationCounter, Scheduler, SchedulerOptions
 from stoic.schedule.share.session import ShareOptions
 from stoic.settings import Settings
@@ -236,6 +240,9 @@ def build_core(
         share=share_options(settings),
         price=budget.quote,
     )
+    share = settings.inquisitor.probe_share
+    clouds = [name for name, r in by_name.items() if not r.is_edge]
+    ledger = ProbeLedger(share, gpus, clouds) if probes and share is not None else None
     scheduler = Scheduler(
         predictor,
         requester,
@@ -244,6 +251,7 @@ def build_core(
         policy or PolicyOptions.from_settings(settings),
         observed=observed,
         budget=budget,
+        ledger=ledger,
     )
     inquisitor = (
         Inquisitor(
@@ -256,6 +264,7 @@ def build_core(
             measured=measured,
             options=probe_options or inquisitor_options(settings),
             on_held=on_probe_held,
+            ledger=ledger,
         )
         if probes
         else None

@@ -23,6 +23,10 @@ It owns nothing but the wiring and two concerns of its own:
   exceeds its price, and a deployment probe at most once per runtime between two
   decisions: what it teaches is used at the next decision, and a second probe before
   that adds little the window does not hold.
+* **the probe ledger** (``inquisitor.probe_share``,
+  :mod:`stoic.schedule.probe.ledger`): every batch it runs is told to the ledger, whose
+  share of the batches' pod-seconds the inquisitor's processing probes may hold; the
+  bootstrap's runs are not batches and fund no probe.
 * **bootstrapping** (paper §3.7): when an application version is first seen, run two
   representative tasks on every runtime so that the processing regression has points
   of its own instead of priors. :class:`ObservationCounter` counts processing samples
@@ -52,6 +56,7 @@ from stoic.schedule.decide.policy import PolicyOptions, decide
 from stoic.schedule.execute.recorder import PredictorLike
 from stoic.schedule.execute.requester import Requester
 from stoic.schedule.probe.availability import Availability
+from stoic.schedule.probe.ledger import ProbeLedger
 from stoic.schedule.share.session import ChunkSink
 from stoic.values import (
     ZERO,
@@ -185,6 +190,8 @@ class Scheduler:
     _: KW_ONLY
     observed: ObservationCounter = field(default_factory=ObservationCounter)
     budget: CloudBudget | None = None
+    # inquisitor.probe_share: told every batch's pod-seconds; the inquisitor asks it
+    ledger: ProbeLedger | None = None
     decisions: int = field(default=0, init=False)
     decision_s_total: float = field(default=0.0, init=False)
     _bootstrap_locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict, init=False)
@@ -334,6 +341,8 @@ class Scheduler:
         if on_plan is not None:
             await on_plan(plan)
         outcome = await self.requester.run(job, plan, done=done, on_chunk=on_chunk)
+        if self.ledger is not None:
+            self.ledger.batch(plan, outcome)
         return plan, replace(outcome, decision_s=plan.decision_s)
 
     # Bootstrapping (paper §3.7) -----------------------------------------------------------

@@ -15,6 +15,7 @@ from stoic.schedule.execute.legs import Placer
 from stoic.schedule.execute.recorder import MultiRecorder
 from stoic.schedule.probe.availability import Availability, AvailabilityChange
 from stoic.schedule.probe.inquisitor import Inquisitor, ProcessingClock
+from stoic.schedule.probe.ledger import ProbeLedger
 from stoic.settings import Settings
 from stoic.values import Job, Runtime
 from tests.support.core import EPOCH, SPECS, ListRecorder, leg_runner
@@ -44,6 +45,7 @@ class Rig:
         *,
         deploy_periods: tuple[tuple[str, float], ...] = (),
         on_held: Callable[[str, float], None] | None = None,
+        ledger: ProbeLedger | None = None,
         **overrides: Any,
     ) -> None:
         self.settings = Settings(**overrides)
@@ -65,4 +67,5 @@ class Rig:
             measured=measured,
             options=replace(inquisitor_options(self.settings), deploy_periods=deploy_periods),
             on_held=on_held,
+            ledger=ledger,
         )

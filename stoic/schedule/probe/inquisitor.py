@@ -57,6 +57,13 @@ processing probe: when the day's cloud budget is spent, or, with probe pricing, 
 what the probe would teach is worth less than its pod time (docs/scheduling.md, "The
 cloud budget").
 
+**The probe ledger** (ours; ``inquisitor.probe_share``, off by default): with a
+:class:`~stoic.schedule.probe.ledger.ProbeLedger`, a cloud runtime's processing probe
+starts only while that runtime's probes' pod-seconds so far are below its equal part
+of that share of the batches' (the scheduler tells the ledger each batch's), its first
+one excepted; a runtime it holds back stays due and asks again on its next deployment
+probe.
+
 **Uplink checks** (ours): with ``uplink`` given, every tick also asks the
 :class:`~stoic.predict.uplink.UplinkCheck` whether the uplink is up and records the
 answer in the :class:`~stoic.predict.uplink.UplinkWatch` the predictor reads, so a batch
@@ -78,6 +85,7 @@ from stoic.logging import get_logger
 from stoic.predict.uplink import UplinkCheck, UplinkWatch
 from stoic.schedule.execute.legs import LegRunner, Placer
 from stoic.schedule.probe.availability import Availability
+from stoic.schedule.probe.ledger import ProbeLedger
 from stoic.values import (
     DeploymentSample,
     Job,
@@ -157,6 +165,7 @@ class Inquisitor:
         measured: ProcessingClock | None = None,
         options: InquisitorOptions = InquisitorOptions(),
         on_held: Callable[[str, float], None] | None = None,
+        ledger: ProbeLedger | None = None,
     ) -> None:
         self.legs = legs  # the requester's: the same backends, recorder, clock, options
         self.availability = availability
@@ -176,6 +185,9 @@ class Inquisitor:
         # runtime -> pod seconds held after ready (the processing probes' cloud cost)
         self.cloud_s: dict[str, float] = {}
         self.on_held = on_held
+        # The scheduler's probe ledger (inquisitor.probe_share): a cloud processing
+        # probe starts only while the batches have paid for it; None: always.
+        self.ledger = ledger
         # runtime -> clock time of its newest T_p sample, a batch's or a probe's: a
         # runtime that batches keep measuring needs no probe. ``measured`` must be in
         # legs' recorder chain to see the batches' (build_core puts it there).
@@ -210,12 +222,16 @@ class Inquisitor:
         else:
             assert probe.deployment is not None
             ready = loop.time()
+            admitted = False
             try:
-                if self._processing_due(name):
+                if self._processing_due(name) and self._admitted(name):
+                    admitted = True
                     await self._time_processing(runtime, probe.deployment)
             finally:
                 now = loop.time()
                 self.cloud_s[name] = self.cloud_s.get(name, 0.0) + now - ready
+                if self.ledger is not None:
+                    self.ledger.held(name, now - ready, admitted=admitted)
                 if self.on_held is not None:
                     self.on_held(name, now - ready)
                 await self.legs.release(runtime, probe.deployment)
@@ -228,6 +244,11 @@ class Inquisitor:
         )
         await self.legs.record_deployment(sample)
         return sample
+
+    def _admitted(self, name: str) -> bool:
+        """Whether the probe ledger lets a processing probe of cloud runtime ``name``
+        start now (always without a ledger)."""
+        return self.ledger is None or self.ledger.admit(name)
 
     def _processing_due(self, name: str) -> bool:
         period = self.options.processing_probe_period_s
