@@ -124,6 +124,7 @@ def analyse_selector(sel: ReplayResult, inf: ReplayResult, draws: int) -> dict[s
     by_index = {r.batch.index: r for r in inf.records}
     minlat = sum(min(r.truth.totals().values()) for r in sel.records)
     regret: Counter[str] = Counter()
+    surprise: Counter[str] = Counter()  # realised minus expected, of the runtime chosen
     pairs: Counter[str] = Counter()
     errors: dict[str, list[dict[str, float]]] = defaultdict(list)
     for rec in sel.records:
@@ -149,6 +150,9 @@ def analyse_selector(sel: ReplayResult, inf: ReplayResult, draws: int) -> dict[s
         best = min(expected.values())
         if b in expected:
             regret["informed"] += expected[b] - best
+            surprise["informed"] += other.outcome.total_s - expected[b]
+        if a in expected:
+            surprise["selector"] += rec.outcome.total_s - expected[a]
         for label, parts in SUBSTITUTIONS.items():
             ests = {k: substituted(v, truth[k], parts) for k, v in rec.plan.estimates.items()}
             choice = select_min(ests, edge="edge", objective="expected")
@@ -161,6 +165,7 @@ def analyse_selector(sel: ReplayResult, inf: ReplayResult, draws: int) -> dict[s
         "gap_points": 100 * (lat_sel - lat_inf) / minlat,
         "expected_gap_points": 100 * (regret["none"] - regret["informed"]) / minlat,
         "expected_regret_points": {k: 100 * v / minlat for k, v in regret.items()},
+        "realised_minus_expected_points": {k: 100 * v / minlat for k, v in surprise.items()},
         "pairs": dict(pairs),
         "errors": {
             name: {k: float(np.mean([abs(r[k]) for r in rows])) for k in rows[0]}
