@@ -102,8 +102,6 @@ def test_the_setting_reaches_every_cloud_runtime() -> None:
     values = np.full(1200, 20.0)
     values[:100:5] = 400.0
     for i, v in enumerate(values):
-        predictor.observe_deployment(
-            DeploymentSample("gpu2", float(i), float(v), DeployOutcome.OK)
-        )
+        predictor.observe_deployment(DeploymentSample("gpu2", float(i), float(v), DeployOutcome.OK))
     risk = predictor.estimate("gpu2", 10, 2_000_000, app="a", app_version="1").risk
     assert risk.deployment_excess_s > 5.0

@@ -112,7 +112,7 @@ def true_totals(truth: dict[str, dict[str, float]], timeout_s: float) -> dict[st
     out = {}
     for n, t in truth.items():
         p = t.get("p_timeout", 0.0)
-        after = min(v for m, v in ready.items() if m != n)
+        after = min((v for m, v in ready.items() if m != n), default=ready[n])
         out[n] = (1 - p) * ready[n] + p * (timeout_s + after)
     return out
 
