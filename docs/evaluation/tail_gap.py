@@ -1,18 +1,23 @@
 """Where the selector's learning gap comes from, component by component.
 
-Replays ``--env`` in ``selector`` and ``informed`` mode (the same worlds: the batch
-truths depend only on the seed) and, for every batch, prices each cloud runtime's
-expected components from the spec at that instant (``--draws`` fresh draws of a private
-stream: E[T_t], E[T_d | ready], P(timeout), E[T_p] with congestion) beside what the
-selector's estimate said (T_t, the median window + ``deployment_excess_s``,
-``p_timeout``, T_p × (1 + ``processing_excess``)). For the batches where the two modes
-chose different runtimes it says which component's error flipped the choice, and how
-much latency (points of the days' MIN-LAT) each kind of disagreement costs.
+Replays ``--env`` in ``informed`` mode once and in ``selector`` mode at each
+``--tail-history`` (``predictor.deployment_tail_history``; the same worlds: the batch
+truths depend only on the seed), and at every batch of the selector prices each runtime
+from the spec at that instant (``--draws`` fresh draws of a private stream: E[T_t],
+E[T_d | ready] and its median, P(timeout), E[T_p] with congestion). A pick's expected
+regret is its E[T_s] minus the least; the expected gap is the selector's regret minus
+the informed mode's, in points of the days' MIN-LAT (the learning gap without the luck
+of the draws). Re-deciding each batch with components of every estimate replaced by the
+spec's (``SUBSTITUTIONS``) says which error costs what. Also: the realised gap, the mean
+absolute error of each cloud runtime's components, and the realised minus the expected
+latency of the runtimes chosen (a check of the expectations: they leave out the wait of
+a batch behind the one before it and a fallback's own timeouts). docs/predictor.md,
+"The deployment tail".
 
     PYTHONPATH=. .venv/bin/python docs/evaluation/tail_gap.py \
-        --env workload/envs/edge-step.yaml --days 6 --seeds 3 [--json OUT]
+        --env workload/envs/edge-step.yaml --days 6 --seeds 6 --tail-history 0,1440 [--json OUT]
 
-The predictor's settings are the environment's (``STOIC_PREDICTOR__*``), as in a sweep.
+The rest of the settings are the environment's (``STOIC_PREDICTOR__*``), as in a sweep.
 """
 
 from __future__ import annotations
