@@ -202,6 +202,16 @@ class PredictorSettings(_Section):
         description="seconds without a deployment of a runtime after which its next one may "
         "be a cold start (deployment_cold_ratio)",
     )
+    deployment_tail_history: int = Field(
+        0,
+        ge=0,
+        le=100_000,
+        description="recent T_d values (probes included) the deployment tail is priced "
+        "from (deployment_excess_s, p_timeout, the ready distribution) where this is more "
+        "than calibration_history + max_window, the values the window keeps (0: those); a "
+        "day of the inquisitor's probes (1440) prices a heavy tail from seven times as "
+        "many outliers and timeouts; docs/predictor.md, 'The deployment tail'",
+    )
     default_bandwidth_bps: float = Field(
         70.8e6 / 8, gt=0, description="uplink before any measurement"
     )

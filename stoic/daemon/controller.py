@@ -740,7 +740,7 @@ class Controller:
         :meth:`prime_version`."""
         s, store = self.settings, self.store
         p = s.predictor
-        deployments = max(p.max_window, p.calibration_history)
+        deployments = max(p.max_window, p.calibration_history, p.deployment_tail_history)
         n = 0
         for name in self.runtime_names:
             for d in await asyncio.to_thread(store.deployment_samples, name, deployments):

@@ -82,6 +82,7 @@ class Predictor:
                 mixture_history=p.deployment_mixture_history,
                 cold_ratio=p.deployment_cold_ratio,
                 cold_idle_s=p.deployment_cold_idle_s,
+                tail_history=p.deployment_tail_history,
             )
             for r in options.runtimes
         }

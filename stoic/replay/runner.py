@@ -26,7 +26,8 @@ the probe ticks are walked with the inquisitor's own rules (a tick on the ``k·p
 grid, skipped while the previous probe of that runtime is still running), each probe's
 T_d is the same counter-keyed draw the backend would have made, and only the probes that
 can still be in the predictor's deployment window at the next batch (the last
-``calibration_history + max_window``, its deque length) are fed to it, through the same
+``calibration_history + max_window``, its deque length, or ``deployment_tail_history``
+where that is longer) are fed to it, through the same
 recorder chain; the last finished probe sets availability. Because the model keeps only
 that deque and calibrates lazily at the next estimate, the predictor reaches the same
 state as with every probe fed (see docs/replay.md for the caveats).
@@ -316,7 +317,8 @@ class _ProbeShortcut:
         self.observe = predictor.observe_probes
         self.availability = availability
         self.period = settings.inquisitor.period_s
-        self.keep = settings.predictor.calibration_history + settings.predictor.max_window
+        p = settings.predictor
+        self.keep = max(p.calibration_history + p.max_window, p.deployment_tail_history)
         self.timeout = settings.predictor.deploy_timeout_s
         self.warmup_s = warmup_s
         self.clouds = [r for r in env.runtimes.values() if not r.is_edge]
