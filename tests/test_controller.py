@@ -20,7 +20,13 @@ from stoic.predict.predictor import Predictor
 from stoic.settings import Settings
 from stoic.storage.objectstore import make_object_store
 from stoic.store import Store, migrate
-from stoic.values import BatchState, DeploymentSample, ProcessingSample, TransferSample
+from stoic.values import (
+    BatchState,
+    DeploymentSample,
+    DeployOutcome,
+    ProcessingSample,
+    TransferSample,
+)
 from tests.support.controller import put_batch, started, until, wait_state
 from tests.support.settings import checked_settings, make_settings
 from tests.support.uplink import far_side
@@ -218,6 +224,27 @@ async def test_a_restart_keeps_the_processing_tail(tmp_path: Path, fake: FakeBac
         assert got.risk.processing_excess == pytest.approx(want)
 
 
+async def test_a_restart_keeps_the_deployment_tail_view(tmp_path: Path, fake: FakeBackend) -> None:
+    """With ``predictor.deployment_tail_history`` longer than the window's 200 values,
+    priming loads that many deployments, so a restart prices the timeouts outside the
+    window as the running daemon did (docs/predictor.md, "The deployment tail")."""
+    settings = make_settings(tmp_path, predictor={"deployment_tail_history": 400})
+    migrate(settings.database_url)
+    timeout = settings.predictor.deploy_timeout_s
+    samples = [
+        DeploymentSample("gpu1", float(t), timeout, DeployOutcome.TIMEOUT) for t in range(100)
+    ] + [DeploymentSample("gpu1", float(t), 40.0) for t in range(100, 400)]
+    with Store(settings.database_url) as store:
+        store.add_samples(samples)
+    fresh = Predictor.from_settings(settings)
+    for d in samples:
+        fresh.observe_deployment(d)
+    want = fresh.deployment_model("gpu1").risk().p_timeout
+    assert want > 0.2  # the 100 timeouts, all older than the window's 200 values
+    async with started(settings, fake) as ctl:
+        assert ctl.predictor.deployment_model("gpu1").risk().p_timeout == pytest.approx(want)
+
+
 async def test_the_inquisitor_times_idle_runtimes_on_images_of_a_claimed_batch(
     tmp_path: Path, fake: FakeBackend
 ) -> None:
@@ -253,6 +280,46 @@ async def test_the_inquisitor_times_idle_runtimes_on_images_of_a_claimed_batch(
         assert len(uploads) == len({(e.runtime, e.batch_id) for e in uploads})  # once each
         scrape = ctl.metrics.render()[0].decode()
         assert 'stoic_probe_cloud_seconds_total{runtime="gpu1"}' in scrape
+
+
+async def test_the_daemons_probe_ledger_stops_the_processing_probes(
+    tmp_path: Path, fake: FakeBackend
+) -> None:
+    """``inquisitor.probe_share = 0`` in the daemon's settings: each cloud runtime gets
+    its first processing probe (the ledger's allowance) and no more, however many probe
+    periods pass; the same daemon without the ledger keeps timing them (test above)."""
+    settings = make_settings(
+        tmp_path,
+        controller={"inquisitor": True},
+        inquisitor={"period_s": 0.05, "processing_probe_period_s": 0.2, "probe_share": 0.0},
+        local={"probe_period_s": 0.05},
+    )
+    clouds = ("cpu", "gpu1", "gpu2")
+    async with started(settings, fake) as ctl:
+        await until(lambda ctl=ctl: all(ctl.store.count_deployment_samples(r) for r in clouds))
+        bid = await asyncio.to_thread(put_batch, settings, 12)
+        ctl.notify()
+        await wait_state(ctl, bid, BatchState.DONE)
+
+        assert ctl.scheduler.ledger is not None
+
+        def timed(ctl: Controller = ctl) -> int:
+            return sum(len(ctl.store.processing_samples("classify", "1", r)) for r in clouds)
+
+        # Each cloud runtime's first probe (the ledger's allowance), once it has images
+        # to time, beside the batch's own sample where it ran in the cloud:
+        ran = (await asyncio.to_thread(ctl.store.get_batch, bid)).chosen_runtime
+        await until(lambda: timed() == len(clouds) + (ran in clouds))
+        first = timed()
+        ticks = {r: ctl.store.count_deployment_samples(r) for r in clouds}
+        # Several processing-probe periods later (probe ticks every 0.05 s):
+        await until(
+            lambda ctl=ctl: all(
+                ctl.store.count_deployment_samples(r) >= ticks[r] + 12 for r in clouds
+            )
+        )
+        assert timed() == first
+        assert ctl.scheduler.ledger.denied > 0
 
 
 async def test_the_daemon_checks_its_uplink_and_prices_an_outage(

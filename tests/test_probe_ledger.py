@@ -119,6 +119,16 @@ def test_the_probes_never_hold_more_than_their_share_and_the_allowance(
     assert books.probes <= books.bound(share) + 1e-6
 
 
+def test_a_probe_with_nothing_to_time_keeps_the_allowance() -> None:
+    ledger = ProbeLedger(0.0, GPUS, CLOUDS)
+    assert ledger.admit("gpu1")
+    ledger.returned("gpu1")  # no images yet: nothing timed
+    ledger.held("gpu1", 5.0, admitted=False)
+    assert ledger.admit("gpu1")  # still its first probe
+    ledger.held("gpu1", 30.0, admitted=True)
+    assert not ledger.admit("gpu1")  # a share of 0 pays for nothing more
+
+
 def test_share_mode_batches_count_each_pod_with_its_gpus() -> None:
     ledger = ProbeLedger(0.25, GPUS, CLOUDS)
     out = Outcome("b", "edge", Mode.SHARE, cloud_by={"gpu2": (10.0, 4.0), "cpu": (3.0, 0.0)})

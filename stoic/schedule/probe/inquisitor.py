@@ -222,16 +222,18 @@ class Inquisitor:
         else:
             assert probe.deployment is not None
             ready = loop.time()
-            admitted = False
+            admitted = ran = False
             try:
                 if self._processing_due(name) and self._admitted(name):
                     admitted = True
-                    await self._time_processing(runtime, probe.deployment)
+                    ran = await self._time_processing(runtime, probe.deployment)
             finally:
                 now = loop.time()
                 self.cloud_s[name] = self.cloud_s.get(name, 0.0) + now - ready
                 if self.ledger is not None:
-                    self.ledger.held(name, now - ready, admitted=admitted)
+                    if admitted and not ran:
+                        self.ledger.returned(name)
+                    self.ledger.held(name, now - ready, admitted=ran)
                 if self.on_held is not None:
                     self.on_held(name, now - ready)
                 await self.legs.release(runtime, probe.deployment)
@@ -258,12 +260,15 @@ class Inquisitor:
         stale = last is None or self.legs.clock.now() - last >= period
         return stale and self.worth(name)
 
-    async def _time_processing(self, runtime: Runtime, deployment: Deployment) -> None:
+    async def _time_processing(self, runtime: Runtime, deployment: Deployment) -> bool:
         """Warm the pod and time the function on a probe batch (the measurer records
-        T_p). A backend error is logged (the next period tries again), never raised."""
+        T_p). A backend error is logged (the next period tries again), never raised.
+        False where there was no probe batch (no images yet): the probe ledger then
+        keeps the runtime's first probe for one that can run."""
         got = await self._probe_job(runtime)
         if got is not None:
             await self._time_on(runtime, deployment, *got)
+        return got is not None
 
     async def _probe_job(self, runtime: Runtime) -> tuple[Job, Upload] | None:
         """The probe batch of this turn, placed where ``runtime`` reads it (None: no

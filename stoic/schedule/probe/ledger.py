@@ -100,6 +100,14 @@ class ProbeLedger:
         self.spent[runtime] += pod_s
         self.largest[runtime] = max(self.largest[runtime], pod_s)
 
+    def returned(self, runtime: str) -> None:
+        """An admitted probe of ``runtime`` found nothing to time (no images yet): its
+        turn ends, and a first probe stays the runtime's allowance for one that runs.
+        Its pod's seconds still come to :meth:`held`, as not admitted."""
+        self._open.discard(runtime)
+        if self.spent.get(runtime) == 0.0:
+            del self.spent[runtime], self.largest[runtime]
+
     def bound(self) -> float:
         """What the probes' pod-seconds × GPUs can be at most now: ``share`` × the
         batches', each runtime's largest probe (its first, or one larger than any
