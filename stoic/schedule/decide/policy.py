@@ -35,6 +35,10 @@ worlds, one code path"), so a table of estimates is all a test needs.
   pod-seconds it expects to hold is taken over its deadlines (a price moves a
   deadline, never turns an action off); :func:`keep_cloud`, the duplicator's decision
   at pod ready, weighs the pod-seconds it would hold at the price the plan carries.
+  With ``policy.deploy_deadline_fallback`` (off by default) each fallback leg gets a
+  deadline of its own too, priced as a fallback down the requester's chain
+  (:func:`next_fallback`, each runtime once, the edge last with none), and an
+  abandonment is priced at that chain's expected total (:func:`_chain`).
 * baselines for the replay: **edge-only**, **gpu1-only**, **threshold** (a fixed
   batch-size cut-over to a GPU runtime), **oracle** (MIN-LAT: needs the ground truth, so
   only the replay can use it), and **pinned** (the user names the runtime).

@@ -7,9 +7,11 @@ same code in the daemon and the replay: only the backends and the clock differ.
   runtime with retry and back-off, upload the package (T_t; during the deployment if
   the plan is ``pipelined``), warm a cloud pod with a one-image call, invoke (T_p), tear
   down in ``finally``. A deployment past the plan's deploy deadline for its runtime is
-  abandoned (:class:`~stoic.errors.DeployAbandoned`) and falls back like a failure; only
-  the planned runtime's leg has one, a fallback leg waits to the timeout (both the
-  selector's and the informed reference's deadlines price the fallback so). A
+  abandoned (:class:`~stoic.errors.DeployAbandoned`) and falls back like a failure; a
+  fallback leg has the plan's fallback deadline for its runtime
+  (``policy.deploy_deadline_fallback``, priced for it as a fallback), or none and waits
+  to the timeout (both the selector's and the informed reference's deadlines price the
+  fallback so). A
   cloud runtime that is unavailable or fails falls back
   (``settings.requester.fallback_to_edge``) to the runtime predicted soonest among the
   others still available: the edge, unless a cloud runtime beats it.
