@@ -88,8 +88,11 @@ def test_a_deadline_in_the_replay_abandons_the_deployment_and_falls_back() -> No
     assert "actions" not in score_replay(replay("selector"))["summary"]
 
 
-def test_the_informed_reference_of_the_actions_is_what_its_mode_runs() -> None:
-    r = replay("informed+deadline+pipelined")
+@pytest.mark.parametrize(
+    "mode", ["informed+deadline+pipelined", "informed+deadline+pipelined+fallback"]
+)
+def test_the_informed_reference_of_the_actions_is_what_its_mode_runs(mode: str) -> None:
+    r = replay(mode)
     assert all(rec.plan.mode is Mode.ORACLE and rec.plan.pipelined for rec in r.records)
     assert any(rec.plan.deadlines for rec in r.records)
     ref = reference(r).per_batch

@@ -162,9 +162,10 @@ def _with_actions(
     are abandoned at theirs too (or time out), on down the ranking."""
     ranked = sorted(expected, key=lambda n: expected[n])
     if chains is not None:
-        return _down_the_chain(
-            truth, ranked, deadlines, chains.get(ranked[0], {}), pipelined, timeout_s
-        )
+        chain = chains.get(ranked[0], {})
+        limits = [deadlines.get(ranked[0], timeout_s)]
+        limits += [chain.get(n, timeout_s) for n in ranked[1:]]
+        return _down_the_chain(truth, ranked, limits, pipelined)
     t = truth.runtimes[ranked[0]]
     if not t.attempts:
         return t.total_s
@@ -175,21 +176,14 @@ def _with_actions(
 
 
 def _down_the_chain(
-    truth: BatchTruth,
-    ranked: list[str],
-    deadlines: dict[str, float],
-    chain: dict[str, float],
-    pipelined: bool,
-    timeout_s: float,
+    truth: BatchTruth, ranked: list[str], limits: list[float], pipelined: bool
 ) -> float:
-    """The true total of running ``ranked`` in turn, each leg abandoned at its
-    deadline (the first's in ``deadlines``, the others' in ``chain``) or at the timeout,
-    until one is ready in time or none is left."""
+    """The true total of running ``ranked`` in turn, each leg abandoned at its limit
+    (its deadline, or the timeout), until one is ready in time or none is left."""
     spent = 0.0
-    for i, name in enumerate(ranked[:-1]):
+    for name, limit in zip(ranked[:-1], limits, strict=False):
         t = truth.runtimes[name]
         dep = t.attempts[-1] if t.attempts else 0.0  # the edge: no deployment
-        limit = (deadlines if i == 0 else chain).get(name, timeout_s)
         if dep is not None and dep < limit:
             return spent + _ready_total(t, pipelined)
         spent += limit
