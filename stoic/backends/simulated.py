@@ -783,9 +783,10 @@ class SimEnvironment:
         usable = set(ok if available is None else available)
         out: dict[str, float] = {}
         deadlines: dict[str, float] = {}
-        chains = _Chains(ok, deps, self.fallback, edge, self.timeout_s)
+        chained = deadline and fallbacks is not None
+        chains = _Chains(ok, deps, edge, self.timeout_s) if chained else None
         for name, v in ok.items():
-            if deadline and fallbacks is not None:
+            if chains is not None and fallbacks is not None:
                 after, fallbacks[name] = chains.value(frozenset(usable - {name}))
             else:
                 after = min(
@@ -917,12 +918,10 @@ class _Chains:
         self,
         ok: dict[str, np.ndarray],
         deps: dict[str, np.ndarray],
-        edge: str | None,
         edge_s: float,
         timeout_s: float,
     ) -> None:
-        self.ok, self.deps, self.edge, self.edge_s = ok, deps, edge, edge_s
-        self.timeout_s = timeout_s
+        self.ok, self.deps, self.edge_s, self.timeout_s = ok, deps, edge_s, timeout_s
         self._memo: dict[frozenset[str], tuple[float, dict[str, float]]] = {}
 
     def value(self, left: frozenset[str]) -> tuple[float, dict[str, float]]:
