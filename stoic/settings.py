@@ -374,6 +374,13 @@ class PolicySettings(_Section):
     deploy_deadline_min_gain_s: float = Field(
         1.0, ge=0, description="set a deploy deadline only if it saves this much in expectation"
     )
+    deploy_deadline_fallback: bool = Field(
+        False,
+        description="with deploy_deadline: a fallback leg gets a deadline of its own, "
+        "priced for it as a fallback (its own fallback the best of the runtimes not yet "
+        "tried, the edge last, with none); off: a fallback leg waits to the timeout; "
+        "docs/scheduling.md",
+    )
     pipelined_upload: bool = Field(
         False,
         description="the selector's cloud leg uploads while its pod deploys: "

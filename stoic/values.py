@@ -235,6 +235,10 @@ class SinglePlan(PlanBase):
     run), falling back if it fails."""
 
     runtime: str
+    fallback_deadlines: Mapping[str, float] = field(default_factory=dict)
+    """Per cloud runtime, its deploy deadline where the batch falls back to it
+    (``policy.deploy_deadline_fallback``): priced as a fallback of this plan, its own
+    fallback the best of the runtimes not yet tried (absent: the timeout)."""
 
     @property
     def chosen(self) -> str:

@@ -7,11 +7,14 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from stoic.backends.simulated import EnvSpec, SimEnvironment
 from stoic.errors import DeployAbandoned
+from stoic.replay.runner import DEFAULT_ENV
 from stoic.schedule.decide.budget import Price
 from stoic.schedule.decide.deadline import (
     DeadlineChoice,
@@ -23,6 +26,7 @@ from stoic.schedule.decide.deadline import (
     race_deadline,
 )
 from stoic.schedule.decide.policy import PolicyOptions, decide
+from stoic.settings import Settings
 from stoic.values import (
     Component,
     DeploymentSample,
@@ -260,6 +264,84 @@ def test_the_duplicators_cloud_leg_gets_the_race_deadline() -> None:
     assert isinstance(plan, RacePlan) and plan.deadlines == {"gpu1": 70.0}  # 100 − 30
 
 
+# A fallback leg's own deadline (policy.deploy_deadline_fallback) --------------------------
+
+CHAINED = replace(ACTIONS, pipelined_upload=False, fallback_deadline=True)
+
+
+def _two_bimodal_pods() -> dict[str, Estimate]:
+    """gpu1 ready in 10 s or 500 s (then 35 s of upload and processing), gpu2 in 20 s or
+    400 s (then 30 s), half and half; the edge takes 100 s. By their means gpu1 (45 s)
+    goes first, then gpu2 (50 s), then the edge."""
+    gpu1 = Risk(0.0, TIMEOUT, 245.0, ready_s=(10.0,) * 10 + (500.0,) * 10)
+    gpu2 = Risk(0.0, TIMEOUT, 190.0, ready_s=(20.0,) * 10 + (400.0,) * 10)
+    return {
+        "edge": TABLE["edge"],
+        "gpu1": Estimate("gpu1", Component(5), Component(10), Component(30), gpu1),
+        "gpu2": Estimate("gpu2", Component(5), Component(20), Component(25), gpu2),
+    }
+
+
+def test_a_fallback_leg_gets_its_own_deadline_priced_as_a_fallback() -> None:
+    # gpu1 abandoned at 10 s falls back to gpu2, whose own fallback is the edge: abandoned
+    # at 20 s it costs 0.5·50 + 0.5·(20 + 100) = 85 s, against 240 s waiting for its pod.
+    # gpu1 with that fallback: 0.5·45 + 0.5·(10 + 85) = 70 s. First, gpu2 falls back on
+    # gpu1 (0.5·45 + 0.5·(10 + 100) = 77.5 s): 0.5·50 + 0.5·(20 + 77.5) = 73.75 s.
+    plan = decide(Mode.SELECTOR, JOB, _two_bimodal_pods(), options=CHAINED)
+    assert isinstance(plan, SinglePlan) and plan.runtime == "gpu1"
+    assert plan.deadlines == {"gpu1": 10.0, "gpu2": 20.0}
+    assert plan.fallback_deadlines == {"gpu2": 20.0}
+    assert plan.scores == pytest.approx({"edge": 100.0, "gpu1": 70.0, "gpu2": 73.75})
+
+
+def test_without_the_setting_a_fallback_leg_has_no_deadline_and_nothing_moves() -> None:
+    # Off (the default): gpu1's fallback is priced waiting for its pod, as today
+    # (0.5·45 + 0.5·(10 + 100) = 77.5 s: the edge beats gpu2's 240 s), and the plan
+    # gives the fallback legs no deadline.
+    table = _two_bimodal_pods()
+    off = decide(Mode.SELECTOR, JOB, table, options=replace(CHAINED, fallback_deadline=False))
+    assert PolicyOptions().fallback_deadline is False
+    assert isinstance(off, SinglePlan) and off.fallback_deadlines == {}
+    assert off.scores["gpu1"] == pytest.approx(77.5)
+    today = decide(Mode.SELECTOR, JOB, table, options=replace(ACTIONS, pipelined_upload=False))
+    assert off == today
+    # The rule needs the deadline: without one nothing has a deadline.
+    bare = decide(Mode.SELECTOR, JOB, table, options=replace(CHAINED, deploy_deadline=False))
+    assert isinstance(bare, SinglePlan) and not bare.deadlines and not bare.fallback_deadlines
+
+
+def test_the_informed_reference_prices_the_chain_as_the_selector_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The same two pods, as draws the informed reference knows: the same deadlines and
+    # expected totals as the selector's (the previous test), chain for chain.
+    table = _two_bimodal_pods()
+    dep = {"gpu1": np.array([10.0, 500.0]), "gpu2": np.array([20.0, 400.0])}
+    ok = {"edge": np.array([100.0, 100.0]), "gpu1": dep["gpu1"] + 35, "gpu2": dep["gpu2"] + 30}
+
+    def dice(
+        env: SimEnvironment, job: Job, at_s: float, draws: int, **kw: Any
+    ) -> dict[str, np.ndarray]:
+        if kw.get("deployments") is not None:
+            kw["deployments"].update(dep)
+        return dict(ok)
+
+    monkeypatch.setattr(SimEnvironment, "_dice", dice)
+    env = SimEnvironment(EnvSpec.load(DEFAULT_ENV), Settings().runtime_list(), seed=0)
+    chains: dict[str, dict[str, float]] = {}
+    totals, deadlines = env.expected_with_actions(
+        JOB, 0.0, deadline=True, pipelined=False, fallbacks=chains
+    )
+    plan = decide(Mode.SELECTOR, JOB, table, options=CHAINED)
+    assert totals == pytest.approx(dict(plan.scores))
+    assert deadlines == plan.deadlines
+    assert isinstance(plan, SinglePlan) and chains["gpu1"] == plan.fallback_deadlines
+    assert chains["gpu2"] == {"gpu1": 10.0}  # gpu2 first: gpu1 its fallback, 77.5 s < 290 s
+    # Without the rule, gpu1's fallback waits for its pod: 0.5·45 + 0.5·(10 + 100).
+    plain, _ = env.expected_with_actions(JOB, 0.0, deadline=True, pipelined=False)
+    assert plain["gpu1"] == pytest.approx(77.5)
+
+
 # The requester on the fake backend (virtual time) ------------------------------------------
 
 pytestmark = pytest.mark.looptime
@@ -300,6 +382,23 @@ async def test_the_fallback_leg_waits_for_its_pod_as_its_price_assumed(world: Wo
     assert (out.runtime, out.fell_back) == ("gpu2", True)
     assert out.total_s == 12 + 45 + 5 + 2 + 25
     assert out.reason.count(DeployAbandoned.__name__) == 1
+
+
+async def test_a_fallback_leg_abandoned_at_its_own_deadline_falls_back_again(
+    world: World, looptime: Any
+) -> None:
+    # gpu1 (30 s to deploy) is abandoned at 12 s; its fallback gpu2 (45 s) has the
+    # deadline priced for it as a fallback, 20 s, and is abandoned too; the batch ends on
+    # the next runtime predicted soonest and not yet tried, cpu (85 s, before the edge's
+    # 100 s), which has no fallback deadline: 10 s to deploy, 5 s upload, 1 s warm-up,
+    # 70 s.
+    plan = _plan("gpu1", deadlines={"gpu1": 12.0, "gpu2": 5.0}, fallback_deadlines={"gpu2": 20.0})
+    out = await world.requester.run(JOB, plan)
+    assert (out.runtime, out.fell_back) == ("cpu", True)
+    assert out.reason.count(DeployAbandoned.__name__) == 2
+    assert out.total_s == 12 + 20 + 10 + 5 + 1 + 70 and looptime == out.total_s
+    assert world.fake.times("deploy", "gpu2") == [12.0]
+    assert world.fake.live == {}
 
 
 async def test_a_deployment_ready_by_its_deadline_runs_there(world: World) -> None:

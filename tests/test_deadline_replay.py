@@ -12,16 +12,19 @@ from typing import Any
 import pytest
 
 from stoic.backends.simulated import SimEnvironment
+from stoic.errors import InputError
 from stoic.replay.reference import reference
-from stoic.replay.runner import ReplayConfig, ReplayResult, run_replay
+from stoic.replay.runner import ReplayConfig, ReplayResult, parse_mode, resolve_actions, run_replay
 from stoic.replay.scoring import score as score_replay
 from stoic.replay.sweep import informed_of, is_reference
 from stoic.schedule.decide.deadline import cloud_choice
 from stoic.schedule.decide.policy import score
-from stoic.values import Job, Mode
+from stoic.settings import Settings
+from stoic.values import Job, Mode, SinglePlan
 from tests.support.paths import REPO
 
 HEAVY = REPO / "workload" / "envs" / "heavy-tail.yaml"
+TURBULENT = REPO / "workload" / "envs" / "turbulent-cloud.yaml"
 RANDOM_000 = REPO / "docs" / "evaluation" / "sweep" / "envs" / "random-000.yaml"
 
 
@@ -85,8 +88,11 @@ def test_a_deadline_in_the_replay_abandons_the_deployment_and_falls_back() -> No
     assert "actions" not in score_replay(replay("selector"))["summary"]
 
 
-def test_the_informed_reference_of_the_actions_is_what_its_mode_runs() -> None:
-    r = replay("informed+deadline+pipelined")
+@pytest.mark.parametrize(
+    "mode", ["informed+deadline+pipelined", "informed+deadline+pipelined+fallback"]
+)
+def test_the_informed_reference_of_the_actions_is_what_its_mode_runs(mode: str) -> None:
+    r = replay(mode)
     assert all(rec.plan.mode is Mode.ORACLE and rec.plan.pipelined for rec in r.records)
     assert any(rec.plan.deadlines for rec in r.records)
     ref = reference(r).per_batch
@@ -123,3 +129,41 @@ def test_the_sweep_pairs_each_mode_with_the_informed_mode_of_its_actions() -> No
     assert informed_of("selector+deadline+pipelined") == "informed+deadline+pipelined"
     assert informed_of("selector") == informed_of("selector-paper") == "informed"
     assert is_reference("informed+deadline") and not is_reference("selector+deadline")
+
+
+def test_the_fallback_deadlines_are_a_mode_suffix_and_a_setting() -> None:
+    spec = parse_mode("selector+deadline+pipelined+fallback")
+    assert (spec.deadline, spec.pipelined, spec.fallback) == (True, True, True)
+    assert parse_mode("selector+deadline+pipelined").fallback is False  # named: the rest off
+    assert informed_of("selector+deadline+fallback") == "informed+deadline+fallback"
+    with pytest.raises(InputError, match=r"\+deadline"):
+        parse_mode("selector+fallback")
+    on = Settings(policy={"deploy_deadline": True, "deploy_deadline_fallback": True})
+    assert resolve_actions(parse_mode("selector"), on) == (True, False, True)
+    assert resolve_actions(parse_mode("selector"), Settings()) == (False, False, False)
+    alone = Settings(policy={"deploy_deadline_fallback": True})  # no deadline, no chain
+    assert resolve_actions(parse_mode("selector"), alone) == (False, False, False)
+    assert resolve_actions(parse_mode("oracle"), on) == (False, False, False)  # MIN-LAT
+
+
+def test_a_fallback_leg_in_the_replay_is_abandoned_at_the_deadline_priced_for_it() -> None:
+    r = run_replay(
+        ReplayConfig(env_path=TURBULENT, mode="selector+deadline+pipelined+fallback", batches=80)
+    )
+    twice = 0
+    for rec in r.records:
+        plan, out = rec.plan, rec.outcome
+        assert isinstance(plan, SinglePlan)
+        if out.reason.count("DeployAbandoned") < 2:
+            continue
+        twice += 1
+        second = out.reason.split("; ran on ")[1].split(";")[0]
+        dep = rec.truth.runtimes[second].attempts[-1]
+        limit = plan.fallback_deadlines[second]
+        assert dep is None or dep >= limit
+    assert twice > 0
+    informed = run_replay(
+        ReplayConfig(env_path=TURBULENT, mode="informed+deadline+pipelined+fallback", batches=20)
+    )
+    plans = [rec.plan for rec in informed.records]
+    assert any(isinstance(p, SinglePlan) and p.fallback_deadlines for p in plans)

@@ -752,6 +752,7 @@ class SimEnvironment:
         pipelined: bool,
         available: Collection[str] | None = None,
         draws: int = 512,
+        fallbacks: dict[str, dict[str, float]] | None = None,
     ) -> tuple[dict[str, float], dict[str, float]]:
         """:meth:`expected_totals` with the selector's two actions beyond the paper's
         (:mod:`stoic.schedule.decide.deadline`): ``pipelined``, the upload runs during
@@ -765,7 +766,14 @@ class SimEnvironment:
         requester skips those marked unavailable, so a fallback priced at one of them
         is one the batch never gets: on random-000, a deployment abandoned at 12 s on
         the strength of a gpu1 the tracker had marked down (219 s expected) ran on the
-        edge, 1,991 s."""
+        edge, 1,991 s.
+
+        ``fallbacks`` (with ``deadline``; ``policy.deploy_deadline_fallback``): each
+        fallback leg gets a deadline of its own too, priced as a fallback: its own
+        fallback is the best of the usable runtimes not yet tried, so a runtime's
+        fallback is the chain of least expected total over the usable runtimes left
+        (:class:`_Chains`), the edge last with none. ``fallbacks`` receives, per first
+        choice, the deadlines of its chain's cloud legs."""
         deps: dict[str, np.ndarray] = {}
         ok = self._dice(job, at_s, draws, overlap=pipelined, deployments=deps)
         edge = float(ok[self.fallback].mean()) if self.fallback is not None else math.nan
@@ -775,8 +783,15 @@ class SimEnvironment:
         usable = set(ok if available is None else available)
         out: dict[str, float] = {}
         deadlines: dict[str, float] = {}
+        chained = deadline and fallbacks is not None
+        chains = _Chains(ok, deps, edge, self.timeout_s) if chained else None
         for name, v in ok.items():
-            after = min((e for n, e in first.items() if n != name and n in usable), default=edge)
+            if chains is not None and fallbacks is not None:
+                after, fallbacks[name] = chains.value(frozenset(usable - {name}))
+            else:
+                after = min(
+                    (e for n, e in first.items() if n != name and n in usable), default=edge
+                )
             out[name] = float(np.where(np.isnan(v), self.timeout_s + after, v).mean())
             if deadline and name in deps:
                 d, e = _best_deadline(deps[name], v, after, self.timeout_s)
@@ -888,6 +903,49 @@ class SimEnvironment:
                 if t.attempts and t.attempts[-1] is None:
                     t.total_s += edge_tp
         return truth
+
+
+class _Chains:
+    """The informed reference's fallback chains with a deadline on every cloud leg
+    (:meth:`SimEnvironment.expected_with_actions`'s ``fallbacks``): the expected total
+    of falling back into a set of untried runtimes is the least over them of running
+    one, with its own best deadline and the rest of the set as its fallback; the edge
+    ends a chain (no deadline), and a set without one costs the edge's expected total
+    where it runs out, as the paper's fallback. Each set is priced once, when first
+    asked (at most 2^runtimes of them)."""
+
+    def __init__(
+        self,
+        ok: dict[str, np.ndarray],
+        deps: dict[str, np.ndarray],
+        edge_s: float,
+        timeout_s: float,
+    ) -> None:
+        self.ok, self.deps, self.edge_s, self.timeout_s = ok, deps, edge_s, timeout_s
+        self._memo: dict[frozenset[str], tuple[float, dict[str, float]]] = {}
+
+    def value(self, left: frozenset[str]) -> tuple[float, dict[str, float]]:
+        """The expected total of falling back into ``left`` and its cloud legs' deadlines."""
+        if left in self._memo:
+            return self._memo[left]
+        best: tuple[float, dict[str, float]] | None = None
+        for name in sorted(left):
+            here = self._leg(name, left - {name})
+            if best is None or here[0] < best[0]:
+                best = here
+        self._memo[left] = out = best if best is not None else (self.edge_s, {})
+        return out
+
+    def _leg(self, name: str, rest: frozenset[str]) -> tuple[float, dict[str, float]]:
+        v = self.ok[name]
+        if name not in self.deps:  # the edge
+            return float(v.mean()), {}
+        after, chain = self.value(rest)
+        waited = float(np.where(np.isnan(v), self.timeout_s + after, v).mean())
+        d, e = _best_deadline(self.deps[name], v, after, self.timeout_s)
+        if d is not None and e < waited:
+            return e, {name: d, **chain}
+        return waited, dict(chain)
 
 
 def _best_deadline(

@@ -56,7 +56,7 @@ from dataclasses import dataclass
 
 from stoic.backends.simulated import BatchTruth, RuntimeTruth, SimEnvironment
 from stoic.replay.bound import fluid_lower_bound
-from stoic.replay.runner import ReplayResult, parse_mode
+from stoic.replay.runner import ReplayResult, parse_mode, resolve_actions
 from stoic.schedule.decide.policy import AUTO
 from stoic.values import Job, Mode
 
@@ -94,16 +94,15 @@ def _fresh(env: SimEnvironment) -> SimEnvironment:
     )
 
 
-def _actions(result: ReplayResult) -> tuple[bool, bool] | None:
+def _actions(result: ReplayResult) -> tuple[bool, bool, bool] | None:
     """The selector's actions beyond the paper's a single-runtime result ran with
-    (deploy deadline, pipelined upload), as the runner resolves them; None: neither."""
+    (deploy deadline, pipelined upload, fallback deadlines), as the runner resolves
+    them; None: neither of the first two."""
     spec = parse_mode(result.config.mode, result.config.gpu)
     if not (spec.mode is Mode.SELECTOR or spec.informed):
         return None
-    policy = result.config.settings.policy
-    deadline = policy.deploy_deadline if spec.deadline is None else spec.deadline
-    pipelined = policy.pipelined_upload if spec.pipelined is None else spec.pipelined
-    return (deadline, pipelined) if deadline or pipelined else None
+    deadline, pipelined, fallback = resolve_actions(spec, result.config.settings)
+    return (deadline, pipelined, fallback) if deadline or pipelined else None
 
 
 def _informed(result: ReplayResult, *, race: bool) -> list[float]:
@@ -122,11 +121,14 @@ def _informed(result: ReplayResult, *, race: bool) -> list[float]:
             pick = min(expected, key=lambda n: expected[n], default=edge)
             out[rec.batch.index] = race_s(t, edge, pick)
         elif acts is not None:
-            deadline, pipelined = acts
+            deadline, pipelined, fallback = acts
+            chains: dict[str, dict[str, float]] | None = {} if fallback else None
             expected, deadlines = env.expected_with_actions(
-                job, rec.batch.at_s, deadline=deadline, pipelined=pipelined
+                job, rec.batch.at_s, deadline=deadline, pipelined=pipelined, fallbacks=chains
             )
-            out[rec.batch.index] = _with_actions(t, expected, deadlines, pipelined, env.timeout_s)
+            out[rec.batch.index] = _with_actions(
+                t, expected, deadlines, pipelined, env.timeout_s, chains
+            )
         else:
             expected = env.expected_totals(job, rec.batch.at_s)
             out[rec.batch.index] = _with_fallback(t, expected, env.timeout_s)
@@ -151,11 +153,19 @@ def _with_actions(
     deadlines: dict[str, float],
     pipelined: bool,
     timeout_s: float,
+    chains: dict[str, dict[str, float]] | None = None,
 ) -> float:
     """:func:`_with_fallback` with the actions: a deployment not ready by its deadline
     is abandoned then (the deadline, then the next runtime's true total); a pipelined
-    cloud leg is ready at max(upload, T_d), then warms and processes."""
+    cloud leg is ready at max(upload, T_d), then warms and processes. With ``chains``
+    (the fallback legs' deadlines per first choice, ``+fallback``) the fallback legs
+    are abandoned at theirs too (or time out), on down the ranking."""
     ranked = sorted(expected, key=lambda n: expected[n])
+    if chains is not None:
+        chain = chains.get(ranked[0], {})
+        limits = [deadlines.get(ranked[0], timeout_s)]
+        limits += [chain.get(n, timeout_s) for n in ranked[1:]]
+        return _down_the_chain(truth, ranked, limits, pipelined)
     t = truth.runtimes[ranked[0]]
     if not t.attempts:
         return t.total_s
@@ -163,6 +173,21 @@ def _with_actions(
     if (dep is None or dep >= limit) and len(ranked) >= 2:
         return limit + _ready_total(truth.runtimes[ranked[1]], pipelined)
     return _ready_total(t, pipelined)
+
+
+def _down_the_chain(
+    truth: BatchTruth, ranked: list[str], limits: list[float], pipelined: bool
+) -> float:
+    """The true total of running ``ranked`` in turn, each leg abandoned at its limit
+    (its deadline, or the timeout), until one is ready in time or none is left."""
+    spent = 0.0
+    for name, limit in zip(ranked[:-1], limits, strict=False):
+        t = truth.runtimes[name]
+        dep = t.attempts[-1] if t.attempts else 0.0  # the edge: no deployment
+        if dep is not None and dep < limit:
+            return spent + _ready_total(t, pipelined)
+        spent += limit
+    return spent + _ready_total(truth.runtimes[ranked[-1]], pipelined)
 
 
 def _ready_total(t: RuntimeTruth, pipelined: bool) -> float:

@@ -98,8 +98,9 @@ MODES = (
     "selector-paper",
 )
 #: Suffixes that switch the selector's actions beyond the paper's on (``selector+deadline``,
-#: ``informed+deadline+pipelined``): ``policy.deploy_deadline``, ``policy.pipelined_upload``.
-ACTIONS = ("deadline", "pipelined")
+#: ``informed+deadline+pipelined``): ``policy.deploy_deadline``, ``policy.pipelined_upload``,
+#: and, with ``deadline``, ``fallback``: ``policy.deploy_deadline_fallback``.
+ACTIONS = ("deadline", "pipelined", "fallback")
 OBJECTIVES = ("mean", "expected", "quantile")
 
 
@@ -116,6 +117,7 @@ class ModeSpec:
     budget: float | None = None  # MODE@B: requester.cloud_budget_pod_s_per_day = B
     deadline: bool | None = None  # policy.deploy_deadline (None: the settings')
     pipelined: bool | None = None  # policy.pipelined_upload (None: the settings')
+    fallback: bool | None = None  # policy.deploy_deadline_fallback (None: the settings')
 
 
 def parse_budget(text: str, what: str) -> float:
@@ -146,10 +148,33 @@ def parse_mode(mode: str, gpu: str | None = None) -> ModeSpec:
         raise InputError(
             f"--mode: unknown action {unknown[0]!r} in {mode!r}; choose from {', '.join(ACTIONS)}"
         )
+    if "fallback" in actions and "deadline" not in actions:
+        raise InputError(
+            f"--mode: {mode!r}: +fallback gives fallback legs a deadline: add +deadline"
+        )
     spec = _parse_base(base, gpu)
     if not actions:
         return spec
-    return replace(spec, deadline="deadline" in actions, pipelined="pipelined" in actions)
+    return replace(
+        spec,
+        deadline="deadline" in actions,
+        pipelined="pipelined" in actions,
+        fallback="fallback" in actions,
+    )
+
+
+def resolve_actions(spec: ModeSpec, settings: Settings) -> tuple[bool, bool, bool]:
+    """The selector's actions beyond the paper's a mode runs with: (deploy deadline,
+    pipelined upload, fallback deadlines), the mode's suffixes over the settings'; the
+    fallback legs' deadlines only with the deadline; MIN-LAT (the hindsight oracle)
+    takes the paper's actions."""
+    policy = settings.policy
+    deadline = policy.deploy_deadline if spec.deadline is None else spec.deadline
+    pipelined = policy.pipelined_upload if spec.pipelined is None else spec.pipelined
+    fallback = policy.deploy_deadline_fallback if spec.fallback is None else spec.fallback
+    if spec.mode is Mode.ORACLE and not spec.informed:
+        return False, False, False
+    return deadline, pipelined, fallback and deadline
 
 
 def _parse_base(mode: str, gpu: str | None) -> ModeSpec:
@@ -483,10 +508,8 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
 
     given: dict[str, Mapping[str, float]] = {}  # the batch's totals the oracle is given
     deadlines: dict[str, Mapping[str, float]] = {}  # and, informed, its deploy deadlines
-    deadline = settings.policy.deploy_deadline if spec.deadline is None else spec.deadline
-    pipelined = settings.policy.pipelined_upload if spec.pipelined is None else spec.pipelined
-    if mode is Mode.ORACLE and not spec.informed:  # MIN-LAT: the paper's actions, in hindsight
-        deadline = pipelined = False
+    chains: dict[str, dict[str, dict[str, float]]] = {}  # and its fallback legs' (+fallback)
+    deadline, pipelined, fallback = resolve_actions(spec, settings)
     policy = replace(
         PolicyOptions.from_settings(settings),
         duplicator_runtime=cloud or settings.requester.duplicator_runtime,
@@ -494,11 +517,14 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
         objective=spec.objective or settings.policy.objective,
         oracle=lambda job: given[job.batch_id],
         deploy_deadline=deadline,
+        fallback_deadline=fallback,
         pipelined_upload=pipelined,
     )
     actions = spec.informed and (deadline or pipelined)
     if actions:
         policy = replace(policy, oracle_deadlines=lambda job: deadlines[job.batch_id])
+    if actions and fallback:
+        policy = replace(policy, oracle_fallback_deadlines=lambda job: chains[job.batch_id])
     if spec.min_gain_s is not None:
         policy = replace(policy, share_min_gain_s=spec.min_gain_s)
     core = build_core(
@@ -565,13 +591,16 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
             try:
                 # In hindsight (MIN-LAT) or, for the ``informed`` mode, in expectation.
                 deadlines.clear()
+                chains.clear()
                 if actions:
+                    chains[job.batch_id] = {}
                     totals, deadlines[job.batch_id] = env.expected_with_actions(
                         job,
                         b.at_s,
                         deadline=deadline,
                         pipelined=pipelined,
                         available=core.availability.available(),
+                        fallbacks=chains[job.batch_id] if fallback else None,
                     )
                 else:
                     totals = env.expected_totals(job, b.at_s) if spec.informed else truth.totals()

@@ -35,6 +35,10 @@ worlds, one code path"), so a table of estimates is all a test needs.
   pod-seconds it expects to hold is taken over its deadlines (a price moves a
   deadline, never turns an action off); :func:`keep_cloud`, the duplicator's decision
   at pod ready, weighs the pod-seconds it would hold at the price the plan carries.
+  With ``policy.deploy_deadline_fallback`` (off by default) each fallback leg gets a
+  deadline of its own too, priced as a fallback down the requester's chain
+  (:func:`next_fallback`, each runtime once, the edge last with none), and an
+  abandonment is priced at that chain's expected total (:func:`_chain`).
 * baselines for the replay: **edge-only**, **gpu1-only**, **threshold** (a fixed
   batch-size cut-over to a GPU runtime), **oracle** (MIN-LAT: needs the ground truth, so
   only the replay can use it), and **pinned** (the user names the runtime).
@@ -43,7 +47,7 @@ worlds, one code path"), so a table of estimates is all a test needs.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -88,8 +92,13 @@ class PolicyOptions:
     oracle_deadlines: Callable[[Job], Mapping[str, float]] | None = None
     """The informed oracle's deploy deadlines per cloud runtime (the replay's
     ``informed+deadline``: the deadlines of least expected total under the spec)."""
+    oracle_fallback_deadlines: Callable[[Job], Mapping[str, Mapping[str, float]]] | None = None
+    """With ``fallback_deadline``, the informed oracle's deadlines of the fallback legs,
+    per first choice (``SimEnvironment.expected_with_actions``'s ``fallbacks``)."""
     deploy_deadline: bool = False
     deadline_min_gain_s: float = 1.0
+    fallback_deadline: bool = False
+    """With ``deploy_deadline``: a fallback leg's own deadline, priced as a fallback."""
     pipelined_upload: bool = False
 
     @classmethod
@@ -105,6 +114,7 @@ class PolicyOptions:
             share_max_clouds=settings.policy.share_max_cloud_runtimes,
             deploy_deadline=settings.policy.deploy_deadline,
             deadline_min_gain_s=settings.policy.deploy_deadline_min_gain_s,
+            fallback_deadline=settings.policy.deploy_deadline_fallback,
             pipelined_upload=settings.policy.pipelined_upload,
         )
 
@@ -198,6 +208,27 @@ def race_pod_s(
     return (1.0 - r.p_timeout) * (held if finish < edge_total else ready) + (
         r.p_timeout * r.timeout_s
     )
+
+
+def next_fallback(
+    estimates: Mapping[str, Estimate],
+    edge: str,
+    tried: Collection[str],
+    available: Callable[[str], bool] = lambda _: True,
+) -> str | None:
+    """Where a failed (or abandoned) leg sends the batch: the edge, or a cloud runtime
+    ``available`` and not yet ``tried`` whose predicted total beats the edge's; None once
+    the edge has been tried (the requester's rule, :meth:`Requester._fallback`)."""
+    if edge in tried:
+        return None
+    edge_total = estimates[edge].total.mean if edge in estimates else math.inf
+    best, best_total = edge, edge_total
+    for name, e in estimates.items():
+        if name in tried or name == edge or not available(name):
+            continue
+        if e.total.mean < best_total:
+            best, best_total = name, e.total.mean
+    return best
 
 
 def affordable(estimates: Mapping[str, Estimate], edge: str, price: Price) -> dict[str, Estimate]:
@@ -322,6 +353,7 @@ def decide(
             if options.oracle_deadlines is None and not options.pipelined_upload:
                 return plan(best, reason)
             given = options.oracle_deadlines(job) if options.oracle_deadlines else {}
+            chains = options.oracle_fallback_deadlines
             return SinglePlan(
                 best,
                 mode=mode,
@@ -329,6 +361,7 @@ def decide(
                 estimates=dict(estimates),
                 deadlines=dict(given),
                 pipelined=options.pipelined_upload,
+                fallback_deadlines=dict(chains(job).get(best, {})) if chains else {},
             )
         case Mode.PINNED:
             if pinned is None:
@@ -436,6 +469,7 @@ def _selector(
 
     scores: dict[str, float] = {}
     deadlines: dict[str, float] = {}
+    after: dict[str, dict[str, float]] = {}  # each first choice's fallback deadlines
     if not actions:
         for name in estimates:
             scores[name] = score(estimates, name, objective, edge) + run_cost(name)
@@ -444,22 +478,31 @@ def _selector(
         # tail, timeouts and pod time in): at its bare mean, a runtime abandoned at once
         # would pass for its fallback with the fallback's risk left out.
         base = {n: score(estimates, n, "expected", edge) + run_cost(n) for n in estimates}
-        for name, e in estimates.items():
-            if name == edge:
-                scores[name] = base[name]
-                continue
-            others = [base[m] for m in estimates if m != name]
+        chained = options.deploy_deadline and options.fallback_deadline and edge in estimates
+
+        def leg(name: str, fallback_s: float) -> tuple[float, float | None]:
             choice = cloud_choice(
-                e,
-                min(others) if others else base[name],
+                estimates[name],
+                fallback_s,
                 deadline=options.deploy_deadline,
                 pipelined=options.pipelined_upload,
                 min_gain_s=options.deadline_min_gain_s,
                 pod_price=cost(name, 1.0),
             )
-            scores[name] = choice.expected_s + cost(name, choice.pod_s)
-            if choice.deadline_s is not None:
-                deadlines[name] = choice.deadline_s
+            return choice.expected_s + cost(name, choice.pod_s), choice.deadline_s
+
+        for name in estimates:
+            if name == edge:
+                scores[name] = base[name]
+                continue
+            if chained:
+                fallback_s, after[name] = _chain(estimates, edge, name, base[edge], leg)
+            else:
+                others = [base[m] for m in estimates if m != name]
+                fallback_s = min(others) if others else base[name]
+            scores[name], d = leg(name, fallback_s)
+            if d is not None:
+                deadlines[name] = d
     order = _order(estimates, edge)
     best = min(order, key=lambda n: (scores[n], order.index(n)))
     t = estimates[best].total
@@ -481,7 +524,33 @@ def _selector(
         scores=scores,
         deadlines=deadlines,
         pipelined=options.pipelined_upload,
+        fallback_deadlines=after.get(best, {}),
     )
+
+
+def _chain(
+    estimates: Mapping[str, Estimate],
+    edge: str,
+    first: str,
+    edge_s: float,
+    leg: Callable[[str, float], tuple[float, float | None]],
+) -> tuple[float, dict[str, float]]:
+    """What abandoning ``first`` costs with each fallback leg given its own deadline
+    (``policy.deploy_deadline_fallback``): the requester's chain of fallbacks
+    (:func:`next_fallback`, each runtime tried once, the edge last), priced from its end,
+    the edge's ``edge_s``, back: each cloud leg's least expected total over its
+    deadlines (``leg``) with the rest of the chain as its fallback. Returns the chain's
+    expected total and its cloud legs' deadlines."""
+    chain, tried = [], [first]
+    while (nxt := next_fallback(estimates, edge, tried)) is not None:
+        chain.append(nxt)
+        tried.append(nxt)
+    total, deadlines = edge_s, {}
+    for name in reversed(chain[:-1]):  # the chain ends on the edge
+        total, d = leg(name, total)
+        if d is not None:
+            deadlines[name] = d
+    return total, deadlines
 
 
 def _share(

@@ -7,9 +7,11 @@ same code in the daemon and the replay: only the backends and the clock differ.
   runtime with retry and back-off, upload the package (T_t; during the deployment if
   the plan is ``pipelined``), warm a cloud pod with a one-image call, invoke (T_p), tear
   down in ``finally``. A deployment past the plan's deploy deadline for its runtime is
-  abandoned (:class:`~stoic.errors.DeployAbandoned`) and falls back like a failure; only
-  the planned runtime's leg has one, a fallback leg waits to the timeout (both the
-  selector's and the informed reference's deadlines price the fallback so). A
+  abandoned (:class:`~stoic.errors.DeployAbandoned`) and falls back like a failure; a
+  fallback leg has the plan's fallback deadline for its runtime
+  (``policy.deploy_deadline_fallback``, priced for it as a fallback), or none and waits
+  to the timeout (both the selector's and the informed reference's deadlines price the
+  fallback so). A
   cloud runtime that is unavailable or fails falls back
   (``settings.requester.fallback_to_edge``) to the runtime predicted soonest among the
   others still available: the edge, unless a cloud runtime beats it.
@@ -38,12 +40,12 @@ is taken, so a batch that fails half-way still teaches the predictor what it mea
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from stoic.errors import BackendError, RuntimeUnavailable
 from stoic.logging import get_logger
+from stoic.schedule.decide.policy import next_fallback
 from stoic.schedule.execute.duplicator import Duplicator
 from stoic.schedule.execute.legs import Leg, LegRunner
 from stoic.schedule.execute.recorder import PredictorLike
@@ -151,9 +153,11 @@ class Requester:
         reason, error = "", None
         while True:
             runtime = self.legs.runtime(name)
-            # A fallback leg waits to the timeout: the deadline that sent the batch here
-            # priced it so (docs/scheduling.md, "Deploy deadlines").
-            leg = Leg(runtime, deadline_s=None if tried else plan.deadlines.get(name))
+            # A fallback leg has the deadline priced for it as a fallback, if any; else it
+            # waits to the timeout, as the deadline that sent the batch here priced it
+            # (docs/scheduling.md, "Deploy deadlines").
+            deadlines = plan.fallback_deadlines if tried else plan.deadlines
+            leg = Leg(runtime, deadline_s=deadlines.get(name))
             tried.append(name)
             try:
                 if not self._available(runtime.name):
@@ -187,18 +191,8 @@ class Requester:
                 name = nxt
 
     def _fallback(self, plan: SinglePlan, tried: list[str]) -> str | None:
-        """Where a failed batch goes next: the edge, or a cloud runtime still available
-        and untried whose predicted total (the plan's estimates) beats the edge's."""
-        edge = self.edge_runtime
-        if edge is None or edge in tried:
+        """Where a failed batch goes next (:func:`next_fallback` on the plan's
+        estimates, among the runtimes still available)."""
+        if self.edge_runtime is None:
             return None
-        edge_total = plan.estimates[edge].total.mean if edge in plan.estimates else math.inf
-        best, best_total = edge, edge_total
-        for name, e in plan.estimates.items():
-            if name in tried or name == edge:
-                continue
-            if not self._available(name):
-                continue
-            if e.total.mean < best_total:
-                best, best_total = name, e.total.mean
-        return best
+        return next_fallback(plan.estimates, self.edge_runtime, tried, self._available)
