@@ -399,12 +399,17 @@ class ProcessingModel:
         )
 
     def _shaped(self, samples: list[ProcessingSample]) -> LinearFit | None:
-        """The shape history's line scaled through ``samples`` (module docstring), once
-        that history holds more than they do; None before, or without one."""
+        """The line of the shape history's samples older than the window, scaled through
+        ``samples`` (module docstring), once they are at least as many as the window
+        holds; None before, or without a shape history. Older only: a new regime's
+        first batches, all small, would otherwise tilt the shape they are scaled by."""
         longer = self._shape_samples
-        if longer is None or len(longer) <= len(samples):
+        if longer is None:
             return None
-        shape = self._line(list(longer))
+        older = list(longer)[: max(len(longer) - len(self._samples), 0)]
+        if len(older) < max(len(self._samples), 1):
+            return None
+        shape = self._line(older)
         if shape.method in ("prior", "scaled-prior"):
             return None
         return scale_shape(
