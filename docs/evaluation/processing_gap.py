@@ -90,7 +90,8 @@ def analyse(env: Path, seed: int, days: int, draws: int) -> dict[str, Any]:
                 split[f"{label} {beyond}"] += worth
                 split[f"{label} hour {int(at % 86_400 // 3600):02d}"] += worth
                 pred = e.processing.mean * (1.0 + e.risk.processing_excess)
-                ratios[f"{label} {beyond}"].append(math.log(pred / truth[label]["t_p"]))
+                if pred > 0:
+                    ratios[f"{label} {beyond}"].append(math.log(pred / truth[label]["t_p"]))
     points = {k: 100 * v / minlat for k, v in regret.items()}
     lat_sel = sum(r.outcome.total_s for r in sel.records)
     lat_inf = sum(r.outcome.total_s for r in inf.records)
