@@ -168,6 +168,16 @@ class PredictorSettings(_Section):
     processing_history: int = Field(
         10, ge=1, le=10_000, description="recent samples per regression"
     )
+    processing_shape_history: int = Field(
+        0,
+        ge=0,
+        le=10_000,
+        description="recent T_p samples the line's shape (its fixed cost against its "
+        "per-image cost) is fitted on; the last processing_history samples then only scale "
+        "it, by their median ratio to it (0: no shape, the line fitted on the "
+        "processing_history samples alone); docs/predictor.md, 'Where random-001's "
+        "learning gap comes from'",
+    )
     processing_tail_history: int = Field(
         100,
         ge=1,

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from stoic.backends.fake import FakeBackend, FakeSpec, InvokeStep
@@ -222,6 +223,38 @@ async def test_a_restart_keeps_the_processing_tail(tmp_path: Path, fake: FakeBac
         await ctl.prime_version("classify", "1")
         got = ctl.predictor.estimate("edge", 10, 0, app="classify", app_version="1")
         assert got.risk.processing_excess == pytest.approx(want)
+
+
+async def test_a_restart_keeps_the_processing_shape(tmp_path: Path, fake: FakeBackend) -> None:
+    """With ``predictor.processing_shape_history`` longer than the window and the tail's
+    110 samples, priming loads that many, so a restart fits the line's shape on the same
+    samples as the running daemon did (docs/predictor.md, "Where random-001's learning
+    gap comes from")."""
+    settings = make_settings(tmp_path, predictor={"processing_shape_history": 300})
+    migrate(settings.database_url)
+    rng = np.random.default_rng(5)
+    samples = [
+        ProcessingSample("classify", "1", "edge", n, 0, (26.0 + 0.5 * n) * e, float(t))
+        for t, (n, e) in enumerate(
+            zip(
+                rng.integers(1, 150, 300).tolist(),
+                np.exp(rng.normal(0, 0.2, 300)).tolist(),
+                strict=True,
+            )
+        )
+    ]
+    with Store(settings.database_url) as store:
+        store.add_samples(samples)
+    fresh = Predictor.from_settings(settings)
+    for ps in samples:
+        fresh.observe_processing(ps)
+    want = fresh.estimate("edge", 140, 0, app="classify", app_version="1").processing.mean
+    async with started(settings, fake) as ctl:
+        await ctl.prime_version("classify", "1")
+        model = ctl.predictor.processing_model("edge", "classify", "1")
+        got = ctl.predictor.estimate("edge", 140, 0, app="classify", app_version="1")
+        assert model.fit.method == "scaled-shape"
+        assert got.processing.mean == pytest.approx(want, rel=1e-9)
 
 
 async def test_a_restart_keeps_the_deployment_tail_view(tmp_path: Path, fake: FakeBackend) -> None:

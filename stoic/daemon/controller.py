@@ -764,8 +764,11 @@ class Controller:
                 return
             p = self.settings.predictor
             # The regression's window and, before it, the samples whose out-of-sample
-            # ratios give the processing tail (ProcessingModel.excess): a restart keeps both.
-            history = p.processing_history + p.processing_tail_history
+            # ratios give the processing tail (ProcessingModel.excess), or the line's
+            # shape history where it is longer: a restart keeps them.
+            history = max(
+                p.processing_history + p.processing_tail_history, p.processing_shape_history
+            )
             n = 0
             for name in self.runtime_names:
                 for ps in await asyncio.to_thread(

@@ -128,6 +128,7 @@ class Predictor:
                     seed=p.seed,
                 ),
                 tail_history=p.processing_tail_history,
+                shape_history=p.processing_shape_history,
                 max_age_s=p.processing_max_age_s,
                 detector=(
                     ChangeDetector(

@@ -33,6 +33,18 @@ batch sizes, so with sizes from 1 to 1000 it would accept almost any outlier.
 Predicted means are floored at 0. A fit is a few numbers (:class:`LinearFit`); the
 prediction for any ``n`` is then arithmetic, so a cached estimate costs microseconds.
 
+With a shape history (``processing_shape_history``, off by default) the line is fitted
+as above on the history's samples older than the window, for its *shape* only (the
+fixed cost against the per-image cost), and the window scales it by the median of its
+samples' ratios to it (:func:`scale_shape`): ``k·(a·n + b)``, the one-sample rule's,
+with a learnt line for the prior. Ten recent batches of 20 % noise, all of a few
+images, say little of a slope: on random-001's edge a line through batches of 1–25
+images priced a 159-image one at 3.5 times its truth, and within the window's sizes
+its two parameters erred more than one scale does (mean |log error| 0.16 against 0.10;
+docs/predictor.md, "Where random-001's learning gap comes from"). A regime that
+multiplies T_p, as a busy node or a slower clock does, moves the scale and keeps the
+shape.
+
 The spreads above are the line's; what :meth:`ProcessingModel.estimate` reports is
 calibrated by the model's own one-step errors (:mod:`stoic.predict.spread`): each new
 sample's distance from the line fitted before it, in units of that line's spread plus
@@ -211,6 +223,20 @@ def _ransac_ridge(x: FloatArray, y: FloatArray, options: RansacOptions) -> Linea
     return _ridge_fit(x, bayesian_ridge(x, y), "ridge", n)
 
 
+def scale_shape(shape: LinearFit, images: FloatArray, seconds: FloatArray) -> LinearFit | None:
+    """``shape`` scaled through the samples, ``k·(a·n + b)`` with ``k`` the median of
+    their ratios to it and a spread the scaled MAD of their residuals (None where the
+    shape predicts no positive time for one of them: no ratio to take)."""
+    a, b = max(shape.slope, 0.0), max(shape.intercept, 0.0)
+    ref = a * images + b
+    if images.size == 0 or np.any(ref <= 0):
+        return None
+    k = median(seconds / ref)
+    spread = MAD_TO_STD * median(np.abs(seconds - k * ref))
+    n = int(images.size)
+    return LinearFit(k * a, k * b, "scaled-shape", n, n, noise_var=spread * spread)
+
+
 TAIL_PRIOR_SAMPLES = 10
 """Pseudo-samples at ratio 1 that :attr:`ProcessingModel.excess` starts from: a runtime
 with few out-of-sample ratios is priced at its line, as the paper prices every one."""
@@ -265,8 +291,12 @@ class ProcessingModel:
         max_age_s: float | None = None,
         detector: ChangeDetector | None = None,
         daily: DailyProfile | None = None,
+        shape_history: int = 0,
     ) -> None:
         self._samples: deque[ProcessingSample] = deque(maxlen=history)
+        self._shape_samples: deque[ProcessingSample] | None = (
+            deque(maxlen=shape_history) if shape_history > 0 else None
+        )
         self._ratios: deque[float] = deque(maxlen=tail_history)
         self._errors = ErrorWindow()
         self.prior_slope = prior_slope
@@ -292,6 +322,8 @@ class ProcessingModel:
             if self.detector is not None and _within(sample.images, fitted):
                 run = self.detector.update(ratio)
         self._samples.append(sample)
+        if self._shape_samples is not None:
+            self._shape_samples.append(sample)
         if self.daily is not None:
             self.daily.add(sample.at, sample.images, sample.duration_s)
         self._fit = None
@@ -358,18 +390,41 @@ class ProcessingModel:
             return [s.duration_s for s in samples]
         return [s.duration_s / daily.factor(s.at) for s in samples]
 
+    def _line(self, samples: list[ProcessingSample]) -> LinearFit:
+        return fit_processing(
+            np.array([s.images for s in samples], dtype=np.float64),
+            np.array(self._durations(samples), dtype=np.float64),
+            prior_slope=self.prior_slope,
+            prior_intercept=self.prior_intercept,
+            ransac=self.ransac,
+        )
+
+    def _shaped(self, samples: list[ProcessingSample]) -> LinearFit | None:
+        """The line of the shape history's samples older than the window, scaled through
+        ``samples`` (module docstring), once they are at least as many as the window
+        holds; None before, or without a shape history. Older only: a new regime's
+        first batches, all small, would otherwise tilt the shape they are scaled by."""
+        longer = self._shape_samples
+        if longer is None:
+            return None
+        older = list(longer)[: max(len(longer) - len(self._samples), 0)]
+        if len(older) < max(len(self._samples), 1):
+            return None
+        shape = self._line(older)
+        if shape.method in ("prior", "scaled-prior"):
+            return None
+        return scale_shape(
+            shape,
+            np.array([s.images for s in samples], dtype=np.float64),
+            np.array(self._durations(samples), dtype=np.float64),
+        )
+
     @property
     def fit(self) -> LinearFit:
         if self._fit is None:
             self.fits += 1
             samples = self._fitted()
-            self._fit = fit_processing(
-                np.array([s.images for s in samples], dtype=np.float64),
-                np.array(self._durations(samples), dtype=np.float64),
-                prior_slope=self.prior_slope,
-                prior_intercept=self.prior_intercept,
-                ransac=self.ransac,
-            )
+            self._fit = self._shaped(samples) or self._line(samples)
         return self._fit
 
     def estimate(self, n_images: int, at: float | None = None) -> Component:
