@@ -245,6 +245,16 @@ class SinglePlan(PlanBase):
         """The runtime the decision names (stored and scored as "planned")."""
         return self.runtime
 
+    def estimates_as_dicts(self) -> dict[str, dict[str, float]]:
+        """:meth:`PlanBase.estimates_as_dicts`, and each runtime's deadline as a fallback
+        of this plan (``fallback_deadline_s``) where it has one: what an operator reads
+        to see why a fallback leg was abandoned too."""
+        out = PlanBase.estimates_as_dicts(self)
+        for name, d in self.fallback_deadlines.items():
+            if name in out:
+                out[name]["fallback_deadline_s"] = d
+        return out
+
 
 @dataclass(frozen=True, slots=True)
 class RacePlan(PlanBase):

@@ -2,7 +2,8 @@
 to start on purpose, abandoned at its deadline, the process killed, the batch run on the
 edge, through the requester the daemon's dispatcher runs), and in the daemon (the
 selector choosing the deadline from the deployments it learnt, the fallback, the
-deadline in the stored decision and on the operator page)."""
+deadline in the stored decision and on the operator page; with
+``policy.deploy_deadline_fallback``, each fallback leg's own deadline as well)."""
 
 from __future__ import annotations
 
@@ -85,3 +86,47 @@ async def test_a_deadline_fires_in_the_daemon_and_the_page_shows_it(tmp_path: Pa
     rows = page.find("table", class_="estimates").find("tbody").find_all("tr")
     gpu1 = next(tr for tr in rows if tr.find("td").text() == "gpu1")
     assert f"deploy deadline {deadline:.3g} s" in gpu1.text()
+
+
+async def test_a_fallback_leg_is_abandoned_at_its_own_deadline_in_the_daemon(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(
+        tmp_path,
+        policy={"deploy_deadline": True, "deploy_deadline_fallback": True},
+        api={"max_batch_images": 40},
+    )
+    cloud = ("cpu", "gpu1", "gpu2")
+    async with start_daemon(settings) as d:
+        # Every pod ready in 0.2 s or in 60 s, half and half (each cloud runtime predicted
+        # sooner than the edge, so a failed one falls back to another); this batch's are
+        # all slow.
+        for name in cloud:
+            for k, seconds in enumerate([0.2, 60.0] * 20):
+                d.controller.predictor.observe_deployment(DeploymentSample(name, k, seconds))
+            d.fake.script_deploys(name, 30.0)
+        quote = (await d.client.get("/v1/estimate", params={"images": 40})).json()
+        images = [(f"{i}.jpg", jpeg(i)) for i in range(40)]
+        r = await d.client.post("/v1/batches", files=files(*images))
+        batch_id = r.json()["id"]
+        body = await d.wait_done(batch_id)
+        page = dom((await d.client.get(f"/ui/batches/{batch_id}")).text)
+    decision = body["decision"]
+    planned = decision["runtime"]
+    assert planned in cloud
+    after = {
+        k: v["fallback_deadline_s"]
+        for k, v in decision["estimates"].items()
+        if v.get("fallback_deadline_s") is not None
+    }
+    assert after and planned not in after
+    assert all(v == pytest.approx(0.2, abs=0.1) for v in after.values())
+    quoted = {k: v["fallback_deadline_s"] for k, v in quote["estimates"].items()}
+    assert {k: v for k, v in quoted.items() if v is not None} == after
+    # Each cloud leg given up on at its deadline (none waited the 30 s), the edge last.
+    assert body["state"] == "done" and body["winner"] == "edge"
+    assert decision["reason"].count("DeployAbandoned") == 1 + len(after)
+    assert body["measured"]["end_to_end_s"] < 30
+    rows = page.find("table", class_="estimates").find("tbody").find_all("tr")
+    shown = [tr for tr in rows if "as a fallback" in tr.text()]
+    assert len(shown) == len(after)

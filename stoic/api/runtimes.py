@@ -17,6 +17,7 @@ from stoic.api.schemas import (
 )
 from stoic.daemon.controller import Controller
 from stoic.daemon.runtime_view import RuntimeState, runtime_states, uplink_state
+from stoic.values import SinglePlan
 
 router = APIRouter(prefix="/v1", tags=["runtimes"], dependencies=[Depends(require_token)])
 
@@ -94,11 +95,12 @@ async def estimate(
     c: Controller = request.app.state.controller
     size = n_bytes if n_bytes is not None else images * BYTES_PER_IMAGE
     estimates, plan = c.estimate(images, size)
+    after = plan.fallback_deadlines if isinstance(plan, SinglePlan) else {}
     return EstimateResponse(
         images=images,
         bytes=size,
         estimates={
-            k: EstimateOut.of(v, plan.scores.get(k), plan.deadlines.get(k))
+            k: EstimateOut.of(v, plan.scores.get(k), plan.deadlines.get(k), after.get(k))
             for k, v in estimates.items()
         },
         objective=c.settings.policy.objective,

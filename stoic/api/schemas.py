@@ -72,6 +72,12 @@ class EstimateOut(BaseModel):
         "from the start of its deployment after which it is abandoned and the batch falls "
         "back (policy.deploy_deadline; null: the deployment timeout)",
     )
+    fallback_deadline_s: float | None = Field(
+        None,
+        description="this runtime's deploy deadline where the batch falls back to it, "
+        "priced as a fallback of the chosen runtime (policy.deploy_deadline_fallback; "
+        "null: it waits to the deployment timeout)",
+    )
 
     @classmethod
     def of(
@@ -79,9 +85,14 @@ class EstimateOut(BaseModel):
         e: Estimate | dict[str, float],
         objective_s: float | None = None,
         deadline_s: float | None = None,
+        fallback_deadline_s: float | None = None,
     ) -> EstimateOut:
         out = cls(**(e.as_dict() if isinstance(e, Estimate) else e))
-        update = {"objective_s": objective_s, "deadline_s": deadline_s}
+        update = {
+            "objective_s": objective_s,
+            "deadline_s": deadline_s,
+            "fallback_deadline_s": fallback_deadline_s,
+        }
         return out.model_copy(update={k: v for k, v in update.items() if v is not None})
 
 
