@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ from stoic.schedule.probe.availability import Availability
 from stoic.settings import LocalBackendSettings, Settings
 from stoic.values import DeploymentSample, Mode, SinglePlan
 from tests.support.core import JOB, TABLE, ListRecorder, TablePredictor, leg_runner, requester_of
-from tests.support.daemon import files, start_daemon
+from tests.support.daemon import Daemon, files, start_daemon
 from tests.support.html import dom
 from tests.support.images import jpeg
 from tests.support.paths import STAND_IN
@@ -62,6 +63,16 @@ async def test_a_deadline_abandons_a_slow_local_deployment(tmp_path: Path) -> No
     assert recorder.deployments == []
 
 
+async def _forty_images(d: Daemon) -> tuple[dict[str, Any], Any]:
+    """Submit a batch of 40 images to daemon ``d``; its record once finished, and its page."""
+    images = [(f"{i}.jpg", jpeg(i)) for i in range(40)]
+    r = await d.client.post("/v1/batches", files=files(*images))
+    batch_id = r.json()["id"]
+    body = await d.wait_done(batch_id)
+    page = dom((await d.client.get(f"/ui/batches/{batch_id}")).text)
+    return body, page
+
+
 async def test_a_deadline_fires_in_the_daemon_and_the_page_shows_it(tmp_path: Path) -> None:
     settings = make_settings(
         tmp_path, policy={"deploy_deadline": True}, api={"max_batch_images": 40}
@@ -71,11 +82,7 @@ async def test_a_deadline_fires_in_the_daemon_and_the_page_shows_it(tmp_path: Pa
         for k, seconds in enumerate([0.2, 500.0] * 20):
             d.controller.predictor.observe_deployment(DeploymentSample("gpu1", k, seconds))
         d.fake.script_deploys("gpu1", 30.0)  # this one is slow
-        images = [(f"{i}.jpg", jpeg(i)) for i in range(40)]
-        r = await d.client.post("/v1/batches", files=files(*images))
-        batch_id = r.json()["id"]
-        body = await d.wait_done(batch_id)
-        page = dom((await d.client.get(f"/ui/batches/{batch_id}")).text)
+        body, page = await _forty_images(d)
     decision = body["decision"]
     assert decision["runtime"] == "gpu1"
     deadline = decision["estimates"]["gpu1"]["deadline_s"]
@@ -106,11 +113,7 @@ async def test_a_fallback_leg_is_abandoned_at_its_own_deadline_in_the_daemon(
                 d.controller.predictor.observe_deployment(DeploymentSample(name, k, seconds))
             d.fake.script_deploys(name, 30.0)
         quote = (await d.client.get("/v1/estimate", params={"images": 40})).json()
-        images = [(f"{i}.jpg", jpeg(i)) for i in range(40)]
-        r = await d.client.post("/v1/batches", files=files(*images))
-        batch_id = r.json()["id"]
-        body = await d.wait_done(batch_id)
-        page = dom((await d.client.get(f"/ui/batches/{batch_id}")).text)
+        body, page = await _forty_images(d)
     decision = body["decision"]
     planned = decision["runtime"]
     assert planned in cloud
