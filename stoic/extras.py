@@ -35,6 +35,8 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "watch": ("watchfiles",),
     # `stoic env fit` (the replay's normal CDF and quantile are stoic/normal.py)
     "fit": ("scipy",),
+    # the calibration's kernel (stoic/predict/medians.py); bottleneck's rows without it
+    "fast": ("numba",),
 }
 """The top-level modules each extra provides (``pyproject.toml`` lists the packages)."""
 

@@ -85,6 +85,7 @@ def test_every_extra_is_declared_and_all_has_them() -> None:
         "kubernetes",
         "psycopg",
         "scipy",
+        "numba",
     )
     for heavy in heavy_ones:
         assert heavy not in base, f"{heavy} is in the base install"
