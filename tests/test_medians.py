@@ -100,3 +100,19 @@ def test_the_dispatcher_falls_back_to_bottleneck(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(medians, "_kernel", no_kernel)
     with pytest.raises(AssertionError, match="kernel ran"):
         median_rows(y, 4, t)
+
+
+def test_a_kernel_that_cannot_load_is_bottlenecks_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """numba raises RuntimeError at import where it has nowhere to write its cache."""
+
+    def cannot(name: str) -> object:
+        raise RuntimeError(f"cannot cache function {name!r}: no locator available")
+
+    monkeypatch.setattr(medians, "_looked", False)
+    monkeypatch.setattr(medians, "_kernel", None)
+    monkeypatch.setattr(medians.importlib, "import_module", cannot)
+    monkeypatch.setattr(medians.importlib.util, "find_spec", lambda name: object())
+    assert numba_kernel() is None
+    x = np.array([2.0, 7.0, 1.0, 8.0])
+    t = np.arange(0, 4)
+    np.testing.assert_array_equal(median_rows(x, 3, t), median_rows_bottleneck(x, 3, t))

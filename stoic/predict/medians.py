@@ -26,15 +26,21 @@ replay and the sweeps, which calibrate before every batch, use it where it is in
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from collections.abc import Callable
 
 import bottleneck as bn
 import numpy as np
 import numpy.typing as npt
 
+from stoic.logging import get_logger
+
 FloatArray = npt.NDArray[np.float64]
 IndexArray = npt.NDArray[np.intp]
 RowsFunction = Callable[[FloatArray, int, IndexArray], FloatArray]
+
+log = get_logger(__name__)
 
 
 def median_rows_bottleneck(x: FloatArray, max_window: int, t: IndexArray) -> FloatArray:
@@ -53,16 +59,22 @@ _looked = False
 
 def numba_kernel() -> RowsFunction | None:
     """The numba kernel, or None without numba (imported once, on first use: the CLI
-    and a daemon that never calibrates do not pay numba's half-second import)."""
+    and a daemon that never calibrates do not pay numba's half-second import).
+
+    Any failure to load it is a fallback, not an error: numba raises ``RuntimeError``
+    at import where it can write its cache neither beside the module nor in a home
+    directory (a read-only install run by a user without one, as systemd's
+    ``DynamicUser``), and a calibration must never fail for want of speed."""
     global _kernel, _looked
     if not _looked:
         _looked = True
-        try:
-            from stoic.predict._medians_kernel import median_rows_kernel
-        except ImportError:
-            _kernel = None
-        else:
-            _kernel = median_rows_kernel
+        if importlib.util.find_spec("numba") is not None:
+            try:
+                module = importlib.import_module("stoic.predict._medians_kernel")
+            except Exception as exc:  # any: bottleneck's rows are the same
+                log.warning("numba kernel unavailable; bottleneck's medians", error=repr(exc))
+            else:
+                _kernel = module.median_rows_kernel
     return _kernel
 
 
