@@ -94,6 +94,7 @@ from stoic.extras import installed, require
 from stoic.ingest.ingestor import Ingestor
 from stoic.ingest.options import IngestLimits
 from stoic.logging import get_logger
+from stoic.predict.medians import numba_kernel
 from stoic.schedule.assembly import (
     build_core,
     inquisitor_options,
@@ -390,6 +391,9 @@ class Controller:
             await self._open_objects()
             await self._recover_batches()
             await self._start_backends()
+            # numba's import (0.4 s, the fast extra) off the loop, not in a first
+            # calibration on it (stoic/predict/medians.py)
+            await asyncio.to_thread(numba_kernel)
             await self._build_scheduling(runtimes)
             self._start_tasks(runtimes)
         except BaseException:
