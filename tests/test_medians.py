@@ -102,17 +102,49 @@ def test_the_dispatcher_falls_back_to_bottleneck(monkeypatch: pytest.MonkeyPatch
         median_rows(y, 4, t)
 
 
-def test_a_kernel_that_cannot_load_is_bottlenecks_rows(monkeypatch: pytest.MonkeyPatch) -> None:
-    """numba raises RuntimeError at import where it has nowhere to write its cache."""
+def _kernel_module(kernel: object) -> object:
+    return type("Module", (), {"median_rows_kernel": staticmethod(kernel)})
 
-    def cannot(name: str) -> object:
-        raise RuntimeError(f"cannot cache function {name!r}: no locator available")
+
+def _wrong(x: np.ndarray, max_window: int, t: np.ndarray) -> np.ndarray:
+    return median_rows_bottleneck(x, max_window, t) + 1.0
+
+
+def _cannot_compile(x: np.ndarray, max_window: int, t: np.ndarray) -> np.ndarray:
+    raise RuntimeError("LLVM ERROR: cannot select")
+
+
+@pytest.mark.parametrize(
+    "load",
+    [
+        # numba raises RuntimeError at import where it has nowhere to write its cache
+        pytest.param(None, id="cannot-import"),
+        pytest.param(_cannot_compile, id="cannot-compile"),
+        pytest.param(_wrong, id="wrong-rows"),
+    ],
+)
+def test_a_kernel_that_cannot_load_is_bottlenecks_rows(
+    monkeypatch: pytest.MonkeyPatch, load: object
+) -> None:
+    def import_module(name: str) -> object:
+        if load is None:
+            raise RuntimeError(f"cannot cache function {name!r}: no locator available")
+        return _kernel_module(load)
 
     monkeypatch.setattr(medians, "_looked", False)
     monkeypatch.setattr(medians, "_kernel", None)
-    monkeypatch.setattr(medians.importlib, "import_module", cannot)
+    monkeypatch.setattr(medians.importlib, "import_module", import_module)
     monkeypatch.setattr(medians.importlib.util, "find_spec", lambda name: object())
     assert numba_kernel() is None
     x = np.array([2.0, 7.0, 1.0, 8.0])
     t = np.arange(0, 4)
     np.testing.assert_array_equal(median_rows(x, 3, t), median_rows_bottleneck(x, 3, t))
+
+
+def test_a_kernel_that_passes_its_check_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(medians, "_looked", False)
+    monkeypatch.setattr(medians, "_kernel", None)
+    module = _kernel_module(median_rows_bottleneck)
+    monkeypatch.setattr(medians.importlib, "import_module", lambda name: module)
+    monkeypatch.setattr(medians.importlib.util, "find_spec", lambda name: object())
+    assert numba_kernel() is median_rows_bottleneck

@@ -65,18 +65,32 @@ def numba_kernel() -> RowsFunction | None:
     Any failure to load it is a fallback, not an error: numba raises ``RuntimeError``
     at import where it can write its cache neither beside the module nor in a home
     directory (a read-only install run by a user without one, as systemd's
-    ``DynamicUser``), and a calibration must never fail for want of speed."""
+    ``DynamicUser``), it compiles on the first call, which could fail on a numba or
+    LLVM it was never tried with, and a calibration must never fail for want of speed.
+    So loading it includes that first call, on a series with ties, a short history and
+    both parities of window, whose rows must be bottleneck's (:data:`_CHECK`)."""
     global _kernel, _looked
     if not _looked:
         _looked = True
         if importlib.util.find_spec("numba") is not None:
             try:
-                module = importlib.import_module("stoic.predict._medians_kernel")
+                kernel = importlib.import_module("stoic.predict._medians_kernel")
+                x, w, t = _CHECK
+                same = np.array_equal(
+                    kernel.median_rows_kernel(x, w, t), median_rows_bottleneck(x, w, t), True
+                )
             except Exception as exc:  # any: bottleneck's rows are the same
                 log.warning("numba kernel unavailable; bottleneck's medians", error=repr(exc))
             else:
-                _kernel = module.median_rows_kernel
+                if same:
+                    _kernel = kernel.median_rows_kernel
+                else:
+                    log.warning("numba kernel disagrees with bottleneck; bottleneck's medians")
     return _kernel
+
+
+_CHECK = (np.array([5.0, 1.0, 4.0, 4.0, 2.0, 8.0, 3.0, 4.0]), 5, np.arange(0, 8))
+"""The load's check: ties, histories shorter than the window, odd and even windows."""
 
 
 def median_rows(x: FloatArray, max_window: int, t: IndexArray) -> FloatArray:
