@@ -67,6 +67,7 @@ from stoic.values import (
     RuntimeKind,
     SharePlan,
     SinglePlan,
+    fallback_after,
 )
 
 Objective = Literal["mean", "expected", "quantile"]
@@ -95,6 +96,10 @@ class PolicyOptions:
     oracle_fallback_deadlines: Callable[[Job], Mapping[str, Mapping[str, float]]] | None = None
     """With ``fallback_deadline``, the informed oracle's deadlines of the fallback legs,
     per first choice (``SimEnvironment.expected_with_actions``'s ``fallbacks``)."""
+    oracle_fallback_totals: Callable[[Job], Mapping[str, float]] | None = None
+    """With those, the totals the informed oracle's requester ranks its fallbacks by:
+    the spec's expected totals, by which the informed reference orders the chains it
+    prices (``expected_with_actions``'s ``ranking``), not the predictor's estimates."""
     deploy_deadline: bool = False
     deadline_min_gain_s: float = 1.0
     fallback_deadline: bool = False
@@ -218,17 +223,10 @@ def next_fallback(
 ) -> str | None:
     """Where a failed (or abandoned) leg sends the batch: the edge, or a cloud runtime
     ``available`` and not yet ``tried`` whose predicted total beats the edge's; None once
-    the edge has been tried (the requester's rule, :meth:`Requester._fallback`)."""
-    if edge in tried:
-        return None
-    edge_total = estimates[edge].total.mean if edge in estimates else math.inf
-    best, best_total = edge, edge_total
-    for name, e in estimates.items():
-        if name in tried or name == edge or not available(name):
-            continue
-        if e.total.mean < best_total:
-            best, best_total = name, e.total.mean
-    return best
+    the edge has been tried (the requester's rule, :func:`~stoic.values.fallback_after`
+    on the predicted totals, :meth:`Requester._fallback`)."""
+    totals = {name: e.total.mean for name, e in estimates.items()}
+    return fallback_after(totals, edge, tried, available)
 
 
 def affordable(estimates: Mapping[str, Estimate], edge: str, price: Price) -> dict[str, Estimate]:
@@ -353,7 +351,8 @@ def decide(
             if options.oracle_deadlines is None and not options.pipelined_upload:
                 return plan(best, reason)
             given = options.oracle_deadlines(job) if options.oracle_deadlines else {}
-            chains = options.oracle_fallback_deadlines
+            chains, ranking = options.oracle_fallback_deadlines, options.oracle_fallback_totals
+            ranks = ranking(job) if ranking else {}
             return SinglePlan(
                 best,
                 mode=mode,
@@ -362,6 +361,7 @@ def decide(
                 deadlines=dict(given),
                 pipelined=options.pipelined_upload,
                 fallback_deadlines=dict(chains(job).get(best, {})) if chains else {},
+                fallback_totals={n: t for n, t in ranks.items() if n in estimates},
             )
         case Mode.PINNED:
             if pinned is None:
