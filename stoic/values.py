@@ -414,8 +414,8 @@ def fallback_after(
     """The requester's fallback rule over its ranking ``totals``: the edge, or the cloud
     runtime ``available`` and not yet ``tried`` with the least total that beats the
     edge's (first listed on a tie); None once the edge has been tried. Here, below both,
-    so that the policy's chain (``policy.next_fallback``, the predicted totals) and the
-    simulator's informed reference (its expected totals) share one rule."""
+    so that the requester and the policy's chain (on ``policy.predicted_totals``) and the
+    simulator's informed reference (on its expected totals) share one rule."""
     if edge in tried:
         return None
     best, best_total = edge, totals.get(edge, math.inf)

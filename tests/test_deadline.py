@@ -25,7 +25,7 @@ from stoic.schedule.decide.deadline import (
     pod_s_at,
     race_deadline,
 )
-from stoic.schedule.decide.policy import PolicyOptions, decide, next_fallback
+from stoic.schedule.decide.policy import PolicyOptions, decide
 from stoic.settings import Settings
 from stoic.values import (
     Component,
@@ -391,17 +391,17 @@ def test_the_informed_reference_prices_the_chain_the_requester_runs(
     st.sets(st.sampled_from(["edge", "cpu", "gpu1", "gpu2", "gpu3"])),
     st.sets(st.sampled_from(["cpu", "gpu1", "gpu2", "gpu3"])),
 )
-def test_the_policys_fallback_is_the_rule_on_the_predicted_totals(
-    means: dict[str, float], tried: set[str], down: set[str]
+def test_the_fallback_is_the_least_untried_total_that_beats_the_edge(
+    totals: dict[str, float], tried: set[str], down: set[str]
 ) -> None:
-    # The selector's chain and the informed reference's ranking share one rule.
-    table = {n: est(n, 0, 0, m) for n, m in means.items()}
-    up = lambda n: n not in down  # noqa: E731
-    got = next_fallback(table, "edge", tried, up)
-    assert got == fallback_after(means, "edge", tried, up)
-    if got is not None and got != "edge":
-        assert got not in tried and up(got) and means[got] < means.get("edge", np.inf)
-        assert all(means[got] <= m for n, m in means.items() if n not in tried | down | {"edge"})
+    # The one rule the requester, the selector's chain and the informed reference share.
+    got = fallback_after(totals, "edge", tried, lambda n: n not in down)
+    if "edge" in tried:
+        assert got is None
+        return
+    rivals = {n: t for n, t in totals.items() if n not in tried | down | {"edge"}}
+    beat = {n: t for n, t in rivals.items() if t < totals.get("edge", np.inf)}
+    assert got == (min(beat, key=lambda n: beat[n]) if beat else "edge")
 
 
 def test_the_informed_oracle_falls_back_by_the_spec_ranking() -> None:

@@ -37,7 +37,8 @@ worlds, one code path"), so a table of estimates is all a test needs.
   at pod ready, weighs the pod-seconds it would hold at the price the plan carries.
   With ``policy.deploy_deadline_fallback`` (off by default) each fallback leg gets a
   deadline of its own too, priced as a fallback down the requester's chain
-  (:func:`next_fallback`, each runtime once, the edge last with none), and an
+  (:func:`~stoic.values.fallback_after` on :func:`predicted_totals`, each runtime once,
+  the edge last with none), and an
   abandonment is priced at that chain's expected total (:func:`_chain`).
 * baselines for the replay: **edge-only**, **gpu1-only**, **threshold** (a fixed
   batch-size cut-over to a GPU runtime), **oracle** (MIN-LAT: needs the ground truth, so
@@ -47,7 +48,7 @@ worlds, one code path"), so a table of estimates is all a test needs.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -215,18 +216,10 @@ def race_pod_s(
     )
 
 
-def next_fallback(
-    estimates: Mapping[str, Estimate],
-    edge: str,
-    tried: Collection[str],
-    available: Callable[[str], bool] = lambda _: True,
-) -> str | None:
-    """Where a failed (or abandoned) leg sends the batch: the edge, or a cloud runtime
-    ``available`` and not yet ``tried`` whose predicted total beats the edge's; None once
-    the edge has been tried (the requester's rule, :func:`~stoic.values.fallback_after`
-    on the predicted totals, :meth:`Requester._fallback`)."""
-    totals = {name: e.total.mean for name, e in estimates.items()}
-    return fallback_after(totals, edge, tried, available)
+def predicted_totals(estimates: Mapping[str, Estimate]) -> dict[str, float]:
+    """Each runtime's predicted total: what the requester ranks its fallbacks by
+    (:func:`~stoic.values.fallback_after`, :meth:`Requester._fallback`)."""
+    return {name: e.total.mean for name, e in estimates.items()}
 
 
 def affordable(estimates: Mapping[str, Estimate], edge: str, price: Price) -> dict[str, Estimate]:
@@ -537,12 +530,13 @@ def _chain(
 ) -> tuple[float, dict[str, float]]:
     """What abandoning ``first`` costs with each fallback leg given its own deadline
     (``policy.deploy_deadline_fallback``): the requester's chain of fallbacks
-    (:func:`next_fallback`, each runtime tried once, the edge last), priced from its end,
+    (:func:`~stoic.values.fallback_after` on the predicted totals, each runtime tried
+    once, the edge last), priced from its end,
     the edge's ``edge_s``, back: each cloud leg's least expected total over its
     deadlines (``leg``) with the rest of the chain as its fallback. Returns the chain's
     expected total and its cloud legs' deadlines."""
-    chain, tried = [], [first]
-    while (nxt := next_fallback(estimates, edge, tried)) is not None:
+    chain, tried, ranks = [], [first], predicted_totals(estimates)
+    while (nxt := fallback_after(ranks, edge, tried)) is not None:
         chain.append(nxt)
         tried.append(nxt)
     total, deadlines = edge_s, {}

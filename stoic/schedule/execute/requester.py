@@ -45,7 +45,7 @@ from typing import Any
 
 from stoic.errors import BackendError, DeployAbandoned, RuntimeUnavailable
 from stoic.logging import get_logger
-from stoic.schedule.decide.policy import next_fallback
+from stoic.schedule.decide.policy import predicted_totals
 from stoic.schedule.execute.duplicator import Duplicator
 from stoic.schedule.execute.legs import Leg, LegRunner
 from stoic.schedule.execute.recorder import PredictorLike
@@ -195,11 +195,10 @@ class Requester:
                 name = nxt
 
     def _fallback(self, plan: SinglePlan, tried: list[str]) -> str | None:
-        """Where a failed batch goes next (:func:`next_fallback` on the plan's
-        estimates, among the runtimes still available; by its ``fallback_totals``
-        where it has them, the informed oracle's)."""
+        """Where a failed batch goes next (:func:`fallback_after` on the plan's predicted
+        totals, or its ``fallback_totals`` where it has them, the informed oracle's;
+        among the runtimes still available)."""
         if self.edge_runtime is None:
             return None
-        if plan.fallback_totals:
-            return fallback_after(plan.fallback_totals, self.edge_runtime, tried, self._available)
-        return next_fallback(plan.estimates, self.edge_runtime, tried, self._available)
+        ranks = plan.fallback_totals or predicted_totals(plan.estimates)
+        return fallback_after(ranks, self.edge_runtime, tried, self._available)
