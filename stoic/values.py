@@ -9,7 +9,7 @@ requester cannot tell the two worlds apart (docs/architecture.md, "Two worlds, o
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -238,7 +238,12 @@ class SinglePlan(PlanBase):
     fallback_deadlines: Mapping[str, float] = field(default_factory=dict)
     """Per cloud runtime, its deploy deadline where the batch falls back to it
     (``policy.deploy_deadline_fallback``): priced as a fallback of this plan, its own
-    fallback the best of the runtimes not yet tried (absent: the timeout)."""
+    fallback the next runtime of the requester's chain (absent: the timeout)."""
+    fallback_totals: Mapping[str, float] = field(default_factory=dict)
+    """The totals the requester ranks this plan's fallbacks by (:func:`fallback_after`)
+    where they are not its estimates' predicted totals: the informed oracle's expected
+    totals (the replay's ``informed…+fallback``), so that it runs the chain its reference
+    priced. Empty: the estimates'."""
 
     @property
     def chosen(self) -> str:
@@ -392,9 +397,34 @@ class Outcome:
     """Share: (used, wasted) pod seconds per cloud runtime (× GPUs is the report's)."""
     duplicate_images: int = 0
     """Share: images labelled twice (the straggler hedge)."""
+    abandoned: tuple[str, ...] = ()
+    """The runtimes whose deployment was abandoned at its deploy deadline, in the order
+    tried: the planned leg's, then the fallback legs' (the replay report counts both)."""
 
 
 T = TypeVar("T")
+
+
+def fallback_after(
+    totals: Mapping[str, float],
+    edge: str,
+    tried: Collection[str],
+    available: Callable[[str], bool] = lambda _: True,
+) -> str | None:
+    """The requester's fallback rule over its ranking ``totals``: the edge, or the cloud
+    runtime ``available`` and not yet ``tried`` with the least total that beats the
+    edge's (first listed on a tie); None once the edge has been tried. Here, below both,
+    so that the requester and the policy's chain (on ``policy.predicted_totals``) and the
+    simulator's informed reference (on its expected totals) share one rule."""
+    if edge in tried:
+        return None
+    best, best_total = edge, totals.get(edge, math.inf)
+    for name, total in totals.items():
+        if name in tried or name == edge or not available(name):
+            continue
+        if total < best_total:
+            best, best_total = name, total
+    return best
 
 
 def runtime_named(runtimes: Mapping[str, T], name: str, error: type[Exception]) -> T:

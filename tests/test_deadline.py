@@ -38,6 +38,7 @@ from stoic.values import (
     Risk,
     SinglePlan,
     TransferSample,
+    fallback_after,
 )
 from tests.support.core import EPOCH, JOB, TABLE, World, est, make_world
 
@@ -269,14 +270,14 @@ def test_the_duplicators_cloud_leg_gets_the_race_deadline() -> None:
 CHAINED = replace(ACTIONS, pipelined_upload=False, fallback_deadline=True)
 
 
-def _two_bimodal_pods() -> dict[str, Estimate]:
+def _two_bimodal_pods(edge_s: float = 100.0, gpu1_slow_s: float = 500.0) -> dict[str, Estimate]:
     """gpu1 ready in 10 s or 500 s (then 35 s of upload and processing), gpu2 in 20 s or
-    400 s (then 30 s), half and half; the edge takes 100 s. By their means gpu1 (45 s)
-    goes first, then gpu2 (50 s), then the edge."""
-    gpu1 = Risk(0.0, TIMEOUT, 245.0, ready_s=(10.0,) * 10 + (500.0,) * 10)
+    400 s (then 30 s), half and half; the edge takes 100 s. By their predicted (median)
+    totals gpu1 (45 s) goes first, then gpu2 (50 s), then the edge."""
+    gpu1 = Risk(0.0, TIMEOUT, (gpu1_slow_s - 10) / 2, ready_s=(10.0,) * 10 + (gpu1_slow_s,) * 10)
     gpu2 = Risk(0.0, TIMEOUT, 190.0, ready_s=(20.0,) * 10 + (400.0,) * 10)
     return {
-        "edge": TABLE["edge"],
+        "edge": est("edge", 0, 0, edge_s),
         "gpu1": Estimate("gpu1", Component(5), Component(10), Component(30), gpu1),
         "gpu2": Estimate("gpu2", Component(5), Component(20), Component(25), gpu2),
     }
@@ -310,14 +311,15 @@ def test_without_the_setting_a_fallback_leg_has_no_deadline_and_nothing_moves() 
     assert isinstance(bare, SinglePlan) and not bare.deadlines and not bare.fallback_deadlines
 
 
-def test_the_informed_reference_prices_the_chain_as_the_selector_does(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # The same two pods, as draws the informed reference knows: the same deadlines and
-    # expected totals as the selector's (the previous test), chain for chain.
-    table = _two_bimodal_pods()
-    dep = {"gpu1": np.array([10.0, 500.0]), "gpu2": np.array([20.0, 400.0])}
-    ok = {"edge": np.array([100.0, 100.0]), "gpu1": dep["gpu1"] + 35, "gpu2": dep["gpu2"] + 30}
+def _informed_env(
+    monkeypatch: pytest.MonkeyPatch, edge_s: float, ready: dict[str, tuple[float, float]]
+) -> SimEnvironment:
+    """An environment whose informed draws are two, half and half: each cloud runtime
+    ready at ``ready[name]``'s T_d then done 30 s later (gpu1: 35 s), the edge at
+    ``edge_s``."""
+    dep = {n: np.array(d) for n, d in ready.items()}
+    ok = {"edge": np.array([edge_s, edge_s])}
+    ok |= {n: d + (35 if n == "gpu1" else 30) for n, d in dep.items()}
 
     def dice(
         env: SimEnvironment, job: Job, at_s: float, draws: int, **kw: Any
@@ -327,19 +329,100 @@ def test_the_informed_reference_prices_the_chain_as_the_selector_does(
         return dict(ok)
 
     monkeypatch.setattr(SimEnvironment, "_dice", dice)
-    env = SimEnvironment(EnvSpec.load(DEFAULT_ENV), Settings().runtime_list(), seed=0)
+    return SimEnvironment(EnvSpec.load(DEFAULT_ENV), Settings().runtime_list(), seed=0)
+
+
+def test_the_informed_reference_prices_the_chain_as_the_selector_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Two pods the informed reference knows as draws, and the selector as the same
+    # distributions, both ranking fallbacks gpu1, gpu2, the edge (300 s): the selector by
+    # its predicted totals (45 s, 50 s), the reference by its expected totals (190 s,
+    # 240 s). gpu2 as gpu1's fallback: 0.5·50 + 0.5·(20 + 300) = 185 s; gpu1 then
+    # 0.5·45 + 0.5·(10 + 185) = 120 s. gpu1 as gpu2's: 0.5·45 + 0.5·(10 + 300) = 177.5 s;
+    # gpu2 then 0.5·50 + 0.5·(20 + 177.5) = 123.75 s. The same, chain for chain.
+    table = _two_bimodal_pods(edge_s=300.0, gpu1_slow_s=300.0)
+    env = _informed_env(monkeypatch, 300.0, {"gpu1": (10.0, 300.0), "gpu2": (20.0, 400.0)})
     chains: dict[str, dict[str, float]] = {}
+    ranking: dict[str, float] = {}
     totals, deadlines = env.expected_with_actions(
-        JOB, 0.0, deadline=True, pipelined=False, fallbacks=chains
+        JOB, 0.0, deadline=True, pipelined=False, fallbacks=chains, ranking=ranking
     )
     plan = decide(Mode.SELECTOR, JOB, table, options=CHAINED)
+    assert ranking == {"edge": 300.0, "gpu1": 190.0, "gpu2": 240.0}
+    assert plan.scores == pytest.approx({"edge": 300.0, "gpu1": 120.0, "gpu2": 123.75})
     assert totals == pytest.approx(dict(plan.scores))
-    assert deadlines == plan.deadlines
+    assert deadlines == plan.deadlines == {"gpu1": 10.0, "gpu2": 20.0}
     assert isinstance(plan, SinglePlan) and chains["gpu1"] == plan.fallback_deadlines
-    assert chains["gpu2"] == {"gpu1": 10.0}  # gpu2 first: gpu1 its fallback, 77.5 s < 290 s
-    # Without the rule, gpu1's fallback waits for its pod: 0.5·45 + 0.5·(10 + 100).
+    assert chains == {"edge": {}, "gpu1": {"gpu2": 20.0}, "gpu2": {"gpu1": 10.0}}
+    # Without the rule, gpu1's fallback waits for its pod: 0.5·45 + 0.5·(10 + 240).
     plain, _ = env.expected_with_actions(JOB, 0.0, deadline=True, pipelined=False)
-    assert plain["gpu1"] == pytest.approx(77.5)
+    assert plain["gpu1"] == pytest.approx(147.5)
+
+
+def test_the_informed_reference_prices_the_chain_the_requester_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # After gpu1 (ready in 5 s or 595 s) the requester falls back to gpu2, its expected
+    # total (240 s) the least that beats the edge's 300 s; cpu (ready in 10 s or 590 s:
+    # 330 s expected) never, as it does not. The best order would run cpu first, at its
+    # 10 s deadline, then gpu2 (117.5 s): a chain the requester never runs. gpu2 with
+    # the edge after it, abandoned at 20 s: 0.5·50 + 0.5·(20 + 300) = 185 s, so gpu1
+    # costs 0.5·40 + 0.5·(5 + 185) = 115 s (81.25 s priced on the best order).
+    ready = {"gpu1": (5.0, 595.0), "gpu2": (20.0, 400.0), "cpu": (10.0, 590.0)}
+    env = _informed_env(monkeypatch, 300.0, ready)
+    chains: dict[str, dict[str, float]] = {}
+    ranking: dict[str, float] = {}
+    totals, deadlines = env.expected_with_actions(
+        JOB, 0.0, deadline=True, pipelined=False, fallbacks=chains, ranking=ranking
+    )
+    assert fallback_after(ranking, "edge", ["gpu1"]) == "gpu2"
+    assert fallback_after(ranking, "edge", ["gpu1", "gpu2"]) == "edge"
+    assert chains["gpu1"] == {"gpu2": 20.0}
+    assert (totals["gpu1"], deadlines["gpu1"]) == (pytest.approx(115.0), 5.0)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["edge", "cpu", "gpu1", "gpu2", "gpu3"]),
+        st.floats(0.0, 1e4),
+        min_size=1,
+    ),
+    st.sets(st.sampled_from(["edge", "cpu", "gpu1", "gpu2", "gpu3"])),
+    st.sets(st.sampled_from(["cpu", "gpu1", "gpu2", "gpu3"])),
+)
+def test_the_fallback_is_the_least_untried_total_that_beats_the_edge(
+    totals: dict[str, float], tried: set[str], down: set[str]
+) -> None:
+    # The one rule the requester, the selector's chain and the informed reference share.
+    got = fallback_after(totals, "edge", tried, lambda n: n not in down)
+    if "edge" in tried:
+        assert got is None
+        return
+    rivals = {n: t for n, t in totals.items() if n not in tried | down | {"edge"}}
+    beat = {n: t for n, t in rivals.items() if t < totals.get("edge", np.inf)}
+    assert got == (min(beat, key=lambda n: beat[n]) if beat else "edge")
+
+
+def test_the_informed_oracle_falls_back_by_the_spec_ranking() -> None:
+    # The informed requester ranks its fallbacks by the spec's expected totals, among
+    # the runtimes it was offered, not by the predictor's estimates.
+    offered = {n: TABLE[n] for n in ("edge", "gpu1", "gpu2")}
+    options = replace(
+        CHAINED,
+        oracle=lambda job: {"edge": 100.0, "gpu1": 50.0, "gpu2": 90.0},
+        oracle_deadlines=lambda job: {"gpu1": 12.0},
+        oracle_fallback_deadlines=lambda job: {"gpu1": {"gpu2": 20.0}},
+        oracle_fallback_totals=lambda job: {"edge": 100.0, "cpu": 60.0, "gpu2": 80.0},
+    )
+    plan = decide(Mode.ORACLE, JOB, offered, options=options)
+    assert isinstance(plan, SinglePlan) and plan.runtime == "gpu1"
+    assert plan.fallback_totals == {"edge": 100.0, "gpu2": 80.0}  # cpu was not offered
+    assert plan.fallback_deadlines == {"gpu2": 20.0}
+    without = decide(
+        Mode.ORACLE, JOB, offered, options=replace(options, oracle_fallback_totals=None)
+    )
+    assert isinstance(without, SinglePlan) and without.fallback_totals == {}
 
 
 # The requester on the fake backend (virtual time) ------------------------------------------
@@ -396,9 +479,20 @@ async def test_a_fallback_leg_abandoned_at_its_own_deadline_falls_back_again(
     out = await world.requester.run(JOB, plan)
     assert (out.runtime, out.fell_back) == ("cpu", True)
     assert out.reason.count(DeployAbandoned.__name__) == 2
+    assert out.abandoned == ("gpu1", "gpu2")  # the planned leg's, then the fallback leg's
     assert out.total_s == 12 + 20 + 10 + 5 + 1 + 70 and looptime == out.total_s
     assert world.fake.times("deploy", "gpu2") == [12.0]
     assert world.fake.live == {}
+
+
+async def test_a_plan_with_fallback_totals_falls_back_by_them(world: World) -> None:
+    # The informed oracle's plan ranks its fallbacks by the spec's totals: cpu (60 s)
+    # before gpu2 (80 s), where the estimates would pick gpu2 (75 s, cpu 85 s).
+    ranks = {"edge": 100.0, "cpu": 60.0, "gpu2": 80.0}
+    plan = _plan("gpu1", deadlines={"gpu1": 12.0}, fallback_totals=ranks)
+    out = await world.requester.run(JOB, plan)
+    assert (out.runtime, out.fell_back, out.abandoned) == ("cpu", True, ("gpu1",))
+    assert out.total_s == 12 + 10 + 5 + 1 + 70
 
 
 async def test_a_deployment_ready_by_its_deadline_runs_there(world: World) -> None:

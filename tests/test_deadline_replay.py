@@ -14,6 +14,7 @@ import pytest
 from stoic.backends.simulated import SimEnvironment
 from stoic.errors import InputError
 from stoic.replay.reference import reference
+from stoic.replay.report import actions_line
 from stoic.replay.runner import ReplayConfig, ReplayResult, parse_mode, resolve_actions, run_replay
 from stoic.replay.scoring import score as score_replay
 from stoic.replay.sweep import informed_of, is_reference
@@ -84,6 +85,7 @@ def test_a_deadline_in_the_replay_abandons_the_deployment_and_falls_back() -> No
     # The report counts them (and the paper's selector has no such figure).
     acted = score_replay(r)["summary"]["actions"]
     assert acted["abandoned"] == abandoned and acted["pipelined"] == 0
+    assert acted["abandoned_fallback"] == 0  # a fallback leg has no deadline of its own
     assert acted["batches_with_deadline"] >= abandoned
     assert "actions" not in score_replay(replay("selector"))["summary"]
 
@@ -162,8 +164,31 @@ def test_a_fallback_leg_in_the_replay_is_abandoned_at_the_deadline_priced_for_it
         limit = plan.fallback_deadlines[second]
         assert dep is None or dep >= limit
     assert twice > 0
-    informed = run_replay(
-        ReplayConfig(env_path=TURBULENT, mode="informed+deadline+pipelined+fallback", batches=20)
+    # The report counts the fallback legs abandoned apart from the planned legs.
+    acted = score_replay(r)["summary"]["actions"]
+    legs = sum(rec.outcome.reason.count("DeployAbandoned") for rec in r.records)
+    assert acted["abandoned_fallback"] >= twice
+    assert acted["abandoned"] + acted["abandoned_fallback"] == legs
+    line = "".join(actions_line(acted))
+    assert f"{acted['abandoned']} planned legs, {acted['abandoned_fallback']} fallback legs" in line
+
+
+def test_the_informed_fallbacks_run_the_chain_their_reference_priced() -> None:
+    # The informed requester falls back by the spec's expected totals, the ranking its
+    # reference prices the chains on: a batch that fell back runs what the reference
+    # says (where it was offered every runtime; the reference knows of no outage). By
+    # the predictor's estimates, 2 of these 5 ran another chain.
+    r = run_replay(
+        ReplayConfig(env_path=TURBULENT, mode="informed+deadline+pipelined+fallback", batches=80)
     )
-    plans = [rec.plan for rec in informed.records]
-    assert any(isinstance(p, SinglePlan) and p.fallback_deadlines for p in plans)
+    assert any(
+        isinstance(rec.plan, SinglePlan) and rec.plan.fallback_deadlines for rec in r.records
+    )
+    ref, everyone = reference(r).per_batch, set(r.env.runtimes)
+    fell = [
+        (s, rec.outcome.total_s)
+        for s, rec in zip(ref, r.records, strict=True)
+        if rec.outcome.fell_back and set(rec.plan.estimates) == everyone
+    ]
+    assert len(fell) >= 5
+    assert [s for s, _ in fell] == pytest.approx([ran for _, ran in fell])

@@ -46,7 +46,7 @@ from stoic.backends.simlink import Link
 from stoic.backends.simlink import SharedUplink as SharedUplink
 from stoic.errors import DeployTimeout, EnvSpecError
 from stoic.normal import ndtr, ndtri
-from stoic.values import Job, Runtime
+from stoic.values import Job, Runtime, fallback_after
 
 HOUR_S = 3600.0
 DAY_S = 86_400.0
@@ -753,6 +753,7 @@ class SimEnvironment:
         available: Collection[str] | None = None,
         draws: int = 512,
         fallbacks: dict[str, dict[str, float]] | None = None,
+        ranking: dict[str, float] | None = None,
     ) -> tuple[dict[str, float], dict[str, float]]:
         """:meth:`expected_totals` with the selector's two actions beyond the paper's
         (:mod:`stoic.schedule.decide.deadline`): ``pipelined``, the upload runs during
@@ -769,11 +770,14 @@ class SimEnvironment:
         edge, 1,991 s.
 
         ``fallbacks`` (with ``deadline``; ``policy.deploy_deadline_fallback``): each
-        fallback leg gets a deadline of its own too, priced as a fallback: its own
-        fallback is the best of the usable runtimes not yet tried, so a runtime's
-        fallback is the chain of least expected total over the usable runtimes left
-        (:class:`_Chains`), the edge last with none. ``fallbacks`` receives, per first
-        choice, the deadlines of its chain's cloud legs."""
+        fallback leg gets a deadline of its own too, priced as a fallback down the chain
+        the requester runs (:class:`_Chains`): the next runtime is the one its rule picks
+        (:func:`~stoic.values.fallback_after`) among the usable runtimes not yet tried,
+        with the expected totals without actions (a timeout, then the edge) as its
+        ranking, each once, the edge last with none. ``fallbacks`` receives, per first
+        choice, the deadlines of its chain's cloud legs; ``ranking``, the usable
+        runtimes' ranking totals, which the informed oracle's requester falls back by
+        (``SinglePlan.fallback_totals``), so that it runs the chain priced here."""
         deps: dict[str, np.ndarray] = {}
         ok = self._dice(job, at_s, draws, overlap=pipelined, deployments=deps)
         edge = float(ok[self.fallback].mean()) if self.fallback is not None else math.nan
@@ -783,11 +787,16 @@ class SimEnvironment:
         usable = set(ok if available is None else available)
         out: dict[str, float] = {}
         deadlines: dict[str, float] = {}
-        chained = deadline and fallbacks is not None
-        chains = _Chains(ok, deps, edge, self.timeout_s) if chained else None
+        chains = None
+        if deadline and fallbacks is not None:
+            ranks = {n: first[n] for n in ok if n in usable}
+            chains = _Chains(ok, deps, ranks, self.fallback, edge, self.timeout_s)
+            if ranking is not None:
+                ranking.update(ranks)
         for name, v in ok.items():
-            if chains is not None and fallbacks is not None:
-                after, fallbacks[name] = chains.value(frozenset(usable - {name}))
+            if chains is not None and fallbacks is not None:  # the edge: none after it
+                chain = chains.value(frozenset(usable - {name})) if name in deps else (edge, {})
+                after, fallbacks[name] = chain
             else:
                 after = min(
                     (e for n, e in first.items() if n != name and n in usable), default=edge
@@ -907,39 +916,41 @@ class SimEnvironment:
 
 class _Chains:
     """The informed reference's fallback chains with a deadline on every cloud leg
-    (:meth:`SimEnvironment.expected_with_actions`'s ``fallbacks``): the expected total
-    of falling back into a set of untried runtimes is the least over them of running
-    one, with its own best deadline and the rest of the set as its fallback; the edge
-    ends a chain (no deadline), and a set without one costs the edge's expected total
-    where it runs out, as the paper's fallback. Each set is priced once, when first
-    asked (at most 2^runtimes of them)."""
+    (:meth:`SimEnvironment.expected_with_actions`'s ``fallbacks``). Falling back into a
+    set of untried usable runtimes runs the one the requester's rule picks
+    (:func:`~stoic.values.fallback_after` on ``ranks``), with its own best deadline and
+    the rest of the set as its fallback: the chain the requester runs, not the best
+    order over the set, which it never runs. The edge ends a chain (no deadline) and
+    costs its expected total, as where no edge is left. Each set is priced once, when
+    first asked."""
 
     def __init__(
         self,
         ok: dict[str, np.ndarray],
         deps: dict[str, np.ndarray],
+        ranks: dict[str, float],
+        edge: str | None,
         edge_s: float,
         timeout_s: float,
     ) -> None:
-        self.ok, self.deps, self.edge_s, self.timeout_s = ok, deps, edge_s, timeout_s
+        self.ok, self.deps, self.ranks, self.edge = ok, deps, ranks, edge
+        self.edge_s, self.timeout_s = edge_s, timeout_s
         self._memo: dict[frozenset[str], tuple[float, dict[str, float]]] = {}
 
     def value(self, left: frozenset[str]) -> tuple[float, dict[str, float]]:
         """The expected total of falling back into ``left`` and its cloud legs' deadlines."""
         if left in self._memo:
             return self._memo[left]
-        best: tuple[float, dict[str, float]] | None = None
-        for name in sorted(left):
-            here = self._leg(name, left - {name})
-            if best is None or here[0] < best[0]:
-                best = here
-        self._memo[left] = out = best if best is not None else (self.edge_s, {})
+        nxt = fallback_after(self.ranks, self.edge or "", (), left.__contains__)
+        if nxt is None or nxt not in self.deps:  # the edge, or none left
+            out: tuple[float, dict[str, float]] = (self.edge_s, {})
+        else:
+            out = self._leg(nxt, left - {nxt})
+        self._memo[left] = out
         return out
 
     def _leg(self, name: str, rest: frozenset[str]) -> tuple[float, dict[str, float]]:
         v = self.ok[name]
-        if name not in self.deps:  # the edge
-            return float(v.mean()), {}
         after, chain = self.value(rest)
         waited = float(np.where(np.isnan(v), self.timeout_s + after, v).mean())
         d, e = _best_deadline(self.deps[name], v, after, self.timeout_s)

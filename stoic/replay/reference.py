@@ -58,7 +58,7 @@ from stoic.backends.simulated import BatchTruth, RuntimeTruth, SimEnvironment
 from stoic.replay.bound import fluid_lower_bound
 from stoic.replay.runner import ReplayResult, parse_mode, resolve_actions
 from stoic.schedule.decide.policy import AUTO
-from stoic.values import Job, Mode
+from stoic.values import Job, Mode, fallback_after
 
 INFORMED_SELECTOR = "informed selector"
 INFORMED_DUPLICATOR = "informed duplicator"
@@ -123,11 +123,18 @@ def _informed(result: ReplayResult, *, race: bool) -> list[float]:
         elif acts is not None:
             deadline, pipelined, fallback = acts
             chains: dict[str, dict[str, float]] | None = {} if fallback else None
+            ranks: dict[str, float] = {}
             expected, deadlines = env.expected_with_actions(
-                job, rec.batch.at_s, deadline=deadline, pipelined=pipelined, fallbacks=chains
+                job,
+                rec.batch.at_s,
+                deadline=deadline,
+                pipelined=pipelined,
+                fallbacks=chains,
+                ranking=ranks,
             )
+            chain = None if chains is None or edge is None else _Chain(edge, ranks, chains)
             out[rec.batch.index] = _with_actions(
-                t, expected, deadlines, pipelined, env.timeout_s, chains
+                t, expected, deadlines, pipelined, env.timeout_s, chain
             )
         else:
             expected = env.expected_totals(job, rec.batch.at_s)
@@ -147,25 +154,43 @@ def _with_fallback(truth: BatchTruth, expected: dict[str, float], timeout_s: flo
     return timeout_s + truth.runtimes[ranked[1]].total_s
 
 
+@dataclass(frozen=True, slots=True)
+class _Chain:
+    """How the informed requester falls back (``+fallback``): by the requester's rule on
+    the expected totals ``ranks``, each fallback leg abandoned at its deadline in
+    ``deadlines`` (per first choice), as ``expected_with_actions`` priced it."""
+
+    edge: str
+    ranks: dict[str, float]
+    deadlines: dict[str, dict[str, float]]
+
+    def after(self, first: str) -> list[str]:
+        """The runtimes the requester falls back to after ``first``, in turn."""
+        tried = [first]
+        while (nxt := fallback_after(self.ranks, self.edge, tried)) is not None:
+            tried.append(nxt)
+        return tried[1:]
+
+
 def _with_actions(
     truth: BatchTruth,
     expected: dict[str, float],
     deadlines: dict[str, float],
     pipelined: bool,
     timeout_s: float,
-    chains: dict[str, dict[str, float]] | None = None,
+    chain: _Chain | None = None,
 ) -> float:
     """:func:`_with_fallback` with the actions: a deployment not ready by its deadline
     is abandoned then (the deadline, then the next runtime's true total); a pipelined
-    cloud leg is ready at max(upload, T_d), then warms and processes. With ``chains``
-    (the fallback legs' deadlines per first choice, ``+fallback``) the fallback legs
-    are abandoned at theirs too (or time out), on down the ranking."""
+    cloud leg is ready at max(upload, T_d), then warms and processes. With ``chain``
+    (``+fallback``) the batch falls back down the requester's chain, each fallback leg
+    abandoned at its own deadline too (or timed out)."""
     ranked = sorted(expected, key=lambda n: expected[n])
-    if chains is not None:
-        chain = chains.get(ranked[0], {})
-        limits = [deadlines.get(ranked[0], timeout_s)]
-        limits += [chain.get(n, timeout_s) for n in ranked[1:]]
-        return _down_the_chain(truth, ranked, limits, pipelined)
+    if chain is not None:
+        first, own = ranked[0], chain.deadlines.get(ranked[0], {})
+        after = chain.after(first)
+        limits = [deadlines.get(first, timeout_s)] + [own.get(n, timeout_s) for n in after]
+        return _down_the_chain(truth, [first, *after], limits, pipelined)
     t = truth.runtimes[ranked[0]]
     if not t.attempts:
         return t.total_s
@@ -176,18 +201,18 @@ def _with_actions(
 
 
 def _down_the_chain(
-    truth: BatchTruth, ranked: list[str], limits: list[float], pipelined: bool
+    truth: BatchTruth, legs: list[str], limits: list[float], pipelined: bool
 ) -> float:
-    """The true total of running ``ranked`` in turn, each leg abandoned at its limit
-    (its deadline, or the timeout), until one is ready in time or none is left."""
+    """The true total of running ``legs`` in turn, each abandoned at its limit (its
+    deadline, or the timeout), until one is ready in time or none is left."""
     spent = 0.0
-    for name, limit in zip(ranked[:-1], limits, strict=False):
+    for name, limit in zip(legs[:-1], limits, strict=False):
         t = truth.runtimes[name]
         dep = t.attempts[-1] if t.attempts else 0.0  # the edge: no deployment
         if dep is not None and dep < limit:
             return spent + _ready_total(t, pipelined)
         spent += limit
-    return spent + _ready_total(truth.runtimes[ranked[-1]], pipelined)
+    return spent + _ready_total(truth.runtimes[legs[-1]], pipelined)
 
 
 def _ready_total(t: RuntimeTruth, pipelined: bool) -> float:

@@ -73,16 +73,17 @@ def _headline(s: dict[str, Any]) -> list[str]:
     ]
 
 
-def _actions_line(a: dict[str, Any] | None) -> list[str]:
+def actions_line(a: dict[str, Any] | None) -> list[str]:
     """The actions beyond the paper's, where the run took them (docs/scheduling.md)."""
     if a is None:
         return []
     mean = a["mean_deadline_s"]
     return [
         f"Deploy deadlines: {a['batches_with_deadline']} batches had one on their chosen "
-        f"runtime (mean {'–' if mean is None else f'{mean:.0f} s'}), {a['abandoned']} "
-        f"deployments were abandoned at it; {a['pipelined']} batches uploaded while "
-        "their pod deployed.",
+        f"runtime (mean {'–' if mean is None else f'{mean:.0f} s'}). Deployments "
+        f"abandoned at their deadline: {a['abandoned']} planned legs, "
+        f"{a['abandoned_fallback']} fallback legs. {a['pipelined']} batches uploaded "
+        "while their pod deployed.",
         "",
     ]
 
@@ -180,7 +181,7 @@ def _markdown(meta: dict[str, Any], s: dict[str, Any], name: str, plots: list[st
         f"worst case {s['worst_s']:.0f} s (paper: 10770, 10022 and 35940 s for 162 batches). "
         f"Fell back to the edge: {s['fell_back']} batches.",
         "",
-        *_actions_line(s.get("actions")),
+        *actions_line(s.get("actions")),
         "## Choices",
         "",
         "| runtime | chosen | ran on | fastest in truth |",

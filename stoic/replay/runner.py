@@ -509,6 +509,7 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
     given: dict[str, Mapping[str, float]] = {}  # the batch's totals the oracle is given
     deadlines: dict[str, Mapping[str, float]] = {}  # and, informed, its deploy deadlines
     chains: dict[str, dict[str, dict[str, float]]] = {}  # and its fallback legs' (+fallback)
+    ranks: dict[str, dict[str, float]] = {}  # and what its requester falls back by (+fallback)
     deadline, pipelined, fallback = resolve_actions(spec, settings)
     policy = replace(
         PolicyOptions.from_settings(settings),
@@ -524,7 +525,11 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
     if actions:
         policy = replace(policy, oracle_deadlines=lambda job: deadlines[job.batch_id])
     if actions and fallback:
-        policy = replace(policy, oracle_fallback_deadlines=lambda job: chains[job.batch_id])
+        policy = replace(
+            policy,
+            oracle_fallback_deadlines=lambda job: chains[job.batch_id],
+            oracle_fallback_totals=lambda job: ranks[job.batch_id],
+        )
     if spec.min_gain_s is not None:
         policy = replace(policy, share_min_gain_s=spec.min_gain_s)
     core = build_core(
@@ -592,8 +597,9 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
                 # In hindsight (MIN-LAT) or, for the ``informed`` mode, in expectation.
                 deadlines.clear()
                 chains.clear()
+                ranks.clear()
                 if actions:
-                    chains[job.batch_id] = {}
+                    chains[job.batch_id], ranks[job.batch_id] = {}, {}
                     totals, deadlines[job.batch_id] = env.expected_with_actions(
                         job,
                         b.at_s,
@@ -601,6 +607,7 @@ async def _replay(cfg: ReplayConfig, progress: Callable[[int, int], None] | None
                         pipelined=pipelined,
                         available=core.availability.available(),
                         fallbacks=chains[job.batch_id] if fallback else None,
+                        ranking=ranks[job.batch_id],
                     )
                 else:
                     totals = env.expected_totals(job, b.at_s) if spec.informed else truth.totals()

@@ -63,15 +63,21 @@ def _dup_cloud_total(rec: ReplayedBatch, cloud: str) -> float:
 
 def _actions(rec: ReplayedBatch) -> dict[str, Any]:
     """The plan's deploy deadline of the runtime it chose, whether the deployment was
-    abandoned at it (the truth's T_d was not ready by then) and whether its cloud leg
-    uploaded while it deployed."""
+    abandoned at it (the truth's T_d was not ready by then), how many fallback legs the
+    requester abandoned at theirs (``policy.deploy_deadline_fallback``) and whether its
+    cloud leg uploaded while it deployed."""
     plan = rec.plan
     deadline = plan.deadlines.get(plan.chosen)
     t = rec.truth.runtimes.get(plan.chosen)
     dep = t.attempts[-1] if t is not None and t.attempts else math.nan
     abandoned = deadline is not None and (dep is None or dep >= deadline)
     cloud = t is not None and bool(t.attempts)
-    return {"deadline_s": deadline, "abandoned": abandoned, "pipelined": plan.pipelined and cloud}
+    return {
+        "deadline_s": deadline,
+        "abandoned": abandoned,
+        "abandoned_fallback": sum(n != plan.chosen for n in rec.outcome.abandoned),
+        "pipelined": plan.pipelined and cloud,
+    }
 
 
 def _actions_summary(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -84,6 +90,7 @@ def _actions_summary(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
         "batches_with_deadline": len(with_deadline),
         "mean_deadline_s": sum(with_deadline) / len(with_deadline) if with_deadline else None,
         "abandoned": sum(bool(a["abandoned"]) for a in acted),
+        "abandoned_fallback": sum(a["abandoned_fallback"] for a in acted),
         "pipelined": sum(bool(a["pipelined"]) for a in acted),
     }
 

@@ -37,7 +37,8 @@ worlds, one code path"), so a table of estimates is all a test needs.
   at pod ready, weighs the pod-seconds it would hold at the price the plan carries.
   With ``policy.deploy_deadline_fallback`` (off by default) each fallback leg gets a
   deadline of its own too, priced as a fallback down the requester's chain
-  (:func:`next_fallback`, each runtime once, the edge last with none), and an
+  (:func:`~stoic.values.fallback_after` on :func:`predicted_totals`, each runtime once,
+  the edge last with none), and an
   abandonment is priced at that chain's expected total (:func:`_chain`).
 * baselines for the replay: **edge-only**, **gpu1-only**, **threshold** (a fixed
   batch-size cut-over to a GPU runtime), **oracle** (MIN-LAT: needs the ground truth, so
@@ -47,7 +48,7 @@ worlds, one code path"), so a table of estimates is all a test needs.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -67,6 +68,7 @@ from stoic.values import (
     RuntimeKind,
     SharePlan,
     SinglePlan,
+    fallback_after,
 )
 
 Objective = Literal["mean", "expected", "quantile"]
@@ -95,6 +97,10 @@ class PolicyOptions:
     oracle_fallback_deadlines: Callable[[Job], Mapping[str, Mapping[str, float]]] | None = None
     """With ``fallback_deadline``, the informed oracle's deadlines of the fallback legs,
     per first choice (``SimEnvironment.expected_with_actions``'s ``fallbacks``)."""
+    oracle_fallback_totals: Callable[[Job], Mapping[str, float]] | None = None
+    """With those, the totals the informed oracle's requester ranks its fallbacks by:
+    the spec's expected totals, by which the informed reference orders the chains it
+    prices (``expected_with_actions``'s ``ranking``), not the predictor's estimates."""
     deploy_deadline: bool = False
     deadline_min_gain_s: float = 1.0
     fallback_deadline: bool = False
@@ -210,25 +216,10 @@ def race_pod_s(
     )
 
 
-def next_fallback(
-    estimates: Mapping[str, Estimate],
-    edge: str,
-    tried: Collection[str],
-    available: Callable[[str], bool] = lambda _: True,
-) -> str | None:
-    """Where a failed (or abandoned) leg sends the batch: the edge, or a cloud runtime
-    ``available`` and not yet ``tried`` whose predicted total beats the edge's; None once
-    the edge has been tried (the requester's rule, :meth:`Requester._fallback`)."""
-    if edge in tried:
-        return None
-    edge_total = estimates[edge].total.mean if edge in estimates else math.inf
-    best, best_total = edge, edge_total
-    for name, e in estimates.items():
-        if name in tried or name == edge or not available(name):
-            continue
-        if e.total.mean < best_total:
-            best, best_total = name, e.total.mean
-    return best
+def predicted_totals(estimates: Mapping[str, Estimate]) -> dict[str, float]:
+    """Each runtime's predicted total: what the requester ranks its fallbacks by
+    (:func:`~stoic.values.fallback_after`, :meth:`Requester._fallback`)."""
+    return {name: e.total.mean for name, e in estimates.items()}
 
 
 def affordable(estimates: Mapping[str, Estimate], edge: str, price: Price) -> dict[str, Estimate]:
@@ -353,7 +344,8 @@ def decide(
             if options.oracle_deadlines is None and not options.pipelined_upload:
                 return plan(best, reason)
             given = options.oracle_deadlines(job) if options.oracle_deadlines else {}
-            chains = options.oracle_fallback_deadlines
+            chains, ranking = options.oracle_fallback_deadlines, options.oracle_fallback_totals
+            ranks = ranking(job) if ranking else {}
             return SinglePlan(
                 best,
                 mode=mode,
@@ -362,6 +354,7 @@ def decide(
                 deadlines=dict(given),
                 pipelined=options.pipelined_upload,
                 fallback_deadlines=dict(chains(job).get(best, {})) if chains else {},
+                fallback_totals={n: t for n, t in ranks.items() if n in estimates},
             )
         case Mode.PINNED:
             if pinned is None:
@@ -537,12 +530,13 @@ def _chain(
 ) -> tuple[float, dict[str, float]]:
     """What abandoning ``first`` costs with each fallback leg given its own deadline
     (``policy.deploy_deadline_fallback``): the requester's chain of fallbacks
-    (:func:`next_fallback`, each runtime tried once, the edge last), priced from its end,
+    (:func:`~stoic.values.fallback_after` on the predicted totals, each runtime tried
+    once, the edge last), priced from its end,
     the edge's ``edge_s``, back: each cloud leg's least expected total over its
     deadlines (``leg``) with the rest of the chain as its fallback. Returns the chain's
     expected total and its cloud legs' deadlines."""
-    chain, tried = [], [first]
-    while (nxt := next_fallback(estimates, edge, tried)) is not None:
+    chain, tried, ranks = [], [first], predicted_totals(estimates)
+    while (nxt := fallback_after(ranks, edge, tried)) is not None:
         chain.append(nxt)
         tried.append(nxt)
     total, deadlines = edge_s, {}

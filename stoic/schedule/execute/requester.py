@@ -43,15 +43,15 @@ import asyncio
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from stoic.errors import BackendError, RuntimeUnavailable
+from stoic.errors import BackendError, DeployAbandoned, RuntimeUnavailable
 from stoic.logging import get_logger
-from stoic.schedule.decide.policy import next_fallback
+from stoic.schedule.decide.policy import predicted_totals
 from stoic.schedule.execute.duplicator import Duplicator
 from stoic.schedule.execute.legs import Leg, LegRunner
 from stoic.schedule.execute.recorder import PredictorLike
 from stoic.schedule.execute.warm import PriceLike
 from stoic.schedule.share.session import ChunkSink, ShareOptions, Sharer
-from stoic.values import Job, Outcome, Plan, RacePlan, SharePlan, SinglePlan
+from stoic.values import Job, Outcome, Plan, RacePlan, SharePlan, SinglePlan, fallback_after
 
 log = get_logger(__name__)
 
@@ -148,6 +148,7 @@ class Requester:
         cloud runtime is predicted sooner (a 2,000-image batch should not wait for
         the edge because one pod timed out) — until one succeeds or the edge fails."""
         tried: list[str] = []
+        abandoned: list[str] = []
         name = plan.runtime
         used = wasted = 0.0
         reason, error = "", None
@@ -174,10 +175,13 @@ class Requester:
                     fell_back=len(tried) > 1,
                     reason=reason,
                     error=error,
+                    abandoned=tuple(abandoned),
                 )
             except BackendError as exc:
                 used += leg.cloud_used_s
                 wasted += leg.cloud_used_s
+                if isinstance(exc, DeployAbandoned):
+                    abandoned.append(name)
                 nxt = self._fallback(plan, tried) if allow_fallback else None
                 if runtime.is_edge or nxt is None:
                     raise
@@ -191,8 +195,10 @@ class Requester:
                 name = nxt
 
     def _fallback(self, plan: SinglePlan, tried: list[str]) -> str | None:
-        """Where a failed batch goes next (:func:`next_fallback` on the plan's
-        estimates, among the runtimes still available)."""
+        """Where a failed batch goes next (:func:`fallback_after` on the plan's predicted
+        totals, or its ``fallback_totals`` where it has them, the informed oracle's;
+        among the runtimes still available)."""
         if self.edge_runtime is None:
             return None
-        return next_fallback(plan.estimates, self.edge_runtime, tried, self._available)
+        ranks = plan.fallback_totals or predicted_totals(plan.estimates)
+        return fallback_after(ranks, self.edge_runtime, tried, self._available)
