@@ -9,6 +9,8 @@ that is what is used.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -93,13 +95,20 @@ def test_the_dispatcher_falls_back_to_bottleneck(monkeypatch: pytest.MonkeyPatch
         raise AssertionError("the kernel ran without numba")
 
     # Without numba (the controller's image): bottleneck's rows.
-    monkeypatch.setattr(medians, "_looked", True)
-    monkeypatch.setattr(medians, "_kernel", None)
+    monkeypatch.setattr(medians, "numba_kernel", lambda: None)
     y = np.array([3.0, 1.0, 4.0, 1.0, 5.0, 9.0])
     np.testing.assert_array_equal(median_rows(y, 4, t), median_rows_bottleneck(y, 4, t))
-    monkeypatch.setattr(medians, "_kernel", no_kernel)
+    monkeypatch.setattr(medians, "numba_kernel", lambda: no_kernel)
     with pytest.raises(AssertionError, match="kernel ran"):
         median_rows(y, 4, t)
+
+
+@pytest.fixture(autouse=True)
+def fresh_load() -> Iterator[None]:
+    """Each test loads the kernel afresh, and leaves the real one loaded after it."""
+    numba_kernel.cache_clear()
+    yield
+    numba_kernel.cache_clear()
 
 
 def _kernel_module(kernel: object) -> object:
@@ -131,8 +140,6 @@ def test_a_kernel_that_cannot_load_is_bottlenecks_rows(
             raise RuntimeError(f"cannot cache function {name!r}: no locator available")
         return _kernel_module(load)
 
-    monkeypatch.setattr(medians, "_looked", False)
-    monkeypatch.setattr(medians, "_kernel", None)
     monkeypatch.setattr(medians.importlib, "import_module", import_module)
     monkeypatch.setattr(medians.importlib.util, "find_spec", lambda name: object())
     assert numba_kernel() is None
@@ -142,8 +149,6 @@ def test_a_kernel_that_cannot_load_is_bottlenecks_rows(
 
 
 def test_a_kernel_that_passes_its_check_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(medians, "_looked", False)
-    monkeypatch.setattr(medians, "_kernel", None)
     module = _kernel_module(median_rows_bottleneck)
     monkeypatch.setattr(medians.importlib, "import_module", lambda name: module)
     monkeypatch.setattr(medians.importlib.util, "find_spec", lambda name: object())

@@ -27,6 +27,7 @@ A daemon that has it loads it in a thread as it starts (numba's import takes 0.4
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 from collections.abc import Callable
@@ -54,10 +55,7 @@ def median_rows_bottleneck(x: FloatArray, max_window: int, t: IndexArray) -> Flo
     return rows
 
 
-_kernel: RowsFunction | None = None
-_looked = False
-
-
+@functools.cache
 def numba_kernel() -> RowsFunction | None:
     """The numba kernel, or None without numba (imported once, on first use: the CLI
     and a daemon that never calibrates do not pay numba's half-second import).
@@ -69,24 +67,20 @@ def numba_kernel() -> RowsFunction | None:
     LLVM it was never tried with, and a calibration must never fail for want of speed.
     So loading it includes that first call, on a series with ties, a short history and
     both parities of window, whose rows must be bottleneck's (:data:`_CHECK`)."""
-    global _kernel, _looked
-    if not _looked:
-        _looked = True
-        if importlib.util.find_spec("numba") is not None:
-            try:
-                kernel = importlib.import_module("stoic.predict._medians_kernel")
-                x, w, t = _CHECK
-                same = np.array_equal(
-                    kernel.median_rows_kernel(x, w, t), median_rows_bottleneck(x, w, t), True
-                )
-            except Exception as exc:  # any: bottleneck's rows are the same
-                log.warning("numba kernel unavailable; bottleneck's medians", error=repr(exc))
-            else:
-                if same:
-                    _kernel = kernel.median_rows_kernel
-                else:
-                    log.warning("numba kernel disagrees with bottleneck; bottleneck's medians")
-    return _kernel
+    if importlib.util.find_spec("numba") is None:
+        return None
+    try:
+        module = importlib.import_module("stoic.predict._medians_kernel")
+        kernel: RowsFunction = module.median_rows_kernel
+        x, w, t = _CHECK
+        same = np.array_equal(kernel(x, w, t), median_rows_bottleneck(x, w, t), True)
+    except Exception as exc:  # any: bottleneck's rows are the same
+        log.warning("numba kernel unavailable; bottleneck's medians", error=repr(exc))
+        return None
+    if not same:
+        log.warning("numba kernel disagrees with bottleneck; bottleneck's medians")
+        return None
+    return kernel
 
 
 _CHECK = (np.array([5.0, 1.0, 4.0, 4.0, 2.0, 8.0, 3.0, 4.0]), 5, np.arange(0, 8))
