@@ -1,0 +1,28 @@
+#!/bin/sh
+# The replays behind docs/predictor.md, "Every regime option together". The sweep takes
+# its settings from the environment: regimes-all.toml's, one STOIC_PREDICTOR__ variable
+# each (all but the shape history for the "all-but-shape" runs). Reports go to $OUT
+# (default /tmp/regimes-all); compare.py prints the tables from them. About 25 minutes
+# on this 2-core machine.
+set -e
+OUT=${OUT:-/tmp/regimes-all}
+P=STOIC_PREDICTOR__
+BUT_SHAPE="${P}PROCESSING_MAX_AGE_S=86400 ${P}PROCESSING_CHANGE_DETECTION=true
+  ${P}PROCESSING_CHANGE_MIN_RUN=2 ${P}PROCESSING_CHANGE_HAZARD=0.02
+  ${P}DEPLOYMENT_COLD_RATIO=5 ${P}DEPLOYMENT_MIXTURE_HISTORY=60
+  ${P}PROCESSING_TIME_OF_DAY=true ${P}PROCESSING_TIME_OF_DAY_MIN_DAYS=1"
+ALL="$BUT_SHAPE ${P}PROCESSING_SHAPE_HISTORY=100"
+sweep() {  # sweep REPORT SEEDS SETTINGS ENVS...
+  report=$1 seeds=$2 settings=$3; shift 3
+  envs=""; for e in "$@"; do envs="$envs --envs $e"; done
+  env $settings .venv/bin/stoic replay sweep $envs --modes selector,informed \
+    --seeds "$seeds" --days 3 --jobs 2 --no-progress --report "$OUT/$report"
+}
+# Every environment of the committed sweep (its selector and informed cells are the default's).
+sweep sweep 5 "$ALL" workload/envs docs/evaluation/sweep/envs
+for env in edge-afternoon-spell:spell-30 nautilus-2020-real:nautilus-real-30; do
+  spec=workload/envs/${env%%:*}.yaml dir=${env#*:}
+  sweep "$dir/default" 30 "" "$spec"
+  sweep "$dir/all" 30 "$ALL" "$spec"
+  sweep "$dir/all-but-shape" 30 "$BUT_SHAPE" "$spec"
+done

@@ -1,0 +1,74 @@
+"""docs/evaluation/predictor/regimes-all/: the scripts behind docs/predictor.md, "Every
+regime option together"."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.support.paths import REPO
+from tests.support.scripts import load_script
+
+FOLDER = REPO / "docs" / "evaluation" / "predictor" / "regimes-all"
+compare = load_script(FOLDER / "compare.py")
+by_hour = load_script(FOLDER / "by_hour.py")
+
+
+def _sweep(folder: Path, cells: dict[tuple[str, str, int], float]) -> str:
+    folder.mkdir()
+    rows = [
+        {"env": e, "mode": m, "seed": s, "error": None, "metrics": {"vs_min_lat": v / 100}}
+        for (e, m, s), v in cells.items()
+    ]
+    rows.append({"env": "x", "mode": "share", "seed": 0, "error": None, "metrics": {}})
+    (folder / "sweep.json").write_text(json.dumps({"cells": rows}))
+    return str(folder)
+
+
+def test_the_table_pairs_the_seeds_both_sweeps_hold(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Gaps are selector − informed seed by seed, the paired change is after − before on
+    the seeds both hold (seed 2 is in one only), and other modes are ignored."""
+    before = _sweep(
+        tmp_path / "a",
+        {
+            ("x", "selector", 0): 110.0,
+            ("x", "informed", 0): 100.0,
+            ("x", "selector", 1): 120.0,
+            ("x", "informed", 1): 104.0,
+            ("x", "selector", 2): 500.0,
+            ("x", "informed", 2): 100.0,
+        },
+    )
+    after = _sweep(
+        tmp_path / "b",
+        {
+            ("x", "selector", 0): 104.0,
+            ("x", "informed", 0): 100.0,
+            ("x", "selector", 1): 110.0,
+            ("x", "informed", 1): 104.0,
+        },
+    )
+    monkeypatch.setattr("sys.argv", ["compare.py", before, after])
+    compare.main()
+    out = capsys.readouterr().out
+    # gaps: before 10, 16 (mean 13, se 3); after 4, 6 (mean 5, se 1); paired -6, -10
+    row = "| x | 2 | 115.0 → 107.0 | 102.0 → 102.0 | +13.0 ± 3.0 | +5.0 ± 1.0 | -8.0 ± 2.0 |"
+    assert row in out
+    assert "The selector summed: 115.0 → 107.0" in out
+
+
+@pytest.mark.parametrize(
+    ("selector", "informed", "expected"),
+    [
+        ("gpu1", "gpu1", "same"),
+        ("edge", "gpu1", "selector edge"),
+        ("gpu2", "edge", "informed edge"),
+        ("gpu1", "gpu2", "other cloud"),
+    ],
+)
+def test_each_batch_is_put_in_one_kind(selector: str, informed: str, expected: str) -> None:
+    assert by_hour.kind(selector, informed) == expected
