@@ -143,8 +143,8 @@ def test_the_real_runs_with_the_regime_settings(name: str) -> None:
     T_p 6.01 → 4.37 s and T_s 10.25 → 8.90 s, the 90 % intervals still within 85–95 %;
     the recommended set's T_d options change nothing on this file ("T_s on the real
     runs: where the error is"), nor do regimes-all.toml's others ("Every regime option
-    together": the time-of-day term needs a clock, the shape more samples, and the
-    detector raises no alarm)."""
+    together": the time-of-day term needs a clock, the shape and the tail view more
+    samples, and the detector raises no alarm)."""
     config = REPO / "docs" / "evaluation" / "predictor" / name
     result = runner.invoke(
         app, ["evaluate", "predictor", "--csv", str(REAL), "--config", str(config), "--json"]

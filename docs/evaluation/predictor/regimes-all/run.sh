@@ -1,17 +1,18 @@
 #!/bin/sh
 # The replays behind docs/predictor.md, "Every regime option together". The sweep takes
 # its settings from the environment: regimes-all.toml's, one STOIC_PREDICTOR__ variable
-# each (all but the shape history for the "all-but-shape" runs). Reports go to $OUT
-# (default /tmp/regimes-all); compare.py prints the tables from them. About 25 minutes
-# on this 2-core machine.
+# each ("all-but-tail": without deployment_tail_history; "all-but-tail-and-shape":
+# without processing_shape_history too). Reports go to $OUT (default /tmp/regimes-all);
+# compare.py prints the tables from them. About 35 minutes on this 2-core machine.
 set -e
 OUT=${OUT:-/tmp/regimes-all}
 P=STOIC_PREDICTOR__
-BUT_SHAPE="${P}PROCESSING_MAX_AGE_S=86400 ${P}PROCESSING_CHANGE_DETECTION=true
+BUT_TAIL_AND_SHAPE="${P}PROCESSING_MAX_AGE_S=86400 ${P}PROCESSING_CHANGE_DETECTION=true
   ${P}PROCESSING_CHANGE_MIN_RUN=2 ${P}PROCESSING_CHANGE_HAZARD=0.02
   ${P}DEPLOYMENT_COLD_RATIO=5 ${P}DEPLOYMENT_MIXTURE_HISTORY=60
   ${P}PROCESSING_TIME_OF_DAY=true ${P}PROCESSING_TIME_OF_DAY_MIN_DAYS=1"
-ALL="$BUT_SHAPE ${P}PROCESSING_SHAPE_HISTORY=100"
+BUT_TAIL="$BUT_TAIL_AND_SHAPE ${P}PROCESSING_SHAPE_HISTORY=100"
+ALL="$BUT_TAIL ${P}DEPLOYMENT_TAIL_HISTORY=1440"
 sweep() {  # sweep REPORT SEEDS SETTINGS ENVS...
   report=$1 seeds=$2 settings=$3; shift 3
   envs=""; for e in "$@"; do envs="$envs --envs $e"; done
@@ -20,9 +21,11 @@ sweep() {  # sweep REPORT SEEDS SETTINGS ENVS...
 }
 # Every environment of the committed sweep (its selector and informed cells are the default's).
 sweep sweep 5 "$ALL" workload/envs docs/evaluation/sweep/envs
+sweep sweep-without-tail 5 "$BUT_TAIL" workload/envs docs/evaluation/sweep/envs
 for env in edge-afternoon-spell:spell-30 nautilus-2020-real:nautilus-real-30; do
   spec=workload/envs/${env%%:*}.yaml dir=${env#*:}
   sweep "$dir/default" 30 "" "$spec"
   sweep "$dir/all" 30 "$ALL" "$spec"
-  sweep "$dir/all-but-shape" 30 "$BUT_SHAPE" "$spec"
+  sweep "$dir/all-but-tail" 30 "$BUT_TAIL" "$spec"
+  sweep "$dir/all-but-tail-and-shape" 30 "$BUT_TAIL_AND_SHAPE" "$spec"
 done
