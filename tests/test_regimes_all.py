@@ -17,7 +17,7 @@ by_hour = load_script(FOLDER / "by_hour.py")
 
 
 def _sweep(folder: Path, cells: dict[tuple[str, str, int], float]) -> str:
-    folder.mkdir()
+    folder.mkdir(parents=True)
     rows = [
         {"env": e, "mode": m, "seed": s, "error": None, "metrics": {"vs_min_lat": v / 100}}
         for (e, m, s), v in cells.items()
@@ -72,3 +72,23 @@ def test_the_table_pairs_the_seeds_both_sweeps_hold(
 )
 def test_each_batch_is_put_in_one_kind(selector: str, informed: str, expected: str) -> None:
     assert by_hour.kind(selector, informed) == expected
+
+
+def test_named_modes_are_read_from_one_sweep_per_environment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/evaluation/actions-all/'s layout (a folder per environment) and its modes: the
+    plain selector's cells in the same sweeps are not read."""
+    before = tmp_path / "before"
+    _sweep(
+        before / "x",
+        {("x", "sel+a", 0): 110.0, ("x", "inf+a", 0): 101.0, ("x", "selector", 0): 300.0},
+    )
+    _sweep(before / "y", {("y", "sel+a", 0): 120.0, ("y", "inf+a", 0): 100.0})
+    after = _sweep(tmp_path / "after", {("x", "sel+a", 0): 105.0, ("x", "inf+a", 0): 101.0})
+    monkeypatch.setattr("sys.argv", ["compare.py", str(before), after, "sel+a", "inf+a"])
+    compare.main()
+    out = capsys.readouterr().out
+    assert "| x | 1 | 110.0 → 105.0 | 101.0 → 101.0 | +9.0 ± 0.0 | +4.0 ± 0.0 | -5.0 ± 0.0 |" in out
+    assert "The learning gaps summed: +9.0 → +4.0" in out
+    assert "Gaps of at most 2 points: 0 → 0" in out

@@ -2,9 +2,14 @@
 each environment's selector and informed % of MIN-LAT, the learning gap (selector −
 informed, seed by seed) and the paired change of the selector, mean ± standard error.
 
-    python docs/evaluation/predictor/regimes-all/compare.py BEFORE AFTER
+    python docs/evaluation/predictor/regimes-all/compare.py BEFORE AFTER [SELECTOR INFORMED]
 
-BEFORE and AFTER are folders holding a sweep.json; only the seeds both hold are paired.
+BEFORE and AFTER are folders holding a sweep.json, or folders of such folders (one sweep
+per environment, as docs/evaluation/actions-all/), or several of either joined by commas
+(more seeds of the same environments); only the seeds both hold are paired.
+SELECTOR and INFORMED name the two modes compared (default: selector and informed;
+docs/evaluation/README.md's actions: selector+deadline+pipelined and
+informed+deadline+pipelined).
 """
 
 from __future__ import annotations
@@ -16,12 +21,18 @@ from collections import defaultdict
 from pathlib import Path
 
 
-def load(folder: str) -> dict[tuple[str, str], dict[int, float]]:
-    cells = json.loads((Path(folder) / "sweep.json").read_text())["cells"]
+def load(folder: str, modes: tuple[str, str]) -> dict[tuple[str, str], dict[int, float]]:
+    """% of MIN-LAT by (environment, "selector" or "informed") and seed."""
+    paths: list[Path] = []
+    for one in folder.split(","):
+        path = Path(one) / "sweep.json"
+        paths += [path] if path.exists() else sorted(Path(one).glob("*/sweep.json"))
     out: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
-    for c in cells:
-        if c["mode"] in ("selector", "informed") and not c["error"]:
-            out[(c["env"], c["mode"])][c["seed"]] = 100 * c["metrics"]["vs_min_lat"]
+    for path in paths:
+        for c in json.loads(path.read_text())["cells"]:
+            if c["mode"] in modes and not c["error"]:
+                role = "selector" if c["mode"] == modes[0] else "informed"
+                out[(c["env"], role)][c["seed"]] = 100 * c["metrics"]["vs_min_lat"]
     return out
 
 
@@ -31,10 +42,12 @@ def mean_se(xs: list[float]) -> str:
 
 
 def main() -> None:
-    a, b = load(sys.argv[1]), load(sys.argv[2])
+    modes = (sys.argv[3], sys.argv[4]) if len(sys.argv) > 4 else ("selector", "informed")
+    a, b = load(sys.argv[1], modes), load(sys.argv[2], modes)
     print("| environment | seeds | selector | informed | gap before | gap after | paired |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    total_a = total_b = 0.0
+    total_a = total_b = gaps_a = gaps_b = 0.0
+    ok_a = ok_b = 0
     for env in sorted({k[0] for k in b}):
         seeds = sorted(set(a[(env, "selector")]) & set(b[(env, "selector")]))
         sa = [a[(env, "selector")][s] for s in seeds]
@@ -45,12 +58,18 @@ def main() -> None:
         ib = statistics.mean(b[(env, "informed")][s] for s in seeds)
         total_a += statistics.mean(sa)
         total_b += statistics.mean(sb)
+        gaps_a += statistics.mean(ga)
+        gaps_b += statistics.mean(gb)
+        ok_a += statistics.mean(ga) <= 2
+        ok_b += statistics.mean(gb) <= 2
         print(
             f"| {env} | {len(seeds)} | {statistics.mean(sa):.1f} → {statistics.mean(sb):.1f} "
             f"| {ia:.1f} → {ib:.1f} | {mean_se(ga)} | {mean_se(gb)} "
             f"| {mean_se([y - x for x, y in zip(sa, sb, strict=True)])} |"
         )
     print(f"\nThe selector summed: {total_a:.1f} → {total_b:.1f}")
+    print(f"The learning gaps summed: {gaps_a:+.1f} → {gaps_b:+.1f}")
+    print(f"Gaps of at most 2 points: {ok_a} → {ok_b}")
 
 
 if __name__ == "__main__":

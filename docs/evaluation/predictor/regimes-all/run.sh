@@ -22,6 +22,13 @@ sweep() {  # sweep REPORT SEEDS SETTINGS ENVS...
 # Every environment of the committed sweep (its selector and informed cells are the default's).
 sweep sweep 5 "$ALL" workload/envs docs/evaluation/sweep/envs
 sweep sweep-without-tail 5 "$BUT_TAIL" workload/envs docs/evaluation/sweep/envs
+# Seeds 5-24 of the four environments added for the predictor, as
+# docs/evaluation/sweep-seeds/new4 holds them for the default.
+W=workload/envs
+env $ALL .venv/bin/stoic replay sweep --envs $W/deploy-cache-mixture.yaml \
+  --envs $W/edge-afternoon-spell.yaml --envs $W/edge-step.yaml --envs $W/turbulent-cloud.yaml \
+  --modes selector,informed --first-seed 5 --seeds 20 --days 3 --jobs 2 --no-progress \
+  --report "$OUT/new4-seeds-5-24"
 for env in edge-afternoon-spell:spell-30 nautilus-2020-real:nautilus-real-30; do
   spec=workload/envs/${env%%:*}.yaml dir=${env#*:}
   sweep "$dir/default" 30 "" "$spec"
