@@ -16,11 +16,15 @@ compare = load_script(FOLDER / "compare.py")
 by_hour = load_script(FOLDER / "by_hour.py")
 
 
-def _sweep(folder: Path, cells: dict[tuple[str, str, int], float]) -> str:
+def _sweep(
+    folder: Path, env: str, runs: dict[int, tuple[float, float]], modes: tuple[str, str]
+) -> str:
+    """A sweep.json in ``folder``: per seed, the two modes' % of MIN-LAT."""
     folder.mkdir(parents=True)
     rows = [
-        {"env": e, "mode": m, "seed": s, "error": None, "metrics": {"vs_min_lat": v / 100}}
-        for (e, m, s), v in cells.items()
+        {"env": env, "mode": m, "seed": s, "error": None, "metrics": {"vs_min_lat": v / 100}}
+        for s, pair in runs.items()
+        for m, v in zip(modes, pair, strict=True)
     ]
     rows.append({"env": "x", "mode": "share", "seed": 0, "error": None, "metrics": {}})
     (folder / "sweep.json").write_text(json.dumps({"cells": rows}))
@@ -32,26 +36,9 @@ def test_the_table_pairs_the_seeds_both_sweeps_hold(
 ) -> None:
     """Gaps are selector − informed seed by seed, the paired change is after − before on
     the seeds both hold (seed 2 is in one only), and other modes are ignored."""
-    before = _sweep(
-        tmp_path / "a",
-        {
-            ("x", "selector", 0): 110.0,
-            ("x", "informed", 0): 100.0,
-            ("x", "selector", 1): 120.0,
-            ("x", "informed", 1): 104.0,
-            ("x", "selector", 2): 500.0,
-            ("x", "informed", 2): 100.0,
-        },
-    )
-    after = _sweep(
-        tmp_path / "b",
-        {
-            ("x", "selector", 0): 104.0,
-            ("x", "informed", 0): 100.0,
-            ("x", "selector", 1): 110.0,
-            ("x", "informed", 1): 104.0,
-        },
-    )
+    modes = ("selector", "informed")
+    before = _sweep(tmp_path / "a", "x", {0: (110, 100), 1: (120, 104), 2: (500, 100)}, modes)
+    after = _sweep(tmp_path / "b", "x", {0: (104, 100), 1: (110, 104)}, modes)
     monkeypatch.setattr("sys.argv", ["compare.py", before, after])
     compare.main()
     out = capsys.readouterr().out
@@ -80,12 +67,10 @@ def test_named_modes_are_read_from_one_sweep_per_environment(
     """docs/evaluation/actions-all/'s layout (a folder per environment) and its modes: the
     plain selector's cells in the same sweeps are not read."""
     before = tmp_path / "before"
-    _sweep(
-        before / "x",
-        {("x", "sel+a", 0): 110.0, ("x", "inf+a", 0): 101.0, ("x", "selector", 0): 300.0},
-    )
-    _sweep(before / "y", {("y", "sel+a", 0): 120.0, ("y", "inf+a", 0): 100.0})
-    after = _sweep(tmp_path / "after", {("x", "sel+a", 0): 105.0, ("x", "inf+a", 0): 101.0})
+    _sweep(before / "x", "x", {0: (110, 101)}, ("sel+a", "inf+a"))
+    _sweep(before / "x-plain", "x", {0: (300, 100)}, ("selector", "informed"))
+    _sweep(before / "y", "y", {0: (120, 100)}, ("sel+a", "inf+a"))
+    after = _sweep(tmp_path / "after", "x", {0: (105, 101)}, ("sel+a", "inf+a"))
     monkeypatch.setattr("sys.argv", ["compare.py", str(before), after, "sel+a", "inf+a"])
     compare.main()
     out = capsys.readouterr().out
