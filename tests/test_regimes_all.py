@@ -77,3 +77,23 @@ def test_named_modes_are_read_from_one_sweep_per_environment(
     assert "| x | 1 | 110.0 → 105.0 | 101.0 → 101.0 | +9.0 ± 0.0 | +4.0 ± 0.0 | -5.0 ± 0.0 |" in out
     assert "The learning gaps summed: +9.0 → +4.0" in out
     assert "Gaps of at most 2 points: 0 → 0" in out
+
+
+def test_gaps_are_read_as_the_sweeps_computed_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--gaps MODE``: each environment's ``learning_gaps`` entry of MODE, other modes'
+    ignored, in points; the count of gaps at most 2 points."""
+    for name, gap in (("before", 0.03), ("after", 0.015)):
+        (tmp_path / name).mkdir()
+        gaps = [
+            {"env": "x", "mode": "dup", "mean": gap, "se": 0.005},
+            {"env": "x", "mode": "selector", "mean": 0.5, "se": 0.1},
+        ]
+        (tmp_path / name / "sweep.json").write_text(json.dumps({"learning_gaps": gaps}))
+    argv = ["compare.py", str(tmp_path / "before"), str(tmp_path / "after"), "--gaps", "dup"]
+    monkeypatch.setattr("sys.argv", argv)
+    compare.main()
+    out = capsys.readouterr().out
+    assert "| x | +3.0 ± 0.5 | +1.5 ± 0.5 |" in out
+    assert "Gaps of at most 2 points: 0 → 1" in out

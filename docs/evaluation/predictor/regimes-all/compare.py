@@ -10,6 +10,12 @@ per environment, as docs/evaluation/actions-all/), or several of either joined b
 SELECTOR and INFORMED name the two modes compared (default: selector and informed;
 docs/evaluation/README.md's actions: selector+deadline+pipelined and
 informed+deadline+pipelined).
+
+    python docs/evaluation/predictor/regimes-all/compare.py BEFORE AFTER --gaps MODE
+
+prints instead each environment's learning gap of MODE as the sweeps computed it against
+MODE's own reference (``learning_gaps`` in sweep.json: the duplicator's is the informed
+duplicator).
 """
 
 from __future__ import annotations
@@ -36,12 +42,40 @@ def load(folder: str, modes: tuple[str, str]) -> dict[tuple[str, str], dict[int,
     return out
 
 
+def sweep_gaps(folder: str, mode: str) -> dict[str, dict[str, float]]:
+    """The sweeps' own learning gaps of ``mode`` by environment (fractions of MIN-LAT)."""
+    out: dict[str, dict[str, float]] = {}
+    for one in folder.split(","):
+        path = Path(one) / "sweep.json"
+        for p in [path] if path.exists() else sorted(Path(one).glob("*/sweep.json")):
+            for g in json.loads(p.read_text())["learning_gaps"]:
+                if g["mode"] == mode:
+                    out[g["env"]] = g
+    return out
+
+
+def print_gaps(before: str, after: str, mode: str) -> None:
+    a, b = sweep_gaps(before, mode), sweep_gaps(after, mode)
+    print(f"| environment | {mode}: gap before | gap after |")
+    print("|---|---:|---:|")
+    for env in sorted(b):
+        cells = [f"{100 * g['mean']:+.1f} ± {100 * g['se']:.1f}" for g in (a[env], b[env])]
+        print(f"| {env} | {cells[0]} | {cells[1]} |")
+    summed = [sum(100 * g[e]["mean"] for e in b) for g in (a, b)]
+    ok = [sum(100 * g[e]["mean"] <= 2 for e in b) for g in (a, b)]
+    print(f"\nThe learning gaps summed: {summed[0]:+.1f} → {summed[1]:+.1f}")
+    print(f"Gaps of at most 2 points: {ok[0]} → {ok[1]}")
+
+
 def mean_se(xs: list[float]) -> str:
     se = statistics.stdev(xs) / len(xs) ** 0.5 if len(xs) > 1 else 0.0
     return f"{statistics.mean(xs):+.1f} ± {se:.1f}"
 
 
 def main() -> None:
+    if len(sys.argv) > 4 and sys.argv[3] == "--gaps":
+        print_gaps(sys.argv[1], sys.argv[2], sys.argv[4])
+        return
     modes = (sys.argv[3], sys.argv[4]) if len(sys.argv) > 4 else ("selector", "informed")
     a, b = load(sys.argv[1], modes), load(sys.argv[2], modes)
     print("| environment | seeds | selector | informed | gap before | gap after | paired |")

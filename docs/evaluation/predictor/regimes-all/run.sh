@@ -3,7 +3,7 @@
 # its settings from the environment: regimes-all.toml's, one STOIC_PREDICTOR__ variable
 # each ("all-but-tail": without deployment_tail_history; "all-but-tail-and-shape":
 # without processing_shape_history too). Reports go to $OUT (default /tmp/regimes-all);
-# compare.py prints the tables from them. About 45 minutes on this 2-core machine.
+# compare.py prints the tables from them. About an hour on this 2-core machine.
 set -e
 OUT=${OUT:-/tmp/regimes-all}
 P=STOIC_PREDICTOR__
@@ -27,6 +27,12 @@ sweep sweep-without-tail 5 "$BUT_TAIL" workload/envs docs/evaluation/sweep/envs
 env $ALL .venv/bin/stoic replay sweep --envs workload/envs --envs docs/evaluation/sweep/envs \
   --modes selector+deadline+pipelined,informed+deadline+pipelined --seeds 5 --days 3 \
   --jobs 2 --no-progress --report "$OUT/actions"
+env $ALL .venv/bin/stoic replay sweep --envs workload/envs --envs docs/evaluation/sweep/envs \
+  --modes duplicator+deadline --seeds 5 --days 3 --jobs 2 --no-progress \
+  --report "$OUT/duplicator"
+env $ALL .venv/bin/stoic replay sweep --envs workload/envs --envs docs/evaluation/sweep/envs \
+  --modes selector+deadline+pipelined,informed+deadline+pipelined --probe-share 0.25 \
+  --seeds 5 --days 3 --jobs 2 --no-progress --report "$OUT/probe-ledger"
 # Seeds 5-24 of the four environments added for the predictor, as
 # docs/evaluation/sweep-seeds/new4 holds them for the default.
 W=workload/envs
