@@ -97,3 +97,36 @@ def test_gaps_are_read_as_the_sweeps_computed_them(
     out = capsys.readouterr().out
     assert "| x | +3.0 ± 0.5 | +1.5 ± 0.5 |" in out
     assert "Gaps of at most 2 points: 0 → 1" in out
+
+
+def test_the_ledger_table_holds_the_ratio_and_the_growth(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--ledger``: probes ÷ batches as the ratio of the means over the seeds, and an
+    environment meets both only with the ratio ≤ 25 % and the gap growing ≤ 0.5 point."""
+
+    def cell(env: str, mode: str, seed: int, vs: float, probes: float) -> dict[str, object]:
+        metrics = {"vs_min_lat": vs, "probe_cloud_s": probes, "cloud_used_s": 100.0}
+        return {"env": env, "mode": mode, "seed": seed, "error": None, "metrics": metrics}
+
+    sel, inf = "selector+deadline+pipelined", "informed+deadline+pipelined"
+    runs = {  # env: (before: selector, probes), (after: selector, probes)
+        "fine": ((1.10, 50.0), (1.104, 20.0)),
+        "grows": ((1.10, 50.0), (1.11, 20.0)),
+        "costly": ((1.10, 50.0), (1.10, 30.0)),
+    }
+    for i, name in enumerate(("before", "after")):
+        cells = []
+        for env, pair in runs.items():
+            for seed in (0, 1):
+                cells.append(cell(env, sel, seed, pair[i][0], pair[i][1]))
+                cells.append(cell(env, inf, seed, 1.0, 0.0))
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "sweep.json").write_text(json.dumps({"cells": cells}))
+    argv = ["compare.py", str(tmp_path / "before"), str(tmp_path / "after"), "--ledger"]
+    monkeypatch.setattr("sys.argv", argv)
+    compare.main()
+    out = capsys.readouterr().out
+    assert "| fine | 50.0 % | 20.0 % | +10.0 ± 0.0 | +10.4 ± 0.0 | +0.4 ± 0.0 | yes |" in out
+    assert "| grows | 50.0 % | 20.0 % | +10.0 ± 0.0 | +11.0 ± 0.0 | +1.0 ± 0.0 | no |" in out
+    assert "| costly | 50.0 % | 30.0 % |" in out and "1 of 3 environments meet both." in out

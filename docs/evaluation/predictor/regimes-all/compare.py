@@ -15,7 +15,15 @@ informed+deadline+pipelined).
 
 prints instead each environment's learning gap of MODE as the sweeps computed it against
 MODE's own reference (``learning_gaps`` in sweep.json: the duplicator's is the informed
-duplicator).
+duplicator), and
+
+    python docs/evaluation/predictor/regimes-all/compare.py BEFORE AFTER --ledger
+
+the probe ledger's table (docs/scheduling.md, "The probe ledger") of the selector with
+the deploy deadline and the pipelined upload: its processing probes' pod-seconds over
+its batches' (``probe_cloud_s`` ÷ ``cloud_used_s``, means over the seeds), its learning
+gap against each sweep's own informed reference of the same actions, and whether AFTER
+holds the ratio to 25 % with the gap growing by at most half a point.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 
 def load(folder: str, modes: tuple[str, str]) -> dict[tuple[str, str], dict[int, float]]:
@@ -67,12 +76,58 @@ def print_gaps(before: str, after: str, mode: str) -> None:
     print(f"Gaps of at most 2 points: {ok[0]} → {ok[1]}")
 
 
+def _ledger_cells(folder: str, mode: str) -> dict[str, dict[int, dict[str, Any]]]:
+    out: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
+    for c in json.loads((Path(folder) / "sweep.json").read_text())["cells"]:
+        if c["mode"] == mode and not c["error"]:
+            out[c["env"]][c["seed"]] = c
+    return out
+
+
+def _ratio(cells: list[dict[str, Any]]) -> float:
+    def value(c: dict[str, Any], key: str) -> float:
+        return float(c["metrics"].get(key) or c["details"].get(key) or 0.0)
+
+    used = statistics.mean(value(c, "cloud_used_s") for c in cells)
+    return statistics.mean(value(c, "probe_cloud_s") for c in cells) / used
+
+
+def print_ledger(before: str, after: str) -> None:
+    selector, informed = "selector+deadline+pipelined", "informed+deadline+pipelined"
+    sb, ib = _ledger_cells(before, selector), _ledger_cells(before, informed)
+    sa, ia = _ledger_cells(after, selector), _ledger_cells(after, informed)
+    print("| environment | probes ÷ batches before | after | gap before | after | growth | both |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    met = 0
+    for env in sorted(sa):
+        seeds = sorted(set(sa[env]) & set(sb[env]))
+        ratios = [_ratio([cells[env][s] for s in seeds]) for cells in (sb, sa)]
+        gaps = [
+            [
+                100 * (sel[env][s]["metrics"]["vs_min_lat"] - inf[env][s]["metrics"]["vs_min_lat"])
+                for s in seeds
+            ]
+            for sel, inf in ((sb, ib), (sa, ia))
+        ]
+        growth = [y - x for x, y in zip(*gaps, strict=True)]
+        ok = ratios[1] <= 0.25 and statistics.mean(growth) <= 0.5
+        met += ok
+        print(
+            f"| {env} | {100 * ratios[0]:.1f} % | {100 * ratios[1]:.1f} % | {mean_se(gaps[0])} "
+            f"| {mean_se(gaps[1])} | {mean_se(growth)} | {'yes' if ok else 'no'} |"
+        )
+    print(f"\n{met} of {len(sa)} environments meet both.")
+
+
 def mean_se(xs: list[float]) -> str:
     se = statistics.stdev(xs) / len(xs) ** 0.5 if len(xs) > 1 else 0.0
     return f"{statistics.mean(xs):+.1f} ± {se:.1f}"
 
 
 def main() -> None:
+    if len(sys.argv) > 3 and sys.argv[3] == "--ledger":
+        print_ledger(sys.argv[1], sys.argv[2])
+        return
     if len(sys.argv) > 4 and sys.argv[3] == "--gaps":
         print_gaps(sys.argv[1], sys.argv[2], sys.argv[4])
         return
