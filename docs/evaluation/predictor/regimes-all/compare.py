@@ -35,32 +35,46 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+Cells = dict[str, dict[int, dict[str, Any]]]
+"""A mode's cells of one or more sweeps: environment → seed → cell."""
 
-def load(folder: str, modes: tuple[str, str]) -> dict[tuple[str, str], dict[int, float]]:
-    """% of MIN-LAT by (environment, "selector" or "informed") and seed."""
+
+def _sweeps(folder: str) -> list[dict[str, Any]]:
+    """The sweep.json documents of ``folder``: one, a folder of them, or several of
+    either joined by commas."""
     paths: list[Path] = []
     for one in folder.split(","):
         path = Path(one) / "sweep.json"
         paths += [path] if path.exists() else sorted(Path(one).glob("*/sweep.json"))
+    return [json.loads(path.read_text()) for path in paths]
+
+
+def cells(folder: str, mode: str) -> Cells:
+    out: Cells = defaultdict(dict)
+    for sweep in _sweeps(folder):
+        for c in sweep["cells"]:
+            if c["mode"] == mode and not c["error"]:
+                out[c["env"]][c["seed"]] = c
+    return out
+
+
+def load(folder: str, modes: tuple[str, str]) -> dict[tuple[str, str], dict[int, float]]:
+    """% of MIN-LAT by (environment, "selector" or "informed") and seed."""
     out: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
-    for path in paths:
-        for c in json.loads(path.read_text())["cells"]:
-            if c["mode"] in modes and not c["error"]:
-                role = "selector" if c["mode"] == modes[0] else "informed"
-                out[(c["env"], role)][c["seed"]] = 100 * c["metrics"]["vs_min_lat"]
+    for role, mode in zip(("selector", "informed"), modes, strict=True):
+        for env, by_seed in cells(folder, mode).items():
+            out[(env, role)] = {s: 100 * c["metrics"]["vs_min_lat"] for s, c in by_seed.items()}
     return out
 
 
 def sweep_gaps(folder: str, mode: str) -> dict[str, dict[str, float]]:
     """The sweeps' own learning gaps of ``mode`` by environment (fractions of MIN-LAT)."""
-    out: dict[str, dict[str, float]] = {}
-    for one in folder.split(","):
-        path = Path(one) / "sweep.json"
-        for p in [path] if path.exists() else sorted(Path(one).glob("*/sweep.json")):
-            for g in json.loads(p.read_text())["learning_gaps"]:
-                if g["mode"] == mode:
-                    out[g["env"]] = g
-    return out
+    return {
+        g["env"]: g
+        for sweep in _sweeps(folder)
+        for g in sweep["learning_gaps"]
+        if g["mode"] == mode
+    }
 
 
 def print_gaps(before: str, after: str, mode: str) -> None:
@@ -76,14 +90,6 @@ def print_gaps(before: str, after: str, mode: str) -> None:
     print(f"Gaps of at most 2 points: {ok[0]} → {ok[1]}")
 
 
-def _ledger_cells(folder: str, mode: str) -> dict[str, dict[int, dict[str, Any]]]:
-    out: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
-    for c in json.loads((Path(folder) / "sweep.json").read_text())["cells"]:
-        if c["mode"] == mode and not c["error"]:
-            out[c["env"]][c["seed"]] = c
-    return out
-
-
 def _ratio(cells: list[dict[str, Any]]) -> float:
     def value(c: dict[str, Any], key: str) -> float:
         return float(c["metrics"].get(key) or c["details"].get(key) or 0.0)
@@ -94,14 +100,14 @@ def _ratio(cells: list[dict[str, Any]]) -> float:
 
 def print_ledger(before: str, after: str) -> None:
     selector, informed = "selector+deadline+pipelined", "informed+deadline+pipelined"
-    sb, ib = _ledger_cells(before, selector), _ledger_cells(before, informed)
-    sa, ia = _ledger_cells(after, selector), _ledger_cells(after, informed)
+    sb, ib = cells(before, selector), cells(before, informed)
+    sa, ia = cells(after, selector), cells(after, informed)
     print("| environment | probes ÷ batches before | after | gap before | after | growth | both |")
     print("|---|---:|---:|---:|---:|---:|---|")
     met = 0
     for env in sorted(sa):
         seeds = sorted(set(sa[env]) & set(sb[env]))
-        ratios = [_ratio([cells[env][s] for s in seeds]) for cells in (sb, sa)]
+        ratios = [_ratio([by_env[env][s] for s in seeds]) for by_env in (sb, sa)]
         gaps = [
             [
                 100 * (sel[env][s]["metrics"]["vs_min_lat"] - inf[env][s]["metrics"]["vs_min_lat"])
